@@ -1,0 +1,163 @@
+"""guildlite's own lifecycle features, written as plugins on the public API.
+
+Priorities (lower runs first; user plugins default to 100):
+- ``SourceSnapshot`` 10, on_run_staged: records every staged source file with its size and
+  sha256 in ``.guildlite/sourcecode.json``, before any user plugin edits the staged copy.
+- ``EnvCapture`` 10, on_run_begin: python, torch, packages, git commit and dirty flag, host and
+  GPUs into ``.guildlite/env.json``, with a summary in ``run.attrs["env"]``.
+- ``OutputScalars`` 10, on_run_end: ``key: value`` lines printed by rank 0 into ``scalars.jsonl``,
+  so user plugins' on_run_end already sees them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from ._plugins import Plugin
+from ._runs import META_DIR, write_json
+
+if TYPE_CHECKING:
+    from ._runs import Run
+
+BUILTIN_PRIORITY = 10
+
+
+class SourceSnapshot(Plugin):
+    """Record the staged source files (path, size, sha256) as they were copied."""
+
+    priority = BUILTIN_PRIORITY
+
+    def on_run_staged(self, run: Run) -> None:
+        manifest = []
+        for root, dirs, files in os.walk(run.run_dir):
+            dirs[:] = sorted(d for d in dirs if d != META_DIR)
+            for name in sorted(files):
+                p = Path(root, name)
+                rel = p.relative_to(run.run_dir).as_posix()
+                if rel == "run.json":
+                    continue
+                data = p.read_bytes()
+                manifest.append({"path": rel, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+        write_json(run.paths.manifest, {"root": run.attrs.get("sourcecode", {}).get("root"), "files": manifest})
+
+
+class EnvCapture(Plugin):
+    """Record the environment a run starts in."""
+
+    priority = BUILTIN_PRIORITY
+
+    def on_run_begin(self, run: Run) -> None:
+        root = Path(run.attrs.get("sourcecode", {}).get("root") or run.run_dir)
+        env = {
+            "python": sys.version.split()[0],
+            "executable": sys.executable,
+            "platform": platform.platform(),
+            "host": run.host,
+            "torch": _dist_version("torch"),
+            "git": _git(str(root)),
+            "gpus": run.gpus,
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "nvidia_smi": _nvidia_smi(),
+            "packages": _packages(),
+        }
+        write_json(run.paths.env, env)
+        run.attrs["env"] = {k: env[k] for k in ("python", "torch", "git", "host")}
+
+
+class OutputScalars(Plugin):
+    """Turn rank 0's ``key: value`` output lines into ``scalars.jsonl`` (a ``step`` key sets the step)."""
+
+    priority = BUILTIN_PRIORITY
+
+    def on_run_end(self, run: Run) -> None:
+        if run.is_batch or not run.paths.output_log.exists():
+            return
+        rows = list(parse_scalars(run.paths.output_log, run.nproc_per_node))
+        if rows:
+            with open(run.paths.scalars, "a", encoding="utf-8") as f:
+                f.writelines(json.dumps(r) + "\n" for r in rows)
+        run.attrs["scalars"] = {"captured": len(rows)}
+
+
+_KV = re.compile(r"^\s*([A-Za-z_][\w./-]*)\s*:\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?inf|nan)\s*$")
+_RANK_PREFIX = re.compile(r"^\[default(\d+)\]:")
+
+
+def parse_scalars(log: Path, nproc: int) -> Iterator[dict[str, Any]]:
+    """Scalar rows ``{"step", "key", "value"}`` from an output log, rank 0 lines only."""
+    step = 0
+    with open(log, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            m = _RANK_PREFIX.match(line)
+            if m:
+                if m.group(1) != "0":
+                    continue
+                line = line[m.end() :]
+            elif nproc > 1:
+                continue  # unprefixed lines of a multi-rank job come from torchrun itself
+            kv = _KV.match(line)
+            if not kv:
+                continue
+            key, value = kv.group(1), float(kv.group(2))
+            if key == "step":
+                step = int(value)
+                continue
+            yield {"step": step, "key": key, "value": value}
+
+
+def _dist_version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+@lru_cache(maxsize=None)
+def _packages() -> dict[str, str]:
+    from importlib.metadata import distributions
+
+    return dict(sorted((d.metadata["Name"] or "?", d.version) for d in distributions()))
+
+
+@lru_cache(maxsize=None)
+def _git(root: str) -> dict[str, Any] | None:
+    if not shutil.which("git"):
+        return None
+    try:
+        commit = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+
+
+@lru_cache(maxsize=None)
+def _nvidia_smi() -> list[str] | None:
+    if not shutil.which("nvidia-smi"):
+        return None
+    try:
+        r = subprocess.run(["nvidia-smi", "--query-gpu=index,name,memory.total", "--format=csv,noheader"],
+                           capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return [line.strip() for line in r.stdout.splitlines() if line.strip()] if r.returncode == 0 else None
+
+
+def builtin_plugins() -> list[Plugin]:
+    """Fresh instances of the built-ins, declared first (so they win priority ties)."""
+    return [SourceSnapshot(), EnvCapture(), OutputScalars()]

@@ -1,0 +1,328 @@
+"""Flag definitions, value decoding and coercion, and the batch value syntax."""
+
+from __future__ import annotations
+
+import difflib
+import math
+import random
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence, Union
+
+from ._errors import FlagError
+
+FLAG_TYPES = ("int", "float", "bool", "str", "path")
+
+
+@dataclass(frozen=True)
+class FlagDef:
+    """One flag of an operation, as declared in the guildfile."""
+
+    name: str
+    default: Any = None
+    type: str | None = None
+    choices: tuple[Any, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+    required: bool = False
+    description: str = ""
+
+    @property
+    def value_type(self) -> str | None:
+        """The declared type, or the one inferred from the default."""
+        if self.type:
+            return self.type
+        return _type_of(self.default)
+
+
+def _type_of(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    return None
+
+
+_INT = re.compile(r"[-+]?\d+")
+_FLOAT = re.compile(r"[-+]?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?|[-+]?(inf|nan)", re.I)
+_BOOLS = {"true": True, "false": False, "yes": True, "no": False}
+
+
+def decode(text: str) -> Any:
+    """Decode a command-line value: ``1`` int, ``0.1``/``1e-3`` float, ``true`` bool, ``'1'`` str."""
+    s = text.strip()
+    if len(s) >= 2 and s[0] == s[-1] and s[0] in "'\"":
+        return s[1:-1]
+    if _INT.fullmatch(s):
+        return int(s)
+    if _FLOAT.fullmatch(s):
+        return float(s)
+    low = s.lower()
+    if low in _BOOLS:
+        return _BOOLS[low]
+    if low in ("null", "none", "~"):
+        return None
+    return text
+
+
+def coerce(flag: FlagDef, value: Any) -> Any:
+    """Convert ``value`` to the flag's type and check choices and range; raise FlagError."""
+    ftype = flag.value_type
+    if value is not None:
+        value = _convert(flag, ftype, value)
+    if flag.choices is not None and value not in flag.choices:
+        allowed = ", ".join(_show(c) for c in flag.choices)
+        raise FlagError(f"flag '{flag.name}': {_show(value)} is not one of the choices ({allowed})")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if flag.min is not None and value < flag.min:
+            raise FlagError(f"flag '{flag.name}': {_show(value)} is below the minimum {_show(flag.min)}")
+        if flag.max is not None and value > flag.max:
+            raise FlagError(f"flag '{flag.name}': {_show(value)} is above the maximum {_show(flag.max)}")
+    return value
+
+
+def _convert(flag: FlagDef, ftype: str | None, value: Any) -> Any:
+    bad = FlagError(f"flag '{flag.name}': {_show(value)} is not a valid {ftype}")
+    if ftype == "int":
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise bad
+            return int(value)
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str) and _INT.fullmatch(value.strip()):
+            return int(value)
+        raise bad
+    if ftype == "float":
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+            return float(value)
+        raise bad
+    if ftype == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _BOOLS:
+            return _BOOLS[value.strip().lower()]
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise bad
+    if ftype in ("str", "path"):
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return value if isinstance(value, str) else _show(value)
+    return value
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return repr(value) if (value == "" or value != value.strip()) else value
+    return str(value)
+
+
+def format_value(value: Any) -> str:
+    """A flag value as it is passed to a script on the command line."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    return str(value)
+
+
+def unknown_flag(name: str, known: Sequence[str], op: str) -> FlagError:
+    """The error for a flag the op does not declare, suggesting the closest name."""
+    msg = f"operation '{op}' has no flag '{name}'"
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
+    if close:
+        msg += f" (did you mean '{close[0]}'?)"
+    elif known:
+        msg += f"; its flags are: {', '.join(sorted(known))}"
+    else:
+        msg += "; it declares no flags"
+    return FlagError(msg)
+
+
+# --- batch value syntax -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A list of values to try, one trial each (``[a,b]``, ``range``, ``linspace``, ``logspace``)."""
+
+    values: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Random:
+    """A distribution sampled once per trial (``uniform``, ``loguniform``, ``randint``, ``choice``)."""
+
+    kind: str
+    args: tuple[Any, ...]
+
+    def sample(self, rng: random.Random) -> Any:
+        if self.kind == "uniform":
+            return rng.uniform(self.args[0], self.args[1])
+        if self.kind == "loguniform":
+            lo, hi = math.log(self.args[0]), math.log(self.args[1])
+            return math.exp(rng.uniform(lo, hi))
+        if self.kind == "randint":
+            return rng.randint(self.args[0], self.args[1])
+        return rng.choice(self.args)
+
+
+FlagValue = Union[Grid, Random, Any]
+
+_FUNC = re.compile(r"(?P<name>[a-z]+)\[(?P<body>.*)\]\Z", re.S)
+_FUNCS = ("range", "linspace", "logspace", "uniform", "loguniform", "randint", "choice")
+
+
+def parse_value(name: str, text: str) -> FlagValue:
+    """Parse one ``NAME=TEXT`` value: a plain value, or a Grid/Random batch dimension."""
+    s = text.strip()
+    m = _FUNC.match(s)
+    if m and m.group("name") in _FUNCS:
+        return _parse_func(name, m.group("name"), m.group("body"), text)
+    if s.startswith("[") or s.endswith("]"):
+        if not (s.startswith("[") and s.endswith("]")):
+            raise FlagError(f"flag '{name}': malformed list {text!r} (expected [a,b,...])")
+        return Grid(_items(name, s[1:-1], text))
+    return decode(text)
+
+
+def _items(name: str, body: str, text: str) -> tuple[Any, ...]:
+    parts = [p.strip() for p in body.split(",")]
+    if not body.strip() or any(p == "" for p in parts):
+        raise FlagError(f"flag '{name}': malformed list {text!r} (empty item; expected [a,b,...])")
+    return tuple(decode(p) for p in parts)
+
+
+def _numbers(name: str, fn: str, body: str, counts: tuple[int, ...]) -> list[float | int]:
+    parts = [p.strip() for p in body.split(":")]
+    if len(parts) not in counts:
+        shape = " or ".join(_FUNC_SHAPES[fn][: len(counts)])
+        raise FlagError(f"flag '{name}': malformed {fn}[{body}] (expected {shape})")
+    out: list[float | int] = []
+    for p in parts:
+        v = decode(p)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise FlagError(f"flag '{name}': {fn}[{body}]: {p!r} is not a finite number")
+        out.append(v)
+    return out
+
+
+_FUNC_SHAPES = {
+    "range": ("range[lo:hi]", "range[lo:hi:step]"),
+    "linspace": ("linspace[lo:hi:n]",),
+    "logspace": ("logspace[lo:hi:n]",),
+    "uniform": ("uniform[lo:hi]",),
+    "loguniform": ("loguniform[lo:hi]",),
+    "randint": ("randint[lo:hi]",),
+}
+
+
+def _parse_func(name: str, fn: str, body: str, text: str) -> FlagValue:
+    where = f"flag '{name}': {fn}[{body}]"
+    if fn == "choice":
+        return Random("choice", _items(name, body, text))
+    if fn == "range":
+        nums = _numbers(name, fn, body, (2, 3))
+        lo, hi = nums[0], nums[1]
+        step = nums[2] if len(nums) == 3 else 1
+        if step <= 0:
+            raise FlagError(f"{where}: step must be positive")
+        if hi < lo:
+            raise FlagError(f"{where}: hi ({hi}) is below lo ({lo})")
+        count = int(math.floor((hi - lo) / step + 1e-9)) + 1
+        if count > 1_000_000:
+            raise FlagError(f"{where}: {count} values is too many")
+        if all(isinstance(n, int) for n in nums):
+            return Grid(tuple(int(lo + i * step) for i in range(count)))
+        return Grid(tuple(_tidy(lo + i * step) for i in range(count)))
+    if fn in ("linspace", "logspace"):
+        lo, hi, n = _numbers(name, fn, body, (3,))
+        if not (isinstance(n, int) and n >= 1) or n > 1_000_000:
+            raise FlagError(f"{where}: n must be a whole number >= 1")
+        pts = [lo] if n == 1 else [lo + (hi - lo) * i / (n - 1) for i in range(n)]
+        if fn == "logspace":
+            return Grid(tuple(_tidy(10.0**p) for p in pts))
+        return Grid(tuple(_tidy(float(p)) for p in pts))
+    lo, hi = _numbers(name, fn, body, (2,))
+    if hi < lo:
+        raise FlagError(f"{where}: hi ({hi}) is below lo ({lo})")
+    if fn == "loguniform" and lo <= 0:
+        raise FlagError(f"{where}: bounds must be > 0 for a log scale")
+    if fn == "randint" and not (isinstance(lo, int) and isinstance(hi, int)):
+        raise FlagError(f"{where}: bounds must be integers")
+    return Random(fn, (lo, hi))
+
+
+def _tidy(x: float) -> float:
+    """Round away float noise (0.30000000000000004 -> 0.3) without losing real precision."""
+    return float(f"{x:.12g}")
+
+
+def parse_assignments(args: Sequence[str]) -> dict[str, FlagValue]:
+    """Parse ``NAME=VALUE`` arguments into flag values (plain or batch dimensions)."""
+    out: dict[str, FlagValue] = {}
+    for arg in args:
+        name, sep, text = arg.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise FlagError(f"expected NAME=VALUE, got {arg!r}")
+        if name in out:
+            raise FlagError(f"flag '{name}' is given more than once")
+        out[name] = parse_value(name, text)
+    return out
+
+
+def resolve(
+    op: str, defs: Mapping[str, FlagDef], given: Mapping[str, FlagValue]
+) -> dict[str, FlagValue]:
+    """Check given values against the op's flags; return every flag with defaults filled in.
+
+    Batch dimensions are checked value by value (every grid value, the bounds of a range), so a bad
+    value fails before anything is staged.
+    """
+    for name in given:
+        if name not in defs:
+            raise unknown_flag(name, list(defs), op)
+    out: dict[str, FlagValue] = {}
+    for name, flag in defs.items():
+        if name not in given:
+            if flag.required and flag.default is None:
+                raise FlagError(f"operation '{op}' requires flag '{name}' (give {name}=VALUE)")
+            out[name] = flag.default
+            continue
+        value = given[name]
+        if isinstance(value, Grid):
+            out[name] = Grid(tuple(coerce(flag, v) for v in value.values))
+        elif isinstance(value, Random):
+            out[name] = _check_random(flag, value)
+        else:
+            out[name] = coerce(flag, value)
+    return out
+
+
+def _check_random(flag: FlagDef, dim: Random) -> Random:
+    if dim.kind == "choice":
+        return Random("choice", tuple(coerce(flag, v) for v in dim.args))
+    ftype = flag.value_type
+    if ftype not in (None, "int", "float"):
+        raise FlagError(f"flag '{flag.name}': {dim.kind}[...] needs a numeric flag, not {ftype}")
+    if ftype == "int" and dim.kind != "randint":
+        raise FlagError(f"flag '{flag.name}' is an int: use randint[lo:hi] or choice[...]")
+    for bound in dim.args:
+        coerce(flag, bound)
+    return dim

@@ -1,0 +1,369 @@
+"""Loading and validating guildfile.yml into frozen op and plugin definitions."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from ._errors import GuildfileError
+from ._flags import FLAG_TYPES, FlagDef
+
+GUILDFILE = "guildfile.yml"
+
+_TOP_KEYS = ("operations", "plugins", "runs-dir")
+_OP_KEYS = (
+    "description",
+    "main",
+    "flags",
+    "nproc-per-node",
+    "gpus-per-trial",
+    "sourcecode",
+    "plugins",
+)
+_FLAG_KEYS = ("default", "type", "choices", "min", "max", "required", "description")
+_PLUGIN_KEYS = ("class", "name", "args", "priority")
+_SOURCE_KEYS = ("include", "exclude", "max-size")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Which project files are copied into a run dir (globs relative to the project dir)."""
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    max_size: int = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    """A plugin declared in the guildfile: an import path (``class``) or an entry-point ``name``."""
+
+    where: str
+    cls: str | None = None
+    name: str | None = None
+    args: Mapping[str, Any] = field(default_factory=dict)
+    priority: int | None = None
+
+
+@dataclass(frozen=True)
+class OpDef:
+    """One operation of the guildfile."""
+
+    name: str
+    main: str
+    description: str = ""
+    flags: Mapping[str, FlagDef] = field(default_factory=dict)
+    nproc_per_node: int = 1
+    gpus_per_trial: int = 0
+    sourcecode: SourceSpec = SourceSpec()
+    plugins: tuple[PluginSpec, ...] = ()
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Guildfile:
+    """A loaded guildfile: its path, operations, global plugins and runs dir."""
+
+    path: Path
+    operations: Mapping[str, OpDef]
+    plugins: tuple[PluginSpec, ...] = ()
+    runs_dir: Path | None = None
+
+    @property
+    def dir(self) -> Path:
+        return self.path.parent
+
+    def op(self, name: str) -> OpDef:
+        """The op called ``name``, or a GuildfileError listing the ops there are."""
+        try:
+            return self.operations[name]
+        except KeyError:
+            import difflib
+
+            known = sorted(self.operations)
+            hint = difflib.get_close_matches(name, known, n=1)
+            msg = f"{self.path}: no operation '{name}'"
+            msg += f" (did you mean '{hint[0]}'?)" if hint else f"; operations: {', '.join(known)}"
+            raise GuildfileError(msg) from None
+
+
+def find_guildfile(start: Path | None = None) -> Path | None:
+    """The nearest guildfile.yml in ``start`` (default: cwd) or its parents."""
+    here = (start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        p = d / GUILDFILE
+        if p.is_file():
+            return p
+    return None
+
+
+def load(path: Path) -> Guildfile:
+    """Parse and validate a guildfile; every problem is a GuildfileError naming file, line, field."""
+    path = Path(path).resolve()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise GuildfileError(f"{path}: cannot read: {e.strerror}") from None
+    data = _parse_yaml(path, text)
+    return _Validator(path).guildfile(data)
+
+
+# --- YAML with line numbers ----------------------------------------------------------------------
+
+
+class _Map(dict):  # type: ignore[type-arg]
+    """A mapping that remembers the line of itself and of each key."""
+
+    line: int = 0
+    lines: dict[Any, int]
+
+
+def _parse_yaml(path: Path, text: str) -> Any:
+    import yaml
+
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+    class Loader(base):  # type: ignore[misc, valid-type]
+        pass
+
+    def construct_map(loader: Any, node: Any) -> _Map:
+        loader.flatten_mapping(node)
+        m = _Map()
+        m.line = node.start_mark.line + 1
+        m.lines = {}
+        for knode, vnode in node.value:
+            key = loader.construct_object(knode, deep=True)
+            line = knode.start_mark.line + 1
+            if key in m:
+                raise GuildfileError(f"{path}:{line}: duplicate key '{key}'")
+            m[key] = loader.construct_object(vnode, deep=True)
+            m.lines[key] = line
+        return m
+
+    Loader.add_constructor("tag:yaml.org,2002:map", construct_map)
+    try:
+        return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise GuildfileError(f"{where}: invalid YAML: {e.problem}") from None
+    except yaml.YAMLError as e:
+        raise GuildfileError(f"{path}: invalid YAML: {e}") from None
+
+
+# --- validation ----------------------------------------------------------------------------------
+
+
+class _Validator:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, parent: Any, key: Any, msg: str) -> GuildfileError:
+        line = getattr(parent, "lines", {}).get(key) or getattr(parent, "line", 0)
+        where = f"{self.path}:{line}" if line else str(self.path)
+        return GuildfileError(f"{where}: {msg}")
+
+    def mapping(self, parent: Any, key: Any, value: Any, what: str) -> Mapping[Any, Any]:
+        if value is None:
+            return _Map()
+        if not isinstance(value, dict):
+            raise self.fail(parent, key, f"'{what}' must be a mapping, got {_kind(value)}")
+        return value
+
+    def keys(self, m: Mapping[Any, Any], allowed: Iterable[str], what: str) -> None:
+        allowed = tuple(allowed)
+        for k in m:
+            if k not in allowed:
+                import difflib
+
+                hint = difflib.get_close_matches(str(k), allowed, n=1)
+                tip = f"did you mean '{hint[0]}'?" if hint else f"valid keys: {', '.join(allowed)}"
+                raise self.fail(m, k, f"unknown key '{k}' in {what} ({tip})")
+
+    def guildfile(self, data: Any) -> Guildfile:
+        if not isinstance(data, dict):
+            raise GuildfileError(f"{self.path}: the top level must be a mapping with 'operations'")
+        self.keys(data, _TOP_KEYS, "the guildfile")
+        if "operations" not in data:
+            raise GuildfileError(f"{self.path}: missing required key 'operations'")
+        ops = self.mapping(data, "operations", data["operations"], "operations")
+        if not ops:
+            raise self.fail(data, "operations", "'operations' declares no operation")
+        runs_dir = data.get("runs-dir")
+        if runs_dir is not None and not isinstance(runs_dir, str):
+            raise self.fail(data, "runs-dir", "'runs-dir' must be a path string")
+        return Guildfile(
+            path=self.path,
+            operations={str(n): self.op(ops, str(n), ops[n]) for n in ops},
+            plugins=self.plugins(data, "plugins", data.get("plugins"), "plugins"),
+            runs_dir=(self.path.parent / runs_dir).resolve() if runs_dir else None,
+        )
+
+    def op(self, parent: Any, name: str, raw: Any) -> OpDef:
+        where = f"operation '{name}'"
+        m = self.mapping(parent, name, raw, f"operations.{name}")
+        self.keys(m, _OP_KEYS, where)
+        main = m.get("main")
+        if not isinstance(main, str) or not main.strip():
+            raise self.fail(m if "main" in m else parent, "main", f"{where}: 'main' (the script to run) is required")
+        script = (self.path.parent / main.split()[0]).resolve()
+        if not _inside(script, self.path.parent):
+            raise self.fail(m, "main", f"{where}: 'main' {main!r} is outside the project directory")
+        if not script.is_file():
+            raise self.fail(m, "main", f"{where}: 'main' script {main!r} does not exist")
+        flags_raw = self.mapping(m, "flags", m.get("flags"), f"{where} flags")
+        return OpDef(
+            name=name,
+            main=main.strip(),
+            description=self.string(m, "description", where),
+            flags={str(k): self.flag(flags_raw, str(k), flags_raw[k], where) for k in flags_raw},
+            nproc_per_node=self.count(m, "nproc-per-node", 1, 1, where),
+            gpus_per_trial=self.count(m, "gpus-per-trial", 0, 0, where),
+            sourcecode=self.source(m, m.get("sourcecode"), where),
+            plugins=self.plugins(m, "plugins", m.get("plugins"), f"{where} plugins"),
+            data=_plain(m),
+        )
+
+    def string(self, m: Mapping[Any, Any], key: str, where: str) -> str:
+        v = m.get(key, "")
+        if v is None:
+            return ""
+        if not isinstance(v, str):
+            raise self.fail(m, key, f"{where}: '{key}' must be a string, got {_kind(v)}")
+        return v
+
+    def count(self, m: Mapping[Any, Any], key: str, default: int, least: int, where: str) -> int:
+        v = m.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int) or v < least:
+            raise self.fail(m, key, f"{where}: '{key}' must be an integer >= {least}, got {v!r}")
+        return v
+
+    def flag(self, parent: Any, name: str, raw: Any, where: str) -> FlagDef:
+        where = f"{where} flag '{name}'"
+        if not isinstance(raw, dict):
+            if isinstance(raw, list):
+                raise self.fail(parent, name, f"{where}: a list default is not allowed; use 'choices'")
+            return FlagDef(name=name, default=raw)
+        self.keys(raw, _FLAG_KEYS, where)
+        ftype = raw.get("type")
+        if ftype is not None and ftype not in FLAG_TYPES:
+            raise self.fail(raw, "type", f"{where}: type {ftype!r} is not one of {', '.join(FLAG_TYPES)}")
+        choices = raw.get("choices")
+        if choices is not None and (not isinstance(choices, list) or not choices):
+            raise self.fail(raw, "choices", f"{where}: 'choices' must be a non-empty list")
+        for key in ("min", "max"):
+            v = raw.get(key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise self.fail(raw, key, f"{where}: '{key}' must be a number, got {v!r}")
+        required = raw.get("required", False)
+        if not isinstance(required, bool):
+            raise self.fail(raw, "required", f"{where}: 'required' must be true or false")
+        flag = FlagDef(
+            name=name,
+            default=raw.get("default"),
+            type=ftype,
+            choices=tuple(choices) if choices else None,
+            min=raw.get("min"),
+            max=raw.get("max"),
+            required=required,
+            description=self.string(raw, "description", where),
+        )
+        if flag.default is not None:
+            from ._flags import coerce
+
+            try:
+                coerce(flag, flag.default)
+            except Exception as e:  # FlagError: the default breaks its own rules
+                raise self.fail(raw, "default", f"{where}: bad default: {e}") from None
+        return flag
+
+    def source(self, parent: Any, raw: Any, where: str) -> SourceSpec:
+        if raw is None:
+            return SourceSpec()
+        if isinstance(raw, list):
+            raw = _Map(include=raw)
+        m = self.mapping(parent, "sourcecode", raw, f"{where} sourcecode")
+        self.keys(m, _SOURCE_KEYS, f"{where} sourcecode")
+        globs = {}
+        for key in ("include", "exclude"):
+            v = m.get(key) or []
+            if isinstance(v, str):
+                v = [v]
+            if not isinstance(v, list) or not all(isinstance(g, str) for g in v):
+                raise self.fail(m, key, f"{where}: sourcecode '{key}' must be a list of globs")
+            for g in v:
+                if g.startswith("/") or ".." in Path(g).parts:
+                    raise self.fail(m, key, f"{where}: sourcecode glob {g!r} escapes the project")
+            globs[key] = tuple(v)
+        max_size = m.get("max-size", SourceSpec.max_size)
+        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 0:
+            raise self.fail(m, "max-size", f"{where}: sourcecode 'max-size' must be bytes >= 0")
+        return SourceSpec(include=globs["include"], exclude=globs["exclude"], max_size=max_size)
+
+    def plugins(self, parent: Any, key: str, raw: Any, where: str) -> tuple[PluginSpec, ...]:
+        if raw is None:
+            return ()
+        if not isinstance(raw, list):
+            raise self.fail(parent, key, f"'{where}' must be a list of {{class: module:Class, args: {{}}}}")
+        specs = []
+        for i, entry in enumerate(raw):
+            at = f"{where}[{i}]"
+            if isinstance(entry, str):
+                entry = _Map({"class" if (":" in entry or "." in entry) else "name": entry})
+            if not isinstance(entry, dict):
+                raise self.fail(parent, key, f"{at}: expected a mapping with 'class' or 'name'")
+            self.keys(entry, _PLUGIN_KEYS, at)
+            cls, name = entry.get("class"), entry.get("name")
+            if (cls is None) == (name is None):
+                raise self.fail(entry, "class", f"{at}: give exactly one of 'class' (module:Class) or 'name' (entry point)")
+            for k, v in (("class", cls), ("name", name)):
+                if v is not None and (not isinstance(v, str) or not v.strip()):
+                    raise self.fail(entry, k, f"{at}: '{k}' must be a non-empty string")
+            args = self.mapping(entry, "args", entry.get("args"), f"{at} args")
+            prio = entry.get("priority")
+            if prio is not None and (isinstance(prio, bool) or not isinstance(prio, int)):
+                raise self.fail(entry, "priority", f"{at}: 'priority' must be an integer")
+            line = getattr(entry, "line", 0)
+            specs.append(
+                PluginSpec(
+                    where=f"{self.path.name}:{line} {at}" if line else f"{self.path.name} {at}",
+                    cls=cls,
+                    name=name,
+                    args=_plain(args),
+                    priority=prio,
+                )
+            )
+        return tuple(specs)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _kind(v: Any) -> str:
+    return {list: "a list", dict: "a mapping", _Map: "a mapping", str: "a string"}.get(type(v), type(v).__name__)
+
+
+def _plain(v: Any) -> Any:
+    """Strip line bookkeeping: plain dicts and lists, safe to JSON-serialise."""
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    return v
+
+
+def default_runs_dir(gf: Guildfile | None) -> Path:
+    """``GUILDLITE_RUNS_DIR``, else the guildfile's ``runs-dir``, else ``runs`` beside it (or cwd)."""
+    env = os.environ.get("GUILDLITE_RUNS_DIR")
+    if env:
+        return Path(env).resolve()
+    if gf is not None:
+        return gf.runs_dir or gf.dir / "runs"
+    return Path.cwd() / "runs"

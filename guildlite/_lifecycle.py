@@ -1,0 +1,289 @@
+"""One invocation's runs from staging to their recorded end: hooks, jobs, signals, batches.
+
+Every run that was staged gets exactly one ``on_run_end``, whatever happens: a normal exit, a
+failing script, a veto, SIGTERM or Ctrl-C, or an exception in guildlite itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from ._guildfile import Guildfile, OpDef
+from ._launch import Job, torchrun_command
+from ._plugins import Dispatcher, HookFailed, Plugin
+from ._runs import Run, new_run_id, now_iso
+from ._scheduler import Scheduler, Slot
+from ._sourcecode import copy_files, select_files
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything validated about what to run, before anything is staged."""
+
+    guildfile: Guildfile
+    op: OpDef
+    runs_dir: Path
+    opspec: str
+    nproc: int
+    label: str = ""
+    echo: bool = True
+    grace: float = 30.0
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+
+class Session:
+    """Stages runs, dispatches hooks, launches jobs on slots and records every end."""
+
+    def __init__(self, config: RunConfig, plugins: Sequence[Plugin], log: Callable[[str], None] | None = None):
+        self.cfg = config
+        self.hooks = Dispatcher(plugins, log=log)
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self._open: dict[str, Run] = {}  # staged/begun runs whose end is not recorded yet
+        self.scheduler: Scheduler[Run] | None = None
+        self.stopping: int | None = None
+        self.progress: Callable[[str, Run], None] = lambda event, run: None
+
+    # --- signals ---------------------------------------------------------------------------------
+
+    def _on_signal(self, sig: int, _frame: Any) -> None:
+        if self.stopping is None:
+            self.log(f"guildlite: {signal.Signals(sig).name}: stopping (Ctrl-C again to kill)")
+        self.stopping = self.stopping or sig
+        if self.scheduler is not None:
+            self.scheduler.stop(sig)
+
+    @contextlib.contextmanager
+    def _handle_signals(self) -> Iterator[None]:
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    # --- staging ---------------------------------------------------------------------------------
+
+    def _new_run(self, flags: dict[str, Any], **kw: Any) -> Run:
+        cfg = self.cfg
+        cfg.runs_dir.mkdir(parents=True, exist_ok=True)
+        while True:
+            run_id = new_run_id()
+            try:
+                (cfg.runs_dir / run_id).mkdir()
+                break
+            except FileExistsError:
+                continue
+        return Run(
+            id=run_id,
+            run_dir=cfg.runs_dir / run_id,
+            op=cfg.op.name,
+            opspec=cfg.opspec,
+            flags=flags,
+            created=now_iso(),
+            label=cfg.label,
+            nproc_per_node=cfg.nproc,
+            op_def=dict(cfg.op.data),
+            **kw,
+        )
+
+    def stage(self, flags: dict[str, Any], parent: Run | None = None) -> Run:
+        """Create a run dir, copy the source, write run.json, then call ``on_run_staged``."""
+        cfg = self.cfg
+        run = self._new_run(flags, is_trial=parent is not None, parent_id=parent.id if parent else None)
+        run._parent = parent
+        project = cfg.guildfile.dir
+        files = select_files(project, cfg.op.sourcecode, skip=(cfg.runs_dir,))
+        script = cfg.op.main.split()[0]
+        if script not in files:  # the script always travels, whatever the globs say
+            files.append(script)
+        copy_files(project, files, run.run_dir)
+        run.cmd = torchrun_command(cfg.op.main, flags, cfg.nproc)
+        if cfg.nproc > 1:
+            # Prefix every line with its rank ([default0]:) and keep per-rank logs in the run dir.
+            run.cmd[4:4] = ["--tee=3", f"--log-dir={run.paths.meta / 'torchrun'}"]
+        run.attrs["sourcecode"] = {"root": str(project), "files": len(files)}
+        run.paths.meta.mkdir(exist_ok=True)
+        run.save()
+        self._open[run.id] = run
+        try:
+            self.hooks.call("on_run_staged", run)
+        except HookFailed as e:
+            self.end(run, "error", error=e.info)
+        return run
+
+    # --- one run ---------------------------------------------------------------------------------
+
+    def begin(self, run: Run, slot: Slot, done: Callable[[Job, int], None]) -> Job | None:
+        """Call ``on_run_begin`` and start the job; None if the run ended instead."""
+        if run.status != "staged":
+            return None  # vetoed or failed while staging: already ended
+        if self.stopping is not None:
+            self.end(run, "terminated", error={"message": "stopped before it started"})
+            return None
+        run.status = "pending"
+        run.gpus = list(slot.gpus) if slot.gpus is not None else None
+        run.claim()
+        run.save()
+        self.progress("begin", run)
+        try:
+            self.hooks.call("on_run_begin", run)
+        except HookFailed as e:
+            self.end(run, "error", error=e.info)
+            return None
+        env = dict(os.environ)
+        env.update(self.cfg.extra_env)
+        env.update(
+            GUILDLITE_RUN_ID=run.id,
+            GUILDLITE_RUN_DIR=str(run.run_dir),
+            PYTHONUNBUFFERED="1",
+        )
+        if slot.gpus is not None:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(slot.gpus)
+        job = Job(run.cmd, run.run_dir, env, run.paths.output_log, echo=self.cfg.echo, on_exit=done)
+        try:
+            job.start()
+        except OSError as e:
+            self.end(run, "error", error={"message": f"cannot start {run.cmd[0]}: {e}"})
+            return None
+        run.status, run.started = "running", now_iso()
+        run.save()
+        self.progress("start", run)
+        return job
+
+    def finish(self, run: Run, code: int, job: Job) -> None:
+        """Record a job's exit: completed, error (non-zero exit) or terminated (we signalled it)."""
+        exit_code = code if code >= 0 else 128 - code
+        if job.signalled is not None:
+            self.end(run, "terminated", exit_code)
+        elif code == 0:
+            self.end(run, "completed", 0)
+        else:
+            self.end(run, "error", exit_code, error={"message": f"the job exited with code {exit_code}"})
+
+    def end(self, run: Run, status: str, exit_code: int | None = None, error: dict[str, Any] | None = None) -> None:
+        """Record the end of a run and call ``on_run_end`` (once per run)."""
+        if self._open.pop(run.id, None) is None:
+            return
+        run.status, run.exit_code, run.stopped = status, exit_code, now_iso()
+        if error is not None:
+            run.error = error
+        run.save()
+        self.hooks.call("on_run_end", run)
+        run.save()
+        self.progress("end", run)
+
+    def close_open(self, why: str) -> None:
+        """End every run still open (after a stop, or an exception in guildlite)."""
+        status = "terminated" if self.stopping is not None else "error"
+        for run in list(self._open.values()):
+            self.end(run, status, error={"message": why})
+
+    # --- whole invocations -----------------------------------------------------------------------
+
+    def run(self, runs: Sequence[Run], slots: Sequence[Slot], fail_fast: bool = False) -> None:
+        """Launch staged runs on ``slots``, in order, as slots free up; wait for all to end."""
+
+        def finish(run: Run, code: int, job: Job) -> None:
+            self.finish(run, code, job)
+            if fail_fast and run.status == "error":
+                sched.hold = True
+
+        sched: Scheduler[Run] = Scheduler(slots, self.begin, finish, grace=self.cfg.grace)
+        self.scheduler = sched
+        if self.stopping is not None:
+            sched.stop(self.stopping)
+        try:
+            for run in sched.run(runs):
+                why = "stopped before it started" if self.stopping else "not started: an earlier trial failed"
+                self.end(run, "terminated", error={"message": why})
+        finally:
+            self.scheduler = None
+
+    def run_single(self, flags: dict[str, Any], slot: Slot, stage_only: bool = False) -> Run:
+        """Stage one run and, unless ``stage_only``, run it to its end."""
+        with self._handle_signals():
+            try:
+                run = self.stage(flags)
+                if not stage_only:
+                    self.run([run], [slot])
+                return run
+            except BaseException as e:
+                self.close_open(f"guildlite failed: {type(e).__name__}: {e}")
+                raise
+
+    def run_batch(
+        self,
+        batch_flags: dict[str, Any],
+        trials: Sequence[dict[str, Any]],
+        slots: Sequence[Slot],
+        batch_info: dict[str, Any],
+        stage_only: bool = False,
+        fail_fast: bool = False,
+    ) -> Run:
+        """A batch: a virtual parent run (begin/end hooks only) whose trials are ordinary runs."""
+        with self._handle_signals():
+            try:
+                return self._run_batch(batch_flags, trials, slots, batch_info, stage_only, fail_fast)
+            except BaseException as e:
+                self.close_open(f"guildlite failed: {type(e).__name__}: {e}")
+                raise
+
+    def _run_batch(
+        self,
+        batch_flags: dict[str, Any],
+        trials: Sequence[dict[str, Any]],
+        slots: Sequence[Slot],
+        batch_info: dict[str, Any],
+        stage_only: bool,
+        fail_fast: bool,
+    ) -> Run:
+        batch = self._new_run(batch_flags, is_batch=True, batch=dict(batch_info))
+        batch.cmd = []
+        batch.paths.meta.mkdir(exist_ok=True)
+        batch.claim()
+        batch.save()
+        self._open[batch.id] = batch
+        if not stage_only:
+            batch.status = "pending"
+            batch.save()
+            try:
+                self.hooks.call("on_run_begin", batch)
+            except HookFailed as e:
+                self.end(batch, "error", error=e.info)
+                return batch
+        staged = []
+        for flags in trials:
+            if self.stopping is not None:
+                break
+            trial = self.stage(flags, parent=batch)
+            batch.trial_ids.append(trial.id)
+            staged.append(trial)
+        batch.save()
+        if stage_only:
+            self._open.pop(batch.id, None)
+            return batch
+        batch.status, batch.started = "running", now_iso()
+        batch.save()
+        self.run(staged, slots, fail_fast=fail_fast)
+        self.end(batch, *batch_outcome(batch, self.stopping))
+        return batch
+
+
+def batch_outcome(batch: Run, stopping: int | None) -> tuple[str, None, dict[str, Any] | None]:
+    """The batch's status from its trials': terminated on a stop, error if any failed, else completed."""
+    counts: dict[str, int] = {}
+    for t in batch.trials:
+        counts[t.status] = counts.get(t.status, 0) + 1
+    batch.batch = {**(batch.batch or {}), "summary": counts}
+    if stopping is not None:
+        return "terminated", None, {"message": "the batch was stopped"}
+    failed = counts.get("error", 0) + counts.get("terminated", 0)
+    if failed:
+        return "error", None, {"message": f"{failed} of {len(batch.trial_ids)} trials did not complete"}
+    return "completed", None, None

@@ -1,0 +1,120 @@
+"""From ``guildlite run OP NAME=VALUE ...`` to a validated plan, and running that plan.
+
+Everything that can be wrong with the guildfile, the flags or the plugins fails here, in
+``plan_run``, before a single directory is created.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from ._batch import is_batch, plan_trials
+from ._builtins import builtin_plugins
+from ._errors import GuildfileError, GuildliteError
+from ._flags import parse_assignments, resolve
+from ._guildfile import GUILDFILE, Guildfile, PluginSpec, default_runs_dir, find_guildfile, load
+from ._lifecycle import RunConfig, Session
+from ._launch import torchrun_command
+from ._plugins import Plugin, load_plugins
+from ._runs import Run
+from ._scheduler import Slot, make_slots, visible_gpus
+
+BATCH_CONFIRM_THRESHOLD = 1000
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated request: the config, plugins, and the flags of the run or of each trial."""
+
+    config: RunConfig
+    plugins: list[Plugin]
+    flags: dict[str, Any]
+    trials: list[dict[str, Any]] | None
+    batch_flags: dict[str, Any]
+    batch_info: dict[str, Any]
+    slots: list[Slot]
+
+    @property
+    def command(self) -> list[str]:
+        """The command line of the (first) job, for display."""
+        flags = self.trials[0] if self.trials else self.flags
+        return torchrun_command(self.config.op.main, flags, self.config.nproc)
+
+
+def open_guildfile(path: str | Path | None = None) -> Guildfile:
+    """Load ``path``, or the nearest guildfile.yml from the current directory up."""
+    found = Path(path) if path else find_guildfile()
+    if found is None:
+        raise GuildfileError(f"no {GUILDFILE} in {Path.cwd()} or its parents (create one, or cd into a project)")
+    if found.is_dir():
+        found = found / GUILDFILE
+    return load(found)
+
+
+def plan_run(
+    op_name: str,
+    assignments: Sequence[str],
+    *,
+    guildfile: Guildfile,
+    runs_dir: Path | None = None,
+    nproc: int | None = None,
+    label: str = "",
+    parallel: int = 1,
+    gpus: str | None = None,
+    max_trials: int | None = None,
+    seed: int | None = None,
+    plugin_names: Sequence[str] = (),
+    echo: bool = True,
+) -> Plan:
+    """Validate everything about a run request; raises a GuildliteError, stages nothing."""
+    op = guildfile.op(op_name)
+    given = parse_assignments(assignments)
+    values = resolve(op.name, op.flags, given)
+    nproc = op.nproc_per_node if nproc is None else nproc
+    if nproc < 1:
+        raise GuildliteError("--nproc-per-node must be at least 1", exit_code=2)
+    if max_trials is not None and max_trials < 1:
+        raise GuildliteError("--max-trials must be at least 1", exit_code=2)
+    specs = [
+        *guildfile.plugins,
+        *op.plugins,
+        *(PluginSpec(where=f"--plugin {n}", name=n) for n in plugin_names),
+    ]
+    plugins = builtin_plugins() + load_plugins(specs, guildfile.dir)
+    batch = is_batch(values)
+    trials = plan_trials(op.flags, values, max_trials=max_trials, seed=seed) if batch else None
+    gpu_ids = visible_gpus(gpus) if op.gpus_per_trial > 0 else []
+    slots = make_slots(parallel if batch else 1, op.gpus_per_trial, gpu_ids)
+    config = RunConfig(
+        guildfile=guildfile,
+        op=op,
+        runs_dir=(runs_dir or default_runs_dir(guildfile)).resolve(),
+        opspec=" ".join([op_name, *assignments]),
+        nproc=nproc,
+        label=label,
+        echo=echo and (not batch or parallel == 1),
+    )
+    batch_flags = {k: (given_text(assignments, k) if k in given else v) for k, v in values.items()}
+    info = {"trials": len(trials or []), "max_trials": max_trials, "seed": seed, "parallel": len(slots)}
+    return Plan(config, plugins, values, trials, batch_flags, info, slots)
+
+
+def given_text(assignments: Sequence[str], name: str) -> str:
+    """The value of ``name`` exactly as typed (a batch records ``lr=[0.1,0.01]`` as typed)."""
+    for a in assignments:
+        k, _, v = a.partition("=")
+        if k.strip() == name:
+            return v
+    return ""
+
+
+def execute(plan: Plan, stage_only: bool = False, fail_fast: bool = False, session: Session | None = None) -> Run:
+    """Run a plan to its end (or stage it); returns the run, or the batch run."""
+    session = session or Session(plan.config, plan.plugins)
+    if plan.trials is None:
+        return session.run_single(dict(plan.flags), plan.slots[0], stage_only=stage_only)
+    return session.run_batch(
+        plan.batch_flags, plan.trials, plan.slots, plan.batch_info, stage_only=stage_only, fail_fast=fail_fast
+    )

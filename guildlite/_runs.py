@@ -1,0 +1,317 @@
+"""The run store: run directories, ``run.json`` records, atomic writes, liveness, selection."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from ._errors import RunNotFoundError
+
+STATUSES = ("staged", "pending", "running", "completed", "error", "terminated")
+ACTIVE = ("pending", "running")
+META_DIR = ".guildlite"
+TRASH_DIR = ".trash"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Every file guildlite keeps in a run directory, named in one place."""
+
+    dir: Path
+
+    @property
+    def run_json(self) -> Path:
+        return self.dir / "run.json"
+
+    @property
+    def output_log(self) -> Path:
+        return self.dir / "output.log"
+
+    @property
+    def scalars(self) -> Path:
+        return self.dir / "scalars.jsonl"
+
+    @property
+    def meta(self) -> Path:
+        return self.dir / META_DIR
+
+    @property
+    def lock(self) -> Path:
+        return self.meta / "lock"
+
+    @property
+    def env(self) -> Path:
+        return self.meta / "env.json"
+
+    @property
+    def manifest(self) -> Path:
+        return self.meta / "sourcecode.json"
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write ``path`` so a reader sees the old file or the new one, never half of either."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(3)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(raw)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Atomically write ``data`` as indented JSON."""
+    atomic_write(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def now_iso() -> str:
+    """The current time, ISO 8601 in UTC with milliseconds."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def new_run_id() -> str:
+    """A unique, time-sortable id such as ``20261123T101500-3fa9c2``."""
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def process_start(pid: int) -> int | None:
+    """The start time of process ``pid`` in clock ticks since boot, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parens: split after its closing paren.
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return int(fields[19])
+
+
+def _alive(pid: int | None, start: int | None) -> bool:
+    if not pid:
+        return False
+    if Path("/proc/self/stat").exists():
+        now = process_start(pid)
+        # A live pid with another start time is a different process that reused the pid.
+        return now is not None and (start is None or now == start)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+@dataclass(eq=False)
+class Run:
+    """A run, as plugins, scripts and inspect commands see it; ``run.json`` is its record.
+
+    ``status`` is one of staged, pending, running, completed, error, terminated. A run whose
+    owning guildlite process is gone while the record still says pending/running is reported
+    ``terminated`` on read, with ``error`` saying so: the record is never trusted blindly.
+    Plugins may keep small JSON-serialisable data in ``attrs[<plugin name>]``; it is saved with
+    the run.
+    """
+
+    id: str
+    run_dir: Path
+    op: str
+    opspec: str = ""
+    flags: dict[str, Any] = field(default_factory=dict)
+    status: str = "staged"
+    exit_code: int | None = None
+    label: str = ""
+    tags: list[str] = field(default_factory=list)
+    created: str = ""
+    started: str | None = None
+    stopped: str | None = None
+    is_batch: bool = False
+    is_trial: bool = False
+    parent_id: str | None = None
+    trial_ids: list[str] = field(default_factory=list)
+    host: str = field(default_factory=socket.gethostname)
+    remote: bool = False
+    op_def: dict[str, Any] = field(default_factory=dict)
+    error: dict[str, Any] | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+    cmd: list[str] = field(default_factory=list)
+    nproc_per_node: int = 1
+    gpus: list[int] | None = None
+    pid: int | None = None
+    pid_start: int | None = None
+    plugins: list[dict[str, Any]] = field(default_factory=list)
+    batch: dict[str, Any] | None = None
+    guildlite_version: str = field(default_factory=_version)
+    _parent: Run | None = field(default=None, repr=False)
+
+    @property
+    def paths(self) -> RunPaths:
+        return RunPaths(self.run_dir)
+
+    @property
+    def parent(self) -> Run | None:
+        """The batch run of a trial (None for other runs)."""
+        if self._parent is None and self.parent_id:
+            try:
+                self._parent = load_run(self.run_dir.parent / self.parent_id)
+            except RunNotFoundError:
+                return None
+        return self._parent
+
+    @property
+    def trials(self) -> list[Run]:
+        """The trials of a batch, in launch order, read fresh from disk."""
+        out = []
+        for tid in self.trial_ids:
+            try:
+                out.append(load_run(self.run_dir.parent / tid))
+            except RunNotFoundError:
+                continue
+        return out
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON object stored in ``run.json``."""
+        rec = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+        rec.pop("run_dir")
+        rec["parent"] = rec.pop("parent_id")
+        rec["trials"] = rec.pop("trial_ids")
+        return rec
+
+    def save(self) -> None:
+        """Write ``run.json`` atomically, under the run's lock.
+
+        ``label`` and ``tags`` belong to the inspect commands, which may change them while the
+        run is going: they are re-read from disk here so a save never reverts them.
+        """
+        from filelock import FileLock
+
+        self.paths.meta.mkdir(exist_ok=True)
+        with FileLock(str(self.paths.lock)):
+            try:
+                disk = json.loads(self.paths.run_json.read_text())
+                self.label, self.tags = disk.get("label", self.label), disk.get("tags", self.tags)
+            except (OSError, ValueError):
+                pass
+            write_json(self.paths.run_json, self.to_record())
+
+    def update(self, **changes: Any) -> None:
+        """Set fields and save, under the lock (for label, tags and other outside edits)."""
+        from filelock import FileLock
+
+        self.paths.meta.mkdir(exist_ok=True)
+        with FileLock(str(self.paths.lock)):
+            for k, v in changes.items():
+                setattr(self, k, v)
+            write_json(self.paths.run_json, self.to_record())
+
+    @property
+    def alive(self) -> bool:
+        """Whether the guildlite process that owns this run still runs."""
+        return _alive(self.pid, self.pid_start)
+
+    def claim(self) -> None:
+        """Record the current process as the run's owner (for liveness checks)."""
+        self.pid = os.getpid()
+        self.pid_start = process_start(self.pid)
+
+
+_FIELDS = set(Run.__dataclass_fields__) - {"run_dir", "_parent", "parent_id", "trial_ids"}
+
+
+def run_from_record(run_dir: Path, rec: dict[str, Any]) -> Run:
+    """A Run from a ``run.json`` object, with liveness-derived status."""
+    kwargs = {k: v for k, v in rec.items() if k in _FIELDS}
+    run = Run(run_dir=run_dir, parent_id=rec.get("parent"), trial_ids=list(rec.get("trials") or []), **kwargs)
+    if run.status in ACTIVE and not run.alive:
+        run.status = "terminated"
+        run.error = run.error or {"message": f"guildlite process {run.pid} ended without recording the run's end"}
+    return run
+
+
+def load_run(run_dir: Path) -> Run:
+    """Read one run directory; RunNotFoundError if it holds no readable run.json."""
+    try:
+        rec = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError) as e:
+        raise RunNotFoundError(f"{run_dir}: no readable run.json ({e})") from None
+    return run_from_record(run_dir, rec)
+
+
+def iter_run_dirs(runs_dir: Path) -> Iterator[Path]:
+    """Run directories under ``runs_dir`` (not the trash, not hidden dirs)."""
+    try:
+        entries = list(os.scandir(runs_dir))
+    except FileNotFoundError:
+        return
+    for e in entries:
+        if not e.name.startswith(".") and e.is_dir():
+            yield Path(e.path)
+
+
+def list_runs(runs_dir: Path, where: Callable[[Run], bool] | None = None) -> list[Run]:
+    """Every readable run under ``runs_dir``, newest first."""
+    runs = []
+    for d in iter_run_dirs(runs_dir):
+        try:
+            run = load_run(d)
+        except RunNotFoundError:
+            continue  # a dir being staged right now, or not a run
+        if where is None or where(run):
+            runs.append(run)
+    runs.sort(key=lambda r: (r.created or r.id, r.id), reverse=True)
+    return runs
+
+
+def select_runs(runs: list[Run], specs: Iterable[str]) -> list[Run]:
+    """Runs chosen by selectors: ``1`` (newest), ``2:4`` (inclusive), or an id prefix."""
+    chosen: list[Run] = []
+    for spec in specs:
+        for run in _select_one(runs, spec.strip()):
+            if run not in chosen:
+                chosen.append(run)
+    return chosen
+
+
+def _select_one(runs: list[Run], spec: str) -> list[Run]:
+    if not spec or "/" in spec or spec.startswith("."):
+        raise RunNotFoundError(f"invalid run selector {spec!r}")
+    if spec.isdigit() and len(spec) < 8:
+        i = int(spec)
+        if not 1 <= i <= len(runs):
+            raise RunNotFoundError(f"no run at index {i} ({len(runs)} runs)")
+        return [runs[i - 1]]
+    if ":" in spec:
+        lo, _, hi = spec.partition(":")
+        if (lo and not lo.isdigit()) or (hi and not hi.isdigit()):
+            raise RunNotFoundError(f"invalid run range {spec!r} (expected N:M, e.g. 2:4)")
+        a, b = int(lo or 1), int(hi or len(runs))
+        if a < 1 or b < a:
+            raise RunNotFoundError(f"invalid run range {spec!r}")
+        return runs[a - 1 : b]
+    hits = [r for r in runs if r.id.startswith(spec)]
+    if not hits:
+        raise RunNotFoundError(f"no run matches {spec!r}")
+    if len(hits) > 1:
+        ids = ", ".join(r.id for r in hits[:10]) + (" ..." if len(hits) > 10 else "")
+        raise RunNotFoundError(f"{spec!r} matches {len(hits)} runs: {ids}; give more of the id")
+    return hits
