@@ -173,8 +173,8 @@ def _show_plan(plan: Any) -> None:
 
 def _summary(run: Run) -> str:
     if run.is_batch:
-        counts = (run.batch or {}).get("summary", {})
-        parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no trials"
+        counts = (run.batch or {}).get("summary") or {"staged": len(run.trial_ids)}
+        parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         return f"guildlite: batch {run.id} {run.status} ({parts})"
     msg = f"guildlite: run {run.id} {run.status}"
     if run.error:
