@@ -82,19 +82,30 @@ class OutputScalars(Plugin):
     def on_run_end(self, run: Run) -> None:
         if run.is_batch or not run.paths.output_log.exists():
             return
-        rows = list(parse_scalars(run.paths.output_log, run.nproc_per_node))
+        patterns = run.op_def.get("output-scalars")
+        if patterns in (False, "off"):
+            return
+        rows = list(parse_scalars(run.paths.output_log, run.nproc_per_node, patterns))
         if rows:
             with open(run.paths.scalars, "a", encoding="utf-8") as f:
                 f.writelines(json.dumps(r) + "\n" for r in rows)
         run.attrs["scalars"] = {"captured": len(rows)}
 
 
-_KV = re.compile(r"^\s*([A-Za-z_][\w./-]*)\s*:\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?inf|nan)\s*$")
+_KV = re.compile(r"^\s*(?P<key>[A-Za-z_][\w./-]*)\s*:\s*(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?inf|nan)\s*$")
 _RANK_PREFIX = re.compile(r"^\[default(\d+)\]:")
 
 
-def parse_scalars(log: Path, nproc: int) -> Iterator[dict[str, Any]]:
-    """Scalar rows ``{"step", "key", "value"}`` from an output log, rank 0 lines only."""
+def parse_scalars(log: Path, nproc: int, patterns: list[str] | str | None = None) -> Iterator[dict[str, Any]]:
+    """Scalar rows ``{"step", "key", "value"}`` from an output log, rank 0 lines only.
+
+    Default rule: ``key: number`` lines, where a ``step`` key sets the step of what follows.
+    With ``patterns`` (the op's ``output-scalars``): each regex is searched in every line; a group
+    named ``step`` gives the step and every other named group that holds a number is a scalar.
+    """
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    regexes = [re.compile(p) for p in patterns] if patterns else None
     step = 0
     with open(log, encoding="utf-8", errors="replace") as f:
         for line in f:
@@ -105,14 +116,33 @@ def parse_scalars(log: Path, nproc: int) -> Iterator[dict[str, Any]]:
                 line = line[m.end() :]
             elif nproc > 1:
                 continue  # unprefixed lines of a multi-rank job come from torchrun itself
-            kv = _KV.match(line)
-            if not kv:
+            line = line.rstrip("\n")
+            if regexes is None:
+                kv = _KV.match(line)
+                if not kv:
+                    continue
+                if kv["key"] == "step":
+                    step = int(float(kv["value"]))
+                else:
+                    yield {"step": step, "key": kv["key"], "value": float(kv["value"])}
                 continue
-            key, value = kv.group(1), float(kv.group(2))
-            if key == "step":
-                step = int(value)
-                continue
-            yield {"step": step, "key": key, "value": value}
+            for rx in regexes:
+                hit = rx.search(line)
+                if not hit:
+                    continue
+                groups = hit.groupdict()
+                if groups.get("step") is not None:
+                    try:
+                        step = int(float(groups["step"]))
+                    except ValueError:
+                        pass
+                for key, text in groups.items():
+                    if key == "step" or text is None:
+                        continue
+                    try:
+                        yield {"step": step, "key": key, "value": float(text)}
+                    except ValueError:
+                        continue
 
 
 def _dist_version(name: str) -> str | None:

@@ -26,6 +26,10 @@ class FlagDef:
     max: float | None = None
     required: bool = False
     description: str = ""
+    arg_name: str | None = None
+    arg_switch: bool | None = None
+    arg_skip: bool = False
+    source: str = "guildfile"
 
     @property
     def value_type(self) -> str | None:

@@ -21,8 +21,16 @@ _OP_KEYS = (
     "gpus-per-trial",
     "sourcecode",
     "plugins",
+    "launcher",
+    "flags-dest",
+    "flags-env-prefix",
+    "flags-import",
+    "output-scalars",
 )
-_FLAG_KEYS = ("default", "type", "choices", "min", "max", "required", "description")
+_FLAG_KEYS = (
+    "default", "type", "choices", "min", "max", "required", "description", "arg-name", "arg-switch", "arg-skip",
+)
+LAUNCHERS = ("torchrun", "python")
 _PLUGIN_KEYS = ("class", "name", "args", "priority")
 _SOURCE_KEYS = ("include", "exclude", "max-size")
 
@@ -59,7 +67,28 @@ class OpDef:
     gpus_per_trial: int = 0
     sourcecode: SourceSpec = SourceSpec()
     plugins: tuple[PluginSpec, ...] = ()
+    launcher: str = "torchrun"
+    flags_dest: str = "args"
+    flags_env_prefix: str = "FLAG_"
+    flags_import: tuple[str, ...] | bool = ()
+    output_scalars: tuple[str, ...] | None = None
     data: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def main_args(self) -> list[str]:
+        """``main`` as argv items: ``[script.py, fixed...]`` or ``[-m, pkg.mod, fixed...]``."""
+        import shlex
+
+        first, *rest = shlex.split(self.main)
+        if first.endswith(".py") or "/" in first:
+            return [first, *rest]
+        return ["-m", first, *rest]
+
+    @property
+    def script(self) -> str | None:
+        """The script path relative to the project, or None when ``main`` names a module."""
+        args = self.main_args
+        return None if args[0] == "-m" else args[0]
 
 
 @dataclass(frozen=True)
@@ -205,26 +234,114 @@ class _Validator:
         where = f"operation '{name}'"
         m = self.mapping(parent, name, raw, f"operations.{name}")
         self.keys(m, _OP_KEYS, where)
-        main = m.get("main")
-        if not isinstance(main, str) or not main.strip():
-            raise self.fail(m if "main" in m else parent, "main", f"{where}: 'main' (the script to run) is required")
-        script = (self.path.parent / main.split()[0]).resolve()
-        if not _inside(script, self.path.parent):
-            raise self.fail(m, "main", f"{where}: 'main' {main!r} is outside the project directory")
-        if not script.is_file():
-            raise self.fail(m, "main", f"{where}: 'main' script {main!r} does not exist")
+        self.main(parent, m, where)
         flags_raw = self.mapping(m, "flags", m.get("flags"), f"{where} flags")
+        launcher = m.get("launcher", "torchrun")
+        if launcher not in LAUNCHERS:
+            raise self.fail(m, "launcher", f"{where}: launcher {launcher!r} is not one of {', '.join(LAUNCHERS)}")
+        nproc = self.count(m, "nproc-per-node", 1, 1, where)
+        if launcher == "python" and nproc > 1:
+            raise self.fail(m, "nproc-per-node", f"{where}: launcher python runs one process; nproc-per-node must be 1")
         return OpDef(
             name=name,
-            main=main.strip(),
+            main=m["main"].strip(),
             description=self.string(m, "description", where),
             flags={str(k): self.flag(flags_raw, str(k), flags_raw[k], where) for k in flags_raw},
-            nproc_per_node=self.count(m, "nproc-per-node", 1, 1, where),
+            nproc_per_node=nproc,
             gpus_per_trial=self.count(m, "gpus-per-trial", 0, 0, where),
             sourcecode=self.source(m, m.get("sourcecode"), where),
             plugins=self.plugins(m, "plugins", m.get("plugins"), f"{where} plugins"),
+            launcher=launcher,
+            flags_dest=self.flags_dest(m, where),
+            flags_env_prefix=self.env_prefix(m, where),
+            flags_import=self.flags_import(m, where),
+            output_scalars=self.output_scalars(m, where),
             data=_plain(m),
         )
+
+    def main(self, parent: Any, m: Mapping[Any, Any], where: str) -> None:
+        import re
+        import shlex
+
+        main = m.get("main")
+        if not isinstance(main, str) or not main.strip():
+            raise self.fail(m if "main" in m else parent, "main", f"{where}: 'main' (the script to run) is required")
+        try:
+            first = shlex.split(main)[0]
+        except (ValueError, IndexError) as e:
+            raise self.fail(m, "main", f"{where}: cannot split 'main' {main!r}: {e}") from None
+        root = self.path.parent
+        if first.endswith(".py") or "/" in first:
+            script = (root / first).resolve()
+            if not _inside(script, root):
+                raise self.fail(m, "main", f"{where}: 'main' {main!r} is outside the project directory")
+            if not script.is_file():
+                raise self.fail(m, "main", f"{where}: 'main' script {first!r} does not exist in {root}")
+            return
+        if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", first):
+            raise self.fail(m, "main", f"{where}: 'main' {first!r} is neither a .py script nor a module name")
+        as_path = root.joinpath(*first.split("."))
+        if as_path.with_suffix(".py").is_file() or (as_path / "__main__.py").is_file():
+            return
+        import importlib.util
+
+        top = first.split(".")[0]
+        if (root / top).is_dir() or importlib.util.find_spec(top) is not None:
+            return  # an installed or namespace package: the submodule is found at run time
+        raise self.fail(m, "main", f"{where}: module {first!r} not found in {root} or installed packages")
+
+    def flags_dest(self, m: Mapping[Any, Any], where: str) -> str:
+        v = m.get("flags-dest", "args")
+        if v in ("args", "env"):
+            return str(v)
+        if isinstance(v, str) and v.startswith("config:"):
+            path = v[len("config:"):].strip()
+            if path and not path.startswith("/") and ".." not in Path(path).parts and Path(path).suffix in (
+                ".json", ".yml", ".yaml"
+            ):
+                return f"config:{path}"
+        raise self.fail(m, "flags-dest", f"{where}: flags-dest {v!r} must be args, env or config:PATH"
+                        " (PATH inside the run dir ending .json, .yml or .yaml)")
+
+    def env_prefix(self, m: Mapping[Any, Any], where: str) -> str:
+        import re
+
+        v = m.get("flags-env-prefix", "FLAG_")
+        if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z_]\w*|", v):
+            raise self.fail(m, "flags-env-prefix", f"{where}: flags-env-prefix must be an environment name prefix")
+        return v
+
+    def flags_import(self, m: Mapping[Any, Any], where: str) -> tuple[str, ...] | bool:
+        v = m.get("flags-import")
+        if v is None or v is False:
+            return ()
+        if v == "all" or v is True:
+            return True
+        if isinstance(v, list) and all(isinstance(x, str) for x in v):
+            return tuple(v)
+        raise self.fail(m, "flags-import", f"{where}: flags-import must be 'all' or a list of flag names")
+
+    def output_scalars(self, m: Mapping[Any, Any], where: str) -> tuple[str, ...] | None:
+        import re
+
+        if "output-scalars" not in m:
+            return None
+        v = m["output-scalars"]
+        if v is False or v == "off":
+            return ()
+        if isinstance(v, str):
+            v = [v]
+        if not isinstance(v, list) or not all(isinstance(p, str) for p in v):
+            raise self.fail(m, "output-scalars", f"{where}: output-scalars must be a list of regexes or 'off'")
+        for pat in v:
+            try:
+                rx = re.compile(pat)
+            except re.error as e:
+                raise self.fail(m, "output-scalars", f"{where}: output-scalars pattern {pat!r} is invalid: {e}") from None
+            if not set(rx.groupindex) - {"step"}:
+                raise self.fail(m, "output-scalars", f"{where}: output-scalars pattern {pat!r} has no named group"
+                                " for a value, e.g. (?P<loss>\\S+)")
+        return tuple(v)
 
     def string(self, m: Mapping[Any, Any], key: str, where: str) -> str:
         v = m.get(key, "")
@@ -260,6 +377,12 @@ class _Validator:
         required = raw.get("required", False)
         if not isinstance(required, bool):
             raise self.fail(raw, "required", f"{where}: 'required' must be true or false")
+        for key in ("arg-switch", "arg-skip"):
+            if key in raw and not isinstance(raw[key], bool):
+                raise self.fail(raw, key, f"{where}: '{key}' must be true or false")
+        arg_name = raw.get("arg-name")
+        if arg_name is not None and (not isinstance(arg_name, str) or not arg_name.strip() or " " in arg_name):
+            raise self.fail(raw, "arg-name", f"{where}: 'arg-name' must be an option name such as --learning-rate")
         flag = FlagDef(
             name=name,
             default=raw.get("default"),
@@ -269,6 +392,9 @@ class _Validator:
             max=raw.get("max"),
             required=required,
             description=self.string(raw, "description", where),
+            arg_name=arg_name,
+            arg_switch=raw.get("arg-switch"),
+            arg_skip=raw.get("arg-skip", False),
         )
         if flag.default is not None:
             from ._flags import coerce

@@ -1,4 +1,4 @@
-"""Launching one job: the torchrun command line, the process, its output, its signals."""
+"""Launching one job: its command line and flag passing, the process, its output, its signals."""
 
 from __future__ import annotations
 
@@ -11,30 +11,84 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from ._flags import format_value
+from ._guildfile import OpDef
 
 _PR_SET_PDEATHSIG = 1
 
 
-def torchrun_command(main: str, flags: Mapping[str, Any], nproc: int) -> list[str]:
-    """``python -m torch.distributed.run --standalone --nproc-per-node N <main> --name=value ...``.
+def job_command(op: OpDef, flags: Mapping[str, Any], nproc: int, log_dir: Path | None = None) -> list[str]:
+    """The job's argv: ``python -u <main> <flags>`` or ``python -m torch.distributed.run ...``.
 
-    ``--standalone`` makes torchrun bind its own free rendezvous port, so jobs started side by side
-    (parallel trials) never share one.
+    torchrun runs with ``--standalone``, which binds its own free rendezvous port, so jobs started
+    side by side (parallel trials) never share one. With ``log_dir`` and several ranks, every
+    line is prefixed with its rank (``[default0]:``) and per-rank logs are kept in ``log_dir``.
     """
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={nproc}",
-        *main.split(),
-        *flag_args(flags),
-    ]
+    args = [*op.main_args, *(flag_args(op, flags) if op.flags_dest == "args" else [])]
+    if op.launcher == "python":
+        return [sys.executable, "-u", *args]
+    tee = ["--tee=3", f"--log-dir={log_dir}"] if log_dir is not None and nproc > 1 else []
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *tee, *args]
 
 
-def flag_args(flags: Mapping[str, Any]) -> list[str]:
-    """Flags as ``--name=value`` (one argv item each: a value starting with '-' stays a value)."""
-    return [f"--{name}={format_value(value)}" for name, value in flags.items() if value is not None]
+def display_command(cmd: Sequence[str]) -> str:
+    """A job's argv as a user would type it (``torchrun ...`` / ``python ...``)."""
+    import shlex
+
+    if list(cmd[1:3]) == ["-m", "torch.distributed.run"]:
+        return shlex.join(["torchrun", *cmd[3:]])
+    return shlex.join(["python", *cmd[1:]])
+
+
+def flag_args(op: OpDef, flags: Mapping[str, Any]) -> list[str]:
+    """Flags as ``--name=value`` argv items (a value starting with '-' stays a value).
+
+    Per flag, ``arg-name`` renames the option, ``arg-skip`` leaves it out, and ``arg-switch``
+    passes a boolean as a bare ``--name`` when its value equals the switch (absent otherwise).
+    """
+    out = []
+    for name, value in flags.items():
+        fd = op.flags.get(name)
+        if value is None or (fd is not None and fd.arg_skip):
+            continue
+        opt = (fd.arg_name if fd and fd.arg_name else name) if fd else name
+        opt = opt if opt.startswith("-") else f"--{opt}"
+        if fd is not None and fd.arg_switch is not None:
+            if bool(value) == fd.arg_switch:
+                out.append(opt)
+            continue
+        out.append(f"{opt}={format_value(value)}")
+    return out
+
+
+def flag_env(op: OpDef, flags: Mapping[str, Any]) -> dict[str, str]:
+    """With ``flags-dest: env``: each flag as ``<prefix><NAME>`` (upper-cased, '-' and '.' as '_')."""
+    if op.flags_dest != "env":
+        return {}
+    return {
+        op.flags_env_prefix + name.upper().replace("-", "_").replace(".", "_"): format_value(value)
+        for name, value in flags.items()
+        if value is not None
+    }
+
+
+def write_flags_config(op: OpDef, flags: Mapping[str, Any], run_dir: Path) -> Path | None:
+    """With ``flags-dest: config:PATH``: the flags as JSON or YAML (by extension) at PATH in the run dir."""
+    if not op.flags_dest.startswith("config:"):
+        return None
+    path = run_dir / op.flags_dest[len("config:") :]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".json":
+        import json
+
+        text = json.dumps(dict(flags), indent=2) + "\n"
+    else:
+        import yaml
+
+        text = yaml.safe_dump(dict(flags), sort_keys=False)
+    from ._runs import atomic_write
+
+    atomic_write(path, text)
+    return path
 
 
 def _set_parent_death_signal() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ._guildfile import Guildfile, OpDef
-from ._launch import Job, torchrun_command
+from ._launch import Job, flag_env, job_command, write_flags_config
 from ._plugins import Dispatcher, HookFailed, Plugin
 from ._runs import Run, new_run_id, now_iso
 from ._scheduler import Scheduler, Slot
@@ -99,16 +99,14 @@ class Session:
         run._parent = parent
         project = cfg.guildfile.dir
         files = select_files(project, cfg.op.sourcecode, skip=(cfg.runs_dir,))
-        script = cfg.op.main.split()[0]
-        if script not in files:  # the script always travels, whatever the globs say
+        script = cfg.op.script
+        if script and script not in files:  # the script always travels, whatever the globs say
             files.append(script)
         copy_files(project, files, run.run_dir)
-        run.cmd = torchrun_command(cfg.op.main, flags, cfg.nproc)
-        if cfg.nproc > 1:
-            # Prefix every line with its rank ([default0]:) and keep per-rank logs in the run dir.
-            run.cmd[4:4] = ["--tee=3", f"--log-dir={run.paths.meta / 'torchrun'}"]
+        run.cmd = job_command(cfg.op, flags, cfg.nproc, log_dir=run.paths.meta / "torchrun")
         run.attrs["sourcecode"] = {"root": str(project), "files": len(files)}
         run.paths.meta.mkdir(exist_ok=True)
+        write_flags_config(cfg.op, flags, run.run_dir)
         run.save()
         self._open[run.id] = run
         try:
@@ -138,6 +136,7 @@ class Session:
             return None
         env = dict(os.environ)
         env.update(self.cfg.extra_env)
+        env.update(flag_env(self.cfg.op, run.flags))
         env.update(
             GUILDLITE_RUN_ID=run.id,
             GUILDLITE_RUN_DIR=str(run.run_dir),

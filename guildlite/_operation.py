@@ -14,9 +14,10 @@ from ._batch import is_batch, plan_trials
 from ._builtins import builtin_plugins
 from ._errors import GuildfileError, GuildliteError
 from ._flags import parse_assignments, resolve
+from ._flags_import import with_imported_flags
 from ._guildfile import GUILDFILE, Guildfile, PluginSpec, default_runs_dir, find_guildfile, load
 from ._lifecycle import RunConfig, Session
-from ._launch import torchrun_command
+from ._launch import job_command
 from ._plugins import Plugin, load_plugins
 from ._runs import Run
 from ._scheduler import Slot, make_slots, visible_gpus
@@ -40,7 +41,7 @@ class Plan:
     def command(self) -> list[str]:
         """The command line of the (first) job, for display."""
         flags = self.trials[0] if self.trials else self.flags
-        return torchrun_command(self.config.op.main, flags, self.config.nproc)
+        return job_command(self.config.op, flags, self.config.nproc)
 
 
 def open_guildfile(path: str | Path | None = None) -> Guildfile:
@@ -69,12 +70,15 @@ def plan_run(
     echo: bool = True,
 ) -> Plan:
     """Validate everything about a run request; raises a GuildliteError, stages nothing."""
-    op = guildfile.op(op_name)
+    op = with_imported_flags(guildfile.op(op_name), guildfile.dir)
     given = parse_assignments(assignments)
     values = resolve(op.name, op.flags, given)
     nproc = op.nproc_per_node if nproc is None else nproc
     if nproc < 1:
         raise GuildliteError("--nproc-per-node must be at least 1", exit_code=2)
+    if op.launcher == "python" and nproc > 1:
+        raise GuildliteError(f"operation '{op.name}' uses launcher python (one process): --nproc-per-node must be 1",
+                             exit_code=2)
     if max_trials is not None and max_trials < 1:
         raise GuildliteError("--max-trials must be at least 1", exit_code=2)
     specs = [

@@ -157,6 +157,8 @@ def run(
 
 
 def _show_plan(plan: Any) -> None:
+    from ._launch import display_command
+
     cfg = plan.config
     if plan.trials is not None:
         click.echo(f"You are about to run a batch of {len(plan.trials)} trial(s) of {cfg.op.name}"
@@ -167,7 +169,7 @@ def _show_plan(plan: Any) -> None:
         flags = plan.flags
     for k, v in flags.items():
         click.echo(f"  {k}: {_fmt(v)}")
-    click.echo(f"  command: {' '.join(plan.command[2:])}")
+    click.echo(f"  command: {display_command(plan.command)}")
     click.echo(f"  runs dir: {cfg.runs_dir}")
 
 
@@ -311,6 +313,8 @@ def runs_info(runs_dir: Path, run_spec: str, as_json: bool) -> None:
     if len(chosen) != 1:
         raise GuildliteError(f"{run_spec!r} selects {len(chosen)} runs; runs info takes one", exit_code=2)
     r = chosen[0]
+    from ._launch import display_command
+
     if as_json:
         click.echo(json.dumps(_record(r), indent=2, default=str))
         return
@@ -328,7 +332,7 @@ def runs_info(runs_dir: Path, run_spec: str, as_json: bool) -> None:
         ("nproc_per_node", r.nproc_per_node),
         ("gpus", ",".join(r.gpus) if r.gpus else ""),
         ("batch" if r.is_trial else "", r.parent_id or ""),
-        ("command", " ".join(r.cmd[2:])),
+        ("command", display_command(r.cmd) if r.cmd else ""),
     ]
     for k, v in fields:
         if k and v not in (None, ""):
@@ -361,9 +365,11 @@ def runs_info(runs_dir: Path, run_spec: str, as_json: bool) -> None:
 @_guildfile_option
 def ops(as_json: bool, guildfile: Path | None) -> None:
     """List the guildfile's operations with their flags."""
+    from ._flags_import import with_imported_flags
     from ._operation import open_guildfile
 
     gf = open_guildfile(guildfile)
+    operations = {name: with_imported_flags(op, gf.dir) for name, op in gf.operations.items()}
     if as_json:
         out = {
             name: {
@@ -373,12 +379,12 @@ def ops(as_json: bool, guildfile: Path | None) -> None:
                 "gpus_per_trial": op.gpus_per_trial,
                 "flags": {f.name: {**f.__dict__, "type": f.value_type} for f in op.flags.values()},
             }
-            for name, op in gf.operations.items()
+            for name, op in operations.items()
         }
         click.echo(json.dumps(out, indent=2, default=str))
         return
-    for name, op in gf.operations.items():
-        click.echo(f"{name}  ({op.main}, nproc-per-node {op.nproc_per_node})" + (f"  {op.description}" if op.description else ""))
+    for name, op in operations.items():
+        click.echo(f"{name}  ({op.main}, {op.launcher}, nproc-per-node {op.nproc_per_node})" + (f"  {op.description}" if op.description else ""))
         for f in op.flags.values():
             extra = []
             if f.choices:
@@ -387,6 +393,8 @@ def ops(as_json: bool, guildfile: Path | None) -> None:
                 extra.append(f"range: {_fmt(f.min) if f.min is not None else ''}..{_fmt(f.max) if f.max is not None else ''}")
             if f.required:
                 extra.append("required")
+            if f.source != "guildfile":
+                extra.append(f"from {f.source}")
             desc = "  ".join(x for x in (f.description, f"({'; '.join(extra)})" if extra else "") if x)
             click.echo(f"  {f.name:<16} {f.value_type or '':<6} default {_fmt(f.default):<10} {desc}".rstrip())
 

@@ -1,0 +1,68 @@
+"""Probe a script's argparse options: ``python -m guildlite._argparse_probe OUT.json MAIN [ARGS...]``.
+
+The script runs as ``__main__`` until it calls ``ArgumentParser.parse_args`` (or
+``parse_known_args``); that call writes the parser's options to OUT.json and exits, so the
+training code after it never runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import runpy
+import sys
+from typing import Any
+
+_BASIC = (str, int, float, bool, type(None))
+
+
+def _describe(parser: argparse.ArgumentParser) -> list[dict[str, Any]]:
+    out = []
+    for a in parser._actions:
+        if isinstance(a, (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)):
+            continue
+        if not a.option_strings or a.help == argparse.SUPPRESS:
+            continue  # positionals are the script's fixed args, not flags
+        longs = [o for o in a.option_strings if o.startswith("--")]
+        option = (longs or a.option_strings)[0]
+        entry: dict[str, Any] = {"name": option.lstrip("-"), "option": option, "help": a.help or ""}
+        if isinstance(a, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            entry.update(type="bool", default=bool(a.default), switch=isinstance(a, argparse._StoreTrueAction))
+        elif isinstance(a, argparse._StoreAction) and a.nargs in (None, "?"):
+            kind = {int: "int", float: "float", str: "str"}.get(a.type) if a.type else None  # type: ignore[arg-type]
+            if kind is None and a.type is None and isinstance(a.default, _BASIC) and a.default is not None:
+                kind = {int: "int", float: "float", bool: "bool"}.get(type(a.default), "str")
+            entry.update(type=kind or "str", default=a.default if isinstance(a.default, _BASIC) else None)
+            if a.choices is not None and all(isinstance(c, _BASIC) for c in a.choices):
+                entry["choices"] = list(a.choices)
+            entry["required"] = bool(a.required)
+        else:
+            continue  # counters, appends, lists: not a single flag value
+        out.append(entry)
+    return out
+
+
+def main() -> None:
+    out_path, target = sys.argv[1], sys.argv[2:]
+
+    def report(self: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> Any:
+        with open(out_path, "w", encoding="utf-8") as f:
+            json.dump(_describe(self), f)
+        os._exit(0)  # skip atexit hooks and the rest of the script
+
+    argparse.ArgumentParser.parse_args = report  # type: ignore[method-assign, assignment]
+    argparse.ArgumentParser.parse_known_args = report  # type: ignore[method-assign, assignment]
+    sys.path.insert(0, os.getcwd())
+    if target[0] == "-m":
+        sys.argv = [target[1], *target[2:]]
+        runpy.run_module(target[1], run_name="__main__", alter_sys=True)
+    else:
+        sys.argv = list(target)
+        sys.path[0] = os.path.dirname(os.path.abspath(target[0]))
+        runpy.run_path(target[0], run_name="__main__")
+    sys.exit(f"{' '.join(target)} finished without calling ArgumentParser.parse_args")
+
+
+if __name__ == "__main__":
+    main()
