@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 from ._errors import FlagError, GuildfileError, GuildliteError, PluginError, RunNotFoundError
 from ._plugins import Plugin, StopRun, hook
 from ._runs import Run
+from ._scalars import log_scalars
 
 __all__ = [
     "FlagError",
@@ -23,4 +24,5 @@ __all__ = [
     "StopRun",
     "__version__",
     "hook",
+    "log_scalars",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -28,6 +29,16 @@ def job_command(op: OpDef, flags: Mapping[str, Any], nproc: int, log_dir: Path |
         return [sys.executable, "-u", *args]
     tee = ["--tee=3", f"--log-dir={log_dir}"] if log_dir is not None and nproc > 1 else []
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *tee, *args]
+
+
+def launch_argv(cmd: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """The argv and extra env that actually start ``cmd`` (see ``guildlite._rank_exec``)."""
+    if list(cmd[1:3]) != ["-m", "torch.distributed.run"]:
+        return list(cmd), {}
+    i = 3
+    while i < len(cmd) and cmd[i].startswith("--"):  # our torchrun options are all --name=value
+        i += 1
+    return [*cmd[:i], "-m", "guildlite._rank_exec"], {"GUILDLITE_ARGV": json.dumps(list(cmd[i:]))}
 
 
 def display_command(cmd: Sequence[str]) -> str:

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from ._errors import GuildliteError
 from ._guildfile import Guildfile, OpDef
-from ._launch import Job, flag_env, job_command, write_flags_config
+from ._launch import Job, flag_env, job_command, launch_argv, write_flags_config
 from ._plugins import Dispatcher, HookFailed, Plugin
 from ._runs import Run, new_run_id, now_iso
 from ._scheduler import Scheduler, Slot
@@ -140,17 +141,20 @@ class Session:
         env.update(
             GUILDLITE_RUN_ID=run.id,
             GUILDLITE_RUN_DIR=str(run.run_dir),
+            GUILDLITE_RESTART_COUNT=str(len(run.attempts)),
             PYTHONUNBUFFERED="1",
         )
         if slot.gpus is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(slot.gpus)
-        job = Job(run.cmd, run.run_dir, env, run.paths.output_log, echo=self.cfg.echo, on_exit=done)
+        argv, launch_env = launch_argv(run.cmd)
+        env.update(launch_env)
+        job = Job(argv, run.run_dir, env, run.paths.output_log, echo=self.cfg.echo, on_exit=done)
         try:
             job.start()
         except OSError as e:
             self.end(run, "error", error={"message": f"cannot start {run.cmd[0]}: {e}"})
             return None
-        run.status, run.started = "running", now_iso()
+        run.status, run.started, run.job_pid = "running", now_iso(), job.pid
         run.save()
         self.progress("start", run)
         return job
@@ -158,7 +162,7 @@ class Session:
     def finish(self, run: Run, code: int, job: Job) -> None:
         """Record a job's exit: completed, error (non-zero exit) or terminated (we signalled it)."""
         exit_code = code if code >= 0 else 128 - code
-        if job.signalled is not None:
+        if job.signalled is not None or run.paths.stop_request.exists():
             self.end(run, "terminated", exit_code)
         elif code == 0:
             self.end(run, "completed", 0)
@@ -211,6 +215,54 @@ class Session:
                 run = self.stage(flags)
                 if not stage_only:
                     self.run([run], [slot])
+                return run
+            except BaseException as e:
+                self.close_open(f"guildlite failed: {type(e).__name__}: {e}")
+                raise
+
+    def reopen(self, run: Run, flags: dict[str, Any] | None = None) -> None:
+        """Make an ended (or staged) run startable again in its own dir, keeping the attempt history."""
+        if run.status in ("pending", "running"):
+            raise GuildliteError(f"run {run.id} is {run.status}: stop it before restarting it", exit_code=2)
+        if run.started:
+            run.attempts.append(
+                {"status": run.status, "exit_code": run.exit_code, "started": run.started, "stopped": run.stopped,
+                 "flags": dict(run.flags), "error": run.error}
+            )
+        if flags is not None and not run.is_batch:
+            run.flags = flags
+            run.cmd = job_command(self.cfg.op, flags, self.cfg.nproc, log_dir=run.paths.meta / "torchrun")
+            write_flags_config(self.cfg.op, flags, run.run_dir)
+        run.status, run.exit_code, run.error, run.started, run.stopped = "staged", None, None, None, None
+        run.paths.stop_request.unlink(missing_ok=True)
+        run.save()
+        self._open[run.id] = run
+
+    def restart(self, run: Run, flags: dict[str, Any] | None, slots: Sequence[Slot], fail_fast: bool = False) -> Run:
+        """Run ``run`` again in its own directory; a batch re-runs only its trials that did not complete."""
+        with self._handle_signals():
+            try:
+                if not run.is_batch:
+                    self.reopen(run, flags)
+                    self.run([run], slots[:1])
+                    return run
+                trials = [t for t in run.trials if t.status != "completed"]
+                self.reopen(run)
+                run.status = "pending"
+                run.claim()
+                run.save()
+                try:
+                    self.hooks.call("on_run_begin", run)
+                except HookFailed as e:
+                    self.end(run, "error", error=e.info)
+                    return run
+                for t in trials:
+                    t._parent = run
+                    self.reopen(t)
+                run.status, run.started = "running", now_iso()
+                run.save()
+                self.run(trials, slots, fail_fast=fail_fast)
+                self.end(run, *batch_outcome(run, self.stopping))
                 return run
             except BaseException as e:
                 self.close_open(f"guildlite failed: {type(e).__name__}: {e}")

@@ -6,6 +6,7 @@ Everything that can be wrong with the guildfile, the flags or the plugins fails 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -122,3 +123,61 @@ def execute(plan: Plan, stage_only: bool = False, fail_fast: bool = False, sessi
     return session.run_batch(
         plan.batch_flags, plan.trials, plan.slots, plan.batch_info, stage_only=stage_only, fail_fast=fail_fast
     )
+
+
+def restart(
+    run: Run,
+    assignments: Sequence[str],
+    *,
+    guildfile: Guildfile,
+    parallel: int = 1,
+    gpus: str | None = None,
+    fail_fast: bool = False,
+    plugin_names: Sequence[str] = (),
+    echo: bool = True,
+) -> Restart:
+    """Validate a restart of ``run`` (flags overridden by ``assignments``) and return what runs it."""
+    if run.is_batch and assignments:
+        raise GuildliteError("a batch restart re-runs its unfinished trials as they were: it takes no flags", exit_code=2)
+    if run.is_trial and run.parent is not None and run.parent.status in ("pending", "running"):
+        raise GuildliteError(f"run {run.id} belongs to batch {run.parent_id}, which is still running", exit_code=2)
+    plan = plan_run(
+        run.op,
+        assignments,
+        guildfile=guildfile,
+        runs_dir=run.run_dir.parent,
+        nproc=run.nproc_per_node,
+        label=run.label,
+        parallel=parallel,
+        gpus=gpus,
+        plugin_names=plugin_names,
+        echo=echo,
+    )
+    if plan.trials is not None:
+        raise GuildliteError("a restart takes plain flag values, not batch syntax", exit_code=2)
+    flags = None
+    if not run.is_batch:
+        given = {a.partition("=")[0].strip() for a in assignments}
+        flags = {**{k: v for k, v in run.flags.items() if k in plan.flags}, **{k: plan.flags[k] for k in given}}
+        for k, v in plan.flags.items():
+            flags.setdefault(k, v)
+    slots = plan.slots
+    if run.is_batch:
+        op = plan.config.op
+        slots = make_slots(parallel, op.gpus_per_trial, visible_gpus(gpus) if op.gpus_per_trial else [])
+    session = Session(dataclasses.replace(plan.config, echo=echo and (not run.is_batch or parallel == 1)), plan.plugins)
+    return Restart(session, run, flags, slots, fail_fast)
+
+
+@dataclass
+class Restart:
+    """A validated restart: ``execute`` runs it (see ``Session.restart``)."""
+
+    session: Session
+    run: Run
+    flags: dict[str, Any] | None
+    slots: list[Slot]
+    fail_fast: bool
+
+    def execute(self) -> Run:
+        return self.session.restart(self.run, self.flags, self.slots, self.fail_fast)

@@ -47,6 +47,10 @@ class RunPaths:
         return self.meta / "lock"
 
     @property
+    def stop_request(self) -> Path:
+        return self.meta / "stop"
+
+    @property
     def env(self) -> Path:
         return self.meta / "env.json"
 
@@ -159,6 +163,8 @@ class Run:
     gpus: list[int] | None = None
     pid: int | None = None
     pid_start: int | None = None
+    job_pid: int | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
     plugins: list[dict[str, Any]] = field(default_factory=list)
     batch: dict[str, Any] | None = None
     guildlite_version: str = field(default_factory=_version)

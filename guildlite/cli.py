@@ -71,8 +71,7 @@ def _guildfile_option(f: Any) -> Any:
 
 
 @cli.command(context_settings={**CONTEXT, "ignore_unknown_options": True})
-@click.argument("operation")
-@click.argument("flags", nargs=-1, type=click.UNPROCESSED)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="OPERATION [NAME=VALUE]...")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("-l", "--label", default="", help="A label for the run.")
 @click.option("--nproc-per-node", type=int, help="Processes (ranks) per run; default: the op's nproc-per-node.")
@@ -83,12 +82,14 @@ def _guildfile_option(f: Any) -> Any:
 @click.option("--seed", type=int, help="Batch: seed for random search (same seed, same trials).")
 @click.option("--fail-on-trial-error", is_flag=True, help="Batch: start no new trial after one fails.")
 @click.option("--plugin", "plugin_names", multiple=True, help="Enable an installed plugin by entry-point name.")
+@click.option("--restart", "restart_spec", metavar="RUN",
+              help="Run RUN again in its own dir (NAME=VALUE overrides flags); a batch re-runs unfinished trials.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's record as JSON when it ends.")
 @_runs_dir_option
 @_guildfile_option
 def run(
-    operation: str,
-    flags: tuple[str, ...],
+    args: tuple[str, ...],
+    restart_spec: str | None,
     yes: bool,
     label: str,
     nproc_per_node: int | None,
@@ -112,13 +113,28 @@ def run(
       lr=loguniform[1e-4:1e-1]  random search (--max-trials, --seed); also uniform, randint, choice[a,b]
     The exit code is the job's exit code (a batch: 0 only if every trial completed).
     """
-    from ._operation import BATCH_CONFIRM_THRESHOLD, execute, open_guildfile, plan_run
     from ._lifecycle import Session
+    from ._operation import BATCH_CONFIRM_THRESHOLD, execute, open_guildfile, plan_run, restart
 
-    for f in flags:
+    for f in args:
         if f.startswith("-"):
-            raise GuildliteError(f"unknown option {f!r} (options go before the operation; see --help)", exit_code=2)
+            raise GuildliteError(f"unknown option {f!r} (see guildlite run --help)", exit_code=2)
     gf = open_guildfile(guildfile)
+    if restart_spec:
+        target = _select_one(_runs_dir(runs_dir, guildfile), restart_spec)
+        job = restart(target, args, guildfile=gf, parallel=parallel, gpus=gpus, fail_fast=fail_on_trial_error,
+                      plugin_names=plugin_names, echo=not as_json)
+        if sys.stdin.isatty() and not yes and not as_json:
+            what = f"{len(target.trial_ids)} trials of batch" if target.is_batch else "run"
+            if not click.confirm(f"Restart {what} {target.id}?", default=True):
+                raise GuildliteError("cancelled", exit_code=1)
+        if target.is_batch:
+            job.session.progress = _BatchProgress(sum(t.status != "completed" for t in target.trials)).event
+        _finish_run(job.execute(), as_json, stage_only=False)
+        return
+    if not args:
+        raise GuildliteError("missing OPERATION (see guildlite ops)", exit_code=2)
+    operation, flags = args[0], args[1:]
     plan = plan_run(
         operation,
         flags,
@@ -144,10 +160,14 @@ def run(
     session = Session(plan.config, plan.plugins)
     if plan.trials is not None:
         session.progress = _BatchProgress(len(plan.trials)).event
-    result = execute(plan, stage_only=stage_only, fail_fast=fail_on_trial_error, session=session)
+    _finish_run(execute(plan, stage_only=stage_only, fail_fast=fail_on_trial_error, session=session), as_json, stage_only)
+
+
+def _finish_run(result: Run, as_json: bool, stage_only: bool) -> None:
+    """Report a finished run and exit with its exit code."""
     if as_json:
         click.echo(json.dumps(_record(result), indent=2, default=str))
-    elif plan.trials is not None or result.status not in ("completed", "staged"):
+    elif result.is_batch or result.status not in ("completed", "staged"):
         click.echo(_summary(result), err=True)
     if stage_only or result.status == "completed":
         return
@@ -301,18 +321,36 @@ def runs(
         click.echo(f"({hidden} older runs not shown: --all)", err=True)
 
 
+def _select(runs_dir: Path, specs: Sequence[str], trash: bool = False) -> list[Run]:
+    from ._runs import TRASH_DIR, list_runs, select_runs
+
+    pool = list_runs(runs_dir / TRASH_DIR if trash else runs_dir)
+    return select_runs(pool, specs) if specs else pool
+
+
+def _select_one(runs_dir: Path, spec: str) -> Run:
+    chosen = _select(runs_dir, [spec])
+    if len(chosen) != 1:
+        raise GuildliteError(f"{spec!r} selects {len(chosen)} runs; give one", exit_code=2)
+    return chosen[0]
+
+
+def _confirm(question: str, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise GuildliteError(f"{question} Pass -y to confirm (stdin is not a terminal)", exit_code=2)
+    if not click.confirm(question, default=False):
+        raise GuildliteError("cancelled", exit_code=1)
+
+
 @runs.command("info", context_settings=CONTEXT)
 @click.argument("run_spec", metavar="RUN")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole record as JSON.")
 @click.pass_obj
 def runs_info(runs_dir: Path, run_spec: str, as_json: bool) -> None:
     """Show one run's record: flags, status, command, hook trace, environment."""
-    from ._runs import list_runs, select_runs
-
-    chosen = select_runs(list_runs(runs_dir), [run_spec])
-    if len(chosen) != 1:
-        raise GuildliteError(f"{run_spec!r} selects {len(chosen)} runs; runs info takes one", exit_code=2)
-    r = chosen[0]
+    r = _select_one(runs_dir, run_spec)
     from ._launch import display_command
 
     if as_json:
@@ -355,6 +393,277 @@ def runs_info(runs_dir: Path, run_spec: str, as_json: bool) -> None:
         click.echo("attrs:")
         for k, v in r.attrs.items():
             click.echo(f"  {k}: {json.dumps(v, default=str)}")
+
+
+@runs.command("delete", context_settings=CONTEXT)
+@click.argument("specs", nargs=-1, required=True, metavar="RUNS...")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask.")
+@click.option("--force", is_flag=True, help="Also delete runs that are running.")
+@click.pass_obj
+def runs_delete(runs_dir: Path, specs: tuple[str, ...], yes: bool, force: bool) -> None:
+    """Move runs (a batch with its trials) to the trash (runs/.trash); see restore and purge."""
+    from ._manage import delete, with_trials
+    from ._runs import list_runs
+
+    pool = list_runs(runs_dir)
+    chosen = with_trials(_select(runs_dir, specs), pool)
+    _confirm(f"Delete {len(chosen)} run(s) (to the trash)?", yes)
+    for r in delete(chosen, force=force):
+        click.echo(f"deleted {r.id}")
+
+
+@runs.command("restore", context_settings=CONTEXT)
+@click.argument("specs", nargs=-1, metavar="[RUNS]...")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask.")
+@click.pass_obj
+def runs_restore(runs_dir: Path, specs: tuple[str, ...], yes: bool) -> None:
+    """Move runs back from the trash (selectors count within the trash; default: all)."""
+    from ._manage import restore
+
+    chosen = _select(runs_dir, specs, trash=True)
+    if not chosen:
+        click.echo("the trash is empty", err=True)
+        return
+    _confirm(f"Restore {len(chosen)} run(s)?", yes or bool(specs))
+    for r in restore(chosen):
+        click.echo(f"restored {r.id}")
+
+
+@runs.command("purge", context_settings=CONTEXT)
+@click.argument("specs", nargs=-1, metavar="[RUNS]...")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask.")
+@click.pass_obj
+def runs_purge(runs_dir: Path, specs: tuple[str, ...], yes: bool) -> None:
+    """Delete trashed runs permanently (selectors count within the trash; default: all)."""
+    from ._manage import purge
+
+    chosen = _select(runs_dir, specs, trash=True)
+    if not chosen:
+        click.echo("the trash is empty", err=True)
+        return
+    _confirm(f"Permanently delete {len(chosen)} run(s)? This cannot be undone.", yes)
+    for r in purge(chosen):
+        click.echo(f"purged {r.id}")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("specs", nargs=-1, metavar="[RUNS]...")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON rows.")
+@click.option("--columns", help="Comma-separated columns to show (default: all).")
+@click.option("--sort", "sort_key", help="Sort by a column; -COLUMN for descending (e.g. --sort loss).")
+@click.option("--min-max", is_flag=True, help="Add the min and max of each scalar.")
+@click.option("--op", help="Only runs of this operation.")
+@click.option("--status", help="Only runs with this status.")
+@click.option("--label", help="Only runs whose label contains this text.")
+@click.option("--batch", help="Only the trials of this batch (a selector).")
+@_runs_dir_option
+@_guildfile_option
+def compare(
+    specs: tuple[str, ...],
+    as_csv: bool,
+    as_json: bool,
+    columns: str | None,
+    sort_key: str | None,
+    min_max: bool,
+    op: str | None,
+    status: str | None,
+    label: str | None,
+    batch: str | None,
+    runs_dir: Path | None,
+    guildfile: Path | None,
+) -> None:
+    """One row per run: id, op, status, started, time, every flag, the last value of each scalar."""
+    from ._inspect import compare_table, sort_rows
+
+    rd = _runs_dir(runs_dir, guildfile)
+    chosen = _select(rd, specs)
+    batch_id = _select_one(rd, batch).id if batch else None
+    chosen = [
+        r
+        for r in chosen
+        if (op is None or r.op == op)
+        and (status is None or r.status == status)
+        and (label is None or label in r.label)
+        and (batch_id is None or r.parent_id == batch_id)
+        and not (r.is_batch and batch_id is None and not specs)
+    ]
+    cols, rows = compare_table(chosen, min_max=min_max)
+    if sort_key:
+        if sort_key.lstrip("-") not in cols:
+            raise GuildliteError(f"--sort: no column {sort_key.lstrip('-')!r}; columns: {', '.join(cols)}", exit_code=2)
+        rows = sort_rows(rows, sort_key)
+    if columns:
+        wanted = [c.strip() for c in columns.split(",") if c.strip()]
+        unknown = [c for c in wanted if c not in cols]
+        if unknown:
+            raise GuildliteError(f"--columns: no column {unknown[0]!r}; columns: {', '.join(cols)}", exit_code=2)
+        cols = wanted
+    if as_json:
+        click.echo(json.dumps([{c: r.get(c) for c in cols} for r in rows], indent=2, default=str))
+    elif as_csv:
+        import csv
+
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(cols)
+        for r in rows:
+            w.writerow(["" if r.get(c) is None else r.get(c) for c in cols])
+    elif not rows:
+        click.echo("no runs to compare", err=True)
+    else:
+        _table(cols, [[_cell(c, r.get(c)) for c in cols] for r in rows])
+
+
+def _cell(col: str, v: Any) -> str:
+    if v is None or v == "":
+        return ""
+    if col == "started":
+        return _local(v)
+    if isinstance(v, float) and not isinstance(v, bool):
+        return f"{v:.6g}"
+    return _fmt(v)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("run_spec", metavar="RUN")
+@click.argument("path", default="output.log")
+@_runs_dir_option
+@_guildfile_option
+def cat(run_spec: str, path: str, runs_dir: Path | None, guildfile: Path | None) -> None:
+    """Print a file of a run (default: output.log)."""
+    from ._inspect import run_path
+
+    p = run_path(_select_one(_runs_dir(runs_dir, guildfile), run_spec), path)
+    with open(p, "rb") as f:
+        while chunk := f.read(1 << 16):
+            sys.stdout.buffer.write(chunk)
+    sys.stdout.flush()
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("run_spec", metavar="RUN")
+@click.option("-a", "--all", "show_all", is_flag=True, help="Include guildlite's own files (.guildlite/).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_runs_dir_option
+@_guildfile_option
+def ls(run_spec: str, show_all: bool, as_json: bool, runs_dir: Path | None, guildfile: Path | None) -> None:
+    """List a run's files with their sizes."""
+    from ._inspect import run_files
+
+    r = _select_one(_runs_dir(runs_dir, guildfile), run_spec)
+    files = run_files(r, include_meta=show_all)
+    if as_json:
+        click.echo(json.dumps([{"path": p, "size": n} for p, n in files], indent=2))
+        return
+    click.echo(f"{r.run_dir}:")
+    for p, n in files:
+        click.echo(f"  {_size(n):>8}  {p}")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "K", "M", "G"):
+        if n < 1024 or unit == "G":
+            return f"{n}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("specs", nargs=-1, required=True, metavar="RUN [RUN2]")
+@click.option("--source-only", is_flag=True, help="Only the source diff.")
+@click.option("--flags-only", is_flag=True, help="Only the flags.")
+@_runs_dir_option
+@_guildfile_option
+def diff(specs: tuple[str, ...], source_only: bool, flags_only: bool, runs_dir: Path | None, guildfile: Path | None) -> None:
+    """Compare two runs (flags side by side, then a diff of the staged source).
+
+    With one RUN: its staged source against the project's current source, which shows what an
+    on_run_staged plugin (or a later edit) changed.
+    """
+    from ._inspect import diff_flags, diff_trees, source_files
+
+    if len(specs) > 2:
+        raise GuildliteError("diff takes one or two runs", exit_code=2)
+    rd = _runs_dir(runs_dir, guildfile)
+    a = _select_one(rd, specs[0])
+    if len(specs) == 2:
+        b = _select_one(rd, specs[1])
+        if not source_only:
+            rows = diff_flags(a, b)
+            w = max([len(n) for n, _, _ in rows] + [4])
+            click.echo(f"{'flag':<{w}}  {a.id:<24}  {b.id}")
+            for n, va, vb in rows:
+                mark = " " if va == vb else "*"
+                click.echo(f"{n:<{w}}  {_fmt(va):<24}  {_fmt(vb)} {mark}".rstrip())
+        if not flags_only:
+            text = diff_trees(a.run_dir, source_files(a), b.run_dir, source_files(b), a.id, b.id)
+            click.echo(text or "(staged source is identical)", nl=not text)
+        return
+    root = Path(a.attrs.get("sourcecode", {}).get("root") or "")
+    if not root.is_dir():
+        raise GuildliteError(f"the project dir of run {a.id} ({root}) is gone", exit_code=2)
+    files = source_files(a)
+    here = [f for f in files if (root / f).is_file()]
+    text = diff_trees(root, here, a.run_dir, files, "project", a.id)
+    click.echo(text or "(staged source matches the project)", nl=not text)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("args", nargs=-1, required=True, metavar="RUNS... TEXT")
+@click.option("--clear", is_flag=True, help="Remove the label (then give only RUNS).")
+@_runs_dir_option
+@_guildfile_option
+def label(args: tuple[str, ...], clear: bool, runs_dir: Path | None, guildfile: Path | None) -> None:
+    """Set (or --clear) the label of runs."""
+    from ._manage import set_label
+
+    if clear:
+        specs, text = args, ""
+    elif len(args) < 2:
+        raise GuildliteError("give RUNS and a TEXT (or --clear)", exit_code=2)
+    else:
+        specs, text = args[:-1], args[-1]
+    chosen = _select(_runs_dir(runs_dir, guildfile), specs)
+    set_label(chosen, text)
+    for r in chosen:
+        click.echo(f"{r.id}: {text!r}" if text else f"{r.id}: label cleared")
+
+
+@cli.command(context_settings={**CONTEXT, "ignore_unknown_options": True})
+@click.argument("args", nargs=-1, required=True, metavar="RUNS... +TAG|-TAG...")
+@_runs_dir_option
+@_guildfile_option
+def tag(args: tuple[str, ...], runs_dir: Path | None, guildfile: Path | None) -> None:
+    """Add (+TAG) or remove (-TAG) tags on runs."""
+    from ._manage import set_tags
+
+    changes = [a for a in args if a[:1] in "+-"]
+    specs = [a for a in args if a[:1] not in "+-"]
+    if not changes or not specs:
+        raise GuildliteError("give RUNS and at least one +TAG or -TAG", exit_code=2)
+    chosen = _select(_runs_dir(runs_dir, guildfile), specs)
+    set_tags(chosen, changes)
+    for r in _select(_runs_dir(runs_dir, guildfile), [r.id for r in chosen]):
+        click.echo(f"{r.id}: {' '.join(r.tags) or '(no tags)'}")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("specs", nargs=-1, required=True, metavar="RUNS...")
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for a graceful stop.")
+@click.option("--force", is_flag=True, help="SIGKILL what is still running after --timeout.")
+@_runs_dir_option
+@_guildfile_option
+def stop(specs: tuple[str, ...], timeout: float, force: bool, runs_dir: Path | None, guildfile: Path | None) -> None:
+    """Stop running runs: SIGTERM through guildlite to torchrun and every rank; status terminated."""
+    from ._manage import stop as stop_runs
+
+    chosen = _select(_runs_dir(runs_dir, guildfile), specs)
+    live = [r for r in chosen if r.status in ("pending", "running")]
+    if not live:
+        click.echo("nothing to stop: no selected run is running", err=True)
+        return
+    for r in stop_runs(live, timeout=timeout, force=force, log=lambda m: click.echo(m, err=True)):
+        click.echo(f"{r.id} {r.status}")
 
 
 # --- ops -----------------------------------------------------------------------------------------

@@ -1,0 +1,130 @@
+"""Changing runs: delete to the trash, restore, purge, label, tag, stop."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ._errors import GuildliteError
+from ._launch import descendants
+from ._runs import ACTIVE, TRASH_DIR, Run, list_runs, load_run
+
+
+def with_trials(runs: Sequence[Run], pool: Sequence[Run]) -> list[Run]:
+    """``runs`` plus the trials of any batch among them (found in ``pool``)."""
+    out = list(runs)
+    ids = {r.id for r in out}
+    for r in runs:
+        if r.is_batch:
+            for t in pool:
+                if t.parent_id == r.id and t.id not in ids:
+                    out.append(t)
+                    ids.add(t.id)
+    return out
+
+
+def trash_dir(runs_dir: Path) -> Path:
+    return runs_dir / TRASH_DIR
+
+
+def delete(runs: Sequence[Run], force: bool = False) -> list[Run]:
+    """Move runs into the runs dir's trash; running runs only with ``force``."""
+    busy = [r for r in runs if r.status in ACTIVE]
+    if busy and not force:
+        ids = ", ".join(r.id for r in busy)
+        raise GuildliteError(f"refusing to delete running runs ({ids}): stop them first, or pass --force", exit_code=2)
+    for r in runs:
+        dest = trash_dir(r.run_dir.parent)
+        dest.mkdir(exist_ok=True)
+        os.replace(r.run_dir, dest / r.id)  # one rename: a run is either listed or in the trash
+    return list(runs)
+
+
+def restore(runs: Sequence[Run]) -> list[Run]:
+    """Move runs from the trash back into the runs dir."""
+    for r in runs:
+        target = r.run_dir.parent.parent / r.id
+        if target.exists():
+            raise GuildliteError(f"cannot restore {r.id}: {target} exists", exit_code=2)
+        os.replace(r.run_dir, target)
+    return list(runs)
+
+
+def purge(runs: Sequence[Run]) -> list[Run]:
+    """Delete trashed runs for good."""
+    for r in runs:
+        shutil.rmtree(r.run_dir)
+    return list(runs)
+
+
+def trashed(runs_dir: Path) -> list[Run]:
+    return list_runs(trash_dir(runs_dir))
+
+
+def set_label(runs: Sequence[Run], label: str) -> None:
+    for r in runs:
+        r.update(label=label)
+
+
+def set_tags(runs: Sequence[Run], changes: Sequence[str]) -> None:
+    """Apply ``+tag`` / ``-tag`` changes."""
+    for c in changes:
+        if len(c) < 2 or c[0] not in "+-":
+            raise GuildliteError(f"tag change {c!r} must be +TAG or -TAG", exit_code=2)
+    for r in runs:
+        tags = list(r.tags)
+        for c in changes:
+            if c[0] == "+" and c[1:] not in tags:
+                tags.append(c[1:])
+            elif c[0] == "-" and c[1:] in tags:
+                tags.remove(c[1:])
+        r.update(tags=tags)
+
+
+def stop(
+    runs: Sequence[Run],
+    timeout: float = 30.0,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+) -> list[Run]:
+    """SIGTERM each run's owning guildlite process, which stops the job and records the end.
+
+    Waits up to ``timeout`` for every run to leave pending/running; then, with ``force``, SIGKILLs
+    the job (torchrun and its ranks) and the owner. Returns the runs as finally read.
+    """
+    live = [r for r in runs if r.status in ACTIVE]
+    for r in live:
+        if r.is_trial and r.job_pid:
+            # Stop one trial, not its whole batch: mark the request, then signal its job only.
+            r.paths.stop_request.touch()
+            _kill(r.job_pid, signal.SIGTERM)
+        else:
+            _kill(r.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    pending = list(live)
+    while pending and time.monotonic() < deadline:
+        time.sleep(0.1)
+        pending = [r for r in pending if load_run(r.run_dir).status in ACTIVE]
+    if pending and force:
+        for r in pending:
+            if r.job_pid:
+                for pid in [r.job_pid, *descendants(r.job_pid)]:
+                    _kill(pid, signal.SIGKILL)
+            _kill(r.pid, signal.SIGKILL)
+            log(f"guildlite: {r.id} did not stop within {timeout:g} s: killed")
+    elif pending:
+        ids = ", ".join(r.id for r in pending)
+        raise GuildliteError(f"still running after {timeout:g} s: {ids} (use --force to kill)")
+    return [load_run(r.run_dir) for r in live]
+
+
+def _kill(pid: int | None, sig: int) -> None:
+    if pid and pid != os.getpid():
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass

@@ -1,0 +1,87 @@
+"""Scalars: ``log_scalars`` for training scripts, and reading a run's ``scalars.jsonl``.
+
+Rows are JSON lines ``{"step": N, "key": "loss", "value": 0.3}``; the output-capture built-in
+writes the same rows, so both feed ``compare`` and the views. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+_warned = False
+
+
+def log_scalars(step: int, all_ranks: bool = False, **values: float) -> None:
+    """Append scalars for ``step`` to the current run's ``scalars.jsonl``.
+
+    Only rank 0 writes unless ``all_ranks`` (then rank N writes ``scalars.rank<N>.jsonl``).
+    Outside a guildlite run it does nothing, with a one-time warning.
+    """
+    global _warned
+    run_dir = os.environ.get("GUILDLITE_RUN_DIR")
+    if not run_dir:
+        if not _warned:
+            print("guildlite: log_scalars: not inside a guildlite run; scalars are not recorded", file=sys.stderr)
+            _warned = True
+        return
+    rank = int(os.environ.get("RANK", "0") or 0)
+    if rank != 0 and not all_ranks:
+        return
+    name = "scalars.jsonl" if rank == 0 else f"scalars.rank{rank}.jsonl"
+    now = round(time.time(), 3)
+    lines = "".join(
+        json.dumps({"step": int(step), "key": k, "value": _number(v), "time": now}) + "\n" for k, v in values.items()
+    )
+    # One O_APPEND write per call: concurrent writers never interleave inside a line.
+    fd = os.open(Path(run_dir) / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, lines.encode("utf-8"))
+    finally:
+        os.close(fd)
+
+
+def _number(v: Any) -> float | None:
+    try:
+        f = float(v.item() if hasattr(v, "item") else v)
+    except (TypeError, ValueError):
+        raise TypeError(f"log_scalars: {v!r} is not a number") from None
+    return f if math.isfinite(f) else None  # NaN/inf are not JSON: recorded as null
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Every well-formed row of a scalars file (a torn last line is skipped)."""
+    rows = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(row, dict) and "key" in row:
+                    rows.append(row)
+    except OSError:
+        pass
+    return rows
+
+
+def summarize(path: Path) -> dict[str, dict[str, Any]]:
+    """Per key: last value (at the highest step seen last), min, max, last step and count."""
+    out: dict[str, dict[str, Any]] = {}
+    for row in read_rows(path):
+        v = row.get("value")
+        if not isinstance(v, (int, float)):
+            continue
+        s = out.get(row["key"])
+        if s is None:
+            out[row["key"]] = {"last": v, "min": v, "max": v, "step": row.get("step", 0), "count": 1}
+            continue
+        s["last"], s["step"], s["count"] = v, row.get("step", s["step"]), s["count"] + 1
+        s["min"], s["max"] = min(s["min"], v), max(s["max"], v)
+    return out
