@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence, overload
 
 from ._errors import RunNotFoundError
 
@@ -88,8 +88,14 @@ def now_iso() -> str:
 
 
 def new_run_id() -> str:
-    """A unique, time-sortable id such as ``20261123T101500-3fa9c2``."""
-    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+    """A unique id that sorts in creation order, such as ``20261123T101500-1f43a9``.
+
+    After the UTC second come three hex digits of milliseconds, then three random ones: sorting
+    ids as strings is sorting runs by creation, so listing needs no record to order runs.
+    """
+    now = time.time()
+    ms = int(now * 1000) % 1000
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"-{ms:03x}{secrets.token_hex(2)[:3]}"
 
 
 def process_start(pid: int) -> int | None:
@@ -263,61 +269,87 @@ def load_run(run_dir: Path) -> Run:
     return run_from_record(run_dir, rec)
 
 
-def iter_run_dirs(runs_dir: Path) -> Iterator[Path]:
-    """Run directories under ``runs_dir`` (not the trash, not hidden dirs)."""
-    try:
-        entries = list(os.scandir(runs_dir))
-    except FileNotFoundError:
-        return
-    for e in entries:
-        if not e.name.startswith(".") and e.is_dir():
-            yield Path(e.path)
+class RunList(Sequence[Run]):
+    """The runs of a runs dir, newest first, each read from disk only when first touched.
+
+    Ids sort in creation order, so ``runs[0]`` (the newest) costs one read whatever the number
+    of runs; iterating reads them all. A dir without a run.json (being staged) is not a run yet.
+    """
+
+    def __init__(self, runs_dir: Path) -> None:
+        self.dir = runs_dir
+        try:
+            names = [e.name for e in os.scandir(runs_dir) if not e.name.startswith(".") and e.is_dir()]
+        except FileNotFoundError:
+            names = []
+        self.ids = sorted((n for n in names if os.path.exists(os.path.join(runs_dir, n, "run.json"))), reverse=True)
+        self._loaded: dict[str, Run | None] = {}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _get(self, run_id: str) -> Run | None:
+        if run_id not in self._loaded:
+            try:
+                self._loaded[run_id] = load_run(self.dir / run_id)
+            except RunNotFoundError:
+                self._loaded[run_id] = None  # removed or torn since listing: skipped
+        return self._loaded[run_id]
+
+    @overload
+    def __getitem__(self, i: int) -> Run: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Run]: ...
+    def __getitem__(self, i: int | slice) -> Run | list[Run]:
+        if isinstance(i, slice):
+            return [r for r in (self._get(x) for x in self.ids[i]) if r is not None]
+        run = self._get(self.ids[i])
+        if run is None:
+            raise RunNotFoundError(f"run {self.ids[i]} has no readable run.json")
+        return run
+
+    def __iter__(self) -> Iterator[Run]:
+        return iter(self[:])
 
 
 def list_runs(runs_dir: Path, where: Callable[[Run], bool] | None = None) -> list[Run]:
-    """Every readable run under ``runs_dir``, newest first."""
-    runs = []
-    for d in iter_run_dirs(runs_dir):
-        try:
-            run = load_run(d)
-        except RunNotFoundError:
-            continue  # a dir being staged right now, or not a run
-        if where is None or where(run):
-            runs.append(run)
-    runs.sort(key=lambda r: (r.created or r.id, r.id), reverse=True)
-    return runs
+    """Every readable run under ``runs_dir``, newest first (optionally only those ``where`` accepts)."""
+    runs = RunList(runs_dir)[:]
+    return runs if where is None else [r for r in runs if where(r)]
 
 
-def select_runs(runs: list[Run], specs: Iterable[str]) -> list[Run]:
+def select_runs(runs: Sequence[Run], specs: Iterable[str]) -> list[Run]:
     """Runs chosen by selectors: ``1`` (newest), ``2:4`` (inclusive), or an id prefix."""
+    ids = runs.ids if isinstance(runs, RunList) else [r.id for r in runs]
     chosen: list[Run] = []
     for spec in specs:
-        for run in _select_one(runs, spec.strip()):
+        for i in _select_one(ids, spec.strip()):
+            run = runs[i]
             if run not in chosen:
                 chosen.append(run)
     return chosen
 
 
-def _select_one(runs: list[Run], spec: str) -> list[Run]:
+def _select_one(ids: list[str], spec: str) -> list[int]:
     if not spec or "/" in spec or spec.startswith("."):
         raise RunNotFoundError(f"invalid run selector {spec!r}")
     if spec.isdigit() and len(spec) < 8:
         i = int(spec)
-        if not 1 <= i <= len(runs):
-            raise RunNotFoundError(f"no run at index {i} ({len(runs)} runs)")
-        return [runs[i - 1]]
+        if not 1 <= i <= len(ids):
+            raise RunNotFoundError(f"no run at index {i} ({len(ids)} runs)")
+        return [i - 1]
     if ":" in spec:
         lo, _, hi = spec.partition(":")
         if (lo and not lo.isdigit()) or (hi and not hi.isdigit()):
             raise RunNotFoundError(f"invalid run range {spec!r} (expected N:M, e.g. 2:4)")
-        a, b = int(lo or 1), int(hi or len(runs))
+        a, b = int(lo or 1), int(hi or len(ids))
         if a < 1 or b < a:
             raise RunNotFoundError(f"invalid run range {spec!r}")
-        return runs[a - 1 : b]
-    hits = [r for r in runs if r.id.startswith(spec)]
+        return list(range(a - 1, min(b, len(ids))))
+    hits = [i for i, run_id in enumerate(ids) if run_id.startswith(spec)]
     if not hits:
         raise RunNotFoundError(f"no run matches {spec!r}")
     if len(hits) > 1:
-        ids = ", ".join(r.id for r in hits[:10]) + (" ..." if len(hits) > 10 else "")
-        raise RunNotFoundError(f"{spec!r} matches {len(hits)} runs: {ids}; give more of the id")
+        shown = ", ".join(ids[i] for i in hits[:10]) + (" ..." if len(hits) > 10 else "")
+        raise RunNotFoundError(f"{spec!r} matches {len(hits)} runs: {shown}; give more of the id")
     return hits

@@ -250,10 +250,9 @@ def _runs_dir(runs_dir: Path | None, guildfile: Path | None) -> Path:
     return default_runs_dir(load(found))
 
 
-def _filtered(runs_dir: Path, op: str | None, status: str | None, batch: str | None) -> list[Run]:
-    from ._runs import list_runs, select_runs
+def _filtered(runs: Sequence[Run], op: str | None, status: str | None, batch: str | None) -> list[Run]:
+    from ._runs import select_runs
 
-    runs = list_runs(runs_dir)
     batch_id = select_runs(runs, [batch])[0].id if batch else None
     return [
         r
@@ -289,13 +288,15 @@ def runs(
     ctx.obj = _runs_dir(runs_dir, guildfile)
     if ctx.invoked_subcommand is not None:
         return
-    from ._runs import list_runs
+    from ._runs import RunList
 
-    everything = list_runs(ctx.obj)
-    index = {r.id: i for i, r in enumerate(everything, 1)}
-    shown = _filtered(ctx.obj, op, status, batch) if (op or status or batch) else everything
-    if not show_all:
-        shown = shown[:limit]
+    everything = RunList(ctx.obj)
+    index = {run_id: i for i, run_id in enumerate(everything.ids, 1)}
+    if op or status or batch:
+        shown = _filtered(everything, op, status, batch)
+        shown = shown if show_all else shown[:limit]
+    else:
+        shown = everything[:] if show_all else everything[:limit]
     if as_json:
         click.echo(json.dumps([{"index": index[r.id], **_record(r)} for r in shown], indent=2, default=str))
         return
@@ -322,10 +323,10 @@ def runs(
 
 
 def _select(runs_dir: Path, specs: Sequence[str], trash: bool = False) -> list[Run]:
-    from ._runs import TRASH_DIR, list_runs, select_runs
+    from ._runs import TRASH_DIR, RunList, select_runs
 
-    pool = list_runs(runs_dir / TRASH_DIR if trash else runs_dir)
-    return select_runs(pool, specs) if specs else pool
+    pool = RunList(runs_dir / TRASH_DIR if trash else runs_dir)
+    return select_runs(pool, specs) if specs else pool[:]
 
 
 def _select_one(runs_dir: Path, spec: str) -> Run:
@@ -347,9 +348,14 @@ def _confirm(question: str, yes: bool) -> None:
 @runs.command("info", context_settings=CONTEXT)
 @click.argument("run_spec", metavar="RUN")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole record as JSON.")
+@_runs_dir_option
+@_guildfile_option
 @click.pass_obj
-def runs_info(runs_dir: Path, run_spec: str, as_json: bool) -> None:
+def runs_info(
+    group_runs_dir: Path, run_spec: str, as_json: bool, runs_dir: Path | None, guildfile: Path | None
+) -> None:
     """Show one run's record: flags, status, command, hook trace, environment."""
+    runs_dir = _runs_dir(runs_dir, guildfile) if (runs_dir or guildfile) else group_runs_dir
     r = _select_one(runs_dir, run_spec)
     from ._launch import display_command
 
@@ -399,9 +405,19 @@ def runs_info(runs_dir: Path, run_spec: str, as_json: bool) -> None:
 @click.argument("specs", nargs=-1, required=True, metavar="RUNS...")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask.")
 @click.option("--force", is_flag=True, help="Also delete runs that are running.")
+@_runs_dir_option
+@_guildfile_option
 @click.pass_obj
-def runs_delete(runs_dir: Path, specs: tuple[str, ...], yes: bool, force: bool) -> None:
+def runs_delete(
+    group_runs_dir: Path,
+    specs: tuple[str, ...],
+    yes: bool,
+    force: bool,
+    runs_dir: Path | None,
+    guildfile: Path | None,
+) -> None:
     """Move runs (a batch with its trials) to the trash (runs/.trash); see restore and purge."""
+    runs_dir = _runs_dir(runs_dir, guildfile) if (runs_dir or guildfile) else group_runs_dir
     from ._manage import delete, with_trials
     from ._runs import list_runs
 
@@ -415,9 +431,14 @@ def runs_delete(runs_dir: Path, specs: tuple[str, ...], yes: bool, force: bool) 
 @runs.command("restore", context_settings=CONTEXT)
 @click.argument("specs", nargs=-1, metavar="[RUNS]...")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask.")
+@_runs_dir_option
+@_guildfile_option
 @click.pass_obj
-def runs_restore(runs_dir: Path, specs: tuple[str, ...], yes: bool) -> None:
+def runs_restore(
+    group_runs_dir: Path, specs: tuple[str, ...], yes: bool, runs_dir: Path | None, guildfile: Path | None
+) -> None:
     """Move runs back from the trash (selectors count within the trash; default: all)."""
+    runs_dir = _runs_dir(runs_dir, guildfile) if (runs_dir or guildfile) else group_runs_dir
     from ._manage import restore
 
     chosen = _select(runs_dir, specs, trash=True)
@@ -432,9 +453,14 @@ def runs_restore(runs_dir: Path, specs: tuple[str, ...], yes: bool) -> None:
 @runs.command("purge", context_settings=CONTEXT)
 @click.argument("specs", nargs=-1, metavar="[RUNS]...")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask.")
+@_runs_dir_option
+@_guildfile_option
 @click.pass_obj
-def runs_purge(runs_dir: Path, specs: tuple[str, ...], yes: bool) -> None:
+def runs_purge(
+    group_runs_dir: Path, specs: tuple[str, ...], yes: bool, runs_dir: Path | None, guildfile: Path | None
+) -> None:
     """Delete trashed runs permanently (selectors count within the trash; default: all)."""
+    runs_dir = _runs_dir(runs_dir, guildfile) if (runs_dir or guildfile) else group_runs_dir
     from ._manage import purge
 
     chosen = _select(runs_dir, specs, trash=True)
