@@ -263,7 +263,8 @@ def run_from_record(run_dir: Path, rec: dict[str, Any]) -> Run:
 def load_run(run_dir: Path) -> Run:
     """Read one run directory; RunNotFoundError if it holds no readable run.json."""
     try:
-        rec = json.loads((run_dir / "run.json").read_text())
+        with open(os.path.join(run_dir, "run.json"), "rb") as f:  # bytes: no text-decoding layer
+            rec = json.loads(f.read())
     except (OSError, ValueError) as e:
         raise RunNotFoundError(f"{run_dir}: no readable run.json ({e})") from None
     return run_from_record(run_dir, rec)
