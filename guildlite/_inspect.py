@@ -7,7 +7,7 @@ import json
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from ._errors import GuildliteError
 from ._runs import META_DIR, Run
@@ -25,8 +25,13 @@ def duration(run: Run) -> float | None:
     return round((end - datetime.fromisoformat(run.started)).total_seconds(), 3)
 
 
-def compare_table(runs: Sequence[Run], min_max: bool = False) -> tuple[list[str], list[dict[str, Any]]]:
-    """Columns and one row per run: id, op, status, started, time, every flag, every scalar."""
+def compare_table(
+    runs: Sequence[Run], min_max: bool = False, scalars: Mapping[str, dict[str, Any]] | None = None
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Columns and one row per run: id, op, status, started, time, every flag, every scalar.
+
+    ``scalars`` maps run ids to scalar summaries already at hand (from the index).
+    """
     flag_cols: list[str] = []
     scalar_cols: list[str] = []
     rows = []
@@ -44,7 +49,8 @@ def compare_table(runs: Sequence[Run], min_max: bool = False) -> tuple[list[str]
             if k not in flag_cols:
                 flag_cols.append(k)
             row[k] = v
-        for key, s in summarize(run.paths.scalars).items():
+        summary = scalars[run.id] if scalars is not None and run.id in scalars else summarize(run.paths.scalars)
+        for key, s in summary.items():
             if key in run.flags or key in _BASE_COLS:
                 key = f"{key} (scalar)"  # a scalar named like a flag keeps its own column
             names = [key, f"{key}.min", f"{key}.max"] if min_max else [key]

@@ -18,7 +18,7 @@ from ._errors import GuildliteError
 from ._guildfile import Guildfile, OpDef
 from ._launch import Job, flag_env, job_command, launch_argv, write_flags_config
 from ._plugins import Dispatcher, HookFailed, Plugin
-from ._runs import Run, new_run_id, now_iso
+from ._runs import Run, RunPaths, new_run_id, now_iso
 from ._scheduler import Scheduler, Slot
 from ._sourcecode import copy_files, select_files
 
@@ -75,14 +75,17 @@ class Session:
         cfg.runs_dir.mkdir(parents=True, exist_ok=True)
         while True:
             run_id = new_run_id()
+            staging = cfg.runs_dir / f".staging-{run_id}"
+            if (cfg.runs_dir / run_id).exists():
+                continue
             try:
-                (cfg.runs_dir / run_id).mkdir()
+                staging.mkdir()
                 break
             except FileExistsError:
                 continue
         return Run(
             id=run_id,
-            run_dir=cfg.runs_dir / run_id,
+            run_dir=staging,
             op=cfg.op.name,
             opspec=cfg.opspec,
             flags=flags,
@@ -92,6 +95,12 @@ class Session:
             op_def=dict(cfg.op.data),
             **kw,
         )
+
+    def _publish(self, run: Run) -> None:
+        """Rename a staged dir into place: a run dir appears in the runs dir with its run.json."""
+        final = self.cfg.runs_dir / run.id
+        os.rename(run.run_dir, final)
+        run.run_dir = final
 
     def stage(self, flags: dict[str, Any], parent: Run | None = None) -> Run:
         """Create a run dir, copy the source, write run.json, then call ``on_run_staged``."""
@@ -104,11 +113,13 @@ class Session:
         if script and script not in files:  # the script always travels, whatever the globs say
             files.append(script)
         copy_files(project, files, run.run_dir)
-        run.cmd = job_command(cfg.op, flags, cfg.nproc, log_dir=run.paths.meta / "torchrun")
+        log_dir = RunPaths(cfg.runs_dir / run.id).meta / "torchrun"
+        run.cmd = job_command(cfg.op, flags, cfg.nproc, log_dir=log_dir)
         run.attrs["sourcecode"] = {"root": str(project), "files": len(files)}
         run.paths.meta.mkdir(exist_ok=True)
         write_flags_config(cfg.op, flags, run.run_dir)
         run.save()
+        self._publish(run)
         self._open[run.id] = run
         try:
             self.hooks.call("on_run_staged", run)
@@ -299,6 +310,7 @@ class Session:
         batch.paths.meta.mkdir(exist_ok=True)
         batch.claim()
         batch.save()
+        self._publish(batch)
         self._open[batch.id] = batch
         if not stage_only:
             batch.status = "pending"

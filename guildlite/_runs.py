@@ -274,7 +274,8 @@ class RunList(Sequence[Run]):
     """The runs of a runs dir, newest first, each read from disk only when first touched.
 
     Ids sort in creation order, so ``runs[0]`` (the newest) costs one read whatever the number
-    of runs; iterating reads them all. A dir without a run.json (being staged) is not a run yet.
+    of runs; iterating reads them all. Runs are staged in hidden ``.staging-<id>`` dirs and renamed
+    into place with their run.json, so every listed dir is a whole run.
     """
 
     def __init__(self, runs_dir: Path) -> None:
@@ -283,7 +284,7 @@ class RunList(Sequence[Run]):
             names = [e.name for e in os.scandir(runs_dir) if not e.name.startswith(".") and e.is_dir()]
         except FileNotFoundError:
             names = []
-        self.ids = sorted((n for n in names if os.path.exists(os.path.join(runs_dir, n, "run.json"))), reverse=True)
+        self.ids = sorted(names, reverse=True)
         self._loaded: dict[str, Run | None] = {}
 
     def __len__(self) -> int:

@@ -293,7 +293,13 @@ def runs(
     everything = RunList(ctx.obj)
     index = {run_id: i for i, run_id in enumerate(everything.ids, 1)}
     if op or status or batch:
-        shown = _filtered(everything, op, status, batch)
+        if as_json:
+            pool: Sequence[Run] = everything
+        else:  # summaries from the index: thousands of runs without reading every run.json
+            from ._index import load_summaries
+
+            pool = [r for r, _ in load_summaries(everything)]
+        shown = _filtered(pool, op, status, batch)
         shown = shown if show_all else shown[:limit]
     else:
         shown = everything[:] if show_all else everything[:limit]
@@ -502,9 +508,15 @@ def compare(
     """One row per run: id, op, status, started, time, every flag, the last value of each scalar."""
     from ._inspect import compare_table, sort_rows
 
+    from ._index import load_summaries
+    from ._runs import RunList, select_runs
+
     rd = _runs_dir(runs_dir, guildfile)
-    chosen = _select(rd, specs)
-    batch_id = _select_one(rd, batch).id if batch else None
+    everything = RunList(rd)
+    ids = [r.id for r in select_runs(everything, specs)] if specs else None
+    loaded = load_summaries(everything, ids, scalars=True)
+    chosen = [r for r, _ in loaded]
+    batch_id = select_runs(chosen if ids is None else everything, [batch])[0].id if batch else None
     chosen = [
         r
         for r in chosen
@@ -514,7 +526,7 @@ def compare(
         and (batch_id is None or r.parent_id == batch_id)
         and not (r.is_batch and batch_id is None and not specs)
     ]
-    cols, rows = compare_table(chosen, min_max=min_max)
+    cols, rows = compare_table(chosen, min_max=min_max, scalars={r.id: sc for r, sc in loaded})
     if sort_key:
         if sort_key.lstrip("-") not in cols:
             raise GuildliteError(f"--sort: no column {sort_key.lstrip('-')!r}; columns: {', '.join(cols)}", exit_code=2)
