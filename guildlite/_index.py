@@ -13,9 +13,9 @@ import json
 import os
 import sqlite3
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from ._runs import Run, RunList, RunNotFoundError, load_run, run_from_record
+from ._runs import Run, RunList, RunNotFoundError, derive_status, load_run, run_from_record
 from ._scalars import summarize
 
 INDEX_NAME = ".index.sqlite"
@@ -66,21 +66,23 @@ class _Index:
 
 
 def load_summaries(
-    runs: RunList, ids: Sequence[str] | None = None, scalars: bool = False
+    runs: RunList,
+    ids: Sequence[str] | None = None,
+    scalars: bool = False,
+    where: Callable[[dict[str, Any]], bool] | None = None,
 ) -> list[tuple[Run, dict[str, Any]]]:
     """``(run, scalar summary)`` for ``ids`` (default: all of ``runs``), in order.
 
-    The scalar summary is {} unless ``scalars``.
-
-    Runs whose run.json vanished are skipped. These Runs hold the summary fields only (no
-    op_def, hook trace or attrs): use ``load_run`` for a whole record.
+    ``where`` filters on the (liveness-derived) record before a Run is built. The scalar summary
+    is {} unless ``scalars``. Runs whose run.json vanished are skipped. These Runs hold the
+    summary fields only (no op_def, hook trace or attrs): use ``load_run`` for a whole record.
     """
-    runs_dir = runs.dir
-    index = _Index(runs_dir)
+    root = str(runs.dir)
+    index = _Index(runs.dir)
     out = []
     for run_id in runs.ids if ids is None else ids:
-        base = os.path.join(runs_dir, run_id)
-        stamp = _stamp(os.path.join(base, "run.json"))
+        base = f"{root}/{run_id}"
+        stamp = _stamp(f"{base}/run.json")
         if stamp is None:
             continue
         row = index.rows.get(run_id)
@@ -94,12 +96,15 @@ def load_summaries(
             rec, changed = {k: v for k, v in full.to_record().items() if k in _SLIM}, True
         s_stamp, summary_text = ((row[3], row[4]), row[5]) if row is not None else (None, None)
         if scalars:
-            now = _stamp(os.path.join(base, "scalars.jsonl")) or (0, 0)
+            now = _stamp(f"{base}/scalars.jsonl") or (0, 0)
             if summary_text is None or s_stamp != now:
                 summary_text = json.dumps(summarize(Path(base, "scalars.jsonl")))
                 s_stamp, changed = now, True
         if changed:
             index.updates.append((run_id, *stamp, json.dumps(rec), *(s_stamp or (None, None)), summary_text))
+        rec = derive_status(rec)
+        if where is not None and not where(rec):
+            continue
         out.append((run_from_record(Path(base), rec), json.loads(summary_text) if scalars and summary_text else {}))
     index.flush(keep=set(runs.ids))
     return out

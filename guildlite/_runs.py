@@ -250,14 +250,19 @@ class Run:
 _FIELDS = set(Run.__dataclass_fields__) - {"run_dir", "_parent", "parent_id", "trial_ids"}
 
 
+def derive_status(rec: dict[str, Any]) -> dict[str, Any]:
+    """The record as it stands: pending/running with its owner gone reads ``terminated``."""
+    if rec.get("status") in ACTIVE and not _alive(rec.get("pid"), rec.get("pid_start")):
+        msg = f"guildlite process {rec.get('pid')} ended without recording the run's end"
+        rec = {**rec, "status": "terminated", "error": rec.get("error") or {"message": msg}}
+    return rec
+
+
 def run_from_record(run_dir: Path, rec: dict[str, Any]) -> Run:
     """A Run from a ``run.json`` object, with liveness-derived status."""
+    rec = derive_status(rec)
     kwargs = {k: v for k, v in rec.items() if k in _FIELDS}
-    run = Run(run_dir=run_dir, parent_id=rec.get("parent"), trial_ids=list(rec.get("trials") or []), **kwargs)
-    if run.status in ACTIVE and not run.alive:
-        run.status = "terminated"
-        run.error = run.error or {"message": f"guildlite process {run.pid} ended without recording the run's end"}
-    return run
+    return Run(run_dir=run_dir, parent_id=rec.get("parent"), trial_ids=list(rec.get("trials") or []), **kwargs)
 
 
 def load_run(run_dir: Path) -> Run:

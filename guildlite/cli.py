@@ -10,7 +10,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import click
 
@@ -250,17 +250,25 @@ def _runs_dir(runs_dir: Path | None, guildfile: Path | None) -> Path:
     return default_runs_dir(load(found))
 
 
-def _filtered(runs: Sequence[Run], op: str | None, status: str | None, batch: str | None) -> list[Run]:
-    from ._runs import select_runs
+def _where(
+    op: str | None,
+    status: str | None,
+    batch_id: str | None,
+    label: str | None = None,
+    batches: bool = True,
+) -> Callable[[dict[str, Any]], bool]:
+    """A filter on run records (op, status, batch and its trials, label text, batch runs or not)."""
 
-    batch_id = select_runs(runs, [batch])[0].id if batch else None
-    return [
-        r
-        for r in runs
-        if (op is None or r.op == op)
-        and (status is None or r.status == status)
-        and (batch_id is None or r.parent_id == batch_id or r.id == batch_id)
-    ]
+    def match(rec: dict[str, Any]) -> bool:
+        return (
+            (op is None or rec.get("op") == op)
+            and (status is None or rec.get("status") == status)
+            and (batch_id is None or rec.get("parent") == batch_id or rec.get("id") == batch_id)
+            and (label is None or label in (rec.get("label") or ""))
+            and (batches or not rec.get("is_batch"))
+        )
+
+    return match
 
 
 @cli.group(cls=_Group, invoke_without_command=True, context_settings=CONTEXT)
@@ -293,14 +301,15 @@ def runs(
     everything = RunList(ctx.obj)
     index = {run_id: i for i, run_id in enumerate(everything.ids, 1)}
     if op or status or batch:
-        if as_json:
-            pool: Sequence[Run] = everything
-        else:  # summaries from the index: thousands of runs without reading every run.json
-            from ._index import load_summaries
+        # Filter the index's summaries: thousands of runs without reading every run.json.
+        from ._index import load_summaries
+        from ._runs import load_run, select_runs
 
-            pool = [r for r, _ in load_summaries(everything)]
-        shown = _filtered(pool, op, status, batch)
+        batch_id = select_runs(everything, [batch])[0].id if batch else None
+        shown = [r for r, _ in load_summaries(everything, where=_where(op, status, batch_id))]
         shown = shown if show_all else shown[:limit]
+        if as_json:
+            shown = [load_run(r.run_dir) for r in shown]
     else:
         shown = everything[:] if show_all else everything[:limit]
     if as_json:
@@ -514,18 +523,11 @@ def compare(
     rd = _runs_dir(runs_dir, guildfile)
     everything = RunList(rd)
     ids = [r.id for r in select_runs(everything, specs)] if specs else None
-    loaded = load_summaries(everything, ids, scalars=True)
-    chosen = [r for r, _ in loaded]
-    batch_id = select_runs(chosen if ids is None else everything, [batch])[0].id if batch else None
-    chosen = [
-        r
-        for r in chosen
-        if (op is None or r.op == op)
-        and (status is None or r.status == status)
-        and (label is None or label in r.label)
-        and (batch_id is None or r.parent_id == batch_id)
-        and not (r.is_batch and batch_id is None and not specs)
-    ]
+    batch_id = select_runs(everything, [batch])[0].id if batch else None
+    # Batch runs have no scalars of their own: shown only when selected by name.
+    where = _where(op, status, batch_id, label, batches=bool(specs))
+    loaded = load_summaries(everything, ids, scalars=True, where=where)
+    chosen = [r for r, _ in loaded if r.id != batch_id]
     cols, rows = compare_table(chosen, min_max=min_max, scalars={r.id: sc for r, sc in loaded})
     if sort_key:
         if sort_key.lstrip("-") not in cols:
