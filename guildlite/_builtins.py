@@ -83,7 +83,7 @@ class OutputScalars(Plugin):
         if run.is_batch or not run.paths.output_log.exists():
             return
         patterns = run.op_def.get("output-scalars")
-        if patterns in (False, "off"):
+        if patterns in (False, "off", []):
             return
         rows = list(parse_scalars(run.paths.output_log, run.nproc_per_node, patterns))
         if rows:

@@ -17,8 +17,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ._errors import GuildfileError
-from ._flags import FlagDef
+from ._errors import FlagError, GuildfileError
+from ._flags import FlagDef, coerce
+from ._launch import without_rank_env
 from ._guildfile import OpDef
 
 IMPORT_TIMEOUT = 30.0
@@ -40,6 +41,11 @@ def with_imported_flags(op: OpDef, project: Path, timeout: float = IMPORT_TIMEOU
     merged: dict[str, FlagDef] = {}
     for name, declared in op.flags.items():
         merged[name] = _merge(found[name], declared) if name in found else declared
+        if name in found and merged[name].default is not None:
+            try:  # a guildfile default must suit the script's type and choices
+                merged[name] = dataclasses.replace(merged[name], default=coerce(merged[name], merged[name].default))
+            except FlagError as e:
+                raise GuildfileError(f"operation '{op.name}' flag '{name}': bad default: {e}") from None
     for name, imported in found.items():
         if name not in merged and (wanted is None or name in wanted):
             merged[name] = imported
@@ -61,7 +67,7 @@ def probe(op: OpDef, project: Path, timeout: float = IMPORT_TIMEOUT) -> dict[str
     """The argparse options of ``op``'s main, from the cache or a probe subprocess."""
     target = op.main_args
     path = project / target[1].replace(".", "/") if target[0] == "-m" else project / target[0]
-    src = path if path.exists() else path.with_suffix(".py")
+    src = path / "__main__.py" if path.is_dir() else path if path.is_file() else path.with_suffix(".py")
     try:
         st = src.stat()
         stamp = f"{src.resolve()}:{st.st_size}:{st.st_mtime_ns}"
@@ -92,7 +98,7 @@ def _cache_dir() -> Path:
 def _run_probe(op: OpDef, project: Path, timeout: float) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="guildlite-probe-") as tmp:
         out = Path(tmp) / "flags.json"
-        env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+        env = without_rank_env(os.environ)
         env["GUILDLITE_FLAGS_IMPORT"] = "1"
         cmd = [sys.executable, "-m", "guildlite._argparse_probe", str(out), *op.main_args]
         try:

@@ -12,7 +12,7 @@ from ._flags import FLAG_TYPES, FlagDef
 
 GUILDFILE = "guildfile.yml"
 
-_TOP_KEYS = ("operations", "plugins", "runs-dir")
+_TOP_KEYS = ("operations", "plugins", "runs-dir", "backend", "slurm")
 _OP_KEYS = (
     "description",
     "main",
@@ -26,6 +26,8 @@ _OP_KEYS = (
     "flags-env-prefix",
     "flags-import",
     "output-scalars",
+    "backend",
+    "slurm",
 )
 _FLAG_KEYS = (
     "default", "type", "choices", "min", "max", "required", "description", "arg-name", "arg-switch", "arg-skip",
@@ -73,6 +75,8 @@ class OpDef:
     flags_import: tuple[str, ...] | bool = ()
     output_scalars: tuple[str, ...] | None = None
     data: Mapping[str, Any] = field(default_factory=dict)
+    backend: str | None = None  # None: the guildfile's (default local)
+    slurm: Mapping[str, Any] = field(default_factory=dict)  # this op's `slurm:` keys (over the top level's)
 
     @property
     def main_args(self) -> list[str]:
@@ -99,6 +103,8 @@ class Guildfile:
     operations: Mapping[str, OpDef]
     plugins: tuple[PluginSpec, ...] = ()
     runs_dir: Path | None = None
+    backend: str = "local"
+    slurm: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def dir(self) -> Path:
@@ -228,6 +234,8 @@ class _Validator:
             operations={str(n): self.op(ops, str(n), ops[n]) for n in ops},
             plugins=self.plugins(data, "plugins", data.get("plugins"), "plugins"),
             runs_dir=(self.path.parent / runs_dir).resolve() if runs_dir else None,
+            backend=self.backend(data, "the guildfile") or "local",
+            slurm=self.slurm(data, "the guildfile"),
         )
 
     def op(self, parent: Any, name: str, raw: Any) -> OpDef:
@@ -257,6 +265,8 @@ class _Validator:
             flags_import=self.flags_import(m, where),
             output_scalars=self.output_scalars(m, where),
             data=_plain(m),
+            backend=self.backend(m, where),
+            slurm=self.slurm(m, where),
         )
 
     def main(self, parent: Any, m: Mapping[Any, Any], where: str) -> None:
@@ -289,6 +299,20 @@ class _Validator:
         if (root / top).is_dir() or importlib.util.find_spec(top) is not None:
             return  # an installed or namespace package: the submodule is found at run time
         raise self.fail(m, "main", f"{where}: module {first!r} not found in {root} or installed packages")
+
+    def backend(self, m: Mapping[Any, Any], where: str) -> str | None:
+        from ._slurm import BACKENDS
+
+        v = m.get("backend")
+        if v is not None and v not in BACKENDS:
+            raise self.fail(m, "backend", f"{where}: backend {v!r} is not one of {', '.join(BACKENDS)}")
+        return v
+
+    def slurm(self, m: Mapping[Any, Any], where: str) -> dict[str, Any]:
+        from ._slurm import validate_options
+
+        raw = self.mapping(m, "slurm", m.get("slurm"), f"{where} slurm")
+        return validate_options(raw, self.fail, where)
 
     def flags_dest(self, m: Mapping[Any, Any], where: str) -> str:
         v = m.get("flags-dest", "args")
@@ -337,7 +361,7 @@ class _Validator:
             try:
                 rx = re.compile(pat)
             except re.error as e:
-                raise self.fail(m, "output-scalars", f"{where}: output-scalars pattern {pat!r} is invalid: {e}") from None
+                raise self.fail(m, "output-scalars", f"{where}: output-scalars pattern '{pat}' is invalid: {e}") from None
             if not set(rx.groupindex) - {"step"}:
                 raise self.fail(m, "output-scalars", f"{where}: output-scalars pattern {pat!r} has no named group"
                                 " for a value, e.g. (?P<loss>\\S+)")

@@ -102,6 +102,16 @@ def write_flags_config(op: OpDef, flags: Mapping[str, Any], run_dir: Path) -> Pa
     return path
 
 
+# Set by torchrun (or a cluster launcher) for a rank: a plain `python` job must not inherit them.
+_RANK_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
+             "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT")
+
+
+def without_rank_env(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` less the distributed-rank variables (``RANK``, ``WORLD_SIZE``, ``TORCHELASTIC_*``...)."""
+    return {k: v for k, v in env.items() if k not in _RANK_ENV and not k.startswith("TORCHELASTIC_")}
+
+
 def _set_parent_death_signal() -> None:
     # Runs in the child between fork and exec: if the guildlite process dies (even by SIGKILL),
     # the kernel sends torchrun SIGTERM, and torchrun shuts its workers down.
@@ -140,7 +150,14 @@ class Job:
 
     ``start`` must be called from the main thread: the parent-death signal is tied to the thread
     that forks the child. A reader thread copies output and reports the exit to ``on_exit``.
+
+    The launcher interface (``guildlite._slurm.SlurmJob`` is the other implementation): ``start``,
+    ``send(sig)``, ``kill``, ``pid``, ``signalled``, ``status_after_start`` (the run's status once
+    started) and ``error_message`` (why it failed, when the launcher knows better than an exit code).
     """
+
+    status_after_start = "running"
+    error_message: str | None = None
 
     def __init__(
         self,

@@ -12,15 +12,18 @@ import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from ._errors import GuildliteError
 from ._guildfile import Guildfile, OpDef
-from ._launch import Job, flag_env, job_command, launch_argv, write_flags_config
+from ._launch import Job, flag_env, job_command, launch_argv, without_rank_env, write_flags_config
 from ._plugins import Dispatcher, HookFailed, Plugin
 from ._runs import Run, RunPaths, new_run_id, now_iso
 from ._scheduler import Scheduler, Slot
 from ._sourcecode import copy_files, select_files
+
+if TYPE_CHECKING:
+    from ._slurm import SlurmJob
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,9 @@ class RunConfig:
     echo: bool = True
     grace: float = 30.0
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    backend: str = "local"  # local: a process here (Job); slurm: an sbatch job (guildlite._slurm.SlurmJob)
+    slurm: Mapping[str, Any] = field(default_factory=dict)  # merged `slurm:` options (backend slurm)
+    detach: bool = False  # return once submitted; the job's end (and on_run_end) is recorded where it runs
 
 
 class Session:
@@ -146,7 +152,7 @@ class Session:
         except HookFailed as e:
             self.end(run, "error", error=e.info)
             return None
-        env = dict(os.environ)
+        env = without_rank_env(os.environ) if self.cfg.op.launcher == "python" else dict(os.environ)
         env.update(self.cfg.extra_env)
         env.update(flag_env(self.cfg.op, run.flags))
         env.update(
@@ -159,13 +165,21 @@ class Session:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(slot.gpus)
         argv, launch_env = launch_argv(run.cmd)
         env.update(launch_env)
-        job = Job(argv, run.run_dir, env, run.paths.output_log, echo=self.cfg.echo, on_exit=done)
+        if self.cfg.backend == "slurm":
+            from ._slurm import make_job
+
+            job: Job | SlurmJob = make_job(self.cfg, run, argv, env, done)
+        else:
+            job = Job(argv, run.run_dir, env, run.paths.output_log, echo=self.cfg.echo, on_exit=done)
         try:
             job.start()
         except OSError as e:
             self.end(run, "error", error={"message": f"cannot start {run.cmd[0]}: {e}"})
             return None
-        run.status, run.started, run.job_pid = "running", now_iso(), job.pid
+        except GuildliteError as e:  # the job was refused (sbatch rejected it)
+            self.end(run, "error", error={"message": str(e)})
+            return None
+        run.status, run.started, run.job_pid = job.status_after_start, now_iso(), job.pid
         run.save()
         self.progress("start", run)
         return job
@@ -178,7 +192,8 @@ class Session:
         elif code == 0:
             self.end(run, "completed", 0)
         else:
-            self.end(run, "error", exit_code, error={"message": f"the job exited with code {exit_code}"})
+            msg = job.error_message or f"the job exited with code {exit_code}"
+            self.end(run, "error", exit_code, error={"message": msg})
 
     def end(self, run: Run, status: str, exit_code: int | None = None, error: dict[str, Any] | None = None) -> None:
         """Record the end of a run and call ``on_run_end`` (once per run)."""
@@ -208,6 +223,11 @@ class Session:
             if fail_fast and run.status == "error":
                 sched.hold = True
 
+        if self.cfg.detach:  # submit and return: each run's end is recorded where its job runs
+            for run in runs:
+                if self.begin(run, slots[0], lambda job, code: None) is not None:
+                    self._open.pop(run.id, None)
+            return
         sched: Scheduler[Run] = Scheduler(slots, self.begin, finish, grace=self.cfg.grace)
         self.scheduler = sched
         if self.stopping is not None:
@@ -334,6 +354,12 @@ class Session:
         batch.status, batch.started = "running", now_iso()
         batch.save()
         self.run(staged, slots, fail_fast=fail_fast)
+        if self.cfg.detach and any(t.status in ("pending", "running") for t in staged):
+            from ._slurm import detach_batch
+
+            detach_batch(batch, staged)  # the last trial to end records the batch's end
+            self._open.pop(batch.id, None)
+            return batch
         self.end(batch, *batch_outcome(batch, self.stopping))
         return batch
 

@@ -98,7 +98,11 @@ def stop(
     """
     live = [r for r in runs if r.status in ACTIVE]
     for r in live:
-        if r.is_trial and r.job_pid:
+        if isinstance(r.remote, dict):  # a SLURM job: scancel (recorded terminated, not requeued)
+            from ._slurm import cancel
+
+            cancel(r)
+        elif r.is_trial and r.job_pid:
             # Stop one trial, not its whole batch: mark the request, then signal its job only.
             r.paths.stop_request.touch()
             _kill(r.job_pid, signal.SIGTERM)
@@ -111,6 +115,10 @@ def stop(
         pending = [r for r in pending if load_run(r.run_dir).status in ACTIVE]
     if pending and force:
         for r in pending:
+            if isinstance(r.remote, dict):
+                from ._slurm import scancel
+
+                scancel([str(j) for j in r.remote.get("job_ids") or []], sig="KILL")
             if r.job_pid:
                 for pid in [r.job_pid, *descendants(r.job_pid)]:
                     _kill(pid, signal.SIGKILL)

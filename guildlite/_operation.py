@@ -69,8 +69,15 @@ def plan_run(
     seed: int | None = None,
     plugin_names: Sequence[str] = (),
     echo: bool = True,
+    backend: str | None = None,
+    slurm: dict[str, Any] | None = None,
+    detach: bool = False,
 ) -> Plan:
-    """Validate everything about a run request; raises a GuildliteError, stages nothing."""
+    """Validate everything about a run request; raises a GuildliteError, stages nothing.
+
+    ``backend`` (else the op's, else the guildfile's) picks local or slurm; ``slurm`` holds command
+    line overrides of the ``slurm:`` keys (nodes, partition, time).
+    """
     op = with_imported_flags(guildfile.op(op_name), guildfile.dir)
     given = parse_assignments(assignments)
     values = resolve(op.name, op.flags, given)
@@ -90,8 +97,19 @@ def plan_run(
     plugins = builtin_plugins() + load_plugins(specs, guildfile.dir)
     batch = is_batch(values)
     trials = plan_trials(op.flags, values, max_trials=max_trials, seed=seed) if batch else None
-    gpu_ids = visible_gpus(gpus) if op.gpus_per_trial > 0 else []
-    slots = make_slots(parallel if batch else 1, op.gpus_per_trial, gpu_ids)
+    backend = backend or op.backend or guildfile.backend
+    slurm_opts: dict[str, Any] = {}
+    if backend == "slurm":
+        from ._slurm import slurm_plan
+
+        slurm_opts, slots = slurm_plan(guildfile, op, slurm, len(trials) if batch and trials else 1, plugin_names)
+    elif backend != "local":
+        raise GuildliteError(f"--backend {backend!r}: choose local or slurm", exit_code=2)
+    elif detach:
+        raise GuildliteError("--detach needs --backend slurm", exit_code=2)
+    else:
+        gpu_ids = visible_gpus(gpus) if op.gpus_per_trial > 0 else []
+        slots = make_slots(parallel if batch else 1, op.gpus_per_trial, gpu_ids)
     config = RunConfig(
         guildfile=guildfile,
         op=op,
@@ -99,7 +117,10 @@ def plan_run(
         opspec=" ".join([op_name, *assignments]),
         nproc=nproc,
         label=label,
-        echo=echo and (not batch or parallel == 1),
+        echo=echo and (not batch or len(slots) == 1) and not detach,
+        backend=backend,
+        slurm=slurm_opts,
+        detach=detach,
     )
     batch_flags = {k: (given_text(assignments, k) if k in given else v) for k, v in values.items()}
     info = {"trials": len(trials or []), "max_trials": max_trials, "seed": seed, "parallel": len(slots)}

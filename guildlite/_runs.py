@@ -160,7 +160,7 @@ class Run:
     parent_id: str | None = None
     trial_ids: list[str] = field(default_factory=list)
     host: str = field(default_factory=socket.gethostname)
-    remote: bool = False
+    remote: bool | dict[str, Any] = False  # where the job runs when not here: {"backend": "slurm", "job_id", ...}
     op_def: dict[str, Any] = field(default_factory=dict)
     error: dict[str, Any] | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
@@ -251,7 +251,14 @@ _FIELDS = set(Run.__dataclass_fields__) - {"run_dir", "_parent", "parent_id", "t
 
 
 def derive_status(rec: dict[str, Any]) -> dict[str, Any]:
-    """The record as it stands: pending/running with its owner gone reads ``terminated``."""
+    """The record as it stands: pending/running with its owner gone reads ``terminated``.
+
+    A run whose job runs elsewhere (``remote``: a SLURM job) is alive while its job is.
+    """
+    if rec.get("status") in ACTIVE and isinstance(rec.get("remote"), dict):
+        from ._slurm import remote_status
+
+        return remote_status(rec)
     if rec.get("status") in ACTIVE and not _alive(rec.get("pid"), rec.get("pid_start")):
         msg = f"guildlite process {rec.get('pid')} ended without recording the run's end"
         rec = {**rec, "status": "terminated", "error": rec.get("error") or {"message": msg}}

@@ -1,0 +1,318 @@
+"""The node side of a SLURM run: ``python -m guildlite._slurm_supervisor RUN_DIR`` (see ``slurm.sbatch``).
+
+It runs as the batch script of the job, on the first host of the allocation, with the submitter's
+interpreter, and:
+
+1. waits until ``run.json`` records its job id (the submitter writes it right after ``sbatch``);
+2. records a new attempt (job id, hosts, start) and ``running``; a run requeued more than
+   ``max-requeues`` times ends ``error`` here instead of starting again;
+3. starts ``srun --ntasks-per-node=1 torchrun --nnodes=$SLURM_NNODES --rdzv-backend=c10d
+   --rdzv-endpoint=<first host>:<free port> --rdzv-id=$SLURM_JOB_ID ...`` (one agent per host) with
+   ``GUILDLITE_RUN_DIR`` and ``GUILDLITE_RESTART_COUNT`` (the attempts before this one), appending
+   every host's output to ``output.log``;
+4. on the time-limit warning (``--signal=B:USR1@signal-grace``) forwards SIGTERM so the script can
+   checkpoint, records the attempt ``preempted`` and requeues the job itself; on SIGTERM it asks
+   slurmctld why: a requeue (preemption, ``scontrol requeue``) is recorded ``preempted`` and the job
+   comes back in the same run dir, a cancel (``scancel``, ``guildlite stop``) is ``terminated``;
+5. records the end (status, exit code, stop time), and with ``--detach`` (``hooks: supervisor``)
+   fires the run's ``on_run_end`` and, as the last trial of a batch to end, the batch's
+   (under a lock in the batch dir). Without ``--detach`` the submitting guildlite fires them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ._runs import RunPaths, now_iso
+from ._slurm import SPEC_FILE, raw_run, read_record, update_record
+
+ACTIVE = ("staged", "pending", "running")
+
+
+def _scontrol_job(job_id: str) -> dict[str, str]:
+    try:
+        out = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True,
+                             timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return dict(w.split("=", 1) for w in out.split() if "=" in w)
+
+
+def _hostnames() -> list[str]:
+    nodelist = os.environ.get("SLURM_JOB_NODELIST", "")
+    try:
+        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
+                             timeout=20).stdout.split()
+    except (OSError, subprocess.TimeoutExpired):
+        out = []
+    return out or [socket.gethostname()]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return int(s.getsockname()[1])
+
+
+def job_argv(spec: dict[str, Any], hosts: list[str], job_id: str, restart: int) -> list[str]:
+    """srun over the allocation's hosts, one task per host, each task the run's own command with
+    torchrun's ``--standalone`` replaced by a c10d rendezvous on the first host."""
+    argv = list(spec["argv"])
+    if argv[1:3] == ["-m", "torch.distributed.run"]:
+        rdzv = [f"--nnodes={len(hosts)}", "--rdzv-backend=c10d", f"--rdzv-endpoint={hosts[0]}:{_free_port()}",
+                f"--rdzv-id={job_id}-{restart}"]
+        argv = [*argv[:3], *rdzv, *[a for a in argv[3:] if a != "--standalone"]]
+    n = len(hosts)
+    srun = ["srun", f"--nodes={n}", f"--ntasks={n}", "--ntasks-per-node=1", "--kill-on-bad-exit=1", "--export=ALL"]
+    if n > 1:
+        srun.append("--label")
+    return [*srun, *argv]
+
+
+class Supervisor:
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.paths = RunPaths(run_dir)
+        self.spec = json.loads((self.paths.meta / SPEC_FILE).read_text())
+        self.opts = self.spec.get("options") or {}
+        self.job_id = os.environ.get("SLURM_JOB_ID", "")
+        self.slurm_restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+        self.why: str | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def log(self, msg: str) -> None:
+        line = f"guildlite: {msg}\n"
+        sys.stderr.write(line)
+        with open(self.paths.output_log, "a", encoding="utf-8") as f:
+            f.write(line)
+
+    # --- the record ---------------------------------------------------------------------------------
+
+    def handshake(self) -> None:
+        deadline = time.monotonic() + 60
+        while True:
+            rec = read_record(self.run_dir)
+            remote = rec.get("remote") if isinstance(rec.get("remote"), dict) else {}
+            if self.job_id in [str(j) for j in remote.get("job_ids") or []]:
+                return
+            if rec.get("status") not in ("staged", "pending") or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        # Submitted by hand (`sbatch slurm.sbatch`): adopt the job, and fire the hooks here.
+        self.spec["hooks"] = "supervisor"
+        self.paths.stop_request.unlink(missing_ok=True)
+        (self.paths.meta / "end-hook").unlink(missing_ok=True)
+
+        def adopt(rec: dict[str, Any]) -> None:
+            remote = rec.get("remote") if isinstance(rec.get("remote"), dict) else {}
+            ids = [*[str(j) for j in remote.get("job_ids") or []], self.job_id]
+            rec["remote"] = {**remote, "backend": "slurm", "job_id": self.job_id, "job_ids": ids,
+                             "run_dir": str(self.run_dir), "hooks": "supervisor"}
+            rec.update(status="pending", exit_code=None, stopped=None, error=None)
+
+        update_record(self.run_dir, adopt)
+
+    def begin_attempt(self, hosts: list[str]) -> tuple[int, str | None]:
+        """Record the attempt; (restart count, error message when over max-requeues)."""
+        out: dict[str, Any] = {}
+        now = now_iso()
+        max_requeues = int(self.opts.get("max-requeues", 3))
+
+        def change(rec: dict[str, Any]) -> None:
+            atts = rec.setdefault("attempts", [])
+            if atts and atts[-1].get("job_id") and atts[-1].get("stopped") is None:
+                atts[-1].update(stopped=now, status="requeued", reason="requeued by SLURM before its end was recorded")
+            mine = [a for a in atts if a.get("job_id") == self.job_id]
+            requeues = sum(a.get("status") in ("preempted", "requeued") for a in mine)
+            out["restart"] = len(atts)
+            out["error"] = (f"requeued {requeues} times; max-requeues is {max_requeues}"
+                            if requeues > max_requeues else None)
+            atts.append({"job_id": self.job_id, "restart": len(atts), "hosts": hosts, "host": socket.gethostname(),
+                         "started": now, "stopped": None, "status": "running", "reason": None})
+            rec["status"] = "running"
+            rec["host"] = socket.gethostname()
+            if not mine:
+                rec["started"] = now
+            remote = rec.get("remote") if isinstance(rec.get("remote"), dict) else {}
+            rec["remote"] = {**remote, "hosts": hosts}
+
+        update_record(self.run_dir, change)
+        return out["restart"], out["error"]
+
+    def end_attempt(self, status: str, exit_code: int | None, reason: str | None, requeued: bool) -> None:
+        now = now_iso()
+
+        def change(rec: dict[str, Any]) -> None:
+            atts = rec.setdefault("attempts", [])
+            if atts and atts[-1].get("job_id") == self.job_id and atts[-1].get("stopped") is None:
+                atts[-1].update(stopped=now, status=status, exit_code=exit_code, reason=reason)
+            if requeued:
+                rec["status"] = "pending"
+                return
+            rec.update(status=status, exit_code=exit_code, stopped=now)
+            if status != "completed":
+                rec["error"] = rec.get("error") or {"message": reason or f"the job exited with code {exit_code}"}
+
+        update_record(self.run_dir, change)
+
+    # --- running ------------------------------------------------------------------------------------
+
+    def _on_signal(self, sig: int, _frame: Any) -> None:
+        self.why = self.why or ("timelimit" if sig == signal.SIGUSR1 else "term")
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.proc.send_signal(signal.SIGTERM)  # srun passes it on to every task (torchrun -> ranks)
+            except ProcessLookupError:
+                pass
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        self.handshake()
+        hosts = _hostnames()
+        restart, over = self.begin_attempt(hosts)
+        if over:
+            self.log(f"SLURM job {self.job_id}: {over}: not starting again")
+            return self.end("error", 1, over)
+        if self.paths.stop_request.exists():
+            return self.end("terminated", 143, "stopped before it started")
+        env = dict(os.environ)
+        env.update(self.spec.get("env") or {})
+        env.update(GUILDLITE_RESTART_COUNT=str(restart), GUILDLITE_SLURM_JOB_ID=self.job_id, PYTHONUNBUFFERED="1")
+        argv = job_argv(self.spec, hosts, self.job_id, restart)
+        with open(self.paths.output_log, "ab", buffering=0) as log:
+            if restart:
+                log.write(f"guildlite: attempt {restart + 1} (SLURM job {self.job_id} on {','.join(hosts)})\n".encode())
+            try:
+                self.proc = subprocess.Popen(argv, cwd=self.run_dir, env=env, stdin=subprocess.DEVNULL,
+                                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            except OSError as e:
+                return self.end("error", 127, f"cannot start srun: {e}")
+            if self.why:  # a signal came while starting
+                self._on_signal(signal.SIGTERM, None)
+            assert self.proc.stdout is not None
+            fd = self.proc.stdout.fileno()
+            while chunk := os.read(fd, 65536):
+                log.write(chunk)
+        code = self.proc.wait()
+        code = code if code >= 0 else 128 - code
+        return self.decide(code, restart)
+
+    def decide(self, code: int, restart: int) -> int:
+        if self.paths.stop_request.exists():
+            return self.end("terminated", code or 143, "stopped (guildlite stop or Ctrl-C)")
+        info = _scontrol_job(self.job_id) if (self.why or code != 0) else {}
+        restarts_now = int(info.get("Restarts", self.slurm_restarts) or 0)
+        max_requeues = int(self.opts.get("max-requeues", 3))
+        requeues = sum(1 for a in read_record(self.run_dir).get("attempts", [])
+                       if a.get("job_id") == self.job_id and a.get("status") in ("preempted", "requeued"))
+        if self.why == "timelimit":
+            if not self.opts.get("requeue", True) or requeues >= max_requeues:
+                return self.end("error", code or 1, f"reached the time limit; requeued {requeues} times "
+                                f"(max-requeues {max_requeues})")
+            self.end_attempt("preempted", code, "time limit warning (signal-grace)", requeued=True)
+            self.log(f"SLURM job {self.job_id}: time limit near: requeueing (attempt {restart + 2} next)")
+            subprocess.run(["scontrol", "requeue", self.job_id], capture_output=True, timeout=30)
+            return 0
+        if restarts_now > self.slurm_restarts:
+            self.end_attempt("preempted", code, "requeued by SLURM (preemption or scontrol requeue)", requeued=True)
+            self.log(f"SLURM job {self.job_id}: requeued: the run continues in this dir (attempt {restart + 2} next)")
+            return 0
+        state = info.get("JobState", "RUNNING")
+        if self.why == "term" or state not in ("RUNNING", ""):
+            if "TIMEOUT" in state:
+                return self.end("error", code or 1, "reached the SLURM time limit")
+            return self.end("terminated", code or 143, f"SLURM job {self.job_id} was cancelled")
+        if code == 0:
+            return self.end("completed", 0, None)
+        return self.end("error", code, f"the job exited with code {code}")
+
+    def end(self, status: str, code: int, reason: str | None) -> int:
+        self.end_attempt(status, code, reason, requeued=False)
+        if self.spec.get("hooks") == "supervisor":
+            fire_end(self.run_dir, self.spec)
+            rec = read_record(self.run_dir)
+            if rec.get("parent"):
+                end_batch(self.run_dir.parent / rec["parent"], self.spec)
+        return 0 if status == "completed" else code
+
+
+def _claim(run_dir: Path) -> bool:
+    """Exactly one ``on_run_end`` per run, whoever gets here first."""
+    try:
+        os.close(os.open(RunPaths(run_dir).meta / "end-hook", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        return True
+    except FileExistsError:
+        return False
+
+
+def _dispatcher(spec: dict[str, Any]) -> Any:
+    from ._builtins import builtin_plugins
+    from ._guildfile import PluginSpec, load
+    from ._plugins import Dispatcher, load_plugins
+
+    plugins = builtin_plugins()
+    try:
+        gf = load(Path(spec["guildfile"]))
+        op = gf.op(spec["op"])
+        specs = [*gf.plugins, *op.plugins,
+                 *(PluginSpec(where=f"--plugin {n}", name=n) for n in spec.get("plugin_names") or [])]
+        plugins += load_plugins(specs, gf.dir)
+    except Exception as e:  # the guildfile changed or went away since submission: built-ins only
+        print(f"guildlite: cannot load the run's plugins: {e}", file=sys.stderr)
+    return Dispatcher(plugins)
+
+
+def fire_end(run_dir: Path, spec: dict[str, Any]) -> None:
+    if not _claim(run_dir):
+        return
+    run = raw_run(run_dir)
+    _dispatcher(spec).call("on_run_end", run)
+    run.save()
+
+
+def end_batch(batch_dir: Path, spec: dict[str, Any]) -> None:
+    """The last trial to end records its batch's end and fires the batch's ``on_run_end``."""
+    from filelock import FileLock
+
+    from ._lifecycle import batch_outcome
+
+    if not (batch_dir / "run.json").exists():
+        return
+    with FileLock(str(RunPaths(batch_dir).meta / "batch-end.lock")):
+        batch = raw_run(batch_dir)
+        if batch.status not in ACTIVE:
+            return
+        for tid in batch.trial_ids:
+            try:
+                if read_record(batch_dir.parent / tid).get("status") in ACTIVE:
+                    return
+            except (OSError, ValueError):
+                continue
+        status, code, error = batch_outcome(batch, None)
+        batch.status, batch.exit_code, batch.stopped = status, code, now_iso()
+        if error is not None:
+            batch.error = error
+        batch.save()
+        if _claim(batch_dir):
+            _dispatcher(spec).call("on_run_end", batch)
+            batch.save()
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m guildlite._slurm_supervisor RUN_DIR", file=sys.stderr)
+        return 2
+    return Supervisor(Path(argv[0]).resolve()).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
