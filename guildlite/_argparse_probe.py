@@ -30,7 +30,7 @@ def _describe(parser: argparse.ArgumentParser) -> list[dict[str, Any]]:
         if isinstance(a, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
             entry.update(type="bool", default=bool(a.default), switch=isinstance(a, argparse._StoreTrueAction))
         elif isinstance(a, argparse._StoreAction) and a.nargs in (None, "?"):
-            kind = {int: "int", float: "float", str: "str"}.get(a.type) if a.type else None  # type: ignore[arg-type]
+            kind = {int: "int", float: "float", str: "str"}.get(a.type) if a.type else None  # type: ignore[call-overload]
             if kind is None and a.type is None and isinstance(a.default, _BASIC) and a.default is not None:
                 kind = {int: "int", float: "float", bool: "bool"}.get(type(a.default), "str")
             entry.update(type=kind or "str", default=a.default if isinstance(a.default, _BASIC) else None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from ._flags import FlagDef, FlagValue, Grid, Random, coerce
 
@@ -50,7 +50,7 @@ def plan_trials(
             trials.append(trial)
         return trials
     axes = [v.values if isinstance(v, Grid) else (v,) for v in values.values()]
-    product = itertools.product(*axes)
+    product: Iterator[tuple[Any, ...]] = itertools.product(*axes)
     if max_trials is not None:
         product = itertools.islice(product, max_trials)
     return [dict(zip(names, combo)) for combo in product]

@@ -30,7 +30,7 @@ def with_imported_flags(op: OpDef, project: Path, timeout: float = IMPORT_TIMEOU
     if not op.flags_import:
         return op
     found = probe(op, project, timeout)
-    wanted = None if op.flags_import is True else set(op.flags_import)
+    wanted = set(op.flags_import) if isinstance(op.flags_import, tuple) else None
     if wanted is not None:
         missing = wanted - set(found)
         if missing:

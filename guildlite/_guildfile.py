@@ -497,7 +497,8 @@ def _inside(path: Path, root: Path) -> bool:
 
 
 def _kind(v: Any) -> str:
-    return {list: "a list", dict: "a mapping", _Map: "a mapping", str: "a string"}.get(type(v), type(v).__name__)
+    kinds: dict[type, str] = {list: "a list", dict: "a mapping", _Map: "a mapping", str: "a string"}
+    return kinds.get(type(v), type(v).__name__)
 
 
 def _plain(v: Any) -> Any:

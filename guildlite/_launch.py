@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from ._flags import format_value
 from ._guildfile import OpDef
@@ -143,6 +143,23 @@ def descendants(pid: int) -> list[int]:
             out.extend(kids)
             todo.extend(kids)
     return out
+
+
+class Launched(Protocol):
+    """What the scheduler and the lifecycle need of a started job (a local Job, a SlurmJob)."""
+
+    status_after_start: str
+    error_message: str | None
+    signalled: int | None
+
+    @property
+    def pid(self) -> int | None: ...
+
+    def start(self) -> None: ...
+
+    def send(self, sig: int) -> None: ...
+
+    def kill(self) -> None: ...
 
 
 class Job:

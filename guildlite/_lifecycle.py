@@ -12,18 +12,15 @@ import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ._errors import GuildliteError
 from ._guildfile import Guildfile, OpDef
-from ._launch import Job, flag_env, job_command, launch_argv, without_rank_env, write_flags_config
+from ._launch import Job, Launched, flag_env, job_command, launch_argv, without_rank_env, write_flags_config
 from ._plugins import Dispatcher, HookFailed, Plugin
 from ._runs import Run, RunPaths, new_run_id, now_iso
 from ._scheduler import Scheduler, Slot
 from ._sourcecode import copy_files, select_files
-
-if TYPE_CHECKING:
-    from ._slurm import SlurmJob
 
 
 @dataclass(frozen=True)
@@ -135,7 +132,7 @@ class Session:
 
     # --- one run ---------------------------------------------------------------------------------
 
-    def begin(self, run: Run, slot: Slot, done: Callable[[Job, int], None]) -> Job | None:
+    def begin(self, run: Run, slot: Slot, done: Callable[[Launched, int], None]) -> Launched | None:
         """Call ``on_run_begin`` and start the job; None if the run ended instead."""
         if run.status != "staged":
             return None  # vetoed or failed while staging: already ended
@@ -168,7 +165,7 @@ class Session:
         if self.cfg.backend == "slurm":
             from ._slurm import make_job
 
-            job: Job | SlurmJob = make_job(self.cfg, run, argv, env, done)
+            job: Launched = make_job(self.cfg, run, argv, env, done)
         else:
             job = Job(argv, run.run_dir, env, run.paths.output_log, echo=self.cfg.echo, on_exit=done)
         try:
@@ -184,7 +181,7 @@ class Session:
         self.progress("start", run)
         return job
 
-    def finish(self, run: Run, code: int, job: Job) -> None:
+    def finish(self, run: Run, code: int, job: Launched) -> None:
         """Record a job's exit: completed, error (non-zero exit) or terminated (we signalled it)."""
         exit_code = code if code >= 0 else 128 - code
         if job.signalled is not None or run.paths.stop_request.exists():
@@ -218,7 +215,7 @@ class Session:
     def run(self, runs: Sequence[Run], slots: Sequence[Slot], fail_fast: bool = False) -> None:
         """Launch staged runs on ``slots``, in order, as slots free up; wait for all to end."""
 
-        def finish(run: Run, code: int, job: Job) -> None:
+        def finish(run: Run, code: int, job: Launched) -> None:
             self.finish(run, code, job)
             if fail_fast and run.status == "error":
                 sched.hold = True

@@ -166,7 +166,7 @@ class Run:
     attrs: dict[str, Any] = field(default_factory=dict)
     cmd: list[str] = field(default_factory=list)
     nproc_per_node: int = 1
-    gpus: list[int] | None = None
+    gpus: list[str] | None = None
     pid: int | None = None
     pid_start: int | None = None
     job_pid: int | None = None

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Callable, Generic, Sequence, TypeVar
 
 from ._errors import GuildliteError
-from ._launch import Job
+from ._launch import Launched
 
 T = TypeVar("T")
 
@@ -65,7 +65,7 @@ def make_slots(parallel: int, gpus_per_trial: int, gpus: Sequence[str]) -> list[
 class Scheduler(Generic[T]):
     """Start items as slots free up (a queue, not waves) and hand each exit back.
 
-    ``start(item, slot, done)`` returns a started Job (whose exit it reports through ``done``) or
+    ``start(item, slot, done)`` returns a started job (whose exit it reports through ``done``) or
     None when the item ended without launching. ``finish(item, exit_code, job)`` records the end.
     Both are called from the calling (main) thread only, so plugins never run concurrently.
     """
@@ -73,19 +73,19 @@ class Scheduler(Generic[T]):
     def __init__(
         self,
         slots: Sequence[Slot],
-        start: Callable[[T, Slot, Callable[[Job, int], None]], Job | None],
-        finish: Callable[[T, int, Job], None],
+        start: Callable[[T, Slot, Callable[[Launched, int], None]], Launched | None],
+        finish: Callable[[T, int, Launched], None],
         grace: float = 30.0,
     ) -> None:
         self.slots = list(slots)
         self._start = start
         self._finish = finish
         self.grace = grace
-        self.running: dict[Job, tuple[T, Slot]] = {}
+        self.running: dict[Launched, tuple[T, Slot]] = {}
         self.stopping: int | None = None
         self.hold = False  # set to stop launching new items (fail fast)
         self._stop_time = 0.0
-        self._events: queue.Queue[tuple[Job, int]] = queue.Queue()
+        self._events: queue.Queue[tuple[Launched, int]] = queue.Queue()
 
     def stop(self, sig: int) -> None:
         """Stop launching and forward ``sig`` to every running job; a second SIGINT kills them."""

@@ -37,6 +37,11 @@ from ._slurm import SPEC_FILE, raw_run, read_record, update_record
 ACTIVE = ("staged", "pending", "running")
 
 
+def _remote(rec: dict[str, Any]) -> dict[str, Any]:
+    remote = rec.get("remote")
+    return remote if isinstance(remote, dict) else {}
+
+
 def _scontrol_job(job_id: str) -> dict[str, str]:
     try:
         out = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True,
@@ -100,7 +105,7 @@ class Supervisor:
         deadline = time.monotonic() + 60
         while True:
             rec = read_record(self.run_dir)
-            remote = rec.get("remote") if isinstance(rec.get("remote"), dict) else {}
+            remote = _remote(rec)
             if self.job_id in [str(j) for j in remote.get("job_ids") or []]:
                 return
             if rec.get("status") not in ("staged", "pending") or time.monotonic() > deadline:
@@ -112,7 +117,7 @@ class Supervisor:
         (self.paths.meta / "end-hook").unlink(missing_ok=True)
 
         def adopt(rec: dict[str, Any]) -> None:
-            remote = rec.get("remote") if isinstance(rec.get("remote"), dict) else {}
+            remote = _remote(rec)
             ids = [*[str(j) for j in remote.get("job_ids") or []], self.job_id]
             rec["remote"] = {**remote, "backend": "slurm", "job_id": self.job_id, "job_ids": ids,
                              "run_dir": str(self.run_dir), "hooks": "supervisor"}
@@ -141,8 +146,7 @@ class Supervisor:
             rec["host"] = socket.gethostname()
             if not mine:
                 rec["started"] = now
-            remote = rec.get("remote") if isinstance(rec.get("remote"), dict) else {}
-            rec["remote"] = {**remote, "hosts": hosts}
+            rec["remote"] = {**_remote(rec), "hosts": hosts}
 
         update_record(self.run_dir, change)
         return out["restart"], out["error"]
