@@ -1,17 +1,41 @@
 """guildlite: tracked, file-based ML runs launched with torchrun, with batches and plugins.
 
 The names here are the public API for plugin authors and training scripts; everything in the
-underscored modules may change.
+underscored modules may change. They are imported on first use, so ``import guildlite`` (and the
+CLI's start-up) stays cheap.
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from typing import TYPE_CHECKING, Any
 
 from ._errors import FlagError, GuildfileError, GuildliteError, PluginError, RunNotFoundError
-from ._plugins import Plugin, StopRun, hook
-from ._runs import Run
-from ._scalars import log_scalars
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from ._plugins import Plugin, StopRun, hook
+    from ._runs import Run
+    from ._scalars import log_scalars
+
+_LAZY = {
+    "Plugin": "._plugins",
+    "StopRun": "._plugins",
+    "hook": "._plugins",
+    "Run": "._runs",
+    "log_scalars": "._scalars",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'guildlite' has no attribute {name!r}")
+
 
 __all__ = [
     "FlagError",

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from ._plugins import Plugin
-from ._runs import META_DIR, write_json
+from ._runs import META_DIR, cache_dir, write_json
 
 if TYPE_CHECKING:
     from ._runs import Run
@@ -146,19 +146,34 @@ def parse_scalars(log: Path, nproc: int, patterns: list[str] | str | None = None
 
 
 def _dist_version(name: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
+    return _packages().get(name)
 
 
 @lru_cache(maxsize=None)
 def _packages() -> dict[str, str]:
-    from importlib.metadata import distributions
+    """Installed distributions and versions, cached on disk until a sys.path dir changes."""
+    stamp = []
+    for entry in sys.path:
+        try:
+            stamp.append(f"{entry}:{os.stat(entry or '.').st_mtime_ns}")
+        except OSError:
+            continue
+    key = hashlib.sha256("|".join(stamp).encode()).hexdigest()[:24]
+    cache = cache_dir("packages") / f"{key}.json"
+    try:
+        cached: dict[str, str] = json.loads(cache.read_text())
+        return cached
+    except (OSError, ValueError):
+        pass
+    from importlib.metadata import distributions  # tens of ms to import: only on a cache miss
 
-    return dict(sorted((d.metadata["Name"] or "?", d.version) for d in distributions()))
+    found = dict(sorted((d.metadata["Name"] or "?", d.version) for d in distributions()))
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        write_json(cache, found)
+    except OSError:
+        pass  # an unwritable cache only costs time
+    return found
 
 
 @lru_cache(maxsize=None)

@@ -20,6 +20,7 @@ from typing import Any
 from ._errors import FlagError, GuildfileError
 from ._flags import FlagDef, coerce
 from ._launch import without_rank_env
+from ._runs import cache_dir, write_json
 from ._guildfile import OpDef
 
 IMPORT_TIMEOUT = 30.0
@@ -74,7 +75,7 @@ def probe(op: OpDef, project: Path, timeout: float = IMPORT_TIMEOUT) -> dict[str
     except OSError:
         stamp = f"{project}:{op.main}"
     key = hashlib.sha256(f"{stamp}|{op.main}|{sys.executable}".encode()).hexdigest()[:24]
-    cache = _cache_dir() / f"{key}.json"
+    cache = cache_dir("flags-import") / f"{key}.json"
     try:
         return _defs(json.loads(cache.read_text()))
     except (OSError, ValueError):
@@ -82,17 +83,10 @@ def probe(op: OpDef, project: Path, timeout: float = IMPORT_TIMEOUT) -> dict[str
     actions = _run_probe(op, project, timeout)
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        from ._runs import write_json
-
         write_json(cache, actions)
     except OSError:
         pass  # an unwritable cache only costs speed
     return _defs(actions)
-
-
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "guildlite" / "flags-import"
 
 
 def _run_probe(op: OpDef, project: Path, timeout: float) -> list[dict[str, Any]]:

@@ -82,6 +82,12 @@ def write_json(path: Path, data: Any) -> None:
     atomic_write(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def cache_dir(name: str) -> Path:
+    """guildlite's cache folder ``name`` under ``$XDG_CACHE_HOME`` (default ``~/.cache``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "guildlite" / name
+
+
 def now_iso() -> str:
     """The current time, ISO 8601 in UTC with milliseconds."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
