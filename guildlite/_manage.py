@@ -14,19 +14,6 @@ from ._launch import descendants
 from ._runs import ACTIVE, TRASH_DIR, Run, list_runs, load_run
 
 
-def with_trials(runs: Sequence[Run], pool: Sequence[Run]) -> list[Run]:
-    """``runs`` plus the trials of any batch among them (found in ``pool``)."""
-    out = list(runs)
-    ids = {r.id for r in out}
-    for r in runs:
-        if r.is_batch:
-            for t in pool:
-                if t.parent_id == r.id and t.id not in ids:
-                    out.append(t)
-                    ids.add(t.id)
-    return out
-
-
 def trash_dir(runs_dir: Path) -> Path:
     return runs_dir / TRASH_DIR
 

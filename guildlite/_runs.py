@@ -350,6 +350,19 @@ def select_runs(runs: Sequence[Run], specs: Iterable[str]) -> list[Run]:
     return chosen
 
 
+def with_trials(runs: Sequence[Run]) -> list[Run]:
+    """``runs`` plus the trials of each batch among them (a batch goes with its trials)."""
+    out = list(runs)
+    seen = {r.id for r in out}
+    for r in runs:
+        if r.is_batch:
+            for t in r.trials:
+                if t.id not in seen:
+                    out.append(t)
+                    seen.add(t.id)
+    return out
+
+
 def _select_one(ids: list[str], spec: str) -> list[int]:
     if not spec or "/" in spec or spec.startswith("."):
         raise RunNotFoundError(f"invalid run selector {spec!r}")

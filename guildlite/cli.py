@@ -85,6 +85,11 @@ def _guildfile_option(f: Any) -> Any:
 @click.option("--restart", "restart_spec", metavar="RUN",
               help="Run RUN again in its own dir (NAME=VALUE overrides flags); a batch re-runs unfinished trials.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's record as JSON when it ends.")
+@click.option("--backend", type=click.Choice(["local", "slurm"]), help="Where runs run (default: the guildfile's, else local).")
+@click.option("--nodes", type=int, help="SLURM: hosts per run (one torchrun agent each).")
+@click.option("--partition", help="SLURM: the partition to submit to.")
+@click.option("--time", "time_limit", help="SLURM: the time limit (e.g. 30, 1:00:00, 1-12).")
+@click.option("--detach", is_flag=True, help="SLURM: return once submitted; the job records its own end.")
 @_runs_dir_option
 @_guildfile_option
 def run(
@@ -101,6 +106,11 @@ def run(
     fail_on_trial_error: bool,
     plugin_names: tuple[str, ...],
     as_json: bool,
+    backend: str | None,
+    nodes: int | None,
+    partition: str | None,
+    time_limit: str | None,
+    detach: bool,
     runs_dir: Path | None,
     guildfile: Path | None,
 ) -> None:
@@ -148,6 +158,9 @@ def run(
         seed=seed,
         plugin_names=plugin_names,
         echo=not as_json,
+        backend=backend,
+        slurm={"nodes": nodes, "partition": partition, "time": time_limit},
+        detach=detach,
     )
     interactive = sys.stdin.isatty() and not yes
     big = plan.trials is not None and len(plan.trials) > BATCH_CONFIRM_THRESHOLD
@@ -160,11 +173,21 @@ def run(
     session = Session(plan.config, plan.plugins)
     if plan.trials is not None:
         session.progress = _BatchProgress(len(plan.trials)).event
-    _finish_run(execute(plan, stage_only=stage_only, fail_fast=fail_on_trial_error, session=session), as_json, stage_only)
+    _finish_run(execute(plan, stage_only=stage_only, fail_fast=fail_on_trial_error, session=session), as_json,
+                stage_only, detached=detach)
 
 
-def _finish_run(result: Run, as_json: bool, stage_only: bool) -> None:
-    """Report a finished run and exit with its exit code."""
+def _finish_run(result: Run, as_json: bool, stage_only: bool, detached: bool = False) -> None:
+    """Report a finished run and exit with its exit code (a detached run: once submitted)."""
+    if detached and result.status in ("pending", "running"):
+        if as_json:
+            click.echo(json.dumps(_record(result), indent=2, default=str))
+        else:
+            what = "batch" if result.is_batch else "run"
+            jobs = (result.remote or {}).get("job_ids") if isinstance(result.remote, dict) else None
+            click.echo(f"guildlite: {what} {result.id} submitted (SLURM job {', '.join(map(str, jobs or []))});"
+                       " see guildlite runs", err=True)
+        return
     if as_json:
         click.echo(json.dumps(_record(result), indent=2, default=str))
     elif result.is_batch or result.status not in ("completed", "staged"):
@@ -407,9 +430,10 @@ def runs_info(
             click.echo(f"  {t.id} {t.status} " + _flags_summary(t))
     if r.plugins:
         click.echo("hooks:")
-        for t in r.plugins:
-            err = f"  ERROR {t['error']}" if t.get("error") else ""
-            click.echo(f"  {t['hook']:<14} {t['plugin']:<20} prio {t['priority']:<5} {t['seconds'] * 1000:8.1f} ms{err}")
+        for call in r.plugins:
+            err = f"  ERROR {call['error']}" if call.get("error") else ""
+            click.echo(f"  {call['hook']:<14} {call['plugin']:<20} prio {call['priority']:<5}"
+                       f" {call['seconds'] * 1000:8.1f} ms{err}")
     if r.attrs:
         click.echo("attrs:")
         for k, v in r.attrs.items():
@@ -432,12 +456,11 @@ def runs_delete(
     guildfile: Path | None,
 ) -> None:
     """Move runs (a batch with its trials) to the trash (runs/.trash); see restore and purge."""
-    runs_dir = _runs_dir(runs_dir, guildfile) if (runs_dir or guildfile) else group_runs_dir
-    from ._manage import delete, with_trials
-    from ._runs import list_runs
+    from ._manage import delete
+    from ._runs import with_trials
 
-    pool = list_runs(runs_dir)
-    chosen = with_trials(_select(runs_dir, specs), pool)
+    runs_dir = _runs_dir(runs_dir, guildfile) if (runs_dir or guildfile) else group_runs_dir
+    chosen = with_trials(_select(runs_dir, specs))
     _confirm(f"Delete {len(chosen)} run(s) (to the trash)?", yes)
     for r in delete(chosen, force=force):
         click.echo(f"deleted {r.id}")
@@ -746,6 +769,89 @@ def ops(as_json: bool, guildfile: Path | None) -> None:
                 extra.append(f"from {f.source}")
             desc = "  ".join(x for x in (f.description, f"({'; '.join(extra)})" if extra else "") if x)
             click.echo(f"  {f.name:<16} {f.value_type or '':<6} default {_fmt(f.default):<10} {desc}".rstrip())
+
+
+# --- view, tensorboard ---------------------------------------------------------------------------
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("specs", nargs=-1, metavar="[RUNS]...")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port on 127.0.0.1 (0: a free one).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write one self-contained HTML file and exit (no server).")
+@click.option("--no-browser", is_flag=True, help="Do not open a web browser.")
+@_runs_dir_option
+@_guildfile_option
+def view(
+    specs: tuple[str, ...], port: int, out: Path | None, no_browser: bool, runs_dir: Path | None, guildfile: Path | None
+) -> None:
+    """Browse runs in a web page (table, curves, batch plots).
+
+    RUNS selects runs (default: all; a batch comes with its trials). The table sorts and filters in
+    the browser, trials under their batch; a run shows its flags, hook trace, output and files;
+    ticked runs' scalars are plotted over steps, overlaid; a batch plots its final metric against
+    each flag. The page works offline: served on 127.0.0.1 until Ctrl-C, or written as one HTML
+    file with --out. Needs plotly: pip install 'guildlite[view]'.
+    """
+    from ._view import load_view, plotly_js, serve, write_report
+
+    plotly_js()  # fails early, with the pip command, when plotly is missing
+    rd = _runs_dir(runs_dir, guildfile)
+    if out is not None:
+        data = load_view(rd, specs)
+        size = write_report(out, data)
+        click.echo(f"guildlite: wrote {out} ({len(data['runs'])} runs, {size / 1e6:.1f} MB)", err=True)
+        return
+    if specs:
+        _select(rd, specs)  # a bad selector is an error now, not on the first page load
+    serve(lambda details: load_view(rd, specs, details), rd, port=port, open_browser=not no_browser, echo=click.echo)
+
+
+@cli.command("tensorboard", context_settings=CONTEXT)
+@click.argument("specs", nargs=-1, metavar="[RUNS]...")
+@click.option("--logdir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where to write the event files (default: a new temp dir, removed when TensorBoard stops).")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="TensorBoard's port on 127.0.0.1 (0: a free one).")
+@click.option("--no-server", is_flag=True, help="Only write the event files and print the logdir.")
+@_runs_dir_option
+@_guildfile_option
+def tensorboard_cmd(
+    specs: tuple[str, ...],
+    logdir: Path | None,
+    port: int,
+    no_server: bool,
+    runs_dir: Path | None,
+    guildfile: Path | None,
+) -> None:
+    """View runs' scalars in TensorBoard.
+
+    RUNS selects runs (default: all; a batch comes with its trials). Their scalars are written as
+    event files, one sub-dir per run named by its id, label and flags (a run whose scalars did not
+    change since the last write into --logdir is left as it is); then TensorBoard runs on
+    127.0.0.1 until Ctrl-C. --no-server only writes the files and prints the logdir.
+    Needs TensorBoard: pip install 'guildlite[tensorboard]'.
+    """
+    import tempfile
+
+    from ._tensorboard import require, serve, write_logdir
+    from ._runs import with_trials
+
+    require()
+    chosen = with_trials(_select(_runs_dir(runs_dir, guildfile), specs))
+    temp = logdir is None
+    target = Path(tempfile.mkdtemp(prefix="guildlite-tb-")) if logdir is None else logdir.resolve()
+    written = write_logdir(chosen, target)
+    fresh = sum(1 for _, _, n in written if n >= 0)
+    click.echo(f"guildlite: {len(written)} runs in {target} ({fresh} written, {len(written) - fresh} unchanged)",
+               err=True)
+    if no_server:
+        click.echo(str(target))
+        return
+    code = serve(target, port=port, echo=click.echo, cleanup=temp)
+    if code:
+        sys.exit(code)
 
 
 # --- helpers -------------------------------------------------------------------------------------
