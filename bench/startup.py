@@ -1,0 +1,146 @@
+"""CLI start-up time: how long a `guildlite` command takes from exec to exit.
+
+    python bench/startup.py [--repeat 10] [--runs 1000]
+
+Cases: `--help`, `--version`, `runs` on an empty runs dir and on --runs synthetic runs (written
+in-process with guildlite's own ``Run(...).save()``, so the records are exactly what guildlite
+writes), `ops` in a copy of the example project, and two baselines: `python -c pass` (the
+interpreter alone) and `python -c "import guildlite.cli"` (the CLI module's imports, no command).
+
+With PYTHONDONTWRITEBYTECODE set and an editable install, guildlite's own modules are compiled
+from source on every call; ``--pyc`` times the calls with a temp PYTHONPYCACHEPREFIX instead (and
+PYTHONDONTWRITEBYTECODE unset), so the warm-up writes .pyc files there and the timed calls use them
+(as an ordinary install does). Nothing is written outside the temp dir either way.
+
+Every case is run once as a warm-up, then --repeat rounds, one call of each case per round
+(interleaved, so drift hits every case alike). Prints a markdown table of min / median / max
+wall milliseconds per case. Everything lives in a temp dir that is removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+GUILDLITE = [str(Path(sys.executable).with_name("guildlite"))]
+if not Path(GUILDLITE[0]).exists():
+    GUILDLITE = [sys.executable, "-m", "guildlite"]
+
+
+def make_runs(runs_dir: Path, n: int) -> None:
+    """``n`` finished runs of the example op, saved through guildlite's Run API (run.json + lock dir)."""
+    from guildlite._runs import Run
+
+    runs_dir.mkdir(parents=True)
+    for i in range(n):
+        # Ids in guildlite's format (UTC second, then 3 hex ms digits and 3 random ones), all distinct.
+        run_id = f"20260101T{i // 3600 % 24:02d}{i // 60 % 60:02d}{i % 60:02d}-{i % 4096:03x}{i // 4096:03x}"
+        d = runs_dir / run_id
+        d.mkdir()
+        failed = i % 50 == 0
+        Run(
+            id=run_id,
+            run_dir=d,
+            op="train",
+            opspec=f"train lr={0.1 / (1 + i % 10):g}",
+            flags={"lr": 0.1 / (1 + i % 10), "epochs": 5, "batch-size": 64, "seed": 0},
+            status="error" if failed else "completed",
+            exit_code=1 if failed else 0,
+            created="2026-01-01T00:00:00.000+00:00",
+            started="2026-01-01T00:00:00.100+00:00",
+            stopped="2026-01-01T00:00:05.000+00:00",
+            cmd=[sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1",
+                 "operations/train.py", f"--lr={0.1 / (1 + i % 10):g}"],
+            op_def={"main": "operations/train.py", "nproc-per-node": 1,
+                    "flags": {"lr": {"default": 0.05}, "epochs": {"default": 5, "type": "int"}}},
+            attrs={"sourcecode": {"root": str(runs_dir.parent), "files": 2}, "scalars": {"captured": 15}},
+            plugins=[{"plugin": "EnvCapture", "hook": "on_run_begin", "priority": 10, "start": 0.0,
+                      "seconds": 0.03, "error": None}],
+        ).save()
+
+
+def make_project(root: Path) -> Path:
+    """A copy of the example project (guildfile.yml + operations/) to run `ops` in."""
+    proj = root / "project"
+    proj.mkdir()
+    shutil.copy(REPO / "guildfile.yml", proj / "guildfile.yml")
+    if (REPO / "operations").is_dir():
+        shutil.copytree(REPO / "operations", proj / "operations")
+    return proj
+
+
+def call(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
+    """Wall seconds of one call; exits the benchmark if the command fails."""
+    t = time.perf_counter()
+    p = subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    dt = time.perf_counter() - t
+    if p.returncode != 0:
+        sys.exit(f"bench: {' '.join(argv)} exited {p.returncode}:\n{p.stderr.decode(errors='replace')}")
+    return dt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=10, help="timed calls per case (default 10)")
+    ap.add_argument("--runs", type=int, default=1000, help="synthetic runs for the `runs` case (default 1000)")
+    ap.add_argument("--pyc", action="store_true", help="cache bytecode in a temp PYTHONPYCACHEPREFIX (see above)")
+    a = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="guildlite-bench-startup-"))
+    try:
+        proj = make_project(tmp)
+        empty = tmp / "runs-empty"
+        empty.mkdir()
+        many = tmp / f"runs-{a.runs}"
+        t = time.perf_counter()
+        make_runs(many, a.runs)
+        print(f"<!-- made {a.runs} runs in {time.perf_counter() - t:.1f} s -->", file=sys.stderr)
+
+        base = {k: v for k, v in os.environ.items() if not k.startswith("GUILDLITE_")}
+        if a.pyc:
+            base.pop("PYTHONDONTWRITEBYTECODE", None)
+            base["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
+        py = sys.executable
+        cases: list[tuple[str, list[str], dict[str, str]]] = [
+            ("`python -c pass` (baseline)", [py, "-c", "pass"], base),
+            ("`python -c 'import guildlite.cli'`", [py, "-c", "import guildlite.cli"], base),
+            ("`guildlite --help`", [*GUILDLITE, "--help"], base),
+            ("`guildlite --version`", [*GUILDLITE, "--version"], base),
+            ("`guildlite runs` (empty runs dir)", [*GUILDLITE, "runs"], {**base, "GUILDLITE_RUNS_DIR": str(empty)}),
+            (f"`guildlite runs` ({a.runs} runs)", [*GUILDLITE, "runs"], {**base, "GUILDLITE_RUNS_DIR": str(many)}),
+            ("`guildlite ops` (example project)", [*GUILDLITE, "ops"], base),
+        ]
+        times: dict[str, list[float]] = {name: [] for name, _, _ in cases}
+        for name, argv, env in cases:  # warm-up: page cache, .pyc files
+            call(argv, proj, env)
+        for _ in range(a.repeat):
+            for name, argv, env in cases:
+                times[name].append(call(argv, proj, env))
+
+        print("| command | min ms | median ms | max ms |")
+        print("|---|---:|---:|---:|")
+        for name, _, _ in cases:
+            ts = [x * 1000 for x in times[name]]
+            print(f"| {name} | {min(ts):.0f} | {statistics.median(ts):.0f} | {max(ts):.0f} |")
+        print(f"\n{a.repeat} calls per case (after 1 warm-up), interleaved; {os.cpu_count()} CPUs; "
+              f"python {sys.version.split()[0]}; `guildlite` = `{' '.join(GUILDLITE)}`")
+        if a.pyc:
+            print("bytecode cached in a temp PYTHONPYCACHEPREFIX (--pyc)")
+        elif base.get("PYTHONDONTWRITEBYTECODE") or base.get("PYTHONPYCACHEPREFIX"):
+            print("PYTHONDONTWRITEBYTECODE/PYTHONPYCACHEPREFIX is set: modules without a .pyc (an editable "
+                  "guildlite's) are compiled on every call; --pyc times it with a bytecode cache")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
