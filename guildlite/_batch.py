@@ -68,8 +68,13 @@ def count_trials(values: Mapping[str, FlagValue], max_trials: int | None = None)
 
 
 def _coerce(defs: Mapping[str, FlagDef], name: str, value: Any) -> Any:
-    # Six significant digits keep trial flags readable (lr=0.000316228, not 0.00031622776601683794).
-    if isinstance(value, float):
-        value = float(f"{value:.6g}")
+    # Six significant digits keep trial flags readable (lr=0.000316228, not 0.00031622776601683794),
+    # unless rounding would step outside the flag's range.
     flag = defs.get(name)
+    if isinstance(value, float):
+        rounded = float(f"{value:.6g}")
+        inside = flag is None or (
+            (flag.min is None or rounded >= flag.min) and (flag.max is None or rounded <= flag.max)
+        )
+        value = rounded if inside else value
     return value if flag is None else coerce(flag, value)

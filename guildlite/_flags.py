@@ -62,7 +62,10 @@ def decode(text: str) -> Any:
     if len(s) >= 2 and s[0] == s[-1] and s[0] in "'\"":
         return s[1:-1]
     if _INT.fullmatch(s):
-        return int(s)
+        try:
+            return int(s)
+        except ValueError:  # beyond Python's int-from-text digit limit: keep the text
+            return text
     if _FLOAT.fullmatch(s):
         return float(s)
     low = s.lower()
@@ -82,6 +85,8 @@ def coerce(flag: FlagDef, value: Any) -> Any:
         allowed = ", ".join(_show(c) for c in flag.choices)
         raise FlagError(f"flag '{flag.name}': {_show(value)} is not one of the choices ({allowed})")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value != value and (flag.min is not None or flag.max is not None):  # NaN compares false to all
+            raise FlagError(f"flag '{flag.name}': nan is not within its range")
         if flag.min is not None and value < flag.min:
             raise FlagError(f"flag '{flag.name}': {_show(value)} is below the minimum {_show(flag.min)}")
         if flag.max is not None and value > flag.max:
@@ -188,6 +193,7 @@ class Random:
 
 FlagValue = Union[Grid, Random, Any]
 
+_MAX_VALUES = 1_000_000
 _FUNC = re.compile(r"(?P<name>[a-z]+)\[(?P<body>.*)\]\Z", re.S)
 _FUNCS = ("range", "linspace", "logspace", "uniform", "loguniform", "randint", "choice")
 
@@ -248,19 +254,24 @@ def _parse_func(name: str, fn: str, body: str, text: str) -> FlagValue:
             raise FlagError(f"{where}: step must be positive")
         if hi < lo:
             raise FlagError(f"{where}: hi ({hi}) is below lo ({lo})")
-        count = int(math.floor((hi - lo) / step + 1e-9)) + 1
-        if count > 1_000_000:
-            raise FlagError(f"{where}: {count} values is too many")
+        span = (hi - lo) / step
+        if not math.isfinite(span) or span >= _MAX_VALUES:
+            raise FlagError(f"{where}: too many values (more than {_MAX_VALUES:,})")
+        count = int(math.floor(span + 1e-9)) + 1
         if all(isinstance(n, int) for n in nums):
             return Grid(tuple(int(lo + i * step) for i in range(count)))
         return Grid(tuple(_tidy(lo + i * step) for i in range(count)))
     if fn in ("linspace", "logspace"):
         lo, hi, n = _numbers(name, fn, body, (3,))
-        if not (isinstance(n, int) and n >= 1) or n > 1_000_000:
-            raise FlagError(f"{where}: n must be a whole number >= 1")
+        if not (isinstance(n, int) and n >= 1) or n > _MAX_VALUES:
+            raise FlagError(f"{where}: n must be a whole number from 1 to {_MAX_VALUES:,}")
         pts = [lo] if n == 1 else [lo + (hi - lo) * i / (n - 1) for i in range(n)]
         if fn == "logspace":
-            return Grid(tuple(_tidy(10.0**p) for p in pts))
+            if max(lo, hi) > 300:
+                raise FlagError(f"{where}: 10^{max(lo, hi)} is beyond a float")
+            pts = [10.0**p for p in pts]
+        if not all(math.isfinite(p) for p in pts):
+            raise FlagError(f"{where}: the values are beyond a float")
         return Grid(tuple(_tidy(float(p)) for p in pts))
     lo, hi = _numbers(name, fn, body, (2,))
     if hi < lo:

@@ -141,6 +141,10 @@ def load(path: Path) -> Guildfile:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise GuildfileError(f"{path}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise GuildfileError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    if "\0" in text:
+        raise GuildfileError(f"{path}:{text[:text.index(chr(0))].count(chr(10)) + 1}: a NUL character") from None
     data = _parse_yaml(path, text)
     return _Validator(path).guildfile(data)
 
@@ -153,6 +157,12 @@ class _Map(dict):  # type: ignore[type-arg]
 
     line: int = 0
     lines: dict[Any, int]
+
+
+class _Seq(list):  # type: ignore[type-arg]
+    """A list that remembers the line of each item."""
+
+    lines: list[int]
 
 
 def _parse_yaml(path: Path, text: str) -> Any:
@@ -171,13 +181,23 @@ def _parse_yaml(path: Path, text: str) -> Any:
         for knode, vnode in node.value:
             key = loader.construct_object(knode, deep=True)
             line = knode.start_mark.line + 1
+            try:
+                hash(key)
+            except TypeError:
+                raise GuildfileError(f"{path}:{line}: a key must be a plain value, not a list or mapping") from None
             if key in m:
                 raise GuildfileError(f"{path}:{line}: duplicate key '{key}'")
             m[key] = loader.construct_object(vnode, deep=True)
             m.lines[key] = line
         return m
 
+    def construct_seq(loader: Any, node: Any) -> _Seq:
+        seq = _Seq(loader.construct_object(child, deep=True) for child in node.value)
+        seq.lines = [child.start_mark.line + 1 for child in node.value]
+        return seq
+
     Loader.add_constructor("tag:yaml.org,2002:map", construct_map)
+    Loader.add_constructor("tag:yaml.org,2002:seq", construct_seq)
     try:
         return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as e:
@@ -186,6 +206,8 @@ def _parse_yaml(path: Path, text: str) -> Any:
         raise GuildfileError(f"{where}: invalid YAML: {e.problem}") from None
     except yaml.YAMLError as e:
         raise GuildfileError(f"{path}: invalid YAML: {e}") from None
+    except RecursionError:
+        raise GuildfileError(f"{path}: invalid YAML: nested too deeply") from None
 
 
 # --- validation ----------------------------------------------------------------------------------
@@ -222,12 +244,12 @@ class _Validator:
             raise GuildfileError(f"{self.path}: the top level must be a mapping with 'operations'")
         self.keys(data, _TOP_KEYS, "the guildfile")
         if "operations" not in data:
-            raise GuildfileError(f"{self.path}: missing required key 'operations'")
+            raise self.fail(data, None, "missing required key 'operations'")
         ops = self.mapping(data, "operations", data["operations"], "operations")
         if not ops:
             raise self.fail(data, "operations", "'operations' declares no operation")
         runs_dir = data.get("runs-dir")
-        if runs_dir is not None and not isinstance(runs_dir, str):
+        if runs_dir is not None and (not isinstance(runs_dir, str) or "\0" in runs_dir):
             raise self.fail(data, "runs-dir", "'runs-dir' must be a path string")
         return Guildfile(
             path=self.path,
@@ -274,7 +296,7 @@ class _Validator:
         import shlex
 
         main = m.get("main")
-        if not isinstance(main, str) or not main.strip():
+        if not isinstance(main, str) or not main.strip() or "\0" in main:
             raise self.fail(m if "main" in m else parent, "main", f"{where}: 'main' (the script to run) is required")
         try:
             first = shlex.split(main)[0]
@@ -296,7 +318,11 @@ class _Validator:
         import importlib.util
 
         top = first.split(".")[0]
-        if (root / top).is_dir() or importlib.util.find_spec(top) is not None:
+        try:  # `__main__` is this process's own main module, never an op's
+            installed = top != "__main__" and importlib.util.find_spec(top) is not None
+        except (ImportError, ValueError):
+            installed = False
+        if (root / top).is_dir() or installed:
             return  # an installed or namespace package: the submodule is found at run time
         raise self.fail(m, "main", f"{where}: module {first!r} not found in {root} or installed packages")
 
@@ -433,7 +459,7 @@ class _Validator:
         if raw is None:
             return SourceSpec()
         if isinstance(raw, list):
-            raw = _Map(include=raw)
+            raw = _short(parent, "sourcecode", 0, include=raw)
         m = self.mapping(parent, "sourcecode", raw, f"{where} sourcecode")
         self.keys(m, _SOURCE_KEYS, f"{where} sourcecode")
         globs = {}
@@ -461,7 +487,8 @@ class _Validator:
         for i, entry in enumerate(raw):
             at = f"{where}[{i}]"
             if isinstance(entry, str):
-                entry = _Map({"class" if (":" in entry or "." in entry) else "name": entry})
+                line = raw.lines[i] if isinstance(raw, _Seq) else 0
+                entry = _short(parent, key, line, **{"class" if (":" in entry or "." in entry) else "name": entry})
             if not isinstance(entry, dict):
                 raise self.fail(parent, key, f"{at}: expected a mapping with 'class' or 'name'")
             self.keys(entry, _PLUGIN_KEYS, at)
@@ -488,6 +515,14 @@ class _Validator:
         return tuple(specs)
 
 
+def _short(parent: Any, key: Any, line: int, **values: Any) -> _Map:
+    """A mapping made from a short form (a list, a string), at ``line`` or else the line of its key."""
+    m = _Map(values)
+    m.line = line or getattr(parent, "lines", {}).get(key) or getattr(parent, "line", 0)
+    m.lines = {k: m.line for k in values}
+    return m
+
+
 def _inside(path: Path, root: Path) -> bool:
     try:
         path.relative_to(root.resolve())
@@ -497,7 +532,7 @@ def _inside(path: Path, root: Path) -> bool:
 
 
 def _kind(v: Any) -> str:
-    kinds: dict[type, str] = {list: "a list", dict: "a mapping", _Map: "a mapping", str: "a string"}
+    kinds: dict[type, str] = {list: "a list", _Seq: "a list", dict: "a mapping", _Map: "a mapping", str: "a string"}
     return kinds.get(type(v), type(v).__name__)
 
 

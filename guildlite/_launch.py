@@ -46,6 +46,23 @@ def launch_argv(cmd: Sequence[str]) -> tuple[list[str], dict[str, str]]:
     return [*cmd[:i], _RANK_EXEC], {"GUILDLITE_ARGV": json.dumps(list(cmd[i:]))}
 
 
+def rank_exit_code(exit_dir: Path) -> int | None:
+    """The exit code of the first failing rank, as the rank shim recorded it (None if none did)."""
+    codes = []
+    try:
+        names = os.listdir(exit_dir)
+    except OSError:
+        return None
+    for name in names:
+        try:
+            rank, code = int(name.removeprefix("rank")), int((exit_dir / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if code:
+            codes.append((rank, code if code > 0 else 128 - code))
+    return min(codes)[1] if codes else None
+
+
 def display_command(cmd: Sequence[str]) -> str:
     """A job's argv as a user would type it (``torchrun ...`` / ``python ...``)."""
     import shlex
@@ -117,16 +134,19 @@ def without_rank_env(env: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k not in _RANK_ENV and not k.startswith("TORCHELASTIC_")}
 
 
-def _set_parent_death_signal() -> None:
-    # Runs in the child between fork and exec: if the guildlite process dies (even by SIGKILL),
-    # the kernel sends torchrun SIGTERM, and torchrun shuts its workers down.
-    try:
-        import ctypes
+def _parent_death_signal(parent: int) -> Callable[[], None]:
+    """A preexec_fn: if the guildlite process ``parent`` dies (even by SIGKILL), the kernel sends
+    the job SIGTERM, and torchrun shuts its ranks down."""
+    import ctypes
 
-        libc = ctypes.CDLL(None, use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def arm() -> None:  # runs in the child, between fork and exec
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
+        if os.getppid() != parent:  # guildlite died before the signal was armed
+            os._exit(128 + signal.SIGTERM)
+
+    return arm
 
 
 def descendants(pid: int) -> list[int]:
@@ -198,6 +218,7 @@ class Job:
         self.on_exit = on_exit
         self.proc: subprocess.Popen[bytes] | None = None
         self.signalled: int | None = None
+        self.log_error: str | None = None
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
@@ -208,7 +229,7 @@ class Job:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # our terminal's Ctrl-C reaches guildlite only; we forward it
-            preexec_fn=_set_parent_death_signal,
+            preexec_fn=_parent_death_signal(os.getpid()),
         )
         threading.Thread(target=self._pump, name=f"job-{self.proc.pid}", daemon=True).start()
 
@@ -220,18 +241,32 @@ class Job:
         assert self.proc is not None and self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
         out = sys.stdout.buffer if self.echo else None
-        with open(self.log_path, "ab", buffering=0) as log:
-            while True:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    break
-                log.write(chunk)
-                if out is not None:
-                    try:
-                        out.write(chunk)
-                        out.flush()
-                    except (OSError, ValueError):
-                        out = None  # console gone (closed pipe): keep logging
+        try:
+            log: Any = open(self.log_path, "ab", buffering=0)
+        except OSError as e:
+            log = None
+            self.log_error = f"cannot write {self.log_path}: {e.strerror}"
+        # Keep draining the pipe whatever fails (a full disk, a closed console): a job whose
+        # output is not read blocks, and its exit would never be seen.
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            if log is not None:
+                try:
+                    log.write(chunk)
+                except OSError as e:
+                    log.close()
+                    log, self.log_error = None, f"cannot write {self.log_path}: {e.strerror}"
+                    print(f"guildlite: {self.log_error}; the job's output is no longer logged", file=sys.stderr)
+            if out is not None:
+                try:
+                    out.write(chunk)
+                    out.flush()
+                except (OSError, ValueError):
+                    out = None
+        if log is not None:
+            log.close()
         self.proc.stdout.close()
         self.on_exit(self, self.proc.wait())
 

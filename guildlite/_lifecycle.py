@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -16,7 +17,16 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ._errors import GuildliteError
 from ._guildfile import Guildfile, OpDef
-from ._launch import Job, Launched, flag_env, job_command, launch_argv, without_rank_env, write_flags_config
+from ._launch import (
+    Job,
+    Launched,
+    flag_env,
+    job_command,
+    launch_argv,
+    rank_exit_code,
+    without_rank_env,
+    write_flags_config,
+)
 from ._plugins import Dispatcher, HookFailed, Plugin
 from ._runs import Run, RunPaths, new_run_id, now_iso
 from ._scheduler import Scheduler, Slot
@@ -149,6 +159,9 @@ class Session:
         except HookFailed as e:
             self.end(run, "error", error=e.info)
             return None
+        if self.stopping is not None:  # a stop signal arrived during the begin hooks
+            self.end(run, "terminated", error={"message": "stopped before it started"})
+            return None
         env = without_rank_env(os.environ) if self.cfg.op.launcher == "python" else dict(os.environ)
         env.update(self.cfg.extra_env)
         env.update(flag_env(self.cfg.op, run.flags))
@@ -162,6 +175,10 @@ class Session:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(slot.gpus)
         argv, launch_env = launch_argv(run.cmd)
         env.update(launch_env)
+        if launch_env:  # torchrun: the rank shims record each script's exit code here
+            shutil.rmtree(run.paths.rank_exits, ignore_errors=True)
+            run.paths.rank_exits.mkdir(parents=True)
+            env["GUILDLITE_EXIT_DIR"] = str(run.paths.rank_exits)
         if self.cfg.backend == "slurm":
             from ._slurm import make_job
 
@@ -184,6 +201,8 @@ class Session:
     def finish(self, run: Run, code: int, job: Launched) -> None:
         """Record a job's exit: completed, error (non-zero exit) or terminated (we signalled it)."""
         exit_code = code if code >= 0 else 128 - code
+        if code != 0:  # torchrun reports any failure as 1: the failing script's own code is better
+            exit_code = rank_exit_code(run.paths.rank_exits) or exit_code
         if job.signalled is not None or run.paths.stop_request.exists():
             self.end(run, "terminated", exit_code)
         elif code == 0:
@@ -199,10 +218,18 @@ class Session:
         run.status, run.exit_code, run.stopped = status, exit_code, now_iso()
         if error is not None:
             run.error = error
-        run.save()
+        self._save_end(run)
         self.hooks.call("on_run_end", run)
-        run.save()
+        self._save_end(run)
         self.progress("end", run)
+
+    def _save_end(self, run: Run) -> None:
+        # The run dir may be gone (deleted or moved to the trash while running) or the disk full:
+        # say so, and still give every plugin its on_run_end.
+        try:
+            run.save()
+        except OSError as e:
+            self.log(f"guildlite: cannot record the end of run {run.id} in {run.run_dir}: {e.strerror or e}")
 
     def close_open(self, why: str) -> None:
         """End every run still open (after a stop, or an exception in guildlite)."""

@@ -111,6 +111,9 @@ def stop(
                     _kill(pid, signal.SIGKILL)
             _kill(r.pid, signal.SIGKILL)
             log(f"guildlite: {r.id} did not stop within {timeout:g} s: killed")
+        until = time.monotonic() + 5  # a SIGKILL takes a moment; then the record reads terminated
+        while any(r.alive for r in pending) and time.monotonic() < until:
+            time.sleep(0.05)
     elif pending:
         ids = ", ".join(r.id for r in pending)
         raise GuildliteError(f"still running after {timeout:g} s: {ids} (use --force to kill)")

@@ -9,9 +9,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from ._batch import is_batch, plan_trials
+from ._batch import count_trials, is_batch, plan_trials
 from ._builtins import builtin_plugins
 from ._errors import GuildfileError, GuildliteError
 from ._flags import parse_assignments, resolve
@@ -23,7 +23,8 @@ from ._plugins import Plugin, load_plugins
 from ._runs import Run
 from ._scheduler import Slot, make_slots, visible_gpus
 
-BATCH_CONFIRM_THRESHOLD = 1000
+BATCH_CONFIRM_THRESHOLD = 1000  # larger batches ask first
+MAX_TRIALS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -72,11 +73,13 @@ def plan_run(
     backend: str | None = None,
     slurm: dict[str, Any] | None = None,
     detach: bool = False,
+    confirm: Callable[[int], bool] | None = None,
 ) -> Plan:
     """Validate everything about a run request; raises a GuildliteError, stages nothing.
 
     ``backend`` (else the op's, else the guildfile's) picks local or slurm; ``slurm`` holds command
-    line overrides of the ``slurm:`` keys (nodes, partition, time).
+    line overrides of the ``slurm:`` keys (nodes, partition, time). A batch of more than
+    BATCH_CONFIRM_THRESHOLD trials goes ahead only if ``confirm(n)`` says so (None: no question).
     """
     op = with_imported_flags(guildfile.op(op_name), guildfile.dir)
     given = parse_assignments(assignments)
@@ -96,6 +99,13 @@ def plan_run(
     ]
     plugins = builtin_plugins() + load_plugins(specs, guildfile.dir)
     batch = is_batch(values)
+    if batch:
+        n = count_trials(values, max_trials)
+        if n > MAX_TRIALS:
+            raise GuildliteError(f"{n:,} trials is more than guildlite plans ({MAX_TRIALS:,}); use --max-trials",
+                                 exit_code=2)
+        if n > BATCH_CONFIRM_THRESHOLD and confirm is not None and not confirm(n):
+            raise GuildliteError("cancelled", exit_code=1)
     trials = plan_trials(op.flags, values, max_trials=max_trials, seed=seed) if batch else None
     backend = backend or op.backend or guildfile.backend
     slurm_opts: dict[str, Any] = {}

@@ -47,6 +47,10 @@ class RunPaths:
         return self.meta / "lock"
 
     @property
+    def rank_exits(self) -> Path:
+        return self.meta / "exit"
+
+    @property
     def stop_request(self) -> Path:
         return self.meta / "stop"
 
@@ -65,16 +69,17 @@ def atomic_write(path: Path, data: str | bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(3)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        view = memoryview(raw)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        try:
+            view = memoryview(raw)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
     except BaseException:
-        os.close(fd)
         tmp.unlink(missing_ok=True)
         raise
-    os.close(fd)
-    os.replace(tmp, path)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -113,6 +118,8 @@ def process_start(pid: int) -> int | None:
         return None
     # The command name (field 2) may hold spaces and parens: split after its closing paren.
     fields = stat[stat.rfind(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):  # exited, not yet reaped: gone all the same
+        return None
     return int(fields[19])
 
 
@@ -366,18 +373,20 @@ def with_trials(runs: Sequence[Run]) -> list[Run]:
 def _select_one(ids: list[str], spec: str) -> list[int]:
     if not spec or "/" in spec or spec.startswith("."):
         raise RunNotFoundError(f"invalid run selector {spec!r}")
-    if spec.isdigit() and len(spec) < 8:
+    if spec.isascii() and spec.isdigit() and len(spec) < 8:
         i = int(spec)
         if not 1 <= i <= len(ids):
             raise RunNotFoundError(f"no run at index {i} ({len(ids)} runs)")
         return [i - 1]
     if ":" in spec:
         lo, _, hi = spec.partition(":")
-        if (lo and not lo.isdigit()) or (hi and not hi.isdigit()):
+        if not spec.isascii() or (lo and not lo.isdigit()) or (hi and not hi.isdigit()):
             raise RunNotFoundError(f"invalid run range {spec!r} (expected N:M, e.g. 2:4)")
         a, b = int(lo or 1), int(hi or len(ids))
         if a < 1 or b < a:
             raise RunNotFoundError(f"invalid run range {spec!r}")
+        if a > len(ids):
+            raise RunNotFoundError(f"no runs in range {spec!r} ({len(ids)} runs)")
         return list(range(a - 1, min(b, len(ids))))
     hits = [i for i, run_id in enumerate(ids) if run_id.startswith(spec)]
     if not hits:

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 
 class _Group(click.Group):
-    """Print guildlite's errors as one line (no traceback) and exit with their code."""
+    """Print guildlite's errors, and the system's (a full disk, a path that is a file), as one
+    line with no traceback, and exit with their code."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -30,6 +31,10 @@ class _Group(click.Group):
         except GuildliteError as e:
             click.echo(f"guildlite: error: {e}", err=True)
             ctx.exit(e.exit_code)
+        except OSError as e:
+            where = f": {e.filename}" if e.filename else ""
+            click.echo(f"guildlite: error: {e.strerror or e}{where}", err=True)
+            ctx.exit(1)
 
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -58,13 +63,14 @@ def _runs_dir_option(f: Any) -> Any:
     )(f)
 
 
-def _guildfile_option(f: Any) -> Any:
-    return click.option(
-        "-f",
+def _guildfile_option(f: Any = None, *, short: bool = True) -> Any:
+    option = click.option(
+        *(["-f"] if short else []),
         "--guildfile",
         type=click.Path(exists=True, path_type=Path),
         help="The guildfile (default: guildfile.yml here or in a parent directory).",
-    )(f)
+    )
+    return option(f) if f is not None else option
 
 
 # --- run -----------------------------------------------------------------------------------------
@@ -161,13 +167,11 @@ def run(
         backend=backend,
         slurm={"nodes": nodes, "partition": partition, "time": time_limit},
         detach=detach,
+        confirm=None if yes else _confirm_large,
     )
-    interactive = sys.stdin.isatty() and not yes
     big = plan.trials is not None and len(plan.trials) > BATCH_CONFIRM_THRESHOLD
-    if (interactive or (big and not yes)) and not as_json:
+    if sys.stdin.isatty() and not yes and not big and not as_json:  # a large batch was asked already
         _show_plan(plan)
-        if not sys.stdin.isatty():
-            raise GuildliteError(f"{len(plan.trials or [])} trials: pass -y to confirm a batch this large", exit_code=2)
         if not click.confirm("Continue?", default=True):
             raise GuildliteError("cancelled", exit_code=1)
     session = Session(plan.config, plan.plugins)
@@ -197,6 +201,13 @@ def _finish_run(result: Run, as_json: bool, stage_only: bool, detached: bool = F
     if result.exit_code:
         sys.exit(result.exit_code)
     sys.exit(1 if result.status != "terminated" else 143)
+
+
+def _confirm_large(n: int) -> bool:
+    """Asked (before any trial is planned) for a batch of more than BATCH_CONFIRM_THRESHOLD trials."""
+    if not sys.stdin.isatty():
+        raise GuildliteError(f"{n:,} trials: pass -y to confirm a batch this large", exit_code=2)
+    return click.confirm(f"Run a batch of {n:,} trials?", default=False)
 
 
 def _show_plan(plan: Any) -> None:
@@ -478,8 +489,9 @@ def runs_restore(
     """Move runs back from the trash (selectors count within the trash; default: all)."""
     runs_dir = _runs_dir(runs_dir, guildfile) if (runs_dir or guildfile) else group_runs_dir
     from ._manage import restore
+    from ._runs import with_trials
 
-    chosen = _select(runs_dir, specs, trash=True)
+    chosen = with_trials(_select(runs_dir, specs, trash=True))  # a batch goes with its trials
     if not chosen:
         click.echo("the trash is empty", err=True)
         return
@@ -500,8 +512,9 @@ def runs_purge(
     """Delete trashed runs permanently (selectors count within the trash; default: all)."""
     runs_dir = _runs_dir(runs_dir, guildfile) if (runs_dir or guildfile) else group_runs_dir
     from ._manage import purge
+    from ._runs import with_trials
 
-    chosen = _select(runs_dir, specs, trash=True)
+    chosen = with_trials(_select(runs_dir, specs, trash=True))  # a batch goes with its trials
     if not chosen:
         click.echo("the trash is empty", err=True)
         return
@@ -692,10 +705,11 @@ def label(args: tuple[str, ...], clear: bool, runs_dir: Path | None, guildfile: 
         click.echo(f"{r.id}: {text!r}" if text else f"{r.id}: label cleared")
 
 
-@cli.command(context_settings={**CONTEXT, "ignore_unknown_options": True})
+# No short options here: `-fast` or `-hot` is a tag to remove, not -f or -h.
+@cli.command(context_settings={**CONTEXT, "ignore_unknown_options": True, "help_option_names": ["--help"]})
 @click.argument("args", nargs=-1, required=True, metavar="RUNS... +TAG|-TAG...")
 @_runs_dir_option
-@_guildfile_option
+@_guildfile_option(short=False)
 def tag(args: tuple[str, ...], runs_dir: Path | None, guildfile: Path | None) -> None:
     """Add (+TAG) or remove (-TAG) tags on runs."""
     from ._manage import set_tags

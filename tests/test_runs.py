@@ -1,0 +1,324 @@
+"""The run store: atomic writes, run ids, process identity, liveness-derived status, selectors."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import write_project
+
+from guildlite._errors import RunNotFoundError
+from guildlite._guildfile import load
+from guildlite._lifecycle import RunConfig, Session
+from guildlite._runs import (
+    Run,
+    RunList,
+    atomic_write,
+    list_runs,
+    load_run,
+    new_run_id,
+    process_start,
+    select_runs,
+    write_json,
+)
+
+
+def _proc_state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def _leftovers(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir() if ".tmp-" in p.name)
+
+
+# --- atomic writes ---------------------------------------------------------------------------------
+
+
+def test_atomic_write_replaces_content_and_leaves_no_temp_files(tmp_path: Path) -> None:
+    p = tmp_path / "run.json"
+    atomic_write(p, "first\n")
+    assert p.read_text() == "first\n"
+    atomic_write(p, b"second")
+    assert p.read_bytes() == b"second"
+    atomic_write(p, "")
+    assert p.read_text() == ""
+    assert os.listdir(tmp_path) == ["run.json"]
+    write_json(p, {"a": [1, 2], "when": Path("/x")})
+    assert json.loads(p.read_text()) == {"a": [1, 2], "when": "/x"}
+    assert _leftovers(tmp_path) == []
+
+
+def test_atomic_write_readers_never_see_a_partial_file(tmp_path: Path) -> None:
+    p = tmp_path / "big.txt"
+    payloads = ["A" * 300_000, "B" * 200_000]
+    atomic_write(p, payloads[0])
+    stop = threading.Event()
+    seen: list[str] = []
+
+    def writer() -> None:
+        i = 0
+        while not stop.is_set():
+            atomic_write(p, payloads[i % 2])
+            i += 1
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        for _ in range(300):
+            seen.append(p.read_text())
+    finally:
+        stop.set()
+        t.join()
+    assert all(s in payloads for s in seen)
+    assert _leftovers(tmp_path) == []
+
+
+def test_atomic_write_into_a_missing_dir_fails_cleanly(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        atomic_write(tmp_path / "nope" / "run.json", "x")
+    assert os.listdir(tmp_path) == []
+
+
+def test_atomic_write_failing_rename_leaves_no_temp_file(tmp_path: Path) -> None:
+    (tmp_path / "target" / "sub").mkdir(parents=True)  # a non-empty dir: os.replace onto it fails
+    with pytest.raises(OSError):
+        atomic_write(tmp_path / "target", "x")
+    assert _leftovers(tmp_path) == []
+
+
+# --- ids and processes -----------------------------------------------------------------------------
+
+
+ID = re.compile(r"\d{8}T\d{6}-[0-9a-f]{6}")
+
+
+def test_run_ids_are_well_formed_and_sort_in_creation_order() -> None:
+    ids = []
+    for _ in range(25):
+        ids.append(new_run_id())
+        time.sleep(0.002)  # ids sort by creation at millisecond resolution
+    assert all(ID.fullmatch(i) for i in ids), ids
+    assert len(set(ids)) == len(ids)
+    assert sorted(ids) == ids
+
+
+def test_staged_run_ids_are_unique_even_when_made_together(tmp_path: Path) -> None:
+    root = write_project(tmp_path / "p")
+    gf = load(root / "guildfile.yml")
+    cfg = RunConfig(guildfile=gf, op=gf.op("quick"), runs_dir=tmp_path / "runs", opspec="quick", nproc=1)
+    session = Session(cfg, plugins=[])
+    runs = [session._new_run({}) for _ in range(300)]  # the staging step every run goes through
+    assert len({r.id for r in runs}) == 300
+    assert len({r.run_dir for r in runs}) == 300 and all(r.run_dir.is_dir() for r in runs)
+
+
+def test_process_start() -> None:
+    me = process_start(os.getpid())
+    assert isinstance(me, int) and me > 0
+    assert process_start(os.getpid()) == me
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        start = process_start(child.pid)
+        assert isinstance(start, int) and start >= me
+    finally:
+        child.kill()
+        child.wait()
+    assert process_start(child.pid) is None
+
+
+def test_process_start_reads_a_command_name_with_spaces_and_parens(tmp_path: Path) -> None:
+    exe = tmp_path / "odd) (name x"
+    exe.symlink_to("/bin/sleep")
+    child = subprocess.Popen([str(exe), "30"])
+    try:
+        with open(f"/proc/{child.pid}/stat", "rb") as f:
+            assert b"odd) (name" in f.read()
+        with open(f"/proc/{child.pid}/stat") as f:
+            assert process_start(child.pid) == int(f.read().rsplit(")", 1)[1].split()[19])
+    finally:
+        child.kill()
+        child.wait()
+
+
+# --- liveness ------------------------------------------------------------------------------------
+
+
+def _record(run_dir: Path, **fields: Any) -> Path:
+    run_dir.mkdir(parents=True)
+    rec = {"id": run_dir.name, "op": "train", "status": "running", "flags": {"lr": 0.1}, **fields}
+    (run_dir / "run.json").write_text(json.dumps(rec))
+    return run_dir
+
+
+@pytest.fixture
+def exited_pid() -> tuple[int, int]:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    start = process_start(child.pid)
+    assert start is not None
+    child.kill()
+    child.wait()  # reaped: the pid is gone
+    return child.pid, start
+
+
+def test_a_running_record_whose_owner_exited_reads_terminated(tmp_path: Path, exited_pid: tuple[int, int]) -> None:
+    pid, start = exited_pid
+    d = _record(tmp_path / "20260101T000000-000aaa", pid=pid, pid_start=start)
+    run = load_run(d)
+    assert run.status == "terminated" and run.error is not None
+    assert str(pid) in run.error["message"]
+    # the record itself is not rewritten by reading it
+    assert json.loads((d / "run.json").read_text())["status"] == "running"
+
+
+def test_a_reused_pid_is_not_the_owner(tmp_path: Path) -> None:
+    me, start = os.getpid(), process_start(os.getpid())
+    assert start is not None
+    d = _record(tmp_path / "20260101T000000-000aaa", pid=me, pid_start=start - 1)
+    assert load_run(d).status == "terminated"
+
+
+def test_a_live_owner_keeps_the_run_running(tmp_path: Path) -> None:
+    me = os.getpid()
+    d = _record(tmp_path / "20260101T000000-000aaa", pid=me, pid_start=process_start(me))
+    run = load_run(d)
+    assert run.status == "running" and run.error is None and run.alive
+    d2 = _record(tmp_path / "20260101T000000-000aab", status="pending", pid=me)  # no start recorded
+    assert load_run(d2).status == "pending"
+
+
+def test_an_active_record_without_a_pid_reads_terminated(tmp_path: Path) -> None:
+    assert load_run(_record(tmp_path / "20260101T000000-000aaa", status="pending")).status == "terminated"
+
+
+def test_ended_records_are_not_touched(tmp_path: Path, exited_pid: tuple[int, int]) -> None:
+    pid, start = exited_pid
+    for i, status in enumerate(("staged", "completed", "error", "terminated")):
+        d = _record(tmp_path / f"20260101T00000{i}-000aaa", status=status, pid=pid, pid_start=start)
+        run = load_run(d)
+        assert run.status == status and run.error is None
+
+
+def test_a_zombie_owner_is_not_alive(tmp_path: Path) -> None:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        start = process_start(child.pid)
+        d = _record(tmp_path / "20260101T000000-000aaa", pid=child.pid, pid_start=start)
+        deadline = time.monotonic() + 10
+        while _proc_state(child.pid) != "Z":  # exited, not reaped
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert load_run(d).status == "terminated"
+    finally:
+        child.wait()
+
+
+def test_load_run_of_a_dir_without_a_record(tmp_path: Path) -> None:
+    (tmp_path / "x").mkdir()
+    with pytest.raises(RunNotFoundError, match="no readable run.json"):
+        load_run(tmp_path / "x")
+    (tmp_path / "x" / "run.json").write_text('{"id": ')
+    with pytest.raises(RunNotFoundError):
+        load_run(tmp_path / "x")
+
+
+def test_save_round_trips_and_keeps_outside_label_edits(tmp_path: Path) -> None:
+    d = tmp_path / "20260101T000000-000aaa"
+    d.mkdir()
+    run = Run(id=d.name, run_dir=d, op="train", flags={"lr": 0.1, "n": 2}, status="completed", exit_code=0,
+              is_trial=True, parent_id="20251231T000000-000bbb", attrs={"p": {"k": 1}})
+    run.save()
+    rec = json.loads((d / "run.json").read_text())
+    assert rec["parent"] == "20251231T000000-000bbb" and rec["trials"] == [] and "run_dir" not in rec
+    back = load_run(d)
+    assert back.to_record() == run.to_record()
+    # a label set by `guildlite label` while the run goes on survives the run's next save
+    back.update(label="edited")
+    run.save()
+    assert load_run(d).label == "edited"
+
+
+# --- listing and selectors -----------------------------------------------------------------------
+
+IDS = [
+    "20260101T000000-000aaa",
+    "20260101T000001-000abb",
+    "20260101T000002-000abc",
+    "20260101T000003-111111",
+    "20260101T000004-222222",
+]
+
+
+@pytest.fixture
+def runs_dir(tmp_path: Path) -> Path:
+    rd = tmp_path / "runs"
+    for i in IDS:
+        _record(rd / i, status="completed")
+    (rd / ".staging-20260101T000009-999999").mkdir()  # a run being staged: not listed
+    (rd / ".trash").mkdir()
+    (rd / "20260101T000005-333333").mkdir()  # torn/removed: listed by id, skipped when read
+    return rd
+
+
+def _ids(runs: list[Run]) -> list[str]:
+    return [r.id for r in runs]
+
+
+def test_runs_list_newest_first_and_skip_hidden_and_torn_dirs(runs_dir: Path) -> None:
+    rl = RunList(runs_dir)
+    assert rl.ids[0] == "20260101T000005-333333"
+    assert _ids(list(rl)) == IDS[::-1]
+    assert _ids(list_runs(runs_dir)) == IDS[::-1]
+    assert _ids(list_runs(runs_dir, where=lambda r: r.id.endswith("abc"))) == [IDS[2]]
+    assert RunList(runs_dir / "missing").ids == []
+
+
+def test_selectors(runs_dir: Path) -> None:
+    runs = list_runs(runs_dir)  # newest first: index 1 is IDS[-1]
+    assert _ids(select_runs(runs, ["1"])) == [IDS[4]]
+    assert _ids(select_runs(runs, ["2:4"])) == [IDS[3], IDS[2], IDS[1]]
+    assert _ids(select_runs(runs, ["4:"])) == [IDS[1], IDS[0]]
+    assert _ids(select_runs(runs, [":2"])) == [IDS[4], IDS[3]]
+    assert _ids(select_runs(runs, ["20260101T000003"])) == [IDS[3]]
+    assert _ids(select_runs(runs, ["20260101T000002-000abc"])) == [IDS[2]]
+    assert _ids(select_runs(runs, ["1", "1:2", " 1 "])) == [IDS[4], IDS[3]]  # each run once, in order
+    # the same on a lazily-read RunList
+    assert _ids(select_runs(RunList(runs_dir), ["2"])) == ["20260101T000004-222222"]
+
+
+def test_an_ambiguous_prefix_lists_the_candidates(runs_dir: Path) -> None:
+    with pytest.raises(RunNotFoundError) as e:
+        select_runs(list_runs(runs_dir), ["20260101T00000"])
+    msg = str(e.value)
+    assert "matches 5 runs" in msg and "give more of the id" in msg
+    assert all(i in msg for i in IDS)
+
+
+@pytest.mark.parametrize(
+    "spec, needle",
+    [
+        ("../x", "invalid run selector"),
+        ("a/b", "invalid run selector"),
+        (".trash", "invalid run selector"),
+        ("", "invalid run selector"),
+        ("0", "no run at index 0"),
+        ("99", "no run at index 99"),
+        ("3:1", "invalid run range"),
+        ("0:2", "invalid run range"),
+        ("a:b", "invalid run range"),
+        ("zzz", "no run matches 'zzz'"),
+    ],
+)
+def test_bad_selectors(runs_dir: Path, spec: str, needle: str) -> None:
+    with pytest.raises(RunNotFoundError) as e:
+        select_runs(list_runs(runs_dir), [spec])
+    assert needle in str(e.value)
+    assert e.value.exit_code == 2
