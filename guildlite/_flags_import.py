@@ -19,9 +19,9 @@ from typing import Any
 
 from ._errors import FlagError, GuildfileError
 from ._flags import FlagDef, coerce
+from ._guildfile import OpDef
 from ._launch import without_rank_env
 from ._runs import cache_dir, write_json
-from ._guildfile import OpDef
 
 IMPORT_TIMEOUT = 30.0
 

@@ -17,8 +17,8 @@ from ._errors import GuildfileError, GuildliteError
 from ._flags import parse_assignments, resolve
 from ._flags_import import with_imported_flags
 from ._guildfile import GUILDFILE, Guildfile, PluginSpec, default_runs_dir, find_guildfile, load
-from ._lifecycle import RunConfig, Session
 from ._launch import job_command
+from ._lifecycle import RunConfig, Session
 from ._plugins import Plugin, load_plugins
 from ._runs import Run
 from ._scheduler import Slot, make_slots, visible_gpus

@@ -344,7 +344,7 @@ class SlurmJob:
             "hooks": "supervisor" if self.detach else "submitter",
             **self.hook_source,
         }
-        from ._runs import write_json, atomic_write
+        from ._runs import atomic_write, write_json
 
         write_json(run_dir / ".guildlite" / SPEC_FILE, spec)
         name = f"guildlite-{self.run.op}-{self.run.id[-6:]}"

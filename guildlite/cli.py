@@ -551,9 +551,8 @@ def compare(
     guildfile: Path | None,
 ) -> None:
     """One row per run: id, op, status, started, time, every flag, the last value of each scalar."""
-    from ._inspect import compare_table, sort_rows
-
     from ._index import load_summaries
+    from ._inspect import compare_table, sort_rows
     from ._runs import RunList, select_runs
 
     rd = _runs_dir(runs_dir, guildfile)
@@ -849,8 +848,8 @@ def tensorboard_cmd(
     """
     import tempfile
 
-    from ._tensorboard import require, serve, write_logdir
     from ._runs import with_trials
+    from ._tensorboard import require, serve, write_logdir
 
     require()
     chosen = with_trials(_select(_runs_dir(runs_dir, guildfile), specs))
