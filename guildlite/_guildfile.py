@@ -518,7 +518,8 @@ class _Validator:
 def _short(parent: Any, key: Any, line: int, **values: Any) -> _Map:
     """A mapping made from a short form (a list, a string), at ``line`` or else the line of its key."""
     m = _Map(values)
-    m.line = int(line or getattr(parent, "lines", {}).get(key) or getattr(parent, "line", 0))
+    at: int = line or getattr(parent, "lines", {}).get(key) or getattr(parent, "line", 0) or 0
+    m.line = at
     m.lines = {k: m.line for k in values}
     return m
 
