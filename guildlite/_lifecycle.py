@@ -28,7 +28,7 @@ from ._launch import (
     write_flags_config,
 )
 from ._plugins import Dispatcher, HookFailed, Plugin
-from ._runs import Run, RunPaths, new_run_id, now_iso
+from ._runs import TRASH_DIR, Run, RunPaths, new_run_id, now_iso
 from ._scheduler import Scheduler, Slot
 from ._sourcecode import copy_files, select_files
 
@@ -226,6 +226,9 @@ class Session:
     def _save_end(self, run: Run) -> None:
         # The run dir may be gone (deleted or moved to the trash while running) or the disk full:
         # say so, and still give every plugin its on_run_end.
+        trashed = run.run_dir.parent / TRASH_DIR / run.id
+        if not run.run_dir.exists() and trashed.is_dir():  # `runs delete --force` moved it while it ran
+            run.run_dir = trashed
         try:
             run.save()
         except OSError as e:
