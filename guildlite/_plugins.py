@@ -181,7 +181,7 @@ class Dispatcher:
                 getattr(plugin, hook_name)(run)
             except StopRun as e:
                 err, veto = e.reason, True
-            except Exception as e:
+            except (Exception, SystemExit) as e:  # a plugin's sys.exit() is its failure, not guildlite's exit
                 err = f"{type(e).__name__}: {e}"
                 _append_log(run, f"guildlite: plugin {plugin.name}.{hook_name} raised:\n{traceback.format_exc()}")
             run.plugins.append(
@@ -203,8 +203,9 @@ class Dispatcher:
 
 
 def _append_log(run: Run, text: str) -> None:
+    # Every line prefixed: a traceback's last line (`KeyError: 5`) must not read as a scalar.
     try:
         with open(run.paths.output_log, "a", encoding="utf-8") as f:
-            f.write(text if text.endswith("\n") else text + "\n")
+            f.writelines(f"[guildlite] {line}\n" for line in text.rstrip("\n").splitlines())
     except OSError:
         pass
