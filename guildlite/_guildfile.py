@@ -327,14 +327,18 @@ class _Validator:
         raise self.fail(m, "main", f"{where}: module {first!r} not found in {root} or installed packages")
 
     def backend(self, m: Mapping[Any, Any], where: str) -> str | None:
+        v = m.get("backend")
+        if v is None:
+            return None
         from ._slurm import BACKENDS
 
-        v = m.get("backend")
-        if v is not None and v not in BACKENDS:
+        if v not in BACKENDS:
             raise self.fail(m, "backend", f"{where}: backend {v!r} is not one of {', '.join(BACKENDS)}")
         return v
 
     def slurm(self, m: Mapping[Any, Any], where: str) -> dict[str, Any]:
+        if m.get("slurm") is None:
+            return {}
         from ._slurm import validate_options
 
         raw = self.mapping(m, "slurm", m.get("slurm"), f"{where} slurm")

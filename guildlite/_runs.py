@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
-import secrets
 import socket
 import time
 from dataclasses import dataclass, field
@@ -66,7 +67,7 @@ class RunPaths:
 def atomic_write(path: Path, data: str | bytes) -> None:
     """Write ``path`` so a reader sees the old file or the new one, never half of either."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(3)}")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{os.urandom(3).hex()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         try:
@@ -80,6 +81,21 @@ def atomic_write(path: Path, data: str | bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing) for the ``with`` block.
+
+    ``flock`` locks are released by the kernel when their holder dies, so a killed writer never
+    leaves a run locked.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -106,7 +122,7 @@ def new_run_id() -> str:
     """
     now = time.time()
     ms = int(now * 1000) % 1000
-    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"-{ms:03x}{secrets.token_hex(2)[:3]}"
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"-{ms:03x}{os.urandom(2).hex()[:3]}"
 
 
 def process_start(pid: int) -> int | None:
@@ -228,10 +244,8 @@ class Run:
         ``label`` and ``tags`` belong to the inspect commands, which may change them while the
         run is going: they are re-read from disk here so a save never reverts them.
         """
-        from filelock import FileLock
-
         self.paths.meta.mkdir(exist_ok=True)
-        with FileLock(str(self.paths.lock)):
+        with file_lock(self.paths.lock):
             try:
                 disk = json.loads(self.paths.run_json.read_text())
                 self.label, self.tags = disk.get("label", self.label), disk.get("tags", self.tags)
@@ -241,10 +255,8 @@ class Run:
 
     def update(self, **changes: Any) -> None:
         """Set fields and save, under the lock (for label, tags and other outside edits)."""
-        from filelock import FileLock
-
         self.paths.meta.mkdir(exist_ok=True)
-        with FileLock(str(self.paths.lock)):
+        with file_lock(self.paths.lock):
             for k, v in changes.items():
                 setattr(self, k, v)
             write_json(self.paths.run_json, self.to_record())

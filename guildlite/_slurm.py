@@ -148,12 +148,10 @@ def sbatch_script(run_dir: Path, job_name: str, opts: Mapping[str, Any], python:
 
 def update_record(run_dir: Path, change: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
     """Read-modify-write ``run.json`` under the run's lock; ``change`` edits the dict in place."""
-    from filelock import FileLock
-
-    from ._runs import RunPaths, write_json
+    from ._runs import RunPaths, file_lock, write_json
 
     paths = RunPaths(Path(run_dir))
-    with FileLock(str(paths.lock)):
+    with file_lock(paths.lock):
         rec = json.loads(paths.run_json.read_text())
         change(rec)
         write_json(paths.run_json, rec)

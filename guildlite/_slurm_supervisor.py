@@ -285,13 +285,12 @@ def fire_end(run_dir: Path, spec: dict[str, Any]) -> None:
 
 def end_batch(batch_dir: Path, spec: dict[str, Any]) -> None:
     """The last trial to end records its batch's end and fires the batch's ``on_run_end``."""
-    from filelock import FileLock
-
     from ._lifecycle import batch_outcome
+    from ._runs import file_lock
 
     if not (batch_dir / "run.json").exists():
         return
-    with FileLock(str(RunPaths(batch_dir).meta / "batch-end.lock")):
+    with file_lock(RunPaths(batch_dir).meta / "batch-end.lock"):
         batch = raw_run(batch_dir)
         if batch.status not in ACTIVE:
             return
