@@ -106,7 +106,10 @@ def _convert(flag: FlagDef, ftype: str | None, value: Any) -> Any:
         if isinstance(value, int):
             return value
         if isinstance(value, str) and _INT.fullmatch(value.strip()):
-            return int(value)
+            try:
+                return int(value)
+            except ValueError:  # beyond Python's int-from-text digit limit
+                raise bad from None
         raise bad
     if ftype == "float":
         if isinstance(value, bool):

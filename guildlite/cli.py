@@ -31,6 +31,10 @@ class _Group(click.Group):
         except GuildliteError as e:
             click.echo(f"guildlite: error: {e}", err=True)
             ctx.exit(e.exit_code)
+        except BrokenPipeError:  # `guildlite runs | head`: the reader is gone; exit as a killed writer would
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            ctx.exit(141)
         except OSError as e:
             where = f": {e.filename}" if e.filename else ""
             click.echo(f"guildlite: error: {e.strerror or e}{where}", err=True)
