@@ -266,17 +266,47 @@ class Session:
         finally:
             self.scheduler = None
 
-    def run_single(self, flags: dict[str, Any], slot: Slot, stage_only: bool = False) -> Run:
-        """Stage one run and, unless ``stage_only``, run it to its end."""
+    @contextlib.contextmanager
+    def _invocation(self) -> Iterator[None]:
+        """Our signal handlers, and every open run ended even if guildlite itself fails."""
         with self._handle_signals():
             try:
-                run = self.stage(flags)
-                if not stage_only:
-                    self.run([run], [slot])
-                return run
+                yield
             except BaseException as e:
                 self.close_open(f"guildlite failed: {type(e).__name__}: {e}")
                 raise
+
+    def _begin_batch(self, batch: Run) -> bool:
+        """A batch's ``on_run_begin`` (it has no job of its own); False if it ended instead."""
+        batch.status = "pending"
+        batch.claim()
+        batch.save()
+        try:
+            self.hooks.call("on_run_begin", batch)
+        except HookFailed as e:
+            self.end(batch, "error", error=e.info)
+            return False
+        return True
+
+    def _run_trials(self, batch: Run, trials: Sequence[Run], slots: Sequence[Slot], fail_fast: bool) -> None:
+        batch.status, batch.started = "running", now_iso()
+        batch.save()
+        self.run(trials, slots, fail_fast=fail_fast)
+        if self.cfg.detach and any(t.status in ("pending", "running") for t in trials):
+            from ._slurm import detach_batch
+
+            detach_batch(batch, list(trials))  # the last trial to end records the batch's end
+            self._open.pop(batch.id, None)
+            return
+        self.end(batch, *batch_outcome(batch, self.stopping))
+
+    def run_single(self, flags: dict[str, Any], slot: Slot, stage_only: bool = False) -> Run:
+        """Stage one run and, unless ``stage_only``, run it to its end."""
+        with self._invocation():
+            run = self.stage(flags)
+            if not stage_only:
+                self.run([run], [slot])
+            return run
 
     def reopen(self, run: Run, flags: dict[str, Any] | None = None) -> None:
         """Make an ended (or staged) run startable again in its own dir, keeping the attempt history."""
@@ -298,33 +328,19 @@ class Session:
 
     def restart(self, run: Run, flags: dict[str, Any] | None, slots: Sequence[Slot], fail_fast: bool = False) -> Run:
         """Run ``run`` again in its own directory; a batch re-runs only its trials that did not complete."""
-        with self._handle_signals():
-            try:
-                if not run.is_batch:
-                    self.reopen(run, flags)
-                    self.run([run], slots[:1])
-                    return run
-                trials = [t for t in run.trials if t.status != "completed"]
-                self.reopen(run)
-                run.status = "pending"
-                run.claim()
-                run.save()
-                try:
-                    self.hooks.call("on_run_begin", run)
-                except HookFailed as e:
-                    self.end(run, "error", error=e.info)
-                    return run
+        with self._invocation():
+            if not run.is_batch:
+                self.reopen(run, flags)
+                self.run([run], slots[:1])
+                return run
+            trials = [t for t in run.trials if t.status != "completed"]
+            self.reopen(run)
+            if self._begin_batch(run):
                 for t in trials:
                     t._parent = run
                     self.reopen(t)
-                run.status, run.started = "running", now_iso()
-                run.save()
-                self.run(trials, slots, fail_fast=fail_fast)
-                self.end(run, *batch_outcome(run, self.stopping))
-                return run
-            except BaseException as e:
-                self.close_open(f"guildlite failed: {type(e).__name__}: {e}")
-                raise
+                self._run_trials(run, trials, slots, fail_fast)
+            return run
 
     def run_batch(
         self,
@@ -336,59 +352,29 @@ class Session:
         fail_fast: bool = False,
     ) -> Run:
         """A batch: a virtual parent run (begin/end hooks only) whose trials are ordinary runs."""
-        with self._handle_signals():
-            try:
-                return self._run_batch(batch_flags, trials, slots, batch_info, stage_only, fail_fast)
-            except BaseException as e:
-                self.close_open(f"guildlite failed: {type(e).__name__}: {e}")
-                raise
-
-    def _run_batch(
-        self,
-        batch_flags: dict[str, Any],
-        trials: Sequence[dict[str, Any]],
-        slots: Sequence[Slot],
-        batch_info: dict[str, Any],
-        stage_only: bool,
-        fail_fast: bool,
-    ) -> Run:
-        batch = self._new_run(batch_flags, is_batch=True, batch=dict(batch_info))
-        batch.cmd = []
-        batch.paths.meta.mkdir(exist_ok=True)
-        batch.claim()
-        batch.save()
-        self._publish(batch)
-        self._open[batch.id] = batch
-        if not stage_only:
-            batch.status = "pending"
+        with self._invocation():
+            batch = self._new_run(batch_flags, is_batch=True, batch=dict(batch_info))
+            batch.cmd = []
+            batch.paths.meta.mkdir(exist_ok=True)
+            batch.claim()
             batch.save()
-            try:
-                self.hooks.call("on_run_begin", batch)
-            except HookFailed as e:
-                self.end(batch, "error", error=e.info)
+            self._publish(batch)
+            self._open[batch.id] = batch
+            if not stage_only and not self._begin_batch(batch):
                 return batch
-        staged = []
-        for flags in trials:
-            if self.stopping is not None:
-                break
-            trial = self.stage(flags, parent=batch)
-            batch.trial_ids.append(trial.id)
-            staged.append(trial)
-        batch.save()
-        if stage_only:
-            self._open.pop(batch.id, None)
+            staged = []
+            for flags in trials:
+                if self.stopping is not None:
+                    break
+                trial = self.stage(flags, parent=batch)
+                batch.trial_ids.append(trial.id)
+                staged.append(trial)
+            batch.save()
+            if stage_only:
+                self._open.pop(batch.id, None)
+                return batch
+            self._run_trials(batch, staged, slots, fail_fast)
             return batch
-        batch.status, batch.started = "running", now_iso()
-        batch.save()
-        self.run(staged, slots, fail_fast=fail_fast)
-        if self.cfg.detach and any(t.status in ("pending", "running") for t in staged):
-            from ._slurm import detach_batch
-
-            detach_batch(batch, staged)  # the last trial to end records the batch's end
-            self._open.pop(batch.id, None)
-            return batch
-        self.end(batch, *batch_outcome(batch, self.stopping))
-        return batch
 
 
 def batch_outcome(batch: Run, stopping: int | None) -> tuple[str, None, dict[str, Any] | None]:

@@ -491,17 +491,10 @@ def runs_restore(
     group_runs_dir: Path, specs: tuple[str, ...], yes: bool, runs_dir: Path | None, guildfile: Path | None
 ) -> None:
     """Move runs back from the trash (selectors count within the trash; default: all)."""
-    runs_dir = _runs_dir(runs_dir, guildfile) if (runs_dir or guildfile) else group_runs_dir
     from ._manage import restore
-    from ._runs import with_trials
 
-    chosen = with_trials(_select(runs_dir, specs, trash=True))  # a batch goes with its trials
-    if not chosen:
-        click.echo("the trash is empty", err=True)
-        return
-    _confirm(f"Restore {len(chosen)} run(s)?", yes or bool(specs))
-    for r in restore(chosen):
-        click.echo(f"restored {r.id}")
+    _from_trash(restore, "restored", "Restore {n} run(s)?", group_runs_dir, specs, yes or bool(specs), runs_dir,
+                guildfile)
 
 
 @runs.command("purge", context_settings=CONTEXT)
@@ -514,17 +507,32 @@ def runs_purge(
     group_runs_dir: Path, specs: tuple[str, ...], yes: bool, runs_dir: Path | None, guildfile: Path | None
 ) -> None:
     """Delete trashed runs permanently (selectors count within the trash; default: all)."""
-    runs_dir = _runs_dir(runs_dir, guildfile) if (runs_dir or guildfile) else group_runs_dir
     from ._manage import purge
+
+    _from_trash(purge, "purged", "Permanently delete {n} run(s)? This cannot be undone.", group_runs_dir, specs,
+                yes, runs_dir, guildfile)
+
+
+def _from_trash(
+    action: Callable[[Sequence[Run]], list[Run]],
+    done: str,
+    question: str,
+    group_runs_dir: Path,
+    specs: Sequence[str],
+    yes: bool,
+    runs_dir: Path | None,
+    guildfile: Path | None,
+) -> None:
     from ._runs import with_trials
 
+    runs_dir = _runs_dir(runs_dir, guildfile) if (runs_dir or guildfile) else group_runs_dir
     chosen = with_trials(_select(runs_dir, specs, trash=True))  # a batch goes with its trials
     if not chosen:
         click.echo("the trash is empty", err=True)
         return
-    _confirm(f"Permanently delete {len(chosen)} run(s)? This cannot be undone.", yes)
-    for r in purge(chosen):
-        click.echo(f"purged {r.id}")
+    _confirm(question.format(n=len(chosen)), yes)
+    for r in action(chosen):
+        click.echo(f"{done} {r.id}")
 
 
 @cli.command(context_settings=CONTEXT)
