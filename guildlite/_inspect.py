@@ -97,7 +97,7 @@ def run_path(run: Run, rel: str) -> Path:
     if not p.is_relative_to(base):
         raise GuildliteError(f"{rel!r} is outside the run directory", exit_code=2)
     if not p.is_file():
-        raise GuildliteError(f"run {run.id} has no file {rel!r} (see: guildlite ls {run.id[:15]})", exit_code=2)
+        raise GuildliteError(f"run {run.id} has no file {rel!r} (see: guildlite ls {run.id})", exit_code=2)
     return p
 
 

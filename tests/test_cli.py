@@ -240,7 +240,7 @@ def test_runs_info(happy: Any) -> None:
     project, _, rec = happy
     info = project.run_json("runs", "info", "1", "--json")
     assert info["id"] == rec["id"] and info["status"] == "completed" and info["label"] == "first run"
-    assert info == project.run_json("runs", "info", rec["id"][:17], "--json")  # by id prefix
+    assert info == project.run_json("runs", "info", rec["id"][:-1], "--json")  # by id prefix
     text = project.run("runs", "info", "1")
     assert text.returncode == 0
     assert f"id: {rec['id']}" in text.stdout and "status: completed" in text.stdout

@@ -147,7 +147,7 @@ def test_cat_prints_output_log_by_default(runs: Runs) -> None:
 
 def test_cat_prints_a_named_file(runs: Runs) -> None:
     assert runs.ok("cat", runs.A, "out/result.txt") == "lr=0.1\n"
-    assert runs.ok("cat", runs.B[:20], "out/result.txt") == "lr=0.3\n"  # an id prefix selects too
+    assert runs.ok("cat", runs.B[:-1], "out/result.txt") == "lr=0.3\n"  # an id prefix selects too
     rec = json.loads(runs.ok("cat", runs.A, "run.json"))
     assert rec["id"] == runs.A and rec["label"] == "alpha"
 
@@ -182,7 +182,7 @@ def test_cat_refuses_a_symlink_that_leads_out_of_the_run_dir(runs: Runs) -> None
 
 @pytest.mark.parametrize("path", ["nope.txt", "out"])
 def test_cat_a_missing_file_or_a_dir_is_a_clean_error(runs: Runs, path: str) -> None:
-    assert_clean_error(runs.gl("cat", runs.A, path), 2, f"no file {path!r}", f"guildlite ls {runs.A[:15]}")
+    assert_clean_error(runs.gl("cat", runs.A, path), 2, f"no file {path!r}", f"guildlite ls {runs.A}")
 
 
 # --- ls --------------------------------------------------------------------------------------------
@@ -417,7 +417,7 @@ def test_compare_filters(runs: Runs, args: list[str], expected: list[str]) -> No
 
 
 def test_compare_a_batch_shows_each_trials_last_loss(runs: Runs) -> None:
-    for sel in (runs.D, runs.D[:18]):
+    for sel in (runs.D, runs.D[:-1]):
         rows = _by_id(runs.json("compare", "--json", "--batch", sel))
         assert set(rows) == {runs.D1, runs.D2}
         assert rows[runs.D1]["loss"] == pytest.approx(1.0)
@@ -428,7 +428,7 @@ def test_compare_a_batch_shows_each_trials_last_loss(runs: Runs) -> None:
 
 
 def test_compare_selected_runs_and_index_selectors(runs: Runs) -> None:
-    rows = runs.json("compare", "--json", runs.A, runs.B[:17])
+    rows = runs.json("compare", "--json", runs.A, runs.B[:-1])
     assert [r["id"] for r in rows] == [runs.A, runs.B]
     newest_first = sorted(runs.all, reverse=True)  # ids sort in creation order
     assert newest_first[0] == runs.E

@@ -243,7 +243,7 @@ def _record(proj: Project, run_id: str, trash: bool = False) -> dict[str, Any]:
 
 def test_label_set_and_clear(proj: Proj) -> None:
     a, b, c = proj.stage(), proj.stage(), proj.stage()
-    out = proj.ok("label", a, b[:20], "best so far")
+    out = proj.ok("label", a, b[:-1], "best so far")
     assert out.splitlines() == [f"{a}: 'best so far'", f"{b}: 'best so far'"]
     assert [_record(proj, x)["label"] for x in (a, b, c)] == ["best so far", "best so far", ""]
     listed = {r["id"]: r["label"] for r in json.loads(proj.ok("runs", "--json"))}
@@ -332,7 +332,7 @@ def test_purge_and_restore_by_selector(proj: Proj) -> None:
     proj.ok("runs", "delete", "-y", "1:3")
     assert proj.trash() == [a, b, c] and proj.ids() == []
     assert proj.ok("runs", "purge", "-y", b) == f"purged {b}\n"
-    assert proj.ok("runs", "restore", a[:20]) == f"restored {a}\n"
+    assert proj.ok("runs", "restore", a[:-1]) == f"restored {a}\n"
     assert proj.trash() == [c] and proj.ids() == [a]
     assert_clean_error(proj.run("runs", "restore", a), 2, f"no run matches {a!r}")  # not in the trash
     assert_clean_error(proj.run("runs", "purge", "-y", "zzz"), 2, "no run matches 'zzz'")
@@ -354,7 +354,7 @@ def test_delete_a_batch_takes_its_trials(proj: Proj) -> None:
     assert len(batch_ids) == 3
     batch = next(i for i in batch_ids if _record(proj, i)["is_batch"])
     trials = _record(proj, batch)["trials"]
-    out = proj.ok("runs", "delete", "-y", batch[:20])
+    out = proj.ok("runs", "delete", "-y", batch[:-1])
     assert sorted(out.splitlines()) == sorted(f"deleted {i}" for i in [batch, *trials])
     assert proj.ids() == [solo] and proj.trash() == sorted(batch_ids)
     proj.ok("runs", "restore", "-y")
@@ -568,7 +568,7 @@ def test_restart_a_run_in_its_dir_resuming_from_its_checkpoint(proj: Proj) -> No
     first = _record(proj, rid)
     assert (first["status"], first["exit_code"], first["attempts"]) == ("error", 1, [])
 
-    cp = proj.run("run", "--restart", rid[:20], "fail=0", "-y")
+    cp = proj.run("run", "--restart", rid[:-1], "fail=0", "-y")
     assert cp.returncode == 0, cp.stderr
     assert proj.ids() == [rid]  # the same dir, no new run
     rec = _record(proj, rid)

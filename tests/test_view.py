@@ -233,7 +233,7 @@ def test_view_data_for_the_server(runs_dir: Path) -> None:
     assert (runs_dir / ".index.sqlite").is_file()
     again = load_view(runs_dir, details=False)  # from the index this time
     assert [r["scalars"] for r in again["runs"]] == [r["scalars"] for r in slim["runs"]]
-    batch_only = load_view(runs_dir, [BATCH[:18]], details=False)
+    batch_only = load_view(runs_dir, [BATCH[:-1]], details=False)
     assert {r["id"] for r in batch_only["runs"]} == {BATCH, *TRIALS}
 
 
@@ -299,7 +299,7 @@ def test_view_out_is_one_offline_file(runs_dir: Path, tmp_path: Path) -> None:
 def test_view_out_selection_brings_trials(runs_dir: Path, tmp_path: Path) -> None:
     _need("plotly")
     out = tmp_path / "batch.html"
-    _guildlite("view", BATCH[:18], "--out", str(out), runs_dir=runs_dir)
+    _guildlite("view", BATCH[:-1], "--out", str(out), runs_dir=runs_dir)
     assert {r["id"] for r in _page_data(out.read_text())["runs"]} == {BATCH, *TRIALS}
     p = _guildlite("view", "nosuchrun", "--out", str(out), runs_dir=runs_dir, check=False)
     assert p.returncode == 2 and "no run matches 'nosuchrun'" in p.stderr
@@ -513,7 +513,7 @@ def test_tensorboard_event_files(runs_dir: Path, tmp_path: Path) -> None:
 
 def test_tensorboard_serves_on_localhost(runs_dir: Path) -> None:
     _need("tensorboard")
-    s = _Server(["tensorboard", BATCH[:18], "--port", "0", "--runs-dir", str(runs_dir)],
+    s = _Server(["tensorboard", BATCH[:-1], "--port", "0", "--runs-dir", str(runs_dir)],
                 r"TensorBoard at (http://127\.0\.0\.1:\d+/) .*logdir (\S+)\)", timeout=90)
     logdir = Path(s.match.group(2))
     assert logdir.is_dir()
