@@ -5,16 +5,18 @@ op's main and flags in ``GUILDLITE_ARGV``, so torchrun's own option parser never
 script flag such as ``--n=3`` would otherwise be taken (or rejected) as a torchrun option.
 
 The main runs in this same process (no second interpreter), with ``sys.argv``, ``sys.path[0]``
-and ``__main__`` set as ``python <script>`` or ``python -m <module>`` would set them. Its exit
-code goes to ``$GUILDLITE_EXIT_DIR/rank<RANK>`` (torchrun itself reports any failure as 1), and
-the rank dies with torchrun (a parent-death signal), so no rank outlives it.
+and a lasting ``__main__`` module set as ``python <script>`` or ``python -m <module>`` would set
+them. Its exit code goes to ``$GUILDLITE_EXIT_DIR/rank<RANK>`` (torchrun itself reports any
+failure as 1), and the rank dies with torchrun (a parent-death signal), so no rank outlives it.
 """
 
+import builtins
 import json
 import os
 import runpy
 import signal
 import sys
+import types
 
 _PR_SET_PDEATHSIG = 1
 
@@ -46,18 +48,31 @@ def _record(code: object) -> None:
         pass
 
 
+def _run_as_main(argv: list) -> None:
+    """Run ``argv`` (``[script, args...]`` or ``[-m, module, args...]``) the way ``python`` would:
+    its ``__main__`` module stays in ``sys.modules`` until interpreter exit, so its objects (a
+    process group, its threads) live exactly as long as under ``python script.py``."""
+    if argv[0] == "-m":
+        sys.argv = [argv[1], *argv[2:]]
+        sys.path[0] = os.getcwd()
+        runpy._run_module_as_main(argv[1], alter_argv=True)  # what `python -m` itself calls
+        return
+    path = argv[0]
+    sys.argv = list(argv)
+    sys.path[0] = os.path.dirname(os.path.abspath(path))
+    main = types.ModuleType("__main__")
+    main.__dict__.update(__file__=path, __cached__=None, __builtins__=builtins)
+    sys.modules["__main__"] = main
+    with open(path, "rb") as f:
+        code = compile(f.read(), path, "exec")
+    exec(code, main.__dict__)
+
+
 def main() -> None:
     _die_with_parent()
     argv = json.loads(os.environ.pop("GUILDLITE_ARGV"))
     try:
-        if argv[0] == "-m":
-            sys.argv = [argv[1], *argv[2:]]
-            sys.path[0] = os.getcwd()
-            runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
-        else:
-            sys.argv = list(argv)
-            sys.path[0] = os.path.dirname(os.path.abspath(argv[0]))
-            runpy.run_path(argv[0], run_name="__main__")
+        _run_as_main(argv)
     except SystemExit as e:
         _record(e.code)
         raise
