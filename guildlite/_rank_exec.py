@@ -55,7 +55,7 @@ def _run_as_main(argv: list) -> None:
     if argv[0] == "-m":
         sys.argv = [argv[1], *argv[2:]]
         sys.path[0] = os.getcwd()
-        runpy._run_module_as_main(argv[1], alter_argv=True)  # what `python -m` itself calls
+        runpy._run_module_as_main(argv[1], alter_argv=True)  # type: ignore[attr-defined]  # as `python -m`
         return
     path = argv[0]
     sys.argv = list(argv)
