@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from ._plugins import Plugin
-from ._runs import META_DIR, cache_dir, write_json
+from ._runs import cache_dir, write_json
 
 if TYPE_CHECKING:
     from ._runs import Run
@@ -38,16 +38,14 @@ class SourceSnapshot(Plugin):
     priority = BUILTIN_PRIORITY
 
     def on_run_staged(self, run: Run) -> None:
+        from ._inspect import run_files
+
         manifest = []
-        for root, dirs, files in os.walk(run.run_dir):
-            dirs[:] = sorted(d for d in dirs if d != META_DIR)
-            for name in sorted(files):
-                p = Path(root, name)
-                rel = p.relative_to(run.run_dir).as_posix()
-                if rel == "run.json":
-                    continue
-                data = p.read_bytes()
-                manifest.append({"path": rel, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+        for rel, _ in run_files(run):  # at staging: the copied source, run.json, and .guildlite/ (left out)
+            if rel == "run.json":
+                continue
+            data = (run.run_dir / rel).read_bytes()
+            manifest.append({"path": rel, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
         write_json(run.paths.manifest, {"root": run.attrs.get("sourcecode", {}).get("root"), "files": manifest})
 
 

@@ -375,6 +375,11 @@ def runs(
         click.echo(f"({hidden} older runs not shown: --all)", err=True)
 
 
+def _sub_runs_dir(group_runs_dir: Path, runs_dir: Path | None, guildfile: Path | None) -> Path:
+    """A `runs` subcommand's runs dir: its own --runs-dir/-f when given, else the group's."""
+    return _runs_dir(runs_dir, guildfile) if (runs_dir or guildfile) else group_runs_dir
+
+
 def _select(runs_dir: Path, specs: Sequence[str], trash: bool = False) -> list[Run]:
     from ._runs import TRASH_DIR, RunList, select_runs
 
@@ -408,7 +413,7 @@ def runs_info(
     group_runs_dir: Path, run_spec: str, as_json: bool, runs_dir: Path | None, guildfile: Path | None
 ) -> None:
     """Show one run's record: flags, status, command, hook trace, environment."""
-    runs_dir = _runs_dir(runs_dir, guildfile) if (runs_dir or guildfile) else group_runs_dir
+    runs_dir = _sub_runs_dir(group_runs_dir, runs_dir, guildfile)
     r = _select_one(runs_dir, run_spec)
     from ._launch import display_command
 
@@ -474,7 +479,7 @@ def runs_delete(
     from ._manage import delete
     from ._runs import with_trials
 
-    runs_dir = _runs_dir(runs_dir, guildfile) if (runs_dir or guildfile) else group_runs_dir
+    runs_dir = _sub_runs_dir(group_runs_dir, runs_dir, guildfile)
     chosen = with_trials(_select(runs_dir, specs))
     _confirm(f"Delete {len(chosen)} run(s) (to the trash)?", yes)
     for r in delete(chosen, force=force):
@@ -525,7 +530,7 @@ def _from_trash(
 ) -> None:
     from ._runs import with_trials
 
-    runs_dir = _runs_dir(runs_dir, guildfile) if (runs_dir or guildfile) else group_runs_dir
+    runs_dir = _sub_runs_dir(group_runs_dir, runs_dir, guildfile)
     chosen = with_trials(_select(runs_dir, specs, trash=True))  # a batch goes with its trials
     if not chosen:
         click.echo("the trash is empty", err=True)
