@@ -230,9 +230,15 @@ def test_bad_slurm_keys_fail_at_load_before_staging(project: Path, snippet: str,
 # --- single-node cluster ------------------------------------------------------------------------------
 
 
+def logs(project: Path) -> str:
+    """Every run's output.log, for a failure message."""
+    return "\n".join(f"--- {d.name}/output.log\n{(d / 'output.log').read_text(errors='replace')}"
+                     for d in sorted((project / "runs").glob("*/")) if (d / "output.log").exists())
+
+
 def test_two_ranks_through_sbatch(single: None, project: Path) -> None:
     p = gl(project, "run", "hello", "-y")
-    assert p.returncode == 0, p.stderr
+    assert p.returncode == 0, p.stderr + p.stdout + logs(project)
     (r,) = runs(project)
     assert r["status"] == "completed" and r["exit_code"] == 0
     assert r["remote"]["backend"] == "slurm" and r["remote"]["job_id"]
@@ -248,7 +254,7 @@ def test_two_ranks_through_sbatch(single: None, project: Path) -> None:
 
 def test_batch_of_four_trials(single: None, project: Path) -> None:
     p = gl(project, "run", "quick", "n=[1,2,3,4]", "-y")
-    assert p.returncode == 0, p.stderr
+    assert p.returncode == 0, p.stderr + p.stdout + logs(project)
     rs = runs(project)
     batch = next(r for r in rs if r["is_batch"])
     trials = [r for r in rs if r["is_trial"]]
@@ -278,7 +284,7 @@ def test_stop_cancels_the_job(single: None, project: Path) -> None:
              if (run_dir / "output.log").exists() else False)
     job = raw(run_dir)["remote"]["job_id"]
     p = gl(project, "stop", "1")
-    assert p.returncode == 0, p.stderr
+    assert p.returncode == 0, p.stderr + p.stdout + logs(project)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     (r,) = runs(project)
@@ -291,7 +297,7 @@ def test_stop_cancels_the_job(single: None, project: Path) -> None:
 
 def test_plain_scancel_is_not_running_on_read(single: None, project: Path) -> None:
     p = gl(project, "run", "sleepy", "-y", "--detach")
-    assert p.returncode == 0, p.stderr
+    assert p.returncode == 0, p.stderr + p.stdout + logs(project)
     assert "submitted" in p.stderr
     (r,) = runs(project)
     assert r["status"] in ("pending", "running")
