@@ -472,6 +472,32 @@ def test_torchrun_launcher_sets_rank_for_a_module_main(make_project: Callable[..
     assert scalars(rec["run_dir"]) == [{"step": 4, "key": "loss", "value": 0.25}]
 
 
+OPEN_GROUP = """\
+import os, sys, torch, torch.distributed as dist
+dist.init_process_group("gloo")
+out = [torch.empty(1) for _ in range(dist.get_world_size())]
+dist.all_gather(out, torch.ones(1))
+print("rank", os.environ["RANK"], "done", flush=True)
+sys.exit(int(sys.argv[-1].split("=")[1]) if os.environ["RANK"] == "1" else 0)
+"""
+
+
+def test_ranks_that_leave_the_gloo_group_open_end_with_the_script_exit_code(
+    make_project: Callable[..., Project],
+) -> None:
+    # No destroy_process_group(): under plain torchrun, gloo aborts about half of such 4-rank runs
+    # at interpreter exit (SIGABRT after the work is done). The rank shim closes the group first.
+    proj = make_project(
+        "operations:\n  h: {main: open_group.py, nproc-per-node: 4, flags: {code: 0}}\n",
+        {"open_group.py": OPEN_GROUP},
+    )
+    batch = proj.run("h", "code=[0,0,0]")
+    trials = [json.loads((proj.runs / t / "run.json").read_text()) for t in batch["trials"]]
+    assert [(t["status"], t["exit_code"]) for t in trials] == [("completed", 0)] * 3, [t.get("error") for t in trials]
+    failed = proj.run("h", "code=3", expect=3)
+    assert (failed["status"], failed["exit_code"]) == ("error", 3)
+
+
 def test_python_launcher_refuses_several_processes(make_project: Callable[..., Project]) -> None:
     proj = make_project(
         "operations:\n  train: {main: show.py, launcher: python, nproc-per-node: 2}\n", {"show.py": SHOW}

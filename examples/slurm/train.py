@@ -76,3 +76,5 @@ for step in range(start, args.steps):
 
 if rank == 0:
     print(f"done: {args.steps} steps, world size {world}", flush=True)
+if world > 1:
+    dist.destroy_process_group()
