@@ -98,7 +98,7 @@ class Bench:
     def g(self, *args: str) -> Callable[[], None]:
         return lambda: _call([str(self.guild), *args], self.gproj, self.genv)
 
-    def l(self, *args: str) -> Callable[[], None]:
+    def lite(self, *args: str) -> Callable[[], None]:
         return lambda: _call([*self.lite, *args], self.lproj, self.lenv)
 
     def bare(self) -> Callable[[], None]:
@@ -157,7 +157,7 @@ def make_guild_runs(b: Bench, n: int) -> None:
 def make_guildlite_runs(b: Bench, n: int) -> None:
     """One real guildlite run, copied n times with new ids and times."""
     _clear(b.lite_runs)
-    b.l("run", "train", "-y")()
+    b.lite("run", "train", "-y")()
     (src,) = [d for d in b.lite_runs.iterdir() if not d.name.startswith(".")]
     rec = json.loads((src / "run.json").read_text())
     t0 = datetime(2020, 9, 13, tzinfo=timezone.utc)
@@ -204,15 +204,15 @@ def main() -> None:
         rows: list[tuple[str, float | None, float | None, str]] = []
 
         print("timing start-up ...", file=sys.stderr, flush=True)
-        t = b.time_cases({"guild": b.g("--help"), "lite": b.l("--help")}, repeat=max(10, a.repeat))
+        t = b.time_cases({"guild": b.g("--help"), "lite": b.lite("--help")}, repeat=max(10, a.repeat))
         rows.append(("CLI start-up (`--help`)", t["lite"], t["guild"], ""))
 
         print("timing single runs ...", file=sys.stderr, flush=True)
         t = b.time_cases({
             "bare": b.bare(),
             "guild": b.g("run", "train", "-y"),
-            "lite": b.l("run", "train", "-y"),
-            "lite-tr": b.l("run", "train-tr", "-y"),
+            "lite": b.lite("run", "train", "-y"),
+            "lite-tr": b.lite("run", "train-tr", "-y"),
         })
         rows.append(("one tiny run, wall (guildlite `launcher: python`)", t["lite"], t["guild"], ""))
         rows.append((f"one tiny run, overhead over bare `python train.py` ({fmt(t['bare'])})",
@@ -222,15 +222,15 @@ def main() -> None:
 
         print("timing 2-trial batches ...", file=sys.stderr, flush=True)
         t = b.time_cases({"guild": b.g("run", "train", "lr=[0.1,0.01]", "-y"),
-                          "lite": b.l("run", "train", "lr=[0.1,0.01]", "-y")})
+                          "lite": b.lite("run", "train", "lr=[0.1,0.01]", "-y")})
         rows.append(("2-trial batch `lr=[0.1,0.01]`, wall", t["lite"], t["guild"], "guildlite: a batch run + 2 trials"))
 
         for n in [int(x) for x in a.sizes.split(",") if x.strip()]:
             print(f"making {n} runs for each tool ...", file=sys.stderr, flush=True)
             make_guild_runs(b, n)
             make_guildlite_runs(b, n)
-            t = b.time_cases({"guild": b.g("runs"), "lite": b.l("runs"),
-                              "guild-a": b.g("runs", "-a"), "lite-a": b.l("runs", "--all")})
+            t = b.time_cases({"guild": b.g("runs"), "lite": b.lite("runs"),
+                              "guild-a": b.g("runs", "-a"), "lite-a": b.lite("runs", "--all")})
             rows.append((f"list {n} runs, default page (`runs`)", t["lite"], t["guild"], "newest 20 (both)"))
             rows.append((f"list {n} runs, all (`runs -a` / `runs --all`)", t["lite-a"], t["guild-a"], ""))
 

@@ -69,12 +69,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="10000,100000")
     ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
-    cases = [
-        ("runs (newest 20)", ["runs"]),
-        ("runs --status error", ["runs", "--status", "error"]),
-        ("compare --status error", ["compare", "--status", "error"]),
-        ("compare (all)", ["compare", "--csv"]),
-    ]
+    cases = [["runs"], ["runs", "--status", "error"], ["compare", "--status", "error"], ["compare"]]
     print("| runs | command | cold ms | warm ms (best) |")
     print("|---:|---|---:|---:|")
     for n in [int(x) for x in a.sizes.split(",")]:
@@ -83,7 +78,7 @@ def main() -> None:
             t = time.perf_counter()
             make_runs(tmp / "runs", n)
             print(f"<!-- made {n} runs in {time.perf_counter() - t:.1f} s -->", file=sys.stderr)
-            for label, args in cases:
+            for args in cases:
                 cold, _ = timed(args, tmp / "runs")
                 warm = min(timed(args, tmp / "runs")[0] for _ in range(a.repeat))
                 print(f"| {n} | `guildlite {' '.join(args)}` | {cold * 1000:.0f} | {warm * 1000:.0f} |", flush=True)

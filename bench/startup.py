@@ -120,7 +120,7 @@ def main() -> None:
             ("`guildlite ops` (example project)", [*GUILDLITE, "ops"], base),
         ]
         times: dict[str, list[float]] = {name: [] for name, _, _ in cases}
-        for name, argv, env in cases:  # warm-up: page cache, .pyc files
+        for _, argv, env in cases:  # warm-up: page cache, .pyc files
             call(argv, proj, env)
         for _ in range(a.repeat):
             for name, argv, env in cases:

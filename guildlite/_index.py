@@ -65,17 +65,17 @@ class _Index:
             self.db.close()
 
 
-def load_summaries(
+def load_records(
     runs: RunList,
     ids: Sequence[str] | None = None,
     scalars: bool = False,
     where: Callable[[dict[str, Any]], bool] | None = None,
-) -> list[tuple[Run, dict[str, Any]]]:
-    """``(run, scalar summary)`` for ``ids`` (default: all of ``runs``), in order.
+) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """``(run dir name, summary record, scalar summary)`` for ``ids`` (default: all of ``runs``), in order.
 
-    ``where`` filters on the (liveness-derived) record before a Run is built. The scalar summary
-    is {} unless ``scalars``. Runs whose run.json vanished are skipped. These Runs hold the
-    summary fields only (no op_def, hook trace or attrs): use ``load_run`` for a whole record.
+    The records hold the summary fields of ``run.json`` only (no op_def, hook trace or attrs),
+    with liveness-derived status; ``where`` filters on them. The scalar summary is {} unless
+    ``scalars``. Runs whose run.json vanished are skipped.
     """
     root = str(runs.dir)
     index = _Index(runs.dir)
@@ -105,6 +105,18 @@ def load_summaries(
         rec = derive_status(rec)
         if where is not None and not where(rec):
             continue
-        out.append((run_from_record(Path(base), rec), json.loads(summary_text) if scalars and summary_text else {}))
+        out.append((run_id, rec, json.loads(summary_text) if scalars and summary_text else {}))
     index.flush(keep=set(runs.ids))
     return out
+
+
+def load_summaries(
+    runs: RunList,
+    ids: Sequence[str] | None = None,
+    scalars: bool = False,
+    where: Callable[[dict[str, Any]], bool] | None = None,
+) -> list[tuple[Run, dict[str, Any]]]:
+    """As ``load_records``, with each record as a Run (summary fields only: use ``load_run`` for a
+    whole record)."""
+    return [(run_from_record(runs.dir / name, rec), summary)
+            for name, rec, summary in load_records(runs, ids, scalars, where)]

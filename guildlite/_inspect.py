@@ -11,53 +11,58 @@ from typing import Any, Mapping, Sequence
 
 from ._errors import GuildliteError
 from ._runs import META_DIR, Run
-from ._scalars import summarize
 
 _RUN_FILES = {"run.json", "output.log", "scalars.jsonl"}
 _BASE_COLS = ("id", "op", "status", "started", "time", "label", "batch")
 
 
+def seconds_between(started: str | None, stopped: str | None) -> float | None:
+    """Seconds from ``started`` to ``stopped`` (ISO times; to now while running)."""
+    if not started:
+        return None
+    end = datetime.fromisoformat(stopped) if stopped else datetime.now().astimezone()
+    return round((end - datetime.fromisoformat(started)).total_seconds(), 3)
+
+
 def duration(run: Run) -> float | None:
     """Seconds from start to stop (to now while running)."""
-    if not run.started:
-        return None
-    end = datetime.fromisoformat(run.stopped) if run.stopped else datetime.now().astimezone()
-    return round((end - datetime.fromisoformat(run.started)).total_seconds(), 3)
+    return seconds_between(run.started, run.stopped)
 
 
 def compare_table(
-    runs: Sequence[Run], min_max: bool = False, scalars: Mapping[str, dict[str, Any]] | None = None
+    records: Sequence[Mapping[str, Any]], scalars: Mapping[str, dict[str, Any]], min_max: bool = False
 ) -> tuple[list[str], list[dict[str, Any]]]:
-    """Columns and one row per run: id, op, status, started, time, every flag, every scalar.
+    """Columns and one row per run record: id, op, status, started, time, every flag, every scalar.
 
-    ``scalars`` maps run ids to scalar summaries already at hand (from the index).
+    ``scalars`` maps run ids to scalar summaries (``load_records(..., scalars=True)``).
     """
-    flag_cols: list[str] = []
-    scalar_cols: list[str] = []
+    flag_cols: dict[str, None] = {}
+    scalar_cols: dict[str, None] = {}
     rows = []
-    for run in runs:
+    for rec in records:
+        flags = rec.get("flags") or {}
         row: dict[str, Any] = {
-            "id": run.id,
-            "op": run.op,
-            "status": run.status,
-            "started": run.started,
-            "time": duration(run),
-            "label": run.label,
-            "batch": run.parent_id,
+            "id": rec.get("id"),
+            "op": rec.get("op"),
+            "status": rec.get("status"),
+            "started": rec.get("started"),
+            "time": seconds_between(rec.get("started"), rec.get("stopped")),
+            "label": rec.get("label"),
+            "batch": rec.get("parent"),
         }
-        for k, v in run.flags.items():
-            if k not in flag_cols:
-                flag_cols.append(k)
-            row[k] = v
-        summary = scalars[run.id] if scalars is not None and run.id in scalars else summarize(run.paths.scalars)
-        for key, s in summary.items():
-            if key in run.flags or key in _BASE_COLS:
+        if any(k in _BASE_COLS for k in flags):  # a flag named like a base column keeps its own
+            flags = {f"{k} (flag)" if k in _BASE_COLS else k: v for k, v in flags.items()}
+        flag_cols.update(dict.fromkeys(flags))
+        row.update(flags)
+        for key, s in scalars.get(row["id"], {}).items():
+            if key in flags or key in _BASE_COLS:
                 key = f"{key} (scalar)"  # a scalar named like a flag keeps its own column
-            names = [key, f"{key}.min", f"{key}.max"] if min_max else [key]
-            for name, value in zip(names, (s["last"], s["min"], s["max"])):
-                if name not in scalar_cols:
-                    scalar_cols.append(name)
-                row[name] = value
+            if min_max:
+                cells = {key: s["last"], f"{key}.min": s["min"], f"{key}.max": s["max"]}
+            else:
+                cells = {key: s["last"]}
+            scalar_cols.update(dict.fromkeys(cells))
+            row.update(cells)
         rows.append(row)
     return [*_BASE_COLS, *flag_cols, *scalar_cols], rows
 

@@ -454,6 +454,16 @@ def test_compare_unknown_column_is_exit_2(runs: Runs, args: list[str], needle: s
     assert "columns: id, op, status, started, time, label, batch, lr, epochs, code, loss" in line
 
 
+def test_compare_flags_named_like_base_columns_keep_their_own(tmp_path: Path) -> None:
+    gf = "operations:\n  t:\n    main: t.py\n    launcher: python\n    flags: {batch: 32, status: x}\n"
+    proj = Project(root=write_project(tmp_path / "p", gf, {"t.py": "print('loss: 1.5')\n"}), runs_dir=tmp_path / "r")
+    assert proj.run("run", "t", "batch=[16,64]", "-y").returncode == 0
+    rows = json.loads(proj.run("compare", "--json").stdout)
+    batch_id = next(p.name for p in proj.run_dirs() if proj.record(p.name)["is_batch"])
+    assert sorted((r["batch"], r["batch (flag)"], r["status"], r["status (flag)"]) for r in rows) == [
+        (batch_id, 16, "completed", "x"), (batch_id, 64, "completed", "x")]
+
+
 def test_explicit_guildfile_and_runs_dir_options(runs: Runs, tmp_path: Path) -> None:
     """From another directory, with no GUILDLITE_RUNS_DIR: -f and --runs-dir find the runs."""
     env = clean_env()

@@ -74,7 +74,7 @@ for arg in sys.argv[1:]:
             attempt = val
     if isinstance(globals()[key], float) and isinstance(attempt, int) and not isinstance(attempt, bool):
         attempt = float(attempt)
-    assert type(attempt) == type(globals()[key]), f"{key}: {val!r} is not a {type(globals()[key]).__name__}"
+    assert type(attempt) is type(globals()[key]), f"{key}: {val!r} is not a {type(globals()[key]).__name__}"
     print(f"Overriding: {key} = {attempt}")
     globals()[key] = attempt
 config = {k: globals()[k] for k in config_keys}
