@@ -1,7 +1,7 @@
 """Helpers for the fault-injection tests: a probe project, real guildlite processes, kill triggers,
 process scans and the run-store invariants checked after every fault.
 
-Everything here drives the real CLI in subprocesses (``python -m guildlite``) and reads the real
+Everything here drives the real CLI in subprocesses (conftest's ``GUILDLITE``) and reads the real
 run store; nothing in guildlite is patched.
 
 The probe project
@@ -26,7 +26,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -35,10 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from guildlite._runs import ACTIVE, RunList, RunNotFoundError, load_run
+from conftest import GUILDLITE, TRACEBACK, live_procs
 
-GUILDLITE = [sys.executable, "-m", "guildlite"]
-TRACEBACK = "Traceback (most recent call last)"
+from guildlite._runs import ACTIVE, RunList, RunNotFoundError, load_run
 
 JOB_SCRIPT = r'''
 import os, signal, sys, time
@@ -164,12 +162,6 @@ def spawn(args: Sequence[str], cwd: Path, env: dict[str, str], stderr: Any = sub
 # --- processes -----------------------------------------------------------------------------------
 
 
-def _state(pid: int) -> bytes:
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        stat = f.read()
-    return stat[stat.rfind(b")") + 2 :][:1]
-
-
 @dataclass(frozen=True)
 class Proc:
     pid: int
@@ -183,25 +175,11 @@ class Proc:
 def marker_procs(marker: str) -> list[Proc]:
     """Live (non-zombie) processes with ``marker`` in their command line or environment."""
     needle = marker.encode()
-    me = os.getpid()
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == me:
-            continue
-        pid = int(name)
-        try:
-            if _state(pid) in (b"Z", b"X"):
-                continue
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read()
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                env = f.read()
-        except OSError:
-            continue
-        if needle in cmd or needle in env:
-            text = cmd.replace(b"\0", b" ").decode(errors="replace").strip()
-            out.append(Proc(pid, text, b"\0TORCHELASTIC_RUN_ID=" in b"\0" + env))
-    return out
+    return [
+        Proc(pid, cmd.replace(b"\0", b" ").decode(errors="replace").strip(), b"\0TORCHELASTIC_RUN_ID=" in b"\0" + env)
+        for pid, cmd, env in live_procs()
+        if needle in cmd or needle in env
+    ]
 
 
 def wait_gone(marker: str, timeout: float) -> list[Proc]:

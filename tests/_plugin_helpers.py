@@ -1,8 +1,7 @@
 """Helpers for the plugin tests (tests/test_plugins.py, tests/test_examples.py).
 
-Self-contained on purpose (no dependency on conftest.py): a tiny project on disk with a
-recording plugin module, the real ``guildlite`` CLI in subprocesses, and the processes a test
-started.
+A tiny project on disk with a recording plugin module, built on conftest.py's ``Project`` (the
+real ``guildlite`` CLI in subprocesses, and the processes a test started).
 
 The recording plugin (``recplug.Rec``) appends one JSON line per hook call to the file named by
 ``$PLUGTEST_EVENTS`` (or its ``log`` arg). Each line holds what the hook saw: the run's id,
@@ -17,28 +16,19 @@ act and ``...finished.rank<N>`` as its last, so a test can tell whether a job wa
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import textwrap
-import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, ClassVar
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT, Project, clean_env, load_record, run_guildlite
+
 EXAMPLES = ROOT / "examples"
-_SCRIPT = Path(sys.executable).with_name("guildlite")
-GUILDLITE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "guildlite"]
-TRACEBACK = "Traceback (most recent call last)"
-MARKER_ENV = "PLUGTEST_PROC_MARKER"
 HOOKS = ("on_run_staged", "on_run_begin", "on_run_end")
 BUILTINS = ("SourceSnapshot", "EnvCapture", "OutputScalars")
-
-T = TypeVar("T")
 
 # The job: no heavy imports. Flags arrive as --name=value.
 JOB_SCRIPT = textwrap.dedent(
@@ -238,23 +228,17 @@ def guildfile_text(
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment less GUILDLITE_*/PLUGTEST_* settings, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GUILDLITE_", "PLUGTEST_"))}
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env.update(extra)
-    return env
-
-
 @dataclass
-class PluginProject:
+class PluginProject(Project):
     """A project dir (guildfile.yml, job.py, recplug.py), its runs dir, and its bookkeeping files."""
 
-    root: Path
-    runs_dir: Path
-    work: Path
+    marker_env: ClassVar[str] = "PLUGTEST_PROC_MARKER"
     marker: str = field(default_factory=lambda: f"plugtest-{uuid.uuid4().hex[:12]}")
-    spawned: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    @property
+    def work(self) -> Path:
+        """The bookkeeping dir, next to the project dir."""
+        return self.root.with_name(f"{self.root.name}-work")
 
     @property
     def events_path(self) -> Path:
@@ -271,32 +255,16 @@ class PluginProject:
     @property
     def env(self) -> dict[str, str]:
         return clean_env(
-            GUILDLITE_RUNS_DIR=str(self.runs_dir),
+            self.runs_dir,
             PLUGTEST_EVENTS=str(self.events_path),
             PLUGTEST_IMPORTS=str(self.imports_path),
             PLUGTEST_MARKERS=str(self.markers),
-            **{MARKER_ENV: self.marker},
+            **{self.marker_env: self.marker},
         )
 
     def write_guildfile(self, text: str) -> Path:
         p = self.root / "guildfile.yml"
         p.write_text(text)
-        return p
-
-    def run(self, *args: str, timeout: float = 120, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        """``guildlite ARGS`` in the project dir, to its end."""
-        return subprocess.run(
-            [*GUILDLITE, *args], cwd=self.root, env={**self.env, **(env or {})}, stdin=subprocess.DEVNULL,
-            capture_output=True, text=True, timeout=timeout, check=False,
-        )
-
-    def spawn(self, *args: str) -> subprocess.Popen[str]:
-        """``guildlite ARGS`` started, not waited for (killed at teardown if still alive)."""
-        p = subprocess.Popen(
-            [*GUILDLITE, *args], cwd=self.root, env=self.env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        self.spawned.append(p)
         return p
 
     def events(self, hook: str | None = None, plugin: str | None = None) -> list[dict[str, Any]]:
@@ -305,21 +273,9 @@ class PluginProject:
         rows = [json.loads(line) for line in self.events_path.read_text().splitlines() if line.strip()]
         return [r for r in rows if (hook is None or r["hook"] == hook) and (plugin is None or r["plugin"] == plugin)]
 
-    def run_dirs(self) -> list[Path]:
-        if not self.runs_dir.is_dir():
-            return []
-        return sorted(p for p in self.runs_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-
     def records(self) -> list[dict[str, Any]]:
-        return [json.loads((d / "run.json").read_text()) for d in self.run_dirs()]
-
-    def record(self, run_id: str) -> dict[str, Any]:
-        return json.loads((self.runs_dir / run_id / "run.json").read_text())
-
-    def only_record(self) -> dict[str, Any]:
-        recs = self.records()
-        assert len(recs) == 1, [r["id"] for r in recs]
-        return recs[0]
+        """Every run's raw run.json, oldest first; a run dir without one fails the test."""
+        return [load_record(d) for d in self.run_dirs()]
 
     def started(self, run_id: str | None = None) -> list[Path]:
         """Marker files of jobs that started (of one run, or of any)."""
@@ -332,71 +288,16 @@ class PluginProject:
             return []
         return sorted(self.markers.glob(f"{run_id or '*'}.finished.rank*"))
 
-    def procs(self) -> list[int]:
-        return marker_procs(self.marker)
-
-    def cleanup(self) -> None:
-        for p in self.spawned:
-            if p.poll() is None:
-                p.kill()
-            try:
-                p.communicate(timeout=10)
-            except (subprocess.TimeoutExpired, ValueError):
-                pass
-        for pid in marker_procs(self.marker):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-
 
 def make_plugin_project(base: Path, guildfile: str | None = None, name: str = "project") -> PluginProject:
     root = base / name
     root.mkdir(parents=True)
     (root / "job.py").write_text(JOB_SCRIPT)
     (root / "recplug.py").write_text(RECPLUG)
-    work = base / f"{name}-work"
-    (work / "markers").mkdir(parents=True)
-    proj = PluginProject(root=root, runs_dir=base / f"{name}-runs", work=work)
+    proj = PluginProject(root=root, runs_dir=base / f"{name}-runs")
+    proj.markers.mkdir(parents=True)
     proj.write_guildfile(guildfile or guildfile_text())
     return proj
-
-
-# --- polling and processes ------------------------------------------------------------------------
-
-
-def wait_until(pred: Callable[[], T], timeout: float = 60.0, interval: float = 0.05, what: str = "") -> T:
-    """Poll ``pred`` until it returns something truthy (returned); fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or pred}")
-        time.sleep(interval)
-
-
-def marker_procs(marker: str) -> list[int]:
-    """Pids of live (non-zombie) processes whose environment holds ``PLUGTEST_PROC_MARKER=<marker>``."""
-    needle = f"{MARKER_ENV}={marker}".encode()
-    me = os.getpid()
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == me:
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-            if stat[stat.rfind(b")") + 2 :][:1] in (b"Z", b"X"):
-                continue
-            with open(f"/proc/{name}/environ", "rb") as f:
-                env = f.read()
-        except OSError:
-            continue
-        if needle in env.split(b"\0"):
-            out.append(int(name))
-    return out
 
 
 def hook_sequence(trace: Iterable[Mapping[str, Any]], hook: str) -> list[str]:
@@ -411,9 +312,7 @@ def run_example(
 
     ``-f`` is an option of ``run`` (not of the ``guildlite`` group); the cwd is outside the example.
     """
-    env = clean_env(GUILDLITE_RUNS_DIR=str(runs_dir), **(extra_env or {}))
-    return subprocess.run(
-        [*GUILDLITE, "run", "-f", str(EXAMPLES / name / "guildfile.yml"), *args, "-y"],
-        cwd=runs_dir.parent, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-        timeout=timeout, check=False,
+    return run_guildlite(
+        "run", "-f", str(EXAMPLES / name / "guildfile.yml"), *args, "-y",
+        cwd=runs_dir.parent, env=clean_env(runs_dir, **(extra_env or {})), timeout=timeout,
     )

@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, ClassVar, TypeVar
 
 import pytest
 
@@ -113,8 +113,8 @@ def property_settings(max_examples: int = 200) -> Any:
 
 
 def clean_env(runs_dir: Path | None = None, marker: str | None = None, **extra: str) -> dict[str, str]:
-    """This process's environment less any GUILDLITE_* settings, plus the given ones."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GUILDLITE_", MARKER_ENV))}
+    """This process's environment less any GUILDLITE_* settings and test markers, plus the given ones."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GUILDLITE_", MARKER_ENV, "PLUGTEST_"))}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     if runs_dir is not None:
         env["GUILDLITE_RUNS_DIR"] = str(runs_dir)
@@ -191,31 +191,30 @@ def wait_until(pred: Callable[[], T], timeout: float = 30.0, interval: float = 0
         time.sleep(interval)
 
 
-def _state(pid: int) -> bytes:
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        stat = f.read()
-    return stat[stat.rfind(b")") + 2 :][:1]
-
-
-def marker_procs(marker: str) -> list[int]:
-    """Pids of live (non-zombie) processes whose environment holds ``GLT_MARKER=<marker>``."""
-    needle = f"{MARKER_ENV}={marker}".encode()
+def live_procs() -> Iterator[tuple[int, bytes, bytes]]:
+    """(pid, raw cmdline, raw environ) of each live (non-zombie) process but this one that we may read."""
     me = os.getpid()
-    out = []
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == me:
             continue
-        pid = int(name)
         try:
-            if _state(pid) in (b"Z", b"X"):
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+            if stat[stat.rfind(b")") + 2 :][:1] in (b"Z", b"X"):
                 continue
-            with open(f"/proc/{pid}/environ", "rb") as f:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                cmd = f.read()
+            with open(f"/proc/{name}/environ", "rb") as f:
                 env = f.read()
         except OSError:
             continue
-        if needle in env.split(b"\0"):
-            out.append(pid)
-    return out
+        yield int(name), cmd, env
+
+
+def marker_procs(marker: str, marker_env: str = MARKER_ENV) -> list[int]:
+    """Pids of live (non-zombie) processes whose environment holds ``<marker_env>=<marker>``."""
+    needle = f"{marker_env}={marker}".encode()
+    return [pid for pid, _, env in live_procs() if needle in env.split(b"\0")]
 
 
 def proc_cmdline(pid: int) -> str:
@@ -239,9 +238,9 @@ def wait_no_marker_procs(marker: str, timeout: float = 30.0) -> None:
         time.sleep(0.1)
 
 
-def kill_marker_procs(marker: str) -> None:
+def kill_marker_procs(marker: str, marker_env: str = MARKER_ENV) -> None:
     """SIGKILL every process this test started (found by its marker), by pid."""
-    for pid in marker_procs(marker):
+    for pid in marker_procs(marker, marker_env):
         try:
             os.kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -292,6 +291,7 @@ def write_project(root: Path, guildfile: str = HELLO_GUILDFILE, files: Mapping[s
 class Project:
     """A project dir, its runs dir (outside it), and the marker of every process it starts."""
 
+    marker_env: ClassVar[str] = MARKER_ENV  # the variable that carries ``marker``
     root: Path
     runs_dir: Path
     marker: str = field(default_factory=lambda: f"glt-{uuid.uuid4().hex[:12]}")
@@ -334,7 +334,7 @@ class Project:
         return recs[0]
 
     def procs(self) -> list[int]:
-        return marker_procs(self.marker)
+        return marker_procs(self.marker, self.marker_env)
 
     def cleanup(self) -> None:
         for p in self.spawned:
@@ -344,7 +344,7 @@ class Project:
                 p.communicate(timeout=10)
             except (subprocess.TimeoutExpired, ValueError):
                 pass
-        kill_marker_procs(self.marker)
+        kill_marker_procs(self.marker, self.marker_env)
 
 
 @pytest.fixture

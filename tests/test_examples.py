@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _plugin_helpers import EXAMPLES, GUILDLITE, TRACEBACK, clean_env, hook_sequence, run_example
+from _plugin_helpers import EXAMPLES, hook_sequence, run_example
+from conftest import GUILDLITE, TRACEBACK, clean_env
 
 PLUGIN_EXAMPLES = {
     "timing-plugin": "timing.py",

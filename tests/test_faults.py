@@ -27,7 +27,6 @@ from pathlib import Path
 
 import pytest
 from _faults import (
-    TRACEBACK,
     Injection,
     Injector,
     Outcome,
@@ -46,6 +45,7 @@ from _faults import (
     summarize,
     wait_gone,
 )
+from conftest import TRACEBACK
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux (/proc, prctl)")
 NEEDS_CHILDREN = pytest.mark.skipif(not Path(f"/proc/self/task/{os.getpid()}/children").exists(),

@@ -25,7 +25,8 @@ from typing import Any, Callable
 
 import pytest
 import yaml
-from _faults import TRACEBACK, base_env, guildlite, new_marker
+from _faults import base_env, guildlite, new_marker
+from conftest import TRACEBACK
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 

@@ -21,16 +21,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from _plugin_helpers import (
-    BUILTINS,
-    HOOKS,
-    TRACEBACK,
-    PluginProject,
-    guildfile_text,
-    hook_sequence,
-    make_plugin_project,
-    wait_until,
-)
+from _plugin_helpers import BUILTINS, HOOKS, PluginProject, guildfile_text, hook_sequence, make_plugin_project
+from conftest import TRACEBACK, wait_until
 
 from guildlite import Plugin, StopRun, hook
 from guildlite._guildfile import PluginSpec
