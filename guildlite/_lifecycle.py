@@ -146,7 +146,7 @@ class Session:
         """Call ``on_run_begin`` and start the job; None if the run ended instead."""
         if run.status != "staged":
             return None  # vetoed or failed while staging: already ended
-        if self.stopping is not None:
+        if self.stopping is not None or run.paths.stop_request.exists():  # `guildlite stop TRIAL`
             self.end(run, "terminated", error={"message": "stopped before it started"})
             return None
         run.status = "pending"

@@ -72,17 +72,27 @@ def set_tags(runs: Sequence[Run], changes: Sequence[str]) -> None:
         r.update(tags=tags)
 
 
+def waiting_trial(run: Run) -> bool:
+    """A staged trial of a batch that is still going: ``stop`` keeps it from starting."""
+    batch = run.parent if run.status == "staged" and run.is_trial else None
+    return batch is not None and batch.status in ACTIVE
+
+
 def stop(
     runs: Sequence[Run],
     timeout: float = 30.0,
     force: bool = False,
     log: Callable[[str], None] = print,
 ) -> list[Run]:
-    """SIGTERM each run's owning guildlite process, which stops the job and records the end.
+    """SIGTERM each run's owning guildlite process, which stops the job and records the end; a
+    staged trial of a live batch is marked so that the batch ends it ``terminated`` unstarted.
 
     Waits up to ``timeout`` for every run to leave pending/running; then, with ``force``, SIGKILLs
     the job (torchrun and its ranks) and the owner. Returns the runs as finally read.
     """
+    for r in runs:
+        if waiting_trial(r):  # its batch skips it when its turn comes
+            r.paths.stop_request.touch()
     live = [r for r in runs if r.status in ACTIVE]
     for r in live:
         if isinstance(r.remote, dict):  # a SLURM job: scancel (recorded terminated, not requeued)

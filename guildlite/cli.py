@@ -751,15 +751,23 @@ def tag(args: tuple[str, ...], runs_dir: Path | None, guildfile: Path | None) ->
 @_runs_dir_option
 @_guildfile_option
 def stop(specs: tuple[str, ...], timeout: float, force: bool, runs_dir: Path | None, guildfile: Path | None) -> None:
-    """Stop running runs: SIGTERM through guildlite to torchrun and every rank; status terminated."""
+    """Stop running runs: SIGTERM through guildlite to torchrun and every rank; status terminated.
+
+    A trial still waiting in a running batch is not started (recorded terminated when its turn comes)."""
     from ._manage import stop as stop_runs
+    from ._manage import waiting_trial
 
     chosen = _select(_runs_dir(runs_dir, guildfile), specs)
+    waiting = [r for r in chosen if waiting_trial(r)]
     live = [r for r in chosen if r.status in ("pending", "running")]
-    if not live:
-        click.echo("nothing to stop: no selected run is running", err=True)
+    if not live and not waiting:
+        states = ", ".join(f"{r.id} is {r.status}" for r in chosen[:3]) + (", ..." if len(chosen) > 3 else "")
+        click.echo(f"nothing to stop: no selected run is running ({states})", err=True)
         return
-    for r in stop_runs(live, timeout=timeout, force=force, log=lambda m: click.echo(m, err=True)):
+    stopped = stop_runs([*waiting, *live], timeout=timeout, force=force, log=lambda m: click.echo(m, err=True))
+    for r in waiting:
+        click.echo(f"{r.id} staged: its batch will not start it")
+    for r in stopped:
         click.echo(f"{r.id} {r.status}")
 
 

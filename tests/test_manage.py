@@ -500,6 +500,24 @@ def test_stop_a_batch_stops_every_trial(proj: Proj) -> None:
     wait_no_marker_procs(proj.marker)
 
 
+def test_stop_a_trial_still_waiting_in_its_batch_keeps_it_from_starting(proj: Proj, tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    p, ids = _spawn_and_wait_running(proj, "wait", "hold=0", "lr=[0.1,0.2]", n_dirs=3, env={"GLT_GO": str(go)},
+                                     ready=lambda ds: sum(_running(d, "started") for d in ds) == 1)
+    batch = next(i for i in ids if _record(proj, i)["is_batch"])
+    first, second = _record(proj, batch)["trials"]
+    assert proj.status(second) == "staged"
+    assert proj.ok("stop", second) == f"{second} staged: its batch will not start it\n"
+    go.write_text("go")
+    code, _, err = _finish(p)
+    assert code != 0 and TRACEBACK not in err
+    rec = _record(proj, second)
+    assert (rec["status"], rec["error"]["message"], rec["started"]) == ("terminated", "stopped before it started", None)
+    assert proj.status(first) == "completed"
+    assert _record(proj, batch)["batch"]["summary"] == {"completed": 1, "terminated": 1}
+    assert proj.ends_of(second) == ["terminated"] and len(proj.ends_of(batch)) == 1
+
+
 def test_stop_waits_then_force_kills_a_job_that_ignores_sigterm(proj: Proj) -> None:
     p, (rid,) = _spawn_and_wait_running(proj, "stubborn", ready=lambda ds: _running(ds[0], "started"))
     cp = proj.run("stop", "--timeout", "0.5", rid)
@@ -525,7 +543,7 @@ def test_stop_force_reports_the_killed_run_terminated(proj: Proj) -> None:
 def test_stop_bad_input(proj: Proj) -> None:
     a = proj.stage()
     cp = proj.run("stop", a)  # staged, not running
-    assert cp.returncode == 0 and "nothing to stop: no selected run is running" in cp.stderr
+    assert cp.returncode == 0 and f"nothing to stop: no selected run is running ({a} is staged)" in cp.stderr
     assert_clean_error(proj.run("stop", "zzz"), 2, "no run matches 'zzz'")
     assert _record(proj, a)["status"] == "staged"
 
