@@ -42,6 +42,17 @@ class _Group(click.Group):
             ctx.exit(1)
 
 
+class _RunsGroup(_Group):
+    """``guildlite runs``: a word that is not a subcommand is most likely a run selector."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            raise click.UsageError(
+                f"'{args[0]}' is not a subcommand of runs ({', '.join(self.commands)}). To look at selected "
+                f"runs: guildlite compare {args[0]}, or guildlite runs info RUN", ctx)
+        return super().resolve_command(ctx, args)
+
+
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -310,7 +321,7 @@ def _where(
     return match
 
 
-@cli.group(cls=_Group, invoke_without_command=True, context_settings=CONTEXT)
+@cli.group(cls=_RunsGroup, invoke_without_command=True, context_settings=CONTEXT)
 @click.option("-a", "--all", "show_all", is_flag=True, help="Show every run (default: the newest 20).")
 @click.option("-n", "--limit", type=int, default=20, show_default=True, help="How many runs to show.")
 @click.option("--op", help="Only runs of this operation.")
