@@ -10,10 +10,11 @@ interpreter, and:
    --rdzv-endpoint=<first host>:<free port> --rdzv-id=$SLURM_JOB_ID ...`` (one agent per host) with
    ``GUILDLITE_RUN_DIR`` and ``GUILDLITE_RESTART_COUNT`` (the attempts before this one), appending
    every host's output to ``output.log``;
-4. on the time-limit warning (``--signal=B:USR1@signal-grace``) forwards SIGTERM so the script can
-   checkpoint, records the attempt ``preempted`` and requeues the job itself; on SIGTERM it asks
-   slurmctld why: a requeue (preemption, ``scontrol requeue``) is recorded ``preempted`` and the job
-   comes back in the same run dir, a cancel (``scancel``, ``guildlite stop``) is ``terminated``;
+4. on the time-limit warning (``--signal=B:USR1@signal-grace``) sends SIGTERM to the job's tasks
+   (``scancel --signal=TERM``) so the script can checkpoint, records the attempt ``preempted`` and
+   requeues the job itself; on SIGTERM it asks slurmctld why: a requeue (preemption, ``scontrol
+   requeue``) is recorded ``preempted`` and the job comes back in the same run dir, a cancel
+   (``scancel``, ``guildlite stop``) is ``terminated``;
 5. records the end (status, exit code, stop time), and with ``--detach`` (``hooks: supervisor``)
    fires the run's ``on_run_end`` and, as the last trial of a batch to end, the batch's
    (under a lock in the batch dir). Without ``--detach`` the submitting guildlite fires them.
@@ -171,11 +172,21 @@ class Supervisor:
 
     def _on_signal(self, sig: int, _frame: Any) -> None:
         self.why = self.why or ("timelimit" if sig == signal.SIGUSR1 else "term")
-        if self.proc is not None and self.proc.poll() is None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        if self.why == "timelimit":
+            # SIGTERM to every task of the job's steps (torchrun -> ranks), so the script can checkpoint.
+            # Not through srun: srun takes SIGTERM as "force termination" and SIGKILLs its tasks.
             try:
-                self.proc.send_signal(signal.SIGTERM)  # srun passes it on to every task (torchrun -> ranks)
-            except ProcessLookupError:
+                subprocess.Popen(["scancel", "--signal=TERM", self.job_id], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+                return
+            except OSError:
                 pass
+        try:  # a SIGTERM or Ctrl-C of the job, which SLURM also sends to every task
+            self.proc.send_signal(signal.SIGTERM)
+        except ProcessLookupError:
+            pass
 
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):

@@ -127,6 +127,11 @@ operations:
     main: train.py
     launcher: python
     flags: {steps: 20, step-seconds: 0.0}
+  train-limited:
+    main: train.py
+    launcher: python
+    flags: {steps: 400, step-seconds: 0.25}
+    slurm: {time: "1", signal-grace: 45, max-requeues: 1}
   hello-2hosts:
     main: hello.py
     nproc-per-node: 2
@@ -332,6 +337,33 @@ def test_requeue_resumes_in_the_same_run_dir(single: None, project: Path) -> Non
     assert [a["status"] for a in r["attempts"]] == ["preempted", "completed"]
     assert all(a["job_id"] == job for a in r["attempts"])
     assert len(ends(run_dir)) == 1
+
+
+def test_time_limit_warning_requeues_then_max_requeues_ends_in_error(single: None, project: Path) -> None:
+    # time 1 min, signal-grace 45 s: USR1 about 15 s into each attempt (SLURM may send it up to a minute early).
+    proc = gl_bg(project, "run", "train-limited", "-y")
+    run_dir = wait_for("the run dir", lambda: next(iter((project / "runs").glob("2*")), None)
+                       if (project / "runs").exists() else None)
+    script = (run_dir / "slurm.sbatch").read_text() if (run_dir / "slurm.sbatch").exists() else ""
+    wait_for("the first attempt preempted", lambda: [a["status"] for a in raw(run_dir).get("attempts", [])]
+             == ["preempted"], timeout=120)
+    job = raw(run_dir)["remote"]["job_id"]
+    wait_for("the job back in the queue", lambda: subprocess.run(
+        ["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout.strip() == "PENDING", timeout=30)
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)  # skip the 120 s hold-off
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode != 0, err
+    (r,) = runs(project)
+    log = (run_dir / "output.log").read_text()
+    assert r["status"] == "error", (r, log)
+    assert "reached the time limit; requeued 1 times (max-requeues 1)" in r["error"]["message"], r["error"]
+    assert [a["status"] for a in r["attempts"]] == ["preempted", "error"]
+    assert r["attempts"][0]["reason"] == "time limit warning (signal-grace)"
+    assert "restart 0" in log and "restart 1" in log and "resumed from step" in log, log
+    assert log.count("SIGTERM at step") == 2, log  # the script checkpointed at each warning
+    assert len(ends(run_dir)) == 1 and ends(run_dir)[0].startswith("error")
+    script = script or (run_dir / "slurm.sbatch").read_text()
+    assert "#SBATCH --time=1" in script and "#SBATCH --signal=B:USR1@45" in script and "#SBATCH --requeue" in script
 
 
 def test_sbatch_rejection_names_the_partition(single: None, project: Path) -> None:
