@@ -48,6 +48,25 @@ def purge(runs: Sequence[Run]) -> list[Run]:
     return list(runs)
 
 
+def abandoned_staging(runs_dir: Path, idle_seconds: float = 3600) -> list[Path]:
+    """``.staging-<id>`` dirs left by a guildlite killed while staging: unpublished, never listed,
+    and untouched for ``idle_seconds`` (staging takes seconds)."""
+    now = time.time()
+    out = []
+    try:
+        entries = list(os.scandir(runs_dir))
+    except OSError:
+        return []
+    for e in entries:
+        try:
+            if e.name.startswith(".staging-") and e.is_dir(follow_symlinks=False) and \
+                    now - e.stat(follow_symlinks=False).st_mtime > idle_seconds:
+                out.append(Path(e.path))
+        except OSError:
+            continue
+    return sorted(out)
+
+
 def trashed(runs_dir: Path) -> list[Run]:
     return list_runs(trash_dir(runs_dir))
 

@@ -523,11 +523,22 @@ def runs_restore(
 def runs_purge(
     group_runs_dir: Path, specs: tuple[str, ...], yes: bool, runs_dir: Path | None, guildfile: Path | None
 ) -> None:
-    """Delete trashed runs permanently (selectors count within the trash; default: all)."""
-    from ._manage import purge
+    """Delete trashed runs permanently (selectors count within the trash; default: all).
 
+    Without selectors, also delete what a guildlite killed while staging left behind (hidden
+    .staging-* dirs untouched for an hour)."""
+    import shutil
+
+    from ._manage import abandoned_staging, purge
+
+    leftovers = [] if specs else abandoned_staging(_sub_runs_dir(group_runs_dir, runs_dir, guildfile))
+    if leftovers:
+        _confirm(f"Delete {len(leftovers)} abandoned staging dir(s)?", yes)
+        for d in leftovers:
+            shutil.rmtree(d, ignore_errors=True)
+            click.echo(f"removed {d.name}")
     _from_trash(purge, "purged", "Permanently delete {n} run(s)? This cannot be undone.", group_runs_dir, specs,
-                yes, runs_dir, guildfile)
+                yes, runs_dir, guildfile, quiet_if_empty=bool(leftovers))
 
 
 def _from_trash(
@@ -539,13 +550,15 @@ def _from_trash(
     yes: bool,
     runs_dir: Path | None,
     guildfile: Path | None,
+    quiet_if_empty: bool = False,
 ) -> None:
     from ._runs import with_trials
 
     runs_dir = _sub_runs_dir(group_runs_dir, runs_dir, guildfile)
     chosen = with_trials(_select(runs_dir, specs, trash=True))  # a batch goes with its trials
     if not chosen:
-        click.echo("the trash is empty", err=True)
+        if not quiet_if_empty:
+            click.echo("the trash is empty", err=True)
         return
     _confirm(question.format(n=len(chosen)), yes)
     for r in action(chosen):

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
@@ -337,6 +338,22 @@ def test_purge_and_restore_by_selector(proj: Proj) -> None:
     assert_clean_error(proj.run("runs", "restore", a), 2, f"no run matches {a!r}")  # not in the trash
     assert_clean_error(proj.run("runs", "purge", "-y", "zzz"), 2, "no run matches 'zzz'")
     assert proj.trash() == [c]
+
+
+def test_purge_removes_staging_dirs_abandoned_an_hour_ago(proj: Proj) -> None:
+    a = proj.stage()
+    old, fresh = proj.runs_dir / ".staging-20200101T000000-000aaa", proj.runs_dir / ".staging-20200101T000001-000bbb"
+    for d in (old, fresh):
+        (d / "src").mkdir(parents=True)
+        (d / "src" / "train.py").write_text("x = 1\n")
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    cp = proj.run("runs", "purge")  # not a terminal: asks for -y
+    assert cp.returncode == 2 and "Delete 1 abandoned staging dir(s)? Pass -y" in cp.stderr and old.exists()
+    assert proj.ok("runs", "purge", "-y") == f"removed {old.name}\n"
+    assert not old.exists() and fresh.exists()  # one being staged right now is left alone
+    assert proj.ids() == [a]
+    assert proj.ok("runs", "purge", "-y", "--runs-dir", str(proj.runs_dir)) == ""  # nothing left to do
 
 
 def test_restore_refuses_to_overwrite(proj: Proj) -> None:
