@@ -176,6 +176,7 @@ class Launched(Protocol):
     status_after_start: str
     error_message: str | None
     signalled: int | None
+    end_hooks_ran: bool  # on_run_end already fired where the job ran (a SLURM node, its submitter gone)
 
     @property
     def pid(self) -> int | None: ...
@@ -195,11 +196,13 @@ class Job:
 
     The launcher interface (``guildlite._slurm.SlurmJob`` is the other implementation): ``start``,
     ``send(sig)``, ``kill``, ``pid``, ``signalled``, ``status_after_start`` (the run's status once
-    started) and ``error_message`` (why it failed, when the launcher knows better than an exit code).
+    started), ``error_message`` (why it failed, when the launcher knows better than an exit code)
+    and ``end_hooks_ran``.
     """
 
     status_after_start = "running"
     error_message: str | None = None
+    end_hooks_ran = False
 
     def __init__(
         self,

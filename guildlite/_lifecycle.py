@@ -203,24 +203,30 @@ class Session:
         exit_code = code if code >= 0 else 128 - code
         if code != 0:  # torchrun reports any failure as 1: the failing script's own code is better
             exit_code = rank_exit_code(run.paths.rank_exits) or exit_code
+        hooks = not job.end_hooks_ran
         if job.signalled is not None or run.paths.stop_request.exists():
-            self.end(run, "terminated", exit_code)
+            self.end(run, "terminated", exit_code, hooks=hooks)
         elif code == 0:
-            self.end(run, "completed", 0)
+            self.end(run, "completed", 0, hooks=hooks)
         else:
             msg = job.error_message or f"the job exited with code {exit_code}"
-            self.end(run, "error", exit_code, error={"message": msg})
+            self.end(run, "error", exit_code, error={"message": msg}, hooks=hooks)
 
-    def end(self, run: Run, status: str, exit_code: int | None = None, error: dict[str, Any] | None = None) -> None:
-        """Record the end of a run and call ``on_run_end`` (once per run)."""
+    def end(
+        self, run: Run, status: str, exit_code: int | None = None, error: dict[str, Any] | None = None,
+        hooks: bool = True,
+    ) -> None:
+        """Record the end of a run and call ``on_run_end`` (once per run; not if ``hooks`` is False:
+        it already ran where the job ran)."""
         if self._open.pop(run.id, None) is None:
             return
         run.status, run.exit_code, run.stopped = status, exit_code, now_iso()
         if error is not None:
             run.error = error
         self._save_end(run)
-        self.hooks.call("on_run_end", run)
-        self._save_end(run)
+        if hooks:
+            self.hooks.call("on_run_end", run)
+            self._save_end(run)
         self.progress("end", run)
 
     def _save_end(self, run: Run) -> None:
@@ -323,6 +329,7 @@ class Session:
             write_flags_config(self.cfg.op, flags, run.run_dir)
         run.status, run.exit_code, run.error, run.started, run.stopped = "staged", None, None, None, None
         run.paths.stop_request.unlink(missing_ok=True)
+        run.paths.end_claim.unlink(missing_ok=True)
         run.save()
         self._open[run.id] = run
 

@@ -56,6 +56,11 @@ class RunPaths:
         return self.meta / "stop"
 
     @property
+    def end_claim(self) -> Path:
+        """Created by whoever fires a remote run's ``on_run_end``: the submitter or the node."""
+        return self.meta / "end-hook"
+
+    @property
     def env(self) -> Path:
         return self.meta / "env.json"
 

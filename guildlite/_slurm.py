@@ -146,6 +146,17 @@ def sbatch_script(run_dir: Path, job_name: str, opts: Mapping[str, Any], python:
 # --- records shared by the submitter, the supervisor and readers --------------------------------------
 
 
+def claim_end(run_dir: Path) -> bool:
+    """Exactly one ``on_run_end`` per run: True for the first caller (submitter or node supervisor)."""
+    from ._runs import RunPaths
+
+    try:
+        os.close(os.open(RunPaths(run_dir).end_claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        return True
+    except FileExistsError:
+        return False
+
+
 def update_record(run_dir: Path, change: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
     """Read-modify-write ``run.json`` under the run's lock; ``change`` edits the dict in place."""
     from ._runs import RunPaths, file_lock, write_json
@@ -288,6 +299,7 @@ class SlurmJob:
     """
 
     status_after_start = "pending"
+    end_hooks_ran = False
 
     def __init__(
         self,
@@ -435,7 +447,12 @@ class SlurmJob:
 
     def _finish(self, rec: dict[str, Any]) -> None:
         """Bring the submitter's Run up to date with the node's record, then report the exit."""
-        for k in ("started", "attempts", "remote", "host", "error", "exit_code"):
+        # The node supervisor waits a while for this claim, then fires on_run_end itself.
+        self.end_hooks_ran = not claim_end(self.cwd)
+        keys = ["started", "attempts", "remote", "host", "error", "exit_code"]
+        if self.end_hooks_ran:  # keep what the node's plugins recorded
+            keys += ["attrs", "plugins"]
+        for k in keys:
             if k in rec:
                 setattr(self.run, k, rec[k])
         status = rec.get("status")

@@ -17,7 +17,8 @@ interpreter, and:
    (``scancel``, ``guildlite stop``) is ``terminated``;
 5. records the end (status, exit code, stop time), and with ``--detach`` (``hooks: supervisor``)
    fires the run's ``on_run_end`` and, as the last trial of a batch to end, the batch's
-   (under a lock in the batch dir). Without ``--detach`` the submitting guildlite fires them.
+   (under a lock in the batch dir). Without ``--detach`` the submitting guildlite fires them; one
+   that does not claim the end within ``HANDOFF_SECONDS`` (killed) leaves the run's to this node.
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from ._runs import RunPaths, now_iso
-from ._slurm import SPEC_FILE, raw_run, read_record, update_record
+from ._slurm import SPEC_FILE, claim_end, raw_run, read_record, update_record
 
 ACTIVE = ("staged", "pending", "running")
+HANDOFF_SECONDS = 15.0  # the foreground submitter polls run.json every 0.5 s
 
 
 def _remote(rec: dict[str, Any]) -> dict[str, Any]:
@@ -115,7 +117,7 @@ class Supervisor:
         # Submitted by hand (`sbatch slurm.sbatch`): adopt the job, and fire the hooks here.
         self.spec["hooks"] = "supervisor"
         self.paths.stop_request.unlink(missing_ok=True)
-        (self.paths.meta / "end-hook").unlink(missing_ok=True)
+        self.paths.end_claim.unlink(missing_ok=True)
 
         def adopt(rec: dict[str, Any]) -> None:
             remote = _remote(rec)
@@ -257,16 +259,21 @@ class Supervisor:
             rec = read_record(self.run_dir)
             if rec.get("parent"):
                 end_batch(self.run_dir.parent / rec["parent"], self.spec)
+        elif not self.submitter_claims_end():
+            self.log(f"SLURM job {self.job_id}: the submitting guildlite did not take the run's end within "
+                     f"{HANDOFF_SECONDS:g} s: on_run_end fires here")
+            fire_end(self.run_dir, self.spec)
         return 0 if status == "completed" else code
 
-
-def _claim(run_dir: Path) -> bool:
-    """Exactly one ``on_run_end`` per run, whoever gets here first."""
-    try:
-        os.close(os.open(RunPaths(run_dir).meta / "end-hook", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-        return True
-    except FileExistsError:
-        return False
+    def submitter_claims_end(self) -> bool:
+        """Whether the submitting guildlite (polling run.json) claims ``on_run_end`` in time; a
+        killed one never does."""
+        deadline = time.monotonic() + HANDOFF_SECONDS
+        while time.monotonic() < deadline:
+            if self.paths.end_claim.exists():
+                return True
+            time.sleep(0.2)
+        return self.paths.end_claim.exists()
 
 
 def _dispatcher(spec: dict[str, Any]) -> Any:
@@ -287,7 +294,7 @@ def _dispatcher(spec: dict[str, Any]) -> Any:
 
 
 def fire_end(run_dir: Path, spec: dict[str, Any]) -> None:
-    if not _claim(run_dir):
+    if not claim_end(run_dir):
         return
     run = raw_run(run_dir)
     _dispatcher(spec).call("on_run_end", run)
@@ -316,7 +323,7 @@ def end_batch(batch_dir: Path, spec: dict[str, Any]) -> None:
         if error is not None:
             batch.error = error
         batch.save()
-        if _claim(batch_dir):
+        if claim_end(batch_dir):
             _dispatcher(spec).call("on_run_end", batch)
             batch.save()
 

@@ -300,6 +300,21 @@ def test_stop_cancels_the_job(single: None, project: Path) -> None:
     wait_for("no process of the run", lambda: not procs_mentioning(run_dir.name), timeout=20)
 
 
+def test_killed_submitter_leaves_on_run_end_to_the_node(single: None, project: Path) -> None:
+    proc = gl_bg(project, "run", "train", "steps=16", "step-seconds=0.5", "-y")
+    run_dir = wait_for("the run dir", lambda: next(iter((project / "runs").glob("2*")), None)
+                       if (project / "runs").exists() else None)
+    wait_for("step 2", lambda: "step: 2" in (run_dir / "output.log").read_text()
+             if (run_dir / "output.log").exists() else False, timeout=60)
+    proc.kill()  # SIGKILL: no chance to fire anything
+    proc.communicate(timeout=30)
+    wait_for("on_run_end on the node", lambda: ends(run_dir), timeout=90)
+    r = raw(run_dir)
+    assert r["status"] == "completed" and ends(run_dir) == [ends(run_dir)[0]] and ends(run_dir)[0].startswith("completed")
+    assert "the submitting guildlite did not take the run's end" in (run_dir / "output.log").read_text()
+    assert runs(project)[0]["status"] == "completed"
+
+
 def test_plain_scancel_is_not_running_on_read(single: None, project: Path) -> None:
     p = gl(project, "run", "sleepy", "-y", "--detach")
     assert p.returncode == 0, p.stderr + p.stdout + logs(project)
