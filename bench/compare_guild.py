@@ -41,6 +41,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
+from _common import GUILDLITE
+
 GUILD_VERSION = "0.9.0"
 SCRIPT = 'lr = 0.1\nprint("loss: 0.1")\n'
 GUILD_YML = "train:\n  main: train\n  flags:\n    lr: 0.1\n"
@@ -49,11 +51,6 @@ GUILDLITE_YML = (
     "  train:\n    main: train.py\n    launcher: python\n    flags:\n      lr: 0.1\n"
     "  train-tr:\n    main: train.py\n    flags:\n      lr: 0.1\n"
 )
-
-
-def guildlite_cmd() -> list[str]:
-    exe = Path(sys.executable).with_name("guildlite")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "guildlite"]
 
 
 def install_guild(venv: Path) -> Path | None:
@@ -93,13 +90,12 @@ class Bench:
         base = {k: v for k, v in os.environ.items() if not k.startswith(("GUILDLITE_", "GUILD_"))}
         self.genv = {**base, "GUILD_HOME": str(self.guild_home), "NO_WARN_RUNDIR": "1"}
         self.lenv = {**base, "GUILDLITE_RUNS_DIR": str(self.lite_runs)}
-        self.lite = guildlite_cmd()
 
-    def g(self, *args: str) -> Callable[[], None]:
+    def guild_cmd(self, *args: str) -> Callable[[], None]:
         return lambda: _call([str(self.guild), *args], self.gproj, self.genv)
 
-    def lite(self, *args: str) -> Callable[[], None]:
-        return lambda: _call([*self.lite, *args], self.lproj, self.lenv)
+    def lite_cmd(self, *args: str) -> Callable[[], None]:
+        return lambda: _call([*GUILDLITE, *args], self.lproj, self.lenv)
 
     def bare(self) -> Callable[[], None]:
         return lambda: _call([sys.executable, "train.py"], self.lproj, self.lenv)
@@ -137,7 +133,7 @@ def make_guild_runs(b: Bench, n: int) -> None:
     runs = b.guild_home / "runs"
     _clear(runs)
     shutil.rmtree(b.guild_home / "trash", ignore_errors=True)
-    b.g("run", "train", "-y")()
+    b.guild_cmd("run", "train", "-y")()
     (src,) = list(runs.iterdir())
     t0 = int((src / ".guild" / "attrs" / "started").read_text().strip())
     for i in range(n):
@@ -157,7 +153,7 @@ def make_guild_runs(b: Bench, n: int) -> None:
 def make_guildlite_runs(b: Bench, n: int) -> None:
     """One real guildlite run, copied n times with new ids and times."""
     _clear(b.lite_runs)
-    b.lite("run", "train", "-y")()
+    b.lite_cmd("run", "train", "-y")()
     (src,) = [d for d in b.lite_runs.iterdir() if not d.name.startswith(".")]
     rec = json.loads((src / "run.json").read_text())
     t0 = datetime(2020, 9, 13, tzinfo=timezone.utc)
@@ -204,15 +200,15 @@ def main() -> None:
         rows: list[tuple[str, float | None, float | None, str]] = []
 
         print("timing start-up ...", file=sys.stderr, flush=True)
-        t = b.time_cases({"guild": b.g("--help"), "lite": b.lite("--help")}, repeat=max(10, a.repeat))
+        t = b.time_cases({"guild": b.guild_cmd("--help"), "lite": b.lite_cmd("--help")}, repeat=max(10, a.repeat))
         rows.append(("CLI start-up (`--help`)", t["lite"], t["guild"], ""))
 
         print("timing single runs ...", file=sys.stderr, flush=True)
         t = b.time_cases({
             "bare": b.bare(),
-            "guild": b.g("run", "train", "-y"),
-            "lite": b.lite("run", "train", "-y"),
-            "lite-tr": b.lite("run", "train-tr", "-y"),
+            "guild": b.guild_cmd("run", "train", "-y"),
+            "lite": b.lite_cmd("run", "train", "-y"),
+            "lite-tr": b.lite_cmd("run", "train-tr", "-y"),
         })
         rows.append(("one tiny run, wall (guildlite `launcher: python`)", t["lite"], t["guild"], ""))
         rows.append((f"one tiny run, overhead over bare `python train.py` ({fmt(t['bare'])})",
@@ -221,21 +217,21 @@ def main() -> None:
                      "Guild has no torchrun launcher: its python op"))
 
         print("timing 2-trial batches ...", file=sys.stderr, flush=True)
-        t = b.time_cases({"guild": b.g("run", "train", "lr=[0.1,0.01]", "-y"),
-                          "lite": b.lite("run", "train", "lr=[0.1,0.01]", "-y")})
+        t = b.time_cases({"guild": b.guild_cmd("run", "train", "lr=[0.1,0.01]", "-y"),
+                          "lite": b.lite_cmd("run", "train", "lr=[0.1,0.01]", "-y")})
         rows.append(("2-trial batch `lr=[0.1,0.01]`, wall", t["lite"], t["guild"], "guildlite: a batch run + 2 trials"))
 
         for n in [int(x) for x in a.sizes.split(",") if x.strip()]:
             print(f"making {n} runs for each tool ...", file=sys.stderr, flush=True)
             make_guild_runs(b, n)
             make_guildlite_runs(b, n)
-            t = b.time_cases({"guild": b.g("runs"), "lite": b.lite("runs"),
-                              "guild-a": b.g("runs", "-a"), "lite-a": b.lite("runs", "--all")})
+            t = b.time_cases({"guild": b.guild_cmd("runs"), "lite": b.lite_cmd("runs"),
+                              "guild-a": b.guild_cmd("runs", "-a"), "lite-a": b.lite_cmd("runs", "--all")})
             rows.append((f"list {n} runs, default page (`runs`)", t["lite"], t["guild"], "newest 20 (both)"))
             rows.append((f"list {n} runs, all (`runs -a` / `runs --all`)", t["lite-a"], t["guild-a"], ""))
 
         gv = subprocess.run([str(guild), "--version"], capture_output=True, text=True, check=False).stdout.strip()
-        lv = subprocess.run([*b.lite, "--version"], capture_output=True, text=True, check=False).stdout.strip()
+        lv = subprocess.run([*GUILDLITE, "--version"], capture_output=True, text=True, check=False).stdout.strip()
         print(f"\n{lv} vs {gv}; python {sys.version.split()[0]}; {os.cpu_count()} CPUs; "
               f"median of {a.repeat} (start-up: {max(10, a.repeat)}) after a warm-up\n")
         print("| measurement | guildlite | Guild 0.9.0 | guildlite / Guild | note |")

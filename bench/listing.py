@@ -10,7 +10,6 @@ best of --repeat later calls. Prints a markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import shutil
@@ -20,38 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from guildlite._runs import Run
-
-GUILDLITE = [str(Path(sys.executable).with_name("guildlite"))]
-if not Path(GUILDLITE[0]).exists():
-    GUILDLITE = [sys.executable, "-m", "guildlite"]
-
-
-def make_runs(runs_dir: Path, n: int) -> None:
-    runs_dir.mkdir(parents=True)
-    for i in range(n):
-        run_id = f"20260101T{i // 3600 % 24:02d}{i // 60 % 60:02d}{i % 60:02d}-{i % 4096:03x}{i // 4096:03x}"
-        d = runs_dir / run_id
-        d.mkdir()
-        run = Run(
-            id=run_id,
-            run_dir=d,
-            op="train",
-            flags={"lr": 0.1 / (1 + i % 10), "epochs": 1 + i % 5, "batch-size": 64},
-            status="error" if i % 97 == 0 else "completed",
-            exit_code=1 if i % 97 == 0 else 0,
-            created="2026-01-01T00:00:00.000+00:00",
-            started="2026-01-01T00:00:00.100+00:00",
-            stopped="2026-01-01T00:00:05.000+00:00",
-            cmd=["python", "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1", "train.py"],
-            op_def={"main": "train.py", "flags": {"lr": 0.1, "epochs": 3, "batch-size": 64}},
-            plugins=[{"plugin": "EnvCapture", "hook": "on_run_begin", "priority": 10, "start": 0.0,
-                      "seconds": 0.03, "error": None}],
-        )
-        (d / "run.json").write_text(json.dumps(run.to_record()))
-        (d / "scalars.jsonl").write_text(
-            "".join(json.dumps({"step": s, "key": "loss", "value": 1.0 / (s + 1 + i % 7)}) + "\n" for s in range(5))
-        )
+from _common import GUILDLITE, make_runs
 
 
 def timed(args: list[str], runs_dir: Path) -> tuple[float, int]:

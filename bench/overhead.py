@@ -28,9 +28,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-GUILDLITE = [str(Path(sys.executable).with_name("guildlite"))]
-if not Path(GUILDLITE[0]).exists():
-    GUILDLITE = [sys.executable, "-m", "guildlite"]
+from _common import GUILDLITE
 
 GUILDFILE = """\
 operations:

@@ -29,43 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import GUILDLITE, make_runs
+
 REPO = Path(__file__).resolve().parent.parent
-
-GUILDLITE = [str(Path(sys.executable).with_name("guildlite"))]
-if not Path(GUILDLITE[0]).exists():
-    GUILDLITE = [sys.executable, "-m", "guildlite"]
-
-
-def make_runs(runs_dir: Path, n: int) -> None:
-    """``n`` finished runs of the example op, saved through guildlite's Run API (run.json + lock dir)."""
-    from guildlite._runs import Run
-
-    runs_dir.mkdir(parents=True)
-    for i in range(n):
-        # Ids in guildlite's format (UTC second, then 3 hex ms digits and 3 random ones), all distinct.
-        run_id = f"20260101T{i // 3600 % 24:02d}{i // 60 % 60:02d}{i % 60:02d}-{i % 4096:03x}{i // 4096:03x}"
-        d = runs_dir / run_id
-        d.mkdir()
-        failed = i % 50 == 0
-        Run(
-            id=run_id,
-            run_dir=d,
-            op="train",
-            opspec=f"train lr={0.1 / (1 + i % 10):g}",
-            flags={"lr": 0.1 / (1 + i % 10), "epochs": 5, "batch-size": 64, "seed": 0},
-            status="error" if failed else "completed",
-            exit_code=1 if failed else 0,
-            created="2026-01-01T00:00:00.000+00:00",
-            started="2026-01-01T00:00:00.100+00:00",
-            stopped="2026-01-01T00:00:05.000+00:00",
-            cmd=[sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1",
-                 "operations/train.py", f"--lr={0.1 / (1 + i % 10):g}"],
-            op_def={"main": "operations/train.py", "nproc-per-node": 1,
-                    "flags": {"lr": {"default": 0.05}, "epochs": {"default": 5, "type": "int"}}},
-            attrs={"sourcecode": {"root": str(runs_dir.parent), "files": 2}, "scalars": {"captured": 15}},
-            plugins=[{"plugin": "EnvCapture", "hook": "on_run_begin", "priority": 10, "start": 0.0,
-                      "seconds": 0.03, "error": None}],
-        ).save()
 
 
 def make_project(root: Path) -> Path:

@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import run_id
+
 from guildlite._errors import GuildliteError
 from guildlite._runs import Run, list_runs
 from guildlite._view import load_view, plotly_js, render_html, to_json, view_data
@@ -33,23 +35,19 @@ HOOKS = [{"plugin": "EnvCapture", "hook": "on_run_begin", "priority": 10, "start
          {"plugin": "SourceCode", "hook": "on_run_staged", "priority": 0, "start": 0.0, "seconds": 0.01, "error": None}]
 
 
-def _run_id(i: int) -> str:
-    return f"20260101T{i // 3600 % 24:02d}{i // 60 % 60:02d}{i % 60:02d}-{i % 4096:03x}{i // 4096:03x}"
-
-
 def make_runs(runs_dir: Path, n: int, steps: int) -> None:
     runs_dir.mkdir(parents=True)
     i = 0
     while i < n:
         batch = i % 50 == 0 and n - i >= 5
-        ids = [_run_id(i + k) for k in range(5 if batch else 1)]
-        for k, run_id in enumerate(ids):
-            d = runs_dir / run_id
+        ids = [run_id(i + k) for k in range(5 if batch else 1)]
+        for k, rid in enumerate(ids):
+            d = runs_dir / rid
             d.mkdir()
             is_batch, is_trial = batch and k == 0, batch and k > 0
             lr = 0.1 / (1 + (i + k) % 10)
             run = Run(
-                id=run_id, run_dir=d, op="train", status="completed", exit_code=0,
+                id=rid, run_dir=d, op="train", status="completed", exit_code=0,
                 flags={"lr": [0.1, 0.01], "epochs": 3} if is_batch else {"lr": lr, "epochs": 1 + i % 5, "bs": 64},
                 created="2026-01-01T00:00:00.000+00:00", started="2026-01-01T00:00:00.100+00:00",
                 stopped="2026-01-01T00:00:05.000+00:00", is_batch=is_batch, is_trial=is_trial,
