@@ -64,7 +64,7 @@ def plan_run(
     runs_dir: Path | None = None,
     nproc: int | None = None,
     label: str = "",
-    parallel: int = 1,
+    parallel: int | None = None,
     gpus: str | None = None,
     max_trials: int | None = None,
     seed: int | None = None,
@@ -78,7 +78,8 @@ def plan_run(
     """Validate everything about a run request; raises a GuildliteError, stages nothing.
 
     ``backend`` (else the op's, else the guildfile's) picks local or slurm; ``slurm`` holds command
-    line overrides of the ``slurm:`` keys (nodes, partition, time). A batch of more than
+    line overrides of the ``slurm:`` keys (nodes, partition, time). ``parallel`` (trials at once)
+    defaults to 1 here and, on SLURM, to every trial queued at once. A batch of more than
     BATCH_CONFIRM_THRESHOLD trials goes ahead only if ``confirm(n)`` says so (None: no question).
     """
     op = with_imported_flags(guildfile.op(op_name), guildfile.dir)
@@ -92,6 +93,8 @@ def plan_run(
                              exit_code=2)
     if max_trials is not None and max_trials < 1:
         raise GuildliteError("--max-trials must be at least 1", exit_code=2)
+    if parallel is not None and parallel < 1:
+        raise GuildliteError("--parallel must be at least 1", exit_code=2)
     specs = [
         *guildfile.plugins,
         *op.plugins,
@@ -112,14 +115,18 @@ def plan_run(
     if backend == "slurm":
         from ._slurm import slurm_plan
 
-        slurm_opts, slots = slurm_plan(guildfile, op, slurm, len(trials) if batch and trials else 1, plugin_names)
+        if parallel is not None and detach:
+            raise GuildliteError("--parallel needs the foreground: a detached batch queues every trial at once",
+                                 exit_code=2)
+        n_jobs = len(trials) if batch and trials else 1
+        slurm_opts, slots = slurm_plan(guildfile, op, slurm, n_jobs if parallel is None else parallel, plugin_names)
     elif backend != "local":
         raise GuildliteError(f"--backend {backend!r}: choose local or slurm", exit_code=2)
     elif detach:
         raise GuildliteError("--detach needs --backend slurm", exit_code=2)
     else:
         gpu_ids = visible_gpus(gpus) if op.gpus_per_trial > 0 else []
-        slots = make_slots(parallel if batch else 1, op.gpus_per_trial, gpu_ids)
+        slots = make_slots((1 if parallel is None else parallel) if batch else 1, op.gpus_per_trial, gpu_ids)
     config = RunConfig(
         guildfile=guildfile,
         op=op,
@@ -161,7 +168,7 @@ def restart(
     assignments: Sequence[str],
     *,
     guildfile: Guildfile,
-    parallel: int = 1,
+    parallel: int | None = None,
     gpus: str | None = None,
     fail_fast: bool = False,
     plugin_names: Sequence[str] = (),
@@ -195,8 +202,13 @@ def restart(
     slots = plan.slots
     if run.is_batch:
         op = plan.config.op
-        slots = make_slots(parallel, op.gpus_per_trial, visible_gpus(gpus) if op.gpus_per_trial else [])
-    session = Session(dataclasses.replace(plan.config, echo=echo and (not run.is_batch or parallel == 1)), plan.plugins)
+        if plan.config.backend == "slurm":
+            slots = [Slot(i) for i in range(max(1, len(run.trial_ids)) if parallel is None else parallel)]
+        else:
+            n = 1 if parallel is None else parallel
+            slots = make_slots(n, op.gpus_per_trial, visible_gpus(gpus) if op.gpus_per_trial else [])
+    session = Session(dataclasses.replace(plan.config, echo=echo and (not run.is_batch or len(slots) == 1)),
+                      plan.plugins)
     return Restart(session, run, flags, slots, fail_fast)
 
 

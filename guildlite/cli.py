@@ -98,7 +98,8 @@ def _guildfile_option(f: Any = None, *, short: bool = True) -> Any:
 @click.option("-l", "--label", default="", help="A label for the run.")
 @click.option("--nproc-per-node", type=int, help="Processes (ranks) per run; default: the op's nproc-per-node.")
 @click.option("--stage", "stage_only", is_flag=True, help="Stage the run (dir, source, run.json) without starting it.")
-@click.option("--parallel", type=int, default=1, show_default=True, help="Batch: trials running at once.")
+@click.option("--parallel", type=int,
+              help="Batch: trials running at once (default 1; with --backend slurm, every trial is queued at once).")
 @click.option("--gpus", help="Batch: GPU ids to share out as slots (default: CUDA_VISIBLE_DEVICES or all).")
 @click.option("--max-trials", type=int, help="Batch: at most N trials (random search: exactly N, default 20).")
 @click.option("--seed", type=int, help="Batch: seed for random search (same seed, same trials).")
@@ -121,7 +122,7 @@ def run(
     label: str,
     nproc_per_node: int | None,
     stage_only: bool,
-    parallel: int,
+    parallel: int | None,
     gpus: str | None,
     max_trials: int | None,
     seed: int | None,

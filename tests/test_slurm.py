@@ -273,6 +273,19 @@ def test_batch_of_four_trials(single: None, project: Path) -> None:
     assert len(ends(batch["run_dir"])) == 1
 
 
+def test_parallel_limits_the_jobs_in_the_queue(single: None, project: Path) -> None:
+    p = gl(project, "run", "quick", "n=[1,2,3]", "--parallel", "1", "-y")
+    assert p.returncode == 0, p.stderr + p.stdout + logs(project)
+    trials = sorted((r for r in runs(project) if r["is_trial"]), key=lambda r: r["started"])
+    assert [t["status"] for t in trials] == ["completed"] * 3
+    for before, after in zip(trials, trials[1:]):  # one job at a time: each starts after the last ended
+        assert after["started"] >= before["stopped"], (before, after)
+    assert "n=1" in p.stdout and "n=3" in p.stdout  # one at a time: the foreground shows each job's output
+    bad = gl(project, "run", "quick", "n=[1,2]", "--parallel", "2", "--detach", "-y")
+    assert bad.returncode == 2 and "--parallel needs the foreground" in bad.stderr
+    assert len(runs(project)) == 4  # the refused batch staged nothing
+
+
 def test_failing_script_is_error_with_its_exit_code(single: None, project: Path) -> None:
     p = gl(project, "run", "quick", "code=3", "-y")
     assert p.returncode == 3, p.stderr
