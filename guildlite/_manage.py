@@ -91,7 +91,7 @@ def set_tags(runs: Sequence[Run], changes: Sequence[str]) -> None:
         r.update(tags=tags)
 
 
-def waiting_trial(run: Run) -> bool:
+def _waiting_trial(run: Run) -> bool:
     """A staged trial of a batch that is still going: ``stop`` keeps it from starting."""
     batch = run.parent if run.status == "staged" and run.is_trial else None
     return batch is not None and batch.status in ACTIVE
@@ -107,11 +107,12 @@ def stop(
     staged trial of a live batch is marked so that the batch ends it ``terminated`` unstarted.
 
     Waits up to ``timeout`` for every run to leave pending/running; then, with ``force``, SIGKILLs
-    the job (torchrun and its ranks) and the owner. Returns the runs as finally read.
+    the job (torchrun and its ranks) and the owner. Returns the marked trials (still ``staged``),
+    then the stopped runs as finally read; [] if no run was running or waiting.
     """
-    for r in runs:
-        if waiting_trial(r):  # its batch skips it when its turn comes
-            r.paths.stop_request.touch()
+    waiting = [r for r in runs if _waiting_trial(r)]
+    for r in waiting:  # its batch skips it when its turn comes
+        r.paths.stop_request.touch()
     live = [r for r in runs if r.status in ACTIVE]
     for r in live:
         if isinstance(r.remote, dict):  # a SLURM job: scancel (recorded terminated, not requeued)
@@ -146,7 +147,7 @@ def stop(
     elif pending:
         ids = ", ".join(r.id for r in pending)
         raise GuildliteError(f"still running after {timeout:g} s: {ids} (use --force to kill)")
-    return [load_run(r.run_dir) for r in live]
+    return [*waiting, *(load_run(r.run_dir) for r in live)]
 
 
 def _kill(pid: int | None, sig: int) -> None:

@@ -780,20 +780,14 @@ def stop(specs: tuple[str, ...], timeout: float, force: bool, runs_dir: Path | N
 
     A trial still waiting in a running batch is not started (recorded terminated when its turn comes)."""
     from ._manage import stop as stop_runs
-    from ._manage import waiting_trial
 
     chosen = _select(_runs_dir(runs_dir, guildfile), specs)
-    waiting = [r for r in chosen if waiting_trial(r)]
-    live = [r for r in chosen if r.status in ("pending", "running")]
-    if not live and not waiting:
+    stopped = stop_runs(chosen, timeout=timeout, force=force, log=lambda m: click.echo(m, err=True))
+    if not stopped:
         states = ", ".join(f"{r.id} is {r.status}" for r in chosen[:3]) + (", ..." if len(chosen) > 3 else "")
         click.echo(f"nothing to stop: no selected run is running ({states})", err=True)
-        return
-    stopped = stop_runs([*waiting, *live], timeout=timeout, force=force, log=lambda m: click.echo(m, err=True))
-    for r in waiting:
-        click.echo(f"{r.id} staged: its batch will not start it")
     for r in stopped:
-        click.echo(f"{r.id} {r.status}")
+        click.echo(f"{r.id} staged: its batch will not start it" if r.status == "staged" else f"{r.id} {r.status}")
 
 
 # --- ops -----------------------------------------------------------------------------------------
