@@ -83,7 +83,9 @@ class OutputScalars(Plugin):
         patterns = run.op_def.get("output-scalars")
         if patterns in (False, "off", []):
             return
-        rows = list(parse_scalars(run.paths.output_log, run.nproc_per_node, patterns))
+        hosts = run.remote.get("hosts") if isinstance(run.remote, dict) else None
+        rows = list(parse_scalars(run.paths.output_log, run.nproc_per_node, patterns,
+                                  task_labels=len(hosts or []) > 1))
         if rows:
             with open(run.paths.scalars, "a", encoding="utf-8") as f:
                 f.writelines(json.dumps(r) + "\n" for r in rows)
@@ -92,14 +94,19 @@ class OutputScalars(Plugin):
 
 _KV = re.compile(r"^\s*(?P<key>[A-Za-z_][\w./-]*)\s*:\s*(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?inf|nan)\s*$")
 _RANK_PREFIX = re.compile(r"^\[default(\d+)\]:")
+_TASK_LABEL = re.compile(r"^\s*(\d+): ")  # srun --label, on runs over several hosts
 
 
-def parse_scalars(log: Path, nproc: int, patterns: list[str] | str | None = None) -> Iterator[dict[str, Any]]:
+def parse_scalars(
+    log: Path, nproc: int, patterns: list[str] | str | None = None, task_labels: bool = False
+) -> Iterator[dict[str, Any]]:
     """Scalar rows ``{"step", "key", "value"}`` from an output log, rank 0 lines only.
 
     Default rule: ``key: number`` lines, where a ``step`` key sets the step of what follows.
     With ``patterns`` (the op's ``output-scalars``): each regex is searched in every line; a group
     named ``step`` gives the step and every other named group that holds a number is a scalar.
+    With ``task_labels`` (a multi-host SLURM run), lines carry srun's task number: rank 0 is on
+    task 0.
     """
     if isinstance(patterns, str):
         patterns = [patterns]
@@ -107,6 +114,11 @@ def parse_scalars(log: Path, nproc: int, patterns: list[str] | str | None = None
     step = 0
     with open(log, encoding="utf-8", errors="replace") as f:
         for line in f:
+            if task_labels:
+                label = _TASK_LABEL.match(line)
+                if label is None or label.group(1) != "0":
+                    continue
+                line = line[label.end() :]
             m = _RANK_PREFIX.match(line)
             if m:
                 if m.group(1) != "0":

@@ -19,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from guildlite import _scalars
+from guildlite._builtins import parse_scalars
 from guildlite._scalars import log_scalars, read_rows, summarize
 
 # Every rank logs; only rank 0's rows may reach scalars.jsonl. Rank 1's values are all >= 10, so a
@@ -124,6 +125,18 @@ def test_output_capture_appends_rank_0_lines(ranks_run: Path) -> None:
     loss = [(r["step"], r["value"]) for r in rows if r["key"] == "loss"]
     assert loss == [(0, pytest.approx(0.5)), (1, pytest.approx(0.4)), (2, pytest.approx(0.3))]  # no 99.0 decoy
     assert "step" not in {r["key"] for r in rows}
+
+
+def test_output_capture_of_a_multi_host_log_keeps_task_0_rank_0(tmp_path: Path) -> None:
+    log = tmp_path / "output.log"
+    log.write_text("".join([
+        "0: [default0]:step: 1\n", "0: [default1]:loss: 50\n", "1: [default0]:loss: 60\n",
+        "0: [default0]:loss: 0.5\n", "0: W1130 torchrun noise\n", "1: [default0]:step: 9\n",
+        "[default0]:loss: 70\n",  # without a task label: not from srun's task 0
+    ]))
+    rows = list(parse_scalars(log, 2, task_labels=True))
+    assert rows == [{"step": 1, "key": "loss", "value": 0.5}]
+    assert [r["value"] for r in parse_scalars(log, 2)] == [70.0]  # one host: no labels expected
 
 
 def test_log_scalars_and_captured_lines_both_feed_compare(proj: Project, ranks_run: Path, plain_run: Path) -> None:

@@ -83,6 +83,7 @@ if int(os.environ.get("WORLD_SIZE", "1")) > 1:
     t = torch.ones(1); dist.all_reduce(t); assert t.item() == dist.get_world_size()
 print(f"rank={os.environ.get('RANK', '0')} world={os.environ.get('WORLD_SIZE', '1')} host={socket.gethostname()}"
       f" run_dir={os.environ['GUILDLITE_RUN_DIR']} n={a.n}", flush=True)
+print(f"rank_score: {os.environ.get('RANK', '0')}", flush=True)
 sys.exit(a.code)
 """
 
@@ -423,3 +424,6 @@ def test_two_hosts_one_world(multi: None, project: Path) -> None:
             assert m.group(2) == "4"
     assert sorted(hosts) == [0, 1, 2, 3], log
     assert set(hosts.values()) == {"gl-n1", "gl-n2"}, log
+    # Lines read "0: [default0]:..." (srun task, torchrun local rank): only global rank 0's become scalars.
+    scalars = [json.loads(x) for x in (Path(r["run_dir"]) / "scalars.jsonl").read_text().splitlines()]
+    assert scalars == [{"step": 0, "key": "rank_score", "value": 0.0}], log
