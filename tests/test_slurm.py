@@ -190,6 +190,19 @@ def squeue_ids() -> set[str]:
     return set(out.split())
 
 
+def the_run_dir(project: Path) -> Path:
+    """The (first) run dir, once guildlite has made it."""
+    runs_dir = project / "runs"
+    return wait_for("the run dir", lambda: next(iter(runs_dir.glob("2*")), None) if runs_dir.exists() else None)
+
+
+def release_requeued(job: str) -> None:
+    """Wait until a requeued ``job`` is back in the queue, then start it now (skip SLURM's 120 s hold-off)."""
+    wait_for("the job back in the queue", lambda: subprocess.run(
+        ["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout.strip() == "PENDING", timeout=30)
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+
+
 def ends(run_dir: str | Path) -> list[str]:
     p = Path(run_dir) / "ends.txt"
     return p.read_text().splitlines() if p.exists() else []
@@ -298,7 +311,7 @@ def test_failing_script_is_error_with_its_exit_code(single: None, project: Path)
 
 def test_stop_cancels_the_job(single: None, project: Path) -> None:
     proc = gl_bg(project, "run", "sleepy", "-y")
-    run_dir = wait_for("the run dir", lambda: next(iter((project / "runs").glob("2*")), None) if (project / "runs").exists() else None)
+    run_dir = the_run_dir(project)
     wait_for("sleepy to start", lambda: "sleepy started" in (run_dir / "output.log").read_text()
              if (run_dir / "output.log").exists() else False)
     job = raw(run_dir)["remote"]["job_id"]
@@ -316,8 +329,7 @@ def test_stop_cancels_the_job(single: None, project: Path) -> None:
 
 def test_killed_submitter_leaves_on_run_end_to_the_node(single: None, project: Path) -> None:
     proc = gl_bg(project, "run", "train", "steps=16", "step-seconds=0.5", "-y")
-    run_dir = wait_for("the run dir", lambda: next(iter((project / "runs").glob("2*")), None)
-                       if (project / "runs").exists() else None)
+    run_dir = the_run_dir(project)
     wait_for("step 2", lambda: "step: 2" in (run_dir / "output.log").read_text()
              if (run_dir / "output.log").exists() else False, timeout=60)
     proc.kill()  # SIGKILL: no chance to fire anything
@@ -348,14 +360,12 @@ def test_plain_scancel_is_not_running_on_read(single: None, project: Path) -> No
 
 def test_requeue_resumes_in_the_same_run_dir(single: None, project: Path) -> None:
     proc = gl_bg(project, "run", "train", "steps=12", "step-seconds=0.5", "-y")
-    run_dir = wait_for("the run dir", lambda: next(iter((project / "runs").glob("2*")), None) if (project / "runs").exists() else None)
+    run_dir = the_run_dir(project)
     wait_for("a checkpoint", lambda: (run_dir / "checkpoint.pt").exists(), timeout=60)
     wait_for("step 3", lambda: "step: 3" in (run_dir / "output.log").read_text(), timeout=30)
     job = raw(run_dir)["remote"]["job_id"]
     subprocess.run(["scontrol", "requeue", job], check=True)
-    wait_for("the job back in the queue", lambda: subprocess.run(
-        ["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout.strip() == "PENDING", timeout=30)
-    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)  # skip the 120 s hold-off
+    release_requeued(job)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     (r,) = runs(project)
@@ -371,15 +381,11 @@ def test_requeue_resumes_in_the_same_run_dir(single: None, project: Path) -> Non
 def test_time_limit_warning_requeues_then_max_requeues_ends_in_error(single: None, project: Path) -> None:
     # time 1 min, signal-grace 45 s: USR1 about 15 s into each attempt (SLURM may send it up to a minute early).
     proc = gl_bg(project, "run", "train-limited", "-y")
-    run_dir = wait_for("the run dir", lambda: next(iter((project / "runs").glob("2*")), None)
-                       if (project / "runs").exists() else None)
-    script = (run_dir / "slurm.sbatch").read_text() if (run_dir / "slurm.sbatch").exists() else ""
+    run_dir = the_run_dir(project)
     wait_for("the first attempt preempted", lambda: [a["status"] for a in raw(run_dir).get("attempts", [])]
              == ["preempted"], timeout=120)
     job = raw(run_dir)["remote"]["job_id"]
-    wait_for("the job back in the queue", lambda: subprocess.run(
-        ["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout.strip() == "PENDING", timeout=30)
-    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)  # skip the 120 s hold-off
+    release_requeued(job)
     _, err = proc.communicate(timeout=180)
     assert proc.returncode != 0, err
     (r,) = runs(project)
@@ -391,7 +397,7 @@ def test_time_limit_warning_requeues_then_max_requeues_ends_in_error(single: Non
     assert "restart 0" in log and "restart 1" in log and "resumed from step" in log, log
     assert log.count("SIGTERM at step") == 2, log  # the script checkpointed at each warning
     assert len(ends(run_dir)) == 1 and ends(run_dir)[0].startswith("error")
-    script = script or (run_dir / "slurm.sbatch").read_text()
+    script = (run_dir / "slurm.sbatch").read_text()
     assert "#SBATCH --time=1" in script and "#SBATCH --signal=B:USR1@45" in script and "#SBATCH --requeue" in script
 
 
