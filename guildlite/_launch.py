@@ -31,23 +31,32 @@ def job_command(op: OpDef, flags: Mapping[str, Any], nproc: int, log_dir: Path |
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *tee, *args]
 
 
-_RANK_EXEC = str(Path(__file__).with_name("_rank_exec.py"))
+_JOB_EXEC = str(Path(__file__).with_name("_job_exec.py"))
 
 
 def launch_argv(cmd: Sequence[str]) -> tuple[list[str], dict[str, str]]:
-    """The argv and extra env that actually start ``cmd`` (see ``guildlite._rank_exec``)."""
-    if list(cmd[1:3]) != ["-m", "torch.distributed.run"]:
+    """The argv and extra env that actually start ``cmd``: torchrun and each rank run through
+    ``guildlite._job_exec`` (a ``python`` job runs as it is)."""
+    start = torchrun_options(cmd)
+    if start is None:
         return list(cmd), {}
-    i = 3
+    i = start
     while i < len(cmd) and cmd[i].startswith("--"):  # our torchrun options are all --name=value
         i += 1
-    # The shim runs as a script path, not `-m guildlite._rank_exec`: importing the package costs
+    # The shim runs as a script path, not `-m guildlite._job_exec`: importing the package costs
     # every rank tens of milliseconds before the real main even starts.
-    return [*cmd[:i], _RANK_EXEC], {"GUILDLITE_ARGV": json.dumps(list(cmd[i:]))}
+    return [cmd[0], _JOB_EXEC, *cmd[1:i], _JOB_EXEC], {"GUILDLITE_ARGV": json.dumps(list(cmd[i:]))}
+
+
+def torchrun_options(argv: Sequence[str]) -> int | None:
+    """Where torchrun's own options start in ``argv`` (a job command, or its launch argv through
+    the shim), or None when it does not run torchrun."""
+    i = 2 if len(argv) > 1 and Path(argv[1]).name == "_job_exec.py" else 1
+    return i + 2 if list(argv[i : i + 2]) == ["-m", "torch.distributed.run"] else None
 
 
 def rank_exit_code(exit_dir: Path) -> int | None:
-    """The exit code of the first failing rank, as the rank shim recorded it (None if none did)."""
+    """The exit code of the first failing rank, as each rank's shim recorded it (None if none did)."""
     codes = []
     try:
         names = os.listdir(exit_dir)
@@ -67,8 +76,9 @@ def display_command(cmd: Sequence[str]) -> str:
     """A job's argv as a user would type it (``torchrun ...`` / ``python ...``)."""
     import shlex
 
-    if list(cmd[1:3]) == ["-m", "torch.distributed.run"]:
-        return shlex.join(["torchrun", *cmd[3:]])
+    start = torchrun_options(cmd)
+    if start is not None:
+        return shlex.join(["torchrun", *cmd[start:]])
     return shlex.join(["python", *cmd[1:]])
 
 

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ._launch import torchrun_options
 from ._runs import RunPaths, now_iso
 from ._slurm import SPEC_FILE, claim_end, raw_run, read_record, update_record
 
@@ -74,10 +75,11 @@ def job_argv(spec: dict[str, Any], hosts: list[str], job_id: str, restart: int) 
     """srun over the allocation's hosts, one task per host, each task the run's own command with
     torchrun's ``--standalone`` replaced by a c10d rendezvous on the first host."""
     argv = list(spec["argv"])
-    if argv[1:3] == ["-m", "torch.distributed.run"]:
+    start = torchrun_options(argv)
+    if start is not None:
         rdzv = [f"--nnodes={len(hosts)}", "--rdzv-backend=c10d", f"--rdzv-endpoint={hosts[0]}:{_free_port()}",
                 f"--rdzv-id={job_id}-{restart}"]
-        argv = [*argv[:3], *rdzv, *[a for a in argv[3:] if a != "--standalone"]]
+        argv = [*argv[:start], *rdzv, *[a for a in argv[start:] if a != "--standalone"]]
     n = len(hosts)
     srun = ["srun", f"--nodes={n}", f"--ntasks={n}", "--ntasks-per-node=1", "--kill-on-bad-exit=1", "--export=ALL"]
     if n > 1:
