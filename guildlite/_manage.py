@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import time
@@ -48,22 +49,38 @@ def purge(runs: Sequence[Run]) -> list[Run]:
     return list(runs)
 
 
-def abandoned_staging(runs_dir: Path, idle_seconds: float = 3600) -> list[Path]:
-    """``.staging-<id>`` dirs left by a guildlite killed while staging: unpublished, never listed,
-    and untouched for ``idle_seconds`` (staging takes seconds)."""
+_TMP_NAME = re.compile(r"\..+\.tmp-\d+-[0-9a-f]{6}")  # an atomic write's temp file (``_runs.atomic_write``)
+
+
+def abandoned(runs_dir: Path, idle_seconds: float = 3600) -> list[Path]:
+    """What a guildlite killed mid-write left behind, untouched for ``idle_seconds``: hidden
+    ``.staging-<id>`` dirs (never published, never listed) and atomic writes' temp files in run
+    dirs and their ``.guildlite`` (never read). Staging and writes take seconds at most."""
     now = time.time()
+
+    def idle(e: os.DirEntry[str]) -> bool:
+        return now - e.stat(follow_symlinks=False).st_mtime > idle_seconds
+
     out = []
-    try:
-        entries = list(os.scandir(runs_dir))
-    except OSError:
-        return []
-    for e in entries:
+    dirs = [runs_dir]
+    while dirs:
+        d = dirs.pop()
         try:
-            if e.name.startswith(".staging-") and e.is_dir(follow_symlinks=False) and \
-                    now - e.stat(follow_symlinks=False).st_mtime > idle_seconds:
-                out.append(Path(e.path))
+            entries = list(os.scandir(d))
         except OSError:
             continue
+        for e in entries:
+            try:
+                if d == runs_dir and e.is_dir(follow_symlinks=False):
+                    if e.name.startswith(".staging-"):
+                        if idle(e):
+                            out.append(Path(e.path))
+                    elif not e.name.startswith("."):
+                        dirs += [Path(e.path), Path(e.path) / ".guildlite"]
+                elif d != runs_dir and _TMP_NAME.fullmatch(e.name) and e.is_file(follow_symlinks=False) and idle(e):
+                    out.append(Path(e.path))
+            except OSError:
+                continue
     return sorted(out)
 
 

@@ -526,18 +526,22 @@ def runs_purge(
 ) -> None:
     """Delete trashed runs permanently (selectors count within the trash; default: all).
 
-    Without selectors, also delete what a guildlite killed while staging left behind (hidden
-    .staging-* dirs untouched for an hour)."""
+    Without selectors, also delete what a guildlite killed mid-write left behind, once untouched
+    for an hour: hidden .staging-* dirs and atomic writes' .*.tmp-* files in run dirs."""
     import shutil
 
-    from ._manage import abandoned_staging, purge
+    from ._manage import abandoned, purge
 
-    leftovers = [] if specs else abandoned_staging(_sub_runs_dir(group_runs_dir, runs_dir, guildfile))
+    where = _sub_runs_dir(group_runs_dir, runs_dir, guildfile)
+    leftovers = [] if specs else abandoned(where)
     if leftovers:
-        _confirm(f"Delete {len(leftovers)} abandoned staging dir(s)?", yes)
-        for d in leftovers:
-            shutil.rmtree(d, ignore_errors=True)
-            click.echo(f"removed {d.name}")
+        _confirm(f"Delete {len(leftovers)} leftover(s) of interrupted staging or writes?", yes)
+        for p in leftovers:
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            click.echo(f"removed {p.relative_to(where)}")
     _from_trash(purge, "purged", "Permanently delete {n} run(s)? This cannot be undone.", group_runs_dir, specs,
                 yes, runs_dir, guildfile, quiet_if_empty=bool(leftovers))
 

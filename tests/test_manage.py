@@ -340,19 +340,31 @@ def test_purge_and_restore_by_selector(proj: Proj) -> None:
     assert proj.trash() == [c]
 
 
-def test_purge_removes_staging_dirs_abandoned_an_hour_ago(proj: Proj) -> None:
+def test_purge_removes_what_killed_writers_left_an_hour_ago(proj: Proj) -> None:
     a = proj.stage()
     old, fresh = proj.runs_dir / ".staging-20200101T000000-000aaa", proj.runs_dir / ".staging-20200101T000001-000bbb"
     for d in (old, fresh):
         (d / "src").mkdir(parents=True)
         (d / "src" / "train.py").write_text("x = 1\n")
+    # atomic writes' temp files, as a kill between write and rename leaves them
+    old_tmp = proj.runs_dir / a / ".run.json.tmp-4242-00aa11"
+    old_meta_tmp = proj.runs_dir / a / ".guildlite" / ".env.json.tmp-4242-00aa12"
+    fresh_tmp = proj.runs_dir / a / ".run.json.tmp-4243-00aa13"
+    user_file = proj.runs_dir / a / ".notes.tmp-1"  # not ours: the name does not match
+    for f in (old_tmp, old_meta_tmp, fresh_tmp, user_file):
+        f.parent.mkdir(exist_ok=True)
+        f.write_text("{")
     two_hours_ago = time.time() - 7200
-    os.utime(old, (two_hours_ago, two_hours_ago))
+    for p in (old, old_tmp, old_meta_tmp, user_file):
+        os.utime(p, (two_hours_ago, two_hours_ago))
     cp = proj.run("runs", "purge")  # not a terminal: asks for -y
-    assert cp.returncode == 2 and "Delete 1 abandoned staging dir(s)? Pass -y" in cp.stderr and old.exists()
-    assert proj.ok("runs", "purge", "-y") == f"removed {old.name}\n"
-    assert not old.exists() and fresh.exists()  # one being staged right now is left alone
-    assert proj.ids() == [a]
+    assert cp.returncode == 2 and "Delete 3 leftover(s) of interrupted staging or writes? Pass -y" in cp.stderr
+    assert old.exists() and old_tmp.exists()
+    assert proj.ok("runs", "purge", "-y").splitlines() == sorted(
+        f"removed {p.relative_to(proj.runs_dir)}" for p in (old, old_tmp, old_meta_tmp))
+    assert not old.exists() and not old_tmp.exists() and not old_meta_tmp.exists()
+    assert fresh.exists() and fresh_tmp.exists() and user_file.exists()  # in progress now, or not ours
+    assert proj.ids() == [a] and json.loads((proj.runs_dir / a / "run.json").read_text())["id"] == a
     assert proj.ok("runs", "purge", "-y", "--runs-dir", str(proj.runs_dir)) == ""  # nothing left to do
 
 
