@@ -51,7 +51,7 @@ def launch_argv(cmd: Sequence[str]) -> tuple[list[str], dict[str, str]]:
 def torchrun_options(argv: Sequence[str]) -> int | None:
     """Where torchrun's own options start in ``argv`` (a job command, or its launch argv through
     the shim), or None when it does not run torchrun."""
-    i = 2 if len(argv) > 1 and Path(argv[1]).name == "_job_exec.py" else 1
+    i = 2 if len(argv) > 1 and Path(argv[1]).name == Path(_JOB_EXEC).name else 1
     return i + 2 if list(argv[i : i + 2]) == ["-m", "torch.distributed.run"] else None
 
 

@@ -59,29 +59,29 @@ def abandoned(runs_dir: Path, idle_seconds: float = 3600) -> list[Path]:
     now = time.time()
 
     def idle(e: os.DirEntry[str]) -> bool:
-        return now - e.stat(follow_symlinks=False).st_mtime > idle_seconds
+        try:
+            return now - e.stat(follow_symlinks=False).st_mtime > idle_seconds
+        except OSError:  # gone meanwhile
+            return False
 
     out = []
-    dirs = [runs_dir]
-    while dirs:
-        d = dirs.pop()
-        try:
-            entries = list(os.scandir(d))
-        except OSError:
+    for e in _entries(runs_dir):
+        if not e.is_dir(follow_symlinks=False):
             continue
-        for e in entries:
-            try:
-                if d == runs_dir and e.is_dir(follow_symlinks=False):
-                    if e.name.startswith(".staging-"):
-                        if idle(e):
-                            out.append(Path(e.path))
-                    elif not e.name.startswith("."):
-                        dirs += [Path(e.path), Path(e.path) / ".guildlite"]
-                elif d != runs_dir and _TMP_NAME.fullmatch(e.name) and e.is_file(follow_symlinks=False) and idle(e):
-                    out.append(Path(e.path))
-            except OSError:
-                continue
+        if e.name.startswith(".staging-"):
+            out += [Path(e.path)] if idle(e) else []
+        elif not e.name.startswith("."):
+            for d in (e.path, os.path.join(e.path, ".guildlite")):
+                out += [Path(f.path) for f in _entries(d)
+                        if _TMP_NAME.fullmatch(f.name) and f.is_file(follow_symlinks=False) and idle(f)]
     return sorted(out)
+
+
+def _entries(path: Path | str) -> list[os.DirEntry[str]]:
+    try:
+        return list(os.scandir(path))
+    except OSError:
+        return []
 
 
 def trashed(runs_dir: Path) -> list[Run]:
