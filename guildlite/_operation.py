@@ -118,15 +118,12 @@ def plan_run(
         if parallel is not None and detach:
             raise GuildliteError("--parallel needs the foreground: a detached batch queues every trial at once",
                                  exit_code=2)
-        n_jobs = len(trials) if batch and trials else 1
-        slurm_opts, slots = slurm_plan(guildfile, op, slurm, n_jobs if parallel is None else parallel, plugin_names)
+        slurm_opts = slurm_plan(guildfile, op, slurm, plugin_names)
     elif backend != "local":
         raise GuildliteError(f"--backend {backend!r}: choose local or slurm", exit_code=2)
     elif detach:
         raise GuildliteError("--detach needs --backend slurm", exit_code=2)
-    else:
-        gpu_ids = visible_gpus(gpus) if op.gpus_per_trial > 0 else []
-        slots = make_slots((1 if parallel is None else parallel) if batch else 1, op.gpus_per_trial, gpu_ids)
+    slots = _slots(backend, op, parallel if batch else 1, len(trials or []), gpus)
     config = RunConfig(
         guildfile=guildfile,
         op=op,
@@ -161,6 +158,15 @@ def execute(plan: Plan, stage_only: bool = False, fail_fast: bool = False, sessi
     return session.run_batch(
         plan.batch_flags, plan.trials, plan.slots, plan.batch_info, stage_only=stage_only, fail_fast=fail_fast
     )
+
+
+def _slots(backend: str, op: Any, parallel: int | None, n_trials: int, gpus: str | None) -> list[Slot]:
+    """Where trials run at once: on SLURM, jobs in the queue (default: every trial); locally,
+    ``parallel`` slots (default 1), each with its share of the GPUs."""
+    if backend == "slurm":
+        return [Slot(i) for i in range(max(1, n_trials) if parallel is None else parallel)]
+    n = 1 if parallel is None else parallel
+    return make_slots(n, op.gpus_per_trial, visible_gpus(gpus) if op.gpus_per_trial else [])
 
 
 def restart(
@@ -201,12 +207,7 @@ def restart(
             flags.setdefault(k, v)
     slots = plan.slots
     if run.is_batch:
-        op = plan.config.op
-        if plan.config.backend == "slurm":
-            slots = [Slot(i) for i in range(max(1, len(run.trial_ids)) if parallel is None else parallel)]
-        else:
-            n = 1 if parallel is None else parallel
-            slots = make_slots(n, op.gpus_per_trial, visible_gpus(gpus) if op.gpus_per_trial else [])
+        slots = _slots(plan.config.backend, plan.config.op, parallel, len(run.trial_ids), gpus)
     session = Session(dataclasses.replace(plan.config, echo=echo and (not run.is_batch or len(slots) == 1)),
                       plan.plugins)
     return Restart(session, run, flags, slots, fail_fast)

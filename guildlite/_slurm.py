@@ -513,12 +513,9 @@ def detach_batch(batch: Any, trials: Sequence[Any]) -> None:
     update_record(batch.run_dir, change)
 
 
-def slurm_plan(gf: Any, op: Any, overrides: Mapping[str, Any] | None, n_jobs: int,
-               plugin_names: Sequence[str] = ()) -> tuple[dict[str, Any], list[Any]]:
-    """Merged options (defaults < guildfile < op < command line, each checked) and ``n_jobs`` slots:
-    the jobs in SLURM's queue at once (every trial, unless ``--parallel`` says fewer)."""
-    from ._scheduler import Slot
-
+def slurm_plan(gf: Any, op: Any, overrides: Mapping[str, Any] | None,
+               plugin_names: Sequence[str] = ()) -> dict[str, Any]:
+    """Merged options (defaults < guildfile < op < command line, each checked)."""
     cli = {}
     for key, value in (overrides or {}).items():
         if value is None:
@@ -531,4 +528,4 @@ def slurm_plan(gf: Any, op: Any, overrides: Mapping[str, Any] | None, n_jobs: in
     if op.launcher == "python" and opts["nodes"] > 1:
         raise GuildliteError(f"operation '{op.name}' uses launcher python (one process): nodes must be 1", exit_code=2)
     opts["plugin-names"] = list(plugin_names)
-    return opts, [Slot(i) for i in range(n_jobs)]
+    return opts
