@@ -40,3 +40,14 @@ class PluginError(GuildliteError):
     """A plugin failed in a way that stopped the run."""
 
     exit_code = 1
+
+
+class BadRecordError(RunNotFoundError):
+    """A run directory whose record cannot be trusted: ``run.json`` unreadable, not an object, a
+    field of the wrong type, or a directory name that is not a run id. Listings skip it with a
+    warning; selecting it is this error."""
+
+    def __init__(self, run_dir: object, problem: str) -> None:
+        super().__init__(f"bad run record {run_dir}: {problem}")
+        self.run_dir = run_dir
+        self.problem = problem

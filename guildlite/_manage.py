@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 
 from ._errors import GuildliteError
 from ._launch import descendants
+from ._record import is_run_id
 from ._runs import ACTIVE, TRASH_DIR, Run, list_runs, load_run
 
 
@@ -26,16 +27,17 @@ def delete(runs: Sequence[Run], force: bool = False) -> list[Run]:
         ids = ", ".join(r.id for r in busy)
         raise GuildliteError(f"refusing to delete running runs ({ids}): stop them first, or pass --force", exit_code=2)
     for r in runs:
+        name = _run_dir_name(r, in_trash=False)
         dest = trash_dir(r.run_dir.parent)
         dest.mkdir(exist_ok=True)
-        os.replace(r.run_dir, dest / r.id)  # one rename: a run is either listed or in the trash
+        os.replace(r.run_dir, dest / name)  # one rename: a run is either listed or in the trash
     return list(runs)
 
 
 def restore(runs: Sequence[Run]) -> list[Run]:
     """Move runs from the trash back into the runs dir."""
     for r in runs:
-        target = r.run_dir.parent.parent / r.id
+        target = r.run_dir.parent.parent / _run_dir_name(r, in_trash=True)
         if target.exists():
             raise GuildliteError(f"cannot restore {r.id}: {target} exists", exit_code=2)
         os.replace(r.run_dir, target)
@@ -45,8 +47,22 @@ def restore(runs: Sequence[Run]) -> list[Run]:
 def purge(runs: Sequence[Run]) -> list[Run]:
     """Delete trashed runs for good."""
     for r in runs:
+        _run_dir_name(r, in_trash=True)
         shutil.rmtree(r.run_dir)
     return list(runs)
+
+
+def _run_dir_name(run: Run, in_trash: bool) -> str:
+    """The name of ``run``'s dir, checked: a run id, directly in a runs dir (or its trash).
+
+    Paths come from directory names, never from record fields: a Run built by hand with an id
+    such as ``../x`` moves or deletes nothing outside the runs dir.
+    """
+    d = run.run_dir
+    if not is_run_id(d.name) or d.name != run.id or (d.parent.name == TRASH_DIR) != in_trash or d.is_symlink():
+        where = "the trash" if in_trash else "a runs dir"
+        raise GuildliteError(f"{d} is not a run dir in {where} (run id {run.id!r})", exit_code=2)
+    return d.name
 
 
 _TMP_NAME = re.compile(r"\..+\.tmp-\d+-[0-9a-f]{6}")  # an atomic write's temp file (``_runs.atomic_write``)

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import socket
+import stat
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence, overload
 
-from ._errors import RunNotFoundError
+from ._errors import BadRecordError, RunNotFoundError
+from ._record import MAX_BYTES, Problem, is_run_id, parse, run_ids
 
-STATUSES = ("staged", "pending", "running", "completed", "error", "terminated")
 ACTIVE = ("pending", "running")
 META_DIR = ".guildlite"
 TRASH_DIR = ".trash"
@@ -216,23 +218,38 @@ class Run:
 
     @property
     def parent(self) -> Run | None:
-        """The batch run of a trial (None for other runs)."""
-        if self._parent is None and self.parent_id:
+        """The batch run of a trial (None for other runs), looked up beside the trial only."""
+        if self._parent is None and self.parent_id and is_run_id(self.parent_id):
             try:
                 self._parent = load_run(self.run_dir.parent / self.parent_id)
+            except BadRecordError as e:
+                warn_bad(e)
+                return None
             except RunNotFoundError:
                 return None
         return self._parent
 
     @property
     def trials(self) -> list[Run]:
-        """The trials of a batch, in launch order, read fresh from disk."""
+        """The trials of a batch, in launch order, read fresh from disk.
+
+        Only runs beside the batch (in the runs dir, or in the trash with it) whose record names
+        this batch as their parent: a batch's ``trials`` field alone never makes another run its
+        trial (which ``runs delete`` or ``purge`` would take along).
+        """
         out = []
         for tid in self.trial_ids:
+            if not is_run_id(tid):
+                continue
             try:
-                out.append(load_run(self.run_dir.parent / tid))
+                trial = load_run(self.run_dir.parent / tid)
+            except BadRecordError as e:
+                warn_bad(e)
+                continue
             except RunNotFoundError:
                 continue
+            if trial.parent_id == self.id:
+                out.append(trial)
         return out
 
     def to_record(self) -> dict[str, Any]:
@@ -280,15 +297,16 @@ class Run:
 _FIELDS = set(Run.__dataclass_fields__) - {"run_dir", "_parent", "parent_id", "trial_ids"}
 
 
-def derive_status(rec: dict[str, Any]) -> dict[str, Any]:
+def derive_status(rec: dict[str, Any], run_dir: Path | None = None) -> dict[str, Any]:
     """The record as it stands: pending/running with its owner gone reads ``terminated``.
 
-    A run whose job runs elsewhere (``remote``: a SLURM job) is alive while its job is.
+    A run whose job runs elsewhere (``remote``: a SLURM job) is alive while its job is; the run's
+    own dir (``run_dir``) is re-read when that job has ended.
     """
     if rec.get("status") in ACTIVE and isinstance(rec.get("remote"), dict):
         from ._slurm import remote_status
 
-        return remote_status(rec)
+        return remote_status(rec, run_dir)
     if rec.get("status") in ACTIVE and not _alive(rec.get("pid"), rec.get("pid_start")):
         msg = f"guildlite process {rec.get('pid')} ended without recording the run's end"
         rec = {**rec, "status": "terminated", "error": rec.get("error") or {"message": msg}}
@@ -296,20 +314,97 @@ def derive_status(rec: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_from_record(run_dir: Path, rec: dict[str, Any]) -> Run:
-    """A Run from a ``run.json`` object, with liveness-derived status."""
-    rec = derive_status(rec)
+    """A Run from a record ``read_record`` (or the index) validated, with liveness-derived status.
+
+    Its id is its directory's name, whatever the record's ``id`` field says.
+    """
+    rec = derive_status(rec, run_dir)
     kwargs = {k: v for k, v in rec.items() if k in _FIELDS}
+    kwargs["id"] = run_dir.name
     return Run(run_dir=run_dir, parent_id=rec.get("parent"), trial_ids=list(rec.get("trials") or []), **kwargs)
 
 
-def load_run(run_dir: Path) -> Run:
-    """Read one run directory; RunNotFoundError if it holds no readable run.json."""
+def read_record(run_dir: Path) -> dict[str, Any]:
+    """The validated record of ``run_dir`` (see ``_record``), as written (no liveness derivation).
+
+    RunNotFoundError if the dir is gone; BadRecordError if it is there but its record cannot be
+    trusted: run.json missing, not a regular file (a link, a FIFO), unreadable or of the wrong
+    shape, or the dir's name not a run id.
+    """
+    if os.path.islink(run_dir):  # a run dir is a directory here: a link would lead elsewhere
+        raise BadRecordError(run_dir, "a symbolic link, not a run directory")
+    rec = _record_of(run_dir)
+    if not is_run_id(os.path.basename(run_dir)):
+        raise BadRecordError(run_dir, _not_an_id(Path(run_dir), rec))
+    return rec
+
+
+def _record_of(run_dir: Path) -> dict[str, Any]:
+    path = os.path.join(run_dir, "run.json")
     try:
-        with open(os.path.join(run_dir, "run.json"), "rb") as f:  # bytes: no text-decoding layer
-            rec = json.loads(f.read())
-    except (OSError, ValueError) as e:
-        raise RunNotFoundError(f"{run_dir}: no readable run.json ({e})") from None
-    return run_from_record(run_dir, rec)
+        # No link followed, no FIFO waited on: a run dir from elsewhere names no file outside it.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if not os.path.isdir(run_dir):
+            raise RunNotFoundError(f"{run_dir}: no readable run.json (the run is gone)") from None
+        raise BadRecordError(run_dir, "no readable run.json (none there)") from None
+    except OSError as e:
+        why = "a symbolic link" if e.errno == errno.ELOOP else e.strerror
+        raise BadRecordError(run_dir, f"no readable run.json ({why})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise BadRecordError(run_dir, "no readable run.json (not a regular file)")
+        return parse(_read(fd, st.st_size))
+    except Problem as e:
+        raise BadRecordError(run_dir, str(e)) from None
+    except OSError as e:
+        raise BadRecordError(run_dir, f"no readable run.json ({e.strerror})") from None
+    finally:
+        os.close(fd)
+
+
+def _read(fd: int, size: int) -> bytes:
+    """The file's bytes, at most MAX_BYTES + 1 of them (parse() refuses more)."""
+    if size > MAX_BYTES:
+        raise Problem(f"run.json is larger than {MAX_BYTES >> 20} MB")
+    chunks, total, want = [], 0, size + 1
+    while total <= MAX_BYTES:
+        chunk = os.read(fd, want)
+        chunks.append(chunk)
+        total += len(chunk)
+        if len(chunk) < want:  # the end of a regular file
+            break
+        want = 1 << 20  # it grew since fstat
+    return b"".join(chunks)
+
+
+def _not_an_id(run_dir: Path, rec: dict[str, Any] | None) -> str:
+    """What is wrong with a run dir renamed by hand, and the id to rename it back to."""
+    was = rec.get("id") if rec else None
+    if isinstance(was, str) and is_run_id(was) and not (run_dir.parent / was).exists():
+        return f"the directory name is not a run id: rename it back to {was} (mv {run_dir} {run_dir.parent / was})"
+    return "the directory name is not a run id: rename it to one (e.g. the id in its run.json) or move it out"
+
+
+def load_run(run_dir: Path) -> Run:
+    """Read one run directory; RunNotFoundError if it is gone, BadRecordError (a RunNotFoundError)
+    if its record cannot be trusted (see ``read_record``)."""
+    return run_from_record(run_dir, read_record(run_dir))
+
+
+_warned: set[str] = set()
+
+
+def warn_bad(e: BadRecordError) -> None:
+    """Say once per process, on stderr (the ``guildlite`` logger), that a bad record was skipped."""
+    msg = str(e)
+    if msg in _warned:
+        return
+    _warned.add(msg)
+    import logging
+
+    logging.getLogger("guildlite").warning("guildlite: warning: skipped %s", msg)
 
 
 class RunList(Sequence[Run]):
@@ -318,27 +413,59 @@ class RunList(Sequence[Run]):
     Ids sort in creation order, so ``runs[0]`` (the newest) costs one read whatever the number
     of runs; iterating reads them all. Runs are staged in hidden ``.staging-<id>`` dirs and renamed
     into place with their run.json, so every listed dir is a whole run.
+
+    Only directories named by a run id are runs. Another directory holding a run.json (a run dir
+    renamed by hand) or a link named like a run is a *stray*: never selectable, reported by
+    listings (``runs[a:b]``, iteration) as a bad record, as is a run whose record is bad.
     """
 
     def __init__(self, runs_dir: Path) -> None:
         self.dir = runs_dir
         try:
-            names = [e.name for e in os.scandir(runs_dir) if not e.name.startswith(".") and e.is_dir()]
+            entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in os.scandir(runs_dir)
+                       if not e.name.startswith(".")]
         except FileNotFoundError:
-            names = []
-        self.ids = sorted(names, reverse=True)
-        self._loaded: dict[str, Run | None] = {}
+            entries = []
+        ids = run_ids([name for name, _ in entries])
+        self.ids = sorted((name for name, is_dir in entries if is_dir and name in ids), reverse=True)
+        # A link named like a run would lead outside the runs dir; another dir may be a renamed run.
+        self.strays = sorted(name for name, is_dir in entries if (name in ids) != is_dir)
+        self._loaded: dict[str, Run | RunNotFoundError] = {}
+        self._reported = False
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def _get(self, run_id: str) -> Run | None:
+    def _get(self, run_id: str) -> Run | RunNotFoundError:
         if run_id not in self._loaded:
             try:
                 self._loaded[run_id] = load_run(self.dir / run_id)
-            except RunNotFoundError:
-                self._loaded[run_id] = None  # removed or torn since listing: skipped
+            except RunNotFoundError as e:
+                self._loaded[run_id] = e  # removed since listing (skipped), or a bad record (reported)
         return self._loaded[run_id]
+
+    def stray_error(self, name: str) -> BadRecordError | None:
+        """Why ``name`` (a stray) is not a run; None if it holds no run.json (just some dir)."""
+        d = self.dir / name
+        if os.path.islink(d):
+            return BadRecordError(d, "a symbolic link named like a run: a run dir must be a directory")
+        if not os.path.lexists(d / "run.json"):
+            return None
+        try:
+            rec: dict[str, Any] | None = _record_of(d)
+        except RunNotFoundError:
+            rec = None
+        return BadRecordError(d, _not_an_id(d, rec))
+
+    def report_strays(self) -> None:
+        """Warn (once) about every stray that looks like a run."""
+        if self._reported:
+            return
+        self._reported = True
+        for name in self.strays:
+            e = self.stray_error(name)
+            if e is not None:
+                warn_bad(e)
 
     @overload
     def __getitem__(self, i: int) -> Run: ...
@@ -346,10 +473,18 @@ class RunList(Sequence[Run]):
     def __getitem__(self, i: slice) -> list[Run]: ...
     def __getitem__(self, i: int | slice) -> Run | list[Run]:
         if isinstance(i, slice):
-            return [r for r in (self._get(x) for x in self.ids[i]) if r is not None]
+            self.report_strays()
+            out = []
+            for x in self.ids[i]:
+                run = self._get(x)
+                if isinstance(run, Run):
+                    out.append(run)
+                elif isinstance(run, BadRecordError):
+                    warn_bad(run)
+            return out
         run = self._get(self.ids[i])
-        if run is None:
-            raise RunNotFoundError(f"run {self.ids[i]} has no readable run.json")
+        if not isinstance(run, Run):
+            raise run
         return run
 
     def __iter__(self) -> Iterator[Run]:
@@ -357,21 +492,51 @@ class RunList(Sequence[Run]):
 
 
 def list_runs(runs_dir: Path, where: Callable[[Run], bool] | None = None) -> list[Run]:
-    """Every readable run under ``runs_dir``, newest first (optionally only those ``where`` accepts)."""
+    """Every readable run under ``runs_dir``, newest first (optionally only those ``where`` accepts);
+    bad records are skipped with a warning."""
     runs = RunList(runs_dir)[:]
     return runs if where is None else [r for r in runs if where(r)]
 
 
 def select_runs(runs: Sequence[Run], specs: Iterable[str]) -> list[Run]:
-    """Runs chosen by selectors: ``1`` (newest), ``2:4`` (inclusive), or an id prefix."""
+    """Runs chosen by selectors: ``1`` (newest), ``2:4`` (inclusive), or an id prefix.
+
+    A run chosen by itself (index or id) whose record is bad is an error (BadRecordError); in a
+    range it is skipped with a warning, as in a listing. A prefix of a stray (a run dir renamed
+    by hand) says how to rename it back.
+    """
     ids = runs.ids if isinstance(runs, RunList) else [r.id for r in runs]
     chosen: list[Run] = []
     for spec in specs:
-        for i in _select_one(ids, spec.strip()):
-            run = runs[i]
+        spec = spec.strip()
+        try:
+            picked = _select_one(ids, spec)
+        except RunNotFoundError:
+            stray = _stray_named(runs, spec)
+            if stray is not None:
+                raise stray from None
+            raise
+        for i in picked:
+            try:
+                run = runs[i]
+            except RunNotFoundError as e:
+                if ":" not in spec:
+                    raise
+                if isinstance(e, BadRecordError):
+                    warn_bad(e)
+                continue
             if run not in chosen:
                 chosen.append(run)
     return chosen
+
+
+def _stray_named(runs: Sequence[Run], spec: str) -> BadRecordError | None:
+    if not isinstance(runs, RunList) or not spec or "/" in spec or spec.startswith(".") or ":" in spec:
+        return None
+    for name in runs.strays:
+        if name.startswith(spec):
+            return runs.stray_error(name)
+    return None
 
 
 def with_trials(runs: Sequence[Run]) -> list[Run]:

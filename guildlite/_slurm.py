@@ -233,9 +233,10 @@ def ended_status(state: str) -> str:
     return "terminated" if state.startswith("CANCELLED") else "error"
 
 
-def remote_status(rec: dict[str, Any]) -> dict[str, Any]:
+def remote_status(rec: dict[str, Any], run_dir: Path | None = None) -> dict[str, Any]:
     """A pending/running SLURM record as it stands in SLURM: a job that no longer runs is never
-    reported running (``terminated`` when cancelled, ``error`` otherwise)."""
+    reported running (``terminated`` when cancelled, ``error`` otherwise). The record is re-read
+    from ``run_dir``, the dir it was read from (never from a path a field names)."""
     remote = rec.get("remote") or {}
     ids = [str(j) for j in (remote.get("job_ids") or ([remote["job_id"]] if remote.get("job_id") else []))]
     jobs = job_states()
@@ -252,12 +253,16 @@ def remote_status(rec: dict[str, Any]) -> dict[str, Any]:
         return {**rec, "status": "pending"} if rec.get("status") == "running" else rec
     if state not in END_STATES + ("GONE",):
         return rec  # RUNNING, COMPLETING, STAGE_OUT...
-    try:  # the supervisor may have recorded the end in the meantime
-        fresh = read_record(Path(remote["run_dir"])) if remote.get("run_dir") else rec
-        if fresh.get("status") not in ("pending", "running"):
-            return fresh
-    except (OSError, ValueError):
-        pass
+    if run_dir is not None:  # the supervisor may have recorded the end in the meantime
+        from ._runs import RunNotFoundError
+        from ._runs import read_record as read_valid
+
+        try:
+            fresh = read_valid(run_dir)
+            if fresh.get("status") not in ("pending", "running"):
+                return fresh
+        except RunNotFoundError:
+            pass
     what = "no longer exists" if state == "GONE" else f"ended {state}"
     msg = f"SLURM job {job} {what} without recording the run's end"
     return {**rec, "status": "terminated" if state.startswith("CANCELLED") else "error",

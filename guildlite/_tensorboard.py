@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ._errors import GuildliteError
+from ._record import is_run_id
 from ._runs import Run
 from ._scalars import read_rows
 
@@ -87,7 +88,11 @@ def write_logdir(
     for run in runs:
         if run.is_batch:
             continue
+        if not is_run_id(run.id):  # the sub-dir's name starts with the id: never `..` or a path
+            raise GuildliteError(f"{run.id!r} is not a run id", exit_code=2)
         sub = logdir / run_dir_name(run)
+        if sub.is_symlink():  # written into, emptied: never through a link to elsewhere
+            sub.unlink()
         for old in earlier.get(run.id, []):
             if old != sub:  # relabelled since: the old name goes
                 shutil.rmtree(old, ignore_errors=True)
