@@ -81,6 +81,7 @@ class _Index:
     def __init__(self, runs_dir: Path) -> None:
         self.db: sqlite3.Connection | None = None
         self.rows: dict[str, tuple[Any, ...]] = {}
+        self.updates: list[tuple[Any, ...]] = []
         path = str(runs_dir / INDEX_NAME)
         if not all(_plain_or_absent(path + end) for end in ("", "-journal", "-wal", "-shm")):
             return  # SQLite would follow a link: no index here, then
@@ -95,7 +96,6 @@ class _Index:
                 "SELECT id, mtime, size, rec, s_mtime, s_size, scalars FROM runs")}
         except sqlite3.Error:
             self.db, self.rows = None, {}
-        self.updates: list[tuple[Any, ...]] = []
 
     def flush(self, keep: set[str]) -> None:
         if self.db is None:
