@@ -6,10 +6,13 @@ entry whose run is gone is dropped, and a missing, corrupt or unwritable index o
 (delete ``runs/.index.sqlite`` any time). Liveness-derived status is applied after reading, as
 for any record, so the index never holds a stale "running".
 
-The index lives in the runs dir, so it is as untrusted as the run dirs: a cached record is checked
-with the same schema as a run.json (``_record.check``) and a cached scalar summary for its shape;
-one that fails is read again from its file. An index (or journal) that is not a regular file is
-not used, so that SQLite never writes through a link planted there.
+The index lives in the runs dir, so it is as untrusted as the run dirs. It only ever stores
+records read through the schema (``_record``), and an entry counts only while the stamp of its
+file matches: modification time, size, *change time and inode*, which the kernel sets, so an index
+shipped in an archive beside its runs matches nothing and each run is read (and checked) again.
+An index another user owns (a shared runs dir) may hold anything: its entries are checked with
+the schema on every read (slower, never wrong). An index (or journal) that is not a regular file
+is not used, so that SQLite never writes through a link planted there.
 """
 
 from __future__ import annotations
@@ -35,12 +38,16 @@ _SLIM = (
 )
 
 
-def _stamp(path: str) -> tuple[int, int] | None:
+_TABLE = "runs_v2"  # v2: stamps with change time and inode; rows of schema-checked records only
+_STAMP = ("mtime", "size", "ctime", "ino")
+
+
+def _stamp(path: str) -> tuple[int, int, int, int] | None:
     try:
         st = os.lstat(path)
     except OSError:
         return None
-    return st.st_mtime_ns, st.st_size
+    return st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino
 
 
 def _plain_or_absent(path: str) -> bool:
@@ -52,26 +59,29 @@ def _plain_or_absent(path: str) -> bool:
         return False
 
 
-def _cached_record(text: Any, run_id: str) -> dict[str, Any] | None:
-    """A record from the index, if it has a record's shape (else None: read the file again)."""
+def _cached_record(text: Any, run_id: str, trusted: bool) -> dict[str, Any] | None:
+    """A record from the index (checked unless ``trusted``); None if it is not one: read the file."""
     try:
         rec = json.loads(text)
-        check(rec, text)
+        if not trusted:
+            check(rec, text)
     except (Problem, ValueError, TypeError, RecursionError):
+        return None
+    if type(rec) is not dict:
         return None
     rec["id"] = run_id
     return rec
 
 
-def _cached_summary(text: Any) -> dict[str, Any] | None:
-    """A scalar summary from the index, if it has ``summarize``'s shape (else None)."""
+def _cached_summary(text: Any, trusted: bool) -> dict[str, Any] | None:
+    """A scalar summary from the index (checked for ``summarize``'s shape unless ``trusted``)."""
     try:
         summary = json.loads(text)
     except (ValueError, TypeError, RecursionError):
         return None
     if type(summary) is not dict:
         return None
-    for s in summary.values():
+    for s in () if trusted else summary.values():
         if type(s) is not dict or any(type(s.get(k)) not in (int, float) for k in ("last", "min", "max")):
             return None
     return summary
@@ -82,19 +92,19 @@ class _Index:
         self.db: sqlite3.Connection | None = None
         self.rows: dict[str, tuple[Any, ...]] = {}
         self.updates: list[tuple[Any, ...]] = []
+        self.trusted = False
         path = str(runs_dir / INDEX_NAME)
         if not all(_plain_or_absent(path + end) for end in ("", "-journal", "-wal", "-shm")):
             return  # SQLite would follow a link: no index here, then
+        cols = ", ".join(["id", *_STAMP, "rec", *(f"s_{c}" for c in _STAMP), "scalars"])
         try:
             self.db = sqlite3.connect(path, timeout=5, isolation_level=None)
             self.db.execute("PRAGMA synchronous=OFF")  # a cache: losing it on power loss is harmless
-            self.db.execute(
-                "CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, mtime INTEGER, size INTEGER, rec TEXT,"
-                " s_mtime INTEGER, s_size INTEGER, scalars TEXT)"
-            )
-            self.rows = {r[0]: r[1:] for r in self.db.execute(
-                "SELECT id, mtime, size, rec, s_mtime, s_size, scalars FROM runs")}
-        except sqlite3.Error:
+            self.db.execute(f"CREATE TABLE IF NOT EXISTS {_TABLE} ({cols}, PRIMARY KEY (id))")
+            self.db.execute("DROP TABLE IF EXISTS runs")  # v1: stamps that an archive could match
+            self.trusted = os.stat(path).st_uid == os.geteuid()
+            self.rows = {r[0]: r[1:] for r in self.db.execute(f"SELECT {cols} FROM {_TABLE}")}
+        except (sqlite3.Error, OSError):
             self.db, self.rows = None, {}
 
     def flush(self, keep: set[str]) -> None:
@@ -103,8 +113,8 @@ class _Index:
         gone = [(k,) for k in self.rows if k not in keep]
         try:
             self.db.execute("BEGIN")
-            self.db.executemany("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?)", self.updates)
-            self.db.executemany("DELETE FROM runs WHERE id = ?", gone)
+            self.db.executemany(f"INSERT OR REPLACE INTO {_TABLE} VALUES ({','.join('?' * 11)})", self.updates)
+            self.db.executemany(f"DELETE FROM {_TABLE} WHERE id = ?", gone)
             self.db.execute("COMMIT")
         except sqlite3.Error:
             pass  # a busy or read-only index: next time, then
@@ -134,7 +144,7 @@ def load_records(
         base = f"{root}/{run_id}"
         stamp = _stamp(f"{base}/run.json")
         row = index.rows.get(run_id)
-        rec = _cached_record(row[2], run_id) if row is not None and (row[0], row[1]) == stamp else None
+        rec = _cached_record(row[4], run_id, index.trusted) if row is not None and row[:4] == stamp else None
         changed = rec is None
         if rec is None:
             try:
@@ -145,17 +155,17 @@ def load_records(
             except RunNotFoundError:
                 continue
             rec = {k: v for k, v in full.to_record().items() if k in _SLIM}
-        s_stamp, summary_text = ((row[3], row[4]), row[5]) if row is not None else (None, None)
+        s_stamp, summary_text = (row[5:9], row[9]) if row is not None else (None, None)
         summary = None
         if scalars:
-            now = _stamp(f"{base}/scalars.jsonl") or (0, 0)
-            summary = _cached_summary(summary_text) if s_stamp == now else None
+            now = _stamp(f"{base}/scalars.jsonl") or (0, 0, 0, 0)
+            summary = _cached_summary(summary_text, index.trusted) if s_stamp == now else None
             if summary is None:
                 summary = summarize(Path(base, "scalars.jsonl"))
                 summary_text, s_stamp, changed = json.dumps(summary), now, True
         if changed and stamp is not None:
-            index.updates.append((run_id, *stamp, json.dumps(rec), *(s_stamp or (None, None)), summary_text))
-        rec = derive_status(rec, Path(base))
+            index.updates.append((run_id, *stamp, json.dumps(rec), *(s_stamp or (None,) * 4), summary_text))
+        rec = derive_status(rec, base)
         if where is not None and not where(rec):
             continue
         out.append((run_id, rec, summary or {}))

@@ -297,7 +297,7 @@ class Run:
 _FIELDS = set(Run.__dataclass_fields__) - {"run_dir", "_parent", "parent_id", "trial_ids"}
 
 
-def derive_status(rec: dict[str, Any], run_dir: Path | None = None) -> dict[str, Any]:
+def derive_status(rec: dict[str, Any], run_dir: Path | str | None = None) -> dict[str, Any]:
     """The record as it stands: pending/running with its owner gone reads ``terminated``.
 
     A run whose job runs elsewhere (``remote``: a SLURM job) is alive while its job is; the run's

@@ -233,7 +233,7 @@ def ended_status(state: str) -> str:
     return "terminated" if state.startswith("CANCELLED") else "error"
 
 
-def remote_status(rec: dict[str, Any], run_dir: Path | None = None) -> dict[str, Any]:
+def remote_status(rec: dict[str, Any], run_dir: Path | str | None = None) -> dict[str, Any]:
     """A pending/running SLURM record as it stands in SLURM: a job that no longer runs is never
     reported running (``terminated`` when cancelled, ``error`` otherwise). The record is re-read
     from ``run_dir``, the dir it was read from (never from a path a field names)."""
@@ -258,7 +258,7 @@ def remote_status(rec: dict[str, Any], run_dir: Path | None = None) -> dict[str,
         from ._runs import read_record as read_valid
 
         try:
-            fresh = read_valid(run_dir)
+            fresh = read_valid(Path(run_dir))
             if fresh.get("status") not in ("pending", "running"):
                 return fresh
         except RunNotFoundError:

@@ -238,20 +238,48 @@ def test_select_runs_over_a_runs_list_with_bad_records(mixed: Path) -> None:
 # --- the index ---------------------------------------------------------------------------------------
 
 
-def test_a_planted_index_row_is_checked_like_a_record(tmp_path: Path) -> None:
-    runs = good_runs(tmp_path / "runs")
-    assert gl("compare", runs_dir=runs).returncode == 0  # builds the index
+PLANTED = {"id": "..", "op": "train", "flags": [1], "started": 5, "trials": ["/etc"], "status": "completed"}
+
+
+def _plant(runs: Path, **match: Any) -> None:
+    """Every entry of the runs dir's index made a hostile record, its stamp columns set to ``match``."""
     db = sqlite3.connect(runs / ".index.sqlite")
-    bad = {"id": "..", "op": "train", "flags": [1], "started": 5, "trials": ["/etc"], "status": "completed"}
-    db.execute("UPDATE runs SET rec = ?, scalars = ?", (json.dumps(bad), json.dumps({"loss": [1]})))
+    sets = ", ".join(f"{k} = {v}" for k, v in match.items())
+    db.execute(f"UPDATE runs_v2 SET rec = ?, scalars = ? {', ' + sets if sets else ''}",
+               (json.dumps(PLANTED), json.dumps({"loss": [1]})))
     db.commit()
     db.close()
+
+
+def _lists_the_good_runs(runs: Path) -> None:
     for args in (["compare"], ["runs", "--status", "completed"], ["compare", "--json"]):
         p = gl(*args, runs_dir=runs)
         assert p.returncode == 0 and not p.stderr, (args, p.stderr)
         assert all(g in p.stdout for g in GOOD)
     rows = json.loads(gl("compare", "--json", runs_dir=runs).stdout)
     assert sorted(r["id"] for r in rows) == GOOD and {r["loss"] for r in rows} == {0.5}
+
+
+def test_an_index_that_came_with_the_runs_is_not_trusted(tmp_path: Path) -> None:
+    made = good_runs(tmp_path / "made")
+    assert gl("compare", runs_dir=made).returncode == 0  # builds the index
+    _plant(made)
+    # as an archive brings it: same contents, modification times and sizes; new inodes, change times
+    runs = tmp_path / "runs"
+    shutil.copytree(made, runs, copy_function=shutil.copy2)
+    for name in GOOD:
+        st = os.lstat(made / name / "run.json")
+        assert (st.st_mtime_ns, st.st_size) == (lambda c: (c.st_mtime_ns, c.st_size))(os.lstat(runs / name / "run.json"))
+    _lists_the_good_runs(runs)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a file another user's needs root")
+def test_an_index_another_user_owns_is_checked_like_run_json(tmp_path: Path) -> None:
+    runs = good_runs(tmp_path / "runs")
+    assert gl("compare", runs_dir=runs).returncode == 0
+    _plant(runs)  # stamps left as they are: they match
+    os.chown(runs / ".index.sqlite", 12345, 12345)
+    _lists_the_good_runs(runs)
 
 
 def test_the_index_is_never_written_through_a_link(tmp_path: Path) -> None:
