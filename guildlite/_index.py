@@ -39,15 +39,16 @@ _SLIM = (
 
 
 _TABLE = "runs_v2"  # v2: stamps with change time and inode; rows of schema-checked records only
-_STAMP = ("mtime", "size", "ctime", "ino")
 
 
-def _stamp(path: str) -> tuple[int, int, int, int] | None:
+def _stamp(path: str) -> int | None:
+    """The file's modification time, size, change time and inode, in one int (a tuple's hash:
+    stable across processes, one column to store and compare)."""
     try:
         st = os.lstat(path)
     except OSError:
         return None
-    return st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino
+    return hash((st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino))
 
 
 def _plain_or_absent(path: str) -> bool:
@@ -96,14 +97,18 @@ class _Index:
         path = str(runs_dir / INDEX_NAME)
         if not all(_plain_or_absent(path + end) for end in ("", "-journal", "-wal", "-shm")):
             return  # SQLite would follow a link: no index here, then
-        cols = ", ".join(["id", *_STAMP, "rec", *(f"s_{c}" for c in _STAMP), "scalars"])
+        cols = "id, stamp, rec, s_stamp, scalars"
         try:
             self.db = sqlite3.connect(path, timeout=5, isolation_level=None)
             self.db.execute("PRAGMA synchronous=OFF")  # a cache: losing it on power loss is harmless
             self.db.execute(f"CREATE TABLE IF NOT EXISTS {_TABLE} ({cols}, PRIMARY KEY (id))")
             self.db.execute("DROP TABLE IF EXISTS runs")  # v1: stamps that an archive could match
             self.trusted = os.stat(path).st_uid == os.geteuid()
-            self.rows = {r[0]: r[1:] for r in self.db.execute(f"SELECT {cols} FROM {_TABLE}")}
+            try:
+                self.rows = {r[0]: r[1:] for r in self.db.execute(f"SELECT {cols} FROM {_TABLE}")}
+            except sqlite3.OperationalError:  # a table of another shape: a cache, so start again
+                self.db.execute(f"DROP TABLE {_TABLE}")
+                self.db.execute(f"CREATE TABLE {_TABLE} ({cols}, PRIMARY KEY (id))")
         except (sqlite3.Error, OSError):
             self.db, self.rows = None, {}
 
@@ -113,7 +118,7 @@ class _Index:
         gone = [(k,) for k in self.rows if k not in keep]
         try:
             self.db.execute("BEGIN")
-            self.db.executemany(f"INSERT OR REPLACE INTO {_TABLE} VALUES ({','.join('?' * 11)})", self.updates)
+            self.db.executemany(f"INSERT OR REPLACE INTO {_TABLE} VALUES (?,?,?,?,?)", self.updates)
             self.db.executemany(f"DELETE FROM {_TABLE} WHERE id = ?", gone)
             self.db.execute("COMMIT")
         except sqlite3.Error:
@@ -144,7 +149,7 @@ def load_records(
         base = f"{root}/{run_id}"
         stamp = _stamp(f"{base}/run.json")
         row = index.rows.get(run_id)
-        rec = _cached_record(row[4], run_id, index.trusted) if row is not None and row[:4] == stamp else None
+        rec = _cached_record(row[1], run_id, index.trusted) if row is not None and row[0] == stamp else None
         changed = rec is None
         if rec is None:
             try:
@@ -155,20 +160,20 @@ def load_records(
             except RunNotFoundError:
                 continue
             rec = {k: v for k, v in full.to_record().items() if k in _SLIM}
-        s_stamp, summary_text = (row[5:9], row[9]) if row is not None else (None, None)
+        s_stamp, summary_text = (row[2], row[3]) if row is not None else (None, None)
+        now = derive_status(rec, base)
+        shown = where is None or where(now)
         summary = None
-        if scalars:
-            now = _stamp(f"{base}/scalars.jsonl") or (0, 0, 0, 0)
-            summary = _cached_summary(summary_text, index.trusted) if s_stamp == now else None
+        if scalars and shown:
+            s_now = _stamp(f"{base}/scalars.jsonl") or 0
+            summary = _cached_summary(summary_text, index.trusted) if s_stamp == s_now else None
             if summary is None:
                 summary = summarize(Path(base, "scalars.jsonl"))
-                summary_text, s_stamp, changed = json.dumps(summary), now, True
+                summary_text, s_stamp, changed = json.dumps(summary), s_now, True
         if changed and stamp is not None:
-            index.updates.append((run_id, *stamp, json.dumps(rec), *(s_stamp or (None,) * 4), summary_text))
-        rec = derive_status(rec, base)
-        if where is not None and not where(rec):
-            continue
-        out.append((run_id, rec, summary or {}))
+            index.updates.append((run_id, stamp, json.dumps(rec), s_stamp, summary_text))
+        if shown:
+            out.append((run_id, now, summary or {}))
     index.flush(keep=set(runs.ids))
     return out
 

@@ -29,14 +29,13 @@ def is_run_id(name: str) -> bool:
     return _ID.fullmatch(name) is not None
 
 
-def run_ids(names: list[str]) -> set[str]:
-    """The members of ``names`` that are run ids (one regex pass over them all: listing 100k
-    names stays a few ms)."""
+def run_ids(names: list[str]) -> list[str]:
+    """The members of ``names`` that are run ids, in order (one regex pass over them all: listing
+    100k names stays a few ms)."""
     text = "\n".join(names)
-    found = _IDS.findall(text)
-    if len(found) == len(names) and text.count("\n") == len(names) - 1:
-        return set(names)  # no name holds a newline, so every line is a whole name
-    return {n for n in names if is_run_id(n)}
+    if len(_IDS.findall(text)) == len(names) and text.count("\n") == len(names) - 1:
+        return names  # no name holds a newline, so every line is a whole name, and an id
+    return [n for n in names if is_run_id(n)]
 
 
 class Problem(ValueError):

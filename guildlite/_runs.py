@@ -426,10 +426,12 @@ class RunList(Sequence[Run]):
                        if not e.name.startswith(".")]
         except FileNotFoundError:
             entries = []
-        ids = run_ids([name for name, _ in entries])
-        self.ids = sorted((name for name, is_dir in entries if is_dir and name in ids), reverse=True)
-        # A link named like a run would lead outside the runs dir; another dir may be a renamed run.
-        self.strays = sorted(name for name, is_dir in entries if (name in ids) != is_dir)
+        dirs = [name for name, is_dir in entries if is_dir]
+        ids = run_ids(dirs)
+        self.ids = sorted(ids, reverse=True)
+        # Another dir may be a renamed run; a link named like a run would lead outside the runs dir.
+        others = set(dirs).difference(ids) if len(ids) < len(dirs) else set()
+        self.strays = sorted([*others, *(name for name, is_dir in entries if not is_dir and is_run_id(name))])
         self._loaded: dict[str, Run | RunNotFoundError] = {}
         self._reported = False
 
