@@ -58,13 +58,13 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     """Every well-formed row of a scalars file (a torn last line is skipped)."""
     rows = []
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8", errors="replace") as f:
             for line in f:
                 try:
                     row = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue
-                if isinstance(row, dict) and "key" in row:
+                if isinstance(row, dict) and isinstance(row.get("key"), str):  # a key names a column
                     rows.append(row)
     except OSError:
         pass

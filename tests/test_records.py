@@ -491,3 +491,12 @@ def test_any_run_json_real_subprocesses(tmp_path: Path) -> None:
                  ["view", "--out", str(tmp_path / "v.html")]):
         p = gl(*args, runs_dir=runs)
         assert p.returncode == 0 and len(warnings_of(p.stderr)) == len(samples), (args, p.stderr)
+
+
+def test_odd_scalar_rows_are_skipped(tmp_path: Path) -> None:
+    runs = good_runs(tmp_path / "runs")
+    (runs / GOOD[0] / "scalars.jsonl").write_bytes(
+        b'{"key": ["a"], "value": 1, "step": 1}\n{"key": {"b": 1}, "value": 2}\n\xff\xfe{"key": 3}\n'
+        + b"[" * 100_000 + b"\n" + json.dumps({"step": 2, "key": "loss", "value": 0.25}).encode() + b"\n")
+    rows = json.loads(gl("compare", "--json", runs_dir=runs).stdout)
+    assert {r["id"]: r["loss"] for r in rows} == {GOOD[0]: 0.25, GOOD[1]: 0.5, GOOD[2]: 0.5}
