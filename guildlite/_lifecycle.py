@@ -123,32 +123,38 @@ class Session:
         cfg = self.cfg
         run = self._new_run(flags, is_trial=parent is not None, parent_id=parent.id if parent else None)
         run._parent = parent
-        staging = run.run_dir
-        try:
+        with self._staging(run):
             self._stage_source(run)
             log_dir = RunPaths(cfg.runs_dir / run.id).meta / "torchrun"
             run.cmd = job_command(cfg.op, flags, cfg.nproc, log_dir=log_dir)
             write_flags_config(cfg.op, flags, run.run_dir)
             run.save()
             self._publish(run)
-        except OSError as e:
-            if not is_full(e):
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
-            # A full disk is the runs dir's filesystem's state, not the fault of the file being copied.
-            msg = full_message(e, f"cannot stage a run in {cfg.runs_dir}", cfg.runs_dir)
-            shutil.rmtree(staging, ignore_errors=True)
-            raise GuildliteError(msg) from None
-        except BaseException:
-            # Nothing half-staged stays behind, whatever failed (a bad flags path, guildlite itself).
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         self._open[run.id] = run
         try:
             self.hooks.call("on_run_staged", run)
         except HookFailed as e:
             self.end(run, "error", error=e.info)
         return run
+
+    @contextlib.contextmanager
+    def _staging(self, run: Run) -> Iterator[None]:
+        """Staging ``run`` (its hidden dir up to the rename into place): whatever fails, nothing
+        half-staged stays behind, and a full disk is named as the runs dir's filesystem's state,
+        not as the fault of the file being written when it filled."""
+        staging = run.run_dir
+        try:
+            yield
+        except OSError as e:
+            if not is_full(e):
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            msg = full_message(e, f"cannot stage a run in {self.cfg.runs_dir}", self.cfg.runs_dir)
+            shutil.rmtree(staging, ignore_errors=True)
+            raise GuildliteError(msg) from None
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
 
     def _stage_source(self, run: Run) -> None:
         """Copy the project's source into the run dir; what was skipped goes to the manifest."""
@@ -181,7 +187,13 @@ class Session:
         run.status = "pending"
         run.gpus = list(slot.gpus) if slot.gpus is not None else None
         run.claim()
-        run.save()
+        try:
+            run.save()
+        except OSError as e:
+            if not is_full(e):
+                raise
+            self.end(run, "error", error={"message": full_message(e, "not started", run.run_dir)})
+            return None
         self.progress("begin", run)
         try:
             self.hooks.call("on_run_begin", run)
@@ -410,11 +422,12 @@ class Session:
         """A batch: a virtual parent run (begin/end hooks only) whose trials are ordinary runs."""
         with self._invocation():
             batch = self._new_run(batch_flags, is_batch=True, batch=dict(batch_info))
-            batch.cmd = []
-            batch.paths.meta.mkdir(exist_ok=True)
-            batch.claim()
-            batch.save()
-            self._publish(batch)
+            with self._staging(batch):
+                batch.cmd = []
+                batch.paths.meta.mkdir(exist_ok=True)
+                batch.claim()
+                batch.save()
+                self._publish(batch)
             self._open[batch.id] = batch
             if not stage_only and not self._begin_batch(batch):
                 return batch

@@ -54,11 +54,14 @@ _WAYS = (["unshare", "-rm"], ["unshare", "-m"], [])
 
 
 def on_tmpfs(tmp_path: Path, size: str, cwd: Path, env: dict[str, str], *commands: list[str]) -> dict[str, Any]:
-    """Run ``guildlite`` commands (argv lists, ``{fs}`` standing for the tmpfs dir) with a
-    ``size`` tmpfs mounted at ``tmp_path/fs``; their results and the runs dir's records."""
+    """Run commands (argv lists; ``guildlite`` first for guildlite, ``{fs}`` standing for the tmpfs
+    dir) with a ``size`` tmpfs mounted at ``tmp_path/fs``; their results and the runs dir's records."""
     fs = tmp_path / "fs"
     fs.mkdir(exist_ok=True)
-    cmds = json.dumps([[*GUILDLITE, *(a.replace("{fs}", str(fs)) for a in argv)] for argv in commands])
+    cmds = json.dumps([
+        [*(GUILDLITE if argv[0] == "guildlite" else argv[:1]), *(a.replace("{fs}", str(fs)) for a in argv[1:])]
+        for argv in commands
+    ])
     tried = []
     for way in _WAYS:
         if way and shutil.which(way[0]) is None:
@@ -105,8 +108,8 @@ def _fill_project(make_project: Callable[..., Project], launcher: str = "python"
 def test_disk_fills_while_the_job_runs(make_project: Callable[..., Project], tmp_path: Path, launcher: str) -> None:
     proj = _fill_project(make_project, launcher)
     out = on_tmpfs(tmp_path, "2m", proj.root, proj.env,
-                   ["run", "fill", "-y", "--runs-dir", "{fs}/runs"],
-                   ["runs", "--json", "--runs-dir", "{fs}/runs"])
+                   ["guildlite", "run", "fill", "-y", "--runs-dir", "{fs}/runs"],
+                   ["guildlite", "runs", "--json", "--runs-dir", "{fs}/runs"])
     run, listing = out["results"]
     assert TRACEBACK not in run["stderr"], run["stderr"][-3000:]
     assert run["rc"] != 0, run["stderr"][-2000:]
@@ -125,7 +128,7 @@ def test_the_end_is_recorded_although_the_job_took_all_space(make_project: Calla
     """The job fills the disk and exits quietly: its end still fits (guildlite held space for it)."""
     proj = _fill_project(make_project)
     env = {**proj.env, "QUIET": "1"}
-    out = on_tmpfs(tmp_path, "2m", proj.root, env, ["run", "fill", "-y", "--runs-dir", "{fs}/runs"])
+    out = on_tmpfs(tmp_path, "2m", proj.root, env, ["guildlite", "run", "fill", "-y", "--runs-dir", "{fs}/runs"])
     (run,) = out["results"]
     assert run["rc"] == 0, run["stderr"][-2000:]
     (rec,) = out["records"].values()
@@ -137,7 +140,7 @@ def test_an_end_that_cannot_be_written_is_said_and_fails(make_project: Callable[
     """Even the space held for the end is gone: stderr says so and the exit code is not 0."""
     proj = _fill_project(make_project)
     env = {**proj.env, "QUIET": "1", "STEAL_RESERVE": "1"}
-    out = on_tmpfs(tmp_path, "2m", proj.root, env, ["run", "fill", "-y", "--runs-dir", "{fs}/runs"])
+    out = on_tmpfs(tmp_path, "2m", proj.root, env, ["guildlite", "run", "fill", "-y", "--runs-dir", "{fs}/runs"])
     (run,) = out["results"]
     assert TRACEBACK not in run["stderr"], run["stderr"][-3000:]
     assert run["rc"] == 1, run["stderr"][-2000:]
@@ -149,8 +152,8 @@ def test_an_end_that_cannot_be_written_is_said_and_fails(make_project: Callable[
 def test_disk_full_while_staging_names_the_disk(make_project: Callable[..., Project], tmp_path: Path) -> None:
     proj = make_project(files={"hello.py": "print('hi')\n", "data.bin": "0123456789abcdef" * 8000})  # 128 KB
     out = on_tmpfs(tmp_path, "64k", proj.root, proj.env,
-                   ["run", "quick", "-y", "--runs-dir", "{fs}/runs"],
-                   ["run", "quick", "epochs=[1,2]", "-y", "--runs-dir", "{fs}/runs"])
+                   ["guildlite", "run", "quick", "-y", "--runs-dir", "{fs}/runs"],
+                   ["guildlite", "run", "quick", "epochs=[1,2]", "-y", "--runs-dir", "{fs}/runs"])
     for res in out["results"]:
         assert res["rc"] == 1, res
         assert TRACEBACK not in res["stderr"], res["stderr"][-3000:]
@@ -163,3 +166,21 @@ def test_disk_full_while_staging_names_the_disk(make_project: Callable[..., Proj
     (batch,) = out["records"].values()
     assert batch["is_batch"] and batch["status"] == "error", batch
     assert "no space left on device" in batch["error"]["message"]
+
+
+def test_staging_on_a_disk_already_full(make_project: Callable[..., Project], tmp_path: Path) -> None:
+    """Not even a run.json fits: a single run and a batch fail naming the disk, leaving nothing."""
+    proj = make_project()
+    out = on_tmpfs(tmp_path, "256k", proj.root, proj.env,
+                   ["mkdir", "{fs}/runs"],
+                   ["sh", "-c", "head -c 1M /dev/zero > {fs}/blob; true"],
+                   ["guildlite", "run", "quick", "-y", "--runs-dir", "{fs}/runs"],
+                   ["guildlite", "run", "quick", "epochs=[1,2]", "-y", "--runs-dir", "{fs}/runs"],
+                   ["guildlite", "runs", "--runs-dir", "{fs}/runs"])
+    for res in out["results"][2:4]:
+        assert res["rc"] == 1, res
+        assert TRACEBACK not in res["stderr"], res["stderr"][-3000:]
+        line = res["stderr"].strip().splitlines()[-1]
+        assert line.startswith("guildlite: error: no space left on device: cannot stage a run in "), line
+    assert out["names"] == [] and out["records"] == {}
+    assert out["results"][4]["rc"] == 0
