@@ -151,22 +151,27 @@ def diff_trees(a: Tree, b: Tree) -> str:
     """A unified diff of two sets of files; a file that is binary, too large to diff, or may not
     be read (``_runfiles``'s rule: never its content then) gets a line of its own."""
     out: list[str] = []
-    for rel in sorted(set(a.files) | set(b.files)):
+    for rel in sorted(a.files | b.files):
         sa, sb = a.side(rel), b.side(rel)
-        refused = [f"Skipped {t.name}/{rel}: {s}\n" for t, s in ((a, sa), (b, sb)) if isinstance(s, str)]
+        an, bn = f"{a.name}/{_shown(rel)}", f"{b.name}/{_shown(rel)}"
+        refused = [f"Skipped {n}: {s}\n" for n, s in ((an, sa), (bn, sb)) if isinstance(s, str)]
         if refused:
             out.extend(refused)
         elif not isinstance(sa, bytes) and not isinstance(sb, bytes):  # text, or absent on one side
             out.extend(difflib.unified_diff(
-                sa or [], sb or [], f"{a.name}/{rel}" if sa is not None else "/dev/null",
-                f"{b.name}/{rel}" if sb is not None else "/dev/null"))
+                sa or [], sb or [], an if sa is not None else "/dev/null", bn if sb is not None else "/dev/null"))
         elif sa is None:
-            out.append(f"Binary file {b.name}/{rel} added\n")
+            out.append(f"Binary file {bn} added\n")
         elif sb is None:
-            out.append(f"Binary file {a.name}/{rel} removed\n")
+            out.append(f"Binary file {an} removed\n")
         elif a.digest(rel) != b.digest(rel):
-            out.append(f"Binary files {a.name}/{rel} and {b.name}/{rel} differ\n")
+            out.append(f"Binary files {an} and {bn} differ\n")
     return "".join(line if line.endswith("\n") else line + "\n" for line in out)
+
+
+def _shown(name: str) -> str:
+    """A file name as printed: control characters escaped, so that a name cannot drive the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
 
 
 @dataclass(frozen=True)

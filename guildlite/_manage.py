@@ -196,20 +196,20 @@ def stop(
 def _confirm(run: Run, to: str) -> list[_Held] | str:
     """Handles on the run's owning guildlite process (``to="owner"``), its job's main process
     (``"job"``), or all of them: the job, every process under it, then the owner (``"all"``); or
-    why none may be signalled."""
+    why none may be signalled. A process that is gone (the run ending meanwhile) is left out."""
     pid, start = run.pid, run.pid_start
     if not pid:
-        return "no pid recorded; nothing to signal"
+        return []
     why = "cannot confirm its process ({}); not signalling pid " + str(pid)
     if run.host != socket.gethostname():
         return why.format(f"it runs on host {run.host!r}, not here")
     if start is None:
         return why.format("no start time recorded")
     held = _hold(pid, lambda ppid, now: now == start)
-    if held is None:
-        return why.format("that pid is gone or belongs to another process now: its start time differs")
+    if held is None:  # gone, or its pid taken by another process since: the run reads terminated
+        return []
     handles = []
-    if to != "owner" and run.job_pid and run.job_pid != pid:
+    if to != "owner" and run.job_pid:
         # Every process is held before any is signalled: a killed parent's children are reparented.
         tree = {pid}  # the job is the owner's child, each process under it a child of one before it
         for p in [run.job_pid, *(descendants(run.job_pid) if to == "all" else [])]:
@@ -217,10 +217,12 @@ def _confirm(run: Run, to: str) -> list[_Held] | str:
             if h is not None:
                 tree.add(p)
                 handles.append(h)
+        if to == "job" and not handles and _ppid_start(run.job_pid) is not None:
+            _release([held])
+            return (f"its job (pid {run.job_pid}) is not a child of its guildlite process (pid {pid}); "
+                    "not signalling it")
     if to == "job":
         _release([held])
-        if not handles:
-            return f"its job (pid {run.job_pid}) is not a child of its guildlite process (pid {pid}); not signalling it"
     else:
         handles.append(held)
     return handles

@@ -110,6 +110,25 @@ def test_diff_does_not_follow_a_manifest_path_out_of_the_run_dir(lab: Lab, kind:
         assert f"Skipped {lab.B}/.guildlite/sourcecode.json entry {path!r}: outside the run directory" in cp.stdout
 
 
+def test_diff_follows_a_symlink_that_stays_inside_the_run_dir(lab: Lab) -> None:
+    (lab.runs / lab.B / "alias.py").symlink_to("hello.py")
+    lab.add_to_manifest(lab.B, "alias.py")
+    cp = lab.gl("diff", "--source-only", lab.A, lab.B)
+    assert cp.returncode == 0, cp.stderr
+    added = (lab.runs / lab.B / "hello.py").read_text().splitlines()
+    assert cp.stdout.startswith(f"--- /dev/null\n+++ {lab.B}/alias.py\n")
+    assert [line[1:] for line in cp.stdout.splitlines() if line.startswith("+") and not line.startswith("+++")] == added
+
+
+def test_diff_escapes_control_characters_in_file_names(lab: Lab) -> None:
+    name = "x\x1b]0;owned\x07.py"
+    (lab.runs / lab.B / name).write_text("print(1)\n")
+    lab.add_to_manifest(lab.B, name)
+    cp = lab.gl("diff", "--source-only", lab.A, lab.B)
+    assert cp.returncode == 0 and "\x1b" not in cp.stdout and "\x07" not in cp.stdout, cp.stdout
+    assert f"+++ {lab.B}/x\\x1b]0;owned\\x07.py\n" in cp.stdout
+
+
 def test_diff_one_run_reads_only_this_project(lab: Lab, tmp_path: Path) -> None:
     """The project dir of a one-run diff is the guildfile's in use, never a dir a record names."""
     rec_path = lab.runs / lab.B / "run.json"
