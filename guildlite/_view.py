@@ -21,7 +21,7 @@ from ._errors import GuildliteError, RunNotFoundError
 from ._inspect import duration, open_run_file
 from ._runfiles import RunFileError, listed_size, open_file
 from ._runs import META_DIR, Run, RunList, load_run, now_iso, select_runs, with_trials
-from ._scalars import MAX_SCALARS_BYTES, summarize
+from ._scalars import MAX_LINE_BYTES, MAX_SCALARS_BYTES, summarize
 
 FORMAT = 1
 MAX_POINTS = 2000  # per scalar series: longer ones are thinned (evenly, keeping the last point)
@@ -118,19 +118,35 @@ def run_data(run: Run) -> dict[str, Any]:
 
 
 def _rows(path: Path) -> list[Any]:
+    """The JSON rows of a scalars file: a regular file inside its run dir only, and at most
+    MAX_SCALARS_BYTES of it, read in chunks (a line longer than MAX_LINE_BYTES is dropped)."""
     try:
-        with open_file(path.parent, path.name) as f:
-            # Bounded: a sparse file of terabytes (or one growing without end) is cut, not read whole.
-            lines = [line for line in f.read(MAX_SCALARS_BYTES).decode("utf-8", "replace").split("\n") if line]
+        f = open_file(path.parent, path.name)
     except RunFileError:
         return []
-    try:
-        return json.loads("[" + ",".join(lines) + "]")  # one parse for the file: several times faster
+    rows: list[Any] = []
+    with f:
+        left, rest = MAX_SCALARS_BYTES, b""
+        while left > 0 and (chunk := f.read(min(left, 8 << 20))):
+            left -= len(chunk)
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            rest = rest if len(rest) <= MAX_LINE_BYTES else b""
+            rows += _parse([line for line in lines if line and len(line) <= MAX_LINE_BYTES])
+        rows += _parse([rest] if rest else [])
+    return rows
+
+
+def _parse(lines: list[bytes]) -> list[Any]:
+    if not lines:
+        return []
+    try:  # one parse for them all: several times faster
+        return json.loads(b"[" + b",".join(lines) + b"]")
     except ValueError:  # a torn last line, or another bad one: line by line, skipping those
         rows = []
         for line in lines:
             try:
-                rows.append(json.loads(line))
+                rows.append(json.loads(line.decode("utf-8", "replace")))
             except ValueError:
                 continue
         return rows

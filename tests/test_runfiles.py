@@ -182,6 +182,9 @@ def _plant(run_dir: Path, name: str, what: str) -> None:
         os.mkfifo(p)
     elif what == "zero":
         p.symlink_to("/dev/zero")
+    elif what == "sparse":  # a terabyte of zeros, no newline: takes no disk, would take all memory
+        with open(p, "wb") as f:
+            f.truncate(1 << 40)
     else:
         p.symlink_to(name)  # a loop: the link names itself
 
@@ -201,7 +204,7 @@ def test_diff_and_cat_never_hang_on_what_is_not_a_regular_file(lab: Lab, what: s
     assert_clean_error(cp, 2, "hello.py", reason)
 
 
-@pytest.mark.parametrize("what", ["fifo", "zero", "loop"])
+@pytest.mark.parametrize("what", ["fifo", "zero", "loop", "sparse"])
 def test_view_out_compare_and_runs_never_hang(lab: Lab, tmp_path: Path, what: str) -> None:
     pytest.importorskip("plotly")
     for name in ("output.log", "scalars.jsonl"):
