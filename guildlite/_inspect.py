@@ -140,6 +140,25 @@ def source_files(run: Run) -> tuple[list[str], list[str]]:
     return good, notes
 
 
+def project_dir(run: Run, guildfile: Path | None = None) -> Path:
+    """The project dir to diff ``run`` against: the one of the guildfile in use (``guildfile``,
+    else found from the current dir), and only when the run was staged from it. The dir the
+    record names is never read by itself: a record made elsewhere could name any dir."""
+    from ._guildfile import find_guildfile
+
+    source = run.attrs.get("sourcecode")
+    recorded = source.get("root") if isinstance(source, dict) else None
+    if not isinstance(recorded, str) or not os.path.isdir(recorded):
+        raise GuildliteError(f"the project dir of run {run.id} ({recorded}) is gone", exit_code=2)
+    found = guildfile or find_guildfile()
+    here = found.resolve().parent if found is not None else None
+    if here is None or here != Path(recorded).resolve():
+        raise GuildliteError(
+            f"run {run.id} was staged from {recorded}, not from this project ({here or 'no guildfile.yml here'}):"
+            f" run diff in {recorded}", exit_code=2)
+    return here
+
+
 def diff_flags(a: Run, b: Run) -> list[tuple[str, Any, Any]]:
     """(flag, value in a, value in b) for every flag of either run, differences first."""
     names = list(dict.fromkeys([*a.flags, *b.flags]))

@@ -704,7 +704,7 @@ def diff(specs: tuple[str, ...], source_only: bool, flags_only: bool, runs_dir: 
     With one RUN: its staged source against the project's current source, which shows what an
     on_run_staged plugin (or a later edit) changed.
     """
-    from ._inspect import Tree, diff_flags, diff_trees, source_files
+    from ._inspect import Tree, diff_flags, diff_trees, project_dir, source_files
 
     if len(specs) > 2:
         raise GuildliteError("diff takes one or two runs", exit_code=2)
@@ -726,28 +726,10 @@ def diff(specs: tuple[str, ...], source_only: bool, flags_only: bool, runs_dir: 
                 Tree(a.run_dir, frozenset(a_files), a.id), Tree(b.run_dir, frozenset(b_files), b.id))
             click.echo(text or "(staged source is identical)", nl=not text)
         return
-    root = _project_of(a, guildfile)
+    root = project_dir(a, guildfile)
     text = "".join(notes) + diff_trees(
         Tree(root, frozenset(a_files), "project", "project directory"), Tree(a.run_dir, frozenset(a_files), a.id))
     click.echo(text or "(staged source matches the project)", nl=not text)
-
-
-def _project_of(run: Run, guildfile: Path | None) -> Path:
-    """The project dir to diff ``run`` against: the one of the guildfile in use (-f, else found
-    from here), and only when the run was staged from it. The dir the record names is never read
-    by itself: a record from elsewhere could name any dir."""
-    from ._guildfile import find_guildfile
-
-    recorded = run.attrs.get("sourcecode", {}).get("root") if isinstance(run.attrs.get("sourcecode"), dict) else None
-    if not isinstance(recorded, str) or not os.path.isdir(recorded):
-        raise GuildliteError(f"the project dir of run {run.id} ({recorded}) is gone", exit_code=2)
-    found = guildfile or find_guildfile()
-    here = found.resolve().parent if found is not None else None
-    if here is None or here != Path(recorded).resolve():
-        raise GuildliteError(
-            f"run {run.id} was staged from {recorded}, not from this project ({here or 'no guildfile.yml here'}):"
-            f" run diff in {recorded}", exit_code=2)
-    return here
 
 
 @cli.command(context_settings=CONTEXT)
