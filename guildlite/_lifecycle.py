@@ -172,8 +172,9 @@ class Session:
             skipped = sorted([*skipped, *late], key=lambda s: s.path)
         run.attrs["sourcecode"] = {"root": str(project), "files": len(files), "skipped": len(skipped)}
         run.paths.meta.mkdir(exist_ok=True)
-        # SourceSnapshot (on_run_staged) adds the copied files' hashes to this manifest.
-        write_json(run.paths.manifest, {"root": str(project), "files": [], "skipped": [s.to_json() for s in skipped]})
+        # SourceSnapshot (on_run_staged) adds sizes and hashes, unless an earlier plugin vetoed.
+        write_json(run.paths.manifest, {"root": str(project), "files": [{"path": f} for f in sorted(files)],
+                                        "skipped": [s.to_json() for s in skipped]})
 
     # --- one run ---------------------------------------------------------------------------------
 
@@ -276,15 +277,19 @@ class Session:
         run.status, run.exit_code, run.stopped = status, exit_code, now_iso()
         if error is not None:
             run.error = error
-        self._save_end(run)
+        failed = self._save_end(run)
         if hooks:
             self.hooks.call("on_run_end", run)
-            self._save_end(run)
+            failed = self._save_end(run) and failed  # the hooks' trace lost matters less than the end
+        if failed:
+            self.unrecorded[run.id] = failed
         self.progress("end", run)
 
-    def _save_end(self, run: Run) -> None:
-        # The run dir may be gone (deleted or moved to the trash while running) or the disk full:
-        # say so, and still give every plugin its on_run_end.
+    def _save_end(self, run: Run) -> str | None:
+        """Save the run at its end; why that failed, or None.
+
+        The run dir may be gone (deleted or moved to the trash while running) or the disk full:
+        say so, and still give every plugin its on_run_end."""
         trashed = run.run_dir.parent / TRASH_DIR / run.id
         if not run.run_dir.exists() and trashed.is_dir():  # `runs delete --force` moved it while it ran
             run.run_dir = trashed
@@ -294,9 +299,8 @@ class Session:
         except OSError as e:
             why = f"{full_reason(e)} ({describe(run.run_dir)})" if is_full(e) else e.strerror or str(e)
             self.log(f"guildlite: cannot record the end of run {run.id} in {run.run_dir}: {why}")
-            self.unrecorded[run.id] = why
-        else:
-            self.unrecorded.pop(run.id, None)
+            return why
+        return None
 
     def close_open(self, why: str) -> None:
         """End every run still open (after a stop, or an exception in guildlite)."""
