@@ -27,7 +27,7 @@ def printable(text: str, keep_newlines: bool = False) -> str:
     be literal text; ``--json`` shows the exact value. ``keep_newlines`` for messages of several
     lines (errors quoting a YAML snippet).
     """
-    if _NOT_PLAIN.search(text) is None:
+    if text.isprintable():  # no Cc/Cf/Cs/Zl/Zp character (nor any other non-printable): the common case
         return text
 
     def escape(m: re.Match[str]) -> str:
