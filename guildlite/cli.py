@@ -628,7 +628,7 @@ def compare(
         import csv
 
         w = csv.writer(sys.stdout, lineterminator="\n")
-        w.writerow(cols)
+        w.writerow([printable(c) for c in cols])
         for r in rows:
             w.writerow(["" if r.get(c) is None else _csv_cell(r.get(c)) for c in cols])
     elif not rows:

@@ -182,3 +182,24 @@ def test_nothing_raw_reaches_a_real_terminal(hostile: tuple[Project, str, str], 
     out = _on_a_terminal(project, *(x.format(a=a, b=b) for x in argv)).decode("utf-8", "replace")
     out = out.replace("\r\n", "\n")  # the pty's own line discipline
     assert not RAW.search(out), [m.group() for m in RAW.finditer(out)]
+
+
+def test_a_record_edited_by_hand_prints_nothing_raw(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Fields no CLI command would write (an op name, a flag name, a tag from elsewhere)."""
+    base = tmp_path_factory.mktemp("edited")
+    project = Project(root=write_project(base / "proj", HOSTILE_GUILDFILE, {"hello.py": HELLO_SCRIPT}),
+                      runs_dir=base / "runs")
+    try:
+        assert project.run("run", "quick", "-y").returncode == 0
+        (run_dir,) = project.run_dirs()
+        rec = json.loads((run_dir / "run.json").read_text())
+        rec.update(op="\x1b[31mop\u202e", tags=["\x1b]0;x\x07"], label="l\r\x9b")
+        rec["flags"]["k\x1bey"] = "v\x1b"
+        (run_dir / "run.json").write_text(json.dumps(rec))
+        for argv in (["runs"], ["runs", "info", "1"], ["compare"], ["compare", "--csv"], ["tag", "1", "+t"]):
+            cp = project.run(*argv)
+            assert cp.returncode in (0, 2) and TRACEBACK not in cp.stderr, (argv, cp.stderr)
+            out = cp.stdout + cp.stderr
+            assert not RAW.search(out), (argv, [m.group() for m in RAW.finditer(out)])
+    finally:
+        project.cleanup()
