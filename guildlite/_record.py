@@ -24,9 +24,9 @@ _INT32 = 1 << 31
 _NONE = type(None)
 
 
-def is_run_id(name: str) -> bool:
+def is_run_id(name: object) -> bool:
     """Whether ``name`` is a run id (``20261123T101500-1f43a9``), so a safe directory name."""
-    return _ID.fullmatch(name) is not None
+    return type(name) is str and _ID.fullmatch(name) is not None
 
 
 def run_ids(names: list[str]) -> list[str]:

@@ -179,6 +179,7 @@ def raw_run(run_dir: Path) -> Any:
 
     rec = read_record(run_dir)
     kw = {k: v for k, v in rec.items() if k in _FIELDS}
+    kw["id"] = Path(run_dir).name  # a run's id is its dir's name, whatever the record says
     return Run(run_dir=Path(run_dir), parent_id=rec.get("parent"), trial_ids=list(rec.get("trials") or []), **kw)
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ._launch import torchrun_options
+from ._record import is_run_id
 from ._runs import RunPaths, now_iso
 from ._slurm import SPEC_FILE, claim_end, raw_run, read_record, update_record
 
@@ -259,7 +260,7 @@ class Supervisor:
         if self.spec.get("hooks") == "supervisor":
             fire_end(self.run_dir, self.spec)
             rec = read_record(self.run_dir)
-            if rec.get("parent"):
+            if is_run_id(rec.get("parent")):  # an id, beside the trial: never a path
                 end_batch(self.run_dir.parent / rec["parent"], self.spec)
         elif not self.submitter_claims_end():
             self.log(f"SLURM job {self.job_id}: the submitting guildlite did not take the run's end within "
@@ -314,7 +315,7 @@ def end_batch(batch_dir: Path, spec: dict[str, Any]) -> None:
         batch = raw_run(batch_dir)
         if batch.status not in ACTIVE:
             return
-        for tid in batch.trial_ids:
+        for tid in filter(is_run_id, batch.trial_ids):
             try:
                 if read_record(batch_dir.parent / tid).get("status") in ACTIVE:
                     return
