@@ -428,17 +428,19 @@ class RunList(Sequence[Run]):
 
     def __init__(self, runs_dir: Path) -> None:
         self.dir = runs_dir
+        dirs: list[str] = []
+        rest: list[str] = []
         try:
-            entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in os.scandir(runs_dir)
-                       if not e.name.startswith(".")]
+            for e in os.scandir(runs_dir):
+                if not e.name.startswith("."):
+                    (dirs if e.is_dir(follow_symlinks=False) else rest).append(e.name)
         except FileNotFoundError:
-            entries = []
-        dirs = [name for name, is_dir in entries if is_dir]
+            pass
         ids = run_ids(dirs)
         self.ids = sorted(ids, reverse=True)
         # Another dir may be a renamed run; a link named like a run would lead outside the runs dir.
         others = set(dirs).difference(ids) if len(ids) < len(dirs) else set()
-        self.strays = sorted([*others, *(name for name, is_dir in entries if not is_dir and is_run_id(name))])
+        self.strays = sorted([*others, *filter(is_run_id, rest)])
         self._loaded: dict[str, Run | RunNotFoundError] = {}
         self._reported = False
 

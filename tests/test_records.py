@@ -500,3 +500,27 @@ def test_odd_scalar_rows_are_skipped(tmp_path: Path) -> None:
         + b"[" * 100_000 + b"\n" + json.dumps({"step": 2, "key": "loss", "value": 0.25}).encode() + b"\n")
     rows = json.loads(gl("compare", "--json", runs_dir=runs).stdout)
     assert {r["id"]: r["loss"] for r in rows} == {GOOD[0]: 0.25, GOOD[1]: 0.5, GOOD[2]: 0.5}
+
+
+def test_run_ids_agrees_with_is_run_id() -> None:
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from guildlite._record import run_ids
+
+    part = st.sampled_from(GOOD + ["", "\n", "x", "best", GOOD[0] + "\n" + GOOD[1], GOOD[0].upper()])
+    names = st.lists(st.lists(part, min_size=1, max_size=3).map("".join), max_size=6)
+
+    @property_settings(max_examples=300)
+    @given(names)
+    def check(ns: list[str]) -> None:
+        assert run_ids(ns) == [n for n in ns if is_run_id(n)]
+
+    check()
+
+
+def test_a_dir_name_holding_a_newline_is_not_a_run(tmp_path: Path) -> None:
+    good_runs(tmp_path)
+    put(tmp_path, GOOD[0] + "\n" + "20260101T000009-000fff", rec=record(id="20260101T000009-000fff"))
+    runs = RunList(tmp_path)
+    assert runs.ids == GOOD[::-1] and len(runs.strays) == 1 and [r.id for r in runs] == GOOD[::-1]
