@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ._errors import BadRecordError
-from ._record import Problem, check
+from ._record import Problem, check, is_run_id
 from ._runs import Run, RunList, RunNotFoundError, derive_status, load_run, run_from_record, warn_bad
 from ._scalars import summarize
 
@@ -145,7 +145,7 @@ def load_records(
     if ids is None:
         runs.report_strays()
     out = []
-    for run_id in runs.ids if ids is None else ids:
+    for run_id in runs.ids if ids is None else filter(is_run_id, ids):
         base = f"{root}/{run_id}"
         stamp = _stamp(f"{base}/run.json")
         row = index.rows.get(run_id)
@@ -153,7 +153,7 @@ def load_records(
         changed = rec is None
         if rec is None:
             try:
-                full = load_run(Path(base))
+                full = load_run(Path(base), listed=ids is None)
             except BadRecordError as e:
                 warn_bad(e)
                 continue

@@ -121,7 +121,8 @@ _NAMES = {dict: "object", list: "list", str: "string", bool: "boolean", int: "in
 
 
 def _one_of(*allowed: str) -> Callable[[str], str]:
-    return lambda v: "" if v in allowed else f"is {v[:40]!r}, expected one of {', '.join(allowed)}"
+    members = frozenset(allowed)
+    return lambda v: "" if v in members else f"is {v[:40]!r}, expected one of {', '.join(allowed)}"
 
 
 def _int_in(lo: int, hi: int) -> Callable[[int], str]:
@@ -145,17 +146,23 @@ def _run_id(v: str) -> str:
 
 def _run_ids(v: list[Any]) -> str:
     for x in v:
-        if type(x) is not str or not is_run_id(x):
+        if not is_run_id(x):
             return f"holds {x!r:.40}, not a run id"
     return ""
 
 
 def _strings(v: list[Any]) -> str:
-    return next((f"holds {_kind(x)}, expected strings" for x in v if type(x) is not str), "")
+    for x in v:
+        if type(x) is not str:
+            return f"holds {_kind(x)}, expected strings"
+    return ""
 
 
 def _objects(v: list[Any]) -> str:
-    return next((f"holds {_kind(x)}, expected objects" for x in v if type(x) is not dict), "")
+    for x in v:
+        if type(x) is not dict:
+            return f"holds {_kind(x)}, expected objects"
+    return ""
 
 
 def _keys(**spec: tuple[type, ...]) -> Callable[[dict[str, Any]], str]:
@@ -179,13 +186,16 @@ _attrs_source = _keys(root=(str, _NONE))
 
 
 def _plugins(v: list[Any]) -> str:
-    wrong = _objects(v)
-    for call in v if not wrong else ():
-        missing = [k for k in ("plugin", "hook", "priority", "seconds") if k not in call]
-        wrong = f"has a hook call without {missing[0]!r}" if missing else _trace_entry(call)
+    for call in v:
+        if type(call) is not dict:
+            return f"holds {_kind(call)}, expected objects"
+        for k in ("plugin", "hook", "priority", "seconds"):
+            if k not in call:
+                return f"has a hook call without {k!r}"
+        wrong = _trace_entry(call)
         if wrong:
-            break
-    return wrong
+            return wrong
+    return ""
 
 
 def _error_check(v: dict[str, Any]) -> str:

@@ -331,14 +331,15 @@ def run_from_record(run_dir: Path, rec: dict[str, Any]) -> Run:
     return Run(run_dir=run_dir, parent_id=rec.get("parent"), trial_ids=list(rec.get("trials") or []), **kwargs)
 
 
-def read_record(run_dir: Path) -> dict[str, Any]:
+def read_record(run_dir: Path, listed: bool = False) -> dict[str, Any]:
     """The validated record of ``run_dir`` (see ``_record``), as written (no liveness derivation).
 
     RunNotFoundError if the dir is gone; BadRecordError if it is there but its record cannot be
     trusted: run.json missing, not a regular file (a link, a FIFO), unreadable or of the wrong
-    shape, or the dir's name not a run id.
+    shape, the dir a link, or the dir's name not a run id. ``listed``: a RunList found ``run_dir``
+    to be a directory, not a link (one lstat less per run when listing).
     """
-    if os.path.islink(run_dir):  # a run dir is a directory here: a link would lead elsewhere
+    if not listed and os.path.islink(run_dir):  # a run dir is a directory here: a link would lead elsewhere
         raise BadRecordError(run_dir, "a symbolic link, not a run directory")
     rec = _record_of(run_dir)
     if not is_run_id(os.path.basename(run_dir)):
@@ -394,10 +395,10 @@ def _not_an_id(run_dir: Path, rec: dict[str, Any] | None) -> str:
     return "the directory name is not a run id: rename it to one (e.g. the id in its run.json) or move it out"
 
 
-def load_run(run_dir: Path) -> Run:
+def load_run(run_dir: Path, listed: bool = False) -> Run:
     """Read one run directory; RunNotFoundError if it is gone, BadRecordError (a RunNotFoundError)
     if its record cannot be trusted (see ``read_record``)."""
-    return run_from_record(run_dir, read_record(run_dir))
+    return run_from_record(run_dir, read_record(run_dir, listed))
 
 
 _warned: set[str] = set()
@@ -450,7 +451,7 @@ class RunList(Sequence[Run]):
     def _get(self, run_id: str) -> Run | RunNotFoundError:
         if run_id not in self._loaded:
             try:
-                self._loaded[run_id] = load_run(self.dir / run_id)
+                self._loaded[run_id] = load_run(self.dir / run_id, listed=True)
             except RunNotFoundError as e:
                 self._loaded[run_id] = e  # removed since listing (skipped), or a bad record (reported)
         return self._loaded[run_id]
