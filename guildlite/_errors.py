@@ -48,6 +48,8 @@ class BadRecordError(RunNotFoundError):
     warning; selecting it is this error."""
 
     def __init__(self, run_dir: object, problem: str) -> None:
-        super().__init__(f"bad run record {run_dir}: {problem}")
+        from ._terminal import printable  # a dir name may hold a newline or an ESC sequence
+
+        super().__init__(printable(f"bad run record {run_dir}: {problem}"))
         self.run_dir = run_dir
         self.problem = problem

@@ -391,7 +391,9 @@ def _not_an_id(run_dir: Path, rec: dict[str, Any] | None) -> str:
     """What is wrong with a run dir renamed by hand, and the id to rename it back to."""
     was = rec.get("id") if rec else None
     if isinstance(was, str) and is_run_id(was) and not (run_dir.parent / was).exists():
-        return f"the directory name is not a run id: rename it back to {was} (mv {run_dir} {run_dir.parent / was})"
+        from shlex import quote
+
+        return f"the directory name is not a run id: rename it back to {was} (mv {quote(str(run_dir))} {quote(str(run_dir.parent / was))})"
     return "the directory name is not a run id: rename it to one (e.g. the id in its run.json) or move it out"
 
 

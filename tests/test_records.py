@@ -524,3 +524,12 @@ def test_a_dir_name_holding_a_newline_is_not_a_run(tmp_path: Path) -> None:
     put(tmp_path, GOOD[0] + "\n" + "20260101T000009-000fff", rec=record(id="20260101T000009-000fff"))
     runs = RunList(tmp_path)
     assert runs.ids == GOOD[::-1] and len(runs.strays) == 1 and [r.id for r in runs] == GOOD[::-1]
+
+
+def test_a_bad_dir_name_is_printed_escaped(tmp_path: Path) -> None:
+    runs = good_runs(tmp_path / "runs")
+    put(runs, "evil\x1b[2J\nname", rec=record(id="20260101T000009-000fff"))
+    p = gl("runs", runs_dir=runs)
+    assert p.returncode == 0 and "\x1b" not in p.stderr
+    lines = warnings_of(p.stderr)
+    assert len(lines) == 1 and "evil\\x1b[2J\\nname" in lines[0] and "rename it back to 20260101T000009-000fff" in lines[0]
