@@ -41,16 +41,17 @@ def _describe(parser: argparse.ArgumentParser) -> list[dict[str, Any]]:
         entry: dict[str, Any] = {"name": option.lstrip("-"), "option": option, "help": a.help or ""}
         if isinstance(a, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
             entry.update(type="bool", default=bool(a.default), switch=isinstance(a, argparse._StoreTrueAction))
-        elif isinstance(a, argparse._StoreAction) and a.nargs in (None, "?"):
+        elif isinstance(a, argparse._StoreAction) and a.nargs in (None, "?") and not isinstance(a.default, list):
             kind = {int: "int", float: "float", str: "str"}.get(a.type) if a.type else None  # type: ignore[call-overload]
-            if kind is None and a.type is None and isinstance(a.default, _BASIC) and a.default is not None:
+            # No type, or the script's own (a str2bool helper): the default's type says what it takes.
+            if kind is None and isinstance(a.default, _BASIC) and a.default is not None:
                 kind = {int: "int", float: "float", bool: "bool"}.get(type(a.default), "str")
             entry.update(type=kind or "str", default=a.default if isinstance(a.default, _BASIC) else None)
             if a.choices is not None and all(isinstance(c, _BASIC) for c in a.choices):
                 entry["choices"] = list(a.choices)
             entry["required"] = bool(a.required)
         elif isinstance(a, (argparse._StoreAction, argparse._AppendAction)) and (
-            a.nargs in ("+", "*") or isinstance(a, argparse._AppendAction)
+            a.nargs in ("+", "*") or isinstance(a, argparse._AppendAction) or isinstance(a.default, list)
         ):
             default = a.default if isinstance(a.default, list) and all(isinstance(x, _BASIC) for x in a.default) else None
             entry.update(type="list", default=default, required=bool(a.required))

@@ -103,8 +103,8 @@ def _convert(flag: FlagDef, ftype: str | None, value: Any) -> Any:
     bad = FlagError(f"flag '{flag.name}': {_show(value)} is not a valid {ftype}")
     if ftype == "list":
         return _convert_list(flag, value)
-    if isinstance(value, (list, tuple)):
-        raise FlagError(f"flag '{flag.name}': a list ({_show(value)}) for a flag of type {ftype or 'any'}"
+    if ftype is not None and isinstance(value, (list, tuple)):
+        raise FlagError(f"flag '{flag.name}': a list ({_show(value)}) for a flag of type {ftype}"
                         " (a batch is written unquoted: name=[a,b])")
     if ftype == "int":
         if isinstance(value, bool):

@@ -6,9 +6,9 @@ which ``ArgumentParser.parse_args`` reports the parser's options as JSON and exi
 only when the script (or a project module it imports) imports argparse. Probe results are cached
 by the script's path, size and mtime, so an edit to the script refreshes them.
 
-An op that declares no flags, no ``flags-dest`` and no ``flags-import``, whose script reads no
-command line at all (no argparse, click, ... and no ``sys.argv``), gets ``flags-import: all`` and
-``flags-dest: globals``: its top-level literal assignments are its flags.
+An op without ``flags-dest`` whose script reads no command line at all (no argparse, click, ...
+and no ``sys.argv``) and that declares no flags (or asks for ``flags-import``) gets
+``flags-dest: globals`` and ``flags-import: all``: its top-level literal assignments are its flags.
 """
 
 from __future__ import annotations
@@ -50,6 +50,14 @@ def with_imported_flags(op: OpDef, project: Path, timeout: float = IMPORT_TIMEOU
                 f"operation '{op.name}': flags-import names {', '.join(sorted(missing))} but the script's parser "
                 f"has only {', '.join(sorted(found)) or 'no options'}"
             )
+    by_option = {f.arg_name: n for n, f in found.items() if f.arg_name}
+    for name, declared in op.flags.items():  # a declared flag renamed to an imported option is that option
+        twin = by_option.get(declared.arg_name or "")
+        if twin is not None and twin != name and twin not in op.flags:
+            found = {(name if n == twin else n): (dataclasses.replace(f, name=name) if n == twin else f)
+                     for n, f in found.items()}
+            if wanted is not None and twin in wanted:
+                wanted = (wanted - {twin}) | {name}
     merged: dict[str, FlagDef] = {}
     for name, declared in op.flags.items():
         merged[name] = _merge(found[name], declared) if name in found else declared
@@ -65,15 +73,17 @@ def with_imported_flags(op: OpDef, project: Path, timeout: float = IMPORT_TIMEOU
 
 
 def with_default_dest(op: OpDef, project: Path) -> OpDef:
-    """An op that says nothing about its flags gets its script's globals when the script reads no
-    command line (recorded in the op's data, so run.json's op_def says what was used)."""
-    if op.flags or "flags-dest" in op.data or op.flags_import:
+    """An op without ``flags-dest`` whose script reads no command line gets ``flags-dest: globals``
+    (and ``flags-import: all`` if it declares no flags), recorded in the op's data so run.json's
+    ``op_def`` says what was used."""
+    if "flags-dest" in op.data or (op.flags and not op.flags_import):
         return op
     src = main_source(op, project)
     if src is None or cli_parsers(src, project):
         return op
-    data = {**op.data, "flags-dest": "globals", "flags-import": "all"}
-    return dataclasses.replace(op, flags_dest="globals", flags_import=True, data=data)
+    imports = op.flags_import or True
+    data = {**op.data, "flags-dest": "globals", "flags-import": op.data.get("flags-import", "all")}
+    return dataclasses.replace(op, flags_dest="globals", flags_import=imports, data=data)
 
 
 def main_source(op: OpDef, project: Path) -> Path | None:

@@ -33,8 +33,26 @@ def check_op(op: OpDef, project: Path) -> None:
         source = read_source(src)
         for name in global_names(op.data, op.flags):
             global_for(source, name)
-    elif op.flags_dest == "args" and op.flags_import:
-        _check_options(op, project)
+    elif op.flags_dest == "args":
+        _check_twins(op)
+        if op.flags_import:
+            _check_options(op, project)
+
+
+def _check_twins(op: OpDef) -> None:
+    """Two flags passed as one option: the script would see only the last."""
+    from ._flag_args import interpolated, option_name
+
+    skip = interpolated(op)
+    seen: dict[str, str] = {}
+    for name, fd in op.flags.items():
+        if fd.arg_skip or fd.arg_position is not None or name in skip:
+            continue
+        opt = option_name(name, fd)
+        if opt in seen:
+            raise FlagError(f"operation '{op.name}': flags '{seen[opt]}' and '{name}' are both passed as {opt}; "
+                            "the script would see only one (rename one with arg-name, or arg-skip it)")
+        seen[opt] = name
 
 
 def _check_options(op: OpDef, project: Path) -> None:
