@@ -10,6 +10,7 @@ and ``${flag}`` in ``main``. Then the checks that make a mismatch an error inste
 
 from __future__ import annotations
 
+import hashlib
 import json
 import textwrap
 from pathlib import Path
@@ -265,6 +266,9 @@ def test_globals_reach_the_script_and_diff_shows_exactly_the_edits(make_project:
     ]
     # The source snapshot was taken before the edit; the project's file is untouched.
     assert (proj.root / "train.py").read_text() == GLOBALS
+    manifest = json.loads((proj.runs_dir / rec["id"] / ".guildlite" / "sourcecode.json").read_text())
+    assert {f["path"]: f["sha256"] for f in manifest["files"]}["train.py"] == hashlib.sha256(
+        GLOBALS.encode()).hexdigest()
     # Default values leave the file exactly as written.
     rec, out = _run(proj, "train")
     assert proj.run("diff", rec["id"]).stdout.strip() == "(staged source matches the project)"
@@ -546,3 +550,25 @@ def test_list_values_are_written_to_path_free_places_only(tmp_path: Path) -> Non
     p.write_text("operations:\n  t:\n    main: t.py\n    flags:\n      l: [1, 2]\n")
     with pytest.raises(GuildfileError, match="bare list"):
         load(p)
+
+
+def test_globals_of_a_module_main(make_project: Callable[..., Project]) -> None:
+    gf = "operations:\n  train:\n    main: pkg.train\n    launcher: python\n"
+    proj = make_project(gf, {"pkg/__init__.py": "", "pkg/train.py": GLOBALS})
+    _, out = _run(proj, "train", "name=mod")
+    assert _printed(out)["name"] == "mod"
+
+
+def test_globals_restart_with_new_values_never_runs_the_old_ones(make_project: Callable[..., Project]) -> None:
+    proj = make_project(GLOBALS_GF, {"train.py": GLOBALS})
+    rec, out = _run(proj, "train", "lr=0.5")
+    assert _printed(out)["lr"] == 0.5
+    cp = proj.run("run", "--restart", rec["id"], "lr=0.7", "-y")
+    after = proj.record(rec["id"])
+    log = (proj.runs_dir / rec["id"] / "output.log").read_text()
+    runs = [line for line in log.splitlines() if line.startswith("GOT ")]
+    if cp.returncode == 0:  # the source was staged again with the new value
+        assert json.loads(runs[-1][4:])["lr"] == 0.7 and after["flags"]["lr"] == 0.7
+    else:  # or the stale copy was caught before the job started
+        assert after["status"] == "error" and "does not reach" in after["error"]["message"]
+        assert len(runs) == 1
