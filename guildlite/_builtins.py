@@ -52,23 +52,26 @@ class SourceSnapshot(Plugin):
 
 
 class GlobalFlags(Plugin):
-    """``flags-dest: globals``: rewrite the staged script's ``name = <literal>`` lines to the run's
-    values, in place (comments and formatting kept), so ``guildlite diff RUN`` shows exactly the
-    edits and the job is a plain ``python script.py``."""
+    """``flags-dest: globals``: rewrite the staged script's ``name = <literal>`` lines (with
+    ``dict:NAME``, the entries of ``NAME = {...}``) to the run's values, in place (comments and
+    formatting kept), so ``guildlite diff RUN`` shows exactly the edits and the job is a plain
+    ``python script.py``."""
 
     priority = BUILTIN_PRIORITY
 
     def on_run_staged(self, run: Run) -> None:
-        if run.is_batch or run.op_def.get("flags-dest") != "globals":
+        from ._reach import global_values, in_source, script_in
+
+        is_globals, container = in_source(run.op_def.get("flags-dest"))
+        if run.is_batch or not is_globals:
             return
         from ._pysource import read_source, rewrite, write_source
-        from ._reach import global_values, script_in
 
         script = script_in(run.run_dir, run.op_def)
         if script is None:
             raise FileNotFoundError(f"the staged run has no copy of {run.op_def.get('main')!r}")
         src = read_source(script)
-        text = rewrite(src, global_values(run))
+        text = rewrite(src, global_values(run), container)
         if text != src.text:
             write_source(src, text)
 

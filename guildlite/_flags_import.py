@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,7 @@ from ._errors import FlagError, GuildfileError
 from ._flags import FlagDef, coerce
 from ._guildfile import OpDef
 from ._launch import without_rank_env
+from ._reach import in_source
 from ._runs import cache_dir, write_json
 
 IMPORT_TIMEOUT = 30.0
@@ -37,7 +39,7 @@ def with_imported_flags(op: OpDef, project: Path, timeout: float = IMPORT_TIMEOU
     op = with_default_dest(op, project)
     if not op.flags_import:
         return op
-    if op.flags_dest == "globals":
+    if in_source(op.flags_dest)[0]:
         found = global_flags(op, project)
     else:
         _need_argparse(op, project)
@@ -47,8 +49,8 @@ def with_imported_flags(op: OpDef, project: Path, timeout: float = IMPORT_TIMEOU
         missing = wanted - set(found)
         if missing:
             raise GuildfileError(
-                f"operation '{op.name}': flags-import names {', '.join(sorted(missing))} but the script's parser "
-                f"has only {', '.join(sorted(found)) or 'no options'}"
+                f"operation '{op.name}': flags-import names {', '.join(sorted(missing))} but the script "
+                f"has only {', '.join(sorted(found)) or 'no such flags'}"
             )
     by_option = {f.arg_name: n for n, f in found.items() if f.arg_name}
     for name, declared in op.flags.items():  # a declared flag renamed to an imported option is that option
@@ -129,10 +131,14 @@ def global_flags(op: OpDef, project: Path) -> dict[str, FlagDef]:
         source = read_source(src)
     except FlagError as e:
         raise GuildfileError(f"operation '{op.name}': {e}") from None
+    container = in_source(op.flags_dest)[1]
+    if container is not None and container not in source.dicts:
+        raise GuildfileError(f"operation '{op.name}': {src.name} has no top-level dict '{container} = {{...}}'")
+    found = source.globals if container is None else source.dicts[container]
     return {
         name: FlagDef(name=name, default=g.value, type=_global_type(g.value), source="script")
-        for name, g in source.globals.items()
-        if not name.startswith("_")
+        for name, g in found.items()
+        if re.fullmatch(r"[A-Za-z][\w.-]*", name)  # not _private; a dict key usable as NAME=VALUE
     }
 
 

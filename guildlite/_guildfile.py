@@ -383,13 +383,19 @@ class _Validator:
         v = m.get("flags-dest", "args")
         if v in ("args", "env", "globals"):
             return str(v)
+        if isinstance(v, str) and v.startswith(("dict:", "global:")):  # Guild's names for a dict global
+            import re
+
+            name = v.partition(":")[2].strip()
+            if re.fullmatch(r"[A-Za-z_]\w*", name):
+                return f"dict:{name}"
         if isinstance(v, str) and v.startswith("config:"):
             path = v[len("config:"):].strip()
             if path and not path.startswith("/") and ".." not in Path(path).parts and Path(path).suffix in (
                 ".json", ".yml", ".yaml"
             ):
                 return f"config:{path}"
-        raise self.fail(m, "flags-dest", f"{where}: flags-dest {v!r} must be args, env, globals or config:PATH"
+        raise self.fail(m, "flags-dest", f"{where}: flags-dest {v!r} must be args, env, globals, dict:NAME or config:PATH"
                         " (PATH inside the run dir ending .json, .yml or .yaml)")
 
     def env_prefix(self, m: Mapping[Any, Any], where: str) -> str:

@@ -14,7 +14,7 @@ import io
 import math
 import re
 import tokenize
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -47,6 +47,7 @@ class Source:
     globals: Mapping[str, Global]
     assigned_twice: Mapping[str, tuple[int, ...]]  # names with several top-level literal assignments: lines
     bound: frozenset[str]  # every name bound at the top level, literal or not
+    dicts: Mapping[str, Mapping[str, Global]] = field(default_factory=dict)  # NAME = {...}: its entries
 
 
 def read_source(path: Path) -> Source:
@@ -66,6 +67,7 @@ def read_source(path: Path) -> Source:
         where = f":{e.lineno}" if isinstance(e, SyntaxError) and e.lineno else ""
         raise FlagError(f"cannot parse {path}{where}: {e.msg if isinstance(e, SyntaxError) else e}") from None
     found: dict[str, list[Global]] = {}
+    dicts: dict[str, list[dict[str, Global]]] = {}
     bound: set[str] = set()
     starts = _line_starts(text)
     for node in tree.body:
@@ -73,25 +75,51 @@ def read_source(path: Path) -> Source:
         target, value = _simple_assignment(node)
         if target is None or value is None:
             continue
-        try:
-            literal = literal_value(value)
-        except ValueError:
+        if isinstance(value, ast.Dict):
+            dicts.setdefault(target, []).append(dict(_entries(text, starts, value, "")))
             continue
-        if not _flag_value(literal):
-            continue
-        span = (_offset(text, starts, value.lineno, value.col_offset),
-                _offset(text, starts, value.end_lineno or value.lineno, value.end_col_offset or 0))
-        g = Global(target, list(literal) if isinstance(literal, tuple) else literal, node.lineno, span,
-                   isinstance(literal, tuple))
-        found.setdefault(target, []).append(g)
+        g = _global(text, starts, target, value, node.lineno)
+        if g is not None:
+            found.setdefault(target, []).append(g)
     return Source(
         path=path,
         text=text,
         encoding=encoding,
         globals={n: gs[0] for n, gs in found.items() if len(gs) == 1},
-        assigned_twice={n: tuple(g.line for g in gs) for n, gs in found.items() if len(gs) > 1},
+        assigned_twice={
+            **{n: tuple(g.line for g in gs) for n, gs in found.items() if len(gs) > 1},
+            **{n: () for n, ds in dicts.items() if len(ds) > 1},
+        },
         bound=frozenset(bound),
+        dicts={n: ds[0] for n, ds in dicts.items() if len(ds) == 1},
     )
+
+
+def _global(text: str, starts: list[int], name: str, value: ast.expr, line: int) -> Global | None:
+    try:
+        literal = literal_value(value)
+    except (ValueError, TypeError, SyntaxError, RecursionError):
+        return None
+    if not _flag_value(literal):
+        return None
+    span = (_offset(text, starts, value.lineno, value.col_offset),
+            _offset(text, starts, value.end_lineno or value.lineno, value.end_col_offset or 0))
+    return Global(name, list(literal) if isinstance(literal, tuple) else literal, line, span,
+                  isinstance(literal, tuple))
+
+
+def _entries(text: str, starts: list[int], node: ast.Dict, prefix: str) -> Iterable[tuple[str, Global]]:
+    """The literal entries of a dict display with string keys, nested dicts as dotted names."""
+    for key, value in zip(node.keys, node.values):
+        if not (isinstance(key, ast.Constant) and isinstance(key.value, str)):
+            continue
+        name = prefix + key.value
+        if isinstance(value, ast.Dict):
+            yield from _entries(text, starts, value, name + ".")
+            continue
+        g = _global(text, starts, name, value, value.lineno)
+        if g is not None:
+            yield name, g
 
 
 def _simple_assignment(node: ast.stmt) -> tuple[str | None, ast.expr | None]:
@@ -163,15 +191,16 @@ def python_literal(value: Any, as_tuple: bool = False, ascii_only: bool = False)
     return ascii(value) if ascii_only else repr(value)
 
 
-def rewrite(src: Source, values: Mapping[str, Any]) -> str:
+def rewrite(src: Source, values: Mapping[str, Any], container: str | None = None) -> str:
     """The source with the global named by each key of ``values`` set to its value (a global
     that already holds its value is left as written).
 
-    Raises FlagError for a name that is not a top-level literal assignment of the script.
+    Raises FlagError for a name that is not a top-level literal assignment of the script (with
+    ``container``, an entry of the top-level dict of that name: ``key`` or ``outer.inner``).
     """
     edits = []
     for name, value in values.items():
-        g = global_for(src, name)
+        g = global_for(src, name, container)
         if same_value(g.value, list(value) if isinstance(value, tuple) else value):
             continue  # already holds it: the line stays exactly as written
         literal = python_literal(value, g.is_tuple, ascii_only=src.encoding.replace("_", "-").lower()
@@ -183,8 +212,10 @@ def rewrite(src: Source, values: Mapping[str, Any]) -> str:
     return text
 
 
-def global_for(src: Source, name: str) -> Global:
+def global_for(src: Source, name: str, container: str | None = None) -> Global:
     """The assignment a flag ``name`` sets, or a FlagError saying why there is none."""
+    if container is not None:
+        return _entry_for(src, name, container)
     g = src.globals.get(name)
     if g is not None:
         return g
@@ -196,6 +227,19 @@ def global_for(src: Source, name: str) -> Global:
         raise FlagError(f"flag '{name}': {src.path.name} sets {name} at the top level, but not to a "
                         "literal value guildlite can set (a number, string, bool, None or a list of them)")
     raise FlagError(f"flag '{name}': {src.path.name} has no top-level assignment '{name} = ...' to set")
+
+
+def _entry_for(src: Source, name: str, container: str) -> Global:
+    if container in src.assigned_twice:
+        raise FlagError(f"flag '{name}': {src.path.name} assigns {container} at the top level more than once")
+    entries = src.dicts.get(container)
+    if entries is None:
+        raise FlagError(f"flag '{name}': {src.path.name} has no top-level dict '{container} = {{...}}' to set")
+    g = entries.get(name)
+    if g is None:
+        raise FlagError(f"flag '{name}': the dict {container} in {src.path.name} has no literal entry '{name}'"
+                        " (nested dicts: outer.inner)")
+    return g
 
 
 def write_source(src: Source, text: str) -> None:
@@ -216,7 +260,7 @@ def same_value(a: Any, b: Any) -> bool:
     return type(a) is type(b) and bool(a == b)
 
 
-def mismatches(path: Path, values: Mapping[str, Any]) -> list[str]:
+def mismatches(path: Path, values: Mapping[str, Any], container: str | None = None) -> list[str]:
     """Why the script at ``path`` does not hold ``values`` in its globals (empty: it does)."""
     try:
         src = read_source(path)
@@ -225,7 +269,7 @@ def mismatches(path: Path, values: Mapping[str, Any]) -> list[str]:
     out = []
     for name, value in values.items():
         try:
-            g = global_for(src, name)
+            g = global_for(src, name, container)
         except FlagError as e:
             out.append(str(e))
             continue

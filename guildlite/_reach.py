@@ -23,16 +23,17 @@ if TYPE_CHECKING:
 
 def check_op(op: OpDef, project: Path) -> None:
     """Raise FlagError (exit 2) for a flag of ``op`` that cannot reach its script."""
-    if op.flags_dest == "globals":
+    is_globals, container = in_source(op.flags_dest)
+    if is_globals:
         from ._flags_import import main_source
         from ._pysource import global_for, read_source
 
         src = main_source(op, project)
         if src is None:
-            raise FlagError(f"operation '{op.name}': flags-dest globals needs the script's source in the project")
+            raise FlagError(f"operation '{op.name}': flags-dest {op.flags_dest} needs the script's source in the project")
         source = read_source(src)
-        for name in global_names(op.data, op.flags):
-            global_for(source, name)
+        for name in global_names(op.data, op.flags).values():
+            global_for(source, name, container)
     elif op.flags_dest == "args":
         _check_twins(op)
         if op.flags_import:
@@ -73,6 +74,16 @@ def _check_options(op: OpDef, project: Path) -> None:
                 f"accept (its options: {', '.join(sorted(options)) or 'none'}); give it arg-name, or arg-skip: true "
                 "to record it without passing it"
             )
+
+
+def in_source(dest: str | None) -> tuple[bool, str | None]:
+    """Whether ``flags-dest`` sets values in the script's source, and in which top-level dict
+    (``globals``: no dict; ``dict:NAME`` or Guild's ``global:NAME``: NAME)."""
+    if dest == "globals":
+        return True, None
+    if isinstance(dest, str) and dest.startswith(("dict:", "global:")):
+        return True, dest.partition(":")[2].strip()
+    return False, None
 
 
 def global_names(op_def: Mapping[str, Any], flags: Mapping[str, Any]) -> dict[str, str]:
@@ -122,14 +133,15 @@ def global_values(run: Run) -> dict[str, Any]:
 
 def unreached(op: OpDef, run: Run) -> str | None:
     """Why a staged run's flags do not hold in its script (None: they do, or cannot be checked)."""
-    if op.flags_dest != "globals" or run.is_batch:
+    is_globals, container = in_source(op.flags_dest)
+    if not is_globals or run.is_batch:
         return None
     from ._pysource import mismatches
 
     script = script_in(run.run_dir, run.op_def)
     if script is None:
-        return f"flags-dest globals: the staged run has no copy of {run.op_def.get('main')!r}"
-    problems = mismatches(script, global_values(run))
+        return f"flags-dest {op.flags_dest}: the staged run has no copy of {run.op_def.get('main')!r}"
+    problems = mismatches(script, global_values(run), container)
     if not problems:
         return None
     return "a flag does not reach the script: " + "; ".join(problems)

@@ -572,3 +572,24 @@ def test_globals_restart_with_new_values_never_runs_the_old_ones(make_project: C
     else:  # or the stale copy was caught before the job started
         assert after["status"] == "error" and "does not reach" in after["error"]["message"]
         assert len(runs) == 1
+
+
+def test_flags_into_a_module_level_dict(make_project: Callable[..., Project]) -> None:
+    script = textwrap.dedent("""\
+        import json
+        params = {
+            "lr": 0.1,          # learning rate
+            "model": {"depth": 2, "act": "relu"},
+            "seed": 0,
+        }
+        print("GOT " + json.dumps(params))
+        """)
+    gf = "operations:\n  train:\n    main: train.py\n    launcher: python\n    flags-dest: global:params\n" \
+         "    flags-import: all\n"
+    proj = make_project(gf, {"train.py": script})
+    flags = proj.run_json("ops", "--json")["train"]["flags"]
+    assert {n: f["default"] for n, f in flags.items()} == {"lr": 0.1, "model.depth": 2, "model.act": "relu",
+                                                           "seed": 0}
+    rec, out = _run(proj, "train", "lr=0.5", "model.depth=4", "model.act=gelu")
+    assert _printed(out) == {"lr": 0.5, "model": {"depth": 4, "act": "gelu"}, "seed": 0}
+    assert "    \"lr\": 0.5,          # learning rate" in (proj.runs_dir / rec["id"] / "train.py").read_text()
