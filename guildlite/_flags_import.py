@@ -111,8 +111,8 @@ def _need_argparse(op: OpDef, project: Path) -> None:
     if src is None:
         return  # an installed module: the probe's timeout is the only guard
     found = cli_parsers(src, project)
-    if "argparse" in found:
-        return
+    if any(n == "argparse" or n.endswith("ArgumentParser") or n.startswith("parse_") for n in found):
+        return  # argparse, or a parser built on it (transformers' HfArgumentParser)
     uses = f"uses {', '.join(sorted(found))}" if found else "reads no command line"
     raise GuildfileError(
         f"operation '{op.name}': flags-import reads argparse parsers (or, with flags-dest: globals, module "

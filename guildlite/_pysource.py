@@ -23,6 +23,7 @@ from ._errors import FlagError
 # Modules that mean "this script reads its settings from the command line".
 CLI_MODULES = ("argparse", "click", "typer", "fire", "absl", "docopt", "hydra", "jsonargparse", "tyro",
                "simple_parsing", "omegaconf")
+_PARSE_CALLS = ("parse_args", "parse_known_args", "parse_args_into_dataclasses")
 _MAX_SCANNED = 64  # project modules followed from the main when looking for a parser
 
 
@@ -314,6 +315,9 @@ def cli_parsers(script: Path, project: Path) -> set[str]:
             elif (isinstance(node, ast.Attribute) and node.attr == "argv" and isinstance(node.value, ast.Name)
                   and node.value.id == "sys"):
                 found.add("sys.argv")
+            name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else ""
+            if name.endswith("ArgumentParser") or name in _PARSE_CALLS:  # a parser from another package
+                found.add(name)
     return found
 
 
