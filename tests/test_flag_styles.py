@@ -593,3 +593,18 @@ def test_flags_into_a_module_level_dict(make_project: Callable[..., Project]) ->
     rec, out = _run(proj, "train", "lr=0.5", "model.depth=4", "model.act=gelu")
     assert _printed(out) == {"lr": 0.5, "model": {"depth": 4, "act": "gelu"}, "seed": 0}
     assert "    \"lr\": 0.5,          # learning rate" in (proj.runs_dir / rec["id"] / "train.py").read_text()
+
+
+def test_globals_example_runs_as_its_readme_says(tmp_path: Path) -> None:
+    import shutil
+
+    from conftest import ROOT, run_guildlite
+
+    proj = tmp_path / "globals"
+    shutil.copytree(ROOT / "examples" / "globals", proj)
+    runs = tmp_path / "runs"
+    cp = run_guildlite("run", "train", "lr=0.05", "activation=tanh", "-y", cwd=proj, runs_dir=runs)
+    assert cp.returncode == 0, cp.stderr
+    assert "settings: lr=0.05 epochs=5 hidden=16 activation=tanh shuffle=True" in cp.stdout
+    diff = run_guildlite("diff", "1", cwd=proj, runs_dir=runs).stdout
+    assert "+lr = 0.05            # step size" in diff and '+activation = \'tanh\'   # cos or tanh' in diff
