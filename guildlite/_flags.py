@@ -155,13 +155,13 @@ def _convert_list(flag: FlagDef, value: Any) -> list[Any]:
     elif not isinstance(value, (list, tuple)):
         value = [value]
     items = list(value)
+    for x in items:
+        if isinstance(x, (list, tuple, dict)):
+            raise FlagError(f"flag '{flag.name}': {_show(value)}: a list flag holds plain items, not nested lists")
     kinds = {_type_of(x) for x in (flag.default or []) if x is not None} if isinstance(flag.default, list) else set()
     if len(kinds) == 1 and items:  # items take the type of the default's items
         item_def = FlagDef(name=flag.name, type=kinds.pop())
         items = [_convert(item_def, item_def.type, x) for x in items]
-    for x in items:
-        if isinstance(x, (list, tuple, dict)):
-            raise FlagError(f"flag '{flag.name}': {_show(value)}: a list flag holds plain items, not nested lists")
     return items
 
 
