@@ -131,15 +131,22 @@ def _simple_assignment(node: ast.stmt) -> tuple[str | None, ast.expr | None]:
     return None, None
 
 
-def _bound_names(node: ast.stmt) -> Iterable[str]:
-    for sub in ast.walk(node):
-        if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
-            yield sub.id
+def _bound_names(node: ast.AST) -> Iterable[str]:
+    """Names a module-level statement binds (in ``if``/``for``/``with``/``try`` blocks too, never
+    inside a function, class or lambda: those are not globals)."""
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
         yield node.name
+        return
     if isinstance(node, (ast.Import, ast.ImportFrom)):
         for alias in node.names:
             yield (alias.asname or alias.name).split(".")[0]
+        return
+    if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+        yield node.id
+    if isinstance(node, (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+        return
+    for child in ast.iter_child_nodes(node):
+        yield from _bound_names(child)
 
 
 def literal_value(node: ast.expr) -> Any:
@@ -225,8 +232,8 @@ def global_for(src: Source, name: str, container: str | None = None) -> Global:
         raise FlagError(f"flag '{name}': {src.path.name} assigns {name} at the top level more than once "
                         f"(lines {lines}); guildlite sets one literal assignment")
     if name in src.bound:
-        raise FlagError(f"flag '{name}': {src.path.name} sets {name} at the top level, but not to a "
-                        "literal value guildlite can set (a number, string, bool, None or a list of them)")
+        raise FlagError(f"flag '{name}': {src.path.name} sets {name}, but not as a top-level '{name} = <literal>' "
+                        "guildlite can set (a number, string, bool, None or a list of them)")
     raise FlagError(f"flag '{name}': {src.path.name} has no top-level assignment '{name} = ...' to set")
 
 

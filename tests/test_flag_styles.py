@@ -331,7 +331,7 @@ def test_globals_a_flag_without_its_global_is_refused_before_staging(make_projec
         """)
     proj = make_project(gf, {"train.py": script})
     for op, needles in (("missing", ["momentum", "no top-level assignment"]),
-                        ("computed", ["lr2", "not to a literal"]),
+                        ("computed", ["lr2", "not as a top-level"]),
                         ("twice", ["wd", "more than once", "lines 4, 5"])):
         assert_clean_error(proj.run("run", op, "-y"), 2, *needles)
     assert proj.run_dirs() == []
