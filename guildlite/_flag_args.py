@@ -77,6 +77,8 @@ def flag_args(op: OpDef, flags: Mapping[str, Any]) -> list[str]:
             encoded = encode(op, fd, value)
             if encoded is _OMIT:
                 raise FlagError(f"flag '{name}' is positional (arg-position {fd.arg_position}) and has no value")
+            if isinstance(encoded, list) and not isinstance(value, str) and _joiner(fd) is not None:
+                encoded = [str(_joiner(fd)).join(encoded)]
             positional.append((fd.arg_position, encoded if isinstance(encoded, list) else [encoded]))
             continue
         options.extend(_option(op, name, fd, value))
@@ -101,14 +103,22 @@ def _option(op: OpDef, name: str, fd: FlagDef | None, value: Any) -> Iterator[st
     if not isinstance(encoded, list):
         yield f"{opt}={encoded}"
         return
-    split = fd.arg_split if fd is not None else None
-    if split == "repeat":
+    if isinstance(value, str):  # a string split into items (Guild's arg-split): separate items
+        yield opt
+        yield from encoded
+    elif fd is not None and fd.arg_split == "repeat":
         yield from (f"{opt}={item}" for item in encoded)
-    elif isinstance(split, str) and split != "shlex":
-        yield f"{opt}={split.join(encoded)}"
+    elif _joiner(fd) is not None:
+        yield f"{opt}={str(_joiner(fd)).join(encoded)}"
     else:
         yield opt
         yield from encoded
+
+
+def _joiner(fd: FlagDef | None) -> str | None:
+    """The separator a list is joined with into one item (``arg-split: ","``), or None."""
+    split = fd.arg_split if fd is not None else None
+    return split if isinstance(split, str) and split not in ("shlex", "repeat") else None
 
 
 def encode(op: OpDef, fd: FlagDef | None, value: Any) -> Any:

@@ -608,3 +608,29 @@ def test_globals_example_runs_as_its_readme_says(tmp_path: Path) -> None:
     assert "settings: lr=0.05 epochs=5 hidden=16 activation=tanh shuffle=True" in cp.stdout
     diff = run_guildlite("diff", "1", cwd=proj, runs_dir=runs).stdout
     assert "+lr = 0.05            # step size" in diff and '+activation = \'tanh\'   # cos or tanh' in diff
+
+
+def test_flag_args_encodings_table() -> None:
+    """Pure: every encoding rule of the command line in one table."""
+    from guildlite._flag_args import flag_args
+    from guildlite._flags import FlagDef
+    from guildlite._guildfile import OpDef
+
+    op = OpDef(name="t", main="t.py", arg_encoding={True: "yes"}, flags={
+        "s": FlagDef("s", default="1,2", arg_split=","),       # a string split into items (Guild)
+        "joined": FlagDef("joined", default=[1, 2], arg_split=","),
+        "rep": FlagDef("rep", default=[1, 2], arg_split="repeat"),
+        "items": FlagDef("items", default=[1.5, -2]),
+        "shell": FlagDef("shell", default="x 'y z'", arg_split=True),
+        "pos": FlagDef("pos", default=[3, 4], arg_split=",", arg_position=0),
+        "none": FlagDef("none", default=None),
+        "tiny": FlagDef("tiny", default=1.5e-5),
+        "on": FlagDef("on", default=True),                          # the op's encoding
+        "off": FlagDef("off", default=False),                       # no entry: Python literal
+        "one": FlagDef("one", default=1),                           # 1 is not true
+        "own": FlagDef("own", default=True, arg_encoding={True: "T"}),
+    })
+    assert flag_args(op, {k: f.default for k, f in op.flags.items()}) == [
+        "3,4", "--s", "1", "2", "--joined=1,2", "--rep=1", "--rep=2", "--items", "1.5", "-2", "--shell", "x", "y z",
+        "--tiny=1.5e-05", "--on=yes", "--off=False", "--one=1", "--own=T",
+    ]
