@@ -7,8 +7,8 @@ only when the script (or a project module it imports) imports argparse. Probe re
 by the script's path, size and mtime, so an edit to the script refreshes them.
 
 An op without ``flags-dest`` whose script reads no command line at all (no argparse, click, ...
-and no ``sys.argv``) and that declares no flags (or asks for ``flags-import``) gets
-``flags-dest: globals`` and ``flags-import: all``: its top-level literal assignments are its flags.
+and no ``sys.argv``) gets ``flags-dest: globals``: with no flags declared (or ``flags-import``),
+its top-level literal assignments are its flags; declared flags named like its globals set them.
 """
 
 from __future__ import annotations
@@ -76,13 +76,26 @@ def with_imported_flags(op: OpDef, project: Path, timeout: float = IMPORT_TIMEOU
 
 def with_default_dest(op: OpDef, project: Path) -> OpDef:
     """An op without ``flags-dest`` whose script reads no command line gets ``flags-dest: globals``
-    (and ``flags-import: all`` if it declares no flags), recorded in the op's data so run.json's
-    ``op_def`` says what was used."""
-    if "flags-dest" in op.data or (op.flags and not op.flags_import):
+    (and ``flags-import: all`` if it declares no flags) -- when it declares flags, if any of them
+    names one of the script's globals. Recorded in the op's data, so run.json's ``op_def`` says
+    what was used."""
+    if "flags-dest" in op.data:
         return op
     src = main_source(op, project)
     if src is None or cli_parsers(src, project):
         return op
+    if op.flags and not op.flags_import:
+        from ._pysource import read_source
+        from ._reach import global_names
+
+        try:
+            source = read_source(src)
+        except FlagError:
+            return op
+        if not any(g in source.globals for g in global_names(op.data, op.flags).values()):
+            return op  # flags named like none of its globals: recorded, as before (no place to put them)
+        data = {**op.data, "flags-dest": "globals"}
+        return dataclasses.replace(op, flags_dest="globals", data=data)
     imports = op.flags_import or True
     data = {**op.data, "flags-dest": "globals", "flags-import": op.data.get("flags-import", "all")}
     return dataclasses.replace(op, flags_dest="globals", flags_import=imports, data=data)

@@ -634,3 +634,19 @@ def test_flag_args_encodings_table() -> None:
         "3,4", "--s", "1", "2", "--joined=1,2", "--rep=1", "--rep=2", "--items", "1.5", "-2", "--shell", "x", "y z",
         "--tiny=1.5e-05", "--on=yes", "--off=False", "--one=1", "--own=T",
     ]
+
+
+def test_declared_flags_of_a_globals_script_set_its_globals(make_project: Callable[..., Project]) -> None:
+    # The issue's reproduction: before, the run completed, run.json said x=0.2, the script used 0.1,
+    # and compare showed the flag x 0.2 next to the scalar x 0.1.
+    gf = "operations:\n  train:\n    main: train.py\n    launcher: python\n    flags:\n      x: 0.1\n"
+    proj = make_project(gf, {"train.py": "x = 0.1\nprint(f'x: {x}')\n"})
+    rec, out = _run(proj, "train", "x=0.2")
+    assert "x: 0.2" in out.splitlines()
+    rows = proj.run_json("compare", "--json")
+    assert (rows[0]["x"], rows[0]["x (scalar)"]) == (0.2, 0.2)
+    # A declared flag with no global next to one that has one: refused, nothing staged.
+    gf2 = gf + "      y: 1\n"
+    proj2 = make_project(gf2, {"train.py": "x = 0.1\nprint(f'x: {x}')\n"}, name="p2")
+    assert_clean_error(proj2.run("run", "train", "-y"), 2, "flag 'y'", "no top-level assignment")
+    assert proj2.run_dirs() == []
