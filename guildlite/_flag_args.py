@@ -82,7 +82,11 @@ def flag_args(op: OpDef, flags: Mapping[str, Any]) -> list[str]:
             positional.append((fd.arg_position, encoded if isinstance(encoded, list) else [encoded]))
             continue
         options.extend(_option(op, name, fd, value))
-    return [item for _, items in sorted(positional, key=lambda p: p[0]) for item in items] + options
+    positional.sort(key=lambda p: p[0])
+    for place, items in positional[:-1]:
+        if not items:  # the next positional would take its place
+            raise FlagError(f"the positional flag at arg-position {place} is an empty list: later positionals would move")
+    return [item for _, items in positional for item in items] + options
 
 
 def option_name(name: str, fd: FlagDef | None) -> str:

@@ -428,6 +428,12 @@ def test_positional_flags_follow_mains_fixed_args(make_project: Callable[..., Pr
     proj = make_project(gf, {"pos.py": POSITIONAL})
     _, out = _run(proj, "train", "data=my data.csv", "verbose=true")
     assert _printed(out) == ["fixed", "my data.csv", "out.txt", "1", "2", "--verbose=True"]
+    _, out = _run(proj, "train", "data=-1", "sizes=")  # a value starting with '-' stays a positional value
+    assert _printed(out) == ["fixed", "-1", "out.txt", "--verbose=False"]
+    # A positional flag without a value cannot keep the others in place: refused before staging.
+    n = len(proj.run_dirs())
+    assert_clean_error(proj.run("run", "train", "data=null", "-y"), 2, "data", "positional")
+    assert len(proj.run_dirs()) == n
 
 
 def test_arg_position_must_be_consecutive(make_project: Callable[..., Project]) -> None:
