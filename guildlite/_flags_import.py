@@ -52,7 +52,9 @@ def with_imported_flags(op: OpDef, project: Path, timeout: float = IMPORT_TIMEOU
                 f"operation '{op.name}': flags-import names {', '.join(sorted(missing))} but the script "
                 f"has only {', '.join(sorted(found)) or 'no such flags'}"
             )
-    by_option = {f.arg_name: n for n, f in found.items() if f.arg_name}
+    # A global's "option" is its own name; an argparse option's is its option string.
+    by_option = {(n if in_source(op.flags_dest)[0] else f.arg_name): n for n, f in found.items()
+                 if f.arg_name or in_source(op.flags_dest)[0]}
     for name, declared in op.flags.items():  # a declared flag renamed to an imported option is that option
         twin = by_option.get(declared.arg_name or "")
         if twin is not None and twin != name and twin not in op.flags:

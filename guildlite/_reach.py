@@ -32,8 +32,13 @@ def check_op(op: OpDef, project: Path) -> None:
         if src is None:
             raise FlagError(f"operation '{op.name}': flags-dest {op.flags_dest} needs the script's source in the project")
         source = read_source(src)
-        for name in global_names(op.data, op.flags).values():
+        targets: dict[str, str] = {}
+        for flag, name in global_names(op.data, op.flags).items():
             global_for(source, name, container)
+            if name in targets:
+                raise FlagError(f"operation '{op.name}': flags '{targets[name]}' and '{flag}' both set {name}; "
+                                "the script would hold only one (rename one with arg-name, or arg-skip it)")
+            targets[name] = flag
     elif op.flags_dest == "args":
         _check_twins(op)
         if op.flags_import:

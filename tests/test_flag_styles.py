@@ -656,3 +656,27 @@ def test_declared_flags_of_a_globals_script_set_its_globals(make_project: Callab
     proj2 = make_project(gf2, {"train.py": "x = 0.1\nprint(f'x: {x}')\n"}, name="p2")
     assert_clean_error(proj2.run("run", "train", "-y"), 2, "flag 'y'", "no top-level assignment")
     assert proj2.run_dirs() == []
+
+
+def test_globals_a_declared_flag_renamed_to_a_global_is_that_global(make_project: Callable[..., Project]) -> None:
+    gf = _gf("""
+        operations:
+          train:
+            main: train.py
+            launcher: python
+            flags-import: all
+            flags:
+              learning-rate: {default: 0.3, arg-name: lr}
+          twins:
+            main: train.py
+            launcher: python
+            flags-dest: globals
+            flags:
+              a: {default: 0.3, arg-name: lr}
+              b: {default: 0.4, arg-name: lr}
+        """)
+    proj = make_project(gf, {"train.py": "import json\nlr = 0.1\nwd = 0\nprint('GOT ' + json.dumps([lr, wd]))\n"})
+    assert sorted(proj.run_json("ops", "--json")["train"]["flags"]) == ["learning-rate", "wd"]
+    _, out = _run(proj, "train", "learning-rate=0.5")
+    assert _printed(out) == [0.5, 0]
+    assert_clean_error(proj.run("run", "twins", "-y"), 2, "'a' and 'b' both set lr")
