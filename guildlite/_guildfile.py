@@ -476,6 +476,8 @@ class _Validator:
         for key in ("arg-switch", "arg-skip"):
             if key in raw and not isinstance(raw[key], bool):
                 raise self.fail(raw, key, f"{where}: '{key}' must be true or false")
+        if isinstance(raw.get("default"), dict):
+            raise self.fail(raw, "default", f"{where}: a default must be a number, string, bool, null or a list")
         position = raw.get("arg-position")
         if position is not None and (isinstance(position, bool) or not isinstance(position, int) or position < 0):
             raise self.fail(raw, "arg-position", f"{where}: 'arg-position' must be an integer >= 0")

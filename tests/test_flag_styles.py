@@ -544,8 +544,8 @@ def test_encoding_of_env_and_config_stays_native(make_project: Callable[..., Pro
     assert _printed(out) == {"FLAG_AMP": "true", "FLAG_LAYERS": "[1, 2]"}
 
 
-def test_list_values_are_written_to_path_free_places_only(tmp_path: Path) -> None:
-    """Pure: a list default in the guildfile is a list flag; a bare list stays refused (choices?)."""
+def test_list_defaults_in_the_guildfile(tmp_path: Path) -> None:
+    """Pure: a list default is a list flag; a bare list stays refused (choices?); dicts and nested lists too."""
     from guildlite._errors import GuildfileError
     from guildlite._guildfile import load
 
@@ -556,6 +556,10 @@ def test_list_values_are_written_to_path_free_places_only(tmp_path: Path) -> Non
     p.write_text("operations:\n  t:\n    main: t.py\n    flags:\n      l: [1, 2]\n")
     with pytest.raises(GuildfileError, match="bare list"):
         load(p)
+    for bad, needle in (("{default: {a: 1}}", "a default must be"), ("{default: [[1]]}", "not nested lists")):
+        p.write_text(f"operations:\n  t:\n    main: t.py\n    flags:\n      l: {bad}\n")
+        with pytest.raises(GuildfileError, match=needle):
+            load(p)
 
 
 def test_globals_of_a_module_main(make_project: Callable[..., Project]) -> None:
