@@ -1,7 +1,7 @@
 """``flags-import``: learn a script's flags without running its training.
 
-Module globals (``flags-dest: globals``) are read from the source by ``ast``; the script never
-runs. For argparse, the script runs in a subprocess (``python -m guildlite._argparse_probe``) in
+Module globals (``flags-dest: globals``, or a script that reads ``sys.argv`` itself, such as a
+``--key=value`` configurator) are read from the source by ``ast``; the script never runs. For argparse, the script runs in a subprocess (``python -m guildlite._argparse_probe``) in
 which ``ArgumentParser.parse_args`` reports the parser's options as JSON and exits; that happens
 only when the script (or a project module it imports) imports argparse. Probe results are cached
 by the script's path, size and mtime, so an edit to the script refreshes them.
@@ -39,10 +39,9 @@ def with_imported_flags(op: OpDef, project: Path, timeout: float = IMPORT_TIMEOU
     op = with_default_dest(op, project)
     if not op.flags_import:
         return op
-    if in_source(op.flags_dest)[0]:
+    if in_source(op.flags_dest)[0] or _import_kind(op, project) == "globals":
         found = global_flags(op, project)
     else:
-        _need_argparse(op, project)
         found = probe(op, project, timeout)
     wanted = set(op.flags_import) if isinstance(op.flags_import, tuple) else None
     if wanted is not None:
@@ -120,18 +119,22 @@ def cli_parsers(src: Path, project: Path) -> set[str]:
     return scan(src, project)
 
 
-def _need_argparse(op: OpDef, project: Path) -> None:
-    """Refuse to probe a script that does not use argparse: the probe would run it to its end."""
+def _import_kind(op: OpDef, project: Path) -> str:
+    """How to import a ``flags-dest: args`` script's flags: ``argparse`` (the probe) when it uses
+    argparse, ``globals`` when it reads ``sys.argv`` itself (a ``--key=value`` configurator that
+    sets its globals, nanoGPT's); anything else is refused, since the probe would run it to its end."""
     src = main_source(op, project)
     if src is None:
-        return  # an installed module: the probe's timeout is the only guard
+        return "argparse"  # an installed module: the probe's timeout is the only guard
     found = cli_parsers(src, project)
     if any(n == "argparse" or n.endswith("ArgumentParser") or n.startswith("parse_") for n in found):
-        return  # argparse, or a parser built on it (transformers' HfArgumentParser)
+        return "argparse"  # argparse, or a parser built on it (transformers' HfArgumentParser)
+    if found == {"sys.argv"}:
+        return "globals"
     uses = f"uses {', '.join(sorted(found))}" if found else "reads no command line"
     raise GuildfileError(
-        f"operation '{op.name}': flags-import reads argparse parsers (or, with flags-dest: globals, module "
-        f"globals), but {src.relative_to(project).as_posix()} {uses}: declare its flags in the guildfile"
+        f"operation '{op.name}': flags-import reads argparse parsers and module globals, but "
+        f"{src.relative_to(project).as_posix()} {uses}: declare its flags in the guildfile"
     )
 
 

@@ -360,14 +360,25 @@ def test_globals_an_edit_undone_by_a_later_plugin_fails_the_run_before_launch(
     assert "does not reach the script" in rec["error"]["message"] and "0.5" in rec["error"]["message"]
 
 
-def test_a_script_that_reads_argv_keeps_args_and_flags_import_never_runs_it(
+def test_flags_import_of_a_configurator_reads_its_globals_and_never_runs_it(
     make_project: Callable[..., Project],
 ) -> None:
-    script = "import pathlib, sys\npathlib.Path('executed').write_text('ran')\nlr = 0.1\nprint(sys.argv)\n"
-    gf = "operations:\n  train: {main: train.py, launcher: python, flags-dest: args, flags-import: all}\n"
-    proj = make_project(gf, {"train.py": script})
-    assert_clean_error(proj.run("ops"), 2, "flags-import", "sys.argv", "declare its flags")
+    # nanoGPT's pattern: globals, then --key=value from sys.argv. The flags come from the globals
+    # (the script is not run to find them) and are passed as --key=value, typed as the script asserts.
+    marker = "import pathlib\npathlib.Path(__file__).with_name('executed').write_text('ran')\n"
+    gf = "operations:\n  train: {main: train.py, launcher: python, flags-import: all}\n"
+    proj = make_project(gf, {"train.py": marker + CONFIGURATOR, "c.py": CLICK})
+    ops = proj.run_json("ops", "--json")
     assert not (proj.root / "executed").exists()
+    assert {n: f["type"] for n, f in ops["train"]["flags"].items()} == {
+        "compile": "bool", "batch_size": "int", "learning_rate": "float", "dataset": "str", "dropout": "float"}
+    rec, out = _run(proj, "train", "compile=false", "learning_rate=0.01")
+    assert _printed(out) == {"compile": False, "batch_size": 12, "learning_rate": 0.01, "dataset": "shakespeare",
+                             "dropout": 0.0}
+    assert "--compile=False" in rec["cmd"]
+    # A click script: flags-import refuses instead of running it.
+    (proj.root / "guildfile.yml").write_text(gf + "  click: {main: c.py, launcher: python, flags-import: all}\n")
+    assert_clean_error(proj.run("run", "click", "-y"), 2, "flags-import", "uses click", "declare its flags")
 
 
 # --- argparse: every passed option exists ----------------------------------------------------------
