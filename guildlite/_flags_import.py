@@ -85,14 +85,14 @@ def with_default_dest(op: OpDef, project: Path) -> OpDef:
     src = main_source(op, project)
     if src is None or cli_parsers(src, project):
         return op
-    if op.flags and not op.flags_import:
-        from ._pysource import read_source
-        from ._reach import global_names
+    from ._pysource import read_source
+    from ._reach import global_names
 
-        try:
-            source = read_source(src)
-        except FlagError:
-            return op
+    try:
+        source = read_source(src)
+    except FlagError:
+        return op  # it cannot run either; its own error will say why
+    if op.flags and not op.flags_import:
         if not any(g in source.globals for g in global_names(op.data, op.flags).values()):
             return op  # flags named like none of its globals: recorded, as before (no place to put them)
         data = {**op.data, "flags-dest": "globals"}
