@@ -230,7 +230,9 @@ GLOBALS_GF = "operations:\n  train:\n    main: train.py\n    launcher: python\n"
 def test_globals_are_imported_without_running_the_script(make_project: Callable[..., Project]) -> None:
     marker = "import pathlib\npathlib.Path(__file__).with_name('executed').write_text('ran')\n"
     proj = make_project(GLOBALS_GF, {"train.py": marker + GLOBALS})
-    flags = proj.run_json("ops", "--json")["train"]["flags"]
+    op = proj.run_json("ops", "--json")["train"]
+    assert op["flags_dest"] == "globals"
+    flags = op["flags"]
     assert {n: (f["type"], f["default"]) for n, f in flags.items()} == {
         "lr": ("float", 0.1), "epochs": ("int", 3), "name": ("str", "base"), "amp": ("bool", False),
         "momentum": ("float", -0.5), "layers": ("list", [64, 64]), "shape": ("list", [2, 3]),
