@@ -697,3 +697,11 @@ def test_globals_a_declared_flag_renamed_to_a_global_is_that_global(make_project
     _, out = _run(proj, "train", "learning-rate=0.5")
     assert _printed(out) == [0.5, 0]
     assert_clean_error(proj.run("run", "twins", "-y"), 2, "'a' and 'b' both set lr")
+
+
+def test_globals_under_torchrun_every_rank_sees_the_values(make_project: Callable[..., Project]) -> None:
+    script = "import json, os\nlr = 0.1\nname = 'a'\nprint('GOT ' + json.dumps([os.environ['RANK'], lr, name]))\n"
+    proj = make_project("operations:\n  train:\n    main: train.py\n    nproc-per-node: 2\n", {"train.py": script})
+    _, out = _run(proj, "train", "lr=0.5", "name=b c")
+    got = sorted(json.loads(line.split("GOT ", 1)[1]) for line in out.splitlines() if "GOT " in line)
+    assert got == [["0", 0.5, "b c"], ["1", 0.5, "b c"]]
