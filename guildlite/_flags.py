@@ -94,8 +94,7 @@ def decode(text: str) -> Any:
 def coerce(flag: FlagDef, value: Any) -> Any:
     """Convert ``value`` to the flag's type and check choices and range; raise FlagError."""
     ftype = flag.value_type
-    if isinstance(value, str) and "\0" in value:  # argv, the environment and files cannot carry it
-        raise FlagError(f"flag '{flag.name}': {value!r} holds a NUL character")
+    value = nul_free(flag.name, value)
     if value is not None:
         value = _convert(flag, ftype, value)
     if flag.choices is not None and value not in flag.choices:
@@ -108,6 +107,13 @@ def coerce(flag: FlagDef, value: Any) -> Any:
             raise FlagError(f"flag '{flag.name}': {_show(value)} is below the minimum {_show(flag.min)}")
         if flag.max is not None and value > flag.max:
             raise FlagError(f"flag '{flag.name}': {_show(value)} is above the maximum {_show(flag.max)}")
+    return value
+
+
+def nul_free(name: str, value: Any) -> Any:
+    """``value``, unless it is text holding a NUL: no argv item, environment variable or file name can."""
+    if isinstance(value, str) and "\0" in value:
+        raise FlagError(f"flag '{name}': {value!r} holds a NUL character")
     return value
 
 
