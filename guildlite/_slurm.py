@@ -139,7 +139,11 @@ def sbatch_script(run_dir: Path, job_name: str, opts: Mapping[str, Any], python:
              f"#SBATCH --job-name={job_name}", f"#SBATCH --chdir={run_dir}",
              f"#SBATCH --output={meta}/slurm-%j.out", "#SBATCH --open-mode=append"]
     lines += [f"#SBATCH {shlex.quote(o)}" for o in sbatch_options(opts)]
-    lines += ["", f"exec {shlex.quote(python)} -m guildlite._slurm_supervisor {shlex.quote(str(run_dir))}", ""]
+    # Not `-m`: it puts the cwd first on sys.path, and the cwd is the run dir, whose staged json.py
+    # or ctypes.py would replace that stdlib module for the supervisor and the plugins it runs.
+    boot = ("import sys; del sys.path[0]; import runpy; "
+            "runpy.run_module('guildlite._slurm_supervisor', run_name='__main__', alter_sys=True)")
+    lines += ["", f"exec {shlex.quote(python)} -c {shlex.quote(boot)} {shlex.quote(str(run_dir))}", ""]
     return "\n".join(lines)
 
 

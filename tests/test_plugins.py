@@ -912,3 +912,23 @@ def test_a_namespace_package_in_the_project_loads(tmp_path: Path) -> None:
                                  {"nsplugins/where.py": WHEREPLUG, "json/where.py": WHEREPLUG})
     seen = list(_attrs_of_the_run(root, runs).values())
     assert sorted(Path(s["file"]) for s in seen) == [root / "json" / "where.py", root / "nsplugins" / "where.py"]
+
+
+def test_the_slurm_supervisor_starts_with_the_stdlib_before_the_staged_project(tmp_path: Path) -> None:
+    # On the node the supervisor runs in the run dir, beside the staged project: its json.py must
+    # not be what `import json` gives the supervisor (nor the plugins it runs).
+    import subprocess
+
+    from conftest import clean_env
+
+    from guildlite._slurm import sbatch_script
+
+    run_dir = tmp_path / "20260101T000000-abcdef"
+    run_dir.mkdir()
+    (run_dir / "json.py").write_text("raise SystemExit('the staged json.py shadowed the stdlib')\n")
+    script = run_dir / "job.sbatch"
+    script.write_text(sbatch_script(run_dir, "job", {}, sys.executable))
+    cp = subprocess.run(["bash", str(script)], cwd=run_dir, env=clean_env(), capture_output=True, text=True,
+                        timeout=60)
+    assert "shadowed" not in cp.stdout + cp.stderr
+    assert "slurm.json" in cp.stderr  # it got as far as reading its spec (this run dir has none)
