@@ -165,10 +165,12 @@ class _Seq(list):  # type: ignore[type-arg]
     lines: list[int]
 
 
-# What YAML aliases may add to a document, in nodes plus characters of text: a guildfile that
-# shares settings through anchors and merge keys uses a few thousand; a "billion laughs" (nested
-# aliases, 9 levels of 9) asks for billions, and would exhaust memory once copied or written out.
-ALIAS_BUDGET = 1_000_000
+# What YAML aliases may add to a document: nodes (each one a Python object once built, and copied
+# when the op is recorded) and characters of text (shared once built, repeated when written out).
+# A guildfile that shares settings through anchors and merge keys adds a few thousand; a "billion
+# laughs" (nested aliases, 9 levels of 9) asks for billions and would exhaust memory.
+ALIAS_NODES = 250_000
+ALIAS_TEXT = 10_000_000
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
@@ -267,7 +269,8 @@ def _merged(explicit: _Map, sources: list[_Map]) -> _Map:
 
 
 def _check_aliases(path: Path, root: Any) -> None:
-    """Refuse a node graph whose aliases expand beyond ALIAS_BUDGET, or that contains itself.
+    """Refuse a node graph whose aliases add more than ALIAS_NODES nodes or ALIAS_TEXT characters,
+    or that contains itself.
 
     One depth-first pass over the distinct nodes (iterative: a deep document must not exhaust the
     stack): ``size`` is what each node would expand to, children counted once per reference.
@@ -281,12 +284,13 @@ def _check_aliases(path: Path, root: Any) -> None:
             return [x for pair in n.value for x in pair]
         return []
 
-    def weight(n: Any) -> int:
-        return 1 + len(n.value) if isinstance(n, yaml.ScalarNode) else 1
+    def text(n: Any) -> int:
+        return len(n.value) if isinstance(n, yaml.ScalarNode) else 0
 
-    size: dict[int, int] = {}  # id(node) -> expanded size, once the node is done
+    cap = 1 << 62  # with doubling aliases the true numbers grow to thousands of digits
+    size: dict[int, tuple[int, int]] = {}  # id(node) -> (nodes, characters) once expanded
     open_ids = {id(root)}
-    distinct = weight(root)
+    distinct = [1, text(root)]
     order: list[Any] = []
     stack = [(root, iter(children(root)))]
     while stack:
@@ -295,23 +299,29 @@ def _check_aliases(path: Path, root: Any) -> None:
         if child is None:
             stack.pop()
             open_ids.discard(id(node))
-            # Capped: with doubling aliases the true numbers grow to thousands of digits.
-            size[id(node)] = min(weight(node) + sum(size[id(c)] for c in children(node)), 1 << 62)
+            kids = [size[id(c)] for c in children(node)]
+            size[id(node)] = (min(1 + sum(k[0] for k in kids), cap), min(text(node) + sum(k[1] for k in kids), cap))
             order.append(node)
         elif id(child) in open_ids:
             raise GuildfileError(f"{path}:{child.start_mark.line + 1}: a YAML alias inside the node it names"
                                  " (a recursive structure); a guildfile cannot hold one")
         elif id(child) not in size:
             open_ids.add(id(child))
-            distinct += weight(child)
+            distinct[0] += 1
+            distinct[1] += text(child)
             stack.append((child, iter(children(child))))
-    if size[id(root)] - distinct <= ALIAS_BUDGET:
+
+    def too_big(n: Any) -> bool:
+        nodes, chars = size[id(n)]
+        return nodes - distinct[0] > ALIAS_NODES or chars - distinct[1] > ALIAS_TEXT
+
+    if not too_big(root):
         return
-    blame = next(n for n in order if size[id(n)] - distinct > ALIAS_BUDGET)
+    blame = next(n for n in order if too_big(n))  # the first (innermost) node that is already too big
     raise GuildfileError(
-        f"{path}:{blame.start_mark.line + 1}: YAML aliases (*name) expand this to more than {ALIAS_BUDGET:,}"
-        " nodes and characters (nested aliases, a 'billion laughs'?); write the values out or use fewer"
-        " levels of aliases"
+        f"{path}:{blame.start_mark.line + 1}: YAML aliases (*name) expand this beyond {ALIAS_NODES:,} nodes"
+        f" or {ALIAS_TEXT:,} characters (nested aliases, a 'billion laughs'?); write the values out or use"
+        " fewer levels of aliases"
     )
 
 

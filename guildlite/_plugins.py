@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.machinery
 import importlib.util
@@ -144,7 +145,9 @@ def _import_module(mod_name: str, project_dir: Path) -> ModuleType:
     spec = importlib.machinery.PathFinder.find_spec(top, [root])
     if spec is None:
         return importlib.import_module(mod_name)
-    name = top if _free_name(top, project_dir) else f"_guildlite_project_{top}"
+    # The private name is per project dir: two projects' trace.py must not share one module.
+    tag = hashlib.sha256(root.encode()).hexdigest()[:8]
+    name = top if _free_name(top, project_dir) else f"_guildlite_project_{tag}_{top}"
     if name not in sys.modules:
         spec = _renamed(spec, name)
         module = importlib.util.module_from_spec(spec)

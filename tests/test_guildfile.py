@@ -349,19 +349,28 @@ def test_billion_laughs_is_refused_quickly_in_little_memory(tmp_path: Path, comm
     assert code == 2, (code, err[-2000:])
     assert TRACEBACK not in err and "MemoryError" not in err
     assert err.startswith(f"guildlite: error: {root / 'guildfile.yml'}:"), err
-    assert "YAML aliases (*name) expand this to more than 1,000,000 nodes" in err, err
+    assert "YAML aliases (*name) expand this beyond 250,000 nodes" in err, err
     assert peak < 200 * 1024 * 1024, f"peak RSS {peak / 2**20:.0f} MB"
     assert not (root / "runs").exists()
 
 
 def test_the_alias_budget_counts_repeated_text_too(tmp_path: Path) -> None:
-    # Few nodes, but each alias repeats 100 kB of text: 6 aliases stay within the budget, 20,000 do not.
-    big = "x" * 100_000
+    # Few nodes, but each alias repeats 1 MB of text: 6 aliases stay within the budget, 20 do not.
+    big = "x" * 1_000_000
     fine = f"x-text: &t {big}\n" + _QUICK + "    description: *t\n" + "x-few: [" + ", ".join(["*t"] * 5) + "]\n"
     assert load(_write(tmp_path, fine.replace("t.py", "train.py"))).op("t").description == big
-    hostile = f"x-text: &t {big}\n" + _QUICK + "x-many: [" + ", ".join(["*t"] * 20_000) + "]\n"
+    hostile = f"x-text: &t {big}\n" + _QUICK + "x-many: [" + ", ".join(["*t"] * 20) + "]\n"
     line = _refused(_project(tmp_path, hostile))
-    assert ":6: YAML aliases (*name) expand this" in line, line
+    assert ":6: YAML aliases (*name) expand this beyond 250,000 nodes or 10,000,000 characters" in line, line
+
+
+def test_the_alias_budget_counts_nodes(tmp_path: Path) -> None:
+    # Three levels of 100 empty lists: a million nodes from a 1 kB file.
+    levels = "x-e: &e []\nx-a: &a [" + ", ".join(["*e"] * 100) + "]\nx-b: &b [" + ", ".join(["*a"] * 100) + "]\n"
+    fine = levels + "x-c: [" + ", ".join(["*b"] * 20) + "]\n" + _QUICK.replace("t.py", "train.py")
+    assert load(_write(tmp_path, fine)).op("t")
+    line = _refused(_project(tmp_path, levels + "x-c: [" + ", ".join(["*b"] * 100) + "]\n" + _QUICK))
+    assert ":4: YAML aliases (*name) expand this beyond 250,000 nodes" in line, line
 
 
 def test_a_recursive_alias_is_refused(tmp_path: Path) -> None:
