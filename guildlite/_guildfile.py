@@ -681,11 +681,15 @@ def _short(parent: Any, key: Any, line: int, **values: Any) -> _Map:
 
 
 # Never a runs dir: guildlite creates, moves and deletes run dirs in it, and lists every entry as a
-# run. The filesystem root, the FHS top-level dirs and their direct children (/usr/local,
-# /var/lib), and a home directory itself; a dir below any of them (~/runs, /var/tmp/runs) is fine.
+# run. The filesystem root, the FHS top-level dirs and the standard ones in /usr, /usr/local and
+# /var, and a home directory itself; a dir below any of them (~/runs, /var/tmp/runs) is fine.
 SYSTEM_DIRS = (
     "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/media", "/mnt",
     "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var",
+    *(f"{base}/{d}" for base in ("/usr", "/usr/local")
+      for d in ("bin", "etc", "games", "include", "lib", "lib32", "lib64", "libexec", "local", "sbin", "share", "src")),
+    *(f"/var/{d}" for d in ("backups", "cache", "crash", "lib", "local", "lock", "log", "mail", "opt", "run", "spool",
+                            "tmp")),
 )
 
 
@@ -693,7 +697,7 @@ def _system_dir(path: Path) -> str | None:
     """What the resolved ``path`` is when it may not be a runs dir (see SYSTEM_DIRS), else None."""
     if path == Path("/"):
         return "the filesystem root"
-    if path in {Path(d) for d in SYSTEM_DIRS} or path.parent in (Path("/usr"), Path("/var")):
+    if str(path) in SYSTEM_DIRS:
         return "a system directory"
     homes = {Path(os.path.expanduser("~")), Path(os.environ.get("HOME") or "/")}
     if any(path in (h, h.resolve()) for h in homes if h.is_absolute()):

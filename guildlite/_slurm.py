@@ -141,7 +141,7 @@ def sbatch_script(run_dir: Path, job_name: str, opts: Mapping[str, Any], python:
     lines += [f"#SBATCH {shlex.quote(o)}" for o in sbatch_options(opts)]
     # Not `-m`: it puts the cwd first on sys.path, and the cwd is the run dir, whose staged json.py
     # or ctypes.py would replace that stdlib module for the supervisor and the plugins it runs.
-    boot = ("import sys; del sys.path[0]; import runpy; "
+    boot = ("import sys; sys.path[:] = [p for p in sys.path if p]; import runpy; "
             "runpy.run_module('guildlite._slurm_supervisor', run_name='__main__', alter_sys=True)")
     lines += ["", f"exec {shlex.quote(python)} -c {shlex.quote(boot)} {shlex.quote(str(run_dir))}", ""]
     return "\n".join(lines)

@@ -456,7 +456,8 @@ def test_real_duplicates_and_bad_merges_are_still_errors(tmp_path: Path, text: s
 
 
 _SYSTEM_DIRS = ["/", "/usr", "/etc", "/bin", "/proc", "/sys", "/dev", "/boot", "/lib", "/var", "/home", "/tmp",
-                "/usr/local", "/var/lib", "/usr/../etc", "../../../../../../../../../../../../.."]
+                "/usr/local", "/usr/lib64", "/usr/local/bin", "/var/lib", "/var/tmp", "/usr/../etc",
+                "../../../../../../../../../../../../.."]
 
 
 @pytest.mark.parametrize("runs_dir", _SYSTEM_DIRS)
@@ -464,6 +465,12 @@ def test_a_system_dir_is_never_a_runs_dir(tmp_path: Path, runs_dir: str) -> None
     line = _refused(_project(tmp_path, f"runs-dir: {runs_dir}\n" + _QUICK))
     assert f"guildfile.yml:1: runs-dir '{runs_dir}' is /" in line, line
     assert "a system directory" in line or "the filesystem root" in line, line
+
+
+@pytest.mark.parametrize("runs_dir", ["/var/guildlite-runs", "/opt/x/runs", "/tmp/somewhere/runs"])
+def test_a_dir_below_a_system_dir_may_be_a_runs_dir(tmp_path: Path, runs_dir: str) -> None:
+    gf = load(_write(tmp_path, f"runs-dir: {runs_dir}\n" + _OK_OP))
+    assert gf.runs_dir == Path(runs_dir)
 
 
 def test_a_home_dir_itself_is_never_a_runs_dir_but_below_it_is_fine(tmp_path: Path) -> None:
