@@ -435,6 +435,7 @@ def test_merge_keys_end_to_end(tmp_path: Path) -> None:
     assert args == ["--own", "--lr=0.5", "--batch-size=8", "--model.lr=0.01"]
     (record,) = load_records(runs)
     assert record["status"] == "completed" and record["flags"] == {"lr": 0.5, "batch-size": 8, "model.lr": 0.01}
+    assert record["op_def"]["launcher"] == "python" and record["cmd"][1:3] == ["-u", "t.py"]  # merged: no torchrun
 
 
 def test_merged_settings_are_validated_with_the_line_they_come_from(tmp_path: Path) -> None:
