@@ -172,6 +172,7 @@ class _Seq(list):  # type: ignore[type-arg]
 ALIAS_NODES = 250_000
 ALIAS_TEXT = 10_000_000
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_OP_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.:-]*"
 
 
 def _parse_yaml(path: Path, text: str) -> Any:
@@ -367,7 +368,7 @@ class _Validator:
             raise self.fail(data, "operations", "'operations' declares no operation")
         return Guildfile(
             path=self.path,
-            operations={str(n): self.op(ops, str(n), ops[n]) for n in ops},
+            operations={str(n): self.op(ops, self.op_name(ops, n), ops[n]) for n in ops},
             plugins=self.plugins(data, "plugins", data.get("plugins"), "plugins"),
             runs_dir=self.runs_dir(data),
             backend=self.backend(data, "the guildfile") or "local",
@@ -389,6 +390,16 @@ class _Validator:
             raise self.fail(data, "runs-dir", f"runs-dir {raw!r} is {path}, {what}: guildlite creates, moves and"
                             " deletes run dirs in its runs dir; name a dir of its own (e.g. runs)")
         return path
+
+    def op_name(self, ops: Mapping[Any, Any], name: Any) -> str:
+        # An op name is printed, recorded, and written into an sbatch script's #SBATCH --job-name
+        # line, where a newline would start a shell command.
+        import re
+
+        if isinstance(name, bool) or not isinstance(name, (str, int)) or not re.fullmatch(_OP_NAME, str(name)):
+            raise self.fail(ops, name, f"operation name {name!r} is not valid: a letter, digit or _ first, then"
+                            " letters, digits, _, ., : or - (train, train-small, eval.v2)")
+        return str(name)
 
     def op(self, parent: Any, name: str, raw: Any) -> OpDef:
         where = f"operation '{name}'"

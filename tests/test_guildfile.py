@@ -561,6 +561,19 @@ def test_flags_import_names_follow_the_rule(tmp_path: Path) -> None:
     assert "guildfile.yml:5: operation 't': flags-import: '--batch-size' is not a valid flag name" in line, line
 
 
+@pytest.mark.parametrize("name", ['"x\\n#SBATCH --output=/tmp/x"', '"a b"', '"-x"', '"../x"', '""', "null", "true",
+                                  '"a=b"'])
+def test_op_names_outside_the_rule_are_refused(tmp_path: Path, name: str) -> None:
+    line = _refused(_project(tmp_path, f"operations:\n  {name}:\n    main: t.py\n"), "ops")
+    assert "guildfile.yml:2: operation name" in line and "is not valid" in line, line
+
+
+def test_op_names_with_dashes_dots_colons_and_digits_stay_legal(tmp_path: Path) -> None:
+    gf = load(_write(tmp_path, "operations:\n" + "".join(f"  {n}:\n    main: train.py\n"
+                                                         for n in ("train-small", "eval.v2", "a:b", "01-prep", 7))))
+    assert list(gf.operations) == ["train-small", "eval.v2", "a:b", "01-prep", "7"]
+
+
 @pytest.mark.parametrize("value, needle", [
     ("2024-01-01", "2024-01-01 is a date; quote it ('2024-01-01')"),
     ("!!binary aGVsbG8=", "is bytes"),
