@@ -103,6 +103,9 @@ def check_value(key: str, v: Any) -> Any:
             v = shlex.split(v)
         if not isinstance(v, list) or not all(isinstance(a, str) for a in v):
             raise ValueError("must be a list of sbatch options")
+        for a in v:  # each is one `#SBATCH` line of a shell script: a newline would start a command
+            if not a.isprintable():
+                raise ValueError(f"{a!r} holds a newline or another control character")
         return list(v)
     # partition, account, qos, constraint
     if not isinstance(v, str) or not v.strip() or any(c.isspace() for c in v.strip()):

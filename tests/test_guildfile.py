@@ -574,6 +574,12 @@ def test_op_names_with_dashes_dots_colons_and_digits_stay_legal(tmp_path: Path) 
     assert list(gf.operations) == ["train-small", "eval.v2", "a:b", "01-prep", "7"]
 
 
+@pytest.mark.parametrize("args", ['["--comment=a\\ntouch PWNED #"]', '"--comment=\'a\\rb\'"'])
+def test_sbatch_args_cannot_add_lines_to_the_sbatch_script(tmp_path: Path, args: str) -> None:
+    line = _refused(_project(tmp_path, f"slurm:\n  sbatch-args: {args}\n" + _QUICK), "ops")
+    assert "guildfile.yml:2: the guildfile: slurm 'sbatch-args':" in line and "control character" in line, line
+
+
 @pytest.mark.parametrize("value, needle", [
     ("2024-01-01", "2024-01-01 is a date; quote it ('2024-01-01')"),
     ("!!binary aGVsbG8=", "is bytes"),
