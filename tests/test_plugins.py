@@ -932,3 +932,17 @@ def test_the_slurm_supervisor_starts_with_the_stdlib_before_the_staged_project(t
                         timeout=60)
     assert "shadowed" not in cp.stdout + cp.stderr
     assert "slurm.json" in cp.stderr  # it got as far as reading its spec (this run dir has none)
+
+
+def test_torchrun_itself_never_imports_the_staged_project_in_place_of_the_stdlib(tmp_path: Path) -> None:
+    # Plain `torchrun train.py` runs beside a logging.py; under guildlite torchrun (the agent) runs
+    # in the run dir, where the staged copy must not replace the stdlib logging torch imports.
+    from conftest import clean_env, load_records, run_guildlite, write_project
+
+    broken = "raise SystemExit('the staged logging.py shadowed the stdlib')\n"
+    root = write_project(tmp_path / "proj", "operations:\n  t:\n    main: job.py\n",
+                         {"job.py": "print('rank ran')\n", "logging.py": broken, "dataclasses.py": broken})
+    cp = run_guildlite("run", "t", "-y", cwd=root, env=clean_env(tmp_path / "runs"))
+    assert cp.returncode == 0, (cp.stdout, cp.stderr)
+    assert "rank ran" in cp.stdout and "shadowed" not in cp.stdout + cp.stderr
+    assert load_records(tmp_path / "runs")[0]["status"] == "completed"
