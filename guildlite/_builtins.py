@@ -2,7 +2,8 @@
 
 Priorities (lower runs first; user plugins default to 100):
 - ``SourceSnapshot`` 10, on_run_staged: records every staged source file with its size and
-  sha256 in ``.guildlite/sourcecode.json``, before any plugin edits the staged copy.
+  sha256 in ``.guildlite/sourcecode.json``, before any plugin edits the staged copy, beside
+  the project files staging skipped (FIFOs, sockets, devices, bad symlinks...) with the reason.
 - ``GlobalFlags`` 10 (after SourceSnapshot), on_run_staged: with ``flags-dest: globals``, sets the
   staged main script's top-level assignments to the run's flag values.
 - ``EnvCapture`` 10, on_run_begin: python, torch, packages, git commit and dirty flag, host and
@@ -42,13 +43,18 @@ class SourceSnapshot(Plugin):
     def on_run_staged(self, run: Run) -> None:
         from ._inspect import run_files
 
+        try:  # staging wrote the files it skipped, and why
+            skipped = json.loads(run.paths.manifest.read_text()).get("skipped", [])
+        except (OSError, ValueError, AttributeError):
+            skipped = []
         manifest = []
         for rel, _ in run_files(run):  # at staging: the copied source, run.json, and .guildlite/ (left out)
             if rel == "run.json":
                 continue
             data = (run.run_dir / rel).read_bytes()
             manifest.append({"path": rel, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
-        write_json(run.paths.manifest, {"root": run.attrs.get("sourcecode", {}).get("root"), "files": manifest})
+        write_json(run.paths.manifest,
+                   {"root": run.attrs.get("sourcecode", {}).get("root"), "files": manifest, "skipped": skipped})
 
 
 class GlobalFlags(Plugin):

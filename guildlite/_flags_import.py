@@ -1,9 +1,10 @@
 """``flags-import``: learn a script's flags without running its training.
 
 Module globals (``flags-dest: globals``, or a script that reads ``sys.argv`` itself, such as a
-``--key=value`` configurator) are read from the source by ``ast``; the script never runs. For argparse, the script runs in a subprocess (``python -m guildlite._argparse_probe``) in
-which ``ArgumentParser.parse_args`` reports the parser's options as JSON and exits; that happens
-only when the script (or a project module it imports) imports argparse. Probe results are cached
+``--key=value`` configurator) are read from the source by ``ast``; the script never runs. For
+argparse, the script runs in a subprocess (``python .../guildlite/_argparse_probe.py``) in which
+``ArgumentParser.parse_args`` reports the parser's options as JSON and exits; that happens only
+when the script (or a project module it imports) uses argparse. Probe results are cached
 by the script's path, size and mtime, so an edit to the script refreshes them.
 
 An op without ``flags-dest`` whose script reads no command line at all (no argparse, click, ...
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import FlagError, GuildfileError
-from ._flags import FlagDef, coerce
+from ._flags import FlagDef, coerce, name_problem
 from ._guildfile import OpDef
 from ._launch import without_rank_env
 from ._reach import in_source
@@ -227,7 +228,8 @@ def _run_probe(op: OpDef, project: Path, timeout: float) -> dict[str, Any]:
         out = Path(tmp) / "flags.json"
         env = without_rank_env(os.environ)
         env["GUILDLITE_FLAGS_IMPORT"] = "1"
-        cmd = [sys.executable, "-m", "guildlite._argparse_probe", str(out), *_probe_args(op)]
+        # By file, not -m: `-m` puts the project first on sys.path before the probe imports json.
+        cmd = [sys.executable, str(Path(__file__).with_name("_argparse_probe.py")), str(out), *_probe_args(op)]
         try:
             proc = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -270,4 +272,5 @@ def _defs(actions: list[dict[str, Any]]) -> dict[str, FlagDef]:
             source="script",
         )
         for a in actions
+        if name_problem(a["name"]) is None  # `--1cycle`, `--a b`: not a name NAME=VALUE can give
     }

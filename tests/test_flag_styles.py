@@ -569,7 +569,7 @@ def test_list_defaults_in_the_guildfile(tmp_path: Path) -> None:
     p.write_text("operations:\n  t:\n    main: t.py\n    flags:\n      l: [1, 2]\n")
     with pytest.raises(GuildfileError, match="bare list"):
         load(p)
-    for bad, needle in (("{default: {a: 1}}", "a default must be"), ("{default: [[1]]}", "not nested lists")):
+    for bad, needle in (("{default: {a: 1}}", "not a string, number"), ("{default: [[1]]}", "is a list, not")):
         p.write_text(f"operations:\n  t:\n    main: t.py\n    flags:\n      l: {bad}\n")
         with pytest.raises(GuildfileError, match=needle):
             load(p)
