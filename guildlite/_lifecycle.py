@@ -27,6 +27,7 @@ from ._launch import (
     without_rank_env,
     write_flags_config,
 )
+from ._lock import lock_mode
 from ._plugins import Dispatcher, HookFailed, Plugin
 from ._runs import TRASH_DIR, Run, RunPaths, new_run_id, now_iso
 from ._scheduler import Scheduler, Slot
@@ -86,6 +87,7 @@ class Session:
     def _new_run(self, flags: dict[str, Any], **kw: Any) -> Run:
         cfg = self.cfg
         cfg.runs_dir.mkdir(parents=True, exist_ok=True)
+        lock_mode(cfg.runs_dir)  # a bad GUILDLITE_LOCK_MODE fails here, before anything is staged
         while True:
             run_id = new_run_id()
             staging = cfg.runs_dir / f".staging-{run_id}"
@@ -131,7 +133,7 @@ class Session:
         run.attrs["sourcecode"] = {"root": str(project), "files": len(files)}
         run.paths.meta.mkdir(exist_ok=True)
         write_flags_config(cfg.op, flags, run.run_dir)
-        run.save()
+        run.create()
         self._publish(run)
         self._open[run.id] = run
         try:
@@ -364,7 +366,7 @@ class Session:
             batch.cmd = []
             batch.paths.meta.mkdir(exist_ok=True)
             batch.claim()
-            batch.save()
+            batch.create()
             self._publish(batch)
             self._open[batch.id] = batch
             if not stage_only and not self._begin_batch(batch):
