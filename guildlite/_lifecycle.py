@@ -239,8 +239,9 @@ class Session:
             run.run_dir = trashed
         try:
             run.save()
-        except OSError as e:
-            self.log(f"guildlite: cannot record the end of run {run.id} in {run.run_dir}: {e.strerror or e}")
+        except (OSError, GuildliteError) as e:  # GuildliteError: the store refused (dir gone, symlinked)
+            why = e.strerror if isinstance(e, OSError) and e.strerror else e
+            self.log(f"guildlite: cannot record the end of run {run.id} in {run.run_dir}: {why}")
 
     def close_open(self, why: str) -> None:
         """End every run still open (after a stop, or an exception in guildlite)."""

@@ -26,6 +26,7 @@ import json
 import os
 import random
 import socket
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -136,7 +137,13 @@ def mode_for(fstype: str, options: list[str]) -> LockMode:
 def _flock(path: Path) -> int | None:
     """An fd holding ``flock`` on ``path``; None when this filesystem has no flock (then this
     process uses lock files on it from now on), unless flock was forced."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        # O_NOFOLLOW: a run dir from elsewhere must not make us create or open a file outside it.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise GuildliteError(f"{path}: a symlink, not a lock file: refusing to use it", exit_code=2) from None
+        raise
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         return fd
@@ -177,21 +184,32 @@ def _boot_id() -> str:
         return ""
 
 
+_me: dict[int, dict[str, Any]] = {}  # by pid: a forked child is another owner
+
+
+def _identity() -> dict[str, Any]:
+    """This process as a lock file names its owner: host, boot, pid and the pid's start time."""
+    pid = os.getpid()
+    if pid not in _me:
+        from ._runs import process_start
+
+        _me[pid] = {"host": socket.gethostname(), "boot": _boot_id(), "pid": pid, "start": process_start(pid)}
+    return _me[pid]
+
+
 class SoftLock:
     """A lock file: held while ``path`` exists, created atomically (``O_CREAT|O_EXCL``), holding its
     owner as JSON, its mtime refreshed every ``beat`` seconds by a thread while held."""
 
     def __init__(self, path: Path, stale: float = STALE_SECONDS, beat: float = BEAT_SECONDS) -> None:
-        from ._runs import process_start
-
         self.path = path
         self.stale = stale
         self.beat = beat
-        pid = os.getpid()
-        self.owner = {"host": socket.gethostname(), "boot": _boot_id(), "pid": pid, "start": process_start(pid),
-                      "token": os.urandom(8).hex()}
+        self.owner = {**_identity(), "token": os.urandom(8).hex()}
         self._stop = threading.Event()
         self._heart: threading.Thread | None = None
+        self._seen: tuple[str, int, int] | None = None  # the holder's file as last seen while waiting
+        self._seen_at = 0.0
 
     def __enter__(self) -> SoftLock:
         self.acquire()
@@ -235,13 +253,22 @@ class SoftLock:
                 os.utime(self.path)
 
     def _read(self) -> tuple[dict[str, Any], os.stat_result] | None:
-        """The lock file's owner (``{}`` while unreadable: being written) and stat; None if absent."""
+        """The lock file's owner (``{}`` while unreadable: being written, or not a lock file) and
+        stat; None if absent. Bounded, and never blocks on a FIFO or follows a symlink."""
         try:
-            with open(self.path, "rb") as f:
-                st = os.fstat(f.fileno())
-                raw = f.read(4096)
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             return None
+        except OSError:  # a symlink (ELOOP) or unreadable: judged by its own mtime
+            try:
+                return {}, os.lstat(self.path)
+            except FileNotFoundError:
+                return None
+        try:
+            st = os.fstat(fd)
+            raw = os.read(fd, 4096) if stat.S_ISREG(st.st_mode) else b""
+        finally:
+            os.close(fd)
         try:
             owner = json.loads(raw)
         except ValueError:
@@ -269,7 +296,13 @@ class SoftLock:
         seen = self._read()
         if seen is None:
             return True
-        if not self.abandoned(*seen):
+        # Also abandoned: a file that has not changed at all for `stale` seconds of our own waiting,
+        # whatever its mtime says (a clock far off, or a planted file dated in the future).
+        key = (json.dumps(seen[0], sort_keys=True), seen[1].st_ino, seen[1].st_mtime_ns)
+        if key != self._seen:
+            self._seen, self._seen_at = key, time.monotonic()
+        unchanged = time.monotonic() - self._seen_at > self.stale
+        if not (unchanged or self.abandoned(*seen)):
             return False
         breaker = self.path.with_name(self.path.name + ".break")
         try:

@@ -295,11 +295,20 @@ INSPECT_FIELDS = ("label", "tags")
 def create_record(run_dir: Path, rec: dict[str, Any]) -> None:
     """Write the first record of a new run dir; a dir that already has one is refused."""
     paths = RunPaths(Path(run_dir))
-    paths.meta.mkdir(exist_ok=True)
+    _meta_dir(paths)
     with file_lock(paths.lock):
         if paths.run_json.exists():
             raise GuildliteError(f"{run_dir}: already has a run.json")
         write_json(paths.run_json, rec)
+
+
+def _meta_dir(paths: RunPaths) -> None:
+    """Make the run's ``.guildlite`` dir for its lock. A run dir or ``.guildlite`` that is a symlink
+    (a run dir from elsewhere) is refused: a write must never land outside the runs dir."""
+    for p in (paths.dir, paths.meta):
+        if p.is_symlink():
+            raise RunNotFoundError(f"{p}: a symlink, not a run's own dir: refusing to write there")
+    paths.meta.mkdir(exist_ok=True)
 
 
 def update_record(run_dir: Path, change: Callable[[dict[str, Any]], Any], *, missing_ok: bool = False) -> dict[str, Any]:
@@ -313,7 +322,7 @@ def update_record(run_dir: Path, change: Callable[[dict[str, Any]], Any], *, mis
     paths = RunPaths(Path(run_dir))
     if not paths.dir.is_dir():
         raise RunNotFoundError(f"{run_dir}: no such run dir (deleted or moved?)")
-    paths.meta.mkdir(exist_ok=True)
+    _meta_dir(paths)
     with file_lock(paths.lock):
         try:
             with open(paths.run_json, "rb") as f:

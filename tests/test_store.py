@@ -364,3 +364,51 @@ def test_the_lock_mode_of_this_machine(tmp_path: Path, monkeypatch: pytest.Monke
         mount = mount_of(f.read(), str(tmp_path))
     assert mount is not None
     assert detect(tmp_path) == mode_for(*mount)
+
+
+# --- a run dir from elsewhere -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_symlinked_lock_or_meta_dir_is_never_followed(project: Project, tmp_path: Path, mode: str) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    a = _write(project.runs_dir / "20260101T000000-000aaa", label="before")
+    (a / ".guildlite").symlink_to(outside)
+    b = _write(project.runs_dir / "20260101T000001-000aaa", label="before")
+    (b / ".guildlite").mkdir()
+    (b / ".guildlite" / "lock").symlink_to(outside / "planted")
+    (b / ".guildlite" / "lock.held").symlink_to(outside / "planted")
+    old = time.time() - 3600
+    os.utime(b / ".guildlite" / "lock.held", (old, old), follow_symlinks=False)
+    env = {"GUILDLITE_LOCK_MODE": mode}
+    assert_clean_error(project.run("label", a.name, "x", env=env), 2, "symlink")
+    cp = project.run("label", b.name, "x", env=env, timeout=20)
+    if mode == "flock":
+        assert_clean_error(cp, 2, "symlink")
+    else:  # an old lock file (this one a symlink) is taken over: the link is removed, not followed
+        assert cp.returncode == 0, cp.stderr
+        assert _label_of(b) == "x" and not (b / ".guildlite" / "lock.held").is_symlink()
+    assert list(outside.iterdir()) == [] and _label_of(a) == "before"
+
+
+def test_a_fifo_as_lock_file_does_not_hang(project: Project) -> None:
+    d = _write(project.runs_dir / "20260101T000000-000aaa")
+    _held(d).parent.mkdir()
+    os.mkfifo(_held(d))
+    old = time.time() - 3600
+    os.utime(_held(d), (old, old))
+    cp = project.run("label", "1", "x", env={"GUILDLITE_LOCK_MODE": "lockfile"}, timeout=20)
+    assert cp.returncode == 0, cp.stderr
+    assert _label_of(d) == "x"
+
+
+def test_a_lock_file_dated_in_the_future_is_taken_over_once_it_never_changes(tmp_path: Path) -> None:
+    path = tmp_path / "lock.held"
+    path.write_text(json.dumps(ELSEWHERE))
+    future = time.time() + 10 * 365 * 86400  # a clock far ahead, or a planted file
+    os.utime(path, (future, future))
+    lock = SoftLock(path, stale=1.0)
+    with lock:  # unchanged for 1 s (its stale limit) of waiting: abandoned
+        assert json.loads(path.read_text())["token"] == lock.owner["token"]
+    assert not path.exists()
