@@ -231,8 +231,11 @@ class SoftLock:
                 continue
             try:
                 os.write(fd, text.encode())
-            finally:
+            except BaseException:  # a full disk: leave no nameless lock file for others to wait on
                 os.close(fd)
+                os.unlink(self.path)
+                raise
+            os.close(fd)
             self._heart = threading.Thread(target=self._beat, name=f"lock-heartbeat {self.path}", daemon=True)
             self._heart.start()
             return
