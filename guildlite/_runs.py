@@ -336,7 +336,7 @@ def update_record(run_dir: Path, change: Callable[[dict[str, Any]], Any], *, mis
                 rec = json.loads(f.read())
             if not isinstance(rec, dict):
                 raise ValueError(f"a JSON {type(rec).__name__}, not an object")
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, RecursionError) as e:  # RecursionError: absurdly deep JSON
             if not missing_ok:
                 raise RunNotFoundError(f"{run_dir}: no readable run.json ({e})") from None
             rec = {}
