@@ -11,7 +11,8 @@ Two modes, chosen per filesystem at first use (and cached for the process):
   lock semantics guildlite does not know. A lock file whose owner is gone is taken over: same host,
   the owner's pid with that start time no longer runs (or the host rebooted); another host, its
   heartbeat is older than ``STALE_SECONDS`` (hosts' clocks must agree within seconds, as NTP keeps
-  them).
+  them); and any lock file that a waiter sees unchanged for ``STALE_SECONDS`` (a live holder's
+  heartbeat changes it every ``BEAT_SECONDS``: this one was planted, or its holder is stopped).
 
 ``GUILDLITE_LOCK_MODE=flock|lockfile`` forces a mode. Every process that writes the same runs dir
 must use the same mode: on a cluster whose hosts mount it differently, force one.
@@ -322,5 +323,6 @@ class SoftLock:
                     (seen[0], seen[1].st_ino, seen[1].st_mtime_ns):
                 os.unlink(self.path)
         finally:
-            os.unlink(breaker)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(breaker)
         return True
