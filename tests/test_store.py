@@ -425,11 +425,15 @@ def test_a_fifo_as_lock_file_does_not_hang(project: Project) -> None:
     assert _label_of(d) == "x"
 
 
-def test_a_lock_file_dated_in_the_future_is_taken_over_once_it_never_changes(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("owner", "age"), [
+    (ELSEWHERE, -10 * 365 * 86400),  # dated in the future: a clock far ahead, or a planted file
+    ({**ME, "boot": _boot_id(), "token": "t"}, 0),  # names a live process here that never beats
+], ids=["future", "no-heartbeat-here"])
+def test_a_lock_file_that_never_changes_is_taken_over(tmp_path: Path, owner: Any, age: float) -> None:
     path = tmp_path / "lock.held"
-    path.write_text(json.dumps(ELSEWHERE))
-    future = time.time() + 10 * 365 * 86400  # a clock far ahead, or a planted file
-    os.utime(path, (future, future))
+    path.write_text(json.dumps(owner))
+    t = time.time() - age
+    os.utime(path, (t, t))
     lock = SoftLock(path, stale=1.0)
     with lock:  # unchanged for 1 s (its stale limit) of waiting: abandoned
         assert json.loads(path.read_text())["token"] == lock.owner["token"]
