@@ -103,6 +103,9 @@ def check_value(key: str, v: Any) -> Any:
             v = shlex.split(v)
         if not isinstance(v, list) or not all(isinstance(a, str) for a in v):
             raise ValueError("must be a list of sbatch options")
+        for a in v:  # each is one `#SBATCH` line of a shell script: a newline would start a command
+            if not a.isprintable():
+                raise ValueError(f"{a!r} holds a newline or another control character")
         return list(v)
     # partition, account, qos, constraint
     if not isinstance(v, str) or not v.strip() or any(c.isspace() for c in v.strip()):
@@ -139,7 +142,11 @@ def sbatch_script(run_dir: Path, job_name: str, opts: Mapping[str, Any], python:
              f"#SBATCH --job-name={job_name}", f"#SBATCH --chdir={run_dir}",
              f"#SBATCH --output={meta}/slurm-%j.out", "#SBATCH --open-mode=append"]
     lines += [f"#SBATCH {shlex.quote(o)}" for o in sbatch_options(opts)]
-    lines += ["", f"exec {shlex.quote(python)} -m guildlite._slurm_supervisor {shlex.quote(str(run_dir))}", ""]
+    # Not `-m`: it puts the cwd first on sys.path, and the cwd is the run dir, whose staged json.py
+    # or ctypes.py would replace that stdlib module for the supervisor and the plugins it runs.
+    boot = ("import sys; sys.path[:] = [p for p in sys.path if p]; import runpy; "
+            "runpy.run_module('guildlite._slurm_supervisor', run_name='__main__', alter_sys=True)")
+    lines += ["", f"exec {shlex.quote(python)} -c {shlex.quote(boot)} {shlex.quote(str(run_dir))}", ""]
     return "\n".join(lines)
 
 
