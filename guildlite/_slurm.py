@@ -164,29 +164,19 @@ def claim_end(run_dir: Path) -> bool:
         return False
 
 
-def update_record(run_dir: Path, change: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
-    """Read-modify-write ``run.json`` under the run's lock; ``change`` edits the dict in place."""
-    from ._runs import RunPaths, file_lock, write_json
-
-    paths = RunPaths(Path(run_dir))
-    with file_lock(paths.lock):
-        rec = json.loads(paths.run_json.read_text())
-        change(rec)
-        write_json(paths.run_json, rec)
-    return rec
-
-
 def read_record(run_dir: Path) -> dict[str, Any]:
     return json.loads((Path(run_dir) / "run.json").read_text())
 
 
 def raw_run(run_dir: Path) -> Any:
     """The Run of a record as written (no liveness derivation)."""
-    from ._runs import _FIELDS, Run
+    from ._runs import _FIELDS, Run, _snapshot
 
     rec = read_record(run_dir)
     kw = {k: v for k, v in rec.items() if k in _FIELDS}
-    return Run(run_dir=Path(run_dir), parent_id=rec.get("parent"), trial_ids=list(rec.get("trials") or []), **kw)
+    run = Run(run_dir=Path(run_dir), parent_id=rec.get("parent"), trial_ids=list(rec.get("trials") or []), **kw)
+    run._synced_attrs = _snapshot(run.attrs)  # its save writes only the attrs keys its plugins change
+    return run
 
 
 _cache: dict[str, Any] = {"t": 0.0, "jobs": None}
@@ -516,6 +506,8 @@ def detach_batch(batch: Any, trials: Sequence[Any]) -> None:
         if rec.get("status") in ("pending", "running", "staged"):
             rec["remote"] = remote
             rec["trials"] = list(batch.trial_ids)
+
+    from ._runs import update_record
 
     update_record(batch.run_dir, change)
 
