@@ -28,7 +28,9 @@ from ._launch import (
     without_rank_env,
     write_flags_config,
 )
+from ._lock import lock_mode
 from ._plugins import Dispatcher, HookFailed, Plugin
+from ._reach import unreached as flags_unreached
 from ._runs import TRASH_DIR, Run, RunPaths, new_run_id, now_iso, write_json
 from ._scheduler import Scheduler, Slot
 from ._sourcecode import copy_files, select_files
@@ -89,6 +91,7 @@ class Session:
     def _new_run(self, flags: dict[str, Any], **kw: Any) -> Run:
         cfg = self.cfg
         cfg.runs_dir.mkdir(parents=True, exist_ok=True)
+        lock_mode(cfg.runs_dir)  # a bad GUILDLITE_LOCK_MODE fails here, before anything is staged
         while True:
             run_id = new_run_id()
             staging = cfg.runs_dir / f".staging-{run_id}"
@@ -128,7 +131,7 @@ class Session:
             log_dir = RunPaths(cfg.runs_dir / run.id).meta / "torchrun"
             run.cmd = job_command(cfg.op, flags, cfg.nproc, log_dir=log_dir)
             write_flags_config(cfg.op, flags, run.run_dir)
-            run.save()
+            run.create()
             self._publish(run)
         self._open[run.id] = run
         try:
@@ -203,6 +206,10 @@ class Session:
             return None
         if self.stopping is not None:  # a stop signal arrived during the begin hooks
             self.end(run, "terminated", error={"message": "stopped before it started"})
+            return None
+        unreached = flags_unreached(self.cfg.op, run)  # after every hook that may edit the staged source
+        if unreached is not None:
+            self.end(run, "error", error={"message": unreached})
             return None
         env = without_rank_env(os.environ) if self.cfg.op.launcher == "python" else dict(os.environ)
         env.update(self.cfg.extra_env)
@@ -300,6 +307,9 @@ class Session:
             why = f"{full_reason(e)} ({describe(run.run_dir)})" if is_full(e) else e.strerror or str(e)
             self.log(f"guildlite: cannot record the end of run {run.id} in {run.run_dir}: {why}")
             return why
+        except GuildliteError as e:  # the store refused: the run dir is gone (purged) or not its own
+            self.log(f"guildlite: cannot record the end of run {run.id} in {run.run_dir}: {e}")
+            return str(e)
         return None
 
     def close_open(self, why: str) -> None:
@@ -430,7 +440,7 @@ class Session:
                 batch.cmd = []
                 batch.paths.meta.mkdir(exist_ok=True)
                 batch.claim()
-                batch.save()
+                batch.create()
                 self._publish(batch)
             self._open[batch.id] = batch
             if not stage_only and not self._begin_batch(batch):

@@ -14,12 +14,13 @@ from typing import Any, Callable, Sequence
 from ._batch import count_trials, is_batch, plan_trials
 from ._builtins import builtin_plugins
 from ._errors import GuildfileError, GuildliteError
-from ._flags import parse_assignments, resolve
+from ._flags import nul_free, parse_assignments, resolve
 from ._flags_import import with_imported_flags
 from ._guildfile import GUILDFILE, Guildfile, PluginSpec, default_runs_dir, find_guildfile, load
 from ._launch import job_command
 from ._lifecycle import RunConfig, Session
 from ._plugins import Plugin, load_plugins
+from ._reach import check_op
 from ._runs import Run
 from ._scheduler import Slot, make_slots, visible_gpus
 
@@ -83,6 +84,7 @@ def plan_run(
     BATCH_CONFIRM_THRESHOLD trials goes ahead only if ``confirm(n)`` says so (None: no question).
     """
     op = with_imported_flags(guildfile.op(op_name), guildfile.dir)
+    check_op(op, guildfile.dir)
     given = parse_assignments(assignments)
     values = resolve(op.name, op.flags, given)
     nproc = op.nproc_per_node if nproc is None else nproc
@@ -110,6 +112,8 @@ def plan_run(
         if n > BATCH_CONFIRM_THRESHOLD and confirm is not None and not confirm(n):
             raise GuildliteError("cancelled", exit_code=1)
     trials = plan_trials(op.flags, values, max_trials=max_trials, seed=seed) if batch else None
+    for flags in (trials or [values])[:1000]:  # a flag that cannot be encoded (a positional None) fails here
+        job_command(op, flags, nproc)
     backend = backend or op.backend or guildfile.backend
     slurm_opts: dict[str, Any] = {}
     if backend == "slurm":
@@ -202,7 +206,8 @@ def restart(
     flags = None
     if not run.is_batch:
         given = {a.partition("=")[0].strip() for a in assignments}
-        flags = {**{k: v for k, v in run.flags.items() if k in plan.flags}, **{k: plan.flags[k] for k in given}}
+        flags = {**{k: nul_free(k, v) for k, v in run.flags.items() if k in plan.flags},  # a record is input
+                 **{k: plan.flags[k] for k in given}}
         for k, v in plan.flags.items():
             flags.setdefault(k, v)
     slots = plan.slots
