@@ -136,7 +136,7 @@ def _owner(run_dir: str) -> None:
         run.status, run.exit_code, run.stopped = "running", None, None
         run.attrs["owner"] = {"saves": j + 1}
         run.save()
-    run.status, run.exit_code, run.stopped = "completed", 0, "the end"
+    run.status, run.exit_code, run.stopped = "completed", 0, "2026-01-01T00:00:05.000+00:00"  # the end
     run.save()
 
 
@@ -158,7 +158,7 @@ def test_hundreds_of_interleaved_writes_all_survive(tmp_path: Path, lock_mode: s
           f"label {rec['label']}")
     assert set(rec["tags"]) == want_tags and len(rec["tags"]) == len(want_tags)
     assert rec["attempts"] == [{"n": j} for j in range(WRITES)]
-    assert (rec["status"], rec["exit_code"], rec["stopped"]) == ("completed", 0, "the end")
+    assert (rec["status"], rec["exit_code"], rec["stopped"]) == ("completed", 0, "2026-01-01T00:00:05.000+00:00")
     assert rec["attrs"] == {"other": {"k": 1}, "owner": {"saves": WRITES}}
     # Each writer's label writes are in order, so the label written last overall is some writer's
     # last one: a stale whole-record write would bring back an earlier one.
