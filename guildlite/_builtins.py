@@ -41,12 +41,21 @@ class SourceSnapshot(Plugin):
         from ._inspect import run_files
 
         manifest = []
-        for rel, _ in run_files(run):  # at staging: the copied source, run.json, and .guildlite/ (left out)
+        # What guildlite copied; else (a run staged elsewhere) the run dir's files, which at staging
+        # are the source, run.json and .guildlite/ (left out). A restart's run dir also holds what
+        # the job wrote: only the staged list tells the source apart.
+        staged = run._staged if run._staged is not None else [rel for rel, _ in run_files(run)]
+        for rel in sorted(staged):
             if rel == "run.json":
                 continue
             data = (run.run_dir / rel).read_bytes()
             manifest.append({"path": rel, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
-        write_json(run.paths.manifest, {"root": run.attrs.get("sourcecode", {}).get("root"), "files": manifest})
+        # One digest names the staged source as a whole: a restart (staged again from the project
+        # as it is then) records its own, and its earlier attempts keep theirs.
+        digest = hashlib.sha256("".join(f"{m['path']}\0{m['sha256']}\n" for m in manifest).encode()).hexdigest()
+        sourcecode = run.attrs.setdefault("sourcecode", {})
+        sourcecode["digest"] = digest
+        write_json(run.paths.manifest, {"root": sourcecode.get("root"), "digest": digest, "files": manifest})
 
 
 class EnvCapture(Plugin):

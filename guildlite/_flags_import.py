@@ -65,7 +65,20 @@ def _merge(imported: FlagDef, declared: FlagDef) -> FlagDef:
 
 
 def probe(op: OpDef, project: Path, timeout: float = IMPORT_TIMEOUT) -> dict[str, FlagDef]:
-    """The argparse options of ``op``'s main, from the cache or a probe subprocess."""
+    """The flags ``op``'s script takes: a Hydra app's composed config (``flags-dest: overrides``),
+    the keys of its config file (``config:FILE``), else its argparse options (cached)."""
+    if op.flags_dest == "overrides":
+        from ._hydra import composed_config, import_entries
+
+        env = without_rank_env(os.environ)
+        env["GUILDLITE_FLAGS_IMPORT"] = "1"
+        return _defs(import_entries(composed_config(op.main_args, project, env, timeout, op.name)), "hydra")
+    if op.flags_dest.startswith("config:"):
+        from ._config_file import config_path
+        from ._config_file import import_entries as config_entries
+
+        rel = config_path(op.flags_dest) or ""
+        return _defs(config_entries(project / rel, op.name), rel)
     target = op.main_args
     path = project / target[1].replace(".", "/") if target[0] == "-m" else project / target[0]
     src = path / "__main__.py" if path.is_dir() else path if path.is_file() else path.with_suffix(".py")
@@ -112,7 +125,7 @@ def _run_probe(op: OpDef, project: Path, timeout: float) -> list[dict[str, Any]]
         return data
 
 
-def _defs(actions: list[dict[str, Any]]) -> dict[str, FlagDef]:
+def _defs(actions: list[dict[str, Any]], source: str = "script") -> dict[str, FlagDef]:
     return {
         a["name"]: FlagDef(
             name=a["name"],
@@ -123,7 +136,7 @@ def _defs(actions: list[dict[str, Any]]) -> dict[str, FlagDef]:
             description=a.get("help") or "",
             arg_name=a.get("option"),
             arg_switch=a.get("switch"),
-            source="script",
+            source=source,
         )
         for a in actions
     }

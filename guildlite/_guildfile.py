@@ -346,7 +346,7 @@ class _Validator:
 
     def flags_dest(self, m: Mapping[Any, Any], where: str) -> str:
         v = m.get("flags-dest", "args")
-        if v in ("args", "env"):
+        if v in ("args", "env", "overrides"):
             return str(v)
         if isinstance(v, str) and v.startswith("config:"):
             path = v[len("config:"):].strip()
@@ -354,7 +354,7 @@ class _Validator:
                 ".json", ".yml", ".yaml"
             ):
                 return f"config:{path}"
-        raise self.fail(m, "flags-dest", f"{where}: flags-dest {v!r} must be args, env or config:PATH"
+        raise self.fail(m, "flags-dest", f"{where}: flags-dest {v!r} must be args, env, overrides or config:PATH"
                         " (PATH inside the run dir ending .json, .yml or .yaml)")
 
     def env_prefix(self, m: Mapping[Any, Any], where: str) -> str:

@@ -209,6 +209,7 @@ class Run:
     batch: dict[str, Any] | None = None
     guildlite_version: str = field(default_factory=_version)
     _parent: Run | None = field(default=None, repr=False)
+    _staged: list[str] | None = field(default=None, repr=False)  # the source files this process staged
 
     @property
     def paths(self) -> RunPaths:
@@ -277,7 +278,7 @@ class Run:
         self.pid_start = process_start(self.pid)
 
 
-_FIELDS = set(Run.__dataclass_fields__) - {"run_dir", "_parent", "parent_id", "trial_ids"}
+_FIELDS = set(Run.__dataclass_fields__) - {"run_dir", "_parent", "_staged", "parent_id", "trial_ids"}
 
 
 def derive_status(rec: dict[str, Any]) -> dict[str, Any]:
@@ -299,6 +300,10 @@ def run_from_record(run_dir: Path, rec: dict[str, Any]) -> Run:
     """A Run from a ``run.json`` object, with liveness-derived status."""
     rec = derive_status(rec)
     kwargs = {k: v for k, v in rec.items() if k in _FIELDS}
+    if rec.get("is_batch") and isinstance(rec.get("flags"), dict):  # its dimensions as objects again
+        from ._batchspec import decode
+
+        kwargs["flags"] = decode(rec["flags"], (rec.get("batch") or {}).get("dims"))
     return Run(run_dir=run_dir, parent_id=rec.get("parent"), trial_ids=list(rec.get("trials") or []), **kwargs)
 
 
