@@ -32,6 +32,16 @@ def load(path: Path) -> Any:
     return {} if data is None else data
 
 
+def _why(e: Exception) -> str:
+    """One line for a read error (a YAML error's own text spans several)."""
+    mark = getattr(e, "problem_mark", None)
+    if mark is not None:
+        return f"invalid YAML at line {mark.line + 1}: {getattr(e, 'problem', '')}"
+    if isinstance(e, OSError):
+        return str(e.strerror or e)
+    return " ".join(str(e).split())
+
+
 def _dump(path: Path, data: Any) -> str:
     if path.suffix == ".json":
         return json.dumps(data, indent=2) + "\n"
@@ -46,10 +56,8 @@ def import_entries(path: Path, op_name: str) -> list[dict[str, Any]]:
         data = load(path)
     except FileNotFoundError:
         raise GuildfileError(f"operation '{op_name}': flags-import: {path} does not exist") from None
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise GuildfileError(f"operation '{op_name}': flags-import: cannot read {path}: {e}") from None
-    except Exception as e:  # yaml.YAMLError: imported lazily
-        raise GuildfileError(f"operation '{op_name}': flags-import: {path} is not valid YAML: {e}") from None
+    except Exception as e:  # OSError, UnicodeDecodeError, a JSON or YAML error
+        raise GuildfileError(f"operation '{op_name}': flags-import: cannot read {path}: {_why(e)}") from None
     if not isinstance(data, dict):
         raise GuildfileError(f"operation '{op_name}': flags-import: {path} must hold a mapping of settings")
     out = []
@@ -132,7 +140,7 @@ def _base(path: Path) -> dict[Any, Any]:
     except FileNotFoundError:
         return {}
     except Exception as e:  # unreadable or invalid: say so rather than overwrite it
-        raise GuildliteError(f"cannot read the config file {path}: {e}") from None
+        raise GuildliteError(f"cannot read the config file {path}: {_why(e)}", exit_code=2) from None
     if not isinstance(data, dict):
         raise GuildliteError(f"the config file {path} does not hold a mapping: flags cannot be written into it")
     return data
@@ -168,7 +176,7 @@ def verify(flags_dest: str, flags: Mapping[str, Any], run_dir: Path) -> None:
     try:
         doc = load(path)
     except Exception as e:
-        raise GuildliteError(f"flags-dest {flags_dest}: cannot read {rel} back before launch: {e}") from None
+        raise GuildliteError(f"flags-dest {flags_dest}: cannot read {rel} back before launch: {_why(e)}") from None
     wrong = []
     for name, value in flags.items():
         found, got = _get(doc, name)
