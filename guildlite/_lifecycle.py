@@ -146,6 +146,7 @@ class Session:
         copy_files(project, files, run.run_dir)
         run.cmd = job_command(cfg.op, run.flags, cfg.nproc, log_dir=log_dir)
         run.attrs["sourcecode"] = {"root": str(project), "files": len(files)}
+        run.op_def = dict(cfg.op.data)  # a restart runs the op as the guildfile now declares it
         run.paths.meta.mkdir(exist_ok=True)
         written = write_flags_config(cfg.op, run.flags, run.run_dir)
         run._staged = sorted({*files, *([written.relative_to(run.run_dir).as_posix()] if written else [])})
