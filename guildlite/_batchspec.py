@@ -15,8 +15,9 @@ In ``run.json`` a grid is a JSON list and a distribution its text (``"uniform[0:
 from __future__ import annotations
 
 import operator
+import re
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 from ._flags import FlagValue, Grid, Random, format_value, parse_value
 
@@ -97,21 +98,26 @@ def batch_flags(values: Mapping[str, FlagValue]) -> tuple[dict[str, Any], list[s
     return out, dims
 
 
-def decode(flags: Mapping[str, Any], dims: Sequence[str] | None) -> dict[str, Any]:
-    """A batch record's flags as objects again (a record from before ``batch.dims``: parsed from
-    the text each value was given as)."""
+# Text read back from a record: a random dimension, or (a record from before ``batch.dims``) a
+# list as typed. Never range/linspace/logspace: reading a record must not expand a million values.
+_READABLE = re.compile(r"\s*(\[|(uniform|loguniform|randint|choice)\[)")
+
+
+def decode(flags: Mapping[str, Any], dims: Any) -> dict[str, Any]:
+    """A batch record's flags as objects again (``dims``: the record's ``batch.dims``; a record
+    from before it has its dimensions as the text they were given as)."""
     out = dict(flags)
     if not isinstance(dims, (list, tuple)):
         dims = None
     names = list(flags) if dims is None else [d for d in dims if isinstance(d, str) and d in flags]
     for name in names:
         v = flags[name]
-        if isinstance(v, list):
+        if isinstance(v, list) and dims is not None:
             out[name] = BatchValues(v)
-        elif isinstance(v, str):
+        elif isinstance(v, str) and _READABLE.match(v):
             try:
                 parsed = parse_value(name, v)
-            except Exception:  # FlagError: an old record's text that is no batch syntax
+            except Exception:  # FlagError: text that is no batch syntax
                 continue
             if isinstance(parsed, Grid):
                 out[name] = BatchValues(parsed.values)

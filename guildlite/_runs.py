@@ -303,7 +303,8 @@ def run_from_record(run_dir: Path, rec: dict[str, Any]) -> Run:
     if rec.get("is_batch") and isinstance(rec.get("flags"), dict):  # its dimensions as objects again
         from ._batchspec import decode
 
-        kwargs["flags"] = decode(rec["flags"], (rec.get("batch") or {}).get("dims"))
+        batch = rec.get("batch")
+        kwargs["flags"] = decode(rec["flags"], batch.get("dims") if isinstance(batch, dict) else None)
     return Run(run_dir=run_dir, parent_id=rec.get("parent"), trial_ids=list(rec.get("trials") or []), **kwargs)
 
 

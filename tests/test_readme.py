@@ -163,3 +163,17 @@ def test_batch_flags_read_back_as_the_same_objects(tmp_path: Path) -> None:
     assert flags["b"] == BatchDistribution("loguniform", (0.001, 0.1)) and flags["b"] < 1 and not flags["b"] < 0.01
     assert str(flags["b"]) == "loguniform[0.001:0.1]" and flags["c"] == BatchDistribution("choice", ("x", "y"))
     assert type(flags["d"]) is list and flags["e"] == "sgd"  # not dimensions: as stored
+
+
+@pytest.mark.parametrize("batch", [None, [1], "x", {"dims": "lr"}, {"dims": [1, None, "lr"]}, {"dims": None}])
+def test_odd_batch_records_read_without_error_or_expansion(tmp_path: Path, batch: object) -> None:
+    from guildlite._runs import load_run
+
+    d = tmp_path / "20260101T000000-000000"
+    d.mkdir()
+    flags = {"lr": "[0.1,0.01]", "big": "range[0:999999]", "x": "uniform[0:1", "n": 3}
+    (d / "run.json").write_text(json.dumps({"id": d.name, "op": "t", "is_batch": True, "batch": batch,
+                                            "flags": flags}))
+    got = load_run(d).flags
+    assert got["big"] == "range[0:999999]" and got["x"] == "uniform[0:1" and got["n"] == 3  # left as stored
+    assert got["lr"] in ([0.1, 0.01], "[0.1,0.01]")
