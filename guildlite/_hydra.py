@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from ._errors import GuildfileError
+from ._errors import FlagError, GuildfileError
 from ._flags import FlagDef
 
 # Unquoted, these parse back as the same string (checked against Hydra's own parser in the
@@ -57,7 +57,7 @@ def encode(value: Any) -> str:
 def _dict_key(key: Any) -> str:
     text = str(key)
     if not re.fullmatch(r"[A-Za-z_][\w\-]*", text) or text.lower() in _KEYWORDS:
-        raise ValueError(f"dict key {text!r} cannot be written as a Hydra override")
+        raise FlagError(f"the mapping key {text!r} cannot be written as a Hydra override")
     return text
 
 
@@ -152,6 +152,10 @@ def import_entries(data: Mapping[str, Any]) -> list[dict[str, Any]]:
     for name, value in _leaves(job):
         if isinstance(value, str) and "${" in value:
             continue  # an interpolation: derived from other keys, not a flag of its own
+        try:
+            encode(value)
+        except FlagError:
+            continue  # a value no override can write (a mapping with odd keys): left to the config
         entry = {"name": name, "default": value, "help": ""}
         kind = _kind(value)
         if kind:

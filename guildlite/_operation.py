@@ -16,7 +16,7 @@ from ._batchspec import batch_flags as batch_spec
 from ._builtins import builtin_plugins
 from ._config_file import check as check_config
 from ._errors import GuildfileError, GuildliteError
-from ._flags import parse_assignments, resolve
+from ._flags import Grid, Random, parse_assignments, resolve
 from ._flags_import import with_imported_flags
 from ._guildfile import GUILDFILE, Guildfile, PluginSpec, default_runs_dir, find_guildfile, load
 from ._launch import job_command
@@ -88,6 +88,8 @@ def plan_run(
     given = parse_assignments(assignments)
     values = resolve(op.name, op.flags, given)
     check_config(op.flags_dest, {k: None for k in values}, guildfile.dir)
+    if op.flags_dest == "overrides":  # every value must have a spelling in Hydra's grammar
+        job_command(op, {k: v for k, v in values.items() if not isinstance(v, (Grid, Random))}, 1)
     nproc = op.nproc_per_node if nproc is None else nproc
     if nproc < 1:
         raise GuildliteError("--nproc-per-node must be at least 1", exit_code=2)

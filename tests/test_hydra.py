@@ -243,3 +243,12 @@ def test_every_value_reads_back_the_same_through_hydra(value: Any) -> None:
 ])
 def test_strings_are_quoted_only_when_needed(value: Any, text: str) -> None:
     assert encode(value) == text
+
+
+def test_a_mapping_no_override_can_spell_is_left_to_the_config(make_project: Callable[..., Project]) -> None:
+    files = {**_files(), "conf/config.yaml": CONFIG + "odd:\n  - {'a b': 1}\n"}
+    proj = make_project(GUILDFILE, files)
+    flags = proj.run_json("ops", "--json")["app"]["flags"]
+    assert "odd" not in flags and "model.lr" in flags
+    assert proj.run("run", "app", "-y").returncode == 0
+    assert _cfg(proj, proj.only_record())["odd"] == [{"a b": 1}]
