@@ -153,15 +153,17 @@ def check(flags_dest: str, flags: Mapping[str, Any], project: Path) -> None:
         set_flags(_base(project / rel), flags)
 
 
-def write(flags_dest: str, flags: Mapping[str, Any], run_dir: Path) -> Path | None:
-    """Write the flags into FILE in the run dir (over its staged copy, keeping the rest)."""
+def write(flags_dest: str, flags: Mapping[str, Any], run_dir: Path, project: Path | None = None) -> Path | None:
+    """Write the flags into FILE in the run dir, keeping the rest of its staged copy (or, when
+    the source selection left it out, of the project's FILE)."""
     rel = config_path(flags_dest)
     if rel is None:
         return None
     from ._runs import atomic_write
 
     path = run_dir / rel
-    doc = set_flags(_base(path), flags)
+    base = path if path.exists() or project is None else project / rel
+    doc = set_flags(_base(base), flags)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, _dump(path, doc))
     return path

@@ -122,12 +122,12 @@ def flag_env(op: OpDef, flags: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-def write_flags_config(op: OpDef, flags: Mapping[str, Any], run_dir: Path) -> Path | None:
+def write_flags_config(op: OpDef, flags: Mapping[str, Any], run_dir: Path, project: Path | None = None) -> Path | None:
     """With ``flags-dest: config:PATH``: the flags written into PATH in the run dir (JSON or YAML by
-    extension; dotted names as nested keys, the staged file's other content kept)."""
+    extension; dotted names as nested keys, the file's other content kept)."""
     from ._config_file import write
 
-    return write(op.flags_dest, flags, run_dir)
+    return write(op.flags_dest, flags, run_dir, project)
 
 
 # Set by torchrun (or a cluster launcher) for a rank: a plain `python` job must not inherit them.

@@ -148,7 +148,7 @@ class Session:
         run.attrs["sourcecode"] = {"root": str(project), "files": len(files)}
         run.op_def = dict(cfg.op.data)  # a restart runs the op as the guildfile now declares it
         run.paths.meta.mkdir(exist_ok=True)
-        written = write_flags_config(cfg.op, run.flags, run.run_dir)
+        written = write_flags_config(cfg.op, run.flags, run.run_dir, project)
         run._staged = sorted({*files, *([written.relative_to(run.run_dir).as_posix()] if written else [])})
 
     def _staged_hooks(self, run: Run) -> None:

@@ -124,3 +124,9 @@ def test_a_missing_or_invalid_file_is_a_clean_error(make_project: Callable[..., 
     assert_clean_error(proj.run("run", "train", "-y"), 2, "flags-import", "train.yml")
     (proj.root / "train.yml").unlink()
     assert_clean_error(proj.run("run", "train", "-y"), 2, "flags-import", "does not exist")
+
+
+def test_a_file_left_out_of_the_source_is_written_whole(make_project: Callable[..., Project]) -> None:
+    proj = _project(make_project, "train.yml", extra="    sourcecode: {exclude: [train.yml]}\n")
+    assert proj.run("run", "train", "db.port=1", "-y").returncode == 0
+    assert _printed(proj, proj.only_record()) == {**NESTED, "db": {"user": "root", "port": 1}}
