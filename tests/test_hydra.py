@@ -30,6 +30,8 @@ APP = textwrap.dedent(
         print("CWD " + os.getcwd())
         print("CFG " + json.dumps(OmegaConf.to_container(cfg, resolve=True)))
         print("loss: " + str(cfg.model.lr * 2))
+        from guildlite import log_scalars
+        log_scalars(1, layers=cfg.model.layers)
 
     if __name__ == "__main__":
         main()
@@ -176,6 +178,7 @@ def test_hydra_changing_its_cwd_keeps_output_and_scalars(hproj: Project) -> None
     assert Path(_printed(hproj, rec, "CWD")).is_relative_to(run_dir / "outputs")
     scalars = [json.loads(line) for line in (run_dir / "scalars.jsonl").read_text().splitlines()]
     assert {"step": 0, "key": "loss", "value": 0.5} in scalars
+    assert any(r["key"] == "layers" and r["value"] == 2 for r in scalars)  # log_scalars, from the sub-dir
 
 
 def test_not_a_hydra_app_is_a_clean_error(make_project: Callable[..., Project]) -> None:
