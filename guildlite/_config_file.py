@@ -142,7 +142,8 @@ def _base(path: Path) -> dict[Any, Any]:
     except Exception as e:  # unreadable or invalid: say so rather than overwrite it
         raise GuildliteError(f"cannot read the config file {path}: {_why(e)}", exit_code=2) from None
     if not isinstance(data, dict):
-        raise GuildliteError(f"the config file {path} does not hold a mapping: flags cannot be written into it")
+        raise GuildliteError(f"the config file {path} does not hold a mapping: flags cannot be written into it",
+                             exit_code=2)
     return data
 
 
