@@ -139,10 +139,11 @@ class Session:
         if script and script not in files:  # the script always travels, whatever the globs say
             files.append(script)
         earlier = _staged_source(run)
-        for rel in earlier:
-            # A restart replaces what was staged, never writes through a link the job left there.
-            if rel not in files or (run.run_dir / rel).is_symlink():
-                (run.run_dir / rel).unlink(missing_ok=True)
+        if earlier:  # a restart: replace what was staged, never write through what the job left there
+            _clear_way(run.run_dir, [*earlier, *files])
+            for rel in set(earlier) - set(files):
+                if (run.run_dir / rel).is_file():
+                    (run.run_dir / rel).unlink()
         copy_files(project, files, run.run_dir)
         run.cmd = job_command(cfg.op, run.flags, cfg.nproc, log_dir=log_dir)
         run.attrs["sourcecode"] = {"root": str(project), "files": len(files)}
@@ -412,6 +413,21 @@ class Session:
                 return batch
             self._run_trials(batch, staged, slots, fail_fast)
             return batch
+
+
+def _clear_way(run_dir: Path, files: Sequence[str]) -> None:
+    """Remove links (and plain files) standing where ``files`` or their folders go in ``run_dir``:
+    a job may have left a link to somewhere outside in place of a source folder."""
+    seen: set[Path] = set()
+    for rel in files:
+        node = run_dir
+        for part in Path(rel).parts:
+            node = node / part
+            if node in seen:
+                continue
+            seen.add(node)
+            if node.is_symlink() or (node != run_dir / rel and node.exists() and not node.is_dir()):
+                node.unlink()
 
 
 def _staged_source(run: Run) -> list[str]:

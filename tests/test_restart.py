@@ -94,3 +94,34 @@ def test_a_restart_whose_on_run_staged_fails_never_starts_the_job(make_project: 
     rec = proj.record(rid)
     assert rec["status"] == "error" and rec["error"]["hook"] == "on_run_staged" and rec["started"] is None
     assert Path(proj.runs_dir / rid / "ckpt.txt").read_text() == "v1\n"  # the job did not run again
+
+
+def test_a_restart_never_writes_through_links_the_job_left(make_project: Callable[..., Project], tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    job = textwrap.dedent(
+        f"""\
+        import os, shutil
+        if not os.path.exists("done"):
+            open("done", "w").close()
+            shutil.rmtree("pkg")
+            os.symlink({str(outside)!r}, "pkg")          # a source folder becomes a link outside
+            os.remove("conf.txt")
+            os.symlink({str(outside / "conf.txt")!r}, "conf.txt")
+            shutil.rmtree("old")
+            os.symlink({str(outside)!r}, "old")          # where a source file gone from the project was
+        print("ok")
+        """
+    )
+    proj = make_project("operations:\n  t: {main: job.py, launcher: python}\n",
+                        {"job.py": job, "pkg/mod.py": "X = 1\n", "conf.txt": "c\n", "old/x.py": ""})
+    assert proj.run("run", "t", "-y").returncode == 0
+    rid = proj.only_record()["id"]
+    (outside / "x.py").write_text("keep me")
+    (proj.root / "old" / "x.py").unlink()
+    assert proj.run("run", "--restart", rid, "-y").returncode == 0
+    run_dir = proj.runs_dir / rid
+    assert [p.name for p in outside.iterdir()] == ["x.py"]  # nothing written or removed outside the run dir
+    assert (outside / "x.py").read_text() == "keep me"
+    assert not (run_dir / "pkg").is_symlink() and (run_dir / "pkg" / "mod.py").read_text() == "X = 1\n"
+    assert not (run_dir / "conf.txt").is_symlink() and (run_dir / "conf.txt").read_text() == "c\n"
