@@ -273,9 +273,11 @@ class Run:
         return _alive(self.pid, self.pid_start)
 
     def claim(self) -> None:
-        """Record the current process as the run's owner (for liveness checks)."""
+        """Record the current process as the run's owner (for liveness checks, and for ``stop``,
+        which signals a pid only on its host: a restart may run on another host than the first)."""
         self.pid = os.getpid()
         self.pid_start = process_start(self.pid)
+        self.host = socket.gethostname()
 
 
 _FIELDS = set(Run.__dataclass_fields__) - {"run_dir", "_parent", "_staged", "parent_id", "trial_ids"}

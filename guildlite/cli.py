@@ -655,11 +655,10 @@ def _cell(col: str, v: Any) -> str:
 @_runs_dir_option
 @_guildfile_option
 def cat(run_spec: str, path: str, runs_dir: Path | None, guildfile: Path | None) -> None:
-    """Print a file of a run (default: output.log)."""
-    from ._inspect import run_path
+    """Print a file of a run (default: output.log): a regular file inside the run dir only."""
+    from ._inspect import open_run_file
 
-    p = run_path(_select_one(_runs_dir(runs_dir, guildfile), run_spec), path)
-    with open(p, "rb") as f:
+    with open_run_file(_select_one(_runs_dir(runs_dir, guildfile), run_spec), path) as f:
         while chunk := f.read(1 << 16):
             sys.stdout.buffer.write(chunk)
     sys.stdout.flush()
@@ -705,12 +704,13 @@ def diff(specs: tuple[str, ...], source_only: bool, flags_only: bool, runs_dir: 
     With one RUN: its staged source against the project's current source, which shows what an
     on_run_staged plugin (or a later edit) changed.
     """
-    from ._inspect import diff_flags, diff_trees, source_files
+    from ._inspect import Tree, diff_flags, diff_trees, project_dir, source_files
 
     if len(specs) > 2:
         raise GuildliteError("diff takes one or two runs", exit_code=2)
     rd = _runs_dir(runs_dir, guildfile)
     a = _select_one(rd, specs[0])
+    a_files, notes = source_files(a)
     if len(specs) == 2:
         b = _select_one(rd, specs[1])
         if not source_only:
@@ -721,15 +721,14 @@ def diff(specs: tuple[str, ...], source_only: bool, flags_only: bool, runs_dir: 
                 mark = " " if va == vb else "*"
                 click.echo(f"{n:<{w}}  {_fmt(va):<24}  {_fmt(vb)} {mark}".rstrip())
         if not flags_only:
-            text = diff_trees(a.run_dir, source_files(a), b.run_dir, source_files(b), a.id, b.id)
+            b_files, b_notes = source_files(b)
+            text = "".join(notes + b_notes) + diff_trees(
+                Tree(a.run_dir, frozenset(a_files), a.id), Tree(b.run_dir, frozenset(b_files), b.id))
             click.echo(text or "(staged source is identical)", nl=not text)
         return
-    root = Path(a.attrs.get("sourcecode", {}).get("root") or "")
-    if not root.is_dir():
-        raise GuildliteError(f"the project dir of run {a.id} ({root}) is gone", exit_code=2)
-    files = source_files(a)
-    here = [f for f in files if (root / f).is_file()]
-    text = diff_trees(root, here, a.run_dir, files, "project", a.id)
+    root = project_dir(a, guildfile)
+    text = "".join(notes) + diff_trees(
+        Tree(root, frozenset(a_files), "project", "project directory"), Tree(a.run_dir, frozenset(a_files), a.id))
     click.echo(text or "(staged source matches the project)", nl=not text)
 
 
@@ -786,12 +785,14 @@ def stop(specs: tuple[str, ...], timeout: float, force: bool, runs_dir: Path | N
     from ._manage import stop as stop_runs
 
     chosen = _select(_runs_dir(runs_dir, guildfile), specs)
-    stopped = stop_runs(chosen, timeout=timeout, force=force, log=lambda m: click.echo(m, err=True))
-    if not stopped:
+    done = stop_runs(chosen, timeout=timeout, force=force, log=lambda m: click.echo(m, err=True))
+    if not done.runs and not done.refused:
         states = ", ".join(f"{r.id} is {r.status}" for r in chosen[:3]) + (", ..." if len(chosen) > 3 else "")
         click.echo(f"nothing to stop: no selected run is running ({states})", err=True)
-    for r in stopped:
+    for r in done.runs:
         click.echo(f"{r.id} staged: its batch will not start it" if r.status == "staged" else f"{r.id} {r.status}")
+    if done.refused:
+        raise GuildliteError(f"{len(done.refused)} run(s) not stopped: nothing was signalled for them (see above)")
 
 
 # --- ops -----------------------------------------------------------------------------------------
