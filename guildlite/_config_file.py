@@ -47,7 +47,9 @@ def _dump(path: Path, data: Any) -> str:
         return json.dumps(data, indent=2) + "\n"
     import yaml
 
-    return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    # Not allow_unicode: PyYAML writes some characters raw (U+0085) that its reader takes for
+    # line breaks; escaped, every string reads back as it was.
+    return str(yaml.safe_dump(data, sort_keys=False))
 
 
 def import_entries(path: Path, op_name: str) -> list[dict[str, Any]]:

@@ -130,3 +130,49 @@ def test_a_file_left_out_of_the_source_is_written_whole(make_project: Callable[.
     proj = _project(make_project, "train.yml", extra="    sourcecode: {exclude: [train.yml]}\n")
     assert proj.run("run", "train", "db.port=1", "-y").returncode == 0
     assert _printed(proj, proj.only_record()) == {**NESTED, "db": {"user": "root", "port": 1}}
+
+
+# --- the write/verify logic on arbitrary documents -------------------------------------------------
+
+from pathlib import Path  # noqa: E402
+
+from conftest import property_settings  # noqa: E402
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from guildlite._config_file import _get, set_flags, verify, write  # noqa: E402
+
+_keys = st.text(st.sampled_from("ab.c_1"), min_size=1, max_size=4)
+_values = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
+                    st.text(max_size=8), st.lists(st.integers(), max_size=3))
+_docs = st.recursive(_values, lambda inner: st.dictionaries(_keys, inner, max_size=4), max_leaves=12)
+
+
+@property_settings(200)
+@given(st.dictionaries(_keys, _docs, max_size=4), st.data())
+def test_written_flags_read_back_and_verify(tmp_path_factory: Any, doc: dict[str, Any], data: Any) -> None:
+    from guildlite._config_file import _leaves
+
+    leaves = dict(_leaves(doc))
+    flags = {name: data.draw(_values) for name in leaves}
+    out = set_flags(json.loads(json.dumps(doc)), flags)
+    for name, value in flags.items():
+        assert _get(out, name) == (True, value)
+    run_dir = tmp_path_factory.mktemp("run")
+    for rel in ("c.json", "c.yml"):
+        (run_dir / rel).write_text(json.dumps(doc))  # JSON is YAML too
+        write(f"config:{rel}", flags, run_dir)
+        verify(f"config:{rel}", flags, run_dir)  # raises if a value did not land
+
+
+def test_a_key_spelled_with_dots_is_found_as_it_is() -> None:
+    doc = {"a.b": 1, "a": {"b": 2, "c.d": {"e": 3}}}
+    out = set_flags(doc, {"a.b": 10, "a.c.d.e": 30})
+    assert out == {"a.b": 10, "a": {"b": 2, "c.d": {"e": 30}}}
+
+
+def test_verify_names_every_value_that_is_not_there(tmp_path: Path) -> None:
+    (tmp_path / "c.yml").write_text("a: {b: 1}\nx: 2\n")
+    with pytest.raises(Exception) as e:
+        verify("config:c.yml", {"a.b": 5, "x": 2, "y": 3}, tmp_path)
+    assert "'a.b' is 1, not 5" in str(e.value) and "'y' is missing" in str(e.value) and "'x'" not in str(e.value)
