@@ -61,7 +61,7 @@ def _merge(imported: FlagDef, declared: FlagDef) -> FlagDef:
         for f in dataclasses.fields(FlagDef)
         if f.name not in ("name", "source") and getattr(declared, f.name) != getattr(blank, f.name)
     }
-    return dataclasses.replace(imported, source="guildfile+script", **changes)
+    return dataclasses.replace(imported, source=f"guildfile+{imported.source}", **changes)
 
 
 def probe(op: OpDef, project: Path, timeout: float = IMPORT_TIMEOUT) -> dict[str, FlagDef]:

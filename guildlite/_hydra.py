@@ -75,12 +75,13 @@ def _string(s: str) -> str:
     return quote + s + quote
 
 
-def override_args(flags: Mapping[str, Any], defs: Mapping[str, FlagDef]) -> list[str]:
+def override_args(flags: Mapping[str, Any], defs: Mapping[str, FlagDef], imported: bool) -> list[str]:
     """Flags as ``key=value`` override argv items (None is left out: the app's own value stands).
 
-    ``arg-name`` is the override key (``+trainer.extra`` appends a key the config lacks); a flag
-    that ``flags-import`` did not find in the composed config is passed as ``++key`` (add or
-    override), so it reaches the app whether or not the config has it.
+    ``arg-name`` is the override key (``+trainer.extra`` appends a key the config lacks). With
+    ``imported`` (the op's flags-import read the composed config), a flag declared only in the
+    guildfile is not in that config: it is passed as ``++key`` (add or override), so it reaches
+    the app whether or not the config has it.
     """
     out = []
     for name, value in flags.items():
@@ -88,14 +89,10 @@ def override_args(flags: Mapping[str, Any], defs: Mapping[str, FlagDef]) -> list
         if value is None or (fd is not None and fd.arg_skip):
             continue
         key = fd.arg_name if fd is not None and fd.arg_name else name
-        if fd is not None and not fd.arg_name and fd.source == "guildfile" and _imported(defs):
+        if imported and fd is not None and not fd.arg_name and fd.source == "guildfile":
             key = f"++{key}"
         out.append(f"{key}={encode(value)}")
     return out
-
-
-def _imported(defs: Mapping[str, FlagDef]) -> bool:
-    return any(fd.source != "guildfile" for fd in defs.values())
 
 
 # --- flags-import -------------------------------------------------------------------------------

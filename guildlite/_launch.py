@@ -35,7 +35,7 @@ def _argv_flags(op: OpDef, flags: Mapping[str, Any]) -> list[str]:
     if op.flags_dest == "overrides":
         from ._hydra import override_args
 
-        return override_args(flags, op.flags)
+        return override_args(flags, op.flags, imported=bool(op.flags_import))
     return flag_args(op, flags) if op.flags_dest == "args" else []
 
 
