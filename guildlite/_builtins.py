@@ -2,7 +2,8 @@
 
 Priorities (lower runs first; user plugins default to 100):
 - ``SourceSnapshot`` 10, on_run_staged: records every staged source file with its size and
-  sha256 in ``.guildlite/sourcecode.json``, before any user plugin edits the staged copy.
+  sha256 in ``.guildlite/sourcecode.json``, before any user plugin edits the staged copy, beside
+  the project files staging skipped (FIFOs, sockets, devices, bad symlinks...) with the reason.
 - ``EnvCapture`` 10, on_run_begin: python, torch, packages, git commit and dirty flag, host and
   GPUs into ``.guildlite/env.json``, with a summary in ``run.attrs["env"]``.
 - ``OutputScalars`` 10, on_run_end: ``key: value`` lines printed by rank 0 into ``scalars.jsonl``,
@@ -40,6 +41,10 @@ class SourceSnapshot(Plugin):
     def on_run_staged(self, run: Run) -> None:
         from ._inspect import run_files
 
+        try:  # staging wrote the files it skipped, and why
+            skipped = json.loads(run.paths.manifest.read_text()).get("skipped", [])
+        except (OSError, ValueError, AttributeError):
+            skipped = []
         manifest = []
         # What guildlite copied; else (a run staged elsewhere) the run dir's files, which at staging
         # are the source, run.json and .guildlite/ (left out). A restart's run dir also holds what
@@ -48,14 +53,18 @@ class SourceSnapshot(Plugin):
         for rel in sorted(staged):
             if rel == "run.json":
                 continue
-            data = (run.run_dir / rel).read_bytes()
+            try:
+                data = (run.run_dir / rel).read_bytes()
+            except FileNotFoundError:  # removed by an earlier plugin
+                continue
             manifest.append({"path": rel, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
         # One digest names the staged source as a whole: a restart (staged again from the project
         # as it is then) records its own, and its earlier attempts keep theirs.
         digest = hashlib.sha256("".join(f"{m['path']}\0{m['sha256']}\n" for m in manifest).encode()).hexdigest()
         sourcecode = run.attrs.setdefault("sourcecode", {})
         sourcecode["digest"] = digest
-        write_json(run.paths.manifest, {"root": sourcecode.get("root"), "digest": digest, "files": manifest})
+        write_json(run.paths.manifest,
+                   {"root": sourcecode.get("root"), "digest": digest, "files": manifest, "skipped": skipped})
 
 
 class EnvCapture(Plugin):

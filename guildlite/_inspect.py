@@ -13,6 +13,7 @@ from typing import Any, BinaryIO, Mapping, Sequence
 from ._errors import GuildliteError
 from ._runfiles import RunFileError, check_rel, listed_size, open_file, read_bytes, sha256
 from ._runs import META_DIR, Run
+from ._terminal import printable
 
 _RUN_FILES = {"run.json", "output.log", "scalars.jsonl"}
 MAX_MANIFEST_BYTES = 64 << 20
@@ -190,7 +191,7 @@ def diff_trees(a: Tree, b: Tree) -> str:
 
 def _shown(name: str) -> str:
     """A file name as printed: control characters escaped, so that a name cannot drive the terminal."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+    return printable(name)
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,11 @@ class RunPaths:
     def manifest(self) -> Path:
         return self.meta / "sourcecode.json"
 
+    @property
+    def reserve(self) -> Path:
+        """Space held while the job runs, so that its end can be recorded on a disk it filled."""
+        return self.meta / "reserve"
+
 
 def atomic_write(path: Path, data: str | bytes) -> None:
     """Write ``path`` so a reader sees the old file or the new one, never half of either."""
