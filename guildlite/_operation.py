@@ -16,7 +16,7 @@ from ._batchspec import batch_flags as batch_spec
 from ._builtins import builtin_plugins
 from ._config_file import check as check_config
 from ._errors import GuildfileError, GuildliteError
-from ._flags import Grid, Random, parse_assignments, resolve
+from ._flags import Grid, Random, nul_free, parse_assignments, resolve
 from ._flags_import import with_imported_flags
 from ._guildfile import GUILDFILE, Guildfile, PluginSpec, default_runs_dir, find_guildfile, load
 from ._launch import job_command
@@ -199,7 +199,8 @@ def restart(
     flags = None
     if not run.is_batch:
         given = {a.partition("=")[0].strip() for a in assignments}
-        flags = {**{k: v for k, v in run.flags.items() if k in plan.flags}, **{k: plan.flags[k] for k in given}}
+        flags = {**{k: nul_free(k, v) for k, v in run.flags.items() if k in plan.flags},  # a record is input
+                 **{k: plan.flags[k] for k in given}}
         for k, v in plan.flags.items():
             flags.setdefault(k, v)
     slots = plan.slots
