@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from ._disk import full_message, is_full
+from ._flag_args import flag_args, main_args
 from ._flags import format_value
 from ._guildfile import OpDef
 
@@ -26,7 +27,7 @@ def job_command(op: OpDef, flags: Mapping[str, Any], nproc: int, log_dir: Path |
     side by side (parallel trials) never share one. With ``log_dir`` and several ranks, every
     line is prefixed with its rank (``[default0]:``) and per-rank logs are kept in ``log_dir``.
     """
-    args = [*op.main_args, *_argv_flags(op, flags)]
+    args = [*main_args(op, flags), *_argv_flags(op, flags)]
     if op.launcher == "python":
         return [sys.executable, "-u", *args]
     tee = ["--tee=3", f"--log-dir={log_dir}"] if log_dir is not None and nproc > 1 else []
@@ -35,9 +36,12 @@ def job_command(op: OpDef, flags: Mapping[str, Any], nproc: int, log_dir: Path |
 
 def _argv_flags(op: OpDef, flags: Mapping[str, Any]) -> list[str]:
     if op.flags_dest == "overrides":
+        from ._flag_args import interpolated
         from ._hydra import override_args
 
-        return override_args(flags, op.flags, imported=bool(op.flags_import))
+        skip = interpolated(op)  # reaches the app in `main` already
+        return override_args({k: v for k, v in flags.items() if k not in skip}, op.flags,
+                             imported=bool(op.flags_import))
     return flag_args(op, flags) if op.flags_dest == "args" else []
 
 
@@ -90,27 +94,6 @@ def display_command(cmd: Sequence[str]) -> str:
     if start is not None:
         return shlex.join(["torchrun", *cmd[start:]])
     return shlex.join(["python", *cmd[1:]])
-
-
-def flag_args(op: OpDef, flags: Mapping[str, Any]) -> list[str]:
-    """Flags as ``--name=value`` argv items (a value starting with '-' stays a value).
-
-    Per flag, ``arg-name`` renames the option, ``arg-skip`` leaves it out, and ``arg-switch``
-    passes a boolean as a bare ``--name`` when its value equals the switch (absent otherwise).
-    """
-    out = []
-    for name, value in flags.items():
-        fd = op.flags.get(name)
-        if value is None or (fd is not None and fd.arg_skip):
-            continue
-        opt = (fd.arg_name if fd and fd.arg_name else name) if fd else name
-        opt = opt if opt.startswith("-") else f"--{opt}"
-        if fd is not None and fd.arg_switch is not None:
-            if bool(value) == fd.arg_switch:
-                out.append(opt)
-            continue
-        out.append(f"{opt}={format_value(value)}")
-    return out
 
 
 def flag_env(op: OpDef, flags: Mapping[str, Any]) -> dict[str, str]:

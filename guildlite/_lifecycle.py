@@ -32,6 +32,7 @@ from ._launch import (
 )
 from ._lock import lock_mode
 from ._plugins import Dispatcher, HookFailed, Plugin
+from ._reach import unreached as flags_unreached
 from ._runs import META_DIR, TRASH_DIR, Run, RunPaths, new_run_id, now_iso, write_json
 from ._scheduler import Scheduler, Slot
 from ._sourcecode import copy_files, select_files
@@ -226,6 +227,10 @@ class Session:
             return None
         if self.stopping is not None:  # a stop signal arrived during the begin hooks
             self.end(run, "terminated", error={"message": "stopped before it started"})
+            return None
+        unreached = flags_unreached(self.cfg.op, run)  # after every hook that may edit the staged source
+        if unreached is not None:
+            self.end(run, "error", error={"message": unreached})
             return None
         env = without_rank_env(os.environ) if self.cfg.op.launcher == "python" else dict(os.environ)
         env.update(self.cfg.extra_env)

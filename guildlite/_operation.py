@@ -22,6 +22,7 @@ from ._guildfile import GUILDFILE, Guildfile, PluginSpec, default_runs_dir, find
 from ._launch import job_command
 from ._lifecycle import RunConfig, Session
 from ._plugins import Plugin, load_plugins
+from ._reach import check_op
 from ._runs import Run
 from ._scheduler import Slot, make_slots, visible_gpus
 
@@ -85,6 +86,7 @@ def plan_run(
     BATCH_CONFIRM_THRESHOLD trials goes ahead only if ``confirm(n)`` says so (None: no question).
     """
     op = with_imported_flags(guildfile.op(op_name), guildfile.dir)
+    check_op(op, guildfile.dir)
     given = parse_assignments(assignments)
     values = resolve(op.name, op.flags, given)
     check_config(op.flags_dest, {k: None for k in values}, guildfile.dir)
@@ -115,6 +117,8 @@ def plan_run(
         if n > BATCH_CONFIRM_THRESHOLD and confirm is not None and not confirm(n):
             raise GuildliteError("cancelled", exit_code=1)
     trials = plan_trials(op.flags, values, max_trials=max_trials, seed=seed) if batch else None
+    for flags in (trials or [values])[:1000]:  # a flag that cannot be encoded (a positional None) fails here
+        job_command(op, flags, nproc)
     backend = backend or op.backend or guildfile.backend
     slurm_opts: dict[str, Any] = {}
     if backend == "slurm":
