@@ -200,6 +200,7 @@ class Run:
     batch: dict[str, Any] | None = None
     guildlite_version: str = field(default_factory=_version)
     _parent: Run | None = field(default=None, repr=False)
+    _staged: list[str] | None = field(default=None, repr=False)  # the source files this process staged
     _synced_attrs: dict[str, Any] | None = field(default=None, repr=False)  # attrs as last read/written
 
     @property
@@ -300,7 +301,7 @@ class Run:
         self.host = socket.gethostname()
 
 
-_FIELDS = set(Run.__dataclass_fields__) - {"run_dir", "_parent", "_synced_attrs", "parent_id", "trial_ids"}
+_FIELDS = set(Run.__dataclass_fields__) - {"run_dir", "_parent", "_synced_attrs", "_staged", "parent_id", "trial_ids"}
 
 # --- writing records ---------------------------------------------------------------------------------
 #
@@ -404,6 +405,11 @@ def run_from_record(run_dir: Path, rec: dict[str, Any]) -> Run:
     rec = derive_status(rec, run_dir)
     kwargs = {k: v for k, v in rec.items() if k in _FIELDS}
     kwargs["id"] = run_dir.name
+    if rec.get("is_batch") and isinstance(rec.get("flags"), dict):  # its dimensions as objects again
+        from ._batchspec import decode
+
+        batch = rec.get("batch")
+        kwargs["flags"] = decode(rec["flags"], batch.get("dims") if isinstance(batch, dict) else None)
     run = Run(run_dir=run_dir, parent_id=rec.get("parent"), trial_ids=list(rec.get("trials") or []), **kwargs)
     run._synced_attrs = _snapshot(run.attrs)
     return run
