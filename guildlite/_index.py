@@ -102,7 +102,7 @@ def load_records(
                 s_stamp, changed = now, True
         if changed:
             index.updates.append((run_id, *stamp, json.dumps(rec), *(s_stamp or (None, None)), summary_text))
-        rec = derive_status(rec)
+        rec = derive_status(rec, Path(base))
         if where is not None and not where(rec):
             continue
         out.append((run_id, rec, json.loads(summary_text) if scalars and summary_text else {}))

@@ -288,6 +288,7 @@ class Session:
         if hooks:
             self.hooks.call("on_run_end", run)
             failed = self._save_end(run) and failed  # the hooks' trace lost matters less than the end
+        run.release()  # after the end is written: until then a reader must see its owner alive
         if failed:
             self.unrecorded[run.id] = failed
         self.progress("end", run)

@@ -43,7 +43,7 @@ BEAT_SECONDS = 5.0  # how often a holder refreshes its lock file
 HELD_SUFFIX = ".held"  # lockfile mode: ``<lock>.held`` exists while someone holds ``<lock>``
 
 # flock(2) errors that mean "no flock here" (Lustre without -o flock: ENOSYS; some NFS: ENOLCK).
-_NO_FLOCK = {errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL}
+NO_FLOCK = {errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL}
 # Network filesystems whose flock reaches every host (cluster filesystems with a lock manager).
 _CLUSTER_FLOCK = {"gpfs", "ceph", "ocfs2", "gfs2"}
 # Network filesystems where flock may be local to a host or missing: lock files are the safe side.
@@ -150,7 +150,7 @@ def _flock(path: Path) -> int | None:
         return fd
     except OSError as e:
         os.close(fd)
-        if e.errno not in _NO_FLOCK:
+        if e.errno not in NO_FLOCK:
             raise
         if os.environ.get(MODE_ENV):
             raise GuildliteError(f"{MODE_ENV}=flock, but flock fails on {path.parent}: {e.strerror}; "

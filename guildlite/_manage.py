@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 
 from ._errors import GuildliteError
 from ._launch import descendants
-from ._runs import ACTIVE, TRASH_DIR, Run, list_runs, load_run, update_record
+from ._runs import ACTIVE, TRASH_DIR, Run, list_runs, load_run, owner_holds, update_record
 
 
 def trash_dir(runs_dir: Path) -> Path:
@@ -196,7 +196,8 @@ def stop(
 # --- signalling a process named by a record -------------------------------------------------------
 # A record's pid may be stale (the pid reused by now) or made up (a run dir from elsewhere), so a
 # pid is signalled only when it is confirmed: the owner by the host and start time the record
-# holds, the job (and its processes) as the owner's child. Each is held by a pidfd while it is
+# holds and by the run's owner lock, which only the owner holds (a record may name any live process
+# with its real start time; where the filesystem has no flock, host and start time decide), the job (and its processes) as the owner's child. Each is held by a pidfd while it is
 # checked: the signal reaches that process only, even if it exits and its pid is reused meanwhile.
 
 
@@ -214,6 +215,10 @@ def _confirm(run: Run, to: str) -> list[_Held] | str:
         return why.format("no start time recorded")
     held = _hold(pid, lambda ppid, now: now == start)
     if held is None:  # gone, or its pid taken by another process since: the run reads terminated
+        return []
+    # Checked while ``held``: a lock still held by ``pid`` means ``held`` is that very process.
+    if owner_holds(run.run_dir, pid) is False:  # not the owner (or not any more): the run reads terminated
+        _release([held])
         return []
     handles = []
     if to != "owner" and run.job_pid:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
+import stat
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -12,12 +14,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence, overload
 
 from ._errors import GuildliteError, RunNotFoundError
-from ._lock import file_lock
+from ._lock import NO_FLOCK, file_lock
+from ._runfiles import RunFileError, read_bytes
 
 STATUSES = ("staged", "pending", "running", "completed", "error", "terminated")
 ACTIVE = ("pending", "running")
 META_DIR = ".guildlite"
 TRASH_DIR = ".trash"
+MAX_RECORD_BYTES = 16 << 20  # a run.json larger than this is not a record guildlite wrote
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,11 @@ class RunPaths:
     @property
     def lock(self) -> Path:
         return self.meta / "lock"
+
+    @property
+    def owner(self) -> Path:
+        """Locked (``flock``) by the guildlite process that owns the run, for as long as it does."""
+        return self.meta / "owner"
 
     @property
     def rank_exits(self) -> Path:
@@ -149,6 +158,61 @@ def _alive(pid: int | None, start: int | None) -> bool:
     return True
 
 
+def owner_holds(run_dir: Path, pid: Any) -> bool | None:
+    """Whether process ``pid`` holds the run's owner lock (``RunPaths.owner``, see ``Run.claim``):
+    True or False, or None where this filesystem has no ``flock`` (then only the pid and its start
+    time tell). A record can name any live process with its real start time; only the owner holds
+    the lock, and the kernel drops it when the owner dies. Meaningful on the owner's host only (a
+    host-local flock on NFS/Lustre is still coherent there).
+
+    Nothing is created or followed: a run dir, ``.guildlite`` or owner file that is a symlink, or an
+    owner file that is not a regular file, means no owner.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fds: list[int] = []
+    try:
+        fds.append(os.open(run_dir, flags | os.O_DIRECTORY))
+        fds.append(os.open(META_DIR, flags | os.O_DIRECTORY, dir_fd=fds[-1]))
+        fds.append(os.open("owner", flags | os.O_NONBLOCK | os.O_NOCTTY, dir_fd=fds[-1]))
+        fd = fds[-1]
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        try:
+            # Shared, so that checkers do not stand in each other's way; released when fd closes.
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False  # nobody holds it exclusively: no owner
+        except BlockingIOError:
+            pass
+        except OSError as e:
+            if e.errno in NO_FLOCK:
+                return None
+            raise
+        try:
+            holder = json.loads(os.read(fd, 256))
+        except ValueError:
+            return False
+        # The lock of this run, not one linked in from another live run's dir.
+        return isinstance(holder, dict) and holder.get("pid") == pid and holder.get("run") == Path(run_dir).name
+    except OSError:  # missing, a symlink (ELOOP), not a dir: no owner
+        return False
+    finally:
+        for f in fds:
+            os.close(f)
+
+
+def owner_alive(rec: dict[str, Any], run_dir: Path | None) -> bool:
+    """Whether the process that a record names as the run's owner still owns it: the pid runs with
+    the recorded start time and, on this host, holds the run's owner lock."""
+    pid = rec.get("pid")
+    if not _alive(pid, rec.get("pid_start")):
+        return False
+    host = rec.get("host")
+    if run_dir is None or (isinstance(host, str) and host != socket.gethostname()):
+        return True
+    held = owner_holds(run_dir, pid)
+    return held is None or held  # None: no flock on this filesystem, the pid and start time decide
+
+
 def _version() -> str:
     from . import __version__
 
@@ -199,6 +263,7 @@ class Run:
     guildlite_version: str = field(default_factory=_version)
     _parent: Run | None = field(default=None, repr=False)
     _synced_attrs: dict[str, Any] | None = field(default=None, repr=False)  # attrs as last read/written
+    _owner_fd: int | None = field(default=None, repr=False)  # holds the owner lock (``claim``)
 
     @property
     def paths(self) -> RunPaths:
@@ -273,17 +338,52 @@ class Run:
     @property
     def alive(self) -> bool:
         """Whether the guildlite process that owns this run still runs."""
-        return _alive(self.pid, self.pid_start)
+        return owner_alive({"pid": self.pid, "pid_start": self.pid_start, "host": self.host}, self.run_dir)
 
-    def claim(self) -> None:
-        """Record the current process as the run's owner (for liveness checks, and for ``stop``,
-        which signals a pid only on its host: a restart may run on another host than the first)."""
+    def claim(self, wait: float = 5.0) -> None:
+        """Make the current process the run's owner: hold its owner lock (``RunPaths.owner``) until
+        ``release``, and record it (for liveness checks, and for ``stop``, which signals a pid only
+        on its host and while it holds the lock: a restart may run on another host than the first).
+
+        The lock file is opened close-on-exec: the job (torchrun, its ranks) never holds it, so a
+        job left behind by a killed guildlite never keeps its run alive. GuildliteError if another
+        live process owns the run (a concurrent restart) for ``wait`` seconds.
+        """
         self.pid = os.getpid()
         self.pid_start = process_start(self.pid)
         self.host = socket.gethostname()
+        if self._owner_fd is not None:
+            return
+        paths = self.paths
+        _meta_dir(paths)
+        fd = os.open(paths.owner, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:  # a checker's moment (owner_holds), or another owner
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise GuildliteError(f"run {self.id} is owned by another running guildlite", exit_code=2) from None
+                time.sleep(0.01)
+            except OSError as e:
+                os.close(fd)
+                if e.errno not in NO_FLOCK:
+                    raise
+                return  # no flock on this filesystem: the pid and its start time are all there is
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": self.pid, "run": self.id, "start": self.pid_start}).encode())
+        self._owner_fd = fd
+
+    def release(self) -> None:
+        """Let go of the owner lock taken by ``claim`` (after the run's end is recorded)."""
+        if self._owner_fd is not None:
+            os.close(self._owner_fd)
+            self._owner_fd = None
 
 
-_FIELDS = set(Run.__dataclass_fields__) - {"run_dir", "_parent", "_synced_attrs", "parent_id", "trial_ids"}
+_FIELDS = set(Run.__dataclass_fields__) - {"run_dir", "_parent", "_synced_attrs", "_owner_fd", "parent_id", "trial_ids"}
 
 # --- writing records ---------------------------------------------------------------------------------
 #
@@ -363,8 +463,9 @@ def merge_attrs(disk: Any, mine: dict[str, Any], base: dict[str, Any]) -> dict[s
     return out
 
 
-def derive_status(rec: dict[str, Any]) -> dict[str, Any]:
-    """The record as it stands: pending/running with its owner gone reads ``terminated``.
+def derive_status(rec: dict[str, Any], run_dir: Path | None = None) -> dict[str, Any]:
+    """The record as it stands: pending/running with its owner gone reads ``terminated``
+    (``owner_alive``: with ``run_dir``, its owner lock decides too).
 
     A run whose job runs elsewhere (``remote``: a SLURM job) is alive while its job is.
     """
@@ -372,7 +473,7 @@ def derive_status(rec: dict[str, Any]) -> dict[str, Any]:
         from ._slurm import remote_status
 
         return remote_status(rec)
-    if rec.get("status") in ACTIVE and not _alive(rec.get("pid"), rec.get("pid_start")):
+    if rec.get("status") in ACTIVE and not owner_alive(rec, run_dir):
         msg = f"guildlite process {rec.get('pid')} ended without recording the run's end"
         rec = {**rec, "status": "terminated", "error": rec.get("error") or {"message": msg}}
     return rec
@@ -380,7 +481,7 @@ def derive_status(rec: dict[str, Any]) -> dict[str, Any]:
 
 def run_from_record(run_dir: Path, rec: dict[str, Any]) -> Run:
     """A Run from a ``run.json`` object, with liveness-derived status."""
-    rec = derive_status(rec)
+    rec = derive_status(rec, run_dir)
     kwargs = {k: v for k, v in rec.items() if k in _FIELDS}
     run = Run(run_dir=run_dir, parent_id=rec.get("parent"), trial_ids=list(rec.get("trials") or []), **kwargs)
     run._synced_attrs = _snapshot(run.attrs)
@@ -390,9 +491,12 @@ def run_from_record(run_dir: Path, rec: dict[str, Any]) -> Run:
 def load_run(run_dir: Path) -> Run:
     """Read one run directory; RunNotFoundError if it holds no readable run.json."""
     try:
-        with open(os.path.join(run_dir, "run.json"), "rb") as f:  # bytes: no text-decoding layer
-            rec = json.loads(f.read())
-    except (OSError, ValueError) as e:
+        # The safe reader: a run.json that is a FIFO, /dev/zero or a symlink out never blocks or fills memory.
+        raw, size = read_bytes(run_dir, "run.json", MAX_RECORD_BYTES)
+        if size > len(raw):
+            raise ValueError(f"larger than {MAX_RECORD_BYTES >> 20} MB")
+        rec = json.loads(raw)
+    except (RunFileError, OSError, ValueError) as e:
         raise RunNotFoundError(f"{run_dir}: no readable run.json ({e})") from None
     return run_from_record(run_dir, rec)
 
