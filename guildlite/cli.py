@@ -292,10 +292,10 @@ class _BatchProgress:
 
 
 def _runs_dir(runs_dir: Path | None, guildfile: Path | None) -> Path:
-    from ._guildfile import default_runs_dir, find_guildfile, load
+    from ._guildfile import default_runs_dir, find_guildfile, load, option_runs_dir
 
     if runs_dir:
-        return runs_dir.resolve()
+        return option_runs_dir(runs_dir)
     found = guildfile or find_guildfile()
     if found is None or os.environ.get("GUILDLITE_RUNS_DIR"):
         return default_runs_dir(None)
