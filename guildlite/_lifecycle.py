@@ -190,7 +190,13 @@ class Session:
             return None
         run.status = "pending"
         run.gpus = list(slot.gpus) if slot.gpus is not None else None
-        run.claim()
+        try:
+            run.claim()
+        except GuildliteError as e:  # another live guildlite owns it (a concurrent restart): its record is not ours
+            self._open.pop(run.id, None)
+            self.unrecorded[run.id] = str(e)
+            self.log(f"guildlite: not starting run {run.id}: {e}")
+            return None
         try:
             run.save()
         except OSError as e:

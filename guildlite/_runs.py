@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -372,9 +373,13 @@ class Run:
                 if e.errno not in NO_FLOCK:
                     raise
                 return  # no flock on this filesystem: the pid and its start time are all there is
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": self.pid, "run": self.id, "start": self.pid_start}).encode())
         self._owner_fd = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"pid": self.pid, "run": self.id, "start": self.pid_start}).encode())
+        except OSError as e:  # a full disk: the record cannot be written either, and says so (the run ends)
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
 
     def release(self) -> None:
         """Let go of the owner lock taken by ``claim`` (after the run's end is recorded)."""

@@ -237,6 +237,19 @@ def test_the_owner_lock_is_not_inherited_by_the_job(tmp_path: Path) -> None:
     assert child.returncode != 0 and "Bad file descriptor" in child.stderr
 
 
+def test_a_run_has_one_owner_at_a_time(tmp_path: Path) -> None:
+    """A second process cannot claim a run that a live process owns (two restarts racing)."""
+    d = _record(tmp_path / "20260101T000000-000aaa", status="staged")
+    owner = _claimed(d)
+    claim = ("import sys; from pathlib import Path; from guildlite._runs import Run\n"
+             "r = Run(id=Path(sys.argv[1]).name, run_dir=Path(sys.argv[1]), op='train'); r.claim(wait=0.2)")
+    cp = subprocess.run([sys.executable, "-c", claim, str(d)], capture_output=True, text=True, timeout=60)
+    assert cp.returncode != 0 and "is owned by another running guildlite" in cp.stderr, cp.stderr
+    owner.release()
+    cp = subprocess.run([sys.executable, "-c", claim, str(d)], capture_output=True, text=True, timeout=60)
+    assert cp.returncode == 0, cp.stderr
+
+
 @pytest.mark.parametrize("kind", ["fifo", "/dev/zero", "/dev/urandom", "too big"])
 def test_a_run_json_that_is_no_regular_file_never_hangs_a_reader(tmp_path: Path, kind: str) -> None:
     """``runs``, ``compare`` and ``runs info`` over a run dir whose run.json is a FIFO (no writer:
