@@ -49,13 +49,25 @@ class SourceSnapshot(Plugin):
         except (OSError, ValueError, AttributeError):
             skipped = []
         manifest = []
-        for rel, _ in run_files(run):  # at staging: the copied source, run.json, and .guildlite/ (left out)
+        # What guildlite copied; else (a run staged elsewhere) the run dir's files, which at staging
+        # are the source, run.json and .guildlite/ (left out). A restart's run dir also holds what
+        # the job wrote: only the staged list tells the source apart.
+        staged = run._staged if run._staged is not None else [rel for rel, _ in run_files(run)]
+        for rel in sorted(staged):
             if rel == "run.json":
                 continue
-            data = (run.run_dir / rel).read_bytes()
+            try:
+                data = (run.run_dir / rel).read_bytes()
+            except FileNotFoundError:  # removed by an earlier plugin
+                continue
             manifest.append({"path": rel, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+        # One digest names the staged source as a whole: a restart (staged again from the project
+        # as it is then) records its own, and its earlier attempts keep theirs.
+        digest = hashlib.sha256("".join(f"{m['path']}\0{m['sha256']}\n" for m in manifest).encode()).hexdigest()
+        sourcecode = run.attrs.setdefault("sourcecode", {})
+        sourcecode["digest"] = digest
         write_json(run.paths.manifest,
-                   {"root": run.attrs.get("sourcecode", {}).get("root"), "files": manifest, "skipped": skipped})
+                   {"root": sourcecode.get("root"), "digest": digest, "files": manifest, "skipped": skipped})
 
 
 class GlobalFlags(Plugin):
@@ -304,6 +316,13 @@ def _nvidia_smi() -> list[str] | None:
     return [line.strip() for line in r.stdout.splitlines() if line.strip()] if r.returncode == 0 else None
 
 
-def builtin_plugins() -> list[Plugin]:
-    """Fresh instances of the built-ins, declared first (so they win priority ties)."""
-    return [SourceSnapshot(), GlobalFlags(), EnvCapture(), OutputScalars()]
+def builtin_plugins(flags_dest: str | None = None) -> list[Plugin]:
+    """Fresh instances of the built-ins, declared first (so they win priority ties).
+
+    ``GlobalFlags`` joins only for an op whose ``flags-dest`` writes into the source, so other
+    runs' hook traces hold only the built-ins that act on them.
+    """
+    from ._reach import in_source
+
+    rewrite = [GlobalFlags()] if in_source(flags_dest)[0] else []
+    return [SourceSnapshot(), *rewrite, EnvCapture(), OutputScalars()]

@@ -40,7 +40,9 @@ def with_imported_flags(op: OpDef, project: Path, timeout: float = IMPORT_TIMEOU
     op = with_default_dest(op, project)
     if not op.flags_import:
         return op
-    if in_source(op.flags_dest)[0] or _import_kind(op, project) == "globals":
+    if op.flags_dest == "overrides" or op.flags_dest.startswith("config:"):
+        found = probe(op, project, timeout)  # the composed Hydra config, the config file's keys
+    elif in_source(op.flags_dest)[0] or _import_kind(op, project) == "globals":
         found = global_flags(op, project)
     else:
         found = probe(op, project, timeout)
@@ -185,11 +187,25 @@ def _merge(imported: FlagDef, declared: FlagDef) -> FlagDef:
         for f in dataclasses.fields(FlagDef)
         if f.name not in ("name", "source") and getattr(declared, f.name) != getattr(blank, f.name)
     }
-    return dataclasses.replace(imported, source="guildfile+script", **changes)
+    return dataclasses.replace(imported, source=f"guildfile+{imported.source}", **changes)
 
 
 def probe(op: OpDef, project: Path, timeout: float = IMPORT_TIMEOUT) -> dict[str, FlagDef]:
-    """The argparse options of ``op``'s main, from the cache or a probe subprocess."""
+    """The flags ``op``'s script takes: a Hydra app's composed config (``flags-dest: overrides``),
+    the keys of its config file (``config:FILE``), else its argparse options (from the cache or a
+    probe subprocess)."""
+    if op.flags_dest == "overrides":
+        from ._hydra import composed_config, import_entries
+
+        env = without_rank_env(os.environ)
+        env["GUILDLITE_FLAGS_IMPORT"] = "1"
+        return _defs(import_entries(composed_config(_probe_args(op), project, env, timeout, op.name)), "hydra")
+    if op.flags_dest.startswith("config:"):
+        from ._config_file import config_path
+        from ._config_file import import_entries as config_entries
+
+        rel = config_path(op.flags_dest) or ""
+        return _defs(config_entries(project / rel, op.name), rel)
     data = _cached(op, project)
     if data is None:
         data = _run_probe(op, project, timeout)
@@ -257,7 +273,7 @@ def _probe_args(op: OpDef) -> list[str]:
         return op.main_args
 
 
-def _defs(actions: list[dict[str, Any]]) -> dict[str, FlagDef]:
+def _defs(actions: list[dict[str, Any]], source: str = "script") -> dict[str, FlagDef]:
     return {
         a["name"]: FlagDef(
             name=a["name"],
@@ -269,7 +285,7 @@ def _defs(actions: list[dict[str, Any]]) -> dict[str, FlagDef]:
             arg_name=a.get("option"),
             arg_switch=a.get("switch"),
             arg_split=a.get("split"),
-            source="script",
+            source=source,
         )
         for a in actions
         if name_problem(a["name"]) is None  # `--1cycle`, `--a b`: not a name NAME=VALUE can give

@@ -517,7 +517,7 @@ class _Validator:
 
     def flags_dest(self, m: Mapping[Any, Any], where: str) -> str:
         v = m.get("flags-dest", "args")
-        if v in ("args", "env", "globals"):
+        if v in ("args", "env", "globals", "overrides"):
             return str(v)
         if isinstance(v, str) and v.startswith(("dict:", "global:")):  # Guild's names for a dict global
             import re
@@ -531,7 +531,8 @@ class _Validator:
             if problem is None:
                 return f"config:{path}"
             raise self.fail(m, "flags-dest", f"{where}: flags-dest {v!r}: {problem}")
-        raise self.fail(m, "flags-dest", f"{where}: flags-dest {v!r} must be args, env, globals, dict:NAME or config:PATH"
+        raise self.fail(m, "flags-dest", f"{where}: flags-dest {v!r} must be args, env, globals, dict:NAME,"
+                        " overrides or config:PATH"
                         " (PATH inside the run dir ending .json, .yml or .yaml)")
 
     def env_prefix(self, m: Mapping[Any, Any], where: str) -> str:

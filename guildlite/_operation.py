@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ._batch import count_trials, is_batch, plan_trials
+from ._batchspec import batch_flags as batch_spec
 from ._builtins import builtin_plugins
+from ._config_file import check as check_config
 from ._errors import GuildfileError, GuildliteError
-from ._flags import nul_free, parse_assignments, resolve
+from ._flags import Grid, Random, nul_free, parse_assignments, resolve
 from ._flags_import import with_imported_flags
 from ._guildfile import GUILDFILE, Guildfile, PluginSpec, default_runs_dir, find_guildfile, load, option_runs_dir
 from ._launch import job_command
@@ -88,6 +90,9 @@ def plan_run(
     check_op(op, guildfile.dir)
     given = parse_assignments(assignments)
     values = resolve(op.name, op.flags, given)
+    check_config(op.flags_dest, {k: None for k in values}, guildfile.dir)
+    if op.flags_dest == "overrides":  # every value must have a spelling in Hydra's grammar
+        job_command(op, {k: v for k, v in values.items() if not isinstance(v, (Grid, Random))}, 1)
     nproc = op.nproc_per_node if nproc is None else nproc
     if nproc < 1:
         raise GuildliteError("--nproc-per-node must be at least 1", exit_code=2)
@@ -103,7 +108,7 @@ def plan_run(
         *op.plugins,
         *(PluginSpec(where=f"--plugin {n}", name=n) for n in plugin_names),
     ]
-    plugins = builtin_plugins() + load_plugins(specs, guildfile.dir)
+    plugins = builtin_plugins(op.flags_dest) + load_plugins(specs, guildfile.dir)
     batch = is_batch(values)
     if batch:
         n = count_trials(values, max_trials)
@@ -141,18 +146,10 @@ def plan_run(
         slurm=slurm_opts,
         detach=detach,
     )
-    batch_flags = {k: (given_text(assignments, k) if k in given else v) for k, v in values.items()}
-    info = {"trials": len(trials or []), "max_trials": max_trials, "seed": seed, "parallel": len(slots)}
+    batch_flags, dims = batch_spec(values)
+    info = {"trials": len(trials or []), "max_trials": max_trials, "seed": seed, "parallel": len(slots),
+            "dims": dims}
     return Plan(config, plugins, values, trials, batch_flags, info, slots)
-
-
-def given_text(assignments: Sequence[str], name: str) -> str:
-    """The value of ``name`` exactly as typed (a batch records ``lr=[0.1,0.01]`` as typed)."""
-    for a in assignments:
-        k, _, v = a.partition("=")
-        if k.strip() == name:
-            return v
-    return ""
 
 
 def execute(plan: Plan, stage_only: bool = False, fail_fast: bool = False, session: Session | None = None) -> Run:

@@ -263,6 +263,7 @@ class Run:
     batch: dict[str, Any] | None = None
     guildlite_version: str = field(default_factory=_version)
     _parent: Run | None = field(default=None, repr=False)
+    _staged: list[str] | None = field(default=None, repr=False)  # the source files this process staged
     _synced_attrs: dict[str, Any] | None = field(default=None, repr=False)  # attrs as last read/written
     _owner_fd: int | None = field(default=None, repr=False)  # holds the owner lock (``claim``)
 
@@ -388,7 +389,8 @@ class Run:
             self._owner_fd = None
 
 
-_FIELDS = set(Run.__dataclass_fields__) - {"run_dir", "_parent", "_synced_attrs", "_owner_fd", "parent_id", "trial_ids"}
+_FIELDS = set(Run.__dataclass_fields__) - {
+    "run_dir", "_parent", "_synced_attrs", "_staged", "_owner_fd", "parent_id", "trial_ids"}
 
 # --- writing records ---------------------------------------------------------------------------------
 #
@@ -488,6 +490,11 @@ def run_from_record(run_dir: Path, rec: dict[str, Any]) -> Run:
     """A Run from a ``run.json`` object, with liveness-derived status."""
     rec = derive_status(rec, run_dir)
     kwargs = {k: v for k, v in rec.items() if k in _FIELDS}
+    if rec.get("is_batch") and isinstance(rec.get("flags"), dict):  # its dimensions as objects again
+        from ._batchspec import decode
+
+        batch = rec.get("batch")
+        kwargs["flags"] = decode(rec["flags"], batch.get("dims") if isinstance(batch, dict) else None)
     run = Run(run_dir=run_dir, parent_id=rec.get("parent"), trial_ids=list(rec.get("trials") or []), **kwargs)
     run._synced_attrs = _snapshot(run.attrs)
     return run
