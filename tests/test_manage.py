@@ -389,7 +389,7 @@ def test_purge_removes_what_a_killed_guildlite_left_in_its_runs(proj: Proj) -> N
     p, (dead,) = _spawn_and_wait_running(proj, "wait", "hold=1", ready=lambda ds: _running(ds[0], "started"))
     reserve = proj.runs_dir / dead / ".guildlite" / "reserve"
     assert reserve.stat().st_size == 256 * 1024
-    job = int((proj.runs_dir / dead / "started").read_text())
+    job = int(wait_until(lambda: (proj.runs_dir / dead / "started").read_text(), what="the job's pid"))
     p.kill()
     p.wait()
     os.kill(job, signal.SIGKILL)  # the job outlives its killed guildlite: not the point here
