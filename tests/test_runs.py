@@ -268,7 +268,9 @@ def test_a_run_json_that_is_no_regular_file_never_hangs_a_reader(tmp_path: Path,
     else:
         (bad / "run.json").symlink_to(kind)
     env = {**os.environ, "GUILDLITE_RUNS_DIR": str(runs)}
-    for args in (["runs"], ["compare"], ["runs", "info", good.name], ["runs", "info", bad.name]):
+    out = str(tmp_path / "view.html")
+    for args in (["runs"], ["compare"], ["view", "--out", out], ["runs", "info", good.name],
+                 ["runs", "info", bad.name]):
         cp = subprocess.run([*GUILDLITE, *args], capture_output=True, text=True, env=env, timeout=60,
                             stdin=subprocess.DEVNULL)
         assert TRACEBACK not in cp.stderr, (args, cp.stderr)
@@ -276,7 +278,8 @@ def test_a_run_json_that_is_no_regular_file_never_hangs_a_reader(tmp_path: Path,
             assert cp.returncode != 0
         else:
             assert cp.returncode == 0, (args, cp.stderr)
-            assert good.name[:15] in cp.stdout or args == ["compare"], (args, cp.stdout)
+            assert good.name[:15] in cp.stdout or args[0] in ("compare", "view"), (args, cp.stdout)
+    assert good.name in Path(out).read_text()
     with pytest.raises(RunNotFoundError, match="no readable run.json"):
         load_run(bad)
 
