@@ -26,6 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+from ._errors import GuildliteError
 from ._plugins import Plugin
 from ._runs import cache_dir, write_json
 
@@ -129,13 +130,24 @@ class OutputScalars(Plugin):
         if patterns in (False, "off", []):
             return
         hosts = run.remote.get("hosts") if isinstance(run.remote, dict) else None
-        rows = list(parse_scalars(run.paths.output_log, run.nproc_per_node, patterns,
-                                  task_labels=len(hosts or []) > 1))
-        if rows:
-            with open(run.paths.scalars, "a", encoding="utf-8") as f:
-                f.writelines(json.dumps(r) + "\n" for r in rows)
-        run.attrs["scalars"] = {"captured": len(rows)}
+        rows: list[dict[str, Any]] = []
+        try:  # rows found before a pattern hung are kept: the failure is raised after writing them
+            rows.extend(parse_scalars(run.paths.output_log, run.nproc_per_node, patterns,
+                                      task_labels=len(hosts or []) > 1))
+        finally:
+            if rows:
+                with open(run.paths.scalars, "a", encoding="utf-8") as f:
+                    f.writelines(json.dumps(r) + "\n" for r in rows)
+            run.attrs["scalars"] = {"captured": len(rows)}
 
+
+# An op's own ``output-scalars`` regexes run in C, where nothing can interrupt them, and one that
+# backtracks catastrophically (``(a+)+$``) takes exponential time in a line's length: they are applied
+# in a child process given PATTERN_SECONDS (``GUILDLITE_SCALARS_TIMEOUT``; +1 s per MB of log), and
+# only to lines up to PATTERN_LINE_MAX characters (longer lines are skipped for them).
+PATTERN_LINE_MAX = 4096
+PATTERN_SECONDS = 60.0
+TIMEOUT_ENV = "GUILDLITE_SCALARS_TIMEOUT"
 
 _KV = re.compile(r"^\s*(?P<key>[A-Za-z_][\w./-]*)\s*:\s*(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?inf|nan)\s*$")
 _RANK_PREFIX = re.compile(r"^\[default(\d+)\]:")
@@ -155,7 +167,51 @@ def parse_scalars(
     """
     if isinstance(patterns, str):
         patterns = [patterns]
-    regexes = [re.compile(p) for p in patterns] if patterns else None
+    if patterns:
+        yield from _parse_isolated(log, nproc, patterns, task_labels)
+        return
+    yield from _parse(log, nproc, None, task_labels)
+
+
+def _parse_isolated(log: Path, nproc: int, patterns: list[str], task_labels: bool) -> Iterator[dict[str, Any]]:
+    """``_parse`` with the op's ``patterns``, in a child process killed when it takes too long (the
+    rows it found until then are kept, then GuildliteError)."""
+    try:
+        limit = float(os.environ.get(TIMEOUT_ENV) or PATTERN_SECONDS)
+    except ValueError:
+        raise GuildliteError(f"{TIMEOUT_ENV} must be a number of seconds") from None
+    timeout = limit + log.stat().st_size / 1e6
+    here = str(Path(__file__).resolve().parents[1])  # this guildlite, in the child too
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)}
+    request = json.dumps({"log": str(log), "nproc": nproc, "patterns": patterns, "task_labels": task_labels})
+    try:  # -u: each row reaches us as it is found, so a timeout keeps those found before the hang
+        cp = subprocess.run([sys.executable, "-u", "-c", "from guildlite._builtins import _parse_child; _parse_child()"],
+                            input=request, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else e.stdout or ""
+        for line in out.splitlines():
+            try:
+                yield json.loads(line)
+            except ValueError:  # cut short by the kill
+                continue
+        raise GuildliteError(f"output-scalars: the op's patterns took more than {timeout:.0f} s over {log.name} "
+                             "(a pattern that backtracks catastrophically?); rows after that point are not "
+                             "captured") from None
+    if cp.returncode != 0:
+        raise GuildliteError(f"output-scalars: reading {log.name} failed: {cp.stderr.strip()[-400:]}")
+    for line in cp.stdout.splitlines():
+        yield json.loads(line)
+
+
+def _parse_child() -> None:
+    """The child of ``_parse_isolated``: a request as JSON on stdin, rows as JSON lines on stdout."""
+    req = json.loads(sys.stdin.read())
+    rows = _parse(Path(req["log"]), req["nproc"], [re.compile(p) for p in req["patterns"]], req["task_labels"])
+    for r in rows:
+        sys.stdout.write(json.dumps(r) + "\n")
+
+
+def _parse(log: Path, nproc: int, regexes: list[re.Pattern[str]] | None, task_labels: bool) -> Iterator[dict[str, Any]]:
     step = 0
     with open(log, encoding="utf-8", errors="replace") as f:
         for line in f:
@@ -180,6 +236,8 @@ def parse_scalars(
                     step = int(float(kv["value"]))
                 else:
                     yield {"step": step, "key": kv["key"], "value": float(kv["value"])}
+                continue
+            if len(line) > PATTERN_LINE_MAX:
                 continue
             for rx in regexes:
                 hit = rx.search(line)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from ._errors import GuildfileError
+from ._errors import GuildfileError, GuildliteError
 from ._flags import FLAG_TYPES, FlagDef, name_problem
 
 GUILDFILE = "guildfile.yml"
@@ -385,14 +385,9 @@ class _Validator:
         if not isinstance(raw, str):
             raise self.fail(data, "runs-dir", "'runs-dir' must be a path string")
         try:
-            path = (self.path.parent / raw).resolve()
-        except (OSError, RuntimeError) as e:  # a symlink loop
-            raise self.fail(data, "runs-dir", f"runs-dir {raw!r} cannot be resolved: {e}") from None
-        what = _system_dir(path)
-        if what:
-            raise self.fail(data, "runs-dir", f"runs-dir {raw!r} is {path}, {what}: guildlite creates, moves and"
-                            " deletes run dirs in its runs dir; name a dir of its own (e.g. runs)")
-        return path
+            return runs_dir_path(raw, self.path.parent, "runs-dir")
+        except GuildliteError as e:
+            raise self.fail(data, "runs-dir", str(e)) from None
 
     def op_name(self, ops: Mapping[Any, Any], name: Any) -> str:
         # An op name is printed, recorded, and written into an sbatch script's #SBATCH --job-name
@@ -760,6 +755,32 @@ SYSTEM_DIRS = (
 )
 
 
+def runs_dir_path(raw: str | os.PathLike[str], base: Path, source: str) -> Path:
+    """The runs dir named by ``raw`` (from ``source``: the guildfile's ``runs-dir``, ``--runs-dir``,
+    ``GUILDLITE_RUNS_DIR``), resolved: a leading ``~`` is the home dir, a relative path is under
+    ``base``. One rule for every source: a system dir is refused (GuildliteError, exit 2)."""
+    text = os.fspath(raw)
+    if "\0" in text:
+        raise GuildliteError(f"{source} {text!r}: not a valid path (a NUL character)", exit_code=2)
+    try:
+        path = (base / os.path.expanduser(text)).resolve()
+    except (OSError, RuntimeError) as e:  # a symlink loop
+        raise GuildliteError(f"{source} {text!r} cannot be resolved: {e}", exit_code=2) from None
+    what = _system_dir(path)
+    if what:
+        raise GuildliteError(f"{source} {text!r} is {path}, {what}: guildlite creates, moves and deletes run dirs"
+                             " in its runs dir; name a dir of its own (e.g. runs)", exit_code=2)
+    return path
+
+
+def option_runs_dir(raw: str | os.PathLike[str]) -> Path:
+    """The runs dir given as ``--runs-dir`` (or through its env var, ``GUILDLITE_RUNS_DIR``), checked
+    by ``runs_dir_path`` relative to the current dir."""
+    env = os.environ.get("GUILDLITE_RUNS_DIR")
+    source = "GUILDLITE_RUNS_DIR" if env and Path(env) == Path(raw) else "--runs-dir"
+    return runs_dir_path(raw, Path.cwd(), source)
+
+
 def _system_dir(path: Path) -> str | None:
     """What the resolved ``path`` is when it may not be a runs dir (see SYSTEM_DIRS), else None."""
     if path == Path("/"):
@@ -830,7 +851,7 @@ def default_runs_dir(gf: Guildfile | None) -> Path:
     """``GUILDLITE_RUNS_DIR``, else the guildfile's ``runs-dir``, else ``runs`` beside it (or cwd)."""
     env = os.environ.get("GUILDLITE_RUNS_DIR")
     if env:
-        return Path(env).resolve()
+        return runs_dir_path(env, Path.cwd(), "GUILDLITE_RUNS_DIR")
     if gf is not None:
         return gf.runs_dir or gf.dir / "runs"
     return Path.cwd() / "runs"

@@ -211,7 +211,13 @@ class Session:
             return None
         run.status = "pending"
         run.gpus = list(slot.gpus) if slot.gpus is not None else None
-        run.claim()
+        try:
+            run.claim()
+        except GuildliteError as e:  # another live guildlite owns it (a concurrent restart): its record is not ours
+            self._open.pop(run.id, None)
+            self.unrecorded[run.id] = str(e)
+            self.log(f"guildlite: not starting run {run.id}: {e}")
+            return None
         try:
             run.save()
         except OSError as e:
@@ -309,6 +315,7 @@ class Session:
         if hooks:
             self.hooks.call("on_run_end", run)
             failed = self._save_end(run) and failed  # the hooks' trace lost matters less than the end
+        run.release()  # after the end is written: until then a reader must see its owner alive
         if failed:
             self.unrecorded[run.id] = failed
         self.progress("end", run)

@@ -43,7 +43,7 @@ BEAT_SECONDS = 5.0  # how often a holder refreshes its lock file
 HELD_SUFFIX = ".held"  # lockfile mode: ``<lock>.held`` exists while someone holds ``<lock>``
 
 # flock(2) errors that mean "no flock here" (Lustre without -o flock: ENOSYS; some NFS: ENOLCK).
-_NO_FLOCK = {errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL}
+NO_FLOCK = {errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL}
 # Network filesystems whose flock reaches every host (cluster filesystems with a lock manager).
 _CLUSTER_FLOCK = {"gpfs", "ceph", "ocfs2", "gfs2"}
 # Network filesystems where flock may be local to a host or missing: lock files are the safe side.
@@ -150,7 +150,7 @@ def _flock(path: Path) -> int | None:
         return fd
     except OSError as e:
         os.close(fd)
-        if e.errno not in _NO_FLOCK:
+        if e.errno not in NO_FLOCK:
             raise
         if os.environ.get(MODE_ENV):
             raise GuildliteError(f"{MODE_ENV}=flock, but flock fails on {path.parent}: {e.strerror}; "
@@ -308,6 +308,22 @@ class SoftLock:
         unchanged = time.monotonic() - self._seen_at > self.stale
         if not (unchanged or self.abandoned(*seen)):
             return False
+        return self._remove_if_unchanged(seen) is not None
+
+    def holder_gone(self) -> bool:
+        """Whether the lock file exists and its holder is gone (``abandoned``)."""
+        seen = self._read()
+        return seen is not None and self.abandoned(*seen)
+
+    def break_abandoned(self) -> bool:
+        """Remove the lock file if its holder is gone (``abandoned``: never a live holder's, and
+        with the same care as a waiter that breaks it); whether it was removed. For clean-ups."""
+        seen = self._read()
+        return seen is not None and self.abandoned(*seen) and bool(self._remove_if_unchanged(seen))
+
+    def _remove_if_unchanged(self, seen: tuple[dict[str, Any], os.stat_result]) -> bool | None:
+        """Remove the lock file if it is still the one ``seen``: whether it was; None while another
+        process is breaking it."""
         breaker = self.path.with_name(self.path.name + ".break")
         try:
             os.close(os.open(breaker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
@@ -316,13 +332,14 @@ class SoftLock:
             with contextlib.suppress(FileNotFoundError):
                 if time.time() - os.stat(breaker).st_mtime > self.stale:
                     os.unlink(breaker)
-            return False
+            return None
         try:
             now = self._read()
             if now is not None and (now[0], now[1].st_ino, now[1].st_mtime_ns) == \
                     (seen[0], seen[1].st_ino, seen[1].st_mtime_ns):
                 os.unlink(self.path)
+                return True
+            return False
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(breaker)
-        return True

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ._errors import GuildliteError
+from ._errors import GuildliteError, RunNotFoundError
 from ._launch import descendants
+from ._lock import HELD_SUFFIX, SoftLock
 from ._record import is_run_id
-from ._runs import ACTIVE, TRASH_DIR, Run, list_runs, load_run, update_record
+from ._runs import ACTIVE, META_DIR, TRASH_DIR, Run, RunPaths, list_runs, load_run, owner_holds, update_record
 
 
 def trash_dir(runs_dir: Path) -> Path:
@@ -73,7 +74,12 @@ _TMP_NAME = re.compile(r"\..+\.tmp-\d+-[0-9a-f]{6}")  # an atomic write's temp f
 def abandoned(runs_dir: Path, idle_seconds: float = 3600) -> list[Path]:
     """What a guildlite killed mid-write left behind, untouched for ``idle_seconds``: hidden
     ``.staging-<id>`` dirs (never published, never listed) and atomic writes' temp files in run
-    dirs and their ``.guildlite`` (never read). Staging and writes take seconds at most."""
+    dirs and their ``.guildlite`` (never read). Staging and writes take seconds at most.
+
+    And, in the ``.guildlite`` of a run that is not active (its owner gone: SIGKILLed): the
+    space reserve held while its job ran (``RunPaths.reserve``) and lock files (lockfile mode)
+    whose holder is gone by the lock's own rule (``SoftLock.abandoned``); ``remove_leftover``
+    checks a lock file again as it removes it."""
     now = time.time()
 
     def idle(e: os.DirEntry[str]) -> bool:
@@ -89,10 +95,39 @@ def abandoned(runs_dir: Path, idle_seconds: float = 3600) -> list[Path]:
         if e.name.startswith(".staging-"):
             out += [Path(e.path)] if idle(e) else []
         elif not e.name.startswith("."):
-            for d in (e.path, os.path.join(e.path, ".guildlite")):
+            for d in (e.path, os.path.join(e.path, META_DIR)):
                 out += [Path(f.path) for f in _entries(d)
                         if _TMP_NAME.fullmatch(f.name) and f.is_file(follow_symlinks=False) and idle(f)]
+            out += _owner_leftovers(Path(e.path))
     return sorted(out)
+
+
+def _owner_leftovers(run_dir: Path) -> list[Path]:
+    """The reserve and abandoned lock files in a run's ``.guildlite`` while the run is not active."""
+    paths = RunPaths(run_dir)
+    if paths.meta.is_symlink():  # not the run's own: nothing in it is ours to remove
+        return []
+    found = [Path(f.path) for f in _entries(paths.meta) if f.is_file(follow_symlinks=False)
+             and (f.name == paths.reserve.name or (f.name.endswith(HELD_SUFFIX) and SoftLock(Path(f.path)).holder_gone()))]
+    if not found:
+        return []
+    try:
+        active = load_run(run_dir).status in ACTIVE
+    except RunNotFoundError:  # not a readable run: left alone
+        return []
+    return [] if active else found
+
+
+def remove_leftover(path: Path) -> bool:
+    """Remove one of ``abandoned``'s finds; whether it was removed (a lock file taken up again
+    since it was found is not)."""
+    if path.name.endswith(HELD_SUFFIX):
+        return SoftLock(path).break_abandoned()
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+    return True
 
 
 def _entries(path: Path | str) -> list[os.DirEntry[str]]:
@@ -212,7 +247,8 @@ def stop(
 # --- signalling a process named by a record -------------------------------------------------------
 # A record's pid may be stale (the pid reused by now) or made up (a run dir from elsewhere), so a
 # pid is signalled only when it is confirmed: the owner by the host and start time the record
-# holds, the job (and its processes) as the owner's child. Each is held by a pidfd while it is
+# holds and by the run's owner lock, which only the owner holds (a record may name any live process
+# with its real start time; where the filesystem has no flock, host and start time decide), the job (and its processes) as the owner's child. Each is held by a pidfd while it is
 # checked: the signal reaches that process only, even if it exits and its pid is reused meanwhile.
 
 
@@ -230,6 +266,10 @@ def _confirm(run: Run, to: str) -> list[_Held] | str:
         return why.format("no start time recorded")
     held = _hold(pid, lambda ppid, now: now == start)
     if held is None:  # gone, or its pid taken by another process since: the run reads terminated
+        return []
+    # Checked while ``held``: a lock still held by ``pid`` means ``held`` is that very process.
+    if owner_holds(run.run_dir, pid) is False:  # not the owner (or not any more): the run reads terminated
+        _release([held])
         return []
     handles = []
     if to != "owner" and run.job_pid:

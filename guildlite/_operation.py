@@ -18,7 +18,7 @@ from ._config_file import check as check_config
 from ._errors import GuildfileError, GuildliteError
 from ._flags import Grid, Random, nul_free, parse_assignments, resolve
 from ._flags_import import with_imported_flags
-from ._guildfile import GUILDFILE, Guildfile, PluginSpec, default_runs_dir, find_guildfile, load
+from ._guildfile import GUILDFILE, Guildfile, PluginSpec, default_runs_dir, find_guildfile, load, option_runs_dir
 from ._launch import job_command
 from ._lifecycle import RunConfig, Session
 from ._plugins import Plugin, load_plugins
@@ -85,6 +85,7 @@ def plan_run(
     defaults to 1 here and, on SLURM, to every trial queued at once. A batch of more than
     BATCH_CONFIRM_THRESHOLD trials goes ahead only if ``confirm(n)`` says so (None: no question).
     """
+    runs_dir = option_runs_dir(runs_dir) if runs_dir else default_runs_dir(guildfile)
     op = with_imported_flags(guildfile.op(op_name), guildfile.dir)
     check_op(op, guildfile.dir)
     given = parse_assignments(assignments)
@@ -136,7 +137,7 @@ def plan_run(
     config = RunConfig(
         guildfile=guildfile,
         op=op,
-        runs_dir=(runs_dir or default_runs_dir(guildfile)).resolve(),
+        runs_dir=runs_dir.resolve(),
         opspec=" ".join([op_name, *assignments]),
         nproc=nproc,
         label=label,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import socket
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence, overload
 
 from ._errors import BadRecordError, GuildliteError, RunNotFoundError
-from ._lock import file_lock
+from ._lock import NO_FLOCK, file_lock
 from ._record import MAX_BYTES, Problem, is_run_id, parse, run_ids
 
 ACTIVE = ("pending", "running")
@@ -47,6 +48,11 @@ class RunPaths:
     @property
     def lock(self) -> Path:
         return self.meta / "lock"
+
+    @property
+    def owner(self) -> Path:
+        """Locked (``flock``) by the guildlite process that owns the run, for as long as it does."""
+        return self.meta / "owner"
 
     @property
     def rank_exits(self) -> Path:
@@ -151,6 +157,61 @@ def _alive(pid: int | None, start: int | None) -> bool:
     return True
 
 
+def owner_holds(run_dir: Path, pid: Any) -> bool | None:
+    """Whether process ``pid`` holds the run's owner lock (``RunPaths.owner``, see ``Run.claim``):
+    True or False, or None where this filesystem has no ``flock`` (then only the pid and its start
+    time tell). A record can name any live process with its real start time; only the owner holds
+    the lock, and the kernel drops it when the owner dies. Meaningful on the owner's host only (a
+    host-local flock on NFS/Lustre is still coherent there).
+
+    Nothing is created or followed: a run dir, ``.guildlite`` or owner file that is a symlink, or an
+    owner file that is not a regular file, means no owner.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fds: list[int] = []
+    try:
+        fds.append(os.open(run_dir, flags | os.O_DIRECTORY))
+        fds.append(os.open(META_DIR, flags | os.O_DIRECTORY, dir_fd=fds[-1]))
+        fds.append(os.open("owner", flags | os.O_NONBLOCK | os.O_NOCTTY, dir_fd=fds[-1]))
+        fd = fds[-1]
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        try:
+            # Shared, so that checkers do not stand in each other's way; released when fd closes.
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False  # nobody holds it exclusively: no owner
+        except BlockingIOError:
+            pass
+        except OSError as e:
+            if e.errno in NO_FLOCK:
+                return None
+            raise
+        try:
+            holder = json.loads(os.read(fd, 256))
+        except ValueError:
+            return False
+        # The lock of this run, not one linked in from another live run's dir.
+        return isinstance(holder, dict) and holder.get("pid") == pid and holder.get("run") == Path(run_dir).name
+    except OSError:  # missing, a symlink (ELOOP), not a dir: no owner
+        return False
+    finally:
+        for f in fds:
+            os.close(f)
+
+
+def owner_alive(rec: dict[str, Any], run_dir: Path | None) -> bool:
+    """Whether the process that a record names as the run's owner still owns it: the pid runs with
+    the recorded start time and, on this host, holds the run's owner lock."""
+    pid = rec.get("pid")
+    if not _alive(pid, rec.get("pid_start")):
+        return False
+    host = rec.get("host")
+    if run_dir is None or (isinstance(host, str) and host != socket.gethostname()):
+        return True
+    held = owner_holds(run_dir, pid)
+    return held is None or held  # None: no flock on this filesystem, the pid and start time decide
+
+
 def _version() -> str:
     from . import __version__
 
@@ -202,6 +263,7 @@ class Run:
     _parent: Run | None = field(default=None, repr=False)
     _staged: list[str] | None = field(default=None, repr=False)  # the source files this process staged
     _synced_attrs: dict[str, Any] | None = field(default=None, repr=False)  # attrs as last read/written
+    _owner_fd: int | None = field(default=None, repr=False)  # holds the owner lock (``claim``)
 
     @property
     def paths(self) -> RunPaths:
@@ -291,17 +353,57 @@ class Run:
     @property
     def alive(self) -> bool:
         """Whether the guildlite process that owns this run still runs."""
-        return _alive(self.pid, self.pid_start)
+        return owner_alive({"pid": self.pid, "pid_start": self.pid_start, "host": self.host}, self.run_dir)
 
-    def claim(self) -> None:
-        """Record the current process as the run's owner (for liveness checks, and for ``stop``,
-        which signals a pid only on its host: a restart may run on another host than the first)."""
+    def claim(self, wait: float = 5.0) -> None:
+        """Make the current process the run's owner: hold its owner lock (``RunPaths.owner``) until
+        ``release``, and record it (for liveness checks, and for ``stop``, which signals a pid only
+        on its host and while it holds the lock: a restart may run on another host than the first).
+
+        The lock file is opened close-on-exec: the job (torchrun, its ranks) never holds it, so a
+        job left behind by a killed guildlite never keeps its run alive. GuildliteError if another
+        live process owns the run (a concurrent restart) for ``wait`` seconds.
+        """
         self.pid = os.getpid()
         self.pid_start = process_start(self.pid)
         self.host = socket.gethostname()
+        if self._owner_fd is not None:
+            return
+        paths = self.paths
+        _meta_dir(paths)
+        fd = os.open(paths.owner, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:  # a checker's moment (owner_holds), or another owner
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise GuildliteError(f"run {self.id} is owned by another running guildlite", exit_code=2) from None
+                time.sleep(0.01)
+            except OSError as e:
+                os.close(fd)
+                if e.errno not in NO_FLOCK:
+                    raise
+                return  # no flock on this filesystem: the pid and its start time are all there is
+        self._owner_fd = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"pid": self.pid, "run": self.id, "start": self.pid_start}).encode())
+        except OSError as e:  # a full disk: the record cannot be written either, and says so (the run ends)
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+
+    def release(self) -> None:
+        """Let go of the owner lock taken by ``claim`` (after the run's end is recorded)."""
+        if self._owner_fd is not None:
+            os.close(self._owner_fd)
+            self._owner_fd = None
 
 
-_FIELDS = set(Run.__dataclass_fields__) - {"run_dir", "_parent", "_synced_attrs", "_staged", "parent_id", "trial_ids"}
+_FIELDS = set(Run.__dataclass_fields__) - {
+    "run_dir", "_parent", "_synced_attrs", "_staged", "_owner_fd", "parent_id", "trial_ids"}
 
 # --- writing records ---------------------------------------------------------------------------------
 #
@@ -382,7 +484,8 @@ def merge_attrs(disk: Any, mine: dict[str, Any], base: dict[str, Any]) -> dict[s
 
 
 def derive_status(rec: dict[str, Any], run_dir: Path | str | None = None) -> dict[str, Any]:
-    """The record as it stands: pending/running with its owner gone reads ``terminated``.
+    """The record as it stands: pending/running with its owner gone reads ``terminated``
+    (``owner_alive``: with ``run_dir``, its owner lock decides too).
 
     A run whose job runs elsewhere (``remote``: a SLURM job) is alive while its job is; the run's
     own dir (``run_dir``) is re-read when that job has ended.
@@ -391,7 +494,7 @@ def derive_status(rec: dict[str, Any], run_dir: Path | str | None = None) -> dic
         from ._slurm import remote_status
 
         return remote_status(rec, run_dir)
-    if rec.get("status") in ACTIVE and not _alive(rec.get("pid"), rec.get("pid_start")):
+    if rec.get("status") in ACTIVE and not owner_alive(rec, None if run_dir is None else Path(run_dir)):
         msg = f"guildlite process {rec.get('pid')} ended without recording the run's end"
         rec = {**rec, "status": "terminated", "error": rec.get("error") or {"message": msg}}
     return rec

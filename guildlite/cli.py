@@ -292,10 +292,10 @@ class _BatchProgress:
 
 
 def _runs_dir(runs_dir: Path | None, guildfile: Path | None) -> Path:
-    from ._guildfile import default_runs_dir, find_guildfile, load
+    from ._guildfile import default_runs_dir, find_guildfile, load, option_runs_dir
 
     if runs_dir:
-        return runs_dir.resolve()
+        return option_runs_dir(runs_dir)
     found = guildfile or find_guildfile()
     if found is None or os.environ.get("GUILDLITE_RUNS_DIR"):
         return default_runs_dir(None)
@@ -528,21 +528,17 @@ def runs_purge(
     """Delete trashed runs permanently (selectors count within the trash; default: all).
 
     Without selectors, also delete what a guildlite killed mid-write left behind, once untouched
-    for an hour: hidden .staging-* dirs and atomic writes' .*.tmp-* files in run dirs."""
-    import shutil
-
-    from ._manage import abandoned, purge
+    for an hour: hidden .staging-* dirs and atomic writes' .*.tmp-* files in run dirs; and in runs
+    that are not running, the space reserve and lock files whose holder is gone."""
+    from ._manage import abandoned, purge, remove_leftover
 
     where = _sub_runs_dir(group_runs_dir, runs_dir, guildfile)
     leftovers = [] if specs else abandoned(where)
     if leftovers:
         _confirm(f"Delete {len(leftovers)} leftover(s) of interrupted staging or writes?", yes)
         for p in leftovers:
-            if p.is_dir():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                p.unlink(missing_ok=True)
-            _say(f"removed {p.relative_to(where)}")
+            if remove_leftover(p):
+                _say(f"removed {p.relative_to(where)}")
     _from_trash(purge, "purged", "Permanently delete {n} run(s)? This cannot be undone.", group_runs_dir, specs,
                 yes, runs_dir, guildfile, quiet_if_empty=bool(leftovers))
 

@@ -490,6 +490,46 @@ def test_a_home_dir_itself_is_never_a_runs_dir_but_below_it_is_fine(tmp_path: Pa
     assert len(run_dirs(home / "runs")) == 1
 
 
+@pytest.mark.parametrize("source", ["GUILDLITE_RUNS_DIR", "--runs-dir"])
+@pytest.mark.parametrize("runs_dir", ["/", "/usr/../var", "~/"])
+@pytest.mark.parametrize("args", [("run", "t", "-y"), ("runs",), ("runs", "purge", "-y")])
+def test_a_system_dir_is_never_a_runs_dir_from_the_env_or_the_option(
+    tmp_path: Path, source: str, runs_dir: str, args: tuple[str, ...]
+) -> None:
+    """The guildfile's rule for every source of the runs dir: refused before anything is read or
+    staged, by every command (``runs purge`` would delete in it)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    root = _project(tmp_path, _QUICK)
+    env = {**clean_env(), "HOME": str(home)}
+    if source == "--runs-dir":
+        where = 2 if args[0] == "run" else 1  # `run --runs-dir`, `runs --runs-dir` (the group's option)
+        args = (*args[:where], "--runs-dir", runs_dir, *args[where:])
+    else:
+        env["GUILDLITE_RUNS_DIR"] = runs_dir
+    line = _refused(root, *args, env=env)
+    assert f"guildlite: error: {source} '{runs_dir.rstrip('/') or '/'}' is /" in line, line
+    assert any(w in line for w in ("a system directory", "the filesystem root", "a home directory itself")), line
+    assert list(home.iterdir()) == []
+
+
+def test_a_runs_dir_of_a_home_dir_is_expanded(tmp_path: Path) -> None:
+    """``runs-dir: ~/runs`` (and ``GUILDLITE_RUNS_DIR=~/runs``, unexpanded by any shell) is under
+    the home dir, not a dir named ``~`` beside the guildfile."""
+    home = tmp_path / "home"
+    home.mkdir()
+    root = _project(tmp_path, "runs-dir: ~/runs\n" + _QUICK)
+    env = {**clean_env(), "HOME": str(home)}
+    cp = run_guildlite("run", "t", "-y", cwd=root, env=env)
+    assert cp.returncode == 0, cp.stderr
+    assert len(run_dirs(home / "runs")) == 1 and not (root / "~").exists()
+    listed = run_guildlite("runs", "--json", cwd=root, env=env)
+    assert listed.returncode == 0 and len(json.loads(listed.stdout)) == 1, listed.stderr
+    cp = run_guildlite("run", "t", "-y", cwd=root, env={**env, "GUILDLITE_RUNS_DIR": "~/other"})
+    assert cp.returncode == 0, cp.stderr
+    assert len(run_dirs(home / "other")) == 1 and not (root / "~").exists()
+
+
 @pytest.mark.parametrize("dest, needle", [
     ("config:run.json", "guildlite's own"),
     ("config:./run.json", "guildlite's own"),

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -366,6 +368,57 @@ def test_purge_removes_what_killed_writers_left_an_hour_ago(proj: Proj) -> None:
     assert fresh.exists() and fresh_tmp.exists() and user_file.exists()  # in progress now, or not ours
     assert proj.ids() == [a] and json.loads((proj.runs_dir / a / "run.json").read_text())["id"] == a
     assert proj.ok("runs", "purge", "-y", "--runs-dir", str(proj.runs_dir)) == ""  # nothing left to do
+
+
+# Takes the lock named argv[1] as a writer in lockfile mode does, says so, and holds it.
+_SOFT_HOLDER = ("import sys, time; from pathlib import Path; from guildlite._lock import SoftLock\n"
+                "SoftLock(Path(sys.argv[1])).acquire(); print('held', flush=True); time.sleep(60)")
+
+
+def _hold_soft_lock(path: Path) -> subprocess.Popen[str]:
+    p = subprocess.Popen([sys.executable, "-c", _SOFT_HOLDER, str(path)], stdout=subprocess.PIPE, text=True,
+                         stdin=subprocess.DEVNULL)
+    assert p.stdout is not None and p.stdout.readline() == "held\n"
+    return p
+
+
+def test_purge_removes_what_a_killed_guildlite_left_in_its_runs(proj: Proj) -> None:
+    """A SIGKILLed guildlite leaves its run's space reserve (256 KB) and, in lockfile mode, a
+    lock file of a writer killed while holding it: ``runs purge`` removes both from runs that are
+    not running, never a live holder's lock file nor a running run's reserve."""
+    p, (dead,) = _spawn_and_wait_running(proj, "wait", "hold=1", ready=lambda ds: _running(ds[0], "started"))
+    reserve = proj.runs_dir / dead / ".guildlite" / "reserve"
+    assert reserve.stat().st_size == 256 * 1024
+    job = int(wait_until(lambda: (proj.runs_dir / dead / "started").read_text(), what="the job's pid"))
+    p.kill()
+    p.wait()
+    os.kill(job, signal.SIGKILL)  # the job outlives its killed guildlite: not the point here
+    assert proj.status(dead) == "terminated"
+    killed_writer = _hold_soft_lock(proj.runs_dir / dead / ".guildlite" / "lock.held")
+    killed_writer.kill()
+    killed_writer.wait()
+    other = proj.stage()
+    live_writer = _hold_soft_lock(proj.runs_dir / other / ".guildlite" / "lock.held")
+    try:
+        q, ids = _spawn_and_wait_running(proj, "wait", "hold=1", n_dirs=3,
+                                         ready=lambda ds: _running(ds[-1], "started"))
+        running = ids[-1]
+        running_lock = proj.runs_dir / running / ".guildlite" / "lock.held"
+        shutil.copy(proj.runs_dir / dead / ".guildlite" / "lock.held", running_lock)  # its holder gone, too
+        assert proj.ok("runs", "purge", "-y").splitlines() == [
+            f"removed {dead}/.guildlite/lock.held", f"removed {dead}/.guildlite/reserve"]
+        assert not reserve.exists() and not (proj.runs_dir / dead / ".guildlite" / "lock.held").exists()
+        assert (proj.runs_dir / other / ".guildlite" / "lock.held").exists()  # held by a live process
+        assert (proj.runs_dir / running / ".guildlite" / "reserve").exists() and running_lock.exists()
+        running_lock.unlink()
+        assert proj.ok("stop", running) == f"{running} terminated\n"
+        _finish(q)
+    finally:
+        live_writer.kill()
+        live_writer.wait()
+    # The stopped run freed its own reserve; the writer that held other's lock is gone now.
+    assert proj.ok("runs", "purge", "-y") == f"removed {other}/.guildlite/lock.held\n"
+    assert [proj.status(r) for r in (dead, other, running)] == ["terminated", "staged", "terminated"]
 
 
 def test_restore_refuses_to_overwrite(proj: Proj) -> None:

@@ -163,7 +163,6 @@ def test_the_veto_example_refuses_a_batch_every_trial_of_which_it_would_refuse(
 
 def test_batch_flags_read_back_as_the_same_objects(tmp_path: Path) -> None:
     from guildlite._batchspec import BatchDistribution, BatchValues
-    from guildlite._errors import BadRecordError
     from guildlite._runs import load_run
 
     d = tmp_path / "20260101T000000-000000"

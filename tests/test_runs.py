@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -13,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import write_project
+from conftest import GUILDLITE, TRACEBACK, write_project
 
 from guildlite._errors import RunNotFoundError
 from guildlite._guildfile import load
 from guildlite._lifecycle import RunConfig, Session
+from guildlite._record import MAX_BYTES
 from guildlite._runs import (
     Run,
     RunList,
@@ -186,13 +188,101 @@ def test_a_reused_pid_is_not_the_owner(tmp_path: Path) -> None:
     assert load_run(d).status == "terminated"
 
 
+def _claimed(run_dir: Path) -> Run:
+    """This process as the owner of the run in ``run_dir``: holding its owner lock."""
+    owner = Run(id=run_dir.name, run_dir=run_dir, op="train")
+    owner.claim()
+    return owner
+
+
 def test_a_live_owner_keeps_the_run_running(tmp_path: Path) -> None:
     me = os.getpid()
     d = _record(tmp_path / "20260101T000000-000aaa", pid=me, pid_start=process_start(me))
+    owner = _claimed(d)
     run = load_run(d)
     assert run.status == "running" and run.error is None and run.alive
     d2 = _record(tmp_path / "20260101T000000-000aab", status="pending", pid=me)  # no start recorded
+    owner2 = _claimed(d2)
     assert load_run(d2).status == "pending"
+    owner.release()  # the owner let go (its end recorded, or it died): no owner any more
+    assert load_run(d).status == "terminated" and not load_run(d).alive
+    owner2.release()
+
+
+def test_a_live_process_that_does_not_hold_the_owner_lock_is_not_the_owner(tmp_path: Path) -> None:
+    """A record may name any live process with its true start time (this one): without the run's
+    owner lock it is not the owner; nor with an owner lock file that names another run or pid."""
+    me, start = os.getpid(), process_start(os.getpid())
+    d = _record(tmp_path / "20260101T000000-000aaa", pid=me, pid_start=start, host=socket.gethostname())
+    assert load_run(d).status == "terminated" and not load_run(d).alive
+    other = _record(tmp_path / "20260101T000000-000aab", pid=me, pid_start=start)
+    owner = _claimed(other)
+    try:
+        (d / ".guildlite").mkdir()
+        os.link(other / ".guildlite" / "owner", d / ".guildlite" / "owner")  # held, but for run ...aab
+        assert load_run(other).status == "running"
+        assert load_run(d).status == "terminated"
+    finally:
+        owner.release()
+
+
+def test_the_owner_lock_is_not_inherited_by_the_job(tmp_path: Path) -> None:
+    """A job (torchrun, its ranks) outliving a killed guildlite never keeps its run alive: the lock's
+    fd is close-on-exec."""
+    d = _record(tmp_path / "20260101T000000-000aaa", pid=os.getpid(), pid_start=process_start(os.getpid()))
+    owner = _claimed(d)
+    assert owner._owner_fd is not None
+    child = subprocess.run([sys.executable, "-c", f"import os; os.fstat({owner._owner_fd})"],
+                           capture_output=True, text=True, close_fds=False, timeout=60)
+    owner.release()
+    assert child.returncode != 0 and "Bad file descriptor" in child.stderr
+
+
+def test_a_run_has_one_owner_at_a_time(tmp_path: Path) -> None:
+    """A second process cannot claim a run that a live process owns (two restarts racing)."""
+    d = _record(tmp_path / "20260101T000000-000aaa", status="staged")
+    owner = _claimed(d)
+    claim = ("import sys; from pathlib import Path; from guildlite._runs import Run\n"
+             "r = Run(id=Path(sys.argv[1]).name, run_dir=Path(sys.argv[1]), op='train'); r.claim(wait=0.2)")
+    cp = subprocess.run([sys.executable, "-c", claim, str(d)], capture_output=True, text=True, timeout=60)
+    assert cp.returncode != 0 and "is owned by another running guildlite" in cp.stderr, cp.stderr
+    owner.release()
+    cp = subprocess.run([sys.executable, "-c", claim, str(d)], capture_output=True, text=True, timeout=60)
+    assert cp.returncode == 0, cp.stderr
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero", "/dev/urandom", "too big"])
+def test_a_run_json_that_is_no_regular_file_never_hangs_a_reader(tmp_path: Path, kind: str) -> None:
+    """``runs``, ``compare`` and ``runs info`` over a run dir whose run.json is a FIFO (no writer:
+    an open for reading would block forever) or a device: each exits, the bad run skipped."""
+    runs = tmp_path / "runs"
+    good = _record(runs / "20260101T000000-000aaa", status="completed")
+    bad = runs / "20260101T000001-000aaa"
+    bad.mkdir()
+    if kind == "fifo":
+        os.mkfifo(bad / "run.json")
+    elif kind == "too big":
+        with open(bad / "run.json", "wb") as f:  # sparse: a JSON string over the record size limit
+            f.write(b'{"id": "')
+            f.seek(MAX_BYTES + (1 << 20))
+            f.write(b'"}')
+    else:
+        (bad / "run.json").symlink_to(kind)
+    env = {**os.environ, "GUILDLITE_RUNS_DIR": str(runs)}
+    out = str(tmp_path / "view.html")
+    for args in (["runs"], ["compare"], ["view", "--out", out], ["runs", "info", good.name],
+                 ["runs", "info", bad.name]):
+        cp = subprocess.run([*GUILDLITE, *args], capture_output=True, text=True, env=env, timeout=60,
+                            stdin=subprocess.DEVNULL)
+        assert TRACEBACK not in cp.stderr, (args, cp.stderr)
+        if bad.name in args:
+            assert cp.returncode != 0
+        else:
+            assert cp.returncode == 0, (args, cp.stderr)
+            assert good.name[:15] in cp.stdout or args[0] in ("compare", "view"), (args, cp.stdout)
+    assert good.name in Path(out).read_text()
+    with pytest.raises(RunNotFoundError, match="run.json"):
+        load_run(bad)
 
 
 def test_an_active_record_without_a_pid_reads_terminated(tmp_path: Path) -> None:

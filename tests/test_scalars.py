@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Project, property_settings, read_scalars, write_project
+from conftest import GUILDLITE, Project, property_settings, read_scalars, write_project
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -308,3 +308,44 @@ def test_summarize_matches_a_reference(tmp_path_factory: pytest.TempPathFactory,
         steps = [i for i, (k, _) in enumerate(values) if k == key]
         assert s == {"last": vs[-1], "min": min(vs), "max": max(vs), "step": steps[-1], "count": len(vs)}
         assert not math.isnan(s["last"])
+
+
+# Prints a good line, a line that makes ``(a+)+$`` backtrack for ages, another good line, a line
+# longer than PATTERN_LINE_MAX, and a last good line.
+HOSTILE_OUTPUT = textwrap.dedent(
+    """\
+    print("loss=0.5", flush=True)
+    print("a" * 40 + "b", flush=True)
+    print("loss=0.25", flush=True)
+    print("loss=0.125 " + "x" * 5000, flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("hostile", [False, True])
+def test_an_output_scalars_pattern_that_backtracks_catastrophically_never_hangs_the_run(
+    tmp_path: Path, hostile: bool
+) -> None:
+    """``^(?P<x>a+)+$`` takes 2^40 steps on the second line: the patterns run in a child process that is
+    given GUILDLITE_SCALARS_TIMEOUT; the run still completes, the rows found before the hang are
+    kept and the plugin's failure says why. Lines over 4 KB are not matched by an op's patterns."""
+    patterns = ["loss=(?P<loss>[0-9.]+)", "^(?P<x>a+)+$"] if hostile else ["loss=(?P<loss>[0-9.]+)"]
+    root = write_project(tmp_path / "p", "operations:\n  t:\n    main: t.py\n    launcher: python\n"
+                         f"    output-scalars: {json.dumps(patterns)}\n", {"t.py": HOSTILE_OUTPUT})
+    runs = tmp_path / "runs"
+    env = {**os.environ, "GUILDLITE_RUNS_DIR": str(runs), "GUILDLITE_SCALARS_TIMEOUT": "2"}
+    cp = subprocess.run([*GUILDLITE, "run", "t", "-y"], cwd=root, env=env, capture_output=True, text=True,
+                        timeout=120, stdin=subprocess.DEVNULL)
+    assert cp.returncode == 0, cp.stderr
+    (run_dir,) = [d for d in runs.iterdir() if not d.name.startswith(".")]
+    rec = json.loads((run_dir / "run.json").read_text())
+    assert rec["status"] == "completed" and rec["exit_code"] == 0
+    values = [r["value"] for r in read_scalars(run_dir)]
+    failures = [p for p in rec["plugins"] if p.get("hooks", {}).get("on_run_end", {}).get("error")]
+    if hostile:
+        assert values == [0.5]  # found before the pattern hung; nothing after it
+        assert "took more than 2 s" in cp.stderr and "backtracks catastrophically" in cp.stderr, cp.stderr
+        assert rec["attrs"]["scalars"] == {"captured": 1}
+    else:
+        assert values == [0.5, 0.25]  # the 5 KB line is skipped by the op's patterns
+        assert rec["attrs"]["scalars"] == {"captured": 2} and failures == []

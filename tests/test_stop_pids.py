@@ -4,11 +4,17 @@ A record's pid comes from a file anyone with access to the runs dir may have wri
 run long gone, its pid reused since). Each test plants the pid of an unrelated process the test
 started (``sleep 60``) in a staged run's real ``run.json`` marked running, runs the real CLI, and
 checks that the process is still alive afterwards.
+
+The owner of a run holds an ``flock`` on its ``.guildlite/owner`` file: a process that does not
+(whatever pid and start time the record names) is no owner. Where a test needs a process that
+owns the run as far as the lock goes (to reach ``stop``'s other checks), it starts ``OWNER``.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,8 +25,15 @@ from typing import Any, Callable
 import pytest
 from conftest import TRACEBACK, Project
 
-# Ignores SIGTERM: a run's owner that does not stop when asked, so that --force comes into play.
-STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
+# Holds the owner lock of run dir argv[1] as guildlite's owner does (ignoring SIGTERM with a 2nd arg).
+OWNER = (
+    "import fcntl, json, os, signal, sys, time\n"
+    "fd = os.open(os.path.join(sys.argv[1], '.guildlite', 'owner'), os.O_RDWR | os.O_CREAT)\n"
+    "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+    "os.write(fd, json.dumps({'pid': os.getpid(), 'run': os.path.basename(sys.argv[1])}).encode())\n"
+    "if sys.argv[2:]: signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "print('ready', flush=True); time.sleep(60)"
+)
 
 
 def _start_time(pid: int) -> int:
@@ -79,8 +92,8 @@ def _stop(project: Project, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize("force", [False, True])
 def test_stop_never_signals_a_pid_without_a_recorded_start_time(project: Project, procs: Any, force: bool) -> None:
-    victim = procs()
     (rid,) = _stage(project)
+    victim = procs(sys.executable, "-c", OWNER, str(project.runs_dir / rid))
     _plant(project, rid, pid=victim.pid, pid_start=None)
     cp = _stop(project, rid, *(["--force"] if force else []))
     assert _alive(victim)
@@ -113,10 +126,10 @@ def test_stop_never_signals_a_pid_whose_start_time_differs(project: Project, pro
 
 
 def test_stop_a_trial_never_signals_a_job_pid_that_is_not_its_owners_child(project: Project, procs: Any) -> None:
-    owner, victim = procs(), procs()
     ids = _stage(project, "epochs=[1,2]")
     batch = next(i for i in ids if json.loads((project.runs_dir / i / "run.json").read_text())["is_batch"])
     trial = next(i for i in ids if i != batch)
+    owner, victim = procs(sys.executable, "-c", OWNER, str(project.runs_dir / trial)), procs()
     _plant(project, trial, pid=owner.pid, pid_start=_start_time(owner.pid), job_pid=victim.pid)
     cp = _stop(project, trial)
     assert _alive(victim) and _alive(owner, grace=0)
@@ -128,8 +141,8 @@ def test_stop_a_trial_never_signals_a_job_pid_that_is_not_its_owners_child(proje
 def test_stop_force_kills_the_confirmed_owner_but_not_a_job_pid_that_is_not_its_child(
     project: Project, procs: Any
 ) -> None:
-    owner, victim = procs(sys.executable, "-c", STUBBORN), procs()
     (rid,) = _stage(project)
+    owner, victim = procs(sys.executable, "-c", OWNER, str(project.runs_dir / rid), "stubborn"), procs()
     _plant(project, rid, pid=owner.pid, pid_start=_start_time(owner.pid), job_pid=victim.pid)
     cp = _stop(project, rid, "--force")
     assert _alive(victim)
@@ -148,3 +161,44 @@ def test_a_run_records_the_host_it_runs_on(project: Project) -> None:
     assert cp.returncode == 0, cp.stderr
     rec = json.loads(path.read_text())
     assert rec["status"] == "completed" and rec["host"] == socket.gethostname()
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_stop_never_signals_a_live_process_named_with_its_real_start_time(
+    project: Project, procs: Any, force: bool
+) -> None:
+    """Host, pid and the true start time of a live unrelated process: still no owner, since it does
+    not hold the run's owner lock. The run reads terminated, in ``runs`` too."""
+    victim = procs()
+    (rid,) = _stage(project)
+    _plant(project, rid, pid=victim.pid, pid_start=_start_time(victim.pid))
+    cp = _stop(project, rid, *(["--force"] if force else []))
+    assert _alive(victim)
+    assert cp.returncode == 0 and "nothing to stop" in cp.stderr and "is terminated" in cp.stderr, cp.stderr
+    listed = project.run("runs", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [r["status"] for r in json.loads(listed.stdout)] == ["terminated"]
+
+
+@pytest.mark.parametrize("how", ["symlinked meta dir", "hard-linked owner file", "copied owner file"])
+def test_stop_never_signals_the_owner_of_another_run_through_its_lock(
+    project: Project, procs: Any, how: str
+) -> None:
+    """A planted run names a live guildlite-like owner of another run, with that run's owner lock
+    reached by a symlink, a hard link or a copy: the lock proves nothing for the planted run."""
+    ids = _stage(project, "epochs=[1,2]")  # two runs: one owned for real, one planted
+    real, planted = sorted(ids)[:2]
+    owner = procs(sys.executable, "-c", OWNER, str(project.runs_dir / real))
+    meta = project.runs_dir / planted / ".guildlite"
+    (meta / "owner").unlink(missing_ok=True)
+    if how == "symlinked meta dir":
+        shutil.rmtree(meta)
+        meta.symlink_to(project.runs_dir / real / ".guildlite")
+    elif how == "hard-linked owner file":
+        os.link(project.runs_dir / real / ".guildlite" / "owner", meta / "owner")
+    else:
+        shutil.copy(project.runs_dir / real / ".guildlite" / "owner", meta / "owner")
+    _plant(project, planted, pid=owner.pid, pid_start=_start_time(owner.pid), is_trial=False, parent=None)
+    cp = _stop(project, planted, "--force")
+    assert _alive(owner)
+    assert cp.returncode == 0 and "nothing to stop" in cp.stderr, cp.stderr
