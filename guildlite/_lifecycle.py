@@ -56,7 +56,7 @@ class Session:
 
     def __init__(self, config: RunConfig, plugins: Sequence[Plugin], log: Callable[[str], None] | None = None):
         self.cfg = config
-        self.hooks = Dispatcher(plugins, log=log)
+        self.hooks = Dispatcher(plugins, log=log, timeout=config.guildfile.hook_timeout)
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self._open: dict[str, Run] = {}  # staged/begun runs whose end is not recorded yet
         self.scheduler: Scheduler[Run] | None = None
@@ -69,6 +69,7 @@ class Session:
         if self.stopping is None:
             self.log(f"guildlite: {signal.Signals(sig).name}: stopping (Ctrl-C again to kill)")
         self.stopping = self.stopping or sig
+        self.hooks.interrupt(signal.Signals(sig).name)  # a hook running now is given up on
         if self.scheduler is not None:
             self.scheduler.stop(sig)
 
@@ -131,13 +132,14 @@ class Session:
         run.attrs["sourcecode"] = {"root": str(project), "files": len(files)}
         run.paths.meta.mkdir(exist_ok=True)
         write_flags_config(cfg.op, flags, run.run_dir)
+        run.claim()  # while its on_run_staged runs, `guildlite stop` sees a live owner to ask
         run.save()
         self._publish(run)
         self._open[run.id] = run
         try:
             self.hooks.call("on_run_staged", run)
-        except HookFailed as e:
-            self.end(run, "error", error=e.info)
+        except HookFailed as e:  # error, or terminated by a stop (`guildlite stop RUN` included)
+            self.end(run, e.status, error=e.info)
         return run
 
     # --- one run ---------------------------------------------------------------------------------
@@ -157,7 +159,7 @@ class Session:
         try:
             self.hooks.call("on_run_begin", run)
         except HookFailed as e:
-            self.end(run, "error", error=e.info)
+            self.end(run, e.status, error=e.info)
             return None
         if self.stopping is not None:  # a stop signal arrived during the begin hooks
             self.end(run, "terminated", error={"message": "stopped before it started"})
@@ -290,7 +292,7 @@ class Session:
         try:
             self.hooks.call("on_run_begin", batch)
         except HookFailed as e:
-            self.end(batch, "error", error=e.info)
+            self.end(batch, e.status, error=e.info)
             return False
         return True
 

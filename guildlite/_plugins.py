@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import inspect
+import json
+import os
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -99,6 +104,8 @@ def load_plugins(specs: Iterable[PluginSpec], project_dir: Path) -> list[Plugin]
             raise GuildfileError(f"{spec.where}: {cls.__name__}(...) failed: {type(e).__name__}: {e}") from None
         if spec.priority is not None:
             plugin._guildlite_declared_priority = spec.priority  # type: ignore[attr-defined]
+        if spec.hook_timeout is not None:
+            plugin._guildlite_hook_timeout = spec.hook_timeout  # type: ignore[attr-defined]
         out.append(plugin)
     return out
 
@@ -142,13 +149,88 @@ def _entry_point_class(name: str, where: str) -> Any:
 
 # --- dispatch ------------------------------------------------------------------------------------
 
+DEFAULT_HOOK_TIMEOUT = 300.0  # seconds a hook call may take (guildfile ``hook-timeout``)
+STOPPED_END_SECONDS = 30.0  # after a stop, the most an on_run_end call may take
+_POLL = 0.05  # how often the waiting main thread looks at the hook, the clock and stop requests
+_THREAD = "guildlite-hook"  # the name prefix of the threads that run hooks
+_UNWIND = 0.25  # how long a plugin's next hook waits for its abandoned one to unwind (a pure-Python loop does)
+
 
 class HookFailed(Exception):
-    """A staged/begin hook vetoed or raised: the run must not launch."""
+    """A staged/begin hook vetoed, raised, timed out or was interrupted: the run must not launch.
 
-    def __init__(self, plugin: str, hook_name: str, message: str, veto: bool) -> None:
+    ``status`` is the run's: ``error``, or ``terminated`` when a stop interrupted the hook.
+    """
+
+    def __init__(self, plugin: str, hook_name: str, message: str, veto: bool, status: str = "error") -> None:
         super().__init__(message)
         self.info = {"plugin": plugin, "hook": hook_name, "message": message, "veto": veto}
+        self.status = status
+
+
+@dataclasses.dataclass(frozen=True)
+class _Outcome:
+    """How one hook call went: ``error`` (None: fine), a veto, interrupted by a stop, and whether
+    the error is guildlite's wording (a timeout, a stop) rather than the plugin's."""
+
+    error: str | None
+    veto: bool = False
+    stopped: bool = False
+    ours: bool = False
+
+
+class _Abandoned(BaseException):
+    """Raised inside an abandoned hook's thread to unwind it (see ``_Call.abandon``)."""
+
+
+def hook_timeout(plugin: Plugin, default: float) -> float:
+    """The seconds one call of ``plugin``'s hooks may take: its guildfile entry's, else ``default``."""
+    declared = getattr(plugin, "_guildlite_hook_timeout", None)
+    return float(declared) if declared is not None else default
+
+
+class _Call:
+    """One hook call, in a daemon thread of its own, so that the main thread can give up on it
+    (a timeout, a stop) while it hangs; a hook that never returns dies with the process."""
+
+    def __init__(self, plugin: Plugin, hook_name: str, run: Run) -> None:
+        self.plugin, self.hook, self.run_id = plugin, hook_name, run.id
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self.traceback = ""
+        self.abandoned = ""  # why the main thread stopped waiting for it
+        self.thread = threading.Thread(
+            target=self._main, args=(getattr(plugin, hook_name), run), name=f"{_THREAD} {plugin.name}.{hook_name}",
+            daemon=True,
+        )
+
+    def _main(self, fn: Callable[[Run], Any], run: Run) -> None:
+        try:
+            try:
+                result = fn(run)
+                if inspect.iscoroutine(result) or inspect.isgenerator(result):
+                    result.close()  # never started: nothing of the hook ran
+                    raise TypeError(f"{self.hook} returned a {type(result).__name__}: hooks are plain functions")
+            except BaseException as e:  # anything a hook raises is its failure, GeneratorExit and SystemExit too
+                self.error, self.traceback = e, traceback.format_exc()
+            finally:
+                self.done.set()
+        except _Abandoned:  # the unwind request came as the hook returned
+            pass
+
+    def abandon(self, why: str) -> str:
+        """Stop waiting; raise ``_Abandoned`` in the thread, which ends a pure-Python loop at once (a
+        blocking call still blocks until it returns). The stack it was at, for output.log."""
+        self.abandoned = why
+        frame = sys._current_frames().get(self.thread.ident or -1)
+        frames = traceback.extract_stack(frame) if frame is not None else []
+        mine = [i for i, f in enumerate(frames) if f.filename == __file__ and f.name == "_main"]
+        stack = "".join(traceback.format_list(frames[mine[-1] + 1 :] if mine else frames))
+        if self.thread.ident is not None and not self.done.is_set():
+            import ctypes
+
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread.ident), ctypes.py_object(_Abandoned))
+        return stack
 
 
 class Dispatcher:
@@ -156,11 +238,32 @@ class Dispatcher:
 
     Order, the same for every hook: ascending priority, ties in declaration order (built-ins,
     then global plugins, then op plugins, then entry-point plugins).
+
+    Each call runs in its own daemon thread while the main thread waits in short slices, so a
+    hook is bounded by its timeout and a stop (``interrupt``, from a signal handler in the main
+    thread, or the run's stop request) takes effect while a hook hangs. Calls still run one at a
+    time; the one exception is a hook given up on: its thread may go on in the background, and
+    that plugin is not called again while it does (one plugin's hooks never overlap).
     """
 
-    def __init__(self, plugins: Sequence[Plugin], log: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, plugins: Sequence[Plugin], log: Callable[[str], None] | None = None,
+        timeout: float = DEFAULT_HOOK_TIMEOUT,
+    ) -> None:
         self.plugins = list(plugins)
         self._log = log or (lambda msg: print(msg, file=sys.stderr))
+        self.timeout = timeout
+        self._stops: list[tuple[float, str]] = []  # (monotonic time, what) of every interrupt
+        self._hung: dict[int, _Call] = {}  # id(plugin) -> its abandoned call
+
+    def interrupt(self, why: str) -> None:
+        """A stop (``why``: the signal's name), safe to call from a signal handler.
+
+        A staged/begin hook running now or later is given up on at once. An on_run_end call gets at
+        most STOPPED_END_SECONDS from the first stop (or from its start, after it); a further stop
+        gives up on the one running.
+        """
+        self._stops.append((time.monotonic(), why))
 
     def ordered(self, hook_name: str) -> list[Plugin]:
         chosen = [(hook_priority(p, hook_name), i, p) for i, p in enumerate(self.plugins) if implements(p, hook_name)]
@@ -169,21 +272,13 @@ class Dispatcher:
     def call(self, hook_name: str, run: Run) -> None:
         """Run ``hook_name`` for every plugin.
 
-        In staged/begin the first veto or exception stops the chain and raises HookFailed. In
-        ``on_run_end`` every plugin runs; failures are traced and reported, never raised.
+        In staged/begin the first veto, exception, timeout or stop ends the chain and raises
+        HookFailed. In ``on_run_end`` every plugin runs; failures are traced and reported, never raised.
         """
         for plugin in self.ordered(hook_name):
             started = time.time()
             t0 = time.perf_counter()
-            err: str | None = None
-            veto = False
-            try:
-                getattr(plugin, hook_name)(run)
-            except StopRun as e:
-                err, veto = e.reason, True
-            except (Exception, SystemExit) as e:  # a plugin's sys.exit() is its failure, not guildlite's exit
-                err = f"{type(e).__name__}: {e}"
-                _append_log(run, f"guildlite: plugin {plugin.name}.{hook_name} raised:\n{traceback.format_exc()}")
+            out = self._call(plugin, hook_name, run)
             run.plugins.append(
                 {
                     "plugin": plugin.name,
@@ -191,15 +286,188 @@ class Dispatcher:
                     "priority": hook_priority(plugin, hook_name),
                     "start": started,
                     "seconds": round(time.perf_counter() - t0, 6),
-                    "error": err,
+                    "error": out.error,
                 }
             )
-            if err is None:
+            if out.error is None:
                 continue
-            what = "vetoed the run" if veto else "failed"
-            self._log(f"guildlite: plugin {plugin.name}.{hook_name} {what}: {err}")
+            what = "vetoed the run" if out.veto else "failed"
+            self._log(f"guildlite: plugin {plugin.name}.{hook_name} {what}: {out.error}")
             if hook_name != "on_run_end":
-                raise HookFailed(plugin.name, hook_name, err, veto)
+                # The plugin's own words as they are; guildlite's say which plugin and hook.
+                msg = f"plugin {plugin.name} {hook_name} {out.error}" if out.ours else out.error
+                raise HookFailed(plugin.name, hook_name, msg, out.veto, "terminated" if out.stopped else "error")
+
+    def _call(self, plugin: Plugin, hook_name: str, run: Run) -> _Outcome:
+        hung = self._hung.get(id(plugin))
+        if hung is not None and not hung.done.wait(_UNWIND):
+            return _Outcome(f"not called: its {hung.hook} of run {hung.run_id} {hung.abandoned} and has not returned", ours=True)
+        self._hung.pop(id(plugin), None)
+        if hook_name != "on_run_end" and (why := self._stop_reason(run)):
+            return _Outcome(f"not called: stopped by {why}", stopped=True, ours=True)
+        before = _json_fields(run)
+        call = _Call(plugin, hook_name, run)
+        call.thread.start()
+        try:
+            gave_up = self._wait(call, hook_name, run)
+        except BaseException:  # a KeyboardInterrupt where the caller installed no handler
+            self._hung[id(plugin)] = call
+            call.abandon("was interrupted")
+            raise
+        if gave_up is not None:
+            self._hung[id(plugin)] = call
+            stack = call.abandon(gave_up.error or "")
+            _append_log(run, f"guildlite: plugin {plugin.name}.{hook_name} {gave_up.error}; it was at:\n{stack}")
+            return gave_up
+        bad = _restore_unsaveable(run, before)
+        if isinstance(call.error, StopRun):
+            return _Outcome(_text(call.error.reason), veto=True)
+        if call.error is not None:  # a plugin's sys.exit() is its failure, not guildlite's exit
+            _append_log(run, f"guildlite: plugin {plugin.name}.{hook_name} raised:\n{call.traceback}")
+            return _Outcome(f"{type(call.error).__name__}: {_text(call.error)}")
+        return _Outcome("left " + "; ".join(bad), ours=True) if bad else _Outcome(None)
+
+    def _stop_reason(self, run: Run) -> str | None:
+        if self._stops:
+            return self._stops[-1][1]
+        return "guildlite stop" if run.paths.stop_request.exists() else None
+
+    def _wait(self, call: _Call, hook_name: str, run: Run) -> _Outcome | None:
+        """Wait for ``call``: None when it returned, else why we gave up on it."""
+        limit = hook_timeout(call.plugin, self.timeout)
+        start = time.monotonic()
+        deadline, late = start + limit, _Outcome(f"timed out after {limit:g} s", ours=True)
+        seen = len(self._stops)
+        ending = hook_name == "on_run_end"
+        if ending and seen and STOPPED_END_SECONDS < limit:
+            deadline, late = start + STOPPED_END_SECONDS, _Outcome(
+                f"timed out after {STOPPED_END_SECONDS:g} s (the bound after a stop)", ours=True)
+        # The wait is cut into short slices: a signal's handler runs during one (it only records
+        # the stop), and each slice looks at the stops, the stop request and the clock.
+        while not call.done.wait(_POLL):
+            if not ending and (why := self._stop_reason(run)):
+                return _Outcome(f"interrupted by {why}", stopped=True, ours=True)
+            if ending and len(self._stops) > seen:
+                if len(self._stops) > 1:  # a second stop: the user insists
+                    return _Outcome(f"interrupted by {self._stops[-1][1]}", stopped=True, ours=True)
+                first, why = self._stops[0]
+                if first + STOPPED_END_SECONDS < deadline:
+                    deadline = first + STOPPED_END_SECONDS
+                    late = _Outcome(f"did not end within {STOPPED_END_SECONDS:g} s of {why}", stopped=True, ours=True)
+            if time.monotonic() >= deadline:
+                return late
+        return None
+
+
+def _text(obj: object) -> str:
+    """``str(obj)``, even for an object whose ``__str__`` raises."""
+    try:
+        return str(obj)
+    except Exception:
+        return f"<unprintable {type(obj).__name__}>"
+
+
+def _json(value: Any) -> str:
+    """The value as JSON as ``run.json`` stores it (paths as strings); raises for anything else."""
+
+    def path(o: Any) -> Any:
+        if isinstance(o, os.PathLike):
+            return os.fspath(o)
+        raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")  # json's own words
+
+    return json.dumps(value, default=path)
+
+
+def _json_fields(run: Run) -> dict[str, Any]:
+    """The run's record field by field as plain JSON values (copies), where they are JSON."""
+    out = {}
+    for key, value in run.to_record().items():
+        try:
+            out[key] = json.loads(_json(value))
+        except Exception:
+            continue
+    return out
+
+
+_FIELD_ATTR = {"parent": "parent_id", "trials": "trial_ids"}  # record keys named unlike Run's fields
+
+
+def _restore_unsaveable(run: Run, before: dict[str, Any]) -> list[str]:
+    """Undo what a hook left in the run that ``run.json`` cannot hold (a tuple key, a set, an
+    object): such an ``attrs`` key is dropped (or its value before the hook restored), any other
+    field restored. What was wrong, one line each; [] when the record is whole."""
+    record = run.to_record()
+    try:
+        _json(record)
+        return []
+    except Exception:
+        pass
+    problems = []
+    for key, value in record.items():
+        if key == "attrs" and isinstance(value, dict):
+            try:
+                problems += _clean_attrs(value, before.get("attrs") or {})
+                continue
+            except Exception:  # a key whose hash or comparison raises: back to the attrs before the hook
+                pass
+        why = _json_error(value)
+        if why is None:
+            continue
+        problems.append(f"run.{key} not JSON-serialisable ({why}): restored")
+        attr = _FIELD_ATTR.get(key, key)
+        if attr in {f.name for f in dataclasses.fields(run)}:
+            setattr(run, attr, before.get(key))
+        else:  # an attribute the hook added
+            delattr(run, attr)
+    return problems
+
+
+def _clean_attrs(attrs: dict[Any, Any], before: dict[str, Any]) -> list[str]:
+    """Drop (or restore to their value before the hook) the keys of ``attrs`` that JSON cannot hold."""
+    problems = []
+    for k in list(attrs):
+        why = _json_error({k: attrs[k]})
+        if why is None:
+            continue
+        del attrs[k]
+        if isinstance(k, str) and k in before:
+            attrs[k] = before[k]
+        problems.append(f"attrs[{_brief(k)}] not JSON-serialisable ({why}): " + ("restored" if k in attrs else "not saved"))
+    return problems
+
+
+def _json_error(value: Any) -> str | None:
+    try:
+        _json(value)
+        return None
+    except Exception as e:  # TypeError, ValueError (a cycle), RecursionError (a deep nest)
+        return f"{type(e).__name__}: {_text(e)}"
+
+
+def _brief(obj: object) -> str:
+    try:
+        text = repr(obj)
+    except Exception:
+        text = f"<{type(obj).__name__}>"
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def exit_if_hooks_hang(code: Any) -> None:
+    """End the process at once, with ``code`` (a ``SystemExit`` code), if a hook given up on
+    still runs: at a normal exit the interpreter joins non-daemon threads and executor workers
+    (threads that hook may have started), which would hang the process. Everything guildlite
+    writes is written by then."""
+    if not any(t.name.startswith(_THREAD) and t.is_alive() for t in threading.enumerate()):
+        return
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code or 0)
 
 
 def _append_log(run: Run, text: str) -> None:
