@@ -153,7 +153,11 @@ DEFAULT_HOOK_TIMEOUT = 300.0  # seconds a hook call may take (guildfile ``hook-t
 STOPPED_END_SECONDS = 30.0  # after a stop, the most an on_run_end call may take
 _POLL = 0.05  # how often the waiting main thread looks at the hook, the clock and stop requests
 _THREAD = "guildlite-hook"  # the name prefix of the threads that run hooks
-_UNWIND = 0.25  # how long a plugin's next hook waits for its abandoned one to unwind (a pure-Python loop does)
+# How long after giving up on a hook its plugin's next hook waits for it to return: a timed-out
+# one a moment (a pure-Python loop unwinds); one a stop interrupted a little longer, so that a
+# merely slow hook (a network call) still gets its plugin's on_run_end.
+_UNWIND = 0.25
+STOP_GRACE = 3.0
 
 
 class HookFailed(Exception):
@@ -199,6 +203,7 @@ class _Call:
         self.error: BaseException | None = None
         self.traceback = ""
         self.abandoned = ""  # why the main thread stopped waiting for it
+        self.grace_until = 0.0  # until when its plugin's next hook waits for it to return
         self.thread = threading.Thread(
             target=self._main, args=(getattr(plugin, hook_name), run), name=f"{_THREAD} {plugin.name}.{hook_name}",
             daemon=True,
@@ -218,10 +223,10 @@ class _Call:
         except _Abandoned:  # the unwind request came as the hook returned
             pass
 
-    def abandon(self, why: str) -> str:
+    def abandon(self, why: str, grace: float) -> str:
         """Stop waiting; raise ``_Abandoned`` in the thread, which ends a pure-Python loop at once (a
         blocking call still blocks until it returns). The stack it was at, for output.log."""
-        self.abandoned = why
+        self.abandoned, self.grace_until = why, time.monotonic() + grace
         frame = sys._current_frames().get(self.thread.ident or -1)
         frames = traceback.extract_stack(frame) if frame is not None else []
         mine = [i for i, f in enumerate(frames) if f.filename == __file__ and f.name == "_main"]
@@ -300,7 +305,7 @@ class Dispatcher:
 
     def _call(self, plugin: Plugin, hook_name: str, run: Run) -> _Outcome:
         hung = self._hung.get(id(plugin))
-        if hung is not None and not hung.done.wait(_UNWIND):
+        if hung is not None and not self._returned(hung):
             return _Outcome(f"not called: its {hung.hook} of run {hung.run_id} {hung.abandoned} and has not returned", ours=True)
         self._hung.pop(id(plugin), None)
         if hook_name != "on_run_end" and (why := self._stop_reason(run)):
@@ -312,11 +317,11 @@ class Dispatcher:
             gave_up = self._wait(call, hook_name, run)
         except BaseException:  # a KeyboardInterrupt where the caller installed no handler
             self._hung[id(plugin)] = call
-            call.abandon("was interrupted")
+            call.abandon("was interrupted", _UNWIND)
             raise
         if gave_up is not None:
             self._hung[id(plugin)] = call
-            stack = call.abandon(gave_up.error or "")
+            stack = call.abandon(gave_up.error or "", STOP_GRACE if gave_up.stopped else _UNWIND)
             _append_log(run, f"guildlite: plugin {plugin.name}.{hook_name} {gave_up.error}; it was at:\n{stack}")
             return gave_up
         bad = _restore_unsaveable(run, before)
@@ -326,6 +331,16 @@ class Dispatcher:
             _append_log(run, f"guildlite: plugin {plugin.name}.{hook_name} raised:\n{call.traceback}")
             return _Outcome(f"{type(call.error).__name__}: {_text(call.error)}")
         return _Outcome("left " + "; ".join(bad), ours=True) if bad else _Outcome(None)
+
+    def _returned(self, hung: _Call) -> bool:
+        """Whether a plugin's abandoned call has returned, waiting for it until ``_UNWIND`` (timed
+        out) or ``STOP_GRACE`` (interrupted) after it was given up on. A further stop does not cut
+        this short: a plugin whose hook returns in time gets its on_run_end, even after 2x Ctrl-C."""
+        while not hung.done.is_set():
+            if time.monotonic() >= hung.grace_until:
+                return False
+            hung.done.wait(_POLL)
+        return True
 
     def _stop_reason(self, run: Run) -> str | None:
         if self._stops:

@@ -333,15 +333,19 @@ def _stop(proj: HookProject, p: Any, how: str, said: str = "terminated") -> None
         cp = proj.run("stop", run_id, timeout=60)
         assert cp.returncode == 0 and f"{run_id} {said}" in cp.stdout, (cp.stdout, cp.stderr)
     else:
-        p.send_signal({"SIGTERM": signal.SIGTERM, "SIGINT": signal.SIGINT}[how])
+        name, _, times = how.partition("x")  # SIGINTx2: two Ctrl-C
+        for i in range(int(times or 1)):
+            time.sleep(0.3 if i else 0)
+            p.send_signal(signal.Signals[name])
 
 
-@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "stop"])
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "SIGINTx2", "stop"])
 @pytest.mark.parametrize("hook_name", ["on_run_staged", "on_run_begin"])
 def test_a_stop_interrupts_a_hung_hook(hproj: Callable[[str], HookProject], hook_name: str, how: str) -> None:
-    """SIGTERM, the first Ctrl-C, or ``guildlite stop RUN`` from another process, while a hook hangs
-    under the default (300 s) timeout: the run ends ``terminated`` naming the plugin, the job never
-    starts, the other plugin's on_run_end runs once, and guildlite is gone within seconds."""
+    """SIGTERM, the first Ctrl-C (or two), or ``guildlite stop RUN`` from another process, while a
+    hook hangs under the default (300 s) timeout: the run ends ``terminated`` naming the plugin, the
+    job never starts, the other plugin's on_run_end runs once, and guildlite is gone within seconds
+    (the hung plugin's on_run_end is skipped after a 3 s grace)."""
     proj = hproj(guildfile([hang(hook_name, "event"), MARK]))
     p = proj.spawn("run", "quick", "-y")
     wait_until(lambda: proj.events("Hang", hook_name) or p.poll() is not None, timeout=60, what=f"{hook_name}")
@@ -352,7 +356,7 @@ def test_a_stop_interrupts_a_hung_hook(hproj: Callable[[str], HookProject], hook
     assert p.returncode == 143, err
     r = proj.only_record()
     # `stop` reaches a pending run's owner as SIGTERM, a run in on_run_staged by its stop request.
-    why = {"SIGINT": "SIGINT", "SIGTERM": "SIGTERM"}.get(how) or (
+    why = {"SIGINT": "SIGINT", "SIGINTx2": "SIGINT", "SIGTERM": "SIGTERM"}.get(how) or (
         "guildlite stop" if hook_name == "on_run_staged" else "SIGTERM")
     assert r["status"] == "terminated" and r["started"] is None and not proj.job_started(r)
     assert r["error"] == {"plugin": "Hang", "hook": hook_name, "veto": False,
@@ -361,6 +365,23 @@ def test_a_stop_interrupts_a_hung_hook(hproj: Callable[[str], HookProject], hook
     assert [e["status"] for e in proj.events("Mark", "on_run_end")] == ["terminated"]
     assert proj.events("Hang", "on_run_end") == []  # still inside its hook: not called again
     assert proj.trace(r, "Hang", "on_run_end")[0].startswith(f"not called: its {hook_name}")
+
+
+def test_a_slow_hook_interrupted_by_a_stop_still_gets_its_on_run_end(hproj: Callable[[str], HookProject]) -> None:
+    """A hook that is slow, not hung (1.5 s), when SIGTERM comes: the run ends terminated and the
+    other plugin's on_run_end runs; the slow plugin's own on_run_end waits for its interrupted hook
+    to return (up to 3 s) and then runs once, after it: one plugin's hooks never overlap."""
+    proj = hproj(guildfile([hang("on_run_begin", "nap"), MARK]))
+    p = proj.spawn("run", "quick", "-y")
+    wait_until(lambda: proj.events("Hang", "on_run_begin") or p.poll() is not None, timeout=60, what="on_run_begin")
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=20)
+    assert_no_traceback(out, err)
+    r = proj.only_record()
+    assert r["status"] == "terminated" and r["error"]["message"] == "plugin Hang on_run_begin interrupted by SIGTERM"
+    assert [e["status"] for e in proj.events("Hang", "on_run_end")] == ["terminated"]
+    assert proj.trace(r, "Hang", "on_run_end") == [None]
+    assert [e["status"] for e in proj.events("Mark", "on_run_end")] == ["terminated"]
 
 
 def test_a_second_signal_interrupts_a_hung_on_run_end(hproj: Callable[[str], HookProject]) -> None:
