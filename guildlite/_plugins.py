@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import inspect
-import json
-import os
 import sys
-import threading
 import time
-import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypeVar
 
 from ._errors import GuildfileError
+from ._hookcall import HookCall, record_fields, restore_unsaveable, text
 
 if TYPE_CHECKING:
     from ._guildfile import PluginSpec
@@ -152,7 +148,6 @@ def _entry_point_class(name: str, where: str) -> Any:
 DEFAULT_HOOK_TIMEOUT = 300.0  # seconds a hook call may take (guildfile ``hook-timeout``)
 STOPPED_END_SECONDS = 30.0  # after a stop, the most an on_run_end call may take
 _POLL = 0.05  # how often the waiting main thread looks at the hook, the clock and stop requests
-_THREAD = "guildlite-hook"  # the name prefix of the threads that run hooks
 # How long after giving up on a hook its plugin's next hook waits for it to return: a timed-out
 # one a moment (a pure-Python loop unwinds); one a stop interrupted a little longer, so that a
 # merely slow hook (a network call) still gets its plugin's on_run_end.
@@ -183,59 +178,10 @@ class _Outcome:
     ours: bool = False
 
 
-class _Abandoned(BaseException):
-    """Raised inside an abandoned hook's thread to unwind it (see ``_Call.abandon``)."""
-
-
 def hook_timeout(plugin: Plugin, default: float) -> float:
     """The seconds one call of ``plugin``'s hooks may take: its guildfile entry's, else ``default``."""
     declared = getattr(plugin, "_guildlite_hook_timeout", None)
     return float(declared) if declared is not None else default
-
-
-class _Call:
-    """One hook call, in a daemon thread of its own, so that the main thread can give up on it
-    (a timeout, a stop) while it hangs; a hook that never returns dies with the process."""
-
-    def __init__(self, plugin: Plugin, hook_name: str, run: Run) -> None:
-        self.plugin, self.hook, self.run_id = plugin, hook_name, run.id
-        self.done = threading.Event()
-        self.error: BaseException | None = None
-        self.traceback = ""
-        self.abandoned = ""  # why the main thread stopped waiting for it
-        self.grace_until = 0.0  # until when its plugin's next hook waits for it to return
-        self.thread = threading.Thread(
-            target=self._main, args=(getattr(plugin, hook_name), run), name=f"{_THREAD} {plugin.name}.{hook_name}",
-            daemon=True,
-        )
-
-    def _main(self, fn: Callable[[Run], Any], run: Run) -> None:
-        try:
-            try:
-                result = fn(run)
-                if inspect.iscoroutine(result) or inspect.isgenerator(result):
-                    result.close()  # never started: nothing of the hook ran
-                    raise TypeError(f"{self.hook} returned a {type(result).__name__}: hooks are plain functions")
-            except BaseException as e:  # anything a hook raises is its failure, GeneratorExit and SystemExit too
-                self.error, self.traceback = e, traceback.format_exc()
-            finally:
-                self.done.set()
-        except _Abandoned:  # the unwind request came as the hook returned
-            pass
-
-    def abandon(self, why: str, grace: float) -> str:
-        """Stop waiting; raise ``_Abandoned`` in the thread, which ends a pure-Python loop at once (a
-        blocking call still blocks until it returns). The stack it was at, for output.log."""
-        self.abandoned, self.grace_until = why, time.monotonic() + grace
-        frame = sys._current_frames().get(self.thread.ident or -1)
-        frames = traceback.extract_stack(frame) if frame is not None else []
-        mine = [i for i, f in enumerate(frames) if f.filename == __file__ and f.name == "_main"]
-        stack = "".join(traceback.format_list(frames[mine[-1] + 1 :] if mine else frames))
-        if self.thread.ident is not None and not self.done.is_set():
-            import ctypes
-
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread.ident), ctypes.py_object(_Abandoned))
-        return stack
 
 
 class Dispatcher:
@@ -259,7 +205,7 @@ class Dispatcher:
         self._log = log or (lambda msg: print(msg, file=sys.stderr))
         self.timeout = timeout
         self._stops: list[tuple[float, str]] = []  # (monotonic time, what) of every interrupt
-        self._hung: dict[int, _Call] = {}  # id(plugin) -> its abandoned call
+        self._hung: dict[int, HookCall] = {}  # id(plugin) -> its abandoned call
 
     def interrupt(self, why: str) -> None:
         """A stop (``why``: the signal's name), safe to call from a signal handler.
@@ -310,9 +256,9 @@ class Dispatcher:
         self._hung.pop(id(plugin), None)
         if hook_name != "on_run_end" and (why := self._stop_reason(run)):
             return _Outcome(f"not called: stopped by {why}", stopped=True, ours=True)
-        before = _json_fields(run)
-        call = _Call(plugin, hook_name, run)
-        call.thread.start()
+        before = record_fields(run)
+        call = HookCall(plugin, hook_name, run)
+        call.start()
         try:
             gave_up = self._wait(call, hook_name, run)
         except BaseException:  # a KeyboardInterrupt where the caller installed no handler
@@ -324,15 +270,15 @@ class Dispatcher:
             stack = call.abandon(gave_up.error or "", STOP_GRACE if gave_up.stopped else _UNWIND)
             _append_log(run, f"guildlite: plugin {plugin.name}.{hook_name} {gave_up.error}; it was at:\n{stack}")
             return gave_up
-        bad = _restore_unsaveable(run, before)
+        bad = restore_unsaveable(run, before)
         if isinstance(call.error, StopRun):
-            return _Outcome(_text(call.error.reason), veto=True)
+            return _Outcome(text(call.error.reason), veto=True)
         if call.error is not None:  # a plugin's sys.exit() is its failure, not guildlite's exit
             _append_log(run, f"guildlite: plugin {plugin.name}.{hook_name} raised:\n{call.traceback}")
-            return _Outcome(f"{type(call.error).__name__}: {_text(call.error)}")
+            return _Outcome(f"{type(call.error).__name__}: {text(call.error)}")
         return _Outcome("left " + "; ".join(bad), ours=True) if bad else _Outcome(None)
 
-    def _returned(self, hung: _Call) -> bool:
+    def _returned(self, hung: HookCall) -> bool:
         """Whether a plugin's abandoned call has returned, waiting for it until ``_UNWIND`` (timed
         out) or ``STOP_GRACE`` (interrupted) after it was given up on. A further stop does not cut
         this short: a plugin whose hook returns in time gets its on_run_end, even after 2x Ctrl-C."""
@@ -347,7 +293,7 @@ class Dispatcher:
             return self._stops[-1][1]
         return "guildlite stop" if run.paths.stop_request.exists() else None
 
-    def _wait(self, call: _Call, hook_name: str, run: Run) -> _Outcome | None:
+    def _wait(self, call: HookCall, hook_name: str, run: Run) -> _Outcome | None:
         """Wait for ``call``: None when it returned, else why we gave up on it."""
         limit = hook_timeout(call.plugin, self.timeout)
         start = time.monotonic()
@@ -372,117 +318,6 @@ class Dispatcher:
             if time.monotonic() >= deadline:
                 return late
         return None
-
-
-def _text(obj: object) -> str:
-    """``str(obj)``, even for an object whose ``__str__`` raises."""
-    try:
-        return str(obj)
-    except Exception:
-        return f"<unprintable {type(obj).__name__}>"
-
-
-def _json(value: Any) -> str:
-    """The value as JSON as ``run.json`` stores it (paths as strings); raises for anything else."""
-
-    def path(o: Any) -> Any:
-        if isinstance(o, os.PathLike):
-            return os.fspath(o)
-        raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")  # json's own words
-
-    return json.dumps(value, default=path)
-
-
-def _json_fields(run: Run) -> dict[str, Any]:
-    """The run's record field by field as plain JSON values (copies), where they are JSON."""
-    out = {}
-    for key, value in run.to_record().items():
-        try:
-            out[key] = json.loads(_json(value))
-        except Exception:
-            continue
-    return out
-
-
-_FIELD_ATTR = {"parent": "parent_id", "trials": "trial_ids"}  # record keys named unlike Run's fields
-
-
-def _restore_unsaveable(run: Run, before: dict[str, Any]) -> list[str]:
-    """Undo what a hook left in the run that ``run.json`` cannot hold (a tuple key, a set, an
-    object): such an ``attrs`` key is dropped (or its value before the hook restored), any other
-    field restored. What was wrong, one line each; [] when the record is whole."""
-    record = run.to_record()
-    try:
-        _json(record)
-        return []
-    except Exception:
-        pass
-    problems = []
-    for key, value in record.items():
-        if key == "attrs" and isinstance(value, dict):
-            try:
-                problems += _clean_attrs(value, before.get("attrs") or {})
-                continue
-            except Exception:  # a key whose hash or comparison raises: back to the attrs before the hook
-                pass
-        why = _json_error(value)
-        if why is None:
-            continue
-        problems.append(f"run.{key} not JSON-serialisable ({why}): restored")
-        attr = _FIELD_ATTR.get(key, key)
-        if attr in {f.name for f in dataclasses.fields(run)}:
-            setattr(run, attr, before.get(key))
-        else:  # an attribute the hook added
-            delattr(run, attr)
-    return problems
-
-
-def _clean_attrs(attrs: dict[Any, Any], before: dict[str, Any]) -> list[str]:
-    """Drop (or restore to their value before the hook) the keys of ``attrs`` that JSON cannot hold."""
-    problems = []
-    for k in list(attrs):
-        why = _json_error({k: attrs[k]})
-        if why is None:
-            continue
-        del attrs[k]
-        if isinstance(k, str) and k in before:
-            attrs[k] = before[k]
-        problems.append(f"attrs[{_brief(k)}] not JSON-serialisable ({why}): " + ("restored" if k in attrs else "not saved"))
-    return problems
-
-
-def _json_error(value: Any) -> str | None:
-    try:
-        _json(value)
-        return None
-    except Exception as e:  # TypeError, ValueError (a cycle), RecursionError (a deep nest)
-        return f"{type(e).__name__}: {_text(e)}"
-
-
-def _brief(obj: object) -> str:
-    try:
-        text = repr(obj)
-    except Exception:
-        text = f"<{type(obj).__name__}>"
-    return text if len(text) <= 60 else f"{text[:57]}..."
-
-
-def exit_if_hooks_hang(code: Any) -> None:
-    """End the process at once, with ``code`` (a ``SystemExit`` code), if a hook given up on
-    still runs: at a normal exit the interpreter joins non-daemon threads and executor workers
-    (threads that hook may have started), which would hang the process. Everything guildlite
-    writes is written by then."""
-    if not any(t.name.startswith(_THREAD) and t.is_alive() for t in threading.enumerate()):
-        return
-    if code is not None and not isinstance(code, int):
-        print(code, file=sys.stderr)
-        code = 1
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(code or 0)
 
 
 def _append_log(run: Run, text: str) -> None:

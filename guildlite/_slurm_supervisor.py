@@ -340,7 +340,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from ._plugins import exit_if_hooks_hang
+    from ._hookcall import exit_if_hooks_hang
 
     code = main(sys.argv[1:])
     exit_if_hooks_hang(code)  # an on_run_end given up on (timed out) must not keep the job's allocation

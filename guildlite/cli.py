@@ -967,7 +967,7 @@ def main() -> None:
     try:
         cli(prog_name="guildlite")
     except SystemExit as e:
-        from ._plugins import exit_if_hooks_hang
+        from ._hookcall import exit_if_hooks_hang
 
         exit_if_hooks_hang(e.code)  # a hook given up on, or a thread it started, must not hold the exit
         raise

@@ -615,17 +615,23 @@ def test_unsaveable_attrs_are_dropped_or_restored_and_the_record_saves(unit_run:
 
 
 def test_other_unsaveable_fields_are_restored(unit_run: Run) -> None:
-    unit_run.flags = {"lr": 0.1}
+    unit_run.flags, unit_run.attrs = {"lr": 0.1}, {"a": 1}
 
     def act(run: Run) -> None:
         run.flags = {"lr": {0.1}}
         run.label = object()  # type: ignore[assignment]
         run.extra = {1, 2}  # type: ignore[attr-defined]
+        run.attrs = 5  # type: ignore[assignment]
+        run.plugins = None  # type: ignore[assignment]
 
     with pytest.raises(HookFailed) as info:
         Dispatcher([Doing("p", "on_run_begin", act, [])], log=lambda m: None).call("on_run_begin", unit_run)
-    assert "run.flags not JSON-serialisable" in info.value.info["message"]
+    msg = info.value.info["message"]
+    for what in ("run.flags not JSON-serialisable", "run.label not JSON", "run.extra not JSON", "run.attrs not a dict",
+                 "run.plugins not a list"):
+        assert what in msg, msg
     assert unit_run.flags == {"lr": 0.1} and unit_run.label == "" and not hasattr(unit_run, "extra")
+    assert unit_run.attrs == {"a": 1} and [t["plugin"] for t in unit_run.plugins] == ["p"]
     unit_run.save()
 
 
