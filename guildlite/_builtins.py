@@ -2,7 +2,8 @@
 
 Priorities (lower runs first; user plugins default to 100):
 - ``SourceSnapshot`` 10, on_run_staged: records every staged source file with its size and
-  sha256 in ``.guildlite/sourcecode.json``, before any user plugin edits the staged copy.
+  sha256 in ``.guildlite/sourcecode.json``, before any user plugin edits the staged copy, beside
+  the project files staging skipped (FIFOs, sockets, devices, bad symlinks...) with the reason.
 - ``EnvCapture`` 10, on_run_begin: python, torch, packages, git commit and dirty flag, host and
   GPUs into ``.guildlite/env.json``, with a summary in ``run.attrs["env"]``.
 - ``OutputScalars`` 10, on_run_end: ``key: value`` lines printed by rank 0 into ``scalars.jsonl``,
@@ -40,13 +41,18 @@ class SourceSnapshot(Plugin):
     def on_run_staged(self, run: Run) -> None:
         from ._inspect import run_files
 
+        try:  # staging wrote the files it skipped, and why
+            skipped = json.loads(run.paths.manifest.read_text()).get("skipped", [])
+        except (OSError, ValueError, AttributeError):
+            skipped = []
         manifest = []
         for rel, _ in run_files(run):  # at staging: the copied source, run.json, and .guildlite/ (left out)
             if rel == "run.json":
                 continue
             data = (run.run_dir / rel).read_bytes()
             manifest.append({"path": rel, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
-        write_json(run.paths.manifest, {"root": run.attrs.get("sourcecode", {}).get("root"), "files": manifest})
+        write_json(run.paths.manifest,
+                   {"root": run.attrs.get("sourcecode", {}).get("root"), "files": manifest, "skipped": skipped})
 
 
 class EnvCapture(Plugin):

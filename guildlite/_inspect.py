@@ -5,14 +5,19 @@ from __future__ import annotations
 import difflib
 import json
 import os
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, BinaryIO, Mapping, Sequence
 
 from ._errors import GuildliteError
+from ._runfiles import RunFileError, check_rel, listed_size, open_file, read_bytes, sha256
 from ._runs import META_DIR, Run
+from ._terminal import printable
 
 _RUN_FILES = {"run.json", "output.log", "scalars.jsonl"}
+MAX_MANIFEST_BYTES = 64 << 20
+MAX_DIFF_BYTES = 4 << 20  # a larger file is compared by its sha256, not diffed line by line
 _BASE_COLS = ("id", "op", "status", "started", "time", "label", "batch")
 
 
@@ -81,38 +86,78 @@ def sort_rows(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
 
 
 def run_files(run: Run, include_meta: bool = False) -> list[tuple[str, int]]:
-    """Every file in the run dir (relative path, size), sorted; ``.guildlite/`` only on request."""
+    """Every file in the run dir (relative path, size), sorted; ``.guildlite/`` only on request.
+
+    Symlinked dirs are not entered; a symlink's size is its target's only when the target lies
+    inside the run dir (``_runfiles.listed_size``).
+    """
+    base = os.path.realpath(run.run_dir)
     out = []
-    for root, dirs, files in os.walk(run.run_dir):
+    for root, dirs, files in os.walk(base):
         if not include_meta:
             dirs[:] = [d for d in dirs if d != META_DIR]
         for name in files:
-            p = Path(root, name)
+            p = os.path.join(root, name)
             try:
-                out.append((p.relative_to(run.run_dir).as_posix(), p.stat().st_size))
+                out.append((Path(p).relative_to(base).as_posix(), listed_size(base, p)))
             except OSError:
                 continue
     return sorted(out)
 
 
-def run_path(run: Run, rel: str) -> Path:
-    """``rel`` inside the run dir; refuses paths that leave it."""
-    base = run.run_dir.resolve()
-    p = (base / rel).resolve()
-    if not p.is_relative_to(base):
-        raise GuildliteError(f"{rel!r} is outside the run directory", exit_code=2)
-    if not p.is_file():
-        raise GuildliteError(f"run {run.id} has no file {rel!r} (see: guildlite ls {run.id})", exit_code=2)
-    return p
-
-
-def source_files(run: Run) -> list[str]:
-    """The run's staged source files: from its manifest, else every file but guildlite's own."""
-    manifest = run.paths.manifest
+def open_run_file(run: Run, rel: str) -> BinaryIO:
+    """``rel`` of the run, opened for binary reading: a regular file inside the run dir only
+    (``_runfiles.open_file``); a clear GuildliteError otherwise."""
     try:
-        return [f["path"] for f in json.loads(manifest.read_text())["files"]]
-    except (OSError, ValueError, KeyError, TypeError):
-        return [rel for rel, _ in run_files(run) if rel not in _RUN_FILES and not rel.startswith("scalars.")]
+        return open_file(run.run_dir, rel)
+    except RunFileError as e:
+        if e.missing:
+            raise GuildliteError(f"run {run.id} has no file {rel!r} (see: guildlite ls {run.id})", exit_code=2) from None
+        if e.reason.startswith("outside"):
+            raise GuildliteError(f"{rel!r} is {e.reason}", exit_code=2) from None
+        raise GuildliteError(f"run {run.id}: cannot read {rel!r}: {e.reason}", exit_code=2) from None
+
+
+def source_files(run: Run) -> tuple[list[str], list[str]]:
+    """The run's staged source files, from its manifest, else every file but guildlite's own;
+    and a note for each manifest entry that is not a path inside the run dir (never read)."""
+    manifest = run.paths.manifest.relative_to(run.run_dir).as_posix()
+    try:
+        data, size = read_bytes(run.run_dir, manifest, MAX_MANIFEST_BYTES)
+        if size > MAX_MANIFEST_BYTES:
+            raise ValueError("cut")
+        paths = [f["path"] for f in json.loads(data)["files"]]
+    except (RunFileError, ValueError, KeyError, TypeError):  # no (whole) manifest: list the run dir
+        return [rel for rel, _ in run_files(run) if rel not in _RUN_FILES and not rel.startswith("scalars.")], []
+    good, notes = [], []
+    for p in paths:
+        try:
+            if not isinstance(p, str):
+                raise RunFileError(repr(p), "not a path")
+            check_rel(p)
+            good.append(p)
+        except RunFileError as e:
+            notes.append(f"Skipped {run.id}/{manifest} entry {e}\n")
+    return good, notes
+
+
+def project_dir(run: Run, guildfile: Path | None = None) -> Path:
+    """The project dir to diff ``run`` against: the one of the guildfile in use (``guildfile``,
+    else found from the current dir), and only when the run was staged from it. The dir the
+    record names is never read by itself: a record made elsewhere could name any dir."""
+    from ._guildfile import find_guildfile
+
+    source = run.attrs.get("sourcecode")
+    recorded = source.get("root") if isinstance(source, dict) else None
+    if not isinstance(recorded, str) or not os.path.isdir(recorded):
+        raise GuildliteError(f"the project dir of run {run.id} ({recorded}) is gone", exit_code=2)
+    found = guildfile or find_guildfile()
+    here = found.resolve().parent if found is not None else None
+    if here is None or here != Path(recorded).resolve():
+        raise GuildliteError(
+            f"run {run.id} was staged from {recorded}, not from this project ({here or 'no guildfile.yml here'}):"
+            f" run diff in {recorded}", exit_code=2)
+    return here
 
 
 def diff_flags(a: Run, b: Run) -> list[tuple[str, Any, Any]]:
@@ -122,31 +167,60 @@ def diff_flags(a: Run, b: Run) -> list[tuple[str, Any, Any]]:
     return sorted(rows, key=lambda r: r[1] == r[2])
 
 
-def diff_trees(a_dir: Path, a_files: Sequence[str], b_dir: Path, b_files: Sequence[str], a_name: str, b_name: str) -> str:
-    """A unified diff of two sets of text files."""
+def diff_trees(a: Tree, b: Tree) -> str:
+    """A unified diff of two sets of files; a file that is binary, too large to diff, or may not
+    be read (``_runfiles``'s rule: never its content then) gets a line of its own."""
     out: list[str] = []
-    for rel in sorted(set(a_files) | set(b_files)):
-        a_lines = _lines(a_dir / rel) if rel in a_files else []
-        b_lines = _lines(b_dir / rel) if rel in b_files else []
-        if a_lines is None or b_lines is None:
-            if (a_dir / rel).read_bytes() != (b_dir / rel).read_bytes():
-                out.append(f"Binary files {a_name}/{rel} and {b_name}/{rel} differ\n")
-            continue
-        out.extend(
-            difflib.unified_diff(
-                a_lines,
-                b_lines,
-                f"{a_name}/{rel}" if rel in a_files else "/dev/null",
-                f"{b_name}/{rel}" if rel in b_files else "/dev/null",
-            )
-        )
+    for rel in sorted(a.files | b.files):
+        sa, sb = a.side(rel), b.side(rel)
+        an, bn = f"{a.name}/{_shown(rel)}", f"{b.name}/{_shown(rel)}"
+        refused = [f"Skipped {n}: {s}\n" for n, s in ((an, sa), (bn, sb)) if isinstance(s, str)]
+        if refused:
+            out.extend(refused)
+        elif not isinstance(sa, bytes) and not isinstance(sb, bytes):  # text, or absent on one side
+            out.extend(difflib.unified_diff(
+                sa or [], sb or [], an if sa is not None else "/dev/null", bn if sb is not None else "/dev/null"))
+        elif sa is None:
+            out.append(f"Binary file {bn} added\n")
+        elif sb is None:
+            out.append(f"Binary file {an} removed\n")
+        elif a.digest(rel) != b.digest(rel):
+            out.append(f"Binary files {an} and {bn} differ\n")
     return "".join(line if line.endswith("\n") else line + "\n" for line in out)
 
 
-def _lines(p: Path) -> list[str] | None:
-    try:
-        return p.read_text(encoding="utf-8").splitlines(keepends=True)
-    except UnicodeDecodeError:
-        return None
-    except OSError:
-        return []
+def _shown(name: str) -> str:
+    """A file name as printed: control characters escaped, so that a name cannot drive the terminal."""
+    return printable(name)
+
+
+@dataclass(frozen=True)
+class Tree:
+    """One side of a diff: ``files`` (relative paths) under ``base``, shown as ``name/PATH``."""
+
+    base: Path
+    files: frozenset[str]
+    name: str
+    where: str = "run directory"
+
+    def side(self, rel: str) -> list[str] | bytes | str | None:
+        """Text lines; bytes for binary (or too large) content; None when absent; a str saying
+        why the file may not be read."""
+        if rel not in self.files:
+            return None
+        try:
+            data, size = read_bytes(self.base, rel, MAX_DIFF_BYTES, self.where)
+        except RunFileError as e:
+            return None if e.missing else e.reason
+        if size > len(data):
+            return data
+        try:
+            return data.decode("utf-8").splitlines(keepends=True)
+        except UnicodeDecodeError:
+            return data
+
+    def digest(self, rel: str) -> str:
+        try:
+            return sha256(self.base, rel, self.where)
+        except RunFileError as e:
+            return e.reason

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
+from ._disk import full_message, is_full
 from ._flags import format_value
 from ._guildfile import OpDef
 
@@ -222,6 +224,7 @@ class Job:
         log_path: Path,
         echo: bool,
         on_exit: Callable[[Job, int], None],
+        grace: float = 30.0,
     ) -> None:
         self.cmd = list(cmd)
         self.cwd = cwd
@@ -229,9 +232,11 @@ class Job:
         self.log_path = log_path
         self.echo = echo
         self.on_exit = on_exit
+        self.grace = grace
         self.proc: subprocess.Popen[bytes] | None = None
         self.signalled: int | None = None
         self.log_error: str | None = None
+        self._kill_timer: threading.Timer | None = None
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
@@ -259,6 +264,8 @@ class Job:
         except OSError as e:
             log = None
             self.log_error = f"cannot write {self.log_path}: {e.strerror}"
+            if is_full(e):
+                self._stop_disk_full(e)
         # Keep draining the pipe whatever fails (a full disk, a closed console): a job whose
         # output is not read blocks, and its exit would never be seen.
         while True:
@@ -269,9 +276,13 @@ class Job:
                 try:
                     log.write(chunk)
                 except OSError as e:
-                    log.close()
+                    with contextlib.suppress(OSError):
+                        log.close()
                     log, self.log_error = None, f"cannot write {self.log_path}: {e.strerror}"
-                    print(f"guildlite: {self.log_error}; the job's output is no longer logged", file=sys.stderr)
+                    if is_full(e):
+                        self._stop_disk_full(e)
+                    else:
+                        print(f"guildlite: {self.log_error}; the job's output is no longer logged", file=sys.stderr)
             if out is not None:
                 try:
                     out.write(chunk)
@@ -279,9 +290,26 @@ class Job:
                 except (OSError, ValueError):
                     out = None
         if log is not None:
-            log.close()
+            with contextlib.suppress(OSError):
+                log.close()
         self.proc.stdout.close()
-        self.on_exit(self, self.proc.wait())
+        code = self.proc.wait()
+        if self._kill_timer is not None:
+            self._kill_timer.cancel()
+        self.on_exit(self, code)
+
+    def _stop_disk_full(self, e: OSError) -> None:
+        """The run dir's disk is full: the run is an error whatever the job does next, and what it
+        prints is lost, so stop it as ``guildlite stop`` would (SIGTERM, SIGKILL after the grace)."""
+        assert self.proc is not None
+        self.error_message = full_message(e, f"cannot write {self.log_path}; the job was stopped", self.log_path)
+        print(f"guildlite: {self.error_message}", file=sys.stderr, flush=True)
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGTERM)
+            self._kill_timer = threading.Timer(self.grace, self.kill)
+            self._kill_timer.daemon = True
+            self._kill_timer.start()
 
     def send(self, sig: int) -> None:
         """Forward ``sig`` to torchrun, which passes a shutdown on to every rank."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from ._disk import describe, full_message, full_reason, is_full
 from ._errors import GuildliteError
 from ._guildfile import Guildfile, OpDef
 from ._launch import (
@@ -28,9 +29,10 @@ from ._launch import (
     write_flags_config,
 )
 from ._plugins import Dispatcher, HookFailed, Plugin
-from ._runs import TRASH_DIR, Run, RunPaths, new_run_id, now_iso
+from ._runs import TRASH_DIR, Run, RunPaths, new_run_id, now_iso, write_json
 from ._scheduler import Scheduler, Slot
 from ._sourcecode import copy_files, select_files
+from ._terminal import printable
 
 
 @dataclass(frozen=True)
@@ -56,9 +58,10 @@ class Session:
 
     def __init__(self, config: RunConfig, plugins: Sequence[Plugin], log: Callable[[str], None] | None = None):
         self.cfg = config
-        self.hooks = Dispatcher(plugins, log=log, timeout=config.guildfile.hook_timeout)
-        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.log = log or (lambda msg: print(printable(msg, keep_newlines=True), file=sys.stderr, flush=True))
+        self.hooks = Dispatcher(plugins, log=self.log, timeout=config.guildfile.hook_timeout)
         self._open: dict[str, Run] = {}  # staged/begun runs whose end is not recorded yet
+        self.unrecorded: dict[str, str] = {}  # run id -> why its end could not be written
         self.scheduler: Scheduler[Run] | None = None
         self.stopping: int | None = None
         self.progress: Callable[[str, Run], None] = lambda event, run: None
@@ -121,26 +124,59 @@ class Session:
         cfg = self.cfg
         run = self._new_run(flags, is_trial=parent is not None, parent_id=parent.id if parent else None)
         run._parent = parent
-        project = cfg.guildfile.dir
-        files = select_files(project, cfg.op.sourcecode, skip=(cfg.runs_dir,))
-        script = cfg.op.script
-        if script and script not in files:  # the script always travels, whatever the globs say
-            files.append(script)
-        copy_files(project, files, run.run_dir)
-        log_dir = RunPaths(cfg.runs_dir / run.id).meta / "torchrun"
-        run.cmd = job_command(cfg.op, flags, cfg.nproc, log_dir=log_dir)
-        run.attrs["sourcecode"] = {"root": str(project), "files": len(files)}
-        run.paths.meta.mkdir(exist_ok=True)
-        write_flags_config(cfg.op, flags, run.run_dir)
-        run.claim()  # while its on_run_staged runs, `guildlite stop` sees a live owner to ask
-        run.save()
-        self._publish(run)
+        with self._staging(run):
+            self._stage_source(run)
+            log_dir = RunPaths(cfg.runs_dir / run.id).meta / "torchrun"
+            run.cmd = job_command(cfg.op, flags, cfg.nproc, log_dir=log_dir)
+            write_flags_config(cfg.op, flags, run.run_dir)
+            run.claim()  # while its on_run_staged runs, `guildlite stop` sees a live owner to ask
+            run.save()
+            self._publish(run)
         self._open[run.id] = run
         try:
             self.hooks.call("on_run_staged", run)
         except HookFailed as e:  # error, or terminated by a stop (`guildlite stop RUN` included)
             self.end(run, e.status, error=e.info)
         return run
+
+    @contextlib.contextmanager
+    def _staging(self, run: Run) -> Iterator[None]:
+        """Staging ``run`` (its hidden dir up to the rename into place): whatever fails, nothing
+        half-staged stays behind, and a full disk is named as the runs dir's filesystem's state,
+        not as the fault of the file being written when it filled."""
+        staging = run.run_dir
+        try:
+            yield
+        except OSError as e:
+            if not is_full(e):
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            msg = full_message(e, f"cannot stage a run in {self.cfg.runs_dir}", self.cfg.runs_dir)
+            shutil.rmtree(staging, ignore_errors=True)
+            raise GuildliteError(msg) from None
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    def _stage_source(self, run: Run) -> None:
+        """Copy the project's source into the run dir; what was skipped goes to the manifest."""
+        project = self.cfg.guildfile.dir
+        chosen = select_files(project, self.cfg.op.sourcecode, skip=(self.cfg.runs_dir,))
+        files, skipped = chosen.files, chosen.skipped
+        script = self.cfg.op.script
+        if script and script not in files:  # the script always travels, whatever the globs say
+            files = [*files, script]
+            skipped = [s for s in skipped if s.path != script]
+        late = copy_files(project, files, run.run_dir)
+        if late:
+            gone = {s.path for s in late}
+            files = [f for f in files if f not in gone]
+            skipped = sorted([*skipped, *late], key=lambda s: s.path)
+        run.attrs["sourcecode"] = {"root": str(project), "files": len(files), "skipped": len(skipped)}
+        run.paths.meta.mkdir(exist_ok=True)
+        # SourceSnapshot (on_run_staged) adds sizes and hashes, unless an earlier plugin vetoed.
+        write_json(run.paths.manifest, {"root": str(project), "files": [{"path": f} for f in sorted(files)],
+                                        "skipped": [s.to_json() for s in skipped]})
 
     # --- one run ---------------------------------------------------------------------------------
 
@@ -154,7 +190,13 @@ class Session:
         run.status = "pending"
         run.gpus = list(slot.gpus) if slot.gpus is not None else None
         run.claim()
-        run.save()
+        try:
+            run.save()
+        except OSError as e:
+            if not is_full(e):
+                raise
+            self.end(run, "error", error={"message": full_message(e, "not started", run.run_dir)})
+            return None
         self.progress("begin", run)
         try:
             self.hooks.call("on_run_begin", run)
@@ -186,7 +228,15 @@ class Session:
 
             job: Launched = make_job(self.cfg, run, argv, env, done)
         else:
-            job = Job(argv, run.run_dir, env, run.paths.output_log, echo=self.cfg.echo, on_exit=done)
+            job = Job(argv, run.run_dir, env, run.paths.output_log, echo=self.cfg.echo, on_exit=done,
+                      grace=self.cfg.grace)
+            try:
+                _reserve(run.paths.reserve)
+            except OSError as e:
+                if not is_full(e):
+                    raise
+                self.end(run, "error", error={"message": full_message(e, "not started", run.run_dir)})
+                return None
         try:
             job.start()
         except OSError as e:
@@ -196,7 +246,10 @@ class Session:
             self.end(run, "error", error={"message": str(e)})
             return None
         run.status, run.started, run.job_pid = job.status_after_start, now_iso(), job.pid
-        run.save()
+        try:
+            run.save()
+        except OSError as e:  # the job runs: its end is still recorded (see _reserve)
+            self.log(f"guildlite: cannot record that run {run.id} started: {e.strerror or e}")
         self.progress("start", run)
         return job
 
@@ -206,13 +259,14 @@ class Session:
         if code != 0:  # torchrun reports any failure as 1: the failing script's own code is better
             exit_code = rank_exit_code(run.paths.rank_exits) or exit_code
         hooks = not job.end_hooks_ran
-        if job.signalled is not None or run.paths.stop_request.exists():
+        if job.error_message is not None:  # the launcher knows why it failed (or stopped it: a full disk)
+            self.end(run, "error", exit_code, error={"message": job.error_message}, hooks=hooks)
+        elif job.signalled is not None or run.paths.stop_request.exists():
             self.end(run, "terminated", exit_code, hooks=hooks)
         elif code == 0:
             self.end(run, "completed", 0, hooks=hooks)
         else:
-            msg = job.error_message or f"the job exited with code {exit_code}"
-            self.end(run, "error", exit_code, error={"message": msg}, hooks=hooks)
+            self.end(run, "error", exit_code, error={"message": f"the job exited with code {exit_code}"}, hooks=hooks)
 
     def end(
         self, run: Run, status: str, exit_code: int | None = None, error: dict[str, Any] | None = None,
@@ -225,22 +279,30 @@ class Session:
         run.status, run.exit_code, run.stopped = status, exit_code, now_iso()
         if error is not None:
             run.error = error
-        self._save_end(run)
+        failed = self._save_end(run)
         if hooks:
             self.hooks.call("on_run_end", run)
-            self._save_end(run)
+            failed = self._save_end(run) and failed  # the hooks' trace lost matters less than the end
+        if failed:
+            self.unrecorded[run.id] = failed
         self.progress("end", run)
 
-    def _save_end(self, run: Run) -> None:
-        # The run dir may be gone (deleted or moved to the trash while running) or the disk full:
-        # say so, and still give every plugin its on_run_end.
+    def _save_end(self, run: Run) -> str | None:
+        """Save the run at its end; why that failed, or None.
+
+        The run dir may be gone (deleted or moved to the trash while running) or the disk full:
+        say so, and still give every plugin its on_run_end."""
         trashed = run.run_dir.parent / TRASH_DIR / run.id
         if not run.run_dir.exists() and trashed.is_dir():  # `runs delete --force` moved it while it ran
             run.run_dir = trashed
+        run.paths.reserve.unlink(missing_ok=True)  # its blocks are what the record is written into
         try:
             run.save()
         except OSError as e:
-            self.log(f"guildlite: cannot record the end of run {run.id} in {run.run_dir}: {e.strerror or e}")
+            why = f"{full_reason(e)} ({describe(run.run_dir)})" if is_full(e) else e.strerror or str(e)
+            self.log(f"guildlite: cannot record the end of run {run.id} in {run.run_dir}: {why}")
+            return why
+        return None
 
     def close_open(self, why: str) -> None:
         """End every run still open (after a stop, or an exception in guildlite)."""
@@ -283,6 +345,9 @@ class Session:
             except BaseException as e:
                 self.close_open(f"guildlite failed: {type(e).__name__}: {e}")
                 raise
+        if self.unrecorded:  # said on stderr as it happened; the exit code says it too
+            ids = ", ".join(self.unrecorded)
+            raise GuildliteError(f"the end of run(s) {ids} could not be recorded: {next(iter(self.unrecorded.values()))}")
 
     def _begin_batch(self, batch: Run) -> bool:
         """A batch's ``on_run_begin`` (it has no job of its own); False if it ended instead."""
@@ -363,11 +428,12 @@ class Session:
         """A batch: a virtual parent run (begin/end hooks only) whose trials are ordinary runs."""
         with self._invocation():
             batch = self._new_run(batch_flags, is_batch=True, batch=dict(batch_info))
-            batch.cmd = []
-            batch.paths.meta.mkdir(exist_ok=True)
-            batch.claim()
-            batch.save()
-            self._publish(batch)
+            with self._staging(batch):
+                batch.cmd = []
+                batch.paths.meta.mkdir(exist_ok=True)
+                batch.claim()
+                batch.save()
+                self._publish(batch)
             self._open[batch.id] = batch
             if not stage_only and not self._begin_batch(batch):
                 return batch
@@ -384,6 +450,24 @@ class Session:
                 return batch
             self._run_trials(batch, staged, slots, fail_fast)
             return batch
+
+
+# What the end of a run needs to be recorded (run.json, twice, and a few scalars) when the job
+# filled the disk: held from the start, freed just before the end is written.
+_RESERVE_BYTES = 256 * 1024
+
+
+def _reserve(path: Path) -> None:
+    """Create ``path`` with _RESERVE_BYTES of allocated blocks (not a sparse file: glibc writes
+    zeros where the filesystem cannot allocate)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.posix_fallocate(fd, 0, _RESERVE_BYTES)
+    except BaseException:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    os.close(fd)
 
 
 def batch_outcome(batch: Run, stopping: int | None) -> tuple[str, None, dict[str, Any] | None]:

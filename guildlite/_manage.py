@@ -6,7 +6,9 @@ import os
 import re
 import shutil
 import signal
+import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -123,37 +125,53 @@ def _going(run: Run) -> bool:
     return run.status in ACTIVE or _staging(run)
 
 
+@dataclass(frozen=True)
+class Stopped:
+    """What ``stop`` did: ``runs`` holds the marked trials (still ``staged``), then the stopped
+    runs as finally read; ``refused`` one line per run whose process could not be confirmed, so
+    that nothing was signalled for it."""
+
+    runs: list[Run]
+    refused: list[str]
+
+
 def stop(
     runs: Sequence[Run],
     timeout: float = 30.0,
     force: bool = False,
     log: Callable[[str], None] = print,
-) -> list[Run]:
+) -> Stopped:
     """SIGTERM each run's owning guildlite process, which stops the job and records the end; a
     staged trial of a live batch is marked so that the batch ends it ``terminated`` unstarted, and
     so is a run in its on_run_staged hooks (its owner gives up on the hook and ends it).
 
     Waits up to ``timeout`` for every run to leave pending/running; then, with ``force``, SIGKILLs
-    the job (torchrun and its ranks) and the owner. Returns the marked trials (still ``staged``),
-    then the stopped runs as finally read; [] if no run was running or waiting.
+    the job (torchrun and its ranks) and the owner. A pid comes from a record, which may be stale
+    or made elsewhere: it is signalled only when it is confirmed (``_confirm``); a run whose
+    process is not is logged, left alone and listed in ``refused``.
     """
     waiting = [r for r in runs if _waiting_trial(r)]
     for r in waiting:  # its batch skips it when its turn comes
         r.paths.stop_request.touch()
-    live = [r for r in runs if _going(r)]
-    for r in live:
+    live, refused = [], []
+    for r in (r for r in runs if _going(r)):
         if r.status == "staged":  # its owner polls the request while the hooks run, and before launching
             r.paths.stop_request.touch()
         elif isinstance(r.remote, dict):  # a SLURM job: scancel (recorded terminated, not requeued)
             from ._slurm import cancel
 
             cancel(r)
-        elif r.is_trial and r.job_pid:
-            # Stop one trial, not its whole batch: mark the request, then signal its job only.
-            r.paths.stop_request.touch()
-            _kill(r.job_pid, signal.SIGTERM)
         else:
-            _kill(r.pid, signal.SIGTERM)
+            trial_job = r.is_trial and bool(r.job_pid)  # stop one trial, not its whole batch: its job only
+            held = _confirm(r, "job" if trial_job else "owner")
+            if isinstance(held, str):
+                refused.append(f"run {r.id}: {held}")
+                log(f"guildlite: {refused[-1]}")
+                continue
+            if trial_job:  # the request first: the batch then records the trial's end as asked for
+                r.paths.stop_request.touch()
+            _send(held, signal.SIGTERM)
+        live.append(r)
     deadline = time.monotonic() + timeout
     pending = list(live)
     while pending and time.monotonic() < deadline:
@@ -165,23 +183,113 @@ def stop(
                 from ._slurm import scancel
 
                 scancel([str(j) for j in r.remote.get("job_ids") or []], sig="KILL")
-            if r.job_pid:
-                for pid in [r.job_pid, *descendants(r.job_pid)]:
-                    _kill(pid, signal.SIGKILL)
-            _kill(r.pid, signal.SIGKILL)
-            log(f"guildlite: {r.id} did not stop within {timeout:g} s: killed")
+                continue
+            held = _confirm(r, "all")
+            if not isinstance(held, str):
+                _send(held, signal.SIGKILL)
+            log(f"guildlite: {r.id} did not stop within {timeout:g} s: "
+                + ("killed" if not isinstance(held, str) else f"not killed: {held}"))
         until = time.monotonic() + 5  # a SIGKILL takes a moment; then the record reads terminated
         while any(r.alive for r in pending) and time.monotonic() < until:
             time.sleep(0.05)
     elif pending:
         ids = ", ".join(r.id for r in pending)
         raise GuildliteError(f"still running after {timeout:g} s: {ids} (use --force to kill)")
-    return [*waiting, *(load_run(r.run_dir) for r in live)]
+    return Stopped([*waiting, *(load_run(r.run_dir) for r in live)], refused)
 
 
-def _kill(pid: int | None, sig: int) -> None:
-    if pid and pid != os.getpid():
+# --- signalling a process named by a record -------------------------------------------------------
+# A record's pid may be stale (the pid reused by now) or made up (a run dir from elsewhere), so a
+# pid is signalled only when it is confirmed: the owner by the host and start time the record
+# holds, the job (and its processes) as the owner's child. Each is held by a pidfd while it is
+# checked: the signal reaches that process only, even if it exits and its pid is reused meanwhile.
+
+
+def _confirm(run: Run, to: str) -> list[_Held] | str:
+    """Handles on the run's owning guildlite process (``to="owner"``), its job's main process
+    (``"job"``), or all of them: the job, every process under it, then the owner (``"all"``); or
+    why none may be signalled. A process that is gone (the run ending meanwhile) is left out."""
+    pid, start = run.pid, run.pid_start
+    if not pid:
+        return []
+    why = "cannot confirm its process ({}); not signalling pid " + str(pid)
+    if run.host != socket.gethostname():
+        return why.format(f"it runs on host {run.host!r}, not here")
+    if start is None:
+        return why.format("no start time recorded")
+    held = _hold(pid, lambda ppid, now: now == start)
+    if held is None:  # gone, or its pid taken by another process since: the run reads terminated
+        return []
+    handles = []
+    if to != "owner" and run.job_pid:
+        # Every process is held before any is signalled: a killed parent's children are reparented.
+        tree = {pid}  # the job is the owner's child, each process under it a child of one before it
+        for p in [run.job_pid, *(descendants(run.job_pid) if to == "all" else [])]:
+            h = _hold(p, lambda ppid, now: ppid in tree)
+            if h is not None:
+                tree.add(p)
+                handles.append(h)
+        if to == "job" and not handles and _ppid_start(run.job_pid) is not None:
+            _release([held])
+            return (f"its job (pid {run.job_pid}) is not a child of its guildlite process (pid {pid}); "
+                    "not signalling it")
+    if to == "job":
+        _release([held])
+    else:
+        handles.append(held)
+    return handles
+
+
+_Held = tuple[int, int]  # (pid, pidfd or -1 where pidfds are missing)
+
+
+def _hold(pid: int, want: Callable[[int, int], bool]) -> _Held | None:
+    """A handle on ``pid`` if ``want(ppid, start time)`` holds for that process now, else None."""
+    if pid == os.getpid():
+        return None
+    fd = -1
+    if hasattr(os, "pidfd_open"):  # Linux 5.3+: a handle on this process, not on its pid
         try:
-            os.kill(pid, sig)
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return None
+        except OSError:  # no pidfds on this kernel: the pid then
+            fd = -1
+    st = _ppid_start(pid)
+    if st is None or not want(*st):
+        _release([(pid, fd)])
+        return None
+    return pid, fd
+
+
+def _send(held: list[_Held], sig: int) -> None:
+    """Signal each held process (those gone meanwhile are skipped), then let go of them."""
+    for pid, fd in held:
+        try:
+            if fd >= 0:
+                signal.pidfd_send_signal(fd, sig)
+            else:
+                os.kill(pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
+    _release(held)
+
+
+def _release(held: list[_Held]) -> None:
+    for _, fd in held:
+        if fd >= 0:
+            os.close(fd)
+
+
+def _ppid_start(pid: int) -> tuple[int, int] | None:
+    """(parent pid, start time in clock ticks since boot) of a live process, or None (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parens: split after its closing paren.
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):  # exited, not yet reaped
+        return None
+    return int(fields[1]), int(fields[19])

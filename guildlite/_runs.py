@@ -68,6 +68,11 @@ class RunPaths:
     def manifest(self) -> Path:
         return self.meta / "sourcecode.json"
 
+    @property
+    def reserve(self) -> Path:
+        """Space held while the job runs, so that its end can be recorded on a disk it filled."""
+        return self.meta / "reserve"
+
 
 def atomic_write(path: Path, data: str | bytes) -> None:
     """Write ``path`` so a reader sees the old file or the new one, never half of either."""
@@ -272,9 +277,11 @@ class Run:
         return _alive(self.pid, self.pid_start)
 
     def claim(self) -> None:
-        """Record the current process as the run's owner (for liveness checks)."""
+        """Record the current process as the run's owner (for liveness checks, and for ``stop``,
+        which signals a pid only on its host: a restart may run on another host than the first)."""
         self.pid = os.getpid()
         self.pid_start = process_start(self.pid)
+        self.host = socket.gethostname()
 
 
 _FIELDS = set(Run.__dataclass_fields__) - {"run_dir", "_parent", "parent_id", "trial_ids"}

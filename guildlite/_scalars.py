@@ -14,6 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ._runfiles import RunFileError, open_file
+
+MAX_SCALARS_BYTES = 512 << 20  # read of one scalars file; rows beyond it are left out
+MAX_LINE_BYTES = 1 << 20
 _warned = False
 
 
@@ -55,19 +59,27 @@ def _number(v: Any) -> float | None:
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Every well-formed row of a scalars file (a torn last line is skipped)."""
-    rows = []
+    """Every well-formed row of a scalars file (a torn last line is skipped).
+
+    Only a regular file inside its run dir is read (``_runfiles``), and at most MAX_SCALARS_BYTES
+    of it, a line at most MAX_LINE_BYTES at a time: a FIFO, ``/dev/zero`` or a sparse file of
+    terabytes planted as ``scalars.jsonl`` neither blocks nor fills memory.
+    """
+    rows: list[dict[str, Any]] = []
     try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(row, dict) and "key" in row:
-                    rows.append(row)
-    except OSError:
-        pass
+        f = open_file(path.parent, path.name)
+    except RunFileError:
+        return rows
+    with f:
+        left = MAX_SCALARS_BYTES
+        while left > 0 and (line := f.readline(min(left, MAX_LINE_BYTES))):
+            left -= len(line)
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and "key" in row:
+                rows.append(row)
     return rows
 
 

@@ -1,10 +1,18 @@
-"""Selecting and copying a project's source files into a run directory."""
+"""Selecting and copying a project's source files into a run directory.
+
+Only regular files are copied. A FIFO, socket or device file (or a symlink to one, a broken
+symlink, a symlink loop) is never opened: opening a FIFO blocks and reading /dev/zero never
+ends. Each file left out for what it is rather than by the globs is reported as skipped, with
+its reason, and recorded in the run's ``.guildlite/sourcecode.json``.
+"""
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
-import shutil
+import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 from ._guildfile import SourceSpec
@@ -14,6 +22,28 @@ _SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", ".mypy_cache", ".pytest_cach
               ".tox", ".nox", ".venv", "venv", "env", "node_modules", ".ipynb_checkpoints", ".guildlite",
               "build", "dist", ".eggs"}
 _SKIP_FILES = ("*.pyc", "*.pyo", "*.egg-info", ".DS_Store")
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A project file that was not copied, and why (one of the ``reason`` words below)."""
+
+    path: str
+    # fifo, socket, char-device, block-device, special-file, broken-symlink, symlink-loop,
+    # symlink-outside-project, symlink-to-directory, unreadable, too-large, vanished
+    reason: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"path": self.path, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The files to copy (relative paths, sorted) and those left out for what they are."""
+
+    files: list[str]
+    skipped: list[Skipped]
 
 
 def _matches(rel: str, patterns: tuple[str, ...]) -> bool:
@@ -28,22 +58,73 @@ def _matches(rel: str, patterns: tuple[str, ...]) -> bool:
     return False
 
 
-def select_files(project: Path, spec: SourceSpec, skip: tuple[Path, ...] = ()) -> list[str]:
-    """Relative paths of the files to copy, sorted. ``skip`` holds dirs to leave out (the runs dir)."""
+def _kind(mode: int) -> str | None:
+    """None for a regular file, else the skip reason for what ``mode`` is."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "fifo"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode):
+        return "char-device"
+    if stat.S_ISBLK(mode):
+        return "block-device"
+    return "special-file"
+
+
+def _check(full: Path, project: Path, max_size: int) -> str | None:
+    """Why the file at ``full`` must not be copied, from its metadata only (never opened)."""
+    try:
+        st = full.lstat()
+    except FileNotFoundError:
+        return "vanished"
+    except OSError:
+        return "unreadable"
+    link = stat.S_ISLNK(st.st_mode)
+    if link:  # followed only to a regular file inside the project
+        try:
+            st = full.stat()
+        except OSError as e:
+            return "symlink-loop" if e.errno == errno.ELOOP else "broken-symlink"
+    kind = _kind(st.st_mode)
+    if kind is not None:
+        return kind
+    if link and not Path(os.path.realpath(full)).is_relative_to(project):
+        return "symlink-outside-project"
+    if not os.access(full, os.R_OK, effective_ids=os.access in os.supports_effective_ids):
+        return "unreadable"
+    if st.st_size > max_size:
+        return "too-large"
+    return None
+
+
+def select_files(project: Path, spec: SourceSpec, skip: tuple[Path, ...] = ()) -> Selection:
+    """The files to copy and the ones skipped for what they are. ``skip`` holds dirs to leave out
+    (the runs dir). Files left out by the globs or the built-in skip lists are not reported."""
     project = project.resolve()
     skip_real = {p.resolve() for p in skip}
-    out = []
-    for root, dirs, files in os.walk(project, followlinks=False):
+    out: list[str] = []
+    skipped: list[Skipped] = []
+
+    def unreadable_dir(e: OSError) -> None:
+        if e.filename:
+            skipped.append(Skipped(Path(e.filename).relative_to(project).as_posix(), "unreadable"))
+
+    for root, dirs, files in os.walk(project, onerror=unreadable_dir, followlinks=False):
         rootp = Path(root)
         keep = []
         for d in dirs:
             full = rootp / d
-            if d in _SKIP_DIRS or full.is_symlink() or full.resolve() in skip_real:
-                continue
-            if (full / "pyvenv.cfg").exists() or d.endswith(".egg-info"):
+            if d in _SKIP_DIRS:
                 continue
             rel = full.relative_to(project).as_posix()
             if spec.exclude and _matches(rel, spec.exclude):
+                continue
+            if full.is_symlink():  # never followed: it could lead anywhere, or back up here
+                skipped.append(Skipped(rel, "symlink-to-directory"))
+                continue
+            if full.resolve() in skip_real or os.path.exists(full / "pyvenv.cfg") or d.endswith(".egg-info"):
                 continue
             keep.append(d)
         dirs[:] = sorted(keep)
@@ -56,22 +137,67 @@ def select_files(project: Path, spec: SourceSpec, skip: tuple[Path, ...] = ()) -
                 continue
             if spec.exclude and _matches(rel, spec.exclude):
                 continue
-            try:
-                st = full.stat()  # follows a file symlink; a dangling one is skipped
-            except OSError:
-                continue
-            if st.st_size > spec.max_size or not full.resolve().is_relative_to(project) and full.is_symlink():
-                continue
-            out.append(rel)
-    return sorted(out)
+            why = _check(full, project, spec.max_size)
+            if why is None:
+                out.append(rel)
+            else:
+                skipped.append(Skipped(rel, why))
+    return Selection(sorted(out), sorted(skipped, key=lambda s: s.path))
 
 
-def copy_files(project: Path, files: list[str], dest: Path) -> None:
-    """Copy ``files`` (relative to ``project``) into ``dest``, keeping modes and times."""
+def copy_files(project: Path, files: list[str], dest: Path) -> list[Skipped]:
+    """Copy ``files`` (relative to ``project``) into ``dest``, keeping modes and times; return the
+    files that turned out not to be regular files (or readable) when opened, which are not copied.
+
+    Errors writing into ``dest`` (a full disk) are raised.
+    """
     made: set[Path] = set()
+    skipped = []
     for rel in files:
-        target = dest / rel
+        why = _copy_one(project / rel, dest / rel, made)
+        if why is not None:
+            skipped.append(Skipped(rel, why))
+    return skipped
+
+
+def _copy_one(src: Path, target: Path, made: set[Path]) -> str | None:
+    # Opened non-blocking and checked on the open descriptor: a file swapped for a FIFO or a
+    # device after it was selected is neither waited on nor read.
+    try:
+        fd = os.open(src, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return "vanished"
+    except OSError as e:
+        return "symlink-loop" if e.errno == errno.ELOOP else "unreadable"
+    try:
+        st = os.fstat(fd)
+        kind = _kind(st.st_mode)
+        if kind is not None:
+            return kind
         if target.parent not in made:
             target.parent.mkdir(parents=True, exist_ok=True)
             made.add(target.parent)
-        shutil.copy2(project / rel, target)
+        out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, stat.S_IMODE(st.st_mode) | 0o200)
+        try:
+            while True:
+                try:
+                    chunk = os.read(fd, _CHUNK)
+                except OSError:
+                    return _unlink_partial(target, "unreadable")
+                if not chunk:
+                    break
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(out, view) :]
+            os.fchmod(out, stat.S_IMODE(st.st_mode))
+            os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+        finally:
+            os.close(out)
+    finally:
+        os.close(fd)
+    return None
+
+
+def _unlink_partial(target: Path, why: str) -> str:
+    target.unlink(missing_ok=True)
+    return why

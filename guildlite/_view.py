@@ -14,13 +14,14 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, BinaryIO, Callable, Mapping, Sequence
 from urllib.parse import unquote, urlsplit
 
 from ._errors import GuildliteError, RunNotFoundError
-from ._inspect import duration, run_path
+from ._inspect import duration, open_run_file
+from ._runfiles import RunFileError, listed_size, open_file
 from ._runs import META_DIR, Run, RunList, load_run, now_iso, select_runs, with_trials
-from ._scalars import summarize
+from ._scalars import MAX_LINE_BYTES, MAX_SCALARS_BYTES, summarize
 
 FORMAT = 1
 MAX_POINTS = 2000  # per scalar series: longer ones are thinned (evenly, keeping the last point)
@@ -117,18 +118,35 @@ def run_data(run: Run) -> dict[str, Any]:
 
 
 def _rows(path: Path) -> list[Any]:
+    """The JSON rows of a scalars file: a regular file inside its run dir only, and at most
+    MAX_SCALARS_BYTES of it, read in chunks (a line longer than MAX_LINE_BYTES is dropped)."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            lines = [line for line in f.read().split("\n") if line]
-    except OSError:
+        f = open_file(path.parent, path.name)
+    except RunFileError:
         return []
-    try:
-        return json.loads("[" + ",".join(lines) + "]")  # one parse for the file: several times faster
+    rows: list[Any] = []
+    with f:
+        left, rest = MAX_SCALARS_BYTES, b""
+        while left > 0 and (chunk := f.read(min(left, 8 << 20))):
+            left -= len(chunk)
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            rest = rest if len(rest) <= MAX_LINE_BYTES else b""
+            rows += _parse([line for line in lines if line and len(line) <= MAX_LINE_BYTES])
+        rows += _parse([rest] if rest else [])
+    return rows
+
+
+def _parse(lines: list[bytes]) -> list[Any]:
+    if not lines:
+        return []
+    try:  # one parse for them all: several times faster
+        return json.loads(b"[" + b",".join(lines) + b"]")
     except ValueError:  # a torn last line, or another bad one: line by line, skipping those
         rows = []
         for line in lines:
             try:
-                rows.append(json.loads(line))
+                rows.append(json.loads(line.decode("utf-8", "replace")))
             except ValueError:
                 continue
         return rows
@@ -178,10 +196,11 @@ def read_series(path: Path) -> tuple[dict[str, dict[str, list[Any]]], dict[str, 
 
 
 def output_tail(path: Path) -> tuple[str, int]:
-    """The last lines of a file (at most TAIL_BYTES, TAIL_LINES lines) and its size."""
+    """The last lines of a file (at most TAIL_BYTES, TAIL_LINES lines) and its size: a regular
+    file inside its dir only (``_runfiles``), else nothing."""
     try:
-        f = open(path, "rb")
-    except OSError:
+        f = open_file(path.parent, path.name)
+    except RunFileError:
         return "", 0
     with f:
         size = os.fstat(f.fileno()).st_size
@@ -191,7 +210,7 @@ def output_tail(path: Path) -> tuple[str, int]:
             cut = data.find(b"\n")
             data = data[cut + 1 :] if 0 <= cut < len(data) - 1 else data
         else:
-            data = f.read()
+            data = f.read(TAIL_BYTES)
     lines = data.decode("utf-8", "replace").splitlines()
     return "\n".join(lines[-TAIL_LINES:]), size
 
@@ -199,15 +218,17 @@ def output_tail(path: Path) -> tuple[str, int]:
 def list_files(root: str, limit: int = MAX_FILES) -> tuple[list[list[Any]], int]:
     """``[[relative path, size], ...]`` (sorted, at most ``limit``) and the number of files.
 
-    guildlite's own ``.guildlite/`` is left out; symlinked dirs are not followed.
+    guildlite's own ``.guildlite/`` is left out; symlinked dirs are not followed, and a symlink's
+    size is its target's only when that lies inside ``root`` (``_runfiles.listed_size``).
     """
+    base = os.path.realpath(root)
     out: list[list[Any]] = []
     total = 0
     stack = [""]
     while stack:
         rel = stack.pop()
         try:
-            it = os.scandir(os.path.join(root, rel) if rel else root)
+            it = os.scandir(os.path.join(base, rel) if rel else base)
         except OSError:
             continue
         with it:
@@ -220,7 +241,7 @@ def list_files(root: str, limit: int = MAX_FILES) -> tuple[list[list[Any]], int]
                         continue
                     total += 1
                     if len(out) < limit:
-                        out.append([name, e.stat().st_size])
+                        out.append([name, listed_size(base, e.path)])
                 except OSError:
                     continue
     out.sort()
@@ -332,7 +353,9 @@ def make_server(load: Callable[[bool], dict[str, Any]], runs_dir: Path, port: in
                 return
             path = unquote(urlsplit(self.path).path)
             try:
-                if path in ("/", "/index.html"):
+                if "\0" in path:  # no file name holds one: answered before any path is made of it
+                    self._send(400, "text/plain; charset=utf-8", b"bad request: a NUL in the path\n")
+                elif path in ("/", "/index.html"):
                     self._send(200, "text/html; charset=utf-8", render_html(load(False), js).encode("utf-8"))
                 elif path == "/data.json":
                     self._send(200, "application/json", to_json(load(False)).encode("utf-8"))
@@ -341,7 +364,8 @@ def make_server(load: Callable[[bool], dict[str, Any]], runs_dir: Path, port: in
                     self._send(200, "application/json", to_json(data).encode("utf-8"))
                 elif path.startswith("/files/"):
                     run_id, _, rel = path[len("/files/") :].partition("/")
-                    self._file(run_path(one_run(run_id), rel))
+                    with open_run_file(one_run(run_id), rel) as f:
+                        self._file(f)
                 elif path == "/favicon.ico":
                     self._send(204, "text/plain", b"")
                 else:
@@ -350,18 +374,22 @@ def make_server(load: Callable[[bool], dict[str, Any]], runs_dir: Path, port: in
                 pass
             except GuildliteError as e:
                 self._send(404, "text/plain; charset=utf-8", f"{e}\n".encode())
+            except Exception as e:  # a bug: the page gets an answer that says so, not an empty reply
+                self._send(500, "text/plain; charset=utf-8", f"internal error: {type(e).__name__}: {e}\n".encode())
 
-        def _file(self, p: Path) -> None:
-            kind = "text/plain; charset=utf-8" if _is_text(p) else "application/octet-stream"
-            with open(p, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                self.send_response(200)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(size))
-                self.send_header("Cache-Control", "no-store")
-                self.end_headers()
-                while chunk := f.read(1 << 16):
-                    self.wfile.write(chunk)
+        def _file(self, f: BinaryIO) -> None:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(min(size, 4096))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; charset=utf-8" if _is_text(head) else "application/octet-stream")
+            self.send_header("Content-Length", str(size))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(head)
+            left = size - len(head)  # exactly what Content-Length says, even if the file grows meanwhile
+            while left > 0 and (chunk := f.read(min(left, 1 << 16))):
+                self.wfile.write(chunk)
+                left -= len(chunk)
 
         def _send(self, code: int, kind: str, body: bytes) -> None:
             self.send_response(code)
@@ -379,12 +407,8 @@ def make_server(load: Callable[[bool], dict[str, Any]], runs_dir: Path, port: in
     return server
 
 
-def _is_text(p: Path) -> bool:
-    try:
-        with open(p, "rb") as f:
-            head = f.read(4096)
-    except OSError:
-        return False
+def _is_text(head: bytes) -> bool:
+    """Whether a file whose first bytes are ``head`` reads as UTF-8 text."""
     if b"\0" in head:
         return False
     try:

@@ -17,6 +17,7 @@ import click
 
 from . import __version__
 from ._errors import GuildliteError
+from ._terminal import printable
 
 if TYPE_CHECKING:
     from ._runs import Run
@@ -30,7 +31,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except GuildliteError as e:
-            click.echo(f"guildlite: error: {e}", err=True)
+            click.echo(f"guildlite: error: {printable(str(e), keep_newlines=True)}", err=True)
             ctx.exit(e.exit_code)
         except BrokenPipeError:  # `guildlite runs | head`: the reader is gone; exit as a killed writer would
             devnull = os.open(os.devnull, os.O_WRONLY)
@@ -38,7 +39,7 @@ class _Group(click.Group):
             ctx.exit(141)
         except OSError as e:
             where = f": {e.filename}" if e.filename else ""
-            click.echo(f"guildlite: error: {e.strerror or e}{where}", err=True)
+            _say(f"guildlite: error: {e.strerror or e}{where}", err=True)
             ctx.exit(1)
 
 
@@ -212,7 +213,7 @@ def _finish_run(result: Run, as_json: bool, stage_only: bool, detached: bool = F
     if as_json:
         click.echo(json.dumps(_record(result), indent=2, default=str))
     elif result.is_batch or result.status not in ("completed", "staged"):
-        click.echo(_summary(result), err=True)
+        _say(_summary(result), err=True)
     if stage_only or result.status == "completed":
         return
     if result.exit_code:
@@ -232,16 +233,16 @@ def _show_plan(plan: Any) -> None:
 
     cfg = plan.config
     if plan.trials is not None:
-        click.echo(f"You are about to run a batch of {len(plan.trials)} trial(s) of {cfg.op.name}"
+        _say(f"You are about to run a batch of {len(plan.trials)} trial(s) of {cfg.op.name}"
                    f" ({len(plan.slots)} at a time)")
         flags = plan.batch_flags
     else:
-        click.echo(f"You are about to run {cfg.op.name}")
+        _say(f"You are about to run {cfg.op.name}")
         flags = plan.flags
     for k, v in flags.items():
-        click.echo(f"  {k}: {_fmt(v)}")
-    click.echo(f"  command: {display_command(plan.command)}")
-    click.echo(f"  runs dir: {cfg.runs_dir}")
+        _say(f"  {k}: {_fmt(v)}")
+    _say(f"  command: {display_command(plan.command)}")
+    _say(f"  runs dir: {cfg.runs_dir}")
 
 
 def _summary(run: Run) -> str:
@@ -272,7 +273,7 @@ class _BatchProgress:
         if event == "start":
             self.running += 1
             gpus = f" [gpus {','.join(run.gpus)}]" if run.gpus else ""
-            click.echo(f"guildlite: trial {n}/{self.total} {run.id} started{gpus}: {flags}", err=True)
+            _say(f"guildlite: trial {n}/{self.total} {run.id} started{gpus}: {flags}", err=True)
         elif event == "end":
             if run.started:
                 self.running -= 1
@@ -280,7 +281,7 @@ class _BatchProgress:
             self.failed += run.status != "completed"
             elapsed = time.monotonic() - self.t0
             eta = elapsed / self.done * (self.total - self.done)
-            click.echo(
+            _say(
                 f"guildlite: trial {n}/{self.total} {run.id} {run.status} | done {self.done}/{self.total}, "
                 f"running {self.running}, failed {self.failed} | {elapsed:.0f}s elapsed, ETA {eta:.0f}s",
                 err=True,
@@ -367,7 +368,7 @@ def runs(
         click.echo(json.dumps([{"index": index[r.id], **_record(r)} for r in shown], indent=2, default=str))
         return
     if not shown:
-        click.echo(f"no runs in {ctx.obj}" if not everything else "no runs match", err=True)
+        _say(f"no runs in {ctx.obj}" if not everything else "no runs match", err=True)
         return
     rows = [
         (
@@ -451,26 +452,26 @@ def runs_info(
     ]
     for k, v in fields:
         if k and v not in (None, ""):
-            click.echo(f"{k}: {v}")
+            _say(f"{k}: {v}")
     if r.error:
         click.echo(f"error: {json.dumps(r.error)}")
     click.echo("flags:")
     for k, v in r.flags.items():
-        click.echo(f"  {k}: {_fmt(v)}")
+        _say(f"  {k}: {_fmt(v)}")
     if r.is_batch:
         click.echo(f"trials: {len(r.trial_ids)}")
         for t in r.trials:
-            click.echo(f"  {t.id} {t.status} " + _flags_summary(t))
+            _say(f"  {t.id} {t.status} " + _flags_summary(t))
     if r.plugins:
         click.echo("hooks:")
         for call in r.plugins:
             err = f"  ERROR {call['error']}" if call.get("error") else ""
-            click.echo(f"  {call['hook']:<14} {call['plugin']:<20} prio {call['priority']:<5}"
+            _say(f"  {call['hook']:<14} {call['plugin']:<20} prio {call['priority']:<5}"
                        f" {call['seconds'] * 1000:8.1f} ms{err}")
     if r.attrs:
         click.echo("attrs:")
         for k, v in r.attrs.items():
-            click.echo(f"  {k}: {json.dumps(v, default=str)}")
+            _say(f"  {k}: {json.dumps(v, default=str)}")
 
 
 @runs.command("delete", context_settings=CONTEXT)
@@ -496,7 +497,7 @@ def runs_delete(
     chosen = with_trials(_select(runs_dir, specs))
     _confirm(f"Delete {len(chosen)} run(s) (to the trash)?", yes)
     for r in delete(chosen, force=force):
-        click.echo(f"deleted {r.id}")
+        _say(f"deleted {r.id}")
 
 
 @runs.command("restore", context_settings=CONTEXT)
@@ -541,7 +542,7 @@ def runs_purge(
                 shutil.rmtree(p, ignore_errors=True)
             else:
                 p.unlink(missing_ok=True)
-            click.echo(f"removed {p.relative_to(where)}")
+            _say(f"removed {p.relative_to(where)}")
     _from_trash(purge, "purged", "Permanently delete {n} run(s)? This cannot be undone.", group_runs_dir, specs,
                 yes, runs_dir, guildfile, quiet_if_empty=bool(leftovers))
 
@@ -567,7 +568,7 @@ def _from_trash(
         return
     _confirm(question.format(n=len(chosen)), yes)
     for r in action(chosen):
-        click.echo(f"{done} {r.id}")
+        _say(f"{done} {r.id}")
 
 
 @cli.command(context_settings=CONTEXT)
@@ -627,9 +628,9 @@ def compare(
         import csv
 
         w = csv.writer(sys.stdout, lineterminator="\n")
-        w.writerow(cols)
+        w.writerow([printable(c) for c in cols])
         for r in rows:
-            w.writerow(["" if r.get(c) is None else r.get(c) for c in cols])
+            w.writerow(["" if r.get(c) is None else _csv_cell(r.get(c)) for c in cols])
     elif not rows:
         click.echo("no runs to compare", err=True)
     else:
@@ -655,11 +656,10 @@ def _cell(col: str, v: Any) -> str:
 @_runs_dir_option
 @_guildfile_option
 def cat(run_spec: str, path: str, runs_dir: Path | None, guildfile: Path | None) -> None:
-    """Print a file of a run (default: output.log)."""
-    from ._inspect import run_path
+    """Print a file of a run (default: output.log): a regular file inside the run dir only."""
+    from ._inspect import open_run_file
 
-    p = run_path(_select_one(_runs_dir(runs_dir, guildfile), run_spec), path)
-    with open(p, "rb") as f:
+    with open_run_file(_select_one(_runs_dir(runs_dir, guildfile), run_spec), path) as f:
         while chunk := f.read(1 << 16):
             sys.stdout.buffer.write(chunk)
     sys.stdout.flush()
@@ -680,9 +680,9 @@ def ls(run_spec: str, show_all: bool, as_json: bool, runs_dir: Path | None, guil
     if as_json:
         click.echo(json.dumps([{"path": p, "size": n} for p, n in files], indent=2))
         return
-    click.echo(f"{r.run_dir}:")
+    _say(f"{r.run_dir}:")
     for p, n in files:
-        click.echo(f"  {_size(n):>8}  {p}")
+        _say(f"  {_size(n):>8}  {p}")
 
 
 def _size(n: int) -> str:
@@ -705,31 +705,31 @@ def diff(specs: tuple[str, ...], source_only: bool, flags_only: bool, runs_dir: 
     With one RUN: its staged source against the project's current source, which shows what an
     on_run_staged plugin (or a later edit) changed.
     """
-    from ._inspect import diff_flags, diff_trees, source_files
+    from ._inspect import Tree, diff_flags, diff_trees, project_dir, source_files
 
     if len(specs) > 2:
         raise GuildliteError("diff takes one or two runs", exit_code=2)
     rd = _runs_dir(runs_dir, guildfile)
     a = _select_one(rd, specs[0])
+    a_files, notes = source_files(a)
     if len(specs) == 2:
         b = _select_one(rd, specs[1])
         if not source_only:
             rows = diff_flags(a, b)
-            w = max([len(n) for n, _, _ in rows] + [4])
-            click.echo(f"{'flag':<{w}}  {a.id:<24}  {b.id}")
+            w = max([len(printable(n)) for n, _, _ in rows] + [4])
+            _say(f"{'flag':<{w}}  {a.id:<24}  {b.id}")
             for n, va, vb in rows:
                 mark = " " if va == vb else "*"
-                click.echo(f"{n:<{w}}  {_fmt(va):<24}  {_fmt(vb)} {mark}".rstrip())
+                _say(f"{printable(n):<{w}}  {_fmt(va):<24}  {_fmt(vb)} {mark}".rstrip())
         if not flags_only:
-            text = diff_trees(a.run_dir, source_files(a), b.run_dir, source_files(b), a.id, b.id)
+            b_files, b_notes = source_files(b)
+            text = "".join(notes + b_notes) + diff_trees(
+                Tree(a.run_dir, frozenset(a_files), a.id), Tree(b.run_dir, frozenset(b_files), b.id))
             click.echo(text or "(staged source is identical)", nl=not text)
         return
-    root = Path(a.attrs.get("sourcecode", {}).get("root") or "")
-    if not root.is_dir():
-        raise GuildliteError(f"the project dir of run {a.id} ({root}) is gone", exit_code=2)
-    files = source_files(a)
-    here = [f for f in files if (root / f).is_file()]
-    text = diff_trees(root, here, a.run_dir, files, "project", a.id)
+    root = project_dir(a, guildfile)
+    text = "".join(notes) + diff_trees(
+        Tree(root, frozenset(a_files), "project", "project directory"), Tree(a.run_dir, frozenset(a_files), a.id))
     click.echo(text or "(staged source matches the project)", nl=not text)
 
 
@@ -751,7 +751,7 @@ def label(args: tuple[str, ...], clear: bool, runs_dir: Path | None, guildfile: 
     chosen = _select(_runs_dir(runs_dir, guildfile), specs)
     set_label(chosen, text)
     for r in chosen:
-        click.echo(f"{r.id}: {text!r}" if text else f"{r.id}: label cleared")
+        _say(f"{r.id}: {text!r}" if text else f"{r.id}: label cleared")
 
 
 # No short options here: `-fast` or `-hot` is a tag to remove, not -f or -h.
@@ -770,7 +770,7 @@ def tag(args: tuple[str, ...], runs_dir: Path | None, guildfile: Path | None) ->
     chosen = _select(_runs_dir(runs_dir, guildfile), specs)
     set_tags(chosen, changes)
     for r in _select(_runs_dir(runs_dir, guildfile), [r.id for r in chosen]):
-        click.echo(f"{r.id}: {' '.join(r.tags) or '(no tags)'}")
+        _say(f"{r.id}: {' '.join(r.tags) or '(no tags)'}")
 
 
 @cli.command(context_settings=CONTEXT)
@@ -786,12 +786,14 @@ def stop(specs: tuple[str, ...], timeout: float, force: bool, runs_dir: Path | N
     from ._manage import stop as stop_runs
 
     chosen = _select(_runs_dir(runs_dir, guildfile), specs)
-    stopped = stop_runs(chosen, timeout=timeout, force=force, log=lambda m: click.echo(m, err=True))
-    if not stopped:
+    done = stop_runs(chosen, timeout=timeout, force=force, log=lambda m: _say(m, err=True))
+    if not done.runs and not done.refused:
         states = ", ".join(f"{r.id} is {r.status}" for r in chosen[:3]) + (", ..." if len(chosen) > 3 else "")
-        click.echo(f"nothing to stop: no selected run is running ({states})", err=True)
-    for r in stopped:
-        click.echo(f"{r.id} staged: its batch will not start it" if r.status == "staged" else f"{r.id} {r.status}")
+        _say(f"nothing to stop: no selected run is running ({states})", err=True)
+    for r in done.runs:
+        _say(f"{r.id} staged: its batch will not start it" if r.status == "staged" else f"{r.id} {r.status}")
+    if done.refused:
+        raise GuildliteError(f"{len(done.refused)} run(s) not stopped: nothing was signalled for them (see above)")
 
 
 # --- ops -----------------------------------------------------------------------------------------
@@ -821,7 +823,7 @@ def ops(as_json: bool, guildfile: Path | None) -> None:
         click.echo(json.dumps(out, indent=2, default=str))
         return
     for name, op in operations.items():
-        click.echo(f"{name}  ({op.main}, {op.launcher}, nproc-per-node {op.nproc_per_node})" + (f"  {op.description}" if op.description else ""))
+        _say(f"{name}  ({op.main}, {op.launcher}, nproc-per-node {op.nproc_per_node})" + (f"  {op.description}" if op.description else ""))
         for f in op.flags.values():
             extra = []
             if f.choices:
@@ -833,7 +835,7 @@ def ops(as_json: bool, guildfile: Path | None) -> None:
             if f.source != "guildfile":
                 extra.append(f"from {f.source}")
             desc = "  ".join(x for x in (f.description, f"({'; '.join(extra)})" if extra else "") if x)
-            click.echo(f"  {f.name:<16} {f.value_type or '':<6} default {_fmt(f.default):<10} {desc}".rstrip())
+            _say(f"  {f.name:<16} {f.value_type or '':<6} default {_fmt(f.default):<10} {desc}".rstrip())
 
 
 # --- view, tensorboard ---------------------------------------------------------------------------
@@ -933,7 +935,7 @@ def _fmt(v: Any) -> str:
         return "null"
     if isinstance(v, str) and not v:
         return "''"
-    return format_value(v)
+    return printable(format_value(v))
 
 
 def _flags_summary(run: Run, width: int = 60) -> str:
@@ -952,8 +954,17 @@ def _local(iso: str | None) -> str:
         return iso
 
 
+def _say(text: str, err: bool = False) -> None:
+    """Print a line that shows record fields (labels, flags, ids...), control characters escaped."""
+    click.echo(printable(text), err=err)
+
+
+def _csv_cell(v: Any) -> Any:
+    return printable(v) if isinstance(v, str) else v
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    lines = [[str(c) for c in r] for r in [header, *rows]]
+    lines = [[printable(str(c)) for c in r] for r in [header, *rows]]
     line = "  ".join(f"{{:<{max(map(len, col))}}}" for col in zip(*lines)).format
     click.echo("\n".join(line(*r).rstrip() for r in lines))
 
