@@ -1,4 +1,4 @@
-"""Probe a script's argparse options: ``python -m guildlite._argparse_probe OUT.json MAIN [ARGS...]``.
+"""Probe a script's argparse options: ``python .../_argparse_probe.py OUT.json MAIN [ARGS...]``.
 
 The script runs as ``__main__`` until it calls ``ArgumentParser.parse_args`` (or
 ``parse_known_args``); that call writes the parser's options to OUT.json and exits, so the
@@ -53,7 +53,7 @@ def main() -> None:
 
     argparse.ArgumentParser.parse_args = report  # type: ignore[method-assign, assignment]
     argparse.ArgumentParser.parse_known_args = report  # type: ignore[method-assign, assignment]
-    sys.path.insert(0, os.getcwd())
+    sys.path[0] = os.getcwd()  # was this file's dir; now as `python -m` or `python script` sets it
     if target[0] == "-m":
         sys.argv = [target[1], *target[2:]]
         runpy.run_module(target[1], run_name="__main__", alter_sys=True)

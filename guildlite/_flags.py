@@ -13,6 +13,21 @@ from ._errors import FlagError
 
 FLAG_TYPES = ("int", "float", "bool", "str", "path")
 
+# A flag name becomes a command-line option, an environment variable and a config key, and is
+# given back as NAME=VALUE: nothing that reads as an option (`--evil`), a path (`../x`), an
+# assignment (`a=b`) or a separator (spaces).
+FLAG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+FLAG_NAME_RULE = "a letter or _ first, then letters, digits, _, . or - (lr, batch-size, model.lr)"
+
+
+def name_problem(name: object) -> str | None:
+    """Why ``name`` cannot be a flag name (None: it can)."""
+    if not isinstance(name, str):
+        return f"flag name {name!r} must be text (quote it)"
+    if not FLAG_NAME.fullmatch(name):
+        return f"{name!r} is not a valid flag name: {FLAG_NAME_RULE}"
+    return None
+
 
 @dataclass(frozen=True)
 class FlagDef:
@@ -79,6 +94,7 @@ def decode(text: str) -> Any:
 def coerce(flag: FlagDef, value: Any) -> Any:
     """Convert ``value`` to the flag's type and check choices and range; raise FlagError."""
     ftype = flag.value_type
+    value = nul_free(flag.name, value)
     if value is not None:
         value = _convert(flag, ftype, value)
     if flag.choices is not None and value not in flag.choices:
@@ -91,6 +107,13 @@ def coerce(flag: FlagDef, value: Any) -> Any:
             raise FlagError(f"flag '{flag.name}': {_show(value)} is below the minimum {_show(flag.min)}")
         if flag.max is not None and value > flag.max:
             raise FlagError(f"flag '{flag.name}': {_show(value)} is above the maximum {_show(flag.max)}")
+    return value
+
+
+def nul_free(name: str, value: Any) -> Any:
+    """``value``, unless it is text holding a NUL: no argv item, environment variable or file name can."""
+    if isinstance(value, str) and "\0" in value:
+        raise FlagError(f"flag '{name}': {value!r} holds a NUL character")
     return value
 
 
@@ -299,6 +322,9 @@ def parse_assignments(args: Sequence[str]) -> dict[str, FlagValue]:
         name = name.strip()
         if not sep or not name:
             raise FlagError(f"expected NAME=VALUE, got {arg!r}")
+        problem = name_problem(name)
+        if problem:
+            raise FlagError(f"{problem}, in {arg!r}")
         if name in out:
             raise FlagError(f"flag '{name}' is given more than once")
         out[name] = parse_value(name, text)

@@ -1,6 +1,6 @@
 """``flags-import``: learn a script's argparse options without running its training.
 
-The script runs in a subprocess (``python -m guildlite._argparse_probe``) in which
+The script runs in a subprocess (``python .../guildlite/_argparse_probe.py``) in which
 ``ArgumentParser.parse_args`` reports the parser's options as JSON and exits. Results are cached
 by the script's path, size and mtime, so an edit to the script refreshes them.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import FlagError, GuildfileError
-from ._flags import FlagDef, coerce
+from ._flags import FlagDef, coerce, name_problem
 from ._guildfile import OpDef
 from ._launch import without_rank_env
 from ._runs import cache_dir, write_json
@@ -94,7 +94,8 @@ def _run_probe(op: OpDef, project: Path, timeout: float) -> list[dict[str, Any]]
         out = Path(tmp) / "flags.json"
         env = without_rank_env(os.environ)
         env["GUILDLITE_FLAGS_IMPORT"] = "1"
-        cmd = [sys.executable, "-m", "guildlite._argparse_probe", str(out), *op.main_args]
+        # By file, not -m: `-m` puts the project first on sys.path before the probe imports json.
+        cmd = [sys.executable, str(Path(__file__).with_name("_argparse_probe.py")), str(out), *op.main_args]
         try:
             proc = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -126,4 +127,5 @@ def _defs(actions: list[dict[str, Any]]) -> dict[str, FlagDef]:
             source="script",
         )
         for a in actions
+        if name_problem(a["name"]) is None  # `--1cycle`, `--a b`: not a name NAME=VALUE can give
     }

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ._errors import GuildfileError
-from ._flags import FLAG_TYPES, FlagDef
+from ._flags import FLAG_TYPES, FlagDef, name_problem
 from ._plugins import DEFAULT_HOOK_TIMEOUT
 
 GUILDFILE = "guildfile.yml"
@@ -168,22 +168,44 @@ class _Seq(list):  # type: ignore[type-arg]
     lines: list[int]
 
 
+# What YAML aliases may add to a document: nodes (each one a Python object once built, and copied
+# when the op is recorded) and characters of text (shared once built, repeated when written out).
+# A guildfile that shares settings through anchors and merge keys adds a few thousand; a "billion
+# laughs" (nested aliases, 9 levels of 9) asks for billions and would exhaust memory.
+ALIAS_NODES = 250_000
+ALIAS_TEXT = 10_000_000
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_OP_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.:-]*"
+
+
 def _parse_yaml(path: Path, text: str) -> Any:
     import yaml
 
     base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
     class Loader(base):  # type: ignore[misc, valid-type]
-        pass
+        def get_single_data(self) -> Any:
+            # The node graph is checked before anything is built: aliases share one node, so
+            # measuring costs one pass over the distinct nodes however far they would expand.
+            node = self.get_single_node()
+            if node is None:
+                return None
+            _check_aliases(path, node)
+            return self.construct_document(node)
 
     def construct_map(loader: Any, node: Any) -> _Map:
-        loader.flatten_mapping(node)
         m = _Map()
         m.line = node.start_mark.line + 1
         m.lines = {}
+        merged: list[_Map] = []
         for knode, vnode in node.value:
-            key = loader.construct_object(knode, deep=True)
             line = knode.start_mark.line + 1
+            if knode.tag == _MERGE_TAG:
+                if merged:
+                    raise GuildfileError(f"{path}:{line}: duplicate key '<<' (merge several with <<: [*a, *b])")
+                merged = _merge_sources(path, loader, vnode)
+                continue
+            key = loader.construct_object(knode, deep=True)
             try:
                 hash(key)
             except TypeError:
@@ -192,15 +214,23 @@ def _parse_yaml(path: Path, text: str) -> Any:
                 raise GuildfileError(f"{path}:{line}: duplicate key '{key}'")
             m[key] = loader.construct_object(vnode, deep=True)
             m.lines[key] = line
-        return m
+        return _merged(m, merged) if merged else m
 
     def construct_seq(loader: Any, node: Any) -> _Seq:
         seq = _Seq(loader.construct_object(child, deep=True) for child in node.value)
         seq.lines = [child.start_mark.line + 1 for child in node.value]
         return seq
 
+    def construct_str(loader: Any, node: Any) -> str:
+        value: str = loader.construct_scalar(node)
+        if "\0" in value:  # only an escape ("\0", "\x00") puts one here: the raw text has none
+            raise GuildfileError(f"{path}:{node.start_mark.line + 1}: a NUL character in {value!r}: a guildfile"
+                                 " string cannot hold one (no command line, environment or file name can)")
+        return value
+
     Loader.add_constructor("tag:yaml.org,2002:map", construct_map)
     Loader.add_constructor("tag:yaml.org,2002:seq", construct_seq)
+    Loader.add_constructor("tag:yaml.org,2002:str", construct_str)
     try:
         return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as e:
@@ -211,6 +241,92 @@ def _parse_yaml(path: Path, text: str) -> Any:
         raise GuildfileError(f"{path}: invalid YAML: {e}") from None
     except RecursionError:
         raise GuildfileError(f"{path}: invalid YAML: nested too deeply") from None
+
+
+def _merge_sources(path: Path, loader: Any, vnode: Any) -> list[_Map]:
+    """The mappings a merge key (``<<: *a`` or ``<<: [*a, *b]``) names, in order of precedence."""
+    import yaml
+
+    sources = vnode.value if isinstance(vnode, yaml.SequenceNode) else [vnode]
+    out = []
+    for src in sources:
+        if not isinstance(src, yaml.MappingNode):
+            raise GuildfileError(f"{path}:{src.start_mark.line + 1}: '<<' merges a mapping (<<: *name) or a list"
+                                 " of mappings (<<: [*a, *b])")
+        out.append(loader.construct_object(src, deep=True))
+    return out
+
+
+def _merged(explicit: _Map, sources: list[_Map]) -> _Map:
+    """YAML merge keys: the mapping's own keys win, then the sources in order; a shallow merge."""
+    out = _Map()
+    out.line, out.lines = explicit.line, {}
+    for src in sources:
+        for k, v in src.items():
+            if k not in out:
+                out[k] = v
+                out.lines[k] = src.lines.get(k, src.line)
+    for k, v in explicit.items():  # in place: keys keep the merged order, take the explicit value
+        out[k] = v
+        out.lines[k] = explicit.lines[k]
+    return out
+
+
+def _check_aliases(path: Path, root: Any) -> None:
+    """Refuse a node graph whose aliases add more than ALIAS_NODES nodes or ALIAS_TEXT characters,
+    or that contains itself.
+
+    One depth-first pass over the distinct nodes (iterative: a deep document must not exhaust the
+    stack): ``size`` is what each node would expand to, children counted once per reference.
+    """
+    import yaml
+
+    def children(n: Any) -> list[Any]:
+        if isinstance(n, yaml.SequenceNode):
+            return list(n.value)
+        if isinstance(n, yaml.MappingNode):
+            return [x for pair in n.value for x in pair]
+        return []
+
+    def text(n: Any) -> int:
+        return len(n.value) if isinstance(n, yaml.ScalarNode) else 0
+
+    cap = 1 << 62  # with doubling aliases the true numbers grow to thousands of digits
+    size: dict[int, tuple[int, int]] = {}  # id(node) -> (nodes, characters) once expanded
+    open_ids = {id(root)}
+    distinct = [1, text(root)]
+    order: list[Any] = []
+    stack = [(root, iter(children(root)))]
+    while stack:
+        node, rest = stack[-1]
+        child = next(rest, None)
+        if child is None:
+            stack.pop()
+            open_ids.discard(id(node))
+            kids = [size[id(c)] for c in children(node)]
+            size[id(node)] = (min(1 + sum(k[0] for k in kids), cap), min(text(node) + sum(k[1] for k in kids), cap))
+            order.append(node)
+        elif id(child) in open_ids:
+            raise GuildfileError(f"{path}:{child.start_mark.line + 1}: a YAML alias inside the node it names"
+                                 " (a recursive structure); a guildfile cannot hold one")
+        elif id(child) not in size:
+            open_ids.add(id(child))
+            distinct[0] += 1
+            distinct[1] += text(child)
+            stack.append((child, iter(children(child))))
+
+    def too_big(n: Any) -> bool:
+        nodes, chars = size[id(n)]
+        return nodes - distinct[0] > ALIAS_NODES or chars - distinct[1] > ALIAS_TEXT
+
+    if not too_big(root):
+        return
+    blame = next(n for n in order if too_big(n))  # the first (innermost) node that is already too big
+    raise GuildfileError(
+        f"{path}:{blame.start_mark.line + 1}: YAML aliases (*name) expand this beyond {ALIAS_NODES:,} nodes"
+        f" or {ALIAS_TEXT:,} characters (nested aliases, a 'billion laughs'?); write the values out or use"
+        " fewer levels of aliases"
+    )
 
 
 # --- validation ----------------------------------------------------------------------------------
@@ -232,9 +348,11 @@ class _Validator:
             raise self.fail(parent, key, f"'{what}' must be a mapping, got {_kind(value)}")
         return value
 
-    def keys(self, m: Mapping[Any, Any], allowed: Iterable[str], what: str) -> None:
+    def keys(self, m: Mapping[Any, Any], allowed: Iterable[str], what: str, extensions: bool = False) -> None:
         allowed = tuple(allowed)
         for k in m:
+            if extensions and isinstance(k, str) and k.startswith("x-"):
+                continue
             if k not in allowed:
                 import difflib
 
@@ -245,24 +363,47 @@ class _Validator:
     def guildfile(self, data: Any) -> Guildfile:
         if not isinstance(data, dict):
             raise GuildfileError(f"{self.path}: the top level must be a mapping with 'operations'")
-        self.keys(data, _TOP_KEYS, "the guildfile")
+        self.keys(data, _TOP_KEYS, "the guildfile", extensions=True)
         if "operations" not in data:
             raise self.fail(data, None, "missing required key 'operations'")
         ops = self.mapping(data, "operations", data["operations"], "operations")
         if not ops:
             raise self.fail(data, "operations", "'operations' declares no operation")
-        runs_dir = data.get("runs-dir")
-        if runs_dir is not None and (not isinstance(runs_dir, str) or "\0" in runs_dir):
-            raise self.fail(data, "runs-dir", "'runs-dir' must be a path string")
         return Guildfile(
             path=self.path,
-            operations={str(n): self.op(ops, str(n), ops[n]) for n in ops},
+            operations={str(n): self.op(ops, self.op_name(ops, n), ops[n]) for n in ops},
             plugins=self.plugins(data, "plugins", data.get("plugins"), "plugins"),
-            runs_dir=(self.path.parent / runs_dir).resolve() if runs_dir else None,
+            runs_dir=self.runs_dir(data),
             backend=self.backend(data, "the guildfile") or "local",
             slurm=self.slurm(data, "the guildfile"),
             hook_timeout=self.seconds(data, "hook-timeout", "the guildfile") or DEFAULT_HOOK_TIMEOUT,
         )
+
+    def runs_dir(self, data: Mapping[Any, Any]) -> Path | None:
+        raw = data.get("runs-dir")
+        if raw is None or raw == "":
+            return None
+        if not isinstance(raw, str):
+            raise self.fail(data, "runs-dir", "'runs-dir' must be a path string")
+        try:
+            path = (self.path.parent / raw).resolve()
+        except (OSError, RuntimeError) as e:  # a symlink loop
+            raise self.fail(data, "runs-dir", f"runs-dir {raw!r} cannot be resolved: {e}") from None
+        what = _system_dir(path)
+        if what:
+            raise self.fail(data, "runs-dir", f"runs-dir {raw!r} is {path}, {what}: guildlite creates, moves and"
+                            " deletes run dirs in its runs dir; name a dir of its own (e.g. runs)")
+        return path
+
+    def op_name(self, ops: Mapping[Any, Any], name: Any) -> str:
+        # An op name is printed, recorded, and written into an sbatch script's #SBATCH --job-name
+        # line, where a newline would start a shell command.
+        import re
+
+        if isinstance(name, bool) or not isinstance(name, (str, int)) or not re.fullmatch(_OP_NAME, str(name)):
+            raise self.fail(ops, name, f"operation name {name!r} is not valid: a letter, digit or _ first, then"
+                            " letters, digits, _, ., : or - (train, train-small, eval.v2)")
+        return str(name)
 
     def op(self, parent: Any, name: str, raw: Any) -> OpDef:
         where = f"operation '{name}'"
@@ -280,7 +421,7 @@ class _Validator:
             name=name,
             main=m["main"].strip(),
             description=self.string(m, "description", where),
-            flags={str(k): self.flag(flags_raw, str(k), flags_raw[k], where) for k in flags_raw},
+            flags={str(k): self.flag(flags_raw, k, flags_raw[k], where) for k in flags_raw},
             nproc_per_node=nproc,
             gpus_per_trial=self.count(m, "gpus-per-trial", 0, 0, where),
             sourcecode=self.source(m, m.get("sourcecode"), where),
@@ -300,7 +441,7 @@ class _Validator:
         import shlex
 
         main = m.get("main")
-        if not isinstance(main, str) or not main.strip() or "\0" in main:
+        if not isinstance(main, str) or not main.strip():
             raise self.fail(m if "main" in m else parent, "main", f"{where}: 'main' (the script to run) is required")
         try:
             first = shlex.split(main)[0]
@@ -354,10 +495,10 @@ class _Validator:
             return str(v)
         if isinstance(v, str) and v.startswith("config:"):
             path = v[len("config:"):].strip()
-            if path and not path.startswith("/") and ".." not in Path(path).parts and Path(path).suffix in (
-                ".json", ".yml", ".yaml"
-            ):
+            problem = _config_path_problem(path)
+            if problem is None:
                 return f"config:{path}"
+            raise self.fail(m, "flags-dest", f"{where}: flags-dest {v!r}: {problem}")
         raise self.fail(m, "flags-dest", f"{where}: flags-dest {v!r} must be args, env or config:PATH"
                         " (PATH inside the run dir ending .json, .yml or .yaml)")
 
@@ -375,7 +516,11 @@ class _Validator:
             return ()
         if v == "all" or v is True:
             return True
-        if isinstance(v, list) and all(isinstance(x, str) for x in v):
+        if isinstance(v, list):
+            for name in v:
+                problem = name_problem(name)
+                if problem:
+                    raise self.fail(m, "flags-import", f"{where}: flags-import: {problem}")
             return tuple(v)
         raise self.fail(m, "flags-import", f"{where}: flags-import must be 'all' or a list of flag names")
 
@@ -430,11 +575,15 @@ class _Validator:
             raise self.fail(m, key, f"{where}: '{key}' must be a positive number of seconds, got {_brief(v)}")
         return seconds
 
-    def flag(self, parent: Any, name: str, raw: Any, where: str) -> FlagDef:
+    def flag(self, parent: Any, name: Any, raw: Any, where: str) -> FlagDef:
+        problem = name_problem(name)
+        if problem:
+            raise self.fail(parent, name, f"{where}: {problem}")
         where = f"{where} flag '{name}'"
         if not isinstance(raw, dict):
             if isinstance(raw, list):
                 raise self.fail(parent, name, f"{where}: a list default is not allowed; use 'choices'")
+            self.plain_value(parent, name, raw, f"{where}: the default")
             return FlagDef(name=name, default=raw)
         self.keys(raw, _FLAG_KEYS, where)
         ftype = raw.get("type")
@@ -443,6 +592,9 @@ class _Validator:
         choices = raw.get("choices")
         if choices is not None and (not isinstance(choices, list) or not choices):
             raise self.fail(raw, "choices", f"{where}: 'choices' must be a non-empty list")
+        for choice in choices or ():
+            self.plain_value(raw, "choices", choice, f"{where}: choice")
+        self.plain_value(raw, "default", raw.get("default"), f"{where}: the default")
         for key in ("min", "max"):
             v = raw.get(key)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
@@ -477,6 +629,17 @@ class _Validator:
             except Exception as e:  # FlagError: the default breaks its own rules
                 raise self.fail(raw, "default", f"{where}: bad default: {e}") from None
         return flag
+
+    def plain_value(self, parent: Any, key: Any, v: Any, what: str) -> None:
+        """A flag value is text, a number, a boolean or null: it goes to argv, the environment and JSON."""
+        import datetime
+
+        if v is None or isinstance(v, (str, int, float)):  # bool is an int
+            return
+        if isinstance(v, datetime.date):  # YAML reads an unquoted 2024-01-01 as a date
+            raise self.fail(parent, key, f"{what} {v} is a date; quote it ('{v}') to pass it as text")
+        raise self.fail(parent, key, f"{what} {_show_yaml(v)} is {_kind(v)}, not a string, number, true/false"
+                        " or null")
 
     def source(self, parent: Any, raw: Any, where: str) -> SourceSpec:
         if raw is None:
@@ -548,6 +711,58 @@ def _short(parent: Any, key: Any, line: int, **values: Any) -> _Map:
     return m
 
 
+# Never a runs dir: guildlite creates, moves and deletes run dirs in it, and lists every entry as a
+# run. The filesystem root, the FHS top-level dirs and the standard ones in /usr, /usr/local and
+# /var, and a home directory itself; a dir below any of them (~/runs, /var/tmp/runs) is fine.
+SYSTEM_DIRS = (
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/media", "/mnt",
+    "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var",
+    *(f"{base}/{d}" for base in ("/usr", "/usr/local")
+      for d in ("bin", "etc", "games", "include", "lib", "lib32", "lib64", "libexec", "local", "sbin", "share", "src")),
+    *(f"/var/{d}" for d in ("backups", "cache", "crash", "lib", "local", "lock", "log", "mail", "opt", "run", "spool",
+                            "tmp")),
+)
+
+
+def _system_dir(path: Path) -> str | None:
+    """What the resolved ``path`` is when it may not be a runs dir (see SYSTEM_DIRS), else None."""
+    if path == Path("/"):
+        return "the filesystem root"
+    if str(path) in SYSTEM_DIRS:
+        return "a system directory"
+    homes = {Path(os.path.expanduser("~")), Path(os.environ.get("HOME") or "/")}
+    if any(path in (h, h.resolve()) for h in homes if h.is_absolute()):
+        return "a home directory itself"
+    return None
+
+
+def _config_path_problem(path: str) -> str | None:
+    """Why ``config:PATH`` cannot receive the flags (None: it can): PATH is relative, stays in the
+    run dir, ends .json/.yml/.yaml and is none of guildlite's own files (RunPaths) or its dir."""
+    from pathlib import PurePosixPath
+
+    from ._runs import RunPaths
+
+    parts = PurePosixPath(path).parts
+    if not parts or path.startswith("/"):
+        return "PATH must be a file path relative to the run dir"
+    if ".." in parts:
+        return "PATH must stay inside the run dir (no '..')"
+    if PurePosixPath(path).suffix not in (".json", ".yml", ".yaml"):
+        return "PATH must end .json, .yml or .yaml"
+    root = Path("/run-dir")
+    paths = RunPaths(root)
+    own = {
+        getattr(paths, name).relative_to(root).parts[0].casefold()
+        for name in dir(RunPaths)
+        if isinstance(getattr(RunPaths, name), property)
+    }
+    top = parts[0].casefold()
+    if top in own or any(top.startswith(f".{name}.tmp-") for name in own):  # or an atomic write's temp file
+        return f"PATH {parts[0]!r} is guildlite's own ({', '.join(sorted(own))}); choose another name"
+    return None
+
+
 def _inside(path: Path, root: Path) -> bool:
     try:
         path.relative_to(root.resolve())
@@ -568,6 +783,11 @@ def _brief(v: Any) -> str:
 def _kind(v: Any) -> str:
     kinds: dict[type, str] = {list: "a list", _Seq: "a list", dict: "a mapping", _Map: "a mapping", str: "a string"}
     return kinds.get(type(v), type(v).__name__)
+
+
+def _show_yaml(v: Any) -> str:
+    text = repr(_plain(v))
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _plain(v: Any) -> Any:

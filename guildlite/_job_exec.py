@@ -105,13 +105,17 @@ def _close_process_group() -> None:
         print(f"[guildlite] destroying the process group the script left open failed: {e}", file=sys.stderr)
 
 
-def _run_as_main(argv: list) -> None:
+def _run_as_main(argv: list, cwd_first: bool = True) -> None:
     """Run ``argv`` (``[script, args...]`` or ``[-m, module, args...]``) the way ``python`` would:
     its ``__main__`` module stays in ``sys.modules`` until interpreter exit, so its objects (a
-    process group, its threads) live exactly as long as under ``python script.py``."""
+    process group, its threads) live exactly as long as under ``python script.py``. Without
+    ``cwd_first`` a module runs as an installed command would, the cwd not on ``sys.path``."""
     if argv[0] == "-m":
         sys.argv = [argv[1], *argv[2:]]
-        sys.path[0] = os.getcwd()
+        if cwd_first:
+            sys.path[0] = os.getcwd()
+        else:
+            del sys.path[0]  # this file's dir
         runpy._run_module_as_main(argv[1], alter_argv=True)  # type: ignore[attr-defined]  # as `python -m`
         return
     path = argv[0]
@@ -129,7 +133,9 @@ def _agent(argv: list) -> None:
     _one_sigterm_on_parent_death()
     status = 0
     try:
-        _run_as_main(argv)
+        # As the `torchrun` command: the cwd is the run dir, whose staged logging.py or
+        # dataclasses.py must not replace the stdlib module for torchrun's own imports.
+        _run_as_main(argv, cwd_first=False)
     except SystemExit as e:
         if e.code is not None and not isinstance(e.code, int):
             print(e.code, file=sys.stderr)

@@ -28,6 +28,7 @@ from ._launch import (
     without_rank_env,
     write_flags_config,
 )
+from ._lock import lock_mode
 from ._plugins import Dispatcher, HookFailed, Plugin
 from ._runs import TRASH_DIR, Run, RunPaths, new_run_id, now_iso, write_json
 from ._scheduler import Scheduler, Slot
@@ -90,6 +91,7 @@ class Session:
     def _new_run(self, flags: dict[str, Any], **kw: Any) -> Run:
         cfg = self.cfg
         cfg.runs_dir.mkdir(parents=True, exist_ok=True)
+        lock_mode(cfg.runs_dir)  # a bad GUILDLITE_LOCK_MODE fails here, before anything is staged
         while True:
             run_id = new_run_id()
             staging = cfg.runs_dir / f".staging-{run_id}"
@@ -130,7 +132,7 @@ class Session:
             run.cmd = job_command(cfg.op, flags, cfg.nproc, log_dir=log_dir)
             write_flags_config(cfg.op, flags, run.run_dir)
             run.claim()  # while its on_run_staged runs, `guildlite stop` sees a live owner to ask
-            run.save()
+            run.create()
             self._publish(run)
         self._open[run.id] = run
         try:
@@ -302,6 +304,9 @@ class Session:
             why = f"{full_reason(e)} ({describe(run.run_dir)})" if is_full(e) else e.strerror or str(e)
             self.log(f"guildlite: cannot record the end of run {run.id} in {run.run_dir}: {why}")
             return why
+        except GuildliteError as e:  # the store refused: the run dir is gone (purged) or not its own
+            self.log(f"guildlite: cannot record the end of run {run.id} in {run.run_dir}: {e}")
+            return str(e)
         return None
 
     def close_open(self, why: str) -> None:
@@ -432,7 +437,7 @@ class Session:
                 batch.cmd = []
                 batch.paths.meta.mkdir(exist_ok=True)
                 batch.claim()
-                batch.save()
+                batch.create()
                 self._publish(batch)
             self._open[batch.id] = batch
             if not stage_only and not self._begin_batch(batch):

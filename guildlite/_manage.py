@@ -10,11 +10,11 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from ._errors import GuildliteError
 from ._launch import descendants
-from ._runs import ACTIVE, TRASH_DIR, Run, list_runs, load_run
+from ._runs import ACTIVE, TRASH_DIR, Run, list_runs, load_run, update_record
 
 
 def trash_dir(runs_dir: Path) -> Path:
@@ -91,23 +91,30 @@ def trashed(runs_dir: Path) -> list[Run]:
 
 
 def set_label(runs: Sequence[Run], label: str) -> None:
+    """Set the label of ``runs`` (only the label: see ``_runs.INSPECT_FIELDS``)."""
     for r in runs:
         r.update(label=label)
 
 
 def set_tags(runs: Sequence[Run], changes: Sequence[str]) -> None:
-    """Apply ``+tag`` / ``-tag`` changes."""
+    """Apply ``+tag`` / ``-tag`` changes to each run's tags as they are when written (under the
+    run's lock), so concurrent taggers each add or remove their own tags."""
     for c in changes:
         if len(c) < 2 or c[0] not in "+-":
             raise GuildliteError(f"tag change {c!r} must be +TAG or -TAG", exit_code=2)
-    for r in runs:
-        tags = list(r.tags)
+
+    def change(rec: dict[str, Any]) -> None:
+        tags = rec.get("tags")
+        tags = [t for t in tags if isinstance(t, str)] if isinstance(tags, list) else []
         for c in changes:
             if c[0] == "+" and c[1:] not in tags:
                 tags.append(c[1:])
             elif c[0] == "-" and c[1:] in tags:
                 tags.remove(c[1:])
-        r.update(tags=tags)
+        rec["tags"] = tags
+
+    for r in runs:
+        r.tags = update_record(r.run_dir, change)["tags"]
 
 
 def _waiting_trial(run: Run) -> bool:

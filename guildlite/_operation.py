@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 from ._batch import count_trials, is_batch, plan_trials
 from ._builtins import builtin_plugins
 from ._errors import GuildfileError, GuildliteError
-from ._flags import parse_assignments, resolve
+from ._flags import nul_free, parse_assignments, resolve
 from ._flags_import import with_imported_flags
 from ._guildfile import GUILDFILE, Guildfile, PluginSpec, default_runs_dir, find_guildfile, load
 from ._launch import job_command
@@ -202,7 +202,8 @@ def restart(
     flags = None
     if not run.is_batch:
         given = {a.partition("=")[0].strip() for a in assignments}
-        flags = {**{k: v for k, v in run.flags.items() if k in plan.flags}, **{k: plan.flags[k] for k in given}}
+        flags = {**{k: nul_free(k, v) for k, v in run.flags.items() if k in plan.flags},  # a record is input
+                 **{k: plan.flags[k] for k in given}}
         for k, v in plan.flags.items():
             flags.setdefault(k, v)
     slots = plan.slots

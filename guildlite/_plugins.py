@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
+import importlib.machinery
+import importlib.util
 import sys
 import time
+from importlib.machinery import ModuleSpec
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypeVar
 
 from ._errors import GuildfileError
@@ -112,12 +117,8 @@ def _import_class(path: str, where: str, project_dir: Path) -> Any:
         mod_name, _, attr = path.rpartition(".")
     if not mod_name or not attr or not all(p.isidentifier() for p in (*mod_name.split("."), *attr.split("."))):
         raise GuildfileError(f"{where}: class {path!r} is not an import path like 'module:Class'")
-    # Modules resolve from the project first: the guildfile's directory leads sys.path.
-    root = str(project_dir)
-    if sys.path[:1] != [root]:
-        sys.path.insert(0, root)
     try:
-        module = importlib.import_module(mod_name)
+        module = _import_module(mod_name, project_dir)
     except ModuleNotFoundError as e:
         raise GuildfileError(f"{where}: cannot import module '{mod_name}': {e}") from None
     except Exception as e:
@@ -128,6 +129,69 @@ def _import_class(path: str, where: str, project_dir: Path) -> Any:
             raise GuildfileError(f"{where}: module '{mod_name}' has no class '{attr}'")
         obj = getattr(obj, part)
     return obj
+
+
+def _import_module(mod_name: str, project_dir: Path) -> ModuleType:
+    """Import ``mod_name`` from the project dir if it is there, else as installed.
+
+    The project dir joins ``sys.path`` at the end, never the front: a project file named like a
+    stdlib module (``ctypes.py``, ``trace.py``) must not replace that module for guildlite and
+    every later import. The declared module itself still comes from the project, found by its
+    file; its top-level package is registered under its own name unless that name belongs to
+    another module (stdlib, installed, already imported), and then under a private one, so its
+    relative imports and its own absolute imports of project-only modules keep working.
+    """
+    root = str(project_dir)
+    if root not in sys.path:
+        sys.path.append(root)
+    top, _, sub = mod_name.partition(".")
+    spec = importlib.machinery.PathFinder.find_spec(top, [root])
+    if spec is None:
+        return importlib.import_module(mod_name)
+    # The private name is per project dir: two projects' trace.py must not share one module.
+    tag = hashlib.sha256(root.encode()).hexdigest()[:8]
+    name = top if _free_name(top, project_dir) else f"_guildlite_project_{tag}_{top}"
+    if name not in sys.modules:
+        spec = _renamed(spec, name)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)  # type: ignore[union-attr]
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return importlib.import_module(f"{name}.{sub}" if sub else name)
+
+
+def _free_name(top: str, project_dir: Path) -> bool:
+    """Whether ``top`` names no module but the project's: not stdlib, installed, or imported."""
+    if top in getattr(sys, "stdlib_module_names", ()) or top in sys.builtin_module_names:
+        return False
+    loaded = sys.modules.get(top)
+    if loaded is not None:
+        return _from_project(loaded, project_dir)
+    elsewhere = [p for p in sys.path if Path(p or ".").resolve() != project_dir.resolve()]
+    return importlib.machinery.PathFinder.find_spec(top, elsewhere) is None
+
+
+def _from_project(module: ModuleType, project_dir: Path) -> bool:
+    where = getattr(module, "__file__", None) or next(iter(getattr(module, "__path__", [])), None)
+    return where is not None and Path(where).resolve().is_relative_to(project_dir.resolve())
+
+
+def _renamed(spec: ModuleSpec, name: str) -> ModuleSpec:
+    """``spec`` (a module or package found in the project) as module ``name``."""
+    if spec.name == name:
+        return spec
+    # A plain list: a namespace package's own path object would look itself up again by its old name.
+    where = None if spec.submodule_search_locations is None else list(spec.submodule_search_locations)
+    if spec.origin is None:  # a namespace package: a directory without __init__.py
+        ns = importlib.machinery.ModuleSpec(name, spec.loader, is_package=True)
+        ns.submodule_search_locations = where
+        return ns
+    renamed = importlib.util.spec_from_file_location(name, spec.origin, submodule_search_locations=where)
+    assert renamed is not None  # a file the path finder just found
+    return renamed
 
 
 def _entry_point_class(name: str, where: str) -> Any:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import socket
@@ -13,7 +11,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence, overload
 
-from ._errors import RunNotFoundError
+from ._errors import GuildliteError, RunNotFoundError
+from ._lock import file_lock
 
 STATUSES = ("staged", "pending", "running", "completed", "error", "terminated")
 ACTIVE = ("pending", "running")
@@ -91,21 +90,6 @@ def atomic_write(path: Path, data: str | bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (created if missing) for the ``with`` block.
-
-    ``flock`` locks are released by the kernel when their holder dies, so a killed writer never
-    leaves a run locked.
-    """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -214,6 +198,7 @@ class Run:
     batch: dict[str, Any] | None = None
     guildlite_version: str = field(default_factory=_version)
     _parent: Run | None = field(default=None, repr=False)
+    _synced_attrs: dict[str, Any] | None = field(default=None, repr=False)  # attrs as last read/written
 
     @property
     def paths(self) -> RunPaths:
@@ -248,28 +233,42 @@ class Run:
         rec["trials"] = rec.pop("trial_ids")
         return rec
 
-    def save(self) -> None:
-        """Write ``run.json`` atomically, under the run's lock.
+    def create(self) -> None:
+        """Write the first ``run.json`` of a new run dir (staging); see ``create_record``."""
+        create_record(self.run_dir, self.to_record())
+        self._synced_attrs = _snapshot(self.attrs)
 
-        ``label`` and ``tags`` belong to the inspect commands, which may change them while the
-        run is going: they are re-read from disk here so a save never reverts them.
+    def save(self) -> None:
+        """Write this Run's fields as the run's owner, through ``update_record``.
+
+        Everything but ``label`` and ``tags`` (the inspect commands' fields, taken from disk here
+        and never written) is the owner's; ``attrs`` are merged per plugin key: only the keys this
+        Run changed since it was read or saved are written, so a plugin's data recorded by another
+        process (a SLURM node) is not reverted. A record that is missing or unreadable is written
+        whole from this Run.
         """
-        self.paths.meta.mkdir(exist_ok=True)
-        with file_lock(self.paths.lock):
-            try:
-                disk = json.loads(self.paths.run_json.read_text())
-                self.label, self.tags = disk.get("label", self.label), disk.get("tags", self.tags)
-            except (OSError, ValueError):
-                pass
-            write_json(self.paths.run_json, self.to_record())
+        mine, base = self.to_record(), self._synced_attrs or {}
+
+        def change(rec: dict[str, Any]) -> None:
+            attrs = merge_attrs(rec.get("attrs"), mine["attrs"], base)
+            rec.update({k: v for k, v in mine.items() if k not in INSPECT_FIELDS or k not in rec})
+            rec["attrs"] = attrs
+
+        rec = update_record(self.run_dir, change, missing_ok=True)
+        self.label, self.tags = rec["label"], rec["tags"]
+        self.attrs.clear()  # in place: a plugin may hold a reference to the dict
+        self.attrs.update(rec["attrs"])
+        self._synced_attrs = _snapshot(self.attrs)
 
     def update(self, **changes: Any) -> None:
-        """Set fields and save, under the lock (for label, tags and other outside edits)."""
-        self.paths.meta.mkdir(exist_ok=True)
-        with file_lock(self.paths.lock):
-            for k, v in changes.items():
-                setattr(self, k, v)
-            write_json(self.paths.run_json, self.to_record())
+        """Set and write ``label`` and/or ``tags`` (only those: the owner's fields are not written)."""
+        wrong = sorted(set(changes) - set(INSPECT_FIELDS))
+        if wrong:
+            raise ValueError(f"Run.update sets only {', '.join(INSPECT_FIELDS)}, not {', '.join(wrong)}: "
+                             "the owner's fields are written by save()")
+        rec = update_record(self.run_dir, lambda rec: rec.update(changes))
+        for k in INSPECT_FIELDS:
+            setattr(self, k, rec.get(k, getattr(self, k)))
 
     @property
     def alive(self) -> bool:
@@ -284,7 +283,84 @@ class Run:
         self.host = socket.gethostname()
 
 
-_FIELDS = set(Run.__dataclass_fields__) - {"run_dir", "_parent", "parent_id", "trial_ids"}
+_FIELDS = set(Run.__dataclass_fields__) - {"run_dir", "_parent", "_synced_attrs", "parent_id", "trial_ids"}
+
+# --- writing records ---------------------------------------------------------------------------------
+#
+# Who writes which field of run.json. Writers run in different processes at any time (the run's
+# owner, `guildlite label` / `tag`, a SLURM node), so every change is a read-modify-write under the
+# run's lock (``update_record``) that changes only the writer's own fields:
+# - INSPECT_FIELDS belong to the inspect commands, which never write anything else;
+# - every other field belongs to the process that owns the run (the guildlite that staged and
+#   launches it, or restarts it; on SLURM the node's supervisor for status, exit_code, stopped,
+#   started, attempts, host, remote, error): status, exit_code, started, stopped, pid, pid_start,
+#   job_pid, attempts, error, cmd, gpus, remote, flags, trials, batch, plugins...;
+# - ``attrs`` is the plugins', merged per plugin key (``merge_attrs``).
+INSPECT_FIELDS = ("label", "tags")
+
+
+def create_record(run_dir: Path, rec: dict[str, Any]) -> None:
+    """Write the first record of a new run dir; a dir that already has one is refused."""
+    paths = RunPaths(Path(run_dir))
+    _meta_dir(paths)
+    with file_lock(paths.lock):
+        if paths.run_json.exists():
+            raise GuildliteError(f"{run_dir}: already has a run.json")
+        write_json(paths.run_json, rec)
+
+
+def _meta_dir(paths: RunPaths) -> None:
+    """Make the run's ``.guildlite`` dir for its lock. A run dir or ``.guildlite`` that is a symlink
+    (a run dir from elsewhere) is refused: a write must never land outside the runs dir."""
+    for p in (paths.dir, paths.meta):
+        if p.is_symlink():
+            raise RunNotFoundError(f"{p}: a symlink, not a run's own dir: refusing to write there")
+    paths.meta.mkdir(exist_ok=True)
+
+
+def update_record(run_dir: Path, change: Callable[[dict[str, Any]], Any], *, missing_ok: bool = False) -> dict[str, Any]:
+    """Change a run's record: under the run's lock, read ``run.json`` afresh, let ``change`` edit
+    the dict in place, write it atomically; returns the record written.
+
+    The only way anything changes an existing record. RunNotFoundError if the run dir holds no
+    readable record, unless ``missing_ok`` (the owner, which holds the whole record: ``change``
+    gets ``{}``).
+    """
+    paths = RunPaths(Path(run_dir))
+    if not paths.dir.is_dir():
+        raise RunNotFoundError(f"{run_dir}: no such run dir (deleted or moved?)")
+    _meta_dir(paths)
+    with file_lock(paths.lock):
+        try:
+            with open(paths.run_json, "rb") as f:
+                rec = json.loads(f.read())
+            if not isinstance(rec, dict):
+                raise ValueError(f"a JSON {type(rec).__name__}, not an object")
+        except (OSError, ValueError, RecursionError) as e:  # RecursionError: absurdly deep JSON
+            if not missing_ok:
+                raise RunNotFoundError(f"{run_dir}: no readable run.json ({e})") from None
+            rec = {}
+        change(rec)
+        write_json(paths.run_json, rec)
+    return rec
+
+
+def _snapshot(attrs: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``attrs`` as written to run.json, to tell later which keys a plugin changed."""
+    return dict(json.loads(json.dumps(attrs, default=str)))
+
+
+def merge_attrs(disk: Any, mine: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """``attrs`` on disk with the plugin keys that ``mine`` changed since ``base`` (its value when
+    last read or written): a key set or changed is written, a key removed is removed, and every
+    other key keeps its value on disk (another process's plugin may have written it)."""
+    out = dict(disk) if isinstance(disk, dict) else {}
+    for k in set(mine) | set(base):
+        if k in mine and (k not in base or mine[k] != base[k]):
+            out[k] = mine[k]
+        elif k not in mine:
+            out.pop(k, None)
+    return out
 
 
 def derive_status(rec: dict[str, Any]) -> dict[str, Any]:
@@ -306,7 +382,9 @@ def run_from_record(run_dir: Path, rec: dict[str, Any]) -> Run:
     """A Run from a ``run.json`` object, with liveness-derived status."""
     rec = derive_status(rec)
     kwargs = {k: v for k, v in rec.items() if k in _FIELDS}
-    return Run(run_dir=run_dir, parent_id=rec.get("parent"), trial_ids=list(rec.get("trials") or []), **kwargs)
+    run = Run(run_dir=run_dir, parent_id=rec.get("parent"), trial_ids=list(rec.get("trials") or []), **kwargs)
+    run._synced_attrs = _snapshot(run.attrs)
+    return run
 
 
 def load_run(run_dir: Path) -> Run:

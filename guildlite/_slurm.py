@@ -103,6 +103,9 @@ def check_value(key: str, v: Any) -> Any:
             v = shlex.split(v)
         if not isinstance(v, list) or not all(isinstance(a, str) for a in v):
             raise ValueError("must be a list of sbatch options")
+        for a in v:  # each is one `#SBATCH` line of a shell script: a newline would start a command
+            if not a.isprintable():
+                raise ValueError(f"{a!r} holds a newline or another control character")
         return list(v)
     # partition, account, qos, constraint
     if not isinstance(v, str) or not v.strip() or any(c.isspace() for c in v.strip()):
@@ -139,7 +142,11 @@ def sbatch_script(run_dir: Path, job_name: str, opts: Mapping[str, Any], python:
              f"#SBATCH --job-name={job_name}", f"#SBATCH --chdir={run_dir}",
              f"#SBATCH --output={meta}/slurm-%j.out", "#SBATCH --open-mode=append"]
     lines += [f"#SBATCH {shlex.quote(o)}" for o in sbatch_options(opts)]
-    lines += ["", f"exec {shlex.quote(python)} -m guildlite._slurm_supervisor {shlex.quote(str(run_dir))}", ""]
+    # Not `-m`: it puts the cwd first on sys.path, and the cwd is the run dir, whose staged json.py
+    # or ctypes.py would replace that stdlib module for the supervisor and the plugins it runs.
+    boot = ("import sys; sys.path[:] = [p for p in sys.path if p]; import runpy; "
+            "runpy.run_module('guildlite._slurm_supervisor', run_name='__main__', alter_sys=True)")
+    lines += ["", f"exec {shlex.quote(python)} -c {shlex.quote(boot)} {shlex.quote(str(run_dir))}", ""]
     return "\n".join(lines)
 
 
@@ -157,29 +164,19 @@ def claim_end(run_dir: Path) -> bool:
         return False
 
 
-def update_record(run_dir: Path, change: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
-    """Read-modify-write ``run.json`` under the run's lock; ``change`` edits the dict in place."""
-    from ._runs import RunPaths, file_lock, write_json
-
-    paths = RunPaths(Path(run_dir))
-    with file_lock(paths.lock):
-        rec = json.loads(paths.run_json.read_text())
-        change(rec)
-        write_json(paths.run_json, rec)
-    return rec
-
-
 def read_record(run_dir: Path) -> dict[str, Any]:
     return json.loads((Path(run_dir) / "run.json").read_text())
 
 
 def raw_run(run_dir: Path) -> Any:
     """The Run of a record as written (no liveness derivation)."""
-    from ._runs import _FIELDS, Run
+    from ._runs import _FIELDS, Run, _snapshot
 
     rec = read_record(run_dir)
     kw = {k: v for k, v in rec.items() if k in _FIELDS}
-    return Run(run_dir=Path(run_dir), parent_id=rec.get("parent"), trial_ids=list(rec.get("trials") or []), **kw)
+    run = Run(run_dir=Path(run_dir), parent_id=rec.get("parent"), trial_ids=list(rec.get("trials") or []), **kw)
+    run._synced_attrs = _snapshot(run.attrs)  # its save writes only the attrs keys its plugins change
+    return run
 
 
 _cache: dict[str, Any] = {"t": 0.0, "jobs": None}
@@ -509,6 +506,8 @@ def detach_batch(batch: Any, trials: Sequence[Any]) -> None:
         if rec.get("status") in ("pending", "running", "staged"):
             rec["remote"] = remote
             rec["trials"] = list(batch.trial_ids)
+
+    from ._runs import update_record
 
     update_record(batch.run_dir, change)
 

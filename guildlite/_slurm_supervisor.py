@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from ._launch import torchrun_options
-from ._runs import RunPaths, now_iso
-from ._slurm import SPEC_FILE, claim_end, raw_run, read_record, update_record
+from ._runs import RunPaths, now_iso, update_record
+from ._slurm import SPEC_FILE, claim_end, raw_run, read_record
 
 ACTIVE = ("staged", "pending", "running")
 HANDOFF_SECONDS = 15.0  # the foreground submitter polls run.json every 0.5 s
@@ -308,7 +308,7 @@ def fire_end(run_dir: Path, spec: dict[str, Any]) -> None:
 def end_batch(batch_dir: Path, spec: dict[str, Any]) -> None:
     """The last trial to end records its batch's end and fires the batch's ``on_run_end``."""
     from ._lifecycle import batch_outcome
-    from ._runs import file_lock
+    from ._lock import file_lock
 
     if not (batch_dir / "run.json").exists():
         return

@@ -166,7 +166,9 @@ def test_validate_flags_vetoes_a_bad_combination(tmp_path: Path, args: list[str]
     never_launched(runs, rec, "training:")
     # Priority 1: the veto came before the built-in source snapshot, which never ran.
     assert hook_sequence(rec["plugins"], "on_run_staged") == ["ValidateFlags"]
-    assert not (runs / rec["id"] / ".guildlite" / "sourcecode.json").exists()
+    # Staging lists the copied files; only the snapshot adds their hashes.
+    manifest = json.loads((runs / rec["id"] / ".guildlite" / "sourcecode.json").read_text())
+    assert manifest["files"] and not any("sha256" in f for f in manifest["files"])
     assert rec["attrs"]["validate"]["ok"] is False
     assert "ValidateFlags.on_run_staged" in cp.stderr and reason in cp.stderr and TRACEBACK not in cp.stderr
 

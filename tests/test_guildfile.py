@@ -3,12 +3,24 @@ that names the file and the line."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, property_settings
+from conftest import (
+    GUILDLITE,
+    ROOT,
+    TRACEBACK,
+    assert_clean_error,
+    clean_env,
+    load_records,
+    property_settings,
+    run_dirs,
+    run_guildlite,
+    write_project,
+)
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -272,3 +284,355 @@ def test_yamlish_text_gives_a_guildfile_or_a_guildfile_error(tmp_path_factory: p
         assert "\n" not in str(e)
     else:
         assert gf.operations and all(op.main for op in gf.operations.values())
+
+
+# --- hostile guildfiles: every one is refused at load, through the real CLI -------------------------------
+
+_QUICK = "operations:\n  t:\n    main: t.py\n    launcher: python\n"
+_PRINT_ARGS = "import json, sys\nprint('ARGS ' + json.dumps(sys.argv[1:]))\n"
+
+
+def _project(tmp_path: Path, guildfile: str, files: dict[str, str] | None = None) -> Path:
+    root = tmp_path / "proj"
+    write_project(root, guildfile, {"t.py": _PRINT_ARGS, **(files or {})})
+    return root
+
+
+def _refused(root: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """``guildlite ARGS`` (default ``run t -y``) exits 2 with one error line and stages nothing."""
+    runs = root.parent / "runs"
+    cp = run_guildlite(*(args or ("run", "t", "-y")), cwd=root, env=env or clean_env(runs))
+    line = assert_clean_error(cp, 2)
+    assert not runs.exists() or not list(runs.iterdir()), list(runs.iterdir())
+    assert not (root / "runs").exists()
+    return line
+
+
+def _laughs(levels: int = 9) -> str:
+    """A 'billion laughs' under a flag's choices: each level lists the previous one 9 times."""
+    names = "abcdefghijklmnop"[:levels]
+    rows = ["          - &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    rows += [f"          - &{n} [{', '.join([f'*{p}'] * 9)}]" for p, n in zip(names, names[1:])]
+    return _QUICK + "    flags:\n      x:\n        choices:\n" + "\n".join(rows) + "\n"
+
+
+def _bounded(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str, int]:
+    """Run ``args`` under a 1 GiB address-space limit and a 60 s deadline: (exit code, stderr, peak RSS bytes)."""
+    import os
+    import resource
+    import subprocess
+    import tempfile
+    import threading
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(args, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=err, preexec_fn=limit)
+        killer = threading.Timer(60, proc.kill)
+        killer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)  # wait4: the child's own peak RSS
+        finally:
+            killer.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        return proc.returncode, err.read().decode(), usage.ru_maxrss * 1024
+
+
+@pytest.mark.parametrize("command", [["run", "t", "-y"], ["runs"], ["ops"]])
+def test_billion_laughs_is_refused_quickly_in_little_memory(tmp_path: Path, command: list[str]) -> None:
+    root = _project(tmp_path, _laughs())
+    env = clean_env()  # no GUILDLITE_RUNS_DIR: `runs` reads the guildfile for its runs-dir
+    code, err, peak = _bounded([*GUILDLITE, *command], root, env)
+    assert code == 2, (code, err[-2000:])
+    assert TRACEBACK not in err and "MemoryError" not in err
+    assert err.startswith(f"guildlite: error: {root / 'guildfile.yml'}:"), err
+    assert "YAML aliases (*name) expand this beyond 250,000 nodes" in err, err
+    assert peak < 200 * 1024 * 1024, f"peak RSS {peak / 2**20:.0f} MB"
+    assert not (root / "runs").exists()
+
+
+def test_the_alias_budget_counts_repeated_text_too(tmp_path: Path) -> None:
+    # Few nodes, but each alias repeats 1 MB of text: 6 aliases stay within the budget, 20 do not.
+    big = "x" * 1_000_000
+    fine = f"x-text: &t {big}\n" + _QUICK + "    description: *t\n" + "x-few: [" + ", ".join(["*t"] * 5) + "]\n"
+    assert load(_write(tmp_path, fine.replace("t.py", "train.py"))).op("t").description == big
+    hostile = f"x-text: &t {big}\n" + _QUICK + "x-many: [" + ", ".join(["*t"] * 20) + "]\n"
+    line = _refused(_project(tmp_path, hostile))
+    assert ":6: YAML aliases (*name) expand this beyond 250,000 nodes or 10,000,000 characters" in line, line
+
+
+def test_the_alias_budget_counts_nodes(tmp_path: Path) -> None:
+    # Three levels of 100 empty lists: a million nodes from a 1 kB file.
+    levels = "x-e: &e []\nx-a: &a [" + ", ".join(["*e"] * 100) + "]\nx-b: &b [" + ", ".join(["*a"] * 100) + "]\n"
+    fine = levels + "x-c: [" + ", ".join(["*b"] * 20) + "]\n" + _QUICK.replace("t.py", "train.py")
+    assert load(_write(tmp_path, fine)).op("t")
+    line = _refused(_project(tmp_path, levels + "x-c: [" + ", ".join(["*b"] * 100) + "]\n" + _QUICK))
+    assert ":4: YAML aliases (*name) expand this beyond 250,000 nodes" in line, line
+
+
+def test_a_recursive_alias_is_refused(tmp_path: Path) -> None:
+    line = _refused(_project(tmp_path, _QUICK + "x-loop: &loop [1, *loop]\n"))
+    assert "guildfile.yml:5: a YAML alias inside the node it names" in line, line
+    line = _refused(_project(tmp_path, _QUICK + "x-loop: &loop {<<: *loop, a: 1}\n"))
+    assert "guildfile.yml:5: a YAML alias inside the node it names" in line, line
+
+
+def test_shallow_aliases_still_work(tmp_path: Path) -> None:
+    # Sharing choices and settings through anchors is normal YAML: within the budget it loads.
+    gf = load(_write(tmp_path, "operations:\n  train:\n    main: train.py\n    flags:\n"
+                               "      a: {default: x, choices: &opts [x, y, z]}\n"
+                               "      b: {default: y, choices: *opts}\n"))
+    assert gf.op("train").flags["b"].choices == ("x", "y", "z")
+
+
+_MERGE = """\
+x-defaults: &defaults
+  launcher: python
+  main: t.py --from-defaults
+  description: shared
+  flags: &common
+    lr: 0.1
+    batch-size: 32
+x-more: &more
+  description: from more
+  nproc-per-node: 1
+operations:
+  plain:
+    <<: *defaults
+  own:
+    <<: *defaults
+    description: its own
+    main: t.py --own
+    flags:
+      <<: *common
+      lr: 0.5
+      model.lr: 0.01
+  two:
+    <<: [*more, *defaults]
+"""
+
+
+def test_merge_keys_end_to_end(tmp_path: Path) -> None:
+    root = _project(tmp_path, _MERGE)
+    runs = tmp_path / "runs"
+    cp = run_guildlite("ops", "--json", cwd=root, env=clean_env(runs))
+    assert cp.returncode == 0, cp.stderr
+    ops = json.loads(cp.stdout)
+    assert ops["plain"]["main"] == "t.py --from-defaults" and ops["plain"]["description"] == "shared"
+    assert {k: v["default"] for k, v in ops["plain"]["flags"].items()} == {"lr": 0.1, "batch-size": 32}
+    # Explicit keys win over merged ones; a merge is shallow (a merged `flags:` is replaced whole).
+    assert ops["own"]["main"] == "t.py --own" and ops["own"]["description"] == "its own"
+    assert {k: v["default"] for k, v in ops["own"]["flags"].items()} == {"lr": 0.5, "batch-size": 32,
+                                                                          "model.lr": 0.01}
+    # In a list of merged mappings the first one wins.
+    assert ops["two"]["description"] == "from more" and ops["two"]["main"] == "t.py --from-defaults"
+    cp = run_guildlite("run", "own", "batch-size=8", "-y", cwd=root, env=clean_env(runs))
+    assert cp.returncode == 0, cp.stderr
+    args = json.loads(next(line for line in cp.stdout.splitlines() if line.startswith("ARGS "))[5:])
+    assert args == ["--own", "--lr=0.5", "--batch-size=8", "--model.lr=0.01"]
+    (record,) = load_records(runs)
+    assert record["status"] == "completed" and record["flags"] == {"lr": 0.5, "batch-size": 8, "model.lr": 0.01}
+    assert record["op_def"]["launcher"] == "python" and record["cmd"][1:3] == ["-u", "t.py"]  # merged: no torchrun
+
+
+def test_merged_settings_are_validated_with_the_line_they_come_from(tmp_path: Path) -> None:
+    text = "x-defaults: &d\n  launcher: mpirun\noperations:\n  t:\n    <<: *d\n    main: t.py\n"
+    line = _refused(_project(tmp_path, text))
+    assert "guildfile.yml:2: operation 't': launcher 'mpirun' is not one of" in line, line
+
+
+@pytest.mark.parametrize("text, line, needle", [
+    (_QUICK + "    description: a\n    <<: {description: b}\n    description: c\n", 7, "duplicate key 'description'"),
+    ("x-a: &a {launcher: python}\n" + _QUICK.replace("    launcher: python\n", "    <<: *a\n    <<: *a\n"), 6,
+     "duplicate key '<<'"),
+    (_QUICK + "    <<: just text\n", 5, "'<<' merges a mapping"),
+    (_QUICK + "    <<: [{description: a}, [1]]\n", 5, "'<<' merges a mapping"),
+])
+def test_real_duplicates_and_bad_merges_are_still_errors(tmp_path: Path, text: str, line: int, needle: str) -> None:
+    msg = _refused(_project(tmp_path, text))
+    assert f"guildfile.yml:{line}: {needle}" in msg, msg
+
+
+_SYSTEM_DIRS = ["/", "/usr", "/etc", "/bin", "/proc", "/sys", "/dev", "/boot", "/lib", "/var", "/home", "/tmp",
+                "/usr/local", "/usr/lib64", "/usr/local/bin", "/var/lib", "/var/tmp", "/usr/../etc",
+                "../../../../../../../../../../../../.."]
+
+
+@pytest.mark.parametrize("runs_dir", _SYSTEM_DIRS)
+def test_a_system_dir_is_never_a_runs_dir(tmp_path: Path, runs_dir: str) -> None:
+    line = _refused(_project(tmp_path, f"runs-dir: {runs_dir}\n" + _QUICK))
+    assert f"guildfile.yml:1: runs-dir '{runs_dir}' is /" in line, line
+    assert "a system directory" in line or "the filesystem root" in line, line
+
+
+@pytest.mark.parametrize("runs_dir", ["/var/guildlite-runs", "/opt/x/runs", "/tmp/somewhere/runs"])
+def test_a_dir_below_a_system_dir_may_be_a_runs_dir(tmp_path: Path, runs_dir: str) -> None:
+    gf = load(_write(tmp_path, f"runs-dir: {runs_dir}\n" + _OK_OP))
+    assert gf.runs_dir == Path(runs_dir)
+
+
+def test_a_home_dir_itself_is_never_a_runs_dir_but_below_it_is_fine(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (tmp_path / "to-home").symlink_to(home)
+    env = {**clean_env(), "HOME": str(home)}
+    for runs_dir in (str(home), "../to-home", str(home) + "/"):
+        root = _project(tmp_path, f"runs-dir: {runs_dir}\n" + _QUICK)
+        line = _refused(root, "run", "t", "-y", env=env)
+        assert "a home directory itself" in line, line
+        assert list(home.iterdir()) == []
+    root = _project(tmp_path, f"runs-dir: {home}/runs\n" + _QUICK)
+    cp = run_guildlite("run", "t", "-y", cwd=root, env=env)
+    assert cp.returncode == 0, cp.stderr
+    assert len(run_dirs(home / "runs")) == 1
+
+
+@pytest.mark.parametrize("dest, needle", [
+    ("config:run.json", "guildlite's own"),
+    ("config:./run.json", "guildlite's own"),
+    ("config:RUN.json", "guildlite's own"),
+    ("config:.guildlite/env.json", "guildlite's own"),
+    ("config:.guildlite/flags.yml", "guildlite's own"),
+    ("config:./.guildlite/x/y.yaml", "guildlite's own"),
+    ("config:.run.json.tmp-1-abc.json", "guildlite's own"),
+    ("config:scalars.jsonl", "must end .json, .yml or .yaml"),
+    ("config:output.log", "must end .json, .yml or .yaml"),
+    ("config:/etc/flags.json", "relative to the run dir"),
+    ("config:../flags.json", "inside the run dir"),
+    ("config:conf/../../flags.json", "inside the run dir"),
+    ("config:", "relative to the run dir"),
+])
+def test_flags_dest_config_stays_off_guildlite_files(tmp_path: Path, dest: str, needle: str) -> None:
+    line = _refused(_project(tmp_path, _QUICK + f"    flags-dest: '{dest}'\n    flags: {{lr: 0.1}}\n"))
+    assert f"guildfile.yml:5: operation 't': flags-dest '{dest}'" in line and needle in line, line
+
+
+@pytest.mark.parametrize("dest", ["config:flags.json", "config:conf/run.json", "config:sub/.guildlite.yml",
+                                  "config:output.log.json"])
+def test_flags_dest_config_elsewhere_in_the_run_dir_is_fine(tmp_path: Path, dest: str) -> None:
+    gf = load(_write(tmp_path, f"operations:\n  train:\n    main: train.py\n    flags-dest: {dest}\n"))
+    assert gf.op("train").flags_dest == dest
+
+
+@pytest.mark.parametrize("flag, line, needle", [
+    ('"na\\0me": 1', 6, "a NUL character in 'na\\x00me'"),
+    ('x: "a\\x00b"', 6, "a NUL character in 'a\\x00b'"),
+    ('x: {default: "a\\u0000"}', 6, "a NUL character in 'a\\x00'"),
+    ("x:\n        default: a\n        choices: [a, \"b\\U00000000\"]", 8, "a NUL character in 'b\\x00'"),
+    ('x: {description: "\\0"}', 6, "a NUL character"),
+])
+def test_a_nul_anywhere_in_a_flag_is_refused(tmp_path: Path, flag: str, line: int, needle: str) -> None:
+    msg = _refused(_project(tmp_path, _QUICK + "    flags:\n      " + flag + "\n"))
+    assert f"guildfile.yml:{line}: {needle}" in msg, msg
+
+
+@pytest.mark.parametrize("where", ['runs-dir: "r\\0uns"\n' + _QUICK, _QUICK.replace("t.py", '"t.py\\0"'),
+                                   'plugins: ["a\\0:B"]\n' + _QUICK])
+def test_a_nul_in_any_guildfile_string_is_refused(tmp_path: Path, where: str) -> None:
+    assert "a NUL character" in _refused(_project(tmp_path, where))
+
+
+@pytest.mark.parametrize("name", ['"--evil"', '"a b"', '"../x"', '"a=b"', '""', '"1st"', '"-x"', '"a/b"', '"a\\tb"',
+                                  '"x;rm"', "null", "true", "3"])
+def test_flag_names_outside_the_rule_are_refused(tmp_path: Path, name: str) -> None:
+    line = _refused(_project(tmp_path, _QUICK + f"    flags:\n      {name}: 1\n"))
+    assert "guildfile.yml:6: operation 't': " in line and "flag name" in line, line
+
+
+def test_flag_names_with_dashes_and_dots_stay_legal(tmp_path: Path) -> None:
+    root = _project(tmp_path, _QUICK + "    flags:\n      batch-size: 8\n      model.lr: 0.1\n      _x: a\n")
+    cp = run_guildlite("run", "t", "model.lr=0.2", "-y", cwd=root, env=clean_env(tmp_path / "runs"))
+    assert cp.returncode == 0, cp.stderr
+    assert load_records(tmp_path / "runs")[0]["flags"] == {"batch-size": 8, "model.lr": 0.2, "_x": "a"}
+
+
+@pytest.mark.parametrize("arg", ["../x=1", "--evil=1", "a b=1", "=1", "1st=2", "x/y=1"])
+def test_flag_names_on_the_command_line_follow_the_same_rule(tmp_path: Path, arg: str) -> None:
+    root = _project(tmp_path, _QUICK + "    flags:\n      x: 1\n")
+    line = _refused(root, "run", "t", arg, "-y")
+    assert any(n in line for n in ("not a valid flag name", "expected NAME=VALUE", "unknown option")), line
+
+
+def test_flags_import_names_follow_the_rule(tmp_path: Path) -> None:
+    line = _refused(_project(tmp_path, _QUICK + "    flags-import: [--batch-size]\n"))
+    assert "guildfile.yml:5: operation 't': flags-import: '--batch-size' is not a valid flag name" in line, line
+
+
+@pytest.mark.parametrize("name", ['"x\\n#SBATCH --output=/tmp/x"', '"a b"', '"-x"', '"../x"', '""', "null", "true",
+                                  '"a=b"'])
+def test_op_names_outside_the_rule_are_refused(tmp_path: Path, name: str) -> None:
+    line = _refused(_project(tmp_path, f"operations:\n  {name}:\n    main: t.py\n"), "ops")
+    assert "guildfile.yml:2: operation name" in line and "is not valid" in line, line
+
+
+def test_op_names_with_dashes_dots_colons_and_digits_stay_legal(tmp_path: Path) -> None:
+    gf = load(_write(tmp_path, "operations:\n" + "".join(f"  {n}:\n    main: train.py\n"
+                                                         for n in ("train-small", "eval.v2", "a:b", "01-prep", 7))))
+    assert list(gf.operations) == ["train-small", "eval.v2", "a:b", "01-prep", "7"]
+
+
+@pytest.mark.parametrize("args", ['["--comment=a\\ntouch PWNED #"]', '"--comment=\'a\\rb\'"'])
+def test_sbatch_args_cannot_add_lines_to_the_sbatch_script(tmp_path: Path, args: str) -> None:
+    line = _refused(_project(tmp_path, f"slurm:\n  sbatch-args: {args}\n" + _QUICK), "ops")
+    assert "guildfile.yml:2: the guildfile: slurm 'sbatch-args':" in line and "control character" in line, line
+
+
+@pytest.mark.parametrize("value, needle", [
+    ("2024-01-01", "2024-01-01 is a date; quote it ('2024-01-01')"),
+    ("!!binary aGVsbG8=", "is bytes"),
+    ("!!set {a, b}", "is set"),
+    ("{default: {a: 1}}", "is a mapping"),
+    ("{choices: [[1, 2], 3]}", "choice [1, 2] is a list"),
+])
+def test_flag_values_are_plain_scalars(tmp_path: Path, value: str, needle: str) -> None:
+    line = _refused(_project(tmp_path, _QUICK + f"    flags:\n      x: {value}\n"))
+    assert "operation 't' flag 'x'" in line and needle in line, line
+
+
+@pytest.mark.parametrize("tag", ["!!python/object/apply:os.system ['touch PWNED']", "!!python/name:os.system",
+                                 "!!python/object/new:os.system ['touch PWNED']", "!<tag:yaml.org,2002:python/none> x"])
+def test_python_tags_are_refused_by_the_safe_loader(tmp_path: Path, tag: str) -> None:
+    root = _project(tmp_path, _QUICK + f"    flags:\n      x: {tag}\n")
+    assert "invalid YAML: could not determine a constructor" in _refused(root)
+    assert not (root / "PWNED").exists()
+
+
+_ARGPARSE_SCRIPT = """\
+import argparse, sys
+p = argparse.ArgumentParser()
+p.add_argument("--batch-size", type=int, default=8)
+p.add_argument("--1cycle", type=float, default=0.5)
+p.add_argument("--model.lr", type=float, default=0.1)
+a = p.parse_args()
+print("ARGS", *sys.argv[1:])
+"""
+
+
+def test_flags_import_maps_option_names_and_skips_illegal_ones(tmp_path: Path) -> None:
+    # A project json.py must not break the probe either: it imports json before the script runs.
+    files = {"t.py": _ARGPARSE_SCRIPT, "json.py": "raise SystemExit('the project json.py was imported')\n"}
+    root = _project(tmp_path, _QUICK + "    flags-import: all\n", files)
+    env = clean_env(tmp_path / "runs", XDG_CACHE_HOME=str(tmp_path / "cache"))
+    cp = run_guildlite("ops", "--json", cwd=root, env=env)
+    assert cp.returncode == 0, cp.stderr
+    assert sorted(json.loads(cp.stdout)["t"]["flags"]) == ["batch-size", "model.lr"]  # no `1cycle`
+    cp = run_guildlite("run", "t", "batch-size=3", "-y", cwd=root, env=env)
+    assert cp.returncode == 0, cp.stderr
+    assert "ARGS --batch-size=3 --model.lr=0.1" in cp.stdout
+
+
+def test_a_nul_in_a_stored_flag_value_stops_a_restart_cleanly(tmp_path: Path) -> None:
+    # argv cannot carry a NUL, but a run.json can: a restart reuses its flags.
+    root = _project(tmp_path, _QUICK + "    flags:\n      x: a\n")
+    runs = tmp_path / "runs"
+    cp = run_guildlite("run", "t", "-y", cwd=root, env=clean_env(runs))
+    assert cp.returncode == 0, cp.stderr
+    (run_dir,) = run_dirs(runs)
+    record = json.loads((run_dir / "run.json").read_text())
+    record["flags"]["x"] = "a\0b"
+    (run_dir / "run.json").write_text(json.dumps(record))
+    cp = run_guildlite("run", "--restart", run_dir.name, "-y", cwd=root, env=clean_env(runs))
+    assert "holds a NUL character" in assert_clean_error(cp, 2, "flag 'x'")

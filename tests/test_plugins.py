@@ -835,3 +835,119 @@ def test_a_failing_plugin_adds_no_scalars(pproj: Callable[..., PluginProject]) -
     assert "KeyError: 5" in (run_dir / "output.log").read_text()  # the traceback is there, as specified
     rows = [json.loads(line) for line in (run_dir / "scalars.jsonl").read_text().splitlines()]
     assert {row["key"] for row in rows} == {"loss"}
+
+
+# --- project modules never shadow the standard library ------------------------------------------
+
+# A plugin that records, in run.attrs, where it was loaded from and what `import <stdlib>` gives it.
+WHEREPLUG = textwrap.dedent(
+    """\
+    import sys
+    from guildlite import Plugin
+
+    class Where(Plugin):
+        def on_run_end(self, run):
+            import ctypes, trace
+            run.attrs["where:" + __name__] = {
+                "file": __file__, "name": __name__, "ctypes": ctypes.__file__, "trace": trace.__file__,
+                "trace_in_modules": sys.modules["trace"].__file__,
+            }
+    """
+)
+QUICK_OP = "operations:\n  quick:\n    main: job.py\n    launcher: python\n"
+
+
+def _plugin_project(tmp_path: Path, classes: list[str], files: dict[str, str]) -> tuple[Path, Path]:
+    from conftest import write_project
+
+    gf = "plugins:\n" + "".join(f"  - {c}\n" for c in classes) + QUICK_OP
+    root = write_project(tmp_path / "proj", gf, {"job.py": "print('job ran')\n", **files})
+    return root, tmp_path / "runs"
+
+
+def _attrs_of_the_run(root: Path, runs: Path) -> dict[str, Any]:
+    from conftest import clean_env, load_records, run_guildlite
+
+    cp = run_guildlite("run", "quick", "-y", cwd=root, env=clean_env(runs))
+    assert cp.returncode == 0, (cp.stdout, cp.stderr)
+    assert TRACEBACK not in cp.stderr
+    (record,) = load_records(runs)
+    assert record["status"] == "completed", record
+    return {k[len("where:"):]: v for k, v in record["attrs"].items() if k.startswith("where:")}
+
+
+def test_a_project_file_named_like_a_stdlib_module_is_not_imported_for_it(tmp_path: Path) -> None:
+    # ctypes.py and trace.py beside the guildfile: neither guildlite nor the plugin gets them for `import ctypes`.
+    broken = "raise SystemExit('the project ctypes.py was imported in place of the stdlib one')\n"
+    root, runs = _plugin_project(tmp_path, ["whereplug:Where"],
+                                 {"whereplug.py": WHEREPLUG, "ctypes.py": broken, "trace.py": broken})
+    seen = _attrs_of_the_run(root, runs)["whereplug"]
+    assert Path(seen["file"]) == root / "whereplug.py" and seen["name"] == "whereplug"
+    assert not Path(seen["ctypes"]).is_relative_to(root) and not Path(seen["trace"]).is_relative_to(root)
+
+
+def test_a_declared_module_named_like_a_stdlib_one_loads_from_the_project(tmp_path: Path) -> None:
+    # `trace:Where` is the project's trace.py, by its file; stdlib `trace` stays what everyone else imports.
+    root, runs = _plugin_project(tmp_path, ["trace:Where"], {"trace.py": WHEREPLUG})
+    (seen,) = _attrs_of_the_run(root, runs).values()
+    assert Path(seen["file"]) == root / "trace.py"
+    assert not Path(seen["trace"]).is_relative_to(root) and not Path(seen["trace_in_modules"]).is_relative_to(root)
+
+
+PKG_CORE = WHEREPLUG.replace("import sys\n", "import sys\nfrom . import helpers\nimport sibling\n").replace(
+    '"file": __file__,', '"file": __file__, "helpers": helpers.VALUE, "sibling": sibling.VALUE,')
+
+
+@pytest.mark.parametrize("package", ["myplugins", "calendar"])
+def test_a_plugin_package_keeps_its_relative_and_project_imports(tmp_path: Path, package: str) -> None:
+    # `calendar` is a stdlib name: the project package loads under a private name, yet its
+    # relative import and its import of a project-only top-level module work all the same.
+    files = {f"{package}/__init__.py": "", f"{package}/helpers.py": "VALUE = 42\n",
+             f"{package}/core.py": PKG_CORE, "sibling.py": "VALUE = 'sib'\n"}
+    if package == "myplugins":
+        files[f"{package}/core.py"] = PKG_CORE.replace("from . import helpers", "import myplugins.helpers as helpers")
+    root, runs = _plugin_project(tmp_path, [f"{package}.core:Where"], files)
+    (seen,) = _attrs_of_the_run(root, runs).values()
+    assert Path(seen["file"]) == root / package / "core.py"
+    assert seen["helpers"] == 42 and seen["sibling"] == "sib"
+
+
+def test_a_namespace_package_in_the_project_loads(tmp_path: Path) -> None:
+    root, runs = _plugin_project(tmp_path, ["nsplugins.where:Where", "json.where:Where"],
+                                 {"nsplugins/where.py": WHEREPLUG, "json/where.py": WHEREPLUG})
+    seen = list(_attrs_of_the_run(root, runs).values())
+    assert sorted(Path(s["file"]) for s in seen) == [root / "json" / "where.py", root / "nsplugins" / "where.py"]
+
+
+def test_the_slurm_supervisor_starts_with_the_stdlib_before_the_staged_project(tmp_path: Path) -> None:
+    # On the node the supervisor runs in the run dir, beside the staged project: its json.py must
+    # not be what `import json` gives the supervisor (nor the plugins it runs).
+    import subprocess
+
+    from conftest import clean_env
+
+    from guildlite._slurm import sbatch_script
+
+    run_dir = tmp_path / "20260101T000000-abcdef"
+    run_dir.mkdir()
+    (run_dir / "json.py").write_text("raise SystemExit('the staged json.py shadowed the stdlib')\n")
+    script = run_dir / "job.sbatch"
+    script.write_text(sbatch_script(run_dir, "job", {}, sys.executable))
+    cp = subprocess.run(["bash", str(script)], cwd=run_dir, env=clean_env(), capture_output=True, text=True,
+                        timeout=60)
+    assert "shadowed" not in cp.stdout + cp.stderr
+    assert "slurm.json" in cp.stderr  # it got as far as reading its spec (this run dir has none)
+
+
+def test_torchrun_itself_never_imports_the_staged_project_in_place_of_the_stdlib(tmp_path: Path) -> None:
+    # Plain `torchrun train.py` runs beside a logging.py; under guildlite torchrun (the agent) runs
+    # in the run dir, where the staged copy must not replace the stdlib logging torch imports.
+    from conftest import clean_env, load_records, run_guildlite, write_project
+
+    broken = "raise SystemExit('the staged logging.py shadowed the stdlib')\n"
+    root = write_project(tmp_path / "proj", "operations:\n  t:\n    main: job.py\n",
+                         {"job.py": "print('rank ran')\n", "logging.py": broken, "dataclasses.py": broken})
+    cp = run_guildlite("run", "t", "-y", cwd=root, env=clean_env(tmp_path / "runs"))
+    assert cp.returncode == 0, (cp.stdout, cp.stderr)
+    assert "rank ran" in cp.stdout and "shadowed" not in cp.stdout + cp.stderr
+    assert load_records(tmp_path / "runs")[0]["status"] == "completed"

@@ -92,3 +92,15 @@ def test_guildfile_reference_loads(tmp_path: Path) -> None:
     assert flags["lr"]["type"] == "float" and flags["optimizer"]["choices"] == ["sgd", "adam"]
     assert flags["compile"]["arg_switch"] is True and flags["learning-rate"]["arg_name"] == "--lr"
     assert flags["epochs"]["source"] == "script" and flags["epochs"]["default"] == 3
+
+
+def test_merge_key_example_loads(tmp_path: Path) -> None:
+    (tmp_path / "guildfile.yml").write_text(_block("**Sharing settings.**", "yaml"))
+    (tmp_path / "train.py").write_text("print('hi')\n")
+    p = _guildlite("ops", "--json", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    ops = json.loads(p.stdout)
+    assert {k: v["default"] for k, v in ops["train"]["flags"].items()} == {"epochs": 5, "batch-size": 32}
+    assert {k: v["default"] for k, v in ops["finetune"]["flags"].items()} == {"epochs": 5, "batch-size": 32,
+                                                                              "lr": 0.001}
+    assert ops["finetune"]["main"] == "train.py --finetune"
