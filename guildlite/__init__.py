@@ -14,11 +14,14 @@ from ._errors import FlagError, GuildfileError, GuildliteError, PluginError, Run
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from ._batchspec import BatchDistribution, BatchValues
     from ._plugins import Plugin, StopRun, hook
     from ._runs import Run
     from ._scalars import log_scalars
 
 _LAZY = {
+    "BatchDistribution": "._batchspec",
+    "BatchValues": "._batchspec",
     "Plugin": "._plugins",
     "StopRun": "._plugins",
     "hook": "._plugins",
@@ -38,6 +41,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "BatchDistribution",
+    "BatchValues",
     "FlagError",
     "GuildfileError",
     "GuildliteError",

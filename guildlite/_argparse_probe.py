@@ -1,8 +1,9 @@
 """Probe a script's argparse options: ``python .../_argparse_probe.py OUT.json MAIN [ARGS...]``.
 
 The script runs as ``__main__`` until it calls ``ArgumentParser.parse_args`` (or
-``parse_known_args``); that call writes the parser's options to OUT.json and exits, so the
-training code after it never runs.
+``parse_known_args``); that call writes the parser's flags and every option string it accepts
+(``{"flags": [...], "options": [...]}``) to OUT.json and exits, so the training code after it
+never runs.
 """
 
 from __future__ import annotations
@@ -17,6 +18,17 @@ from typing import Any
 _BASIC = (str, int, float, bool, type(None))
 
 
+def _options(parser: argparse.ArgumentParser) -> list[str]:
+    """Every option string the parser (and its sub-commands' parsers) accepts."""
+    out: list[str] = []
+    for a in parser._actions:
+        out.extend(a.option_strings)
+        if isinstance(a, argparse._SubParsersAction):
+            for sub in a.choices.values():
+                out.extend(_options(sub))
+    return out
+
+
 def _describe(parser: argparse.ArgumentParser) -> list[dict[str, Any]]:
     out = []
     for a in parser._actions:
@@ -29,16 +41,24 @@ def _describe(parser: argparse.ArgumentParser) -> list[dict[str, Any]]:
         entry: dict[str, Any] = {"name": option.lstrip("-"), "option": option, "help": a.help or ""}
         if isinstance(a, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
             entry.update(type="bool", default=bool(a.default), switch=isinstance(a, argparse._StoreTrueAction))
-        elif isinstance(a, argparse._StoreAction) and a.nargs in (None, "?"):
+        elif isinstance(a, argparse._StoreAction) and a.nargs in (None, "?") and not isinstance(a.default, list):
             kind = {int: "int", float: "float", str: "str"}.get(a.type) if a.type else None  # type: ignore[call-overload]
-            if kind is None and a.type is None and isinstance(a.default, _BASIC) and a.default is not None:
+            # No type, or the script's own (a str2bool helper): the default's type says what it takes.
+            if kind is None and isinstance(a.default, _BASIC) and a.default is not None:
                 kind = {int: "int", float: "float", bool: "bool"}.get(type(a.default), "str")
             entry.update(type=kind or "str", default=a.default if isinstance(a.default, _BASIC) else None)
             if a.choices is not None and all(isinstance(c, _BASIC) for c in a.choices):
                 entry["choices"] = list(a.choices)
             entry["required"] = bool(a.required)
+        elif isinstance(a, (argparse._StoreAction, argparse._AppendAction)) and (
+            a.nargs in ("+", "*") or isinstance(a, argparse._AppendAction) or isinstance(a.default, list)
+        ):
+            default = a.default if isinstance(a.default, list) and all(isinstance(x, _BASIC) for x in a.default) else None
+            entry.update(type="list", default=default, required=bool(a.required))
+            if isinstance(a, argparse._AppendAction):
+                entry["split"] = "repeat"  # --name=a --name=b
         else:
-            continue  # counters, appends, lists: not a single flag value
+            continue  # counters, fixed-count nargs: not a flag value guildlite passes
         out.append(entry)
     return out
 
@@ -48,7 +68,7 @@ def main() -> None:
 
     def report(self: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> Any:
         with open(out_path, "w", encoding="utf-8") as f:
-            json.dump(_describe(self), f)
+            json.dump({"flags": _describe(self), "options": _options(self)}, f)
         os._exit(0)  # skip atexit hooks and the rest of the script
 
     argparse.ArgumentParser.parse_args = report  # type: ignore[method-assign, assignment]

@@ -2,8 +2,10 @@
 
 Priorities (lower runs first; user plugins default to 100):
 - ``SourceSnapshot`` 10, on_run_staged: records every staged source file with its size and
-  sha256 in ``.guildlite/sourcecode.json``, before any user plugin edits the staged copy, beside
+  sha256 in ``.guildlite/sourcecode.json``, before any plugin edits the staged copy, beside
   the project files staging skipped (FIFOs, sockets, devices, bad symlinks...) with the reason.
+- ``GlobalFlags`` 10 (after SourceSnapshot), on_run_staged: with ``flags-dest: globals``, sets the
+  staged main script's top-level assignments to the run's flag values.
 - ``EnvCapture`` 10, on_run_begin: python, torch, packages, git commit and dirty flag, host and
   GPUs into ``.guildlite/env.json``, with a summary in ``run.attrs["env"]``.
 - ``OutputScalars`` 10, on_run_end: ``key: value`` lines printed by rank 0 into ``scalars.jsonl``,
@@ -46,13 +48,50 @@ class SourceSnapshot(Plugin):
         except (OSError, ValueError, AttributeError):
             skipped = []
         manifest = []
-        for rel, _ in run_files(run):  # at staging: the copied source, run.json, and .guildlite/ (left out)
+        # What guildlite copied; else (a run staged elsewhere) the run dir's files, which at staging
+        # are the source, run.json and .guildlite/ (left out). A restart's run dir also holds what
+        # the job wrote: only the staged list tells the source apart.
+        staged = run._staged if run._staged is not None else [rel for rel, _ in run_files(run)]
+        for rel in sorted(staged):
             if rel == "run.json":
                 continue
-            data = (run.run_dir / rel).read_bytes()
+            try:
+                data = (run.run_dir / rel).read_bytes()
+            except FileNotFoundError:  # removed by an earlier plugin
+                continue
             manifest.append({"path": rel, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+        # One digest names the staged source as a whole: a restart (staged again from the project
+        # as it is then) records its own, and its earlier attempts keep theirs.
+        digest = hashlib.sha256("".join(f"{m['path']}\0{m['sha256']}\n" for m in manifest).encode()).hexdigest()
+        sourcecode = run.attrs.setdefault("sourcecode", {})
+        sourcecode["digest"] = digest
         write_json(run.paths.manifest,
-                   {"root": run.attrs.get("sourcecode", {}).get("root"), "files": manifest, "skipped": skipped})
+                   {"root": sourcecode.get("root"), "digest": digest, "files": manifest, "skipped": skipped})
+
+
+class GlobalFlags(Plugin):
+    """``flags-dest: globals``: rewrite the staged script's ``name = <literal>`` lines (with
+    ``dict:NAME``, the entries of ``NAME = {...}``) to the run's values, in place (comments and
+    formatting kept), so ``guildlite diff RUN`` shows exactly the edits and the job is a plain
+    ``python script.py``."""
+
+    priority = BUILTIN_PRIORITY
+
+    def on_run_staged(self, run: Run) -> None:
+        from ._reach import global_values, in_source, script_in
+
+        is_globals, container = in_source(run.op_def.get("flags-dest"))
+        if run.is_batch or not is_globals:
+            return
+        from ._pysource import read_source, rewrite, write_source
+
+        script = script_in(run.run_dir, run.op_def)
+        if script is None:
+            raise FileNotFoundError(f"the staged run has no copy of {run.op_def.get('main')!r}")
+        src = read_source(script)
+        text = rewrite(src, global_values(run), container)
+        if text != src.text:
+            write_source(src, text)
 
 
 class EnvCapture(Plugin):
@@ -221,4 +260,4 @@ def _nvidia_smi() -> list[str] | None:
 
 def builtin_plugins() -> list[Plugin]:
     """Fresh instances of the built-ins, declared first (so they win priority ties)."""
-    return [SourceSnapshot(), EnvCapture(), OutputScalars()]
+    return [SourceSnapshot(), GlobalFlags(), EnvCapture(), OutputScalars()]

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence, Union
 
 from ._errors import FlagError
 
-FLAG_TYPES = ("int", "float", "bool", "str", "path")
+FLAG_TYPES = ("int", "float", "bool", "str", "path", "list")
 
 # A flag name becomes a command-line option, an environment variable and a config key, and is
 # given back as NAME=VALUE: nothing that reads as an option (`--evil`), a path (`../x`), an
@@ -44,6 +44,9 @@ class FlagDef:
     arg_name: str | None = None
     arg_switch: bool | None = None
     arg_skip: bool = False
+    arg_encoding: Mapping[Any, Any] | None = None  # value -> text on the command line (None: omit the flag)
+    arg_split: bool | str | None = None  # true / a separator: how a list (or a string split into one) is passed
+    arg_position: int | None = None  # a positional argument, at this place after main's fixed args
     source: str = "guildfile"
 
     @property
@@ -55,6 +58,8 @@ class FlagDef:
 
 
 def _type_of(value: Any) -> str | None:
+    if isinstance(value, (list, tuple)):
+        return "list"
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int):
@@ -119,6 +124,11 @@ def nul_free(name: str, value: Any) -> Any:
 
 def _convert(flag: FlagDef, ftype: str | None, value: Any) -> Any:
     bad = FlagError(f"flag '{flag.name}': {_show(value)} is not a valid {ftype}")
+    if ftype == "list":
+        return _convert_list(flag, value)
+    if ftype is not None and isinstance(value, (list, tuple)):
+        raise FlagError(f"flag '{flag.name}': a list ({_show(value)}) for a flag of type {ftype}"
+                        " (a batch is written unquoted: name=[a,b])")
     if ftype == "int":
         if isinstance(value, bool):
             raise bad
@@ -157,7 +167,70 @@ def _convert(flag: FlagDef, ftype: str | None, value: Any) -> Any:
     return value
 
 
+def _convert_list(flag: FlagDef, value: Any) -> list[Any]:
+    """A list flag's value: a list, or text written as ``a,b`` or ``[a,b]`` (items decoded like values)."""
+    if isinstance(value, str):
+        s = value.strip()
+        if s.startswith("[") and s.endswith("]"):
+            value = list(literal_items(flag.name, s[1:-1], value)) if s[1:-1].strip() else []
+        else:
+            value = [] if not s else [decode(p) for p in split_top(s)]
+    elif not isinstance(value, (list, tuple)):
+        value = [value]
+    items = list(value)
+    for x in items:
+        if isinstance(x, (list, tuple, dict)):
+            raise FlagError(f"flag '{flag.name}': {_show(value)}: a list flag holds plain items, not nested lists")
+    kinds = {_type_of(x) for x in (flag.default or []) if x is not None} if isinstance(flag.default, list) else set()
+    if len(kinds) == 1 and items:  # items take the type of the default's items
+        item_def = FlagDef(name=flag.name, type=kinds.pop())
+        items = [_convert(item_def, item_def.type, x) for x in items]
+    return items
+
+
+def split_top(body: str) -> list[str]:
+    """Split at commas outside brackets and quotes: ``[1,2],'a,b',3`` -> ``[1,2]``, ``'a,b'``, ``3``."""
+    parts: list[str] = []
+    cur: list[str] = []
+    depth, quote = 0, ""
+    for ch in body:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append("".join(cur).strip())
+            cur = []
+            continue
+        cur.append(ch)
+    parts.append("".join(cur).strip())
+    return parts
+
+
+def literal_items(name: str, body: str, text: str) -> tuple[Any, ...]:
+    """The items of a bracketed list ``body``; an item that is itself ``[...]`` is a list value."""
+    parts = split_top(body)
+    if any(p == "" for p in parts):
+        raise FlagError(f"flag '{name}': malformed list {text!r} (empty item; expected [a,b,...])")
+    out: list[Any] = []
+    for p in parts:
+        if p.startswith("[") and p.endswith("]"):
+            inner = p[1:-1]
+            out.append(list(literal_items(name, inner, text)) if inner.strip() else [])
+        elif p.startswith("[") or p.endswith("]"):
+            raise FlagError(f"flag '{name}': malformed list {text!r} (unbalanced brackets)")
+        else:
+            out.append(decode(p))
+    return tuple(out)
+
+
 def _show(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
@@ -173,6 +246,10 @@ def format_value(value: Any) -> str:
         return "true" if value else "false"
     if value is None:
         return ""
+    if isinstance(value, (list, tuple)):
+        import json
+
+        return json.dumps(list(value))
     return str(value)
 
 
@@ -238,10 +315,9 @@ def parse_value(name: str, text: str) -> FlagValue:
 
 
 def _items(name: str, body: str, text: str) -> tuple[Any, ...]:
-    parts = [p.strip() for p in body.split(",")]
-    if not body.strip() or any(p == "" for p in parts):
+    if not body.strip():
         raise FlagError(f"flag '{name}': malformed list {text!r} (empty item; expected [a,b,...])")
-    return tuple(decode(p) for p in parts)
+    return literal_items(name, body, text)
 
 
 def _numbers(name: str, fn: str, body: str, counts: tuple[int, ...]) -> list[float | int]:
@@ -351,6 +427,11 @@ def resolve(
             continue
         value = given[name]
         if isinstance(value, Grid):
+            if flag.value_type == "list" and not all(isinstance(v, list) for v in value.values):
+                raise FlagError(
+                    f"flag '{name}' takes a list: write one value as {name}={','.join(map(_show, value.values))}, "
+                    f"a batch of lists as {name}=[[a,b],[c,d]]"
+                )
             out[name] = Grid(tuple(coerce(flag, v) for v in value.values))
         elif isinstance(value, Random):
             out[name] = _check_random(flag, value)

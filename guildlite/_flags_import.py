@@ -1,8 +1,15 @@
-"""``flags-import``: learn a script's argparse options without running its training.
+"""``flags-import``: learn a script's flags without running its training.
 
-The script runs in a subprocess (``python .../guildlite/_argparse_probe.py``) in which
-``ArgumentParser.parse_args`` reports the parser's options as JSON and exits. Results are cached
+Module globals (``flags-dest: globals``, or a script that reads ``sys.argv`` itself, such as a
+``--key=value`` configurator) are read from the source by ``ast``; the script never runs. For
+argparse, the script runs in a subprocess (``python .../guildlite/_argparse_probe.py``) in which
+``ArgumentParser.parse_args`` reports the parser's options as JSON and exits; that happens only
+when the script (or a project module it imports) uses argparse. Probe results are cached
 by the script's path, size and mtime, so an edit to the script refreshes them.
+
+An op without ``flags-dest`` whose script reads no command line at all (no argparse, click, ...
+and no ``sys.argv``) gets ``flags-dest: globals``: with no flags declared (or ``flags-import``),
+its top-level literal assignments are its flags; declared flags named like its globals set them.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -21,24 +29,41 @@ from ._errors import FlagError, GuildfileError
 from ._flags import FlagDef, coerce, name_problem
 from ._guildfile import OpDef
 from ._launch import without_rank_env
+from ._reach import in_source
 from ._runs import cache_dir, write_json
 
 IMPORT_TIMEOUT = 30.0
 
 
 def with_imported_flags(op: OpDef, project: Path, timeout: float = IMPORT_TIMEOUT) -> OpDef:
-    """``op`` with its script's argparse flags merged in (guildfile declarations win)."""
+    """``op`` with its script's flags merged in (guildfile declarations win)."""
+    op = with_default_dest(op, project)
     if not op.flags_import:
         return op
-    found = probe(op, project, timeout)
+    if op.flags_dest == "overrides" or op.flags_dest.startswith("config:"):
+        found = probe(op, project, timeout)  # the composed Hydra config, the config file's keys
+    elif in_source(op.flags_dest)[0] or _import_kind(op, project) == "globals":
+        found = global_flags(op, project)
+    else:
+        found = probe(op, project, timeout)
     wanted = set(op.flags_import) if isinstance(op.flags_import, tuple) else None
     if wanted is not None:
         missing = wanted - set(found)
         if missing:
             raise GuildfileError(
-                f"operation '{op.name}': flags-import names {', '.join(sorted(missing))} but the script's parser "
-                f"has only {', '.join(sorted(found)) or 'no options'}"
+                f"operation '{op.name}': flags-import names {', '.join(sorted(missing))} but the script "
+                f"has only {', '.join(sorted(found)) or 'no such flags'}"
             )
+    # A global's "option" is its own name; an argparse option's is its option string.
+    by_option = {(n if in_source(op.flags_dest)[0] else f.arg_name): n for n, f in found.items()
+                 if f.arg_name or in_source(op.flags_dest)[0]}
+    for name, declared in op.flags.items():  # a declared flag renamed to an imported option is that option
+        twin = by_option.get(declared.arg_name or "")
+        if twin is not None and twin != name and twin not in op.flags:
+            found = {(name if n == twin else n): (dataclasses.replace(f, name=name) if n == twin else f)
+                     for n, f in found.items()}
+            if wanted is not None and twin in wanted:
+                wanted = (wanted - {twin}) | {name}
     merged: dict[str, FlagDef] = {}
     for name, declared in op.flags.items():
         merged[name] = _merge(found[name], declared) if name in found else declared
@@ -53,6 +78,107 @@ def with_imported_flags(op: OpDef, project: Path, timeout: float = IMPORT_TIMEOU
     return dataclasses.replace(op, flags=merged)
 
 
+def with_default_dest(op: OpDef, project: Path) -> OpDef:
+    """An op without ``flags-dest`` whose script reads no command line gets ``flags-dest: globals``
+    (and ``flags-import: all`` if it declares no flags) -- when it declares flags, if any of them
+    names one of the script's globals. Recorded in the op's data, so run.json's ``op_def`` says
+    what was used."""
+    if "flags-dest" in op.data:
+        return op
+    src = main_source(op, project)
+    if src is None or cli_parsers(src, project):
+        return op
+    from ._pysource import read_source
+    from ._reach import global_names
+
+    try:
+        source = read_source(src)
+    except FlagError:
+        return op  # it cannot run either; its own error will say why
+    if op.flags and not op.flags_import:
+        if not any(g in source.globals for g in global_names(op.data, op.flags).values()):
+            return op  # flags named like none of its globals: recorded, as before (no place to put them)
+        data = {**op.data, "flags-dest": "globals"}
+        return dataclasses.replace(op, flags_dest="globals", data=data)
+    imports = op.flags_import or True
+    data = {**op.data, "flags-dest": "globals", "flags-import": op.data.get("flags-import", "all")}
+    return dataclasses.replace(op, flags_dest="globals", flags_import=imports, data=data)
+
+
+def main_source(op: OpDef, project: Path) -> Path | None:
+    """The project file that ``main`` runs (None for an installed module)."""
+    target = op.main_args
+    path = project / target[1].replace(".", "/") if target[0] == "-m" else project / target[0]
+    for src in (path / "__main__.py", path, path.with_suffix(".py")):
+        if src.is_file():
+            return src
+    return None
+
+
+def cli_parsers(src: Path, project: Path) -> set[str]:
+    """What ``src`` reads its command line with (see ``_pysource.cli_parsers``)."""
+    from ._pysource import cli_parsers as scan
+
+    return scan(src, project)
+
+
+def _import_kind(op: OpDef, project: Path) -> str:
+    """How to import a ``flags-dest: args`` script's flags: ``argparse`` (the probe) when it uses
+    argparse, ``globals`` when it reads ``sys.argv`` itself (a ``--key=value`` configurator that
+    sets its globals, nanoGPT's); anything else is refused, since the probe would run it to its end."""
+    src = main_source(op, project)
+    if src is None:
+        return "argparse"  # an installed module: the probe's timeout is the only guard
+    found = cli_parsers(src, project)
+    if any(n == "argparse" or n.endswith("ArgumentParser") or n.startswith("parse_") for n in found):
+        return "argparse"  # argparse, or a parser built on it (transformers' HfArgumentParser)
+    if found == {"sys.argv"}:
+        return "globals"
+    uses = f"uses {', '.join(sorted(found))}" if found else "reads no command line"
+    raise GuildfileError(
+        f"operation '{op.name}': flags-import reads argparse parsers and module globals, but "
+        f"{src.relative_to(project).as_posix()} {uses}: declare its flags in the guildfile"
+    )
+
+
+def global_flags(op: OpDef, project: Path) -> dict[str, FlagDef]:
+    """The main script's top-level literal assignments as flags (never running it)."""
+    from ._pysource import read_source
+
+    src = main_source(op, project)
+    if src is None:
+        raise GuildfileError(f"operation '{op.name}': flags-dest globals needs the script's source in the project")
+    try:
+        source = read_source(src)
+    except FlagError as e:
+        raise GuildfileError(f"operation '{op.name}': {e}") from None
+    container = in_source(op.flags_dest)[1]
+    if container is not None and container not in source.dicts:
+        raise GuildfileError(f"operation '{op.name}': {src.name} has no top-level dict '{container} = {{...}}'")
+    found = source.globals if container is None else source.dicts[container]
+    return {
+        name: FlagDef(name=name, default=g.value, type=_global_type(g.value), source="script")
+        for name, g in found.items()
+        if re.fullmatch(r"[A-Za-z][\w.-]*", name)  # not _private; a dict key usable as NAME=VALUE
+    }
+
+
+def _global_type(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return "list"
+    return {bool: "bool", int: "int", float: "float", str: "str"}[type(value)]
+
+
+def parser_options(op: OpDef, project: Path) -> set[str] | None:
+    """Every option string of the script's argparse parser (from the probe's cache), or None."""
+    data = _cached(op, project)
+    if data is None:
+        return None
+    return set(data.get("options", ()))
+
+
 def _merge(imported: FlagDef, declared: FlagDef) -> FlagDef:
     """Fields the guildfile sets override the imported ones."""
     blank = FlagDef(name=declared.name)
@@ -61,41 +187,65 @@ def _merge(imported: FlagDef, declared: FlagDef) -> FlagDef:
         for f in dataclasses.fields(FlagDef)
         if f.name not in ("name", "source") and getattr(declared, f.name) != getattr(blank, f.name)
     }
-    return dataclasses.replace(imported, source="guildfile+script", **changes)
+    return dataclasses.replace(imported, source=f"guildfile+{imported.source}", **changes)
 
 
 def probe(op: OpDef, project: Path, timeout: float = IMPORT_TIMEOUT) -> dict[str, FlagDef]:
-    """The argparse options of ``op``'s main, from the cache or a probe subprocess."""
-    target = op.main_args
-    path = project / target[1].replace(".", "/") if target[0] == "-m" else project / target[0]
-    src = path / "__main__.py" if path.is_dir() else path if path.is_file() else path.with_suffix(".py")
+    """The flags ``op``'s script takes: a Hydra app's composed config (``flags-dest: overrides``),
+    the keys of its config file (``config:FILE``), else its argparse options (from the cache or a
+    probe subprocess)."""
+    if op.flags_dest == "overrides":
+        from ._hydra import composed_config, import_entries
+
+        env = without_rank_env(os.environ)
+        env["GUILDLITE_FLAGS_IMPORT"] = "1"
+        return _defs(import_entries(composed_config(_probe_args(op), project, env, timeout, op.name)), "hydra")
+    if op.flags_dest.startswith("config:"):
+        from ._config_file import config_path
+        from ._config_file import import_entries as config_entries
+
+        rel = config_path(op.flags_dest) or ""
+        return _defs(config_entries(project / rel, op.name), rel)
+    data = _cached(op, project)
+    if data is None:
+        data = _run_probe(op, project, timeout)
+        try:
+            cache = _cache_path(op, project)
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            write_json(cache, data)
+        except OSError:
+            pass  # an unwritable cache only costs speed
+    return _defs(data["flags"])
+
+
+def _cache_path(op: OpDef, project: Path) -> Path:
+    src = main_source(op, project)
     try:
+        if src is None:
+            raise OSError
         st = src.stat()
         stamp = f"{src.resolve()}:{st.st_size}:{st.st_mtime_ns}"
     except OSError:
         stamp = f"{project}:{op.main}"
-    key = hashlib.sha256(f"{stamp}|{op.main}|{sys.executable}".encode()).hexdigest()[:24]
-    cache = cache_dir("flags-import") / f"{key}.json"
+    key = hashlib.sha256(f"v2|{stamp}|{op.main}|{sys.executable}".encode()).hexdigest()[:24]
+    return cache_dir("flags-import") / f"{key}.json"
+
+
+def _cached(op: OpDef, project: Path) -> dict[str, Any] | None:
     try:
-        return _defs(json.loads(cache.read_text()))
+        data = json.loads(_cache_path(op, project).read_text())
     except (OSError, ValueError):
-        pass
-    actions = _run_probe(op, project, timeout)
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        write_json(cache, actions)
-    except OSError:
-        pass  # an unwritable cache only costs speed
-    return _defs(actions)
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("flags"), list) else None
 
 
-def _run_probe(op: OpDef, project: Path, timeout: float) -> list[dict[str, Any]]:
+def _run_probe(op: OpDef, project: Path, timeout: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="guildlite-probe-") as tmp:
         out = Path(tmp) / "flags.json"
         env = without_rank_env(os.environ)
         env["GUILDLITE_FLAGS_IMPORT"] = "1"
         # By file, not -m: `-m` puts the project first on sys.path before the probe imports json.
-        cmd = [sys.executable, str(Path(__file__).with_name("_argparse_probe.py")), str(out), *op.main_args]
+        cmd = [sys.executable, str(Path(__file__).with_name("_argparse_probe.py")), str(out), *_probe_args(op)]
         try:
             proc = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -109,11 +259,21 @@ def _run_probe(op: OpDef, project: Path, timeout: float) -> list[dict[str, Any]]
             raise GuildfileError(
                 f"operation '{op.name}': flags-import: {op.main} failed before ArgumentParser.parse_args:\n  {why}"
             )
-        data: list[dict[str, Any]] = json.loads(out.read_text())
+        data: dict[str, Any] = json.loads(out.read_text())
         return data
 
 
-def _defs(actions: list[dict[str, Any]]) -> dict[str, FlagDef]:
+def _probe_args(op: OpDef) -> list[str]:
+    """``main`` for the probe: ``${flag}`` filled with the declared defaults where it can be."""
+    from ._flag_args import main_args
+
+    try:
+        return main_args(op, {n: f.default for n, f in op.flags.items()})
+    except FlagError:
+        return op.main_args
+
+
+def _defs(actions: list[dict[str, Any]], source: str = "script") -> dict[str, FlagDef]:
     return {
         a["name"]: FlagDef(
             name=a["name"],
@@ -124,7 +284,8 @@ def _defs(actions: list[dict[str, Any]]) -> dict[str, FlagDef]:
             description=a.get("help") or "",
             arg_name=a.get("option"),
             arg_switch=a.get("switch"),
-            source="script",
+            arg_split=a.get("split"),
+            source=source,
         )
         for a in actions
         if name_problem(a["name"]) is None  # `--1cycle`, `--a b`: not a name NAME=VALUE can give

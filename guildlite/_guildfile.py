@@ -26,12 +26,14 @@ _OP_KEYS = (
     "flags-dest",
     "flags-env-prefix",
     "flags-import",
+    "arg-encoding",
     "output-scalars",
     "backend",
     "slurm",
 )
 _FLAG_KEYS = (
     "default", "type", "choices", "min", "max", "required", "description", "arg-name", "arg-switch", "arg-skip",
+    "arg-encoding", "arg-split", "arg-position",
 )
 LAUNCHERS = ("torchrun", "python")
 _PLUGIN_KEYS = ("class", "name", "args", "priority", "hook-timeout")
@@ -75,6 +77,7 @@ class OpDef:
     flags_dest: str = "args"
     flags_env_prefix: str = "FLAG_"
     flags_import: tuple[str, ...] | bool = ()
+    arg_encoding: Mapping[Any, Any] | None = None  # the op's value -> command-line text map (flags override)
     output_scalars: tuple[str, ...] | None = None
     data: Mapping[str, Any] = field(default_factory=dict)
     backend: str | None = None  # None: the guildfile's (default local)
@@ -417,7 +420,7 @@ class _Validator:
         nproc = self.count(m, "nproc-per-node", 1, 1, where)
         if launcher == "python" and nproc > 1:
             raise self.fail(m, "nproc-per-node", f"{where}: launcher python runs one process; nproc-per-node must be 1")
-        return OpDef(
+        op = OpDef(
             name=name,
             main=m["main"].strip(),
             description=self.string(m, "description", where),
@@ -430,11 +433,43 @@ class _Validator:
             flags_dest=self.flags_dest(m, where),
             flags_env_prefix=self.env_prefix(m, where),
             flags_import=self.flags_import(m, where),
+            arg_encoding=self.arg_encoding(m, where),
             output_scalars=self.output_scalars(m, where),
             data=_plain(m),
             backend=self.backend(m, where),
             slurm=self.slurm(m, where),
         )
+        self.flag_places(m, op, where)
+        return op
+
+    def flag_places(self, m: Mapping[Any, Any], op: OpDef, where: str) -> None:
+        """``${flag}`` references in main name flags; arg-position values are 0..n-1, once each."""
+        from ._flag_args import REF, refs
+
+        first, *rest = op.main_args
+        if REF.search(first.replace("$${", "")):
+            raise self.fail(m, "main", f"{where}: the script or module in 'main' cannot use ${{...}} (only its arguments)")
+        for item in rest:
+            if item.replace("$${", "").count("${") != len(refs(item)):
+                raise self.fail(m, "main", f"{where}: unclosed ${{ in 'main' {op.main!r}")
+            for ref in refs(item):
+                if ref not in op.flags and not op.flags_import:
+                    raise self.fail(m, "main", f"{where}: 'main' refers to ${{{ref}}}, which is not one of its flags")
+        places = sorted((f.arg_position, n) for n, f in op.flags.items() if f.arg_position is not None)
+        if [p for p, _ in places] != list(range(len(places))):
+            shown = ", ".join(f"{n}: {p}" for p, n in places)
+            raise self.fail(m, "flags", f"{where}: arg-position values must be 0, 1, ... once each (got {shown})")
+
+    def arg_encoding(self, m: Mapping[Any, Any], where: str) -> dict[Any, Any] | None:
+        v = m.get("arg-encoding")
+        if v is None:
+            return None
+        if not isinstance(v, dict) or not all(
+            (x is None or isinstance(x, (str, int, float, bool))) for x in (*v.keys(), *v.values())
+        ):
+            raise self.fail(m, "arg-encoding", f"{where}: 'arg-encoding' must map values to text, e.g. "
+                            "{true: '1', false: ''} (null leaves the flag out)")
+        return dict(v)
 
     def main(self, parent: Any, m: Mapping[Any, Any], where: str) -> None:
         import re
@@ -491,15 +526,22 @@ class _Validator:
 
     def flags_dest(self, m: Mapping[Any, Any], where: str) -> str:
         v = m.get("flags-dest", "args")
-        if v in ("args", "env"):
+        if v in ("args", "env", "globals", "overrides"):
             return str(v)
+        if isinstance(v, str) and v.startswith(("dict:", "global:")):  # Guild's names for a dict global
+            import re
+
+            name = v.partition(":")[2].strip()
+            if re.fullmatch(r"[A-Za-z_]\w*", name):
+                return f"dict:{name}"
         if isinstance(v, str) and v.startswith("config:"):
             path = v[len("config:"):].strip()
             problem = _config_path_problem(path)
             if problem is None:
                 return f"config:{path}"
             raise self.fail(m, "flags-dest", f"{where}: flags-dest {v!r}: {problem}")
-        raise self.fail(m, "flags-dest", f"{where}: flags-dest {v!r} must be args, env or config:PATH"
+        raise self.fail(m, "flags-dest", f"{where}: flags-dest {v!r} must be args, env, globals, dict:NAME,"
+                        " overrides or config:PATH"
                         " (PATH inside the run dir ending .json, .yml or .yaml)")
 
     def env_prefix(self, m: Mapping[Any, Any], where: str) -> str:
@@ -582,7 +624,8 @@ class _Validator:
         where = f"{where} flag '{name}'"
         if not isinstance(raw, dict):
             if isinstance(raw, list):
-                raise self.fail(parent, name, f"{where}: a list default is not allowed; use 'choices'")
+                raise self.fail(parent, name, f"{where}: a bare list is ambiguous: write "
+                                "{default: [...]} for a list flag or {choices: [...]} for choices")
             self.plain_value(parent, name, raw, f"{where}: the default")
             return FlagDef(name=name, default=raw)
         self.keys(raw, _FLAG_KEYS, where)
@@ -594,7 +637,9 @@ class _Validator:
             raise self.fail(raw, "choices", f"{where}: 'choices' must be a non-empty list")
         for choice in choices or ():
             self.plain_value(raw, "choices", choice, f"{where}: choice")
-        self.plain_value(raw, "default", raw.get("default"), f"{where}: the default")
+        default = raw.get("default")
+        for item in default if isinstance(default, list) else [default]:  # a list flag's default: plain items
+            self.plain_value(raw, "default", item, f"{where}: the default")
         for key in ("min", "max"):
             v = raw.get(key)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
@@ -605,6 +650,14 @@ class _Validator:
         for key in ("arg-switch", "arg-skip"):
             if key in raw and not isinstance(raw[key], bool):
                 raise self.fail(raw, key, f"{where}: '{key}' must be true or false")
+        position = raw.get("arg-position")
+        if position is not None and (isinstance(position, bool) or not isinstance(position, int) or position < 0):
+            raise self.fail(raw, "arg-position", f"{where}: 'arg-position' must be an integer >= 0")
+        if position is not None and raw.get("arg-switch") is not None:
+            raise self.fail(raw, "arg-position", f"{where}: a positional flag cannot be an arg-switch")
+        split = raw.get("arg-split")
+        if split is not None and not (isinstance(split, bool) or (isinstance(split, str) and split)):
+            raise self.fail(raw, "arg-split", f"{where}: 'arg-split' must be true, a separator such as ',', or repeat")
         arg_name = raw.get("arg-name")
         if arg_name is not None and (not isinstance(arg_name, str) or not arg_name.strip() or " " in arg_name):
             raise self.fail(raw, "arg-name", f"{where}: 'arg-name' must be an option name such as --learning-rate")
@@ -620,6 +673,9 @@ class _Validator:
             arg_name=arg_name,
             arg_switch=raw.get("arg-switch"),
             arg_skip=raw.get("arg-skip", False),
+            arg_encoding=self.arg_encoding(raw, where),
+            arg_split=split,
+            arg_position=position,
         )
         if flag.default is not None:
             from ._flags import coerce

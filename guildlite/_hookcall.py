@@ -8,6 +8,7 @@ the call, abandons it, and keeps the record saveable.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 import json
@@ -103,49 +104,49 @@ _FIELD_ATTR = {"parent": "parent_id", "trials": "trial_ids"}  # record keys name
 _CONTAINERS = {"attrs": dict, "flags": dict, "plugins": list}  # fields guildlite itself adds to
 
 
-def record_fields(run: Run) -> dict[str, Any]:
-    """The run's record field by field as plain JSON values (copies), where they are JSON: taken
-    before a hook, to restore what it leaves unsaveable."""
+def record_fields(run: Run) -> dict[str, tuple[str | None, Any]]:
+    """The run's record field by field, as stored (its JSON text) and as a copy: taken before a
+    hook, to tell what it changed and to restore what it left unsaveable."""
     out = {}
     for key, value in run.to_record().items():
         try:
-            out[key] = json.loads(_json(value))
+            copied = copy.deepcopy(value)
         except Exception:
-            continue
+            copied = None
+        out[key] = (_stored(value), copied)
     return out
 
 
-def restore_unsaveable(run: Run, before: dict[str, Any]) -> list[str]:
-    """Undo what a hook left in the run that ``run.json`` cannot hold (a tuple key, a set, an
-    object, ``attrs`` that is not a dict): such an ``attrs`` key is dropped (or its value from
-    before the hook restored), any other field restored. What was wrong, one line each; [] when
-    the record is whole."""
+def restore_unsaveable(run: Run, before: dict[str, tuple[str | None, Any]]) -> list[str]:
+    """Undo what a hook left in the run that ``run.json`` cannot hold: an ``attrs`` key that is
+    not JSON (a tuple key, a set, an object; paths are fine) is dropped, or its value from before
+    the hook restored; any other field the hook changed to something not JSON is restored, and
+    ``attrs``, ``flags`` and ``plugins`` stay a dict, a dict and a list. What was wrong, one line
+    each; [] when the record is whole. (Fields the hook left alone are not judged: a batch's
+    flags hold guildlite's own ``BatchDistribution``, stored as text.)"""
     record = run.to_record()
     problems = []
-    for key, kind in _CONTAINERS.items():
-        if not isinstance(record.get(key), kind):
-            problems.append(f"run.{key} not a {kind.__name__}: restored")
-            record[key] = before.get(key, kind())
-            setattr(run, key, record[key])
-    try:
-        _json(record)
-        return problems
-    except Exception:
-        pass
     for key, value in record.items():
-        if key == "attrs":
+        old_text, old = before.get(key, (None, None))
+        if key == "attrs" and isinstance(value, dict):
             try:
-                problems += _clean_attrs(value, before.get("attrs") or {})
+                problems += _clean_attrs(value, old if isinstance(old, dict) else {})
                 continue
             except Exception:  # a key whose hash or comparison raises: back to the attrs before the hook
                 pass
-        why = _json_error(value)
-        if why is None:
+        kind = _CONTAINERS.get(key, object)
+        if isinstance(value, kind) and old_text is not None and _stored(value) == old_text:
             continue
-        problems.append(f"run.{key} not JSON-serialisable ({why}): restored")
+        if not isinstance(value, kind):
+            problems.append(f"run.{key} not a {kind.__name__}: restored")
+        else:
+            why = _json_error(value)
+            if why is None:
+                continue
+            problems.append(f"run.{key} not JSON-serialisable ({why}): restored")
         attr = _FIELD_ATTR.get(key, key)
         if attr in {f.name for f in dataclasses.fields(run)}:
-            setattr(run, attr, before.get(key))
+            setattr(run, attr, old if old is not None or kind is object else kind())
         else:  # an attribute the hook added
             delattr(run, attr)
     return problems
@@ -163,6 +164,15 @@ def _clean_attrs(attrs: dict[Any, Any], before: dict[str, Any]) -> list[str]:
             attrs[k] = before[k]
         problems.append(f"attrs[{_brief(k)}] not JSON-serialisable ({why}): " + ("restored" if k in attrs else "not saved"))
     return problems
+
+
+def _stored(value: Any) -> str | None:
+    """The value's text as the run store writes it (anything else as its ``str``); None if even
+    that fails (a key that is not a string, a cycle, a deep nest)."""
+    try:
+        return json.dumps(value, default=str)
+    except Exception:
+        return None
 
 
 def _json(value: Any) -> str:

@@ -129,8 +129,45 @@ def _run_as_main(argv: list, cwd_first: bool = True) -> None:
     exec(code, main.__dict__)
 
 
+def _user_frames(tb: object, shim: str = __file__) -> object:
+    """``tb`` without its leading frames of this shim and of runpy: a traceback that starts at
+    the user's script, as under ``python script.py``. (``shim`` is bound now: ``python -m`` runs
+    the main module in this module's globals, ``__file__`` included.)"""
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename  # type: ignore[attr-defined]
+        if name != shim and not name.endswith(("runpy.py", "<frozen runpy>")):
+            break
+        tb = tb.tb_next  # type: ignore[attr-defined]
+    return tb
+
+
+def _to_run_log(text: str) -> bool:
+    """Append ``text`` to the run's output.log only (not the console); False if there is none."""
+    run_dir = os.environ.get("GUILDLITE_RUN_DIR")
+    if not run_dir:
+        return False
+    try:
+        with open(os.path.join(run_dir, "output.log"), "a", encoding="utf-8") as f:
+            f.write(text)
+    except OSError:
+        return False
+    return True
+
+
+class _FailureToLog:
+    """A logging filter for torchrun's "failed (exitcode: N) local_rank: ..." line: into output.log
+    only, so that the console ends with the failing rank's own error."""
+
+    def filter(self, record: object) -> bool:
+        msg = record.getMessage()  # type: ignore[attr-defined]
+        return not ("failed (exitcode" in msg and _to_run_log(msg + "\n"))
+
+
 def _agent(argv: list) -> None:
+    import logging
+
     _one_sigterm_on_parent_death()
+    logging.getLogger("torch.distributed.elastic.multiprocessing.api").addFilter(_FailureToLog())
     status = 0
     try:
         # As the `torchrun` command: the cwd is the run dir, whose staged logging.py or
@@ -140,8 +177,12 @@ def _agent(argv: list) -> None:
         if e.code is not None and not isinstance(e.code, int):
             print(e.code, file=sys.stderr)
         status = _exit_status(e.code)
-    except BaseException:
-        traceback.print_exc()
+    except BaseException as e:
+        # torchrun's report of a failed rank (tens of lines naming this shim) goes to output.log;
+        # the console already shows the rank's own traceback, and ends with it.
+        report = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+        if type(e).__name__ != "ChildFailedError" or not _to_run_log(report):
+            sys.stderr.write(report)
         status = 1
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
@@ -162,9 +203,16 @@ def _rank() -> None:
         if not e.code:
             _close_process_group()
         raise
-    except BaseException:
+    except KeyboardInterrupt:
         _record(1)
-        raise  # the interpreter prints the traceback and exits as it would have
+        raise  # the interpreter reports it and exits as it would have
+    except BaseException as e:
+        _record(1)
+        # Printed as the interpreter would (through sys.excepthook, the script's own if it set
+        # one), minus this shim's frames: the traceback starts at the user's script.
+        tb = _user_frames(e.__traceback__)
+        sys.excepthook(type(e), e.with_traceback(tb), tb)  # type: ignore[arg-type]
+        sys.exit(1)
     _record(0)
     _close_process_group()
 

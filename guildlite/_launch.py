@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from ._disk import full_message, is_full
+from ._flag_args import flag_args, main_args
 from ._flags import format_value
 from ._guildfile import OpDef
 
@@ -26,11 +27,22 @@ def job_command(op: OpDef, flags: Mapping[str, Any], nproc: int, log_dir: Path |
     side by side (parallel trials) never share one. With ``log_dir`` and several ranks, every
     line is prefixed with its rank (``[default0]:``) and per-rank logs are kept in ``log_dir``.
     """
-    args = [*op.main_args, *(flag_args(op, flags) if op.flags_dest == "args" else [])]
+    args = [*main_args(op, flags), *_argv_flags(op, flags)]
     if op.launcher == "python":
         return [sys.executable, "-u", *args]
     tee = ["--tee=3", f"--log-dir={log_dir}"] if log_dir is not None and nproc > 1 else []
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *tee, *args]
+
+
+def _argv_flags(op: OpDef, flags: Mapping[str, Any]) -> list[str]:
+    if op.flags_dest == "overrides":
+        from ._flag_args import interpolated
+        from ._hydra import override_args
+
+        skip = interpolated(op)  # reaches the app in `main` already
+        return override_args({k: v for k, v in flags.items() if k not in skip}, op.flags,
+                             imported=bool(op.flags_import))
+    return flag_args(op, flags) if op.flags_dest == "args" else []
 
 
 _JOB_EXEC = str(Path(__file__).with_name("_job_exec.py"))
@@ -84,27 +96,6 @@ def display_command(cmd: Sequence[str]) -> str:
     return shlex.join(["python", *cmd[1:]])
 
 
-def flag_args(op: OpDef, flags: Mapping[str, Any]) -> list[str]:
-    """Flags as ``--name=value`` argv items (a value starting with '-' stays a value).
-
-    Per flag, ``arg-name`` renames the option, ``arg-skip`` leaves it out, and ``arg-switch``
-    passes a boolean as a bare ``--name`` when its value equals the switch (absent otherwise).
-    """
-    out = []
-    for name, value in flags.items():
-        fd = op.flags.get(name)
-        if value is None or (fd is not None and fd.arg_skip):
-            continue
-        opt = (fd.arg_name if fd and fd.arg_name else name) if fd else name
-        opt = opt if opt.startswith("-") else f"--{opt}"
-        if fd is not None and fd.arg_switch is not None:
-            if bool(value) == fd.arg_switch:
-                out.append(opt)
-            continue
-        out.append(f"{opt}={format_value(value)}")
-    return out
-
-
 def flag_env(op: OpDef, flags: Mapping[str, Any]) -> dict[str, str]:
     """With ``flags-dest: env``: each flag as ``<prefix><NAME>`` (upper-cased, '-' and '.' as '_')."""
     if op.flags_dest != "env":
@@ -116,24 +107,12 @@ def flag_env(op: OpDef, flags: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-def write_flags_config(op: OpDef, flags: Mapping[str, Any], run_dir: Path) -> Path | None:
-    """With ``flags-dest: config:PATH``: the flags as JSON or YAML (by extension) at PATH in the run dir."""
-    if not op.flags_dest.startswith("config:"):
-        return None
-    path = run_dir / op.flags_dest[len("config:") :]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".json":
-        import json
+def write_flags_config(op: OpDef, flags: Mapping[str, Any], run_dir: Path, project: Path | None = None) -> Path | None:
+    """With ``flags-dest: config:PATH``: the flags written into PATH in the run dir (JSON or YAML by
+    extension; dotted names as nested keys, the file's other content kept)."""
+    from ._config_file import write
 
-        text = json.dumps(dict(flags), indent=2) + "\n"
-    else:
-        import yaml
-
-        text = yaml.safe_dump(dict(flags), sort_keys=False)
-    from ._runs import atomic_write
-
-    atomic_write(path, text)
-    return path
+    return write(op.flags_dest, flags, run_dir, project)
 
 
 # Set by torchrun (or a cluster launcher) for a rank: a plain `python` job must not inherit them.

@@ -7,6 +7,7 @@ failing script, a veto, SIGTERM or Ctrl-C, or an exception in guildlite itself.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from ._config_file import verify as verify_config
 from ._disk import describe, full_message, full_reason, is_full
 from ._errors import GuildliteError
 from ._guildfile import Guildfile, OpDef
@@ -30,7 +32,8 @@ from ._launch import (
 )
 from ._lock import lock_mode
 from ._plugins import Dispatcher, HookFailed, Plugin
-from ._runs import TRASH_DIR, Run, RunPaths, new_run_id, now_iso, write_json
+from ._reach import unreached as flags_unreached
+from ._runs import META_DIR, TRASH_DIR, Run, RunPaths, new_run_id, now_iso, write_json
 from ._scheduler import Scheduler, Slot
 from ._sourcecode import copy_files, select_files
 from ._terminal import printable
@@ -123,23 +126,28 @@ class Session:
 
     def stage(self, flags: dict[str, Any], parent: Run | None = None) -> Run:
         """Create a run dir, copy the source, write run.json, then call ``on_run_staged``."""
-        cfg = self.cfg
         run = self._new_run(flags, is_trial=parent is not None, parent_id=parent.id if parent else None)
         run._parent = parent
         with self._staging(run):
-            self._stage_source(run)
-            log_dir = RunPaths(cfg.runs_dir / run.id).meta / "torchrun"
-            run.cmd = job_command(cfg.op, flags, cfg.nproc, log_dir=log_dir)
-            write_flags_config(cfg.op, flags, run.run_dir)
+            self._stage_source(run, RunPaths(self.cfg.runs_dir / run.id).meta / "torchrun")
             run.claim()  # while its on_run_staged runs, `guildlite stop` sees a live owner to ask
             run.create()
             self._publish(run)
         self._open[run.id] = run
+        self._staged_hooks(run)
+        return run
+
+    def _staged_hooks(self, run: Run) -> None:
+        """``on_run_staged``, then check that the flags still reach the script as written."""
         try:
             self.hooks.call("on_run_staged", run)
         except HookFailed as e:  # error, or terminated by a stop (`guildlite stop RUN` included)
             self.end(run, e.status, error=e.info)
-        return run
+            return
+        try:
+            verify_config(self.cfg.op.flags_dest, run.flags, run.run_dir)
+        except GuildliteError as e:
+            self.end(run, "error", error={"message": str(e)})
 
     @contextlib.contextmanager
     def _staging(self, run: Run) -> Iterator[None]:
@@ -160,24 +168,38 @@ class Session:
             shutil.rmtree(staging, ignore_errors=True)
             raise
 
-    def _stage_source(self, run: Run) -> None:
-        """Copy the project's source into the run dir; what was skipped goes to the manifest."""
-        project = self.cfg.guildfile.dir
-        chosen = select_files(project, self.cfg.op.sourcecode, skip=(self.cfg.runs_dir,))
+    def _stage_source(self, run: Run, log_dir: Path) -> None:
+        """Copy the project's source into the run dir as it is now (what was skipped goes to the
+        manifest), with the flags config file and the job's command line. Over an earlier staging
+        (a restart), source files gone from the project are removed; files the job wrote
+        (checkpoints) stay."""
+        cfg = self.cfg
+        project = cfg.guildfile.dir
+        chosen = select_files(project, cfg.op.sourcecode, skip=(cfg.runs_dir,))
         files, skipped = chosen.files, chosen.skipped
-        script = self.cfg.op.script
+        script = cfg.op.script
         if script and script not in files:  # the script always travels, whatever the globs say
             files = [*files, script]
             skipped = [s for s in skipped if s.path != script]
+        earlier = _staged_source(run)
+        if earlier:  # a restart: replace what was staged (a read-only copy included), never write
+            _clear_way(run.run_dir, [*earlier, *files])  # through what the job left there
+            for rel in earlier:
+                if (run.run_dir / rel).is_file():
+                    (run.run_dir / rel).unlink()
         late = copy_files(project, files, run.run_dir)
         if late:
             gone = {s.path for s in late}
             files = [f for f in files if f not in gone]
             skipped = sorted([*skipped, *late], key=lambda s: s.path)
+        run.cmd = job_command(cfg.op, run.flags, cfg.nproc, log_dir=log_dir)
         run.attrs["sourcecode"] = {"root": str(project), "files": len(files), "skipped": len(skipped)}
+        run.op_def = dict(cfg.op.data)  # a restart runs the op as the guildfile now declares it
         run.paths.meta.mkdir(exist_ok=True)
+        written = write_flags_config(cfg.op, run.flags, run.run_dir, project)
+        run._staged = sorted({*files, *([written.relative_to(run.run_dir).as_posix()] if written else [])})
         # SourceSnapshot (on_run_staged) adds sizes and hashes, unless an earlier plugin vetoed.
-        write_json(run.paths.manifest, {"root": str(project), "files": [{"path": f} for f in sorted(files)],
+        write_json(run.paths.manifest, {"root": str(project), "files": [{"path": f} for f in run._staged],
                                         "skipped": [s.to_json() for s in skipped]})
 
     # --- one run ---------------------------------------------------------------------------------
@@ -207,6 +229,10 @@ class Session:
             return None
         if self.stopping is not None:  # a stop signal arrived during the begin hooks
             self.end(run, "terminated", error={"message": "stopped before it started"})
+            return None
+        unreached = flags_unreached(self.cfg.op, run)  # after every hook that may edit the staged source
+        if unreached is not None:
+            self.end(run, "error", error={"message": unreached})
             return None
         env = without_rank_env(os.environ) if self.cfg.op.launcher == "python" else dict(os.environ)
         env.update(self.cfg.extra_env)
@@ -387,23 +413,30 @@ class Session:
             return run
 
     def reopen(self, run: Run, flags: dict[str, Any] | None = None) -> None:
-        """Make an ended (or staged) run startable again in its own dir, keeping the attempt history."""
+        """Make an ended (or staged) run startable again in its own dir, keeping the attempt history.
+
+        A run (not a batch) is staged again: the project's source as it is now, then
+        ``on_run_staged``, so source-rewriting plugins apply the run's (new) flags.
+        """
         if run.status in ("pending", "running"):
             raise GuildliteError(f"run {run.id} is {run.status}: stop it before restarting it", exit_code=2)
         if run.started:
             run.attempts.append(
                 {"status": run.status, "exit_code": run.exit_code, "started": run.started, "stopped": run.stopped,
-                 "flags": dict(run.flags), "error": run.error}
+                 "flags": dict(run.flags), "error": run.error,
+                 "sourcecode_digest": (run.attrs.get("sourcecode") or {}).get("digest")}
             )
         if flags is not None and not run.is_batch:
             run.flags = flags
-            run.cmd = job_command(self.cfg.op, flags, self.cfg.nproc, log_dir=run.paths.meta / "torchrun")
-            write_flags_config(self.cfg.op, flags, run.run_dir)
         run.status, run.exit_code, run.error, run.started, run.stopped = "staged", None, None, None, None
         run.paths.stop_request.unlink(missing_ok=True)
         run.paths.end_claim.unlink(missing_ok=True)
+        if not run.is_batch:
+            self._stage_source(run, run.paths.meta / "torchrun")
         run.save()
         self._open[run.id] = run
+        if not run.is_batch:
+            self._staged_hooks(run)
 
     def restart(self, run: Run, flags: dict[str, Any] | None, slots: Sequence[Slot], fail_fast: bool = False) -> Run:
         """Run ``run`` again in its own directory; a batch re-runs only its trials that did not complete."""
@@ -455,6 +488,39 @@ class Session:
                 return batch
             self._run_trials(batch, staged, slots, fail_fast)
             return batch
+
+
+def _clear_way(run_dir: Path, files: Sequence[str]) -> None:
+    """Remove links (and plain files) standing where ``files`` or their folders go in ``run_dir``:
+    a job may have left a link to somewhere outside in place of a source folder."""
+    seen: set[Path] = set()
+    for rel in files:
+        node = run_dir
+        for part in Path(rel).parts:
+            node = node / part
+            if node in seen:
+                continue
+            seen.add(node)
+            if node.is_symlink() or (node != run_dir / rel and node.exists() and not node.is_dir()):
+                node.unlink()
+
+
+def _staged_source(run: Run) -> list[str]:
+    """The source files an earlier staging copied (from its manifest), as safe relative paths."""
+    try:
+        files = json.loads(run.paths.manifest.read_text()).get("files") or []
+    except (OSError, ValueError, AttributeError):
+        return []
+    out = []
+    for f in files:
+        rel = f.get("path") if isinstance(f, dict) else None
+        if not isinstance(rel, str) or not rel or "\0" in rel:
+            continue
+        parts = Path(rel).parts
+        if Path(rel).is_absolute() or ".." in parts or parts[0] in (META_DIR, "run.json", "output.log"):
+            continue
+        out.append(rel)
+    return out
 
 
 # What the end of a run needs to be recorded (run.json, twice, and a few scalars) when the job

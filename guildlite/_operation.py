@@ -12,14 +12,17 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ._batch import count_trials, is_batch, plan_trials
+from ._batchspec import batch_flags as batch_spec
 from ._builtins import builtin_plugins
+from ._config_file import check as check_config
 from ._errors import GuildfileError, GuildliteError
-from ._flags import nul_free, parse_assignments, resolve
+from ._flags import Grid, Random, nul_free, parse_assignments, resolve
 from ._flags_import import with_imported_flags
 from ._guildfile import GUILDFILE, Guildfile, PluginSpec, default_runs_dir, find_guildfile, load
 from ._launch import job_command
 from ._lifecycle import RunConfig, Session
 from ._plugins import Plugin, load_plugins
+from ._reach import check_op
 from ._runs import Run
 from ._scheduler import Slot, make_slots, visible_gpus
 
@@ -83,8 +86,12 @@ def plan_run(
     BATCH_CONFIRM_THRESHOLD trials goes ahead only if ``confirm(n)`` says so (None: no question).
     """
     op = with_imported_flags(guildfile.op(op_name), guildfile.dir)
+    check_op(op, guildfile.dir)
     given = parse_assignments(assignments)
     values = resolve(op.name, op.flags, given)
+    check_config(op.flags_dest, {k: None for k in values}, guildfile.dir)
+    if op.flags_dest == "overrides":  # every value must have a spelling in Hydra's grammar
+        job_command(op, {k: v for k, v in values.items() if not isinstance(v, (Grid, Random))}, 1)
     nproc = op.nproc_per_node if nproc is None else nproc
     if nproc < 1:
         raise GuildliteError("--nproc-per-node must be at least 1", exit_code=2)
@@ -110,6 +117,8 @@ def plan_run(
         if n > BATCH_CONFIRM_THRESHOLD and confirm is not None and not confirm(n):
             raise GuildliteError("cancelled", exit_code=1)
     trials = plan_trials(op.flags, values, max_trials=max_trials, seed=seed) if batch else None
+    for flags in (trials or [values])[:1000]:  # a flag that cannot be encoded (a positional None) fails here
+        job_command(op, flags, nproc)
     backend = backend or op.backend or guildfile.backend
     slurm_opts: dict[str, Any] = {}
     if backend == "slurm":
@@ -136,18 +145,10 @@ def plan_run(
         slurm=slurm_opts,
         detach=detach,
     )
-    batch_flags = {k: (given_text(assignments, k) if k in given else v) for k, v in values.items()}
-    info = {"trials": len(trials or []), "max_trials": max_trials, "seed": seed, "parallel": len(slots)}
+    batch_flags, dims = batch_spec(values)
+    info = {"trials": len(trials or []), "max_trials": max_trials, "seed": seed, "parallel": len(slots),
+            "dims": dims}
     return Plan(config, plugins, values, trials, batch_flags, info, slots)
-
-
-def given_text(assignments: Sequence[str], name: str) -> str:
-    """The value of ``name`` exactly as typed (a batch records ``lr=[0.1,0.01]`` as typed)."""
-    for a in assignments:
-        k, _, v = a.partition("=")
-        if k.strip() == name:
-            return v
-    return ""
 
 
 def execute(plan: Plan, stage_only: bool = False, fail_fast: bool = False, session: Session | None = None) -> Run:

@@ -198,6 +198,7 @@ class Run:
     batch: dict[str, Any] | None = None
     guildlite_version: str = field(default_factory=_version)
     _parent: Run | None = field(default=None, repr=False)
+    _staged: list[str] | None = field(default=None, repr=False)  # the source files this process staged
     _synced_attrs: dict[str, Any] | None = field(default=None, repr=False)  # attrs as last read/written
 
     @property
@@ -283,7 +284,7 @@ class Run:
         self.host = socket.gethostname()
 
 
-_FIELDS = set(Run.__dataclass_fields__) - {"run_dir", "_parent", "_synced_attrs", "parent_id", "trial_ids"}
+_FIELDS = set(Run.__dataclass_fields__) - {"run_dir", "_parent", "_synced_attrs", "_staged", "parent_id", "trial_ids"}
 
 # --- writing records ---------------------------------------------------------------------------------
 #
@@ -382,6 +383,11 @@ def run_from_record(run_dir: Path, rec: dict[str, Any]) -> Run:
     """A Run from a ``run.json`` object, with liveness-derived status."""
     rec = derive_status(rec)
     kwargs = {k: v for k, v in rec.items() if k in _FIELDS}
+    if rec.get("is_batch") and isinstance(rec.get("flags"), dict):  # its dimensions as objects again
+        from ._batchspec import decode
+
+        batch = rec.get("batch")
+        kwargs["flags"] = decode(rec["flags"], batch.get("dims") if isinstance(batch, dict) else None)
     run = Run(run_dir=run_dir, parent_id=rec.get("parent"), trial_ids=list(rec.get("trials") or []), **kwargs)
     run._synced_attrs = _snapshot(run.attrs)
     return run

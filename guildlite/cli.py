@@ -816,6 +816,7 @@ def ops(as_json: bool, guildfile: Path | None) -> None:
                 "main": op.main,
                 "nproc_per_node": op.nproc_per_node,
                 "gpus_per_trial": op.gpus_per_trial,
+                "flags_dest": op.flags_dest,
                 "flags": {f.name: {**f.__dict__, "type": f.value_type} for f in op.flags.values()},
             }
             for name, op in operations.items()
@@ -823,7 +824,9 @@ def ops(as_json: bool, guildfile: Path | None) -> None:
         click.echo(json.dumps(out, indent=2, default=str))
         return
     for name, op in operations.items():
-        _say(f"{name}  ({op.main}, {op.launcher}, nproc-per-node {op.nproc_per_node})" + (f"  {op.description}" if op.description else ""))
+        dest = "" if op.flags_dest == "args" else f", flags-dest {op.flags_dest}"
+        _say(f"{name}  ({op.main}, {op.launcher}, nproc-per-node {op.nproc_per_node}{dest})"
+             + (f"  {op.description}" if op.description else ""))
         for f in op.flags.values():
             extra = []
             if f.choices:

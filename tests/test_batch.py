@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from conftest import property_settings
 from hypothesis import given
@@ -116,3 +118,37 @@ def test_count_trials_matches_plan_trials(grids: list[list[int]], max_trials: in
     index = [tuple(grids[i].index(t[n]) for i, n in enumerate(names)) for t in trials]
     if all(len(set(g)) == len(g) for g in grids):
         assert index == sorted(index)
+
+
+# --- a batch's flags: comparisons hold when they hold for every trial -------------------------------
+
+
+def test_batch_comparisons_hold_for_every_value_a_trial_may_take() -> None:
+    import operator
+    import random as _random
+
+    from guildlite import BatchDistribution, BatchValues
+    from guildlite._flags import Random
+
+    ops = [operator.lt, operator.le, operator.gt, operator.ge]
+    nums = st.integers(-50, 50)
+
+    @property_settings(300)
+    @given(st.lists(nums, min_size=1, max_size=6), nums, st.sampled_from(ops))
+    def grid(values: list[int], x: int, op: Any) -> None:
+        assert op(BatchValues(values), x) == all(op(v, x) for v in values)
+
+    @property_settings(300)
+    @given(nums, nums, nums, st.sampled_from(ops), st.sampled_from(["uniform", "randint", "choice"]))
+    def dist(a: int, b: int, x: int, op: Any, kind: str) -> None:
+        lo, hi = min(a, b), max(a, b)
+        d = BatchDistribution(kind, (lo, hi))
+        rng = _random.Random(0)
+        draws = [Random(kind, (lo, hi)).sample(rng) for _ in range(50)] + ([lo, hi] if kind != "choice" else [])
+        if op(d, x):
+            assert all(op(v, x) for v in draws)
+        else:
+            assert not all(op(v, x) for v in [lo, hi])  # a bound breaks it
+
+    grid()
+    dist()

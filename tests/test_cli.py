@@ -362,7 +362,7 @@ def test_batch_links_trials_both_ways(project: Project) -> None:
     assert cp.returncode == 0, cp.stderr
     batch, trials = _batch_and_trials(project)
     assert batch["status"] == "completed" and batch["is_batch"] and not batch["is_trial"]
-    assert batch["flags"]["lr"] == "[0.1,0.01]" and batch["flags"]["epochs"] == 2
+    assert batch["flags"]["lr"] == [0.1, 0.01] and batch["flags"]["epochs"] == 2  # the dimension, decoded
     assert batch["batch"]["trials"] == 2 and batch["batch"]["summary"] == {"completed": 2}
     assert batch["cmd"] == [] and batch["parent"] is None
     assert [t["flags"]["lr"] for t in trials] == [0.1, 0.01]

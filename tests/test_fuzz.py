@@ -180,6 +180,7 @@ def _typed_value(t: str | None) -> st.SearchStrategy[Any]:
         "bool": st.booleans(),
         "str": st.text(max_size=8),
         "path": st.text(max_size=8),
+        "list": st.lists(st.integers(-5, 5), max_size=3),
         None: st.one_of(st.none(), st.integers(-5, 5), st.floats(-5, 5), st.booleans(), st.text(max_size=4)),
     }[t]
 
@@ -216,6 +217,8 @@ def _assert_valid(fd: FlagDef, value: Any) -> None:
         assert type(value) is bool
     elif t in ("str", "path"):
         assert type(value) is str
+    elif t == "list":
+        assert type(value) is list
     if fd.choices is not None:
         assert value in fd.choices
     if isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -137,7 +137,7 @@ ERRORS = [
     ("default-bad-type", _OK_OP + "    flags:\n      n:\n        type: int\n        default: x\n", 7,
      ["bad default", "not a valid int"]),
     ("min-not-a-number", _OK_OP + "    flags:\n      n:\n        min: a\n", 6, ["'min' must be a number"]),
-    ("list-default", _OK_OP + "    flags:\n      n: [1, 2]\n", 5, ["a list default is not allowed"]),
+    ("list-default", _OK_OP + "    flags:\n      n: [1, 2]\n", 5, ["a bare list is ambiguous"]),
     ("missing-main", "operations:\n  train:\n    description: x\n", 2, ["'main' (the script to run) is required"]),
     ("empty-op", "operations:\n  train:\n", 2, ["'main' (the script to run) is required"]),
     ("main-escapes", "operations:\n  train:\n    main: ../train.py\n", 3, ["outside the project directory"]),

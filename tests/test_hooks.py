@@ -635,6 +635,21 @@ def test_other_unsaveable_fields_are_restored(unit_run: Run) -> None:
     unit_run.save()
 
 
+def test_a_batchs_own_flag_objects_are_not_a_plugins_failure(unit_run: Run) -> None:
+    """guildlite's ``BatchDistribution`` in a batch's flags (stored as its text) is left alone;
+    only what a hook changes is judged."""
+    from guildlite import BatchDistribution, BatchValues
+
+    unit_run.flags = {"lr": BatchDistribution("uniform", (0.0, 1.0)), "bs": BatchValues([32, 64]), "seed": 1}
+
+    def act(run: Run) -> None:
+        run.attrs["seen"] = str(run.flags["lr"])
+
+    Dispatcher([Doing("p", "on_run_begin", act, [])], log=lambda m: None).call("on_run_begin", unit_run)
+    assert unit_run.plugins[0]["error"] is None
+    assert isinstance(unit_run.flags["lr"], BatchDistribution) and unit_run.attrs["seen"] == "uniform[0.0:1.0]"
+
+
 def test_timeout_and_interrupt_in_process(unit_run: Run, release: threading.Event) -> None:
     """The dispatcher's own contract: a hook over its timeout, a stop during a hook, and a stop
     before one (not called)."""

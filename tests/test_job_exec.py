@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import pytest
 from conftest import Project, wait_no_marker_procs, wait_until
 
 from guildlite._launch import _JOB_EXEC
@@ -88,3 +90,42 @@ def test_torchrun_ends_when_repeated_signals_interrupt_its_shutdown(make_project
     wait_no_marker_procs(proj.marker, timeout=30)
     rec = proj.only_record()
     assert rec["status"] == "error" and p.returncode != 0, (rec["status"], p.returncode, err[-2000:])
+
+
+# --- tracebacks start at the user's script ---------------------------------------------------------
+
+FAIL = """\
+import sys
+print("ARGV0 " + sys.argv[0], flush=True)
+def inner():
+    raise ValueError("boom from the script")
+inner()
+"""
+
+
+@pytest.mark.parametrize("op", ["py", "t1", "t2", "mod"])
+def test_a_failing_script_shows_its_own_traceback_last(make_project: Callable[..., Project], op: str) -> None:
+    proj = make_project(
+        "operations:\n"
+        "  py: {main: fail.py, launcher: python}\n"
+        "  t1: {main: fail.py}\n"
+        "  t2: {main: fail.py, nproc-per-node: 2}\n"
+        "  mod: {main: pkg.fail}\n",
+        {"fail.py": FAIL, "pkg/__init__.py": "", "pkg/fail.py": FAIL},
+    )
+    cp = proj.run("run", op, "-y")
+    assert cp.returncode == 1, cp.stderr
+    out = [re.sub(r"^\[default\d\]:", "", line) for line in cp.stdout.splitlines() if line.strip()]
+    starts = [i for i, line in enumerate(out) if line.startswith("Traceback")]
+    assert starts, cp.stdout
+    frames = [line for line in out[starts[0]:] if line.lstrip().startswith("File ")]
+    assert "fail.py" in frames[0] and "in <module>" in frames[0], frames  # the first frame is the script's
+    assert not any("_job_exec" in f or "runpy" in f for f in frames), frames
+    assert out[-1] == "ValueError: boom from the script", out[-3:]  # the console ends with the rank's error
+    assert "FAILED" not in cp.stdout + cp.stderr and "ChildFailedError" not in cp.stdout + cp.stderr
+    argv0 = [line.split(" ", 1)[1] for line in out if line.startswith("ARGV0 ")]
+    assert argv0 and all(a.endswith("fail.py") for a in argv0), argv0
+    if op != "py":  # torchrun's own report stays in the log
+        rec = proj.only_record()
+        log = (proj.runs_dir / rec["id"] / "output.log").read_text()
+        assert "ChildFailedError" in log and "failed (exitcode: 1)" in log

@@ -82,7 +82,7 @@ parser.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd", help=
 parser.add_argument("--amp", action="store_true", help="mixed precision")
 parser.add_argument("--no-shuffle", dest="shuffle", action="store_false", help="keep the data order")
 parser.add_argument("--name", default="run", help="a free-form name")
-parser.add_argument("--layers", type=int, nargs="+", default=[1, 2], help="a list: not a single flag")
+parser.add_argument("--layers", type=int, nargs="+", default=[1, 2], help="a list flag")
 parser.add_argument("-v", "--verbose", action="count", default=0, help="a counter: not a flag")
 args = parser.parse_args()
 Path("seen.json").write_text(json.dumps({"argv": sys.argv[1:], "args": vars(args)}))
@@ -537,7 +537,7 @@ def test_flags_import_reads_types_choices_defaults_and_switches(make_project: Ca
     proj = make_project(IMPORT_GUILDFILE, {"train.py": IMPORTED})
     ops = proj.ops()
     flags = ops["train"]["flags"]
-    assert list(flags) == ["epochs", "lr", "optimizer", "amp", "no-shuffle", "name"]  # no positional, list, counter
+    assert list(flags) == ["epochs", "lr", "optimizer", "amp", "no-shuffle", "name", "layers"]  # no positional, counter
     summary = {n: (f["type"], f["default"], f["choices"], f["arg_switch"], f["source"]) for n, f in flags.items()}
     assert summary == {
         "epochs": ("int", 3, None, None, "guildfile+script"),
@@ -546,6 +546,7 @@ def test_flags_import_reads_types_choices_defaults_and_switches(make_project: Ca
         "amp": ("bool", False, None, True, "script"),
         "no-shuffle": ("bool", True, None, False, "script"),
         "name": ("str", "run", None, None, "script"),
+        "layers": ("list", [1, 2], None, None, "script"),
     }
     assert flags["epochs"]["description"] == "passes over the data"
     assert flags["optimizer"]["description"] == "which optimizer"
@@ -563,7 +564,7 @@ def test_flags_import_runs_pass_values_the_script_accepts(make_project: Callable
     proj = make_project(IMPORT_GUILDFILE, {"train.py": IMPORTED})
     rec = proj.run("train")
     got = seen(rec)
-    assert got["argv"] == ["--epochs=3", "--lr=0.1", "--optimizer=sgd", "--name=run"]
+    assert got["argv"] == ["--epochs=3", "--lr=0.1", "--optimizer=sgd", "--name=run", "--layers", "1", "2"]
     assert got["args"] == {
         "data": "data.txt",
         "lr": 0.1,
@@ -652,9 +653,10 @@ def test_flags_import_list_naming_an_unknown_option(make_project: Callable[..., 
 @pytest.mark.parametrize(
     "script, words",
     [
-        ("import no_such_module_xyz\n", ["no_such_module_xyz", "failed before ArgumentParser.parse_args"]),
-        ("raise SystemExit('no data dir, giving up')\n", ["no data dir, giving up"]),
-        ("print('a script without argparse')\n", ["finished without calling ArgumentParser.parse_args"]),
+        ("import argparse, no_such_module_xyz\n", ["no_such_module_xyz", "failed before ArgumentParser.parse_args"]),
+        ("import argparse\nraise SystemExit('no data dir, giving up')\n", ["no data dir, giving up"]),
+        ("import argparse\nprint('imports argparse, never parses')\n",
+         ["finished without calling ArgumentParser.parse_args"]),
     ],
 )
 def test_flags_import_of_a_failing_script_names_it(

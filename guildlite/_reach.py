@@ -1,0 +1,152 @@
+"""Never a silent mismatch: a flag that cannot reach the script is an error before the job starts.
+
+- Before staging (``check_op``, exit 2, nothing created): with ``flags-dest: globals`` every flag
+  names a top-level literal assignment of the main script; with argparse flags-import, every
+  option guildlite passes is one the script's parser accepts (``parse_known_args`` would
+  otherwise drop it silently).
+- Before launch (``unreached``, after every ``on_run_staged`` and ``on_run_begin`` hook): the
+  staged script, re-parsed, holds each global flag's value; the run ends ``error`` otherwise.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from ._errors import FlagError
+
+if TYPE_CHECKING:
+    from ._guildfile import OpDef
+    from ._runs import Run
+
+
+def check_op(op: OpDef, project: Path) -> None:
+    """Raise FlagError (exit 2) for a flag of ``op`` that cannot reach its script."""
+    is_globals, container = in_source(op.flags_dest)
+    if is_globals:
+        from ._flags_import import main_source
+        from ._pysource import global_for, read_source
+
+        src = main_source(op, project)
+        if src is None:
+            raise FlagError(f"operation '{op.name}': flags-dest {op.flags_dest} needs the script's source in the project")
+        source = read_source(src)
+        targets: dict[str, str] = {}
+        for flag, name in global_names(op.data, op.flags).items():
+            global_for(source, name, container)
+            if name in targets:
+                raise FlagError(f"operation '{op.name}': flags '{targets[name]}' and '{flag}' both set {name}; "
+                                "the script would hold only one (rename one with arg-name, or arg-skip it)")
+            targets[name] = flag
+    elif op.flags_dest == "args":
+        _check_twins(op)
+        if op.flags_import:
+            _check_options(op, project)
+
+
+def _check_twins(op: OpDef) -> None:
+    """Two flags passed as one option: the script would see only the last."""
+    from ._flag_args import interpolated, option_name
+
+    skip = interpolated(op)
+    seen: dict[str, str] = {}
+    for name, fd in op.flags.items():
+        if fd.arg_skip or fd.arg_position is not None or name in skip:
+            continue
+        opt = option_name(name, fd)
+        if opt in seen:
+            raise FlagError(f"operation '{op.name}': flags '{seen[opt]}' and '{name}' are both passed as {opt}; "
+                            "the script would see only one (rename one with arg-name, or arg-skip it)")
+        seen[opt] = name
+
+
+def _check_options(op: OpDef, project: Path) -> None:
+    from ._flag_args import interpolated, option_name
+    from ._flags_import import parser_options
+
+    options = parser_options(op, project)
+    if options is None:
+        return
+    skip = interpolated(op)
+    for name, fd in op.flags.items():
+        if fd.arg_skip or fd.arg_position is not None or name in skip:
+            continue
+        opt = option_name(name, fd)
+        if opt not in options:
+            raise FlagError(
+                f"operation '{op.name}': flag '{name}' is passed as {opt}, which the script's parser does not "
+                f"accept (its options: {', '.join(sorted(options)) or 'none'}); give it arg-name, or arg-skip: true "
+                "to record it without passing it"
+            )
+
+
+def in_source(dest: str | None) -> tuple[bool, str | None]:
+    """Whether ``flags-dest`` sets values in the script's source, and in which top-level dict
+    (``globals``: no dict; ``dict:NAME`` or Guild's ``global:NAME``: NAME)."""
+    if dest == "globals":
+        return True, None
+    if isinstance(dest, str) and dest.startswith(("dict:", "global:")):
+        return True, dest.partition(":")[2].strip()
+    return False, None
+
+
+def global_names(op_def: Mapping[str, Any], flags: Mapping[str, Any]) -> dict[str, str]:
+    """For ``flags-dest: globals``: each flag that is set in the script -> the global's name
+    (its ``arg-name``, else its own), from the op's guildfile data (``run.op_def``)."""
+    declared = op_def.get("flags") or {}
+    skip = _interpolated(str(op_def.get("main", "")))
+    out = {}
+    for name in flags:
+        raw = declared.get(name)
+        raw = raw if isinstance(raw, dict) else {}
+        if raw.get("arg-skip") or name in skip:
+            continue
+        out[name] = str(raw.get("arg-name") or name)
+    return out
+
+
+def _interpolated(main: str) -> set[str]:
+    from ._flag_args import refs
+
+    try:
+        items = shlex.split(main)
+    except ValueError:
+        return set()
+    return {ref for item in items[1:] for ref in refs(item)}
+
+
+def script_in(run_dir: Path, op_def: Mapping[str, Any]) -> Path | None:
+    """The staged copy of the op's main script in ``run_dir`` (a module's file too)."""
+    try:
+        first = shlex.split(str(op_def.get("main", "")))[0]
+    except (ValueError, IndexError):
+        return None
+    if first.endswith(".py") or "/" in first:
+        return run_dir / first
+    stem = run_dir.joinpath(*first.split("."))
+    for cand in (stem.with_suffix(".py"), stem / "__main__.py"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def global_values(run: Run) -> dict[str, Any]:
+    """The globals a ``flags-dest: globals`` run sets: global name -> the run's value."""
+    return {g: run.flags[f] for f, g in global_names(run.op_def, run.flags).items()}
+
+
+def unreached(op: OpDef, run: Run) -> str | None:
+    """Why a staged run's flags do not hold in its script (None: they do, or cannot be checked)."""
+    is_globals, container = in_source(op.flags_dest)
+    if not is_globals or run.is_batch:
+        return None
+    from ._pysource import mismatches
+
+    script = script_in(run.run_dir, run.op_def)
+    if script is None:
+        return f"flags-dest {op.flags_dest}: the staged run has no copy of {run.op_def.get('main')!r}"
+    problems = mismatches(script, global_values(run), container)
+    if not problems:
+        return None
+    return "a flag does not reach the script: " + "; ".join(problems)
