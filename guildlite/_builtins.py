@@ -258,6 +258,13 @@ def _nvidia_smi() -> list[str] | None:
     return [line.strip() for line in r.stdout.splitlines() if line.strip()] if r.returncode == 0 else None
 
 
-def builtin_plugins() -> list[Plugin]:
-    """Fresh instances of the built-ins, declared first (so they win priority ties)."""
-    return [SourceSnapshot(), GlobalFlags(), EnvCapture(), OutputScalars()]
+def builtin_plugins(flags_dest: str | None = None) -> list[Plugin]:
+    """Fresh instances of the built-ins, declared first (so they win priority ties).
+
+    ``GlobalFlags`` joins only for an op whose ``flags-dest`` writes into the source, so other
+    runs' hook traces hold only the built-ins that act on them.
+    """
+    from ._reach import in_source
+
+    rewrite = [GlobalFlags()] if in_source(flags_dest)[0] else []
+    return [SourceSnapshot(), *rewrite, EnvCapture(), OutputScalars()]

@@ -107,7 +107,7 @@ def plan_run(
         *op.plugins,
         *(PluginSpec(where=f"--plugin {n}", name=n) for n in plugin_names),
     ]
-    plugins = builtin_plugins() + load_plugins(specs, guildfile.dir)
+    plugins = builtin_plugins(op.flags_dest) + load_plugins(specs, guildfile.dir)
     batch = is_batch(values)
     if batch:
         n = count_trials(values, max_trials)
