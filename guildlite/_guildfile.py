@@ -9,10 +9,11 @@ from typing import Any, Iterable, Mapping
 
 from ._errors import GuildfileError, GuildliteError
 from ._flags import FLAG_TYPES, FlagDef, name_problem
+from ._plugins import DEFAULT_HOOK_TIMEOUT
 
 GUILDFILE = "guildfile.yml"
 
-_TOP_KEYS = ("operations", "plugins", "runs-dir", "backend", "slurm")
+_TOP_KEYS = ("operations", "plugins", "runs-dir", "backend", "slurm", "hook-timeout")
 _OP_KEYS = (
     "description",
     "main",
@@ -35,7 +36,7 @@ _FLAG_KEYS = (
     "arg-encoding", "arg-split", "arg-position",
 )
 LAUNCHERS = ("torchrun", "python")
-_PLUGIN_KEYS = ("class", "name", "args", "priority")
+_PLUGIN_KEYS = ("class", "name", "args", "priority", "hook-timeout")
 _SOURCE_KEYS = ("include", "exclude", "max-size")
 
 
@@ -57,6 +58,7 @@ class PluginSpec:
     name: str | None = None
     args: Mapping[str, Any] = field(default_factory=dict)
     priority: int | None = None
+    hook_timeout: float | None = None  # seconds; None: the guildfile's ``hook-timeout``
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ class Guildfile:
     runs_dir: Path | None = None
     backend: str = "local"
     slurm: Mapping[str, Any] = field(default_factory=dict)
+    hook_timeout: float = DEFAULT_HOOK_TIMEOUT  # seconds a hook call may take (a plugin entry may override)
 
     @property
     def dir(self) -> Path:
@@ -376,6 +379,7 @@ class _Validator:
             runs_dir=self.runs_dir(data),
             backend=self.backend(data, "the guildfile") or "local",
             slurm=self.slurm(data, "the guildfile"),
+            hook_timeout=self.seconds(data, "hook-timeout", "the guildfile") or DEFAULT_HOOK_TIMEOUT,
         )
 
     def runs_dir(self, data: Mapping[Any, Any]) -> Path | None:
@@ -593,6 +597,21 @@ class _Validator:
             raise self.fail(m, key, f"{where}: '{key}' must be an integer >= {least}, got {v!r}")
         return v
 
+    def seconds(self, m: Mapping[Any, Any], key: str, where: str) -> float | None:
+        """A positive, finite number of seconds, or None when ``key`` is absent."""
+        import math
+
+        if key not in m:
+            return None
+        v = m[key]
+        try:
+            seconds = math.nan if isinstance(v, bool) or not isinstance(v, (int, float)) else float(v)
+        except OverflowError:  # an int beyond any float
+            seconds = math.inf
+        if not 0 < seconds < math.inf:
+            raise self.fail(m, key, f"{where}: '{key}' must be a positive number of seconds, got {_brief(v)}")
+        return seconds
+
     def flag(self, parent: Any, name: Any, raw: Any, where: str) -> FlagDef:
         problem = name_problem(name)
         if problem:
@@ -728,6 +747,7 @@ class _Validator:
                     name=name,
                     args=_plain(args),
                     priority=prio,
+                    hook_timeout=self.seconds(entry, "hook-timeout", at),
                 )
             )
         return tuple(specs)
@@ -826,6 +846,15 @@ def _inside(path: Path, root: Path) -> bool:
         return True
     except ValueError:
         return False
+
+
+def _brief(v: Any) -> str:
+    """``v`` as a short repr for an error message."""
+    try:
+        text = repr(_plain(v))
+    except (ValueError, RecursionError):  # an int too long to print, a deep nest
+        return _kind(v)
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 def _kind(v: Any) -> str:

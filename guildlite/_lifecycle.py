@@ -63,7 +63,7 @@ class Session:
     def __init__(self, config: RunConfig, plugins: Sequence[Plugin], log: Callable[[str], None] | None = None):
         self.cfg = config
         self.log = log or (lambda msg: print(printable(msg, keep_newlines=True), file=sys.stderr, flush=True))
-        self.hooks = Dispatcher(plugins, log=self.log)
+        self.hooks = Dispatcher(plugins, log=self.log, timeout=config.guildfile.hook_timeout)
         self._open: dict[str, Run] = {}  # staged/begun runs whose end is not recorded yet
         self.unrecorded: dict[str, str] = {}  # run id -> why its end could not be written
         self.scheduler: Scheduler[Run] | None = None
@@ -76,6 +76,7 @@ class Session:
         if self.stopping is None:
             self.log(f"guildlite: {signal.Signals(sig).name}: stopping (Ctrl-C again to kill)")
         self.stopping = self.stopping or sig
+        self.hooks.interrupt(signal.Signals(sig).name)  # a hook running now is given up on
         if self.scheduler is not None:
             self.scheduler.stop(sig)
 
@@ -129,6 +130,7 @@ class Session:
         run._parent = parent
         with self._staging(run):
             self._stage_source(run, RunPaths(self.cfg.runs_dir / run.id).meta / "torchrun")
+            run.claim()  # while its on_run_staged runs, `guildlite stop` sees a live owner to ask
             run.create()
             self._publish(run)
         self._open[run.id] = run
@@ -139,8 +141,8 @@ class Session:
         """``on_run_staged``, then check that the flags still reach the script as written."""
         try:
             self.hooks.call("on_run_staged", run)
-        except HookFailed as e:
-            self.end(run, "error", error=e.info)
+        except HookFailed as e:  # error, or terminated by a stop (`guildlite stop RUN` included)
+            self.end(run, e.status, error=e.info)
             return
         try:
             verify_config(self.cfg.op.flags_dest, run.flags, run.run_dir)
@@ -229,7 +231,7 @@ class Session:
         try:
             self.hooks.call("on_run_begin", run)
         except HookFailed as e:
-            self.end(run, "error", error=e.info)
+            self.end(run, e.status, error=e.info)
             return None
         if self.stopping is not None:  # a stop signal arrived during the begin hooks
             self.end(run, "terminated", error={"message": "stopped before it started"})
@@ -393,7 +395,7 @@ class Session:
         try:
             self.hooks.call("on_run_begin", batch)
         except HookFailed as e:
-            self.end(batch, "error", error=e.info)
+            self.end(batch, e.status, error=e.info)
             return False
         return True
 

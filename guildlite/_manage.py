@@ -174,6 +174,15 @@ def _waiting_trial(run: Run) -> bool:
     return batch is not None and batch.status in ACTIVE
 
 
+def _staging(run: Run) -> bool:
+    """A run (not a trial, not a batch) in its on_run_staged hooks: its live owner ends it on a stop request."""
+    return run.status == "staged" and not run.is_trial and not run.is_batch and run.alive
+
+
+def _going(run: Run) -> bool:
+    return run.status in ACTIVE or _staging(run)
+
+
 @dataclass(frozen=True)
 class Stopped:
     """What ``stop`` did: ``runs`` holds the marked trials (still ``staged``), then the stopped
@@ -191,7 +200,8 @@ def stop(
     log: Callable[[str], None] = print,
 ) -> Stopped:
     """SIGTERM each run's owning guildlite process, which stops the job and records the end; a
-    staged trial of a live batch is marked so that the batch ends it ``terminated`` unstarted.
+    staged trial of a live batch is marked so that the batch ends it ``terminated`` unstarted, and
+    so is a run in its on_run_staged hooks (its owner gives up on the hook and ends it).
 
     Waits up to ``timeout`` for every run to leave pending/running; then, with ``force``, SIGKILLs
     the job (torchrun and its ranks) and the owner. A pid comes from a record, which may be stale
@@ -202,8 +212,10 @@ def stop(
     for r in waiting:  # its batch skips it when its turn comes
         r.paths.stop_request.touch()
     live, refused = [], []
-    for r in (r for r in runs if r.status in ACTIVE):
-        if isinstance(r.remote, dict):  # a SLURM job: scancel (recorded terminated, not requeued)
+    for r in (r for r in runs if _going(r)):
+        if r.status == "staged":  # its owner polls the request while the hooks run, and before launching
+            r.paths.stop_request.touch()
+        elif isinstance(r.remote, dict):  # a SLURM job: scancel (recorded terminated, not requeued)
             from ._slurm import cancel
 
             cancel(r)
@@ -222,7 +234,7 @@ def stop(
     pending = list(live)
     while pending and time.monotonic() < deadline:
         time.sleep(0.1)
-        pending = [r for r in pending if load_run(r.run_dir).status in ACTIVE]
+        pending = [r for r in pending if _going(load_run(r.run_dir))]
     if pending and force:
         for r in pending:
             if isinstance(r.remote, dict):

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import importlib.machinery
 import importlib.util
 import sys
 import time
-import traceback
 from importlib.machinery import ModuleSpec
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypeVar
 
 from ._errors import GuildfileError
+from ._hookcall import HookCall, record_fields, restore_unsaveable, text
 
 if TYPE_CHECKING:
     from ._guildfile import PluginSpec
@@ -104,6 +105,8 @@ def load_plugins(specs: Iterable[PluginSpec], project_dir: Path) -> list[Plugin]
             raise GuildfileError(f"{spec.where}: {cls.__name__}(...) failed: {type(e).__name__}: {e}") from None
         if spec.priority is not None:
             plugin._guildlite_declared_priority = spec.priority  # type: ignore[attr-defined]
+        if spec.hook_timeout is not None:
+            plugin._guildlite_hook_timeout = spec.hook_timeout  # type: ignore[attr-defined]
         out.append(plugin)
     return out
 
@@ -206,13 +209,43 @@ def _entry_point_class(name: str, where: str) -> Any:
 
 # --- dispatch ------------------------------------------------------------------------------------
 
+DEFAULT_HOOK_TIMEOUT = 300.0  # seconds a hook call may take (guildfile ``hook-timeout``)
+STOPPED_END_SECONDS = 30.0  # after a stop, the most an on_run_end call may take
+_POLL = 0.05  # how often the waiting main thread looks at the hook, the clock and stop requests
+# How long after giving up on a hook its plugin's next hook waits for it to return: a timed-out
+# one a moment (a pure-Python loop unwinds); one a stop interrupted a little longer, so that a
+# merely slow hook (a network call) still gets its plugin's on_run_end.
+_UNWIND = 0.25
+STOP_GRACE = 3.0
+
 
 class HookFailed(Exception):
-    """A staged/begin hook vetoed or raised: the run must not launch."""
+    """A staged/begin hook vetoed, raised, timed out or was interrupted: the run must not launch.
 
-    def __init__(self, plugin: str, hook_name: str, message: str, veto: bool) -> None:
+    ``status`` is the run's: ``error``, or ``terminated`` when a stop interrupted the hook.
+    """
+
+    def __init__(self, plugin: str, hook_name: str, message: str, veto: bool, status: str = "error") -> None:
         super().__init__(message)
         self.info = {"plugin": plugin, "hook": hook_name, "message": message, "veto": veto}
+        self.status = status
+
+
+@dataclasses.dataclass(frozen=True)
+class _Outcome:
+    """How one hook call went: ``error`` (None: fine), a veto, interrupted by a stop, and whether
+    the error is guildlite's wording (a timeout, a stop) rather than the plugin's."""
+
+    error: str | None
+    veto: bool = False
+    stopped: bool = False
+    ours: bool = False
+
+
+def hook_timeout(plugin: Plugin, default: float) -> float:
+    """The seconds one call of ``plugin``'s hooks may take: its guildfile entry's, else ``default``."""
+    declared = getattr(plugin, "_guildlite_hook_timeout", None)
+    return float(declared) if declared is not None else default
 
 
 class Dispatcher:
@@ -220,11 +253,32 @@ class Dispatcher:
 
     Order, the same for every hook: ascending priority, ties in declaration order (built-ins,
     then global plugins, then op plugins, then entry-point plugins).
+
+    Each call runs in its own daemon thread while the main thread waits in short slices, so a
+    hook is bounded by its timeout and a stop (``interrupt``, from a signal handler in the main
+    thread, or the run's stop request) takes effect while a hook hangs. Calls still run one at a
+    time; the one exception is a hook given up on: its thread may go on in the background, and
+    that plugin is not called again while it does (one plugin's hooks never overlap).
     """
 
-    def __init__(self, plugins: Sequence[Plugin], log: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, plugins: Sequence[Plugin], log: Callable[[str], None] | None = None,
+        timeout: float = DEFAULT_HOOK_TIMEOUT,
+    ) -> None:
         self.plugins = list(plugins)
         self._log = log or (lambda msg: print(msg, file=sys.stderr))
+        self.timeout = timeout
+        self._stops: list[tuple[float, str]] = []  # (monotonic time, what) of every interrupt
+        self._hung: dict[int, HookCall] = {}  # id(plugin) -> its abandoned call
+
+    def interrupt(self, why: str) -> None:
+        """A stop (``why``: the signal's name), safe to call from a signal handler.
+
+        A staged/begin hook running now or later is given up on at once. An on_run_end call gets at
+        most STOPPED_END_SECONDS from the first stop (or from its start, after it); a further stop
+        gives up on the one running.
+        """
+        self._stops.append((time.monotonic(), why))
 
     def ordered(self, hook_name: str) -> list[Plugin]:
         chosen = [(hook_priority(p, hook_name), i, p) for i, p in enumerate(self.plugins) if implements(p, hook_name)]
@@ -233,21 +287,13 @@ class Dispatcher:
     def call(self, hook_name: str, run: Run) -> None:
         """Run ``hook_name`` for every plugin.
 
-        In staged/begin the first veto or exception stops the chain and raises HookFailed. In
-        ``on_run_end`` every plugin runs; failures are traced and reported, never raised.
+        In staged/begin the first veto, exception, timeout or stop ends the chain and raises
+        HookFailed. In ``on_run_end`` every plugin runs; failures are traced and reported, never raised.
         """
         for plugin in self.ordered(hook_name):
             started = time.time()
             t0 = time.perf_counter()
-            err: str | None = None
-            veto = False
-            try:
-                getattr(plugin, hook_name)(run)
-            except StopRun as e:
-                err, veto = e.reason, True
-            except (Exception, SystemExit) as e:  # a plugin's sys.exit() is its failure, not guildlite's exit
-                err = f"{type(e).__name__}: {e}"
-                _append_log(run, f"guildlite: plugin {plugin.name}.{hook_name} raised:\n{traceback.format_exc()}")
+            out = self._call(plugin, hook_name, run)
             run.plugins.append(
                 {
                     "plugin": plugin.name,
@@ -255,15 +301,87 @@ class Dispatcher:
                     "priority": hook_priority(plugin, hook_name),
                     "start": started,
                     "seconds": round(time.perf_counter() - t0, 6),
-                    "error": err,
+                    "error": out.error,
                 }
             )
-            if err is None:
+            if out.error is None:
                 continue
-            what = "vetoed the run" if veto else "failed"
-            self._log(f"guildlite: plugin {plugin.name}.{hook_name} {what}: {err}")
+            what = "vetoed the run" if out.veto else "failed"
+            self._log(f"guildlite: plugin {plugin.name}.{hook_name} {what}: {out.error}")
             if hook_name != "on_run_end":
-                raise HookFailed(plugin.name, hook_name, err, veto)
+                # The plugin's own words as they are; guildlite's say which plugin and hook.
+                msg = f"plugin {plugin.name} {hook_name} {out.error}" if out.ours else out.error
+                raise HookFailed(plugin.name, hook_name, msg, out.veto, "terminated" if out.stopped else "error")
+
+    def _call(self, plugin: Plugin, hook_name: str, run: Run) -> _Outcome:
+        hung = self._hung.get(id(plugin))
+        if hung is not None and not self._returned(hung):
+            return _Outcome(f"not called: its {hung.hook} of run {hung.run_id} {hung.abandoned} and has not returned", ours=True)
+        self._hung.pop(id(plugin), None)
+        if hook_name != "on_run_end" and (why := self._stop_reason(run)):
+            return _Outcome(f"not called: stopped by {why}", stopped=True, ours=True)
+        before = record_fields(run)
+        call = HookCall(plugin, hook_name, run)
+        call.start()
+        try:
+            gave_up = self._wait(call, hook_name, run)
+        except BaseException:  # a KeyboardInterrupt where the caller installed no handler
+            self._hung[id(plugin)] = call
+            call.abandon("was interrupted", _UNWIND)
+            raise
+        if gave_up is not None:
+            self._hung[id(plugin)] = call
+            stack = call.abandon(gave_up.error or "", STOP_GRACE if gave_up.stopped else _UNWIND)
+            _append_log(run, f"guildlite: plugin {plugin.name}.{hook_name} {gave_up.error}; it was at:\n{stack}")
+            return gave_up
+        bad = restore_unsaveable(run, before)
+        if isinstance(call.error, StopRun):
+            return _Outcome(text(call.error.reason), veto=True)
+        if call.error is not None:  # a plugin's sys.exit() is its failure, not guildlite's exit
+            _append_log(run, f"guildlite: plugin {plugin.name}.{hook_name} raised:\n{call.traceback}")
+            return _Outcome(f"{type(call.error).__name__}: {text(call.error)}")
+        return _Outcome("left " + "; ".join(bad), ours=True) if bad else _Outcome(None)
+
+    def _returned(self, hung: HookCall) -> bool:
+        """Whether a plugin's abandoned call has returned, waiting for it until ``_UNWIND`` (timed
+        out) or ``STOP_GRACE`` (interrupted) after it was given up on. A further stop does not cut
+        this short: a plugin whose hook returns in time gets its on_run_end, even after 2x Ctrl-C."""
+        while not hung.done.is_set():
+            if time.monotonic() >= hung.grace_until:
+                return False
+            hung.done.wait(_POLL)
+        return True
+
+    def _stop_reason(self, run: Run) -> str | None:
+        if self._stops:
+            return self._stops[-1][1]
+        return "guildlite stop" if run.paths.stop_request.exists() else None
+
+    def _wait(self, call: HookCall, hook_name: str, run: Run) -> _Outcome | None:
+        """Wait for ``call``: None when it returned, else why we gave up on it."""
+        limit = hook_timeout(call.plugin, self.timeout)
+        start = time.monotonic()
+        deadline, late = start + limit, _Outcome(f"timed out after {limit:g} s", ours=True)
+        seen = len(self._stops)
+        ending = hook_name == "on_run_end"
+        if ending and seen and STOPPED_END_SECONDS < limit:
+            deadline, late = start + STOPPED_END_SECONDS, _Outcome(
+                f"timed out after {STOPPED_END_SECONDS:g} s (the bound after a stop)", ours=True)
+        # The wait is cut into short slices: a signal's handler runs during one (it only records
+        # the stop), and each slice looks at the stops, the stop request and the clock.
+        while not call.done.wait(_POLL):
+            if not ending and (why := self._stop_reason(run)):
+                return _Outcome(f"interrupted by {why}", stopped=True, ours=True)
+            if ending and len(self._stops) > seen:
+                if len(self._stops) > 1:  # a second stop: the user insists
+                    return _Outcome(f"interrupted by {self._stops[-1][1]}", stopped=True, ours=True)
+                first, why = self._stops[0]
+                if first + STOPPED_END_SECONDS < deadline:
+                    deadline = first + STOPPED_END_SECONDS
+                    late = _Outcome(f"did not end within {STOPPED_END_SECONDS:g} s of {why}", stopped=True, ours=True)
+            if time.monotonic() >= deadline:
+                return late
+        return None
 
 
 def _append_log(run: Run, text: str) -> None:

@@ -282,18 +282,20 @@ class Supervisor:
 def _dispatcher(spec: dict[str, Any]) -> Any:
     from ._builtins import builtin_plugins
     from ._guildfile import PluginSpec, load
-    from ._plugins import Dispatcher, load_plugins
+    from ._plugins import DEFAULT_HOOK_TIMEOUT, Dispatcher, load_plugins
 
     plugins = builtin_plugins()
+    timeout = DEFAULT_HOOK_TIMEOUT
     try:
         gf = load(Path(spec["guildfile"]))
+        timeout = gf.hook_timeout
         op = gf.op(spec["op"])
         specs = [*gf.plugins, *op.plugins,
                  *(PluginSpec(where=f"--plugin {n}", name=n) for n in spec.get("plugin_names") or [])]
         plugins += load_plugins(specs, gf.dir)
     except Exception as e:  # the guildfile changed or went away since submission: built-ins only
         print(f"guildlite: cannot load the run's plugins: {e}", file=sys.stderr)
-    return Dispatcher(plugins)
+    return Dispatcher(plugins, timeout=timeout)
 
 
 def fire_end(run_dir: Path, spec: dict[str, Any]) -> None:
@@ -339,4 +341,8 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from ._hookcall import exit_if_hooks_hang
+
+    code = main(sys.argv[1:])
+    exit_if_hooks_hang(code)  # an on_run_end given up on (timed out) must not keep the job's allocation
+    sys.exit(code)

@@ -974,4 +974,10 @@ def main() -> None:
     # the default thresholds, the cyclic GC re-walks them all again and again (a third of
     # `compare` over 100k runs). Collect rarely instead; reference counting frees the rest.
     gc.set_threshold(100_000, 20, 100)
-    cli(prog_name="guildlite")
+    try:
+        cli(prog_name="guildlite")
+    except SystemExit as e:
+        from ._hookcall import exit_if_hooks_hang
+
+        exit_if_hooks_hang(e.code)  # a hook given up on, or a thread it started, must not hold the exit
+        raise

@@ -748,9 +748,10 @@ def test_only_declared_plugin_modules_are_imported(pproj: Callable[..., PluginPr
 
 @pytest.mark.parametrize("hook_name", ["on_run_staged", "on_run_begin"])
 def test_sigterm_while_a_hook_runs_before_launch(pproj: Callable[..., PluginProject], hook_name: str) -> None:
-    """A stop that arrives during staged/begin hooks: the job never starts, the run is
-    terminated, and on_run_end still fires once."""
-    proj = pproj(guildfile_text(global_plugins=[rec("a", dwell={hook_name: 3})]))
+    """A stop that arrives during staged/begin hooks interrupts the hook: the job never starts,
+    the run is terminated, and the other plugin's on_run_end still fires once. The interrupted
+    plugin, still inside its hook, is not called again (one plugin's hooks never overlap)."""
+    proj = pproj(guildfile_text(global_plugins=[rec("a", priority=50, dwell={hook_name: 30}), rec("b")]))
     p = proj.spawn("run", "quick", "-y")
     wait_until(lambda: proj.events(hook_name) or p.poll() is not None, timeout=60, what=f"{hook_name} to be called")
     assert p.poll() is None, p.communicate()
@@ -759,10 +760,14 @@ def test_sigterm_while_a_hook_runs_before_launch(pproj: Callable[..., PluginProj
     assert p.returncode != 0, (out, err)
     r = proj.only_record()
     assert r["status"] == "terminated" and r["started"] is None
+    assert (r["error"]["plugin"], r["error"]["hook"]) == ("a", hook_name)
+    assert "interrupted by SIGTERM" in r["error"]["message"]
     assert proj.started() == []
-    expected = {"on_run_staged": ["on_run_staged", "on_run_end"], "on_run_begin": list(HOOKS)}[hook_name]
-    assert [e["hook"] for e in proj.events()] == expected
-    assert proj.events("on_run_end")[0]["status"] == "terminated"
+    expected = {"on_run_staged": ["on_run_staged"], "on_run_begin": ["on_run_staged", "on_run_begin"]}[hook_name]
+    assert [e["hook"] for e in proj.events(plugin="a")] == expected
+    assert [(e["hook"], e["status"]) for e in proj.events(plugin="b", hook="on_run_end")] == [("on_run_end", "terminated")]
+    a_end = [t["error"] for t in r["plugins"] if (t["plugin"], t["hook"]) == ("a", "on_run_end")]
+    assert len(a_end) == 1 and a_end[0].startswith(f"not called: its {hook_name}")
 
 
 def test_an_exception_inside_guildlite_still_ends_the_run_once(pproj: Callable[..., PluginProject]) -> None:
@@ -787,7 +792,7 @@ def test_an_exception_inside_guildlite_still_ends_the_run_once(pproj: Callable[.
 
 
 def test_parallel_trials_never_run_hooks_concurrently(pproj: Callable[..., PluginProject]) -> None:
-    """With two trials at a time, hooks still run one at a time, in guildlite's main thread."""
+    """With two trials at a time, hooks still run one at a time, in the guildlite process."""
     dwell = {h: 0.3 for h in HOOKS}
     proj = pproj(guildfile_text(global_plugins=[rec("a", dwell=dwell)]))
     cp = proj.run("run", "quick", "x=[1,2,3]", "sleep=0.5", "--parallel", "2", "-y")
@@ -795,7 +800,7 @@ def test_parallel_trials_never_run_hooks_concurrently(pproj: Callable[..., Plugi
     events = proj.events()
     (batch,) = [r for r in proj.records() if r["is_batch"]]
     assert len(events) == 2 + 3 * 3 and set(counts(events).values()) == {1}
-    assert all(e["main_thread"] and not e["overlap"] for e in events)
+    assert not any(e["overlap"] for e in events)
     assert {e["pid"] for e in events} == {batch["pid"]}
 
 
