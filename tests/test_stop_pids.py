@@ -30,6 +30,7 @@ OWNER = (
     "import fcntl, json, os, signal, sys, time\n"
     "fd = os.open(os.path.join(sys.argv[1], '.guildlite', 'owner'), os.O_RDWR | os.O_CREAT)\n"
     "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+    "os.ftruncate(fd, 0)\n"
     "os.write(fd, json.dumps({'pid': os.getpid(), 'run': os.path.basename(sys.argv[1])}).encode())\n"
     "if sys.argv[2:]: signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
     "print('ready', flush=True); time.sleep(60)"
