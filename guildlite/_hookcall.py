@@ -117,6 +117,42 @@ def record_fields(run: Run) -> dict[str, tuple[str | None, Any]]:
     return out
 
 
+# The run's identity, location and the owner's fields: guildlite decides them, and what it writes
+# and where depends on them (a plugin's ``run.run_dir = Path("/elsewhere")`` would move run.json
+# and .guildlite/ out of the runs dir; ``run.status = "completed"`` would skip the launch and leave
+# the record ``staged``; a changed ``flags`` or ``gpus`` would make the record claim what the job
+# never got). A plugin changing one is restored and that hook is its failure. ``cmd`` stays
+# writable: the record stores the command that ran (it is saved after the launch).
+READ_ONLY = (
+    "id", "run_dir", "op", "opspec", "flags", "status", "exit_code", "created", "started", "stopped",
+    "is_batch", "is_trial", "parent_id", "trial_ids", "host", "remote", "op_def", "error",
+    "nproc_per_node", "gpus", "pid", "pid_start", "job_pid", "attempts", "batch", "guildlite_version",
+)
+_MISSING = object()
+
+
+def read_only_fields(run: Run) -> dict[str, tuple[type, str | None, Any]]:
+    """The read-only fields' types, stored text and copies, taken before a hook."""
+    out = {}
+    for name in READ_ONLY:
+        value = getattr(run, name)
+        out[name] = (type(value), _stored(value), copy.deepcopy(value))
+    return out
+
+
+def restore_read_only(run: Run, before: dict[str, tuple[type, str | None, Any]]) -> list[str]:
+    """Put back every read-only field a hook changed (replaced, mutated in place or deleted); the
+    names of those fields, [] when it changed none."""
+    changed = []
+    for name, (kind, old_text, old) in before.items():
+        value = getattr(run, name, _MISSING)
+        if type(value) is kind and old_text is not None and _stored(value) == old_text:
+            continue
+        setattr(run, name, copy.deepcopy(old))
+        changed.append(name)
+    return changed
+
+
 def restore_unsaveable(run: Run, before: dict[str, tuple[str | None, Any]]) -> list[str]:
     """Undo what a hook left in the run that ``run.json`` cannot hold: an ``attrs`` key that is
     not JSON (a tuple key, a set, an object; paths are fine) is dropped, or its value from before

@@ -135,16 +135,47 @@ def mode_for(fstype: str, options: list[str]) -> LockMode:
     return LockMode("flock", where)
 
 
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "directory"), (stat.S_ISLNK, "symlink"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "device"), (stat.S_ISBLK, "device")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def not_a_lock_file(path: Path, mode: int) -> GuildliteError:
+    """The error for a lock path that is not a regular file: guildlite never makes one, so it was
+    planted (a run dir from elsewhere) and no holder will ever release it; refused at once (exit 2,
+    like a bad record) instead of waiting for a takeover."""
+    return GuildliteError(f"bad run record {path.parent.parent}: {path.relative_to(path.parent.parent)} is a "
+                          f"{_kind(mode)}, not a lock file (guildlite never makes one; remove it)", exit_code=2)
+
+
+def _check_regular(path: Path) -> None:
+    """Raise ``not_a_lock_file`` if ``path`` exists and is not a regular file (never follows it)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(st.st_mode):
+        raise not_a_lock_file(path, st.st_mode)
+
+
 def _flock(path: Path) -> int | None:
     """An fd holding ``flock`` on ``path``; None when this filesystem has no flock (then this
     process uses lock files on it from now on), unless flock was forced."""
     try:
         # O_NOFOLLOW: a run dir from elsewhere must not make us create or open a file outside it.
+        # O_NONBLOCK: a FIFO planted there opens at once (and is then refused below).
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
     except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise GuildliteError(f"{path}: a symlink, not a lock file: refusing to use it", exit_code=2) from None
+        if e.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ENODEV):
+            _check_regular(path)
         raise
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise not_a_lock_file(path, mode)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         return fd
@@ -226,6 +257,7 @@ class SoftLock:
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
+                _check_regular(self.path)  # a planted directory, FIFO or symlink: refused, not waited on
                 if not self._break_if_stale():
                     time.sleep(delay * random.uniform(0.5, 1.5))  # jitter: waiters do not retry in step
                     delay = min(delay * 2, 0.05)
@@ -328,6 +360,7 @@ class SoftLock:
         try:
             os.close(os.open(breaker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
         except FileExistsError:
+            _check_regular(breaker)
             # Breaking takes microseconds: an old breaker file is one whose writer died mid-break.
             with contextlib.suppress(FileNotFoundError):
                 if time.time() - os.stat(breaker).st_mtime > self.stale:

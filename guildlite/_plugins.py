@@ -15,7 +15,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypeVar
 
 from ._errors import GuildfileError
-from ._hookcall import HookCall, record_fields, restore_unsaveable, text
+from ._hookcall import HookCall, read_only_fields, record_fields, restore_read_only, restore_unsaveable, text
 
 if TYPE_CHECKING:
     from ._guildfile import PluginSpec
@@ -320,7 +320,7 @@ class Dispatcher:
         self._hung.pop(id(plugin), None)
         if hook_name != "on_run_end" and (why := self._stop_reason(run)):
             return _Outcome(f"not called: stopped by {why}", stopped=True, ours=True)
-        before = record_fields(run)
+        before, fixed = record_fields(run), read_only_fields(run)
         call = HookCall(plugin, hook_name, run)
         call.start()
         try:
@@ -331,16 +331,21 @@ class Dispatcher:
             raise
         if gave_up is not None:
             self._hung[id(plugin)] = call
+            restore_read_only(run, fixed)  # what it changed so far (its thread may go on: see README)
             stack = call.abandon(gave_up.error or "", STOP_GRACE if gave_up.stopped else _UNWIND)
             _append_log(run, f"guildlite: plugin {plugin.name}.{hook_name} {gave_up.error}; it was at:\n{stack}")
             return gave_up
+        changed = restore_read_only(run, fixed)
         bad = restore_unsaveable(run, before)
+        if changed:  # said in output.log too: a veto or an exception below is what run.plugins shows
+            _append_log(run, f"guildlite: plugin {plugin.name}.{hook_name} {_read_only_message(changed)}")
         if isinstance(call.error, StopRun):
             return _Outcome(text(call.error.reason), veto=True)
         if call.error is not None:  # a plugin's sys.exit() is its failure, not guildlite's exit
             _append_log(run, f"guildlite: plugin {plugin.name}.{hook_name} raised:\n{call.traceback}")
             return _Outcome(f"{type(call.error).__name__}: {text(call.error)}")
-        return _Outcome("left " + "; ".join(bad), ours=True) if bad else _Outcome(None)
+        problems = ([_read_only_message(changed)] if changed else []) + (["left " + "; ".join(bad)] if bad else [])
+        return _Outcome("; ".join(problems), ours=True) if problems else _Outcome(None)
 
     def _returned(self, hung: HookCall) -> bool:
         """Whether a plugin's abandoned call has returned, waiting for it until ``_UNWIND`` (timed
@@ -382,6 +387,11 @@ class Dispatcher:
             if time.monotonic() >= deadline:
                 return late
         return None
+
+
+def _read_only_message(fields: list[str]) -> str:
+    names = ", ".join(f"run.{f}" for f in fields)
+    return f"changed {names} (read-only for plugins): restored"
 
 
 def _append_log(run: Run, text: str) -> None:

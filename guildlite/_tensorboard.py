@@ -7,6 +7,7 @@ which needs numpy only): torch is never imported. TensorBoard is an optional ext
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -116,13 +117,11 @@ def write_logdir(
         n = 0
         try:
             for row in read_rows(run.paths.scalars):
-                v = row.get("value")
-                step = row.get("step")
-                if not isinstance(v, (int, float)) or not isinstance(step, (int, float)):
+                v, step, wall = _float(row.get("value")), _step(row.get("step")), _float(row.get("time"))
+                if v is None or step is None:
                     continue
-                wall = row.get("time")
-                writer.add_scalar(str(row["key"]), float(v), int(step),
-                                  wall_time=float(wall) if isinstance(wall, (int, float)) else start)
+                writer.add_scalar(str(row["key"]), v, step,
+                                  wall_time=wall if wall is not None and math.isfinite(wall) else start)
                 n += 1
         finally:
             writer.close()
@@ -131,6 +130,28 @@ def write_logdir(
         if log:
             log(f"{sub.name}: {n} points")
     return out
+
+
+def _float(x: Any) -> float | None:
+    """A number of a row as a float (NaN and infinities included); None for anything else, and
+    for an int too large for a float (a hand-written 400-digit value)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    try:
+        return float(x)
+    except OverflowError:
+        return None
+
+
+def _step(step: Any) -> int | None:
+    """A row's step as an event file holds it (an int64); None for anything else (a hand-written
+    ``1e999``, NaN, a float beyond int64, text), which is skipped as ``compare`` and ``view`` do."""
+    if isinstance(step, bool) or not isinstance(step, (int, float)):
+        return None
+    if isinstance(step, float) and not math.isfinite(step):
+        return None
+    n = int(step)
+    return n if -(1 << 63) <= n < (1 << 63) else None
 
 
 def _free_port() -> int:

@@ -646,19 +646,32 @@ def _cell(col: str, v: Any) -> str:
     return _fmt(v)
 
 
+CAT_MAX_BYTES = 1 << 30  # `cat` prints at most this much by default: a sparse file of terabytes must not stream for hours
+
+
 @cli.command(context_settings=CONTEXT)
 @click.argument("run_spec", metavar="RUN")
 @click.argument("path", default="output.log")
+@click.option("--max-bytes", type=click.IntRange(min=0), default=CAT_MAX_BYTES, show_default=True,
+              help="Print at most this many bytes (0: no bound); a longer file is cut, with exit status 1.")
 @_runs_dir_option
 @_guildfile_option
-def cat(run_spec: str, path: str, runs_dir: Path | None, guildfile: Path | None) -> None:
+def cat(run_spec: str, path: str, max_bytes: int, runs_dir: Path | None, guildfile: Path | None) -> None:
     """Print a file of a run (default: output.log): a regular file inside the run dir only."""
     from ._inspect import open_run_file
 
-    with open_run_file(_select_one(_runs_dir(runs_dir, guildfile), run_spec), path) as f:
-        while chunk := f.read(1 << 16):
+    r = _select_one(_runs_dir(runs_dir, guildfile), run_spec)
+    left = max_bytes or -1
+    with open_run_file(r, path) as f:
+        while left and (chunk := f.read(1 << 16 if left < 0 else min(left, 1 << 16))):
             sys.stdout.buffer.write(chunk)
+            left -= len(chunk) if left > 0 else 0
+        cut = left == 0 and f.read(1) != b""
+        size = os.fstat(f.fileno()).st_size
     sys.stdout.flush()
+    if cut:
+        raise GuildliteError(f"{path!r} of run {r.id} cut after {max_bytes} bytes of {size} "
+                             "(--max-bytes N for more, 0 for all)")
 
 
 @cli.command(context_settings=CONTEXT)

@@ -627,7 +627,7 @@ def test_other_unsaveable_fields_are_restored(unit_run: Run) -> None:
     with pytest.raises(HookFailed) as info:
         Dispatcher([Doing("p", "on_run_begin", act, [])], log=lambda m: None).call("on_run_begin", unit_run)
     msg = info.value.info["message"]
-    for what in ("run.flags not JSON-serialisable", "run.label not JSON", "run.extra not JSON", "run.attrs not a dict",
+    for what in ("changed run.flags (read-only for plugins): restored", "run.label not JSON", "run.extra not JSON", "run.attrs not a dict",
                  "run.plugins not a list"):
         assert what in msg, msg
     assert unit_run.flags == {"lr": 0.1} and unit_run.label == "" and not hasattr(unit_run, "extra")

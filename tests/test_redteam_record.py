@@ -1,0 +1,217 @@
+"""Red-team findings on the record (issue 13 follow-up): plugins cannot change the run's identity,
+location or the owner's fields; hostile files in a run dir or a guildfile give clean errors.
+
+Every test drives the real CLI (or the real lock / plugin machinery) and checks the exit code,
+that no traceback is printed, and what the record says.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from conftest import GUILDLITE, TRACEBACK, Project
+
+from guildlite._lock import HELD_SUFFIX, STALE_SECONDS
+
+PLUG = textwrap.dedent(
+    """\
+    from pathlib import Path
+    from guildlite import Plugin
+
+    class Set(Plugin):
+        def __init__(self, hook, field, value, path=False):
+            self.hook, self.field, self.value, self.path = hook, field, value, path
+
+        def act(self, hook, run):
+            if hook == self.hook:
+                setattr(run, self.field, Path(self.value) if self.path else self.value)
+
+        def on_run_staged(self, run):
+            self.act("on_run_staged", run)
+
+        def on_run_begin(self, run):
+            self.act("on_run_begin", run)
+
+        def on_run_end(self, run):
+            self.act("on_run_end", run)
+    """
+)
+SCRIPT = "import sys\nopen('ran.txt', 'w').write('ran')\nprint('ran', sys.argv[1:])\n"
+
+
+def plugin_project(make_project: Callable[..., Project], hook: str, field: str, value: object,
+                   path: bool = False) -> Project:
+    args = {"hook": hook, "field": field, "value": value, "path": path}
+    guildfile = "operations:\n  t:\n    main: t.py\n    launcher: python\n    plugins:\n" \
+        f"      - {{class: 'plug:Set', args: {json.dumps(args)}}}\n"
+    return make_project(guildfile, files={"t.py": SCRIPT, "plug.py": PLUG})
+
+
+@pytest.mark.parametrize(
+    ("hook", "field", "value", "path"),
+    [
+        ("on_run_staged", "id", "../../evil", False),
+        ("on_run_staged", "status", "completed", False),
+        ("on_run_begin", "run_dir", "OUTSIDE", True),
+        ("on_run_begin", "parent_id", "../x", False),
+        ("on_run_staged", "flags", {"lr": 9}, False),
+    ],
+)
+def test_a_plugin_cannot_change_identity_location_or_owner_fields(
+    make_project: Callable[..., Project], tmp_path: Path, hook: str, field: str, value: object, path: bool
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    proj = plugin_project(make_project, hook, field, str(outside) if value == "OUTSIDE" else value, path)
+    cp = proj.run("run", "t", "-y")
+    assert cp.returncode == 1, (cp.returncode, cp.stdout, cp.stderr)
+    assert TRACEBACK not in cp.stderr + cp.stdout
+    (run_dir,) = proj.run_dirs()
+    rec = json.loads((run_dir / "run.json").read_text())
+    assert rec["id"] == run_dir.name and rec["status"] == "error" and rec["stopped"]
+    assert rec["parent"] is None and rec["flags"] == {}
+    assert f"changed run.{field} (read-only for plugins): restored" in rec["error"]["message"]
+    assert rec["error"]["plugin"] == "Set" and rec["error"]["hook"] == hook
+    assert not (run_dir / "ran.txt").exists()  # never launched
+    assert list(outside.iterdir()) == []  # nothing written outside the runs dir
+    assert not (tmp_path / "evil").exists() and not (proj.runs_dir.parent / "evil").exists()
+    assert [p["hook"] for p in rec["plugins"] if p["plugin"] == "Set"][-1] == "on_run_end"
+    ls = proj.run("runs", "info", "1")
+    assert ls.returncode == 0 and run_dir.name in ls.stdout, ls.stderr
+
+
+def test_a_plugin_changing_status_at_the_end_does_not_change_the_record(make_project: Callable[..., Project]) -> None:
+    """on_run_end: the job's outcome stands; the change is that plugin's failure, traced."""
+    proj = plugin_project(make_project, "on_run_end", "exit_code", 0)
+    (proj.root / "t.py").write_text("import sys\nsys.exit(3)\n")
+    cp = proj.run("run", "t", "-y")
+    assert cp.returncode == 3 and TRACEBACK not in cp.stderr, (cp.returncode, cp.stderr)
+    rec = proj.only_record()
+    assert rec["status"] == "error" and rec["exit_code"] == 3
+    (trace,) = [p for p in rec["plugins"] if p["plugin"] == "Set" and p["hook"] == "on_run_end"]
+    assert trace["error"] == "changed run.exit_code (read-only for plugins): restored"
+
+
+# --- #13: lock paths planted in a run dir ---------------------------------------------------------
+
+
+def _plant(path: Path, kind: str, tmp_path: Path) -> None:
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "FIFO":
+        os.mkfifo(path)
+    else:
+        target = tmp_path / "lock-target"
+        target.write_text("{}")
+        path.symlink_to(target)
+
+
+@pytest.mark.parametrize("mode", ["flock", "lockfile"])
+@pytest.mark.parametrize("kind", ["directory", "FIFO", "symlink"])
+def test_a_planted_lock_path_is_refused_at_once(
+    module_project: Project, tmp_path: Path, mode: str, kind: str
+) -> None:
+    """A lock path that is not a regular file was not made by guildlite: exit 2 at once (no
+    takeover wait of STALE_SECONDS), the record untouched, nothing written through a symlink."""
+    proj = module_project
+    if not proj.run_dirs():
+        assert proj.run("run", "quick", "-y").returncode == 0
+    run_dir = proj.run_dirs()[0]
+    lock = run_dir / ".guildlite" / ("lock" if mode == "flock" else "lock" + HELD_SUFFIX)
+    before = (run_dir / "run.json").read_bytes()
+    lock.unlink(missing_ok=True)  # flock mode's own lock file, left by the run
+    _plant(lock, kind, tmp_path)
+    try:
+        t0 = time.monotonic()
+        cp = proj.run("label", "1", "L", env={"GUILDLITE_LOCK_MODE": mode}, timeout=60)
+        elapsed = time.monotonic() - t0
+        assert cp.returncode == 2 and TRACEBACK not in cp.stderr, (cp.returncode, cp.stderr)
+        assert f"is a {kind}, not a lock file" in cp.stderr and "bad run record" in cp.stderr, cp.stderr
+        assert elapsed < STALE_SECONDS / 2, elapsed  # refused, not waited on
+        assert (run_dir / "run.json").read_bytes() == before
+        if kind == "symlink":
+            assert (tmp_path / "lock-target").read_text() == "{}"
+    finally:
+        if lock.is_dir() and not lock.is_symlink():
+            lock.rmdir()
+        else:
+            lock.unlink()
+    ok = proj.run("label", "1", "L", env={"GUILDLITE_LOCK_MODE": mode})
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads((run_dir / "run.json").read_text())["label"] == "L"
+
+
+# --- #14: cat is bounded ----------------------------------------------------------------------------
+
+
+def _sparse(run_dir: Path, name: str, size: int) -> Path:
+    p = run_dir / name
+    with open(p, "wb") as f:
+        f.write(b"head\n")
+        f.truncate(size)  # a hole: no disk used, reads as zeros
+    return p
+
+
+def test_cat_prints_at_most_max_bytes_of_a_sparse_terabyte_file(module_project: Project) -> None:
+    proj = module_project
+    if not proj.run_dirs():
+        assert proj.run("run", "quick", "-y").returncode == 0
+    run_dir = proj.run_dirs()[0]
+    _sparse(run_dir, "huge.log", 1 << 40)
+    cp = proj.run("cat", "1", "huge.log", "--max-bytes", str(1 << 20), timeout=60)
+    assert cp.returncode == 1 and TRACEBACK not in cp.stderr, (cp.returncode, cp.stderr[-500:])
+    assert len(cp.stdout.encode()) == 1 << 20 and cp.stdout.startswith("head\n")
+    assert f"cut after {1 << 20} bytes of {1 << 40}" in cp.stderr, cp.stderr
+    # The default bound (1 GiB) ends it too, into /dev/null, well before a TiB could stream.
+    p = subprocess.run([*GUILDLITE, "cat", "1", "huge.log"], cwd=proj.root, env=proj.env, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, text=True, timeout=120, check=False)
+    assert p.returncode == 1 and f"cut after {1 << 30} bytes" in p.stderr, p.stderr
+    # A file within the bound prints whole, exit 0; --max-bytes 0 lifts the bound.
+    (run_dir / "small.log").write_bytes(b"x" * 1000)
+    for extra in ([], ["--max-bytes", "1000"], ["--max-bytes", "0"]):
+        ok = proj.run("cat", "1", "small.log", *extra)
+        assert ok.returncode == 0 and ok.stdout == "x" * 1000, (extra, ok.stderr)
+    bad = proj.run("cat", "1", "small.log", "--max-bytes", "-1")
+    assert bad.returncode == 2 and TRACEBACK not in bad.stderr
+
+
+# --- #10: tensorboard export of hand-written scalars -------------------------------------------------
+
+
+def test_tensorboard_skips_steps_and_values_an_event_file_cannot_hold(make_project: Callable[..., Project],
+                                                                      tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    proj = make_project()
+    assert proj.run("run", "quick", "-y").returncode == 0
+    (run_dir,) = proj.run_dirs()
+    rows = [
+        '{"step": 1e999, "key": "a", "value": 1}',  # inf
+        '{"step": -1e999, "key": "a", "value": 1}',
+        '{"step": NaN, "key": "a", "value": 1}',
+        '{"step": 1e30, "key": "a", "value": 1}',  # finite, beyond int64
+        f'{{"step": {1 << 63}, "key": "a", "value": 1}}',
+        '{"step": true, "key": "a", "value": 1}',
+        '{"step": "3", "key": "a", "value": 1}',
+        f'{{"step": 2, "key": "a", "value": {10 ** 400}}}',  # an int no float holds
+        f'{{"step": 2, "key": "a", "value": 1, "time": {10 ** 400}}}',  # a bad time: the run's start instead
+        '{"step": 3, "key": "a", "value": 1, "time": 1e999}',
+        '{"step": 4, "key": "a", "value": 0.5}',
+    ]
+    (run_dir / "scalars.jsonl").write_text("\n".join(rows) + "\n")
+    logdir = tmp_path / "tb"
+    cp = proj.run("tensorboard", "--no-server", "--logdir", str(logdir), timeout=120)
+    assert cp.returncode == 0 and TRACEBACK not in cp.stderr, (cp.returncode, cp.stderr[-2000:])
+    assert "1 written" in cp.stderr, cp.stderr
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (sub,) = logdir.iterdir()
+    acc = EventAccumulator(str(sub), size_guidance={"tensors": 0})
+    acc.Reload()
+    assert [e.step for e in acc.Tensors("a")] == [2, 3, 4]  # step 2 with its bad time: the run's start
