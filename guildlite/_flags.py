@@ -228,15 +228,26 @@ def literal_items(name: str, body: str, text: str) -> tuple[Any, ...]:
     return tuple(out)
 
 
+SHOW_CHARS = 80  # a value in an error message is cut to this many characters (a 5,000-digit number)
+
+
 def _show(value: Any) -> str:
+    """``value`` for an error message, as the user would type it, cut to SHOW_CHARS."""
+    text = _shown(value)
+    return text if len(text) <= SHOW_CHARS else f"{text[:SHOW_CHARS - 3]}... ({len(text)} characters)"
+
+
+def _shown(value: Any) -> str:
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_show(v) for v in value) + "]"
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
         return "null"
     if isinstance(value, str):
         return repr(value) if (value == "" or value != value.strip()) else value
+    if isinstance(value, int) and value.bit_length() > 14_000:  # str() refuses over 4,300 digits
+        return f"<an integer of about {int(value.bit_length() * 0.30103)} digits>"
     return str(value)
 
 

@@ -231,6 +231,14 @@ def _parse_yaml(path: Path, text: str) -> Any:
                                  " string cannot hold one (no command line, environment or file name can)")
         return value
 
+    def construct_int(loader: Any, node: Any) -> int:
+        try:
+            return int(yaml.SafeLoader.construct_yaml_int(loader, node))
+        except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+            raise GuildfileError(f"{path}:{node.start_mark.line + 1}: an integer of {len(node.value)} characters: "
+                                 "too long (a flag's number must fit in a few thousand digits)") from None
+
+    Loader.add_constructor("tag:yaml.org,2002:int", construct_int)
     Loader.add_constructor("tag:yaml.org,2002:map", construct_map)
     Loader.add_constructor("tag:yaml.org,2002:seq", construct_seq)
     Loader.add_constructor("tag:yaml.org,2002:str", construct_str)
@@ -244,6 +252,8 @@ def _parse_yaml(path: Path, text: str) -> Any:
         raise GuildfileError(f"{path}: invalid YAML: {e}") from None
     except RecursionError:
         raise GuildfileError(f"{path}: invalid YAML: nested too deeply") from None
+    except ValueError as e:  # a value YAML's own constructors reject: a date like 2024-13-45
+        raise GuildfileError(f"{path}: invalid YAML value: {_brief(str(e))}") from None
 
 
 def _merge_sources(path: Path, loader: Any, vnode: Any) -> list[_Map]:
@@ -471,6 +481,10 @@ class _Validator:
         import shlex
 
         main = m.get("main")
+        if "main" in m and main is not None and not isinstance(main, str):
+            raise self.fail(m, "main", f"{where}: 'main' must be a string (a script or module with optional fixed "
+                            f"args, e.g. 'train.py --fast'), got {_kind(main)}"
+                            + ("" if isinstance(main, (list, dict)) else f" {_brief(main)}"))
         if not isinstance(main, str) or not main.strip():
             raise self.fail(m if "main" in m else parent, "main", f"{where}: 'main' (the script to run) is required")
         try:

@@ -691,6 +691,11 @@ class RunList(Sequence[Run]):
     def __iter__(self) -> Iterator[Run]:
         return iter(self[:])
 
+    def bad_numbers(self, upto: int | None = None) -> list[int]:
+        """The numbers (1 = newest: the selectors' numbering, which counts every run dir) of the
+        bad records among the first ``upto`` runs, of those read so far (a listing reads them)."""
+        return [i for i, x in enumerate(self.ids[:upto], 1) if isinstance(self._loaded.get(x), BadRecordError)]
+
 
 def list_runs(runs_dir: Path, where: Callable[[Run], bool] | None = None) -> list[Run]:
     """Every readable run under ``runs_dir``, newest first (optionally only those ``where`` accepts);

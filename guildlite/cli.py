@@ -325,7 +325,7 @@ def _where(
 
 @cli.group(cls=_RunsGroup, invoke_without_command=True, context_settings=CONTEXT)
 @click.option("-a", "--all", "show_all", is_flag=True, help="Show every run (default: the newest 20).")
-@click.option("-n", "--limit", type=int, default=20, show_default=True, help="How many runs to show.")
+@click.option("-n", "--limit", type=click.IntRange(min=0), default=20, show_default=True, help="How many runs to show.")
 @click.option("--op", help="Only runs of this operation.")
 @click.option("--status", type=click.Choice(["staged", "pending", "running", "completed", "error", "terminated"]))
 @click.option("--batch", help="Only this batch and its trials (a selector).")
@@ -367,8 +367,19 @@ def runs(
     if as_json:
         click.echo(json.dumps([{"index": index[r.id], **_record(r)} for r in shown], indent=2, default=str))
         return
+    filtered = bool(op or status or batch)
+    # The numbers count every run dir, bad records too (numbering only the good ones would mean
+    # reading every record for `runs 1`): say which numbers were skipped, and why.
+    bad = [] if filtered else everything.bad_numbers(None if show_all else limit)
+    if bad:
+        nums = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
+        click.echo(f"({len(bad)} bad run record{'s' if len(bad) > 1 else ''} skipped: [{nums}], see the warnings above)",
+                   err=True)
     if not shown:
-        _say(f"no runs in {ctx.obj}" if not everything else "no runs match", err=True)
+        _say(f"no runs in {ctx.obj}" if not everything else "no runs match" if filtered
+             else "no readable runs shown", err=True)
+        if not filtered and not show_all and len(everything) > limit:
+            click.echo(f"({len(everything) - limit} older runs not shown: --all)", err=True)
         return
     rows = [
         (
@@ -384,8 +395,8 @@ def runs(
         for r in shown
     ]
     _table(("#", "id", "op", "started", "status", "batch", "label", "flags"), rows)
-    hidden = len(everything) - len(shown)
-    if hidden > 0 and not show_all and not (op or status or batch):
+    hidden = len(everything) - limit
+    if hidden > 0 and not show_all and not filtered:
         click.echo(f"({hidden} older runs not shown: --all)", err=True)
 
 

@@ -215,3 +215,69 @@ def test_tensorboard_skips_steps_and_values_an_event_file_cannot_hold(make_proje
     acc = EventAccumulator(str(sub), size_guidance={"tensors": 0})
     acc.Reload()
     assert [e.step for e in acc.Tensors("a")] == [2, 3, 4]  # step 2 with its bad time: the run's start
+
+
+# --- #12: the runs listing's footer is true when bad records are the newest ---------------------------
+
+
+def test_runs_footer_counts_bad_records_apart_from_older_runs(make_project: Callable[..., Project]) -> None:
+    proj = make_project()
+    assert proj.run("run", "quick", "-y").returncode == 0
+    (good,) = proj.run_dirs()
+    for name, text in (("29991231T000000-aaaaaa", "[]"), ("29991231T000001-bbbbbb", '{"started": 5}')):
+        (proj.runs_dir / name).mkdir()
+        (proj.runs_dir / name / "run.json").write_text(text)
+    cp = proj.run("runs")
+    assert cp.returncode == 0 and TRACEBACK not in cp.stderr, cp.stderr
+    (row,) = [line for line in cp.stdout.splitlines() if good.name in line]
+    assert row.split()[0] == "[3]", cp.stdout  # numbers count every run dir, bad ones too
+    assert "(2 bad run records skipped: [1, 2], see the warnings above)" in cp.stderr, cp.stderr
+    assert "older runs not shown" not in cp.stderr and cp.stderr.count("bad run record ") == 2, cp.stderr
+    few = proj.run("runs", "-n", "1")  # the window holds only a bad record: the good run is older
+    assert few.returncode == 0 and good.name not in few.stdout, few.stdout
+    assert "(1 bad run record skipped: [1]" in few.stderr and "(2 older runs not shown: --all)" in few.stderr, few.stderr
+    every = proj.run("runs", "--all")
+    assert every.returncode == 0 and good.name in every.stdout and "older runs" not in every.stderr
+    assert "(2 bad run records skipped: [1, 2]" in every.stderr
+    info = proj.run("runs", "info", "1")
+    assert info.returncode == 2 and "bad run record" in info.stderr and TRACEBACK not in info.stderr
+    assert proj.run("runs", "info", "3").returncode == 0
+    neg = proj.run("runs", "-n", "-1")
+    assert neg.returncode == 2 and TRACEBACK not in neg.stderr
+
+
+# --- #11 and #15: guildfile values that cannot be used give clean, short errors ----------------------
+
+
+def _guildfile_error(make_project: Callable[..., Project], op_body: str, *args: str) -> str:
+    proj = make_project("operations:\n  t:\n" + op_body, files={"t.py": SCRIPT})
+    cp = proj.run(*(args or ("ops",)))
+    assert cp.returncode == 2 and TRACEBACK not in cp.stderr + cp.stdout, (cp.returncode, cp.stderr[-2000:])
+    assert cp.stderr.startswith("guildlite: error: ") and not proj.run_dirs(), cp.stderr
+    return cp.stderr
+
+
+def test_a_huge_integer_in_the_guildfile_is_a_clean_error(make_project: Callable[..., Project]) -> None:
+    err = _guildfile_error(make_project, "    main: t.py\n    launcher: python\n    flags:\n"
+                           f"      n: {'9' * 5000}\n")
+    assert "guildfile.yml:6: an integer of 5000 characters: too long" in err and len(err) < 400, err
+    err = _guildfile_error(make_project, "    main: t.py\n    launcher: python\n    flags:\n      d: 2024-13-45\n")
+    assert "invalid YAML value" in err, err
+
+
+@pytest.mark.parametrize("value", ["9" * 5000, "x" * 5000, "[" + "1," * 3000 + "x]"])
+def test_a_huge_value_on_the_command_line_is_cut_in_the_message(make_project: Callable[..., Project],
+                                                                  value: str) -> None:
+    err = _guildfile_error(make_project, "    main: t.py\n    launcher: python\n    flags:\n"
+                           "      n: {default: 1, choices: [1, 2]}\n", "run", "t", f"n={value}", "-y")
+    assert len(err) < 400 and ("characters)" in err or value.startswith("[")), err
+
+
+@pytest.mark.parametrize(("main", "kind"), [("[t.py]", "got a list"), ("!!binary aGVsbG8=", "got bytes"),
+                                            ("5", "got int 5"), ("{a: 1}", "got a mapping")])
+def test_main_of_the_wrong_type_says_so(make_project: Callable[..., Project], main: str, kind: str) -> None:
+    err = _guildfile_error(make_project, f"    main: {main}\n    launcher: python\n")
+    assert "'main' must be a string (a script or module with optional fixed args" in err and kind in err, err
+    assert "is required" not in err
+    err = _guildfile_error(make_project, "    main: ''\n    launcher: python\n")
+    assert "'main' (the script to run) is required" in err
