@@ -435,7 +435,11 @@ def _meta_dir(paths: RunPaths) -> None:
     for p in (paths.dir, paths.meta):
         if p.is_symlink():
             raise RunNotFoundError(f"{p}: a symlink, not a run's own dir: refusing to write there")
-    paths.meta.mkdir(exist_ok=True)
+    try:
+        paths.meta.mkdir(exist_ok=True)
+    except FileExistsError:  # a file, FIFO or socket planted as .guildlite: guildlite never makes one
+        raise BadRecordError(paths.dir, f"{paths.meta.name} is not a directory (not made by guildlite; "
+                             "remove it)") from None
 
 
 def update_record(run_dir: Path, change: Callable[[dict[str, Any]], Any], *, missing_ok: bool = False) -> dict[str, Any]:

@@ -281,3 +281,22 @@ def test_main_of_the_wrong_type_says_so(make_project: Callable[..., Project], ma
     assert "is required" not in err
     err = _guildfile_error(make_project, "    main: ''\n    launcher: python\n")
     assert "'main' (the script to run) is required" in err
+
+
+@pytest.mark.parametrize("kind", ["file", "FIFO"])
+def test_a_planted_meta_dir_that_is_not_a_directory_is_a_bad_record(module_project: Project, kind: str) -> None:
+    proj = module_project
+    if not proj.run_dirs():
+        assert proj.run("run", "quick", "-y").returncode == 0
+    run_dir = proj.run_dirs()[0]
+    meta = run_dir / ".guildlite"
+    moved = run_dir.parent / f".moved-{run_dir.name}"
+    meta.rename(moved)
+    try:
+        meta.write_text("x") if kind == "file" else os.mkfifo(meta)
+        cp = proj.run("label", "1", "M", timeout=60)
+        assert cp.returncode == 2 and TRACEBACK not in cp.stderr, (cp.returncode, cp.stderr)
+        assert "bad run record" in cp.stderr and ".guildlite is not a directory" in cp.stderr, cp.stderr
+    finally:
+        meta.unlink()
+        moved.rename(meta)
