@@ -408,6 +408,14 @@ def parse_assignments(args: Sequence[str]) -> dict[str, FlagValue]:
     return out
 
 
+def _text(item: str) -> Any:
+    """A str flag's item as typed: unquoted, None for null/none."""
+    s = item.strip()
+    if len(s) >= 2 and s[0] == s[-1] and s[0] in "'\"":
+        return s[1:-1]
+    return None if s.lower() in ("null", "none") else s
+
+
 def given_texts(args: Sequence[str]) -> dict[str, str]:
     """Each ``NAME=TEXT`` argument's text as typed (quotes around it removed): what a flag of
     type str gets, so ``007``, ``1.10``, ``yes`` or ``1e3`` stay exactly that text."""
@@ -439,6 +447,10 @@ def resolve(
             out[name] = flag.default
             continue
         value = given[name]
+        text = texts.get(name, "").strip() if texts is not None else ""
+        if isinstance(value, Grid) and flag.value_type in ("str", "path") and text.startswith("["):
+            # `name=[007,1.10]` for a str flag: each item's text, as typed (null/none still None)
+            value = Grid(tuple(_text(p) for p in split_top(text[1:-1])))
         if isinstance(value, Grid):
             if flag.value_type == "list" and not all(isinstance(v, list) for v in value.values):
                 raise FlagError(

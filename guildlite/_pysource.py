@@ -25,6 +25,7 @@ from ._errors import FlagError
 CLI_MODULES = ("argparse", "click", "typer", "fire", "absl", "docopt", "hydra", "jsonargparse", "tyro",
                "simple_parsing", "omegaconf")
 _PARSE_CALLS = ("parse_args", "parse_known_args", "parse_args_into_dataclasses")
+_OTHER_READERS = ("FLAGS", "LightningCLI", "CLI")  # absl/tf flags, Lightning's and jsonargparse's CLIs
 _MAX_SCANNED = 64  # project modules followed from the main when looking for a parser
 
 
@@ -402,7 +403,7 @@ def _scan(script: Path, project: Path) -> set[str]:
                 else:
                     todo.append(ran)
             name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else ""
-            if name.endswith("ArgumentParser") or name in _PARSE_CALLS:  # a parser from another package
+            if name.endswith("ArgumentParser") or name in _PARSE_CALLS or name in _OTHER_READERS:  # another package's
                 found.add(name)
     return found
 

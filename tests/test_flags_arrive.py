@@ -245,6 +245,11 @@ print("GOT " + json.dumps(vars(a)))
         rec, out = _run(proj, "g", f"name={text}")
         assert _printed(out) == {"name": text}, text
         assert rec["flags"]["name"] == text
+    # A batch of str values: each trial gets its item's text.
+    assert proj.run("run", "g", "name=[007,1.10]", "-y").returncode == 0
+    trials = [r for r in proj.records() if r.get("is_trial")]
+    outs = {_printed((proj.runs_dir / r["id"] / "output.log").read_text())["name"] for r in trials}
+    assert outs == {"007", "1.10"} and {r["flags"]["name"] for r in trials} == outs
 
 
 # --- 8: null on the command line ----------------------------------------------------------------------
@@ -336,3 +341,29 @@ def test_click_on_off_switches_pass_the_other_half(make_project: Callable[..., P
     proj = make_project(gf, {"c.py": CLICK})
     rec, out = _run(proj, "c", f"shuffle={shuffle}", f"compile={compile_}", "amp=true")
     assert _printed(out) == {"shuffle": shuffle == "true", "compile": compile_ == "true", "amp": True}
+
+
+# --- 7 and 8 for a Hydra app ---------------------------------------------------------------------------
+
+HYDRA_APP = """\
+import json
+import hydra
+from omegaconf import OmegaConf
+
+@hydra.main(version_base=None, config_path="conf", config_name="config")
+def main(cfg):
+    print("GOT " + json.dumps(OmegaConf.to_container(cfg, resolve=True)))
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_hydra_string_keys_keep_their_text_and_null_reaches_the_app(make_project: Callable[..., Project]) -> None:
+    pytest.importorskip("hydra")
+    gf = "operations:\n  app: {main: app.py, launcher: python, flags-dest: overrides, flags-import: all}\n"
+    proj = make_project(gf, {"app.py": HYDRA_APP, "conf/config.yaml": "model:\n  tag: base\n  ver: '1.0'\n  lr: 0.1\n"})
+    # Before: ver=1.10 reached the app as 1.1 (a float); tag=null was recorded null, the app kept 'base'.
+    rec, out = _run(proj, "app", "model.ver=1.10", "model.tag=null", "model.lr=0.5")
+    assert _printed(out) == {"model": {"tag": None, "ver": "1.10", "lr": 0.5}}
+    assert rec["flags"]["model.tag"] is None and rec["flags"]["model.ver"] == "1.10"
