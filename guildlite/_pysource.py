@@ -80,9 +80,8 @@ def read_source(path: Path) -> Source:
     starts = _line_starts(text)
     binders: dict[str, list[tuple[int, ast.stmt]]] = {}  # name -> the top-level statements binding it
     for node in tree.body:
-        names = set(_bound_names(node))
-        bound.update(names)
-        for name in names | _declared_global(node):
+        bound.update(_bound_names(node))
+        for name in set(_overwritten(node)) | _declared_global(node):
             binders.setdefault(name, []).append((node.lineno, node))
         target, value = _simple_assignment(node)
         if target is None or value is None:
@@ -109,6 +108,26 @@ def read_source(path: Path) -> Source:
     )
 
 
+def _overwritten(node: ast.AST) -> Iterable[str]:
+    """Names a module-level statement binds to a value not derived from themselves: ``lr = 0.5``
+    under an ``if``, a ``for`` target, an import -- not ``lr *= world_size`` or ``lr = lr * 2``,
+    which start from the value guildlite set."""
+    if isinstance(node, ast.AugAssign):
+        return
+    if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+        reads = {n.id for n in ast.walk(node.value) if isinstance(n, ast.Name)}
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        yield from (n for t in targets for n in _bound_names(t) if n not in reads)
+        yield from (n for n in _bound_names(node.value))  # a walrus in the value
+        return
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom,
+                         ast.Name, ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+        yield from _bound_names(node)
+        return
+    for child in ast.iter_child_nodes(node):
+        yield from _overwritten(child)
+
+
 def _declared_global(node: ast.stmt) -> set[str]:
     """Names a function or class at the top level declares ``global`` (it may set them when called)."""
     if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
@@ -116,7 +135,7 @@ def _declared_global(node: ast.stmt) -> set[str]:
     return {n for sub in ast.walk(node) if isinstance(sub, ast.Global) for n in sub.names}
 
 
-_DYNAMIC_CALLS = ("exec", "eval", "execfile", "globals", "vars", "run_path", "run_module")
+_DYNAMIC_CALLS = ("exec", "eval", "execfile", "globals", "vars", "run_path", "run_module")  # vars(): no args
 
 
 def _dynamic_lines(node: ast.AST, in_function: bool = False) -> Iterable[int]:
@@ -128,7 +147,8 @@ def _dynamic_lines(node: ast.AST, in_function: bool = False) -> Iterable[int]:
         elif isinstance(child, ast.Call):
             fn = child.func
             name = fn.id if isinstance(fn, ast.Name) else fn.attr if isinstance(fn, ast.Attribute) else ""
-            if name == "globals" or (name in _DYNAMIC_CALLS and not in_function):
+            no_args = not child.args and not child.keywords
+            if name == "globals" or (name in _DYNAMIC_CALLS and not in_function and (name != "vars" or no_args)):
                 yield child.lineno
         inner = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef))
         yield from _dynamic_lines(child, inner)

@@ -367,3 +367,11 @@ def test_hydra_string_keys_keep_their_text_and_null_reaches_the_app(make_project
     rec, out = _run(proj, "app", "model.ver=1.10", "model.tag=null", "model.lr=0.5")
     assert _printed(out) == {"model": {"tag": None, "ver": "1.10", "lr": 0.5}}
     assert rec["flags"]["model.tag"] is None and rec["flags"]["model.ver"] == "1.10"
+
+
+def test_a_global_derived_from_itself_later_still_takes_the_flag(make_project: Callable[..., Project]) -> None:
+    script = "import json\nlr = 0.1\nepochs = 2\nlr *= 2\nif epochs > 1:\n    epochs = epochs + 1\n" \
+             "print('GOT ' + json.dumps([lr, epochs, vars(json) is not None]))\n"
+    proj = make_project("operations:\n  g: {main: g.py, launcher: python}\n", {"g.py": script})
+    _, out = _run(proj, "g", "lr=0.25", "epochs=4")
+    assert _printed(out) == [0.5, 5, True]
