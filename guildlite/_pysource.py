@@ -26,6 +26,11 @@ CLI_MODULES = ("argparse", "click", "typer", "fire", "absl", "docopt", "hydra", 
                "simple_parsing", "omegaconf")
 _PARSE_CALLS = ("parse_args", "parse_known_args", "parse_args_into_dataclasses")
 _OTHER_READERS = ("FLAGS", "LightningCLI", "CLI")  # absl/tf flags, Lightning's and jsonargparse's CLIs
+# Libraries that never read sys.argv when imported or used (so a script importing only these, the
+# standard library and project modules, with no parser, certainly ignores command-line flags).
+_QUIET_PACKAGES = ("torch", "torchvision", "torchaudio", "numpy", "scipy", "pandas", "sklearn", "matplotlib",
+                   "seaborn", "PIL", "tqdm", "yaml", "requests", "h5py", "einops", "safetensors", "tiktoken",
+                   "datasets", "tokenizers", "wandb", "tensorboard", "mlflow", "guildlite")
 _MAX_SCANNED = 64  # project modules followed from the main when looking for a parser
 
 
@@ -363,7 +368,15 @@ def cli_parsers(script: Path, project: Path) -> set[str]:
     """How ``script`` (or a project module it imports) reads its command line: the parser modules
     it imports (argparse, click, ...) and ``sys.argv`` when it reads that itself; ``exec`` for code
     it runs that guildlite cannot see; empty if none."""
-    return {n for n in _scan(script, project) if not n.startswith("env:")}
+    return {n for n in _scan(script, project) if not n.startswith(("env:", "pkg:"))}
+
+
+def reads_argv(script: Path, project: Path) -> bool:
+    """Whether ``script`` may read its command line: a parser or ``sys.argv`` in it or a project
+    module it imports, code it runs that guildlite cannot see, or an imported package that is not
+    one of the common libraries known to leave the command line alone."""
+    found = _scan(script, project)
+    return bool(found - {"env:environ", "env:package"})
 
 
 def reads_environ(script: Path, project: Path) -> bool:
@@ -393,8 +406,8 @@ def _scan(script: Path, project: Path) -> set[str]:
                     found.update(_parser(alias.name))
                     mods = _project_module(script.parent, alias.name, [], project)
                     todo.extend(mods)
-                    if not mods and alias.name.split(".")[0] not in sys.stdlib_module_names:
-                        found.add("env:package")
+                    if not mods:
+                        found.update(_outside(alias.name))
             elif isinstance(node, ast.ImportFrom) and node.level:
                 base = path.parent
                 for _ in range(node.level - 1):
@@ -408,8 +421,8 @@ def _scan(script: Path, project: Path) -> set[str]:
                     found.add("env:environ")
                 mods = _project_module(script.parent, node.module, [a.name for a in node.names], project)
                 todo.extend(mods)
-                if not mods and node.module.split(".")[0] not in sys.stdlib_module_names:
-                    found.add("env:package")
+                if not mods:
+                    found.update(_outside(node.module))
             elif isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "environb"):
                 found.add("env:environ")
             elif (isinstance(node, ast.Attribute) and node.attr == "argv" and isinstance(node.value, ast.Name)
@@ -450,6 +463,15 @@ def _executed_file(node: ast.Call, base: Path, project: Path) -> Path | None:
         except (OSError, ValueError):
             continue
     return None
+
+
+def _outside(module: str) -> set[str]:
+    """What importing ``module`` (not a project module) may add: ``env:package`` for anything
+    outside the standard library, ``pkg:NAME`` too when it is not a known library."""
+    top = module.split(".")[0]
+    if top in sys.stdlib_module_names:
+        return set()
+    return {"env:package"} if top in _QUIET_PACKAGES else {"env:package", f"pkg:{top}"}
 
 
 def _parser(module: str) -> set[str]:

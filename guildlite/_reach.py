@@ -50,12 +50,13 @@ def check_op(op: OpDef, project: Path) -> None:
 
 def _check_reads(op: OpDef, project: Path) -> set[str]:
     """Refuse flags passed to a script that, as its source shows, never reads them: on the command
-    line when it (and every project module it imports or runs) uses no parser and no ``sys.argv``;
+    line when it (and every project module it imports or runs) uses no parser and no ``sys.argv``
+    and imports no package but the standard library and well-known ones (torch, numpy, ...);
     in the environment when none of them reads ``os.environ`` and it imports no outside package.
     Returns what reads the command line (see ``_pysource.cli_parsers``)."""
     from ._flag_args import interpolated
     from ._flags_import import main_source
-    from ._pysource import cli_parsers, read_source, reads_environ
+    from ._pysource import cli_parsers, read_source, reads_argv, reads_environ
 
     skip = interpolated(op)
     passed = [n for n, fd in op.flags.items() if not fd.arg_skip and n not in skip]
@@ -68,10 +69,10 @@ def _check_reads(op: OpDef, project: Path) -> set[str]:
         if reads_environ(src, project):
             return found
         why = f"{where} never reads its environment (no os.environ or getenv)"
-    elif found:
+    elif reads_argv(src, project):
         return found
     else:
-        why = f"{where} reads no command line (no parser, no sys.argv)"
+        why = f"{where} reads no command line (no parser, no sys.argv, only well-known libraries)"
     try:
         source = read_source(src)
     except FlagError:

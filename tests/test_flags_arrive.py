@@ -6,6 +6,7 @@ asserted from what the script PRINTED, or the run is refused (exit 2) before any
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from typing import Any, Callable
 
@@ -375,3 +376,26 @@ def test_a_global_derived_from_itself_later_still_takes_the_flag(make_project: C
     proj = make_project("operations:\n  g: {main: g.py, launcher: python}\n", {"g.py": script})
     _, out = _run(proj, "g", "lr=0.25", "epochs=4")
     assert _printed(out) == [0.5, 5, True]
+
+
+def test_flags_for_a_torch_script_without_a_parser_are_refused_but_an_unknown_package_may_read_them(
+    make_project: Callable[..., Project],
+) -> None:
+    quiet = "import json\nimport numpy\nfrom torch import nn\nlr = 0.1\nprint('GOT ' + json.dumps(lr))\n"
+    reader = "import json\nimport mycli\nprint('GOT ' + json.dumps(mycli.ARGS))\n"
+    gf = _gf("""
+        operations:
+          q: {main: q.py, launcher: python, flags-dest: args, flags: {lr: 0.1}}
+          r: {main: r.py, launcher: python, flags: {lr: 0.1}}
+        """)
+    # mycli stands for an installed package (outside the project) that reads sys.argv.
+    proj = make_project(gf, {"q.py": quiet, "r.py": reader})
+    site = proj.root.parent / "site"
+    site.mkdir()
+    (site / "mycli.py").write_text("import sys\nARGS = sys.argv[1:]\n")
+    _refused(proj, "q", "lr=0.5", needles=("q.py", "lr"))
+    path = os.pathsep.join(p for p in (str(site), proj.env.get("PYTHONPATH", "")) if p)
+    cp = proj.run("run", "r", "lr=0.5", "-y", env={"PYTHONPATH": path})
+    assert cp.returncode == 0, cp.stderr
+    rec = proj.records()[-1]
+    assert _printed((proj.runs_dir / rec["id"] / "output.log").read_text()) == ["--lr=0.5"]
