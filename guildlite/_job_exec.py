@@ -155,12 +155,14 @@ def _to_run_log(text: str) -> bool:
 
 
 class _FailureToLog:
-    """A logging filter for torchrun's "failed (exitcode: N) local_rank: ..." line: into output.log
-    only, so that the console ends with the failing rank's own error."""
+    """A logging filter for torchrun's lines about a failed rank ("failed (exitcode: N) local_rank:
+    ...", and "Sending process N closing signal SIGTERM" to the ranks still running): into
+    output.log only, so that the console ends with the failing rank's own error."""
 
     def filter(self, record: object) -> bool:
         msg = record.getMessage()  # type: ignore[attr-defined]
-        return not ("failed (exitcode" in msg and _to_run_log(msg + "\n"))
+        ours = "failed (exitcode" in msg or ("Sending process" in msg and "closing signal" in msg)
+        return not (ours and _to_run_log(msg + "\n"))
 
 
 def _agent(argv: list) -> None:
