@@ -82,7 +82,8 @@ def _check_reads(op: OpDef, project: Path) -> set[str]:
         fd = op.flags[name]
         var = (fd.arg_name or name).lstrip("-").replace("-", "_")
         if var in source.globals:
-            hints.append(f"flag '{name}' matches its global {var}: give it arg-name: {var} with flags-dest: globals")
+            rename = "" if var == name else f"give it arg-name: {var} and "
+            hints.append(f"flag '{name}' matches its global {var}: {rename}set flags-dest: globals")
     hint = "; ".join(hints) or "use flags-dest: globals for its module variables, or arg-skip: true to only record a flag"
     raise FlagError(f"operation '{op.name}': flags-dest {op.flags_dest}: {why}, so flag(s) "
                     f"{', '.join(passed)} would not reach it ({hint})")
