@@ -40,7 +40,15 @@ def _describe(parser: argparse.ArgumentParser) -> list[dict[str, Any]]:
         option = (longs or a.option_strings)[0]
         entry: dict[str, Any] = {"name": option.lstrip("-"), "option": option, "help": a.help or ""}
         if isinstance(a, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
-            entry.update(type="bool", default=bool(a.default), switch=isinstance(a, argparse._StoreTrueAction))
+            # The flag means "the switch is given" (named after the option, not the dest): for
+            # `--no-shuffle` (store_false, dest shuffle) no-shuffle=true passes it, so the record
+            # never says the opposite of what the script got.
+            entry.update(type="bool", default=False, switch=True)
+        elif isinstance(a, argparse._StoreAction) and a.type is bool and a.nargs is None:
+            # `type=bool`: bool(text) is True for any non-empty text ("False" too), so false is ""
+            # (Guild's encoding) and true "1".
+            entry.update(type="bool", default=bool(a.default), encoding={"true": "1", "false": ""},
+                         required=bool(a.required))
         elif isinstance(a, argparse._StoreAction) and a.nargs in (None, "?") and not isinstance(a.default, list):
             kind = {int: "int", float: "float", str: "str"}.get(a.type) if a.type else None  # type: ignore[call-overload]
             # No type, or the script's own (a str2bool helper): the default's type says what it takes.

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 REF = re.compile(r"\$\{([^}]*)\}")
 _OMIT = object()
+_NUMBER = re.compile(r"-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|-inf|-nan")  # argparse reads these as values
 
 
 def refs(text: str) -> list[str]:
@@ -79,7 +80,13 @@ def flag_args(op: OpDef, flags: Mapping[str, Any]) -> list[str]:
                 raise FlagError(f"flag '{name}' is positional (arg-position {fd.arg_position}) and has no value")
             if isinstance(encoded, list) and not isinstance(value, str) and _joiner(fd) is not None:
                 encoded = [str(_joiner(fd)).join(encoded)]
-            positional.append((fd.arg_position, encoded if isinstance(encoded, list) else [encoded]))
+            items = encoded if isinstance(encoded, list) else [encoded]
+            for item in items:
+                # `-h` after the fixed args is an option to the script's parser, not this value.
+                if item.startswith("-") and not _NUMBER.fullmatch(item):
+                    raise FlagError(f"flag '{name}' is positional (arg-position {fd.arg_position}) and its value "
+                                    f"{item!r} starts with '-', which the script would read as an option")
+            positional.append((fd.arg_position, items))
             continue
         options.extend(_option(op, name, fd, value))
     positional.sort(key=lambda p: p[0])
@@ -100,6 +107,8 @@ def _option(op: OpDef, name: str, fd: FlagDef | None, value: Any) -> Iterator[st
     if fd is not None and fd.arg_switch is not None:
         if isinstance(value, bool) and value == fd.arg_switch:
             yield opt
+        elif isinstance(value, bool) and fd.arg_switch_off:
+            yield fd.arg_switch_off
         return
     encoded = encode(op, fd, value)
     if encoded is _OMIT:

@@ -43,6 +43,7 @@ class FlagDef:
     description: str = ""
     arg_name: str | None = None
     arg_switch: bool | None = None
+    arg_switch_off: str | None = None  # the option passed when a switch's value is the other bool (click's --no-x)
     arg_skip: bool = False
     arg_encoding: Mapping[Any, Any] | None = None  # value -> text on the command line (None: omit the flag)
     arg_split: bool | str | None = None  # true / a separator: how a list (or a string split into one) is passed
@@ -91,7 +92,7 @@ def decode(text: str) -> Any:
     low = s.lower()
     if low in _BOOLS:
         return _BOOLS[low]
-    if low in ("null", "none", "~"):
+    if low in ("null", "none"):
         return None
     return text
 
@@ -418,10 +419,30 @@ def parse_assignments(args: Sequence[str]) -> dict[str, FlagValue]:
     return out
 
 
+def _text(item: str) -> Any:
+    """A str flag's item as typed: unquoted, None for null/none."""
+    s = item.strip()
+    if len(s) >= 2 and s[0] == s[-1] and s[0] in "'\"":
+        return s[1:-1]
+    return None if s.lower() in ("null", "none") else s
+
+
+def given_texts(args: Sequence[str]) -> dict[str, str]:
+    """Each ``NAME=TEXT`` argument's text as typed (quotes around it removed): what a flag of
+    type str gets, so ``007``, ``1.10``, ``yes`` or ``1e3`` stay exactly that text."""
+    out = {}
+    for arg in args:
+        name, _, text = arg.partition("=")
+        s = text.strip()
+        out[name.strip()] = s[1:-1] if len(s) >= 2 and s[0] == s[-1] and s[0] in "'\"" else text
+    return out
+
+
 def resolve(
-    op: str, defs: Mapping[str, FlagDef], given: Mapping[str, FlagValue]
+    op: str, defs: Mapping[str, FlagDef], given: Mapping[str, FlagValue], texts: Mapping[str, str] | None = None
 ) -> dict[str, FlagValue]:
     """Check given values against the op's flags; return every flag with defaults filled in.
+    A plain value for a str (or path) flag is its text from ``texts``, never a decoded number.
 
     Batch dimensions are checked value by value (every grid value, the bounds of a range), so a bad
     value fails before anything is staged.
@@ -437,6 +458,10 @@ def resolve(
             out[name] = flag.default
             continue
         value = given[name]
+        text = texts.get(name, "").strip() if texts is not None else ""
+        if isinstance(value, Grid) and flag.value_type in ("str", "path") and text.startswith("["):
+            # `name=[007,1.10]` for a str flag: each item's text, as typed (null/none still None)
+            value = Grid(tuple(_text(p) for p in split_top(text[1:-1])))
         if isinstance(value, Grid):
             if flag.value_type == "list" and not all(isinstance(v, list) for v in value.values):
                 raise FlagError(
@@ -447,6 +472,8 @@ def resolve(
         elif isinstance(value, Random):
             out[name] = _check_random(flag, value)
         else:
+            if texts is not None and name in texts and flag.value_type in ("str", "path") and value is not None:
+                value = texts[name]  # null/none still unset it; `~` is text
             out[name] = coerce(flag, value)
     return out
 

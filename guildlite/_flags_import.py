@@ -37,7 +37,7 @@ IMPORT_TIMEOUT = 30.0
 
 def with_imported_flags(op: OpDef, project: Path, timeout: float = IMPORT_TIMEOUT) -> OpDef:
     """``op`` with its script's flags merged in (guildfile declarations win)."""
-    op = with_default_dest(op, project)
+    op = with_click_switches(with_default_dest(op, project), project)
     if not op.flags_import:
         return op
     if op.flags_dest == "overrides" or op.flags_dest.startswith("config:"):
@@ -78,6 +78,32 @@ def with_imported_flags(op: OpDef, project: Path, timeout: float = IMPORT_TIMEOU
     return dataclasses.replace(op, flags=merged)
 
 
+def with_click_switches(op: OpDef, project: Path) -> OpDef:
+    """Boolean flags passed as one half of a click ``--x/--no-x`` option get the other half for the
+    other value: ``arg-switch`` alone passes nothing there, leaving the script's default (which
+    may be the opposite of what the record says)."""
+    if op.flags_dest != "args" or not op.flags:
+        return op
+    src = main_source(op, project)
+    if src is None or src.suffix != ".py":
+        return op
+    from ._flag_args import option_name
+    from ._pysource import click_switch_pairs
+
+    pairs = click_switch_pairs(src)
+    if not pairs:
+        return op
+    flags = dict(op.flags)
+    for name, fd in op.flags.items():
+        pair = pairs.get(option_name(name, fd))
+        if pair is None or fd.value_type not in ("bool", None) or fd.arg_switch_off:
+            continue
+        other, is_on = pair
+        switch = is_on if fd.arg_switch is None else fd.arg_switch
+        flags[name] = dataclasses.replace(fd, arg_switch=switch, arg_switch_off=other)
+    return dataclasses.replace(op, flags=flags)
+
+
 def with_default_dest(op: OpDef, project: Path) -> OpDef:
     """An op without ``flags-dest`` whose script reads no command line gets ``flags-dest: globals``
     (and ``flags-import: all`` if it declares no flags) -- when it declares flags, if any of them
@@ -86,7 +112,16 @@ def with_default_dest(op: OpDef, project: Path) -> OpDef:
     if "flags-dest" in op.data:
         return op
     src = main_source(op, project)
-    if src is None or cli_parsers(src, project):
+    if src is None:
+        return op
+    found = cli_parsers(src, project)
+    if _hand_parsed(found) and not op.flags and not op.flags_import:
+        # A hand `--key=value` configurator (nanoGPT's, even exec'd from another file): its
+        # globals are the flags, passed on the command line, where it applies them after any
+        # config file it also runs.
+        data = {**op.data, "flags-import": "all"}
+        return dataclasses.replace(op, flags_import=True, data=data)
+    if found:
         return op
     from ._pysource import read_source
     from ._reach import global_names
@@ -103,6 +138,11 @@ def with_default_dest(op: OpDef, project: Path) -> OpDef:
     imports = op.flags_import or True
     data = {**op.data, "flags-dest": "globals", "flags-import": op.data.get("flags-import", "all")}
     return dataclasses.replace(op, flags_dest="globals", flags_import=imports, data=data)
+
+
+def _hand_parsed(found: set[str]) -> bool:
+    """The script reads ``sys.argv`` itself (perhaps exec'ing a config file it names), no parser."""
+    return "sys.argv" in found and found <= {"sys.argv", "exec"}
 
 
 def main_source(op: OpDef, project: Path) -> Path | None:
@@ -132,7 +172,7 @@ def _import_kind(op: OpDef, project: Path) -> str:
     found = cli_parsers(src, project)
     if any(n == "argparse" or n.endswith("ArgumentParser") or n.startswith("parse_") for n in found):
         return "argparse"  # argparse, or a parser built on it (transformers' HfArgumentParser)
-    if found == {"sys.argv"}:
+    if _hand_parsed(found):
         return "globals"
     uses = f"uses {', '.join(sorted(found))}" if found else "reads no command line"
     raise GuildfileError(
@@ -173,10 +213,21 @@ def _global_type(value: Any) -> str | None:
 
 def parser_options(op: OpDef, project: Path) -> set[str] | None:
     """Every option string of the script's argparse parser (from the probe's cache), or None."""
-    data = _cached(op, project)
-    if data is None:
+    data = _cached(op, project, failed_too=True)
+    if data is None or data.get("failed"):
         return None
     return set(data.get("options", ()))
+
+
+def remember_no_parser(op: OpDef, project: Path) -> None:
+    """Cache that the probe of ``op``'s script reached no parser (for the pre-launch check only:
+    ``probe`` still runs, and reports why, for flags-import)."""
+    try:
+        cache = _cache_path(op, project)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        write_json(cache, {"flags": [], "failed": True})
+    except OSError:
+        pass  # an unwritable cache only costs speed
 
 
 def _merge(imported: FlagDef, declared: FlagDef) -> FlagDef:
@@ -227,16 +278,18 @@ def _cache_path(op: OpDef, project: Path) -> Path:
         stamp = f"{src.resolve()}:{st.st_size}:{st.st_mtime_ns}"
     except OSError:
         stamp = f"{project}:{op.main}"
-    key = hashlib.sha256(f"v2|{stamp}|{op.main}|{sys.executable}".encode()).hexdigest()[:24]
+    key = hashlib.sha256(f"v3|{stamp}|{op.main}|{sys.executable}".encode()).hexdigest()[:24]
     return cache_dir("flags-import") / f"{key}.json"
 
 
-def _cached(op: OpDef, project: Path) -> dict[str, Any] | None:
+def _cached(op: OpDef, project: Path, failed_too: bool = False) -> dict[str, Any] | None:
     try:
         data = json.loads(_cache_path(op, project).read_text())
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) and isinstance(data.get("flags"), list) else None
+    if not (isinstance(data, dict) and isinstance(data.get("flags"), list)):
+        return None
+    return data if failed_too or not data.get("failed") else None
 
 
 def _run_probe(op: OpDef, project: Path, timeout: float) -> dict[str, Any]:
@@ -285,6 +338,7 @@ def _defs(actions: list[dict[str, Any]], source: str = "script") -> dict[str, Fl
             arg_name=a.get("option"),
             arg_switch=a.get("switch"),
             arg_split=a.get("split"),
+            arg_encoding={True: a["encoding"]["true"], False: a["encoding"]["false"]} if a.get("encoding") else None,
             source=source,
         )
         for a in actions

@@ -76,7 +76,9 @@ def _string(s: str) -> str:
 
 
 def override_args(flags: Mapping[str, Any], defs: Mapping[str, FlagDef], imported: bool) -> list[str]:
-    """Flags as ``key=value`` override argv items (None is left out: the app's own value stands).
+    """Flags as ``key=value`` override argv items. None is left out (the app's own value stands)
+    for a flag whose default is None too; a flag set to None over a default is passed as
+    ``key=null``, which Hydra reads as None, so the app gets the None the record says.
 
     ``arg-name`` is the override key (``+trainer.extra`` appends a key the config lacks). With
     ``imported`` (the op's flags-import read the composed config), a flag declared only in the
@@ -86,7 +88,7 @@ def override_args(flags: Mapping[str, Any], defs: Mapping[str, FlagDef], importe
     out = []
     for name, value in flags.items():
         fd = defs.get(name)
-        if value is None or (fd is not None and fd.arg_skip):
+        if (value is None and (fd is None or fd.default is None)) or (fd is not None and fd.arg_skip):
             continue
         key = fd.arg_name if fd is not None and fd.arg_name else name
         if imported and fd is not None and not fd.arg_name and fd.source == "guildfile":

@@ -16,13 +16,13 @@ from ._batchspec import batch_flags as batch_spec
 from ._builtins import builtin_plugins
 from ._config_file import check as check_config
 from ._errors import GuildfileError, GuildliteError
-from ._flags import Grid, Random, nul_free, parse_assignments, resolve
+from ._flags import Grid, Random, given_texts, nul_free, parse_assignments, resolve
 from ._flags_import import with_imported_flags
 from ._guildfile import GUILDFILE, Guildfile, PluginSpec, default_runs_dir, find_guildfile, load, option_runs_dir
 from ._launch import job_command
 from ._lifecycle import RunConfig, Session
 from ._plugins import Plugin, load_plugins
-from ._reach import check_op
+from ._reach import check_nulls, check_op
 from ._runs import Run
 from ._scheduler import Slot, make_slots, visible_gpus
 
@@ -89,7 +89,8 @@ def plan_run(
     op = with_imported_flags(guildfile.op(op_name), guildfile.dir)
     check_op(op, guildfile.dir)
     given = parse_assignments(assignments)
-    values = resolve(op.name, op.flags, given)
+    values = resolve(op.name, op.flags, given, given_texts(assignments))
+    check_nulls(op, values, given)
     check_config(op.flags_dest, {k: None for k in values}, guildfile.dir)
     if op.flags_dest == "overrides":  # every value must have a spelling in Hydra's grammar
         job_command(op, {k: v for k, v in values.items() if not isinstance(v, (Grid, Random))}, 1)

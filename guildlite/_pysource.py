@@ -13,6 +13,7 @@ import ast
 import io
 import math
 import re
+import sys
 import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,12 @@ from ._errors import FlagError
 CLI_MODULES = ("argparse", "click", "typer", "fire", "absl", "docopt", "hydra", "jsonargparse", "tyro",
                "simple_parsing", "omegaconf")
 _PARSE_CALLS = ("parse_args", "parse_known_args", "parse_args_into_dataclasses")
+_OTHER_READERS = ("FLAGS", "LightningCLI", "CLI")  # absl/tf flags, Lightning's and jsonargparse's CLIs
+# Libraries that never read sys.argv when imported or used (so a script importing only these, the
+# standard library and project modules, with no parser, certainly ignores command-line flags).
+_QUIET_PACKAGES = ("torch", "torchvision", "torchaudio", "numpy", "scipy", "pandas", "sklearn", "matplotlib",
+                   "seaborn", "PIL", "tqdm", "yaml", "requests", "h5py", "einops", "safetensors", "tiktoken",
+                   "datasets", "tokenizers", "wandb", "tensorboard", "mlflow", "guildlite")
 _MAX_SCANNED = 64  # project modules followed from the main when looking for a parser
 
 
@@ -49,6 +56,11 @@ class Source:
     assigned_twice: Mapping[str, tuple[int, ...]]  # names with several top-level literal assignments: lines
     bound: frozenset[str]  # every name bound at the top level, literal or not
     dicts: Mapping[str, Mapping[str, Global]] = field(default_factory=dict)  # NAME = {...}: its entries
+    # Module-level statements that may set a global after its literal assignment: name -> lines of
+    # the other statements binding it (in any block, or `global NAME` in a function), and lines of
+    # dynamic rebinding of any name (`from m import *`, exec/eval, globals(), runpy, execfile).
+    rebinds: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    dynamic: tuple[int, ...] = ()
 
 
 def read_source(path: Path) -> Source:
@@ -71,8 +83,11 @@ def read_source(path: Path) -> Source:
     dicts: dict[str, list[dict[str, Global]]] = {}
     bound: set[str] = set()
     starts = _line_starts(text)
+    binders: dict[str, list[tuple[int, ast.stmt]]] = {}  # name -> the top-level statements binding it
     for node in tree.body:
         bound.update(_bound_names(node))
+        for name in set(_overwritten(node)) | _declared_global(node):
+            binders.setdefault(name, []).append((node.lineno, node))
         target, value = _simple_assignment(node)
         if target is None or value is None:
             continue
@@ -93,7 +108,55 @@ def read_source(path: Path) -> Source:
         },
         bound=frozenset(bound),
         dicts={n: ds[0] for n, ds in dicts.items() if len(ds) == 1},
+        rebinds={n: tuple(line for line, _ in bs) for n, bs in binders.items()},
+        dynamic=tuple(sorted(_dynamic_lines(tree))),
     )
+
+
+def _overwritten(node: ast.AST) -> Iterable[str]:
+    """Names a module-level statement binds to a value not derived from themselves: ``lr = 0.5``
+    under an ``if``, a ``for`` target, an import -- not ``lr *= world_size`` or ``lr = lr * 2``,
+    which start from the value guildlite set."""
+    if isinstance(node, ast.AugAssign):
+        return
+    if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+        reads = {n.id for n in ast.walk(node.value) if isinstance(n, ast.Name)}
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        yield from (n for t in targets for n in _bound_names(t) if n not in reads)
+        yield from (n for n in _bound_names(node.value))  # a walrus in the value
+        return
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom,
+                         ast.Name, ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+        yield from _bound_names(node)
+        return
+    for child in ast.iter_child_nodes(node):
+        yield from _overwritten(child)
+
+
+def _declared_global(node: ast.stmt) -> set[str]:
+    """Names a function or class at the top level declares ``global`` (it may set them when called)."""
+    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return set()
+    return {n for sub in ast.walk(node) if isinstance(sub, ast.Global) for n in sub.names}
+
+
+_DYNAMIC_CALLS = ("exec", "eval", "execfile", "globals", "vars", "run_path", "run_module")  # vars(): no args
+
+
+def _dynamic_lines(node: ast.AST, in_function: bool = False) -> Iterable[int]:
+    """Lines where code may rebind any global: star imports and exec-like calls at module level;
+    ``globals()`` anywhere (a function's ``globals().update(...)`` sets module globals too)."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.ImportFrom) and any(a.name == "*" for a in child.names):
+            yield child.lineno
+        elif isinstance(child, ast.Call):
+            fn = child.func
+            name = fn.id if isinstance(fn, ast.Name) else fn.attr if isinstance(fn, ast.Attribute) else ""
+            no_args = not child.args and not child.keywords
+            if name == "globals" or (name in _DYNAMIC_CALLS and not in_function and (name != "vars" or no_args)):
+                yield child.lineno
+        inner = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef))
+        yield from _dynamic_lines(child, inner)
 
 
 def _global(text: str, starts: list[int], name: str, value: ast.expr, line: int) -> Global | None:
@@ -226,6 +289,16 @@ def global_for(src: Source, name: str, container: str | None = None) -> Global:
         return _entry_for(src, name, container)
     g = src.globals.get(name)
     if g is not None:
+        later = [n for n in src.rebinds.get(name, ()) if n > g.line]
+        if later:
+            raise FlagError(f"flag '{name}': {src.path.name} line {g.line} assigns {name}, but line {later[0]} sets it "
+                            "again, so the value guildlite writes would not be the one the script uses")
+        dynamic = [n for n in src.dynamic if n > g.line]
+        if dynamic:
+            raise FlagError(f"flag '{name}': {src.path.name} line {g.line} assigns {name}, but line {dynamic[0]} may set "
+                            "globals dynamically (exec, a star import, globals()), so the value guildlite writes may "
+                            "not be the one the script uses; pass flags on the command line (flags-dest: args) or "
+                            "remove that line")
         return g
     if name in src.assigned_twice:
         lines = ", ".join(str(n) for n in src.assigned_twice[name])
@@ -263,8 +336,10 @@ def same_value(a: Any, b: Any) -> bool:
         return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
     if isinstance(a, bool) or isinstance(b, bool):
         return isinstance(a, bool) and isinstance(b, bool) and a == b
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
-        return True
+    if isinstance(a, float) and isinstance(b, float):
+        if math.isnan(a) or math.isnan(b):
+            return math.isnan(a) and math.isnan(b)
+        return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)  # -0.0 is not the 0.0 recorded
     return type(a) is type(b) and bool(a == b)
 
 
@@ -291,7 +366,28 @@ def mismatches(path: Path, values: Mapping[str, Any], container: str | None = No
 
 def cli_parsers(script: Path, project: Path) -> set[str]:
     """How ``script`` (or a project module it imports) reads its command line: the parser modules
-    it imports (argparse, click, ...) and ``sys.argv`` when it reads that itself; empty if none."""
+    it imports (argparse, click, ...) and ``sys.argv`` when it reads that itself; ``exec`` for code
+    it runs that guildlite cannot see; empty if none."""
+    return {n for n in _scan(script, project) if not n.startswith(("env:", "pkg:"))}
+
+
+def reads_argv(script: Path, project: Path) -> bool:
+    """Whether ``script`` may read its command line: a parser or ``sys.argv`` in it or a project
+    module it imports, code it runs that guildlite cannot see, or an imported package that is not
+    one of the common libraries known to leave the command line alone."""
+    found = _scan(script, project)
+    return bool(found - {"env:environ", "env:package"})
+
+
+def reads_environ(script: Path, project: Path) -> bool:
+    """Whether ``script`` may read its environment: it (or a project module it imports) uses
+    ``os.environ``/``getenv``, or imports a package outside the standard library and the project
+    (which might), or runs code guildlite cannot see."""
+    found = _scan(script, project)
+    return bool(found & {"env:environ", "env:package", "exec"})
+
+
+def _scan(script: Path, project: Path) -> set[str]:
     found: set[str] = set()
     seen: set[Path] = set()
     todo = [script]
@@ -308,7 +404,10 @@ def cli_parsers(script: Path, project: Path) -> set[str]:
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     found.update(_parser(alias.name))
-                    todo.extend(_project_module(script.parent, alias.name, [], project))
+                    mods = _project_module(script.parent, alias.name, [], project)
+                    todo.extend(mods)
+                    if not mods:
+                        found.update(_outside(alias.name))
             elif isinstance(node, ast.ImportFrom) and node.level:
                 base = path.parent
                 for _ in range(node.level - 1):
@@ -318,14 +417,61 @@ def cli_parsers(script: Path, project: Path) -> set[str]:
                 found.update(_parser(node.module))
                 if node.module == "sys" and any(a.name == "argv" for a in node.names):
                     found.add("sys.argv")
-                todo.extend(_project_module(script.parent, node.module, [a.name for a in node.names], project))
+                if node.module == "os" and any(a.name in ("environ", "getenv", "environb") for a in node.names):
+                    found.add("env:environ")
+                mods = _project_module(script.parent, node.module, [a.name for a in node.names], project)
+                todo.extend(mods)
+                if not mods:
+                    found.update(_outside(node.module))
+            elif isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "environb"):
+                found.add("env:environ")
             elif (isinstance(node, ast.Attribute) and node.attr == "argv" and isinstance(node.value, ast.Name)
                   and node.value.id == "sys"):
                 found.add("sys.argv")
+            elif isinstance(node, ast.Call) and _call_name(node) in ("exec", "execfile", "run_path"):
+                # nanoGPT's `exec(open('configurator.py').read())`: that file's code is this script's.
+                ran = _executed_file(node, path.parent, project)
+                if ran is None:
+                    found.add("exec")  # code guildlite cannot see may read the command line
+                else:
+                    todo.append(ran)
             name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else ""
-            if name.endswith("ArgumentParser") or name in _PARSE_CALLS:  # a parser from another package
+            if name.endswith("ArgumentParser") or name in _PARSE_CALLS or name in _OTHER_READERS:  # another package's
                 found.add(name)
     return found
+
+
+def _call_name(node: ast.Call) -> str:
+    fn = node.func
+    return fn.id if isinstance(fn, ast.Name) else fn.attr if isinstance(fn, ast.Attribute) else ""
+
+
+def _executed_file(node: ast.Call, base: Path, project: Path) -> Path | None:
+    """The project file an exec-like call runs: ``exec(open('f.py').read())``, ``execfile('f.py')``,
+    ``runpy.run_path('f.py')`` (relative to the working directory, the project, or the script's dir)."""
+    arg = node.args[0] if node.args else None
+    if (isinstance(arg, ast.Call) and isinstance(arg.func, ast.Attribute) and arg.func.attr == "read"
+            and isinstance(arg.func.value, ast.Call) and _call_name(arg.func.value) == "open"):
+        arg = arg.func.value.args[0] if arg.func.value.args else None
+    if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
+        return None
+    for root in (project, base):
+        cand = root / arg.value
+        try:
+            if cand.is_file() and cand.resolve().is_relative_to(project.resolve()):
+                return cand
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _outside(module: str) -> set[str]:
+    """What importing ``module`` (not a project module) may add: ``env:package`` for anything
+    outside the standard library, ``pkg:NAME`` too when it is not a known library."""
+    top = module.split(".")[0]
+    if top in sys.stdlib_module_names:
+        return set()
+    return {"env:package"} if top in _QUIET_PACKAGES else {"env:package", f"pkg:{top}"}
 
 
 def _parser(module: str) -> set[str]:
@@ -348,4 +494,25 @@ def _project_module(base: Path, dotted: str, names: list[str], project: Path) ->
                         out.append(f)
                 except OSError:
                     continue
+    return out
+
+
+def click_switch_pairs(script: Path) -> dict[str, tuple[str, bool]]:
+    """click's on/off options declared in ``script`` (``@click.option("--x/--no-x")``, literals in
+    the decorator): each option -> (the other one, whether this one is the "on" half)."""
+    try:
+        tree = ast.parse(script.read_bytes(), filename=str(script))
+    except (OSError, SyntaxError, ValueError):
+        return {}
+    out: dict[str, tuple[str, bool]] = {}
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and _call_name(node) == "option"):
+            continue
+        for arg in node.args:
+            if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)) or "/" not in arg.value:
+                continue
+            on, _, off = (p.strip() for p in arg.value.partition("/"))
+            if on.startswith("-") and off.startswith("-"):
+                out[on] = (off, True)
+                out[off] = (on, False)
     return out

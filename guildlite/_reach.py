@@ -41,8 +41,69 @@ def check_op(op: OpDef, project: Path) -> None:
             targets[name] = flag
     elif op.flags_dest == "args":
         _check_twins(op)
-        if op.flags_import:
+        found = _check_reads(op, project)
+        if op.flags_import or "argparse" in found or any(n.endswith("ArgumentParser") for n in found):
             _check_options(op, project)
+    elif op.flags_dest == "env":
+        _check_reads(op, project)
+
+
+def _check_reads(op: OpDef, project: Path) -> set[str]:
+    """Refuse flags passed to a script that, as its source shows, never reads them: on the command
+    line when it (and every project module it imports or runs) uses no parser and no ``sys.argv``
+    and imports no package but the standard library and well-known ones (torch, numpy, ...);
+    in the environment when none of them reads ``os.environ`` and it imports no outside package.
+    Returns what reads the command line (see ``_pysource.cli_parsers``)."""
+    from ._flag_args import interpolated
+    from ._flags_import import main_source
+    from ._pysource import cli_parsers, read_source, reads_argv, reads_environ
+
+    skip = interpolated(op)
+    passed = [n for n, fd in op.flags.items() if not fd.arg_skip and n not in skip]
+    src = main_source(op, project)
+    if not passed or src is None or src.suffix != ".py":
+        return set()
+    found = cli_parsers(src, project)
+    where = src.relative_to(project).as_posix()
+    if op.flags_dest == "env":
+        if reads_environ(src, project):
+            return found
+        why = f"{where} never reads its environment (no os.environ or getenv)"
+    elif reads_argv(src, project):
+        return found
+    else:
+        why = f"{where} reads no command line (no parser, no sys.argv, only well-known libraries)"
+    try:
+        source = read_source(src)
+    except FlagError:
+        return found  # it cannot run either; its own error will say why
+    hints = []
+    for name in passed:
+        fd = op.flags[name]
+        var = (fd.arg_name or name).lstrip("-").replace("-", "_")
+        if var in source.globals:
+            rename = "" if var == name else f"give it arg-name: {var} and "
+            hints.append(f"flag '{name}' matches its global {var}: {rename}set flags-dest: globals")
+    hint = "; ".join(hints) or "use flags-dest: globals for its module variables, or arg-skip: true to only record a flag"
+    raise FlagError(f"operation '{op.name}': flags-dest {op.flags_dest}: {why}, so flag(s) "
+                    f"{', '.join(passed)} would not reach it ({hint})")
+
+
+def check_nulls(op: OpDef, values: Mapping[str, Any], given: Mapping[str, Any]) -> None:
+    """A flag given as null that the command line would leave out: the script would run with its
+    own default while the record says null, so it is refused (an ``arg-encoding`` for null passes it)."""
+    if op.flags_dest != "args":
+        return
+    from ._flag_args import _OMIT, encode, interpolated
+
+    skip = interpolated(op)
+    for name in given:
+        fd = op.flags.get(name)
+        if values.get(name) is not None or name in skip or (fd is not None and (fd.arg_skip or fd.arg_position is not None)):
+            continue
+        if encode(op, fd, None) is _OMIT:
+            raise FlagError(f"flag '{name}': null is not passed on the command line, so the script would run with "
+                            f"its own default while the record says null; give a value, or an arg-encoding for null")
 
 
 def _check_twins(op: OpDef) -> None:
@@ -62,10 +123,22 @@ def _check_twins(op: OpDef) -> None:
 
 
 def _check_options(op: OpDef, project: Path) -> None:
+    from ._errors import GuildliteError
     from ._flag_args import interpolated, option_name
-    from ._flags_import import parser_options
+    from ._flags_import import parser_options, probe, remember_no_parser
 
+    if not op.flags:
+        return
     options = parser_options(op, project)
+    if options is None and not op.flags_import:
+        # Declared flags of an argparse script: probe its parser too (cached per script version),
+        # since parse_known_args would drop an option it lacks without a word.
+        try:
+            probe(op, project)
+        except GuildliteError:
+            remember_no_parser(op, project)  # not probed again until the script changes
+            return  # no parser reached: nothing to check against
+        options = parser_options(op, project)
     if options is None:
         return
     skip = interpolated(op)

@@ -544,7 +544,7 @@ def test_flags_import_reads_types_choices_defaults_and_switches(make_project: Ca
         "lr": ("float", 0.1, None, None, "script"),
         "optimizer": ("str", "sgd", ["sgd", "adam"], None, "script"),
         "amp": ("bool", False, None, True, "script"),
-        "no-shuffle": ("bool", True, None, False, "script"),
+        "no-shuffle": ("bool", False, None, True, "script"),  # true: --no-shuffle is given
         "name": ("str", "run", None, None, "script"),
         "layers": ("list", [1, 2], None, None, "script"),
     }
@@ -577,7 +577,7 @@ def test_flags_import_runs_pass_values_the_script_accepts(make_project: Callable
         "verbose": 0,
     }
 
-    rec = proj.run("train", "optimizer=adam", "amp=true", "no-shuffle=false", "lr=0.5", "name=x y")
+    rec = proj.run("train", "optimizer=adam", "amp=true", "no-shuffle=true", "lr=0.5", "name=x y")
     got = seen(rec)
     assert "--amp" in got["argv"] and "--no-shuffle" in got["argv"]
     args = got["args"]
@@ -590,7 +590,7 @@ def test_flags_import_runs_pass_values_the_script_accepts(make_project: Callable
     )
     # Every value guildlite records is the value the script parsed.
     dest = {"no-shuffle": "shuffle"}
-    assert {n: args[dest.get(n, n)] for n in rec["flags"]} == rec["flags"]
+    assert {n: (not args["shuffle"]) if n in dest else args[n] for n in rec["flags"]} == rec["flags"]
 
     rec = proj.run("some", "amp=true")
     assert seen(rec)["argv"] == ["--lr=0.1", "--amp"]
