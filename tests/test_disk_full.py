@@ -150,7 +150,7 @@ def test_an_end_that_cannot_be_written_is_said_and_fails(make_project: Callable[
 
 
 def test_disk_full_while_staging_names_the_disk(make_project: Callable[..., Project], tmp_path: Path) -> None:
-    proj = make_project(files={"hello.py": "print('hi')\n", "data.bin": "0123456789abcdef" * 8000})  # 128 KB
+    proj = make_project(files={"hello.py": "import sys\nprint('hi', sys.argv[1:])\n", "data.bin": "0123456789abcdef" * 8000})  # 128 KB
     out = on_tmpfs(tmp_path, "64k", proj.root, proj.env,
                    ["guildlite", "run", "quick", "-y", "--runs-dir", "{fs}/runs"],
                    ["guildlite", "run", "quick", "epochs=[1,2]", "-y", "--runs-dir", "{fs}/runs"])

@@ -407,7 +407,7 @@ def gf_dir() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="glfuzz-") as d:
         root = Path(d) / "proj"
         root.mkdir()
-        (root / "job.py").write_text("print('hi')\n")
+        (root / "job.py").write_text("import sys\nprint('hi', sys.argv[1:])\n")
         (root / "glfuzz.py").write_text("from guildlite import Plugin\n\nclass Ok(Plugin):\n    pass\n")
         yield root
 
@@ -788,7 +788,7 @@ def _limit_memory() -> None:
 def grid_proj(tmp_path: Path) -> Path:
     proj = tmp_path / "proj"
     proj.mkdir()
-    (proj / "job.py").write_text("print('ok')\n")
+    (proj / "job.py").write_text("import sys\nprint('ok', sys.argv[1:])\n")
     (proj / "guildfile.yml").write_text("operations:\n  t:\n    main: job.py\n    launcher: python\n"
                                         "    flags:\n      a: 0\n      b: 0\n      c: 0\n")
     return proj

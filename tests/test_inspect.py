@@ -456,7 +456,7 @@ def test_compare_unknown_column_is_exit_2(runs: Runs, args: list[str], needle: s
 
 def test_compare_flags_named_like_base_columns_keep_their_own(tmp_path: Path) -> None:
     gf = "operations:\n  t:\n    main: t.py\n    launcher: python\n    flags: {batch: 32, status: x}\n"
-    proj = Project(root=write_project(tmp_path / "p", gf, {"t.py": "print('loss: 1.5')\n"}), runs_dir=tmp_path / "r")
+    proj = Project(root=write_project(tmp_path / "p", gf, {"t.py": "import sys\nprint(sys.argv[1:])\nprint('loss: 1.5')\n"}), runs_dir=tmp_path / "r")
     assert proj.run("run", "t", "batch=[16,64]", "-y").returncode == 0
     rows = json.loads(proj.run("compare", "--json").stdout)
     batch_id = next(p.name for p in proj.run_dirs() if proj.record(p.name)["is_batch"])

@@ -45,8 +45,11 @@ RANKS_SCRIPT = textwrap.dedent(
 
 PLAIN_SCRIPT = textwrap.dedent(
     """\
+    import sys
+
     from guildlite import log_scalars
 
+    args = sys.argv[1:]  # the flags arrive as --name=value; this job only logs
     for step, v in enumerate((3.0, 1.0, 2.0)):
         log_scalars(step, loss=v, lr=0.01 * (3 - step))  # a scalar named like a flag
     log_scalars(3, status=1.0)  # and one named like a base column
