@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from ._errors import FlagError, GuildfileError, GuildliteError
+from ._flags import scalar_type
 
 
 def config_path(flags_dest: str) -> str | None:
@@ -63,20 +64,21 @@ def import_entries(path: Path, op_name: str) -> list[dict[str, Any]]:
     if not isinstance(data, dict):
         raise GuildfileError(f"operation '{op_name}': flags-import: {path} must hold a mapping of settings")
     out = []
-    for name, value in _leaves(data):
+    for name, value in leaves(data):
         entry: dict[str, Any] = {"name": name, "default": value, "help": f"from {path.name}"}
-        kind = {bool: "bool", int: "int", float: "float", str: "str"}.get(type(value))
+        kind = scalar_type(value)
         if kind:
             entry["type"] = kind
         out.append(entry)
     return out
 
 
-def _leaves(tree: Mapping[Any, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+def leaves(tree: Mapping[Any, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted name, value) of each leaf of a nested mapping (an empty mapping is a leaf)."""
     for key, value in tree.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict) and value:
-            yield from _leaves(value, name + ".")
+            yield from leaves(value, name + ".")
         else:
             yield name, value
 

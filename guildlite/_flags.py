@@ -61,6 +61,11 @@ class FlagDef:
 def _type_of(value: Any) -> str | None:
     if isinstance(value, (list, tuple)):
         return "list"
+    return scalar_type(value)
+
+
+def scalar_type(value: Any) -> str | None:
+    """The flag type of a bool, int, float or str value; None for anything else."""
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int):

@@ -21,10 +21,11 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
+from ._config_file import leaves
 from ._errors import FlagError, GuildfileError
-from ._flags import FlagDef
+from ._flags import FlagDef, scalar_type
 
 # Unquoted, these parse back as the same string (checked against Hydra's own parser in the
 # tests); anything else is quoted.
@@ -148,7 +149,7 @@ def import_entries(data: Mapping[str, Any]) -> list[dict[str, Any]]:
         out.append(entry)
     packages = {g.replace("/", ".") for g in choices}
     job = {k: v for k, v in data.items() if k != "hydra"}
-    for name, value in _leaves(job):
+    for name, value in leaves(job):
         if isinstance(value, str) and "${" in value:
             continue  # an interpolation: derived from other keys, not a flag of its own
         try:
@@ -156,7 +157,7 @@ def import_entries(data: Mapping[str, Any]) -> list[dict[str, Any]]:
         except FlagError:
             continue  # a value no override can write (a mapping with odd keys): left to the config
         entry = {"name": name, "default": value, "help": ""}
-        kind = _kind(value)
+        kind = scalar_type(value)
         if kind:
             entry["type"] = kind
         if value == "???":
@@ -170,27 +171,6 @@ def import_entries(data: Mapping[str, Any]) -> list[dict[str, Any]]:
                               f"{owner.replace('.', '/')}={choices.get(owner.replace('.', '/'))})")
         out.append(entry)
     return out
-
-
-def _leaves(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            yield from _leaves(value, name + ".")
-        else:
-            yield name, value
-
-
-def _kind(value: Any) -> str | None:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "str"
-    return None
 
 
 def _group_options(sources: list[Path], group: str) -> list[str]:

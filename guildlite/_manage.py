@@ -16,7 +16,18 @@ from ._errors import GuildliteError, RunNotFoundError
 from ._launch import descendants
 from ._lock import HELD_SUFFIX, SoftLock
 from ._record import is_run_id
-from ._runs import ACTIVE, META_DIR, TRASH_DIR, Run, RunPaths, list_runs, load_run, owner_holds, update_record
+from ._runs import (
+    ACTIVE,
+    META_DIR,
+    TRASH_DIR,
+    Run,
+    RunPaths,
+    list_runs,
+    load_run,
+    owner_holds,
+    process_stat,
+    update_record,
+)
 
 
 def trash_dir(runs_dir: Path) -> Path:
@@ -292,7 +303,7 @@ def _confirm(run: Run, to: str) -> list[_Held] | str:
             if h is not None:
                 tree.add(p)
                 handles.append(h)
-        if to == "job" and not handles and _ppid_start(run.job_pid) is not None:
+        if to == "job" and not handles and process_stat(run.job_pid) is not None:
             _release([held])
             return (f"its job (pid {run.job_pid}) is not a child of its guildlite process (pid {pid}); "
                     "not signalling it")
@@ -318,7 +329,7 @@ def _hold(pid: int, want: Callable[[int, int], bool]) -> _Held | None:
             return None
         except OSError:  # no pidfds on this kernel: the pid then
             fd = -1
-    st = _ppid_start(pid)
+    st = process_stat(pid)
     if st is None or not want(*st):
         _release([(pid, fd)])
         return None
@@ -344,15 +355,3 @@ def _release(held: list[_Held]) -> None:
             os.close(fd)
 
 
-def _ppid_start(pid: int) -> tuple[int, int] | None:
-    """(parent pid, start time in clock ticks since boot) of a live process, or None (Linux /proc)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parens: split after its closing paren.
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    if fields[0] in (b"Z", b"X"):  # exited, not yet reaped
-        return None
-    return int(fields[1]), int(fields[19])

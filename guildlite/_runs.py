@@ -127,8 +127,9 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"-{ms:03x}{os.urandom(2).hex()[:3]}"
 
 
-def process_start(pid: int) -> int | None:
-    """The start time of process ``pid`` in clock ticks since boot, or None if it is gone."""
+def process_stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, start time in clock ticks since boot) of live process ``pid``, or None if it
+    is gone (Linux /proc)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
@@ -138,7 +139,13 @@ def process_start(pid: int) -> int | None:
     fields = stat[stat.rfind(b")") + 2 :].split()
     if fields[0] in (b"Z", b"X"):  # exited, not yet reaped: gone all the same
         return None
-    return int(fields[19])
+    return int(fields[1]), int(fields[19])
+
+
+def process_start(pid: int) -> int | None:
+    """The start time of process ``pid`` in clock ticks since boot, or None if it is gone."""
+    st = process_stat(pid)
+    return None if st is None else st[1]
 
 
 def _alive(pid: int | None, start: int | None) -> bool:

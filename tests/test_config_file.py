@@ -151,9 +151,9 @@ _docs = st.recursive(_values, lambda inner: st.dictionaries(_keys, inner, max_si
 @property_settings(200)
 @given(st.dictionaries(_keys, _docs, max_size=4), st.data())
 def test_written_flags_read_back_and_verify(tmp_path_factory: Any, doc: dict[str, Any], data: Any) -> None:
-    from guildlite._config_file import _leaves
+    from guildlite._config_file import leaves as dotted_leaves
 
-    leaves = dict(_leaves(doc))
+    leaves = dict(dotted_leaves(doc))
     flags = {name: data.draw(_values) for name in leaves}
     out = set_flags(json.loads(json.dumps(doc)), flags)
     for name, value in flags.items():
