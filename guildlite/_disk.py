@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -28,7 +29,7 @@ def describe(path: Path) -> str:
     parts = []
     mount = _mount_of(where)
     if mount is not None:
-        point, source, fstype = mount
+        point, source, fstype, _ = mount
         parts.append(f"filesystem {source} ({fstype}) mounted at {point}")
     try:
         st = os.statvfs(where)
@@ -49,31 +50,44 @@ def _existing(p: Path) -> Path:
     return p
 
 
-def _mount_of(path: Path) -> tuple[str, str, str] | None:
-    """(mount point, source, fs type) of the deepest mount holding ``path`` (Linux mountinfo)."""
-    real = os.path.realpath(path)
-    best: tuple[str, str, str] | None = None
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
-            lines = f.readlines()
-    except OSError:
-        return None
-    for line in lines:
-        left, sep, right = line.partition(" - ")
-        fields, tail = left.split(), right.split()
-        if not sep or len(fields) < 5 or len(tail) < 2:
+class Mount(NamedTuple):
+    """One line of ``/proc/self/mountinfo``: where, what and how a filesystem is mounted."""
+
+    point: str
+    source: str
+    fstype: str
+    options: list[str]  # the mount's and the superblock's together
+
+
+def mount_entry(mountinfo: str, path: str) -> Mount | None:
+    """The deepest mount holding absolute ``path``, from ``/proc/self/mountinfo`` text."""
+    best: Mount | None = None
+    for line in mountinfo.splitlines():
+        pre, sep, post = line.partition(" - ")
+        fields, tail = pre.split(), post.split()
+        if not sep or len(fields) < 6 or len(tail) < 2:
             continue
         point = _unescape(fields[4])
-        inside = real == point or real.startswith(point.rstrip("/") + "/")
-        if inside and (best is None or len(point) >= len(best[0])):  # later mounts shadow earlier ones
-            best = (point, _unescape(tail[1]), tail[0])
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        # The last of equally long mount points is the one on top (mounted later).
+        if inside and (best is None or len(point) >= len(best.point)):
+            opts = fields[5].split(",") + (tail[2].split(",") if len(tail) > 2 else [])
+            best = Mount(point, _unescape(tail[1]), tail[0], opts)
     return best
 
 
+def _mount_of(path: Path) -> Mount | None:
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            return mount_entry(f.read(), os.path.realpath(path))
+    except OSError:
+        return None
+
+
 def _unescape(field: str) -> str:
-    # mountinfo writes space, tab, newline and backslash as octal escapes (\040 ...)
-    for code in ("040", "011", "012", "134"):
-        field = field.replace("\\" + code, chr(int(code, 8)))
+    """mountinfo writes space, tab, newline and backslash in paths as octal escapes (``\\040``)."""
+    for code, ch in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+        field = field.replace(code, ch)
     return field
 
 

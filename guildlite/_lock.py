@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from ._disk import mount_entry
 from ._errors import GuildliteError
 
 MODE_ENV = "GUILDLITE_LOCK_MODE"
@@ -90,27 +91,9 @@ def detect(directory: Path) -> LockMode:
 
 def mount_of(mountinfo: str, path: str) -> tuple[str, list[str]] | None:
     """``(fstype, options)`` of the mount that holds absolute ``path``, from ``/proc/self/mountinfo``
-    text; the options are the mount's and the superblock's together."""
-    best: tuple[int, str, list[str]] | None = None
-    for line in mountinfo.splitlines():
-        pre, sep, post = line.partition(" - ")
-        fields, tail = pre.split(), post.split()
-        if not sep or len(fields) < 6 or len(tail) < 2:
-            continue
-        point = _unescape(fields[4])
-        inside = path == point or path.startswith(point.rstrip("/") + "/")
-        # The last of equally long mount points is the one on top (mounted later).
-        if inside and (best is None or len(point) >= best[0]):
-            opts = fields[5].split(",") + (tail[2].split(",") if len(tail) > 2 else [])
-            best = (len(point), tail[0], opts)
-    return None if best is None else (best[1], best[2])
-
-
-def _unescape(field: str) -> str:
-    """mountinfo writes space, tab, newline and backslash in paths as octal escapes (``\\040``)."""
-    for code, ch in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
-        field = field.replace(code, ch)
-    return field
+    text (see ``_disk.mount_entry``)."""
+    mount = mount_entry(mountinfo, path)
+    return None if mount is None else (mount.fstype, mount.options)
 
 
 def mode_for(fstype: str, options: list[str]) -> LockMode:
