@@ -12,6 +12,13 @@ It owns everything about its engine, and nothing outside its module or package n
 
 The lifecycle, the store, the status table and the supervisor speak to backends only through this
 interface; a record names its backend (``remote.backend``) and is routed by that name.
+
+How a run's end gets recorded, on every backend: by the guildlite process that owns the run (the
+foreground ``guildlite run``, or with ``--detach`` the backend-neutral supervisor it hands the run
+to, ``_supervisor``), when the ``Launched`` job reports its exit. A backend whose job can outlive
+that owner (it runs on other machines) also records the job's end where it runs, through the run
+store, and fires ``on_run_end`` there with ``_supervisor.fire_end`` when no owner claims the end
+(``Launched.end_hooks_ran`` then tells the owner so).
 """
 
 from __future__ import annotations
