@@ -5,7 +5,8 @@ dir; a worker (``python toyqueue.py SPOOL``, one per spool) runs every queued jo
 ``priority`` first, appending its output to the run's ``output.log``, and writes ``<job>.started``,
 then ``<job>.exit`` (its exit code) beside it; ``<job>.cancel`` asks it to stop one (TERM or
 KILL). The guildlite process that owns the run polls ``<job>.exit`` and reports the end; any other
-reader asks ``job_state``. Installed as a distribution with the entry point::
+reader asks ``job_state``. A job (and its cancel) waits for a worker; a job whose owner died runs
+on, and reads as its spool says. Installed as a distribution with the entry point::
 
     [guildlite.backends]
     toyqueue = toyqueue:ToyQueue
