@@ -200,6 +200,9 @@ def get(name: str) -> type[Backend]:
                              exit_code=2) from None
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
         raise GuildliteError(f"backend {name!r} ({eps[name].value}) is not a guildlite Backend subclass", exit_code=2)
+    if getattr(cls, "name", None) != name:  # its records name it by `name`, and are routed by that
+        raise GuildliteError(f"backend {name!r} ({eps[name].value}) names itself {getattr(cls, 'name', None)!r}:"
+                             " its entry point's name and its class's `name` must be the same", exit_code=2)
     _loaded[name] = cls
     return cls
 
