@@ -19,13 +19,7 @@ from ._config_file import verify as verify_config
 from ._disk import describe, full_message, full_reason, is_full
 from ._errors import GuildliteError
 from ._guildfile import Guildfile, OpDef
-from ._launch import (
-    Launched,
-    flag_env,
-    launch_argv,
-    rank_exit_code,
-    without_rank_env,
-)
+from ._launch import flag_env, launch_argv, rank_exit_code, without_rank_env
 from ._plugins import Dispatcher, HookFailed, Plugin
 from ._reach import unreached as flags_unreached
 from ._runs import TRASH_DIR, Run, RunPaths, now_iso
@@ -37,7 +31,7 @@ from ._supervisor import hand_over, write_launch
 from ._terminal import printable
 
 if TYPE_CHECKING:
-    from .backends import Backend
+    from .backends import Backend, Launched
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ an active record whose owner or job is gone is never reported active.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
 
@@ -121,7 +122,7 @@ def as_it_stands(rec: dict[str, Any], run_dir: Path | None,
             pass
     # A live owner records the end it is about to see (its job handle polls the same engine); read
     # as gone meanwhile, a completed run would flash `error` to every reader (watch, runs).
-    if owner_alive(rec, run_dir):
+    if rec.get("host") == socket.gethostname() and owner_alive(rec, run_dir):  # (elsewhere: not known)
         return rec
     return gone(rec, state)
 

@@ -163,7 +163,7 @@ def _job_of(remote: Any) -> tuple[Spool | None, str]:
 
 
 class SpoolJob:
-    """A submitted job as guildlite's lifecycle sees it (``guildlite._launch.Launched``)."""
+    """A submitted job as guildlite's lifecycle sees it (``guildlite.backends.Launched``)."""
 
     status_after_start = "running"  # read as pending while it waits in the spool (job_state)
     end_hooks_ran = False  # the owning guildlite fires on_run_end

@@ -27,13 +27,12 @@ import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Mapping, Protocol, Sequence
 
 from .._errors import GuildliteError
 
 if TYPE_CHECKING:
     from .._guildfile import OpDef
-    from .._launch import Launched
     from .._runs import Run
     from .._slots import Slot
 
@@ -71,6 +70,32 @@ class JobState:
     phase: Literal["queued", "running", "ended"]
     how: Literal["cancelled", "failed", "timeout", "gone"] | None = None
     detail: str = ""
+
+
+class Launched(Protocol):
+    """A started job, as ``Backend.submit`` returns it: the scheduler and the lifecycle need no more.
+
+    ``start`` (called by ``submit``), ``send(sig)`` (a graceful stop: Ctrl-C, SIGTERM, ``guildlite
+    stop``), ``kill``, ``pid`` (a local process's, else None), ``signalled`` (the signal it was sent,
+    which makes its end ``terminated``), ``status_after_start`` (``running``, or ``pending`` when it
+    waits in a queue), ``error_message`` (why it failed, when the engine knows better than an exit
+    code) and ``end_hooks_ran`` (``on_run_end`` already fired where the job ran, its owner gone).
+    Its exit is reported once, from any thread, to the ``on_exit`` given to ``submit``.
+    """
+
+    status_after_start: str
+    error_message: str | None
+    signalled: int | None
+    end_hooks_ran: bool
+
+    @property
+    def pid(self) -> int | None: ...
+
+    def start(self) -> None: ...
+
+    def send(self, sig: int) -> None: ...
+
+    def kill(self) -> None: ...
 
 
 class Backend(ABC):
