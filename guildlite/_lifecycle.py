@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from ._config_file import verify as verify_config
 from ._disk import describe, full_message, full_reason, is_full
 from ._errors import GuildliteError
+from ._files import META_DIR, TRASH_DIR, RunPaths, new_run_id, now_iso, write_json
 from ._guildfile import Guildfile, OpDef
 from ._launch import (
     Job,
@@ -33,7 +34,7 @@ from ._launch import (
 from ._lock import lock_mode
 from ._plugins import Dispatcher, HookFailed, Plugin
 from ._reach import unreached as flags_unreached
-from ._runs import META_DIR, TRASH_DIR, Run, RunPaths, new_run_id, now_iso, write_json
+from ._run import Run
 from ._scheduler import Scheduler, Slot
 from ._sourcecode import copy_files, select_files
 from ._terminal import printable

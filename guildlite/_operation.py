@@ -23,7 +23,7 @@ from ._launch import job_command
 from ._lifecycle import RunConfig, Session
 from ._plugins import Plugin, load_plugins
 from ._reach import check_nulls, check_op
-from ._runs import Run
+from ._run import Run
 from ._scheduler import Slot, make_slots, visible_gpus
 
 BATCH_CONFIRM_THRESHOLD = 1000  # larger batches ask first

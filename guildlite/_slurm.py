@@ -155,7 +155,7 @@ def sbatch_script(run_dir: Path, job_name: str, opts: Mapping[str, Any], python:
 
 def claim_end(run_dir: Path) -> bool:
     """Exactly one ``on_run_end`` per run: True for the first caller (submitter or node supervisor)."""
-    from ._runs import RunPaths
+    from ._files import RunPaths
 
     try:
         os.close(os.open(RunPaths(run_dir).end_claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
@@ -170,7 +170,8 @@ def read_record(run_dir: Path) -> dict[str, Any]:
 
 def raw_run(run_dir: Path) -> Any:
     """The Run of a record as written (no liveness derivation)."""
-    from ._runs import _FIELDS, Run, _snapshot
+    from ._run import _FIELDS, Run
+    from ._store import snapshot_attrs as _snapshot
 
     rec = read_record(run_dir)
     kw = {k: v for k, v in rec.items() if k in _FIELDS}
@@ -252,8 +253,8 @@ def remote_status(rec: dict[str, Any], run_dir: Path | str | None = None) -> dic
     if state not in END_STATES + ("GONE",):
         return rec  # RUNNING, COMPLETING, STAGE_OUT...
     if run_dir is not None:  # the supervisor may have recorded the end in the meantime
-        from ._runs import RunNotFoundError
-        from ._runs import read_record as read_valid
+        from ._errors import RunNotFoundError
+        from ._store import read_record as read_valid
 
         try:
             fresh = read_valid(Path(run_dir))
@@ -357,7 +358,7 @@ class SlurmJob:
             "hooks": "supervisor" if self.detach else "submitter",
             **self.hook_source,
         }
-        from ._runs import atomic_write, write_json
+        from ._files import atomic_write, write_json
 
         write_json(run_dir / ".guildlite" / SPEC_FILE, spec)
         name = f"guildlite-{self.run.op}-{self.run.id[-6:]}"
@@ -513,7 +514,7 @@ def detach_batch(batch: Any, trials: Sequence[Any]) -> None:
             rec["remote"] = remote
             rec["trials"] = list(batch.trial_ids)
 
-    from ._runs import update_record
+    from ._store import update_record
 
     update_record(batch.run_dir, change)
 

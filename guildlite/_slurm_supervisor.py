@@ -33,10 +33,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ._files import RunPaths, now_iso
 from ._launch import torchrun_options
 from ._record import is_run_id
-from ._runs import RunPaths, now_iso, update_record
 from ._slurm import SPEC_FILE, claim_end, raw_run, read_record
+from ._store import update_record
 
 ACTIVE = ("staged", "pending", "running")
 HANDOFF_SECONDS = 15.0  # the foreground submitter polls run.json every 0.5 s

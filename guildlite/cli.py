@@ -20,7 +20,7 @@ from ._errors import GuildliteError
 from ._terminal import printable
 
 if TYPE_CHECKING:
-    from ._runs import Run
+    from ._run import Run
 
 
 class _Group(click.Group):
@@ -348,14 +348,15 @@ def runs(
     ctx.obj = _runs_dir(runs_dir, guildfile)
     if ctx.invoked_subcommand is not None:
         return
-    from ._runs import RunList
+    from ._selection import RunList
 
     everything = RunList(ctx.obj)
     index = {run_id: i for i, run_id in enumerate(everything.ids, 1)}
     if op or status or batch:
         # Filter the index's summaries: thousands of runs without reading every run.json.
         from ._index import load_summaries
-        from ._runs import load_run, select_runs
+        from ._run import load_run
+        from ._selection import select_runs
 
         batch_id = select_runs(everything, [batch])[0].id if batch else None
         shown = [r for r, _ in load_summaries(everything, where=_where(op, status, batch_id))]
@@ -406,7 +407,8 @@ def _sub_runs_dir(group_runs_dir: Path, runs_dir: Path | None, guildfile: Path |
 
 
 def _select(runs_dir: Path, specs: Sequence[str], trash: bool = False) -> list[Run]:
-    from ._runs import TRASH_DIR, RunList, select_runs
+    from ._files import TRASH_DIR
+    from ._selection import RunList, select_runs
 
     pool = RunList(runs_dir / TRASH_DIR if trash else runs_dir)
     return select_runs(pool, specs) if specs else pool[:]
@@ -502,7 +504,7 @@ def runs_delete(
 ) -> None:
     """Move runs (a batch with its trials) to the trash (runs/.trash); see restore and purge."""
     from ._manage import delete
-    from ._runs import with_trials
+    from ._selection import with_trials
 
     runs_dir = _sub_runs_dir(group_runs_dir, runs_dir, guildfile)
     chosen = with_trials(_select(runs_dir, specs))
@@ -565,7 +567,7 @@ def _from_trash(
     guildfile: Path | None,
     quiet_if_empty: bool = False,
 ) -> None:
-    from ._runs import with_trials
+    from ._selection import with_trials
 
     runs_dir = _sub_runs_dir(group_runs_dir, runs_dir, guildfile)
     chosen = with_trials(_select(runs_dir, specs, trash=True))  # a batch goes with its trials
@@ -608,7 +610,7 @@ def compare(
     """One row per run: id, op, status, started, time, every flag, the last value of each scalar."""
     from ._index import load_records
     from ._inspect import compare_table, sort_rows
-    from ._runs import RunList, select_runs
+    from ._selection import RunList, select_runs
 
     rd = _runs_dir(runs_dir, guildfile)
     everything = RunList(rd)
@@ -925,7 +927,7 @@ def tensorboard_cmd(
     """
     import tempfile
 
-    from ._runs import with_trials
+    from ._selection import with_trials
     from ._tensorboard import require, serve, write_logdir
 
     require()
