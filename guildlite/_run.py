@@ -16,8 +16,6 @@ from ._process import process_start
 from ._record import is_run_id
 from ._store import INSPECT_FIELDS, create_record, owner_save, read_record, snapshot_attrs, update_record, warn_bad
 
-ACTIVE = ("pending", "running")
-
 
 def _version() -> str:
     from . import __version__
@@ -181,29 +179,14 @@ _FIELDS = set(Run.__dataclass_fields__) - {
     "run_dir", "_parent", "_synced_attrs", "_staged", "_owner_fd", "parent_id", "trial_ids"}
 
 
-def derive_status(rec: dict[str, Any], run_dir: Path | str | None = None) -> dict[str, Any]:
-    """The record as it stands: pending/running with its owner gone reads ``terminated``
-    (``owner_alive``: with ``run_dir``, its owner lock decides too).
-
-    A run whose job runs elsewhere (``remote``: a SLURM job) is alive while its job is; the run's
-    own dir (``run_dir``) is re-read when that job has ended.
-    """
-    if rec.get("status") in ACTIVE and isinstance(rec.get("remote"), dict):
-        from ._slurm import remote_status
-
-        return remote_status(rec, run_dir)
-    if rec.get("status") in ACTIVE and not owner_alive(rec, None if run_dir is None else Path(run_dir)):
-        msg = f"guildlite process {rec.get('pid')} ended without recording the run's end"
-        rec = {**rec, "status": "terminated", "error": rec.get("error") or {"message": msg}}
-    return rec
-
-
 def run_from_record(run_dir: Path, rec: dict[str, Any]) -> Run:
     """A Run from a record ``read_record`` (or the index) validated, with liveness-derived status.
 
     Its id is its directory's name, whatever the record's ``id`` field says.
     """
-    return _run_of(run_dir, derive_status(rec, run_dir))
+    from ._status import as_it_stands
+
+    return _run_of(run_dir, as_it_stands(rec, run_dir, read_record))
 
 
 def load_run(run_dir: Path, listed: bool = False) -> Run:

@@ -37,8 +37,9 @@ from typing import Any, Callable
 from conftest import GUILDLITE, TRACEBACK, live_procs
 
 from guildlite._errors import RunNotFoundError
-from guildlite._run import ACTIVE, load_run
+from guildlite._run import load_run
 from guildlite._selection import RunList
+from guildlite._status import ACTIVE
 
 JOB_SCRIPT = r'''
 import os, signal, sys, time
