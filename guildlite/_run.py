@@ -1,5 +1,5 @@
 """``Run``: a run as plugins, scripts and the inspect commands see it, read from its record and
-saved back through the store (``_store``), its status derived from its owner's liveness on read."""
+saved back through the store (``_store``), its status as it stands when read (``_status``)."""
 
 from __future__ import annotations
 
