@@ -28,7 +28,8 @@ from pathlib import Path
 from _common import run_id
 
 from guildlite._errors import GuildliteError
-from guildlite._runs import Run, list_runs
+from guildlite._run import Run
+from guildlite._selection import list_runs
 from guildlite._view import load_view, plotly_js, render_html, to_json, view_data
 
 HOOKS = [{"plugin": "EnvCapture", "hook": "on_run_begin", "priority": 10, "start": 0.0, "seconds": 0.03, "error": None},

@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import FlagError, GuildfileError
+from ._files import cache_dir, write_json
 from ._flags import FlagDef, coerce, name_problem
 from ._guildfile import OpDef
 from ._launch import without_rank_env
 from ._reach import in_source
-from ._runs import cache_dir, write_json
 
 IMPORT_TIMEOUT = 30.0
 

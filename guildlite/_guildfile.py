@@ -850,7 +850,7 @@ def _config_path_problem(path: str) -> str | None:
     run dir, ends .json/.yml/.yaml and is none of guildlite's own files (RunPaths) or its dir."""
     from pathlib import PurePosixPath
 
-    from ._runs import RunPaths
+    from ._files import RunPaths
 
     parts = PurePosixPath(path).parts
     if not parts or path.startswith("/"):

@@ -23,7 +23,7 @@ from ._launch import job_command
 from ._lifecycle import RunConfig, Session
 from ._plugins import Plugin
 from ._reach import check_nulls, check_op
-from ._runs import Run
+from ._run import Run
 from ._slots import Slot
 from ._supervisor import read_launch
 

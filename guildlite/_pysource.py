@@ -325,7 +325,7 @@ def _entry_for(src: Source, name: str, container: str) -> Global:
 
 def write_source(src: Source, text: str) -> None:
     """Write ``text`` back to the script in its own encoding (atomically)."""
-    from ._runs import atomic_write
+    from ._files import atomic_write
 
     atomic_write(src.path, text.encode(src.encoding))
 

@@ -18,7 +18,7 @@ from ._errors import FlagError
 
 if TYPE_CHECKING:
     from ._guildfile import OpDef
-    from ._runs import Run
+    from ._run import Run
 
 
 def check_op(op: OpDef, project: Path) -> None:

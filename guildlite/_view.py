@@ -18,10 +18,12 @@ from typing import Any, BinaryIO, Callable, Mapping, Sequence
 from urllib.parse import unquote, urlsplit
 
 from ._errors import GuildliteError, RunNotFoundError
+from ._files import META_DIR, now_iso
 from ._inspect import duration, open_run_file
+from ._run import Run, load_run
 from ._runfiles import RunFileError, listed_size, open_file
-from ._runs import META_DIR, Run, RunList, load_run, now_iso, select_runs, with_trials
 from ._scalars import MAX_LINE_BYTES, MAX_SCALARS_BYTES, summarize
+from ._selection import RunList, select_runs, with_trials
 
 FORMAT = 1
 MAX_POINTS = 2000  # per scalar series: longer ones are thinned (evenly, keeping the last point)

@@ -26,7 +26,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from guildlite._runs import Run, list_runs, load_run
+from guildlite._run import Run, load_run
+from guildlite._selection import list_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT = ROOT / "docs" / "view.png"

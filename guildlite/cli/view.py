@@ -81,7 +81,7 @@ def tensorboard_cmd(
     """
     import tempfile
 
-    from .._runs import with_trials
+    from .._selection import with_trials
     from .._tensorboard import require, serve, write_logdir
 
     require()
