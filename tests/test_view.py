@@ -184,7 +184,7 @@ def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
 
 
 def test_view_data_shape(runs_dir: Path) -> None:
-    from guildlite._view import view_data
+    from guildlite._view_data import view_data
 
     data = view_data(list_runs(runs_dir), runs_dir)
     json.dumps(data, allow_nan=False)  # JSON-serialisable as it is
@@ -220,7 +220,7 @@ def test_view_data_shape(runs_dir: Path) -> None:
 
 def test_view_data_for_the_server(runs_dir: Path) -> None:
     """The server's page holds the table's fields only (summaries from the runs index); details on request."""
-    from guildlite._view import load_view, view_data
+    from guildlite._view_data import load_view, view_data
 
     full = view_data(list_runs(runs_dir), runs_dir)
     slim = load_view(runs_dir, details=False)
@@ -240,7 +240,7 @@ def test_view_data_for_the_server(runs_dir: Path) -> None:
 def test_view_data_bounds_and_odd_rows(tmp_path: Path) -> None:
     """Long series are thinned (last point kept), output is a tail, bad rows are skipped, NaN is a gap."""
     from guildlite._scalars import summarize
-    from guildlite._view import MAX_POINTS, TAIL_BYTES, TAIL_LINES, view_data
+    from guildlite._view_data import MAX_POINTS, TAIL_BYTES, TAIL_LINES, view_data
 
     runs_dir = tmp_path / "runs"
     runs_dir.mkdir()
@@ -269,7 +269,7 @@ def test_view_data_bounds_and_odd_rows(tmp_path: Path) -> None:
     assert ["deep/er/x.txt", 1] in r["files"]
     assert r["flags"] == {"lr": r["flags"]["lr"]} and math.isnan(r["flags"]["lr"])
 
-    from guildlite._view import to_json
+    from guildlite._view_page import to_json
 
     page = json.loads(to_json(data))  # NaN flag: null, so JSON.parse in the browser reads it
     assert page["runs"][0]["flags"]["lr"] is None
