@@ -16,7 +16,8 @@ from ._batchspec import batch_flags as batch_spec
 from ._builtins import builtin_plugins
 from ._config_file import check as check_config
 from ._errors import GuildfileError, GuildliteError
-from ._flags import Grid, Random, given_texts, nul_free, parse_assignments, resolve
+from ._flag_values import Grid, Random, given_texts, parse_assignments, resolve
+from ._flags import nul_free
 from ._flags_import import with_imported_flags
 from ._guildfile import GUILDFILE, Guildfile, PluginSpec, default_runs_dir, find_guildfile, load, option_runs_dir
 from ._launch import job_command
