@@ -19,12 +19,13 @@ from ._errors import GuildfileError, GuildliteError
 from ._flag_values import Grid, Random, given_texts, parse_assignments, resolve
 from ._flags import nul_free
 from ._flags_import import with_imported_flags
-from ._guildfile import GUILDFILE, Guildfile, PluginSpec, default_runs_dir, find_guildfile, load, option_runs_dir
+from ._guildfile import GUILDFILE, Guildfile, PluginSpec, find_guildfile, load
 from ._launch import job_command
 from ._lifecycle import RunConfig, Session
 from ._plugins import Plugin, load_plugins
 from ._reach import check_nulls, check_op
 from ._runs import Run
+from ._runs_dir import default_runs_dir, option_runs_dir
 from ._scheduler import Slot, make_slots, visible_gpus
 
 BATCH_CONFIRM_THRESHOLD = 1000  # larger batches ask first
