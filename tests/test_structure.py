@@ -74,6 +74,20 @@ def test_every_module_is_short() -> None:
     assert "sizes: ok" in r.stdout
 
 
+def test_flags_import_and_reach_import_each_other_no_more() -> None:
+    # Issue 15: _flags_import imported _reach at module level and _reach imported _flags_import lazily.
+    r = check("--check", "imports")
+    cycles = [line for line in r.stdout.splitlines() if "import cycle:" in line]
+    assert not [c for c in cycles if "guildlite._flags_import" in c or "guildlite._reach" in c], r.stdout
+
+
+@pytest.mark.parametrize("module", ["_view", "_pysource", "_flags", "_guildfile"])
+def test_the_split_modules_are_short(module: str) -> None:
+    r = check("--check", "sizes")
+    too_long = [line for line in r.stdout.splitlines() if line.strip().startswith("module too long:")]
+    assert not [line for line in too_long if f"guildlite/{module}" in line], r.stdout
+
+
 # --- the checker on planted trees -------------------------------------------------------------------
 
 

@@ -296,6 +296,33 @@ def test_view_out_is_one_offline_file(runs_dir: Path, tmp_path: Path) -> None:
     assert rows[TRIALS[0]]["scalars"]["loss"]["count"] == 50
 
 
+def test_a_built_wheel_ships_the_page(tmp_path: Path) -> None:
+    """The page's HTML/CSS/JS are package data: a non-editable install (a wheel) renders the page."""
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "guildlite", src / "guildlite", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", str(src), "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist")],
+                   check=True, cwd=tmp_path, timeout=300)
+    wheel = next((tmp_path / "dist").glob("guildlite-*.whl"))
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(tmp_path / "site"), str(wheel)], check=True,
+                   timeout=300)
+    page_files = sorted(p.name for p in (ROOT / "guildlite" / "static").iterdir())
+    assert page_files == ["view.css", "view.html", "view.js"]
+    assert sorted(p.name for p in (tmp_path / "site" / "guildlite" / "static").iterdir()) == page_files
+    code = ("import guildlite._view_page as v; print(v.__file__); "
+            "print(v.render_html({'runs': [{'id': 'r1'}]}, js='/*plotly*/'))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                       env={**os.environ, "PYTHONPATH": str(tmp_path / "site")})
+    assert p.returncode == 0, p.stderr
+    where, html = p.stdout.split("\n", 1)
+    assert where.startswith(str(tmp_path / "site"))  # the installed copy, not the source tree
+    assert "<title>guildlite view (1 run)</title>" in html and "/*plotly*/" in html
+    assert (ROOT / "guildlite" / "static" / "view.js").read_text() in html
+    assert "{{" not in html.replace((ROOT / "guildlite" / "static" / "view.js").read_text(), "")
+
+
 def test_view_out_selection_brings_trials(runs_dir: Path, tmp_path: Path) -> None:
     _need("plotly")
     out = tmp_path / "batch.html"
