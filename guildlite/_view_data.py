@@ -25,9 +25,6 @@ TAIL_LINES = 100
 MAX_FILES = 200  # listed per run
 
 
-# --- data ----------------------------------------------------------------------------------------
-
-
 def view_data(
     runs: Sequence[Run],
     runs_dir: Path | None = None,
