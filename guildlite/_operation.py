@@ -26,7 +26,7 @@ from ._plugins import Plugin
 from ._reach import check_nulls, check_op
 from ._runs import Run
 from ._runs_dir import default_runs_dir, option_runs_dir
-from ._scheduler import Slot
+from ._slots import Slot
 from ._supervisor import read_launch
 
 if TYPE_CHECKING:
