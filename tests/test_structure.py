@@ -50,8 +50,7 @@ CLEAN = {
 
 @pytest.mark.xfail(
     strict=False,
-    reason="issue 15: cycles through the backends registry (backends -> _scheduler -> _launch -> _guildfile ->"
-    " backends) and the run store (_runs <-> _status, _lock <-> _runs) are the lead's and the store's",
+    reason="issue 15: the run store's cycles (_runs <-> _status, _lock <-> _runs) are the lead's and the store's",
 )
 def test_the_package_has_no_import_cycle() -> None:
     r = check("--check", "imports")
