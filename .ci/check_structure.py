@@ -15,7 +15,7 @@ the backend is a package of its own (``guildlite/backends/NAME/``) or is ``slurm
 backend such as ``local`` is named with an everyday English word that the rest of the code uses
 for other things. The word is matched case-insensitively as a whole word in code, strings and
 comments, also as a part of an identifier (``_slurm``, ``SlurmJob``, ``SLURM_JOB_ID``), but not
-inside a longer word (``slurmctld``). For ``slurm`` without a package yet, every mention is one
+inside a longer word (``slurmctld``); and in the module's path (``guildlite/_slurm_queue.py``). For ``slurm`` without a package yet, every mention is one
 too many.
 
 ``sizes``: every module under ``guildlite/`` has at most MAX_LINES lines (the issue says ~400).
@@ -267,6 +267,9 @@ def check_backends(root: Path) -> list[str]:
         banned = {name for name, home in homes.items() if home not in path.parents}
         if not banned:
             continue
+        rel = path.relative_to(root)
+        for name in sorted(banned.intersection(words(" ".join(rel.parts)))):
+            problems.append(f"backend name {name!r} outside guildlite/backends/{name}/: {rel}: in the module's path")
         text = path.read_bytes().decode("utf-8", errors="replace")
         for number, line in enumerate(text.splitlines(), 1):
             for name in sorted(banned.intersection(words(line))):

@@ -179,6 +179,13 @@ def test_slurm_is_checked_before_its_package_exists(tmp_path: Path) -> None:
     r = check("--check", "backends", root=tree(tmp_path, files))
     assert r.returncode == 1
     assert "guildlite/_slurm.py:1:" in r.stdout  # the module's name is not its package
+    assert "guildlite/_slurm.py: in the module's path" in r.stdout
+
+
+def test_a_backend_named_module_outside_its_package_fails(tmp_path: Path) -> None:
+    r = check("--check", "backends", root=tree(tmp_path, {**CLEAN, "guildlite/tools/slurm_queue.py": "x = 1\n"}))
+    assert r.returncode == 1
+    assert "guildlite/tools/slurm_queue.py: in the module's path" in r.stdout
 
 
 def test_entry_point_backends_with_a_package_are_checked(tmp_path: Path) -> None:
@@ -201,8 +208,9 @@ def test_entry_point_backends_with_a_package_are_checked(tmp_path: Path) -> None
     assert r.returncode == 1
     assert "checked backend names: kube, slurm\n" in r.stdout
     problems = [line for line in r.stdout.splitlines() if "backend name '" in line]
-    assert len(problems) == 2, r.stdout
+    assert len(problems) == 3, r.stdout
     assert any("guildlite/backends/slurm/kube_bridge.py:1:" in p for p in problems)
+    assert any("guildlite/backends/slurm/kube_bridge.py: in the module's path" in p for p in problems)
     assert any("guildlite/backends/__init__.py:1:" in p for p in problems)
 
 
