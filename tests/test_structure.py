@@ -66,7 +66,7 @@ def test_no_backend_name_outside_its_package() -> None:
 
 
 @pytest.mark.xfail(
-    strict=False, reason="issue 15: _runs.py (store) and _lifecycle.py (lead) are being split"
+    strict=False, reason="issue 15: _runs.py (store) is being split"
 )
 def test_every_module_is_short() -> None:
     r = check("--check", "sizes")
