@@ -51,7 +51,7 @@ class Run:
     parent_id: str | None = None
     trial_ids: list[str] = field(default_factory=list)
     host: str = field(default_factory=socket.gethostname)
-    remote: bool | dict[str, Any] = False  # where the job runs when not here: {"backend": "slurm", "job_id", ...}
+    remote: bool | dict[str, Any] = False  # where the job runs when not here: {"backend": NAME, "job_id", ...}
     op_def: dict[str, Any] = field(default_factory=dict)
     error: dict[str, Any] | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
@@ -130,7 +130,7 @@ class Run:
         Everything but ``label`` and ``tags`` (the inspect commands' fields, taken from disk here
         and never written) is the owner's; ``attrs`` are merged per plugin key: only the keys this
         Run changed since it was read or saved are written, so a plugin's data recorded by another
-        process (a SLURM node) is not reverted. A record that is missing or unreadable is written
+        process (a backend's node) is not reverted. A record that is missing or unreadable is written
         whole from this Run.
         """
         rec = owner_save(self.run_dir, self.to_record(), self._synced_attrs or {})

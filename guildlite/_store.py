@@ -23,11 +23,11 @@ from ._record import MAX_BYTES, Problem, is_run_id, parse
 STAGING_PREFIX = ".staging-"  # a run dir being staged: hidden, never listed, published by a rename
 
 # Who writes which field of run.json. Writers run in different processes at any time (the run's
-# owner, `guildlite label` / `tag`, a SLURM node), so every change is a read-modify-write under the
+# owner, `guildlite label` / `tag`, a backend's node), so every change is a read-modify-write under the
 # run's lock (``update_record``) that changes only the writer's own fields:
 # - INSPECT_FIELDS belong to the inspect commands, which never write anything else;
 # - every other field belongs to the process that owns the run (the guildlite that staged and
-#   launches it, or restarts it; on SLURM the node's supervisor for status, exit_code, stopped,
+#   launches it, or restarts it; for a job on other machines, its node's supervisor for status, exit_code, stopped,
 #   started, attempts, host, remote, error): status, exit_code, started, stopped, pid, pid_start,
 #   job_pid, attempts, error, cmd, gpus, remote, flags, trials, batch, plugins...;
 # - ``attrs`` is the plugins', merged per plugin key (``merge_attrs``).

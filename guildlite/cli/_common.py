@@ -59,7 +59,8 @@ def _guildfile_option(f: Any = None, *, short: bool = True) -> Any:
 
 
 def _runs_dir(runs_dir: Path | None, guildfile: Path | None) -> Path:
-    from .._guildfile import default_runs_dir, find_guildfile, load, option_runs_dir
+    from .._guildfile import find_guildfile, load
+    from .._runs_dir import default_runs_dir, option_runs_dir
 
     if runs_dir:
         return option_runs_dir(runs_dir)
