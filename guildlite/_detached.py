@@ -24,7 +24,7 @@ def main(argv: list[str]) -> int:
     from ._files import now_iso
     from ._run import raw_run
     from ._status import move
-    from ._supervisor import read_launch
+    from ._supervisor import fire_end, read_launch
 
     run = raw_run(run_dir)
     if fd >= 0:
@@ -37,10 +37,13 @@ def main(argv: list[str]) -> int:
     except Exception as e:  # the guildfile changed or went away since the run was staged
         why = f"cannot start: {type(e).__name__}: {e}"
         print(f"guildlite: run {run.id}: {why}", file=sys.stderr)
-        for r in [*[t for t in run.trials if t.status == "staged"], run]:
+        ended = [*[t for t in run.trials if t.status == "staged"], run]
+        for r in ended:
             move(r, "error")
             r.error, r.stopped = {"message": why}, now_iso()
             r.save()
+        for r in ended:  # every staged run gets its on_run_end (the built-ins', if its plugins cannot load)
+            fire_end(r.run_dir)
         return 1
     run = session.start(run, slots, fail_fast)
     return 0 if run.status == "completed" else run.exit_code or 1

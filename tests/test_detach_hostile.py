@@ -1,0 +1,118 @@
+"""``guildlite run --detach`` under hostile conditions: the project changing under a run handed
+over to its detached supervisor, and records that must not lie afterwards.
+
+Real ``guildlite`` subprocesses, real detached supervisors, real files; every run here uses
+``launcher: python`` (torchrun is not the point).
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from typing import Any, Callable
+
+from conftest import Project, wait_until
+
+SCRIPT = textwrap.dedent(
+    """\
+    import sys
+    print("argv", " ".join(sys.argv[1:]), flush=True)
+    """
+)
+
+# A plugin that logs each hook (run id, hook, status) to hooks.jsonl in the project, and at
+# on_run_staged does what the run's `act` flag says to the project.
+PLUGIN = textwrap.dedent(
+    """\
+    import json, os
+    from pathlib import Path
+    from guildlite import Plugin
+
+    HERE = Path(__file__).parent
+
+    class Log(Plugin):
+        def _log(self, run, hook):
+            with open(HERE / "hooks.jsonl", "a") as f:
+                f.write(json.dumps({"id": run.id, "hook": hook, "status": run.status}) + "\\n")
+
+        def on_run_staged(self, run):
+            self._log(run, "on_run_staged")
+            if run.flags.get("act") == "rm-guildfile":
+                os.replace(HERE / "guildfile.yml", HERE / "guildfile.gone")
+
+        def on_run_begin(self, run):
+            self._log(run, "on_run_begin")
+
+        def on_run_end(self, run):
+            self._log(run, "on_run_end")
+    """
+)
+
+GUILDFILE = textwrap.dedent(
+    """\
+    plugins:
+      - class: logplug:Log
+    operations:
+      quick:
+        main: job.py
+        launcher: python
+        flags:
+          act: none
+          opt: x
+    """
+)
+
+
+def _project(make_project: Callable[..., Project]) -> Project:
+    return make_project(GUILDFILE, {"job.py": SCRIPT, "logplug.py": PLUGIN})
+
+
+def _hooks(proj: Project) -> list[dict[str, Any]]:
+    path = proj.root / "hooks.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _ended(proj: Project, run_id: str) -> dict[str, Any] | None:
+    rec = proj.record(run_id)
+    return rec if rec["status"] in ("completed", "error", "terminated") else None
+
+
+def _ends(proj: Project, run_id: str) -> list[dict[str, Any]]:
+    return [h for h in _hooks(proj) if h["id"] == run_id and h["hook"] == "on_run_end"]
+
+
+def test_a_detached_batch_runs_its_trials_as_a_foreground_batch_does(make_project: Callable[..., Project]) -> None:
+    """The detached supervisor starts the staged trials as they were planned: it does not plan the
+    request again from one trial's recorded flags (a null in a grid is refused on its own, not in
+    a batch: a foreground batch runs it, so a detached one must too)."""
+    proj = _project(make_project)
+    fg = proj.run("run", "-y", "quick", "opt=[none,y]")
+    assert fg.returncode == 0, fg.stderr
+    cp = proj.run("run", "-y", "-b", "quick", "opt=[none,y]")
+    assert cp.returncode == 0, cp.stderr
+    batch_id = cp.stdout.split()[0]
+    batch = wait_until(lambda: _ended(proj, batch_id), what="the detached batch's end")
+    assert batch["status"] == "completed", batch
+    for tid in batch["trials"]:
+        assert proj.record(tid)["status"] == "completed", proj.record(tid)
+
+
+def test_a_run_whose_guildfile_went_away_before_its_supervisor_started_gets_its_end_hooks(
+    make_project: Callable[..., Project],
+) -> None:
+    """The supervisor cannot start the run (its guildfile is gone): every staged run (the batch and
+    its trials) is ended in error, and each still gets exactly one on_run_end (the built-ins'),
+    as the lifecycle promises for every run that was staged."""
+    proj = _project(make_project)
+    cp = proj.run("run", "-y", "-b", "quick", "act=rm-guildfile", "opt=[a,b]")
+    assert cp.returncode == 0, cp.stderr
+    batch_id = cp.stdout.split()[0]
+    batch = wait_until(lambda: _ended(proj, batch_id), what="the batch's end")
+    assert batch["status"] == "error" and "cannot start" in batch["error"]["message"], batch
+    for rid in [batch_id, *batch["trials"]]:
+        rec = wait_until(lambda rid=rid: _ended(proj, rid), what=f"{rid}'s end")
+        assert rec["status"] == "error", rec
+        ends = [c for c in rec["plugins"] if c["hook"] == "on_run_end"]
+        assert ends, (rid, rec["plugins"])
+        assert len({c["plugin"] for c in ends}) == len(ends), ends  # each plugin once
+    assert (proj.root / "guildfile.gone").exists()
