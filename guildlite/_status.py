@@ -94,7 +94,10 @@ def as_it_stands(rec: dict[str, Any], run_dir: Path | None,
     (``remote.backend``) is as that job is (an ended job's end is its live owner's to record);
     any other active run is alive while its owning guildlite process is (``owner_alive``). Never
     reported active when it is not. ``reread`` reads the record of ``run_dir`` again (the store's
-    reader), to see an end recorded meanwhile."""
+    reader), to see an end recorded meanwhile. A staged trial whose batch has ended will never
+    start (the batch's owner died first): terminated, saying so."""
+    if rec.get("status") == "staged":
+        return _unstarted(rec, run_dir, reread)
     if rec.get("status") not in ACTIVE:
         return rec
     from . import backends
@@ -125,6 +128,29 @@ def as_it_stands(rec: dict[str, Any], run_dir: Path | None,
     if rec.get("host") == socket.gethostname() and owner_alive(rec, run_dir):  # (elsewhere: not known)
         return rec
     return gone(rec, state)
+
+
+def _unstarted(rec: dict[str, Any], run_dir: Path | None,
+               reread: Callable[[Path], dict[str, Any]] | None) -> dict[str, Any]:
+    """A staged record as it stands: a trial under a batch that has ended reads terminated (a live
+    batch ends its unstarted trials itself; only a batch whose owner died leaves them staged)."""
+    batch_id = rec.get("parent")
+    if not rec.get("is_trial") or not isinstance(batch_id, str) or run_dir is None or reread is None:
+        return rec
+    from ._errors import RunNotFoundError
+    from ._record import is_run_id
+
+    if not is_run_id(batch_id):
+        return rec
+    batch_dir = run_dir.parent / batch_id
+    try:
+        batch = as_it_stands(reread(batch_dir), batch_dir, reread)
+    except RunNotFoundError:  # (a bad record too) no batch to tell by
+        return rec
+    if batch.get("status") not in ENDED:
+        return rec
+    return {**rec, "status": "terminated",
+            "error": rec.get("error") or {"message": f"not started: its batch {batch_id} ended before it did"}}
 
 
 def gone(rec: dict[str, Any], state: JobState) -> dict[str, Any]:

@@ -8,6 +8,8 @@ Real ``guildlite`` subprocesses, real detached supervisors, real files; every ru
 from __future__ import annotations
 
 import json
+import os
+import signal
 import textwrap
 from typing import Any, Callable
 
@@ -116,3 +118,51 @@ def test_a_run_whose_guildfile_went_away_before_its_supervisor_started_gets_its_
         assert ends, (rid, rec["plugins"])
         assert len({c["plugin"] for c in ends}) == len(ends), ends  # each plugin once
     assert (proj.root / "guildfile.gone").exists()
+
+
+HOLD_SCRIPT = textwrap.dedent(
+    """\
+    import os, sys, time
+    print(sys.argv[1:], flush=True)
+    hold = os.path.join(os.environ["HOLD_DIR"], "hold")
+    while os.path.exists(hold):
+        time.sleep(0.05)
+    """
+)
+
+
+def test_trials_of_a_batch_whose_supervisor_was_killed_read_as_ended_and_restart(
+    make_project: Callable[..., Project],
+) -> None:
+    """SIGKILL to a detached batch's supervisor while its first trial runs: the batch and that trial
+    read terminated (their owner is gone), and so do the trials it never started: no trial reads
+    `staged` forever under an ended batch. A restart of the batch then runs them all."""
+    proj = make_project(GUILDFILE.replace("job.py", "hold.py"),
+                        {"hold.py": HOLD_SCRIPT, "logplug.py": PLUGIN})
+    (proj.root / "hold").touch()
+    env = {"HOLD_DIR": str(proj.root)}
+    cp = proj.run("run", "-y", "-b", "quick", "opt=[a,b,c]", env=env)
+    assert cp.returncode == 0, cp.stderr
+    batch_id = cp.stdout.split()[0]
+    first = wait_until(lambda: proj.record(batch_id)["trials"][0] if len(proj.record(batch_id)["trials"]) == 3
+                       and proj.record(proj.record(batch_id)["trials"][0])["status"] == "running" else None,
+                       what="the first trial running")
+    os.kill(proj.record(batch_id)["pid"], signal.SIGKILL)
+    listed = wait_until(lambda: [r for r in proj.run_json("runs", "--json", "-a")
+                                 if r["status"] not in ("pending", "running")] if all(
+        r["status"] not in ("pending", "running") for r in proj.run_json("runs", "--json", "-a")) else None,
+                        what="nothing active")
+    by_id = {r["id"]: r for r in listed}
+    assert by_id[batch_id]["status"] == "terminated"
+    assert by_id[first]["status"] == "terminated"
+    for tid in proj.record(batch_id)["trials"][1:]:
+        assert by_id[tid]["status"] == "terminated", by_id[tid]
+        assert batch_id in by_id[tid]["error"]["message"], by_id[tid]
+        assert proj.run_json("runs", "info", tid, "--json")["status"] == "terminated"
+    assert proj.run("runs", "--status", "staged").stdout.strip() == ""
+    (proj.root / "hold").unlink()
+    cp = proj.run("run", "-y", "-b", "--restart", batch_id, env=env)
+    assert cp.returncode == 0, cp.stderr
+    batch = wait_until(lambda: _ended(proj, batch_id), what="the restarted batch's end")
+    assert batch["status"] == "completed", batch
+    assert [proj.record(t)["status"] for t in batch["trials"]] == ["completed"] * 3
