@@ -7,6 +7,7 @@ failing script, a veto, SIGTERM or Ctrl-C, or an exception in guildlite itself.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -23,7 +24,7 @@ from ._guildfile import Guildfile, OpDef
 from ._launch import flag_env, launch_argv, rank_exit_code, without_rank_env
 from ._plugins import Dispatcher, HookFailed, Plugin
 from ._reach import unreached as flags_unreached
-from ._run import Run
+from ._run import Run, load_run
 from ._scheduler import Scheduler
 from ._slots import Slot
 from ._staging import new_run, publish, stage_source, staging
@@ -341,6 +342,15 @@ class Session:
         (with ``flags``) staged again in its own dir; a batch with its trials that did not complete
         (its completed ones stay as they are). The trials to start, [] for a run."""
         with self._invocation():
+            if run.status in ("pending", "running"):
+                raise GuildliteError(f"run {run.id} is {run.status}: stop it before restarting it", exit_code=2)
+            # Owned from here: concurrent restarts of one run take turns, each one starting from the
+            # record the one before it left (its attempts, its trials' ends), never from a stale copy.
+            run.claim()
+            fresh = load_run(run.run_dir)
+            for f in dataclasses.fields(fresh):
+                if not f.name.startswith("_") and f.name not in ("pid", "pid_start", "host"):  # now ours
+                    setattr(run, f.name, getattr(fresh, f.name))
             trials = [t for t in run.trials if t.status != "completed"] if run.is_batch else []
             self.reopen(run, flags)
             for t in trials:

@@ -13,7 +13,7 @@ import signal
 import textwrap
 from typing import Any, Callable
 
-from conftest import Project, wait_until
+from conftest import Project, wait_no_marker_procs, wait_until
 
 SCRIPT = textwrap.dedent(
     """\
@@ -28,7 +28,7 @@ PLUGIN = textwrap.dedent(
     """\
     import json, os
     from pathlib import Path
-    from guildlite import Plugin
+    from guildlite import Plugin, StopRun
 
     HERE = Path(__file__).parent
 
@@ -39,6 +39,8 @@ PLUGIN = textwrap.dedent(
 
         def on_run_staged(self, run):
             self._log(run, "on_run_staged")
+            if run.flags.get("act") == "fail":
+                raise StopRun("act=fail")
             if run.flags.get("act") == "rm-guildfile":
                 os.replace(HERE / "guildfile.yml", HERE / "guildfile.gone")
 
@@ -166,3 +168,30 @@ def test_trials_of_a_batch_whose_supervisor_was_killed_read_as_ended_and_restart
     batch = wait_until(lambda: _ended(proj, batch_id), what="the restarted batch's end")
     assert batch["status"] == "completed", batch
     assert [proj.record(t)["status"] for t in batch["trials"]] == ["completed"] * 3
+
+
+def test_concurrent_detached_restarts_of_one_batch_take_turns(make_project: Callable[..., Project]) -> None:
+    """Three `run -b --restart BATCH` at once: each either restarts the batch after the one before
+    has ended, or is refused cleanly; never two at once on one record. Each start of the batch
+    gets one on_run_begin and one on_run_end; each staging of its trial one on_run_end."""
+    proj = _project(make_project)
+    cp = proj.run("run", "-y", "quick", "act=[ok,fail]")
+    batch_id = proj.records()[0]["id"]
+    failed = [r["id"] for r in proj.records() if r["flags"].get("act") == "fail"]
+    assert cp.returncode != 0 and len(failed) == 1, cp.stderr
+    (proj.root / "hooks.jsonl").unlink()
+    procs = [proj.spawn("run", "-y", "-b", "--restart", batch_id) for _ in range(3)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode in (0, 2), (p.returncode, out, err)
+        assert "Traceback" not in err, err
+    assert any(p.returncode == 0 for p in procs)
+    wait_no_marker_procs(proj.marker, timeout=60)  # every supervisor handed a restart has ended
+    hooks = _hooks(proj)
+
+    def count(rid: str, hook: str) -> int:
+        return len([h for h in hooks if h["id"] == rid and h["hook"] == hook])
+
+    assert count(batch_id, "on_run_begin") == count(batch_id, "on_run_end") >= 1, hooks
+    assert count(failed[0], "on_run_staged") == count(failed[0], "on_run_end") >= 1, hooks
+    assert len(proj.record(batch_id)["attempts"]) == count(batch_id, "on_run_begin"), proj.record(batch_id)
