@@ -11,8 +11,10 @@ supervisor.log``. SIGHUP is ignored; SIGTERM (``guildlite stop``) and SIGINT sto
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def main(argv: list[str]) -> int:
@@ -20,6 +22,19 @@ def main(argv: list[str]) -> int:
         print("usage: python -m guildlite._detached RUN_DIR OWNER_FD", file=sys.stderr)
         return 2
     run_dir, fd = Path(argv[0]), int(argv[1])
+    # A stop may come at once (`run -b` then `stop`): kept until the session takes the signals
+    # over, so the run still ends recorded, with its end hooks, instead of this process dying.
+    stops: list[int] = []
+    sessions: list[Any] = []
+
+    def early(sig: int, _frame: Any) -> None:
+        stops.append(sig)
+        for s in sessions:
+            s.stopping = s.stopping or sig
+
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, early)
     sys.stdin.buffer.read()  # until the owner that handed the run over has written the record
     from ._files import now_iso
     from ._run import raw_run
@@ -50,6 +65,8 @@ def main(argv: list[str]) -> int:
         for r in ended:  # every staged run gets its on_run_end (the built-ins', if its plugins cannot load)
             fire_end(r.run_dir)
         return 1
+    sessions.append(session)
+    session.stopping = session.stopping or (stops[0] if stops else None)
     run = session.start(run, slots, fail_fast)
     return 0 if run.status == "completed" else run.exit_code or 1
 

@@ -236,3 +236,29 @@ def test_a_supervisor_whose_caller_died_before_naming_it_owns_the_run(make_proje
     finally:
         if sup.poll() is None:
             sup.kill()
+
+
+SLOW_PLUGIN = PLUGIN.replace("HERE = Path(__file__).parent\n", textwrap.dedent(
+    """\
+    HERE = Path(__file__).parent
+    if os.getsid(0) == os.getpid() and (HERE / "slow").exists():  # the detached supervisor only
+        import time
+        time.sleep(5)
+    """))
+
+
+def test_a_stop_right_after_run_b_is_recorded_with_its_end_hooks(make_project: Callable[..., Project]) -> None:
+    """`guildlite stop` as soon as `run -b` returns reaches the supervisor while it is still
+    loading the run's plugins: the run ends terminated, recorded so, with one on_run_end (the
+    supervisor was killed by the signal, leaving `pending` and no end hooks)."""
+    proj = make_project(GUILDFILE, {"job.py": SCRIPT, "logplug.py": SLOW_PLUGIN})
+    (proj.root / "slow").touch()
+    cp = proj.run("run", "-y", "-b", "quick")
+    assert cp.returncode == 0, cp.stderr
+    run_id = cp.stdout.split()[0]
+    stop = proj.run("stop", run_id, timeout=60)
+    assert stop.returncode == 0, stop.stderr
+    rec = wait_until(lambda: _ended(proj, run_id) if _ends(proj, run_id) else None, timeout=30,
+                     what="the end recorded, with its hooks")
+    assert rec["status"] == "terminated", rec
+    assert len(_ends(proj, run_id)) == 1, _hooks(proj)
