@@ -300,3 +300,56 @@ def test_a_planted_meta_dir_that_is_not_a_directory_is_a_bad_record(module_proje
     finally:
         meta.unlink()
         moved.rename(meta)
+
+
+FAKE_SLURM_TOOL = """#!/bin/sh
+echo "$(basename "$0") $*" >> "$SLURM_CALLS"
+"""
+
+
+def test_a_record_whose_slurm_job_ids_are_not_job_ids_never_reaches_a_slurm_command(
+    make_project: Callable[..., Project], tmp_path: Path
+) -> None:
+    """A live SLURM run's record whose job ids were replaced by option-like text (`--user=...`):
+    `runs`, `runs info` and `stop` never pass it to squeue/sacct/scancel (where `scancel
+    --user=me` would cancel every job of the user); the fake SLURM tools on PATH log each call."""
+    import socket
+    import sys
+
+    proj = make_project()
+    assert proj.run("run", "-y", "quick").returncode == 0
+    src = proj.run_dirs()[0]
+    run_id = "20200101T000000-5a5a5a"
+    run_dir = proj.runs_dir / run_id
+    subprocess.run(["cp", "-r", str(src), str(run_dir)], check=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import os, sys, time\n"
+         "from guildlite._files import RunPaths\nfrom guildlite._owner import take_owner_lock\n"
+         "from guildlite._process import process_start\n"
+         "from pathlib import Path\n"
+         f"take_owner_lock(RunPaths(Path({str(run_dir)!r})), {run_id!r}, os.getpid(), process_start(os.getpid()), 5)\n"
+         "print('held', flush=True)\ntime.sleep(120)\n"],
+        stdout=subprocess.PIPE, text=True, env=proj.env, cwd=tmp_path)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        from guildlite._process import process_start
+
+        rec = json.loads((run_dir / "run.json").read_text())
+        rec.update(status="running", host=socket.gethostname(), pid=holder.pid, pid_start=process_start(holder.pid),
+                   job_pid=None, remote={"backend": "slurm", "job_id": "--user=root", "job_ids": ["--user=root"]})
+        (run_dir / "run.json").write_text(json.dumps(rec))
+        bin_dir = tmp_path / "fakebin"
+        bin_dir.mkdir()
+        for tool in ("squeue", "sacct", "scancel", "sbatch", "scontrol"):
+            (bin_dir / tool).write_text(FAKE_SLURM_TOOL)
+            (bin_dir / tool).chmod(0o755)
+        calls = tmp_path / "calls.log"
+        env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SLURM_CALLS": str(calls)}
+        for args in (("runs", "-a"), ("runs", "info", run_id), ("stop", run_id, "--timeout", "10")):
+            cp = proj.run(*args, env=env, timeout=60)
+            assert TRACEBACK not in cp.stderr, cp.stderr
+        logged = calls.read_text() if calls.exists() else ""
+        assert "--user=root" not in logged, logged
+    finally:
+        holder.kill()
+        holder.wait()

@@ -14,6 +14,7 @@ The guildlite process never imports torch; nothing here does.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
@@ -73,8 +74,7 @@ class SlurmBackend(Backend):
     def job_state(cls, rec: Mapping[str, Any], run_dir: Path | None) -> JobState | None:
         from .queue import state_of
 
-        remote = rec.get("remote") or {}
-        ids = [str(j) for j in (remote.get("job_ids") or ([remote["job_id"]] if remote.get("job_id") else []))]
+        ids = _job_ids(rec.get("remote"))
         return state_of(ids[-1]) if ids else None
 
     @classmethod
@@ -82,8 +82,7 @@ class SlurmBackend(Backend):
         """Mark the stop request (so that the job is not requeued), then scancel its last job."""
         from .queue import scancel
 
-        remote = run.remote if isinstance(run.remote, dict) else {}
-        ids = [str(j) for j in remote.get("job_ids") or ([remote["job_id"]] if remote.get("job_id") else [])]
+        ids = _job_ids(run.remote)
         if not ids:
             return False
         run.paths.meta.mkdir(exist_ok=True)
@@ -92,3 +91,16 @@ class SlurmBackend(Backend):
             scancel(ids[-1:], sig="KILL")
         scancel(ids[-1:])
         return True
+
+
+# A SLURM job id: 123, an array task 123_4, a heterogeneous component 123+1.
+_JOB_ID = re.compile(r"[0-9]{1,20}(?:_[0-9]{1,10})?(?:\+[0-9]{1,5})?")
+
+
+def _job_ids(remote: Any) -> list[str]:
+    """The job ids a record names (oldest first); none if its last is not a SLURM job id: a record
+    is input, and text such as ``--user=me`` must never reach squeue, sacct or scancel."""
+    if not isinstance(remote, dict):
+        return []
+    ids = [str(j) for j in remote.get("job_ids") or ([remote["job_id"]] if remote.get("job_id") else [])]
+    return ids if ids and _JOB_ID.fullmatch(ids[-1]) else []
