@@ -37,13 +37,25 @@ def write_launch(meta: Path, spec: dict[str, Any]) -> None:
     write_json(meta / LAUNCH_FILE, spec)
 
 
+# The launch file's fields and their types: a run dir is input, so a field of another type is absent.
+_LAUNCH_TYPES: dict[str, tuple[type, ...]] = {
+    "guildfile": (str,), "op": (str,), "plugin_names": (list,), "backend": (str,), "backend_options": (dict,),
+    "parallel": (int, type(None)), "gpus": (str, type(None)), "fail_fast": (bool,)}
+
+
 def read_launch(run_dir: Path) -> dict[str, Any]:
-    """The launch file of a run; {} if it has none (staged by an older guildlite) or it is unreadable."""
+    """The launch file of a run, its fields of the wrong type left out; {} if it has none (staged by
+    an older guildlite) or it is unreadable."""
     try:
         spec = json.loads((RunPaths(run_dir).meta / LAUNCH_FILE).read_text())
     except (OSError, ValueError):
         return {}
-    return spec if isinstance(spec, dict) else {}
+    if not isinstance(spec, dict):
+        return {}
+    out = {k: v for k, v in spec.items() if k in _LAUNCH_TYPES and type(v) in _LAUNCH_TYPES[k]}
+    if not all(type(n) is str for n in out.get("plugin_names", ())):
+        del out["plugin_names"]
+    return out
 
 
 # --- handing a staged run over to a detached supervisor ----------------------------------------------

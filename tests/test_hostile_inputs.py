@@ -353,3 +353,26 @@ def test_a_record_whose_slurm_job_ids_are_not_job_ids_never_reaches_a_slurm_comm
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.mark.parametrize("launch", [
+    {"parallel": "abc"}, {"parallel": 2.5}, {"backend_options": "x"}, {"backend_options": {"": None, "x": [1]}},
+    {"plugin_names": "ab"}, {"plugin_names": [5]}, {"gpus": 5}, {"fail_fast": "yes"}, {"backend": 5},
+    {"backend": "../x"}, {"guildfile": 7, "op": ["x"]},
+])
+def test_a_crafted_launch_file_never_makes_a_restart_fail_with_a_traceback(
+    make_project: Callable[..., Project], launch: dict[str, object]
+) -> None:
+    """A run's .guildlite/launch.json is input like its record: a field of the wrong type is read
+    as absent (the restart runs as told here), never a traceback; a wrong value is a clean error."""
+    proj = make_project()
+    assert proj.run("run", "-y", "quick").returncode == 0
+    run_dir = proj.run_dirs()[0]
+    path = run_dir / ".guildlite" / "launch.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **launch}))
+    for args in (("run", "-y", "--restart", run_dir.name), ("run", "-y", "-b", "--restart", run_dir.name)):
+        cp = proj.run(*args, timeout=60)
+        assert TRACEBACK not in cp.stderr, cp.stderr
+        assert cp.returncode in (0, 2), (cp.returncode, cp.stderr)
+        if cp.returncode == 2:
+            assert cp.stderr.startswith("guildlite: error: "), cp.stderr
