@@ -285,6 +285,10 @@ class _Validator(FlagChecks):
 
         if not isinstance(v, str) or v not in backends.names():
             raise self.fail(m, "backend", f"{where}: backend {v!r} is not one of {', '.join(backends.names())}")
+        try:
+            backends.get(v)
+        except GuildliteError as e:  # installed, but it failed to load: said here, at its line
+            raise self.fail(m, "backend", f"{where}: {e}") from None
         return v
 
     @staticmethod

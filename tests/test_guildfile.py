@@ -4,6 +4,7 @@ that names the file and the line."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -676,3 +677,28 @@ def test_a_nul_in_a_stored_flag_value_stops_a_restart_cleanly(tmp_path: Path) ->
     (run_dir / "run.json").write_text(json.dumps(record))
     cp = run_guildlite("run", "--restart", run_dir.name, "-y", cwd=root, env=clean_env(runs))
     assert "holds a NUL character" in assert_clean_error(cp, 2, "flag 'x'")
+
+
+@pytest.mark.parametrize("where", ["top", "op"])
+def test_a_backend_that_fails_to_load_is_named_at_its_file_and_line(tmp_path: Path, where: str) -> None:
+    """`backend: NAME` of an installed backend that cannot be imported: the guildfile's error names
+    the file and line of that `backend:` (as for a name not installed), exit 2, nothing staged."""
+    site = tmp_path / "site"
+    dist = site / "broken_backend-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-backend\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[guildlite.backends]\nbroken = broken_backend_mod:Broken\n")
+    (site / "broken_backend_mod.py").write_text("raise RuntimeError('cannot import me')\n")
+    op = "    main: hello.py\n    launcher: python\n"
+    text = ("backend: broken\noperations:\n  quick:\n" + op if where == "top"
+            else "operations:\n  quick:\n" + op + "    backend: broken\n")
+    root = write_project(tmp_path / "project", text)
+    env = clean_env(tmp_path / "runs")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), str(site)) if p)
+    cp = run_guildlite("run", "-y", "quick", cwd=root, env=env)
+    line = 1 if where == "top" else 5
+    assert cp.returncode == 2, cp.stderr
+    assert TRACEBACK not in cp.stderr
+    error = [x for x in cp.stderr.splitlines() if x.startswith("guildlite: error: ")]
+    assert len(error) == 1 and f"guildfile.yml:{line}:" in error[0] and "cannot import me" in error[0], cp.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
