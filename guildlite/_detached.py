@@ -43,13 +43,8 @@ def main(argv: list[str]) -> int:
 
     run = raw_run(run_dir)
     if fd >= 0:
-        from ._owner import name_holder
-        from ._process import process_start
-
         os.set_inheritable(fd, False)  # the job must never hold the owner lock
         run._owner_fd = fd
-        # Named here too: the caller that handed the lock over may have died before naming us.
-        name_holder(fd, run.id, os.getpid(), process_start(os.getpid()))
     try:
         from ._operation import resume
 

@@ -50,19 +50,13 @@ def take_owner_lock(paths: RunPaths, run_id: str, pid: int, start: int | None, w
                 raise
             return None
     try:
-        name_holder(fd, run_id, pid, start)
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": pid, "run": run_id, "start": start}).encode())
     except OSError as e:  # a full disk: the record cannot be written either, and says so (the run ends)
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             os.close(fd)
             raise
     return fd
-
-
-def name_holder(fd: int, run_id: str, pid: int, start: int | None) -> None:
-    """Write which run and process the owner lock held by ``fd`` is held for (``owner_holds``
-    reads it): by its taker, and again by a process the open lock is handed to."""
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps({"pid": pid, "run": run_id, "start": start}).encode(), 0)
 
 
 def owner_holds(run_dir: Path, pid: Any) -> bool | None:

@@ -13,13 +13,13 @@ the plugins built by the same function as a foreground run's, from the run's lau
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._files import RunPaths, now_iso, write_json
-from ._owner import name_holder
 from ._process import process_start
 from ._run import raw_run
 from ._status import ACTIVE, end_of_batch
@@ -82,7 +82,8 @@ def hand_over(run: Run, others: list[Run]) -> int:
         )
     run.pid, run.pid_start = proc.pid, process_start(proc.pid)
     if fd is not None:
-        name_holder(fd, run.id, run.pid, run.pid_start)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": run.pid, "run": run.id, "start": run.pid_start}).encode(), 0)
     from ._status import move
 
     move(run, "pending")

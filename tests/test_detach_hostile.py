@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 from typing import Any, Callable
 
@@ -197,45 +195,6 @@ def test_concurrent_detached_restarts_of_one_batch_take_turns(make_project: Call
     assert count(batch_id, "on_run_begin") == count(batch_id, "on_run_end") >= 1, hooks
     assert count(failed[0], "on_run_staged") == count(failed[0], "on_run_end") >= 1, hooks
     assert len(proj.record(batch_id)["attempts"]) == count(batch_id, "on_run_begin"), proj.record(batch_id)
-
-
-def test_a_supervisor_whose_caller_died_before_naming_it_owns_the_run(make_project: Callable[..., Project]) -> None:
-    """The caller of `run -b` killed between starting the supervisor and writing its name into
-    the record and the owner lock (its stdin closes early): the supervisor still starts the run,
-    which reads running (not terminated: its owner is alive) and `guildlite stop` stops it."""
-    from guildlite._files import RunPaths
-    from guildlite._owner import take_owner_lock
-    from guildlite._process import process_start
-    from guildlite._supervisor import _BOOT
-
-    proj = make_project(GUILDFILE.replace("job.py", "hold.py"), {"hold.py": HOLD_SCRIPT, "logplug.py": PLUGIN})
-    (proj.root / "hold").touch()
-    env = {**proj.env, "HOLD_DIR": str(proj.root)}
-    cp = proj.run("run", "-y", "--stage", "quick")
-    assert cp.returncode == 0, cp.stderr
-    run_id = proj.only_record()["id"]
-    run_dir = proj.runs_dir / run_id
-    # What `hand_over` does up to starting the supervisor; then this "caller" is gone.
-    fd = take_owner_lock(RunPaths(run_dir), run_id, os.getpid(), process_start(os.getpid()), 5.0)
-    assert fd is not None
-    sup = subprocess.Popen([sys.executable, "-c", _BOOT, str(run_dir), str(fd)], stdin=subprocess.DEVNULL,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(fd,),
-                           start_new_session=True, cwd=run_dir, env=env)
-    os.close(fd)
-    try:
-        wait_until(lambda: (run_dir / "output.log").exists() and proj.record(run_id)["status"] == "running",
-                   what="the job running")
-        listed = proj.run_json("runs", "--json")
-        assert listed[0]["status"] == "running", listed[0]
-        stop = proj.run("stop", run_id, timeout=60)
-        assert stop.returncode == 0, stop.stderr
-        assert sup.wait(timeout=60) != 0
-        assert proj.record(run_id)["status"] == "terminated"
-        ends = [h for h in _hooks(proj) if h["id"] == run_id and h["hook"] == "on_run_end"]
-        assert len(ends) == 1, _hooks(proj)
-    finally:
-        if sup.poll() is None:
-            sup.kill()
 
 
 SLOW_PLUGIN = PLUGIN.replace("HERE = Path(__file__).parent\n", textwrap.dedent(
