@@ -31,7 +31,7 @@ from ._plugins import Plugin
 from ._runs import cache_dir, write_json
 
 if TYPE_CHECKING:
-    from ._runs import Run
+    from ._runview import Run
 
 BUILTIN_PRIORITY = 10
 
@@ -42,19 +42,17 @@ class SourceSnapshot(Plugin):
     priority = BUILTIN_PRIORITY
 
     def on_run_staged(self, run: Run) -> None:
-        from ._inspect import run_files
+        from ._runfiles import RunFileError, check_rel
 
-        try:  # staging wrote the files it skipped, and why
-            skipped = json.loads(run.paths.manifest.read_text()).get("skipped", [])
-        except (OSError, ValueError, AttributeError):
-            skipped = []
+        # Staging wrote the files it copied and those it skipped, with why, before any hook.
+        staging = json.loads(run.paths.manifest.read_text())
+        skipped = staging.get("skipped", [])
         manifest = []
-        # What guildlite copied; else (a run staged elsewhere) the run dir's files, which at staging
-        # are the source, run.json and .guildlite/ (left out). A restart's run dir also holds what
-        # the job wrote: only the staged list tells the source apart.
-        staged = run._staged if run._staged is not None else [rel for rel, _ in run_files(run)]
-        for rel in sorted(staged):
-            if rel == "run.json":
+        staged = {f.get("path") for f in staging["files"] if isinstance(f, dict)}
+        for rel in sorted(p for p in staged if isinstance(p, str) and p != "run.json"):
+            try:
+                check_rel(rel)  # inside the run dir: an earlier plugin may have edited the list
+            except RunFileError:
                 continue
             try:
                 data = (run.run_dir / rel).read_bytes()
@@ -79,7 +77,7 @@ class GlobalFlags(Plugin):
     priority = BUILTIN_PRIORITY
 
     def on_run_staged(self, run: Run) -> None:
-        from ._reach import global_values, in_source, script_in
+        from ._reach import global_names, in_source, script_in
 
         is_globals, container = in_source(run.op_def.get("flags-dest"))
         if run.is_batch or not is_globals:
@@ -90,7 +88,7 @@ class GlobalFlags(Plugin):
         if script is None:
             raise FileNotFoundError(f"the staged run has no copy of {run.op_def.get('main')!r}")
         src = read_source(script)
-        text = rewrite(src, global_values(run), container)
+        text = rewrite(src, {g: run.flags[f] for f, g in global_names(run.op_def, run.flags).items()}, container)
         if text != src.text:
             write_source(src, text)
 
@@ -129,11 +127,11 @@ class OutputScalars(Plugin):
         patterns = run.op_def.get("output-scalars")
         if patterns in (False, "off", []):
             return
-        hosts = run.remote.get("hosts") if isinstance(run.remote, dict) else None
+        hosts = run.remote.hosts if run.remote else ()
         rows: list[dict[str, Any]] = []
         try:  # rows found before a pattern hung are kept: the failure is raised after writing them
             rows.extend(parse_scalars(run.paths.output_log, run.nproc_per_node, patterns,
-                                      task_labels=len(hosts or []) > 1))
+                                      task_labels=len(hosts) > 1))
         finally:
             if rows:
                 with open(run.paths.scalars, "a", encoding="utf-8") as f:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 if TYPE_CHECKING:
     from ._plugins import Plugin
     from ._runs import Run
+    from ._runview import Run as RunView
 
 THREAD_PREFIX = "guildlite-hook"  # the name of every thread that runs a hook starts so
 
@@ -35,7 +36,7 @@ class HookCall:
     slices (signal handlers run meanwhile) and give up on it; a hook that never returns dies with
     the process. ``done`` is set when the hook returned or raised (``error``, ``traceback``)."""
 
-    def __init__(self, plugin: Plugin, hook_name: str, run: Run) -> None:
+    def __init__(self, plugin: Plugin, hook_name: str, run: RunView) -> None:
         self.plugin, self.hook, self.run_id = plugin, hook_name, run.id
         self.done = threading.Event()
         self.error: BaseException | None = None
@@ -50,7 +51,7 @@ class HookCall:
     def start(self) -> None:
         self.thread.start()
 
-    def _main(self, fn: Callable[[Run], Any], run: Run) -> None:
+    def _main(self, fn: Callable[[RunView], Any], run: RunView) -> None:
         try:
             try:
                 result = fn(run)

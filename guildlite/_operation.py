@@ -13,15 +13,15 @@ from typing import Any, Callable, Sequence
 
 from ._batch import count_trials, is_batch, plan_trials
 from ._batchspec import batch_flags as batch_spec
-from ._builtins import builtin_plugins
 from ._config_file import check as check_config
 from ._errors import GuildfileError, GuildliteError
 from ._flags import Grid, Random, given_texts, nul_free, parse_assignments, resolve
 from ._flags_import import with_imported_flags
-from ._guildfile import GUILDFILE, Guildfile, PluginSpec, default_runs_dir, find_guildfile, load, option_runs_dir
+from ._guildfile import GUILDFILE, Guildfile, default_runs_dir, find_guildfile, load, option_runs_dir
 from ._launch import job_command
 from ._lifecycle import RunConfig, Session
-from ._plugins import Plugin, load_plugins
+from ._plugin_loader import build_plugins
+from ._plugins import Plugin
 from ._reach import check_nulls, check_op
 from ._runs import Run
 from ._scheduler import Slot, make_slots, visible_gpus
@@ -104,12 +104,7 @@ def plan_run(
         raise GuildliteError("--max-trials must be at least 1", exit_code=2)
     if parallel is not None and parallel < 1:
         raise GuildliteError("--parallel must be at least 1", exit_code=2)
-    specs = [
-        *guildfile.plugins,
-        *op.plugins,
-        *(PluginSpec(where=f"--plugin {n}", name=n) for n in plugin_names),
-    ]
-    plugins = builtin_plugins(op.flags_dest) + load_plugins(specs, guildfile.dir)
+    plugins = build_plugins(guildfile, op, plugin_names)
     batch = is_batch(values)
     if batch:
         n = count_trials(values, max_trials)

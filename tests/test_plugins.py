@@ -26,7 +26,8 @@ from conftest import TRACEBACK, wait_until
 
 from guildlite import Plugin, StopRun, hook
 from guildlite._guildfile import PluginSpec
-from guildlite._plugins import Dispatcher, HookFailed, hook_priority, load_plugins
+from guildlite._plugin_loader import load_plugins
+from guildlite._plugins import Dispatcher, HookFailed, hook_priority
 from guildlite._runs import Run
 
 TRACE_KEYS = {"plugin", "hook", "priority", "start", "seconds", "error"}
