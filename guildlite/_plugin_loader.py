@@ -45,7 +45,8 @@ def build_plugins(guildfile: Guildfile, op: OpDef, plugin_names: Sequence[str] =
 
 
 def load_plugins(specs: Iterable[PluginSpec], project_dir: Path) -> list[Plugin]:
-    """Import and instantiate declared plugins; any problem is a GuildfileError naming the entry."""
+    """Import, instantiate and validate (``check_plugin``) declared plugins; any problem is a
+    GuildfileError naming the entry."""
     out = []
     for spec in specs:
         if spec.cls:
@@ -217,7 +218,7 @@ def _check_method(plugin: Plugin, name: str, found: Any) -> str | None:
         return f" is {kind}: a hook is a plain function, `def {name}(self, run)` (guildlite never awaits or iterates it)"
     try:
         sig = inspect.signature(fn)
-    except (TypeError, ValueError):  # a builtin without a signature: its first call will tell
+    except Exception:  # a builtin without one, a broken __signature__: its first call will tell
         return None
     why = _signature_problem(sig)
     if why is None:

@@ -126,6 +126,9 @@ class Run:
         object.__setattr__(self, "_store", store)
         object.__setattr__(self, "_related", related)
 
+    def __reduce__(self) -> tuple[Any, ...]:  # copy and pickle: slots plus a guarded __setattr__
+        return (Run, (self._store, self._related))
+
     def __repr__(self) -> str:
         s = self._store
         return f"guildlite.Run(id={s.id!r}, op={s.op!r}, status={s.status!r})"
