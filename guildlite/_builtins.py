@@ -160,7 +160,7 @@ def parse_scalars(
     Default rule: ``key: number`` lines, where a ``step`` key sets the step of what follows.
     With ``patterns`` (the op's ``output-scalars``): each regex is searched in every line; a group
     named ``step`` gives the step and every other named group that holds a number is a scalar.
-    With ``task_labels`` (a multi-host SLURM run), lines carry srun's task number: rank 0 is on
+    With ``task_labels`` (a run over several hosts), lines carry the launcher's task number: rank 0 is on
     task 0.
     """
     if isinstance(patterns, str):

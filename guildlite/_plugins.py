@@ -85,14 +85,6 @@ def implements(plugin: Plugin, hook_name: str) -> bool:
     return getattr(type(plugin), hook_name) is not getattr(Plugin, hook_name)
 
 
-def load_plugins(specs: Any, project_dir: Any) -> list[Plugin]:
-    """``_plugin_loader.load_plugins``, for the SLURM node supervisor until it moves into its backend
-    (issue 15), which then calls ``_plugin_loader.build_plugins``: remove this then."""
-    from ._plugin_loader import load_plugins as load
-
-    return load(specs, project_dir)
-
-
 # --- dispatch ------------------------------------------------------------------------------------
 
 DEFAULT_HOOK_TIMEOUT = 300.0  # seconds a hook call may take (guildfile ``hook-timeout``)

@@ -45,7 +45,7 @@ from guildlite._flags import (
     resolve,
 )
 from guildlite._guildfile import Guildfile, PluginSpec, load
-from guildlite._plugins import load_plugins
+from guildlite._plugin_loader import load_plugins
 from guildlite._runs import Run, RunNotFoundError, select_runs
 
 EXPLORE = bool(os.environ.get("GUILDLITE_EXPLORE"))

@@ -1,0 +1,54 @@
+"""The ``guildlite`` command line: thin click commands over the library.
+
+Nothing heavy is imported at start-up: each command imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import gc
+
+import click
+
+from .. import __version__
+from ._common import CONTEXT, _Group
+from .inspect import cat, compare, diff, ls
+from .manage import label, stop, tag
+from .ops import ops
+from .run import run
+from .runs import runs
+from .view import tensorboard_cmd, view
+
+__all__ = ["cli", "main"]
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="guildlite")
+def cli() -> None:
+    """Tracked, file-based ML runs launched with torchrun.
+
+    \b
+    Quick start, in a project with a guildfile.yml:
+      guildlite ops                       operations and their flags
+      guildlite run train lr=0.01         one run
+      guildlite run train lr=[0.1,0.01]   a batch of two trials
+      guildlite runs                      what ran
+    """
+
+
+for _command in (run, runs, compare, cat, ls, diff, label, tag, stop, ops, view, tensorboard_cmd):
+    cli.add_command(_command)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    # Listing and comparing build a few objects per run and free none of them until exit: with
+    # the default thresholds, the cyclic GC re-walks them all again and again (a third of
+    # `compare` over 100k runs). Collect rarely instead; reference counting frees the rest.
+    gc.set_threshold(100_000, 20, 100)
+    try:
+        cli(prog_name="guildlite")
+    except SystemExit as e:
+        from .._hookcall import exit_if_hooks_hang
+
+        exit_if_hooks_hang(e.code)  # a hook given up on, or a thread it started, must not hold the exit
+        raise

@@ -1,0 +1,149 @@
+"""What every command shares: the common options, run selection, and printing helpers."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import click
+
+from .._errors import GuildliteError
+from .._terminal import printable
+
+if TYPE_CHECKING:
+    from .._runs import Run
+
+
+class _Group(click.Group):
+    """Print guildlite's errors, and the system's (a full disk, a path that is a file), as one
+    line with no traceback, and exit with their code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GuildliteError as e:
+            click.echo(f"guildlite: error: {printable(str(e), keep_newlines=True)}", err=True)
+            ctx.exit(e.exit_code)
+        except BrokenPipeError:  # `guildlite runs | head`: the reader is gone; exit as a killed writer would
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            ctx.exit(141)
+        except OSError as e:
+            where = f": {e.filename}" if e.filename else ""
+            _say(f"guildlite: error: {e.strerror or e}{where}", err=True)
+            ctx.exit(1)
+
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _runs_dir_option(f: Any) -> Any:
+    return click.option(
+        "--runs-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="GUILDLITE_RUNS_DIR",
+        help="Where runs live (env GUILDLITE_RUNS_DIR; default: runs/ beside guildfile.yml).",
+    )(f)
+
+
+def _guildfile_option(f: Any = None, *, short: bool = True) -> Any:
+    option = click.option(
+        *(["-f"] if short else []),
+        "--guildfile",
+        type=click.Path(exists=True, path_type=Path),
+        help="The guildfile (default: guildfile.yml here or in a parent directory).",
+    )
+    return option(f) if f is not None else option
+
+
+def _runs_dir(runs_dir: Path | None, guildfile: Path | None) -> Path:
+    from .._guildfile import default_runs_dir, find_guildfile, load, option_runs_dir
+
+    if runs_dir:
+        return option_runs_dir(runs_dir)
+    found = guildfile or find_guildfile()
+    if found is None or os.environ.get("GUILDLITE_RUNS_DIR"):
+        return default_runs_dir(None)
+    return default_runs_dir(load(found))
+
+
+def _where(
+    op: str | None,
+    status: str | None,
+    batch_id: str | None,
+    label: str | None = None,
+    batches: bool = True,
+) -> Callable[[dict[str, Any]], bool]:
+    """A filter on run records (op, status, batch and its trials, label text, batch runs or not)."""
+
+    def match(rec: dict[str, Any]) -> bool:
+        return (
+            (op is None or rec.get("op") == op)
+            and (status is None or rec.get("status") == status)
+            and (batch_id is None or rec.get("parent") == batch_id or rec.get("id") == batch_id)
+            and (label is None or label in (rec.get("label") or ""))
+            and (batches or not rec.get("is_batch"))
+        )
+
+    return match
+
+
+def _select(runs_dir: Path, specs: Sequence[str], trash: bool = False) -> list[Run]:
+    from .._runs import TRASH_DIR, RunList, select_runs
+
+    pool = RunList(runs_dir / TRASH_DIR if trash else runs_dir)
+    return select_runs(pool, specs) if specs else pool[:]
+
+
+def _select_one(runs_dir: Path, spec: str) -> Run:
+    chosen = _select(runs_dir, [spec])
+    if len(chosen) != 1:
+        raise GuildliteError(f"{spec!r} selects {len(chosen)} runs; give one", exit_code=2)
+    return chosen[0]
+
+
+def _record(run: Run) -> dict[str, Any]:
+    return {**run.to_record(), "run_dir": str(run.run_dir)}
+
+
+def _fmt(v: Any) -> str:
+    from .._flags import format_value
+
+    if v is None:
+        return "null"
+    if isinstance(v, str) and not v:
+        return "''"
+    return printable(format_value(v))
+
+
+def _flags_summary(run: Run, width: int = 60) -> str:
+    text = " ".join(f"{k}={_fmt(v)}" for k, v in run.flags.items())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _local(iso: str | None) -> str:
+    if not iso:
+        return ""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return iso
+
+
+def _say(text: str, err: bool = False) -> None:
+    """Print a line that shows record fields (labels, flags, ids...), control characters escaped."""
+    click.echo(printable(text), err=err)
+
+
+def _csv_cell(v: Any) -> Any:
+    return printable(v) if isinstance(v, str) else v
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    lines = [[printable(str(c)) for c in r] for r in [header, *rows]]
+    line = "  ".join(f"{{:<{max(map(len, col))}}}" for col in zip(*lines)).format
+    click.echo("\n".join(line(*r).rstrip() for r in lines))

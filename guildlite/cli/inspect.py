@@ -1,0 +1,205 @@
+"""Looking into runs: ``compare``, ``cat``, ``ls``, ``diff``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from .._errors import GuildliteError
+from .._terminal import printable
+from ._common import (
+    CONTEXT,
+    _csv_cell,
+    _fmt,
+    _guildfile_option,
+    _local,
+    _runs_dir,
+    _runs_dir_option,
+    _say,
+    _select_one,
+    _table,
+    _where,
+)
+
+if TYPE_CHECKING:
+    pass
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("specs", nargs=-1, metavar="[RUNS]...")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON rows.")
+@click.option("--columns", help="Comma-separated columns to show (default: all).")
+@click.option("--sort", "sort_key", help="Sort by a column; -COLUMN for descending (e.g. --sort loss).")
+@click.option("--min-max", is_flag=True, help="Add the min and max of each scalar.")
+@click.option("--op", help="Only runs of this operation.")
+@click.option("--status", help="Only runs with this status.")
+@click.option("--label", help="Only runs whose label contains this text.")
+@click.option("--batch", help="Only the trials of this batch (a selector).")
+@_runs_dir_option
+@_guildfile_option
+def compare(
+    specs: tuple[str, ...],
+    as_csv: bool,
+    as_json: bool,
+    columns: str | None,
+    sort_key: str | None,
+    min_max: bool,
+    op: str | None,
+    status: str | None,
+    label: str | None,
+    batch: str | None,
+    runs_dir: Path | None,
+    guildfile: Path | None,
+) -> None:
+    """One row per run: id, op, status, started, time, every flag, the last value of each scalar."""
+    from .._index import load_records
+    from .._inspect import compare_table, sort_rows
+    from .._runs import RunList, select_runs
+
+    rd = _runs_dir(runs_dir, guildfile)
+    everything = RunList(rd)
+    ids = [r.id for r in select_runs(everything, specs)] if specs else None
+    batch_id = select_runs(everything, [batch])[0].id if batch else None
+    # Batch runs have no scalars of their own: shown only when selected by name.
+    where = _where(op, status, batch_id, label, batches=bool(specs))
+    loaded = load_records(everything, ids, scalars=True, where=where)
+    chosen = [rec for _, rec, _ in loaded if rec["id"] != batch_id]
+    cols, rows = compare_table(chosen, {rec["id"]: sc for _, rec, sc in loaded}, min_max=min_max)
+    if sort_key:
+        if sort_key.lstrip("-") not in cols:
+            raise GuildliteError(f"--sort: no column {sort_key.lstrip('-')!r}; columns: {', '.join(cols)}", exit_code=2)
+        rows = sort_rows(rows, sort_key)
+    if columns:
+        wanted = [c.strip() for c in columns.split(",") if c.strip()]
+        unknown = [c for c in wanted if c not in cols]
+        if unknown:
+            raise GuildliteError(f"--columns: no column {unknown[0]!r}; columns: {', '.join(cols)}", exit_code=2)
+        cols = wanted
+    if as_json:
+        click.echo(json.dumps([{c: r.get(c) for c in cols} for r in rows], indent=2, default=str))
+    elif as_csv:
+        import csv
+
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow([printable(c) for c in cols])
+        for r in rows:
+            w.writerow(["" if r.get(c) is None else _csv_cell(r.get(c)) for c in cols])
+    elif not rows:
+        click.echo("no runs to compare", err=True)
+    else:
+        _table(cols, [[_cell(c, r.get(c)) for c in cols] for r in rows])
+
+
+def _cell(col: str, v: Any) -> str:
+    if v is None or v == "":
+        return ""
+    if col == "started":
+        return _local(v)
+    kind = type(v)
+    if kind is float:
+        return f"{v:.6g}"
+    if kind is str or kind is int:
+        return str(v)
+    return _fmt(v)
+
+
+CAT_MAX_BYTES = 1 << 30  # `cat` prints at most this much by default: a sparse file of terabytes must not stream for hours
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("run_spec", metavar="RUN")
+@click.argument("path", default="output.log")
+@click.option("--max-bytes", type=click.IntRange(min=0), default=CAT_MAX_BYTES, show_default=True,
+              help="Print at most this many bytes (0: no bound); a longer file is cut, with exit status 1.")
+@_runs_dir_option
+@_guildfile_option
+def cat(run_spec: str, path: str, max_bytes: int, runs_dir: Path | None, guildfile: Path | None) -> None:
+    """Print a file of a run (default: output.log): a regular file inside the run dir only."""
+    from .._inspect import open_run_file
+
+    r = _select_one(_runs_dir(runs_dir, guildfile), run_spec)
+    left = max_bytes or -1
+    with open_run_file(r, path) as f:
+        while left and (chunk := f.read(1 << 16 if left < 0 else min(left, 1 << 16))):
+            sys.stdout.buffer.write(chunk)
+            left -= len(chunk) if left > 0 else 0
+        cut = left == 0 and f.read(1) != b""
+        size = os.fstat(f.fileno()).st_size
+    sys.stdout.flush()
+    if cut:
+        raise GuildliteError(f"{path!r} of run {r.id} cut after {max_bytes} bytes of {size} "
+                             "(--max-bytes N for more, 0 for all)")
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("run_spec", metavar="RUN")
+@click.option("-a", "--all", "show_all", is_flag=True, help="Include guildlite's own files (.guildlite/).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_runs_dir_option
+@_guildfile_option
+def ls(run_spec: str, show_all: bool, as_json: bool, runs_dir: Path | None, guildfile: Path | None) -> None:
+    """List a run's files with their sizes."""
+    from .._inspect import run_files
+
+    r = _select_one(_runs_dir(runs_dir, guildfile), run_spec)
+    files = run_files(r, include_meta=show_all)
+    if as_json:
+        click.echo(json.dumps([{"path": p, "size": n} for p, n in files], indent=2))
+        return
+    _say(f"{r.run_dir}:")
+    for p, n in files:
+        _say(f"  {_size(n):>8}  {p}")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "K", "M", "G"):
+        if n < 1024 or unit == "G":
+            return f"{n}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("specs", nargs=-1, required=True, metavar="RUN [RUN2]")
+@click.option("--source-only", is_flag=True, help="Only the source diff.")
+@click.option("--flags-only", is_flag=True, help="Only the flags.")
+@_runs_dir_option
+@_guildfile_option
+def diff(specs: tuple[str, ...], source_only: bool, flags_only: bool, runs_dir: Path | None, guildfile: Path | None) -> None:
+    """Compare two runs (flags side by side, then a diff of the staged source).
+
+    With one RUN: its staged source against the project's current source, which shows what an
+    on_run_staged plugin (or a later edit) changed.
+    """
+    from .._inspect import Tree, diff_flags, diff_trees, project_dir, source_files
+
+    if len(specs) > 2:
+        raise GuildliteError("diff takes one or two runs", exit_code=2)
+    rd = _runs_dir(runs_dir, guildfile)
+    a = _select_one(rd, specs[0])
+    a_files, notes = source_files(a)
+    if len(specs) == 2:
+        b = _select_one(rd, specs[1])
+        if not source_only:
+            rows = diff_flags(a, b)
+            w = max([len(printable(n)) for n, _, _ in rows] + [4])
+            _say(f"{'flag':<{w}}  {a.id:<24}  {b.id}")
+            for n, va, vb in rows:
+                mark = " " if va == vb else "*"
+                _say(f"{printable(n):<{w}}  {_fmt(va):<24}  {_fmt(vb)} {mark}".rstrip())
+        if not flags_only:
+            b_files, b_notes = source_files(b)
+            text = "".join(notes + b_notes) + diff_trees(
+                Tree(a.run_dir, frozenset(a_files), a.id), Tree(b.run_dir, frozenset(b_files), b.id))
+            click.echo(text or "(staged source is identical)", nl=not text)
+        return
+    root = project_dir(a, guildfile)
+    text = "".join(notes) + diff_trees(
+        Tree(root, frozenset(a_files), "project", "project directory"), Tree(a.run_dir, frozenset(a_files), a.id))
+    click.echo(text or "(staged source matches the project)", nl=not text)

@@ -1,0 +1,84 @@
+"""Changing runs: ``label``, ``tag``, ``stop``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from .._errors import GuildliteError
+from ._common import (
+    CONTEXT,
+    _guildfile_option,
+    _runs_dir,
+    _runs_dir_option,
+    _say,
+    _select,
+)
+
+if TYPE_CHECKING:
+    pass
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("args", nargs=-1, required=True, metavar="RUNS... TEXT")
+@click.option("--clear", is_flag=True, help="Remove the label (then give only RUNS).")
+@_runs_dir_option
+@_guildfile_option
+def label(args: tuple[str, ...], clear: bool, runs_dir: Path | None, guildfile: Path | None) -> None:
+    """Set (or --clear) the label of runs."""
+    from .._manage import set_label
+
+    if clear:
+        specs, text = args, ""
+    elif len(args) < 2:
+        raise GuildliteError("give RUNS and a TEXT (or --clear)", exit_code=2)
+    else:
+        specs, text = args[:-1], args[-1]
+    chosen = _select(_runs_dir(runs_dir, guildfile), specs)
+    set_label(chosen, text)
+    for r in chosen:
+        _say(f"{r.id}: {text!r}" if text else f"{r.id}: label cleared")
+
+
+# No short options here: `-fast` or `-hot` is a tag to remove, not -f or -h.
+@click.command(context_settings={**CONTEXT, "ignore_unknown_options": True, "help_option_names": ["--help"]})
+@click.argument("args", nargs=-1, required=True, metavar="RUNS... +TAG|-TAG...")
+@_runs_dir_option
+@_guildfile_option(short=False)
+def tag(args: tuple[str, ...], runs_dir: Path | None, guildfile: Path | None) -> None:
+    """Add (+TAG) or remove (-TAG) tags on runs."""
+    from .._manage import set_tags
+
+    changes = [a for a in args if a[:1] in "+-"]
+    specs = [a for a in args if a[:1] not in "+-"]
+    if not changes or not specs:
+        raise GuildliteError("give RUNS and at least one +TAG or -TAG", exit_code=2)
+    chosen = _select(_runs_dir(runs_dir, guildfile), specs)
+    set_tags(chosen, changes)
+    for r in _select(_runs_dir(runs_dir, guildfile), [r.id for r in chosen]):
+        _say(f"{r.id}: {' '.join(r.tags) or '(no tags)'}")
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("specs", nargs=-1, required=True, metavar="RUNS...")
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for a graceful stop.")
+@click.option("--force", is_flag=True, help="SIGKILL what is still running after --timeout.")
+@_runs_dir_option
+@_guildfile_option
+def stop(specs: tuple[str, ...], timeout: float, force: bool, runs_dir: Path | None, guildfile: Path | None) -> None:
+    """Stop running runs: SIGTERM through guildlite to torchrun and every rank; status terminated.
+
+    A trial still waiting in a running batch is not started (recorded terminated when its turn comes)."""
+    from .._manage import stop as stop_runs
+
+    chosen = _select(_runs_dir(runs_dir, guildfile), specs)
+    done = stop_runs(chosen, timeout=timeout, force=force, log=lambda m: _say(m, err=True))
+    if not done.runs and not done.refused:
+        states = ", ".join(f"{r.id} is {r.status}" for r in chosen[:3]) + (", ..." if len(chosen) > 3 else "")
+        _say(f"nothing to stop: no selected run is running ({states})", err=True)
+    for r in done.runs:
+        _say(f"{r.id} staged: its batch will not start it" if r.status == "staged" else f"{r.id} {r.status}")
+    if done.refused:
+        raise GuildliteError(f"{len(done.refused)} run(s) not stopped: nothing was signalled for them (see above)")

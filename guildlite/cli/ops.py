@@ -1,0 +1,61 @@
+"""``guildlite ops``: the guildfile's operations and their flags."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from ._common import (
+    CONTEXT,
+    _fmt,
+    _guildfile_option,
+    _say,
+)
+
+if TYPE_CHECKING:
+    pass
+
+
+@click.command(context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Print operations as JSON.")
+@_guildfile_option
+def ops(as_json: bool, guildfile: Path | None) -> None:
+    """List the guildfile's operations with their flags."""
+    from .._flags_import import with_imported_flags
+    from .._operation import open_guildfile
+
+    gf = open_guildfile(guildfile)
+    operations = {name: with_imported_flags(op, gf.dir) for name, op in gf.operations.items()}
+    if as_json:
+        out = {
+            name: {
+                "description": op.description,
+                "main": op.main,
+                "nproc_per_node": op.nproc_per_node,
+                "gpus_per_trial": op.gpus_per_trial,
+                "flags_dest": op.flags_dest,
+                "flags": {f.name: {**f.__dict__, "type": f.value_type} for f in op.flags.values()},
+            }
+            for name, op in operations.items()
+        }
+        click.echo(json.dumps(out, indent=2, default=str))
+        return
+    for name, op in operations.items():
+        dest = "" if op.flags_dest == "args" else f", flags-dest {op.flags_dest}"
+        _say(f"{name}  ({op.main}, {op.launcher}, nproc-per-node {op.nproc_per_node}{dest})"
+             + (f"  {op.description}" if op.description else ""))
+        for f in op.flags.values():
+            extra = []
+            if f.choices:
+                extra.append("choices: " + ", ".join(_fmt(c) for c in f.choices))
+            if f.min is not None or f.max is not None:
+                extra.append(f"range: {_fmt(f.min) if f.min is not None else ''}..{_fmt(f.max) if f.max is not None else ''}")
+            if f.required:
+                extra.append("required")
+            if f.source != "guildfile":
+                extra.append(f"from {f.source}")
+            desc = "  ".join(x for x in (f.description, f"({'; '.join(extra)})" if extra else "") if x)
+            _say(f"  {f.name:<16} {f.value_type or '':<6} default {_fmt(f.default):<10} {desc}".rstrip())

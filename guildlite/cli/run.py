@@ -1,0 +1,246 @@
+"""``guildlite run``: plan, confirm, execute, and report a run or a batch."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from .._errors import GuildliteError
+from ._common import (
+    CONTEXT,
+    _fmt,
+    _guildfile_option,
+    _record,
+    _runs_dir,
+    _runs_dir_option,
+    _say,
+    _select_one,
+)
+
+if TYPE_CHECKING:
+    from .._runs import Run
+
+
+class _RunCommand(click.Command):
+    """``run``, with the options every installed backend adds (``Backend.cli_options``): found
+    when ``run`` is parsed or its help shown, never at start-up."""
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        if not getattr(self, "_with_backends", False):
+            from .. import backends
+
+            for name in backends.names():
+                for o in backends.get(name).cli_options:
+                    self.params.insert(-2, click.Option([f"--{o.flag}", f"_{name}__{o.key}"], type=o.type,
+                                                        help=f"[{name}] {o.help}."))
+            self._with_backends = True
+        return super().get_params(ctx)
+
+
+def _backend_options(extra: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The backend options given on the command line, by backend name."""
+    out: dict[str, dict[str, Any]] = {}
+    for param, value in extra.items():
+        name, _, key = param[1:].partition("__")
+        out.setdefault(name, {})[key] = value
+    return out
+
+
+@click.command(cls=_RunCommand, context_settings={**CONTEXT, "ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="OPERATION [NAME=VALUE]...")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("-l", "--label", default="", help="A label for the run.")
+@click.option("--nproc-per-node", type=int, help="Processes (ranks) per run; default: the op's nproc-per-node.")
+@click.option("--stage", "stage_only", is_flag=True, help="Stage the run (dir, source, run.json) without starting it.")
+@click.option("--parallel", type=int,
+              help="Batch: trials running at once (default: the backend's; locally 1, queued: every trial).")
+@click.option("--gpus", help="Batch: GPU ids to share out as slots (default: CUDA_VISIBLE_DEVICES or all).")
+@click.option("--max-trials", type=int, help="Batch: at most N trials (random search: exactly N, default 20).")
+@click.option("--seed", type=int, help="Batch: seed for random search (same seed, same trials).")
+@click.option("--fail-on-trial-error", is_flag=True, help="Batch: start no new trial after one fails.")
+@click.option("--plugin", "plugin_names", multiple=True, help="Enable an installed plugin by entry-point name.")
+@click.option("--restart", "restart_spec", metavar="RUN",
+              help="Run RUN again in its own dir (NAME=VALUE overrides flags); a batch re-runs unfinished trials.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run's record as JSON when it ends.")
+@click.option("-b", "--detach", "--background", "detach", is_flag=True,
+              help="Return at once with the run's id; a detached supervisor runs it (guildlite watch, stop).")
+@click.option("--backend", metavar="NAME", help="Where runs run: an installed backend (default: the guildfile's, "
+              "else local).")
+@_runs_dir_option
+@_guildfile_option
+def run(
+    args: tuple[str, ...],
+    restart_spec: str | None,
+    yes: bool,
+    label: str,
+    nproc_per_node: int | None,
+    stage_only: bool,
+    parallel: int | None,
+    gpus: str | None,
+    max_trials: int | None,
+    seed: int | None,
+    fail_on_trial_error: bool,
+    plugin_names: tuple[str, ...],
+    as_json: bool,
+    detach: bool,
+    backend: str | None,
+    runs_dir: Path | None,
+    guildfile: Path | None,
+    **given: Any,
+) -> None:
+    """Run OPERATION with flags given as NAME=VALUE.
+
+    \b
+    A value in batch syntax makes a batch of trials:
+      lr=[0.1,0.01]             grid (several lists: every combination)
+      lr=range[1:5:2]           1, 3, 5        lr=linspace[0:1:5]   lr=logspace[-4:-1:4]
+      lr=loguniform[1e-4:1e-1]  random search (--max-trials, --seed); also uniform, randint, choice[a,b]
+    The exit code is the job's exit code (a batch: 0 only if every trial completed).
+    """
+    from .._lifecycle import Session
+    from .._operation import BATCH_CONFIRM_THRESHOLD, execute, open_guildfile, plan_run, restart
+
+    for f in args:
+        if f.startswith("-"):
+            raise GuildliteError(f"unknown option {f!r} (see guildlite run --help)", exit_code=2)
+    gf = open_guildfile(guildfile)
+    if restart_spec:
+        target = _select_one(_runs_dir(runs_dir, guildfile), restart_spec)
+        job = restart(target, args, guildfile=gf, parallel=parallel, gpus=gpus, fail_fast=fail_on_trial_error,
+                      plugin_names=plugin_names, echo=not as_json, backend=backend,
+                      backend_options=_backend_options(given) if any(v is not None for v in given.values()) else None,
+                      detach=detach)
+        if sys.stdin.isatty() and not yes and not as_json:
+            what = f"{len(target.trial_ids)} trials of batch" if target.is_batch else "run"
+            if not click.confirm(f"Restart {what} {target.id}?", default=True):
+                raise GuildliteError("cancelled", exit_code=1)
+        if target.is_batch and not detach:
+            job.session.progress = _BatchProgress(sum(t.status != "completed" for t in target.trials)).event
+        _finish_run(job.execute(), as_json, stage_only=False, detached=detach)
+        return
+    if not args:
+        raise GuildliteError("missing OPERATION (see guildlite ops)", exit_code=2)
+    operation, flags = args[0], args[1:]
+    plan = plan_run(
+        operation,
+        flags,
+        guildfile=gf,
+        runs_dir=runs_dir,
+        nproc=nproc_per_node,
+        label=label,
+        parallel=parallel,
+        gpus=gpus,
+        max_trials=max_trials,
+        seed=seed,
+        plugin_names=plugin_names,
+        echo=not as_json,
+        backend=backend,
+        backend_options=_backend_options(given),
+        detach=detach,
+        fail_fast=fail_on_trial_error,
+        confirm=None if yes else _confirm_large,
+    )
+    big = plan.trials is not None and len(plan.trials) > BATCH_CONFIRM_THRESHOLD
+    if sys.stdin.isatty() and not yes and not big and not as_json:  # a large batch was asked already
+        _show_plan(plan)
+        if not click.confirm("Continue?", default=True):
+            raise GuildliteError("cancelled", exit_code=1)
+    session = Session(plan.config, plan.plugins)
+    if plan.trials is not None and not detach:
+        session.progress = _BatchProgress(len(plan.trials)).event
+    result = execute(plan, stage_only=stage_only, fail_fast=fail_on_trial_error, session=session, detach=detach)
+    _finish_run(result, as_json, stage_only, detached=detach)
+
+
+def _finish_run(result: Run, as_json: bool, stage_only: bool, detached: bool = False) -> None:
+    """Report a finished run and exit with its exit code; a detached one: its id on stdout."""
+    if detached and result.status in ("pending", "running"):
+        if as_json:
+            click.echo(json.dumps(_record(result), indent=2, default=str))
+            return
+        what = f"batch of {len(result.trial_ids)} trials" if result.is_batch else "run"
+        click.echo(f"guildlite: {what} {result.id} runs in the background (supervisor pid {result.pid}): "
+                   f"guildlite watch {result.id}, guildlite stop {result.id}", err=True)
+        click.echo(result.id)
+        return
+    if as_json:
+        click.echo(json.dumps(_record(result), indent=2, default=str))
+    elif result.is_batch or result.status not in ("completed", "staged"):
+        _say(_summary(result), err=True)
+    if stage_only or result.status == "completed":
+        return
+    if result.exit_code:
+        sys.exit(result.exit_code)
+    sys.exit(1 if result.status != "terminated" else 143)
+
+
+def _confirm_large(n: int) -> bool:
+    """Asked (before any trial is planned) for a batch of more than BATCH_CONFIRM_THRESHOLD trials."""
+    if not sys.stdin.isatty():
+        raise GuildliteError(f"{n:,} trials: pass -y to confirm a batch this large", exit_code=2)
+    return click.confirm(f"Run a batch of {n:,} trials?", default=False)
+
+
+def _show_plan(plan: Any) -> None:
+    from .._launch import display_command
+
+    cfg = plan.config
+    if plan.trials is not None:
+        _say(f"You are about to run a batch of {len(plan.trials)} trial(s) of {cfg.op.name}"
+                   f" ({len(plan.slots)} at a time)")
+        flags = plan.batch_flags
+    else:
+        _say(f"You are about to run {cfg.op.name}")
+        flags = plan.flags
+    for k, v in flags.items():
+        _say(f"  {k}: {_fmt(v)}")
+    _say(f"  command: {display_command(plan.command)}")
+    _say(f"  runs dir: {cfg.runs_dir}")
+
+
+def _summary(run: Run) -> str:
+    if run.is_batch:
+        counts = (run.batch or {}).get("summary") or {"staged": len(run.trial_ids)}
+        parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        return f"guildlite: batch {run.id} {run.status} ({parts})"
+    msg = f"guildlite: run {run.id} {run.status}"
+    if run.error:
+        where = f" in {run.error['plugin']}.{run.error['hook']}" if run.error.get("plugin") else ""
+        msg += f"{where}: {run.error.get('message')}"
+    return msg
+
+
+class _BatchProgress:
+    """One line per trial start and end, with done/running/failed counts and an ETA."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.failed, self.running = total, 0, 0, 0
+        self.t0 = time.monotonic()
+        self.index: dict[str, int] = {}
+
+    def event(self, event: str, run: Run) -> None:
+        if run.is_batch:
+            return
+        n = self.index.setdefault(run.id, len(self.index) + 1)
+        flags = " ".join(f"{k}={_fmt(v)}" for k, v in run.flags.items())
+        if event == "start":
+            self.running += 1
+            gpus = f" [gpus {','.join(run.gpus)}]" if run.gpus else ""
+            _say(f"guildlite: trial {n}/{self.total} {run.id} started{gpus}: {flags}", err=True)
+        elif event == "end":
+            if run.started:
+                self.running -= 1
+            self.done += 1
+            self.failed += run.status != "completed"
+            elapsed = time.monotonic() - self.t0
+            eta = elapsed / self.done * (self.total - self.done)
+            _say(
+                f"guildlite: trial {n}/{self.total} {run.id} {run.status} | done {self.done}/{self.total}, "
+                f"running {self.running}, failed {self.failed} | {elapsed:.0f}s elapsed, ETA {eta:.0f}s",
+                err=True,
+            )

@@ -1,0 +1,283 @@
+"""``guildlite runs``: list runs, show one, delete, restore from the trash, purge."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import click
+
+from .._errors import GuildliteError
+from ._common import (
+    CONTEXT,
+    _flags_summary,
+    _fmt,
+    _Group,
+    _guildfile_option,
+    _local,
+    _record,
+    _runs_dir,
+    _runs_dir_option,
+    _say,
+    _select,
+    _select_one,
+    _table,
+    _where,
+)
+
+if TYPE_CHECKING:
+    from .._runs import Run
+
+
+class _RunsGroup(_Group):
+    """``guildlite runs``: a word that is not a subcommand is most likely a run selector."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            raise click.UsageError(
+                f"'{args[0]}' is not a subcommand of runs ({', '.join(self.commands)}). To look at selected "
+                f"runs: guildlite compare {args[0]}, or guildlite runs info RUN", ctx)
+        return super().resolve_command(ctx, args)
+
+
+@click.group(cls=_RunsGroup, invoke_without_command=True, context_settings=CONTEXT)
+@click.option("-a", "--all", "show_all", is_flag=True, help="Show every run (default: the newest 20).")
+@click.option("-n", "--limit", type=click.IntRange(min=0), default=20, show_default=True, help="How many runs to show.")
+@click.option("--op", help="Only runs of this operation.")
+@click.option("--status", type=click.Choice(["staged", "pending", "running", "completed", "error", "terminated"]))
+@click.option("--batch", help="Only this batch and its trials (a selector).")
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as a JSON list.")
+@_runs_dir_option
+@_guildfile_option
+@click.pass_context
+def runs(
+    ctx: click.Context,
+    show_all: bool,
+    limit: int,
+    op: str | None,
+    status: str | None,
+    batch: str | None,
+    as_json: bool,
+    runs_dir: Path | None,
+    guildfile: Path | None,
+) -> None:
+    """List runs, newest first. Selectors elsewhere: 1 = newest, 2:4, or an id prefix."""
+    ctx.obj = _runs_dir(runs_dir, guildfile)
+    if ctx.invoked_subcommand is not None:
+        return
+    from .._runs import RunList
+
+    everything = RunList(ctx.obj)
+    index = {run_id: i for i, run_id in enumerate(everything.ids, 1)}
+    if op or status or batch:
+        # Filter the index's summaries: thousands of runs without reading every run.json.
+        from .._index import load_summaries
+        from .._runs import load_run, select_runs
+
+        batch_id = select_runs(everything, [batch])[0].id if batch else None
+        shown = [r for r, _ in load_summaries(everything, where=_where(op, status, batch_id))]
+        shown = shown if show_all else shown[:limit]
+        if as_json:
+            shown = [load_run(r.run_dir) for r in shown]
+    else:
+        shown = everything[:] if show_all else everything[:limit]
+    if as_json:
+        click.echo(json.dumps([{"index": index[r.id], **_record(r)} for r in shown], indent=2, default=str))
+        return
+    filtered = bool(op or status or batch)
+    # The numbers count every run dir, bad records too (numbering only the good ones would mean
+    # reading every record for `runs 1`): say which numbers were skipped, and why.
+    bad = [] if filtered else everything.bad_numbers(None if show_all else limit)
+    if bad:
+        nums = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
+        click.echo(f"({len(bad)} bad run record{'s' if len(bad) > 1 else ''} skipped: [{nums}], see the warnings above)",
+                   err=True)
+    if not shown:
+        _say(f"no runs in {ctx.obj}" if not everything else "no runs match" if filtered
+             else "no readable runs shown", err=True)
+        if not filtered and not show_all and len(everything) > limit:
+            click.echo(f"({len(everything) - limit} older runs not shown: --all)", err=True)
+        return
+    rows = [
+        (
+            f"[{index[r.id]}]",
+            r.id,
+            r.op + (f" ({len(r.trial_ids)} trials)" if r.is_batch else ""),
+            _local(r.started or r.created),
+            r.status,
+            ("↳ " + r.parent_id[-6:]) if r.parent_id else "",
+            r.label,
+            _flags_summary(r),
+        )
+        for r in shown
+    ]
+    _table(("#", "id", "op", "started", "status", "batch", "label", "flags"), rows)
+    hidden = len(everything) - limit
+    if hidden > 0 and not show_all and not filtered:
+        click.echo(f"({hidden} older runs not shown: --all)", err=True)
+
+
+def _sub_runs_dir(group_runs_dir: Path, runs_dir: Path | None, guildfile: Path | None) -> Path:
+    """A `runs` subcommand's runs dir: its own --runs-dir/-f when given, else the group's."""
+    return _runs_dir(runs_dir, guildfile) if (runs_dir or guildfile) else group_runs_dir
+
+
+def _confirm(question: str, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise GuildliteError(f"{question} Pass -y to confirm (stdin is not a terminal)", exit_code=2)
+    if not click.confirm(question, default=False):
+        raise GuildliteError("cancelled", exit_code=1)
+
+
+@runs.command("info", context_settings=CONTEXT)
+@click.argument("run_spec", metavar="RUN")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole record as JSON.")
+@_runs_dir_option
+@_guildfile_option
+@click.pass_obj
+def runs_info(
+    group_runs_dir: Path, run_spec: str, as_json: bool, runs_dir: Path | None, guildfile: Path | None
+) -> None:
+    """Show one run's record: flags, status, command, hook trace, environment."""
+    runs_dir = _sub_runs_dir(group_runs_dir, runs_dir, guildfile)
+    r = _select_one(runs_dir, run_spec)
+    from .._launch import display_command
+
+    if as_json:
+        click.echo(json.dumps(_record(r), indent=2, default=str))
+        return
+    fields = [
+        ("id", r.id),
+        ("op", r.op),
+        ("opspec", r.opspec),
+        ("status", r.status),
+        ("exit_code", r.exit_code),
+        ("label", r.label),
+        ("started", _local(r.started)),
+        ("stopped", _local(r.stopped)),
+        ("run_dir", r.run_dir),
+        ("host", r.host),
+        ("nproc_per_node", r.nproc_per_node),
+        ("gpus", ",".join(r.gpus) if r.gpus else ""),
+        ("batch" if r.is_trial else "", r.parent_id or ""),
+        ("command", display_command(r.cmd) if r.cmd else ""),
+    ]
+    for k, v in fields:
+        if k and v not in (None, ""):
+            _say(f"{k}: {v}")
+    if r.error:
+        click.echo(f"error: {json.dumps(r.error)}")
+    click.echo("flags:")
+    for k, v in r.flags.items():
+        _say(f"  {k}: {_fmt(v)}")
+    if r.is_batch:
+        click.echo(f"trials: {len(r.trial_ids)}")
+        for t in r.trials:
+            _say(f"  {t.id} {t.status} " + _flags_summary(t))
+    if r.plugins:
+        click.echo("hooks:")
+        for call in r.plugins:
+            err = f"  ERROR {call['error']}" if call.get("error") else ""
+            _say(f"  {call['hook']:<14} {call['plugin']:<20} prio {call['priority']:<5}"
+                       f" {call['seconds'] * 1000:8.1f} ms{err}")
+    if r.attrs:
+        click.echo("attrs:")
+        for k, v in r.attrs.items():
+            _say(f"  {k}: {json.dumps(v, default=str)}")
+
+
+@runs.command("delete", context_settings=CONTEXT)
+@click.argument("specs", nargs=-1, required=True, metavar="RUNS...")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask.")
+@click.option("--force", is_flag=True, help="Also delete runs that are running.")
+@_runs_dir_option
+@_guildfile_option
+@click.pass_obj
+def runs_delete(
+    group_runs_dir: Path,
+    specs: tuple[str, ...],
+    yes: bool,
+    force: bool,
+    runs_dir: Path | None,
+    guildfile: Path | None,
+) -> None:
+    """Move runs (a batch with its trials) to the trash (runs/.trash); see restore and purge."""
+    from .._manage import delete
+    from .._runs import with_trials
+
+    runs_dir = _sub_runs_dir(group_runs_dir, runs_dir, guildfile)
+    chosen = with_trials(_select(runs_dir, specs))
+    _confirm(f"Delete {len(chosen)} run(s) (to the trash)?", yes)
+    for r in delete(chosen, force=force):
+        _say(f"deleted {r.id}")
+
+
+@runs.command("restore", context_settings=CONTEXT)
+@click.argument("specs", nargs=-1, metavar="[RUNS]...")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask.")
+@_runs_dir_option
+@_guildfile_option
+@click.pass_obj
+def runs_restore(
+    group_runs_dir: Path, specs: tuple[str, ...], yes: bool, runs_dir: Path | None, guildfile: Path | None
+) -> None:
+    """Move runs back from the trash (selectors count within the trash; default: all)."""
+    from .._manage import restore
+
+    _from_trash(restore, "restored", "Restore {n} run(s)?", group_runs_dir, specs, yes or bool(specs), runs_dir,
+                guildfile)
+
+
+@runs.command("purge", context_settings=CONTEXT)
+@click.argument("specs", nargs=-1, metavar="[RUNS]...")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask.")
+@_runs_dir_option
+@_guildfile_option
+@click.pass_obj
+def runs_purge(
+    group_runs_dir: Path, specs: tuple[str, ...], yes: bool, runs_dir: Path | None, guildfile: Path | None
+) -> None:
+    """Delete trashed runs permanently (selectors count within the trash; default: all).
+
+    Without selectors, also delete what a guildlite killed mid-write left behind, once untouched
+    for an hour: hidden .staging-* dirs and atomic writes' .*.tmp-* files in run dirs; and in runs
+    that are not running, the space reserve and lock files whose holder is gone."""
+    from .._manage import abandoned, purge, remove_leftover
+
+    where = _sub_runs_dir(group_runs_dir, runs_dir, guildfile)
+    leftovers = [] if specs else abandoned(where)
+    if leftovers:
+        _confirm(f"Delete {len(leftovers)} leftover(s) of interrupted staging or writes?", yes)
+        for p in leftovers:
+            if remove_leftover(p):
+                _say(f"removed {p.relative_to(where)}")
+    _from_trash(purge, "purged", "Permanently delete {n} run(s)? This cannot be undone.", group_runs_dir, specs,
+                yes, runs_dir, guildfile, quiet_if_empty=bool(leftovers))
+
+
+def _from_trash(
+    action: Callable[[Sequence[Run]], list[Run]],
+    done: str,
+    question: str,
+    group_runs_dir: Path,
+    specs: Sequence[str],
+    yes: bool,
+    runs_dir: Path | None,
+    guildfile: Path | None,
+    quiet_if_empty: bool = False,
+) -> None:
+    from .._runs import with_trials
+
+    runs_dir = _sub_runs_dir(group_runs_dir, runs_dir, guildfile)
+    chosen = with_trials(_select(runs_dir, specs, trash=True))  # a batch goes with its trials
+    if not chosen:
+        if not quiet_if_empty:
+            click.echo("the trash is empty", err=True)
+        return
+    _confirm(question.format(n=len(chosen)), yes)
+    for r in action(chosen):
+        _say(f"{done} {r.id}")

@@ -1,0 +1,100 @@
+"""Looking at runs elsewhere: ``view`` (a web page) and ``tensorboard``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from ._common import (
+    CONTEXT,
+    _guildfile_option,
+    _runs_dir,
+    _runs_dir_option,
+    _select,
+)
+
+if TYPE_CHECKING:
+    pass
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("specs", nargs=-1, metavar="[RUNS]...")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port on 127.0.0.1 (0: a free one).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write one self-contained HTML file and exit (no server).")
+@click.option("--no-browser", is_flag=True, help="Do not open a web browser.")
+@_runs_dir_option
+@_guildfile_option
+def view(
+    specs: tuple[str, ...], port: int, out: Path | None, no_browser: bool, runs_dir: Path | None, guildfile: Path | None
+) -> None:
+    """Browse runs in a web page (table, curves, batch plots).
+
+    RUNS selects runs (default: all; a batch comes with its trials). The table sorts and filters in
+    the browser, trials under their batch; a run shows its flags, hook trace, output and files;
+    ticked runs' scalars are plotted over steps, overlaid; a batch plots its final metric against
+    each flag. The page works offline: served on 127.0.0.1 until Ctrl-C, or written as one HTML
+    file with --out. Needs plotly: pip install 'guildlite[view]'.
+    """
+    from .._view import load_view, plotly_js, serve, write_report
+
+    plotly_js()  # fails early, with the pip command, when plotly is missing
+    rd = _runs_dir(runs_dir, guildfile)
+    if out is not None:
+        data = load_view(rd, specs)
+        size = write_report(out, data)
+        click.echo(f"guildlite: wrote {out} ({len(data['runs'])} runs, {size / 1e6:.1f} MB)", err=True)
+        return
+    if specs:
+        _select(rd, specs)  # a bad selector is an error now, not on the first page load
+    serve(lambda details: load_view(rd, specs, details), rd, port=port, open_browser=not no_browser, echo=click.echo)
+
+
+@click.command("tensorboard", context_settings=CONTEXT)
+@click.argument("specs", nargs=-1, metavar="[RUNS]...")
+@click.option("--logdir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where to write the event files (default: a new temp dir, removed when TensorBoard stops).")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="TensorBoard's port on 127.0.0.1 (0: a free one).")
+@click.option("--no-server", is_flag=True, help="Only write the event files and print the logdir.")
+@_runs_dir_option
+@_guildfile_option
+def tensorboard_cmd(
+    specs: tuple[str, ...],
+    logdir: Path | None,
+    port: int,
+    no_server: bool,
+    runs_dir: Path | None,
+    guildfile: Path | None,
+) -> None:
+    """View runs' scalars in TensorBoard.
+
+    RUNS selects runs (default: all; a batch comes with its trials). Their scalars are written as
+    event files, one sub-dir per run named by its id, label and flags (a run whose scalars did not
+    change since the last write into --logdir is left as it is); then TensorBoard runs on
+    127.0.0.1 until Ctrl-C. --no-server only writes the files and prints the logdir.
+    Needs TensorBoard: pip install 'guildlite[tensorboard]'.
+    """
+    import tempfile
+
+    from .._runs import with_trials
+    from .._tensorboard import require, serve, write_logdir
+
+    require()
+    chosen = with_trials(_select(_runs_dir(runs_dir, guildfile), specs))
+    temp = logdir is None
+    target = Path(tempfile.mkdtemp(prefix="guildlite-tb-")) if logdir is None else logdir.resolve()
+    written = write_logdir(chosen, target)
+    fresh = sum(1 for _, _, n in written if n >= 0)
+    click.echo(f"guildlite: {len(written)} runs in {target} ({fresh} written, {len(written) - fresh} unchanged)",
+               err=True)
+    if no_server:
+        click.echo(str(target))
+        return
+    code = serve(target, port=port, echo=click.echo, cleanup=temp)
+    if code:
+        sys.exit(code)
