@@ -15,13 +15,11 @@ import weakref
 from dataclasses import dataclass, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence, TypedDict, cast
+from typing import TYPE_CHECKING, Any, Mapping, Sequence, TypedDict, cast
 
 from ._runs import Run as _StoredRun
 from ._runs import RunPaths
-
-# The statuses of the one status table (``_record.STATUSES``; a test keeps them equal).
-Status = Literal["staged", "pending", "running", "completed", "error", "terminated"]
+from ._status import Status
 
 # Names of the store's Run that are not record fields (``save``, ``claim``, ``paths``...): never
 # reached through the view, never set through it.

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Callable, get_args
+from typing import Callable, get_args, get_type_hints
 
 import pytest
 from conftest import ROOT, Project
@@ -25,7 +25,8 @@ import guildlite
 from guildlite._plugins import Dispatcher, Plugin
 from guildlite._record import STATUSES
 from guildlite._runs import Run as StoredRun
-from guildlite._runview import Remote, Run, Status
+from guildlite._runview import Remote, Run
+from guildlite._status import STATES, Status
 
 STORE_ONLY = ("save", "update", "create", "claim", "release", "alive", "to_record", "pid", "pid_start", "job_pid",
               "parent_id", "trial_ids", "guildlite_version", "_owner_fd", "_staged", "_parent", "_synced_attrs")
@@ -158,8 +159,9 @@ def test_the_view_in_process(tmp_path: Path) -> None:
     assert Remote.of(False) is None and Remote.of(True) is not None
 
 
-def test_the_status_literal_is_the_records_statuses() -> None:
-    assert get_args(Status) == STATUSES
+def test_the_status_literal_is_the_status_tables() -> None:
+    assert get_type_hints(Run.status.fget)["return"] is Status
+    assert get_args(Status) == STATES == STATUSES
 
 
 def test_the_readme_documents_every_attribute_of_the_view() -> None:
