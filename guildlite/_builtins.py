@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from ._errors import GuildliteError
+from ._files import cache_dir, write_json
 from ._plugins import Plugin
-from ._runs import cache_dir, write_json
 
 if TYPE_CHECKING:
     from ._runview import Run

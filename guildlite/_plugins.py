@@ -15,7 +15,7 @@ from ._hookcall import HookCall, read_only_fields, record_fields, restore_read_o
 from ._runview import view_of
 
 if TYPE_CHECKING:
-    from ._runs import Run as StoredRun
+    from ._run import Run as StoredRun
     from ._runview import Run
 
 DEFAULT_PRIORITY = 100

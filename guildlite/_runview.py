@@ -1,6 +1,6 @@
 """``guildlite.Run``: a run as plugins see it, a typed view of the run store's record.
 
-A hook gets this view, never the store's ``_runs.Run``: it shows what a plugin should read, typed
+A hook gets this view, never the store's ``_run.Run``: it shows what a plugin should read, typed
 and documented; a plugin writes ``attrs`` (and, before the launch, ``cmd``); it has no way to save,
 claim or release the run, nor to see the owner's pid. Every attribute reads the record the
 dispatcher holds, live, so what a hook changes the dispatcher still sees: a hook that assigns one
@@ -17,8 +17,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Mapping, Sequence, TypedDict, cast
 
-from ._runs import Run as _StoredRun
-from ._runs import RunPaths
+from ._files import RunPaths
+from ._run import Run as _StoredRun
 from ._status import Status
 
 # Names of the store's Run that are not record fields (``save``, ``claim``, ``paths``...): never
@@ -43,7 +43,7 @@ class HookTrace(TypedDict):
 class Remote:
     """Where the job of a run runs when not in this process's host: ``run.remote``."""
 
-    backend: str  # the backend that owns the job ("slurm")
+    backend: str  # the name of the backend that owns the job (its entry point in guildlite.backends)
     job_id: str | None  # its latest job (a restart submits another)
     job_ids: tuple[str, ...]  # every job of the run, oldest first
     hosts: tuple[str, ...]  # the hosts the job runs on, once they are known

@@ -21,7 +21,7 @@ from conftest import Project, assert_clean_error
 from guildlite._builtins import builtin_plugins
 from guildlite._plugin_loader import check_plugin
 from guildlite._plugins import HOOKS, Dispatcher, Plugin
-from guildlite._runs import Run as StoredRun
+from guildlite._run import Run as StoredRun
 
 RULE = "takes the one Run object (new information arrives as Run attributes, never as new arguments)"
 

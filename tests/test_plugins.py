@@ -28,7 +28,7 @@ from guildlite import Plugin, StopRun, hook
 from guildlite._guildfile import PluginSpec
 from guildlite._plugin_loader import load_plugins
 from guildlite._plugins import Dispatcher, HookFailed, hook_priority
-from guildlite._runs import Run
+from guildlite._run import Run
 
 TRACE_KEYS = {"plugin", "hook", "priority", "start", "seconds", "error"}
 

@@ -24,7 +24,7 @@ from conftest import ROOT, Project
 import guildlite
 from guildlite._plugins import Dispatcher, Plugin
 from guildlite._record import STATUSES
-from guildlite._runs import Run as StoredRun
+from guildlite._run import Run as StoredRun
 from guildlite._runview import Remote, Run
 from guildlite._status import STATES, Status
 
