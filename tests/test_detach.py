@@ -353,6 +353,22 @@ def test_guildlite_stop_ends_a_detached_batch_and_its_unstarted_trials(proj: Pro
     assert all(e["status"] == "terminated" for e in ends(proj))
 
 
+def test_guildlite_stop_of_one_trial_of_a_detached_batch_lets_the_batch_go_on(proj: Project) -> None:
+    gate = proj.root / "gate"
+    batch_id = detach(proj, "trial", "lr=[1,2,3]", f"gate={gate}", "--parallel", "2")
+    first, second, third = proj.record(batch_id)["trials"]
+    wait_until(lambda: (proj.runs_dir / first / "span").exists(), what="the first trial to start")
+    cp = proj.run("stop", first)
+    assert cp.returncode == 0, cp.stderr
+    assert proj.record(first)["status"] == "terminated"
+    assert proj.record(batch_id)["status"] == "running"
+    gate.touch()
+    batch = wait_ended(proj, batch_id)
+    assert [proj.record(t)["status"] for t in (first, second, third)] == ["terminated", "completed", "completed"]
+    assert batch["status"] == "error" and "1 of 3" in batch["error"]["message"]
+    assert sorted(e["id"] for e in ends(proj)) == sorted([batch_id, first, second, third])
+
+
 def test_sighup_to_the_supervisor_does_not_end_the_run(proj: Project) -> None:
     gate = proj.root / "gate"
     run_id = detach(proj, "train", f"gate={gate}")
