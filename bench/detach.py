@@ -95,6 +95,23 @@ def _alive(pid: int | None) -> bool:
     return stat[stat.rfind(b")") + 2 :][:1] not in (b"Z", b"X")
 
 
+def _uncompiled() -> list[Path]:
+    """guildlite's modules (as the `guildlite` command imports them) without an up-to-date .pyc."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("guildlite")
+    roots = list(spec.submodule_search_locations or []) if spec else []
+    out = []
+    for src in (p for root in roots for p in Path(root).rglob("*.py")):
+        try:
+            pyc = Path(importlib.util.cache_from_source(str(src)))
+            if pyc.stat().st_mtime < src.stat().st_mtime:
+                out.append(src)
+        except (OSError, ValueError, NotImplementedError):
+            out.append(src)
+    return out
+
+
 def _stamp(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
 
@@ -155,8 +172,11 @@ def main() -> None:
         if a.pyc:
             print("bytecode cached in a temp PYTHONPYCACHEPREFIX (--pyc)")
         elif env.get("PYTHONDONTWRITEBYTECODE") or env.get("PYTHONPYCACHEPREFIX"):
-            print("PYTHONDONTWRITEBYTECODE/PYTHONPYCACHEPREFIX is set: modules without a .pyc are compiled on every "
-                  "call (compile guildlite first: python -m compileall -q guildlite; or --pyc)")
+            stale = _uncompiled()
+            print("PYTHONDONTWRITEBYTECODE/PYTHONPYCACHEPREFIX is set: " + (
+                f"{len(stale)} guildlite modules have no up-to-date .pyc and were compiled on every call "
+                "(python -m compileall -q guildlite first, or --pyc)" if stale else
+                "guildlite's modules all have an up-to-date .pyc (compileall), as an installed guildlite does"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
