@@ -47,7 +47,9 @@ def read_launch(run_dir: Path) -> dict[str, Any]:
 # --- handing a staged run over to a detached supervisor ----------------------------------------------
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-_BOOT = ("import sys; sys.path[:] = [p for p in sys.path if p]; import runpy; "
+# Started in the caller's cwd, so that sys.path is the caller's (a relative PYTHONPATH entry is made
+# absolute against the cwd at start-up), less the cwd itself; then into the run dir, as a job is.
+_BOOT = ("import os, sys; sys.path[:] = [p for p in sys.path if p]; os.chdir(sys.argv[1]); import runpy; "
          "runpy.run_module('guildlite._detached', run_name='__main__', alter_sys=True)")
 
 
@@ -66,11 +68,11 @@ def hand_over(run: Run, others: list[Run]) -> int:
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     try:
         with open(run.paths.meta / LOG_FILE, "ab") as log:
-            # Not `-m`: the cwd would join sys.path; the runs dir holds nothing the supervisor should import.
+            # Not `-m`: the cwd would join sys.path; it holds nothing the supervisor should import.
             proc = subprocess.Popen(
-                [sys.executable, "-c", _BOOT, str(run.run_dir), str(-1 if fd is None else fd)],
+                [sys.executable, "-c", _BOOT, os.path.abspath(run.run_dir), str(-1 if fd is None else fd)],
                 stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                pass_fds=() if fd is None else (fd,), cwd=run.run_dir,
+                pass_fds=() if fd is None else (fd,),
             )
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)

@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import pytest
 from conftest import (
+    ROOT,
     TRACEBACK,
     Project,
     assert_clean_error,
@@ -128,6 +129,10 @@ ENDS = textwrap.dedent(
         def on_run_end(self, run):
             line = json.dumps({"id": run.id, "status": run.status, "exit_code": run.exit_code,
                                "batch": run.is_batch, "pid": os.getpid()})
+            if os.environ.get("ENDS_WHICH_GUILDLITE"):
+                import guildlite
+
+                line = line[:-1] + ", " + json.dumps({"guildlite": guildlite.__file__})[1:]
             fd = os.open(HERE / "ends.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
             os.write(fd, (line + "\\n").encode())
             os.close(fd)
@@ -401,6 +406,21 @@ def test_a_killed_supervisor_reads_terminated_and_takes_its_job_along(proj: Proj
     wait_no_marker_procs(proj.marker)
 
 
+def test_a_killed_batch_supervisor_reads_terminated_with_its_running_trials(proj: Project) -> None:
+    batch_id = detach(proj, "trial", "lr=[1,2,3]", f"gate={proj.root / 'never'}", "--parallel", "2")
+    trial_ids = proj.record(batch_id)["trials"]
+    wait_until(lambda: all(proj.record(t)["status"] == "running" for t in trial_ids[:2]), what="two trials")
+    jobs = [proj.record(t)["job_pid"] for t in trial_ids[:2]]
+    os.kill(proj.record(batch_id)["pid"], signal.SIGKILL)
+    for job in jobs:
+        wait_gone(job)
+    listed = {r["id"]: r["status"] for r in proj.run_json("runs", "--json")}
+    assert [listed[i] for i in (batch_id, *trial_ids[:2])] == ["terminated"] * 3
+    assert listed[trial_ids[2]] not in ("pending", "running")  # never started
+    assert not (proj.runs_dir / trial_ids[2] / "span").exists()
+    wait_no_marker_procs(proj.marker)
+
+
 def test_a_stop_while_the_supervisor_starts_up_still_ends_the_run_once(proj: Project) -> None:
     # `guildlite stop` right after `run -b` returns reaches a supervisor that may still be importing.
     run_id = detach(proj, "train", f"gate={proj.root / 'never'}")
@@ -412,6 +432,15 @@ def test_a_stop_while_the_supervisor_starts_up_still_ends_the_run_once(proj: Pro
     assert [e["status"] for e in ends_of(proj, run_id)] == ["terminated"]
     assert not (proj.runs_dir / run_id / "started").exists()
     wait_no_marker_procs(proj.marker)
+
+
+def test_the_supervisor_imports_what_the_caller_imports_with_a_relative_pythonpath(proj: Project) -> None:
+    # PYTHONPATH is relative to where `guildlite run -b` was typed, not to the run dir.
+    env = {"PYTHONPATH": os.path.relpath(ROOT, proj.root), "ENDS_WHICH_GUILDLITE": "1"}
+    cp = proj.run("run", "fail", "code=0", "-b", "-y", env=env)
+    assert cp.returncode == 0, cp.stderr
+    assert wait_ended(proj, cp.stdout.strip())["status"] == "completed"
+    assert [e.get("guildlite") for e in ends(proj)] == [str(ROOT / "guildlite" / "__init__.py")]
 
 
 # --- restart -------------------------------------------------------------------------------------
