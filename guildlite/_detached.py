@@ -28,6 +28,10 @@ def main(argv: list[str]) -> int:
     from ._supervisor import fire_end, read_launch
 
     run = raw_run(run_dir)
+    if run.status != "pending" or run.pid != os.getpid():  # the hand-over never completed: its
+        print(f"guildlite: run {run.id} was not handed over to this process ({run.status}, pid {run.pid}): "
+              "not starting it", file=sys.stderr)  # caller died or failed before recording it
+        return 1
     if fd >= 0:
         os.set_inheritable(fd, False)  # the job must never hold the owner lock
         run._owner_fd = fd

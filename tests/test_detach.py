@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import textwrap
 from typing import Any, Callable
 
@@ -439,6 +441,21 @@ def test_the_supervisor_imports_what_the_caller_imports_with_a_relative_pythonpa
     assert cp.returncode == 0, cp.stderr
     assert wait_ended(proj, cp.stdout.strip())["status"] == "completed"
     assert [e.get("guildlite") for e in ends(proj)] == [str(ROOT / "guildlite" / "__init__.py")]
+
+
+def test_a_supervisor_whose_hand_over_never_completed_starts_nothing(proj: Project) -> None:
+    # As if `run -b` died between starting the supervisor and recording the hand-over: the record
+    # does not name the supervisor, whose stdin then closes.
+    from guildlite._supervisor import _BOOT
+
+    cp = proj.run("run", "train", "--stage", "-y")
+    assert cp.returncode == 0, cp.stderr
+    (run_dir,) = proj.run_dirs()
+    sup = subprocess.run([sys.executable, "-c", _BOOT, str(run_dir), "-1"], env=proj.env, stdin=subprocess.DEVNULL,
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert sup.returncode == 1 and "not starting it" in sup.stderr, sup.stderr
+    assert proj.record(run_dir.name)["status"] == "staged"
+    assert not (run_dir / "started").exists()
 
 
 # --- restart -------------------------------------------------------------------------------------
