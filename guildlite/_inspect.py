@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any, BinaryIO, Mapping, Sequence
 
 from ._errors import GuildliteError
+from ._files import META_DIR
+from ._run import Run
 from ._runfiles import RunFileError, check_rel, listed_size, open_file, read_bytes, sha256
-from ._runs import META_DIR, Run
 from ._terminal import printable
 
 _RUN_FILES = {"run.json", "output.log", "scalars.jsonl"}

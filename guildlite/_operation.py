@@ -16,14 +16,16 @@ from ._batchspec import batch_flags as batch_spec
 from ._builtins import build_plugins
 from ._config_file import check as check_config
 from ._errors import GuildfileError, GuildliteError
-from ._flags import Grid, Random, given_texts, nul_free, parse_assignments, resolve
+from ._flag_values import Grid, Random, given_texts, parse_assignments, resolve
+from ._flags import nul_free
 from ._flags_import import with_imported_flags
-from ._guildfile import GUILDFILE, Guildfile, OpDef, default_runs_dir, find_guildfile, load, option_runs_dir
+from ._guildfile import GUILDFILE, Guildfile, OpDef, find_guildfile, load
 from ._launch import job_command
 from ._lifecycle import RunConfig, Session
 from ._plugins import Plugin
 from ._reach import check_nulls, check_op
-from ._runs import Run
+from ._run import Run
+from ._runs_dir import default_runs_dir, option_runs_dir
 from ._slots import Slot
 from ._supervisor import read_launch
 
@@ -155,11 +157,18 @@ def make_backend(name: str, guildfile: Guildfile, op: OpDef,
     from .backends import OptionError, get
 
     cls = get(name)
+    own = {o.flag for o in cls.cli_options}  # a flag several backends declare is given to each
+    foreign: dict[str, list[str]] = {}  # flags given that only other backends have -> those backends
     for other, opts in (given or {}).items():
-        used = [k for k, v in opts.items() if v is not None]
-        if other != name and used:
-            raise GuildliteError(f"--{used[0]} is an option of backend {other}; this run's backend is {name}"
-                                 f" (--backend {other}, or a 'backend:' in the guildfile)", exit_code=2)
+        if other != name:
+            flags = {o.key: o.flag for o in get(other).cli_options}
+            for flag in (flags.get(k, k) for k, v in opts.items() if v is not None):
+                if flag not in own:
+                    foreign.setdefault(flag, []).append(other)
+    if foreign:
+        flag, others = next(iter(foreign.items()))
+        raise GuildliteError(f"--{flag} is an option of backend {', '.join(others)}; this run's backend is {name}"
+                             f" (--backend {others[0]}, or a 'backend:' in the guildfile)", exit_code=2)
     mine = {k: v for k, v in (given or {}).get(name, {}).items() if v is not None}
     try:
         cli = cls.parse_section(mine, "the command line")

@@ -13,7 +13,7 @@ from .._errors import GuildliteError
 from .._terminal import printable
 
 if TYPE_CHECKING:
-    from .._runs import Run
+    from .._run import Run
 
 
 class _Group(click.Group):
@@ -59,7 +59,8 @@ def _guildfile_option(f: Any = None, *, short: bool = True) -> Any:
 
 
 def _runs_dir(runs_dir: Path | None, guildfile: Path | None) -> Path:
-    from .._guildfile import default_runs_dir, find_guildfile, load, option_runs_dir
+    from .._guildfile import find_guildfile, load
+    from .._runs_dir import default_runs_dir, option_runs_dir
 
     if runs_dir:
         return option_runs_dir(runs_dir)
@@ -91,7 +92,8 @@ def _where(
 
 
 def _select(runs_dir: Path, specs: Sequence[str], trash: bool = False) -> list[Run]:
-    from .._runs import TRASH_DIR, RunList, select_runs
+    from .._files import TRASH_DIR
+    from .._selection import RunList, select_runs
 
     pool = RunList(runs_dir / TRASH_DIR if trash else runs_dir)
     return select_runs(pool, specs) if specs else pool[:]

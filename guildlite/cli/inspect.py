@@ -60,7 +60,7 @@ def compare(
     """One row per run: id, op, status, started, time, every flag, the last value of each scalar."""
     from .._index import load_records
     from .._inspect import compare_table, sort_rows
-    from .._runs import RunList, select_runs
+    from .._selection import RunList, select_runs
 
     rd = _runs_dir(runs_dir, guildfile)
     everything = RunList(rd)

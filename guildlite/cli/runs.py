@@ -28,7 +28,7 @@ from ._common import (
 )
 
 if TYPE_CHECKING:
-    from .._runs import Run
+    from .._run import Run
 
 
 class _RunsGroup(_Group):
@@ -67,14 +67,15 @@ def runs(
     ctx.obj = _runs_dir(runs_dir, guildfile)
     if ctx.invoked_subcommand is not None:
         return
-    from .._runs import RunList
+    from .._selection import RunList
 
     everything = RunList(ctx.obj)
     index = {run_id: i for i, run_id in enumerate(everything.ids, 1)}
     if op or status or batch:
         # Filter the index's summaries: thousands of runs without reading every run.json.
         from .._index import load_summaries
-        from .._runs import load_run, select_runs
+        from .._run import load_run
+        from .._selection import select_runs
 
         batch_id = select_runs(everything, [batch])[0].id if batch else None
         shown = [r for r, _ in load_summaries(everything, where=_where(op, status, batch_id))]
@@ -207,7 +208,7 @@ def runs_delete(
 ) -> None:
     """Move runs (a batch with its trials) to the trash (runs/.trash); see restore and purge."""
     from .._manage import delete
-    from .._runs import with_trials
+    from .._selection import with_trials
 
     runs_dir = _sub_runs_dir(group_runs_dir, runs_dir, guildfile)
     chosen = with_trials(_select(runs_dir, specs))
@@ -270,7 +271,7 @@ def _from_trash(
     guildfile: Path | None,
     quiet_if_empty: bool = False,
 ) -> None:
-    from .._runs import with_trials
+    from .._selection import with_trials
 
     runs_dir = _sub_runs_dir(group_runs_dir, runs_dir, guildfile)
     chosen = with_trials(_select(runs_dir, specs, trash=True))  # a batch goes with its trials
