@@ -31,8 +31,8 @@ from conftest import (
     wait_until,
 )
 
+from guildlite._process import process_stat
 from guildlite._record import is_run_id
-from guildlite._runs import process_stat
 
 _OP_COMMON = "    launcher: python\n    sourcecode: {exclude: ['*.jsonl', 'gate*']}\n"
 GUILDFILE = (
