@@ -26,7 +26,7 @@ def main(argv: list[str]) -> int:
     from ._files import now_iso
     from ._run import raw_run
     from ._status import move
-    from ._supervisor import fire_end, read_launch
+    from ._supervisor import LAUNCH_FILE, fire_end, read_launch
 
     run = raw_run(run_dir)
     if run.status != "pending" or run.pid != os.getpid():  # the hand-over never completed: its
@@ -39,7 +39,10 @@ def main(argv: list[str]) -> int:
     try:
         from ._operation import resume
 
-        session, slots, fail_fast = resume(run, read_launch(run_dir))
+        launch = read_launch(run_dir)
+        if not launch.get("guildfile"):
+            raise LookupError(f"{run.paths.meta / LAUNCH_FILE} is missing or unreadable")
+        session, slots, fail_fast = resume(run, launch)
     except Exception as e:  # the guildfile changed or went away since the run was staged
         why = f"cannot start: {type(e).__name__}: {e}"
         print(f"guildlite: run {run.id}: {why}", file=sys.stderr)

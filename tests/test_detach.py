@@ -113,8 +113,8 @@ TRIAL = textwrap.dedent(
 )
 
 # Ends: one JSON line per on_run_end. Veto: lr=13 is vetoed at staging. Wreck: while the run is
-# staged (before the supervisor reads the guildfile), lr=66 removes the project's guildfile and
-# lr=77 changes it so that the run's flags are no longer valid.
+# staged (before the supervisor reads the guildfile), lr=66 removes the project's guildfile,
+# lr=77 changes it so that the run's flags are no longer valid, lr=88 spoils the run's launch file.
 ENDS = textwrap.dedent(
     """\
     import json
@@ -152,6 +152,8 @@ ENDS = textwrap.dedent(
                 guildfile.unlink()
             elif run.flags.get("lr") == 77:  # the run's lr is out of range from now on
                 guildfile.write_text(guildfile.read_text().replace("lr: 0.1\\n", "lr: {default: 0.1, max: 1}\\n"))
+            elif run.flags.get("lr") == 88:
+                (run.run_dir / ".guildlite" / "launch.json").write_text("{not json")
     """
 )
 
@@ -520,6 +522,14 @@ def test_a_guildfile_changed_before_the_supervisor_starts_ends_the_run_in_error(
     assert rec["status"] == "error" and "lr" in rec["error"]["message"], rec["error"]
     assert not (proj.runs_dir / run_id / "started").exists()
     assert [e["status"] for e in ends_of(proj, run_id)] == ["error"]
+
+
+def test_a_spoiled_launch_file_ends_the_run_in_error_saying_so(proj: Project) -> None:
+    run_id = detach(proj, "train", "lr=88")
+    rec = wait_ended(proj, run_id)
+    assert rec["status"] == "error" and "launch.json is missing or unreadable" in rec["error"]["message"]
+    # Which plugins the run had is in that file: the built-ins' on_run_end still fires.
+    assert ("OutputScalars", "on_run_end") in [(p["plugin"], p["hook"]) for p in rec["plugins"]]
 
 
 def test_two_detached_runs_started_at_the_same_moment(proj: Project) -> None:
