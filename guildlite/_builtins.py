@@ -24,7 +24,7 @@ import subprocess
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from ._errors import GuildliteError
 from ._plugins import Plugin
@@ -32,6 +32,7 @@ from ._runs import cache_dir, write_json
 from ._scalars import OutputParser, output_rules
 
 if TYPE_CHECKING:
+    from ._guildfile import Guildfile, OpDef
     from ._runs import Run
 
 BUILTIN_PRIORITY = 10
@@ -156,7 +157,7 @@ def parse_scalars(
     Default rule: ``key: number`` lines, where a ``step`` key sets the step of what follows.
     With ``patterns`` (the op's ``output-scalars``): each regex is searched in every line; a group
     named ``step`` gives the step and every other named group that holds a number is a scalar.
-    With ``task_labels`` (a multi-host SLURM run), lines carry srun's task number: rank 0 is on
+    With ``task_labels`` (a run over several hosts), lines carry the launcher's task number: rank 0 is on
     task 0.
     """
     if isinstance(patterns, str):
@@ -280,3 +281,13 @@ def builtin_plugins(flags_dest: str | None = None) -> list[Plugin]:
 
     rewrite = [GlobalFlags()] if in_source(flags_dest)[0] else []
     return [SourceSnapshot(), *rewrite, EnvCapture(), OutputScalars()]
+
+
+def build_plugins(guildfile: Guildfile, op: OpDef, plugin_names: Sequence[str] = ()) -> list[Plugin]:
+    """Every plugin of a run of ``op``, in declaration order: the built-ins, the guildfile's global
+    plugins, the op's, then the ``--plugin`` entry points (the dispatcher orders them by priority)."""
+    from ._guildfile import PluginSpec
+    from ._plugins import load_plugins
+
+    specs = [*guildfile.plugins, *op.plugins, *(PluginSpec(where=f"--plugin {n}", name=n) for n in plugin_names)]
+    return builtin_plugins(op.flags_dest) + load_plugins(specs, guildfile.dir)

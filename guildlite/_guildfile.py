@@ -13,7 +13,7 @@ from ._plugins import DEFAULT_HOOK_TIMEOUT
 
 GUILDFILE = "guildfile.yml"
 
-_TOP_KEYS = ("operations", "plugins", "runs-dir", "backend", "slurm", "hook-timeout")
+_TOP_KEYS = ("operations", "plugins", "runs-dir", "backend", "hook-timeout")  # and a section per backend
 _OP_KEYS = (
     "description",
     "main",
@@ -29,8 +29,7 @@ _OP_KEYS = (
     "arg-encoding",
     "output-scalars",
     "backend",
-    "slurm",
-)
+)  # and a section per backend
 _FLAG_KEYS = (
     "default", "type", "choices", "min", "max", "required", "description", "arg-name", "arg-switch", "arg-skip",
     "arg-encoding", "arg-split", "arg-position",
@@ -81,7 +80,7 @@ class OpDef:
     output_scalars: tuple[str, ...] | None = None
     data: Mapping[str, Any] = field(default_factory=dict)
     backend: str | None = None  # None: the guildfile's (default local)
-    slurm: Mapping[str, Any] = field(default_factory=dict)  # this op's `slurm:` keys (over the top level's)
+    backend_sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # backend name -> its checked keys
 
     @property
     def main_args(self) -> list[str]:
@@ -109,7 +108,7 @@ class Guildfile:
     plugins: tuple[PluginSpec, ...] = ()
     runs_dir: Path | None = None
     backend: str = "local"
-    slurm: Mapping[str, Any] = field(default_factory=dict)
+    backend_sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # backend name -> its checked keys
     hook_timeout: float = DEFAULT_HOOK_TIMEOUT  # seconds a hook call may take (a plugin entry may override)
 
     @property
@@ -376,7 +375,7 @@ class _Validator:
     def guildfile(self, data: Any) -> Guildfile:
         if not isinstance(data, dict):
             raise GuildfileError(f"{self.path}: the top level must be a mapping with 'operations'")
-        self.keys(data, _TOP_KEYS, "the guildfile", extensions=True)
+        self.keys(data, (*_TOP_KEYS, *self.section_names(data, _TOP_KEYS)), "the guildfile", extensions=True)
         if "operations" not in data:
             raise self.fail(data, None, "missing required key 'operations'")
         ops = self.mapping(data, "operations", data["operations"], "operations")
@@ -388,7 +387,7 @@ class _Validator:
             plugins=self.plugins(data, "plugins", data.get("plugins"), "plugins"),
             runs_dir=self.runs_dir(data),
             backend=self.backend(data, "the guildfile") or "local",
-            slurm=self.slurm(data, "the guildfile"),
+            backend_sections=self.sections(data, _TOP_KEYS, "the guildfile"),
             hook_timeout=self.seconds(data, "hook-timeout", "the guildfile") or DEFAULT_HOOK_TIMEOUT,
         )
 
@@ -404,8 +403,8 @@ class _Validator:
             raise self.fail(data, "runs-dir", str(e)) from None
 
     def op_name(self, ops: Mapping[Any, Any], name: Any) -> str:
-        # An op name is printed, recorded, and written into an sbatch script's #SBATCH --job-name
-        # line, where a newline would start a shell command.
+        # An op name is printed, recorded, and written into job scripts (a backend's job name
+        # line), where a newline would start a shell command.
         import re
 
         if isinstance(name, bool) or not isinstance(name, (str, int)) or not re.fullmatch(_OP_NAME, str(name)):
@@ -416,7 +415,7 @@ class _Validator:
     def op(self, parent: Any, name: str, raw: Any) -> OpDef:
         where = f"operation '{name}'"
         m = self.mapping(parent, name, raw, f"operations.{name}")
-        self.keys(m, _OP_KEYS, where)
+        self.keys(m, (*_OP_KEYS, *self.section_names(m, _OP_KEYS)), where)
         self.main(parent, m, where)
         flags_raw = self.mapping(m, "flags", m.get("flags"), f"{where} flags")
         launcher = m.get("launcher", "torchrun")
@@ -442,7 +441,7 @@ class _Validator:
             output_scalars=self.output_scalars(m, where),
             data=_plain(m),
             backend=self.backend(m, where),
-            slurm=self.slurm(m, where),
+            backend_sections=self.sections(m, _OP_KEYS, where),
         )
         self.flag_places(m, op, where)
         return op
@@ -519,19 +518,38 @@ class _Validator:
         v = m.get("backend")
         if v is None:
             return None
-        from ._slurm import BACKENDS
+        from . import backends
 
-        if v not in BACKENDS:
-            raise self.fail(m, "backend", f"{where}: backend {v!r} is not one of {', '.join(BACKENDS)}")
+        if not isinstance(v, str) or v not in backends.names():
+            raise self.fail(m, "backend", f"{where}: backend {v!r} is not one of {', '.join(backends.names())}")
         return v
 
-    def slurm(self, m: Mapping[Any, Any], where: str) -> dict[str, Any]:
-        if m.get("slurm") is None:
-            return {}
-        from ._slurm import validate_options
+    @staticmethod
+    def section_names(m: Mapping[Any, Any], own: Iterable[str]) -> list[str]:
+        """The registered backends' names, which are keys too (each backend's section); asked only
+        when ``m`` has a key of none of ``own`` (the registry costs an entry-point scan)."""
+        if all(k in own or (isinstance(k, str) and k.startswith("x-")) for k in m):
+            return []
+        from . import backends
 
-        raw = self.mapping(m, "slurm", m.get("slurm"), f"{where} slurm")
-        return validate_options(raw, self.fail, where)
+        return backends.names()
+
+    def sections(self, m: Mapping[Any, Any], own: Iterable[str], where: str) -> dict[str, dict[str, Any]]:
+        """Each backend's section in ``m``, checked by that backend (``Backend.parse_section``)."""
+        from .backends import OptionError, get
+
+        out = {}
+        for name in self.section_names(m, own):
+            if m.get(name) is None:
+                continue
+            raw = self.mapping(m, name, m.get(name), f"{where} {name}")
+            try:
+                out[name] = get(name).parse_section(raw, f"{where}: {name}")
+            except OptionError as e:
+                raise self.fail(raw, e.key, str(e)) from None
+            except GuildliteError as e:  # the backend failed to load
+                raise self.fail(m, name, str(e)) from None
+        return out
 
     def flags_dest(self, m: Mapping[Any, Any], where: str) -> str:
         v = m.get("flags-dest", "args")

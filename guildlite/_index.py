@@ -26,8 +26,9 @@ from typing import Any, Callable, Sequence
 
 from ._errors import BadRecordError
 from ._record import Problem, check, is_run_id
-from ._runs import Run, RunList, RunNotFoundError, derive_status, load_run, run_from_record, warn_bad
+from ._runs import Run, RunList, RunNotFoundError, load_run, read_record, run_from_record, warn_bad
 from ._scalars import summarize
+from ._status import as_it_stands
 
 INDEX_NAME = ".index.sqlite"
 # What listing and compare need; the bulky parts of run.json (op_def, hook trace, attrs) stay out.
@@ -161,7 +162,7 @@ def load_records(
                 continue
             rec = {k: v for k, v in full.to_record().items() if k in _SLIM}
         s_stamp, summary_text = (row[2], row[3]) if row is not None else (None, None)
-        now = derive_status(rec, base)
+        now = as_it_stands(rec, Path(base), read_record)
         shown = where is None or where(now)
         summary = None
         if scalars and shown:

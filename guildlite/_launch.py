@@ -162,12 +162,12 @@ def descendants(pid: int) -> list[int]:
 
 
 class Launched(Protocol):
-    """What the scheduler and the lifecycle need of a started job (a local Job, a SlurmJob)."""
+    """What the scheduler and the lifecycle need of a started job (``Backend.submit`` returns one)."""
 
     status_after_start: str
     error_message: str | None
     signalled: int | None
-    end_hooks_ran: bool  # on_run_end already fired where the job ran (a SLURM node, its submitter gone)
+    end_hooks_ran: bool  # on_run_end already fired where the job ran (its submitter gone)
 
     @property
     def pid(self) -> int | None: ...
@@ -185,7 +185,7 @@ class Job:
     ``start`` must be called from the main thread: the parent-death signal is tied to the thread
     that forks the child. A reader thread copies output and reports the exit to ``on_exit``.
 
-    The launcher interface (``guildlite._slurm.SlurmJob`` is the other implementation): ``start``,
+    The local backend's job; every backend's job has its interface (``Launched``): ``start``,
     ``send(sig)``, ``kill``, ``pid``, ``signalled``, ``status_after_start`` (the run's status once
     started), ``error_message`` (why it failed, when the launcher knows better than an exit code)
     and ``end_hooks_ran``.

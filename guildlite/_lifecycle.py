@@ -14,14 +14,13 @@ import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from ._config_file import verify as verify_config
 from ._disk import describe, full_message, full_reason, is_full
 from ._errors import GuildliteError
 from ._guildfile import Guildfile, OpDef
 from ._launch import (
-    Job,
     Launched,
     flag_env,
     job_command,
@@ -36,7 +35,12 @@ from ._reach import unreached as flags_unreached
 from ._runs import META_DIR, TRASH_DIR, Run, RunPaths, new_run_id, now_iso, write_json
 from ._scheduler import Scheduler, Slot
 from ._sourcecode import copy_files, select_files
+from ._status import end_of_batch, job_end, move
+from ._supervisor import hand_over, write_launch
 from ._terminal import printable
+
+if TYPE_CHECKING:
+    from .backends import Backend
 
 
 @dataclass(frozen=True)
@@ -52,9 +56,9 @@ class RunConfig:
     echo: bool = True
     grace: float = 30.0
     extra_env: Mapping[str, str] = field(default_factory=dict)
-    backend: str = "local"  # local: a process here (Job); slurm: an sbatch job (guildlite._slurm.SlurmJob)
-    slurm: Mapping[str, Any] = field(default_factory=dict)  # merged `slurm:` options (backend slurm)
-    detach: bool = False  # return once submitted; the job's end (and on_run_end) is recorded where it runs
+    backend: Backend | None = None  # where jobs run (None: the local backend)
+    launch: Mapping[str, Any] = field(default_factory=dict)  # what each run's launch file holds (_supervisor)
+    detached: bool = False  # this Session is a detached supervisor's: nobody watches, SIGHUP is ignored
 
 
 class Session:
@@ -82,7 +86,9 @@ class Session:
 
     @contextlib.contextmanager
     def _handle_signals(self) -> Iterator[None]:
-        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        hup = signal.SIG_IGN if self.cfg.detached else self._on_signal  # a detached run outlives its terminal
+        old = {s: signal.signal(s, h) for s, h in ((signal.SIGINT, self._on_signal), (signal.SIGTERM, self._on_signal),
+                                                   (signal.SIGHUP, hup))}
         try:
             yield
         finally:
@@ -130,6 +136,7 @@ class Session:
         run._parent = parent
         with self._staging(run):
             self._stage_source(run, RunPaths(self.cfg.runs_dir / run.id).meta / "torchrun")
+            write_launch(run.paths.meta, dict(self.cfg.launch))
             run.claim()  # while its on_run_staged runs, `guildlite stop` sees a live owner to ask
             run.create()
             self._publish(run)
@@ -206,12 +213,12 @@ class Session:
 
     def begin(self, run: Run, slot: Slot, done: Callable[[Launched, int], None]) -> Launched | None:
         """Call ``on_run_begin`` and start the job; None if the run ended instead."""
-        if run.status != "staged":
+        if run.status not in ("staged", "pending"):  # pending: handed over staged (``_supervisor.hand_over``)
             return None  # vetoed or failed while staging: already ended
         if self.stopping is not None or run.paths.stop_request.exists():  # `guildlite stop TRIAL`
             self.end(run, "terminated", error={"message": "stopped before it started"})
             return None
-        run.status = "pending"
+        move(run, "pending")
         run.gpus = list(slot.gpus) if slot.gpus is not None else None
         try:
             run.claim()
@@ -257,29 +264,18 @@ class Session:
             shutil.rmtree(run.paths.rank_exits, ignore_errors=True)
             run.paths.rank_exits.mkdir(parents=True)
             env["GUILDLITE_EXIT_DIR"] = str(run.paths.rank_exits)
-        if self.cfg.backend == "slurm":
-            from ._slurm import make_job
-
-            job: Launched = make_job(self.cfg, run, argv, env, done)
-        else:
-            job = Job(argv, run.run_dir, env, run.paths.output_log, echo=self.cfg.echo, on_exit=done,
-                      grace=self.cfg.grace)
-            try:
-                _reserve(run.paths.reserve)
-            except OSError as e:
-                if not is_full(e):
-                    raise
-                self.end(run, "error", error={"message": full_message(e, "not started", run.run_dir)})
-                return None
+        backend = self.cfg.backend or _local()
         try:
-            job.start()
+            job = backend.submit(run, argv, env, done, echo=self.cfg.echo, grace=self.cfg.grace)
         except OSError as e:
-            self.end(run, "error", error={"message": f"cannot start {run.cmd[0]}: {e}"})
+            why = full_message(e, "not started", run.run_dir) if is_full(e) else f"cannot start {run.cmd[0]}: {e}"
+            self.end(run, "error", error={"message": why})
             return None
-        except GuildliteError as e:  # the job was refused (sbatch rejected it)
+        except GuildliteError as e:  # the engine refused the job (a queue rejected it)
             self.end(run, "error", error={"message": str(e)})
             return None
-        run.status, run.started, run.job_pid = job.status_after_start, now_iso(), job.pid
+        move(run, job.status_after_start)
+        run.started, run.job_pid = now_iso(), job.pid
         try:
             run.save()
         except OSError as e:  # the job runs: its end is still recorded (see _reserve)
@@ -288,19 +284,13 @@ class Session:
         return job
 
     def finish(self, run: Run, code: int, job: Launched) -> None:
-        """Record a job's exit: completed, error (non-zero exit) or terminated (we signalled it)."""
-        exit_code = code if code >= 0 else 128 - code
+        """Record a job's exit (``_status.job_end``): completed, error, or terminated (stopped)."""
         if code != 0:  # torchrun reports any failure as 1: the failing script's own code is better
-            exit_code = rank_exit_code(run.paths.rank_exits) or exit_code
-        hooks = not job.end_hooks_ran
-        if job.error_message is not None:  # the launcher knows why it failed (or stopped it: a full disk)
-            self.end(run, "error", exit_code, error={"message": job.error_message}, hooks=hooks)
-        elif job.signalled is not None or run.paths.stop_request.exists():
-            self.end(run, "terminated", exit_code, hooks=hooks)
-        elif code == 0:
-            self.end(run, "completed", 0, hooks=hooks)
-        else:
-            self.end(run, "error", exit_code, error={"message": f"the job exited with code {exit_code}"}, hooks=hooks)
+            code = rank_exit_code(run.paths.rank_exits) or code
+        # job.error_message: the launcher knows why it failed (or stopped it: a full disk)
+        stopped = job.signalled is not None or run.paths.stop_request.exists()
+        status, exit_code, error = job_end(code, stopped=stopped, failure=job.error_message)
+        self.end(run, status, exit_code, error=error, hooks=not job.end_hooks_ran)
 
     def end(
         self, run: Run, status: str, exit_code: int | None = None, error: dict[str, Any] | None = None,
@@ -310,7 +300,8 @@ class Session:
         it already ran where the job ran)."""
         if self._open.pop(run.id, None) is None:
             return
-        run.status, run.exit_code, run.stopped = status, exit_code, now_iso()
+        move(run, status)
+        run.exit_code, run.stopped = exit_code, now_iso()
         if error is not None:
             run.error = error
         failed = self._save_end(run)
@@ -358,11 +349,6 @@ class Session:
             if fail_fast and run.status == "error":
                 sched.hold = True
 
-        if self.cfg.detach:  # submit and return: each run's end is recorded where its job runs
-            for run in runs:
-                if self.begin(run, slots[0], lambda job, code: None) is not None:
-                    self._open.pop(run.id, None)
-            return
         sched: Scheduler[Run] = Scheduler(slots, self.begin, finish, grace=self.cfg.grace)
         self.scheduler = sched
         if self.stopping is not None:
@@ -389,7 +375,7 @@ class Session:
 
     def _begin_batch(self, batch: Run) -> bool:
         """A batch's ``on_run_begin`` (it has no job of its own); False if it ended instead."""
-        batch.status = "pending"
+        move(batch, "pending")
         batch.claim()
         batch.save()
         try:
@@ -400,22 +386,18 @@ class Session:
         return True
 
     def _run_trials(self, batch: Run, trials: Sequence[Run], slots: Sequence[Slot], fail_fast: bool) -> None:
-        batch.status, batch.started = "running", now_iso()
+        move(batch, "running")
+        batch.started = now_iso()
         batch.save()
         self.run(trials, slots, fail_fast=fail_fast)
-        if self.cfg.detach and any(t.status in ("pending", "running") for t in trials):
-            from ._slurm import detach_batch
-
-            detach_batch(batch, list(trials))  # the last trial to end records the batch's end
-            self._open.pop(batch.id, None)
-            return
-        self.end(batch, *batch_outcome(batch, self.stopping))
+        status, error = end_of_batch(batch, stopped=self.stopping is not None)
+        self.end(batch, status, error=error)
 
     def run_single(self, flags: dict[str, Any], slot: Slot, stage_only: bool = False) -> Run:
         """Stage one run and, unless ``stage_only``, run it to its end."""
         with self._invocation():
             run = self.stage(flags)
-            if not stage_only:
+            if not stage_only and run.status == "staged":
                 self.run([run], [slot])
             return run
 
@@ -435,31 +417,63 @@ class Session:
             )
         if flags is not None and not run.is_batch:
             run.flags = flags
-        run.status, run.exit_code, run.error, run.started, run.stopped = "staged", None, None, None, None
+        move(run, "staged")
+        run.exit_code, run.error, run.started, run.stopped = None, None, None, None
         run.paths.stop_request.unlink(missing_ok=True)
         run.paths.end_claim.unlink(missing_ok=True)
         if not run.is_batch:
             self._stage_source(run, run.paths.meta / "torchrun")
+        write_launch(run.paths.meta, dict(self.cfg.launch))
         run.save()
         self._open[run.id] = run
         if not run.is_batch:
             self._staged_hooks(run)
 
-    def restart(self, run: Run, flags: dict[str, Any] | None, slots: Sequence[Slot], fail_fast: bool = False) -> Run:
-        """Run ``run`` again in its own directory; a batch re-runs only its trials that did not complete."""
+    def prepare_restart(self, run: Run, flags: dict[str, Any] | None) -> list[Run]:
+        """What ``--restart`` does, for a run and a batch, before anything starts again: the run
+        (with ``flags``) staged again in its own dir; a batch with its trials that did not complete
+        (its completed ones stay as they are). The trials to start, [] for a run."""
         with self._invocation():
+            trials = [t for t in run.trials if t.status != "completed"] if run.is_batch else []
+            self.reopen(run, flags)
+            for t in trials:
+                t._parent = run
+                self.reopen(t)
+            return [t for t in trials if t.status == "staged"]
+
+    def start(self, run: Run, slots: Sequence[Slot], fail_fast: bool = False, trials: list[Run] | None = None) -> Run:
+        """Start a staged run, or a staged batch with its staged ``trials`` (default: those on disk),
+        and see them to their recorded end: after staging, after ``prepare_restart``, or in the
+        detached supervisor a run was handed over to."""
+        with self._invocation():
+            self._open[run.id] = run
             if not run.is_batch:
-                self.reopen(run, flags)
                 self.run([run], slots[:1])
                 return run
-            trials = [t for t in run.trials if t.status != "completed"]
-            self.reopen(run)
+            if trials is None:
+                trials = [t for t in run.trials if t.status == "staged"]
+            for t in trials:
+                t._parent = run
+                self._open[t.id] = t
             if self._begin_batch(run):
-                for t in trials:
-                    t._parent = run
-                    self.reopen(t)
                 self._run_trials(run, trials, slots, fail_fast)
+            else:
+                for t in trials:
+                    self.end(t, "terminated", error={"message": "not started: its batch ended before it began"})
             return run
+
+    def hand_over(self, run: Run) -> None:
+        """Give a staged run (a batch: with its staged trials) to a detached supervisor, which
+        starts it (``start``) and records its end; nothing of it stays open here."""
+        if run.status != "staged":
+            return  # ended while staging (a veto): nothing to start
+        others = [r for r in self._open.values() if r is not run]
+        self._open.clear()
+        hand_over(run, others)
+
+    def restart(self, run: Run, flags: dict[str, Any] | None, slots: Sequence[Slot], fail_fast: bool = False) -> Run:
+        """Run ``run`` again in its own directory; a batch re-runs only its trials that did not complete."""
+        return self.start(run, slots, fail_fast, self.prepare_restart(run, flags))
 
     def run_batch(
         self,
@@ -476,6 +490,7 @@ class Session:
             with self._staging(batch):
                 batch.cmd = []
                 batch.paths.meta.mkdir(exist_ok=True)
+                write_launch(batch.paths.meta, dict(self.cfg.launch))
                 batch.claim()
                 batch.create()
                 self._publish(batch)
@@ -530,33 +545,7 @@ def _staged_source(run: Run) -> list[str]:
     return out
 
 
-# What the end of a run needs to be recorded (run.json, twice, and a few scalars) when the job
-# filled the disk: held from the start, freed just before the end is written.
-_RESERVE_BYTES = 256 * 1024
+def _local() -> Backend:
+    from .backends import get
 
-
-def _reserve(path: Path) -> None:
-    """Create ``path`` with _RESERVE_BYTES of allocated blocks (not a sparse file: glibc writes
-    zeros where the filesystem cannot allocate)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.posix_fallocate(fd, 0, _RESERVE_BYTES)
-    except BaseException:
-        os.close(fd)
-        path.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-
-
-def batch_outcome(batch: Run, stopping: int | None) -> tuple[str, None, dict[str, Any] | None]:
-    """The batch's status from its trials': terminated on a stop, error if any failed, else completed."""
-    counts: dict[str, int] = {}
-    for t in batch.trials:
-        counts[t.status] = counts.get(t.status, 0) + 1
-    batch.batch = {**(batch.batch or {}), "summary": counts}
-    if stopping is not None:
-        return "terminated", None, {"message": "the batch was stopped"}
-    failed = counts.get("error", 0) + counts.get("terminated", 0)
-    if failed:
-        return "error", None, {"message": f"{failed} of {len(batch.trial_ids)} trials did not complete"}
-    return "completed", None, None
+    return get("local")(None)

@@ -226,10 +226,8 @@ def stop(
     for r in (r for r in runs if _going(r)):
         if r.status == "staged":  # its owner polls the request while the hooks run, and before launching
             r.paths.stop_request.touch()
-        elif isinstance(r.remote, dict):  # a SLURM job: scancel (recorded terminated, not requeued)
-            from ._slurm import cancel
-
-            cancel(r)
+        elif _cancel(r, force=False):  # a job away from its owner: its backend stops it, the owner records it
+            pass
         else:
             trial_job = r.is_trial and bool(r.job_pid)  # stop one trial, not its whole batch: its job only
             held = _confirm(r, "job" if trial_job else "owner")
@@ -248,10 +246,7 @@ def stop(
         pending = [r for r in pending if _going(load_run(r.run_dir))]
     if pending and force:
         for r in pending:
-            if isinstance(r.remote, dict):
-                from ._slurm import scancel
-
-                scancel([str(j) for j in r.remote.get("job_ids") or []], sig="KILL")
+            if _cancel(r, force=True):
                 continue
             held = _confirm(r, "all")
             if not isinstance(held, str):
@@ -265,6 +260,15 @@ def stop(
         ids = ", ".join(r.id for r in pending)
         raise GuildliteError(f"still running after {timeout:g} s: {ids} (use --force to kill)")
     return Stopped([*waiting, *(load_run(r.run_dir) for r in live)], refused)
+
+
+def _cancel(run: Run, force: bool) -> bool:
+    """Stop a run's job through the backend it runs on away from its owner (``remote.backend``);
+    False if it has none (its owner is signalled)."""
+    from .backends import of_record
+
+    backend = of_record({"remote": run.remote})
+    return backend is not None and backend.cancel(run, force)
 
 
 # --- signalling a process named by a record -------------------------------------------------------

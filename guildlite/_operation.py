@@ -9,22 +9,26 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ._batch import count_trials, is_batch, plan_trials
 from ._batchspec import batch_flags as batch_spec
-from ._builtins import builtin_plugins
+from ._builtins import build_plugins
 from ._config_file import check as check_config
 from ._errors import GuildfileError, GuildliteError
 from ._flags import Grid, Random, given_texts, nul_free, parse_assignments, resolve
 from ._flags_import import with_imported_flags
-from ._guildfile import GUILDFILE, Guildfile, PluginSpec, default_runs_dir, find_guildfile, load, option_runs_dir
+from ._guildfile import GUILDFILE, Guildfile, OpDef, default_runs_dir, find_guildfile, load, option_runs_dir
 from ._launch import job_command
 from ._lifecycle import RunConfig, Session
-from ._plugins import Plugin, load_plugins
+from ._plugins import Plugin
 from ._reach import check_nulls, check_op
 from ._runs import Run
-from ._scheduler import Slot, make_slots, visible_gpus
+from ._scheduler import Slot
+from ._supervisor import read_launch
+
+if TYPE_CHECKING:
+    from .backends import Backend
 
 BATCH_CONFIRM_THRESHOLD = 1000  # larger batches ask first
 MAX_TRIALS = 1_000_000
@@ -74,21 +78,25 @@ def plan_run(
     plugin_names: Sequence[str] = (),
     echo: bool = True,
     backend: str | None = None,
-    slurm: dict[str, Any] | None = None,
+    backend_options: Mapping[str, Mapping[str, Any]] | None = None,
     detach: bool = False,
+    fail_fast: bool = False,
+    recorded: Mapping[str, Any] | None = None,
     confirm: Callable[[int], bool] | None = None,
 ) -> Plan:
     """Validate everything about a run request; raises a GuildliteError, stages nothing.
 
-    ``backend`` (else the op's, else the guildfile's) picks local or slurm; ``slurm`` holds command
-    line overrides of the ``slurm:`` keys (nodes, partition, time). ``parallel`` (trials at once)
-    defaults to 1 here and, on SLURM, to every trial queued at once. A batch of more than
+    ``backend`` (else the op's, else the guildfile's, else ``local``) names the backend;
+    ``backend_options`` holds backends' options given on the command line, by backend name (over
+    the guildfile's section and the op's; another backend's is an error). ``parallel`` (trials at once) defaults to the backend's choice (``plan_slots``). A batch of more than
     BATCH_CONFIRM_THRESHOLD trials goes ahead only if ``confirm(n)`` says so (None: no question).
+    ``recorded``: a recorded run's flags (a restart's), given first, ``assignments`` over them.
     """
     runs_dir = option_runs_dir(runs_dir) if runs_dir else default_runs_dir(guildfile)
     op = with_imported_flags(guildfile.op(op_name), guildfile.dir)
     check_op(op, guildfile.dir)
-    given = parse_assignments(assignments)
+    given = {**{k: nul_free(k, v) for k, v in (recorded or {}).items() if k in op.flags},  # a record is input
+             **parse_assignments(assignments)}
     values = resolve(op.name, op.flags, given, given_texts(assignments))
     check_nulls(op, values, given)
     check_config(op.flags_dest, {k: None for k in values}, guildfile.dir)
@@ -104,12 +112,7 @@ def plan_run(
         raise GuildliteError("--max-trials must be at least 1", exit_code=2)
     if parallel is not None and parallel < 1:
         raise GuildliteError("--parallel must be at least 1", exit_code=2)
-    specs = [
-        *guildfile.plugins,
-        *op.plugins,
-        *(PluginSpec(where=f"--plugin {n}", name=n) for n in plugin_names),
-    ]
-    plugins = builtin_plugins(op.flags_dest) + load_plugins(specs, guildfile.dir)
+    plugins = build_plugins(guildfile, op, plugin_names)
     batch = is_batch(values)
     if batch:
         n = count_trials(values, max_trials)
@@ -121,20 +124,13 @@ def plan_run(
     trials = plan_trials(op.flags, values, max_trials=max_trials, seed=seed) if batch else None
     for flags in (trials or [values])[:1000]:  # a flag that cannot be encoded (a positional None) fails here
         job_command(op, flags, nproc)
-    backend = backend or op.backend or guildfile.backend
-    slurm_opts: dict[str, Any] = {}
-    if backend == "slurm":
-        from ._slurm import slurm_plan
-
-        if parallel is not None and detach:
-            raise GuildliteError("--parallel needs the foreground: a detached batch queues every trial at once",
-                                 exit_code=2)
-        slurm_opts = slurm_plan(guildfile, op, slurm, plugin_names)
-    elif backend != "local":
-        raise GuildliteError(f"--backend {backend!r}: choose local or slurm", exit_code=2)
-    elif detach:
-        raise GuildliteError("--detach needs --backend slurm", exit_code=2)
-    slots = _slots(backend, op, parallel if batch else 1, len(trials or []), gpus)
+    name = backend or op.backend or guildfile.backend
+    engine = make_backend(name, guildfile, op, backend_options)
+    engine.check_op(op, nproc)
+    slots = engine.plan_slots(op, parallel if batch else None, len(trials or []), gpus)
+    given = {k: v for k, v in (backend_options or {}).get(name, {}).items() if v is not None}
+    launch = {"guildfile": str(guildfile.path), "op": op.name, "plugin_names": list(plugin_names), "backend": name,
+              "backend_options": given, "parallel": parallel, "gpus": gpus, "fail_fast": fail_fast}
     config = RunConfig(
         guildfile=guildfile,
         op=op,
@@ -143,9 +139,8 @@ def plan_run(
         nproc=nproc,
         label=label,
         echo=echo and (not batch or len(slots) == 1) and not detach,
-        backend=backend,
-        slurm=slurm_opts,
-        detach=detach,
+        backend=engine,
+        launch=launch,
     )
     batch_flags, dims = batch_spec(values)
     info = {"trials": len(trials or []), "max_trials": max_trials, "seed": seed, "parallel": len(slots),
@@ -153,23 +148,67 @@ def plan_run(
     return Plan(config, plugins, values, trials, batch_flags, info, slots)
 
 
-def execute(plan: Plan, stage_only: bool = False, fail_fast: bool = False, session: Session | None = None) -> Run:
-    """Run a plan to its end (or stage it); returns the run, or the batch run."""
+def make_backend(name: str, guildfile: Guildfile, op: OpDef,
+                 given: Mapping[str, Mapping[str, Any]] | None = None) -> Backend:
+    """Backend ``name`` with its options: its guildfile section, the op's, then the command line's
+    (``given``: options by backend name; one given for another backend is an error)."""
+    from .backends import OptionError, get
+
+    cls = get(name)
+    for other, opts in (given or {}).items():
+        used = [k for k, v in opts.items() if v is not None]
+        if other != name and used:
+            raise GuildliteError(f"--{used[0]} is an option of backend {other}; this run's backend is {name}"
+                                 f" (--backend {other}, or a 'backend:' in the guildfile)", exit_code=2)
+    mine = {k: v for k, v in (given or {}).get(name, {}).items() if v is not None}
+    try:
+        cli = cls.parse_section(mine, "the command line")
+    except OptionError as e:
+        raise GuildliteError(f"--{e.key}: {e}", exit_code=2) from None
+    try:
+        options = cls.make_options(guildfile.backend_sections.get(name), op.backend_sections.get(name), cli)
+    except (TypeError, ValueError) as e:
+        raise GuildliteError(f"backend {name}: {e}", exit_code=2) from None
+    return cls(options)
+
+
+def execute(plan: Plan, stage_only: bool = False, fail_fast: bool = False, session: Session | None = None,
+            detach: bool = False) -> Run:
+    """Run a plan to its end, stage it, or (``detach``) stage it and hand it over to a detached
+    supervisor (``_supervisor``); returns the run, or the batch run."""
     session = session or Session(plan.config, plan.plugins)
     if plan.trials is None:
-        return session.run_single(dict(plan.flags), plan.slots[0], stage_only=stage_only)
-    return session.run_batch(
-        plan.batch_flags, plan.trials, plan.slots, plan.batch_info, stage_only=stage_only, fail_fast=fail_fast
-    )
+        run = session.run_single(dict(plan.flags), plan.slots[0], stage_only=stage_only or detach)
+    else:
+        run = session.run_batch(plan.batch_flags, plan.trials, plan.slots, plan.batch_info,
+                                stage_only=stage_only or detach, fail_fast=fail_fast)
+    if detach and not stage_only:
+        session.hand_over(run)
+    return run
 
 
-def _slots(backend: str, op: Any, parallel: int | None, n_trials: int, gpus: str | None) -> list[Slot]:
-    """Where trials run at once: on SLURM, jobs in the queue (default: every trial); locally,
-    ``parallel`` slots (default 1), each with its share of the GPUs."""
-    if backend == "slurm":
-        return [Slot(i) for i in range(max(1, n_trials) if parallel is None else parallel)]
-    n = 1 if parallel is None else parallel
-    return make_slots(n, op.gpus_per_trial, visible_gpus(gpus) if op.gpus_per_trial else [])
+def resume(run: Run, launch: Mapping[str, Any]) -> tuple[Session, list[Slot], bool]:
+    """The session, slots and fail-fast of a staged run handed over to a detached supervisor,
+    rebuilt from its launch file (what ``plan_run`` planned, without its flags: the run has them)."""
+    guildfile = load(Path(launch["guildfile"]))
+    plan = plan_run(run.op, [], guildfile=guildfile, runs_dir=run.run_dir.parent, nproc=run.nproc_per_node,
+                    plugin_names=launch.get("plugin_names") or (), echo=False, backend=launch.get("backend"),
+                    backend_options={launch["backend"]: launch.get("backend_options") or {}},
+                    parallel=launch.get("parallel"), gpus=launch.get("gpus"), recorded=_flags_of(run))
+    engine = plan.config.backend
+    assert engine is not None
+    slots = plan.slots
+    if run.is_batch:
+        slots = engine.plan_slots(plan.config.op, launch.get("parallel"), len(run.trial_ids), launch.get("gpus"))
+    config = dataclasses.replace(plan.config, echo=False, detached=True, launch=launch)
+    return Session(config, plan.plugins), slots, bool(launch.get("fail_fast"))
+
+
+def _flags_of(run: Run) -> dict[str, Any]:
+    """A run's flags, or a batch's first trial's (a batch's own hold its dimensions)."""
+    if not run.is_batch:
+        return run.flags
+    return next((t.flags for t in run.trials), {})
 
 
 def restart(
@@ -182,12 +221,24 @@ def restart(
     fail_fast: bool = False,
     plugin_names: Sequence[str] = (),
     echo: bool = True,
+    backend: str | None = None,
+    backend_options: Mapping[str, Mapping[str, Any]] | None = None,
+    detach: bool = False,
 ) -> Restart:
-    """Validate a restart of ``run`` (flags overridden by ``assignments``) and return what runs it."""
+    """Validate a restart of ``run`` (flags overridden by ``assignments``) and return what runs it.
+
+    What a restart does is ``Session.prepare_restart`` then ``Session.start`` (``detach``: in a
+    detached supervisor). It runs where and as the run was launched (its launch file: backend and
+    its command-line options, plugins, parallel, GPUs), unless told otherwise here.
+    """
     if run.is_batch and assignments:
         raise GuildliteError("a batch restart re-runs its unfinished trials as they were: it takes no flags", exit_code=2)
     if run.is_trial and run.parent is not None and run.parent.status in ("pending", "running"):
         raise GuildliteError(f"run {run.id} belongs to batch {run.parent_id}, which is still running", exit_code=2)
+    launch = read_launch(run.run_dir)
+    if backend is None and launch.get("backend"):
+        backend = str(launch["backend"])
+        backend_options = backend_options or {backend: launch.get("backend_options") or {}}
     plan = plan_run(
         run.op,
         assignments,
@@ -195,37 +246,45 @@ def restart(
         runs_dir=run.run_dir.parent,
         nproc=run.nproc_per_node,
         label=run.label,
-        parallel=parallel,
-        gpus=gpus,
-        plugin_names=plugin_names,
+        parallel=parallel if parallel is not None else launch.get("parallel"),
+        gpus=gpus if gpus is not None else launch.get("gpus"),
+        plugin_names=plugin_names or launch.get("plugin_names") or (),
         echo=echo,
+        backend=backend,
+        backend_options=backend_options,
+        detach=detach,
+        fail_fast=fail_fast,
+        recorded=_flags_of(run),
     )
     if plan.trials is not None:
         raise GuildliteError("a restart takes plain flag values, not batch syntax", exit_code=2)
-    flags = None
-    if not run.is_batch:
-        given = {a.partition("=")[0].strip() for a in assignments}
-        flags = {**{k: nul_free(k, v) for k, v in run.flags.items() if k in plan.flags},  # a record is input
-                 **{k: plan.flags[k] for k in given}}
-        for k, v in plan.flags.items():
-            flags.setdefault(k, v)
     slots = plan.slots
+    engine = plan.config.backend
+    assert engine is not None
     if run.is_batch:
-        slots = _slots(plan.config.backend, plan.config.op, parallel, len(run.trial_ids), gpus)
-    session = Session(dataclasses.replace(plan.config, echo=echo and (not run.is_batch or len(slots) == 1)),
-                      plan.plugins)
-    return Restart(session, run, flags, slots, fail_fast)
+        slots = engine.plan_slots(plan.config.op, plan.config.launch.get("parallel"), len(run.trial_ids),
+                                  plan.config.launch.get("gpus"))
+    echo = echo and not detach and (not run.is_batch or len(slots) == 1)
+    session = Session(dataclasses.replace(plan.config, echo=echo), plan.plugins)
+    return Restart(session, run, None if run.is_batch else dict(plan.flags), slots, fail_fast, detach)
 
 
 @dataclass
 class Restart:
-    """A validated restart: ``execute`` runs it (see ``Session.restart``)."""
+    """A validated restart: ``execute`` runs it (see ``Session.prepare_restart``)."""
 
     session: Session
     run: Run
     flags: dict[str, Any] | None
     slots: list[Slot]
     fail_fast: bool
+    detach: bool = False
 
     def execute(self) -> Run:
-        return self.session.restart(self.run, self.flags, self.slots, self.fail_fast)
+        if not self.detach:
+            return self.session.restart(self.run, self.flags, self.slots, self.fail_fast)
+        self.session.prepare_restart(self.run, self.flags)
+        if self.run.status == "staged":
+            self.run.claim()
+            self.session.hand_over(self.run)
+        return self.run

@@ -494,29 +494,14 @@ def merge_attrs(disk: Any, mine: dict[str, Any], base: dict[str, Any]) -> dict[s
     return out
 
 
-def derive_status(rec: dict[str, Any], run_dir: Path | str | None = None) -> dict[str, Any]:
-    """The record as it stands: pending/running with its owner gone reads ``terminated``
-    (``owner_alive``: with ``run_dir``, its owner lock decides too).
-
-    A run whose job runs elsewhere (``remote``: a SLURM job) is alive while its job is; the run's
-    own dir (``run_dir``) is re-read when that job has ended.
-    """
-    if rec.get("status") in ACTIVE and isinstance(rec.get("remote"), dict):
-        from ._slurm import remote_status
-
-        return remote_status(rec, run_dir)
-    if rec.get("status") in ACTIVE and not owner_alive(rec, None if run_dir is None else Path(run_dir)):
-        msg = f"guildlite process {rec.get('pid')} ended without recording the run's end"
-        rec = {**rec, "status": "terminated", "error": rec.get("error") or {"message": msg}}
-    return rec
-
-
 def run_from_record(run_dir: Path, rec: dict[str, Any]) -> Run:
     """A Run from a record ``read_record`` (or the index) validated, with liveness-derived status.
 
     Its id is its directory's name, whatever the record's ``id`` field says.
     """
-    rec = derive_status(rec, run_dir)
+    from ._status import as_it_stands
+
+    rec = as_it_stands(rec, run_dir, read_record)
     kwargs = {k: v for k, v in rec.items() if k in _FIELDS}
     kwargs["id"] = run_dir.name
     if rec.get("is_batch") and isinstance(rec.get("flags"), dict):  # its dimensions as objects again
@@ -527,6 +512,25 @@ def run_from_record(run_dir: Path, rec: dict[str, Any]) -> Run:
     run = Run(run_dir=run_dir, parent_id=rec.get("parent"), trial_ids=list(rec.get("trials") or []), **kwargs)
     run._synced_attrs = _snapshot(run.attrs)
     return run
+
+
+def raw_run(run_dir: Path) -> Run:
+    """The Run of a record as written (no liveness derivation): for its owner, which writes it."""
+    rec = read_record(run_dir)
+    kwargs = {k: v for k, v in rec.items() if k in _FIELDS}
+    kwargs["id"] = run_dir.name
+    run = Run(run_dir=run_dir, parent_id=rec.get("parent"), trial_ids=list(rec.get("trials") or []), **kwargs)
+    run._synced_attrs = _snapshot(run.attrs)  # its save writes only the attrs keys its plugins change
+    return run
+
+
+def claim_end(run_dir: Path) -> bool:
+    """Exactly one ``on_run_end`` per run: True for the first caller (its owner, or a backend's node)."""
+    try:
+        os.close(os.open(RunPaths(run_dir).end_claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        return True
+    except FileExistsError:
+        return False
 
 
 def read_record(run_dir: Path, listed: bool = False) -> dict[str, Any]:

@@ -926,7 +926,7 @@ def test_the_slurm_supervisor_starts_with_the_stdlib_before_the_staged_project(t
 
     from conftest import clean_env
 
-    from guildlite._slurm import sbatch_script
+    from guildlite.backends.slurm.options import sbatch_script
 
     run_dir = tmp_path / "20260101T000000-abcdef"
     run_dir.mkdir()

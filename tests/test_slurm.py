@@ -265,7 +265,7 @@ def test_two_ranks_through_sbatch(single: None, project: Path) -> None:
     assert "rank=0 world=2" in log and "rank=1 world=2" in log, log
     assert f"run_dir={r['run_dir']}" in log
     script = (Path(r["run_dir"]) / "slurm.sbatch").read_text()
-    assert "#SBATCH --partition=debug" in script and "guildlite._slurm_supervisor" in script
+    assert "#SBATCH --partition=debug" in script and "guildlite.backends.slurm.node" in script
     assert [a["status"] for a in r["attempts"]] == ["completed"]
     assert ends(r["run_dir"]) == ["completed " + ends(r["run_dir"])[0].split()[1]]
     assert "rank=0 world=2" in p.stdout  # the foreground shows the job's output
@@ -295,9 +295,23 @@ def test_parallel_limits_the_jobs_in_the_queue(single: None, project: Path) -> N
     for before, after in zip(trials, trials[1:]):  # one job at a time: each starts after the last ended
         assert after["started"] >= before["stopped"], (before, after)
     assert "n=1" in p.stdout and "n=3" in p.stdout  # one at a time: the foreground shows each job's output
-    bad = gl(project, "run", "quick", "n=[1,2]", "--parallel", "2", "--detach", "-y")
-    assert bad.returncode == 2 and "--parallel needs the foreground" in bad.stderr
-    assert len(runs(project)) == 4  # the refused batch staged nothing
+
+
+def test_a_detached_batch_honours_parallel(single: None, project: Path) -> None:
+    p = gl(project, "run", "quick", "n=[1,2,3]", "--parallel", "1", "--detach", "-y")
+    assert p.returncode == 0, p.stderr
+    batch_id = p.stdout.strip()
+    batch = wait_for("the batch's end", lambda: next((r for r in runs(project) if r["id"] == batch_id
+                                                      and r["status"] not in ("pending", "running")), None),
+                     timeout=180)
+    assert batch["status"] == "completed", batch
+    trials = sorted((r for r in runs(project) if r["is_trial"]), key=lambda r: r["started"])
+    assert [t["status"] for t in trials] == ["completed"] * 3
+    for before, after in zip(trials, trials[1:]):  # one job in SLURM's queue at a time
+        assert after["started"] >= before["stopped"], (before, after)
+    for t in trials:
+        assert len(ends(t["run_dir"])) == 1
+    assert len(ends(batch["run_dir"])) == 1
 
 
 def test_failing_script_is_error_with_its_exit_code(single: None, project: Path) -> None:

@@ -26,14 +26,39 @@ if TYPE_CHECKING:
     from .._runs import Run
 
 
-@click.command(context_settings={**CONTEXT, "ignore_unknown_options": True})
+class _RunCommand(click.Command):
+    """``run``, with the options every installed backend adds (``Backend.cli_options``): found
+    when ``run`` is parsed or its help shown, never at start-up."""
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        if not getattr(self, "_with_backends", False):
+            from .. import backends
+
+            for name in backends.names():
+                for o in backends.get(name).cli_options:
+                    self.params.insert(-2, click.Option([f"--{o.flag}", f"_{name}__{o.key}"], type=o.type,
+                                                        help=f"[{name}] {o.help}."))
+            self._with_backends = True
+        return super().get_params(ctx)
+
+
+def _backend_options(extra: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The backend options given on the command line, by backend name."""
+    out: dict[str, dict[str, Any]] = {}
+    for param, value in extra.items():
+        name, _, key = param[1:].partition("__")
+        out.setdefault(name, {})[key] = value
+    return out
+
+
+@click.command(cls=_RunCommand, context_settings={**CONTEXT, "ignore_unknown_options": True})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="OPERATION [NAME=VALUE]...")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("-l", "--label", default="", help="A label for the run.")
 @click.option("--nproc-per-node", type=int, help="Processes (ranks) per run; default: the op's nproc-per-node.")
 @click.option("--stage", "stage_only", is_flag=True, help="Stage the run (dir, source, run.json) without starting it.")
 @click.option("--parallel", type=int,
-              help="Batch: trials running at once (default 1; with --backend slurm, every trial is queued at once).")
+              help="Batch: trials running at once (default: the backend's; locally 1, queued: every trial).")
 @click.option("--gpus", help="Batch: GPU ids to share out as slots (default: CUDA_VISIBLE_DEVICES or all).")
 @click.option("--max-trials", type=int, help="Batch: at most N trials (random search: exactly N, default 20).")
 @click.option("--seed", type=int, help="Batch: seed for random search (same seed, same trials).")
@@ -42,11 +67,10 @@ if TYPE_CHECKING:
 @click.option("--restart", "restart_spec", metavar="RUN",
               help="Run RUN again in its own dir (NAME=VALUE overrides flags); a batch re-runs unfinished trials.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's record as JSON when it ends.")
-@click.option("--backend", type=click.Choice(["local", "slurm"]), help="Where runs run (default: the guildfile's, else local).")
-@click.option("--nodes", type=int, help="SLURM: hosts per run (one torchrun agent each).")
-@click.option("--partition", help="SLURM: the partition to submit to.")
-@click.option("--time", "time_limit", help="SLURM: the time limit (e.g. 30, 1:00:00, 1-12).")
-@click.option("--detach", is_flag=True, help="SLURM: return once submitted; the job records its own end.")
+@click.option("-b", "--detach", "--background", "detach", is_flag=True,
+              help="Return at once with the run's id; a detached supervisor runs it (guildlite watch, stop).")
+@click.option("--backend", metavar="NAME", help="Where runs run: an installed backend (default: the guildfile's, "
+              "else local).")
 @_runs_dir_option
 @_guildfile_option
 def run(
@@ -63,13 +87,11 @@ def run(
     fail_on_trial_error: bool,
     plugin_names: tuple[str, ...],
     as_json: bool,
-    backend: str | None,
-    nodes: int | None,
-    partition: str | None,
-    time_limit: str | None,
     detach: bool,
+    backend: str | None,
     runs_dir: Path | None,
     guildfile: Path | None,
+    **given: Any,
 ) -> None:
     """Run OPERATION with flags given as NAME=VALUE.
 
@@ -90,14 +112,16 @@ def run(
     if restart_spec:
         target = select_one(runs_dir_for(runs_dir, guildfile), restart_spec)
         job = restart(target, args, guildfile=gf, parallel=parallel, gpus=gpus, fail_fast=fail_on_trial_error,
-                      plugin_names=plugin_names, echo=not as_json)
+                      plugin_names=plugin_names, echo=not as_json, backend=backend,
+                      backend_options=_backend_options(given) if any(v is not None for v in given.values()) else None,
+                      detach=detach)
         if sys.stdin.isatty() and not yes and not as_json:
             what = f"{len(target.trial_ids)} trials of batch" if target.is_batch else "run"
             if not click.confirm(f"Restart {what} {target.id}?", default=True):
                 raise GuildliteError("cancelled", exit_code=1)
-        if target.is_batch:
+        if target.is_batch and not detach:
             job.session.progress = _BatchProgress(sum(t.status != "completed" for t in target.trials)).event
-        _finish_run(job.execute(), as_json, stage_only=False)
+        _finish_run(job.execute(), as_json, stage_only=False, detached=detach)
         return
     if not args:
         raise GuildliteError("missing OPERATION (see guildlite ops)", exit_code=2)
@@ -116,8 +140,9 @@ def run(
         plugin_names=plugin_names,
         echo=not as_json,
         backend=backend,
-        slurm={"nodes": nodes, "partition": partition, "time": time_limit},
+        backend_options=_backend_options(given),
         detach=detach,
+        fail_fast=fail_on_trial_error,
         confirm=None if yes else _confirm_large,
     )
     big = plan.trials is not None and len(plan.trials) > BATCH_CONFIRM_THRESHOLD
@@ -126,22 +151,22 @@ def run(
         if not click.confirm("Continue?", default=True):
             raise GuildliteError("cancelled", exit_code=1)
     session = Session(plan.config, plan.plugins)
-    if plan.trials is not None:
+    if plan.trials is not None and not detach:
         session.progress = _BatchProgress(len(plan.trials)).event
-    _finish_run(execute(plan, stage_only=stage_only, fail_fast=fail_on_trial_error, session=session), as_json,
-                stage_only, detached=detach)
+    result = execute(plan, stage_only=stage_only, fail_fast=fail_on_trial_error, session=session, detach=detach)
+    _finish_run(result, as_json, stage_only, detached=detach)
 
 
 def _finish_run(result: Run, as_json: bool, stage_only: bool, detached: bool = False) -> None:
-    """Report a finished run and exit with its exit code (a detached run: once submitted)."""
+    """Report a finished run and exit with its exit code; a detached one: its id on stdout."""
     if detached and result.status in ("pending", "running"):
         if as_json:
             click.echo(json.dumps(_record(result), indent=2, default=str))
-        else:
-            what = "batch" if result.is_batch else "run"
-            jobs = (result.remote or {}).get("job_ids") if isinstance(result.remote, dict) else None
-            click.echo(f"guildlite: {what} {result.id} submitted (SLURM job {', '.join(map(str, jobs or []))});"
-                       " see guildlite runs", err=True)
+            return
+        what = f"batch of {len(result.trial_ids)} trials" if result.is_batch else "run"
+        click.echo(f"guildlite: {what} {result.id} runs in the background (supervisor pid {result.pid}): "
+                   f"guildlite watch {result.id}, guildlite stop {result.id}", err=True)
+        click.echo(result.id)
         return
     if as_json:
         click.echo(json.dumps(_record(result), indent=2, default=str))

@@ -1,4 +1,4 @@
-"""The node side of a SLURM run: ``python -m guildlite._slurm_supervisor RUN_DIR`` (see ``slurm.sbatch``).
+"""The node side of a SLURM run: ``guildlite.backends.slurm.node RUN_DIR`` (see ``slurm.sbatch``).
 
 It runs as the batch script of the job, on the first host of the allocation, with the submitter's
 interpreter, and:
@@ -15,10 +15,11 @@ interpreter, and:
    requeues the job itself; on SIGTERM it asks slurmctld why: a requeue (preemption, ``scontrol
    requeue``) is recorded ``preempted`` and the job comes back in the same run dir, a cancel
    (``scancel``, ``guildlite stop``) is ``terminated``;
-5. records the end (status, exit code, stop time), and with ``--detach`` (``hooks: supervisor``)
-   fires the run's ``on_run_end`` and, as the last trial of a batch to end, the batch's
-   (under a lock in the batch dir). Without ``--detach`` the submitting guildlite fires them; one
-   that does not claim the end within ``HANDOFF_SECONDS`` (killed) leaves the run's to this node.
+5. records the end (status, exit code, stop time). The guildlite that submitted the job (in the
+   foreground, or the detached supervisor) fires ``on_run_end``; one that does not claim the end
+   within ``HANDOFF_SECONDS`` (killed), or a job submitted by hand (``hooks: supervisor``), leaves
+   it to this node (``_supervisor.fire_end``), and, as the last trial of a batch whose owner is
+   gone, the batch's end too (``_supervisor.end_batch``).
 """
 
 from __future__ import annotations
@@ -33,12 +34,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._launch import torchrun_options
-from ._record import is_run_id
-from ._runs import RunPaths, now_iso, update_record
-from ._slurm import SPEC_FILE, claim_end, raw_run, read_record
+from ..._launch import torchrun_options
+from ..._record import is_run_id
+from ..._runs import RunPaths, now_iso, read_record, update_record
+from ..._status import Status, job_end, moved
+from ..._supervisor import end_batch, fire_end
+from .job import SPEC_FILE
 
-ACTIVE = ("staged", "pending", "running")
 HANDOFF_SECONDS = 15.0  # the foreground submitter polls run.json every 0.5 s
 
 
@@ -127,7 +129,9 @@ class Supervisor:
             ids = [*[str(j) for j in remote.get("job_ids") or []], self.job_id]
             rec["remote"] = {**remote, "backend": "slurm", "job_id": self.job_id, "job_ids": ids,
                              "run_dir": str(self.run_dir), "hooks": "supervisor"}
-            rec.update(status="pending", exit_code=None, stopped=None, error=None)
+            status = rec.get("status") or "staged"  # a run submitted again by hand: restarted
+            rec.update(status=moved(moved(status, "staged") if status not in ("staged", "pending") else status,
+                                    "pending"), exit_code=None, stopped=None, error=None)
 
         update_record(self.run_dir, adopt)
 
@@ -148,7 +152,7 @@ class Supervisor:
                             if requeues > max_requeues else None)
             atts.append({"job_id": self.job_id, "restart": len(atts), "hosts": hosts, "host": socket.gethostname(),
                          "started": now, "stopped": None, "status": "running", "reason": None})
-            rec["status"] = "running"
+            rec["status"] = moved(rec.get("status"), "running")
             rec["host"] = socket.gethostname()
             if not mine:
                 rec["started"] = now
@@ -165,9 +169,9 @@ class Supervisor:
             if atts and atts[-1].get("job_id") == self.job_id and atts[-1].get("stopped") is None:
                 atts[-1].update(stopped=now, status=status, exit_code=exit_code, reason=reason)
             if requeued:
-                rec["status"] = "pending"
+                rec["status"] = moved(rec.get("status"), "pending")
                 return
-            rec.update(status=status, exit_code=exit_code, stopped=now)
+            rec.update(status=moved(rec.get("status"), status), exit_code=exit_code, stopped=now)
             if status != "completed":
                 rec["error"] = rec.get("error") or {"message": reason or f"the job exited with code {exit_code}"}
 
@@ -251,21 +255,21 @@ class Supervisor:
             if "TIMEOUT" in state:
                 return self.end("error", code or 1, "reached the SLURM time limit")
             return self.end("terminated", code or 143, f"SLURM job {self.job_id} was cancelled")
-        if code == 0:
-            return self.end("completed", 0, None)
-        return self.end("error", code, f"the job exited with code {code}")
+        status, code, error = job_end(code, stopped=False)
+        return self.end(status, code, None if error is None else str(error["message"]))
 
-    def end(self, status: str, code: int, reason: str | None) -> int:
+    def end(self, status: Status, code: int, reason: str | None) -> int:
         self.end_attempt(status, code, reason, requeued=False)
-        if self.spec.get("hooks") == "supervisor":
-            fire_end(self.run_dir, self.spec)
-            rec = read_record(self.run_dir)
-            if is_run_id(rec.get("parent")):  # an id, beside the trial: never a path
-                end_batch(self.run_dir.parent / rec["parent"], self.spec)
-        elif not self.submitter_claims_end():
+        here = self.spec.get("hooks") == "supervisor"
+        if not here and not self.submitter_claims_end():
             self.log(f"SLURM job {self.job_id}: the submitting guildlite did not take the run's end within "
                      f"{HANDOFF_SECONDS:g} s: on_run_end fires here")
-            fire_end(self.run_dir, self.spec)
+            here = True
+        if here:
+            fire_end(self.run_dir)
+            rec = read_record(self.run_dir)
+            if is_run_id(rec.get("parent")):  # an id, beside the trial: never a path
+                end_batch(self.run_dir.parent / rec["parent"])
         return 0 if status == "completed" else code
 
     def submitter_claims_end(self) -> bool:
@@ -279,69 +283,15 @@ class Supervisor:
         return self.paths.end_claim.exists()
 
 
-def _dispatcher(spec: dict[str, Any]) -> Any:
-    from ._builtins import builtin_plugins
-    from ._guildfile import PluginSpec, load
-    from ._plugins import DEFAULT_HOOK_TIMEOUT, Dispatcher, load_plugins
-
-    plugins = builtin_plugins()
-    timeout = DEFAULT_HOOK_TIMEOUT
-    try:
-        gf = load(Path(spec["guildfile"]))
-        timeout = gf.hook_timeout
-        op = gf.op(spec["op"])
-        specs = [*gf.plugins, *op.plugins,
-                 *(PluginSpec(where=f"--plugin {n}", name=n) for n in spec.get("plugin_names") or [])]
-        plugins += load_plugins(specs, gf.dir)
-    except Exception as e:  # the guildfile changed or went away since submission: built-ins only
-        print(f"guildlite: cannot load the run's plugins: {e}", file=sys.stderr)
-    return Dispatcher(plugins, timeout=timeout)
-
-
-def fire_end(run_dir: Path, spec: dict[str, Any]) -> None:
-    if not claim_end(run_dir):
-        return
-    run = raw_run(run_dir)
-    _dispatcher(spec).call("on_run_end", run)
-    run.save()
-
-
-def end_batch(batch_dir: Path, spec: dict[str, Any]) -> None:
-    """The last trial to end records its batch's end and fires the batch's ``on_run_end``."""
-    from ._lifecycle import batch_outcome
-    from ._lock import file_lock
-
-    if not (batch_dir / "run.json").exists():
-        return
-    with file_lock(RunPaths(batch_dir).meta / "batch-end.lock"):
-        batch = raw_run(batch_dir)
-        if batch.status not in ACTIVE:
-            return
-        for tid in filter(is_run_id, batch.trial_ids):
-            try:
-                if read_record(batch_dir.parent / tid).get("status") in ACTIVE:
-                    return
-            except (OSError, ValueError):
-                continue
-        status, code, error = batch_outcome(batch, None)
-        batch.status, batch.exit_code, batch.stopped = status, code, now_iso()
-        if error is not None:
-            batch.error = error
-        batch.save()
-        if claim_end(batch_dir):
-            _dispatcher(spec).call("on_run_end", batch)
-            batch.save()
-
-
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m guildlite._slurm_supervisor RUN_DIR", file=sys.stderr)
+        print("usage: python -m guildlite.backends.slurm.node RUN_DIR", file=sys.stderr)
         return 2
     return Supervisor(Path(argv[0]).resolve()).run()
 
 
 if __name__ == "__main__":
-    from ._hookcall import exit_if_hooks_hang
+    from ..._hookcall import exit_if_hooks_hang
 
     code = main(sys.argv[1:])
     exit_if_hooks_hang(code)  # an on_run_end given up on (timed out) must not keep the job's allocation

@@ -1,0 +1,129 @@
+"""A run's status: the states, the moves between them, and every decision of a status, in one place.
+
+::
+
+    staged ──> pending ──> running ──> completed | error | terminated
+       │          │  ^──────┘ (requeued)                   │
+       └──────────┴──> error | terminated                   └──> staged (restart)
+
+``staged``: its dir and record exist, nothing launched. ``pending``: being started, or its job waits
+in a queue. ``running``: its job runs. The three ends are final until a restart stages it again.
+Who decides: the owning process records each move (``move``) and the end of a job (``job_end``);
+a batch ends by its trials (``batch_end``); a reader sees a record as it stands (``as_it_stands``):
+an active record whose owner or job is gone is never reported active.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
+
+if TYPE_CHECKING:
+    from .backends import JobState
+
+Status = Literal["staged", "pending", "running", "completed", "error", "terminated"]
+STATES: tuple[Status, ...] = ("staged", "pending", "running", "completed", "error", "terminated")
+ACTIVE: tuple[Status, ...] = ("pending", "running")
+ENDED: tuple[Status, ...] = ("completed", "error", "terminated")
+
+MOVES: Mapping[str, tuple[str, ...]] = {
+    "staged": ("staged", "pending", "error", "terminated"),  # staged again: a restart before it started
+    "pending": ("pending", "running", *ENDED),
+    "running": ("pending", "running", *ENDED),  # pending again: requeued in its own dir
+    **{s: ("staged",) for s in ENDED},  # a restart
+}
+
+
+class BadMove(RuntimeError):
+    """guildlite itself tried a move the table does not have (a bug, never the user's doing)."""
+
+
+def move(run: Any, new: str) -> None:
+    """Set ``run.status`` to ``new``, checked against ``MOVES``."""
+    try:
+        run.status = moved(run.status, new)
+    except BadMove as e:
+        raise BadMove(f"run {run.id}: {e}") from None
+
+
+def moved(old: Any, new: str) -> Status:
+    """``new``, checked as a move from ``old`` (a record's status, as read)."""
+    if new not in MOVES.get(old, ()):
+        raise BadMove(f"no move from {old} to {new}")
+    return new  # type: ignore[return-value]  # checked: every move leads to a state
+
+
+def job_end(code: int, *, stopped: bool, failure: str | None = None) -> tuple[Status, int, dict[str, Any] | None]:
+    """(status, exit code, error) of a job that exited with ``code`` (negative: killed by that
+    signal): ``error`` with ``failure`` when the launcher knows why it failed; ``terminated`` when
+    it was stopped (a signal sent, a stop requested); else completed on 0, error otherwise."""
+    exit_code = code if code >= 0 else 128 - code
+    if failure is not None:
+        return "error", exit_code, {"message": failure}
+    if stopped:
+        return "terminated", exit_code, None
+    if code == 0:
+        return "completed", 0, None
+    return "error", exit_code, {"message": f"the job exited with code {exit_code}"}
+
+
+def batch_end(counts: Mapping[str, int], n_trials: int, stopped: bool) -> tuple[Status, dict[str, Any] | None]:
+    """A batch's status from its trials' (``counts`` by status): terminated on a stop, error if
+    any did not complete, else completed."""
+    if stopped:
+        return "terminated", {"message": "the batch was stopped"}
+    failed = counts.get("error", 0) + counts.get("terminated", 0)
+    if failed:
+        return "error", {"message": f"{failed} of {n_trials} trials did not complete"}
+    return "completed", None
+
+
+def end_of_batch(batch: Any, stopped: bool) -> tuple[Status, dict[str, Any] | None]:
+    """A batch's end from its trials as they are now (their counts kept in ``batch.batch``)."""
+    counts: dict[str, int] = {}
+    for t in batch.trials:
+        counts[t.status] = counts.get(t.status, 0) + 1
+    batch.batch = {**(batch.batch or {}), "summary": counts}
+    return batch_end(counts, len(batch.trial_ids), stopped)
+
+
+def as_it_stands(rec: dict[str, Any], run_dir: Path | None,
+                 reread: Callable[[Path], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The record as it stands: an active run whose job runs on a backend away from its owner
+    (``remote.backend``) is as that job is; any other active run is alive while its owning
+    guildlite process is (``owner_alive``). Never reported active when it is not. ``reread``
+    reads the record of ``run_dir`` again (the store's reader), to see an end recorded meanwhile."""
+    if rec.get("status") not in ACTIVE:
+        return rec
+    from . import backends
+    from ._runs import owner_alive
+
+    backend = backends.of_record(rec)
+    state = None if backend is None else backend.job_state(rec, run_dir)
+    if state is None:
+        if owner_alive(rec, run_dir):
+            return rec
+        msg = f"guildlite process {rec.get('pid')} ended without recording the run's end"
+        return {**rec, "status": "terminated", "error": rec.get("error") or {"message": msg}}
+    if state.phase == "queued":
+        return {**rec, "status": "pending"} if rec.get("status") == "running" else rec
+    if state.phase == "running":
+        return rec
+    if run_dir is not None and reread is not None:  # its end may have been recorded since it was read
+        from ._errors import RunNotFoundError
+
+        try:
+            fresh = reread(run_dir)
+            if fresh.get("status") not in ACTIVE:
+                return fresh
+        except RunNotFoundError:
+            pass
+    return gone(rec, state)
+
+
+def gone(rec: dict[str, Any], state: JobState) -> dict[str, Any]:
+    """An active record whose job ended (``state``) without its end recorded: terminated when it
+    was cancelled, else error, saying so."""
+    status = "terminated" if state.how == "cancelled" else "error"
+    return {**rec, "status": status,
+            "error": rec.get("error") or {"message": f"{state.detail} without recording the run's end"}}
