@@ -99,7 +99,7 @@ def still_going(run: Run) -> bool:
     """Whether ``run`` has yet to end: pending or running; or staged while its owner lives (a run
     handed to a detached owner is staged for a moment) or while its batch runs (a trial waiting
     for its turn)."""
-    from ._runs import ACTIVE
+    from ._status import ACTIVE
 
     if run.status in ACTIVE:
         return True
@@ -115,7 +115,8 @@ def newest_going(runs_dir: Path) -> Run | None:
     """The newest run that has yet to end (``still_going``); a trial of a batch that is itself
     going stands for its batch."""
     from ._index import load_summaries
-    from ._runs import ACTIVE, RunList, load_run
+    from ._runs import RunList, load_run
+    from ._status import ACTIVE
 
     candidates = load_summaries(RunList(runs_dir), where=lambda rec: rec.get("status") in (*ACTIVE, "staged"))
     for summary, _ in candidates:

@@ -22,11 +22,11 @@ from ._errors import BadRecordError, GuildliteError, RunNotFoundError
 from ._runfiles import RunFileError, open_file
 from ._scalars import OutputParser, output_rules
 from ._select import still_going
+from ._status import ENDED
 
 if TYPE_CHECKING:
     from ._runs import Run
 
-ENDED = ("completed", "error", "terminated")
 POLL_SECONDS = 0.2
 CHUNK_BYTES = 1 << 20  # read at a time, so that the status keeps moving through a large log
 PARTIAL_MAX = 1 << 20  # a "line" longer than this with no line end yet is not scanned for scalars

@@ -279,3 +279,30 @@ def test_watch_follows_a_run_that_is_not_started_yet(proj: Project) -> None:
     _open_gate(proj, second)
     assert run.wait() == 0, run.both()
     assert watch.wait() == 0, watch.both()
+
+
+def test_watch_a_detached_run_right_after_detaching(proj: Project) -> None:
+    """``run --detach`` returns at once; ``watch`` (no RUN) finds the run the supervisor owns."""
+    cp = proj.run("run", "-y", "--detach", "gated", "code=3")
+    assert cp.returncode == 0, cp.stderr
+    run_id = cp.stdout.strip()
+    watch = _spawn(proj, "watch")
+    wait_until(lambda: "loss: 0.5" in watch.out.text, timeout=60, what="watch printing the detached run's output")
+    assert f"run {run_id}" in watch.err.text, watch.both()
+    _open_gate(proj, run_id)
+    assert watch.wait() == 3, watch.both()
+    assert load_record(proj.runs_dir, run_id)["status"] == "error"
+
+
+def test_watch_a_detached_batch(proj: Project) -> None:
+    cp = proj.run("run", "-y", "-b", "gated", "tag=[a,b]")
+    assert cp.returncode == 0, cp.stderr
+    batch_id = cp.stdout.strip()
+    watch = _spawn(proj, "watch", batch_id)
+    trials = wait_until(lambda: _trial_ids(proj, batch_id), timeout=60, what="the batch's trials")
+    for tid in trials:
+        wait_until(lambda tid=tid: load_record(proj.runs_dir, tid)["status"] == "running", timeout=60,
+                   what=f"trial {tid} running")
+        _open_gate(proj, tid)
+    assert watch.wait() == 0, watch.both()
+    assert "done 2/2, running 0, failed 0" in watch.err.text

@@ -12,6 +12,7 @@ import click
 
 from .._errors import GuildliteError
 from .._select import newest_going, runs_dir_for, select_one
+from .._status import ENDED
 from .._terminal import printable
 from ._common import CONTEXT, _guildfile_option, _runs_dir_option, _say, exit_status
 
@@ -70,7 +71,7 @@ def _watch_run(run: Run, line: _StatusLine) -> int:
     from .run import _summary
 
     def show(now: Run, log: OutputFollower) -> None:
-        line.update(f"guildlite: run {now.id} {now.status}", _details(now, log))
+        line.update(f"guildlite: run {now.id} {now.status}", _details(now, log), ended=now.status in ENDED)
 
     def out(data: bytes) -> None:
         line.output(data)
@@ -95,7 +96,7 @@ def _watch_batch(batch: Run, line: _StatusLine) -> int:
     def show(now: Run) -> None:
         progress.total = max(progress.total, len(now.trial_ids))
         counts = (f"done {progress.done}/{progress.total}, running {progress.running}, failed {progress.failed}")
-        line.update(f"guildlite: batch {now.id} {now.status}", f"{_elapsed(now)} | {counts}")
+        line.update(f"guildlite: batch {now.id} {now.status}", f"{_elapsed(now)} | {counts}", ended=now.status in ENDED)
 
     ended, trials = follow_batch(batch, event, show)
     line.clear()
@@ -136,21 +137,26 @@ class _StatusLine:
     def __init__(self) -> None:
         self.tty = sys.stderr.isatty()
         self.shown = False
+        self.drawn = ""
         self.at_line_start = True
         self.last_head = ""
         self.last_details = ""
         self.printed_at = 0.0
 
-    def update(self, head: str, details: str) -> None:
+    def update(self, head: str, details: str, ended: bool = False) -> None:
+        """Show ``head | details``; of a run that ended, only keep them (its last line says it)."""
         changed = head != self.last_head
         self.last_head, self.last_details = head, details
+        if ended:
+            return
         text = printable(f"{head} | {details}" if details else head)
         if self.tty:
-            if self.at_line_start:
-                width = _width()
-                sys.stderr.write("\r\x1b[K" + (text if len(text) < width else text[: width - 2] + "…"))
+            width = _width()
+            text = text if len(text) < width else text[: width - 2] + "…"  # a wrapped line cannot be redrawn
+            if self.at_line_start and not (self.shown and text == self.drawn):
+                sys.stderr.write("\r\x1b[K" + text)
                 sys.stderr.flush()
-                self.shown = True
+                self.shown, self.drawn = True, text
         elif changed or time.monotonic() - self.printed_at >= PLAIN_EVERY:
             click.echo(text, err=True)
             self.printed_at = time.monotonic()
@@ -170,6 +176,7 @@ class _StatusLine:
 
 def _width() -> int:
     try:
-        return os.get_terminal_size(sys.stderr.fileno()).columns
+        columns = os.get_terminal_size(sys.stderr.fileno()).columns
     except OSError:
-        return 80
+        columns = 0
+    return columns if columns >= 20 else 80
