@@ -20,7 +20,10 @@ if TYPE_CHECKING:
     from .._runs import Run
     from .._watch import OutputFollower
 
-PLAIN_EVERY = 30.0  # seconds between status lines when stderr is not a terminal (and on each change of status)
+# When stderr is not a terminal, a status line on each change of status, else at most every
+# PLAIN_EVERY seconds when the scalars changed, and every PLAIN_QUIET seconds when nothing did.
+PLAIN_EVERY = 10.0
+PLAIN_QUIET = 60.0
 SCALARS_SHOWN = 8
 
 
@@ -35,7 +38,7 @@ def watch(run_spec: str | None, runs_dir: Path | None, guildfile: Path | None) -
     Prints the run's output.log from its start, then as it grows, with a status line on stderr:
     status, elapsed time, the latest value of each scalar found in the output (the op's
     output-scalars rules). On a terminal the line is redrawn in place; otherwise it is printed
-    when the status changes and every 30 s.
+    when the status changes, then every 10 s while the scalars change (else every minute).
     A batch shows one line per trial start and end, with done/running/failed counts.
     Exits when the run ends, with the exit status `guildlite run` would have given (a batch: 0
     only if every trial completed). Ctrl-C stops watching, not the run (exit 130). With no RUN and
@@ -71,7 +74,7 @@ def _watch_run(run: Run, line: _StatusLine) -> int:
     from .run import _summary
 
     def show(now: Run, log: OutputFollower) -> None:
-        line.update(f"guildlite: run {now.id} {now.status}", _details(now, log), ended=now.status in ENDED)
+        line.update(f"guildlite: run {now.id} {now.status}", _elapsed(now), _details(log), ended=now.status in ENDED)
 
     def out(data: bytes) -> None:
         line.output(data)
@@ -96,7 +99,7 @@ def _watch_batch(batch: Run, line: _StatusLine) -> int:
     def show(now: Run) -> None:
         progress.total = max(progress.total, len(now.trial_ids))
         counts = (f"done {progress.done}/{progress.total}, running {progress.running}, failed {progress.failed}")
-        line.update(f"guildlite: batch {now.id} {now.status}", f"{_elapsed(now)} | {counts}", ended=now.status in ENDED)
+        line.update(f"guildlite: batch {now.id} {now.status}", _elapsed(now), counts, ended=now.status in ENDED)
 
     ended, trials = follow_batch(batch, event, show)
     line.clear()
@@ -107,8 +110,8 @@ def _watch_batch(batch: Run, line: _StatusLine) -> int:
     return code
 
 
-def _details(run: Run, log: OutputFollower) -> str:
-    parts = [_elapsed(run)]
+def _details(log: OutputFollower) -> str:
+    parts = []
     if log.scalars:
         shown = list(log.scalars.items())[-SCALARS_SHOWN:]
         parts.append(" ".join(f"{k}={v:.6g}" for k, v in shown) + (f" (step {log.step})" if log.step else ""))
@@ -131,8 +134,8 @@ def _elapsed(run: Run) -> str:
 
 
 class _StatusLine:
-    """The status line on stderr: redrawn in place on a terminal, else printed as a plain line on
-    each change of status and every PLAIN_EVERY seconds; the run's output goes to stdout."""
+    """The status line on stderr: redrawn in place on a terminal, else printed as a plain line now
+    and then (see PLAIN_EVERY); the run's output goes to stdout."""
 
     def __init__(self) -> None:
         self.tty = sys.stderr.isatty()
@@ -141,15 +144,17 @@ class _StatusLine:
         self.at_line_start = True
         self.last_head = ""
         self.last_details = ""
-        self.printed_at = 0.0
+        self.printed_at = -PLAIN_QUIET
+        self.printed = ""
 
-    def update(self, head: str, details: str, ended: bool = False) -> None:
-        """Show ``head | details``; of a run that ended, only keep them (its last line says it)."""
-        changed = head != self.last_head
-        self.last_head, self.last_details = head, details
+    def update(self, head: str, elapsed: str, details: str, ended: bool = False) -> None:
+        """Show ``head | elapsed | details``; of a run that ended, only keep them (its last line says it)."""
+        since = time.monotonic() - self.printed_at
+        due = head != self.last_head or since >= PLAIN_QUIET or (details != self.printed and since >= PLAIN_EVERY)
+        self.last_head, self.last_details = head, " | ".join(x for x in (elapsed, details) if x)
         if ended:
             return
-        text = printable(f"{head} | {details}" if details else head)
+        text = printable(f"{head} | {self.last_details}")
         if self.tty:
             width = _width()
             text = text if len(text) < width else text[: width - 2] + "…"  # a wrapped line cannot be redrawn
@@ -157,9 +162,9 @@ class _StatusLine:
                 sys.stderr.write("\r\x1b[K" + text)
                 sys.stderr.flush()
                 self.shown, self.drawn = True, text
-        elif changed or time.monotonic() - self.printed_at >= PLAIN_EVERY:
+        elif due:
             click.echo(text, err=True)
-            self.printed_at = time.monotonic()
+            self.printed_at, self.printed = time.monotonic(), details
 
     def output(self, data: bytes) -> None:
         self.clear()
