@@ -4,6 +4,8 @@ sleeping for a guessed time)."""
 
 from __future__ import annotations
 
+import os
+import pty
 import signal
 import subprocess
 import threading
@@ -11,7 +13,7 @@ import time
 from typing import Callable
 
 import pytest
-from conftest import TRACEBACK, Project, assert_clean_error, load_record, wait_until
+from conftest import GUILDLITE, TRACEBACK, Project, assert_clean_error, load_record, wait_until
 
 # Prints a few lines (one a `key: value` scalar), waits for a `go` file in its cwd (the run dir),
 # prints one more line and exits with --code.
@@ -306,3 +308,40 @@ def test_watch_a_detached_batch(proj: Project) -> None:
         _open_gate(proj, tid)
     assert watch.wait() == 0, watch.both()
     assert "done 2/2, running 0, failed 0" in watch.err.text
+
+
+def test_on_a_terminal_the_status_line_is_redrawn_in_place(proj: Project) -> None:
+    run = _spawn(proj, "run", "-y", "gated")
+    run_id = _running(proj)
+    master, slave = pty.openpty()
+    watch = subprocess.Popen([*GUILDLITE, "watch", run_id], cwd=proj.root, env=proj.env, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=slave)
+    proj.spawned.append(watch)  # type: ignore[arg-type]
+    os.close(slave)
+    seen = bytearray()
+
+    def pump() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the terminal's other end is closed
+                return
+            if not chunk:
+                return
+            seen.extend(chunk)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    head = f"guildlite: run {run_id} running".encode()
+    wait_until(lambda: b"loss=0.5" in seen, timeout=60, what="the status line on the terminal")
+    assert b"\r\x1b[K" + head in seen, bytes(seen)
+    _open_gate(proj, run_id)
+    assert watch.wait(timeout=60) == 0
+    assert run.wait() == 0, run.both()
+    reader.join(timeout=10)
+    os.close(master)
+    assert watch.stdout is not None
+    assert "last line of x" in watch.stdout.read().decode()
+    # The line is erased before the last line is printed: nothing of it is left after it.
+    tail = bytes(seen).rsplit(b"\r\x1b[K", 1)[1]
+    assert tail.startswith(f"guildlite: run {run_id} completed".encode()), bytes(seen)
