@@ -33,7 +33,8 @@ from ._lock import lock_mode
 from ._plugins import Dispatcher, HookFailed, Plugin
 from ._reach import unreached as flags_unreached
 from ._runs import META_DIR, TRASH_DIR, Run, RunPaths, new_run_id, now_iso, write_json
-from ._scheduler import Scheduler, Slot
+from ._scheduler import Scheduler
+from ._slots import Slot
 from ._sourcecode import copy_files, select_files
 from ._status import end_of_batch, job_end, move
 from ._supervisor import hand_over, write_launch
@@ -465,11 +466,16 @@ class Session:
     def hand_over(self, run: Run) -> None:
         """Give a staged run (a batch: with its staged trials) to a detached supervisor, which
         starts it (``start``) and records its end; nothing of it stays open here."""
-        if run.status != "staged":
-            return  # ended while staging (a veto): nothing to start
-        others = [r for r in self._open.values() if r is not run]
-        self._open.clear()
-        hand_over(run, others)
+        with self._invocation():
+            if run.status != "staged":
+                return  # ended while staging (a veto): nothing to start
+            self._open[run.id] = run  # a staged batch is not kept open (``run_batch``)
+            if self.stopping is not None:  # Ctrl-C while staging: nothing is started
+                self.close_open("stopped before it started")
+                return
+            others = [r for r in self._open.values() if r is not run]
+            hand_over(run, others)
+            self._open.clear()
 
     def restart(self, run: Run, flags: dict[str, Any] | None, slots: Sequence[Slot], fail_fast: bool = False) -> Run:
         """Run ``run`` again in its own directory; a batch re-runs only its trials that did not complete."""

@@ -24,7 +24,7 @@ from ._lifecycle import RunConfig, Session
 from ._plugins import Plugin
 from ._reach import check_nulls, check_op
 from ._runs import Run
-from ._scheduler import Slot
+from ._slots import Slot
 from ._supervisor import read_launch
 
 if TYPE_CHECKING:

@@ -180,7 +180,7 @@ def _keys(**spec: tuple[type, ...]) -> Callable[[dict[str, Any]], str]:
 _NUM = (int, float)
 _trace_entry = _keys(plugin=(str,), hook=(str,), priority=_NUM, seconds=_NUM, error=(str, _NONE))
 _error = _keys(message=(str, _NONE), plugin=(str, _NONE), hook=(str, _NONE))
-_remote = _keys(job_id=(str, int, _NONE), job_ids=(list,), hosts=(list,), batch=(bool,))
+_remote = _keys(backend=(str,), job_id=(str, int, _NONE), job_ids=(list,), hosts=(list,))
 _summary = _keys(summary=(dict,))
 _attrs_source = _keys(root=(str, _NONE))
 

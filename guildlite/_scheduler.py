@@ -1,65 +1,19 @@
-"""Slots (disjoint GPU sets or CPU places) and the queue that starts jobs as slots free up."""
+"""The queue that starts jobs on slots (``_slots``) as they free up."""
 
 from __future__ import annotations
 
-import os
 import queue
-import shutil
 import signal
-import subprocess
 import time
 from collections import deque
-from dataclasses import dataclass
-from typing import Callable, Generic, Sequence, TypeVar
+from typing import TYPE_CHECKING, Callable, Generic, Sequence, TypeVar
 
-from ._errors import GuildliteError
-from ._launch import Launched
+from ._slots import Slot
+
+if TYPE_CHECKING:
+    from ._launch import Launched
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Slot:
-    """A place to run one job: an index, and the GPUs it owns (None: leave CUDA_VISIBLE_DEVICES alone)."""
-
-    index: int
-    gpus: tuple[str, ...] | None = None
-
-
-def visible_gpus(explicit: str | None = None) -> list[str]:
-    """GPU ids from ``--gpus``, else CUDA_VISIBLE_DEVICES, else nvidia-smi; [] when there are none."""
-    if explicit is not None:
-        return [g.strip() for g in explicit.split(",") if g.strip()]
-    env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if env is not None:
-        return [g.strip() for g in env.split(",") if g.strip() and g.strip() != "-1"]
-    if not shutil.which("nvidia-smi"):
-        return []
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True, timeout=20
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
-
-
-def make_slots(parallel: int, gpus_per_trial: int, gpus: Sequence[str]) -> list[Slot]:
-    """``parallel`` slots; with ``gpus_per_trial`` > 0 each owns a disjoint set of that many GPUs."""
-    if parallel < 1:
-        raise GuildliteError("--parallel must be at least 1", exit_code=2)
-    if gpus_per_trial <= 0:
-        return [Slot(i) for i in range(parallel)]
-    groups = len(gpus) // gpus_per_trial
-    if groups == 0:
-        have = f"{len(gpus)} visible ({','.join(gpus)})" if gpus else "none visible"
-        raise GuildliteError(
-            f"the operation needs {gpus_per_trial} GPU(s) per trial but there are {have}; "
-            "pass --gpus IDS or set gpus-per-trial: 0",
-            exit_code=2,
-        )
-    n = min(parallel, groups)
-    return [Slot(i, tuple(gpus[i * gpus_per_trial : (i + 1) * gpus_per_trial])) for i in range(n)]
 
 
 class Scheduler(Generic[T]):

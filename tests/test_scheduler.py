@@ -12,7 +12,8 @@ import pytest
 
 from guildlite._errors import GuildliteError
 from guildlite._launch import Job
-from guildlite._scheduler import Scheduler, Slot, make_slots, visible_gpus
+from guildlite._scheduler import Scheduler
+from guildlite._slots import Slot, make_slots, visible_gpus
 
 
 def test_cpu_slots() -> None:

@@ -358,8 +358,9 @@ def test_killed_submitter_leaves_on_run_end_to_the_node(single: None, project: P
 def test_plain_scancel_is_not_running_on_read(single: None, project: Path) -> None:
     p = gl(project, "run", "sleepy", "-y", "--detach")
     assert p.returncode == 0, p.stderr + p.stdout + logs(project)
-    assert "submitted" in p.stderr
+    assert "runs in the background" in p.stderr
     (r,) = runs(project)
+    assert p.stdout.strip() == r["id"]
     assert r["status"] in ("pending", "running")
     job = r["remote"]["job_id"]
     wait_for("running", lambda: runs(project)[0]["status"] == "running")
@@ -367,7 +368,7 @@ def test_plain_scancel_is_not_running_on_read(single: None, project: Path) -> No
     r = wait_for("not running", lambda: (lambda x: x if x["status"] not in ("pending", "running") else None)(runs(project)[0]),
                  timeout=30)
     assert r["status"] == "terminated"
-    # --detach: the node supervisor fired on_run_end, once
+    # --detach: the detached supervisor fired on_run_end, once
     wait_for("on_run_end", lambda: ends(r["run_dir"]), timeout=10)
     assert len(ends(r["run_dir"])) == 1
 

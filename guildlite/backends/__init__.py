@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .._guildfile import OpDef
     from .._launch import Launched
     from .._runs import Run
-    from .._scheduler import Slot
+    from .._slots import Slot
 
 ENTRY_POINT_GROUP = "guildlite.backends"
 
@@ -132,7 +132,7 @@ class Backend(ABC):
     def plan_slots(self, op: OpDef, parallel: int | None, n_trials: int, gpus: str | None) -> list[Slot]:
         """Where a batch's trials run at once (a single run: one slot); default ``parallel`` or 1,
         each slot with its share of the GPUs when the op asks for some."""
-        from .._scheduler import make_slots, visible_gpus
+        from .._slots import make_slots, visible_gpus
 
         n = 1 if parallel is None else parallel
         return make_slots(n, op.gpus_per_trial, visible_gpus(gpus) if op.gpus_per_trial else [])

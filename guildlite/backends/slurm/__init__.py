@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ..._guildfile import OpDef
     from ..._launch import Launched
     from ..._runs import Run
-    from ..._scheduler import Slot
+    from ..._slots import Slot
 
 
 class SlurmBackend(Backend):
@@ -55,7 +55,7 @@ class SlurmBackend(Backend):
 
     def plan_slots(self, op: OpDef, parallel: int | None, n_trials: int, gpus: str | None) -> list[Slot]:
         """Jobs in SLURM's queue at once: ``parallel``, default every trial (SLURM schedules them)."""
-        from ..._scheduler import Slot
+        from ..._slots import Slot
 
         return [Slot(i) for i in range(max(1, n_trials) if parallel is None else parallel)]
 
