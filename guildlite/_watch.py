@@ -15,7 +15,6 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator
 
 from ._errors import BadRecordError, GuildliteError, RunNotFoundError
@@ -59,36 +58,87 @@ def _time_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, old)
 
 
-@dataclass
+class ScalarScanner:
+    """The scalars of a run's output fed in pieces as it is written, found as ``parse_scalars`` finds
+    them in the whole log: lines end at \\n, \\r\\n or \\r (as a log read as text); ``latest``
+    holds the last value of each key, ``step`` the step of the last row."""
+
+    def __init__(self, parser: OutputParser, time_limit: float | None = None) -> None:
+        self.parser: OutputParser | None = parser
+        self.time_limit = time_limit  # for the op's own regexes (see PATTERN_SECONDS)
+        self.latest: dict[str, float] = {}
+        self.step: int | None = None
+        self.note = ""  # why scalars are no longer found, when they are not
+        self._decode = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._newlines = io.IncrementalNewlineDecoder(None, translate=True)
+        self._partial = ""
+        self._skip = False  # inside a line too long to scan, until its end
+
+    def feed(self, data: bytes, final: bool = False) -> None:
+        """Scan ``data``, the next bytes of the output; ``final``: the output ended after them."""
+        if self.parser is None:
+            return
+        text = self._partial + self._newlines.decode(self._decode.decode(data, final), final)
+        *lines, rest = text.split("\n")
+        if self._skip:
+            if lines:
+                lines, self._skip = lines[1:], False
+            else:
+                rest = ""
+        if final:
+            lines, rest = [*lines, rest], ""
+        elif len(rest) > PARTIAL_MAX:
+            rest, self._skip = "", True
+        self._partial = rest
+        try:
+            with _time_limit(self.time_limit) if self.time_limit else _no_limit():
+                for line in lines:
+                    for row in self.parser.feed(line):
+                        self.latest[row["key"]] = row["value"]
+                        self.step = row["step"]
+        except _TooSlow:
+            self.parser = None
+            self.note = f"output-scalars patterns took over {self.time_limit:.0f} s; scalars no longer shown"
+
+
+def scanner_for(run: Run) -> ScalarScanner | str:
+    """The scanner of ``run``'s output by its op's output-scalars rules; else why there is none to
+    say ("" when the op turns them off)."""
+    rules = output_rules(run.op_def or {}, run.remote)
+    if rules is None:
+        return ""
+    patterns, task_labels = rules
+    try:
+        regexes = [re.compile(p) for p in patterns] if patterns else None
+    except (re.error, TypeError) as e:
+        return f"bad output-scalars pattern: {e}"
+    parser = OutputParser(run.nproc_per_node or 1, regexes, task_labels)
+    return ScalarScanner(parser, PATTERN_SECONDS if regexes else None)
+
+
 class OutputFollower:
     """A run's ``output.log`` as it grows: the bytes written since the last ``read``, and the
-    latest value of each scalar found in its lines (the op's output-scalars rules)."""
+    latest value of each scalar found in its lines (``ScalarScanner``)."""
 
-    run: Run
-    scalars: dict[str, float] = field(default_factory=dict)
-    step: int | None = None
-    note: str = ""  # why scalars are not shown, when they are not
-    _file: BinaryIO | None = None
-    _parser: OutputParser | None = None
-    _patterns: bool = False
-    _partial: str = ""
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self._file: BinaryIO | None = None
+        found = scanner_for(run)
+        self.scanner: ScalarScanner | None = found if isinstance(found, ScalarScanner) else None
+        self._why = found if isinstance(found, str) else ""
 
-    def __post_init__(self) -> None:
-        self._decode = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        # As reading a log as text does (``_builtins``): \r and \r\n end a line too (progress bars).
-        self._newlines = io.IncrementalNewlineDecoder(None, translate=True)
-        rules = output_rules(self.run.op_def or {}, self.run.remote)
-        if rules is None:
-            self.note = "output scalars off"
-            return
-        patterns, task_labels = rules
-        try:
-            regexes = [re.compile(p) for p in patterns] if patterns else None
-        except (re.error, TypeError) as e:
-            self.note = f"bad output-scalars pattern: {e}"
-            return
-        self._parser = OutputParser(self.run.nproc_per_node or 1, regexes, task_labels)
-        self._patterns = regexes is not None
+    @property
+    def scalars(self) -> dict[str, float]:
+        return self.scanner.latest if self.scanner else {}
+
+    @property
+    def step(self) -> int | None:
+        return self.scanner.step if self.scanner else None
+
+    @property
+    def note(self) -> str:
+        """Why scalars are not shown, when they are not."""
+        return self.scanner.note if self.scanner else self._why
 
     def read(self) -> bytes:
         """What was written since the last call (b"" when nothing, or no log yet)."""
@@ -102,30 +152,19 @@ class OutputFollower:
         if os.fstat(self._file.fileno()).st_size < self._file.tell():
             self._file.seek(0)  # cut short by hand: follow it from its start again
         data = self._file.read(CHUNK_BYTES)
-        if data and self._parser is not None:
-            self._scan(data)
+        if data and self.scanner is not None:
+            self.scanner.feed(data)
         return data
+
+    def finish(self) -> None:
+        """Scan what is left after the log's last line end (the run has ended)."""
+        if self.scanner is not None:
+            self.scanner.feed(b"", final=True)
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
-
-    def _scan(self, data: bytes) -> None:
-        text = self._partial + self._newlines.decode(self._decode.decode(data))
-        *lines, self._partial = text.split("\n")
-        if len(self._partial) > PARTIAL_MAX:
-            self._partial = ""
-        assert self._parser is not None
-        try:
-            with _time_limit(PATTERN_SECONDS) if self._patterns else _no_limit():
-                for line in lines:
-                    for row in self._parser.feed(line):
-                        self.scalars[row["key"]] = row["value"]
-                        self.step = row["step"]
-        except _TooSlow:
-            self._parser = None
-            self.note = f"output-scalars patterns took over {PATTERN_SECONDS:.0f} s; scalars no longer shown"
 
 
 @contextmanager
@@ -155,6 +194,8 @@ def follow(
             going = still_going(run)
             while data := log.read():
                 out(data)
+            if not going:
+                log.finish()
             show(run, log)
             if not going:
                 return run

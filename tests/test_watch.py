@@ -10,10 +10,24 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import pytest
-from conftest import GUILDLITE, TRACEBACK, Project, assert_clean_error, load_record, wait_until
+from conftest import (
+    GUILDLITE,
+    TRACEBACK,
+    Project,
+    assert_clean_error,
+    load_record,
+    property_settings,
+    wait_until,
+)
+from hypothesis import given
+from hypothesis import strategies as st
+
+from guildlite._builtins import parse_scalars
+from guildlite._scalars import OutputParser
+from guildlite._watch import ScalarScanner
 
 # Prints a few lines (one a `key: value` scalar), waits for a `go` file in its cwd (the run dir),
 # prints one more line and exits with --code.
@@ -345,3 +359,46 @@ def test_on_a_terminal_the_status_line_is_redrawn_in_place(proj: Project) -> Non
     # The line is erased before the last line is printed: nothing of it is left after it.
     tail = bytes(seen).rsplit(b"\r\x1b[K", 1)[1]
     assert tail.startswith(f"guildlite: run {run_id} completed".encode()), bytes(seen)
+
+
+_PIECES = st.sampled_from(["loss: 1.5", "step: 3", "acc: 2", "noise", "x: inf", " lr : 1e-3 ", "é: 1", "[default0]:loss: 4",
+                           "[default1]:loss: 9", "0: acc: 5", "1: acc: 6", "a" * 40, "\n", "\r", "\r\n", "\n\n", "\x00",
+                           "ü".encode()[:1].decode("latin-1")])
+
+
+@property_settings(max_examples=300)
+@given(pieces=st.lists(_PIECES, max_size=30), cuts=st.lists(st.integers(1, 9), min_size=1, max_size=40),
+       nproc=st.sampled_from([1, 2]), task_labels=st.booleans())
+def test_scanning_output_in_pieces_finds_what_the_whole_log_holds(
+    tmp_path_factory: pytest.TempPathFactory, pieces: list[str], cuts: list[int], nproc: int, task_labels: bool
+) -> None:
+    """Whatever the pieces the output arrives in (a line end or a UTF-8 character split between
+    reads), watch's scanner finds the rows the end-of-run capture finds in the whole log."""
+    data = "".join(pieces).encode("utf-8", "surrogateescape")
+    log = tmp_path_factory.mktemp("scan") / "output.log"
+    log.write_bytes(data)
+    want = list(parse_scalars(log, nproc, task_labels=task_labels))
+    parser = _Recording(nproc, None, task_labels)
+    scanner = ScalarScanner(parser)
+    pos, i = 0, 0
+    while pos < len(data):
+        n = cuts[i % len(cuts)]
+        scanner.feed(data[pos : pos + n])
+        pos, i = pos + n, i + 1
+    scanner.feed(b"", final=True)
+    assert parser.rows == want
+    assert scanner.latest == {r["key"]: r["value"] for r in want}
+    assert scanner.step == (want[-1]["step"] if want else None)
+
+
+class _Recording(OutputParser):
+    """The line parser, keeping every row it found."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.rows: list[dict[str, Any]] = []
+
+    def feed(self, line: str) -> Iterator[dict[str, Any]]:
+        for row in super().feed(line):
+            self.rows.append(row)
+            yield row

@@ -115,7 +115,7 @@ def _details(log: OutputFollower) -> str:
     if log.scalars:
         shown = list(log.scalars.items())[-SCALARS_SHOWN:]
         parts.append(" ".join(f"{k}={v:.6g}" for k, v in shown) + (f" (step {log.step})" if log.step else ""))
-    if log.note and log.note != "output scalars off":
+    if log.note:
         parts.append(log.note)
     return " | ".join(parts)
 
