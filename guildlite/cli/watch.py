@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from .._errors import GuildliteError
-from .._select import newest_going, runs_dir_for, select_one
+from .._select import newest_going, runs_dir_for, select_one, still_going
 from .._status import ENDED
 from .._terminal import printable
 from ._common import CONTEXT, _guildfile_option, _runs_dir_option, _say, exit_status
@@ -44,29 +44,32 @@ def watch(run_spec: str | None, runs_dir: Path | None, guildfile: Path | None) -
     only if every trial completed). Ctrl-C stops watching, not the run (exit 130). With no RUN and
     no run pending or running: exit 2.
     """
-    from .._select import still_going
+    line = _StatusLine()
+    run: Run | None = None
+    try:
+        run = _pick(runs_dir_for(runs_dir, guildfile), run_spec)
+        code = _watch_batch(run, line) if run.is_batch else _watch_run(run, line)
+    except KeyboardInterrupt:
+        line.clear()
+        what = "" if run is None else f" {'batch' if run.is_batch else 'run'} {run.id}"
+        _say(f"guildlite: stopped watching{what}; it was not stopped", err=True)
+        sys.exit(130)
+    if code:
+        sys.exit(code)
 
-    where = runs_dir_for(runs_dir, guildfile)
+
+def _pick(where: Path, run_spec: str | None) -> Run:
+    """The run to watch: ``run_spec``'s, else the newest that has yet to end."""
     if run_spec is None:
         found = newest_going(where)
         if found is None:
             raise GuildliteError(f"no run is pending or running in {where} (give a RUN to watch one that ended; "
                                  "see guildlite runs)", exit_code=2)
-        run = found
-    else:
-        run = select_one(where, run_spec)
-        if run.status == "staged" and not still_going(run):
-            raise GuildliteError(f"run {run.id} is staged and not running: nothing to watch", exit_code=2)
-    line = _StatusLine()
-    try:
-        code = _watch_batch(run, line) if run.is_batch else _watch_run(run, line)
-    except KeyboardInterrupt:
-        line.clear()
-        _say(f"guildlite: stopped watching {'batch' if run.is_batch else 'run'} {run.id}; it was not stopped",
-             err=True)
-        sys.exit(130)
-    if code:
-        sys.exit(code)
+        return found
+    run = select_one(where, run_spec)
+    if run.status == "staged" and not still_going(run):
+        raise GuildliteError(f"run {run.id} is staged and not running: nothing to watch", exit_code=2)
+    return run
 
 
 def _watch_run(run: Run, line: _StatusLine) -> int:
