@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ._disk import full_message, is_full
 from ._flag_args import flag_args, main_args
@@ -159,24 +159,6 @@ def descendants(pid: int) -> list[int]:
             out.extend(kids)
             todo.extend(kids)
     return out
-
-
-class Launched(Protocol):
-    """What the scheduler and the lifecycle need of a started job (``Backend.submit`` returns one)."""
-
-    status_after_start: str
-    error_message: str | None
-    signalled: int | None
-    end_hooks_ran: bool  # on_run_end already fired where the job ran (its submitter gone)
-
-    @property
-    def pid(self) -> int | None: ...
-
-    def start(self) -> None: ...
-
-    def send(self, sig: int) -> None: ...
-
-    def kill(self) -> None: ...
 
 
 class Job:

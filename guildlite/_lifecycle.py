@@ -7,7 +7,6 @@ failing script, a veto, SIGTERM or Ctrl-C, or an exception in guildlite itself.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -20,28 +19,19 @@ from ._config_file import verify as verify_config
 from ._disk import describe, full_message, full_reason, is_full
 from ._errors import GuildliteError
 from ._guildfile import Guildfile, OpDef
-from ._launch import (
-    Launched,
-    flag_env,
-    job_command,
-    launch_argv,
-    rank_exit_code,
-    without_rank_env,
-    write_flags_config,
-)
-from ._lock import lock_mode
+from ._launch import flag_env, launch_argv, rank_exit_code, without_rank_env
 from ._plugins import Dispatcher, HookFailed, Plugin
 from ._reach import unreached as flags_unreached
-from ._runs import META_DIR, TRASH_DIR, Run, RunPaths, new_run_id, now_iso, write_json
+from ._runs import TRASH_DIR, Run, RunPaths, now_iso
 from ._scheduler import Scheduler
 from ._slots import Slot
-from ._sourcecode import copy_files, select_files
+from ._staging import new_run, publish, stage_source, staging
 from ._status import end_of_batch, job_end, move
 from ._supervisor import hand_over, write_launch
 from ._terminal import printable
 
 if TYPE_CHECKING:
-    from .backends import Backend
+    from .backends import Backend, Launched
 
 
 @dataclass(frozen=True)
@@ -98,49 +88,16 @@ class Session:
 
     # --- staging ---------------------------------------------------------------------------------
 
-    def _new_run(self, flags: dict[str, Any], **kw: Any) -> Run:
-        cfg = self.cfg
-        cfg.runs_dir.mkdir(parents=True, exist_ok=True)
-        lock_mode(cfg.runs_dir)  # a bad GUILDLITE_LOCK_MODE fails here, before anything is staged
-        while True:
-            run_id = new_run_id()
-            staging = cfg.runs_dir / f".staging-{run_id}"
-            if (cfg.runs_dir / run_id).exists():
-                continue
-            try:
-                staging.mkdir()
-                break
-            except FileExistsError:
-                continue
-        return Run(
-            id=run_id,
-            run_dir=staging,
-            op=cfg.op.name,
-            opspec=cfg.opspec,
-            flags=flags,
-            created=now_iso(),
-            label=cfg.label,
-            nproc_per_node=cfg.nproc,
-            op_def=dict(cfg.op.data),
-            **kw,
-        )
-
-    def _publish(self, run: Run) -> None:
-        """Rename a staged dir into place: a run dir appears in the runs dir with its run.json."""
-        final = self.cfg.runs_dir / run.id
-        os.rename(run.run_dir, final)
-        run.run_dir = final
-
     def stage(self, flags: dict[str, Any], parent: Run | None = None) -> Run:
         """Create a run dir, copy the source, write run.json, then call ``on_run_staged``."""
-        run = self._new_run(flags, is_trial=parent is not None, parent_id=parent.id if parent else None)
+        run = new_run(self.cfg, flags, is_trial=parent is not None, parent_id=parent.id if parent else None)
         run._parent = parent
-        with self._staging(run):
-            self._stage_source(run, RunPaths(self.cfg.runs_dir / run.id).meta / "torchrun")
+        with staging(run, self.cfg.runs_dir):
+            stage_source(self.cfg, run, RunPaths(self.cfg.runs_dir / run.id).meta / "torchrun")
             write_launch(run.paths.meta, dict(self.cfg.launch))
             run.claim()  # while its on_run_staged runs, `guildlite stop` sees a live owner to ask
             run.create()
-            self._publish(run)
+            publish(run, self.cfg.runs_dir)
         self._open[run.id] = run
         self._staged_hooks(run)
         return run
@@ -156,59 +113,6 @@ class Session:
             verify_config(self.cfg.op.flags_dest, run.flags, run.run_dir)
         except GuildliteError as e:
             self.end(run, "error", error={"message": str(e)})
-
-    @contextlib.contextmanager
-    def _staging(self, run: Run) -> Iterator[None]:
-        """Staging ``run`` (its hidden dir up to the rename into place): whatever fails, nothing
-        half-staged stays behind, and a full disk is named as the runs dir's filesystem's state,
-        not as the fault of the file being written when it filled."""
-        staging = run.run_dir
-        try:
-            yield
-        except OSError as e:
-            if not is_full(e):
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
-            msg = full_message(e, f"cannot stage a run in {self.cfg.runs_dir}", self.cfg.runs_dir)
-            shutil.rmtree(staging, ignore_errors=True)
-            raise GuildliteError(msg) from None
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-
-    def _stage_source(self, run: Run, log_dir: Path) -> None:
-        """Copy the project's source into the run dir as it is now (what was skipped goes to the
-        manifest), with the flags config file and the job's command line. Over an earlier staging
-        (a restart), source files gone from the project are removed; files the job wrote
-        (checkpoints) stay."""
-        cfg = self.cfg
-        project = cfg.guildfile.dir
-        chosen = select_files(project, cfg.op.sourcecode, skip=(cfg.runs_dir,))
-        files, skipped = chosen.files, chosen.skipped
-        script = cfg.op.script
-        if script and script not in files:  # the script always travels, whatever the globs say
-            files = [*files, script]
-            skipped = [s for s in skipped if s.path != script]
-        earlier = _staged_source(run)
-        if earlier:  # a restart: replace what was staged (a read-only copy included), never write
-            _clear_way(run.run_dir, [*earlier, *files])  # through what the job left there
-            for rel in earlier:
-                if (run.run_dir / rel).is_file():
-                    (run.run_dir / rel).unlink()
-        late = copy_files(project, files, run.run_dir)
-        if late:
-            gone = {s.path for s in late}
-            files = [f for f in files if f not in gone]
-            skipped = sorted([*skipped, *late], key=lambda s: s.path)
-        run.cmd = job_command(cfg.op, run.flags, cfg.nproc, log_dir=log_dir)
-        run.attrs["sourcecode"] = {"root": str(project), "files": len(files), "skipped": len(skipped)}
-        run.op_def = dict(cfg.op.data)  # a restart runs the op as the guildfile now declares it
-        run.paths.meta.mkdir(exist_ok=True)
-        written = write_flags_config(cfg.op, run.flags, run.run_dir, project)
-        run._staged = sorted({*files, *([written.relative_to(run.run_dir).as_posix()] if written else [])})
-        # SourceSnapshot (on_run_staged) adds sizes and hashes, unless an earlier plugin vetoed.
-        write_json(run.paths.manifest, {"root": str(project), "files": [{"path": f} for f in run._staged],
-                                        "skipped": [s.to_json() for s in skipped]})
 
     # --- one run ---------------------------------------------------------------------------------
 
@@ -423,7 +327,7 @@ class Session:
         run.paths.stop_request.unlink(missing_ok=True)
         run.paths.end_claim.unlink(missing_ok=True)
         if not run.is_batch:
-            self._stage_source(run, run.paths.meta / "torchrun")
+            stage_source(self.cfg, run, run.paths.meta / "torchrun")
         write_launch(run.paths.meta, dict(self.cfg.launch))
         run.save()
         self._open[run.id] = run
@@ -492,14 +396,14 @@ class Session:
     ) -> Run:
         """A batch: a virtual parent run (begin/end hooks only) whose trials are ordinary runs."""
         with self._invocation():
-            batch = self._new_run(batch_flags, is_batch=True, batch=dict(batch_info))
-            with self._staging(batch):
+            batch = new_run(self.cfg, batch_flags, is_batch=True, batch=dict(batch_info))
+            with staging(batch, self.cfg.runs_dir):
                 batch.cmd = []
                 batch.paths.meta.mkdir(exist_ok=True)
                 write_launch(batch.paths.meta, dict(self.cfg.launch))
                 batch.claim()
                 batch.create()
-                self._publish(batch)
+                publish(batch, self.cfg.runs_dir)
             self._open[batch.id] = batch
             if not stage_only and not self._begin_batch(batch):
                 return batch
@@ -516,39 +420,6 @@ class Session:
                 return batch
             self._run_trials(batch, staged, slots, fail_fast)
             return batch
-
-
-def _clear_way(run_dir: Path, files: Sequence[str]) -> None:
-    """Remove links (and plain files) standing where ``files`` or their folders go in ``run_dir``:
-    a job may have left a link to somewhere outside in place of a source folder."""
-    seen: set[Path] = set()
-    for rel in files:
-        node = run_dir
-        for part in Path(rel).parts:
-            node = node / part
-            if node in seen:
-                continue
-            seen.add(node)
-            if node.is_symlink() or (node != run_dir / rel and node.exists() and not node.is_dir()):
-                node.unlink()
-
-
-def _staged_source(run: Run) -> list[str]:
-    """The source files an earlier staging copied (from its manifest), as safe relative paths."""
-    try:
-        files = json.loads(run.paths.manifest.read_text()).get("files") or []
-    except (OSError, ValueError, AttributeError):
-        return []
-    out = []
-    for f in files:
-        rel = f.get("path") if isinstance(f, dict) else None
-        if not isinstance(rel, str) or not rel or "\0" in rel:
-            continue
-        parts = Path(rel).parts
-        if Path(rel).is_absolute() or ".." in parts or parts[0] in (META_DIR, "run.json", "output.log"):
-            continue
-        out.append(rel)
-    return out
 
 
 def _local() -> Backend:

@@ -155,11 +155,18 @@ def make_backend(name: str, guildfile: Guildfile, op: OpDef,
     from .backends import OptionError, get
 
     cls = get(name)
+    own = {o.flag for o in cls.cli_options}  # a flag several backends declare is given to each
+    foreign: dict[str, list[str]] = {}  # flags given that only other backends have -> those backends
     for other, opts in (given or {}).items():
-        used = [k for k, v in opts.items() if v is not None]
-        if other != name and used:
-            raise GuildliteError(f"--{used[0]} is an option of backend {other}; this run's backend is {name}"
-                                 f" (--backend {other}, or a 'backend:' in the guildfile)", exit_code=2)
+        if other != name:
+            flags = {o.key: o.flag for o in get(other).cli_options}
+            for flag in (flags.get(k, k) for k, v in opts.items() if v is not None):
+                if flag not in own:
+                    foreign.setdefault(flag, []).append(other)
+    if foreign:
+        flag, others = next(iter(foreign.items()))
+        raise GuildliteError(f"--{flag} is an option of backend {', '.join(others)}; this run's backend is {name}"
+                             f" (--backend {others[0]}, or a 'backend:' in the guildfile)", exit_code=2)
     mine = {k: v for k, v in (given or {}).get(name, {}).items() if v is not None}
     try:
         cli = cls.parse_section(mine, "the command line")

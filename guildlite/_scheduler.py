@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Callable, Generic, Sequence, TypeVar
 from ._slots import Slot
 
 if TYPE_CHECKING:
-    from ._launch import Launched
+    from .backends import Launched
 
 T = TypeVar("T")
 

@@ -15,6 +15,7 @@ an active record whose owner or job is gone is never reported active.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
 
@@ -90,9 +91,10 @@ def end_of_batch(batch: Any, stopped: bool) -> tuple[Status, dict[str, Any] | No
 def as_it_stands(rec: dict[str, Any], run_dir: Path | None,
                  reread: Callable[[Path], dict[str, Any]] | None = None) -> dict[str, Any]:
     """The record as it stands: an active run whose job runs on a backend away from its owner
-    (``remote.backend``) is as that job is; any other active run is alive while its owning
-    guildlite process is (``owner_alive``). Never reported active when it is not. ``reread``
-    reads the record of ``run_dir`` again (the store's reader), to see an end recorded meanwhile."""
+    (``remote.backend``) is as that job is (an ended job's end is its live owner's to record);
+    any other active run is alive while its owning guildlite process is (``owner_alive``). Never
+    reported active when it is not. ``reread`` reads the record of ``run_dir`` again (the store's
+    reader), to see an end recorded meanwhile."""
     if rec.get("status") not in ACTIVE:
         return rec
     from . import backends
@@ -118,6 +120,10 @@ def as_it_stands(rec: dict[str, Any], run_dir: Path | None,
                 return fresh
         except RunNotFoundError:
             pass
+    # A live owner records the end it is about to see (its job handle polls the same engine); read
+    # as gone meanwhile, a completed run would flash `error` to every reader (watch, runs).
+    if rec.get("host") == socket.gethostname() and owner_alive(rec, run_dir):  # (elsewhere: not known)
+        return rec
     return gone(rec, state)
 
 

@@ -18,7 +18,7 @@ from conftest import GUILDLITE, TRACEBACK, write_project
 
 from guildlite._errors import RunNotFoundError
 from guildlite._guildfile import load
-from guildlite._lifecycle import RunConfig, Session
+from guildlite._lifecycle import RunConfig
 from guildlite._record import MAX_BYTES
 from guildlite._runs import (
     Run,
@@ -31,6 +31,7 @@ from guildlite._runs import (
     select_runs,
     write_json,
 )
+from guildlite._staging import new_run
 
 
 def _proc_state(pid: int) -> str:
@@ -117,8 +118,7 @@ def test_staged_run_ids_are_unique_even_when_made_together(tmp_path: Path) -> No
     root = write_project(tmp_path / "p")
     gf = load(root / "guildfile.yml")
     cfg = RunConfig(guildfile=gf, op=gf.op("quick"), runs_dir=tmp_path / "runs", opspec="quick", nproc=1)
-    session = Session(cfg, plugins=[])
-    runs = [session._new_run({}) for _ in range(300)]  # the staging step every run goes through
+    runs = [new_run(cfg, {}) for _ in range(300)]  # the staging step every run goes through
     assert len({r.id for r in runs}) == 300
     assert len({r.run_dir for r in runs}) == 300 and all(r.run_dir.is_dir() for r in runs)
 

@@ -12,6 +12,13 @@ It owns everything about its engine, and nothing outside its module or package n
 
 The lifecycle, the store, the status table and the supervisor speak to backends only through this
 interface; a record names its backend (``remote.backend``) and is routed by that name.
+
+How a run's end gets recorded, on every backend: by the guildlite process that owns the run (the
+foreground ``guildlite run``, or with ``--detach`` the backend-neutral supervisor it hands the run
+to, ``_supervisor``), when the ``Launched`` job reports its exit. A backend whose job can outlive
+that owner (it runs on other machines) also records the job's end where it runs, through the run
+store, and fires ``on_run_end`` there with ``_supervisor.fire_end`` when no owner claims the end
+(``Launched.end_hooks_ran`` then tells the owner so).
 """
 
 from __future__ import annotations
@@ -20,13 +27,12 @@ import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Mapping, Protocol, Sequence
 
 from .._errors import GuildliteError
 
 if TYPE_CHECKING:
     from .._guildfile import OpDef
-    from .._launch import Launched
     from .._runs import Run
     from .._slots import Slot
 
@@ -64,6 +70,32 @@ class JobState:
     phase: Literal["queued", "running", "ended"]
     how: Literal["cancelled", "failed", "timeout", "gone"] | None = None
     detail: str = ""
+
+
+class Launched(Protocol):
+    """A started job, as ``Backend.submit`` returns it: the scheduler and the lifecycle need no more.
+
+    ``start`` (called by ``submit``), ``send(sig)`` (a graceful stop: Ctrl-C, SIGTERM, ``guildlite
+    stop``), ``kill``, ``pid`` (a local process's, else None), ``signalled`` (the signal it was sent,
+    which makes its end ``terminated``), ``status_after_start`` (``running``, or ``pending`` when it
+    waits in a queue), ``error_message`` (why it failed, when the engine knows better than an exit
+    code) and ``end_hooks_ran`` (``on_run_end`` already fired where the job ran, its owner gone).
+    Its exit is reported once, from any thread, to the ``on_exit`` given to ``submit``.
+    """
+
+    status_after_start: str
+    error_message: str | None
+    signalled: int | None
+    end_hooks_ran: bool
+
+    @property
+    def pid(self) -> int | None: ...
+
+    def start(self) -> None: ...
+
+    def send(self, sig: int) -> None: ...
+
+    def kill(self) -> None: ...
 
 
 class Backend(ABC):
@@ -193,6 +225,9 @@ def get(name: str) -> type[Backend]:
                              exit_code=2) from None
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
         raise GuildliteError(f"backend {name!r} ({eps[name].value}) is not a guildlite Backend subclass", exit_code=2)
+    if getattr(cls, "name", None) != name:  # its records name it by `name`, and are routed by that
+        raise GuildliteError(f"backend {name!r} ({eps[name].value}) names itself {getattr(cls, 'name', None)!r}:"
+                             " its entry point's name and its class's `name` must be the same", exit_code=2)
     _loaded[name] = cls
     return cls
 

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 from . import Backend
 
 if TYPE_CHECKING:
-    from .._launch import Launched
     from .._runs import Run
+    from . import Launched
 
 # What the end of a run needs to be recorded (run.json, twice, and a few scalars) when the job
 # filled the disk: held from the start, freed just before the end is written.

@@ -24,6 +24,7 @@ from ._common import (
 
 if TYPE_CHECKING:
     from .._runs import Run
+    from ..backends import CliOption
 
 
 class _RunCommand(click.Command):
@@ -32,22 +33,57 @@ class _RunCommand(click.Command):
 
     def get_params(self, ctx: click.Context) -> list[click.Parameter]:
         if not getattr(self, "_with_backends", False):
-            from .. import backends
-
-            for name in backends.names():
-                for o in backends.get(name).cli_options:
-                    self.params.insert(-2, click.Option([f"--{o.flag}", f"_{name}__{o.key}"], type=o.type,
-                                                        help=f"[{name}] {o.help}."))
+            for flag, owners in _backend_flags({opt for p in self.params for opt in p.opts}, warn=True).items():
+                types = {o.type for _, o in owners}
+                self.params.insert(-2, click.Option([f"--{flag}", _dest(flag)], type=types.pop() if len(types) == 1 else str,
+                                                    help="; ".join(f"[{n}] {o.help}" for n, o in owners) + "."))
             self._with_backends = True
         return super().get_params(ctx)
 
 
+def _backend_flags(taken: set[str], warn: bool = False) -> dict[str, list[tuple[str, CliOption]]]:
+    """Each backend flag of ``run`` and the backends that declare it: a flag several declare
+    (``--time``) is one option, whose value goes to the run's backend. A backend that cannot load,
+    or a flag that is ``taken``, is left out (said when ``warn``): one broken install must not stop
+    runs on the other backends."""
+    from .. import backends
+
+    out: dict[str, list[tuple[str, CliOption]]] = {}
+    for name in backends.names():
+        try:
+            options = backends.get(name).cli_options
+        except GuildliteError as e:  # an error where it is used (--backend NAME)
+            if warn:
+                click.echo(f"guildlite: warning: {e}", err=True)
+            continue
+        for o in options:
+            if f"--{o.flag}" in taken:
+                if warn:
+                    click.echo(f"guildlite: warning: backend {name!r}: --{o.flag} is taken by another option;"
+                               f" set its '{o.key}' in the guildfile instead", err=True)
+                continue
+            out.setdefault(o.flag, []).append((name, o))
+    return out
+
+
+def _dest(flag: str) -> str:
+    return "_backend__" + flag.replace("-", "_")
+
+
 def _backend_options(extra: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The backend options given on the command line, by backend name."""
+    """The backend options given on the command line, by backend name: a shared flag's value
+    under each backend that declares it, as its type (left as given where it is not one: the
+    run's backend then says what it expects)."""
     out: dict[str, dict[str, Any]] = {}
-    for param, value in extra.items():
-        name, _, key = param[1:].partition("__")
-        out.setdefault(name, {})[key] = value
+    for flag, owners in _backend_flags(set()).items():
+        value = extra.get(_dest(flag))
+        if value is not None:
+            for name, o in owners:
+                try:
+                    typed = click.types.convert_type(o.type).convert(value, None, None)
+                except click.BadParameter:
+                    typed = value
+                out.setdefault(name, {})[o.key] = typed
     return out
 
 

@@ -24,9 +24,9 @@ from .options import SlurmOptions, check_value
 
 if TYPE_CHECKING:
     from ..._guildfile import OpDef
-    from ..._launch import Launched
     from ..._runs import Run
     from ..._slots import Slot
+    from .. import Launched
 
 
 class SlurmBackend(Backend):
