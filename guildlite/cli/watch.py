@@ -12,7 +12,6 @@ import click
 
 from .._errors import GuildliteError
 from .._select import newest_going, runs_dir_for, select_one, still_going
-from .._status import ENDED
 from .._terminal import printable
 from ._common import CONTEXT, _guildfile_option, _runs_dir_option, _say, exit_status
 
@@ -73,6 +72,7 @@ def _pick(where: Path, run_spec: str | None) -> Run:
 
 
 def _watch_run(run: Run, line: _StatusLine) -> int:
+    from .._status import ENDED
     from .._watch import follow
     from .run import _summary
 
@@ -90,6 +90,7 @@ def _watch_run(run: Run, line: _StatusLine) -> int:
 
 
 def _watch_batch(batch: Run, line: _StatusLine) -> int:
+    from .._status import ENDED
     from .._watch import follow_batch
     from .run import _BatchProgress, _summary
 
