@@ -22,7 +22,7 @@ def make_runs(runs_dir: Path, n: int, error_every: int = 97, scalar_steps: int =
     """``n`` finished runs of a ``train`` op written with guildlite's own Run API (records like
     real ones: command, op definition, hook trace), every ``error_every``-th one failed, each with
     ``scalar_steps`` rows of ``loss`` in scalars.jsonl."""
-    from guildlite._runs import Run
+    from guildlite._run import Run
 
     runs_dir.mkdir(parents=True)
     for i in range(n):

@@ -28,8 +28,10 @@ from pathlib import Path
 from _common import run_id
 
 from guildlite._errors import GuildliteError
-from guildlite._runs import Run, list_runs
-from guildlite._view import load_view, plotly_js, render_html, to_json, view_data
+from guildlite._run import Run
+from guildlite._selection import list_runs
+from guildlite._view_data import load_view, view_data
+from guildlite._view_page import plotly_js, render_html, to_json
 
 HOOKS = [{"plugin": "EnvCapture", "hook": "on_run_begin", "priority": 10, "start": 0.0, "seconds": 0.03, "error": None},
          {"plugin": "SourceCode", "hook": "on_run_staged", "priority": 0, "start": 0.0, "seconds": 0.01, "error": None}]

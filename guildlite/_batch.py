@@ -6,7 +6,8 @@ import itertools
 import random
 from typing import Any, Iterator, Mapping
 
-from ._flags import FlagDef, FlagValue, Grid, Random, coerce
+from ._flag_values import FlagValue, Grid, Random
+from ._flags import FlagDef, coerce
 
 DEFAULT_MAX_TRIALS = 20
 

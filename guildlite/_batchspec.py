@@ -19,7 +19,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from ._flags import FlagValue, Grid, Random, format_value, parse_value
+from ._flag_values import FlagValue, Grid, Random, parse_value
+from ._flags import format_value
 
 
 def _all(op: Callable[[Any, Any], bool]) -> Callable[[Any, Any], Any]:

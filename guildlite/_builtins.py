@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from ._errors import GuildliteError
+from ._files import cache_dir, write_json
 from ._plugins import Plugin
-from ._runs import cache_dir, write_json
 from ._scalars import OutputParser, output_rules
 
 if TYPE_CHECKING:
     from ._guildfile import Guildfile, OpDef
-    from ._runs import Run
+    from ._run import Run
 
 BUILTIN_PRIORITY = 10
 

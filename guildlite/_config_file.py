@@ -164,7 +164,7 @@ def write(flags_dest: str, flags: Mapping[str, Any], run_dir: Path, project: Pat
     rel = config_path(flags_dest)
     if rel is None:
         return None
-    from ._runs import atomic_write
+    from ._files import atomic_write
 
     path = run_dir / rel
     base = path if path.exists() or project is None else project / rel

@@ -21,7 +21,8 @@ def main(argv: list[str]) -> int:
         return 2
     run_dir, fd = Path(argv[0]), int(argv[1])
     sys.stdin.buffer.read()  # until the owner that handed the run over has written the record
-    from ._runs import now_iso, raw_run
+    from ._files import now_iso
+    from ._run import raw_run
     from ._status import move
     from ._supervisor import read_launch
 

@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import FlagError, GuildfileError
+from ._files import cache_dir, write_json
 from ._flags import FlagDef, coerce, name_problem
+from ._flags_dest import global_names, in_source
 from ._guildfile import OpDef
 from ._launch import without_rank_env
-from ._reach import in_source
-from ._runs import cache_dir, write_json
 
 IMPORT_TIMEOUT = 30.0
 
@@ -88,7 +88,7 @@ def with_click_switches(op: OpDef, project: Path) -> OpDef:
     if src is None or src.suffix != ".py":
         return op
     from ._flag_args import option_name
-    from ._pysource import click_switch_pairs
+    from ._parser_scan import click_switch_pairs
 
     pairs = click_switch_pairs(src)
     if not pairs:
@@ -124,7 +124,6 @@ def with_default_dest(op: OpDef, project: Path) -> OpDef:
     if found:
         return op
     from ._pysource import read_source
-    from ._reach import global_names
 
     try:
         source = read_source(src)
@@ -156,8 +155,8 @@ def main_source(op: OpDef, project: Path) -> Path | None:
 
 
 def cli_parsers(src: Path, project: Path) -> set[str]:
-    """What ``src`` reads its command line with (see ``_pysource.cli_parsers``)."""
-    from ._pysource import cli_parsers as scan
+    """What ``src`` reads its command line with (see ``_parser_scan.cli_parsers``)."""
+    from ._parser_scan import cli_parsers as scan
 
     return scan(src, project)
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from ._plugins import Plugin
-    from ._runs import Run
+    from ._run import Run
 
 THREAD_PREFIX = "guildlite-hook"  # the name of every thread that runs a hook starts so
 

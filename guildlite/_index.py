@@ -24,11 +24,13 @@ import stat
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ._errors import BadRecordError
+from ._errors import BadRecordError, RunNotFoundError
 from ._record import Problem, check, is_run_id
-from ._runs import Run, RunList, RunNotFoundError, load_run, read_record, run_from_record, warn_bad
+from ._run import Run, load_run, run_from_record
 from ._scalars import summarize
+from ._selection import RunList
 from ._status import as_it_stands
+from ._store import read_record, warn_bad
 
 INDEX_NAME = ".index.sqlite"
 # What listing and compare need; the bulky parts of run.json (op_def, hook trace, attrs) stay out.

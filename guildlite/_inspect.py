@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any, BinaryIO, Mapping, Sequence
 
 from ._errors import GuildliteError
+from ._files import META_DIR
+from ._run import Run
 from ._runfiles import RunFileError, check_rel, listed_size, open_file, read_bytes, sha256
-from ._runs import META_DIR, Run
 from ._terminal import printable
 
 _RUN_FILES = {"run.json", "output.log", "scalars.jsonl"}
@@ -50,8 +51,8 @@ def compare_runs(
     scalars of their own), filtered (op, status, label text, the trials of ``batch``: a selector),
     sorted by ``sort_key`` (``-col`` descending) and cut to ``columns`` (comma-separated)."""
     from ._index import load_records
-    from ._runs import RunList, select_runs
     from ._select import batch_id, where
+    from ._selection import RunList, select_runs
 
     everything = RunList(runs_dir)
     ids = [r.id for r in select_runs(everything, specs)] if specs else None

@@ -18,15 +18,17 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 from ._config_file import verify as verify_config
 from ._disk import describe, full_message, full_reason, is_full
 from ._errors import GuildliteError
+from ._files import TRASH_DIR, RunPaths, now_iso
 from ._guildfile import Guildfile, OpDef
 from ._launch import flag_env, launch_argv, rank_exit_code, without_rank_env
 from ._plugins import Dispatcher, HookFailed, Plugin
 from ._reach import unreached as flags_unreached
-from ._runs import TRASH_DIR, Run, RunPaths, now_iso
+from ._run import Run
 from ._scheduler import Scheduler
 from ._slots import Slot
 from ._staging import new_run, publish, stage_source, staging
 from ._status import end_of_batch, job_end, move
+from ._store import reset_end
 from ._supervisor import hand_over, write_launch
 from ._terminal import printable
 
@@ -325,7 +327,7 @@ class Session:
         move(run, "staged")
         run.exit_code, run.error, run.started, run.stopped = None, None, None, None
         run.paths.stop_request.unlink(missing_ok=True)
-        run.paths.end_claim.unlink(missing_ok=True)
+        reset_end(run.run_dir)
         if not run.is_batch:
             stage_source(self.cfg, run, run.paths.meta / "torchrun")
         write_launch(run.paths.meta, dict(self.cfg.launch))

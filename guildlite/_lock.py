@@ -36,6 +36,7 @@ from typing import Any, Iterator
 
 from ._disk import mount_entry
 from ._errors import GuildliteError
+from ._process import pid_alive, process_start
 
 MODE_ENV = "GUILDLITE_LOCK_MODE"
 MODES = ("flock", "lockfile")
@@ -206,8 +207,6 @@ def _identity() -> dict[str, Any]:
     """This process as a lock file names its owner: host, boot, pid and the pid's start time."""
     pid = os.getpid()
     if pid not in _me:
-        from ._runs import process_start
-
         _me[pid] = {"host": socket.gethostname(), "boot": _boot_id(), "pid": pid, "start": process_start(pid)}
     return _me[pid]
 
@@ -300,9 +299,7 @@ class SoftLock:
         if owner.get("host") == me["host"] and owner.get("boot") and owner.get("boot") != me["boot"]:
             return True  # this host rebooted since: every process of then is gone
         if owner.get("host") == me["host"] and isinstance(owner.get("pid"), int):
-            from ._runs import _alive
-
-            return not _alive(owner["pid"], owner.get("start") if isinstance(owner.get("start"), int) else None)
+            return not pid_alive(owner["pid"], owner.get("start") if isinstance(owner.get("start"), int) else None)
         # Another host's lock, or a file still being written (or garbage): its heartbeat decides.
         return time.time() - st.st_mtime > self.stale
 

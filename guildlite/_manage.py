@@ -13,21 +13,16 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ._errors import GuildliteError, RunNotFoundError
+from ._files import META_DIR, TRASH_DIR, RunPaths
 from ._launch import descendants
 from ._lock import HELD_SUFFIX, SoftLock
+from ._owner import owner_holds
+from ._process import process_stat
 from ._record import is_run_id
-from ._runs import (
-    ACTIVE,
-    META_DIR,
-    TRASH_DIR,
-    Run,
-    RunPaths,
-    list_runs,
-    load_run,
-    owner_holds,
-    process_stat,
-    update_record,
-)
+from ._run import Run, load_run
+from ._selection import list_runs
+from ._status import ACTIVE
+from ._store import update_record
 
 
 def trash_dir(runs_dir: Path) -> Path:

@@ -16,14 +16,16 @@ from ._batchspec import batch_flags as batch_spec
 from ._builtins import build_plugins
 from ._config_file import check as check_config
 from ._errors import GuildfileError, GuildliteError
-from ._flags import Grid, Random, given_texts, nul_free, parse_assignments, resolve
+from ._flag_values import Grid, Random, given_texts, parse_assignments, resolve
+from ._flags import nul_free
 from ._flags_import import with_imported_flags
-from ._guildfile import GUILDFILE, Guildfile, OpDef, default_runs_dir, find_guildfile, load, option_runs_dir
+from ._guildfile import GUILDFILE, Guildfile, OpDef, find_guildfile, load
 from ._launch import job_command
 from ._lifecycle import RunConfig, Session
 from ._plugins import Plugin
 from ._reach import check_nulls, check_op
-from ._runs import Run
+from ._run import Run
+from ._runs_dir import default_runs_dir, option_runs_dir
 from ._slots import Slot
 from ._supervisor import read_launch
 

@@ -19,7 +19,7 @@ from ._hookcall import HookCall, read_only_fields, record_fields, restore_read_o
 
 if TYPE_CHECKING:
     from ._guildfile import PluginSpec
-    from ._runs import Run
+    from ._run import Run
 
 HOOKS = ("on_run_staged", "on_run_begin", "on_run_end")
 DEFAULT_PRIORITY = 100

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from ._errors import FlagError
+from ._flags_dest import global_names, in_source
 
 if TYPE_CHECKING:
     from ._guildfile import OpDef
-    from ._runs import Run
+    from ._run import Run
 
 
 def check_op(op: OpDef, project: Path) -> None:
@@ -53,10 +54,11 @@ def _check_reads(op: OpDef, project: Path) -> set[str]:
     line when it (and every project module it imports or runs) uses no parser and no ``sys.argv``
     and imports no package but the standard library and well-known ones (torch, numpy, ...);
     in the environment when none of them reads ``os.environ`` and it imports no outside package.
-    Returns what reads the command line (see ``_pysource.cli_parsers``)."""
+    Returns what reads the command line (see ``_parser_scan.cli_parsers``)."""
     from ._flag_args import interpolated
     from ._flags_import import main_source
-    from ._pysource import cli_parsers, read_source, reads_argv, reads_environ
+    from ._parser_scan import cli_parsers, reads_argv, reads_environ
+    from ._pysource import read_source
 
     skip = interpolated(op)
     passed = [n for n, fd in op.flags.items() if not fd.arg_skip and n not in skip]
@@ -152,41 +154,6 @@ def _check_options(op: OpDef, project: Path) -> None:
                 f"accept (its options: {', '.join(sorted(options)) or 'none'}); give it arg-name, or arg-skip: true "
                 "to record it without passing it"
             )
-
-
-def in_source(dest: str | None) -> tuple[bool, str | None]:
-    """Whether ``flags-dest`` sets values in the script's source, and in which top-level dict
-    (``globals``: no dict; ``dict:NAME`` or Guild's ``global:NAME``: NAME)."""
-    if dest == "globals":
-        return True, None
-    if isinstance(dest, str) and dest.startswith(("dict:", "global:")):
-        return True, dest.partition(":")[2].strip()
-    return False, None
-
-
-def global_names(op_def: Mapping[str, Any], flags: Mapping[str, Any]) -> dict[str, str]:
-    """For ``flags-dest: globals``: each flag that is set in the script -> the global's name
-    (its ``arg-name``, else its own), from the op's guildfile data (``run.op_def``)."""
-    declared = op_def.get("flags") or {}
-    skip = _interpolated(str(op_def.get("main", "")))
-    out = {}
-    for name in flags:
-        raw = declared.get(name)
-        raw = raw if isinstance(raw, dict) else {}
-        if raw.get("arg-skip") or name in skip:
-            continue
-        out[name] = str(raw.get("arg-name") or name)
-    return out
-
-
-def _interpolated(main: str) -> set[str]:
-    from ._flag_args import refs
-
-    try:
-        items = shlex.split(main)
-    except ValueError:
-        return set()
-    return {ref for item in items[1:] for ref in refs(item)}
 
 
 def script_in(run_dir: Path, op_def: Mapping[str, Any]) -> Path | None:

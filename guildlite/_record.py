@@ -17,7 +17,7 @@ from typing import Any, Callable
 STATUSES = ("staged", "pending", "running", "completed", "error", "terminated")
 MAX_BYTES = 64 << 20  # a record is a few KB; a batch of 100k trials ~3 MB
 MAX_DEPTH = 64  # nesting of objects and lists: guildlite writes < 8; keeps every reader off the recursion limit
-_ID = re.compile(r"[0-9]{8}T[0-9]{6}-[0-9a-f]{6}", re.ASCII)  # ``_runs.new_run_id``
+_ID = re.compile(r"[0-9]{8}T[0-9]{6}-[0-9a-f]{6}", re.ASCII)  # ``_files.new_run_id``
 _IDS = re.compile(r"(?:[0-9]{8}T[0-9]{6}-[0-9a-f]{6}\n)*[0-9]{8}T[0-9]{6}-[0-9a-f]{6}", re.ASCII)
 _SURROGATE = re.compile(r"\\[uU][dD][89a-fA-F]")  # an escape that may decode to half a UTF-16 pair
 _INT32 = 1 << 31

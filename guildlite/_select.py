@@ -1,7 +1,9 @@
-"""Choosing runs: the runs dir a command works on, runs chosen by selectors (in the runs dir or in
-its trash), exactly one run, filters on run records, and the newest run that has yet to end.
+"""What a command chooses: the runs dir it works on, runs chosen by selectors (in the runs dir or
+in its trash), exactly one run, filters on run records, and the newest run that has yet to end.
 
-Commands and scripts share these, so a selector or a filter means the same everywhere.
+Built over the store's listing and selectors (``_selection``) and the summary index (``_index``),
+which it sits above; commands and scripts share these, so a selector or a filter means the same
+everywhere.
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from ._errors import GuildliteError, RunNotFoundError
 
 if TYPE_CHECKING:
-    from ._runs import Run, RunList
+    from ._run import Run
+    from ._selection import RunList
 
 
 def runs_dir_for(runs_dir: Path | None = None, guildfile: Path | None = None) -> Path:
     """The runs dir: ``runs_dir`` when given, else ``GUILDLITE_RUNS_DIR``, else the one the guildfile
     (``guildfile``, or the one found here or above) names, else ``runs/`` beside it."""
-    from ._guildfile import default_runs_dir, find_guildfile, load, option_runs_dir
+    from ._guildfile import find_guildfile, load
+    from ._runs_dir import default_runs_dir, option_runs_dir
 
     if runs_dir:
         return option_runs_dir(runs_dir)
@@ -32,7 +36,8 @@ def runs_dir_for(runs_dir: Path | None = None, guildfile: Path | None = None) ->
 def select(runs_dir: Path, specs: Sequence[str], trash: bool = False) -> list[Run]:
     """The runs that ``specs`` select (``1`` newest, ``2:4``, an id prefix; none: every run), in the
     runs dir or, with ``trash``, in its trash (where the numbers count the trashed runs)."""
-    from ._runs import TRASH_DIR, RunList, select_runs
+    from ._files import TRASH_DIR
+    from ._selection import RunList, select_runs
 
     pool = RunList(runs_dir / TRASH_DIR if trash else runs_dir)
     return select_runs(pool, specs) if specs else pool[:]
@@ -40,7 +45,7 @@ def select(runs_dir: Path, specs: Sequence[str], trash: bool = False) -> list[Ru
 
 def select_with_trials(runs_dir: Path, specs: Sequence[str], trash: bool = False) -> list[Run]:
     """As ``select``, with the trials of every selected batch (a batch goes with its trials)."""
-    from ._runs import with_trials
+    from ._selection import with_trials
 
     return with_trials(select(runs_dir, specs, trash))
 
@@ -76,7 +81,7 @@ def where(
 
 def batch_id(runs: Sequence[Run], spec: str | None) -> str | None:
     """The id of the run that a ``--batch`` selector names (the first, for a range)."""
-    from ._runs import select_runs
+    from ._selection import select_runs
 
     return select_runs(runs, [spec])[0].id if spec else None
 
@@ -88,7 +93,7 @@ def filtered_runs(
     batch and its trials), found from the index's summaries (thousands of runs without reading
     every run.json); ``whole``: each run's whole record, read from its dir."""
     from ._index import load_summaries
-    from ._runs import load_run
+    from ._run import load_run
 
     shown = [r for r, _ in load_summaries(runs, where=where(op, status, batch_id(runs, batch)))]
     shown = shown if limit is None else shown[:limit]
@@ -115,7 +120,8 @@ def newest_going(runs_dir: Path) -> Run | None:
     """The newest run that has yet to end (``still_going``); a trial of a batch that is itself
     going stands for its batch."""
     from ._index import load_summaries
-    from ._runs import RunList, load_run
+    from ._run import load_run
+    from ._selection import RunList
     from ._status import ACTIVE
 
     candidates = load_summaries(RunList(runs_dir), where=lambda rec: rec.get("status") in (*ACTIVE, "staged"))

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from ._disk import full_message, is_full
 from ._errors import GuildliteError
+from ._files import META_DIR, new_run_id, now_iso, write_json
 from ._launch import job_command, write_flags_config
 from ._lock import lock_mode
-from ._runs import META_DIR, Run, new_run_id, now_iso, write_json
+from ._run import Run
 from ._sourcecode import copy_files, select_files
+from ._store import STAGING_PREFIX
+from ._store import publish as publish_dir
 
 if TYPE_CHECKING:
     from ._lifecycle import RunConfig
@@ -27,7 +29,7 @@ def new_run(cfg: RunConfig, flags: dict[str, Any], **kw: Any) -> Run:
     lock_mode(cfg.runs_dir)  # a bad GUILDLITE_LOCK_MODE fails here, before anything is staged
     while True:
         run_id = new_run_id()
-        hidden = cfg.runs_dir / f".staging-{run_id}"
+        hidden = cfg.runs_dir / f"{STAGING_PREFIX}{run_id}"
         if (cfg.runs_dir / run_id).exists():
             continue
         try:
@@ -50,10 +52,8 @@ def new_run(cfg: RunConfig, flags: dict[str, Any], **kw: Any) -> Run:
 
 
 def publish(run: Run, runs_dir: Path) -> None:
-    """Rename a staged dir into place: a run dir appears in the runs dir with its run.json."""
-    final = runs_dir / run.id
-    os.rename(run.run_dir, final)
-    run.run_dir = final
+    """Put a staged run in place (the store's ``publish``): it appears in the runs dir whole."""
+    run.run_dir = publish_dir(run.run_dir, runs_dir)
 
 
 @contextlib.contextmanager

@@ -98,7 +98,7 @@ def as_it_stands(rec: dict[str, Any], run_dir: Path | None,
     if rec.get("status") not in ACTIVE:
         return rec
     from . import backends
-    from ._runs import owner_alive
+    from ._owner import owner_alive
 
     backend = backends.of_record(rec)
     state = None if backend is None else backend.job_state(rec, run_dir)

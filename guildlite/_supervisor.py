@@ -19,12 +19,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._runs import RunPaths, claim_end, now_iso, process_start, raw_run, read_record, write_json
+from ._files import RunPaths, now_iso, write_json
+from ._process import process_start
+from ._run import raw_run
 from ._status import ACTIVE, end_of_batch
+from ._store import claim_end, read_record
 
 if TYPE_CHECKING:
     from ._plugins import Dispatcher
-    from ._runs import Run
+    from ._run import Run
 
 LAUNCH_FILE = "launch.json"  # in .guildlite/: what a run was launched with (to rebuild its plan and plugins)
 LOG_FILE = "supervisor.log"  # in the top run's .guildlite/: the detached supervisor's own messages

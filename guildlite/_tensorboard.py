@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 
 from ._errors import GuildliteError
 from ._record import is_run_id
-from ._runs import Run
+from ._run import Run
 from ._scalars import read_rows
 
 _MISSING = "guildlite tensorboard needs TensorBoard (an optional extra): pip install 'guildlite[tensorboard]'"

@@ -24,7 +24,7 @@ from ._select import still_going
 from ._status import ENDED
 
 if TYPE_CHECKING:
-    from ._runs import Run
+    from ._run import Run
 
 POLL_SECONDS = 0.2
 CHUNK_BYTES = 1 << 20  # read at a time, so that the status keeps moving through a large log
@@ -174,7 +174,7 @@ def _no_limit() -> Iterator[None]:
 
 def reload(run: Run) -> Run:
     """The run as its record stands now (status derived from liveness)."""
-    from ._runs import load_run
+    from ._run import load_run
 
     return load_run(run.run_dir)
 
@@ -246,7 +246,8 @@ def follow_batch(
 def _trial(batch: Run, trial_id: str) -> Run | None:
     """A trial of ``batch`` read now; None if it is gone or is not the batch's (see ``Run.trials``)."""
     from ._record import is_run_id
-    from ._runs import load_run, warn_bad
+    from ._run import load_run
+    from ._store import warn_bad
 
     if not is_run_id(trial_id):
         return None

@@ -36,7 +36,10 @@ from typing import Any, Callable
 
 from conftest import GUILDLITE, TRACEBACK, live_procs
 
-from guildlite._runs import ACTIVE, RunList, RunNotFoundError, load_run
+from guildlite._errors import RunNotFoundError
+from guildlite._run import load_run
+from guildlite._selection import RunList
+from guildlite._status import ACTIVE
 
 JOB_SCRIPT = r'''
 import os, signal, sys, time

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from guildlite._batch import DEFAULT_MAX_TRIALS, count_trials, is_batch, plan_trials
 from guildlite._errors import FlagError
-from guildlite._flags import FlagDef, Grid, parse_assignments, resolve
+from guildlite._flag_values import Grid, parse_assignments, resolve
+from guildlite._flags import FlagDef
 
 DEFS = {
     "a": FlagDef("a", default=0, type="int"),
@@ -128,7 +129,7 @@ def test_batch_comparisons_hold_for_every_value_a_trial_may_take() -> None:
     import random as _random
 
     from guildlite import BatchDistribution, BatchValues
-    from guildlite._flags import Random
+    from guildlite._flag_values import Random
 
     ops = [operator.lt, operator.le, operator.gt, operator.ge]
     nums = st.integers(-50, 50)

@@ -11,18 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from guildlite._errors import FlagError, GuildliteError
-from guildlite._flags import (
-    FlagDef,
-    Grid,
-    Random,
-    coerce,
-    decode,
-    format_value,
-    parse_assignments,
-    parse_value,
-    resolve,
-    unknown_flag,
-)
+from guildlite._flag_values import Grid, Random, parse_assignments, parse_value, resolve
+from guildlite._flags import FlagDef, coerce, decode, format_value, unknown_flag
 
 PROPERTY = property_settings(300)
 

@@ -32,21 +32,13 @@ from hypothesis import strategies as st
 
 from guildlite import GuildfileError, GuildliteError, Plugin
 from guildlite._batch import count_trials, is_batch, plan_trials
-from guildlite._flags import (
-    FLAG_TYPES,
-    FlagDef,
-    FlagError,
-    Grid,
-    Random,
-    coerce,
-    decode,
-    parse_assignments,
-    parse_value,
-    resolve,
-)
+from guildlite._errors import RunNotFoundError
+from guildlite._flag_values import Grid, Random, parse_assignments, parse_value, resolve
+from guildlite._flags import FLAG_TYPES, FlagDef, FlagError, coerce, decode
 from guildlite._guildfile import Guildfile, PluginSpec, load
 from guildlite._plugins import load_plugins
-from guildlite._runs import Run, RunNotFoundError, select_runs
+from guildlite._run import Run
+from guildlite._selection import select_runs
 
 EXPLORE = bool(os.environ.get("GUILDLITE_EXPLORE"))
 

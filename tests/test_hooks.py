@@ -30,7 +30,7 @@ from guildlite import Plugin, StopRun
 from guildlite._errors import GuildfileError
 from guildlite._guildfile import load
 from guildlite._plugins import DEFAULT_HOOK_TIMEOUT, Dispatcher, HookFailed
-from guildlite._runs import Run
+from guildlite._run import Run
 
 HOOKS = ("on_run_staged", "on_run_begin", "on_run_end")
 HANGS = ("sleep", "event", "busy", "socketpair")

@@ -27,7 +27,7 @@ from conftest import TRACEBACK, wait_until
 from guildlite import Plugin, StopRun, hook
 from guildlite._guildfile import PluginSpec
 from guildlite._plugins import Dispatcher, HookFailed, hook_priority, load_plugins
-from guildlite._runs import Run
+from guildlite._run import Run
 
 TRACE_KEYS = {"plugin", "hook", "priority", "start", "seconds", "error"}
 

@@ -17,7 +17,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from guildlite._errors import FlagError
-from guildlite._pysource import cli_parsers, mismatches, read_source, rewrite, same_value
+from guildlite._parser_scan import cli_parsers
+from guildlite._pysource import mismatches, read_source, rewrite, same_value
 
 TEMPLATE = (
     "# é settings — ünïcode before\n"

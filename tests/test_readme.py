@@ -163,7 +163,7 @@ def test_the_veto_example_refuses_a_batch_every_trial_of_which_it_would_refuse(
 
 def test_batch_flags_read_back_as_the_same_objects(tmp_path: Path) -> None:
     from guildlite._batchspec import BatchDistribution, BatchValues
-    from guildlite._runs import load_run
+    from guildlite._run import load_run
 
     d = tmp_path / "20260101T000000-000000"
     d.mkdir()
@@ -180,7 +180,7 @@ def test_batch_flags_read_back_as_the_same_objects(tmp_path: Path) -> None:
 @pytest.mark.parametrize("batch", [None, [1], "x", {"dims": "lr"}, {"dims": [1, None, "lr"]}, {"dims": None}])
 def test_odd_batch_records_read_without_error_or_expansion(tmp_path: Path, batch: object) -> None:
     from guildlite._errors import BadRecordError
-    from guildlite._runs import load_run
+    from guildlite._run import load_run
 
     d = tmp_path / "20260101T000000-000000"
     d.mkdir()

@@ -27,7 +27,8 @@ from conftest import TRACEBACK, property_settings, run_guildlite
 
 from guildlite._errors import BadRecordError, RunNotFoundError
 from guildlite._record import MAX_DEPTH, is_run_id
-from guildlite._runs import Run, RunList, load_run, select_runs
+from guildlite._run import Run, load_run
+from guildlite._selection import RunList, select_runs
 
 GOOD = ["20260101T000001-000aaa", "20260101T000002-000bbb", "20260101T000003-000ccc"]
 WARNING = "guildlite: warning: skipped bad run record"

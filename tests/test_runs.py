@@ -17,20 +17,13 @@ import pytest
 from conftest import GUILDLITE, TRACEBACK, write_project
 
 from guildlite._errors import RunNotFoundError
+from guildlite._files import atomic_write, new_run_id, write_json
 from guildlite._guildfile import load
 from guildlite._lifecycle import RunConfig
+from guildlite._process import process_start
 from guildlite._record import MAX_BYTES
-from guildlite._runs import (
-    Run,
-    RunList,
-    atomic_write,
-    list_runs,
-    load_run,
-    new_run_id,
-    process_start,
-    select_runs,
-    write_json,
-)
+from guildlite._run import Run, load_run
+from guildlite._selection import RunList, list_runs, select_runs
 from guildlite._staging import new_run
 
 
@@ -242,7 +235,7 @@ def test_a_run_has_one_owner_at_a_time(tmp_path: Path) -> None:
     """A second process cannot claim a run that a live process owns (two restarts racing)."""
     d = _record(tmp_path / "20260101T000000-000aaa", status="staged")
     owner = _claimed(d)
-    claim = ("import sys; from pathlib import Path; from guildlite._runs import Run\n"
+    claim = ("import sys; from pathlib import Path; from guildlite._run import Run\n"
              "r = Run(id=Path(sys.argv[1]).name, run_dir=Path(sys.argv[1]), op='train'); r.claim(wait=0.2)")
     cp = subprocess.run([sys.executable, "-c", claim, str(d)], capture_output=True, text=True, timeout=60)
     assert cp.returncode != 0 and "is owned by another running guildlite" in cp.stderr, cp.stderr

@@ -13,8 +13,10 @@ import multiprocessing
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,10 +24,16 @@ from typing import Any
 import pytest
 from conftest import ROOT, TRACEBACK, Project, assert_clean_error, wait_until
 
-from guildlite._errors import GuildliteError, RunNotFoundError
+from guildlite._batchspec import BatchValues
+from guildlite._errors import BadRecordError, GuildliteError, RunNotFoundError
+from guildlite._files import RunPaths
 from guildlite._lock import SoftLock, _boot_id, detect, mode_for, mount_of
 from guildlite._manage import set_label, set_tags
-from guildlite._runs import Run, RunPaths, load_run, process_start, update_record
+from guildlite._process import process_start
+from guildlite._record import MAX_BYTES
+from guildlite._run import Run, load_run, raw_run
+from guildlite._selection import RunList
+from guildlite._store import claim_end, end_claimed, publish, reset_end, update_record
 
 MODES = ["flock", "lockfile"]
 
@@ -200,7 +208,7 @@ def test_each_writer_writes_only_its_own_fields(tmp_path: Path) -> None:
     d = _write(tmp_path / "20260101T000000-000aaa", status="running", pid=os.getpid(),
                pid_start=process_start(os.getpid()), attrs={"a": 1, "gone": 0})
     owner, inspector, node = load_run(d), load_run(d), load_run(d)
-    owner.status, owner.exit_code, owner.stopped = "completed", 0, "t1"
+    owner.status, owner.exit_code, owner.stopped = "completed", 0, "2026-01-01T00:00:05.000+00:00"
     owner.attrs["a"] = 2
     del owner.attrs["gone"]  # a plugin removing its own key
     node.attrs["slurm-node-plugin"] = {"x": 1}
@@ -209,7 +217,7 @@ def test_each_writer_writes_only_its_own_fields(tmp_path: Path) -> None:
     inspector.update(label="best")  # read while running: must not bring back "running"
     set_tags([inspector], ["+t"])
     rec = json.loads((d / "run.json").read_text())
-    assert (rec["status"], rec["exit_code"], rec["stopped"]) == ("completed", 0, "t1")
+    assert (rec["status"], rec["exit_code"], rec["stopped"]) == ("completed", 0, "2026-01-01T00:00:05.000+00:00")
     assert rec["attrs"] == {"a": 2, "slurm-node-plugin": {"x": 1}}
     assert (rec["label"], rec["tags"]) == ("best", ["t"])
     owner.attrs["b"] = 3
@@ -227,7 +235,7 @@ def test_update_of_a_run_without_a_readable_record(tmp_path: Path) -> None:
         update_record(d, lambda rec: None)
     d.mkdir()
     (d / "run.json").write_text("[]")
-    with pytest.raises(RunNotFoundError, match="no readable run.json"):
+    with pytest.raises(BadRecordError, match="holds a list, not a JSON object"):
         update_record(d, lambda rec: rec.update(label="x"))
     assert (d / "run.json").read_text() == "[]"
     run = Run(id=d.name, run_dir=d, op="quick", label="mine")
@@ -242,7 +250,7 @@ def test_update_of_a_run_without_a_readable_record(tmp_path: Path) -> None:
 HOLD = """\
 import sys, time
 from pathlib import Path
-from guildlite._runs import update_record
+from guildlite._store import update_record
 
 def hold(rec):
     print("held", flush=True)
@@ -437,3 +445,215 @@ def test_a_lock_file_that_never_changes_is_taken_over(tmp_path: Path, owner: Any
     with lock:  # unchanged for 1 s (its stale limit) of waiting: abandoned
         assert json.loads(path.read_text())["token"] == lock.owner["token"]
     assert not path.exists()
+
+
+# --- the store's record operations: one reader, records that read back, publish, claim the end -----------
+
+
+def _within(fn: Any, timeout: float = 20.0) -> Any:
+    """``fn()``'s result or exception, from a thread: a call that hangs (a FIFO opened for
+    reading) fails the test instead of blocking the suite."""
+    out: list[Any] = []
+
+    def call() -> None:
+        try:
+            out.append(fn())
+        except BaseException as e:  # noqa: B036 - handed to the test to assert on
+            out.append(e)
+
+    t = threading.Thread(target=call, daemon=True)
+    t.start()
+    t.join(timeout)
+    assert not t.is_alive(), f"{fn} blocked for {timeout} s (waited on a FIFO?)"
+    return out[0]
+
+
+def _state(p: Path) -> Any:
+    """What is at ``p``, to tell whether anything was written there."""
+    try:
+        st = os.lstat(p)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(st.st_mode):
+        return "link", os.readlink(p)
+    return stat.S_IFMT(st.st_mode), st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _plant(run_json: Path, kind: str, outside: Path) -> None:
+    if kind == "link":  # to a good record outside the run dir
+        outside.write_text(json.dumps({"op": "elsewhere", "label": "outside", "tags": []}))
+        run_json.symlink_to(outside)
+    elif kind == "fifo":
+        os.mkfifo(run_json)
+    elif kind == "huge":  # sparse: larger than any record, at no cost in disk
+        with open(run_json, "wb") as f:
+            f.truncate(MAX_BYTES + 1)
+    elif kind != "missing":
+        run_json.write_text({
+            "not-json": '{"op": "quick", ',
+            "bad-status": json.dumps({"op": "quick", "status": "weird"}),
+            "pid-0": json.dumps({"op": "quick", "status": "running", "pid": 0}),  # kill(0) signals a group
+            "deep": json.dumps({"op": "quick", "flags": {"x": json.loads("[" * 100 + "]" * 100)}}),
+        }[kind])
+
+
+@pytest.mark.parametrize("kind", ["link", "fifo", "huge", "missing", "not-json", "bad-status", "pid-0", "deep"])
+def test_an_update_reads_the_record_as_every_reader_does(tmp_path: Path, kind: str) -> None:
+    """``update_record`` reads run.json through the store's one reader: no link followed, no FIFO
+    waited on, at most MAX_BYTES, the schema checked. A record that fails is refused (nothing is
+    written) to every writer but the run's owner, which holds the whole record: it writes it whole."""
+    d = tmp_path / "runs" / "20260101T000000-000aaa"
+    d.mkdir(parents=True)
+    outside = tmp_path / "outside.json"
+    _plant(d / "run.json", kind, outside)
+    before = _state(d / "run.json")
+    refused = _within(lambda: update_record(d, lambda rec: rec.update(label="x")))
+    assert isinstance(refused, BadRecordError), refused
+    assert _state(d / "run.json") == before
+    owner = Run(id=d.name, run_dir=d, op="quick", label="mine", tags=["t"])
+    assert _within(owner.save) is None
+    run = load_run(d)
+    assert (run.op, run.label, run.tags) == ("quick", "mine", ["t"])
+    assert not (d / "run.json").is_symlink()
+    if kind == "link":
+        assert json.loads(outside.read_text())["label"] == "outside"
+
+
+@pytest.mark.parametrize(("field", "value", "why"), [
+    ("tags", "best", "field 'tags' is a string"),
+    ("label", 5, "field 'label' is an integer"),
+    ("stopped", "t1", "field 'stopped' is 't1', not an ISO 8601 time"),
+    ("flags", {"msg": "caf\udce9"}, "lone surrogate"),  # a non-UTF-8 argv byte, as Python decodes it
+])
+def test_the_store_never_writes_a_record_that_would_not_read_back(
+        tmp_path: Path, field: str, value: Any, why: str) -> None:
+    d = _write(tmp_path / "20260101T000000-000aaa")
+    before = (d / "run.json").read_bytes()
+    with pytest.raises(BadRecordError, match=why):
+        update_record(d, lambda rec: rec.update({field: value}))
+    run = load_run(d)
+    with pytest.raises(BadRecordError, match=why):
+        if field in ("label", "tags"):  # the inspect commands' fields
+            run.update(**{field: value})
+        else:  # the owner's
+            setattr(run, field, value)
+            run.save()
+    assert (d / "run.json").read_bytes() == before
+    staging = tmp_path / ".staging-20260101T000000-000bbb"
+    staging.mkdir()
+    with pytest.raises(BadRecordError, match=why):
+        Run(id="20260101T000000-000bbb", run_dir=staging, op="quick", **{field: value}).create()
+    assert not (staging / "run.json").exists()
+
+
+def test_raw_run_is_the_record_as_written(tmp_path: Path) -> None:
+    """``raw_run``: the Run its owner or a supervisor works on, status as written; read through the
+    same reader as ``load_run`` (which derives the status from the owner's liveness)."""
+    me = os.getpid()
+    d = _write(tmp_path / "20260101T000000-000aaa", id="20991231T000000-000fff", status="running", pid=me,
+               pid_start=process_start(me) + 1, is_batch=True, flags={"lr": [0.1, 0.2]}, batch={"dims": ["lr"]})
+    raw, seen = raw_run(d), load_run(d)
+    assert (raw.id, raw.status, seen.status) == (d.name, "running", "terminated")  # a reused pid owns nothing
+    assert isinstance(raw.flags["lr"], BatchValues) and raw.flags == seen.flags
+    raw.attrs["p"] = 1
+    raw.save()
+    assert json.loads((d / "run.json").read_text())["attrs"] == {"p": 1}
+    link = tmp_path / "20260101T000000-000bbb"
+    link.mkdir()
+    (link / "run.json").symlink_to(d / "run.json")
+    with pytest.raises(BadRecordError, match="symbolic link"):
+        raw_run(link)
+
+
+def _claim(run_dir: str, go: Any, out: Any) -> None:
+    go.wait()
+    out.put(claim_end(Path(run_dir)))
+
+
+def test_exactly_one_process_claims_a_runs_end(tmp_path: Path) -> None:
+    d = _write(tmp_path / "20260101T000000-000aaa")
+    ctx = multiprocessing.get_context("fork")
+    go, out = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_claim, args=(str(d), go, out)) for _ in range(8)]
+    for p in procs:
+        p.start()
+    go.set()
+    claims = sorted(out.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(60)
+    assert claims == [False] * 7 + [True]
+    assert end_claimed(d) and not claim_end(d)
+    reset_end(d)  # the run starts over (a restart): its end is claimable again, once
+    assert not end_claimed(d) and claim_end(d) and not claim_end(d)
+
+
+def test_claiming_a_runs_end_writes_nothing_outside_it(tmp_path: Path) -> None:
+    d = _write(tmp_path / "20260101T000000-000aaa")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "end-hook").write_text("")
+    (d / ".guildlite").symlink_to(outside)
+    for op in (claim_end, reset_end):
+        with pytest.raises(RunNotFoundError, match="a symlink"):
+            op(d)
+    assert [p.name for p in outside.iterdir()] == ["end-hook"]
+
+
+RID = "20260101T000000-000aaa"
+
+
+def _staged(where: Path, name: str = f".staging-{RID}", record: str | None = "") -> Path:
+    s = where / name
+    s.mkdir(parents=True)
+    if record == "":
+        Run(id=RID, run_dir=s, op="quick").create()
+    elif record is not None:
+        (s / "run.json").write_text(record)
+    return s
+
+
+def test_publish_puts_a_staged_run_in_place(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    staging = _staged(runs)
+    assert RunList(runs).ids == []  # hidden while staged
+    final = publish(staging, runs)
+    assert final == runs / RID and not staging.exists()
+    assert RunList(runs).ids == [RID] and load_run(final).op == "quick"
+
+
+@pytest.mark.parametrize(("case", "why"), [
+    ("not-staging", "not a staging dir"),
+    ("not-an-id", "not a staging dir"),
+    ("elsewhere", "not a staging dir in"),
+    ("taken", "already exists"),  # an empty dir of that name: rename(2) alone would replace it
+    ("taken-link", "already exists"),
+    ("no-record", "no readable run.json"),
+    ("bad-record", "holds a list"),
+])
+def test_publish_refuses_what_is_not_a_whole_staged_run(tmp_path: Path, case: str, why: str) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    name = {"not-staging": f"staging-{RID}", "not-an-id": ".staging-latest"}.get(case, f".staging-{RID}")
+    record = {"no-record": None, "bad-record": "[]"}.get(case, "")
+    staging = _staged(tmp_path / "elsewhere" if case == "elsewhere" else runs, name, record)
+    if case == "taken":
+        (runs / RID).mkdir()
+    elif case == "taken-link":
+        (runs / RID).symlink_to(tmp_path)
+    before = sorted(os.listdir(runs)), sorted(os.listdir(staging))
+    with pytest.raises(GuildliteError, match=why):
+        publish(staging, runs)
+    assert (sorted(os.listdir(runs)), sorted(os.listdir(staging))) == before
+
+
+def test_a_run_whose_record_would_not_read_back_is_never_staged(make_project: Any) -> None:
+    """A flag value that is not UTF-8 (a byte of argv, as Python decodes it) made a run that ran and
+    then listed as a bad record for good; the store refuses the record, so nothing is staged."""
+    project = make_project(guildfile="operations:\n  echo:\n    main: echo\n    launcher: python\n"
+                                     "    flags:\n      msg: a\n", files={"echo.py": "import sys\nprint('ran', sys.argv)\n"})
+    cp = project.run("run", "echo", "msg=caf\udce9", "-y")
+    assert_clean_error(cp, 2, "would not read back: a string holds a lone surrogate")
+    assert "ran" not in cp.stdout
+    assert not project.runs_dir.exists() or os.listdir(project.runs_dir) == []
+    cp = project.run("runs")
+    assert cp.returncode == 0 and "bad run record" not in cp.stderr, cp.stderr

@@ -26,7 +26,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from guildlite._runs import Run, list_runs, load_run
+from guildlite._run import Run, load_run
+from guildlite._selection import list_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT = ROOT / "docs" / "view.png"
@@ -184,7 +185,7 @@ def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
 
 
 def test_view_data_shape(runs_dir: Path) -> None:
-    from guildlite._view import view_data
+    from guildlite._view_data import view_data
 
     data = view_data(list_runs(runs_dir), runs_dir)
     json.dumps(data, allow_nan=False)  # JSON-serialisable as it is
@@ -220,7 +221,7 @@ def test_view_data_shape(runs_dir: Path) -> None:
 
 def test_view_data_for_the_server(runs_dir: Path) -> None:
     """The server's page holds the table's fields only (summaries from the runs index); details on request."""
-    from guildlite._view import load_view, view_data
+    from guildlite._view_data import load_view, view_data
 
     full = view_data(list_runs(runs_dir), runs_dir)
     slim = load_view(runs_dir, details=False)
@@ -240,7 +241,7 @@ def test_view_data_for_the_server(runs_dir: Path) -> None:
 def test_view_data_bounds_and_odd_rows(tmp_path: Path) -> None:
     """Long series are thinned (last point kept), output is a tail, bad rows are skipped, NaN is a gap."""
     from guildlite._scalars import summarize
-    from guildlite._view import MAX_POINTS, TAIL_BYTES, TAIL_LINES, view_data
+    from guildlite._view_data import MAX_POINTS, TAIL_BYTES, TAIL_LINES, view_data
 
     runs_dir = tmp_path / "runs"
     runs_dir.mkdir()
@@ -269,7 +270,7 @@ def test_view_data_bounds_and_odd_rows(tmp_path: Path) -> None:
     assert ["deep/er/x.txt", 1] in r["files"]
     assert r["flags"] == {"lr": r["flags"]["lr"]} and math.isnan(r["flags"]["lr"])
 
-    from guildlite._view import to_json
+    from guildlite._view_page import to_json
 
     page = json.loads(to_json(data))  # NaN flag: null, so JSON.parse in the browser reads it
     assert page["runs"][0]["flags"]["lr"] is None
@@ -294,6 +295,33 @@ def test_view_out_is_one_offline_file(runs_dir: Path, tmp_path: Path) -> None:
     rows = {r["id"]: r for r in data["runs"]}
     assert rows[BASELINE]["plugins"][1]["plugin"] == "EnvCapture"
     assert rows[TRIALS[0]]["scalars"]["loss"]["count"] == 50
+
+
+def test_a_built_wheel_ships_the_page(tmp_path: Path) -> None:
+    """The page's HTML/CSS/JS are package data: a non-editable install (a wheel) renders the page."""
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "guildlite", src / "guildlite", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", str(src), "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist")],
+                   check=True, cwd=tmp_path, timeout=300)
+    wheel = next((tmp_path / "dist").glob("guildlite-*.whl"))
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(tmp_path / "site"), str(wheel)], check=True,
+                   timeout=300)
+    page_files = sorted(p.name for p in (ROOT / "guildlite" / "static").iterdir())
+    assert page_files == ["view.css", "view.html", "view.js"]
+    assert sorted(p.name for p in (tmp_path / "site" / "guildlite" / "static").iterdir()) == page_files
+    code = ("import guildlite._view_page as v; print(v.__file__); "
+            "print(v.render_html({'runs': [{'id': 'r1'}]}, js='/*plotly*/'))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                       env={**os.environ, "PYTHONPATH": str(tmp_path / "site")})
+    assert p.returncode == 0, p.stderr
+    where, html = p.stdout.split("\n", 1)
+    assert where.startswith(str(tmp_path / "site"))  # the installed copy, not the source tree
+    assert "<title>guildlite view (1 run)</title>" in html and "/*plotly*/" in html
+    assert (ROOT / "guildlite" / "static" / "view.js").read_text() in html
+    assert "{{" not in html.replace((ROOT / "guildlite" / "static" / "view.js").read_text(), "")
 
 
 def test_view_out_selection_brings_trials(runs_dir: Path, tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ from .._errors import GuildliteError
 
 if TYPE_CHECKING:
     from .._guildfile import OpDef
-    from .._runs import Run
+    from .._run import Run
     from .._slots import Slot
 
 ENTRY_POINT_GROUP = "guildlite.backends"

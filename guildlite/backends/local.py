@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 from . import Backend
 
 if TYPE_CHECKING:
-    from .._runs import Run
+    from .._run import Run
     from . import Launched
 
 # What the end of a run needs to be recorded (run.json, twice, and a few scalars) when the job

@@ -13,7 +13,7 @@ from .._errors import GuildliteError
 from .._terminal import printable
 
 if TYPE_CHECKING:
-    from .._runs import Run
+    from .._run import Run
 
 
 class _Group(click.Group):

@@ -23,7 +23,7 @@ from ._common import (
 )
 
 if TYPE_CHECKING:
-    from .._runs import Run
+    from .._run import Run
     from ..backends import CliOption
 
 

@@ -25,7 +25,7 @@ from ._common import (
 )
 
 if TYPE_CHECKING:
-    from .._runs import Run
+    from .._run import Run
 
 
 class _RunsGroup(_Group):
@@ -64,7 +64,7 @@ def runs(
     ctx.obj = runs_dir_for(runs_dir, guildfile)
     if ctx.invoked_subcommand is not None:
         return
-    from .._runs import RunList
+    from .._selection import RunList
 
     everything = RunList(ctx.obj)
     index = {run_id: i for i, run_id in enumerate(everything.ids, 1)}

@@ -39,7 +39,9 @@ def view(
     each flag. The page works offline: served on 127.0.0.1 until Ctrl-C, or written as one HTML
     file with --out. Needs plotly: pip install 'guildlite[view]'.
     """
-    from .._view import load_view, plotly_js, serve, write_report
+    from .._view_data import load_view
+    from .._view_page import plotly_js, write_report
+    from .._view_server import serve
 
     plotly_js()  # fails early, with the pip command, when plotly is missing
     rd = runs_dir_for(runs_dir, guildfile)

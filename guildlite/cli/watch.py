@@ -16,7 +16,7 @@ from .._terminal import printable
 from ._common import CONTEXT, _guildfile_option, _runs_dir_option, _say, exit_status
 
 if TYPE_CHECKING:
-    from .._runs import Run
+    from .._run import Run
     from .._watch import OutputFollower
 
 # When stderr is not a terminal, a status line on each change of status, else at most every

@@ -24,7 +24,7 @@ from .options import SlurmOptions, check_value
 
 if TYPE_CHECKING:
     from ..._guildfile import OpDef
-    from ..._runs import Run
+    from ..._run import Run
     from ..._slots import Slot
     from .. import Launched
 

@@ -18,9 +18,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from ..._errors import GuildliteError
-from ..._runs import RunNotFoundError, atomic_write, claim_end, read_record, write_json
+from ..._errors import GuildliteError, RunNotFoundError
+from ..._files import atomic_write, write_json
 from ..._status import gone
+from ..._store import claim_end, read_record
 from .options import SCRIPT_FILE, sbatch_script
 from .queue import END_STATES, job_ended, job_state, scancel
 

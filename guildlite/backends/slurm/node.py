@@ -34,10 +34,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..._files import RunPaths, now_iso
 from ..._launch import torchrun_options
 from ..._record import is_run_id
-from ..._runs import RunPaths, now_iso, read_record, update_record
 from ..._status import Status, job_end, moved
+from ..._store import end_claimed, read_record, reset_end, update_record
 from ..._supervisor import end_batch, fire_end
 from .job import SPEC_FILE
 
@@ -122,7 +123,7 @@ class Supervisor:
         # Submitted by hand (`sbatch slurm.sbatch`): adopt the job, and fire the hooks here.
         self.spec["hooks"] = "supervisor"
         self.paths.stop_request.unlink(missing_ok=True)
-        self.paths.end_claim.unlink(missing_ok=True)
+        reset_end(self.run_dir)
 
         def adopt(rec: dict[str, Any]) -> None:
             remote = _remote(rec)
@@ -277,10 +278,10 @@ class Supervisor:
         killed one never does."""
         deadline = time.monotonic() + HANDOFF_SECONDS
         while time.monotonic() < deadline:
-            if self.paths.end_claim.exists():
+            if end_claimed(self.run_dir):
                 return True
             time.sleep(0.2)
-        return self.paths.end_claim.exists()
+        return end_claimed(self.run_dir)
 
 
 def main(argv: list[str]) -> int:
