@@ -25,7 +25,7 @@ def main(argv: list[str]) -> int:
     sys.stdin.buffer.read()  # until the owner that handed the run over has written the record
     from ._files import now_iso
     from ._run import raw_run
-    from ._status import move
+    from ._status import exit_status, move
     from ._supervisor import LAUNCH_FILE, fire_end, read_launch
 
     run = raw_run(run_dir)
@@ -59,7 +59,7 @@ def main(argv: list[str]) -> int:
     if caught:
         session._on_signal(caught[0], None)
     run = session.start(run, slots, fail_fast)
-    return 0 if run.status == "completed" else run.exit_code or 1
+    return exit_status(run.status, run.exit_code)
 
 
 def _catch_stops() -> list[int]:

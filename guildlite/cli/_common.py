@@ -58,16 +58,6 @@ def _guildfile_option(f: Any = None, *, short: bool = True) -> Any:
     return option(f) if f is not None else option
 
 
-def exit_status(run: Run) -> int:
-    """guildlite's exit status for a run that ended: 0 when it completed, else its job's exit code,
-    else 1 (error, or never started) or 143 (terminated). ``run`` and ``watch`` both exit with it."""
-    if run.status == "completed":
-        return 0
-    if run.exit_code:
-        return run.exit_code
-    return 1 if run.status != "terminated" else 143
-
-
 def _record(run: Run) -> dict[str, Any]:
     return {**run.to_record(), "run_dir": str(run.run_dir)}
 

@@ -19,7 +19,6 @@ from ._common import (
     _record,
     _runs_dir_option,
     _say,
-    exit_status,
 )
 
 if TYPE_CHECKING:
@@ -210,7 +209,9 @@ def _finish_run(result: Run, as_json: bool, stage_only: bool, detached: bool = F
         _say(_summary(result), err=True)
     if stage_only or result.status == "completed":
         return
-    sys.exit(exit_status(result))
+    from .._status import exit_status
+
+    sys.exit(exit_status(result.status, result.exit_code))
 
 
 def _confirm_large(n: int) -> bool:

@@ -13,7 +13,7 @@ import click
 from .._errors import GuildliteError
 from .._select import newest_going, runs_dir_for, select_one, still_going
 from .._terminal import printable
-from ._common import CONTEXT, _guildfile_option, _runs_dir_option, _say, exit_status
+from ._common import CONTEXT, _guildfile_option, _runs_dir_option, _say
 
 if TYPE_CHECKING:
     from .._run import Run
@@ -72,7 +72,7 @@ def _pick(where: Path, run_spec: str | None) -> Run:
 
 
 def _watch_run(run: Run, line: _StatusLine) -> int:
-    from .._status import ENDED
+    from .._status import ENDED, exit_status
     from .._watch import follow
     from .run import _summary
 
@@ -86,11 +86,11 @@ def _watch_run(run: Run, line: _StatusLine) -> int:
     line.clear()
     log_note = line.last_details
     _say(f"{_summary(ended)}{' | ' + log_note if log_note else ''}", err=True)
-    return exit_status(ended)
+    return exit_status(ended.status, ended.exit_code)
 
 
 def _watch_batch(batch: Run, line: _StatusLine) -> int:
-    from .._status import ENDED
+    from .._status import ENDED, exit_status
     from .._watch import follow_batch
     from .run import _BatchProgress, _summary
 
@@ -108,7 +108,7 @@ def _watch_batch(batch: Run, line: _StatusLine) -> int:
     ended, trials = follow_batch(batch, event, show)
     line.clear()
     _say(_summary(ended), err=True)
-    code = exit_status(ended)
+    code = exit_status(ended.status, ended.exit_code)
     if code == 0 and any(t.status != "completed" for t in trials):
         return 1
     return code
