@@ -50,8 +50,8 @@ def compare_runs(
     """``compare_table`` of the runs ``specs`` select (default: all but batch runs, which have no
     scalars of their own), filtered (op, status, label text, the trials of ``batch``: a selector),
     sorted by ``sort_key`` (``-col`` descending) and cut to ``columns`` (comma-separated)."""
+    from ._choose import batch_id, where
     from ._index import load_records
-    from ._select import batch_id, where
     from ._selection import RunList, select_runs
 
     everything = RunList(runs_dir)

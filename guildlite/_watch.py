@@ -17,10 +17,10 @@ import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator
 
+from ._choose import still_going
 from ._errors import BadRecordError, GuildliteError, RunNotFoundError
 from ._runfiles import RunFileError, open_file
 from ._scalars import OutputParser, output_rules
-from ._select import still_going
 from ._status import ENDED
 
 if TYPE_CHECKING:

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from .._choose import runs_dir_for, select_one
 from .._errors import GuildliteError
-from .._select import runs_dir_for, select_one
 from .._terminal import printable
 from ._common import (
     CONTEXT,

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from .._choose import runs_dir_for, select
 from .._errors import GuildliteError
-from .._select import runs_dir_for, select
 from ._common import (
     CONTEXT,
     _guildfile_option,

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import click
 
+from .._choose import filtered_runs, runs_dir_for, select_one, select_with_trials
 from .._errors import GuildliteError
-from .._select import filtered_runs, runs_dir_for, select_one, select_with_trials
 from ._common import (
     CONTEXT,
     _flags_summary,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .._select import runs_dir_for, select, select_with_trials
+from .._choose import runs_dir_for, select, select_with_trials
 from ._common import (
     CONTEXT,
     _guildfile_option,

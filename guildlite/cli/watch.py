@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from .._choose import newest_going, runs_dir_for, select_one, still_going
 from .._errors import GuildliteError
-from .._select import newest_going, runs_dir_for, select_one, still_going
 from .._terminal import printable
 from ._common import CONTEXT, _guildfile_option, _runs_dir_option, _say
 
