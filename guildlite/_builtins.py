@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from ._errors import GuildliteError
 from ._files import cache_dir, write_json
 from ._plugins import Plugin
+from ._scalars import OutputParser, output_rules
 
 if TYPE_CHECKING:
     from ._runview import Run
@@ -124,14 +125,12 @@ class OutputScalars(Plugin):
     def on_run_end(self, run: Run) -> None:
         if run.is_batch or not run.paths.output_log.exists():
             return
-        patterns = run.op_def.get("output-scalars")
-        if patterns in (False, "off", []):
+        rules = output_rules(run.op_def, dict(run.remote.info) if run.remote else None)
+        if rules is None:
             return
-        hosts = run.remote.hosts if run.remote else ()
         rows: list[dict[str, Any]] = []
         try:  # rows found before a pattern hung are kept: the failure is raised after writing them
-            rows.extend(parse_scalars(run.paths.output_log, run.nproc_per_node, patterns,
-                                      task_labels=len(hosts) > 1))
+            rows.extend(parse_scalars(run.paths.output_log, run.nproc_per_node, rules[0], task_labels=rules[1]))
         finally:
             if rows:
                 with open(run.paths.scalars, "a", encoding="utf-8") as f:
@@ -142,14 +141,9 @@ class OutputScalars(Plugin):
 # An op's own ``output-scalars`` regexes run in C, where nothing can interrupt them, and one that
 # backtracks catastrophically (``(a+)+$``) takes exponential time in a line's length: they are applied
 # in a child process given PATTERN_SECONDS (``GUILDLITE_SCALARS_TIMEOUT``; +1 s per MB of log), and
-# only to lines up to PATTERN_LINE_MAX characters (longer lines are skipped for them).
-PATTERN_LINE_MAX = 4096
+# only to lines up to ``_scalars.PATTERN_LINE_MAX`` characters (longer lines are skipped for them).
 PATTERN_SECONDS = 60.0
 TIMEOUT_ENV = "GUILDLITE_SCALARS_TIMEOUT"
-
-_KV = re.compile(r"^\s*(?P<key>[A-Za-z_][\w./-]*)\s*:\s*(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?inf|nan)\s*$")
-_RANK_PREFIX = re.compile(r"^\[default(\d+)\]:")
-_TASK_LABEL = re.compile(r"^\s*(\d+): ")  # srun --label, on runs over several hosts
 
 
 def parse_scalars(
@@ -210,50 +204,10 @@ def _parse_child() -> None:
 
 
 def _parse(log: Path, nproc: int, regexes: list[re.Pattern[str]] | None, task_labels: bool) -> Iterator[dict[str, Any]]:
-    step = 0
+    parser = OutputParser(nproc, regexes, task_labels)
     with open(log, encoding="utf-8", errors="replace") as f:
         for line in f:
-            if task_labels:
-                label = _TASK_LABEL.match(line)
-                if label is None or label.group(1) != "0":
-                    continue
-                line = line[label.end() :]
-            m = _RANK_PREFIX.match(line)
-            if m:
-                if m.group(1) != "0":
-                    continue
-                line = line[m.end() :]
-            elif nproc > 1:
-                continue  # unprefixed lines of a multi-rank job come from torchrun itself
-            line = line.rstrip("\n")
-            if regexes is None:
-                kv = _KV.match(line)
-                if not kv:
-                    continue
-                if kv["key"] == "step":
-                    step = int(float(kv["value"]))
-                else:
-                    yield {"step": step, "key": kv["key"], "value": float(kv["value"])}
-                continue
-            if len(line) > PATTERN_LINE_MAX:
-                continue
-            for rx in regexes:
-                hit = rx.search(line)
-                if not hit:
-                    continue
-                groups = hit.groupdict()
-                if groups.get("step") is not None:
-                    try:
-                        step = int(float(groups["step"]))
-                    except ValueError:
-                        pass
-                for key, text in groups.items():
-                    if key == "step" or text is None:
-                        continue
-                    try:
-                        yield {"step": step, "key": key, "value": float(text)}
-                    except ValueError:
-                        continue
+            yield from parser.feed(line)
 
 
 def _dist_version(name: str) -> str | None:

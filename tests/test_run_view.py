@@ -246,3 +246,16 @@ def test_mypy_accepts_a_plugin_written_against_the_view_and_rejects_storage(tmp_
     lines = {int(m) for m in re.findall(r"wrong_plugin\.py:(\d+): error", bad.stdout)}
     expected = {n for n, line in enumerate(WRONG.splitlines(), 1) if line.endswith("# E")}
     assert lines == expected, bad.stdout
+
+
+def test_the_builtins_read_a_remote_runs_hosts_through_the_view(tmp_path: Path) -> None:
+    """OutputScalars on a run over two hosts: srun labels each line with its task, and only task
+    0's (rank 0's) scalars are captured; the hosts come from the view's ``remote``."""
+    from guildlite._builtins import OutputScalars
+
+    store = StoredRun(id="r2", run_dir=tmp_path, op="train", remote={"backend": "toy", "hosts": ["n1", "n2"]})
+    store.paths.output_log.write_text("0: step: 1\n0: loss: 0.5\n1: loss: 9.0\n")
+    Dispatcher([OutputScalars()], log=lambda m: None).call("on_run_end", store)
+    assert store.plugins[0]["error"] is None, store.plugins
+    rows = [json.loads(line) for line in store.paths.scalars.read_text().splitlines()]
+    assert rows == [{"step": 1, "key": "loss", "value": 0.5}] and store.attrs["scalars"] == {"captured": 1}
