@@ -24,7 +24,7 @@ import subprocess
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator
 
 from ._errors import GuildliteError
 from ._files import cache_dir, write_json
@@ -32,8 +32,7 @@ from ._plugins import Plugin
 from ._scalars import OutputParser, output_rules
 
 if TYPE_CHECKING:
-    from ._guildfile import Guildfile, OpDef
-    from ._run import Run
+    from ._runview import Run
 
 BUILTIN_PRIORITY = 10
 
@@ -44,19 +43,17 @@ class SourceSnapshot(Plugin):
     priority = BUILTIN_PRIORITY
 
     def on_run_staged(self, run: Run) -> None:
-        from ._inspect import run_files
+        from ._runfiles import RunFileError, check_rel
 
-        try:  # staging wrote the files it skipped, and why
-            skipped = json.loads(run.paths.manifest.read_text()).get("skipped", [])
-        except (OSError, ValueError, AttributeError):
-            skipped = []
+        # Staging wrote the files it copied and those it skipped, with why, before any hook.
+        staging = json.loads(run.paths.manifest.read_text())
+        skipped = staging.get("skipped", [])
         manifest = []
-        # What guildlite copied; else (a run staged elsewhere) the run dir's files, which at staging
-        # are the source, run.json and .guildlite/ (left out). A restart's run dir also holds what
-        # the job wrote: only the staged list tells the source apart.
-        staged = run._staged if run._staged is not None else [rel for rel, _ in run_files(run)]
-        for rel in sorted(staged):
-            if rel == "run.json":
+        staged = {f.get("path") for f in staging["files"] if isinstance(f, dict)}
+        for rel in sorted(p for p in staged if isinstance(p, str) and p != "run.json"):
+            try:
+                check_rel(rel)  # inside the run dir: an earlier plugin may have edited the list
+            except RunFileError:
                 continue
             try:
                 data = (run.run_dir / rel).read_bytes()
@@ -81,7 +78,7 @@ class GlobalFlags(Plugin):
     priority = BUILTIN_PRIORITY
 
     def on_run_staged(self, run: Run) -> None:
-        from ._reach import global_values, in_source, script_in
+        from ._reach import global_names, in_source, script_in
 
         is_globals, container = in_source(run.op_def.get("flags-dest"))
         if run.is_batch or not is_globals:
@@ -92,7 +89,7 @@ class GlobalFlags(Plugin):
         if script is None:
             raise FileNotFoundError(f"the staged run has no copy of {run.op_def.get('main')!r}")
         src = read_source(script)
-        text = rewrite(src, global_values(run), container)
+        text = rewrite(src, {g: run.flags[f] for f, g in global_names(run.op_def, run.flags).items()}, container)
         if text != src.text:
             write_source(src, text)
 
@@ -128,7 +125,7 @@ class OutputScalars(Plugin):
     def on_run_end(self, run: Run) -> None:
         if run.is_batch or not run.paths.output_log.exists():
             return
-        rules = output_rules(run.op_def, run.remote)
+        rules = output_rules(run.op_def, run.remote.hosts if run.remote else ())
         if rules is None:
             return
         rows: list[dict[str, Any]] = []
@@ -281,13 +278,3 @@ def builtin_plugins(flags_dest: str | None = None) -> list[Plugin]:
 
     rewrite = [GlobalFlags()] if in_source(flags_dest)[0] else []
     return [SourceSnapshot(), *rewrite, EnvCapture(), OutputScalars()]
-
-
-def build_plugins(guildfile: Guildfile, op: OpDef, plugin_names: Sequence[str] = ()) -> list[Plugin]:
-    """Every plugin of a run of ``op``, in declaration order: the built-ins, the guildfile's global
-    plugins, the op's, then the ``--plugin`` entry points (the dispatcher orders them by priority)."""
-    from ._guildfile import PluginSpec
-    from ._plugins import load_plugins
-
-    specs = [*guildfile.plugins, *op.plugins, *(PluginSpec(where=f"--plugin {n}", name=n) for n in plugin_names)]
-    return builtin_plugins(op.flags_dest) + load_plugins(specs, guildfile.dir)

@@ -104,8 +104,8 @@ def hooks_for(run_dir: Path) -> Dispatcher:
 
     spec = read_launch(run_dir)
     try:
-        from ._builtins import build_plugins
         from ._guildfile import load
+        from ._plugin_loader import build_plugins
 
         gf = load(Path(spec["guildfile"]))
         op = gf.op(spec["op"])
