@@ -125,7 +125,7 @@ class OutputScalars(Plugin):
     def on_run_end(self, run: Run) -> None:
         if run.is_batch or not run.paths.output_log.exists():
             return
-        rules = output_rules(run.op_def, dict(run.remote.info) if run.remote else None)
+        rules = output_rules(run.op_def, run.remote.hosts if run.remote else ())
         if rules is None:
             return
         rows: list[dict[str, Any]] = []

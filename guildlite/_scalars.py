@@ -14,7 +14,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 from ._runfiles import RunFileError, open_file
 
@@ -106,15 +106,14 @@ def summarize(path: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def output_rules(op_def: Mapping[str, Any], remote: Any) -> tuple[list[str] | None, bool] | None:
+def output_rules(op_def: Mapping[str, Any], hosts: Sequence[str]) -> tuple[list[str] | None, bool] | None:
     """How scalars are found in a run's output: the op's ``output-scalars`` patterns (None: the
     ``key: value`` rule), and whether each line starts with its task number (a run over several
-    hosts, ``remote["hosts"]``); None when the op turns output scalars off."""
+    ``hosts``); None when the op turns output scalars off."""
     patterns = op_def.get("output-scalars")
     if patterns in (False, "off", []):
         return None
-    hosts = remote.get("hosts") if isinstance(remote, dict) else None
-    return ([patterns] if isinstance(patterns, str) else patterns or None), len(hosts or []) > 1
+    return ([patterns] if isinstance(patterns, str) else patterns or None), len(hosts) > 1
 
 
 class OutputParser:

@@ -104,7 +104,8 @@ class ScalarScanner:
 def scanner_for(run: Run) -> ScalarScanner | str:
     """The scanner of ``run``'s output by its op's output-scalars rules; else why there is none to
     say ("" when the op turns them off)."""
-    rules = output_rules(run.op_def or {}, run.remote)
+    hosts = run.remote.get("hosts") if isinstance(run.remote, dict) else None
+    rules = output_rules(run.op_def or {}, [str(h) for h in hosts] if isinstance(hosts, list) else [])
     if rules is None:
         return ""
     patterns, task_labels = rules
