@@ -238,7 +238,7 @@ def backend_names(root: Path) -> list[str]:
             names.add(name.strip().lower())
     backends_dir = root / PACKAGE / "backends"
     if backends_dir.is_dir():
-        names.update(p.name.lower() for p in backends_dir.iterdir() if p.is_dir() and p.name.isidentifier())
+        names.update(p.name.lower() for p in backends_dir.iterdir() if p.is_dir() and p.name.isidentifier() and not p.name.startswith("_"))
     return sorted(names)
 
 

@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from ._batchspec import BatchDistribution, BatchValues
     from ._plugins import Plugin, StopRun, hook
-    from ._run import Run
+    from ._runview import Run
     from ._scalars import log_scalars
 
 _LAZY = {
@@ -25,7 +25,7 @@ _LAZY = {
     "Plugin": "._plugins",
     "StopRun": "._plugins",
     "hook": "._plugins",
-    "Run": "._run",
+    "Run": "._runview",
     "log_scalars": "._scalars",
 }
 

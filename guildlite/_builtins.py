@@ -24,15 +24,15 @@ import subprocess
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator
 
 from ._errors import GuildliteError
 from ._files import cache_dir, write_json
 from ._plugins import Plugin
+from ._scalars import OutputParser, output_rules
 
 if TYPE_CHECKING:
-    from ._guildfile import Guildfile, OpDef
-    from ._run import Run
+    from ._runview import Run
 
 BUILTIN_PRIORITY = 10
 
@@ -43,19 +43,17 @@ class SourceSnapshot(Plugin):
     priority = BUILTIN_PRIORITY
 
     def on_run_staged(self, run: Run) -> None:
-        from ._inspect import run_files
+        from ._runfiles import RunFileError, check_rel
 
-        try:  # staging wrote the files it skipped, and why
-            skipped = json.loads(run.paths.manifest.read_text()).get("skipped", [])
-        except (OSError, ValueError, AttributeError):
-            skipped = []
+        # Staging wrote the files it copied and those it skipped, with why, before any hook.
+        staging = json.loads(run.paths.manifest.read_text())
+        skipped = staging.get("skipped", [])
         manifest = []
-        # What guildlite copied; else (a run staged elsewhere) the run dir's files, which at staging
-        # are the source, run.json and .guildlite/ (left out). A restart's run dir also holds what
-        # the job wrote: only the staged list tells the source apart.
-        staged = run._staged if run._staged is not None else [rel for rel, _ in run_files(run)]
-        for rel in sorted(staged):
-            if rel == "run.json":
+        staged = {f.get("path") for f in staging["files"] if isinstance(f, dict)}
+        for rel in sorted(p for p in staged if isinstance(p, str) and p != "run.json"):
+            try:
+                check_rel(rel)  # inside the run dir: an earlier plugin may have edited the list
+            except RunFileError:
                 continue
             try:
                 data = (run.run_dir / rel).read_bytes()
@@ -80,7 +78,7 @@ class GlobalFlags(Plugin):
     priority = BUILTIN_PRIORITY
 
     def on_run_staged(self, run: Run) -> None:
-        from ._reach import global_values, in_source, script_in
+        from ._reach import global_names, in_source, script_in
 
         is_globals, container = in_source(run.op_def.get("flags-dest"))
         if run.is_batch or not is_globals:
@@ -91,7 +89,7 @@ class GlobalFlags(Plugin):
         if script is None:
             raise FileNotFoundError(f"the staged run has no copy of {run.op_def.get('main')!r}")
         src = read_source(script)
-        text = rewrite(src, global_values(run), container)
+        text = rewrite(src, {g: run.flags[f] for f, g in global_names(run.op_def, run.flags).items()}, container)
         if text != src.text:
             write_source(src, text)
 
@@ -127,14 +125,12 @@ class OutputScalars(Plugin):
     def on_run_end(self, run: Run) -> None:
         if run.is_batch or not run.paths.output_log.exists():
             return
-        patterns = run.op_def.get("output-scalars")
-        if patterns in (False, "off", []):
+        rules = output_rules(run.op_def, run.remote.hosts if run.remote else ())
+        if rules is None:
             return
-        hosts = run.remote.get("hosts") if isinstance(run.remote, dict) else None
         rows: list[dict[str, Any]] = []
         try:  # rows found before a pattern hung are kept: the failure is raised after writing them
-            rows.extend(parse_scalars(run.paths.output_log, run.nproc_per_node, patterns,
-                                      task_labels=len(hosts or []) > 1))
+            rows.extend(parse_scalars(run.paths.output_log, run.nproc_per_node, rules[0], task_labels=rules[1]))
         finally:
             if rows:
                 with open(run.paths.scalars, "a", encoding="utf-8") as f:
@@ -145,14 +141,9 @@ class OutputScalars(Plugin):
 # An op's own ``output-scalars`` regexes run in C, where nothing can interrupt them, and one that
 # backtracks catastrophically (``(a+)+$``) takes exponential time in a line's length: they are applied
 # in a child process given PATTERN_SECONDS (``GUILDLITE_SCALARS_TIMEOUT``; +1 s per MB of log), and
-# only to lines up to PATTERN_LINE_MAX characters (longer lines are skipped for them).
-PATTERN_LINE_MAX = 4096
+# only to lines up to ``_scalars.PATTERN_LINE_MAX`` characters (longer lines are skipped for them).
 PATTERN_SECONDS = 60.0
 TIMEOUT_ENV = "GUILDLITE_SCALARS_TIMEOUT"
-
-_KV = re.compile(r"^\s*(?P<key>[A-Za-z_][\w./-]*)\s*:\s*(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?inf|nan)\s*$")
-_RANK_PREFIX = re.compile(r"^\[default(\d+)\]:")
-_TASK_LABEL = re.compile(r"^\s*(\d+): ")  # srun --label, on runs over several hosts
 
 
 def parse_scalars(
@@ -213,50 +204,10 @@ def _parse_child() -> None:
 
 
 def _parse(log: Path, nproc: int, regexes: list[re.Pattern[str]] | None, task_labels: bool) -> Iterator[dict[str, Any]]:
-    step = 0
+    parser = OutputParser(nproc, regexes, task_labels)
     with open(log, encoding="utf-8", errors="replace") as f:
         for line in f:
-            if task_labels:
-                label = _TASK_LABEL.match(line)
-                if label is None or label.group(1) != "0":
-                    continue
-                line = line[label.end() :]
-            m = _RANK_PREFIX.match(line)
-            if m:
-                if m.group(1) != "0":
-                    continue
-                line = line[m.end() :]
-            elif nproc > 1:
-                continue  # unprefixed lines of a multi-rank job come from torchrun itself
-            line = line.rstrip("\n")
-            if regexes is None:
-                kv = _KV.match(line)
-                if not kv:
-                    continue
-                if kv["key"] == "step":
-                    step = int(float(kv["value"]))
-                else:
-                    yield {"step": step, "key": kv["key"], "value": float(kv["value"])}
-                continue
-            if len(line) > PATTERN_LINE_MAX:
-                continue
-            for rx in regexes:
-                hit = rx.search(line)
-                if not hit:
-                    continue
-                groups = hit.groupdict()
-                if groups.get("step") is not None:
-                    try:
-                        step = int(float(groups["step"]))
-                    except ValueError:
-                        pass
-                for key, text in groups.items():
-                    if key == "step" or text is None:
-                        continue
-                    try:
-                        yield {"step": step, "key": key, "value": float(text)}
-                    except ValueError:
-                        continue
+            yield from parser.feed(line)
 
 
 def _dist_version(name: str) -> str | None:
@@ -327,13 +278,3 @@ def builtin_plugins(flags_dest: str | None = None) -> list[Plugin]:
 
     rewrite = [GlobalFlags()] if in_source(flags_dest)[0] else []
     return [SourceSnapshot(), *rewrite, EnvCapture(), OutputScalars()]
-
-
-def build_plugins(guildfile: Guildfile, op: OpDef, plugin_names: Sequence[str] = ()) -> list[Plugin]:
-    """Every plugin of a run of ``op``, in declaration order: the built-ins, the guildfile's global
-    plugins, the op's, then the ``--plugin`` entry points (the dispatcher orders them by priority)."""
-    from ._guildfile import PluginSpec
-    from ._plugins import load_plugins
-
-    specs = [*guildfile.plugins, *op.plugins, *(PluginSpec(where=f"--plugin {n}", name=n) for n in plugin_names)]
-    return builtin_plugins(op.flags_dest) + load_plugins(specs, guildfile.dir)

@@ -14,41 +14,35 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: python -m guildlite._detached RUN_DIR OWNER_FD", file=sys.stderr)
         return 2
+    caught = _catch_stops()
     run_dir, fd = Path(argv[0]), int(argv[1])
-    # A stop may come at once (`run -b` then `stop`): kept until the session takes the signals
-    # over, so the run still ends recorded, with its end hooks, instead of this process dying.
-    stops: list[int] = []
-    sessions: list[Any] = []
-
-    def early(sig: int, _frame: Any) -> None:
-        stops.append(sig)
-        for s in sessions:
-            s.stopping = s.stopping or sig
-
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, early)
     sys.stdin.buffer.read()  # until the owner that handed the run over has written the record
     from ._files import now_iso
     from ._run import raw_run
-    from ._status import move
-    from ._supervisor import fire_end, read_launch
+    from ._status import exit_status, move
+    from ._supervisor import LAUNCH_FILE, fire_end, read_launch
 
     run = raw_run(run_dir)
+    if run.status != "pending" or run.pid != os.getpid():  # the hand-over never completed: its
+        print(f"guildlite: run {run.id} was not handed over to this process ({run.status}, pid {run.pid}): "
+              "not starting it", file=sys.stderr)  # caller died or failed before recording it
+        return 1
     if fd >= 0:
         os.set_inheritable(fd, False)  # the job must never hold the owner lock
         run._owner_fd = fd
     try:
         from ._operation import resume
 
-        session, slots, fail_fast = resume(run, read_launch(run_dir))
+        launch = read_launch(run_dir)
+        if not launch.get("guildfile"):
+            raise LookupError(f"{run.paths.meta / LAUNCH_FILE} is missing or unreadable")
+        session, slots, fail_fast = resume(run, launch)
     except Exception as e:  # the guildfile changed or went away since the run was staged
         why = f"cannot start: {type(e).__name__}: {e}"
         print(f"guildlite: run {run.id}: {why}", file=sys.stderr)
@@ -57,13 +51,27 @@ def main(argv: list[str]) -> int:
             move(r, "error")
             r.error, r.stopped = {"message": why}, now_iso()
             r.save()
-        for r in ended:  # every staged run gets its on_run_end (the built-ins', if its plugins cannot load)
+        for r in ended:  # staged runs all get their on_run_end (the built-ins', if the plugins are gone too)
             fire_end(r.run_dir)
         return 1
-    sessions.append(session)
-    session.stopping = session.stopping or (stops[0] if stops else None)
+    for sig in (signal.SIGTERM, signal.SIGINT):  # the session's from here on; a stop that came
+        signal.signal(sig, session._on_signal)  # while starting up stops the run before it starts
+    if caught:
+        session._on_signal(caught[0], None)
     run = session.start(run, slots, fail_fast)
-    return 0 if run.status == "completed" else run.exit_code or 1
+    return exit_status(run.status, run.exit_code)
+
+
+def _catch_stops() -> list[int]:
+    """Ignore SIGHUP, note SIGTERM and SIGINT (returned list) until the session handles them, then
+    let through the signals ``hand_over`` started this process with blocked: one sent meanwhile
+    (``guildlite stop`` at once) arrives now, and the job, started later, inherits no blocked signal."""
+    caught: list[int] = []
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda s, _frame: caught.append(s))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
+    return caught
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 if TYPE_CHECKING:
     from ._plugins import Plugin
     from ._run import Run
+    from ._runview import Run as RunView
 
 THREAD_PREFIX = "guildlite-hook"  # the name of every thread that runs a hook starts so
 
@@ -35,7 +36,7 @@ class HookCall:
     slices (signal handlers run meanwhile) and give up on it; a hook that never returns dies with
     the process. ``done`` is set when the hook returned or raised (``error``, ``traceback``)."""
 
-    def __init__(self, plugin: Plugin, hook_name: str, run: Run) -> None:
+    def __init__(self, plugin: Plugin, hook_name: str, run: RunView) -> None:
         self.plugin, self.hook, self.run_id = plugin, hook_name, run.id
         self.done = threading.Event()
         self.error: BaseException | None = None
@@ -50,7 +51,7 @@ class HookCall:
     def start(self) -> None:
         self.thread.start()
 
-    def _main(self, fn: Callable[[Run], Any], run: Run) -> None:
+    def _main(self, fn: Callable[[RunView], Any], run: RunView) -> None:
         try:
             try:
                 result = fn(run)
@@ -156,8 +157,9 @@ def restore_read_only(run: Run, before: dict[str, tuple[type, str | None, Any]])
 def restore_unsaveable(run: Run, before: dict[str, tuple[str | None, Any]]) -> list[str]:
     """Undo what a hook left in the run that ``run.json`` cannot hold: an ``attrs`` key that is
     not JSON (a tuple key, a set, an object; paths are fine) is dropped, or its value from before
-    the hook restored; any other field the hook changed to something not JSON is restored, and
-    ``attrs``, ``flags`` and ``plugins`` stay a dict, a dict and a list. What was wrong, one line
+    the hook restored; any other field the hook changed to something not JSON, or that the record
+    schema refuses (``cmd`` not a list of strings), is restored, and ``attrs``, ``flags`` and
+    ``plugins`` stay a dict, a dict and a list. What was wrong, one line
     each; [] when the record is whole. (Fields the hook left alone are not judged: a batch's
     flags hold guildlite's own ``BatchDistribution``, stored as text.)"""
     record = run.to_record()
@@ -177,9 +179,12 @@ def restore_unsaveable(run: Run, before: dict[str, tuple[str | None, Any]]) -> l
             problems.append(f"run.{key} not a {kind.__name__}: restored")
         else:
             why = _json_error(value)
-            if why is None:
+            if why is not None:
+                problems.append(f"run.{key} not JSON-serialisable ({why}): restored")
+            elif (wrong := _schema_error(key, value)) is not None:
+                problems.append(f"run.{key} {wrong}: restored")
+            else:
                 continue
-            problems.append(f"run.{key} not JSON-serialisable ({why}): restored")
         attr = _FIELD_ATTR.get(key, key)
         if attr in {f.name for f in dataclasses.fields(run)}:
             setattr(run, attr, old if old is not None or kind is object else kind())
@@ -193,13 +198,31 @@ def _clean_attrs(attrs: dict[Any, Any], before: dict[str, Any]) -> list[str]:
     problems = []
     for k in list(attrs):
         why = _json_error({k: attrs[k]})
+        if why is not None:
+            why = f"not JSON-serialisable ({why})"
+        elif k not in before or _stored(attrs[k]) != _stored(before[k]):
+            why = _schema_error("attrs", {k: attrs[k]})
         if why is None:
             continue
         del attrs[k]
         if isinstance(k, str) and k in before:
             attrs[k] = before[k]
-        problems.append(f"attrs[{_brief(k)}] not JSON-serialisable ({why}): " + ("restored" if k in attrs else "not saved"))
+        problems.append(f"attrs[{_brief(k)}] {why}: " + ("restored" if k in attrs else "not saved"))
     return problems
+
+
+def _schema_error(key: str, value: Any) -> str | None:
+    """What the record schema (``_record.check``, which the store applies before every write) says
+    of ``value`` as the record's field ``key``; None when it reads back. A hook's ``run.cmd = 42``
+    or ``run.attrs["sourcecode"] = 5`` is valid JSON that the store would refuse to write."""
+    from ._record import Problem, check
+
+    text = _json({"op": "", key: value})
+    try:
+        check(json.loads(text), text)
+    except Problem as e:
+        return str(e).replace(f"field {key!r} ", "", 1)
+    return None
 
 
 def _stored(value: Any) -> str | None:

@@ -35,6 +35,45 @@ def duration(run: Run) -> float | None:
     return seconds_between(run.started, run.stopped)
 
 
+def compare_runs(
+    runs_dir: Path,
+    specs: Sequence[str] = (),
+    *,
+    op: str | None = None,
+    status: str | None = None,
+    label: str | None = None,
+    batch: str | None = None,
+    min_max: bool = False,
+    sort_key: str | None = None,
+    columns: str | None = None,
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """``compare_table`` of the runs ``specs`` select (default: all but batch runs, which have no
+    scalars of their own), filtered (op, status, label text, the trials of ``batch``: a selector),
+    sorted by ``sort_key`` (``-col`` descending) and cut to ``columns`` (comma-separated)."""
+    from ._choose import batch_id, where
+    from ._index import load_records
+    from ._selection import RunList, select_runs
+
+    everything = RunList(runs_dir)
+    ids = [r.id for r in select_runs(everything, specs)] if specs else None
+    batch_run = batch_id(everything, batch)
+    loaded = load_records(everything, ids, scalars=True,
+                          where=where(op, status, batch_run, label, batches=bool(specs)))
+    chosen = [rec for _, rec, _ in loaded if rec["id"] != batch_run]
+    cols, rows = compare_table(chosen, {rec["id"]: sc for _, rec, sc in loaded}, min_max=min_max)
+    if sort_key:
+        if sort_key.lstrip("-") not in cols:
+            raise GuildliteError(f"--sort: no column {sort_key.lstrip('-')!r}; columns: {', '.join(cols)}", exit_code=2)
+        rows = sort_rows(rows, sort_key)
+    if columns:
+        wanted = [c.strip() for c in columns.split(",") if c.strip()]
+        unknown = [c for c in wanted if c not in cols]
+        if unknown:
+            raise GuildliteError(f"--columns: no column {unknown[0]!r}; columns: {', '.join(cols)}", exit_code=2)
+        cols = wanted
+    return cols, rows
+
+
 def compare_table(
     records: Sequence[Mapping[str, Any]], scalars: Mapping[str, dict[str, Any]], min_max: bool = False
 ) -> tuple[list[str], list[dict[str, Any]]]:
@@ -117,6 +156,21 @@ def open_run_file(run: Run, rel: str) -> BinaryIO:
         if e.reason.startswith("outside"):
             raise GuildliteError(f"{rel!r} is {e.reason}", exit_code=2) from None
         raise GuildliteError(f"run {run.id}: cannot read {rel!r}: {e.reason}", exit_code=2) from None
+
+
+def copy_run_file(run: Run, rel: str, out: BinaryIO, max_bytes: int = 0) -> None:
+    """Write ``rel`` of the run (see ``open_run_file``) to ``out``, at most ``max_bytes`` of it (0: all);
+    a GuildliteError, once that much is written, when the file is longer."""
+    left = max_bytes or -1
+    with open_run_file(run, rel) as f:
+        while left and (chunk := f.read(1 << 16 if left < 0 else min(left, 1 << 16))):
+            out.write(chunk)
+            left -= len(chunk) if left > 0 else 0
+        cut = left == 0 and f.read(1) != b""
+        size = os.fstat(f.fileno()).st_size
+    if cut:
+        raise GuildliteError(f"{rel!r} of run {run.id} cut after {max_bytes} bytes of {size} "
+                             "(--max-bytes N for more, 0 for all)")
 
 
 def source_files(run: Run) -> tuple[list[str], list[str]]:

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ._batch import count_trials, is_batch, plan_trials
 from ._batchspec import batch_flags as batch_spec
-from ._builtins import build_plugins
 from ._config_file import check as check_config
 from ._errors import GuildfileError, GuildliteError
 from ._flag_values import Grid, Random, given_texts, parse_assignments, resolve
@@ -22,6 +21,7 @@ from ._flags_import import with_imported_flags
 from ._guildfile import GUILDFILE, Guildfile, OpDef, find_guildfile, load
 from ._launch import job_command
 from ._lifecycle import RunConfig, Session
+from ._plugin_loader import build_plugins
 from ._plugins import Plugin
 from ._reach import check_nulls, check_op
 from ._run import Run

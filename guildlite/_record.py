@@ -232,9 +232,11 @@ def _attrs(v: dict[str, Any]) -> str:
 
 
 def _op_def(v: dict[str, Any]) -> str:
-    patterns = v.get("output-scalars")
-    if patterns is not None and (type(patterns) is not list or _strings(patterns)):
-        return "has 'output-scalars' that is not a list of strings"
+    patterns = v.get("output-scalars")  # as the guildfile gives it: one pattern, a list of them, or off
+    if patterns is None or patterns is False or type(patterns) is str:
+        return ""
+    if type(patterns) is not list or _strings(patterns):
+        return "has 'output-scalars' that is not a pattern, a list of patterns or off"
     return ""
 
 

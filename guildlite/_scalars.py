@@ -1,4 +1,5 @@
-"""Scalars: ``log_scalars`` for training scripts, and reading a run's ``scalars.jsonl``.
+"""Scalars: ``log_scalars`` for training scripts, reading a run's ``scalars.jsonl``, and the rules
+that find scalars in a run's output (``OutputParser``).
 
 Rows are JSON lines ``{"step": N, "key": "loss", "value": 0.3}``; the output-capture built-in
 writes the same rows, so both feed ``compare`` and the views. Nothing here imports torch.
@@ -9,16 +10,22 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Mapping, Sequence
 
 from ._runfiles import RunFileError, open_file
 
 MAX_SCALARS_BYTES = 512 << 20  # read of one scalars file; rows beyond it are left out
 MAX_LINE_BYTES = 1 << 20
+PATTERN_LINE_MAX = 4096  # the op's own patterns skip longer lines (see ``_builtins``: they may backtrack)
 _warned = False
+
+_KV = re.compile(r"^\s*(?P<key>[A-Za-z_][\w./-]*)\s*:\s*(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?inf|nan)\s*$")
+_RANK_PREFIX = re.compile(r"^\[default(\d+)\]:")
+_TASK_LABEL = re.compile(r"^\s*(\d+): ")  # the task number on each line of a run over several hosts
 
 
 def log_scalars(step: int, all_ranks: bool = False, **values: float) -> None:
@@ -97,3 +104,72 @@ def summarize(path: Path) -> dict[str, dict[str, Any]]:
         s["last"], s["step"], s["count"] = v, row.get("step", s["step"]), s["count"] + 1
         s["min"], s["max"] = min(s["min"], v), max(s["max"], v)
     return out
+
+
+def output_rules(op_def: Mapping[str, Any], hosts: Sequence[str]) -> tuple[list[str] | None, bool] | None:
+    """How scalars are found in a run's output: the op's ``output-scalars`` patterns (None: the
+    ``key: value`` rule), and whether each line starts with its task number (a run over several
+    ``hosts``); None when the op turns output scalars off."""
+    patterns = op_def.get("output-scalars")
+    if patterns in (False, "off", []):
+        return None
+    return ([patterns] if isinstance(patterns, str) else patterns or None), len(hosts) > 1
+
+
+class OutputParser:
+    """Scalar rows ``{"step", "key", "value"}`` from a run's output, fed one line at a time; rank 0's
+    lines only (torchrun's ``[defaultN]:`` prefix; with ``task_labels``, task 0's lines).
+
+    Without ``regexes``, ``key: number`` lines, where a ``step`` key sets the step of what follows.
+    With them (the op's ``output-scalars``): each is searched in every line up to
+    PATTERN_LINE_MAX characters; a group named ``step`` gives the step and every other named group
+    that holds a number is a scalar.
+    """
+
+    def __init__(self, nproc: int, regexes: list[re.Pattern[str]] | None = None, task_labels: bool = False) -> None:
+        self.nproc, self.regexes, self.task_labels = nproc, regexes, task_labels
+        self.step = 0
+
+    def feed(self, line: str) -> Iterator[dict[str, Any]]:
+        """The rows of one line (with or without its line end)."""
+        if self.task_labels:
+            label = _TASK_LABEL.match(line)
+            if label is None or label.group(1) != "0":
+                return
+            line = line[label.end() :]
+        m = _RANK_PREFIX.match(line)
+        if m:
+            if m.group(1) != "0":
+                return
+            line = line[m.end() :]
+        elif self.nproc > 1:
+            return  # unprefixed lines of a multi-rank job come from torchrun itself
+        line = line.rstrip("\n")
+        if self.regexes is None:
+            kv = _KV.match(line)
+            if not kv:
+                return
+            if kv["key"] == "step":
+                self.step = int(float(kv["value"]))
+            else:
+                yield {"step": self.step, "key": kv["key"], "value": float(kv["value"])}
+            return
+        if len(line) > PATTERN_LINE_MAX:
+            return
+        for rx in self.regexes:
+            hit = rx.search(line)
+            if not hit:
+                continue
+            groups = hit.groupdict()
+            if groups.get("step") is not None:
+                try:
+                    self.step = int(float(groups["step"]))
+                except ValueError:
+                    pass
+            for key, text in groups.items():
+                if key == "step" or text is None:
+                    continue
+                try:
+                    yield {"step": self.step, "key": key, "value": float(text)}
+                except ValueError:
+                    continue

@@ -68,6 +68,17 @@ def job_end(code: int, *, stopped: bool, failure: str | None = None) -> tuple[St
     return "error", exit_code, {"message": f"the job exited with code {exit_code}"}
 
 
+def exit_status(status: str, exit_code: int | None) -> int:
+    """guildlite's own exit status for a run that ended: 0 when it completed, else its job's exit
+    code, else 1 (error, or never started) or 143 (terminated). ``run``, ``watch`` and the detached
+    supervisor exit with it."""
+    if status == "completed":
+        return 0
+    if exit_code:
+        return exit_code
+    return 1 if status != "terminated" else 143
+
+
 def batch_end(counts: Mapping[str, int], n_trials: int, stopped: bool) -> tuple[Status, dict[str, Any] | None]:
     """A batch's status from its trials' (``counts`` by status): terminated on a stop, error if
     any did not complete, else completed."""

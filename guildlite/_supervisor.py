@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -60,7 +61,10 @@ def read_launch(run_dir: Path) -> dict[str, Any]:
 
 # --- handing a staged run over to a detached supervisor ----------------------------------------------
 
-_BOOT = ("import sys; sys.path[:] = [p for p in sys.path if p]; import runpy; "
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# Started in the caller's cwd, so that sys.path is the caller's (a relative PYTHONPATH entry is made
+# absolute against the cwd at start-up), less the cwd itself; then into the run dir, as a job is.
+_BOOT = ("import os, sys; sys.path[:] = [p for p in sys.path if p]; os.chdir(sys.argv[1]); import runpy; "
          "runpy.run_module('guildlite._detached', run_name='__main__', alter_sys=True)")
 
 
@@ -73,13 +77,20 @@ def hand_over(run: Run, others: list[Run]) -> int:
     to close, which happens once the record is written (or when this process dies).
     """
     fd = run._owner_fd
-    with open(run.paths.meta / LOG_FILE, "ab") as log:
-        # Not `-m`: the cwd would join sys.path; the runs dir holds nothing the supervisor should import.
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _BOOT, str(run.run_dir), str(-1 if fd is None else fd)],
-            stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            pass_fds=() if fd is None else (fd,), cwd=run.run_dir,
-        )
+    # The supervisor starts with the stop signals blocked (a signal mask survives fork and exec):
+    # a `guildlite stop` or a hangup that reaches it while Python starts up waits until its
+    # handlers are in place (``_detached``), instead of killing it with the run recorded pending.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        with open(run.paths.meta / LOG_FILE, "ab") as log:
+            # Not `-m`: the cwd would join sys.path; it holds nothing the supervisor should import.
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _BOOT, os.path.abspath(run.run_dir), str(-1 if fd is None else fd)],
+                stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                pass_fds=() if fd is None else (fd,),
+            )
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     run.pid, run.pid_start = proc.pid, process_start(proc.pid)
     if fd is not None:
         os.ftruncate(fd, 0)
@@ -105,8 +116,8 @@ def hooks_for(run_dir: Path) -> Dispatcher:
 
     spec = read_launch(run_dir)
     try:
-        from ._builtins import build_plugins
         from ._guildfile import load
+        from ._plugin_loader import build_plugins
 
         gf = load(Path(spec["guildfile"]))
         op = gf.op(spec["op"])

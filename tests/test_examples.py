@@ -95,7 +95,7 @@ def test_example_is_complete_and_its_readme_commands_name_real_ops(
     # Every plugin the guildfile declares loads with its args (`ops` loads none: check here).
     from guildlite import Plugin
     from guildlite._guildfile import load
-    from guildlite._plugins import load_plugins
+    from guildlite._plugin_loader import load_plugins
 
     module = PLUGIN_EXAMPLES[name].removesuffix(".py")
     monkeypatch.setattr(sys, "path", list(sys.path))

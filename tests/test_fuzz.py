@@ -36,7 +36,7 @@ from guildlite._errors import RunNotFoundError
 from guildlite._flag_values import Grid, Random, parse_assignments, parse_value, resolve
 from guildlite._flags import FLAG_TYPES, FlagDef, FlagError, coerce, decode
 from guildlite._guildfile import Guildfile, PluginSpec, load
-from guildlite._plugins import load_plugins
+from guildlite._plugin_loader import load_plugins
 from guildlite._run import Run
 from guildlite._selection import select_runs
 

@@ -26,7 +26,8 @@ from conftest import TRACEBACK, wait_until
 
 from guildlite import Plugin, StopRun, hook
 from guildlite._guildfile import PluginSpec
-from guildlite._plugins import Dispatcher, HookFailed, hook_priority, load_plugins
+from guildlite._plugin_loader import load_plugins
+from guildlite._plugins import Dispatcher, HookFailed, hook_priority
 from guildlite._run import Run
 
 TRACE_KEYS = {"plugin", "hook", "priority", "start", "seconds", "error"}
@@ -779,16 +780,37 @@ def test_an_exception_inside_guildlite_still_ends_the_run_once(pproj: Callable[.
         "from guildlite import Plugin\n\n"
         "class BreakCmd(Plugin):\n"
         "    def on_run_begin(self, run):\n"
-        "        run.cmd = 42  # not an argv: launching it fails inside guildlite\n"
+        "        run.cmd = []  # a valid record, but no argv: launching it fails inside guildlite\n"
     )
     cp = proj.run("run", "quick", "-y")
     assert cp.returncode != 0
     r = proj.only_record()
-    assert r["status"] == "error" and r["error"]["message"].startswith("guildlite failed: TypeError")
+    assert r["status"] == "error" and r["error"]["message"].startswith("guildlite failed: IndexError")
     assert [e["hook"] for e in proj.events()] == list(HOOKS)
     assert proj.events("on_run_end")[0]["status"] == "error"
     assert hook_sequence(r["plugins"], "on_run_end") == ["OutputScalars", "a"]
     assert proj.started() == []
+
+
+@pytest.mark.parametrize(("left", "says"), [
+    ("run.cmd = 42", "run.cmd is an integer, expected list"),
+    ("run.cmd = ['python', 3]", "run.cmd holds an integer"),
+    ("run.attrs['sourcecode'] = 5", "attrs['sourcecode'] has 'sourcecode' that is not an object: restored"),
+])
+def test_a_hook_that_leaves_what_the_record_schema_refuses_fails_before_launch(
+    pproj: Callable[..., PluginProject], left: str, says: str
+) -> None:
+    """Valid JSON that the store would refuse to write (it checks every record against the schema)
+    is the hook's failure, naming the field: restored, the run ends error, never launched, saved."""
+    proj = pproj(guildfile_text(global_plugins=[{"class": "breakrec:BreakRecord"}, rec("a", priority=150)]))
+    (proj.root / "breakrec.py").write_text(
+        f"from guildlite import Plugin\n\nclass BreakRecord(Plugin):\n    def on_run_begin(self, run):\n        {left}\n")
+    cp = proj.run("run", "quick", "-y")
+    assert cp.returncode == 1 and TRACEBACK not in cp.stderr, cp.stderr
+    r = proj.only_record()
+    assert r["status"] == "error" and (r["error"]["plugin"], r["error"]["hook"]) == ("BreakRecord", "on_run_begin")
+    assert says in r["error"]["message"], r["error"]
+    assert proj.started() == [] and proj.events("on_run_end")[0]["status"] == "error"
 
 
 def test_parallel_trials_never_run_hooks_concurrently(pproj: Callable[..., PluginProject]) -> None:

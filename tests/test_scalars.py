@@ -352,3 +352,19 @@ def test_an_output_scalars_pattern_that_backtracks_catastrophically_never_hangs_
     else:
         assert values == [0.5, 0.25]  # the 5 KB line is skipped by the op's patterns
         assert rec["attrs"]["scalars"] == {"captured": 2} and failures == []
+
+
+@pytest.mark.parametrize("setting", ["off", "false", "'x=(?P<x>\\S+)'"])
+def test_output_scalars_as_one_pattern_or_off_keeps_the_runs_record_readable(make_project: Any, setting: str) -> None:
+    """The guildfile takes ``output-scalars`` as one pattern, a list, ``off`` or false; the run's
+    record keeps the op as written, and must read back as a good record in every case."""
+    proj = make_project("operations:\n  op:\n    main: t.py\n    launcher: python\n"
+                        f"    output-scalars: {setting}\n", {"t.py": "print('x=2')\n"})
+    cp = proj.run("run", "-y", "op")
+    assert cp.returncode == 0, cp.stderr
+    listed = proj.run("runs", "--json")
+    assert listed.returncode == 0 and "bad run record" not in listed.stderr, listed.stderr
+    [rec] = json.loads(listed.stdout)
+    assert rec["status"] == "completed"
+    rows = read_scalars(Path(rec["run_dir"]))
+    assert rows == ([{"step": 0, "key": "x", "value": 2.0}] if "x=" in setting else [])

@@ -15,7 +15,7 @@ names this plugin, the hook and the reason), the job is never launched, and ever
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from guildlite import Plugin, Run, StopRun, hook
@@ -45,7 +45,7 @@ class ValidateFlags(Plugin):
         if problems:
             raise StopRun("; ".join(problems))
 
-    def problems(self, flags: dict[str, Any], nproc: int) -> list[str]:
+    def problems(self, flags: Mapping[str, Any], nproc: int) -> list[str]:
         out = []
         for name in self.positive:
             v = flags.get(name)

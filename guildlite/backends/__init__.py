@@ -199,9 +199,9 @@ _loaded: dict[str, type[Backend]] = {}
 def _entry_points() -> dict[str, Any]:
     global _found
     if _found is None:
-        from importlib.metadata import entry_points
+        from .._entry_points import entry_points  # importlib.metadata's lookup, cheaper at start-up
 
-        _found = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+        _found = entry_points(ENTRY_POINT_GROUP)
     return _found
 
 

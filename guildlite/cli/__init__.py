@@ -17,6 +17,7 @@ from .ops import ops
 from .run import run
 from .runs import runs
 from .view import tensorboard_cmd, view
+from .watch import watch
 
 __all__ = ["cli", "main"]
 
@@ -35,7 +36,7 @@ def cli() -> None:
     """
 
 
-for _command in (run, runs, compare, cat, ls, diff, label, tag, stop, ops, view, tensorboard_cmd):
+for _command in (run, runs, compare, cat, ls, diff, label, tag, stop, ops, view, tensorboard_cmd, watch):
     cli.add_command(_command)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import click
 
@@ -56,54 +56,6 @@ def _guildfile_option(f: Any = None, *, short: bool = True) -> Any:
         help="The guildfile (default: guildfile.yml here or in a parent directory).",
     )
     return option(f) if f is not None else option
-
-
-def _runs_dir(runs_dir: Path | None, guildfile: Path | None) -> Path:
-    from .._guildfile import find_guildfile, load
-    from .._runs_dir import default_runs_dir, option_runs_dir
-
-    if runs_dir:
-        return option_runs_dir(runs_dir)
-    found = guildfile or find_guildfile()
-    if found is None or os.environ.get("GUILDLITE_RUNS_DIR"):
-        return default_runs_dir(None)
-    return default_runs_dir(load(found))
-
-
-def _where(
-    op: str | None,
-    status: str | None,
-    batch_id: str | None,
-    label: str | None = None,
-    batches: bool = True,
-) -> Callable[[dict[str, Any]], bool]:
-    """A filter on run records (op, status, batch and its trials, label text, batch runs or not)."""
-
-    def match(rec: dict[str, Any]) -> bool:
-        return (
-            (op is None or rec.get("op") == op)
-            and (status is None or rec.get("status") == status)
-            and (batch_id is None or rec.get("parent") == batch_id or rec.get("id") == batch_id)
-            and (label is None or label in (rec.get("label") or ""))
-            and (batches or not rec.get("is_batch"))
-        )
-
-    return match
-
-
-def _select(runs_dir: Path, specs: Sequence[str], trash: bool = False) -> list[Run]:
-    from .._files import TRASH_DIR
-    from .._selection import RunList, select_runs
-
-    pool = RunList(runs_dir / TRASH_DIR if trash else runs_dir)
-    return select_runs(pool, specs) if specs else pool[:]
-
-
-def _select_one(runs_dir: Path, spec: str) -> Run:
-    chosen = _select(runs_dir, [spec])
-    if len(chosen) != 1:
-        raise GuildliteError(f"{spec!r} selects {len(chosen)} runs; give one", exit_code=2)
-    return chosen[0]
 
 
 def _record(run: Run) -> dict[str, Any]:

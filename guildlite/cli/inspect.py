@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from .._choose import runs_dir_for, select_one
 from .._errors import GuildliteError
 from .._terminal import printable
 from ._common import (
@@ -18,12 +18,9 @@ from ._common import (
     _fmt,
     _guildfile_option,
     _local,
-    _runs_dir,
     _runs_dir_option,
     _say,
-    _select_one,
     _table,
-    _where,
 )
 
 if TYPE_CHECKING:
@@ -58,29 +55,10 @@ def compare(
     guildfile: Path | None,
 ) -> None:
     """One row per run: id, op, status, started, time, every flag, the last value of each scalar."""
-    from .._index import load_records
-    from .._inspect import compare_table, sort_rows
-    from .._selection import RunList, select_runs
+    from .._inspect import compare_runs
 
-    rd = _runs_dir(runs_dir, guildfile)
-    everything = RunList(rd)
-    ids = [r.id for r in select_runs(everything, specs)] if specs else None
-    batch_id = select_runs(everything, [batch])[0].id if batch else None
-    # Batch runs have no scalars of their own: shown only when selected by name.
-    where = _where(op, status, batch_id, label, batches=bool(specs))
-    loaded = load_records(everything, ids, scalars=True, where=where)
-    chosen = [rec for _, rec, _ in loaded if rec["id"] != batch_id]
-    cols, rows = compare_table(chosen, {rec["id"]: sc for _, rec, sc in loaded}, min_max=min_max)
-    if sort_key:
-        if sort_key.lstrip("-") not in cols:
-            raise GuildliteError(f"--sort: no column {sort_key.lstrip('-')!r}; columns: {', '.join(cols)}", exit_code=2)
-        rows = sort_rows(rows, sort_key)
-    if columns:
-        wanted = [c.strip() for c in columns.split(",") if c.strip()]
-        unknown = [c for c in wanted if c not in cols]
-        if unknown:
-            raise GuildliteError(f"--columns: no column {unknown[0]!r}; columns: {', '.join(cols)}", exit_code=2)
-        cols = wanted
+    cols, rows = compare_runs(runs_dir_for(runs_dir, guildfile), specs, op=op, status=status, label=label, batch=batch,
+                              min_max=min_max, sort_key=sort_key, columns=columns)
     if as_json:
         click.echo(json.dumps([{c: r.get(c) for c in cols} for r in rows], indent=2, default=str))
     elif as_csv:
@@ -121,20 +99,12 @@ CAT_MAX_BYTES = 1 << 30  # `cat` prints at most this much by default: a sparse f
 @_guildfile_option
 def cat(run_spec: str, path: str, max_bytes: int, runs_dir: Path | None, guildfile: Path | None) -> None:
     """Print a file of a run (default: output.log): a regular file inside the run dir only."""
-    from .._inspect import open_run_file
+    from .._inspect import copy_run_file
 
-    r = _select_one(_runs_dir(runs_dir, guildfile), run_spec)
-    left = max_bytes or -1
-    with open_run_file(r, path) as f:
-        while left and (chunk := f.read(1 << 16 if left < 0 else min(left, 1 << 16))):
-            sys.stdout.buffer.write(chunk)
-            left -= len(chunk) if left > 0 else 0
-        cut = left == 0 and f.read(1) != b""
-        size = os.fstat(f.fileno()).st_size
-    sys.stdout.flush()
-    if cut:
-        raise GuildliteError(f"{path!r} of run {r.id} cut after {max_bytes} bytes of {size} "
-                             "(--max-bytes N for more, 0 for all)")
+    try:
+        copy_run_file(select_one(runs_dir_for(runs_dir, guildfile), run_spec), path, sys.stdout.buffer, max_bytes)
+    finally:
+        sys.stdout.flush()
 
 
 @click.command(context_settings=CONTEXT)
@@ -147,7 +117,7 @@ def ls(run_spec: str, show_all: bool, as_json: bool, runs_dir: Path | None, guil
     """List a run's files with their sizes."""
     from .._inspect import run_files
 
-    r = _select_one(_runs_dir(runs_dir, guildfile), run_spec)
+    r = select_one(runs_dir_for(runs_dir, guildfile), run_spec)
     files = run_files(r, include_meta=show_all)
     if as_json:
         click.echo(json.dumps([{"path": p, "size": n} for p, n in files], indent=2))
@@ -181,11 +151,11 @@ def diff(specs: tuple[str, ...], source_only: bool, flags_only: bool, runs_dir: 
 
     if len(specs) > 2:
         raise GuildliteError("diff takes one or two runs", exit_code=2)
-    rd = _runs_dir(runs_dir, guildfile)
-    a = _select_one(rd, specs[0])
+    rd = runs_dir_for(runs_dir, guildfile)
+    a = select_one(rd, specs[0])
     a_files, notes = source_files(a)
     if len(specs) == 2:
-        b = _select_one(rd, specs[1])
+        b = select_one(rd, specs[1])
         if not source_only:
             rows = diff_flags(a, b)
             w = max([len(printable(n)) for n, _, _ in rows] + [4])

@@ -7,14 +7,13 @@ from typing import TYPE_CHECKING
 
 import click
 
+from .._choose import runs_dir_for, select
 from .._errors import GuildliteError
 from ._common import (
     CONTEXT,
     _guildfile_option,
-    _runs_dir,
     _runs_dir_option,
     _say,
-    _select,
 )
 
 if TYPE_CHECKING:
@@ -36,7 +35,7 @@ def label(args: tuple[str, ...], clear: bool, runs_dir: Path | None, guildfile: 
         raise GuildliteError("give RUNS and a TEXT (or --clear)", exit_code=2)
     else:
         specs, text = args[:-1], args[-1]
-    chosen = _select(_runs_dir(runs_dir, guildfile), specs)
+    chosen = select(runs_dir_for(runs_dir, guildfile), specs)
     set_label(chosen, text)
     for r in chosen:
         _say(f"{r.id}: {text!r}" if text else f"{r.id}: label cleared")
@@ -55,9 +54,9 @@ def tag(args: tuple[str, ...], runs_dir: Path | None, guildfile: Path | None) ->
     specs = [a for a in args if a[:1] not in "+-"]
     if not changes or not specs:
         raise GuildliteError("give RUNS and at least one +TAG or -TAG", exit_code=2)
-    chosen = _select(_runs_dir(runs_dir, guildfile), specs)
+    chosen = select(runs_dir_for(runs_dir, guildfile), specs)
     set_tags(chosen, changes)
-    for r in _select(_runs_dir(runs_dir, guildfile), [r.id for r in chosen]):
+    for r in select(runs_dir_for(runs_dir, guildfile), [r.id for r in chosen]):
         _say(f"{r.id}: {' '.join(r.tags) or '(no tags)'}")
 
 
@@ -73,7 +72,7 @@ def stop(specs: tuple[str, ...], timeout: float, force: bool, runs_dir: Path | N
     A trial still waiting in a running batch is not started (recorded terminated when its turn comes)."""
     from .._manage import stop as stop_runs
 
-    chosen = _select(_runs_dir(runs_dir, guildfile), specs)
+    chosen = select(runs_dir_for(runs_dir, guildfile), specs)
     done = stop_runs(chosen, timeout=timeout, force=force, log=lambda m: _say(m, err=True))
     if not done.runs and not done.refused:
         states = ", ".join(f"{r.id} is {r.status}" for r in chosen[:3]) + (", ..." if len(chosen) > 3 else "")

@@ -10,16 +10,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from .._choose import runs_dir_for, select_one
 from .._errors import GuildliteError
 from ._common import (
     CONTEXT,
     _fmt,
     _guildfile_option,
     _record,
-    _runs_dir,
     _runs_dir_option,
     _say,
-    _select_one,
 )
 
 if TYPE_CHECKING:
@@ -146,7 +145,7 @@ def run(
             raise GuildliteError(f"unknown option {f!r} (see guildlite run --help)", exit_code=2)
     gf = open_guildfile(guildfile)
     if restart_spec:
-        target = _select_one(_runs_dir(runs_dir, guildfile), restart_spec)
+        target = select_one(runs_dir_for(runs_dir, guildfile), restart_spec)
         job = restart(target, args, guildfile=gf, parallel=parallel, gpus=gpus, fail_fast=fail_on_trial_error,
                       plugin_names=plugin_names, echo=not as_json, backend=backend,
                       backend_options=_backend_options(given) if any(v is not None for v in given.values()) else None,
@@ -210,9 +209,9 @@ def _finish_run(result: Run, as_json: bool, stage_only: bool, detached: bool = F
         _say(_summary(result), err=True)
     if stage_only or result.status == "completed":
         return
-    if result.exit_code:
-        sys.exit(result.exit_code)
-    sys.exit(1 if result.status != "terminated" else 143)
+    from .._status import exit_status
+
+    sys.exit(exit_status(result.status, result.exit_code))
 
 
 def _confirm_large(n: int) -> bool:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import click
 
+from .._choose import filtered_runs, runs_dir_for, select_one, select_with_trials
 from .._errors import GuildliteError
 from ._common import (
     CONTEXT,
@@ -18,13 +19,9 @@ from ._common import (
     _guildfile_option,
     _local,
     _record,
-    _runs_dir,
     _runs_dir_option,
     _say,
-    _select,
-    _select_one,
     _table,
-    _where,
 )
 
 if TYPE_CHECKING:
@@ -64,7 +61,7 @@ def runs(
     guildfile: Path | None,
 ) -> None:
     """List runs, newest first. Selectors elsewhere: 1 = newest, 2:4, or an id prefix."""
-    ctx.obj = _runs_dir(runs_dir, guildfile)
+    ctx.obj = runs_dir_for(runs_dir, guildfile)
     if ctx.invoked_subcommand is not None:
         return
     from .._selection import RunList
@@ -72,16 +69,7 @@ def runs(
     everything = RunList(ctx.obj)
     index = {run_id: i for i, run_id in enumerate(everything.ids, 1)}
     if op or status or batch:
-        # Filter the index's summaries: thousands of runs without reading every run.json.
-        from .._index import load_summaries
-        from .._run import load_run
-        from .._selection import select_runs
-
-        batch_id = select_runs(everything, [batch])[0].id if batch else None
-        shown = [r for r, _ in load_summaries(everything, where=_where(op, status, batch_id))]
-        shown = shown if show_all else shown[:limit]
-        if as_json:
-            shown = [load_run(r.run_dir) for r in shown]
+        shown = filtered_runs(everything, op, status, batch, None if show_all else limit, whole=as_json)
     else:
         shown = everything[:] if show_all else everything[:limit]
     if as_json:
@@ -122,7 +110,7 @@ def runs(
 
 def _sub_runs_dir(group_runs_dir: Path, runs_dir: Path | None, guildfile: Path | None) -> Path:
     """A `runs` subcommand's runs dir: its own --runs-dir/-f when given, else the group's."""
-    return _runs_dir(runs_dir, guildfile) if (runs_dir or guildfile) else group_runs_dir
+    return runs_dir_for(runs_dir, guildfile) if (runs_dir or guildfile) else group_runs_dir
 
 
 def _confirm(question: str, yes: bool) -> None:
@@ -145,7 +133,7 @@ def runs_info(
 ) -> None:
     """Show one run's record: flags, status, command, hook trace, environment."""
     runs_dir = _sub_runs_dir(group_runs_dir, runs_dir, guildfile)
-    r = _select_one(runs_dir, run_spec)
+    r = select_one(runs_dir, run_spec)
     from .._launch import display_command
 
     if as_json:
@@ -208,10 +196,8 @@ def runs_delete(
 ) -> None:
     """Move runs (a batch with its trials) to the trash (runs/.trash); see restore and purge."""
     from .._manage import delete
-    from .._selection import with_trials
-
     runs_dir = _sub_runs_dir(group_runs_dir, runs_dir, guildfile)
-    chosen = with_trials(_select(runs_dir, specs))
+    chosen = select_with_trials(runs_dir, specs)
     _confirm(f"Delete {len(chosen)} run(s) (to the trash)?", yes)
     for r in delete(chosen, force=force):
         _say(f"deleted {r.id}")
@@ -271,10 +257,8 @@ def _from_trash(
     guildfile: Path | None,
     quiet_if_empty: bool = False,
 ) -> None:
-    from .._selection import with_trials
-
     runs_dir = _sub_runs_dir(group_runs_dir, runs_dir, guildfile)
-    chosen = with_trials(_select(runs_dir, specs, trash=True))  # a batch goes with its trials
+    chosen = select_with_trials(runs_dir, specs, trash=True)  # a batch goes with its trials
     if not chosen:
         if not quiet_if_empty:
             click.echo("the trash is empty", err=True)

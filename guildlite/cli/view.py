@@ -8,12 +8,11 @@ from typing import TYPE_CHECKING
 
 import click
 
+from .._choose import runs_dir_for, select, select_with_trials
 from ._common import (
     CONTEXT,
     _guildfile_option,
-    _runs_dir,
     _runs_dir_option,
-    _select,
 )
 
 if TYPE_CHECKING:
@@ -45,14 +44,14 @@ def view(
     from .._view_server import serve
 
     plotly_js()  # fails early, with the pip command, when plotly is missing
-    rd = _runs_dir(runs_dir, guildfile)
+    rd = runs_dir_for(runs_dir, guildfile)
     if out is not None:
         data = load_view(rd, specs)
         size = write_report(out, data)
         click.echo(f"guildlite: wrote {out} ({len(data['runs'])} runs, {size / 1e6:.1f} MB)", err=True)
         return
     if specs:
-        _select(rd, specs)  # a bad selector is an error now, not on the first page load
+        select(rd, specs)  # a bad selector is an error now, not on the first page load
     serve(lambda details: load_view(rd, specs, details), rd, port=port, open_browser=not no_browser, echo=click.echo)
 
 
@@ -83,11 +82,10 @@ def tensorboard_cmd(
     """
     import tempfile
 
-    from .._selection import with_trials
     from .._tensorboard import require, serve, write_logdir
 
     require()
-    chosen = with_trials(_select(_runs_dir(runs_dir, guildfile), specs))
+    chosen = select_with_trials(runs_dir_for(runs_dir, guildfile), specs)
     temp = logdir is None
     target = Path(tempfile.mkdtemp(prefix="guildlite-tb-")) if logdir is None else logdir.resolve()
     written = write_logdir(chosen, target)

@@ -1,0 +1,262 @@
+"""Following a run as it goes: its output log as it grows with the scalars its lines hold, its
+status until it ends; a batch's trials as they start and end.
+
+Records are read through the store only (``load_run``, which derives a status from liveness), and
+the output from the run's ``output.log``: a run is followed the same way whatever runs it.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import os
+import re
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator
+
+from ._choose import still_going
+from ._errors import BadRecordError, GuildliteError, RunNotFoundError
+from ._runfiles import RunFileError, open_file
+from ._scalars import OutputParser, output_rules
+from ._status import ENDED
+
+if TYPE_CHECKING:
+    from ._run import Run
+
+POLL_SECONDS = 0.2
+CHUNK_BYTES = 1 << 20  # read at a time, so that the status keeps moving through a large log
+PARTIAL_MAX = 1 << 20  # a "line" longer than this with no line end yet is not scanned for scalars
+# The op's own output-scalars regexes may backtrack catastrophically (see ``_builtins``): here they
+# run in this process, bounded by a timer; past it, scalars are no longer shown.
+PATTERN_SECONDS = 5.0
+
+
+class _TooSlow(Exception):
+    pass
+
+
+@contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Raise _TooSlow in the block after ``seconds`` (a regex checks for signals as it runs); no
+    limit outside the main thread, where no signal handler can be set."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise _TooSlow
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+class ScalarScanner:
+    """The scalars of a run's output fed in pieces as it is written, found as ``parse_scalars`` finds
+    them in the whole log: lines end at \\n, \\r\\n or \\r (as a log read as text); ``latest``
+    holds the last value of each key, ``step`` the step of the last row."""
+
+    def __init__(self, parser: OutputParser, time_limit: float | None = None) -> None:
+        self.parser: OutputParser | None = parser
+        self.time_limit = time_limit  # for the op's own regexes (see PATTERN_SECONDS)
+        self.latest: dict[str, float] = {}
+        self.step: int | None = None
+        self.note = ""  # why scalars are no longer found, when they are not
+        self._decode = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._newlines = io.IncrementalNewlineDecoder(None, translate=True)
+        self._partial = ""
+        self._skip = False  # inside a line too long to scan, until its end
+
+    def feed(self, data: bytes, final: bool = False) -> None:
+        """Scan ``data``, the next bytes of the output; ``final``: the output ended after them."""
+        if self.parser is None:
+            return
+        text = self._partial + self._newlines.decode(self._decode.decode(data, final), final)
+        *lines, rest = text.split("\n")
+        if self._skip:
+            if lines:
+                lines, self._skip = lines[1:], False
+            else:
+                rest = ""
+        if final:
+            lines, rest = [*lines, rest], ""
+        elif len(rest) > PARTIAL_MAX:
+            rest, self._skip = "", True
+        self._partial = rest
+        try:
+            with _time_limit(self.time_limit) if self.time_limit else _no_limit():
+                for line in lines:
+                    for row in self.parser.feed(line):
+                        self.latest[row["key"]] = row["value"]
+                        self.step = row["step"]
+        except _TooSlow:
+            self.parser = None
+            self.note = f"output-scalars patterns took over {self.time_limit:.0f} s; scalars no longer shown"
+
+
+def scanner_for(run: Run) -> ScalarScanner | str:
+    """The scanner of ``run``'s output by its op's output-scalars rules; else why there is none to
+    say ("" when the op turns them off)."""
+    hosts = run.remote.get("hosts") if isinstance(run.remote, dict) else None
+    rules = output_rules(run.op_def or {}, [str(h) for h in hosts] if isinstance(hosts, list) else [])
+    if rules is None:
+        return ""
+    patterns, task_labels = rules
+    try:
+        regexes = [re.compile(p) for p in patterns] if patterns else None
+    except (re.error, TypeError) as e:
+        return f"bad output-scalars pattern: {e}"
+    parser = OutputParser(run.nproc_per_node or 1, regexes, task_labels)
+    return ScalarScanner(parser, PATTERN_SECONDS if regexes else None)
+
+
+class OutputFollower:
+    """A run's ``output.log`` as it grows: the bytes written since the last ``read``, and the
+    latest value of each scalar found in its lines (``ScalarScanner``)."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self._file: BinaryIO | None = None
+        found = scanner_for(run)
+        self.scanner: ScalarScanner | None = found if isinstance(found, ScalarScanner) else None
+        self._why = found if isinstance(found, str) else ""
+
+    @property
+    def scalars(self) -> dict[str, float]:
+        return self.scanner.latest if self.scanner else {}
+
+    @property
+    def step(self) -> int | None:
+        return self.scanner.step if self.scanner else None
+
+    @property
+    def note(self) -> str:
+        """Why scalars are not shown, when they are not."""
+        return self.scanner.note if self.scanner else self._why
+
+    def read(self) -> bytes:
+        """What was written since the last call (b"" when nothing, or no log yet)."""
+        if self._file is None:
+            try:
+                self._file = open_file(self.run.run_dir, "output.log")
+            except RunFileError as e:
+                if e.missing:
+                    return b""
+                raise GuildliteError(f"run {self.run.id}: cannot follow output.log: {e.reason}", exit_code=2) from None
+        if os.fstat(self._file.fileno()).st_size < self._file.tell():
+            self._file.seek(0)  # cut short by hand: follow it from its start again
+        data = self._file.read(CHUNK_BYTES)
+        if data and self.scanner is not None:
+            self.scanner.feed(data)
+        return data
+
+    def finish(self) -> None:
+        """Scan what is left after the log's last line end (the run has ended)."""
+        if self.scanner is not None:
+            self.scanner.feed(b"", final=True)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+@contextmanager
+def _no_limit() -> Iterator[None]:
+    yield
+
+
+def reload(run: Run) -> Run:
+    """The run as its record stands now (status derived from liveness)."""
+    from ._run import load_run
+
+    return load_run(run.run_dir)
+
+
+def follow(
+    run: Run,
+    out: Callable[[bytes], None],
+    show: Callable[[Run, OutputFollower], None],
+    poll: float = POLL_SECONDS,
+) -> Run:
+    """Follow ``run`` until it ends: ``out`` gets its output as it is written, ``show`` the run as it
+    stands (with the follower's latest scalars) after each look. Returns the run as it ended."""
+    log = OutputFollower(run)
+    try:
+        while True:
+            # The status before the log: all that a run wrote before its end was recorded is read.
+            going = still_going(run)
+            while data := log.read():
+                out(data)
+            if not going:
+                log.finish()
+            show(run, log)
+            if not going:
+                return run
+            time.sleep(poll)
+            run = reload(run)
+            log.run = run
+    finally:
+        log.close()
+
+
+def follow_batch(
+    batch: Run,
+    event: Callable[[str, Run], None],
+    show: Callable[[Run], None],
+    poll: float = POLL_SECONDS,
+) -> tuple[Run, list[Run]]:
+    """Follow a batch until it ends: ``event("start" | "end", trial)`` once per trial that starts
+    and ends (those already started or ended first), ``show`` the batch after each look. Returns
+    the batch as it ended and its trials."""
+    trials: dict[str, Run] = {}
+    started: set[str] = set()
+    while True:
+        going = still_going(batch)
+        for tid in batch.trial_ids:
+            if tid in trials and trials[tid].status in ENDED:
+                continue  # an ended trial's record is final
+            trial = _trial(batch, tid)
+            if trial is None:
+                continue
+            trials[tid] = trial
+            if tid not in started and (trial.started or trial.status in ENDED):
+                started.add(tid)
+                if trial.started:
+                    event("start", trial)
+            if trial.status in ENDED:
+                event("end", trial)
+        show(batch)
+        if not going:
+            break
+        time.sleep(poll)
+        batch = reload(batch)
+    for trial in trials.values():
+        if trial.status not in ENDED:
+            event("end", trial)  # never started: its batch ended first
+    return batch, list(trials.values())
+
+
+def _trial(batch: Run, trial_id: str) -> Run | None:
+    """A trial of ``batch`` read now; None if it is gone or is not the batch's (see ``Run.trials``)."""
+    from ._record import is_run_id
+    from ._run import load_run
+    from ._store import warn_bad
+
+    if not is_run_id(trial_id):
+        return None
+    try:
+        trial = load_run(batch.run_dir.parent / trial_id)
+    except BadRecordError as e:
+        warn_bad(e)
+        return None
+    except RunNotFoundError:
+        return None
+    return trial if trial.parent_id == batch.id else None
