@@ -198,21 +198,19 @@ def execute(plan: Plan, stage_only: bool = False, fail_fast: bool = False, sessi
 
 def resume(run: Run, launch: Mapping[str, Any]) -> tuple[Session, list[Slot], bool]:
     """The session, slots and fail-fast of a staged run handed over to a detached supervisor,
-    rebuilt from its launch file: the op, plugins and backend that ``plan_run`` planned. Its flags
-    are not planned again: the run (a batch: each trial) was staged with them, as a foreground run
-    starts them (one trial's flags planned on their own may be refused where the batch was not)."""
+    rebuilt from its launch file (what ``plan_run`` planned, without its flags: the run has them)."""
     guildfile = load(Path(launch["guildfile"]))
-    op = with_imported_flags(guildfile.op(run.op), guildfile.dir)
-    name = str(launch.get("backend") or op.backend or guildfile.backend)
-    engine = make_backend(name, guildfile, op, {name: launch.get("backend_options") or {}})
-    engine.check_op(op, run.nproc_per_node)
-    plugins = build_plugins(guildfile, op, launch.get("plugin_names") or ())
-    parallel = launch.get("parallel") if run.is_batch else None
-    slots = engine.plan_slots(op, parallel, len(run.trial_ids), launch.get("gpus"))
-    config = RunConfig(guildfile=guildfile, op=op, runs_dir=run.run_dir.parent.resolve(), opspec=run.opspec,
-                       nproc=run.nproc_per_node, label=run.label, echo=False, backend=engine, launch=launch,
-                       detached=True)
-    return Session(config, plugins), slots, bool(launch.get("fail_fast"))
+    plan = plan_run(run.op, [], guildfile=guildfile, runs_dir=run.run_dir.parent, nproc=run.nproc_per_node,
+                    plugin_names=launch.get("plugin_names") or (), echo=False, backend=launch.get("backend"),
+                    backend_options={launch["backend"]: launch.get("backend_options") or {}},
+                    parallel=launch.get("parallel"), gpus=launch.get("gpus"), recorded=_flags_of(run))
+    engine = plan.config.backend
+    assert engine is not None
+    slots = plan.slots
+    if run.is_batch:
+        slots = engine.plan_slots(plan.config.op, launch.get("parallel"), len(run.trial_ids), launch.get("gpus"))
+    config = dataclasses.replace(plan.config, echo=False, detached=True, launch=launch)
+    return Session(config, plan.plugins), slots, bool(launch.get("fail_fast"))
 
 
 def _flags_of(run: Run) -> dict[str, Any]:

@@ -93,15 +93,24 @@ def _check_reads(op: OpDef, project: Path) -> set[str]:
 
 def check_nulls(op: OpDef, values: Mapping[str, Any], given: Mapping[str, Any]) -> None:
     """A flag given as null that the command line would leave out: the script would run with its
-    own default while the record says null, so it is refused (an ``arg-encoding`` for null passes it)."""
+    own default while the record says null, so it is refused (an ``arg-encoding`` for null passes it).
+    A null among a batch's values (``[null,1]``, ``choice[null,1]``) is refused too: its trial would."""
     if op.flags_dest != "args":
         return
     from ._flag_args import _OMIT, encode, interpolated
+    from ._flag_values import Grid, Random
+
+    def null(v: Any) -> bool:
+        if isinstance(v, Grid):
+            return None in v.values
+        if isinstance(v, Random):
+            return v.kind == "choice" and None in v.args
+        return v is None
 
     skip = interpolated(op)
     for name in given:
         fd = op.flags.get(name)
-        if values.get(name) is not None or name in skip or (fd is not None and (fd.arg_skip or fd.arg_position is not None)):
+        if not null(values.get(name)) or name in skip or (fd is not None and (fd.arg_skip or fd.arg_position is not None)):
             continue
         if encode(op, fd, None) is _OMIT:
             raise FlagError(f"flag '{name}': null is not passed on the command line, so the script would run with "

@@ -85,20 +85,24 @@ def _ends(proj: Project, run_id: str) -> list[dict[str, Any]]:
     return [h for h in _hooks(proj) if h["id"] == run_id and h["hook"] == "on_run_end"]
 
 
-def test_a_detached_batch_runs_its_trials_as_a_foreground_batch_does(make_project: Callable[..., Project]) -> None:
-    """The detached supervisor starts the staged trials as they were planned: it does not plan the
-    request again from one trial's recorded flags (a null in a grid is refused on its own, not in
-    a batch: a foreground batch runs it, so a detached one must too)."""
+def test_a_null_among_a_batchs_values_is_refused_when_planned_detached_or_not(
+    make_project: Callable[..., Project],
+) -> None:
+    """`opt=[none,y]`: the null trial's command line would leave --opt out, the script running with
+    its own default while the record says null (refused for a single run). A foreground batch ran
+    it; a detached one was staged, then failed in its supervisor (which plans one trial's flags
+    again). Both now refuse it when planned: exit 2, the flag named, nothing staged."""
     proj = _project(make_project)
-    fg = proj.run("run", "-y", "quick", "opt=[none,y]")
-    assert fg.returncode == 0, fg.stderr
-    cp = proj.run("run", "-y", "-b", "quick", "opt=[none,y]")
+    for detach in ((), ("-b",)):
+        for value in ("opt=[none,y]", "opt=choice[y,none]"):
+            cp = proj.run("run", "-y", *detach, "quick", value)
+            assert cp.returncode == 2, (detach, value, cp.returncode, cp.stderr)
+            assert "flag 'opt'" in cp.stderr and "null" in cp.stderr, cp.stderr
+            assert proj.run_dirs() == []
+    cp = proj.run("run", "-y", "-b", "quick", "opt=[x,y]")
     assert cp.returncode == 0, cp.stderr
-    batch_id = cp.stdout.split()[0]
-    batch = wait_until(lambda: _ended(proj, batch_id), what="the detached batch's end")
+    batch = wait_until(lambda: _ended(proj, cp.stdout.split()[0]), what="the detached batch's end")
     assert batch["status"] == "completed", batch
-    for tid in batch["trials"]:
-        assert proj.record(tid)["status"] == "completed", proj.record(tid)
 
 
 def test_a_run_whose_guildfile_went_away_before_its_supervisor_started_gets_its_end_hooks(
