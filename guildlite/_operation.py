@@ -126,7 +126,7 @@ def plan_run(
     trials = plan_trials(op.flags, values, max_trials=max_trials, seed=seed) if batch else None
     for flags in (trials or [values])[:1000]:  # a flag that cannot be encoded (a positional None) fails here
         job_command(op, flags, nproc)
-    name = backend or op.backend or guildfile.backend
+    name = backend if backend is not None else op.backend or guildfile.backend  # `--backend=` names none
     engine = make_backend(name, guildfile, op, backend_options)
     engine.check_op(op, nproc)
     slots = engine.plan_slots(op, parallel if batch else None, len(trials or []), gpus)

@@ -434,3 +434,11 @@ def test_sigterm_stops_a_parallel_batch(project: Project) -> None:
     assert trials[2]["started"] is None and trials[2]["error"]["message"] == "stopped before it started"
     wait_no_marker_procs(project.marker, timeout=30)
     assert {r["status"] for r in project.run_json("runs", "--json")} == {"terminated"}
+
+
+@pytest.mark.parametrize("given", [("--backend=",), ("--backend", "")])
+def test_an_empty_backend_name_is_an_error_not_the_default(project: Project, given: tuple[str, ...]) -> None:
+    """`--backend=` names no backend: exit 2 saying so, nothing staged (it ran on the default one)."""
+    cp = project.run("run", "-y", *given, "quick")
+    assert_clean_error(cp, 2, "no backend named ''")
+    assert project.run_dirs() == []
