@@ -309,7 +309,7 @@ class _Validator(FlagChecks):
         for name in self.section_names(m, own):
             if m.get(name) is None:
                 continue
-            raw = self.mapping(m, name, m.get(name), f"{where} {name}")
+            raw = self.mapping(m, name, m.get(name), name)
             try:
                 out[name] = get(name).parse_section(raw, f"{where}: {name}")
             except OptionError as e:

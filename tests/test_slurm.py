@@ -362,6 +362,8 @@ def test_plain_scancel_is_not_running_on_read(single: None, project: Path) -> No
     (r,) = runs(project)
     assert p.stdout.strip() == r["id"]
     assert r["status"] in ("pending", "running")
+    # The detached supervisor submits the job a moment after `run -b` returns.
+    r = wait_for("the job submitted", lambda: (lambda x: x if isinstance(x["remote"], dict) else None)(runs(project)[0]))
     job = r["remote"]["job_id"]
     wait_for("running", lambda: runs(project)[0]["status"] == "running")
     subprocess.run(["scancel", job], check=True)
