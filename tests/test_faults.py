@@ -98,7 +98,7 @@ def _run_group(name: str, lab: dict[str, Path], marker: str, launcher: str, batc
     durations = _durations(inj, launcher, batch_share)
     target = TARGETS[name]
     fired = 0
-    for _ in range(3):  # top up if some invocations ended before their kill
+    for _ in range(6):  # top up if some invocations ended before their kill (a loaded machine: more)
         for injection in plan_injections(rng, target - fired, launcher, batch_share, durations):
             fired += inj.inject(injection).fired
         if fired >= target:
