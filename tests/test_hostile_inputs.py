@@ -376,3 +376,44 @@ def test_a_crafted_launch_file_never_makes_a_restart_fail_with_a_traceback(
         assert cp.returncode in (0, 2), (cp.returncode, cp.stderr)
         if cp.returncode == 2:
             assert cp.stderr.startswith("guildlite: error: "), cp.stderr
+
+
+FAKE_SQUEUE = """#!/bin/sh
+if [ -e "$FAKE_ALIVE" ]; then echo "4242|RUNNING|None|localhost"; fi
+"""
+
+
+def test_a_submitted_run_whose_dir_is_deleted_ends_when_its_job_does(
+    make_project: Callable[..., Project], tmp_path: Path
+) -> None:
+    """The run dir of a queued job deleted from under `guildlite run` (rm -rf, a tmp cleaner): once
+    the engine says the job is gone, guildlite ends with a clear message instead of polling forever
+    for a record that will never be written (fake sbatch/squeue on PATH: no cluster needed)."""
+    import shutil
+    import sys
+
+    proj = make_project()
+    bin_dir = tmp_path / "fakebin"
+    bin_dir.mkdir()
+    for tool, text in (("sbatch", "#!/bin/sh\necho 4242\n"), ("squeue", FAKE_SQUEUE), ("sacct", "#!/bin/sh\n"),
+                       ("scancel", "#!/bin/sh\n"), ("scontrol", "#!/bin/sh\n")):
+        (bin_dir / tool).write_text(text)
+        (bin_dir / tool).chmod(0o755)
+    alive = tmp_path / "alive"
+    alive.touch()
+    env = {**proj.env, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_ALIVE": str(alive)}
+    p = subprocess.Popen([sys.executable, "-m", "guildlite", "run", "quick", "--backend", "slurm", "-y"],
+                         cwd=proj.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not any((d / ".guildlite" / "slurm.json").exists() for d in proj.run_dirs()):
+            assert p.poll() is None and time.monotonic() < deadline, p.communicate()
+            time.sleep(0.1)
+        time.sleep(1)  # the job id recorded (sbatch answered) and the watcher polling
+        shutil.rmtree(proj.run_dirs()[0])
+        alive.unlink()
+        out, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode not in (0, None), err
+    assert "cannot record the end" in err and TRACEBACK not in err, err

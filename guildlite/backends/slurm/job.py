@@ -130,14 +130,15 @@ class SlurmJob:
         offset = 0
         gone_since: float | None = None
         out = sys.stdout.buffer if self.echo else None
+        rec: dict[str, Any] = {"status": "pending"}  # the record as last read
         while True:
             time.sleep(self.poll)
             if out is not None:
                 offset = self._echo(out, offset)
             try:
                 rec = read_record(self.cwd)
-            except RunNotFoundError:
-                continue
+            except RunNotFoundError:  # unreadable for now, or its dir deleted: the job still decides
+                pass
             if rec.get("status") in ("completed", "error", "terminated"):
                 break
             st = job_state(self.job_id)
@@ -179,7 +180,10 @@ class SlurmJob:
     def _finish(self, rec: dict[str, Any]) -> None:
         """Bring the submitter's Run up to date with the node's record, then report the exit."""
         # The node supervisor waits a while for this claim, then fires on_run_end itself.
-        self.end_hooks_ran = not claim_end(self.cwd)
+        try:
+            self.end_hooks_ran = not claim_end(self.cwd)
+        except (OSError, GuildliteError):  # its dir deleted or replaced meanwhile: no node can claim it
+            self.end_hooks_ran = False
         keys = ["started", "attempts", "remote", "host", "error", "exit_code"]
         if self.end_hooks_ran:  # keep what the node's plugins recorded
             keys += ["attrs", "plugins"]
