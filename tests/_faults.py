@@ -485,7 +485,7 @@ class Injector:
         finally:
             proc.wait()
         # python jobs die at once on the parent-death SIGTERM; torchrun first stops its ranks
-        grace = grace if grace is not None else (8 if inj.launcher == "torchrun" else 1.5)
+        grace = grace if grace is not None else (20 if inj.launcher == "torchrun" else 3)  # slack for a busy machine
         left = wait_gone(self.marker, timeout=grace)
         if left:
             kill_all(left)
