@@ -133,6 +133,9 @@ def _parent_death_signal(parent: int) -> Callable[[], None]:
     libc = ctypes.CDLL(None, use_errno=True)
 
     def arm() -> None:  # runs in the child, between fork and exec
+        # The parent's Python SIGTERM handler is still installed here: a parent-death SIGTERM that
+        # came before the exec would only set its flag, and the job would run on without a parent.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
         if os.getppid() != parent:  # guildlite died before the signal was armed
             os._exit(128 + signal.SIGTERM)
