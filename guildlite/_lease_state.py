@@ -9,10 +9,11 @@ Lease files are ``lease.<key>`` (the key escaped into a file name); tickets are
 
 from __future__ import annotations
 
+import functools
 import os
 import pwd
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from ._errors import GuildliteError
 from ._gpu_uuids import gpu_key
@@ -90,10 +91,16 @@ def file_name(key: str) -> str:
 
 
 def user_name() -> str:
+    """This process's user name (its uid where it has none)."""
+    return _name_of(os.geteuid())
+
+
+@functools.lru_cache(maxsize=64)
+def _name_of(uid: int) -> str:
     try:
-        return pwd.getpwuid(os.geteuid()).pw_name
+        return pwd.getpwuid(uid).pw_name
     except KeyError:
-        return str(os.geteuid())
+        return str(uid)
 
 
 def seq_of(name: str) -> int | None:
@@ -126,24 +133,40 @@ def live_tickets(directory: LeaseDir) -> Iterator[tuple[str, dict[str, Any]]]:
                 directory.unlink(name)
                 continue
             rec = read_record(fd)
+            owner = os.fstat(fd).st_uid
         finally:
             os.close(fd)
         if rec is not None:
-            yield name, rec
+            # Who waits is who made the file (a record could claim anyone), as its owner says.
+            yield name, {**rec, "user": _name_of(owner)}
 
 
 def why_held(directory: LeaseDir, wants: tuple[Want, ...], keys: tuple[tuple[str, ...], ...]) -> str:
+    """Why ``wants`` cannot be taken now, naming each holder in the way ("" when they can)."""
     by_key = {h.key: h for h in _holders(directory)}
     for want, want_keys in zip(wants, keys):
-        busy = [(i, by_key[k]) for i, k in zip(want.pool, want_keys) if k in by_key]
+        label = "GPU" if want.kind == "gpu" else want.kind
+        busy = []
+        for i, k in zip(want.pool, want_keys):
+            why = f"held by {_who(by_key[k])}" if k in by_key else unusable(directory, k)
+            if why:
+                busy.append(f"{label} {i} {why}")
         if len(want.pool) - len(busy) >= want.count:
             continue
-        label = "GPU" if want.kind == "gpu" else want.kind
-        held = "; ".join(f"{label} {i} held by {_who(h)}" for i, h in busy)
         if len(want.pool) == 1:
-            return f"waiting for {label} {want.pool[0]}, held by {_who(busy[0][1])}" if busy else \
-                f"waiting for {label} {want.pool[0]}"
-        return f"waiting for {want.count} of {label} {','.join(want.pool)} ({held or 'unusable lease files'})"
+            return f"waiting for {busy[0].replace(' held by', ', held by', 1)}"
+        return f"waiting for {want.count} of {label} {','.join(want.pool)} ({'; '.join(busy)})"
+    return ""
+
+
+def unusable(directory: LeaseDir, key: str) -> str:
+    """Why the lease file of ``key`` can never be taken ('' when it can): something planted there."""
+    try:
+        os.close(directory.open(file_name(key), create=False))
+    except FileNotFoundError:
+        return ""
+    except LeaseError as e:
+        return f"cannot be leased ({e})"
     return ""
 
 
@@ -189,6 +212,43 @@ def _int(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
+@dataclass(frozen=True)
+class GpuRow:
+    """One GPU for ``guildlite gpus``: its id, lease key, holder (None: free) and any problem."""
+
+    id: str
+    key: str
+    holder: Holder | None
+    problem: str = ""
+
+
+@dataclass(frozen=True)
+class Overview:
+    """The machine's leases at one moment: GPUs, other held tokens, and the queue."""
+
+    directory: str
+    gpus: tuple[GpuRow, ...]
+    others: tuple[Holder, ...]
+    queue: tuple[Waiter, ...]
+
+
+def overview(visible: Sequence[str]) -> Overview:
+    """The ``visible`` GPUs (and any other GPU under lease) with their holders, the other held
+    tokens, and the queue in arrival order."""
+    directory = lease_dir()
+    with directory.locked(shared=True):
+        held = _holders(directory)
+        queue = _waiters(directory)
+        rows, seen = [], set()
+        by_key = {h.key: h for h in held}
+        for gpu in dict.fromkeys(visible):
+            key = token_key("gpu", gpu)
+            seen.add(key)
+            rows.append(GpuRow(gpu, key, by_key.get(key), "" if key in by_key else unusable(directory, key)))
+    rows += [GpuRow(h.id, h.key, h) for h in held if h.kind == "gpu" and h.key not in seen]
+    return Overview(str(directory.path), tuple(rows), tuple(h for h in held if h.kind != "gpu"), tuple(queue))
+
+
 def holders() -> list[Holder]:
     """Every held lease on this machine (GPUs and other tokens), by file name."""
     directory = lease_dir()
@@ -200,7 +260,11 @@ def waiters() -> list[Waiter]:
     """Every live ticket on this machine in arrival order, each with its position."""
     directory = lease_dir()
     with directory.locked(shared=True):
-        live = list(live_tickets(directory))
+        return _waiters(directory)
+
+
+def _waiters(directory: LeaseDir) -> list[Waiter]:
+    live = list(live_tickets(directory))
     out = []
     for i, (name, rec) in enumerate(live):
         keys = rec_keys(rec)

@@ -230,6 +230,9 @@ def _try_lock(directory: LeaseDir, key: str) -> int | None:
     except BlockingIOError:
         os.close(fd)
         return None
+    if os.fstat(fd).st_nlink == 0:  # removed while we opened it: a lock on it would guard nothing
+        os.close(fd)
+        return None
     return fd
 
 
