@@ -116,6 +116,9 @@ class LeaseDir:
                                          "(a process holds it and does not let go)") from None
                     time.sleep(pause)
                     pause = min(pause * 2, 0.005)
+                except OSError as e:  # a filesystem without flock (some NFS): no lease can work here
+                    raise LeaseError(f"flock fails in {self.path}: {e.strerror} (set {DIR_ENV} to a directory "
+                                     "on a local filesystem)") from None
             yield
         finally:
             os.close(fd)

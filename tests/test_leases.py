@@ -249,7 +249,8 @@ def test_requests_for_disjoint_gpus_never_wait_on_each_other(workers: Workers) -
 
 
 def test_dead_waiters_tickets_do_not_block(tmp_path: Path) -> None:
-    code = "from guildlite._leases import Want, queue_up; import os; queue_up('ghost', [Want(('g0',), 1)]); os._exit(0)"
+    code = ("from guildlite._leases import Want, queue_up; import os; t = queue_up('ghost', [Want(('g0',), 1)]); "
+            "os._exit(0)")
     subprocess.run([sys.executable, "-c", code], env=clean_env(), check=True, timeout=60)
     sigkilled = "import os, signal; " + code.replace("os._exit(0)", "os.kill(os.getpid(), signal.SIGKILL)")
     assert subprocess.run([sys.executable, "-c", sigkilled], env=clean_env(), timeout=60).returncode == -9
@@ -501,3 +502,19 @@ def clean_user() -> str:
     import pwd
 
     return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def test_a_gpu_named_twice_in_one_pool_counts_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GUILDLITE_GPU_UUIDS", "0:GPU-aaa111")
+    with pytest.raises(Exception) as e:
+        queue_up("r", [Want(("0", "GPU-aaa111"), 2)])
+    assert getattr(e.value, "exit_code", None) == 2 and "1 distinct" in str(e.value)
+
+
+def test_a_dropped_ticket_leaves_the_queue_and_a_half_made_one_is_swept(own_lease_dir: Path) -> None:
+    queue_up("dropped", [Want(("g0",), 1)])
+    assert waiters() == []
+    (own_lease_dir / ".ticket-tmp.1.dead").write_text("{}")  # its maker died before publishing it
+    with queue_up("next", [Want(("g0",), 1)]):
+        assert sorted(n for n in os.listdir(own_lease_dir) if "ticket" in n)[0].startswith("ticket.")
+        assert not (own_lease_dir / ".ticket-tmp.1.dead").exists()
