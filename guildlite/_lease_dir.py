@@ -74,10 +74,11 @@ class LeaseDir:
             except OSError as e:
                 raise self._refusal(name, e) from None
             st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
                 os.close(fd)
-                raise LeaseError(f"{self.path / name} is not a regular file (guildlite never makes one; "
-                                 "remove it)")
+                # A hard link is another file's name: writing a record into it would write there.
+                what = "not a regular file" if not stat.S_ISREG(st.st_mode) else "a hard link to another file"
+                raise LeaseError(f"{self.path / name} is {what} (guildlite never makes one; remove it)")
             return fd
 
     def _refusal(self, name: str, e: OSError) -> LeaseError:

@@ -166,12 +166,14 @@ def why_held(directory: LeaseDir, wants: tuple[Want, ...], keys: tuple[tuple[str
         for i, k in zip(want.pool, want_keys):
             why = f"held by {_who(by_key[k])}" if k in by_key else unusable(directory, k)
             if why:
-                busy.append(f"{label} {i} {why}")
+                busy.append((i, why))
         if len(want.pool) - len(busy) >= want.count:
             continue
         if len(want.pool) == 1:
-            return f"waiting for {busy[0].replace(' held by', ', held by', 1)}"
-        return f"waiting for {want.count} of {label} {','.join(want.pool)} ({'; '.join(busy)})"
+            why = busy[0][1]
+            return f"waiting for {label} {want.pool[0]}, {'' if why.startswith('held') else 'which '}{why}"
+        return f"waiting for {want.count} of {label} {','.join(want.pool)} (" + \
+            "; ".join(f"{label} {i} {why}" for i, why in busy) + ")"
     return ""
 
 

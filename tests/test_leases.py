@@ -419,10 +419,13 @@ def test_planted_lease_files_never_redirect_a_write(own_lease_dir: Path, tmp_pat
     (own_lease_dir / "lease.gpu:g0").symlink_to(victim)
     os.mkfifo(own_lease_dir / "lease.gpu:g1")
     (own_lease_dir / "lease.gpu:g2").mkdir()
-    with queue_up("r", [Want(("g0", "g1", "g2", "g3"), 1)]) as t:
+    os.link(victim, own_lease_dir / "lease.gpu:g4")
+    with queue_up("r", [Want(("g0", "g1", "g2", "g4", "g3"), 1)]) as t:
         lease = t.try_take()
         assert lease is not None and lease.gpus == ("g3",)
         lease.release()
+    with queue_up("r", [Want(("g4",), 1)]) as t:
+        assert t.try_take() is None and "hard link" in t.reason()
     with queue_up("r", [Want(("g0",), 1)]) as t:
         assert t.try_take() is None
         assert "symlink" in t.reason() and "g0" in t.reason()
