@@ -73,6 +73,7 @@ class Waiter:
     since: str | None
     wants: tuple[Want, ...]
     position: int
+    reason: str  # as Ticket.reason() says it
 
 
 def token_key(kind: str, token_id: str) -> str:
@@ -157,9 +158,19 @@ def live_tickets(directory: LeaseDir, before: tuple[int, str] | None = None,
         _tickets.clear()
 
 
-def why_held(directory: LeaseDir, wants: tuple[Want, ...], keys: tuple[tuple[str, ...], ...]) -> str:
+def behind(blocker: dict[str, Any], wants: tuple[Want, ...], keys: tuple[tuple[str, ...], ...]) -> str:
+    """Why a ticket waits behind the earlier ticket (record) ``blocker``."""
+    theirs = rec_keys(blocker)
+    common = dict.fromkeys(i for w, ks in zip(wants, keys) for i, k in zip(w.pool, ks) if k in theirs)
+    run, user = (_str(blocker.get(f)) or "?" for f in ("run", "user"))
+    return f"queued behind run {run} of user {user}, which also waits for {', '.join(common)}"
+
+
+def why_held(directory: LeaseDir, wants: tuple[Want, ...], keys: tuple[tuple[str, ...], ...],
+             by_key: dict[str, Holder] | None = None) -> str:
     """Why ``wants`` cannot be taken now, naming each holder in the way ("" when they can)."""
-    by_key = {h.key: h for h in _holders(directory)}
+    if by_key is None:
+        by_key = {h.key: h for h in _holders(directory)}
     for want, want_keys in zip(wants, keys):
         label = "GPU" if want.kind == "gpu" else want.kind
         busy = []
@@ -283,22 +294,31 @@ def waiters() -> list[Waiter]:
 
 def _waiters(directory: LeaseDir) -> list[Waiter]:
     live = list(live_tickets(directory))
+    by_key = {h.key: h for h in _holders(directory)}
     out = []
     for i, (name, rec) in enumerate(live):
         keys = rec_keys(rec)
-        ahead = sum(1 for _, r in live[:i] if rec_keys(r) & keys)
+        ahead = [r for _, r in live[:i] if rec_keys(r) & keys]
+        wants = _rec_wants(rec)
+        want_keys = tuple(k for _, k in wants)
+        reason = behind(ahead[0], tuple(w for w, _ in wants), want_keys) if ahead else \
+            why_held(directory, tuple(w for w, _ in wants), want_keys, by_key)
         out.append(Waiter(name=name, seq=seq_of(name) or 0, run=_str(rec.get("run")), user=_str(rec.get("user")),
-                          pid=_int(rec.get("pid")), since=_str(rec.get("since")), wants=_rec_wants(rec),
-                          position=1 + ahead))
+                          pid=_int(rec.get("pid")), since=_str(rec.get("since")), wants=tuple(w for w, _ in wants),
+                          position=1 + len(ahead), reason=reason))
     return out
 
 
-def _rec_wants(rec: dict[str, Any]) -> tuple[Want, ...]:
+def _rec_wants(rec: dict[str, Any]) -> tuple[tuple[Want, tuple[str, ...]], ...]:
+    """The wants a ticket's record names, each with the keys its maker computed (unreadable ones left out)."""
     wants = []
     raw = rec.get("wants")
     for w in raw if isinstance(raw, list) else []:
         try:
-            wants.append(Want(tuple(str(i) for i in w["pool"]), int(w["count"]), str(w.get("kind", "gpu"))))
-        except (GuildliteError, KeyError, TypeError, ValueError):
+            want = Want(tuple(str(i) for i in w["pool"]), int(w["count"]), str(w.get("kind", "gpu")))
+        except (GuildliteError, KeyError, TypeError, ValueError, AttributeError):
             continue
+        keys = w.get("keys")
+        ok = isinstance(keys, list) and len(keys) == len(want.pool) and all(isinstance(k, str) for k in keys)
+        wants.append((want, tuple(keys) if ok else want.keys()))
     return tuple(wants)

@@ -39,10 +39,10 @@ from ._lease_state import (
     Holder,
     Waiter,
     Want,
+    behind,
     file_name,
     holders,
     live_tickets,
-    rec_keys,
     seq_of,
     user_name,
     waiters,
@@ -143,11 +143,7 @@ class Ticket:
         with self._dir.locked(shared=True):
             blocker = self._blocker()
             if blocker is not None:
-                theirs = blocker[1]
-                common = dict.fromkeys(i for w, ks in zip(self.wants, self._keys) for i, k in zip(w.pool, ks)
-                                       if k in rec_keys(theirs))
-                run, user = (v if isinstance(v, str) else "?" for v in (theirs.get("run"), theirs.get("user")))
-                return f"queued behind run {run} of user {user}, which also waits for {', '.join(common)}"
+                return behind(blocker[1], self.wants, self._keys)
             return why_held(self._dir, self.wants, self._keys)
 
     def cancel(self) -> None:

@@ -216,7 +216,10 @@ def test_waiters_take_in_arrival_order_across_processes(workers: Workers, tmp_pa
     took(holder)
     names = [f"w{i}" for i in range(5)]
     outs = [workers.start(n, (("g0",), 1), hold=0.02) for n in names]  # each queued before the next starts
-    assert [w.run for w in waiters()] == names and [w.position for w in waiters()] == [1, 2, 3, 4, 5]
+    queue = waiters()
+    assert [w.run for w in queue] == names and [w.position for w in queue] == [1, 2, 3, 4, 5]
+    assert queue[0].reason.startswith("waiting for GPU g0, held by run holder of user ")
+    assert queue[1].reason.startswith("queued behind run w0 of user ") and queue[1].reason.endswith("waits for g0")
     go.touch()
     starts = [result(o)["start"] for o in outs]
     assert starts == sorted(starts), dict(zip(names, starts))
@@ -494,6 +497,7 @@ def test_gpus_shows_holders_other_leases_and_the_queue(workers: Workers) -> None
         assert any(line.split()[:2] == ["run-slot:alice/0", "slot-run"] for line in lines)
         queue_line = next(line for line in lines if "waiter-run" in line)
         assert queue_line.split()[0] == "1" and "2 of GPU g0,g1" in queue_line
+        assert queue_line.endswith(f"waiting for 2 of GPU g0,g1 (GPU g1 held by run holder-run of user {clean_user()})")
         data = json.loads(gpus_cli("--json", env={"GUILDLITE_VISIBLE_GPUS": "g0,g1"}).stdout)
         assert data["leases"][0]["run"] == "slot-run" and data["queue"][0]["wants"] == [
             {"kind": "gpu", "pool": ["g0", "g1"], "count": 2}]

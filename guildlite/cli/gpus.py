@@ -44,8 +44,8 @@ def gpus(as_json: bool) -> None:
     if not view.queue:
         _say("no run waits for a lease")
         return
-    _table(["POS", "RUN", "USER", "WAITS FOR", "QUEUED"],
-           [[w.position, w.run or "?", w.user or "?", "; ".join(map(_want, w.wants)), _local(w.since)]
+    _table(["POS", "RUN", "USER", "WAITS FOR", "QUEUED", "WHY"],
+           [[w.position, w.run or "?", w.user or "?", "; ".join(map(_want, w.wants)), _local(w.since), w.reason]
             for w in view.queue])
 
 
@@ -77,6 +77,7 @@ def _as_dict(view: Overview) -> dict[str, Any]:
                  for g in view.gpus],
         "leases": [_holder_dict(h) for h in view.others],
         "queue": [{"position": w.position, "run": w.run, "user": w.user, "pid": w.pid, "since": w.since,
+                   "reason": w.reason,
                    "wants": [{"kind": x.kind, "pool": list(x.pool), "count": x.count} for x in w.wants]}
                   for w in view.queue],
     }
