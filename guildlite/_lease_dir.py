@@ -53,11 +53,13 @@ class LeaseDir:
         """The names in the directory (os.listdir of a dup: listing consumes the fd's position)."""
         return os.listdir(self.fd)
 
-    def open(self, name: str, *, create: bool = True) -> int:
-        """An fd (read-write, close-on-exec) on the regular file ``name``, created mode 0666 if
-        ``create`` and missing. LeaseError when ``name`` is not a regular file or cannot be opened;
-        FileNotFoundError when it is missing and not ``create``."""
-        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    def open(self, name: str, *, create: bool = True, write: bool | None = None) -> int:
+        """An fd (close-on-exec; read-write if ``write``, by default if ``create``) on the regular
+        file ``name``, created mode 0666 if ``create`` and missing. LeaseError when ``name`` is not
+        a regular file or cannot be opened; FileNotFoundError when it is missing and not ``create``.
+        (A flock needs no write access: readers and the take lock open files read-only.)"""
+        writable = create if write is None else write
+        flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         while True:
             try:
                 # Not O_CREAT first: with fs.protected_regular, O_CREAT on another user's file in a
@@ -103,7 +105,7 @@ class LeaseDir:
         """Hold the directory's take lock: exclusive for a check-and-take, shared for a reader that
         must see no take half done. Polled (not a blocking flock) so that a process sitting on it
         is reported instead of hanging everyone."""
-        fd = self.open(LOCK_NAME)
+        fd = self.open(LOCK_NAME, write=False)
         try:
             op = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB
             deadline, pause = time.monotonic() + _LOCK_PATIENCE, 0.0002

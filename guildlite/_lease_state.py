@@ -36,6 +36,8 @@ class Want:
     kind: str = "gpu"
 
     def __post_init__(self) -> None:
+        if isinstance(self.pool, str):
+            raise GuildliteError(f"a lease's pool is a tuple of ids, not the string {self.pool!r}", exit_code=2)
         pool = tuple(str(i).strip() for i in self.pool)
         object.__setattr__(self, "pool", pool)
         if not pool or any(not i for i in pool) or not self.kind:
@@ -82,6 +84,7 @@ def token_key(kind: str, token_id: str) -> str:
 
 
 def file_name(key: str) -> str:
+    """The name of the lease file of ``key`` in the lease directory."""
     # Any id may name a token: escape what a file name cannot hold (or would hide, or would climb).
     escaped = "".join(c if c in _SAFE else "".join(f"%{b:02X}" for b in c.encode()) for c in key)
     if len(escaped) > 200:
@@ -105,8 +108,10 @@ def _name_of(uid: int) -> str:
 
 
 def seq_of(name: str) -> int | None:
+    """A ticket's place in arrival order, from its name (None: not a ticket's name)."""
     parts = name.split(".")
-    if len(parts) == 4 and parts[0] + "." == TICKET_PREFIX and parts[1].isdigit() and len(parts[1]) <= 30:
+    if len(parts) == 4 and parts[0] + "." == TICKET_PREFIX and parts[1].isascii() and parts[1].isdigit() \
+            and len(parts[1]) <= 30:
         return int(parts[1])
     return None
 
@@ -116,6 +121,7 @@ _tickets: dict[str, tuple[dict[str, Any], frozenset[str]]] = {}
 
 
 def rec_keys(rec: dict[str, Any]) -> frozenset[str]:
+    """Every lease key a ticket's record wants (none where the record does not say)."""
     keys: set[str] = set()
     wants = rec.get("wants")
     for w in wants if isinstance(wants, list) else []:
@@ -191,7 +197,7 @@ def why_held(directory: LeaseDir, wants: tuple[Want, ...], keys: tuple[tuple[str
 def unusable(directory: LeaseDir, key: str) -> str:
     """Why the lease file of ``key`` can never be taken ('' when it can): something planted there."""
     try:
-        os.close(directory.open(file_name(key), create=False))
+        os.close(directory.open(file_name(key), create=False, write=True))
     except FileNotFoundError:
         return ""
     except LeaseError as e:

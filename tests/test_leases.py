@@ -312,7 +312,7 @@ def test_malformed_uuid_map_is_a_clean_error() -> None:
 
 def test_wants_that_can_never_be_met_are_refused() -> None:
     for bad in (lambda: Want(("g0",), 2), lambda: Want((), 1), lambda: Want(("g0", " "), 1),
-                lambda: Want(("g0", "g0"), 2), lambda: queue_up("r", [])):
+                lambda: Want(("g0", "g0"), 2), lambda: Want("g0", 1), lambda: queue_up("r", [])):
         with pytest.raises(Exception) as e:
             bad()
         assert getattr(e.value, "exit_code", None) == 2
@@ -355,8 +355,10 @@ SHARED = textwrap.dedent(
     reason = busy.reason()
     busy.cancel()
     free = queue_up("theirs", [Want(("g0", "g1"), 1)]).try_take()
+    closed = queue_up("theirs", [Want(("g2",), 1)])
     print(json.dumps({"busy": got is not None, "reason": reason, "free": free and free.gpus,
-                      "holders": sorted((h.id, h.user) for h in holders())}))
+                      "holders": sorted((h.id, h.user) for h in holders()),
+                      "closed": [closed.try_take() is not None, closed.reason()]}))
     """
 )
 
@@ -377,6 +379,7 @@ def test_a_second_user_shares_the_dir_made_under_umask_077(tmp_path: Path, monke
             os.umask(old)
         lease = ticket.try_take()
         assert lease is not None
+        (shared / "lease.gpu:g2").touch(mode=0o600)  # not made by guildlite: closed to others
         cp = subprocess.run([sys.executable, "-c", SHARED], env=clean_env(GUILDLITE_GPU_LEASE_DIR=str(shared)),
                             capture_output=True, text=True, timeout=60)
         assert cp.returncode == 0, cp.stderr
@@ -384,6 +387,8 @@ def test_a_second_user_shares_the_dir_made_under_umask_077(tmp_path: Path, monke
         assert seen["busy"] is False and seen["reason"] == "waiting for GPU g0, held by run mine of user root"
         assert seen["free"] == ["g1"]
         assert seen["holders"] == [["g0", "root"], ["g1", "nobody"]]
+        assert seen["closed"][0] is False and "GPU g2, which cannot be leased" in seen["closed"][1]
+        assert "Permission denied" in seen["closed"][1]
         lease.release()
     finally:
         subprocess.run(["rm", "-rf", str(base)], check=True)
@@ -457,7 +462,7 @@ def test_garbage_records_and_names_never_crash_gpus(workers: Workers, own_lease_
                  json.dumps({"run": "forged", "user": "someone-else", "wants": [{"keys": ["gpu:g9"], "pool": 5}]}))
     (own_lease_dir / "ticket.00000000000000000003.1.z").write_text("{}")  # dead
     (own_lease_dir / "ticket.00000000000000000004.1.d").mkdir()
-    for junk in ("ticket.", "ticket.x.y.z", "ticket.99999999999999999999999999999999999.1.q", "lease.", "zz"):
+    for junk in ("ticket.", "ticket.x.y.z", "ticket.\u00b2.1.x", "ticket.-1.2.3", "ticket.99999999999999999999999999999999999.1.q", "lease.", "zz"):
         (own_lease_dir / junk).write_bytes(b"\0\xff" * 10)
     cp = gpus_cli(env={"GUILDLITE_VISIBLE_GPUS": "g0,g1,g2"})
     assert cp.returncode == 0 and TRACEBACK not in cp.stderr, cp.stderr
