@@ -530,3 +530,14 @@ def test_a_dropped_ticket_leaves_the_queue_and_a_half_made_one_is_swept(own_leas
     with queue_up("next", [Want(("g0",), 1)]):
         assert sorted(n for n in os.listdir(own_lease_dir) if "ticket" in n)[0].startswith("ticket.")
         assert not (own_lease_dir / ".ticket-tmp.1.dead").exists()
+
+
+def test_the_test_switch_stands_in_for_nvidia_smi_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from guildlite._slots import visible_gpus
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("GUILDLITE_VISIBLE_GPUS", "g0, g1")
+    assert visible_gpus() == ["g0", "g1"]
+    assert visible_gpus("3") == ["3"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2")
+    assert visible_gpus() == ["2"]
