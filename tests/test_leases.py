@@ -39,7 +39,10 @@ WORKER = textwrap.dedent(
             json.dump(data, f)
         os.replace(path + ".tmp", path)
 
-    ticket = queue_up(spec["run"], [Want(tuple(w["pool"]), w["count"], w.get("kind", "gpu")) for w in spec["wants"]])
+    wants = [Want(tuple(w["pool"]), w["count"]) for w in spec["wants"]]
+    if spec.get("slots"):
+        wants.append(Want(("s0", "s1"), 1, kind="run-slot"))
+    ticket = queue_up(spec["run"], wants)
     put(out + ".queued", {"ticket": ticket.name, "pid": os.getpid()})
     lease = ticket.take(timeout=spec.get("timeout", 60), poll=0.005)
     if lease is None:
@@ -149,6 +152,32 @@ def test_processes_contending_for_two_gpus_never_share_one(workers: Workers) -> 
         for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
             assert end <= start, f"{gpu} held by {a} and {b} at once"
     assert len(intervals["g0"]) + len(intervals["g1"]) == 8
+
+
+def test_mixed_requests_of_many_processes_never_share_a_token(workers: Workers) -> None:
+    import random
+
+    rng = random.Random(16)
+    pools = [("g0", "g1", "g2"), ("g2", "g1"), ("g0",), ("g1", "g2", "g3")]
+    outs = []
+    for i in range(10):
+        pool = rng.choice(pools)
+        wants = [(pool, rng.randint(1, len(pool)))]
+        if i % 3 == 0:  # and one of two run slots, taken with the GPUs or not at all
+            outs.append(workers.start(f"m{i}", *wants, hold=0.03, wait_queued=False, slots=True))
+        else:
+            outs.append(workers.start(f"m{i}", *wants, hold=0.03, wait_queued=False))
+    spans: dict[str, list[tuple[float, float, str]]] = {}
+    for o in outs:
+        r = result(o)
+        for ids in r["taken"]:
+            for token in ids:
+                spans.setdefault(token, []).append((r["start"], r["end"], r["run"]))
+    assert sum(len(v) for v in spans.values()) >= 10
+    for token, held in spans.items():
+        held.sort()
+        for (_, end, a), (start, _, b) in zip(held, held[1:]):
+            assert end <= start, f"{token} held by {a} and {b} at once"
 
 
 def test_one_process_two_tickets_get_different_gpus() -> None:
