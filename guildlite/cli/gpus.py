@@ -41,12 +41,14 @@ def gpus(as_json: bool) -> None:
         _say("")
         _table(["LEASE", "RUN", "USER", "SINCE"], [[h.key, *_held(h, "")] for h in view.others])
     _say("")
-    if not view.queue:
+    if view.queue:
+        _table(["POS", "RUN", "USER", "WAITS FOR", "QUEUED", "WHY"],
+               [[w.position, w.run or "?", w.user or "?", "; ".join(map(_want, w.wants)), _local(w.since), w.reason]
+                for w in view.queue])
+    else:
         _say("no run waits for a lease")
-        return
-    _table(["POS", "RUN", "USER", "WAITS FOR", "QUEUED", "WHY"],
-           [[w.position, w.run or "?", w.user or "?", "; ".join(map(_want, w.wants)), _local(w.since), w.reason]
-            for w in view.queue])
+    _say("")
+    _say(f"lease directory: {view.directory}")
 
 
 def _uuid(gpu: str, key: str) -> str:
