@@ -49,6 +49,20 @@ class LeaseDir:
     path: Path
     fd: int
 
+    def caveat(self) -> str:
+        """A warning about who else controls the directory ('' when only root and we do)."""
+        owner = os.fstat(self.fd).st_uid
+        if owner in (os.geteuid(), 0):
+            return ""
+        import pwd
+
+        try:
+            name = pwd.getpwuid(owner).pw_name
+        except KeyError:
+            name = str(owner)
+        return (f"the lease directory belongs to user {name}, who can remove anyone's lease files in it; "
+                "on a shared machine have root create it (mode 1777)")
+
     def names(self) -> list[str]:
         """The names in the directory (os.listdir of a dup: listing consumes the fd's position)."""
         return os.listdir(self.fd)
@@ -163,7 +177,11 @@ _opened: dict[str, LeaseDir] = {}
 def lease_dir() -> LeaseDir:
     """The lease directory of this machine (``GUILDLITE_GPU_LEASE_DIR``), created mode 1777 if
     missing, checked and pinned by an fd (reopened if the path now names another directory)."""
-    path = os.path.abspath(os.environ.get(DIR_ENV) or DEFAULT_DIR)
+    given = os.path.expanduser(os.environ.get(DIR_ENV) or DEFAULT_DIR)
+    if not os.path.isabs(given):  # relative to each invocation's cwd, it would be a different dir for each
+        raise LeaseError(f"{DIR_ENV}={given!r}: must be an absolute path (every guildlite on the machine "
+                         "must find the same directory)")
+    path = os.path.normpath(given)
     known = _opened.get(path)
     if known is not None:
         try:

@@ -262,6 +262,7 @@ class Overview:
     """The machine's leases at one moment: GPUs, other held tokens, and the queue."""
 
     directory: str
+    caveat: str  # who else controls the directory ('' when only root and this user do)
     gpus: tuple[GpuRow, ...]
     others: tuple[Holder, ...]
     queue: tuple[Waiter, ...]
@@ -281,7 +282,7 @@ def overview(visible: Sequence[str]) -> Overview:
             seen.add(key)
             rows.append(GpuRow(gpu, key, by_key.get(key), "" if key in by_key else unusable(directory, key)))
     rows += [GpuRow(h.id, h.key, h) for h in held if h.kind == "gpu" and h.key not in seen]
-    return Overview(str(directory.path), tuple(rows), tuple(h for h in held if h.kind != "gpu"), tuple(queue))
+    return Overview(str(directory.path), directory.caveat(), tuple(rows), tuple(h for h in held if h.kind != "gpu"), tuple(queue))
 
 
 def holders() -> list[Holder]:

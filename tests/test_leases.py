@@ -570,3 +570,22 @@ def test_the_test_switch_stands_in_for_nvidia_smi_only(monkeypatch: pytest.Monke
     assert visible_gpus("3") == ["3"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2")
     assert visible_gpus() == ["2"]
+
+
+def test_a_relative_lease_dir_is_refused(tmp_path: Path) -> None:
+    cp = subprocess.run([*GUILDLITE, "gpus"], env=clean_env(GUILDLITE_GPU_LEASE_DIR="leases"), cwd=tmp_path,
+                        capture_output=True, text=True, timeout=60)
+    assert_clean_error(cp, 2, "absolute path")
+    assert not (tmp_path / "leases").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the directory to another user")
+def test_a_lease_dir_of_another_user_is_used_with_a_warning(own_lease_dir: Path) -> None:
+    own_lease_dir.mkdir()
+    own_lease_dir.chmod(0o1777)
+    os.chown(own_lease_dir, 65534, 65534)
+    cp = gpus_cli(env={"GUILDLITE_VISIBLE_GPUS": "g0"})
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stderr.startswith("guildlite: warning: the lease directory belongs to user nobody")
+    os.chmod(own_lease_dir, 0o755)  # theirs and not sticky: they could swap any file in it
+    assert_clean_error(gpus_cli(), 2, "belongs to uid 65534 and is not sticky")

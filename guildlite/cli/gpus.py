@@ -49,6 +49,8 @@ def gpus(as_json: bool) -> None:
         _say("no run waits for a lease")
     _say("")
     _say(f"lease directory: {view.directory}")
+    if view.caveat:
+        _say(f"guildlite: warning: {view.caveat}", err=True)
 
 
 def _uuid(gpu: str, key: str) -> str:
@@ -75,6 +77,7 @@ def _holder_dict(h: Holder | None) -> dict[str, Any] | None:
 def _as_dict(view: Overview) -> dict[str, Any]:
     return {
         "lease_dir": view.directory,
+        "caveat": view.caveat or None,
         "gpus": [{"id": g.id, "key": g.key, "holder": _holder_dict(g.holder), "problem": g.problem or None}
                  for g in view.gpus],
         "leases": [_holder_dict(h) for h in view.others],
