@@ -211,6 +211,12 @@ def _open_dir(path: Path) -> LeaseDir:
     except OSError as e:
         kind = "a symlink" if os.path.islink(path) else "not a directory" if e.errno == errno.ENOTDIR else e.strerror
         raise LeaseError(f"the GPU lease directory {path} is {kind}: refused (remove it, or set {DIR_ENV})") from None
+    fstype = _network_fstype(path)
+    if fstype:
+        os.close(fd)
+        raise LeaseError(f"the GPU lease directory {path} is on a {fstype} filesystem: refused (a lease is a "
+                         f"flock, which there may be emulated with locks that one close drops; set {DIR_ENV} to "
+                         "a directory on a local filesystem, such as /tmp)")
     st = os.fstat(fd)
     if made and st.st_uid == os.geteuid():
         os.fchmod(fd, _DIR_MODE)
@@ -221,6 +227,29 @@ def _open_dir(path: Path) -> LeaseDir:
         raise LeaseError(f"the GPU lease directory {path} {problem}: refused (set {DIR_ENV} to a directory "
                          "of mode 1777, or remove it)")
     return LeaseDir(path, fd)
+
+
+# Filesystems shared between hosts: their flock may be a POSIX lock underneath (NFS), which a
+# process drops on any close of the file, or reach other hosts, whose GPUs are not ours.
+_NETWORK_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "ceph", "ocfs2", "gfs2", "9p", "afs",
+               "beegfs", "glusterfs", "pvfs2", "orangefs", "fuse.sshfs", "fuse.glusterfs", "fuse.ceph"}
+
+
+def _network_fstype(path: Path) -> str:
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            return network_fstype(f.read(), os.path.realpath(path))
+    except OSError:
+        return ""
+
+
+def network_fstype(mountinfo: str, path: str) -> str:
+    """The type of the network filesystem holding absolute ``path``, from ``/proc/self/mountinfo``
+    text ('' for a local one, or an unknown one)."""
+    from ._disk import mount_entry
+
+    mount = mount_entry(mountinfo, path)
+    return mount.fstype if mount is not None and mount.fstype in _NETWORK_FS else ""
 
 
 def _unsafe(st: os.stat_result) -> str:

@@ -377,6 +377,7 @@ def test_lease_dir_is_1777_and_its_files_0666_under_umask_077(own_lease_dir: Pat
 SHARED = textwrap.dedent(
     """\
     import json, os, sys
+    import shutil, subprocess, urllib.parse, guildlite._disk  # (the interpreter's own files are root's only here)
     from guildlite._leases import Want, queue_up, holders
     os.setgid(65534); os.setuid(65534)
     busy = queue_up("theirs", [Want(("g0",), 1)])
@@ -589,3 +590,16 @@ def test_a_lease_dir_of_another_user_is_used_with_a_warning(own_lease_dir: Path)
     assert cp.stderr.startswith("guildlite: warning: the lease directory belongs to user nobody")
     os.chmod(own_lease_dir, 0o755)  # theirs and not sticky: they could swap any file in it
     assert_clean_error(gpus_cli(), 2, "belongs to uid 65534 and is not sticky")
+
+
+def test_a_lease_dir_on_a_network_filesystem_is_refused() -> None:
+    from guildlite._lease_dir import network_fstype
+
+    mountinfo = (
+        "22 1 253:0 / / rw,relatime - ext4 /dev/vda rw\n"
+        "40 22 0:35 / /home rw,relatime - nfs4 server:/home rw,vers=4.2,local_lock=none\n"
+        "41 22 0:36 / /tmp rw,nosuid - tmpfs tmpfs rw\n"
+    )
+    assert network_fstype(mountinfo, "/home/alice/leases") == "nfs4"
+    assert network_fstype(mountinfo, "/tmp/guildlite-gpu-leases") == ""
+    assert network_fstype(mountinfo, "/var/tmp/x") == ""
