@@ -296,6 +296,18 @@ def test_dead_waiters_tickets_do_not_block(tmp_path: Path) -> None:
     assert not [n for n in os.listdir(lease_dir) if n.startswith("ticket.")]
 
 
+def test_a_waiter_killed_in_line_lets_the_next_one_through(workers: Workers, tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    took(workers.start("holder", (("g0",), 1), until=str(go)))
+    first = workers.start("first", (("g0", "g1"), 2))
+    second = workers.start("second", (("g1",), 1))
+    assert [w.position for w in waiters()] == [1, 2]
+    os.kill(json.loads(Path(f"{first}.queued").read_text())["pid"], signal.SIGKILL)
+    assert took(second)["gpus"] == ["g1"]  # g0 is still held: only the dead ticket was in the way
+    assert [w.run for w in waiters()] == []
+    go.touch()
+
+
 def test_cancelled_ticket_leaves_the_queue() -> None:
     with queue_up("h", [Want(("g0",), 1)]) as th:
         lh = th.try_take()
