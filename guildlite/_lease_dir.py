@@ -86,6 +86,8 @@ class LeaseDir:
                     fd = os.open(name, flags | os.O_CREAT | os.O_EXCL, _FILE_MODE, dir_fd=self.fd)
                 except FileExistsError:
                     continue  # another process made it in between: open theirs
+                except OSError as e:  # (ENOENT: the directory itself was removed)
+                    raise self._refusal(name, e) from None
                 os.fchmod(fd, _FILE_MODE)  # the umask narrowed it; others must open it too
             except OSError as e:
                 raise self._refusal(name, e) from None
@@ -190,7 +192,8 @@ def lease_dir() -> LeaseDir:
                 return known
         except OSError:
             pass
-        os.close(known.fd)
+        # The path names another directory now (removed and made again). The old fd stays open:
+        # tickets and leases made there still use it, and a closed number could be reused.
         del _opened[path]
     _opened[path] = _open_dir(Path(path))
     return _opened[path]

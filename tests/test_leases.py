@@ -615,3 +615,15 @@ def test_a_lease_dir_on_a_network_filesystem_is_refused() -> None:
     assert network_fstype(mountinfo, "/home/alice/leases") == "nfs4"
     assert network_fstype(mountinfo, "/tmp/guildlite-gpu-leases") == ""
     assert network_fstype(mountinfo, "/var/tmp/x") == ""
+
+
+def test_a_lease_dir_made_again_is_followed(own_lease_dir: Path) -> None:
+    with queue_up("before", [Want(("g0",), 1)]) as old:
+        subprocess.run(["rm", "-rf", str(own_lease_dir)], check=True)
+        with queue_up("after", [Want(("g0",), 1)]) as new:
+            lease = new.try_take()
+            assert lease is not None and [h.run for h in holders()] == ["after"]
+            lease.release()
+        with pytest.raises(LeaseError, match="No such file"):  # its directory is gone: a clear error
+            old.try_take()
+    assert sorted(os.listdir(own_lease_dir)) == [".lock", "lease.gpu:g0"]
