@@ -545,6 +545,21 @@ def test_garbage_records_and_names_never_crash_gpus(workers: Workers, own_lease_
         assert t.try_take() is None and "unreadable" in t.reason()
 
 
+def test_a_planted_ticket_number_never_hides_later_tickets(own_lease_dir: Path, workers: Workers) -> None:
+    with queue_up("seed", [Want(("g0",), 1)]):
+        pass
+    (own_lease_dir / f"ticket.{'9' * 30}.1.x").write_text("{}")  # too long: not a ticket's name
+    (own_lease_dir / "ticket.00000000000000000041.1.x").write_text("{}")  # dead: swept, or just ignored
+    with queue_up("a", [Want(("g0",), 1)]) as a, queue_up("b", [Want(("g0",), 1)]) as b:
+        assert [w.run for w in waiters()] == ["a", "b"] and b.position() == 2 and a.seq > 41
+    (own_lease_dir / f"ticket.{'9' * 20}.1.x").write_text("{}")  # dead: passed over
+    with queue_up("c", [Want(("g0",), 1)]):
+        assert [w.run for w in waiters()] == ["c"]
+    workers.lock(own_lease_dir / f"ticket.{'9' * 20}.1.y", "{}")  # live: no number left after it
+    with pytest.raises(LeaseError, match="last ticket number"):
+        queue_up("d", [Want(("g0",), 1)])
+
+
 def test_gpus_with_no_gpus_says_so() -> None:
     cp = gpus_cli(env={"GUILDLITE_VISIBLE_GPUS": ""})
     assert cp.returncode == 0, cp.stderr
