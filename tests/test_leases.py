@@ -164,11 +164,9 @@ def test_mixed_requests_of_many_processes_never_share_a_token(workers: Workers) 
     outs = []
     for i in range(10):
         pool = rng.choice(pools)
-        wants = [(pool, rng.randint(1, len(pool)))]
-        if i % 3 == 0:  # and one of two run slots, taken with the GPUs or not at all
-            outs.append(workers.start(f"m{i}", *wants, hold=0.03, wait_queued=False, slots=True))
-        else:
-            outs.append(workers.start(f"m{i}", *wants, hold=0.03, wait_queued=False))
+        # Every third one also wants one of two run slots, taken with its GPUs or not at all.
+        outs.append(workers.start(f"m{i}", (pool, rng.randint(1, len(pool))), hold=0.03, wait_queued=False,
+                                  slots=i % 3 == 0))
     spans: dict[str, list[tuple[float, float, str]]] = {}
     for o in outs:
         r = result(o)
