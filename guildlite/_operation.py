@@ -24,6 +24,7 @@ from ._lifecycle import RunConfig, Session
 from ._plugin_loader import build_plugins
 from ._plugins import Plugin
 from ._reach import check_nulls, check_op
+from ._requires import Resolved
 from ._requires import resolve as resolve_requires
 from ._run import Run
 from ._runs_dir import default_runs_dir, option_runs_dir
@@ -87,6 +88,7 @@ def plan_run(
     fail_fast: bool = False,
     recorded: Mapping[str, Any] | None = None,
     confirm: Callable[[int], bool] | None = None,
+    staged: bool = False,
 ) -> Plan:
     """Validate everything about a run request; raises a GuildliteError, stages nothing.
 
@@ -95,6 +97,8 @@ def plan_run(
     the guildfile's section and the op's; another backend's is an error). ``parallel`` (trials at once) defaults to the backend's choice (``plan_slots``). A batch of more than
     BATCH_CONFIRM_THRESHOLD trials goes ahead only if ``confirm(n)`` says so (None: no question).
     ``recorded``: a recorded run's flags (a restart's), given first, ``assignments`` over them.
+    ``staged``: the run is staged already (a detached supervisor starts it): its requirements are
+    not resolved again.
     """
     runs_dir = option_runs_dir(runs_dir) if runs_dir else default_runs_dir(guildfile)
     op = with_imported_flags(guildfile.op(op_name), guildfile.dir)
@@ -135,7 +139,8 @@ def plan_run(
     given = {k: v for k, v in (backend_options or {}).get(name, {}).items() if v is not None}
     launch = {"guildfile": str(guildfile.path), "op": op.name, "plugin_names": list(plugin_names), "backend": name,
               "backend_options": given, "parallel": parallel, "gpus": gpus, "fail_fast": fail_fast}
-    requires = resolve_requires(op, guildfile.dir, runs_dir.resolve(), values, str(guildfile.path))
+    requires = Resolved() if staged else resolve_requires(op, guildfile.dir, runs_dir.resolve(), values,
+                                                           str(guildfile.path))
     config = RunConfig(
         guildfile=guildfile,
         op=op,
@@ -151,7 +156,7 @@ def plan_run(
     batch_flags, dims = batch_spec(values)
     info = {"trials": len(trials or []), "max_trials": max_trials, "seed": seed, "parallel": len(slots),
             "dims": dims}
-    return Plan(config, plugins, values, trials, batch_flags, info, slots, _warnings(config))
+    return Plan(config, plugins, values, trials, batch_flags, info, slots, () if staged else _warnings(config))
 
 
 def _warnings(cfg: RunConfig) -> tuple[str, ...]:
@@ -224,7 +229,7 @@ def resume(run: Run, launch: Mapping[str, Any]) -> tuple[Session, list[Slot], bo
     plan = plan_run(run.op, [], guildfile=guildfile, runs_dir=run.run_dir.parent, nproc=run.nproc_per_node,
                     plugin_names=launch.get("plugin_names") or (), echo=False, backend=launch.get("backend"),
                     backend_options={launch["backend"]: launch.get("backend_options") or {}},
-                    parallel=launch.get("parallel"), gpus=launch.get("gpus"), recorded=_flags_of(run))
+                    parallel=launch.get("parallel"), gpus=launch.get("gpus"), recorded=_flags_of(run), staged=True)
     engine = plan.config.backend
     assert engine is not None
     slots = plan.slots

@@ -17,6 +17,7 @@ import os
 import posixpath
 import shutil
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -54,10 +55,15 @@ class Resolved:
 
     def covers(self, rel: str) -> Entry | None:
         """The entry placed at or above the run-dir path ``rel`` (a source file it replaces), or None."""
-        for e in self.entries:
-            if rel == e.target or rel.startswith(e.target + "/"):
-                return e
-        return None
+        if not self.items:
+            return None
+        parts = PurePosixPath(rel).parts
+        return next((self._by_target[p] for p in ("/".join(parts[:i]) for i in range(1, len(parts) + 1))
+                     if p in self._by_target), None)
+
+    @cached_property
+    def _by_target(self) -> dict[str, Entry]:
+        return {e.target: e for e in self.entries}
 
     @property
     def warnings(self) -> list[str]:

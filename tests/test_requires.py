@@ -332,3 +332,32 @@ def test_a_requirement_wins_over_a_source_file_at_its_place(make: Callable[..., 
     skipped = json.loads((run_dir / ".guildlite" / "sourcecode.json").read_text())["skipped"]
     assert {"path": "config.yml", "reason": "required"} in skipped
     assert (proj.root / "config.yml").read_text() == "source: 1\n"
+
+
+def test_a_restart_links_the_requirements_again(make: Callable[..., Project]) -> None:
+    proj = make(_guildfile("- file: data/\n- file: w.bin\n  target-type: copy\n"))
+    _data_dir(proj.root, n=1, size=10)
+    (proj.root / "w.bin").write_text("v1")
+    assert proj.run("run", "-y", "train").returncode == 0
+    run_dir = _only_run_dir(proj)
+    (proj.root / "data" / "new.csv").write_text("n\n")
+    (proj.root / "w.bin").write_text("v2!")
+    cp = proj.run("run", "-y", "--restart", run_dir.name)
+    assert cp.returncode == 0, cp.stderr
+    assert (run_dir / "data").is_symlink() and (run_dir / "w.bin").read_text() == "v2!"
+    rec = proj.only_record()
+    assert rec["requires"][0]["files"] == 3 and rec["requires"][1]["size"] == 3
+
+
+def test_a_detached_run_is_staged_with_its_requirements(make: Callable[..., Project]) -> None:
+    from conftest import wait_until
+
+    proj = make(_guildfile("- file: data/\n"))
+    total = _data_dir(proj.root, n=1, size=1000)
+    cp = proj.run("run", "-y", "-b", "train")
+    assert cp.returncode == 0, cp.stderr
+    run_dir = _only_run_dir(proj)
+    assert (run_dir / "data").is_symlink()  # staged before the command returned
+    rec = wait_until(lambda: (r := proj.only_record())["status"] in ("completed", "error") and r, timeout=60)
+    assert rec["status"] == "completed", rec
+    assert f"read {total} bytes" in (run_dir / "output.log").read_text()
