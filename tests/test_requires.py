@@ -116,6 +116,8 @@ def test_a_5mb_data_dir_is_read_by_the_job_through_requires_file(make: Callable[
     manifest = json.loads((run_dir / ".guildlite" / "sourcecode.json").read_text())
     assert {"path": "data/labels.csv", "reason": "required"} in manifest["skipped"]
     assert all(not f["path"].startswith("data/") for f in manifest["files"])
+    info = proj.run("runs", "info", run_dir.name)
+    assert "requires:" in info.stdout and "file: data/ -> data  5.2 MB  sha256 " + data["sha256"][:16] in info.stdout
 
 
 def test_copy_target_path_select_and_rename(make: Callable[..., Project]) -> None:
