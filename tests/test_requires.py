@@ -372,3 +372,19 @@ def test_a_detached_run_is_staged_with_its_requirements(make: Callable[..., Proj
     rec = wait_until(lambda: (r := proj.only_record())["status"] in ("completed", "error") and r, timeout=60)
     assert rec["status"] == "completed", rec
     assert f"read {total} bytes" in (run_dir / "output.log").read_text()
+
+
+def test_a_file_archive_is_unpacked_unless_unpack_no(make: Callable[..., Project], tmp_path: Path) -> None:
+    import zipfile
+
+    proj = make(_guildfile("- file: bundle.zip\n  target-path: b\n- file: keep.zip\n  unpack: no\n"))
+    for name in ("bundle.zip", "keep.zip"):
+        with zipfile.ZipFile(proj.root / name, "w") as z:
+            z.writestr("inner/a.txt", "A")
+    cp = proj.run("run", "-y", "train", "paths=b/inner/a.txt,keep.zip")
+    assert cp.returncode == 0, cp.stderr
+    assert "extra b/inner/a.txt 1" in cp.stdout
+    run_dir = _only_run_dir(proj)
+    assert zipfile.is_zipfile(run_dir / "keep.zip") and not (run_dir / "inner").exists()
+    unpacked = proj.only_record()["requires"][0]
+    assert unpacked["files"] == 1 and len(unpacked["archive_sha256"]) == 64
