@@ -388,3 +388,16 @@ def test_a_file_archive_is_unpacked_unless_unpack_no(make: Callable[..., Project
     assert zipfile.is_zipfile(run_dir / "keep.zip") and not (run_dir / "inner").exists()
     unpacked = proj.only_record()["requires"][0]
     assert unpacked["files"] == 1 and len(unpacked["archive_sha256"]) == 64
+
+
+def test_a_file_sha256_is_checked_whatever_its_size(make: Callable[..., Project]) -> None:
+    import hashlib
+
+    proj = make(_guildfile(f"- file: w.bin\n  sha256: {hashlib.sha256(b'v1').hexdigest()}\n"))
+    (proj.root / "w.bin").write_bytes(b"v1")
+    assert proj.run("run", "-y", "train", env={"GUILDLITE_HASH_LIMIT": "0"}).returncode == 0
+    (proj.root / "w.bin").write_bytes(b"v2")
+    line = assert_clean_error(proj.run("run", "-y", "train", env={"GUILDLITE_HASH_LIMIT": "0"}), 1,
+                              "sha256 mismatch", hashlib.sha256(b"v2").hexdigest())
+    assert "guildfile.yml:7:" in line
+    assert len(proj.run_dirs()) == 1
