@@ -401,3 +401,52 @@ def test_a_file_sha256_is_checked_whatever_its_size(make: Callable[..., Project]
                               "sha256 mismatch", hashlib.sha256(b"v2").hexdigest())
     assert "guildfile.yml:7:" in line
     assert len(proj.run_dirs()) == 1
+
+
+# --- the path rules, as properties ------------------------------------------------------------------
+
+_PATHS = ["", ".", "..", "/", "a", "b/c", "../x", "./y", "x/../../z", "/etc", ".guildlite", "run.json", "a//b",
+          "\\\\x", "C:x", "a/./b", "..a", "a..", "~"]
+
+
+def test_an_accepted_target_stays_inside_the_run_dir() -> None:
+    from conftest import property_settings
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from guildlite._requires_schema import target_problem
+
+    part = st.sampled_from(_PATHS) | st.text(alphabet="ab./\\~:", max_size=6)
+
+    @property_settings()
+    @given(st.lists(part, min_size=1, max_size=4).map("/".join))
+    def check(path: str) -> None:
+        if target_problem(path) is None:
+            placed = os.path.normpath(os.path.join("/run", path))
+            assert placed.startswith("/run/"), path
+            assert placed.split("/")[2].casefold() not in (".guildlite", "run.json")
+
+    check()
+
+
+def test_an_accepted_archive_member_stays_inside_the_unpack_dir() -> None:
+    from conftest import property_settings
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from guildlite._resource_files import RequirementError
+    from guildlite._unpack import _check_name
+
+    part = st.sampled_from(_PATHS) | st.text(alphabet="ab./\\:", max_size=6)
+
+    @property_settings()
+    @given(st.lists(part, min_size=1, max_size=4).map("/".join))
+    def check(name: str) -> None:
+        try:
+            _check_name(Path("x.zip"), name, "guildfile.yml")
+        except RequirementError:
+            return
+        placed = os.path.normpath(os.path.join("/unpack", name))
+        assert placed == "/unpack" or placed.startswith("/unpack/"), name
+
+    check()
