@@ -662,3 +662,17 @@ def test_a_lease_dir_made_again_is_followed(own_lease_dir: Path) -> None:
         with pytest.raises(LeaseError, match="No such file"):  # its directory is gone: a clear error
             old.try_take()
     assert sorted(os.listdir(own_lease_dir)) == [".lock", "lease.gpu:g0"]
+
+
+def test_indices_map_to_uuids_from_nvidia_smi(tmp_path: Path) -> None:
+    fake = tmp_path / "bin" / "nvidia-smi"  # prints what the real one prints for --query-gpu=index,uuid
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nprintf '0, GPU-11111111-aaaa\\n1, GPU-22222222-bbbb\\n'\n")
+    fake.chmod(0o755)
+    code = ("from guildlite._gpu_uuids import gpu_key\n"
+            "print([gpu_key(i) for i in ('0', '1', 'GPU-2222', 'GPU-', 'MIG-x', '7')])")
+    cp = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                        env=clean_env(PATH=f"{fake.parent}{os.pathsep}{os.environ['PATH']}"))
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout.strip() == str(["GPU-11111111-aaaa", "GPU-22222222-bbbb", "GPU-22222222-bbbb", "GPU-",
+                                     "MIG-x", "7"])
