@@ -115,7 +115,8 @@ class Ticket:
 
     def try_take(self) -> Lease | None:
         """Take every want now, or nothing (None): when the tokens are free and no earlier live
-        ticket whose pools overlap this one's still waits. Never blocks (but for the take lock)."""
+        ticket whose pools overlap this one's still waits (``_lease_state.in_the_way``). Never
+        blocks (but for the take lock, held for well under a millisecond)."""
         if self._fd is None:
             raise RuntimeError(f"ticket {self.name} was already taken or cancelled")
         with self._dir.locked():
