@@ -6,6 +6,7 @@ uses); an op's flags are checked by ``_guildfile_flags``; where runs live is ``_
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -37,6 +38,8 @@ _OP_KEYS = (
     "output-scalars",
     "backend",
     "requires",
+    "env",
+    "flags-import-skip",
 )  # and a section per backend
 LAUNCHERS = ("torchrun", "python")
 _PLUGIN_KEYS = ("class", "name", "args", "priority", "hook-timeout")
@@ -87,6 +90,8 @@ class OpDef:
     backend: str | None = None  # None: the guildfile's (default local)
     backend_sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # backend name -> its checked keys
     requires: tuple[Requirement, ...] = ()  # what a run needs besides its source (``_requires``)
+    env: Mapping[str, str] = field(default_factory=dict)  # set in the job's environment
+    flags_import_skip: tuple[str, ...] = ()  # imported flags left out (``flags-import: all`` less these)
 
     @property
     def main_args(self) -> list[str]:
@@ -116,6 +121,8 @@ class Guildfile:
     backend: str = "local"
     backend_sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # backend name -> its checked keys
     hook_timeout: float = DEFAULT_HOOK_TIMEOUT  # seconds a hook call may take (a plugin entry may override)
+    default_op: str | None = None  # what `guildlite run` with no op runs (Guild's `default: yes`)
+    warnings: tuple[str, ...] = ()  # what reading the file found to say (a guild.yml's ignored keys)
 
     @property
     def dir(self) -> Path:
@@ -128,6 +135,10 @@ class Guildfile:
         except KeyError:
             import difflib
 
+            in_models = [n for n in self.operations if n.endswith(f":{name}")]  # a guild.yml model's op
+            if len(in_models) == 1:
+                return self.operations[in_models[0]]
+
             known = sorted(self.operations)
             hint = difflib.get_close_matches(name, known, n=1)
             msg = f"{self.path}: no operation '{name}'"
@@ -136,18 +147,26 @@ class Guildfile:
 
 
 def find_guildfile(start: Path | None = None) -> Path | None:
-    """The nearest guildfile.yml in ``start`` (default: cwd) or its parents."""
+    """The nearest guildfile.yml in ``start`` (default: cwd) or its parents; in a dir without one,
+    Guild AI's guild.yml (a guildlite-format file next to it wins)."""
+    from ._guild_yml import GUILD_FILE
+
     here = (start or Path.cwd()).resolve()
     for d in (here, *here.parents):
-        p = d / GUILDFILE
-        if p.is_file():
-            return p
+        for name in (GUILDFILE, GUILD_FILE):
+            p = d / name
+            if p.is_file():
+                return p
     return None
 
 
 def load(path: Path) -> Guildfile:
     """Parse and validate a guildfile; every problem is a GuildfileError naming file, line, field."""
     path = Path(path).resolve()
+    if path.suffix == ".py":  # a script run without a guildfile: an op of its own
+        from ._script_op import script_ops
+
+        return _Validator(path).guildfile(script_ops(path))
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
@@ -157,7 +176,14 @@ def load(path: Path) -> Guildfile:
     if "\0" in text:
         raise GuildfileError(f"{path}:{text[:text.index(chr(0))].count(chr(10)) + 1}: a NUL character") from None
     data = parse_yaml(path, text)
-    return _Validator(path).guildfile(data)
+    from ._guild_yml import is_guild_yml, misplaced_ops, translate
+
+    if not is_guild_yml(path):
+        misplaced_ops(path, data, _TOP_KEYS)
+        return _Validator(path).guildfile(data)
+    guild = translate(path, data)
+    gf = _Validator(path).guildfile(guild.data)
+    return dataclasses.replace(gf, default_op=guild.default_op, warnings=guild.warnings)
 
 
 # --- validation ----------------------------------------------------------------------------------
@@ -237,6 +263,8 @@ class _Validator(FlagChecks):
             backend=self.backend(m, where),
             backend_sections=self.sections(m, _OP_KEYS, where),
             requires=parse_requires(self, m, where),
+            env=self.env(m, where),
+            flags_import_skip=self.names(m, "flags-import-skip", where),
         )
         self.flag_places(m, op, where)
         return op
@@ -339,9 +367,9 @@ class _Validator(FlagChecks):
                 rx = re.compile(pat)
             except re.error as e:
                 raise self.fail(m, "output-scalars", f"{where}: output-scalars pattern '{pat}' is invalid: {e}") from None
-            if not set(rx.groupindex) - {"step"}:
+            if not rx.groupindex:  # a pattern of only a `step` group sets the step of what follows
                 raise self.fail(m, "output-scalars", f"{where}: output-scalars pattern {pat!r} has no named group"
-                                " for a value, e.g. (?P<loss>\\S+)")
+                                " for a value, e.g. (?P<loss>\\S+), or for the step, (?P<step>\\d+)")
         return tuple(v)
 
 

@@ -143,7 +143,9 @@ def run(
     for f in args:
         if f.startswith("-"):
             raise GuildliteError(f"unknown option {f!r} (see guildlite run --help)", exit_code=2)
-    gf = open_guildfile(guildfile)
+    gf = open_guildfile(guildfile, args[0] if args and not restart_spec else None)
+    if gf.default_op is not None and not restart_spec and (not args or "=" in args[0]):
+        args = (gf.default_op, *args)  # Guild's `default: yes` op
     if restart_spec:
         target = select_one(runs_dir_for(runs_dir, guildfile), restart_spec)
         job = restart(target, args, guildfile=gf, parallel=parallel, gpus=gpus, fail_fast=fail_on_trial_error,
