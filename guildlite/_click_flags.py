@@ -34,6 +34,7 @@ def click_flags(script: Path) -> dict[str, FlagDef]:
 def _option(node: ast.Call) -> FlagDef | None:
     names = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
     switch = next((n for n in names if "/" in n), None)
+    off = switch.split("/")[1].strip() if switch else None
     dashed = [n.strip() for n in (switch.split("/")[:1] if switch else names) if n.strip().startswith("--")]
     if not dashed:
         return None
@@ -60,7 +61,8 @@ def _option(node: ast.Call) -> FlagDef | None:
         required=_literal(kw["required"]) is True if "required" in kw else False,
         description=help_text if isinstance(help_text, str) else "",
         arg_name=option,
-        arg_switch=True if (is_flag and not switch) else None,
+        arg_switch=True if (is_flag or switch) else None,  # passed when true; a --x/--no-x's other half when false
+        arg_switch_off=off if off and off.startswith("-") else None,
         source="script",
     )
 

@@ -138,6 +138,8 @@ class Guildfile:
             in_models = [n for n in self.operations if n.endswith(f":{name}")]  # a guild.yml model's op
             if len(in_models) == 1:
                 return self.operations[in_models[0]]
+            if in_models:
+                raise GuildfileError(f"{self.path}: operation '{name}' is ambiguous: {', '.join(in_models)}") from None
 
             known = sorted(self.operations)
             hint = difflib.get_close_matches(name, known, n=1)
