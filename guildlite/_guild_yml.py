@@ -149,6 +149,9 @@ class _Translator:
                     self.problem(_line(item, "config"), "'config' must be a name")
                 else:
                     self.configs[item["config"]] = item
+        for item in data:  # a model may extend another model too
+            if isinstance(item, dict) and isinstance(item.get("model"), str) and "config" not in item:
+                self.configs.setdefault(item["model"], item)
         models = [(i, ln) for i, ln in zip(data, lines) if not (isinstance(i, dict) and "config" in i)]
         for item, line in models:
             if not isinstance(item, dict):
@@ -214,10 +217,14 @@ class _Translator:
                     continue
             if full in out:
                 self.problem(_line(ops, name), f"operation '{full}' is declared twice")
+            if not any(k in raw for k in ("main", "steps", "exec")):  # Guild lists it, and fails to run it
+                self.warn(_line(ops, name), f"operation '{full}' left out: it has no 'main' (nothing to run)")
+                continue
             _put(out, full, self.op(full, raw, model_item), _line(ops, name))
 
-    def included(self, m: Mapping[Any, Any], part: str) -> Mapping[Any, Any]:
-        """``m`` with its ``$include`` replaced by the ``part`` of the configs (or ``model:op``) it names."""
+    def included(self, m: Mapping[Any, Any], part: str, seen: frozenset[str] = frozenset()) -> Mapping[Any, Any]:
+        """``m`` with its ``$include`` replaced by the ``part`` of the configs it names (theirs first,
+        ``m``'s own keys over them)."""
         if "$include" not in m:
             return m
         out = _node(_line(m))
@@ -225,10 +232,11 @@ class _Translator:
         for name in [names] if isinstance(names, str) else names if isinstance(names, list) else [names]:
             src = self.configs.get(name) if isinstance(name, str) else None
             got = src.get(part) if src is not None else None
-            if not isinstance(got, dict):
-                self.problem(_line(m, "$include"), f"$include {_brief(name)}: no '- config:' of that name with '{part}'")
+            if not isinstance(got, dict) or name in seen:
+                why = "includes itself" if name in seen else f"no '- config:' of that name with '{part}'"
+                self.problem(_line(m, "$include"), f"$include {_brief(name)}: {why}")
                 continue
-            for k, v in self.included(got, part).items():
+            for k, v in self.included(got, part, seen | {name}).items():
                 _put(out, k, v, _line(got, k))
         for k, v in m.items():
             if k != "$include":
@@ -275,8 +283,6 @@ class _Translator:
                 self.problem(at, f"{where}: '{key}' cannot be honoured: {_REFUSED[key]}")
             else:
                 self.problem(at, f"{where}: unknown key '{key}'")
-        if "main" not in raw and "steps" not in raw and "exec" not in raw:
-            self.problem(_line(raw), f"{where}: 'main' (the module or script to run) is missing")
         return out
 
     def main(self, v: Any) -> Any:

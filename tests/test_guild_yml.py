@@ -292,9 +292,8 @@ def test_script_batch_and_unknown_flag(guild_project: Callable[..., Project]) ->
     proj = guild_project({"train.py": GLOBALS_TRAIN})
     cp = proj.run("run", "-y", "train.py", "lr=[0.1,0.2]")
     _ok(cp)
-    trials = [r for r in proj.records() if r.get("batch_id") or r.get("parent")]
-    assert sorted(r["flags"]["lr"] for r in proj.records() if "lr" in r.get("flags", {})
-                  and not isinstance(r["flags"]["lr"], list))[:2] == [0.1, 0.2], trials
+    values = sorted(r["flags"]["lr"] for r in proj.records() if r["status"] == "completed" and not r.get("batch"))
+    assert values == [0.1, 0.2]
     cp = proj.run("run", "-y", "train.py", "nope=1")
     assert cp.returncode == 2 and "nope" in cp.stderr
 
@@ -328,3 +327,122 @@ def test_guild_batch_syntax_gets_the_guildlite_spelling(guild_project: Callable[
     cp = proj.run("run", "-y", "train.py", given)
     assert cp.returncode == 2 and spelled in cp.stderr, cp.stderr
     assert proj.records() == []
+
+
+# A layout like Guild's own flags example: one op per way of defining flags, unmodified.
+FLAGS_EXAMPLE = """\
+disabled:
+  description: no main, nothing to run
+  flags-import: no
+
+globals-default:
+  main: globals
+  flags-import: all
+
+globals-2:
+  main: globals
+  flags-import: [i, f]
+  flags:
+    i: 2
+    f: 2.2
+
+global-dict:
+  main: global_dict
+  flags-dest: global:params
+  flags-import: all
+
+args-default:
+  main: args
+  flags-import: yes
+
+args-2:
+  main: args
+  flags-import: [f, b, s]
+  flags:
+    s: hola
+
+args-click-default:
+  main: args_click
+  flags-dest: args:click
+  flags-import: all
+
+config:
+  main: config_user
+  flags-import: all
+  flags-dest: config:flags.yml
+"""
+FLAGS_FILES = {
+    "guild.yml": FLAGS_EXAMPLE,
+    "globals.py": "i = 1\nf = 1.1\nb = False\ns = 'hi'\nprint('globals', i, f, b, s)\n",
+    "global_dict.py": "params = {'i': 1, 'f': 1.1}\nprint('dict', params['i'], params['f'])\n",
+    "args.py": ("import argparse\np = argparse.ArgumentParser()\np.add_argument('--i', type=int, default=1)\n"
+                "p.add_argument('--f', type=float, default=1.1)\np.add_argument('--b', action='store_true')\n"
+                "p.add_argument('--s', default='hello')\na = p.parse_args()\nprint('args', a.i, a.f, a.b, a.s)\n"),
+    "args_click.py": ("import click\n\n@click.command()\n@click.option('-i', '--i', default=1, help='an int')\n"
+                      "@click.option('--b', is_flag=True)\n@click.option('--c', type=click.Choice(['red', 'blue']),"
+                      " default='red')\ndef main(i, b, c):\n    print('click', i, b, c)\n\nmain()\n"),
+    "flags.yml": "i: 1\nf: 1.5\n",
+    "config_user.py": "import yaml\nprint('config', yaml.safe_load(open('flags.yml')))\n",
+}
+
+
+@pytest.mark.parametrize(
+    "op, args, expect",
+    [
+        ("globals-default", ["s=yo", "b=yes"], "globals 1 1.1 True yo"),
+        ("globals-2", ["f=3.5"], "globals 2 3.5 False hi"),
+        ("global-dict", ["i=4"], "dict 4 1.1"),
+        ("args-default", ["b=yes", "i=3"], "args 3 1.1 True hello"),
+        ("args-2", ["f=0.5"], "args 1 0.5 False hola"),
+        ("args-click-default", ["i=2", "b=yes", "c=blue"], "click 2 True blue"),
+        ("config", ["f=2.5"], "config {'i': 1, 'f': 2.5}"),
+    ],
+)
+def test_guild_flags_layout_runs_unmodified(guild_project: Callable[..., Project], op: str, args: list[str],
+                                            expect: str) -> None:
+    proj = guild_project(FLAGS_FILES)
+    cp = proj.run("run", "-y", op, *args)
+    _ok(cp)
+    assert expect in cp.stdout
+    assert "guild.yml:1: operation 'disabled' left out" in cp.stderr
+
+
+def test_guild_flags_layout_import_list_limits_the_flags(guild_project: Callable[..., Project]) -> None:
+    proj = guild_project(FLAGS_FILES)
+    ops = json.loads(proj.run("ops", "--json").stdout)
+    assert "disabled" not in ops
+    assert set(ops["globals-2"]["flags"]) == {"i", "f"}
+    assert set(ops["args-2"]["flags"]) == {"f", "b", "s"}
+    cp = proj.run("run", "-y", "globals-2", "s=x")
+    assert cp.returncode == 2 and "'s'" in cp.stderr
+
+
+@pytest.mark.parametrize(
+    "guild_yml, words",
+    [
+        ("- config: a\n  flags:\n    $include: a\n- model: m\n  operations:\n    t:\n      main: train\n"
+         "      flags:\n        $include: a\n", ["guild.yml:3", "includes itself"]),
+        ("- model: m\n  extends: m\n  operations:\n    t: {main: train}\n", ["guild.yml:2", "extends itself"]),
+        ("t:\n  main: train\n  flags:\n    $include: nope\n", ["guild.yml:4", "$include 'nope'"]),
+        ("a:\n  main: train\n  default: yes\nb:\n  main: train\n  default: yes\n", ["several", "(a, b)"]),
+        ("t:\n  main: train\n  output-scalars:\n    loss: 'no group'\n", ["guild.yml:4", "no group"]),
+        ("- model: m\n  operations: [1]\n", ["guild.yml:2", "must be a mapping"]),
+        ("7\n", ["top level must be"]),
+    ],
+)
+def test_malformed_guild_yml_is_a_clean_error(guild_project: Callable[..., Project], guild_yml: str,
+                                              words: list[str]) -> None:
+    proj = guild_project({"guild.yml": guild_yml, "train.py": "x = 1\n"})
+    cp = proj.run("ops")
+    assert cp.returncode == 2 and TRACEBACK not in cp.stderr, cp.stderr
+    assert all(w in cp.stderr for w in words), cp.stderr
+
+
+def test_model_extends_another_model(guild_project: Callable[..., Project]) -> None:
+    guild_yml = ("- model: base\n  operations:\n    train:\n      main: train\n      flags: {x: 2}\n"
+                 "- model: big\n  extends: base\n  operations:\n    evaluate: {main: train}\n")
+    proj = guild_project({"guild.yml": guild_yml, "train.py": "x = 1\nprint('x is', x)\n"})
+    assert set(json.loads(proj.run("ops", "--json").stdout)) == {"base:train", "big:train", "big:evaluate"}
+    cp = proj.run("run", "-y", "big:train")
+    _ok(cp)
+    assert "x is 2" in cp.stdout
