@@ -179,8 +179,10 @@ def load(path: Path) -> Guildfile:
         raise GuildfileError(f"{path}:{text[:text.index(chr(0))].count(chr(10)) + 1}: a NUL character") from None
     data = parse_yaml(path, text)
     from ._guild_yml import is_guild_yml, misplaced_ops, translate
+    from ._op_defaults import with_op_defaults
 
     if not is_guild_yml(path):
+        data = with_op_defaults(path, data, _OP_KEYS, _TOP_KEYS)
         misplaced_ops(path, data, _TOP_KEYS)
         return _Validator(path).guildfile(data)
     guild = translate(path, data)

@@ -446,3 +446,45 @@ def test_model_extends_another_model(guild_project: Callable[..., Project]) -> N
     cp = proj.run("run", "-y", "big:train")
     _ok(cp)
     assert "x is 2" in cp.stdout
+
+
+# --- shared op settings in the guildlite format --------------------------------------------------
+
+
+def test_top_level_op_defaults_and_extends(guild_project: Callable[..., Project]) -> None:
+    guildfile = """\
+launcher: python
+output-scalars: ['loss=(?P<loss>\\S+)']
+operations:
+  train:
+    main: train.py
+    flags: {lr: 0.1, epochs: 1}
+  train-long:
+    extends: train
+    flags: {epochs: 5}
+"""
+    proj = guild_project({"guildfile.yml": guildfile, "train.py": (
+        "import argparse\np = argparse.ArgumentParser()\np.add_argument('--lr', type=float)\n"
+        "p.add_argument('--epochs', type=int)\na = p.parse_args()\nprint(f'loss={a.lr * a.epochs}')\n")})
+    cp = proj.run("run", "-y", "train-long")
+    _ok(cp)
+    rec, run_dir = _only_run(proj)
+    assert rec["flags"] == {"lr": 0.1, "epochs": 5}
+    assert rec["op_def"]["launcher"] == "python"  # the top-level default
+    assert read_scalars(run_dir) == [{"step": 0, "key": "loss", "value": 0.5}]
+
+
+@pytest.mark.parametrize(
+    "ops, words",
+    [
+        ("  a: {main: train.py, extends: b}\n  b: {main: train.py, extends: a}\n", ["guildfile.yml:5", "cycle (a -> b -> a)"]),
+        ("  a: {main: train.py, extends: nope}\n", ["guildfile.yml:4", "extends 'nope'"]),
+        ("  a: {main: train.py}\n  b:\n    extends: a\n    nproc-per-node: x\n", ["guildfile.yml:7", "nproc-per-node"]),
+    ],
+)
+def test_extends_errors_name_their_lines(guild_project: Callable[..., Project], ops: str, words: list[str]) -> None:
+    proj = guild_project({"guildfile.yml": "launcher: python\noutput-scalars: off\noperations:\n" + ops,
+                          "train.py": "print(1)\n"})
+    cp = proj.run("ops")
+    assert cp.returncode == 2 and TRACEBACK not in cp.stderr, cp.stderr
+    assert all(w in cp.stderr for w in words), cp.stderr
