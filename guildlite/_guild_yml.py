@@ -372,11 +372,14 @@ class _Translator:
                 if rx is not None:
                     patterns.append(rx)
                     patterns.lines.append(_line(item, key) if key else line)
-        _put(out, "output-scalars", patterns, at)
+        if patterns or not items:
+            _put(out, "output-scalars", patterns, at)
+        # else: only (\key) patterns: guildlite's own `key: value` rule, Guild's default, is what is left
 
     def scalar_regex(self, key: str | None, pat: str, line: int, where: str) -> str | None:
         """Guild's pattern as guildlite's: shorthands expanded, the value's group named ``key``."""
-        if r"\key" in pat:
+        unnamed = len(re.findall(r"(?<!\\)\((?!\?)", pat))
+        if r"\key" in pat or (key is None and "(?P<" not in pat and unnamed >= 2):  # Guild's (key)(value) form
             self.warn(line, f"{where}: output-scalars {pat!r}: a scalar named by the output (\\key) is not"
                       " captured; name the value's group, e.g. (?P<loss>\\value)")
             return None

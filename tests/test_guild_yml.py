@@ -488,3 +488,15 @@ def test_extends_errors_name_their_lines(guild_project: Callable[..., Project], 
     cp = proj.run("ops")
     assert cp.returncode == 2 and TRACEBACK not in cp.stderr, cp.stderr
     assert all(w in cp.stderr for w in words), cp.stderr
+
+
+def test_output_scalars_named_by_the_output_fall_back_to_the_key_value_rule(
+    guild_project: Callable[..., Project],
+) -> None:
+    guild_yml = "train:\n  main: train\n  output-scalars:\n    - '(\\key): (\\value)'\n"
+    proj = guild_project({"guild.yml": guild_yml, "train.py": "print('loss: 0.5')\nprint('acc: 0.25')\n"})
+    cp = proj.run("run", "-y", "train")
+    _ok(cp)
+    assert "guild.yml:4" in cp.stderr and "not captured" in cp.stderr
+    _, run_dir = _only_run(proj)
+    assert {r["key"]: r["value"] for r in read_scalars(run_dir)} == {"loss": 0.5, "acc": 0.25}
