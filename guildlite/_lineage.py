@@ -14,9 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ._record import is_run_id
+
+if TYPE_CHECKING:
+    from ._selection import RunList
 
 
 def upstream_ids(rec: Mapping[str, Any]) -> list[str]:
@@ -34,11 +37,12 @@ def upstream_ids(rec: Mapping[str, Any]) -> list[str]:
 
 @dataclass(frozen=True)
 class Lineage:
-    """Who used whose files among the runs of one runs dir (ids only; ``ops``: each run's op)."""
+    """Who used whose files among the runs of one runs dir (ids; ``ops``: each listed run's op and
+    status, by id: an upstream run gone from the runs dir has none)."""
 
     up: Mapping[str, tuple[str, ...]]
     down: Mapping[str, tuple[str, ...]]
-    ops: Mapping[str, str]
+    ops: Mapping[str, tuple[str, str]]
 
     def upstream(self, run_id: str, transitive: bool = False) -> list[str]:
         """The runs ``run_id`` used the files of (``transitive``: and what those used, and so on)."""
@@ -65,23 +69,44 @@ def _walk(edges: Mapping[str, tuple[str, ...]], start: str, transitive: bool) ->
     return out
 
 
-def lineage(runs_dir: Path) -> Lineage:
-    """The lineage of the runs in ``runs_dir`` (not its trash), from their records (the run index's
+def lineage(runs: Path | RunList) -> Lineage:
+    """The lineage of the runs of a runs dir (not its trash), from their records (the run index's
     summaries: thousands of runs without reading every run.json)."""
     from ._index import load_records
     from ._selection import RunList
 
-    records = [(name, rec) for name, rec, _ in load_records(RunList(runs_dir))]
-    return lineage_of(records)
+    listed = runs if isinstance(runs, RunList) else RunList(runs)
+    return lineage_of([(name, rec) for name, rec, _ in load_records(listed)])
+
+
+def related(runs: RunList, upstream: str | None = None, downstream: str | None = None) -> set[str]:
+    """The ids of the runs upstream of the run ``upstream`` selects (the runs whose files it used,
+    and theirs, and so on), and/or downstream of ``downstream``'s (every run that used its files,
+    directly or through others); both: the runs that are both."""
+    from ._selection import select_runs
+
+    graph = lineage(runs)
+    out: set[str] | None = None
+    for spec, walk in ((upstream, graph.upstream), (downstream, graph.downstream)):
+        if spec is None:
+            continue
+        chosen = select_runs(runs, [spec])
+        if len(chosen) != 1:
+            from ._errors import GuildliteError
+
+            raise GuildliteError(f"{spec!r} selects {len(chosen)} runs; give one", exit_code=2)
+        ids = set(walk(chosen[0].id, transitive=True))
+        out = ids if out is None else out & ids
+    return out if out is not None else set()
 
 
 def lineage_of(records: Sequence[tuple[str, Mapping[str, Any]]]) -> Lineage:
     """The lineage of ``(run id, record)`` pairs (see ``lineage``)."""
     up: dict[str, list[str]] = {}
-    ops: dict[str, str] = {}
+    ops: dict[str, tuple[str, str]] = {}
     batches = {name for name, rec in records if rec.get("is_batch") is True}
     for name, rec in records:
-        ops[name] = str(rec.get("op"))
+        ops[name] = (str(rec.get("op")), str(rec.get("status")))
         ids = upstream_ids(rec)
         parent = rec.get("parent")
         targets = [name, parent] if parent in batches and rec.get("is_trial") is True else [name]

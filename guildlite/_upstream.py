@@ -165,3 +165,47 @@ def recorded_picks(op: OpDef, requires: Sequence[object], given: Sequence[str]) 
         if pick_name(req) not in named:
             out.append(f"{pick_name(req)}={entry['run']}")
     return out
+
+
+# guildlite's own files in a run dir: never an upstream run's output.
+_OWN = ("run.json", "output.log", ".guildlite")
+
+
+def output_files(run: Run) -> list[str]:
+    """The files an upstream run made, which its downstream runs link (relative paths, sorted):
+    every regular file in its dir but guildlite's own (``run.json``, ``output.log``, ``scalars*.jsonl``,
+    ``.guildlite/``), its staged source (its manifest) and what its own ``requires`` put there.
+
+    The run dir may come from elsewhere: a symlink counts only while it leads to a regular file
+    inside the run dir, symlinked dirs are not entered, and a FIFO or device is never opened."""
+    import os
+    import re
+    import stat
+
+    from ._inspect import source_files
+
+    base = os.path.realpath(run.run_dir)
+    source, _ = source_files(run)
+    theirs = [str(e.get("target") or "") for e in run.requires if isinstance(e, dict)]
+    skip = set(source)
+    out = []
+    for root, dirs, files in os.walk(base):
+        rel_root = os.path.relpath(root, base)
+        if rel_root == ".":
+            dirs[:] = [d for d in dirs if d not in _OWN]
+        dirs.sort()
+        for name in files:
+            rel = name if rel_root == "." else f"{rel_root}/{name}"
+            if rel in skip or (rel_root == "." and (name in _OWN or re.fullmatch(r"scalars(\.rank\d+)?\.jsonl", name))):
+                continue
+            if any(t and (rel == t or rel.startswith(t.rstrip("/") + "/")) for t in theirs):
+                continue
+            real = os.path.realpath(os.path.join(root, name))
+            if not real.startswith(base + "/"):
+                continue
+            try:
+                if stat.S_ISREG(os.stat(real).st_mode):
+                    out.append(rel)
+            except OSError:
+                continue
+    return sorted(out)
