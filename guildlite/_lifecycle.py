@@ -25,6 +25,7 @@ from ._launch import flag_env, launch_argv, rank_exit_code, without_rank_env
 from ._needed import check_staged
 from ._plugins import Dispatcher, HookFailed, Plugin
 from ._reach import unreached as flags_unreached
+from ._requires import Resolved
 from ._run import Run, load_run
 from ._scheduler import Scheduler
 from ._slots import Slot
@@ -54,7 +55,7 @@ class RunConfig:
     backend: Backend | None = None  # where jobs run (None: the local backend)
     launch: Mapping[str, Any] = field(default_factory=dict)  # what each run's launch file holds (_supervisor)
     detached: bool = False  # this Session is a detached supervisor's: nobody watches, SIGHUP is ignored
-    upstream: Mapping[str, str] = field(default_factory=dict)  # upstream run ids by requirement name (_upstream)
+    requires: Resolved = Resolved()  # the op's requirements, resolved once (``_requires``)
     needed: bool = False  # --needed: a run like a completed one is not published (_needed.AlreadyDone)
 
 
@@ -94,15 +95,15 @@ class Session:
 
     # --- staging ---------------------------------------------------------------------------------
 
-    def stage(self, flags: dict[str, Any], parent: Run | None = None, upstream: Mapping[str, str] | None = None) -> Run:
+    def stage(self, flags: dict[str, Any], parent: Run | None = None, requires: Resolved | None = None) -> Run:
         """Create a run dir, copy the source, write run.json, then call ``on_run_staged``
-        (``upstream``: this run's upstream run ids by requirement name, over the config's)."""
+        (``requires``: this run's requirements, when not the config's: a trial's own upstream run)."""
         run = new_run(self.cfg, flags, is_trial=parent is not None, parent_id=parent.id if parent else None)
         run._parent = parent
+        cfg = self.cfg if requires is None else dataclasses.replace(self.cfg, requires=requires)
         with staging(run, self.cfg.runs_dir):
-            stage_source(self.cfg, run, RunPaths(self.cfg.runs_dir / run.id).meta / "torchrun")
-            if self.cfg.needed:
-                check_staged(self.cfg.runs_dir, run)
+            stage_source(cfg, run, RunPaths(self.cfg.runs_dir / run.id).meta / "torchrun")
+            check_staged(cfg, run)  # --needed: a run like this one already completed?
             write_launch(run.paths.meta, dict(self.cfg.launch))
             run.claim()  # while its on_run_staged runs, `guildlite stop` sees a live owner to ask
             run.create()
@@ -411,10 +412,10 @@ class Session:
         batch_info: dict[str, Any],
         stage_only: bool = False,
         fail_fast: bool = False,
-        upstream: Sequence[Mapping[str, str]] | None = None,
+        requires: Sequence[Resolved] | None = None,
     ) -> Run:
         """A batch: a virtual parent run (begin/end hooks only) whose trials are ordinary runs
-        (``upstream``: each trial's upstream runs, when they are a batch dimension)."""
+        (``requires``: each trial's requirements, when its upstream runs are a batch dimension)."""
         with self._invocation():
             batch = new_run(self.cfg, batch_flags, is_batch=True, batch=dict(batch_info))
             with staging(batch, self.cfg.runs_dir):
@@ -431,7 +432,7 @@ class Session:
             for i, flags in enumerate(trials):
                 if self.stopping is not None:
                     break
-                trial = self.stage(flags, parent=batch, upstream=upstream[i] if upstream else None)
+                trial = self.stage(flags, parent=batch, requires=requires[i] if requires else None)
                 batch.trial_ids.append(trial.id)
                 staged.append(trial)
             batch.save()
