@@ -99,7 +99,10 @@ def test_train_reads_the_newest_completed_prepare(proj: Project) -> None:
     run_dir = proj.runs_dir / train["id"]
     # the upstream run's outputs only: not its source, record or log
     assert (run_dir / "data" / "numbers.txt").read_text() == "0 1 2 3"
-    assert not (run_dir / "prepare.py").exists()
+    assert not (run_dir / "prepare.py").is_symlink()  # train's own copy of the project
+    assert not (run_dir / "output.log").is_symlink()
+    assert [e["target"] for e in json.loads((run_dir / ".guildlite" / "requires.json").read_text())] == [
+        "data/numbers.txt"]
     assert json.loads((run_dir / "run.json").read_text())["op"] == "train"
 
 
