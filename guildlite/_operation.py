@@ -90,7 +90,7 @@ def plan_run(
     fail_fast: bool = False,
     recorded: Mapping[str, Any] | None = None,
     confirm: Callable[[int], bool] | None = None,
-    requirements: bool = True,
+    staged: bool = False,
     needed: bool = False,
 ) -> Plan:
     """Validate everything about a run request; raises a GuildliteError, stages nothing.
@@ -100,9 +100,9 @@ def plan_run(
     the guildfile's section and the op's; another backend's is an error). ``parallel`` (trials at once) defaults to the backend's choice (``plan_slots``). A batch of more than
     BATCH_CONFIRM_THRESHOLD trials goes ahead only if ``confirm(n)`` says so (None: no question).
     ``recorded``: a recorded run's flags (a restart's), given first, ``assignments`` over them.
-    An assignment named like an upstream requirement picks its run (``_upstream``); ``requirements``
-    False resolves none (a staged run handed over has them in its dir). ``needed``: a run like an
-    existing completed one is not run (``_needed``).
+    ``staged``: the run is staged already (a detached supervisor starts it): its requirements are
+    not resolved again. An assignment named like an upstream requirement picks its run
+    (``_upstream``). ``needed``: a run like an existing completed one is not run (``_needed``).
     """
     runs_dir = option_runs_dir(runs_dir) if runs_dir else default_runs_dir(guildfile)
     op = with_imported_flags(guildfile.op(op_name), guildfile.dir)
@@ -126,7 +126,7 @@ def plan_run(
     if parallel is not None and parallel < 1:
         raise GuildliteError("--parallel must be at least 1", exit_code=2)
     plugins = build_plugins(guildfile, op, plugin_names)
-    upstream = pin(op, runs_dir, picked) if requirements else {}
+    upstream = pin(op, runs_dir, picked) if not staged else {}
     dims = {k: Grid(v) for k, v in upstream.items() if isinstance(v, tuple)}  # vary slowest: first
     batch = is_batch(values) or bool(dims)
     if needed and batch:
@@ -153,7 +153,7 @@ def plan_run(
     fixed = {k: v for k, v in upstream.items() if isinstance(v, str)}
     per_trial = [{k: str(t[k]) for k in dims} for t in planned] if dims and planned is not None else None
     trial_requires = (_resolve_each(op, guildfile, runs_dir.resolve(), {**values, **fixed}, per_trial or [{}])
-                      if requirements else [Resolved()])
+                      if not staged else [Resolved()])
     requires = trial_requires[0]
     config = RunConfig(
         guildfile=guildfile,
@@ -171,7 +171,7 @@ def plan_run(
     batch_flags, flag_dims = batch_spec(values)
     info = {"trials": len(trials or []), "max_trials": max_trials, "seed": seed, "parallel": len(slots),
             "dims": flag_dims, **({"upstream": {k: list(v.values) for k, v in dims.items()}} if dims else {})}
-    return Plan(config, plugins, values, trials, batch_flags, info, slots, _warnings(config),
+    return Plan(config, plugins, values, trials, batch_flags, info, slots, () if staged else _warnings(config),
                 trial_requires if per_trial else None)
 
 
@@ -259,8 +259,7 @@ def resume(run: Run, launch: Mapping[str, Any]) -> tuple[Session, list[Slot], bo
     plan = plan_run(run.op, [], guildfile=guildfile, runs_dir=run.run_dir.parent, nproc=run.nproc_per_node,
                     plugin_names=launch.get("plugin_names") or (), echo=False, backend=launch.get("backend"),
                     backend_options={launch["backend"]: launch.get("backend_options") or {}},
-                    parallel=launch.get("parallel"), gpus=launch.get("gpus"), recorded=_flags_of(run),
-                    requirements=False)
+                    parallel=launch.get("parallel"), gpus=launch.get("gpus"), recorded=_flags_of(run), staged=True)
     engine = plan.config.backend
     assert engine is not None
     slots = plan.slots

@@ -17,6 +17,7 @@ import os
 import posixpath
 import shutil
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -54,10 +55,15 @@ class Resolved:
 
     def covers(self, rel: str) -> Entry | None:
         """The entry placed at or above the run-dir path ``rel`` (a source file it replaces), or None."""
-        for e in self.entries:
-            if rel == e.target or rel.startswith(e.target + "/"):
-                return e
-        return None
+        if not self.items:
+            return None
+        parts = PurePosixPath(rel).parts
+        return next((self._by_target[p] for p in ("/".join(parts[:i]) for i in range(1, len(parts) + 1))
+                     if p in self._by_target), None)
+
+    @cached_property
+    def _by_target(self) -> dict[str, Entry]:
+        return {e.target: e for e in self.entries}
 
     @property
     def warnings(self) -> list[str]:
@@ -120,19 +126,19 @@ def _resolve_one(req: Requirement, project: Path, runs_dir: Path, flags: Mapping
         from ._downloads import fetch
 
         root = fetch(req.source, req.sha256, at)
-        base = posixpath.join(req.target_path, root.name) if req.target_path else root.name
+        base = _under(req.target_path, root.name)
         rec["path"] = str(root)
     else:
         root, run_id, only = _upstream_source(req, runs_dir, flags, at)
-        base = req.target_path
-        rec.update(run=run_id, path=str(root))
+        base = _under(req.target_path, "")
+        rec.update(run=run_id, name=req.name or req.source, path=str(root))  # name: what picks it (NAME=RUN)
     if req.unpack and root.is_file():
         from ._digests import cached_sha256
         from ._unpack import unpacked
 
         digest = cached_sha256(root)
         rec["archive_sha256"] = digest
-        root, base = unpacked(root, digest, at), req.target_path
+        root, base = unpacked(root, digest, at), _under(req.target_path, "")
     found: Collected = collect(req, root, base, at, only)
     if req.sha256 is not None and req.kind == "file" and found.record.get("sha256") not in (req.sha256, None):
         raise RequirementError(f"{at}: {req.label}: sha256 mismatch: expected {req.sha256}, got"
@@ -152,7 +158,13 @@ def _file_source(req: Requirement, project: Path, at: str) -> tuple[Path, str]:
     rel = posixpath.normpath(req.source.rstrip("/")) if not written.is_absolute() else ""
     inside = rel not in ("", ".") and rel != ".." and not rel.startswith("../")
     name = rel if inside else Path(os.path.realpath(root)).name
-    return root, posixpath.join(req.target_path, PurePosixPath(name).name) if req.target_path else name
+    return root, _under(req.target_path, PurePosixPath(name).name) if req.target_path else name
+
+
+def _under(target_path: str, name: str) -> str:
+    """``name`` under ``target-path`` in the run dir ("" for the run dir itself)."""
+    out = posixpath.normpath(posixpath.join(target_path or ".", name))
+    return "" if out == "." else out
 
 
 def _upstream_source(req: Requirement, runs_dir: Path, flags: Mapping[str, Any],

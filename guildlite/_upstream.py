@@ -163,7 +163,8 @@ def recorded_picks(op: OpDef, requires: Sequence[object], given: Sequence[str]) 
     recorded = [e for e in requires if isinstance(e, dict) and e.get("kind") == "operation" and e.get("run")]
     out = []
     for req in operation_requirements(op):
-        entry = next((e for e in recorded if e.get("source") == req.source), None)
+        entry = next((e for e in recorded if e.get("name") == pick_name(req)), None) or next(
+            (e for e in recorded if e.get("source") == req.source), None)
         if entry is None:
             continue
         recorded.remove(entry)  # two requirements of one op: in order
