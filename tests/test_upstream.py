@@ -30,6 +30,7 @@ operations:
     requires:
       - operation: train
         select: model\\.txt
+        rename: 'model\\.txt final.txt'
         target-path: trained
 """
 
@@ -53,7 +54,8 @@ with open("model.txt", "w") as f:
 """
 
 EVALUATE = """\
-print("evaluate read", open("trained/model.txt").read())
+import os
+print("evaluate read", open("trained/final.txt").read(), sorted(os.listdir("trained")))
 """
 
 FILES = {"prepare.py": PREPARE, "train.py": TRAIN, "evaluate.py": EVALUATE}
@@ -235,7 +237,7 @@ def chain(proj: Project) -> tuple[Project, dict, dict, dict]:
     train = _run(proj, "train")
     cp = proj.run("run", "evaluate", "-y")
     _ok(cp)
-    assert "evaluate read model of 0 1 2" in cp.stdout
+    assert "evaluate read model of 0 1 2 ['final.txt']" in cp.stdout  # select, rename, target-path
     return proj, prep, train, proj.records()[-1]
 
 
@@ -372,3 +374,48 @@ def test_upstream_outputs_leave_out_links_that_lead_out(proj: Project, tmp_path:
     os.mkfifo(run_dir / "data" / "pipe")
     files = output_files(load_run(run_dir))
     assert files == ["data/alias.txt", "data/numbers.txt"]
+
+
+# --- restarts, detached runs, the README's example -----------------------------------------------------
+
+
+def test_a_restart_links_the_upstream_run_it_used(proj: Project) -> None:
+    first = _run(proj, "prepare", "n=2")
+    train = _run(proj, "train")
+    second = _run(proj, "prepare", "n=4")
+    cp = proj.run("run", "--restart", train["id"], "-y")
+    _ok(cp)
+    assert "train read 0 1 lr" in cp.stdout  # the recorded upstream run, not the newer one
+    assert _upstream_of(proj.record(train["id"])) == [first["id"]]
+    cp = proj.run("run", "--restart", train["id"], f"prepare={second['id']}", "-y")
+    _ok(cp)
+    assert "train read 0 1 2 3 lr" in cp.stdout
+    rec = proj.record(train["id"])
+    assert _upstream_of(rec) == [second["id"]] and len(rec["attempts"]) == 2
+
+
+def test_a_detached_run_links_its_upstream_run_before_it_returns(proj: Project) -> None:
+    prep = _run(proj, "prepare", "n=2")
+    cp = proj.run("run", "train", "-y", "-b")
+    _ok(cp)
+    run_id = cp.stdout.strip()
+    _run(proj, "prepare", "n=5")  # newer, once the detached run is staged: not its upstream run
+    watched = proj.run("watch", run_id)
+    assert watched.returncode == 0, watched.stderr
+    assert "train read 0 1 lr" in watched.stdout
+    assert _upstream_of(proj.record(run_id)) == [prep["id"]]
+
+
+def test_the_readme_example(make_project) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("### Upstream runs and lineage", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    guildfile = block.replace("main: prepare.py", "main: prepare.py\n    launcher: python").replace(
+        "main: train.py", "main: train.py\n    launcher: python")
+    prepare = "import os\nos.makedirs('data')\nopen('data/train.csv', 'w').write('t')\nopen('data/val.csv', 'w').write('v')\n"
+    train = "import os\nprint(sorted(os.listdir('inputs/data')), open('inputs/data/train.csv').read())\n"
+    proj = make_project(guildfile, {"prepare.py": prepare, "train.py": train})
+    prep = _run(proj, "prepare")
+    cp = proj.run("run", "train", f"dataset={prep['id']}", "-y")
+    _ok(cp)
+    assert "['train.csv'] t" in cp.stdout
+    assert_clean_error(proj.run("run", "train", f"prepare={prep['id']}", "-y"), 2, "'prepare'")
