@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Iterator
 
 import pytest
-from conftest import Project, assert_clean_error
+from conftest import Project, assert_clean_error, write_project
 
 GUILDFILE = """\
 operations:
@@ -145,6 +146,18 @@ def test_missing_upstream_run_is_a_clear_error_and_nothing_is_staged(proj: Proje
     _nothing_staged(proj, 1)
 
 
+def _pick_error(proj: Project, *args: str) -> str:
+    """The UpstreamError message for ``train ARGS`` (planned in-process: the same code as the CLI)."""
+    from guildlite._guildfile import load
+    from guildlite._upstream import UpstreamError, pin, split_assignments
+
+    op = load(proj.root / "guildfile.yml").op("train")
+    with pytest.raises(UpstreamError) as e:
+        pin(op, proj.runs_dir, split_assignments(op, args)[1])
+    assert e.value.exit_code == 2
+    return str(e.value)
+
+
 def test_a_picked_run_must_be_a_completed_run_of_that_op(proj: Project) -> None:
     prep = _run(proj, "prepare")
     train = _run(proj, "train")
@@ -154,12 +167,11 @@ def test_a_picked_run_must_be_a_completed_run_of_that_op(proj: Project) -> None:
     n = len(proj.run_dirs())
     assert_clean_error(proj.run("run", "train", f"prepare={train['id']}", "-y"), 2, train["id"], "'train'", "not of")
     assert_clean_error(proj.run("run", "train", f"prepare={failed_id}", "-y"), 2, "is error, not completed")
-    assert_clean_error(proj.run("run", "train", "prepare=29990101T", "-y"), 2, "no run matches")
-    assert_clean_error(proj.run("run", "train", "prepare=", "-y"), 2, "prepare=")
-    assert_clean_error(proj.run("run", "train", "prepare=2:3", "-y"), 2, "selects 2 runs")
-    assert_clean_error(proj.run("run", "train", f"prepare={prep['id']}", f"prepare={prep['id']}", "-y"), 2,
-                       "more than once")
     _nothing_staged(proj, n)
+    assert "no run matches" in _pick_error(proj, "prepare=29990101T")
+    assert "prepare=" in _pick_error(proj, "prepare=")
+    assert "selects 2 runs" in _pick_error(proj, "prepare=2:3")
+    assert "more than once" in _pick_error(proj, f"prepare={prep['id']}", f"prepare={prep['id']}")
 
 
 def test_hostile_selectors_read_nothing_outside_the_runs_dir(proj: Project, tmp_path: Path) -> None:
@@ -168,11 +180,11 @@ def test_hostile_selectors_read_nothing_outside_the_runs_dir(proj: Project, tmp_
     (outside / "20260101T000000-abcdef").mkdir(parents=True)  # looks like a run, beside the runs dir
     (outside / "20260101T000000-abcdef" / "run.json").write_text('{"op": "prepare", "status": "completed"}')
     n = len(proj.run_dirs())
-    for spec in ("../outside/20260101T000000-abcdef", "../../etc", "/etc/passwd", ".trash", "..",
-                 "[../x,1]", "[1,/etc]", "[1,]", "[1", "1]"):
-        line = assert_clean_error(proj.run("run", "train", f"prepare={spec}", "-y"), 2, "prepare=")
-        assert "Traceback" not in line
+    for spec in ("../outside/20260101T000000-abcdef", "[1,/etc]"):
+        assert_clean_error(proj.run("run", "train", f"prepare={spec}", "-y"), 2, "prepare=")
     _nothing_staged(proj, n)
+    for spec in ("../../etc", "/etc/passwd", ".trash", "..", "[../x,1]", "[1,]", "[1", "1]", "20260101T000000-abcdef"):
+        assert _pick_error(proj, f"prepare={spec}").startswith("prepare=")
 
 
 def test_requirement_names_cannot_be_paths_or_flags(make_project) -> None:
@@ -230,8 +242,7 @@ def test_an_upstream_list_is_a_batch_dimension(proj: Project) -> None:
 # --- lineage ----------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def chain(proj: Project) -> tuple[Project, dict, dict, dict]:
+def _chain(proj: Project) -> tuple[Project, dict, dict, dict]:
     """prepare -> train -> evaluate, each reading the one before."""
     prep = _run(proj, "prepare")
     train = _run(proj, "train")
@@ -241,8 +252,23 @@ def chain(proj: Project) -> tuple[Project, dict, dict, dict]:
     return proj, prep, train, proj.records()[-1]
 
 
-def test_lineage_in_run_json_and_runs_info(chain) -> None:
-    proj, prep, train, ev = chain
+@pytest.fixture
+def chain(proj: Project) -> tuple[Project, dict, dict, dict]:
+    """A chain for a test that changes it."""
+    return _chain(proj)
+
+
+@pytest.fixture(scope="module")
+def shared_chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Project, dict, dict, dict]]:
+    """A chain that the tests reading it share (made once)."""
+    base = tmp_path_factory.mktemp("chain")
+    proj = Project(root=write_project(base / "project", GUILDFILE, FILES), runs_dir=base / "runs")
+    yield _chain(proj)
+    proj.cleanup()
+
+
+def test_lineage_in_run_json_and_runs_info(shared_chain) -> None:
+    proj, prep, train, ev = shared_chain
     assert _upstream_of(train) == [prep["id"]] and _upstream_of(ev) == [train["id"]]
     info = proj.run_json("runs", "info", train["id"], "--json")
     assert info["lineage"] == {"upstream": [prep["id"]], "downstream": [ev["id"]]}
@@ -253,8 +279,8 @@ def test_lineage_in_run_json_and_runs_info(chain) -> None:
     assert "downstream:" in text and f"{ev['id']} evaluate completed" in text
 
 
-def test_runs_upstream_and_downstream_filters_are_transitive(chain) -> None:
-    proj, prep, train, ev = chain
+def test_runs_upstream_and_downstream_filters_are_transitive(shared_chain) -> None:
+    proj, prep, train, ev = shared_chain
     other = _run(proj, "prepare", "n=9")  # not in the chain
     down = [r["id"] for r in proj.run_json("runs", "--downstream", prep["id"], "--json")]
     assert down == [ev["id"], train["id"]]
@@ -306,10 +332,10 @@ def test_delete_with_yes_still_names_the_dependents(chain) -> None:
     assert f"{prep['id']} ? not in the runs dir" in cp.stdout  # its lineage still says where its files came from
 
 
-def test_view_data_links_lineage(chain) -> None:
+def test_view_data_links_lineage(shared_chain) -> None:
     from guildlite._view_data import load_view
 
-    proj, prep, train, ev = chain
+    proj, prep, train, ev = shared_chain
     for details in (True, False):
         rows = {r["id"]: r for r in load_view(proj.runs_dir, details=details)["runs"]}
         assert rows[train["id"]]["upstream"] == [prep["id"]]
