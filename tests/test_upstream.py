@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -341,6 +342,21 @@ def test_view_data_links_lineage(shared_chain) -> None:
         assert rows[train["id"]]["upstream"] == [prep["id"]]
         assert rows[train["id"]]["downstream"] == [ev["id"]]
         assert rows[prep["id"]]["downstream"] == [train["id"]]
+
+
+def test_the_view_page_links_a_run_to_its_upstream_and_downstream_runs(shared_chain, tmp_path: Path) -> None:
+    from test_view import _chromium
+
+    proj, prep, train, ev = shared_chain
+    out = tmp_path / "report.html"
+    _ok(proj.run("view", "--out", str(out)))
+    dom = _chromium(f"{out.as_uri()}#run={train['id']}", tmp_path, "--dump-dom").stdout
+    assert 'data-ready="1"' in dom
+    panel = dom.split('<section id="panel">', 1)[1]
+    row = re.search(r'<td class="k">upstream</td><td>(.*?)</td>', panel)
+    assert row and f'<a href="#run={prep["id"]}">{prep["id"]}</a>' in row.group(1)
+    row = re.search(r'<td class="k">downstream</td><td>(.*?)</td>', panel)
+    assert row and f'<a href="#run={ev["id"]}">{ev["id"]}</a>' in row.group(1)
 
 
 # --- hostile records ----------------------------------------------------------------------------------
