@@ -34,6 +34,11 @@ operations:
         select: model\\.txt
         rename: 'model\\.txt final.txt'
         target-path: trained
+  report:
+    main: report.py
+    launcher: python
+    requires:
+      - operation: train
 """
 
 PREPARE = """\
@@ -60,7 +65,12 @@ import os
 print("evaluate read", open("trained/final.txt").read(), sorted(os.listdir("trained")))
 """
 
-FILES = {"prepare.py": PREPARE, "train.py": TRAIN, "evaluate.py": EVALUATE}
+REPORT = """\
+import os
+print("report sees", sorted(os.listdir(".")))
+"""
+
+FILES = {"prepare.py": PREPARE, "train.py": TRAIN, "evaluate.py": EVALUATE, "report.py": REPORT}
 
 
 @pytest.fixture
@@ -108,6 +118,19 @@ def test_train_reads_the_newest_completed_prepare(proj: Project) -> None:
     assert [e["target"] for e in json.loads((run_dir / ".guildlite" / "requires.json").read_text())] == [
         "data/numbers.txt"]
     assert json.loads((run_dir / "run.json").read_text())["op"] == "train"
+
+
+def test_a_run_links_what_its_upstream_run_made_not_what_that_run_linked(proj: Project) -> None:
+    _run(proj, "prepare")
+    train = _run(proj, "train")
+    cp = proj.run("run", "report", "-y")
+    _ok(cp)
+    # train's model.txt; not train's data/ (prepare's, linked into train), source, record or log
+    own = ["output.log", "run.json", ".guildlite", *FILES, "guildfile.yml"]
+    assert f"report sees {sorted(own + ['model.txt'])}" in cp.stdout
+    report = proj.records()[-1]
+    assert _upstream_of(report) == [train["id"]]
+    assert os.readlink(proj.runs_dir / report["id"] / "model.txt") == str(proj.runs_dir / train["id"] / "model.txt")
 
 
 def test_an_assignment_picks_the_upstream_run(proj: Project) -> None:
