@@ -459,6 +459,21 @@ def test_a_restart_links_the_upstream_run_it_used(proj: Project) -> None:
     assert _upstream_of(rec) == [second["id"]] and len(rec["attempts"]) == 2
 
 
+def test_a_batch_restart_keeps_each_trials_upstream_run(proj: Project) -> None:
+    a = _run(proj, "prepare", "n=2")
+    b = _run(proj, "prepare", "n=4")
+    batch = _run(proj, "train", f"prepare=[{a['id']},{b['id']}]")
+    for t in batch["trials"]:  # as if both had failed
+        path = proj.runs_dir / t / "run.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "status": "error", "exit_code": 1}))
+    assert_clean_error(proj.run("run", "--restart", batch["id"], "-y"), 2, "different upstream runs",
+                       "--restart TRIAL")
+    cp = proj.run("run", "--restart", batch["trials"][1], "-y")  # one by one: each with its own
+    _ok(cp)
+    assert "train read 0 1 2 3 lr" in cp.stdout
+    assert _upstream_of(proj.record(batch["trials"][1])) == [b["id"]]
+
+
 def test_a_detached_run_links_its_upstream_run_before_it_returns(proj: Project) -> None:
     prep = _run(proj, "prepare", "n=2")
     cp = proj.run("run", "train", "-y", "-b")
