@@ -499,3 +499,33 @@ def test_the_readme_example(make_project) -> None:
     _ok(cp)
     assert "['train.csv'] t" in cp.stdout
     assert_clean_error(proj.run("run", "train", f"prepare={prep['id']}", "-y"), 2, "'prepare'")
+
+
+def test_upstream_assignments_parse_any_text_into_selectors_or_a_clear_error() -> None:
+    from conftest import property_settings
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from guildlite._guildfile import OpDef
+    from guildlite._requires import Requirement
+    from guildlite._upstream import UpstreamError, split_assignments
+
+    op = OpDef(name="train", main="train.py", requires=(Requirement(kind="operation", source="prepare"),))
+
+    @property_settings(300)
+    @given(st.text(max_size=40))
+    def check(text: str) -> None:
+        try:
+            flags, picks = split_assignments(op, [f"prepare={text}", "lr=0.1"])
+        except UpstreamError as e:
+            assert e.exit_code == 2 and str(e).startswith("prepare=")
+            return
+        assert flags == ["lr=0.1"]
+        chosen = picks["prepare"]
+        items = chosen if isinstance(chosen, tuple) else (chosen,)
+        assert items and all(spec and spec == spec.strip() for spec in items)
+        assert not isinstance(chosen, tuple) or not any("," in spec for spec in items)
+
+    check()
+    assert split_assignments(op, ["prepare= 'abc' "])[1] == {"prepare": "abc"}
+    assert split_assignments(op, ["prepare=[a, 'b']"])[1] == {"prepare": ("a", "b")}
