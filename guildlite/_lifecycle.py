@@ -23,6 +23,7 @@ from ._files import TRASH_DIR, RunPaths, now_iso
 from ._guildfile import Guildfile, OpDef
 from ._launch import flag_env, launch_argv, rank_exit_code, without_rank_env
 from ._plugins import Dispatcher, HookFailed, Plugin
+from ._queue import RunQueue
 from ._reach import unreached as flags_unreached
 from ._run import Run, load_run
 from ._scheduler import Scheduler
@@ -53,6 +54,7 @@ class RunConfig:
     backend: Backend | None = None  # where jobs run (None: the local backend)
     launch: Mapping[str, Any] = field(default_factory=dict)  # what each run's launch file holds (_supervisor)
     detached: bool = False  # this Session is a detached supervisor's: nobody watches, SIGHUP is ignored
+    max_concurrent: int | None = None  # this user's runs at once on this machine (``_queue``), None: no cap
 
 
 class Session:
@@ -128,6 +130,7 @@ class Session:
             return None
         move(run, "pending")
         run.gpus = list(slot.gpus) if slot.gpus is not None else None
+        run.waiting = None  # its turn (``_queue``)
         try:
             run.claim()
         except GuildliteError as e:  # another live guildlite owns it (a concurrent restart): its record is not ours
@@ -257,7 +260,9 @@ class Session:
             if fail_fast and run.status == "error":
                 sched.hold = True
 
-        sched: Scheduler[Run] = Scheduler(slots, self.begin, finish, grace=self.cfg.grace)
+        line = RunQueue(self.cfg.backend or _local(), self.cfg.max_concurrent, self.end, self.log, self.progress)
+        sched: Scheduler[Run] = Scheduler(slots, self.begin, finish, grace=self.cfg.grace, queue_up=line.queue_up,
+                                          waiting=line.waiting)
         self.scheduler = sched
         if self.stopping is not None:
             sched.stop(self.stopping)
