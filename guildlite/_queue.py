@@ -10,7 +10,7 @@ engine queues its jobs itself (a cluster's) gives no ticket and none of this app
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from ._errors import GuildliteError
 from ._files import now_iso
@@ -79,18 +79,18 @@ class RunQueue:
         return True
 
 
-def places(records: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    """The place in the machine's queue (1: next) of each waiting run among ``records``, by id.
+def places(runs: Iterable[Run]) -> dict[str, int]:
+    """The place in this machine's queue (1: next) of each waiting run among ``runs``, by id.
 
     A ticket is anyone's to write (the lease dir is shared by every user): it counts for a run only
-    when it names the run and its owning process, as the record does."""
-    owners = {r["id"]: r.get("pid") for r in records if r.get("status") == "pending" and r.get("waiting")}
+    when it names the run and the run's owning process, as the run's record does."""
+    owners = {r.id: r.pid for r in runs if r.status == "pending" and r.waiting}
     if not owners:
         return {}
     from ._leases import waiters
 
     try:
         found = waiters()
-    except (GuildliteError, OSError):  # no lease dir (nothing waits), or one we may not read
+    except (GuildliteError, OSError):  # no lease dir we may read: no place to tell
         return {}
     return {w.run: w.position for w in found if w.run in owners and w.pid == owners[w.run]}

@@ -78,14 +78,10 @@ class LocalBackend(Backend):
 def run_tokens(n: int) -> Want:
     """One of this user's ``n`` run tokens (``run:<user>:<k>``, k < n): with ``--max-concurrent N``
     at most N of a user's runs hold one at once, machine-wide, queued with the GPU leases."""
-    import pwd
-
+    from .._lease_state import user_name
     from .._leases import Want
 
-    try:
-        user = pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:  # a uid without a passwd entry (a container)
-        user = str(os.geteuid())
+    user = user_name()
     return Want(tuple(f"{user}:{k}" for k in range(n)), 1, kind="run")
 
 

@@ -310,7 +310,9 @@ class _BatchProgress:
             return
         n = self.index.setdefault(run.id, len(self.index) + 1)
         flags = " ".join(f"{k}={_fmt(v)}" for k, v in run.flags.items())
-        if event == "start":
+        if event == "wait":
+            _say(f"guildlite: trial {n}/{self.total} {run.id} pending: {(run.waiting or {}).get('reason')}", err=True)
+        elif event == "start":
             self.running += 1
             gpus = f" [gpus {','.join(run.gpus)}]" if run.gpus else ""
             _say(f"guildlite: trial {n}/{self.total} {run.id} started{gpus}: {flags}", err=True)
