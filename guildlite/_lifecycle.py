@@ -191,6 +191,8 @@ class Session:
             run.save()
         except OSError as e:  # the job runs: its end is still recorded (see _reserve)
             self.log(f"guildlite: cannot record that run {run.id} started: {e.strerror or e}")
+        if run.paths.stop_request.exists():  # asked while it started: `stop` saw no job to signal (_manage)
+            job.send(signal.SIGTERM)
         self.progress("start", run)
         return job
 
@@ -212,7 +214,7 @@ class Session:
         if self._open.pop(run.id, None) is None:
             return
         move(run, status)
-        run.exit_code, run.stopped = exit_code, now_iso()
+        run.exit_code, run.stopped, run.waiting = exit_code, now_iso(), None
         if error is not None:
             run.error = error
         failed = self._save_end(run)

@@ -56,8 +56,10 @@ class RunQueue:
         now = time.monotonic()
         if now < self._next_look.get(run.id, 0.0):
             return True
+        reason = ticket.reason()
+        if not reason:  # free a moment ago: it takes its turn at the next look
+            return True
         self._next_look[run.id] = now + _REASON_EVERY
-        reason = ticket.reason() or "waiting for its turn"
         if run.waiting is not None and run.waiting.get("reason") == reason:
             return True
         first = run.waiting is None
@@ -68,6 +70,7 @@ class RunQueue:
         if run.status == "staged":
             move(run, "pending")
         run.waiting = {"reason": reason, "since": (run.waiting or {}).get("since") or now_iso()}
+        run.job_pid = None  # no job yet (a restarted run's record still names its last one)
         try:
             run.save()
         except OSError as e:  # (a full disk) only the reason is lost: the run still waits its turn

@@ -87,6 +87,8 @@ class Scheduler(Generic[T]):
                 left.extend(self._give_up(free))
             self._grant(free)
             if not self.running and not self.waiters:
+                if todo and free and self.stopping is None and not self.hold:
+                    continue  # a waiting item left the queue: its slot is free for the next
                 return [*left, *todo]
             try:
                 job, code = self._events.get(timeout=_WAIT_TICK if self.waiters else _TICK)
@@ -102,15 +104,14 @@ class Scheduler(Generic[T]):
         """Start each waiting item whose ticket is granted now, in queue order."""
         for entry in list(self.waiters):
             item, slot, ticket = entry
-            if not self._waiting(item, ticket):  # it ended while it waited
-                self.waiters.remove(entry)
-                ticket.cancel()
-                free.appendleft(slot)
-                continue
             granted = ticket.try_take()
             if granted is not None:
                 self.waiters.remove(entry)
                 self._launch(item, slot, granted, ticket, free)
+            elif not self._waiting(item, ticket):  # it ended while it waited
+                self.waiters.remove(entry)
+                ticket.cancel()
+                free.appendleft(slot)
 
     def _give_up(self, free: deque[Slot]) -> list[T]:
         """Cancel every waiting item's ticket (a stop, or a hold): their items never started."""
