@@ -175,6 +175,7 @@ def lease_dir() -> LeaseDir:
 def _open_dir(path: Path) -> LeaseDir:
     made = False
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         os.mkdir(path, 0o700)  # opened up below, once it is pinned and known to be ours
         made = True
     except FileExistsError:

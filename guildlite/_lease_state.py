@@ -110,6 +110,10 @@ def seq_of(name: str) -> int | None:
     return None
 
 
+# Ticket name -> (record, its keys), read once per process: a ticket's record never changes.
+_tickets: dict[str, tuple[dict[str, Any], frozenset[str]]] = {}
+
+
 def rec_keys(rec: dict[str, Any]) -> frozenset[str]:
     keys: set[str] = set()
     wants = rec.get("wants")
@@ -120,10 +124,17 @@ def rec_keys(rec: dict[str, Any]) -> frozenset[str]:
     return frozenset(keys)
 
 
-def live_tickets(directory: LeaseDir) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(name, record) of every live ticket, oldest first, read as they are asked for; dead ones are
+def live_tickets(directory: LeaseDir, before: tuple[int, str] | None = None,
+                 overlapping: frozenset[str] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(name, record) of every live ticket, oldest first (only those queued ``before`` a place and
+    wanting a key in ``overlapping``, where given), read as they are asked for; dead ones met are
     swept (where ours to remove). Call under the take lock."""
-    for _, name in sorted((s, n) for n in directory.names() if (s := seq_of(n)) is not None):
+    for seq, name in sorted((s, n) for n in directory.names() if (s := seq_of(n)) is not None):
+        if before is not None and (seq, name) >= before:
+            return
+        known = _tickets.get(name)
+        if known is not None and overlapping is not None and not known[1] & overlapping:
+            continue  # not in the way: no need to open it
         try:
             fd = directory.open(name, create=False)
         except (FileNotFoundError, LeaseError):
@@ -131,14 +142,19 @@ def live_tickets(directory: LeaseDir) -> Iterator[tuple[str, dict[str, Any]]]:
         try:
             if not is_locked(fd):
                 directory.unlink(name)
+                _tickets.pop(name, None)
                 continue
-            rec = read_record(fd)
-            owner = os.fstat(fd).st_uid
+            if known is None:
+                rec = read_record(fd)
+                # Who waits is who made the file (a record could claim anyone), as its owner says.
+                rec = {**rec, "user": _name_of(os.fstat(fd).st_uid)} if rec is not None else {}
+                known = _tickets[name] = (rec, rec_keys(rec))
         finally:
             os.close(fd)
-        if rec is not None:
-            # Who waits is who made the file (a record could claim anyone), as its owner says.
-            yield name, {**rec, "user": _name_of(owner)}
+        if known[0] and (overlapping is None or known[1] & overlapping):
+            yield name, known[0]
+    if len(_tickets) > 4096:  # forget tickets long gone
+        _tickets.clear()
 
 
 def why_held(directory: LeaseDir, wants: tuple[Want, ...], keys: tuple[tuple[str, ...], ...]) -> str:

@@ -169,11 +169,7 @@ class Ticket:
 
     def _earlier_live(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """(name, record) of each live earlier ticket whose pools overlap ours, oldest first."""
-        for name, rec in live_tickets(self._dir):
-            if (seq_of(name) or 0, name) >= (self.seq, self.name):
-                break
-            if rec_keys(rec) & self._all_keys:
-                yield name, rec
+        yield from live_tickets(self._dir, before=(self.seq, self.name), overlapping=self._all_keys)
 
     def _blocker(self) -> tuple[str, dict[str, Any]] | None:
         return next(iter(self._earlier_live()), None)
