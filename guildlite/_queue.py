@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from ._slots import Slot
     from .backends import Backend, Ticket
 
-_REASON_EVERY = 1.0  # seconds between looks at why a run waits (each look reads the lease dir)
+_REASON_EVERY = 1.0  # seconds between looks at why a run waits (each look reads the lease dir) ...
+_LOOK_GAP = 0.05  # ... and at least this long between two looks of one invocation, whatever the runs
 
 
 class RunQueue:
@@ -38,6 +39,7 @@ class RunQueue:
         self.max_concurrent = max_concurrent
         self._end, self._log, self._progress = end, log, progress
         self._next_look: dict[str, float] = {}
+        self._last_look = 0.0
 
     def queue_up(self, run: Run, slot: Slot) -> Ticket | None:
         """The ticket ``run`` waits on before it starts on ``slot``; None when it starts at once,
@@ -54,8 +56,9 @@ class RunQueue:
             self._end(run, "terminated", error={"message": "stopped while it waited for its turn"})
             return False
         now = time.monotonic()
-        if now < self._next_look.get(run.id, 0.0):
-            return True
+        if now < self._next_look.get(run.id, 0.0) or (run.waiting is not None and now - self._last_look < _LOOK_GAP):
+            return True  # (a run not yet shown waiting is shown at once)
+        self._last_look = now
         reason = ticket.reason()
         if not reason:  # free a moment ago: it takes its turn at the next look
             return True

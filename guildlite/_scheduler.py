@@ -101,14 +101,19 @@ class Scheduler(Generic[T]):
             self._finish(item, code, job)
 
     def _grant(self, free: deque[Slot]) -> None:
-        """Start each waiting item whose ticket is granted now, in queue order."""
+        """Start each waiting item whose ticket is granted now, in queue order. The tickets of one
+        scheduler are one queue (its slots want alike): those behind one that must wait wait too,
+        and are not asked."""
+        blocked = False
         for entry in list(self.waiters):
             item, slot, ticket = entry
-            granted = ticket.try_take()
+            granted = None if blocked else ticket.try_take()
             if granted is not None:
                 self.waiters.remove(entry)
                 self._launch(item, slot, granted, ticket, free)
-            elif not self._waiting(item, ticket):  # it ended while it waited
+                continue
+            blocked = True
+            if not self._waiting(item, ticket):  # it ended while it waited
                 self.waiters.remove(entry)
                 ticket.cancel()
                 free.appendleft(slot)

@@ -328,3 +328,94 @@ def test_start_refuses_what_is_not_staged(proj: Project) -> None:
     assert_clean_error(proj.run("run", "--start", "nosuchrun"), 2, "nosuchrun")
     assert_clean_error(proj.run("run", "--start", batch["id"], "--restart", batch["id"]), 2, "--restart")
     assert proj.record(trial)["status"] == "staged"  # nothing started by any of them
+
+
+# --- the scheduler's side: tickets polled each tick, with the real lease engine and real jobs ----------
+
+
+class _GpuTicket:
+    """A scheduler ticket (``backends.Ticket``) over a real lease: its grant is the slot with the GPU."""
+
+    def __init__(self, name: str, slot: Any, pool: tuple[str, ...]) -> None:
+        from guildlite._leases import Want, queue_up
+
+        self.slot, self.ticket, self.lease = slot, queue_up(name, [Want(pool, 1)]), None
+        self.asked = 0
+
+    def try_take(self) -> Any:
+        import dataclasses
+
+        self.asked += 1
+        self.lease = self.ticket.try_take()
+        return None if self.lease is None else dataclasses.replace(self.slot, gpus=self.lease.gpus)
+
+    def reason(self) -> str:
+        return self.ticket.reason()
+
+    def position(self) -> int:
+        return self.ticket.position()
+
+    def cancel(self) -> None:
+        if self.ticket.open:
+            self.ticket.cancel()
+        if self.lease is not None:
+            self.lease.release()
+
+
+def _sched(tmp_path: Path, leave: set[str]) -> tuple[Any, list[str], dict[str, _GpuTicket]]:
+    """A Scheduler of real `python -c sleep` jobs, each holding its GPU lease (pass_fds), on one slot
+    leasing GPU 0; items in ``leave`` leave the queue (their ``waiting`` says False)."""
+    import sys
+
+    from guildlite._launch import Job
+    from guildlite._scheduler import Scheduler
+    from guildlite._slots import Slot
+
+    log: list[str] = []
+    tickets: dict[str, _GpuTicket] = {}
+
+    def queue_up(item: str, slot: Slot) -> _GpuTicket:
+        tickets[item] = _GpuTicket(item, slot, ("0",))
+        return tickets[item]
+
+    def start(item: str, slot: Slot, done: Callable[..., None]) -> Job:
+        lease = tickets[item].lease
+        assert lease is not None and slot.gpus == ("0",)
+        job = Job([sys.executable, "-c", "import time; time.sleep(0.2)"], tmp_path, {"PATH": "/usr/bin:/bin"},
+                  tmp_path / f"{item}.log", echo=False, on_exit=done, pass_fds=lease.fds)
+        job.start()
+        lease.release()  # the job holds it now
+        log.append(f"start {item}")
+        return job
+
+    def waiting(item: str, ticket: Any) -> bool:
+        return item not in leave
+
+    sched = Scheduler([Slot(0, pool=("0",), need=1), Slot(1, pool=("0",), need=1)], start,
+                      lambda item, code, job: log.append(f"end {item} {code}"), queue_up=queue_up, waiting=waiting)
+    return sched, log, tickets
+
+
+def test_the_scheduler_starts_waiting_items_one_at_a_time_as_the_gpu_frees(tmp_path: Path) -> None:
+    sched, log, tickets = _sched(tmp_path, leave={"b"})
+    assert sched.run(["a", "b", "c", "d"]) == []
+    # b left the queue while it waited: its slot went on to c (not a stop: d started too)
+    assert log == ["start a", "end a 0", "start c", "end c 0", "start d", "end d 0"], log
+    assert not tickets["b"].ticket.open and tickets["b"].lease is None
+    assert tickets["c"].asked >= 1 and not holders() and not waiters()
+
+
+def test_a_stop_gives_up_the_waiting_items_and_their_places(tmp_path: Path) -> None:
+    sched, log, tickets = _sched(tmp_path, leave=set())
+    real_start = sched._start
+
+    def start_then_stop(item: str, slot: Any, done: Callable[..., None]) -> Any:
+        job = real_start(item, slot, done)
+        sched.stop(signal.SIGTERM)  # the first job started, the second waits for the GPU
+        return job
+
+    sched._start = start_then_stop
+    assert sched.run(["a", "b", "c"]) == ["b", "c"]  # b waited, c never queued
+    assert log[0] == "start a" and log[1].startswith("end a") and len(log) == 2, log
+    assert not tickets["b"].ticket.open and "c" not in tickets
+    assert not waiters()
