@@ -168,6 +168,10 @@ def _max_concurrent(given: int | None, guildfile: Guildfile, op: OpDef, engine: 
             return None
         raise GuildliteError(f"--max-concurrent caps runs that queue on this machine; backend {engine.name} queues"
                              " its jobs itself (use --parallel to cap a batch's jobs in its queue)", exit_code=2)
+    if cap is not None:  # this machine's queue must be there to join, before anything is staged
+        from ._leases import lease_dir
+
+        lease_dir()
     return cap
 
 

@@ -46,7 +46,11 @@ class RunQueue:
         or will not start (ended, or a stop asked for it: ``Session.begin`` sees to that)."""
         if run.status not in ("staged", "pending") or run.paths.stop_request.exists():
             return None
-        return self.backend.queue_up(run, slot, self.max_concurrent)
+        try:
+            return self.backend.queue_up(run, slot, self.max_concurrent)
+        except GuildliteError as e:  # the queue cannot be joined (an unusable lease dir): this run cannot start
+            self._end(run, "error", error={"message": f"cannot wait for its turn: {e}"})
+            return None
 
     def waiting(self, run: Run, ticket: Ticket) -> bool:
         """Called each tick while ``run`` waits: records it ``pending`` and why (again when the

@@ -262,18 +262,38 @@ def test_max_concurrent_caps_a_users_runs_and_the_rest_wait(proj: Project) -> No
 
 
 def test_max_concurrent_is_validated(proj: Project) -> None:
-    for bad in ("0", "-1", "two", "true", "100000", "[1]", "null"):
-        (proj.root / "guildfile.yml").write_text(GUILDFILE + f"max-concurrent: {bad}\n")
-        assert_clean_error(proj.run("run", "gpu", "-y"), 2, "guildfile.yml:", "max-concurrent")
-        (proj.root / "guildfile.yml").write_text(GUILDFILE.replace("    max-concurrent: 2\n",
-                                                                   f"    max-concurrent: {bad}\n"))
-        assert_clean_error(proj.run("run", "gpu", "-y"), 2, "guildfile.yml:", "operation 'capped'", "max-concurrent")
-    (proj.root / "guildfile.yml").write_text(GUILDFILE)
+    from guildlite._errors import GuildfileError
+    from guildlite._guildfile import load
+
+    path = proj.root / "guildfile.yml"
+    for bad in ("0", "-1", "two", "true", "100000", "[1]", "null", "1.5"):
+        for text, where in ((GUILDFILE + f"max-concurrent: {bad}\n", "the guildfile"),
+                            (GUILDFILE.replace("    max-concurrent: 2\n", f"    max-concurrent: {bad}\n"),
+                             "operation 'capped'")):
+            path.write_text(text)
+            with pytest.raises(GuildfileError) as e:
+                load(path)
+            line = 1 + next(i for i, ln in enumerate(text.splitlines()) if ln.strip() == f"max-concurrent: {bad}")
+            assert f"guildfile.yml:{line}: {where}: 'max-concurrent' must be" in str(e.value), str(e.value)
+    path.write_text(GUILDFILE + "max-concurrent: 0\n")
+    assert_clean_error(proj.run("run", "gpu", "-y"), 2, "guildfile.yml:", "max-concurrent")
+    path.write_text(GUILDFILE + "max-concurrent: 3\n")
+    assert load(path).max_concurrent == 3 and load(path).operations["capped"].max_concurrent == 2
+    assert load(path).operations["gpu"].max_concurrent is None
     assert_clean_error(proj.run("run", "capped", "--max-concurrent", "0", "-y"), 2, "--max-concurrent")
     assert_clean_error(proj.run("run", "capped", "--max-concurrent", "9999", "-y"), 2, "--max-concurrent")
     assert_clean_error(proj.run("run", "capped", "--backend", "slurm", "--max-concurrent", "1", "-y"), 2,
                        "--max-concurrent", "slurm")
     assert proj.run_dirs() == []  # nothing staged by any of them
+
+
+def test_an_unusable_lease_dir_is_an_error_before_anything_is_staged(proj: Project, tmp_path: Path) -> None:
+    planted = tmp_path / "planted"
+    planted.write_text("not a directory")
+    env = {"GUILDLITE_GPU_LEASE_DIR": str(planted)}
+    for args in (("gpu", "--gpus", "0"), ("capped",), ("gpu", "--gpus", "0", "-b"), ("capped", "i=[1,2]", "-b")):
+        assert_clean_error(proj.run("run", *args, "-y", env=env), 2, str(planted), "not a directory")
+    assert proj.run_dirs() == []
 
 
 def test_start_runs_a_staged_run_and_batch_as_staged(proj: Project) -> None:
@@ -294,6 +314,18 @@ def test_start_runs_a_staged_run_and_batch_as_staged(proj: Project) -> None:
     trials = _trials(proj, batch)
     assert sorted(g for t in trials for g in t["gpus"]) == ["0", "1"]
     wait_no_marker_procs(proj.marker)
+
+
+def test_start_in_the_foreground_runs_several_one_after_another(proj: Project) -> None:
+    staged = []
+    for i in range(2):
+        cp = proj.run("run", "gpu", f"i={i}", "sleep=0.2", "--gpus", "0,1", "--stage", "-y", "--json")
+        staged.append(json.loads(cp.stdout)["id"])
+    cp = proj.run("run", "--start", *staged)
+    assert cp.returncode == 0, cp.stderr
+    first, second = (_times(proj, r) for r in staged)
+    assert second["start"] >= first["end"]
+    assert all(proj.record(r)["status"] == "completed" for r in staged)
 
 
 def test_started_runs_take_their_place_in_the_queue(proj: Project) -> None:

@@ -40,11 +40,17 @@ class LocalBackend(Backend):
         self._granted: dict[str, Lease] = {}  # run id -> its lease, until its job holds it
 
     def plan_slots(self, op: OpDef, parallel: int | None, n_trials: int, gpus: str | None) -> list[Slot]:
-        """``parallel`` (default 1) slots, each leasing ``gpus-per-trial`` GPUs from the pool."""
+        """``parallel`` (default 1) slots, each leasing ``gpus-per-trial`` GPUs from the pool; the
+        lease dir is checked here, before anything is staged."""
         from .._slots import lease_slots, visible_gpus
 
         n = 1 if parallel is None else parallel
-        return lease_slots(n, op.gpus_per_trial, visible_gpus(gpus) if op.gpus_per_trial else [])
+        slots = lease_slots(n, op.gpus_per_trial, visible_gpus(gpus) if op.gpus_per_trial else [])
+        if op.gpus_per_trial:
+            from .._leases import lease_dir
+
+            lease_dir()
+        return slots
 
     def queue_up(self, run: Run, slot: Slot, max_concurrent: int | None) -> _LeaseTicket | None:
         """A ticket for the slot's GPUs and, with ``max_concurrent``, one of the user's run tokens."""
