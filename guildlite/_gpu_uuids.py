@@ -13,8 +13,6 @@ replaces it (for tests and CPU machines). With neither, an id is its own key.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 
 from ._errors import GuildliteError
 
@@ -38,6 +36,9 @@ def _parse_env(value: str) -> dict[str, str]:
 
 
 def _query_nvidia_smi() -> dict[str, str]:
+    import shutil
+    import subprocess
+
     if not shutil.which("nvidia-smi"):
         return {}
     try:

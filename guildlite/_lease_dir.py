@@ -49,15 +49,31 @@ class LeaseDir:
     path: Path
     fd: int
 
+    def caveat(self) -> str:
+        """A warning about who else controls the directory ('' when only root and we do)."""
+        owner = os.fstat(self.fd).st_uid
+        if owner in (os.geteuid(), 0):
+            return ""
+        import pwd
+
+        try:
+            name = pwd.getpwuid(owner).pw_name
+        except KeyError:
+            name = str(owner)
+        return (f"the lease directory belongs to user {name}, who can remove anyone's lease files in it; "
+                "on a shared machine have root create it (mode 1777)")
+
     def names(self) -> list[str]:
         """The names in the directory (os.listdir of a dup: listing consumes the fd's position)."""
         return os.listdir(self.fd)
 
-    def open(self, name: str, *, create: bool = True) -> int:
-        """An fd (read-write, close-on-exec) on the regular file ``name``, created mode 0666 if
-        ``create`` and missing. LeaseError when ``name`` is not a regular file or cannot be opened;
-        FileNotFoundError when it is missing and not ``create``."""
-        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    def open(self, name: str, *, create: bool = True, write: bool | None = None) -> int:
+        """An fd (close-on-exec; read-write if ``write``, by default if ``create``) on the regular
+        file ``name``, created mode 0666 if ``create`` and missing. LeaseError when ``name`` is not
+        a regular file or cannot be opened; FileNotFoundError when it is missing and not ``create``.
+        (A flock needs no write access: readers and the take lock open files read-only.)"""
+        writable = create if write is None else write
+        flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         while True:
             try:
                 # Not O_CREAT first: with fs.protected_regular, O_CREAT on another user's file in a
@@ -70,14 +86,17 @@ class LeaseDir:
                     fd = os.open(name, flags | os.O_CREAT | os.O_EXCL, _FILE_MODE, dir_fd=self.fd)
                 except FileExistsError:
                     continue  # another process made it in between: open theirs
+                except OSError as e:  # (ENOENT: the directory itself was removed)
+                    raise self._refusal(name, e) from None
                 os.fchmod(fd, _FILE_MODE)  # the umask narrowed it; others must open it too
             except OSError as e:
                 raise self._refusal(name, e) from None
             st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
                 os.close(fd)
-                raise LeaseError(f"{self.path / name} is not a regular file (guildlite never makes one; "
-                                 "remove it)")
+                # A hard link is another file's name: writing a record into it would write there.
+                what = "not a regular file" if not stat.S_ISREG(st.st_mode) else "a hard link to another file"
+                raise LeaseError(f"{self.path / name} is {what} (guildlite never makes one; remove it)")
             return fd
 
     def _refusal(self, name: str, e: OSError) -> LeaseError:
@@ -102,7 +121,7 @@ class LeaseDir:
         """Hold the directory's take lock: exclusive for a check-and-take, shared for a reader that
         must see no take half done. Polled (not a blocking flock) so that a process sitting on it
         is reported instead of hanging everyone."""
-        fd = self.open(LOCK_NAME)
+        fd = self.open(LOCK_NAME, write=False)
         try:
             op = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB
             deadline, pause = time.monotonic() + _LOCK_PATIENCE, 0.0002
@@ -116,6 +135,9 @@ class LeaseDir:
                                          "(a process holds it and does not let go)") from None
                     time.sleep(pause)
                     pause = min(pause * 2, 0.005)
+                except OSError as e:  # a filesystem without flock (some NFS): no lease can work here
+                    raise LeaseError(f"flock fails in {self.path}: {e.strerror} (set {DIR_ENV} to a directory "
+                                     "on a local filesystem)") from None
             yield
         finally:
             os.close(fd)
@@ -157,7 +179,11 @@ _opened: dict[str, LeaseDir] = {}
 def lease_dir() -> LeaseDir:
     """The lease directory of this machine (``GUILDLITE_GPU_LEASE_DIR``), created mode 1777 if
     missing, checked and pinned by an fd (reopened if the path now names another directory)."""
-    path = os.path.abspath(os.environ.get(DIR_ENV) or DEFAULT_DIR)
+    given = os.path.expanduser(os.environ.get(DIR_ENV) or DEFAULT_DIR)
+    if not os.path.isabs(given):  # relative to each invocation's cwd, it would be a different dir for each
+        raise LeaseError(f"{DIR_ENV}={given!r}: must be an absolute path (every guildlite on the machine "
+                         "must find the same directory)")
+    path = os.path.normpath(given)
     known = _opened.get(path)
     if known is not None:
         try:
@@ -166,7 +192,8 @@ def lease_dir() -> LeaseDir:
                 return known
         except OSError:
             pass
-        os.close(known.fd)
+        # The path names another directory now (removed and made again). The old fd stays open:
+        # tickets and leases made there still use it, and a closed number could be reused.
         del _opened[path]
     _opened[path] = _open_dir(Path(path))
     return _opened[path]
@@ -187,6 +214,12 @@ def _open_dir(path: Path) -> LeaseDir:
     except OSError as e:
         kind = "a symlink" if os.path.islink(path) else "not a directory" if e.errno == errno.ENOTDIR else e.strerror
         raise LeaseError(f"the GPU lease directory {path} is {kind}: refused (remove it, or set {DIR_ENV})") from None
+    fstype = _network_fstype(path)
+    if fstype:
+        os.close(fd)
+        raise LeaseError(f"the GPU lease directory {path} is on a {fstype} filesystem: refused (a lease is a "
+                         f"flock, which there may be emulated with locks that one close drops; set {DIR_ENV} to "
+                         "a directory on a local filesystem, such as /tmp)")
     st = os.fstat(fd)
     if made and st.st_uid == os.geteuid():
         os.fchmod(fd, _DIR_MODE)
@@ -197,6 +230,29 @@ def _open_dir(path: Path) -> LeaseDir:
         raise LeaseError(f"the GPU lease directory {path} {problem}: refused (set {DIR_ENV} to a directory "
                          "of mode 1777, or remove it)")
     return LeaseDir(path, fd)
+
+
+# Filesystems shared between hosts: their flock may be a POSIX lock underneath (NFS), which a
+# process drops on any close of the file, or reach other hosts, whose GPUs are not ours.
+_NETWORK_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "ceph", "ocfs2", "gfs2", "9p", "afs",
+               "beegfs", "glusterfs", "pvfs2", "orangefs", "fuse.sshfs", "fuse.glusterfs", "fuse.ceph"}
+
+
+def _network_fstype(path: Path) -> str:
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            return network_fstype(f.read(), os.path.realpath(path))
+    except OSError:
+        return ""
+
+
+def network_fstype(mountinfo: str, path: str) -> str:
+    """The type of the network filesystem holding absolute ``path``, from ``/proc/self/mountinfo``
+    text ('' for a local one, or an unknown one)."""
+    from ._disk import mount_entry
+
+    mount = mount_entry(mountinfo, path)
+    return mount.fstype if mount is not None and mount.fstype in _NETWORK_FS else ""
 
 
 def _unsafe(st: os.stat_result) -> str:

@@ -36,6 +36,8 @@ class Want:
     kind: str = "gpu"
 
     def __post_init__(self) -> None:
+        if isinstance(self.pool, str):
+            raise GuildliteError(f"a lease's pool is a tuple of ids, not the string {self.pool!r}", exit_code=2)
         pool = tuple(str(i).strip() for i in self.pool)
         object.__setattr__(self, "pool", pool)
         if not pool or any(not i for i in pool) or not self.kind:
@@ -73,6 +75,7 @@ class Waiter:
     since: str | None
     wants: tuple[Want, ...]
     position: int
+    reason: str  # as Ticket.reason() says it
 
 
 def token_key(kind: str, token_id: str) -> str:
@@ -81,6 +84,7 @@ def token_key(kind: str, token_id: str) -> str:
 
 
 def file_name(key: str) -> str:
+    """The name of the lease file of ``key`` in the lease directory."""
     # Any id may name a token: escape what a file name cannot hold (or would hide, or would climb).
     escaped = "".join(c if c in _SAFE else "".join(f"%{b:02X}" for b in c.encode()) for c in key)
     if len(escaped) > 200:
@@ -104,8 +108,10 @@ def _name_of(uid: int) -> str:
 
 
 def seq_of(name: str) -> int | None:
+    """A ticket's place in arrival order, from its name (None: not a ticket's name)."""
     parts = name.split(".")
-    if len(parts) == 4 and parts[0] + "." == TICKET_PREFIX and parts[1].isdigit() and len(parts[1]) <= 30:
+    if len(parts) == 4 and parts[0] + "." == TICKET_PREFIX and parts[1].isascii() and parts[1].isdigit() \
+            and len(parts[1]) <= 30:
         return int(parts[1])
     return None
 
@@ -115,6 +121,7 @@ _tickets: dict[str, tuple[dict[str, Any], frozenset[str]]] = {}
 
 
 def rec_keys(rec: dict[str, Any]) -> frozenset[str]:
+    """Every lease key a ticket's record wants (none where the record does not say)."""
     keys: set[str] = set()
     wants = rec.get("wants")
     for w in wants if isinstance(wants, list) else []:
@@ -157,28 +164,40 @@ def live_tickets(directory: LeaseDir, before: tuple[int, str] | None = None,
         _tickets.clear()
 
 
-def why_held(directory: LeaseDir, wants: tuple[Want, ...], keys: tuple[tuple[str, ...], ...]) -> str:
+def behind(blocker: dict[str, Any], wants: tuple[Want, ...], keys: tuple[tuple[str, ...], ...]) -> str:
+    """Why a ticket waits behind the earlier ticket (record) ``blocker``."""
+    theirs = rec_keys(blocker)
+    common = dict.fromkeys(i for w, ks in zip(wants, keys) for i, k in zip(w.pool, ks) if k in theirs)
+    run, user = (_str(blocker.get(f)) or "?" for f in ("run", "user"))
+    return f"queued behind run {run} of user {user}, which also waits for {', '.join(common)}"
+
+
+def why_held(directory: LeaseDir, wants: tuple[Want, ...], keys: tuple[tuple[str, ...], ...],
+             by_key: dict[str, Holder] | None = None) -> str:
     """Why ``wants`` cannot be taken now, naming each holder in the way ("" when they can)."""
-    by_key = {h.key: h for h in _holders(directory)}
+    if by_key is None:
+        by_key = {h.key: h for h in _holders(directory)}
     for want, want_keys in zip(wants, keys):
         label = "GPU" if want.kind == "gpu" else want.kind
         busy = []
         for i, k in zip(want.pool, want_keys):
             why = f"held by {_who(by_key[k])}" if k in by_key else unusable(directory, k)
             if why:
-                busy.append(f"{label} {i} {why}")
+                busy.append((i, why))
         if len(want.pool) - len(busy) >= want.count:
             continue
         if len(want.pool) == 1:
-            return f"waiting for {busy[0].replace(' held by', ', held by', 1)}"
-        return f"waiting for {want.count} of {label} {','.join(want.pool)} ({'; '.join(busy)})"
+            why = busy[0][1]
+            return f"waiting for {label} {want.pool[0]}, {'' if why.startswith('held') else 'which '}{why}"
+        return f"waiting for {want.count} of {label} {','.join(want.pool)} (" + \
+            "; ".join(f"{label} {i} {why}" for i, why in busy) + ")"
     return ""
 
 
 def unusable(directory: LeaseDir, key: str) -> str:
     """Why the lease file of ``key`` can never be taken ('' when it can): something planted there."""
     try:
-        os.close(directory.open(file_name(key), create=False))
+        os.close(directory.open(file_name(key), create=False, write=True))
     except FileNotFoundError:
         return ""
     except LeaseError as e:
@@ -243,6 +262,7 @@ class Overview:
     """The machine's leases at one moment: GPUs, other held tokens, and the queue."""
 
     directory: str
+    caveat: str  # who else controls the directory ('' when only root and this user do)
     gpus: tuple[GpuRow, ...]
     others: tuple[Holder, ...]
     queue: tuple[Waiter, ...]
@@ -262,7 +282,7 @@ def overview(visible: Sequence[str]) -> Overview:
             seen.add(key)
             rows.append(GpuRow(gpu, key, by_key.get(key), "" if key in by_key else unusable(directory, key)))
     rows += [GpuRow(h.id, h.key, h) for h in held if h.kind == "gpu" and h.key not in seen]
-    return Overview(str(directory.path), tuple(rows), tuple(h for h in held if h.kind != "gpu"), tuple(queue))
+    return Overview(str(directory.path), directory.caveat(), tuple(rows), tuple(h for h in held if h.kind != "gpu"), tuple(queue))
 
 
 def holders() -> list[Holder]:
@@ -281,22 +301,31 @@ def waiters() -> list[Waiter]:
 
 def _waiters(directory: LeaseDir) -> list[Waiter]:
     live = list(live_tickets(directory))
+    by_key = {h.key: h for h in _holders(directory)}
     out = []
     for i, (name, rec) in enumerate(live):
         keys = rec_keys(rec)
-        ahead = sum(1 for _, r in live[:i] if rec_keys(r) & keys)
+        ahead = [r for _, r in live[:i] if rec_keys(r) & keys]
+        wants = _rec_wants(rec)
+        want_keys = tuple(k for _, k in wants)
+        reason = behind(ahead[0], tuple(w for w, _ in wants), want_keys) if ahead else \
+            why_held(directory, tuple(w for w, _ in wants), want_keys, by_key)
         out.append(Waiter(name=name, seq=seq_of(name) or 0, run=_str(rec.get("run")), user=_str(rec.get("user")),
-                          pid=_int(rec.get("pid")), since=_str(rec.get("since")), wants=_rec_wants(rec),
-                          position=1 + ahead))
+                          pid=_int(rec.get("pid")), since=_str(rec.get("since")), wants=tuple(w for w, _ in wants),
+                          position=1 + len(ahead), reason=reason))
     return out
 
 
-def _rec_wants(rec: dict[str, Any]) -> tuple[Want, ...]:
+def _rec_wants(rec: dict[str, Any]) -> tuple[tuple[Want, tuple[str, ...]], ...]:
+    """The wants a ticket's record names, each with the keys its maker computed (unreadable ones left out)."""
     wants = []
     raw = rec.get("wants")
     for w in raw if isinstance(raw, list) else []:
         try:
-            wants.append(Want(tuple(str(i) for i in w["pool"]), int(w["count"]), str(w.get("kind", "gpu"))))
-        except (GuildliteError, KeyError, TypeError, ValueError):
+            want = Want(tuple(str(i) for i in w["pool"]), int(w["count"]), str(w.get("kind", "gpu")))
+        except (GuildliteError, KeyError, TypeError, ValueError, AttributeError):
             continue
+        keys = w.get("keys")
+        ok = isinstance(keys, list) and len(keys) == len(want.pool) and all(isinstance(k, str) for k in keys)
+        wants.append((want, tuple(keys) if ok else want.keys()))
     return tuple(wants)

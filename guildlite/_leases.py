@@ -25,6 +25,7 @@ lock for the job too.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import time
@@ -32,16 +33,16 @@ from typing import Any, Iterator, Sequence
 
 from ._errors import GuildliteError
 from ._files import now_iso
-from ._lease_dir import LeaseDir, LeaseError, lease_dir, write_record
+from ._lease_dir import LeaseDir, LeaseError, is_locked, lease_dir, write_record
 from ._lease_state import (
     TICKET_PREFIX,
     Holder,
     Waiter,
     Want,
+    behind,
     file_name,
     holders,
     live_tickets,
-    rec_keys,
     seq_of,
     user_name,
     waiters,
@@ -98,6 +99,7 @@ class Ticket:
         self.seq = seq_of(name) or 0
         self._dir = directory
         self._fd: int | None = fd
+        self._pid = os.getpid()
         self._keys = tuple(w.keys() for w in wants)
         self._all_keys = frozenset(k for keys in self._keys for k in keys)
 
@@ -141,11 +143,7 @@ class Ticket:
         with self._dir.locked(shared=True):
             blocker = self._blocker()
             if blocker is not None:
-                theirs = rec_keys(blocker[1])
-                common = dict.fromkeys(i for w, ks in zip(self.wants, self._keys) for i, k in zip(w.pool, ks)
-                                       if k in theirs)
-                return (f"queued behind run {blocker[1].get('run', '?')} of user {blocker[1].get('user', '?')}, "
-                        f"which also waits for {', '.join(common)}")
+                return behind(blocker[1], self.wants, self._keys)
             return why_held(self._dir, self.wants, self._keys)
 
     def cancel(self) -> None:
@@ -158,6 +156,12 @@ class Ticket:
 
     def __exit__(self, *exc: object) -> None:
         self.cancel()
+
+    def __del__(self) -> None:
+        # A ticket nobody holds any more can never take: leave the queue rather than block it.
+        if self._pid == os.getpid():  # not in a forked child: the ticket is its parent's
+            with contextlib.suppress(Exception):
+                self.cancel()
 
     def _close_ticket(self) -> None:
         # Unlink before close: a reader between the two still sees a live ticket, never a dead one
@@ -198,13 +202,23 @@ class Ticket:
             if isinstance(e, _NotNow):
                 return None
             raise
-        since, user = now_iso(), user_name()
-        ids_by_key = {k: i for w in self.wants for i, k in zip(w.pool, w.keys())}
-        kinds = {k: w.kind for w in self.wants for k in w.keys()}
-        for key, fd in held.items():
-            write_record(fd, {"v": 1, "key": key, "kind": kinds[key], "id": ids_by_key[key], "run": self.run_id,
-                              "user": user, "uid": os.geteuid(), "pid": os.getpid(), "since": since})
+        self._describe(held)
         return tuple(taken), tuple(held.values())
+
+    def _describe(self, held: dict[str, int]) -> None:
+        """Name this run in each lease file taken, for ``guildlite gpus`` and others' reasons."""
+        since, user = now_iso(), user_name()
+        for want, keys in zip(self.wants, self._keys):
+            for token_id, key in zip(want.pool, keys):
+                if key not in held:
+                    continue
+                record = {"v": 1, "key": key, "kind": want.kind, "id": token_id, "run": self.run_id, "user": user,
+                          "uid": os.geteuid(), "pid": os.getpid(), "since": since}
+                try:
+                    write_record(held[key], record)
+                except OSError:  # a full disk: the lease holds all the same, but must not name the last holder
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(held[key], 0)
 
     def __repr__(self) -> str:
         return f"Ticket({self.run_id!r}, {self.name!r}, open={self.open})"
@@ -238,6 +252,10 @@ def queue_up(run_id: str, wants: Sequence[Want]) -> Ticket:
     wants = tuple(wants)
     if not wants:
         raise GuildliteError("a lease needs at least one Want", exit_code=2)
+    for w in wants:
+        if len(set(w.keys())) < w.count:  # "0" and its UUID are one GPU
+            raise GuildliteError(f"cannot lease {w.count} {w.kind}(s) out of {','.join(w.pool)}: "
+                                 f"they are {len(set(w.keys()))} distinct", exit_code=2)
     directory = lease_dir()
     record = {"v": 1, "run": run_id, "user": user_name(), "uid": os.geteuid(), "pid": os.getpid(), "since": now_iso(),
               "wants": [{"kind": w.kind, "pool": list(w.pool), "count": w.count, "keys": list(w.keys())}
@@ -245,7 +263,9 @@ def queue_up(run_id: str, wants: Sequence[Want]) -> Ticket:
     tag = f"{os.getpid()}.{os.urandom(4).hex()}"
     tmp = f"{_TMP_PREFIX}{tag}"
     with directory.locked():
-        top = max((s for n in directory.names() if (s := seq_of(n)) is not None), default=0)
+        names = directory.names()
+        _sweep_tmp(directory, [n for n in names if n.startswith(_TMP_PREFIX)])
+        top = max((s for n in names if (s := seq_of(n)) is not None), default=0)
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666,
                      dir_fd=directory.fd)
         try:
@@ -260,3 +280,18 @@ def queue_up(run_id: str, wants: Sequence[Want]) -> Ticket:
             raise
     return Ticket(directory, run_id, wants, name, fd)
 
+
+
+def _sweep_tmp(directory: LeaseDir, names: list[str]) -> None:
+    """Remove tickets that were never published: their process died while making one (under the
+    take lock, which we hold, so none is being made now)."""
+    for name in names:
+        try:
+            fd = directory.open(name, create=False)
+        except (FileNotFoundError, LeaseError):
+            continue
+        try:
+            if not is_locked(fd):
+                directory.unlink(name)
+        finally:
+            os.close(fd)

@@ -39,7 +39,10 @@ WORKER = textwrap.dedent(
             json.dump(data, f)
         os.replace(path + ".tmp", path)
 
-    ticket = queue_up(spec["run"], [Want(tuple(w["pool"]), w["count"], w.get("kind", "gpu")) for w in spec["wants"]])
+    wants = [Want(tuple(w["pool"]), w["count"]) for w in spec["wants"]]
+    if spec.get("slots"):
+        wants.append(Want(("s0", "s1"), 1, kind="run-slot"))
+    ticket = queue_up(spec["run"], wants)
     put(out + ".queued", {"ticket": ticket.name, "pid": os.getpid()})
     lease = ticket.take(timeout=spec.get("timeout", 60), poll=0.005)
     if lease is None:
@@ -151,6 +154,32 @@ def test_processes_contending_for_two_gpus_never_share_one(workers: Workers) -> 
     assert len(intervals["g0"]) + len(intervals["g1"]) == 8
 
 
+def test_mixed_requests_of_many_processes_never_share_a_token(workers: Workers) -> None:
+    import random
+
+    rng = random.Random(16)
+    pools = [("g0", "g1", "g2"), ("g2", "g1"), ("g0",), ("g1", "g2", "g3")]
+    outs = []
+    for i in range(10):
+        pool = rng.choice(pools)
+        wants = [(pool, rng.randint(1, len(pool)))]
+        if i % 3 == 0:  # and one of two run slots, taken with the GPUs or not at all
+            outs.append(workers.start(f"m{i}", *wants, hold=0.03, wait_queued=False, slots=True))
+        else:
+            outs.append(workers.start(f"m{i}", *wants, hold=0.03, wait_queued=False))
+    spans: dict[str, list[tuple[float, float, str]]] = {}
+    for o in outs:
+        r = result(o)
+        for ids in r["taken"]:
+            for token in ids:
+                spans.setdefault(token, []).append((r["start"], r["end"], r["run"]))
+    assert sum(len(v) for v in spans.values()) >= 10
+    for token, held in spans.items():
+        held.sort()
+        for (_, end, a), (start, _, b) in zip(held, held[1:]):
+            assert end <= start, f"{token} held by {a} and {b} at once"
+
+
 def test_one_process_two_tickets_get_different_gpus() -> None:
     with queue_up("a", [Want(("g0", "g1"), 1)]) as t1, queue_up("b", [Want(("g0", "g1"), 1)]) as t2:
         l1, l2 = t1.try_take(), t2.try_take()
@@ -216,7 +245,10 @@ def test_waiters_take_in_arrival_order_across_processes(workers: Workers, tmp_pa
     took(holder)
     names = [f"w{i}" for i in range(5)]
     outs = [workers.start(n, (("g0",), 1), hold=0.02) for n in names]  # each queued before the next starts
-    assert [w.run for w in waiters()] == names and [w.position for w in waiters()] == [1, 2, 3, 4, 5]
+    queue = waiters()
+    assert [w.run for w in queue] == names and [w.position for w in queue] == [1, 2, 3, 4, 5]
+    assert queue[0].reason.startswith("waiting for GPU g0, held by run holder of user ")
+    assert queue[1].reason.startswith("queued behind run w0 of user ") and queue[1].reason.endswith("waits for g0")
     go.touch()
     starts = [result(o)["start"] for o in outs]
     assert starts == sorted(starts), dict(zip(names, starts))
@@ -249,7 +281,8 @@ def test_requests_for_disjoint_gpus_never_wait_on_each_other(workers: Workers) -
 
 
 def test_dead_waiters_tickets_do_not_block(tmp_path: Path) -> None:
-    code = "from guildlite._leases import Want, queue_up; import os; queue_up('ghost', [Want(('g0',), 1)]); os._exit(0)"
+    code = ("from guildlite._leases import Want, queue_up; import os; t = queue_up('ghost', [Want(('g0',), 1)]); "
+            "os._exit(0)")
     subprocess.run([sys.executable, "-c", code], env=clean_env(), check=True, timeout=60)
     sigkilled = "import os, signal; " + code.replace("os._exit(0)", "os.kill(os.getpid(), signal.SIGKILL)")
     assert subprocess.run([sys.executable, "-c", sigkilled], env=clean_env(), timeout=60).returncode == -9
@@ -261,6 +294,18 @@ def test_dead_waiters_tickets_do_not_block(tmp_path: Path) -> None:
         assert lease is not None and t.position() == 1
         lease.release()
     assert not [n for n in os.listdir(lease_dir) if n.startswith("ticket.")]
+
+
+def test_a_waiter_killed_in_line_lets_the_next_one_through(workers: Workers, tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    took(workers.start("holder", (("g0",), 1), until=str(go)))
+    first = workers.start("first", (("g0", "g1"), 2))
+    second = workers.start("second", (("g1",), 1))
+    assert [w.position for w in waiters()] == [1, 2]
+    os.kill(json.loads(Path(f"{first}.queued").read_text())["pid"], signal.SIGKILL)
+    assert took(second)["gpus"] == ["g1"]  # g0 is still held: only the dead ticket was in the way
+    assert [w.run for w in waiters()] == []
+    go.touch()
 
 
 def test_cancelled_ticket_leaves_the_queue() -> None:
@@ -308,7 +353,7 @@ def test_malformed_uuid_map_is_a_clean_error() -> None:
 
 def test_wants_that_can_never_be_met_are_refused() -> None:
     for bad in (lambda: Want(("g0",), 2), lambda: Want((), 1), lambda: Want(("g0", " "), 1),
-                lambda: Want(("g0", "g0"), 2), lambda: queue_up("r", [])):
+                lambda: Want(("g0", "g0"), 2), lambda: Want("g0", 1), lambda: queue_up("r", [])):
         with pytest.raises(Exception) as e:
             bad()
         assert getattr(e.value, "exit_code", None) == 2
@@ -344,6 +389,7 @@ def test_lease_dir_is_1777_and_its_files_0666_under_umask_077(own_lease_dir: Pat
 SHARED = textwrap.dedent(
     """\
     import json, os, sys
+    import shutil, subprocess, urllib.parse, guildlite._disk  # (the interpreter's own files are root's only here)
     from guildlite._leases import Want, queue_up, holders
     os.setgid(65534); os.setuid(65534)
     busy = queue_up("theirs", [Want(("g0",), 1)])
@@ -351,8 +397,10 @@ SHARED = textwrap.dedent(
     reason = busy.reason()
     busy.cancel()
     free = queue_up("theirs", [Want(("g0", "g1"), 1)]).try_take()
+    closed = queue_up("theirs", [Want(("g2",), 1)])
     print(json.dumps({"busy": got is not None, "reason": reason, "free": free and free.gpus,
-                      "holders": sorted((h.id, h.user) for h in holders())}))
+                      "holders": sorted((h.id, h.user) for h in holders()),
+                      "closed": [closed.try_take() is not None, closed.reason()]}))
     """
 )
 
@@ -373,6 +421,7 @@ def test_a_second_user_shares_the_dir_made_under_umask_077(tmp_path: Path, monke
             os.umask(old)
         lease = ticket.try_take()
         assert lease is not None
+        (shared / "lease.gpu:g2").touch(mode=0o600)  # not made by guildlite: closed to others
         cp = subprocess.run([sys.executable, "-c", SHARED], env=clean_env(GUILDLITE_GPU_LEASE_DIR=str(shared)),
                             capture_output=True, text=True, timeout=60)
         assert cp.returncode == 0, cp.stderr
@@ -380,6 +429,8 @@ def test_a_second_user_shares_the_dir_made_under_umask_077(tmp_path: Path, monke
         assert seen["busy"] is False and seen["reason"] == "waiting for GPU g0, held by run mine of user root"
         assert seen["free"] == ["g1"]
         assert seen["holders"] == [["g0", "root"], ["g1", "nobody"]]
+        assert seen["closed"][0] is False and "GPU g2, which cannot be leased" in seen["closed"][1]
+        assert "Permission denied" in seen["closed"][1]
         lease.release()
     finally:
         subprocess.run(["rm", "-rf", str(base)], check=True)
@@ -418,10 +469,13 @@ def test_planted_lease_files_never_redirect_a_write(own_lease_dir: Path, tmp_pat
     (own_lease_dir / "lease.gpu:g0").symlink_to(victim)
     os.mkfifo(own_lease_dir / "lease.gpu:g1")
     (own_lease_dir / "lease.gpu:g2").mkdir()
-    with queue_up("r", [Want(("g0", "g1", "g2", "g3"), 1)]) as t:
+    os.link(victim, own_lease_dir / "lease.gpu:g4")
+    with queue_up("r", [Want(("g0", "g1", "g2", "g4", "g3"), 1)]) as t:
         lease = t.try_take()
         assert lease is not None and lease.gpus == ("g3",)
         lease.release()
+    with queue_up("r", [Want(("g4",), 1)]) as t:
+        assert t.try_take() is None and "hard link" in t.reason()
     with queue_up("r", [Want(("g0",), 1)]) as t:
         assert t.try_take() is None
         assert "symlink" in t.reason() and "g0" in t.reason()
@@ -450,7 +504,7 @@ def test_garbage_records_and_names_never_crash_gpus(workers: Workers, own_lease_
                  json.dumps({"run": "forged", "user": "someone-else", "wants": [{"keys": ["gpu:g9"], "pool": 5}]}))
     (own_lease_dir / "ticket.00000000000000000003.1.z").write_text("{}")  # dead
     (own_lease_dir / "ticket.00000000000000000004.1.d").mkdir()
-    for junk in ("ticket.", "ticket.x.y.z", "ticket.99999999999999999999999999999999999.1.q", "lease.", "zz"):
+    for junk in ("ticket.", "ticket.x.y.z", "ticket.\u00b2.1.x", "ticket.-1.2.3", "ticket.99999999999999999999999999999999999.1.q", "lease.", "zz"):
         (own_lease_dir / junk).write_bytes(b"\0\xff" * 10)
     cp = gpus_cli(env={"GUILDLITE_VISIBLE_GPUS": "g0,g1,g2"})
     assert cp.returncode == 0 and TRACEBACK not in cp.stderr, cp.stderr
@@ -490,6 +544,7 @@ def test_gpus_shows_holders_other_leases_and_the_queue(workers: Workers) -> None
         assert any(line.split()[:2] == ["run-slot:alice/0", "slot-run"] for line in lines)
         queue_line = next(line for line in lines if "waiter-run" in line)
         assert queue_line.split()[0] == "1" and "2 of GPU g0,g1" in queue_line
+        assert queue_line.endswith(f"waiting for 2 of GPU g0,g1 (GPU g1 held by run holder-run of user {clean_user()})")
         data = json.loads(gpus_cli("--json", env={"GUILDLITE_VISIBLE_GPUS": "g0,g1"}).stdout)
         assert data["leases"][0]["run"] == "slot-run" and data["queue"][0]["wants"] == [
             {"kind": "gpu", "pool": ["g0", "g1"], "count": 2}]
@@ -501,3 +556,74 @@ def clean_user() -> str:
     import pwd
 
     return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def test_a_gpu_named_twice_in_one_pool_counts_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GUILDLITE_GPU_UUIDS", "0:GPU-aaa111")
+    with pytest.raises(Exception) as e:
+        queue_up("r", [Want(("0", "GPU-aaa111"), 2)])
+    assert getattr(e.value, "exit_code", None) == 2 and "1 distinct" in str(e.value)
+
+
+def test_a_dropped_ticket_leaves_the_queue_and_a_half_made_one_is_swept(own_lease_dir: Path) -> None:
+    queue_up("dropped", [Want(("g0",), 1)])
+    assert waiters() == []
+    (own_lease_dir / ".ticket-tmp.1.dead").write_text("{}")  # its maker died before publishing it
+    with queue_up("next", [Want(("g0",), 1)]):
+        assert sorted(n for n in os.listdir(own_lease_dir) if "ticket" in n)[0].startswith("ticket.")
+        assert not (own_lease_dir / ".ticket-tmp.1.dead").exists()
+
+
+def test_the_test_switch_stands_in_for_nvidia_smi_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from guildlite._slots import visible_gpus
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("GUILDLITE_VISIBLE_GPUS", "g0, g1")
+    assert visible_gpus() == ["g0", "g1"]
+    assert visible_gpus("3") == ["3"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2")
+    assert visible_gpus() == ["2"]
+
+
+def test_a_relative_lease_dir_is_refused(tmp_path: Path) -> None:
+    cp = subprocess.run([*GUILDLITE, "gpus"], env=clean_env(GUILDLITE_GPU_LEASE_DIR="leases"), cwd=tmp_path,
+                        capture_output=True, text=True, timeout=60)
+    assert_clean_error(cp, 2, "absolute path")
+    assert not (tmp_path / "leases").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the directory to another user")
+def test_a_lease_dir_of_another_user_is_used_with_a_warning(own_lease_dir: Path) -> None:
+    own_lease_dir.mkdir()
+    own_lease_dir.chmod(0o1777)
+    os.chown(own_lease_dir, 65534, 65534)
+    cp = gpus_cli(env={"GUILDLITE_VISIBLE_GPUS": "g0"})
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stderr.startswith("guildlite: warning: the lease directory belongs to user nobody")
+    os.chmod(own_lease_dir, 0o755)  # theirs and not sticky: they could swap any file in it
+    assert_clean_error(gpus_cli(), 2, "belongs to uid 65534 and is not sticky")
+
+
+def test_a_lease_dir_on_a_network_filesystem_is_refused() -> None:
+    from guildlite._lease_dir import network_fstype
+
+    mountinfo = (
+        "22 1 253:0 / / rw,relatime - ext4 /dev/vda rw\n"
+        "40 22 0:35 / /home rw,relatime - nfs4 server:/home rw,vers=4.2,local_lock=none\n"
+        "41 22 0:36 / /tmp rw,nosuid - tmpfs tmpfs rw\n"
+    )
+    assert network_fstype(mountinfo, "/home/alice/leases") == "nfs4"
+    assert network_fstype(mountinfo, "/tmp/guildlite-gpu-leases") == ""
+    assert network_fstype(mountinfo, "/var/tmp/x") == ""
+
+
+def test_a_lease_dir_made_again_is_followed(own_lease_dir: Path) -> None:
+    with queue_up("before", [Want(("g0",), 1)]) as old:
+        subprocess.run(["rm", "-rf", str(own_lease_dir)], check=True)
+        with queue_up("after", [Want(("g0",), 1)]) as new:
+            lease = new.try_take()
+            assert lease is not None and [h.run for h in holders()] == ["after"]
+            lease.release()
+        with pytest.raises(LeaseError, match="No such file"):  # its directory is gone: a clear error
+            old.try_take()
+    assert sorted(os.listdir(own_lease_dir)) == [".lock", "lease.gpu:g0"]

@@ -41,12 +41,16 @@ def gpus(as_json: bool) -> None:
         _say("")
         _table(["LEASE", "RUN", "USER", "SINCE"], [[h.key, *_held(h, "")] for h in view.others])
     _say("")
-    if not view.queue:
+    if view.queue:
+        _table(["POS", "RUN", "USER", "WAITS FOR", "QUEUED", "WHY"],
+               [[w.position, w.run or "?", w.user or "?", "; ".join(map(_want, w.wants)), _local(w.since), w.reason]
+                for w in view.queue])
+    else:
         _say("no run waits for a lease")
-        return
-    _table(["POS", "RUN", "USER", "WAITS FOR", "QUEUED"],
-           [[w.position, w.run or "?", w.user or "?", "; ".join(map(_want, w.wants)), _local(w.since)]
-            for w in view.queue])
+    _say("")
+    _say(f"lease directory: {view.directory}")
+    if view.caveat:
+        _say(f"guildlite: warning: {view.caveat}", err=True)
 
 
 def _uuid(gpu: str, key: str) -> str:
@@ -73,10 +77,12 @@ def _holder_dict(h: Holder | None) -> dict[str, Any] | None:
 def _as_dict(view: Overview) -> dict[str, Any]:
     return {
         "lease_dir": view.directory,
+        "caveat": view.caveat or None,
         "gpus": [{"id": g.id, "key": g.key, "holder": _holder_dict(g.holder), "problem": g.problem or None}
                  for g in view.gpus],
         "leases": [_holder_dict(h) for h in view.others],
         "queue": [{"position": w.position, "run": w.run, "user": w.user, "pid": w.pid, "since": w.since,
+                   "reason": w.reason,
                    "wants": [{"kind": x.kind, "pool": list(x.pool), "count": x.count} for x in w.wants]}
                   for w in view.queue],
     }
