@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -208,9 +209,18 @@ def test_stopping_a_waiting_run_ends_it_terminated_and_leaves_the_queue(proj: Pr
     waiter_id = _newest_id(proj, before)
     _waiting(proj)
     assert [w.run for w in waiters()] == [waiter_id]
+    watch = proj.spawn("watch", waiter_id)
+    assert watch.stderr is not None
+    timer = threading.Timer(60, watch.kill)  # (a watch that never prints must not hang the test)
+    timer.start()
+    line = watch.stderr.readline()  # its first status line: the run as it stands, and why it waits
+    timer.cancel()
+    assert f"run {waiter_id} pending (waiting for GPU 0, held by run {held}" in line, line
     cp = proj.run("stop", waiter_id)
     assert cp.returncode == 0, cp.stderr
     assert waiter.wait(timeout=60) == 143
+    watch.communicate(timeout=60)
+    assert watch.returncode == 143
     rec = proj.record(waiter_id)
     assert rec["status"] == "terminated" and rec["started"] is None and rec["waiting"] is None, rec
     assert not (proj.runs_dir / waiter_id / "started.json").exists()
