@@ -152,6 +152,14 @@ def test_a_run_waits_until_all_its_gpus_are_free(proj: Project) -> None:
     assert _times(proj, pair_id)["start"] >= _times(proj, held)["end"]
 
 
+@pytest.mark.skipif("CUDA_VISIBLE_DEVICES" in os.environ, reason="CUDA_VISIBLE_DEVICES wins over the stand-in")
+def test_the_pool_is_the_visible_gpus_without_gpus_option(proj: Project) -> None:
+    cp = proj.run("run", "pair", "-y", "--json", env={"GUILDLITE_VISIBLE_GPUS": "3,5"})
+    assert cp.returncode == 0, cp.stderr
+    rec = json.loads(cp.stdout)
+    assert rec["gpus"] == ["3", "5"] and _times(proj, rec["id"])["cvd"] == "3,5"
+
+
 def test_a_sigkilled_holder_frees_its_gpu_for_the_next_waiter_within_a_second(proj: Project) -> None:
     holder, held = _hold_gpu(proj, proj.root / "never")
     job_pid = _started(proj, held)["pid"]
