@@ -116,8 +116,9 @@ def seq_of(name: str) -> int | None:
     return None
 
 
-# Ticket name -> (record, its keys), read once per process: a ticket's record never changes.
-_tickets: dict[str, tuple[dict[str, Any], frozenset[str]]] = {}
+# Ticket name -> (record, its keys, its wants with their keys), read once per process: a ticket's
+# record never changes.
+_tickets: dict[str, tuple[dict[str, Any], frozenset[str], tuple[tuple[Want, tuple[str, ...]], ...]]] = {}
 
 
 def rec_keys(rec: dict[str, Any]) -> frozenset[str]:
@@ -155,13 +156,51 @@ def live_tickets(directory: LeaseDir, before: tuple[int, str] | None = None,
                 rec = read_record(fd)
                 # Who waits is who made the file (a record could claim anyone), as its owner says.
                 rec = {**rec, "user": _name_of(os.fstat(fd).st_uid)} if rec is not None else {}
-                known = _tickets[name] = (rec, rec_keys(rec))
+                known = _tickets[name] = (rec, rec_keys(rec), _rec_wants(rec))
         finally:
             os.close(fd)
         if known[0] and (overlapping is None or known[1] & overlapping):
             yield name, known[0]
     if len(_tickets) > 4096:  # forget tickets long gone
         _tickets.clear()
+
+
+class Probe:
+    """Which lease keys are held right now, each lease file probed once (use under the take lock)."""
+
+    def __init__(self, directory: LeaseDir) -> None:
+        self._dir = directory
+        self._held: dict[str, bool] = {}
+
+    def held(self, key: str) -> bool:
+        """Whether ``key`` cannot be taken now: someone holds it, or its file is unusable."""
+        if key not in self._held:
+            try:
+                fd = self._dir.open(file_name(key), create=False, write=True)
+            except FileNotFoundError:
+                self._held[key] = False
+            except LeaseError:
+                self._held[key] = True
+            else:
+                self._held[key] = is_locked(fd)
+                os.close(fd)
+        return self._held[key]
+
+
+def in_the_way(name: str, rec: dict[str, Any], mine: frozenset[str], probe: Probe) -> bool:
+    """Whether the earlier live ticket ``name`` (which wants some of the keys ``mine``) must go
+    before a ticket wanting ``mine``: yes, unless it also waits for tokens that are not GPUs (its
+    user's run tokens, ``--max-concurrent``), none of ``mine``, that it cannot have now. A user's
+    own limit must not keep another user's GPU idle; and the moment those tokens are free it stands
+    in everyone's way again, so it is never starved. A GPU it waits for never lets others by: two
+    streams of requests, each overtaking on one of its GPUs, could starve a run wanting both."""
+    known = _tickets.get(name)
+    wants = known[2] if known is not None and known[0] is rec else _rec_wants(rec)
+    for want, keys in wants:
+        if want.kind != "gpu" and not mine.intersection(keys) \
+                and sum(not probe.held(k) for k in dict.fromkeys(keys)) < want.count:
+            return False
+    return True
 
 
 def behind(blocker: dict[str, Any], wants: tuple[Want, ...], keys: tuple[tuple[str, ...], ...]) -> str:
@@ -302,10 +341,11 @@ def waiters() -> list[Waiter]:
 def _waiters(directory: LeaseDir) -> list[Waiter]:
     live = list(live_tickets(directory))
     by_key = {h.key: h for h in _holders(directory)}
+    probe = Probe(directory)
     out = []
     for i, (name, rec) in enumerate(live):
         keys = rec_keys(rec)
-        ahead = [r for _, r in live[:i] if rec_keys(r) & keys]
+        ahead = [r for n, r in live[:i] if rec_keys(r) & keys and in_the_way(n, r, keys, probe)]
         wants = _rec_wants(rec)
         want_keys = tuple(k for _, k in wants)
         reason = behind(ahead[0], tuple(w for w, _ in wants), want_keys) if ahead else \

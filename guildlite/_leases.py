@@ -9,7 +9,9 @@ name a GPU differently still never share it.
 arrival order and holds a flock on it while it lives (a dead waiter's ticket is seen unlocked and
 swept). A ticket takes only when no earlier live ticket whose pools overlap its own still waits:
 a big request is never starved by small ones, and requests for disjoint GPUs never wait on each
-other. Every check-and-take runs under the directory's short take lock, so takes are atomic.
+other. One exception (``_lease_state.in_the_way``): an earlier ticket that also waits for non-GPU
+tokens it cannot have now (its user's run tokens, ``--max-concurrent``), none of ours, lets us by.
+Every check-and-take runs under the directory's short take lock, so takes are atomic.
 
 Usage::
 
@@ -37,11 +39,13 @@ from ._lease_dir import LeaseDir, LeaseError, is_locked, lease_dir, write_record
 from ._lease_state import (
     TICKET_PREFIX,
     Holder,
+    Probe,
     Waiter,
     Want,
     behind,
     file_name,
     holders,
+    in_the_way,
     live_tickets,
     seq_of,
     user_name,
@@ -172,8 +176,11 @@ class Ticket:
             self._fd = None
 
     def _earlier_live(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        """(name, record) of each live earlier ticket whose pools overlap ours, oldest first."""
-        yield from live_tickets(self._dir, before=(self.seq, self.name), overlapping=self._all_keys)
+        """(name, record) of each live earlier ticket in our way (``in_the_way``), oldest first."""
+        probe = Probe(self._dir)
+        for name, rec in live_tickets(self._dir, before=(self.seq, self.name), overlapping=self._all_keys):
+            if in_the_way(name, rec, self._all_keys, probe):
+                yield name, rec
 
     def _blocker(self) -> tuple[str, dict[str, Any]] | None:
         return next(iter(self._earlier_live()), None)

@@ -39,7 +39,7 @@ WORKER = textwrap.dedent(
             json.dump(data, f)
         os.replace(path + ".tmp", path)
 
-    wants = [Want(tuple(w["pool"]), w["count"]) for w in spec["wants"]]
+    wants = [Want(tuple(w["pool"]), w["count"], w["kind"]) for w in spec["wants"]]
     if spec.get("slots"):
         wants.append(Want(("s0", "s1"), 1, kind="run-slot"))
     ticket = queue_up(spec["run"], wants)
@@ -89,10 +89,12 @@ class Workers:
         self.script = base / "lease_worker.py"
         self.script.write_text(WORKER)
 
-    def start(self, run: str, *wants: tuple[tuple[str, ...], int], wait_queued: bool = True,
+    def start(self, run: str, *wants: tuple[Any, ...], wait_queued: bool = True,
               env: dict[str, str] | None = None, **spec: Any) -> Path:
+        """A worker for ``wants``, each ``(pool, count)`` or ``(pool, count, kind)``."""
         out = self.base / f"{run}.json"
-        spec = {"run": run, "out": str(out), "wants": [{"pool": list(p), "count": c} for p, c in wants], **spec}
+        spec = {"run": run, "out": str(out), **spec,
+                "wants": [{"pool": list(w[0]), "count": w[1], "kind": (*w, "gpu")[2]} for w in wants]}
         self.procs.append(subprocess.Popen([sys.executable, str(self.script), json.dumps(spec)],
                                            env={**self.env, **(env or {})}, stdin=subprocess.DEVNULL))
         if wait_queued:
@@ -306,6 +308,26 @@ def test_a_waiter_killed_in_line_lets_the_next_one_through(workers: Workers, tmp
     assert took(second)["gpus"] == ["g1"]  # g0 is still held: only the dead ticket was in the way
     assert [w.run for w in waiters()] == []
     go.touch()
+
+
+def test_a_run_held_back_by_its_own_users_slots_keeps_no_gpu_idle(workers: Workers) -> None:
+    slot = ("alice:0", "alice:1")
+    with queue_up("alice-running", [Want(slot, 2, kind="run")]) as t:  # alice runs as many as she may
+        alice_slots = t.try_take()
+    assert alice_slots is not None
+    alice = workers.start("alice-next", (("g0",), 1), (slot, 1, "run"), hold=1000)
+    with queue_up("bob", [Want(("g0", "g1"), 1)]) as bob:  # her run waits on her slots, not on g0
+        assert bob.position() == 1
+        bob_lease = bob.try_take()
+    assert bob_lease is not None and bob_lease.gpus == ("g0",)
+    with queue_up("alice-later", [Want(("g1",), 1), Want(slot, 1, kind="run")]) as later:
+        assert later.try_take() is None and "queued behind run alice-next" in later.reason()
+    alice_slots.release()  # now she may: her run stands first in line for g0 again
+    with queue_up("carol", [Want(("g0",), 1)]) as carol:
+        wait_until(lambda: "queued behind run alice-next" in carol.reason(), what="alice-next back in line")
+        bob_lease.release()
+        assert took(alice)["gpus"] == ["g0"]
+        assert carol.try_take() is None
 
 
 def test_cancelled_ticket_leaves_the_queue() -> None:
