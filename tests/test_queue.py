@@ -206,6 +206,20 @@ def test_waiters_start_in_arrival_order_with_their_places_shown(proj: Project) -
     assert all(r.get("waiting") is None for r in recs)  # cleared when its turn came
 
 
+def test_a_gpu_granted_to_a_run_vetoed_before_its_job_starts_goes_back(make_project: Callable[..., Project]) -> None:
+    """on_run_begin fires once the GPU is leased; a veto there returns the lease (else the next trial
+    would wait forever for a GPU its own guildlite holds)."""
+    veto = ("from guildlite import Plugin, StopRun\n\nclass Veto(Plugin):\n    def on_run_begin(self, run):\n"
+            "        if run.flags['i'] == 1:\n            raise StopRun('not this one')\n")
+    proj = make_project("plugins: [{class: veto:Veto}]\n" + GPU_OPS, {"job.py": JOB, "veto.py": veto})
+    cp = proj.run("run", "gpu", "i=[1,2,3]", "--gpus", "0", "-y", "--json", timeout=120)
+    assert cp.returncode == 1, cp.stderr  # a trial did not complete
+    one, two, three = _trials(proj, json.loads(cp.stdout)["id"])
+    assert one["status"] == "error" and "not this one" in one["error"]["message"], one
+    assert two["status"] == three["status"] == "completed" and two["gpus"] == three["gpus"] == ["0"]
+    assert not holders() and not waiters()
+
+
 # --- the queue: stops, --max-concurrent, --start ------------------------------------------------------
 
 
