@@ -36,11 +36,9 @@ def _parse_env(value: str) -> dict[str, str]:
 
 
 def _query_nvidia_smi() -> dict[str, str]:
-    import shutil
-    import subprocess
-
-    if not shutil.which("nvidia-smi"):
+    if not _on_path("nvidia-smi"):
         return {}
+    import subprocess
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=index,uuid", "--format=csv,noheader"],
                              capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
@@ -54,6 +52,13 @@ def _query_nvidia_smi() -> dict[str, str]:
         if index and uuid.startswith(_UUID_PREFIXES):
             found[index] = uuid
     return found
+
+
+def _on_path(name: str) -> bool:
+    # (not shutil.which: on a machine without GPUs this is all the lookup does, and importing
+    # shutil and subprocess for it would cost more than the rest of a lease)
+    paths = (os.path.join(d or ".", name) for d in os.environ.get("PATH", "").split(os.pathsep))
+    return any(os.path.isfile(p) and os.access(p, os.X_OK) for p in paths)
 
 
 def uuid_map() -> dict[str, str]:

@@ -21,6 +21,7 @@ from ._lease_dir import LeaseDir, LeaseError, is_locked, lease_dir, read_record
 
 LEASE_PREFIX = "lease."
 TICKET_PREFIX = "ticket."
+SEQ_DIGITS = 20  # a ticket's number, zero-padded; a longer one is not a ticket's name
 _SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
 
@@ -111,7 +112,7 @@ def seq_of(name: str) -> int | None:
     """A ticket's place in arrival order, from its name (None: not a ticket's name)."""
     parts = name.split(".")
     if len(parts) == 4 and parts[0] + "." == TICKET_PREFIX and parts[1].isascii() and parts[1].isdigit() \
-            and len(parts[1]) <= 30:
+            and len(parts[1]) <= SEQ_DIGITS:
         return int(parts[1])
     return None
 

@@ -37,6 +37,7 @@ from ._errors import GuildliteError
 from ._files import now_iso
 from ._lease_dir import LeaseDir, LeaseError, is_locked, lease_dir, write_record
 from ._lease_state import (
+    SEQ_DIGITS,
     TICKET_PREFIX,
     Holder,
     Probe,
@@ -114,7 +115,8 @@ class Ticket:
 
     def try_take(self) -> Lease | None:
         """Take every want now, or nothing (None): when the tokens are free and no earlier live
-        ticket whose pools overlap this one's still waits. Never blocks (but for the take lock)."""
+        ticket whose pools overlap this one's still waits (``_lease_state.in_the_way``). Never
+        blocks (but for the take lock, held for well under a millisecond)."""
         if self._fd is None:
             raise RuntimeError(f"ticket {self.name} was already taken or cancelled")
         with self._dir.locked():
@@ -272,14 +274,14 @@ def queue_up(run_id: str, wants: Sequence[Want]) -> Ticket:
     with directory.locked():
         names = directory.names()
         _sweep_tmp(directory, [n for n in names if n.startswith(_TMP_PREFIX)])
-        top = max((s for n in names if (s := seq_of(n)) is not None), default=0)
+        top = _top_seq(directory, names)
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666,
                      dir_fd=directory.fd)
         try:
             os.fchmod(fd, 0o666)
             fcntl.flock(fd, fcntl.LOCK_EX)  # alive from the moment it is visible under its name
             write_record(fd, record)
-            name = f"{TICKET_PREFIX}{top + 1:020d}.{tag}"
+            name = f"{TICKET_PREFIX}{top + 1:0{SEQ_DIGITS}d}.{tag}"
             directory.rename(tmp, name)
         except BaseException:
             directory.unlink(tmp)
@@ -287,6 +289,26 @@ def queue_up(run_id: str, wants: Sequence[Want]) -> Ticket:
             raise
     return Ticket(directory, run_id, wants, name, fd)
 
+
+
+def _top_seq(directory: LeaseDir, names: list[str]) -> int:
+    """The highest ticket number in the directory (0: none), a new ticket's being one more. A dead
+    ticket numbered so high that no number is left after it (planted: no queue counts that far) is
+    passed over; a live one is an error."""
+    for seq, name in sorted(((s, n) for n in names if (s := seq_of(n)) is not None), reverse=True):
+        if seq + 1 < 10**SEQ_DIGITS:
+            return seq
+        try:
+            fd = directory.open(name, create=False)
+        except (FileNotFoundError, LeaseError):
+            continue
+        try:
+            if is_locked(fd):
+                raise LeaseError(f"{directory.path / name} holds the last ticket number there is (not made by "
+                                 "guildlite; remove it)")
+        finally:
+            os.close(fd)
+    return 0
 
 
 def _sweep_tmp(directory: LeaseDir, names: list[str]) -> None:

@@ -25,6 +25,7 @@ from ._launch import flag_env, launch_argv, rank_exit_code, without_rank_env
 from ._plugins import Dispatcher, HookFailed, Plugin
 from ._queue import RunQueue
 from ._reach import unreached as flags_unreached
+from ._requires import Resolved
 from ._run import Run, load_run
 from ._scheduler import Scheduler
 from ._slots import Slot
@@ -55,6 +56,7 @@ class RunConfig:
     launch: Mapping[str, Any] = field(default_factory=dict)  # what each run's launch file holds (_supervisor)
     detached: bool = False  # this Session is a detached supervisor's: nobody watches, SIGHUP is ignored
     max_concurrent: int | None = None  # this user's runs at once on this machine (``_queue``), None: no cap
+    requires: Resolved = Resolved()  # the op's requirements, resolved once (``_requires``)
 
 
 class Session:

@@ -24,6 +24,8 @@ from ._lifecycle import RunConfig, Session
 from ._plugin_loader import build_plugins
 from ._plugins import Plugin
 from ._reach import check_nulls, check_op
+from ._requires import Resolved
+from ._requires import resolve as resolve_requires
 from ._run import Run
 from ._runs_dir import default_runs_dir, option_runs_dir
 from ._slots import Slot
@@ -47,6 +49,7 @@ class Plan:
     batch_flags: dict[str, Any]
     batch_info: dict[str, Any]
     slots: list[Slot]
+    warnings: tuple[str, ...] = ()  # said once before anything is staged (``execute``)
 
     @property
     def command(self) -> list[str]:
@@ -86,6 +89,7 @@ def plan_run(
     recorded: Mapping[str, Any] | None = None,
     confirm: Callable[[int], bool] | None = None,
     max_concurrent: int | None = None,
+    staged: bool = False,
 ) -> Plan:
     """Validate everything about a run request; raises a GuildliteError, stages nothing.
 
@@ -96,6 +100,8 @@ def plan_run(
     ``recorded``: a recorded run's flags (a restart's), given first, ``assignments`` over them.
     ``max_concurrent`` (else the op's, else the guildfile's ``max-concurrent``) caps this user's
     runs at once on this machine, for a backend whose runs queue here (``Backend.machine_queue``).
+    ``staged``: the run is staged already (a detached supervisor starts it): its requirements are
+    not resolved again.
     """
     runs_dir = option_runs_dir(runs_dir) if runs_dir else default_runs_dir(guildfile)
     op = with_imported_flags(guildfile.op(op_name), guildfile.dir)
@@ -138,10 +144,13 @@ def plan_run(
     launch = {"guildfile": str(guildfile.path), "op": op.name, "plugin_names": list(plugin_names), "backend": name,
               "backend_options": given, "parallel": parallel, "gpus": gpus, "fail_fast": fail_fast,
               "max_concurrent": max_concurrent}
+    requires = Resolved() if staged else resolve_requires(op, guildfile.dir, runs_dir.resolve(), values,
+                                                           str(guildfile.path))
     config = RunConfig(
         guildfile=guildfile,
         op=op,
         runs_dir=runs_dir.resolve(),
+        requires=requires,
         opspec=" ".join([op_name, *assignments]),
         nproc=nproc,
         label=label,
@@ -153,7 +162,23 @@ def plan_run(
     batch_flags, dims = batch_spec(values)
     info = {"trials": len(trials or []), "max_trials": max_trials, "seed": seed, "parallel": len(slots),
             "dims": dims}
-    return Plan(config, plugins, values, trials, batch_flags, info, slots)
+    return Plan(config, plugins, values, trials, batch_flags, info, slots, () if staged else _warnings(config))
+
+
+def _warnings(cfg: RunConfig) -> tuple[str, ...]:
+    """Project files the op's ``include`` matched that are not copied, and files a required
+    directory leaves out: said before launch (``sourcecode.json`` and run.json list them too)."""
+    from ._sourcecode import include_report, select_files
+
+    out = []
+    if cfg.op.sourcecode.include or cfg.requires.items:
+        project = cfg.guildfile.dir
+        chosen = select_files(project, cfg.op.sourcecode, skip=(cfg.runs_dir,))
+        for line in include_report(project, cfg.op.sourcecode, chosen,
+                                   lambda p: p != cfg.op.script and cfg.requires.covers(p) is None):
+            out.append(f"sourcecode include: {line}: not copied into the run dir")
+        out.extend(cfg.requires.replaced(project, chosen.files))
+    return (*out, *cfg.requires.warnings)
 
 
 def _max_concurrent(given: int | None, guildfile: Guildfile, op: OpDef, engine: Backend) -> int | None:
@@ -211,6 +236,8 @@ def execute(plan: Plan, stage_only: bool = False, fail_fast: bool = False, sessi
     """Run a plan to its end, stage it, or (``detach``) stage it and hand it over to a detached
     supervisor (``_supervisor``); returns the run, or the batch run."""
     session = session or Session(plan.config, plan.plugins)
+    for warning in plan.warnings:
+        session.log(f"guildlite: warning: {warning}")
     if plan.trials is None:
         run = session.run_single(dict(plan.flags), plan.slots[0], stage_only=stage_only or detach)
     else:
@@ -228,7 +255,7 @@ def resume(run: Run, launch: Mapping[str, Any]) -> tuple[Session, list[Slot], bo
     plan = plan_run(run.op, [], guildfile=guildfile, runs_dir=run.run_dir.parent, nproc=run.nproc_per_node,
                     plugin_names=launch.get("plugin_names") or (), echo=False, backend=launch.get("backend"),
                     backend_options={launch["backend"]: launch.get("backend_options") or {}},
-                    parallel=launch.get("parallel"), gpus=launch.get("gpus"), recorded=_flags_of(run),
+                    parallel=launch.get("parallel"), gpus=launch.get("gpus"), recorded=_flags_of(run), staged=True,
                     max_concurrent=launch.get("max_concurrent"))
     engine = plan.config.backend
     assert engine is not None
@@ -294,6 +321,7 @@ def restart(
         fail_fast=fail_fast,
         recorded=_flags_of(run),
         max_concurrent=max_concurrent if max_concurrent is not None else launch.get("max_concurrent"),
+        staged=staged,  # --start: its requirements were resolved when it was staged
     )
     if plan.trials is not None:
         raise GuildliteError("a restart takes plain flag values, not batch syntax", exit_code=2)

@@ -164,11 +164,9 @@ def test_mixed_requests_of_many_processes_never_share_a_token(workers: Workers) 
     outs = []
     for i in range(10):
         pool = rng.choice(pools)
-        wants = [(pool, rng.randint(1, len(pool)))]
-        if i % 3 == 0:  # and one of two run slots, taken with the GPUs or not at all
-            outs.append(workers.start(f"m{i}", *wants, hold=0.03, wait_queued=False, slots=True))
-        else:
-            outs.append(workers.start(f"m{i}", *wants, hold=0.03, wait_queued=False))
+        # Every third one also wants one of two run slots, taken with its GPUs or not at all.
+        outs.append(workers.start(f"m{i}", (pool, rng.randint(1, len(pool))), hold=0.03, wait_queued=False,
+                                  slots=i % 3 == 0))
     spans: dict[str, list[tuple[float, float, str]]] = {}
     for o in outs:
         r = result(o)
@@ -545,6 +543,21 @@ def test_garbage_records_and_names_never_crash_gpus(workers: Workers, own_lease_
         assert t.try_take() is None and "unreadable" in t.reason()
 
 
+def test_a_planted_ticket_number_never_hides_later_tickets(own_lease_dir: Path, workers: Workers) -> None:
+    with queue_up("seed", [Want(("g0",), 1)]):
+        pass
+    (own_lease_dir / f"ticket.{'9' * 30}.1.x").write_text("{}")  # too long: not a ticket's name
+    (own_lease_dir / "ticket.00000000000000000041.1.x").write_text("{}")  # dead: swept, or just ignored
+    with queue_up("a", [Want(("g0",), 1)]) as a, queue_up("b", [Want(("g0",), 1)]) as b:
+        assert [w.run for w in waiters()] == ["a", "b"] and b.position() == 2 and a.seq > 41
+    (own_lease_dir / f"ticket.{'9' * 20}.1.x").write_text("{}")  # dead: passed over
+    with queue_up("c", [Want(("g0",), 1)]):
+        assert [w.run for w in waiters()] == ["c"]
+    workers.lock(own_lease_dir / f"ticket.{'9' * 20}.1.y", "{}")  # live: no number left after it
+    with pytest.raises(LeaseError, match="last ticket number"):
+        queue_up("d", [Want(("g0",), 1)])
+
+
 def test_gpus_with_no_gpus_says_so() -> None:
     cp = gpus_cli(env={"GUILDLITE_VISIBLE_GPUS": ""})
     assert cp.returncode == 0, cp.stderr
@@ -649,3 +662,17 @@ def test_a_lease_dir_made_again_is_followed(own_lease_dir: Path) -> None:
         with pytest.raises(LeaseError, match="No such file"):  # its directory is gone: a clear error
             old.try_take()
     assert sorted(os.listdir(own_lease_dir)) == [".lock", "lease.gpu:g0"]
+
+
+def test_indices_map_to_uuids_from_nvidia_smi(tmp_path: Path) -> None:
+    fake = tmp_path / "bin" / "nvidia-smi"  # prints what the real one prints for --query-gpu=index,uuid
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nprintf '0, GPU-11111111-aaaa\\n1, GPU-22222222-bbbb\\n'\n")
+    fake.chmod(0o755)
+    code = ("from guildlite._gpu_uuids import gpu_key\n"
+            "print([gpu_key(i) for i in ('0', '1', 'GPU-2222', 'GPU-', 'MIG-x', '7')])")
+    cp = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                        env=clean_env(PATH=f"{fake.parent}{os.pathsep}{os.environ['PATH']}"))
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout.strip() == str(["GPU-11111111-aaaa", "GPU-22222222-bbbb", "GPU-22222222-bbbb", "GPU-",
+                                     "MIG-x", "7"])
