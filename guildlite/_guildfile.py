@@ -6,8 +6,7 @@ uses); an op's flags are checked by ``_guildfile_flags``; where runs live is ``_
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -21,7 +20,7 @@ from ._yaml_lines import _brief, _kind, _plain, _Seq, _short, parse_yaml
 
 GUILDFILE = "guildfile.yml"
 
-_TOP_KEYS = ("operations", "plugins", "runs-dir", "backend", "hook-timeout")  # and a section per backend
+_TOP_KEYS = ("operations", "plugins", "runs-dir", "backend", "hook-timeout", "max-concurrent")  # and a section per backend
 _OP_KEYS = (
     "description",
     "main",
@@ -37,6 +36,7 @@ _OP_KEYS = (
     "arg-encoding",
     "output-scalars",
     "backend",
+    "max-concurrent",
     "requires",
     "env",
     "flags-import-skip",
@@ -45,6 +45,7 @@ LAUNCHERS = ("torchrun", "python")
 _PLUGIN_KEYS = ("class", "name", "args", "priority", "hook-timeout")
 _SOURCE_KEYS = ("include", "exclude", "max-size")
 _OP_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.:-]*"
+MAX_CONCURRENT = 1024  # a user's runs at once: each is a token in the machine-wide lease dir
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class OpDef:
     data: Mapping[str, Any] = field(default_factory=dict)
     backend: str | None = None  # None: the guildfile's (default local)
     backend_sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # backend name -> its checked keys
+    max_concurrent: int | None = None  # None: the guildfile's
     requires: tuple[Requirement, ...] = ()  # what a run needs besides its source (``_requires``)
     env: Mapping[str, str] = field(default_factory=dict)  # set in the job's environment
     flags_import_skip: tuple[str, ...] = ()  # imported flags left out (``flags-import: all`` less these)
@@ -121,6 +123,7 @@ class Guildfile:
     backend: str = "local"
     backend_sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # backend name -> its checked keys
     hook_timeout: float = DEFAULT_HOOK_TIMEOUT  # seconds a hook call may take (a plugin entry may override)
+    max_concurrent: int | None = None  # a user's runs at once on this machine (``_queue``); None: no cap
     default_op: str | None = None  # what `guildlite run` with no op runs (Guild's `default: yes`)
     warnings: tuple[str, ...] = ()  # what reading the file found to say (a guild.yml's ignored keys)
 
@@ -149,8 +152,7 @@ class Guildfile:
 
 
 def find_guildfile(start: Path | None = None) -> Path | None:
-    """The nearest guildfile.yml in ``start`` (default: cwd) or its parents; in a dir without one,
-    Guild AI's guild.yml (a guildlite-format file next to it wins)."""
+    """The nearest guildfile.yml (in a dir without one: Guild's guild.yml) in ``start`` or above."""
     from ._guild_yml import GUILD_FILE
 
     here = (start or Path.cwd()).resolve()
@@ -164,11 +166,11 @@ def find_guildfile(start: Path | None = None) -> Path | None:
 
 def load(path: Path) -> Guildfile:
     """Parse and validate a guildfile; every problem is a GuildfileError naming file, line, field."""
+    from ._op_defaults import as_guildlite
+
     path = Path(path).resolve()
     if path.suffix == ".py":  # a script run without a guildfile: an op of its own
-        from ._script_op import script_ops
-
-        return _Validator(path).guildfile(script_ops(path))
+        return _Validator(path).guildfile(as_guildlite(path, None, _OP_KEYS, _TOP_KEYS).data)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
@@ -177,17 +179,9 @@ def load(path: Path) -> Guildfile:
         raise GuildfileError(f"{path}: not UTF-8 text (byte {e.start})") from None
     if "\0" in text:
         raise GuildfileError(f"{path}:{text[:text.index(chr(0))].count(chr(10)) + 1}: a NUL character") from None
-    data = parse_yaml(path, text)
-    from ._guild_yml import is_guild_yml, misplaced_ops, translate
-    from ._op_defaults import with_op_defaults
-
-    if not is_guild_yml(path):
-        data = with_op_defaults(path, data, _OP_KEYS, _TOP_KEYS)
-        misplaced_ops(path, data, _TOP_KEYS)
-        return _Validator(path).guildfile(data)
-    guild = translate(path, data)
-    gf = _Validator(path).guildfile(guild.data)
-    return dataclasses.replace(gf, default_op=guild.default_op, warnings=guild.warnings)
+    read = as_guildlite(path, parse_yaml(path, text), _OP_KEYS, _TOP_KEYS)  # guild.yml: translated
+    gf = _Validator(path).guildfile(read.data)
+    return replace(gf, default_op=read.default_op, warnings=read.warnings)
 
 
 # --- validation ----------------------------------------------------------------------------------
@@ -213,6 +207,7 @@ class _Validator(FlagChecks):
             backend=self.backend(data, "the guildfile") or "local",
             backend_sections=self.sections(data, _TOP_KEYS, "the guildfile"),
             hook_timeout=self.seconds(data, "hook-timeout", "the guildfile") or DEFAULT_HOOK_TIMEOUT,
+            max_concurrent=self.max_concurrent(data, "the guildfile"),
         )
 
     def runs_dir(self, data: Mapping[Any, Any]) -> Path | None:
@@ -266,6 +261,7 @@ class _Validator(FlagChecks):
             data=_plain(m),
             backend=self.backend(m, where),
             backend_sections=self.sections(m, _OP_KEYS, where),
+            max_concurrent=self.max_concurrent(m, where),
             requires=parse_requires(self, m, where),
             env=self.env(m, where),
             flags_import_skip=self.names(m, "flags-import-skip", where),
@@ -312,6 +308,14 @@ class _Validator(FlagChecks):
         if (root / top).is_dir() or installed:
             return  # an installed or namespace package: the submodule is found at run time
         raise self.fail(m, "main", f"{where}: module {first!r} not found in {root} or installed packages")
+
+    def max_concurrent(self, m: Mapping[Any, Any], where: str) -> int | None:
+        if "max-concurrent" not in m:
+            return None
+        n = self.count(m, "max-concurrent", 1, 1, where)
+        if n > MAX_CONCURRENT:
+            raise self.fail(m, "max-concurrent", f"{where}: 'max-concurrent' must be at most {MAX_CONCURRENT}, got {n}")
+        return n
 
     def backend(self, m: Mapping[Any, Any], where: str) -> str | None:
         v = m.get("backend")

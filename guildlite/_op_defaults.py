@@ -9,7 +9,23 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ._errors import GuildfileError
+from ._guild_yml import Translation, is_guild_yml, misplaced_ops, translate
 from ._yaml_lines import _brief, _Map
+
+
+def as_guildlite(path: Path, data: Any, op_keys: Iterable[str], top_keys: Iterable[str]) -> Translation:
+    """The parsed file at ``path`` in the guildlite format, ready to validate: a guild.yml
+    translated, a script (``.py``, ``data`` unused) as one op, a guildfile with its op defaults and
+    ``extends`` applied (its top-level op names refused with the porting hint)."""
+    if path.suffix == ".py":
+        from ._script_op import script_ops
+
+        return Translation(script_ops(path), None, ())
+    if is_guild_yml(path):
+        return translate(path, data)
+    data = with_op_defaults(path, data, op_keys, top_keys)
+    misplaced_ops(path, data, tuple(top_keys))
+    return Translation(data, None, ())
 
 
 def with_op_defaults(path: Path, data: Any, op_keys: Iterable[str], top_keys: Iterable[str]) -> Any:
