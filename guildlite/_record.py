@@ -271,5 +271,8 @@ _FIELDS: dict[str, tuple[tuple[type, ...], Callable[[Any], str] | None]] = {
     "attempts": ((list,), _objects),
     "plugins": ((list,), _plugins),
     "batch": ((dict, _NONE), _batch),
+    "is_pipeline": ((bool,), None),
+    "steps": ((list,), _run_ids),
+    "pipeline": ((dict, _NONE), None),
     "guildlite_version": ((str,), None),
 }
