@@ -274,5 +274,6 @@ _FIELDS: dict[str, tuple[tuple[type, ...], Callable[[Any], str] | None]] = {
     "is_pipeline": ((bool,), None),
     "steps": ((list,), _run_ids),
     "pipeline": ((dict, _NONE), None),
+    "requires": ((list,), _objects),
     "guildlite_version": ((str,), None),
 }

@@ -67,6 +67,7 @@ class Run:
     is_pipeline: bool = False
     step_ids: list[str] = field(default_factory=list)  # a pipeline's steps' runs, in step order
     pipeline: dict[str, Any] | None = None  # a pipeline's plan: its steps as planned, and how it ended
+    requires: list[dict[str, Any]] = field(default_factory=list)  # what ``_requires`` put into the run dir
     guildlite_version: str = field(default_factory=_version)
     _parent: Run | None = field(default=None, repr=False)
     _staged: list[str] | None = field(default=None, repr=False)  # the source files this process staged
