@@ -95,6 +95,8 @@ def plan_run(
     ``recorded``: a recorded run's flags (a restart's), given first, ``assignments`` over them.
     """
     runs_dir = option_runs_dir(runs_dir) if runs_dir else default_runs_dir(guildfile)
+    if guildfile.op(op_name).steps:
+        raise GuildliteError(f"operation '{op_name}' is a pipeline: its plan is _pipeline.plan's", exit_code=2)
     op = with_imported_flags(guildfile.op(op_name), guildfile.dir)
     check_op(op, guildfile.dir)
     given = {**{k: nul_free(k, v) for k, v in (recorded or {}).items() if k in op.flags},  # a record is input

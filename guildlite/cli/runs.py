@@ -93,7 +93,8 @@ def runs(
         (
             f"[{index[r.id]}]",
             r.id,
-            r.op + (f" ({len(r.trial_ids)} trials)" if r.is_batch else ""),
+            r.op + (f" ({len(r.trial_ids)} trials)" if r.is_batch else f" ({len(r.step_ids)} steps)" if r.is_pipeline
+                    else ""),
             _local(r.started or r.created),
             r.status,
             ("↳ " + r.parent_id[-6:]) if r.parent_id else "",
@@ -152,7 +153,7 @@ def runs_info(
         ("host", r.host),
         ("nproc_per_node", r.nproc_per_node),
         ("gpus", ",".join(r.gpus) if r.gpus else ""),
-        ("batch" if r.is_trial else "", r.parent_id or ""),
+        ("batch" if r.is_trial else "pipeline" if r.parent_id else "", r.parent_id or ""),
         ("command", display_command(r.cmd) if r.cmd else ""),
     ]
     for k, v in fields:
@@ -167,6 +168,15 @@ def runs_info(
         click.echo(f"trials: {len(r.trial_ids)}")
         for t in r.trials:
             _say(f"  {t.id} {t.status} " + _flags_summary(t))
+    if r.is_pipeline:
+        planned = (r.pipeline or {}).get("steps") or []
+        click.echo(f"steps: {len(r.step_ids)} of {len(planned)} run")
+        for i, step in enumerate(planned, 1):
+            step = step if isinstance(step, dict) else {}
+            how = f" ({step['reused']})" if step.get("reused") else ""
+            what = f"{step.get('run')} {step.get('status')}{how}" if step.get("run") else "not started"
+            _say(f"  {i}. {' '.join([str(step.get('op')), *map(str, step.get('given') or [])])}: {what}"
+                 + (f": {step['error']}" if step.get("error") else ""))
     if r.plugins:
         click.echo("hooks:")
         for call in r.plugins:
