@@ -28,6 +28,7 @@ from ._run import Run
 from ._runs_dir import default_runs_dir, option_runs_dir
 from ._slots import Slot
 from ._supervisor import read_launch
+from ._upstream import pin, recorded_picks, split_assignments
 
 if TYPE_CHECKING:
     from .backends import Backend
@@ -47,6 +48,7 @@ class Plan:
     batch_flags: dict[str, Any]
     batch_info: dict[str, Any]
     slots: list[Slot]
+    trial_upstream: list[dict[str, str]] | None = None  # each trial's, when the selection is a batch dimension
 
     @property
     def command(self) -> list[str]:
@@ -85,6 +87,8 @@ def plan_run(
     fail_fast: bool = False,
     recorded: Mapping[str, Any] | None = None,
     confirm: Callable[[int], bool] | None = None,
+    pin_upstream: bool = True,
+    needed: bool = False,
 ) -> Plan:
     """Validate everything about a run request; raises a GuildliteError, stages nothing.
 
@@ -93,15 +97,19 @@ def plan_run(
     the guildfile's section and the op's; another backend's is an error). ``parallel`` (trials at once) defaults to the backend's choice (``plan_slots``). A batch of more than
     BATCH_CONFIRM_THRESHOLD trials goes ahead only if ``confirm(n)`` says so (None: no question).
     ``recorded``: a recorded run's flags (a restart's), given first, ``assignments`` over them.
+    An assignment named like an upstream requirement picks its run (``_upstream``); ``pin_upstream``
+    False leaves upstream runs unresolved (a staged run handed over already has them). ``needed``:
+    a run like an existing completed one is not run (``_needed``).
     """
     runs_dir = option_runs_dir(runs_dir) if runs_dir else default_runs_dir(guildfile)
     if guildfile.op(op_name).steps:
         raise GuildliteError(f"operation '{op_name}' is a pipeline: its plan is _pipeline.plan's", exit_code=2)
     op = with_imported_flags(guildfile.op(op_name), guildfile.dir)
     check_op(op, guildfile.dir)
+    flag_args, picked = split_assignments(op, assignments)
     given = {**{k: nul_free(k, v) for k, v in (recorded or {}).items() if k in op.flags},  # a record is input
-             **parse_assignments(assignments)}
-    values = resolve(op.name, op.flags, given, given_texts(assignments))
+             **parse_assignments(flag_args)}
+    values = resolve(op.name, op.flags, given, given_texts(flag_args))
     check_nulls(op, values, given)
     check_config(op.flags_dest, {k: None for k in values}, guildfile.dir)
     if op.flags_dest == "overrides":  # every value must have a spelling in Hydra's grammar
@@ -117,15 +125,20 @@ def plan_run(
     if parallel is not None and parallel < 1:
         raise GuildliteError("--parallel must be at least 1", exit_code=2)
     plugins = build_plugins(guildfile, op, plugin_names)
-    batch = is_batch(values)
+    upstream = pin(op, runs_dir, picked) if pin_upstream else {}
+    dims = {k: Grid(v) for k, v in upstream.items() if isinstance(v, tuple)}  # vary slowest: first
+    batch = is_batch(values) or bool(dims)
+    if needed and batch:
+        raise GuildliteError("--needed applies to single runs, not to a batch", exit_code=2)
     if batch:
-        n = count_trials(values, max_trials)
+        n = count_trials({**dims, **values}, max_trials)
         if n > MAX_TRIALS:
             raise GuildliteError(f"{n:,} trials is more than guildlite plans ({MAX_TRIALS:,}); use --max-trials",
                                  exit_code=2)
         if n > BATCH_CONFIRM_THRESHOLD and confirm is not None and not confirm(n):
             raise GuildliteError("cancelled", exit_code=1)
-    trials = plan_trials(op.flags, values, max_trials=max_trials, seed=seed) if batch else None
+    planned = plan_trials(op.flags, {**dims, **values}, max_trials=max_trials, seed=seed) if batch else None
+    trials = [{k: v for k, v in t.items() if k not in dims} for t in planned] if planned is not None else None
     for flags in (trials or [values])[:1000]:  # a flag that cannot be encoded (a positional None) fails here
         job_command(op, flags, nproc)
     name = backend if backend is not None else op.backend or guildfile.backend  # `--backend=` names none
@@ -145,11 +158,14 @@ def plan_run(
         echo=echo and (not batch or len(slots) == 1) and not detach,
         backend=engine,
         launch=launch,
+        upstream={k: v for k, v in upstream.items() if isinstance(v, str)},
+        needed=needed,
     )
-    batch_flags, dims = batch_spec(values)
+    batch_flags, flag_dims = batch_spec(values)
     info = {"trials": len(trials or []), "max_trials": max_trials, "seed": seed, "parallel": len(slots),
-            "dims": dims}
-    return Plan(config, plugins, values, trials, batch_flags, info, slots)
+            "dims": flag_dims, **({"upstream": {k: list(v.values) for k, v in dims.items()}} if dims else {})}
+    per_trial = [{k: t[k] for k in dims} for t in planned] if dims and planned is not None else None
+    return Plan(config, plugins, values, trials, batch_flags, info, slots, per_trial)
 
 
 def make_backend(name: str, guildfile: Guildfile, op: OpDef,
@@ -192,7 +208,7 @@ def execute(plan: Plan, stage_only: bool = False, fail_fast: bool = False, sessi
         run = session.run_single(dict(plan.flags), plan.slots[0], stage_only=stage_only or detach)
     else:
         run = session.run_batch(plan.batch_flags, plan.trials, plan.slots, plan.batch_info,
-                                stage_only=stage_only or detach, fail_fast=fail_fast)
+                                stage_only=stage_only or detach, fail_fast=fail_fast, upstream=plan.trial_upstream)
     if detach and not stage_only:
         session.hand_over(run)
     return run
@@ -205,7 +221,8 @@ def resume(run: Run, launch: Mapping[str, Any]) -> tuple[Session, list[Slot], bo
     plan = plan_run(run.op, [], guildfile=guildfile, runs_dir=run.run_dir.parent, nproc=run.nproc_per_node,
                     plugin_names=launch.get("plugin_names") or (), echo=False, backend=launch.get("backend"),
                     backend_options={launch["backend"]: launch.get("backend_options") or {}},
-                    parallel=launch.get("parallel"), gpus=launch.get("gpus"), recorded=_flags_of(run))
+                    parallel=launch.get("parallel"), gpus=launch.get("gpus"), recorded=_flags_of(run),
+                    pin_upstream=False)
     engine = plan.config.backend
     assert engine is not None
     slots = plan.slots
@@ -252,7 +269,7 @@ def restart(
         backend_options = backend_options or {backend: launch.get("backend_options") or {}}
     plan = plan_run(
         run.op,
-        assignments,
+        [*recorded_picks(guildfile.op(run.op), run.requires, assignments), *assignments],
         guildfile=guildfile,
         runs_dir=run.run_dir.parent,
         nproc=run.nproc_per_node,
@@ -266,6 +283,7 @@ def restart(
         detach=detach,
         fail_fast=fail_fast,
         recorded=_flags_of(run),
+        pin_upstream=not run.is_batch,  # a batch's trials keep the upstream runs they were staged with
     )
     if plan.trials is not None:
         raise GuildliteError("a restart takes plain flag values, not batch syntax", exit_code=2)
