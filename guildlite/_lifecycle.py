@@ -26,6 +26,7 @@ from ._needed import check_staged
 from ._parents import VirtualParents
 from ._plugins import Dispatcher, HookFailed, Plugin
 from ._reach import unreached as flags_unreached
+from ._requires import Resolved
 from ._run import Run, load_run
 from ._scheduler import Scheduler
 from ._slots import Slot
@@ -57,6 +58,7 @@ class RunConfig:
     detached: bool = False  # this Session is a detached supervisor's: nobody watches, SIGHUP is ignored
     upstream: Mapping[str, str] = field(default_factory=dict)  # upstream run ids by requirement name (_upstream)
     needed: bool = False  # --needed: a run like a completed one is not published (_needed.AlreadyDone)
+    requires: Resolved = Resolved()  # the op's requirements, resolved once (``_requires``)
 
 
 class Session(VirtualParents):

@@ -24,6 +24,7 @@ from ._lifecycle import RunConfig, Session
 from ._plugin_loader import build_plugins
 from ._plugins import Plugin
 from ._reach import check_nulls, check_op
+from ._requires import resolve as resolve_requires
 from ._run import Run
 from ._runs_dir import default_runs_dir, option_runs_dir
 from ._slots import Slot
@@ -49,6 +50,7 @@ class Plan:
     batch_info: dict[str, Any]
     slots: list[Slot]
     trial_upstream: list[dict[str, str]] | None = None  # each trial's, when the selection is a batch dimension
+    warnings: tuple[str, ...] = ()  # said once before anything is staged (``execute``)
 
     @property
     def command(self) -> list[str]:
@@ -148,10 +150,12 @@ def plan_run(
     given = {k: v for k, v in (backend_options or {}).get(name, {}).items() if v is not None}
     launch = {"guildfile": str(guildfile.path), "op": op.name, "plugin_names": list(plugin_names), "backend": name,
               "backend_options": given, "parallel": parallel, "gpus": gpus, "fail_fast": fail_fast}
+    requires = resolve_requires(op, guildfile.dir, runs_dir.resolve(), values, str(guildfile.path))
     config = RunConfig(
         guildfile=guildfile,
         op=op,
         runs_dir=runs_dir.resolve(),
+        requires=requires,
         opspec=" ".join([op_name, *assignments]),
         nproc=nproc,
         label=label,
@@ -165,7 +169,22 @@ def plan_run(
     info = {"trials": len(trials or []), "max_trials": max_trials, "seed": seed, "parallel": len(slots),
             "dims": flag_dims, **({"upstream": {k: list(v.values) for k, v in dims.items()}} if dims else {})}
     per_trial = [{k: t[k] for k in dims} for t in planned] if dims and planned is not None else None
-    return Plan(config, plugins, values, trials, batch_flags, info, slots, per_trial)
+    return Plan(config, plugins, values, trials, batch_flags, info, slots, per_trial, _warnings(config))
+
+
+def _warnings(cfg: RunConfig) -> tuple[str, ...]:
+    """Project files the op's ``include`` matched that are not copied, and files a required
+    directory leaves out: said before launch (``sourcecode.json`` and run.json list them too)."""
+    from ._sourcecode import include_report, select_files
+
+    out = []
+    if cfg.op.sourcecode.include:
+        project = cfg.guildfile.dir
+        chosen = select_files(project, cfg.op.sourcecode, skip=(cfg.runs_dir,))
+        for line in include_report(project, cfg.op.sourcecode, chosen,
+                                   lambda p: p != cfg.op.script and cfg.requires.covers(p) is None):
+            out.append(f"sourcecode include: {line}: not copied into the run dir")
+    return (*out, *cfg.requires.warnings)
 
 
 def make_backend(name: str, guildfile: Guildfile, op: OpDef,
@@ -204,6 +223,8 @@ def execute(plan: Plan, stage_only: bool = False, fail_fast: bool = False, sessi
     """Run a plan to its end, stage it, or (``detach``) stage it and hand it over to a detached
     supervisor (``_supervisor``); returns the run, or the batch run."""
     session = session or Session(plan.config, plan.plugins)
+    for warning in plan.warnings:
+        session.log(f"guildlite: warning: {warning}")
     if plan.trials is None:
         run = session.run_single(dict(plan.flags), plan.slots[0], stage_only=stage_only or detach)
     else:

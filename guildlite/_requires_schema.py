@@ -65,11 +65,19 @@ def target_problem(path: str) -> str | None:
     if path.startswith("/"):
         return "must be relative to the run dir, not absolute"
     parts = PurePosixPath(path).parts
+    if not parts:
+        return "must name a path in the run dir, not the run dir itself"
     if ".." in parts:
         return "must stay inside the run dir (no '..')"
     if parts and parts[0].casefold() in RESERVED:
         return f"must not be guildlite's own {parts[0]!r}"
     return None
+
+
+def _target_path_problem(v: str) -> str | None:
+    if v.rstrip("/") in ("", ".") and not v.startswith("/"):
+        return None  # the run dir itself
+    return target_problem(v.rstrip("/") or "/")
 
 
 def parse_requires(checks: YamlChecks, op: Mapping[Any, Any], where: str) -> tuple[Requirement, ...]:
@@ -149,8 +157,8 @@ def _source(checks: YamlChecks, m: Mapping[Any, Any], at: str, inherit: Mapping[
     opts = {**inherit, **m}
     for k in ("target-path", "path"):
         v = opts.get(k)
-        if v is not None and (not isinstance(v, str) or target_problem(v.strip().rstrip("/") or ".") is not None):
-            why = "must be a string" if not isinstance(v, str) else target_problem(v.strip().rstrip("/") or ".")
+        why = "must be a string" if not isinstance(v, str) else _target_path_problem(v.strip())
+        if v is not None and why is not None:
             raise checks.fail(m if k in m else inherit, k, f"{at}: '{k}' {_brief(v)} {why}")
     target = str(opts.get("target-path") or opts.get("path") or "").strip().strip("/")
     target = "" if target == "." else target
