@@ -32,6 +32,7 @@ from ._errors import GuildliteError, RunNotFoundError
 from ._flag_values import given_texts, parse_assignments, resolve
 from ._flags import nul_free
 from ._lifecycle import RunConfig, Session
+from ._needed import AlreadyDone
 from ._operation import Plan, Restart, execute, plan_run
 from ._operation import restart as restart_run
 from ._plugin_loader import build_plugins
@@ -61,13 +62,28 @@ class PipelinePlan:
     steps: tuple[StepDef, ...]
     options: Mapping[str, Any]
 
-    def step_plan(self, step: StepDef, given: Sequence[str], echo: bool) -> Plan:
-        """The plan of ``step`` run with ``given`` (``NAME=VALUE`` items)."""
-        opts = self.options
-        return plan_run(step.op, given, guildfile=self.config.guildfile, runs_dir=self.config.runs_dir,
+    def step_plan(self, step: StepDef, given: Sequence[str], echo: bool, check_only: bool = False) -> Plan:
+        """The plan of ``step`` run with ``given`` (``NAME=VALUE`` items). ``check_only``: its upstream
+        requirements left out (the runs they pick are made by the steps before it; they are picked
+        when its turn comes)."""
+        opts, guildfile = self.options, self.config.guildfile
+        if check_only:
+            guildfile, given = _without_upstream(guildfile, step.op, given)
+        return plan_run(step.op, given, guildfile=guildfile, runs_dir=self.config.runs_dir,
                         plugin_names=opts["plugin_names"], echo=echo, backend=opts["backend"],
                         backend_options=opts["backend_options"], parallel=opts["parallel"], gpus=opts["gpus"],
-                        fail_fast=opts["fail_fast"])
+                        fail_fast=opts["fail_fast"], pin_upstream=not check_only)
+
+
+def _without_upstream(guildfile: Guildfile, op_name: str, given: Sequence[str]) -> tuple[Guildfile, list[str]]:
+    """``guildfile`` with op ``op_name``'s ``- operation:`` requirements left out, and ``given`` less
+    the items that pick their runs."""
+    op = guildfile.op(op_name)
+    upstream = [r for r in op.requires if r.kind == "operation"]
+    names = {r.name or r.source for r in upstream}
+    lean = dataclasses.replace(op, requires=tuple(r for r in op.requires if r not in upstream))
+    return (dataclasses.replace(guildfile, operations={**guildfile.operations, op_name: lean}),
+            [g for g in given if g.partition("=")[0] not in names])
 
 
 def is_pipeline(guildfile: Guildfile, op_name: str) -> bool:
@@ -112,7 +128,7 @@ def plan(
     out = PipelinePlan(config, build_plugins(guildfile, op, opts["plugin_names"]), values, op.steps, opts)
     for i, step in enumerate(op.steps):  # every mistake in a step fails here, before anything is staged
         try:
-            out.step_plan(step, step.given(values), echo=False)
+            out.step_plan(step, step.given(values), echo=False, check_only=True)
         except GuildliteError as e:
             raise GuildliteError(f"{guildfile.path}:{step.line}: pipeline '{op.name}' step {i + 1} ({step.op}): {e}",
                                  exit_code=e.exit_code) from None
@@ -250,12 +266,9 @@ class PipelineSession(Session):
             go: Callable[[], Run] = job.execute
         else:
             step_plan = self.plan.step_plan(step, given, echo)
-            if step.needed:
-                found = _needed(step_plan)
-                if found is not None:
-                    self._record(pipe, i, found, reused="needed", selected=selected)
-                    return found
-            session = Session(dataclasses.replace(step_plan.config, detached=self.cfg.detached), step_plan.plugins)
+            needed = step.needed and step_plan.trials is None  # (--needed is for single runs)
+            session = Session(dataclasses.replace(step_plan.config, detached=self.cfg.detached, needed=needed),
+                              step_plan.plugins)
 
             def go() -> Run:
                 return execute(step_plan, fail_fast=opts["fail_fast"], session=session)
@@ -267,6 +280,11 @@ class PipelineSession(Session):
             session.stopping = self.stopping
         try:
             child = go()
+        except AlreadyDone as e:  # needed: a completed run did what this one would do; none was published
+            self._record(pipe, i, e.run, reused="needed", selected=selected)
+            self.log(f"guildlite: pipeline {pipe.id} step {i + 1}/{len(self.plan.steps)} ({step.op}): run {e.run.id}"
+                     " completed with the same flags, source and requirements: reused (needed)")
+            return e.run
         finally:
             self.step = None
             if session.stopping is not None:
@@ -339,10 +357,3 @@ def _upstream(op: OpDef, made: Sequence[Run], given: Sequence[str]) -> tuple[lis
         items.append(f"{name}={runs[0].id}" if len(runs) == 1 and not source.is_batch or req.select_best
                      else f"{name}=[{','.join(r.id for r in runs)}]")
     return items, selected
-
-
-def _needed(step_plan: Plan) -> Run | None:
-    """A completed run that makes this step's run unnecessary (``--needed``): same op, flags, source
-    and requirements (upstream's finder)."""
-    # CALL POINT (--needed, upstream): ``_upstream`` exposes the finder; wired in once it lands.
-    return None
