@@ -56,9 +56,8 @@ class RunConfig:
     backend: Backend | None = None  # where jobs run (None: the local backend)
     launch: Mapping[str, Any] = field(default_factory=dict)  # what each run's launch file holds (_supervisor)
     detached: bool = False  # this Session is a detached supervisor's: nobody watches, SIGHUP is ignored
-    upstream: Mapping[str, str] = field(default_factory=dict)  # upstream run ids by requirement name (_upstream)
-    needed: bool = False  # --needed: a run like a completed one is not published (_needed.AlreadyDone)
     requires: Resolved = Resolved()  # the op's requirements, resolved once (``_requires``)
+    needed: bool = False  # --needed: a run like a completed one is not published (_needed.AlreadyDone)
 
 
 class Session(VirtualParents):
@@ -98,16 +97,16 @@ class Session(VirtualParents):
 
     # --- staging ---------------------------------------------------------------------------------
 
-    def stage(self, flags: dict[str, Any], parent: Run | None = None, upstream: Mapping[str, str] | None = None) -> Run:
+    def stage(self, flags: dict[str, Any], parent: Run | None = None, requires: Resolved | None = None) -> Run:
         """Create a run dir, copy the source, write run.json, then call ``on_run_staged``
-        (``upstream``: this run's upstream run ids by requirement name, over the config's)."""
+        (``requires``: this run's requirements, when not the config's: a trial's own upstream run)."""
         owner = parent or self.parent
         run = new_run(self.cfg, flags, is_trial=parent is not None, parent_id=owner.id if owner else None)
         run._parent = owner
+        cfg = self.cfg if requires is None else dataclasses.replace(self.cfg, requires=requires)
         with staging(run, self.cfg.runs_dir):
-            stage_source(self.cfg, run, RunPaths(self.cfg.runs_dir / run.id).meta / "torchrun")
-            if self.cfg.needed:
-                check_staged(self.cfg.runs_dir, run)
+            stage_source(cfg, run, RunPaths(self.cfg.runs_dir / run.id).meta / "torchrun")
+            check_staged(cfg, run)  # --needed: a run like this one already completed?
             write_launch(run.paths.meta, dict(self.cfg.launch))
             run.claim()  # while its on_run_staged runs, `guildlite stop` sees a live owner to ask
             run.create()
@@ -404,10 +403,10 @@ class Session(VirtualParents):
         batch_info: dict[str, Any],
         stage_only: bool = False,
         fail_fast: bool = False,
-        upstream: Sequence[Mapping[str, str]] | None = None,
+        requires: Sequence[Resolved] | None = None,
     ) -> Run:
         """A batch: a virtual parent run (begin/end hooks only) whose trials are ordinary runs
-        (``upstream``: each trial's upstream runs, when they are a batch dimension)."""
+        (``requires``: each trial's requirements, when its upstream runs are a batch dimension)."""
         with self._invocation():
             batch = self.stage_parent(batch_flags, is_batch=True, batch=dict(batch_info))
             if not stage_only and not self.begin_parent(batch):
@@ -416,7 +415,7 @@ class Session(VirtualParents):
             for i, flags in enumerate(trials):
                 if self.stopping is not None:
                     break
-                trial = self.stage(flags, parent=batch, upstream=upstream[i] if upstream else None)
+                trial = self.stage(flags, parent=batch, requires=requires[i] if requires else None)
                 batch.trial_ids.append(trial.id)
                 staged.append(trial)
             batch.save()

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 if TYPE_CHECKING:
+    from ._lifecycle import RunConfig
     from ._run import Run
 
 
@@ -106,10 +107,12 @@ class AlreadyDone(Exception):
         self.run = run
 
 
-def check_staged(runs_dir: Path, run: Run) -> None:
-    """AlreadyDone if a completed run of ``runs_dir`` is like ``run``, staged (source copied,
-    requirements in place) but not published yet: its digests are taken from its staged dir."""
-    found = find_existing(runs_dir, run.op, run.flags, source_digest(source_manifest(run.run_dir, run._staged or [])),
-                          run.requires)
+def check_staged(cfg: RunConfig, run: Run) -> None:
+    """With ``--needed`` (``cfg.needed``): AlreadyDone if a completed run is like ``run``, staged
+    (source copied, requirements in place) but not published: its digests come from its staged dir."""
+    if not cfg.needed:
+        return
+    digest = source_digest(source_manifest(run.run_dir, run._staged or []))
+    found = find_existing(cfg.runs_dir, run.op, run.flags, digest, run.requires)
     if found is not None:
         raise AlreadyDone(found)

@@ -24,6 +24,7 @@ from ._lifecycle import RunConfig, Session
 from ._plugin_loader import build_plugins
 from ._plugins import Plugin
 from ._reach import check_nulls, check_op
+from ._requires import Resolved
 from ._requires import resolve as resolve_requires
 from ._run import Run
 from ._runs_dir import default_runs_dir, option_runs_dir
@@ -49,8 +50,8 @@ class Plan:
     batch_flags: dict[str, Any]
     batch_info: dict[str, Any]
     slots: list[Slot]
-    trial_upstream: list[dict[str, str]] | None = None  # each trial's, when the selection is a batch dimension
     warnings: tuple[str, ...] = ()  # said once before anything is staged (``execute``)
+    trial_requires: list[Resolved] | None = None  # each trial's, when its upstream runs are a batch dimension
 
     @property
     def command(self) -> list[str]:
@@ -89,7 +90,7 @@ def plan_run(
     fail_fast: bool = False,
     recorded: Mapping[str, Any] | None = None,
     confirm: Callable[[int], bool] | None = None,
-    pin_upstream: bool = True,
+    staged: bool = False,
     needed: bool = False,
 ) -> Plan:
     """Validate everything about a run request; raises a GuildliteError, stages nothing.
@@ -99,9 +100,9 @@ def plan_run(
     the guildfile's section and the op's; another backend's is an error). ``parallel`` (trials at once) defaults to the backend's choice (``plan_slots``). A batch of more than
     BATCH_CONFIRM_THRESHOLD trials goes ahead only if ``confirm(n)`` says so (None: no question).
     ``recorded``: a recorded run's flags (a restart's), given first, ``assignments`` over them.
-    An assignment named like an upstream requirement picks its run (``_upstream``); ``pin_upstream``
-    False leaves upstream runs unresolved (a staged run handed over already has them). ``needed``:
-    a run like an existing completed one is not run (``_needed``).
+    ``staged``: the run is staged already (a detached supervisor starts it): its requirements are
+    not resolved again. An assignment named like an upstream requirement picks its run
+    (``_upstream``). ``needed``: a run like an existing completed one is not run (``_needed``).
     """
     runs_dir = option_runs_dir(runs_dir) if runs_dir else default_runs_dir(guildfile)
     if guildfile.op(op_name).steps:
@@ -127,7 +128,7 @@ def plan_run(
     if parallel is not None and parallel < 1:
         raise GuildliteError("--parallel must be at least 1", exit_code=2)
     plugins = build_plugins(guildfile, op, plugin_names)
-    upstream = pin(op, runs_dir, picked) if pin_upstream else {}
+    upstream = pin(op, runs_dir, picked) if not staged else {}
     dims = {k: Grid(v) for k, v in upstream.items() if isinstance(v, tuple)}  # vary slowest: first
     batch = is_batch(values) or bool(dims)
     if needed and batch:
@@ -150,7 +151,12 @@ def plan_run(
     given = {k: v for k, v in (backend_options or {}).get(name, {}).items() if v is not None}
     launch = {"guildfile": str(guildfile.path), "op": op.name, "plugin_names": list(plugin_names), "backend": name,
               "backend_options": given, "parallel": parallel, "gpus": gpus, "fail_fast": fail_fast}
-    requires = resolve_requires(op, guildfile.dir, runs_dir.resolve(), values, str(guildfile.path))
+    # Resolved once per invocation (every trial gets the same), or once per upstream run of a dimension.
+    fixed = {k: v for k, v in upstream.items() if isinstance(v, str)}
+    per_trial = [{k: str(t[k]) for k in dims} for t in planned] if dims and planned is not None else None
+    trial_requires = (_resolve_each(op, guildfile, runs_dir.resolve(), {**values, **fixed}, per_trial or [{}])
+                      if not staged else [Resolved()])
+    requires = trial_requires[0]
     config = RunConfig(
         guildfile=guildfile,
         op=op,
@@ -162,14 +168,27 @@ def plan_run(
         echo=echo and (not batch or len(slots) == 1) and not detach,
         backend=engine,
         launch=launch,
-        upstream={k: v for k, v in upstream.items() if isinstance(v, str)},
         needed=needed,
     )
     batch_flags, flag_dims = batch_spec(values)
     info = {"trials": len(trials or []), "max_trials": max_trials, "seed": seed, "parallel": len(slots),
             "dims": flag_dims, **({"upstream": {k: list(v.values) for k, v in dims.items()}} if dims else {})}
-    per_trial = [{k: t[k] for k in dims} for t in planned] if dims and planned is not None else None
-    return Plan(config, plugins, values, trials, batch_flags, info, slots, per_trial, _warnings(config))
+    return Plan(config, plugins, values, trials, batch_flags, info, slots, () if staged else _warnings(config),
+                trial_requires if per_trial else None)
+
+
+def _resolve_each(op: OpDef, guildfile: Guildfile, runs_dir: Path, assigned: Mapping[str, Any],
+                  picks: Sequence[Mapping[str, str]]) -> list[Resolved]:
+    """``op``'s requirements resolved for each of ``picks`` (upstream run ids by requirement name,
+    over ``assigned``), each distinct one once."""
+    done: dict[tuple[tuple[str, str], ...], Resolved] = {}
+    out = []
+    for pick in picks:
+        key = tuple(sorted(pick.items()))
+        if key not in done:
+            done[key] = resolve_requires(op, guildfile.dir, runs_dir, {**assigned, **pick}, str(guildfile.path))
+        out.append(done[key])
+    return out
 
 
 def _warnings(cfg: RunConfig) -> tuple[str, ...]:
@@ -229,7 +248,7 @@ def execute(plan: Plan, stage_only: bool = False, fail_fast: bool = False, sessi
         run = session.run_single(dict(plan.flags), plan.slots[0], stage_only=stage_only or detach)
     else:
         run = session.run_batch(plan.batch_flags, plan.trials, plan.slots, plan.batch_info,
-                                stage_only=stage_only or detach, fail_fast=fail_fast, upstream=plan.trial_upstream)
+                                stage_only=stage_only or detach, fail_fast=fail_fast, requires=plan.trial_requires)
     if detach and not stage_only:
         session.hand_over(run)
     return run
@@ -242,8 +261,7 @@ def resume(run: Run, launch: Mapping[str, Any]) -> tuple[Session, list[Slot], bo
     plan = plan_run(run.op, [], guildfile=guildfile, runs_dir=run.run_dir.parent, nproc=run.nproc_per_node,
                     plugin_names=launch.get("plugin_names") or (), echo=False, backend=launch.get("backend"),
                     backend_options={launch["backend"]: launch.get("backend_options") or {}},
-                    parallel=launch.get("parallel"), gpus=launch.get("gpus"), recorded=_flags_of(run),
-                    pin_upstream=False)
+                    parallel=launch.get("parallel"), gpus=launch.get("gpus"), recorded=_flags_of(run), staged=True)
     engine = plan.config.backend
     assert engine is not None
     slots = plan.slots
@@ -251,6 +269,18 @@ def resume(run: Run, launch: Mapping[str, Any]) -> tuple[Session, list[Slot], bo
         slots = engine.plan_slots(plan.config.op, launch.get("parallel"), len(run.trial_ids), launch.get("gpus"))
     config = dataclasses.replace(plan.config, echo=False, detached=True, launch=launch)
     return Session(config, plan.plugins), slots, bool(launch.get("fail_fast"))
+
+
+def _recorded_picks(run: Run, op: OpDef, assignments: Sequence[str]) -> list[str]:
+    """The assignments that pick the upstream runs ``run`` was staged with again (a restart), but
+    for those ``assignments`` pick anew; a batch's: its unfinished trials', which must agree."""
+    if not run.is_batch:
+        return recorded_picks(op, run.requires, assignments)
+    picks = {tuple(recorded_picks(op, t.requires, ())) for t in run.trials if t.status != "completed"}
+    if len(picks) > 1:
+        raise GuildliteError(f"the trials of batch {run.id} used different upstream runs: restart them one by one"
+                             " (guildlite run --restart TRIAL)", exit_code=2)
+    return list(next(iter(picks), ()))
 
 
 def _flags_of(run: Run) -> dict[str, Any]:
@@ -290,7 +320,7 @@ def restart(
         backend_options = backend_options or {backend: launch.get("backend_options") or {}}
     plan = plan_run(
         run.op,
-        [*recorded_picks(guildfile.op(run.op), run.requires, assignments), *assignments],
+        [*_recorded_picks(run, guildfile.op(run.op), assignments), *assignments],
         guildfile=guildfile,
         runs_dir=run.run_dir.parent,
         nproc=run.nproc_per_node,
@@ -304,7 +334,6 @@ def restart(
         detach=detach,
         fail_fast=fail_fast,
         recorded=_flags_of(run),
-        pin_upstream=not run.is_batch,  # a batch's trials keep the upstream runs they were staged with
     )
     if plan.trials is not None:
         raise GuildliteError("a restart takes plain flag values, not batch syntax", exit_code=2)

@@ -72,7 +72,7 @@ class PipelinePlan:
         return plan_run(step.op, given, guildfile=guildfile, runs_dir=self.config.runs_dir,
                         plugin_names=opts["plugin_names"], echo=echo, backend=opts["backend"],
                         backend_options=opts["backend_options"], parallel=opts["parallel"], gpus=opts["gpus"],
-                        fail_fast=opts["fail_fast"], pin_upstream=not check_only)
+                        fail_fast=opts["fail_fast"])
 
 
 def _without_upstream(guildfile: Guildfile, op_name: str, given: Sequence[str]) -> tuple[Guildfile, list[str]]:

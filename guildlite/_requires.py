@@ -17,8 +17,9 @@ import os
 import posixpath
 import shutil
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ._files import META_DIR, write_json
 from ._requires_schema import Requirement
@@ -54,10 +55,15 @@ class Resolved:
 
     def covers(self, rel: str) -> Entry | None:
         """The entry placed at or above the run-dir path ``rel`` (a source file it replaces), or None."""
-        for e in self.entries:
-            if rel == e.target or rel.startswith(e.target + "/"):
-                return e
-        return None
+        if not self.items:
+            return None
+        parts = PurePosixPath(rel).parts
+        return next((self._by_target[p] for p in ("/".join(parts[:i]) for i in range(1, len(parts) + 1))
+                     if p in self._by_target), None)
+
+    @cached_property
+    def _by_target(self) -> dict[str, Entry]:
+        return {e.target: e for e in self.entries}
 
     @property
     def warnings(self) -> list[str]:
@@ -112,6 +118,7 @@ def resolve(op: OpDef, project: Path, runs_dir: Path, flags: Mapping[str, Any] |
 def _resolve_one(req: Requirement, project: Path, runs_dir: Path, flags: Mapping[str, Any], where: str) -> Resolution:
     at = f"{where}:{req.line}" if req.line else where
     rec: dict[str, Any] = {"kind": req.kind, "source": req.source}
+    only = None  # an upstream run: its outputs only
     if req.kind == "file":
         root, base = _file_source(req, project, at)
         rec["path"] = str(root)
@@ -119,20 +126,20 @@ def _resolve_one(req: Requirement, project: Path, runs_dir: Path, flags: Mapping
         from ._downloads import fetch
 
         root = fetch(req.source, req.sha256, at)
-        base = posixpath.join(req.target_path, root.name) if req.target_path else root.name
+        base = _under(req.target_path, root.name)
         rec["path"] = str(root)
     else:
-        root, run_id = _upstream_source(req, runs_dir, flags, at)
-        base = req.target_path
-        rec.update(run=run_id, path=str(root))
+        root, run_id, only = _upstream_source(req, runs_dir, flags, at)
+        base = _under(req.target_path, "")
+        rec.update(run=run_id, name=req.name or req.source, path=str(root))  # name: what picks it (NAME=RUN)
     if req.unpack and root.is_file():
         from ._digests import cached_sha256
         from ._unpack import unpacked
 
         digest = cached_sha256(root)
         rec["archive_sha256"] = digest
-        root, base = unpacked(root, digest, at), req.target_path
-    found: Collected = collect(req, root, base, at)
+        root, base = unpacked(root, digest, at), _under(req.target_path, "")
+    found: Collected = collect(req, root, base, at, only)
     if req.sha256 is not None and req.kind == "file" and found.record.get("sha256") not in (req.sha256, None):
         raise RequirementError(f"{at}: {req.label}: sha256 mismatch: expected {req.sha256}, got"
                                f" {found.record['sha256']}; nothing was staged")
@@ -151,12 +158,23 @@ def _file_source(req: Requirement, project: Path, at: str) -> tuple[Path, str]:
     rel = posixpath.normpath(req.source.rstrip("/")) if not written.is_absolute() else ""
     inside = rel not in ("", ".") and rel != ".." and not rel.startswith("../")
     name = rel if inside else Path(os.path.realpath(root)).name
-    return root, posixpath.join(req.target_path, PurePosixPath(name).name) if req.target_path else name
+    return root, _under(req.target_path, PurePosixPath(name).name) if req.target_path else name
 
 
-def _upstream_source(req: Requirement, runs_dir: Path, flags: Mapping[str, Any], at: str) -> tuple[Path, str]:
-    """The run dir and id an ``operation:`` requirement resolves to (``_upstream`` decides)."""
-    raise RequirementError(f"{at}: {req.label}: operation requirements are not available yet", exit_code=2)
+def _under(target_path: str, name: str) -> str:
+    """``name`` under ``target-path`` in the run dir ("" for the run dir itself)."""
+    out = posixpath.normpath(posixpath.join(target_path or ".", name))
+    return "" if out == "." else out
+
+
+def _upstream_source(req: Requirement, runs_dir: Path, flags: Mapping[str, Any],
+                     at: str) -> tuple[Path, str, Callable[[str], bool]]:
+    """The run dir and id an ``operation:`` requirement resolves to, and which of its paths are
+    the run's outputs (``_upstream`` decides: ``flags`` holds the run its name picked, if one was)."""
+    from ._upstream import is_output, source_run
+
+    run = source_run(req, runs_dir, flags)
+    return run.run_dir, run.id, is_output(run)
 
 
 def _check_places(items: tuple[Resolution, ...], where: str) -> None:

@@ -37,7 +37,7 @@ class Requirement:
 
     kind: Literal["file", "url", "operation"]
     source: str  # path / URL / op name
-    target_path: str = ""
+    target_path: str = ""  # "": the source's own place; ".": the run dir itself
     target_type: Literal["link", "copy"] = "link"
     select: tuple[str, ...] = ()  # regexes over the source's relative paths
     rename: tuple[tuple[str, str], ...] = ()  # (pattern, replacement)
@@ -160,8 +160,8 @@ def _source(checks: YamlChecks, m: Mapping[Any, Any], at: str, inherit: Mapping[
         why = "must be a string" if not isinstance(v, str) else _target_path_problem(v.strip())
         if v is not None and why is not None:
             raise checks.fail(m if k in m else inherit, k, f"{at}: '{k}' {_brief(v)} {why}")
-    target = str(opts.get("target-path") or opts.get("path") or "").strip().strip("/")
-    target = "" if target == "." else target
+    target = str(opts.get("target-path") or opts.get("path") or "").strip().rstrip("/")
+    target = "." if target in ("", ".") and (opts.get("target-path") or opts.get("path")) else target
     ttype = opts.get("target-type", "link")
     if ttype not in ("link", "copy"):
         raise checks.fail(m if "target-type" in m else inherit, "target-type",
@@ -238,8 +238,8 @@ def _rename(checks: YamlChecks, m: Mapping[Any, Any], at: str) -> tuple[tuple[st
         if isinstance(spec, dict) and set(spec) <= {"pattern", "repl"}:
             pair = (str(spec.get("pattern", "")), str(spec.get("repl", "")))
         elif isinstance(spec, str):
-            try:
-                parts = shlex.split(spec)
+            try:  # quotes group a part with spaces; without any, a regex's backslashes stay as written
+                parts = shlex.split(spec) if any(q in spec for q in "'\"") else spec.split()
             except ValueError as e:
                 raise checks.fail(m, "rename", f"{at}: rename {spec!r}: {e}") from None
             if len(parts) not in (1, 2):

@@ -17,10 +17,15 @@ unless the selection is itself a dimension. Staging asks ``source_run`` with the
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import stat
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, Union
 
 from ._errors import GuildliteError
+from ._files import META_DIR
 
 if TYPE_CHECKING:
     from ._guildfile import OpDef
@@ -110,13 +115,13 @@ def pin(op: OpDef, runs_dir: Path, given: Mapping[str, Selection]) -> dict[str, 
     return out
 
 
-def source_run(req: Requirement, runs_dir: Path, assignments: Mapping[str, str] | None = None) -> Run:
+def source_run(req: Requirement, runs_dir: Path, assignments: Mapping[str, Any] | None = None) -> Run:
     """The run whose files ``req`` (an ``operation`` requirement) links into a run of ``runs_dir``:
     the one ``assignments[pick_name(req)]`` selects (a run id or another selector), else the newest
     completed run of ``req.source``. UpstreamError (exit 2) if there is none, or the one picked is
     not a completed run of that op."""
     spec = (assignments or {}).get(pick_name(req))
-    return _picked(req, runs_dir, spec) if spec else _newest(req, runs_dir)
+    return _picked(req, runs_dir, str(spec)) if spec else _newest(req, runs_dir)
 
 
 def _newest(req: Requirement, runs_dir: Path) -> Run:
@@ -158,7 +163,8 @@ def recorded_picks(op: OpDef, requires: Sequence[object], given: Sequence[str]) 
     recorded = [e for e in requires if isinstance(e, dict) and e.get("kind") == "operation" and e.get("run")]
     out = []
     for req in operation_requirements(op):
-        entry = next((e for e in recorded if e.get("source") == req.source), None)
+        entry = next((e for e in recorded if e.get("name") == pick_name(req)), None) or next(
+            (e for e in recorded if e.get("source") == req.source), None)
         if entry is None:
             continue
         recorded.remove(entry)  # two requirements of one op: in order
@@ -169,39 +175,49 @@ def recorded_picks(op: OpDef, requires: Sequence[object], given: Sequence[str]) 
 
 # guildlite's own files in a run dir: never an upstream run's output.
 _OWN = ("run.json", "output.log", ".guildlite")
+_SCALARS = re.compile(r"scalars(\.rank\d+)?\.jsonl")
+_PLACED = "requires.json"  # ``_requires``: what a run's requirements put into its dir
+
+
+def is_output(run: Run) -> Callable[[str], bool]:
+    """Whether a path of ``run``'s dir (relative) may be an output of the run, which downstream
+    runs link: not guildlite's own (``run.json``, ``output.log``, ``scalars*.jsonl``, ``.guildlite/``),
+    not its staged source (its manifest), not what its own requirements put there."""
+    from ._inspect import source_files
+    from ._runfiles import RunFileError, read_bytes
+
+    source = set(source_files(run)[0])
+    placed = {str(e.get("target")) for e in run.requires if isinstance(e, dict)}
+    try:
+        data, _ = read_bytes(run.run_dir, f"{META_DIR}/{_PLACED}", 16 << 20)
+        listed = json.loads(data)
+    except (RunFileError, ValueError):
+        listed = []
+    placed.update(str(e.get("target")) for e in (listed if isinstance(listed, list) else ()) if isinstance(e, dict))
+    placed -= {"", ".", "None"}
+
+    def check(rel: str) -> bool:
+        if rel.split("/", 1)[0] in _OWN or _SCALARS.fullmatch(rel) or rel in source:
+            return False
+        return not any(rel == t or rel.startswith(t + "/") for t in placed)
+
+    return check
 
 
 def output_files(run: Run) -> list[str]:
-    """The files an upstream run made, which its downstream runs link (relative paths, sorted):
-    every regular file in its dir but guildlite's own (``run.json``, ``output.log``, ``scalars*.jsonl``,
-    ``.guildlite/``), its staged source (its manifest) and what its own ``requires`` put there.
-
-    The run dir may come from elsewhere: a symlink counts only while it leads to a regular file
-    inside the run dir, symlinked dirs are not entered, and a FIFO or device is never opened."""
-    import os
-    import re
-    import stat
-
-    from ._inspect import source_files
-
+    """The files ``run`` made (``is_output``), relative paths, sorted. The run dir may come from
+    elsewhere: a symlink counts only while it leads to a regular file inside the run dir, symlinked
+    dirs are not entered, and a FIFO or device is never opened."""
     base = os.path.realpath(run.run_dir)
-    source, _ = source_files(run)
-    theirs = [str(e.get("target") or "") for e in run.requires if isinstance(e, dict)]
-    skip = set(source)
+    wanted = is_output(run)
     out = []
     for root, dirs, files in os.walk(base):
         rel_root = os.path.relpath(root, base)
-        if rel_root == ".":
-            dirs[:] = [d for d in dirs if d not in _OWN]
-        dirs.sort()
+        dirs[:] = sorted(d for d in dirs if wanted(d if rel_root == "." else f"{rel_root}/{d}"))
         for name in files:
             rel = name if rel_root == "." else f"{rel_root}/{name}"
-            if rel in skip or (rel_root == "." and (name in _OWN or re.fullmatch(r"scalars(\.rank\d+)?\.jsonl", name))):
-                continue
-            if any(t and (rel == t or rel.startswith(t.rstrip("/") + "/")) for t in theirs):
-                continue
             real = os.path.realpath(os.path.join(root, name))
-            if not real.startswith(base + "/"):
+            if not wanted(rel) or not real.startswith(base + "/"):
                 continue
             try:
                 if stat.S_ISREG(os.stat(real).st_mode):

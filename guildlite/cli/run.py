@@ -267,7 +267,10 @@ def _show_plan(plan: Any) -> None:
         flags = plan.flags
     for k, v in flags.items():
         _say(f"  {k}: {_fmt(v)}")
-    for k, v in {**cfg.upstream, **plan.batch_info.get("upstream", {})}.items():
+    from .._upstream import pick_name
+
+    picked = {pick_name(r.requirement): r.record["run"] for r in cfg.requires.items if r.requirement.kind == "operation"}
+    for k, v in {**picked, **plan.batch_info.get("upstream", {})}.items():
         _say(f"  {k}: upstream run {', '.join(v) if isinstance(v, list) else v}")
     _say(f"  command: {display_command(plan.command)}")
     _say(f"  runs dir: {cfg.runs_dir}")
