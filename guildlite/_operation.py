@@ -197,12 +197,13 @@ def _warnings(cfg: RunConfig) -> tuple[str, ...]:
     from ._sourcecode import include_report, select_files
 
     out = []
-    if cfg.op.sourcecode.include:
+    if cfg.op.sourcecode.include or cfg.requires.items:
         project = cfg.guildfile.dir
         chosen = select_files(project, cfg.op.sourcecode, skip=(cfg.runs_dir,))
         for line in include_report(project, cfg.op.sourcecode, chosen,
                                    lambda p: p != cfg.op.script and cfg.requires.covers(p) is None):
             out.append(f"sourcecode include: {line}: not copied into the run dir")
+        out.extend(cfg.requires.replaced(project, chosen.files))
     return (*out, *cfg.requires.warnings)
 
 

@@ -65,6 +65,19 @@ class Resolved:
     def _by_target(self) -> dict[str, Entry]:
         return {e.target: e for e in self.entries}
 
+    def replaced(self, project: Path, files: list[str]) -> list[str]:
+        """A line for each source file (of ``files``, relative to ``project``) that a requirement
+        replaces with something else in the run dir (the requirement wins its place)."""
+        out = []
+        for rel in files:
+            e = self.covers(rel)
+            if e is None:
+                continue
+            provided = e.path if rel == e.target else e.path / os.path.relpath(rel, e.target)
+            if os.path.realpath(provided) != os.path.realpath(project / rel):
+                out.append(f"source file {rel} is not copied: the run dir has {provided} there (requires)")
+        return out
+
     @property
     def warnings(self) -> list[str]:
         """What the requirements left out (a symlink out of a required dir), one line each."""
@@ -181,16 +194,21 @@ def _check_places(items: tuple[Resolution, ...], where: str) -> None:
     """Two requirements at one place, or one inside another's link, are refused before staging."""
     seen: dict[str, Resolution] = {}
     for r in items:
+        at = f"{where}:{r.requirement.line}" if r.requirement.line else where
         for e in r.entries:
-            if e.target in seen and seen[e.target] is not r:
-                raise RequirementError(f"{where}: {r.requirement.label} and {seen[e.target].requirement.label} both"
-                                       f" go to {e.target!r} in the run dir; give one a target-path", exit_code=2)
+            if e.target in seen:
+                other = seen[e.target].requirement.label
+                both = f"{r.requirement.label} puts two files" if seen[e.target] is r else \
+                    f"{r.requirement.label} and {other} both go"
+                raise RequirementError(f"{at}: {both} to {e.target!r} in the run dir; give one a target-path"
+                                       " (or another rename)", exit_code=2)
             seen[e.target] = r
     for target, r in seen.items():
         parts = PurePosixPath(target).parts
         for i in range(1, len(parts)):
             above = seen.get("/".join(parts[:i]))
             if above is not None:
-                raise RequirementError(f"{where}: {r.requirement.label} goes to {target!r}, inside"
+                at = f"{where}:{r.requirement.line}" if r.requirement.line else where
+                raise RequirementError(f"{at}: {r.requirement.label} goes to {target!r}, inside"
                                        f" {'/'.join(parts[:i])!r}, which {above.requirement.label} links whole;"
                                        " give it another target-path", exit_code=2)

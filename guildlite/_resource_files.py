@@ -138,7 +138,7 @@ def _renamed(req: Requirement, rel: str, where: str) -> str:
     out = rel
     for pattern, repl in req.rename:
         try:
-            out = re.sub(pattern, repl, out)
+            out = re.sub(pattern, repl, out, count=1)  # once: '.*' also matches the empty end
         except (re.error, IndexError) as e:
             raise RequirementError(f"{where}: {req.label}: rename {pattern!r} -> {repl!r}: {e}", exit_code=2) from None
     return out

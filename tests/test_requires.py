@@ -116,6 +116,8 @@ def test_a_5mb_data_dir_is_read_by_the_job_through_requires_file(make: Callable[
     manifest = json.loads((run_dir / ".guildlite" / "sourcecode.json").read_text())
     assert {"path": "data/labels.csv", "reason": "required"} in manifest["skipped"]
     assert all(not f["path"].startswith("data/") for f in manifest["files"])
+    info = proj.run("runs", "info", run_dir.name)
+    assert "requires:" in info.stdout and "file: data/ -> data  5.2 MB  sha256 " + data["sha256"][:16] in info.stdout
 
 
 def test_copy_target_path_select_and_rename(make: Callable[..., Project]) -> None:
@@ -332,6 +334,15 @@ def test_a_requirement_wins_over_a_source_file_at_its_place(make: Callable[..., 
     skipped = json.loads((run_dir / ".guildlite" / "sourcecode.json").read_text())["skipped"]
     assert {"path": "config.yml", "reason": "required"} in skipped
     assert (proj.root / "config.yml").read_text() == "source: 1\n"
+    said = [ln for ln in cp.stderr.splitlines() if "config.yml" in ln]
+    assert len(said) == 1 and "warning" in said[0] and "configs/big.yml" in said[0], cp.stderr
+
+
+def test_a_rename_that_merges_files_is_refused(make: Callable[..., Project]) -> None:
+    proj = make(_guildfile("- file: data\n  rename: '.* same.bin'\n"))
+    _data_dir(proj.root, n=2, size=10)
+    assert "guildfile.yml:7:" in assert_clean_error(proj.run("run", "-y", "train"), 2, "puts two files to 'data/same.bin'")
+    assert proj.run_dirs() == []
 
 
 def test_a_restart_links_the_requirements_again(make: Callable[..., Project]) -> None:

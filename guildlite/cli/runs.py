@@ -195,6 +195,13 @@ def runs_info(
             what = f"{step.get('run')} {step.get('status')}{how}" if step.get("run") else "not started"
             _say(f"  {n}. {' '.join([str(step.get('op')), *map(str, step.get('given') or [])])}: {what}"
                  + (f": {step['error']}" if step.get("error") else ""))
+    if r.requires:
+        click.echo("requires:")
+        for q in r.requires:
+            size = f"{q['size'] / 1e6:.1f} MB" if isinstance(q.get("size"), int) else "?"
+            upstream = f" run {q['run']}" if q.get("run") else ""
+            _say(f"  {q.get('kind')}: {q.get('source')} -> {q.get('target')}{upstream}  {size}"
+                 f"  sha256 {str(q.get('sha256') or '-')[:16]}")
     if r.plugins:
         click.echo("hooks:")
         for call in r.plugins:
