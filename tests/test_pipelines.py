@@ -405,6 +405,8 @@ def test_inspect_commands_work_on_a_pipeline(pipe: Pipe, tmp_path: Path) -> None
         assert cp.returncode == 0 and TRACEBACK not in cp.stderr, (args, cp.stderr)
     watch = pipe.run("watch", strict["id"])  # an ended pipeline: its steps, then its end and exit status
     assert watch.returncode == 1 and f"pipeline {strict['id']} error" in watch.stderr
+    ops = pipe.run("ops")
+    assert "strict  (pipeline: prepare -> fail -> prepare size=9)" in ops.stdout, ops.stdout
     assert pipe.run("label", strict["id"], "nightly").returncode == 0
     assert pipe.record(strict["id"])["label"] == "nightly"
 
@@ -455,4 +457,17 @@ def test_a_bad_step_flag_fails_before_anything_is_staged(pipe: Pipe) -> None:
     assert_clean_error(cp, 2, "takes single flag values")
     cp = pipe.run("run", "all", "rate=1", "-y")
     assert_clean_error(cp, 2, "no flag 'rate'")
+    cp = pipe.run("run", "all", "--max-trials", "2", "-y")
+    assert_clean_error(cp, 2, "--max-trials", "is a pipeline")
     assert pipe.proj.records() == []
+
+
+@pytest.mark.parametrize("plan", [{"steps": 5}, {"steps": [3]}, {"steps": [{"given": "x"}]}, {"summary": {"a": "b"}}])
+def test_a_hostile_pipeline_record_is_a_bad_record_not_a_crash(pipe: Pipe, plan: dict[str, Any]) -> None:
+    assert pipe.run("run", "all", "--stage", "-y").returncode == 0
+    (rec,) = pipe.proj.records()
+    path = pipe.proj.runs_dir / rec["id"] / "run.json"
+    path.write_text(json.dumps({**rec, "pipeline": plan}))
+    listing = pipe.run("runs")
+    assert listing.returncode == 0 and TRACEBACK not in listing.stderr and "pipeline" in listing.stderr
+    assert_clean_error(pipe.run("runs", "info", rec["id"]), 2, "pipeline")

@@ -171,6 +171,10 @@ def run(
         raise GuildliteError("missing OPERATION (see guildlite ops)", exit_code=2)
     operation, flags = args[0], args[1:]
     if pipeline.is_pipeline(gf, operation):
+        for option, value in (("--nproc-per-node", nproc_per_node), ("--max-trials", max_trials), ("--seed", seed)):
+            if value is not None:
+                raise GuildliteError(f"{option} is an option of one op's run; '{operation}' is a pipeline: give it"
+                                     " in its steps", exit_code=2)
         pplan = pipeline.plan(operation, flags, guildfile=gf, runs_dir=runs_dir, label=label, echo=not as_json,
                               detach=detach, plugin_names=plugin_names, backend=backend,
                               backend_options=_backend_options(given), parallel=parallel, gpus=gpus,
