@@ -32,7 +32,7 @@ def source_manifest(run_dir: Path, paths: Sequence[Any]) -> list[dict[str, Any]]
     from ._runfiles import RunFileError, check_rel
 
     out = []
-    for rel in sorted(p for p in set(paths) if isinstance(p, str) and p != "run.json"):
+    for rel in sorted({p for p in paths if isinstance(p, str) and p != "run.json"}):  # a plugin may edit the list
         try:
             check_rel(rel)
         except RunFileError:

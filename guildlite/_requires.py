@@ -145,6 +145,8 @@ def _resolve_one(req: Requirement, project: Path, runs_dir: Path, flags: Mapping
         root, run_id, only = _upstream_source(req, runs_dir, flags, at)
         base = _under(req.target_path, "")
         rec.update(run=run_id, name=req.name or req.source, path=str(root))  # name: what picks it (NAME=RUN)
+    if req.kind == "file" and req.sha256 is not None:  # checked whatever its size (a URL's: by ``fetch``)
+        _check_sha256(req, root, at)
     if req.unpack and root.is_file():
         from ._digests import cached_sha256
         from ._unpack import unpacked
@@ -153,13 +155,21 @@ def _resolve_one(req: Requirement, project: Path, runs_dir: Path, flags: Mapping
         rec["archive_sha256"] = digest
         root, base = unpacked(root, digest, at), _under(req.target_path, "")
     found: Collected = collect(req, root, base, at, only)
-    if req.sha256 is not None and req.kind == "file" and found.record.get("sha256") not in (req.sha256, None):
-        raise RequirementError(f"{at}: {req.label}: sha256 mismatch: expected {req.sha256}, got"
-                               f" {found.record['sha256']}; nothing was staged")
     rec.update(target=base or ".", target_type=req.target_type, **found.record)
     if found.skipped:
         rec["skipped"] = list(found.skipped)
     return Resolution(req, found.entries, rec)
+
+
+def _check_sha256(req: Requirement, path: Path, at: str) -> None:
+    from ._digests import cached_sha256
+
+    if not path.is_file():
+        raise RequirementError(f"{at}: {req.label}: sha256 is given but {path} is not a file", exit_code=2)
+    got = cached_sha256(path)
+    if got != req.sha256:
+        raise RequirementError(f"{at}: {req.label}: sha256 mismatch: expected {req.sha256}, got {got};"
+                               " nothing was staged")
 
 
 def _file_source(req: Requirement, project: Path, at: str) -> tuple[Path, str]:

@@ -148,7 +148,8 @@ def _picked(req: Requirement, runs_dir: Path, spec: str) -> Run:
     if run.op != req.source:
         raise UpstreamError(f"{name}={spec}: run {run.id} is a run of '{run.op}', not of '{req.source}'")
     if run.is_batch:
-        trials = ",".join(t.id for t in run.trials if t.status == "completed") or "TRIAL1,TRIAL2"
+        done = [t.id for t in run.trials if t.status == "completed"]
+        trials = ",".join(done[:5]) + (",..." if len(done) > 5 else "") if done else "TRIAL1,TRIAL2"
         raise UpstreamError(f"{name}={spec}: run {run.id} is a batch, whose files are its trials': pick a trial "
                             f"({name}=TRIAL), or several ({name}=[{trials}])")
     if run.status != "completed":

@@ -372,3 +372,81 @@ def test_a_detached_run_is_staged_with_its_requirements(make: Callable[..., Proj
     rec = wait_until(lambda: (r := proj.only_record())["status"] in ("completed", "error") and r, timeout=60)
     assert rec["status"] == "completed", rec
     assert f"read {total} bytes" in (run_dir / "output.log").read_text()
+
+
+def test_a_file_archive_is_unpacked_unless_unpack_no(make: Callable[..., Project], tmp_path: Path) -> None:
+    import zipfile
+
+    proj = make(_guildfile("- file: bundle.zip\n  target-path: b\n- file: keep.zip\n  unpack: no\n"))
+    for name in ("bundle.zip", "keep.zip"):
+        with zipfile.ZipFile(proj.root / name, "w") as z:
+            z.writestr("inner/a.txt", "A")
+    cp = proj.run("run", "-y", "train", "paths=b/inner/a.txt,keep.zip")
+    assert cp.returncode == 0, cp.stderr
+    assert "extra b/inner/a.txt 1" in cp.stdout
+    run_dir = _only_run_dir(proj)
+    assert zipfile.is_zipfile(run_dir / "keep.zip") and not (run_dir / "inner").exists()
+    unpacked = proj.only_record()["requires"][0]
+    assert unpacked["files"] == 1 and len(unpacked["archive_sha256"]) == 64
+
+
+def test_a_file_sha256_is_checked_whatever_its_size(make: Callable[..., Project]) -> None:
+    import hashlib
+
+    proj = make(_guildfile(f"- file: w.bin\n  sha256: {hashlib.sha256(b'v1').hexdigest()}\n"))
+    (proj.root / "w.bin").write_bytes(b"v1")
+    assert proj.run("run", "-y", "train", env={"GUILDLITE_HASH_LIMIT": "0"}).returncode == 0
+    (proj.root / "w.bin").write_bytes(b"v2")
+    line = assert_clean_error(proj.run("run", "-y", "train", env={"GUILDLITE_HASH_LIMIT": "0"}), 1,
+                              "sha256 mismatch", hashlib.sha256(b"v2").hexdigest())
+    assert "guildfile.yml:7:" in line
+    assert len(proj.run_dirs()) == 1
+
+
+# --- the path rules, as properties ------------------------------------------------------------------
+
+_PATHS = ["", ".", "..", "/", "a", "b/c", "../x", "./y", "x/../../z", "/etc", ".guildlite", "run.json", "a//b",
+          "\\\\x", "C:x", "a/./b", "..a", "a..", "~"]
+
+
+def test_an_accepted_target_stays_inside_the_run_dir() -> None:
+    from conftest import property_settings
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from guildlite._requires_schema import target_problem
+
+    part = st.sampled_from(_PATHS) | st.text(alphabet="ab./\\~:", max_size=6)
+
+    @property_settings()
+    @given(st.lists(part, min_size=1, max_size=4).map("/".join))
+    def check(path: str) -> None:
+        if target_problem(path) is None:
+            placed = os.path.normpath(os.path.join("/run", path))
+            assert placed.startswith("/run/"), path
+            assert placed.split("/")[2].casefold() not in (".guildlite", "run.json")
+
+    check()
+
+
+def test_an_accepted_archive_member_stays_inside_the_unpack_dir() -> None:
+    from conftest import property_settings
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from guildlite._resource_files import RequirementError
+    from guildlite._unpack import _check_name
+
+    part = st.sampled_from(_PATHS) | st.text(alphabet="ab./\\:", max_size=6)
+
+    @property_settings()
+    @given(st.lists(part, min_size=1, max_size=4).map("/".join))
+    def check(name: str) -> None:
+        try:
+            _check_name(Path("x.zip"), name, "guildfile.yml")
+        except RequirementError:
+            return
+        placed = os.path.normpath(os.path.join("/unpack", name))
+        assert placed == "/unpack" or placed.startswith("/unpack/"), name
+
+    check()
