@@ -42,6 +42,7 @@ def _name_of(url: str) -> str:
 
 def fetch(url: str, sha256: str | None, where: str) -> Path:
     """The cached file of ``url``, downloaded now if needed; checked against ``sha256``."""
+    _check_local(url, where)
     key = hashlib.sha256(url.encode()).hexdigest()[:32]
     folder = cache_root() / "url" / key
     folder.mkdir(parents=True, exist_ok=True)
@@ -63,6 +64,24 @@ def fetch(url: str, sha256: str | None, where: str) -> Path:
         atomic_write(folder / "meta.json", json.dumps({"url": url, "sha256": got, "file": final.name,
                                                        "downloaded": now_iso()}))
         return final
+
+
+def _check_local(url: str, where: str) -> None:
+    """A ``file://`` URL must name a regular file: opening a FIFO would wait forever, reading a
+    device would never end."""
+    import stat
+    from urllib.parse import urlsplit
+    from urllib.request import url2pathname
+
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "file":
+        return
+    try:
+        mode = os.stat(url2pathname(parts.path)).st_mode
+    except OSError as e:
+        raise RequirementError(f"{where}: url: {url}: {e.strerror or e}", exit_code=2) from None
+    if not stat.S_ISREG(mode):
+        raise RequirementError(f"{where}: url: {url} is not a regular file", exit_code=2)
 
 
 class _locked:

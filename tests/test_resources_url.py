@@ -231,3 +231,16 @@ def test_slow_downloads_show_progress_and_concurrent_runs_share_one(make: Callab
     assert server.hits["slow.bin"] == 1  # the second waited for the first's download
     assert all("got slow.bin " + "s" * 10 in out for out, _err in outs)
     assert any("downloading" in err and "slow.bin" in err for _out, err in outs)
+
+
+def test_a_file_url_is_fetched_and_a_fifo_one_refused(make: Callable[[str], Project], tmp_path: Path) -> None:
+    import os
+
+    (tmp_path / "local.txt").write_text("LOCAL")
+    os.mkfifo(tmp_path / "pipe")
+    proj = make(f"- url: file://{tmp_path / 'local.txt'}\n")
+    cp = proj.run("run", "-y", "train", "paths=local.txt")
+    assert cp.returncode == 0, cp.stderr
+    assert "got local.txt LOCAL" in cp.stdout
+    (proj.root / "guildfile.yml").write_text((proj.root / "guildfile.yml").read_text().replace("local.txt", "pipe"))
+    assert_clean_error(proj.run("run", "-y", "train", timeout=30), 2, "not a regular file")
