@@ -462,12 +462,14 @@ def test_a_bad_step_flag_fails_before_anything_is_staged(pipe: Pipe) -> None:
     assert pipe.proj.records() == []
 
 
-@pytest.mark.parametrize("plan", [{"steps": 5}, {"steps": [3]}, {"steps": [{"given": "x"}]}, {"summary": {"a": "b"}}])
-def test_a_hostile_pipeline_record_is_a_bad_record_not_a_crash(pipe: Pipe, plan: dict[str, Any]) -> None:
+def test_a_hostile_pipeline_record_is_a_bad_record_not_a_crash(pipe: Pipe) -> None:
     assert pipe.run("run", "all", "--stage", "-y").returncode == 0
     (rec,) = pipe.proj.records()
     path = pipe.proj.runs_dir / rec["id"] / "run.json"
-    path.write_text(json.dumps({**rec, "pipeline": plan}))
-    listing = pipe.run("runs")
-    assert listing.returncode == 0 and TRACEBACK not in listing.stderr and "pipeline" in listing.stderr
-    assert_clean_error(pipe.run("runs", "info", rec["id"]), 2, "pipeline")
+    for plan in ({"steps": 5}, {"steps": [3]}, {"steps": [{"given": "x"}]}, {"summary": {"a": "b"}}):
+        path.write_text(json.dumps({**rec, "pipeline": plan}))
+        listing = pipe.run("runs")
+        assert listing.returncode == 0 and TRACEBACK not in listing.stderr and "pipeline" in listing.stderr, plan
+        assert_clean_error(pipe.run("runs", "info", rec["id"]), 2, "pipeline")
+    path.write_text(json.dumps({**rec, "steps": ["../../etc"]}))
+    assert_clean_error(pipe.run("runs", "info", rec["id"]), 2, "steps")
