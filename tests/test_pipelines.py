@@ -280,10 +280,14 @@ def test_a_batch_step_and_select_best(pipe: Pipe) -> None:
     assert hooks[(batch["id"], "on_run_begin")] == hooks[(batch["id"], "on_run_end")] == 1
     assert (batch["id"], "on_run_staged") not in hooks
     assert all(hooks[(t["id"], h)] == 1 for t in trials for h in ("on_run_staged", "on_run_begin", "on_run_end"))
+    # outside a pipeline, select-best picks the best completed trial of the op's newest batch
+    cp = pipe.run("run", "evaluate-best", "--json", "-y")
+    assert cp.returncode == 0, cp.stderr
+    assert _upstream_of(json.loads(cp.stdout)) == [best["id"]]
     # a delete of the pipeline takes its steps and the batch's trials along
     cp = pipe.run("runs", "delete", rec["id"], "-y")
     assert cp.returncode == 0, cp.stderr
-    assert pipe.proj.records() == []
+    assert [r["op"] for r in pipe.proj.records()] == ["evaluate-best"]
 
 
 def test_restart_reruns_the_steps_that_did_not_complete(pipe: Pipe) -> None:
@@ -459,6 +463,8 @@ def test_a_bad_step_flag_fails_before_anything_is_staged(pipe: Pipe) -> None:
     assert_clean_error(cp, 2, "no flag 'rate'")
     cp = pipe.run("run", "all", "--max-trials", "2", "-y")
     assert_clean_error(cp, 2, "--max-trials", "is a pipeline")
+    cp = pipe.run("run", "evaluate-best", "-y")  # select-best outside a pipeline, and no batch of train yet
+    assert_clean_error(cp, 2, "select-best min loss", "no batch")
     assert pipe.proj.records() == []
 
 
