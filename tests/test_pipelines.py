@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
+import subprocess
 import textwrap
 from collections import Counter
 from pathlib import Path
@@ -280,6 +283,21 @@ def test_a_batch_step_and_select_best(pipe: Pipe) -> None:
     assert hooks[(batch["id"], "on_run_begin")] == hooks[(batch["id"], "on_run_end")] == 1
     assert (batch["id"], "on_run_staged") not in hooks
     assert all(hooks[(t["id"], h)] == 1 for t in trials for h in ("on_run_staged", "on_run_begin", "on_run_end"))
+    # the view page lists the steps under the pipeline, and the batch step's trials under it
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is not None:
+        page = pipe.proj.root.parent / "view.html"
+        assert pipe.run("view", "--out", str(page), "--no-browser").returncode == 0
+        dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                              f"--user-data-dir={page.parent / 'profile'}", "--virtual-time-budget=15000",
+                              "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=90).stdout
+        assert 'data-ready="1"' in dom
+        rows = re.findall(r'<tr class="run ([a-z]+)[^"]*" data-id="([^"]+)"(?: data-parent="([^"]*)")?', dom)
+        order = [(kind, run_id) for kind, run_id, _ in rows]
+        assert order[0] == ("pipeline", rec["id"]) and "(3 steps)" in dom
+        at = order.index(("batch", batch["id"]))
+        assert {r for _, r in order[at + 1:at + 4]} == {t["id"] for t in trials}  # right under their batch
+        assert {r for _, r, parent in rows if parent == rec["id"]} == set(rec["steps"])
     # outside a pipeline, select-best picks the best completed trial of the op's newest batch
     cp = pipe.run("run", "evaluate-best", "--json", "-y")
     assert cp.returncode == 0, cp.stderr
