@@ -166,11 +166,17 @@ def _at(line: int) -> Any:
 
 
 def check_steps(v: YamlChecks, operations: Mapping[str, OpDef]) -> None:
-    """Every step names an op of the guildfile that is not itself a pipeline (checked once all ops
-    are read: a step may name an op declared after its pipeline)."""
+    """Every step names an op of the guildfile that is not itself a pipeline, and no requirement
+    names a pipeline (it has no files of its own); checked once all ops are read: a step may name
+    an op declared after its pipeline."""
     import difflib
 
     for name, op in operations.items():
+        for req in op.requires:
+            target = operations.get(req.source) if req.kind == "operation" else None
+            if target is not None and target.steps:
+                raise v.fail(_at(req.line or 0), None, f"operation '{name}' requires operation '{req.source}', a"
+                             " pipeline, which has no files of its own: require the op of the step that makes them")
         for i, step in enumerate(op.steps):
             at = f"operation '{name}' steps[{i}]"
             target = operations.get(step.op)

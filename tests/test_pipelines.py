@@ -455,6 +455,7 @@ BAD = [
     ("  p:\n    steps: ['prepare --size 3']\n", ["'--size' is not NAME=VALUE"]),
     ("  p:\n    steps: [{run: prepare, needed: maybe}]\n", ["'needed' must be true or false"]),
     ("  p:\n    steps: [all]\n", ["'all' is a pipeline itself"]),
+    ("  e:\n    main: evaluate.py\n    requires: [{operation: all}]\n", ["requires operation 'all', a pipeline"]),
     ("  p:\n    steps: [{run: prepare size=1, flags: {size: 2}}]\n", ["'size' is given more than once"]),
     ("  e:\n    main: evaluate.py\n    requires: [{operation: train, select-best: middle loss}]\n",
      ["'select-best' must be 'min SCALAR' or 'max SCALAR'"]),
