@@ -140,8 +140,7 @@ def execute_pipeline(pplan: PipelinePlan, stage_only: bool = False, detach: bool
     """Stage the pipeline's run and run its steps to its end, or only stage it, or (``detach``)
     stage it and hand it over to a detached supervisor (``_supervisor``)."""
     session = session or PipelineSession(pplan)
-    info = {"steps": [{"op": s.op, "given": s.given(pplan.flags), "continue_on_error": s.continue_on_error,
-                       "needed": s.needed} for s in pplan.steps]}
+    info = {"steps": [_info(s, pplan.flags) for s in pplan.steps]}
     with session._invocation():
         pipe = session.stage_parent(dict(pplan.flags), is_pipeline=True, pipeline=info)
         if not (stage_only or detach):
@@ -179,13 +178,9 @@ def restart(run: Run, assignments: Sequence[str], *, guildfile: Guildfile, echo:
                              exit_code=2)
     pplan = plan(run.op, [], guildfile=guildfile, runs_dir=run.run_dir.parent, label=run.label, echo=echo,
                  detach=detach, recorded=run.flags, **_launch_options(read_launch(run.run_dir), **options))
-    for i, sid in enumerate(run.step_ids):
-        try:
-            was = load_run(run.run_dir.parent / sid).op
-        except (RunNotFoundError, ValueError):
-            continue  # deleted since: the step runs anew
-        now = pplan.steps[i].op if i < len(pplan.steps) else None
-        if was != now:
+    for i, entry in enumerate((run.pipeline or {}).get("steps") or []):
+        was, now = entry.get("op"), pplan.steps[i].op if i < len(pplan.steps) else None
+        if entry.get("run") and was != now:
             raise GuildliteError(f"pipeline {run.id}: its steps changed since it ran (step {i + 1} was {was}, now "
                                  f"{now or 'none'}): run '{run.op}' anew", exit_code=2)
     return Restart(PipelineSession(pplan), run, None, [], pplan.options["fail_fast"], detach)
@@ -219,7 +214,8 @@ class PipelineSession(Session):
     def _steps(self, pipe: Run) -> str | None:
         """Run the steps in order; what stopped the pipeline (None: every step that had to complete did)."""
         steps = self.plan.steps
-        earlier = list(pipe.step_ids)  # a restart's: the runs its steps made before
+        entries = _entries(pipe, self.plan)
+        earlier = [e.get("run") for e in entries]  # a restart's: the runs its steps made before
         made: list[Run] = []
         failure, last = None, len(steps)  # last: the first step not started
         for i, step in enumerate(steps):
@@ -228,7 +224,7 @@ class PipelineSession(Session):
                 failure, last = f"stopped before {what}", i
                 break
             try:
-                child = self._step(pipe, i, step, made, earlier[i] if i < len(earlier) else None)
+                child = self._step(pipe, i, step, made, earlier[i])
             except GuildliteError as e:
                 self._note(pipe, i, error=str(e))
                 if step.continue_on_error and self.stopping is None:
@@ -300,7 +296,7 @@ class PipelineSession(Session):
 
         def seen(event: str, run: Run) -> None:
             top = run if run.parent_id == pipe.id else run._parent
-            if top is not None and top.parent_id == pipe.id and pipe.step_ids[i:i + 1] != [top.id]:
+            if top is not None and top.parent_id == pipe.id and _entries(pipe, self.plan)[i].get("run") != top.id:
                 self._record(pipe, i, top, selected=selected)
                 self.log(f"guildlite: pipeline {pipe.id} step {i + 1}/{len(self.plan.steps)} ({top.op}):"
                          f" run {top.id} started")
@@ -308,17 +304,30 @@ class PipelineSession(Session):
         return seen
 
     def _record(self, pipe: Run, i: int, run: Run, **info: Any) -> None:
-        """Record ``run`` as step ``i``'s, in ``steps`` and in the plan's entry."""
-        del pipe.step_ids[i:]
-        pipe.step_ids.append(run.id)
+        """Record ``run`` as step ``i``'s, in the plan's entry and in ``steps``."""
         self._note(pipe, i, run=run.id, status=run.status, **{k: v for k, v in info.items() if v})
 
     def _note(self, pipe: Run, i: int, **info: Any) -> None:
-        plan_steps = list((pipe.pipeline or {}).get("steps") or [])
-        if i < len(plan_steps) and isinstance(plan_steps[i], dict):
-            plan_steps[i] = {k: v for k, v in plan_steps[i].items() if k not in ("error", "reused")} | info
-            pipe.pipeline = {**(pipe.pipeline or {}), "steps": plan_steps}
+        """Update step ``i``'s entry of the pipeline's plan; ``steps`` lists the runs the entries
+        name, in step order (a step that could not start has none). Saved at once, for readers."""
+        entries = _entries(pipe, self.plan)
+        entries[i] = {k: v for k, v in entries[i].items() if k not in ("error", "reused", "selected")} | info
+        pipe.pipeline = {**(pipe.pipeline or {}), "steps": entries}
+        pipe.step_ids = [e["run"] for e in entries if e.get("run")]
         pipe.save()
+
+
+def _info(step: StepDef, flags: Mapping[str, Any]) -> dict[str, Any]:
+    """A step's entry in the pipeline's plan (run.json ``pipeline.steps``), before it starts."""
+    return {"op": step.op, "given": step.given(flags), "continue_on_error": step.continue_on_error,
+            "needed": step.needed}
+
+
+def _entries(pipe: Run, pplan: PipelinePlan) -> list[dict[str, Any]]:
+    """The pipeline's plan entries, one per step of ``pplan``: as recorded (a restart's keep the
+    runs its steps made), a new step's fresh."""
+    recorded = list((pipe.pipeline or {}).get("steps") or [])
+    return [recorded[i] if i < len(recorded) else _info(s, pipe.flags) for i, s in enumerate(pplan.steps)]
 
 
 def _load(runs_dir: Path, run_id: str | None) -> Run | None:

@@ -77,6 +77,11 @@ GUILDFILE = textwrap.dedent(
           - prepare
           - fail
           - prepare size=9
+      hopeful:
+        steps:
+          - run: evaluate
+            continue-on-error: true
+          - prepare size=8
       lenient:
         steps:
           - run: fail code=5
@@ -262,6 +267,25 @@ def test_continue_on_error_goes_on_and_the_pipeline_completes(pipe: Pipe) -> Non
     assert (fail["status"], fail["exit_code"], prepare["status"]) == ("error", 5, "completed")
     assert rec["status"] == "completed" and rec["error"] is None
     assert rec["pipeline"]["summary"] == {"completed": 1, "error": 1}
+
+
+def test_a_step_that_cannot_start_under_continue_on_error(pipe: Pipe) -> None:
+    """evaluate needs a completed train run, which there is none of: the step cannot start, the
+    pipeline goes on; a restart keeps the completed step and tries the other again."""
+    cp = pipe.run("run", "hopeful", "-y")
+    assert cp.returncode == 0, cp.stderr
+    rec = pipe.pipeline()
+    (prepare,) = _step_runs(pipe, rec)
+    assert prepare["op"] == "prepare" and rec["status"] == "completed"
+    first, second = rec["pipeline"]["steps"]
+    assert "run" not in first and "no completed run" in first["error"] and second["run"] == prepare["id"]
+    info = pipe.run("runs", "info", rec["id"])
+    assert "1. evaluate: not started: " in info.stdout and f"2. prepare size=8: {prepare['id']}" in info.stdout
+    cp = pipe.run("run", "--restart", rec["id"], "-y")
+    assert cp.returncode == 0, cp.stderr
+    again = pipe.record(rec["id"])
+    assert again["steps"] == [prepare["id"]] and again["pipeline"]["steps"][1]["reused"] == "completed before"
+    assert len(pipe.proj.records()) == 2
 
 
 def test_a_batch_step_and_select_best(pipe: Pipe) -> None:
