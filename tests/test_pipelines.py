@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import textwrap
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
@@ -399,6 +400,15 @@ def test_detached_pipeline_runs_to_its_end_in_the_supervisor(pipe: Pipe, tmp_pat
     wait_until(lambda: list(pipe.marks.iterdir()), timeout=60, what="train to start")
     running = pipe.run("runs", "info", pid)
     assert running.returncode == 0 and "status: running" in running.stdout
+    watch = pipe.spawn("watch")  # no RUN: the newest going run is a step; its pipeline stands for it
+    out: list[str] = []
+    err: list[str] = []
+    readers = [threading.Thread(target=lambda f=f, into=into: into.extend(f), daemon=True)
+               for f, into in ((watch.stdout, out), (watch.stderr, err))]
+    for t in readers:
+        t.start()
+    wait_until(lambda: any("step 2:" in line for line in err) or watch.poll() is not None, timeout=60,
+               what="watch to follow the running step")
     gate.touch()
     wait_until(lambda: pipe.record(pid)["status"] in ("completed", "error", "terminated"), timeout=60,
                what="the pipeline to end")
@@ -409,8 +419,12 @@ def test_detached_pipeline_runs_to_its_end_in_the_supervisor(pipe: Pipe, tmp_pat
     supervisor = {e["pid"] for e in pipe.events()}
     assert len(supervisor) == 1 and supervisor != {os.getpid()}  # every hook in the supervisor
     assert Counter(e["id"] for e in pipe.events() if e["hook"] == "on_run_end") == {r: 1 for r in [pid, *rec["steps"]]}
-    watch = pipe.run("watch", pid)
-    assert watch.returncode == 0 and f"pipeline {pid} completed" in watch.stderr
+    assert watch.wait(timeout=60) == 0, err
+    for t in readers:
+        t.join(timeout=10)
+    said = "".join(err)
+    assert f"pipeline {pid} completed" in said and all(f"step {n}:" in said for n in (1, 2, 3)), said
+    assert "model: rows=4 lr=0.2" in "".join(out)  # evaluate's output, followed live
 
 
 def test_stop_of_a_detached_pipeline_terminates_its_running_step(pipe: Pipe, tmp_path: Path) -> None:
