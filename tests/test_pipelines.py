@@ -416,6 +416,8 @@ def test_detached_pipeline_runs_to_its_end_in_the_supervisor(pipe: Pipe, tmp_pat
     assert rec["status"] == "completed", rec
     steps = _step_runs(pipe, rec)
     assert [s["status"] for s in steps] == ["completed"] * 3
+    # the end is recorded before on_run_end runs: wait for the hooks
+    wait_until(lambda: Counter(e["hook"] for e in pipe.events())["on_run_end"] == 4, timeout=30, what="every on_run_end")
     supervisor = {e["pid"] for e in pipe.events()}
     assert len(supervisor) == 1 and supervisor != {os.getpid()}  # every hook in the supervisor
     assert Counter(e["id"] for e in pipe.events() if e["hook"] == "on_run_end") == {r: 1 for r in [pid, *rec["steps"]]}
