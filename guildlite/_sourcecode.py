@@ -226,4 +226,8 @@ def include_report(project: Path, spec: SourceSpec, selection: Selection, keep: 
                 " to link it into the run dir, or raise sourcecode max-size")
         why = {"too-large": f"over max-size {spec.max_size / 1e6:.1f} MB: use requires (- file: ...) for data"}
         out.append(f"{s.path} ({why.get(s.reason, s.reason)})")
+    for pat in spec.include:  # `include: [data]` is a glob for a file named data, not the folder's files
+        if (project / pat).is_dir() and not any(_matches(f, (pat,)) for f in selection.files):
+            out.append(f"{pat!r} is a directory and matches no file (write '{pat.rstrip('/')}/**' for its files,"
+                       " or declare it under requires)")
     return out

@@ -90,7 +90,7 @@ def stage_source(cfg: RunConfig, run: Run, log_dir: Path) -> None:
     if script and script not in files:  # the script always travels, whatever the globs say
         files = [*files, script]
         skipped = [s for s in skipped if s.path != script]
-    required = [f for f in files if cfg.requires.covers(f)]  # a requirement wins its place (``_requires``)
+    required = {f for f in files if cfg.requires.covers(f)}  # a requirement wins its place (``_requires``)
     if required:
         files = [f for f in files if f not in required]
         skipped = sorted([*skipped, *(Skipped(f, "required") for f in required)], key=lambda s: s.path)

@@ -1,8 +1,8 @@
 """Upstream runs: which run an ``- operation: OP`` requirement resolves to.
 
 By default the newest *completed* run of OP in the runs dir. A trial of a batch counts (it is an
-ordinary run with files of its own); a batch run never does (it has no files: its trials have
-them), nor does a run that is staged, running, failed or stopped. The user picks another run with
+ordinary run with files of its own); a batch or pipeline run never does (it has no files: its trials
+or steps have them), nor does a run that is staged, running, failed or stopped. The user picks another run with
 a flag-like assignment named by the requirement's ``name:`` (default: OP), written like a flag:
 ``guildlite run train prepare=20261201T...``, whose value is any run selector the other commands
 take (an id or a prefix of it, an index such as ``1``). The assignment is no flag: it is neither
@@ -134,11 +134,16 @@ def _newest(req: Requirement, runs_dir: Path) -> Run:
         return best_of_newest_batch(req.source, *req.select_best, runs_dir, pick_name(req))
     mine = load_summaries(RunList(runs_dir), where=lambda rec: rec.get("op") == req.source)
     for run, _ in mine:
-        if run.status == "completed" and not run.is_batch:
+        if run.status == "completed" and not _virtual(run):
             return run
     others = f" (its newest run, {mine[0][0].id}, is {mine[0][0].status})" if mine else ""
     raise UpstreamError(f"operation '{req.source}' has no completed run in {runs_dir}{others}: run "
                         f"`guildlite run {req.source}` first, or pick a run with {pick_name(req)}=RUN")
+
+
+def _virtual(run: Run) -> bool:
+    """A batch or a pipeline: a parent run with no files of its own (its trials or steps have them)."""
+    return run.is_batch or getattr(run, "is_pipeline", False) is True
 
 
 def _picked(req: Requirement, runs_dir: Path, spec: str) -> Run:
@@ -151,6 +156,8 @@ def _picked(req: Requirement, runs_dir: Path, spec: str) -> Run:
         raise UpstreamError(f"{name}={spec}: {e}") from None
     if run.op != req.source:
         raise UpstreamError(f"{name}={spec}: run {run.id} is a run of '{run.op}', not of '{req.source}'")
+    if _virtual(run) and not run.is_batch:
+        raise UpstreamError(f"{name}={spec}: run {run.id} is a pipeline, whose files are its steps': pick a step's run")
     if run.is_batch:
         done = [t.id for t in run.trials if t.status == "completed"]
         trials = ",".join(done[:5]) + (",..." if len(done) > 5 else "") if done else "TRIAL1,TRIAL2"

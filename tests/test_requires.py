@@ -224,6 +224,17 @@ def test_an_explicitly_included_file_over_max_size_is_an_error(make: Callable[..
     assert proj.run_dirs() == []
 
 
+def test_an_include_naming_a_directory_that_matches_nothing_is_said(make: Callable[..., Project]) -> None:
+    gf = ("operations:\n  train:\n    main: read.py\n    launcher: python\n"
+          "    sourcecode:\n      include: ['read.py', data]\n")
+    proj = make(gf)
+    _data_dir(proj.root, n=1, size=10)
+    cp = proj.run("run", "-y", "--stage", "train")
+    assert cp.returncode == 0, cp.stderr
+    said = [ln for ln in cp.stderr.splitlines() if "'data'" in ln]
+    assert len(said) == 1 and "data/**" in said[0] and "requires" in said[0], cp.stderr
+
+
 def test_default_selection_stays_quiet(make: Callable[..., Project]) -> None:
     proj = make("operations:\n  train:\n    main: read.py\n    launcher: python\n")
     _data_dir(proj.root, n=1, size=2 * MB)

@@ -34,6 +34,11 @@ operations:
         select: model\\.txt
         rename: 'model\\.txt final.txt'
         target-path: trained
+  report:
+    main: report.py
+    launcher: python
+    requires:
+      - operation: train
 """
 
 PREPARE = """\
@@ -60,7 +65,12 @@ import os
 print("evaluate read", open("trained/final.txt").read(), sorted(os.listdir("trained")))
 """
 
-FILES = {"prepare.py": PREPARE, "train.py": TRAIN, "evaluate.py": EVALUATE}
+REPORT = """\
+import os
+print("report sees", sorted(os.listdir(".")))
+"""
+
+FILES = {"prepare.py": PREPARE, "train.py": TRAIN, "evaluate.py": EVALUATE, "report.py": REPORT}
 
 
 @pytest.fixture
@@ -108,6 +118,19 @@ def test_train_reads_the_newest_completed_prepare(proj: Project) -> None:
     assert [e["target"] for e in json.loads((run_dir / ".guildlite" / "requires.json").read_text())] == [
         "data/numbers.txt"]
     assert json.loads((run_dir / "run.json").read_text())["op"] == "train"
+
+
+def test_a_run_links_what_its_upstream_run_made_not_what_that_run_linked(proj: Project) -> None:
+    _run(proj, "prepare")
+    train = _run(proj, "train")
+    cp = proj.run("run", "report", "-y")
+    _ok(cp)
+    # train's model.txt; not train's data/ (prepare's, linked into train), source, record or log
+    own = ["output.log", "run.json", ".guildlite", *FILES, "guildfile.yml"]
+    assert f"report sees {sorted(own + ['model.txt'])}" in cp.stdout
+    report = proj.records()[-1]
+    assert _upstream_of(report) == [train["id"]]
+    assert os.readlink(proj.runs_dir / report["id"] / "model.txt") == str(proj.runs_dir / train["id"] / "model.txt")
 
 
 def test_an_assignment_picks_the_upstream_run(proj: Project) -> None:
@@ -436,6 +459,21 @@ def test_a_restart_links_the_upstream_run_it_used(proj: Project) -> None:
     assert _upstream_of(rec) == [second["id"]] and len(rec["attempts"]) == 2
 
 
+def test_a_batch_restart_keeps_each_trials_upstream_run(proj: Project) -> None:
+    a = _run(proj, "prepare", "n=2")
+    b = _run(proj, "prepare", "n=4")
+    batch = _run(proj, "train", f"prepare=[{a['id']},{b['id']}]")
+    for t in batch["trials"]:  # as if both had failed
+        path = proj.runs_dir / t / "run.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "status": "error", "exit_code": 1}))
+    assert_clean_error(proj.run("run", "--restart", batch["id"], "-y"), 2, "different upstream runs",
+                       "--restart TRIAL")
+    cp = proj.run("run", "--restart", batch["trials"][1], "-y")  # one by one: each with its own
+    _ok(cp)
+    assert "train read 0 1 2 3 lr" in cp.stdout
+    assert _upstream_of(proj.record(batch["trials"][1])) == [b["id"]]
+
+
 def test_a_detached_run_links_its_upstream_run_before_it_returns(proj: Project) -> None:
     prep = _run(proj, "prepare", "n=2")
     cp = proj.run("run", "train", "-y", "-b")
@@ -461,3 +499,33 @@ def test_the_readme_example(make_project) -> None:
     _ok(cp)
     assert "['train.csv'] t" in cp.stdout
     assert_clean_error(proj.run("run", "train", f"prepare={prep['id']}", "-y"), 2, "'prepare'")
+
+
+def test_upstream_assignments_parse_any_text_into_selectors_or_a_clear_error() -> None:
+    from conftest import property_settings
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from guildlite._guildfile import OpDef
+    from guildlite._requires import Requirement
+    from guildlite._upstream import UpstreamError, split_assignments
+
+    op = OpDef(name="train", main="train.py", requires=(Requirement(kind="operation", source="prepare"),))
+
+    @property_settings(300)
+    @given(st.text(max_size=40))
+    def check(text: str) -> None:
+        try:
+            flags, picks = split_assignments(op, [f"prepare={text}", "lr=0.1"])
+        except UpstreamError as e:
+            assert e.exit_code == 2 and str(e).startswith("prepare=")
+            return
+        assert flags == ["lr=0.1"]
+        chosen = picks["prepare"]
+        items = chosen if isinstance(chosen, tuple) else (chosen,)
+        assert items and all(spec and spec == spec.strip() for spec in items)
+        assert not isinstance(chosen, tuple) or not any("," in spec for spec in items)
+
+    check()
+    assert split_assignments(op, ["prepare= 'abc' "])[1] == {"prepare": "abc"}
+    assert split_assignments(op, ["prepare=[a, 'b']"])[1] == {"prepare": ("a", "b")}
