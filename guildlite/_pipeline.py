@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from ._steps import StepDef
 
 # What each step is planned with, from the pipeline's command line (``plan``'s keyword arguments).
-_STEP_OPTIONS = ("plugin_names", "backend", "backend_options", "parallel", "gpus", "fail_fast")
+_STEP_OPTIONS = ("plugin_names", "backend", "backend_options", "parallel", "gpus", "fail_fast", "max_concurrent")
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class PipelinePlan:
         return plan_run(step.op, given, guildfile=guildfile, runs_dir=self.config.runs_dir,
                         plugin_names=opts["plugin_names"], echo=echo, backend=opts["backend"],
                         backend_options=opts["backend_options"], parallel=opts["parallel"], gpus=opts["gpus"],
-                        fail_fast=opts["fail_fast"])
+                        fail_fast=opts["fail_fast"], max_concurrent=opts["max_concurrent"])
 
 
 def _without_upstream(guildfile: Guildfile, op_name: str, given: Sequence[str]) -> tuple[Guildfile, list[str]]:
@@ -105,7 +105,7 @@ def plan(
 ) -> PipelinePlan:
     """Validate a pipeline request (its flags, then every step as it would be planned); raises a
     GuildliteError, stages nothing. ``options``: ``plugin_names``, ``backend``,
-    ``backend_options``, ``parallel``, ``gpus``, ``fail_fast``, given to every step."""
+    ``backend_options``, ``parallel``, ``gpus``, ``fail_fast``, ``max_concurrent``, given to every step."""
     opts: dict[str, Any] = {k: options.get(k) for k in _STEP_OPTIONS}
     opts["plugin_names"] = tuple(opts["plugin_names"] or ())
     opts["fail_fast"] = bool(opts["fail_fast"])
@@ -119,7 +119,7 @@ def plan(
                              " (- run: train lr=[0.1,0.01])", exit_code=2)
     launch = {"guildfile": str(guildfile.path), "op": op.name, "plugin_names": list(opts["plugin_names"]),
               "backend_options": dict(opts["backend_options"] or {}), "parallel": opts["parallel"],
-              "gpus": opts["gpus"], "fail_fast": opts["fail_fast"]}
+              "gpus": opts["gpus"], "fail_fast": opts["fail_fast"], "max_concurrent": opts["max_concurrent"]}
     if opts["backend"] is not None:
         launch["backend"] = opts["backend"]
     config = RunConfig(guildfile=guildfile, op=op, runs_dir=runs_dir.resolve(),
