@@ -169,10 +169,23 @@ def _launch_options(launch: Mapping[str, Any], **given: Any) -> dict[str, Any]:
     return out
 
 
+def start(run: Run, *, guildfile: Callable[[], Guildfile], **options: Any) -> Restart:
+    """Validate the start of a pipeline staged with ``--stage`` (as ``_operation.start``)."""
+    from ._guildfile import load
+
+    if run.status != "staged":
+        raise GuildliteError(f"pipeline {run.id} is {run.status}, not staged: --start starts a run staged with"
+                             " --stage (guildlite run --restart runs it again)", exit_code=2)
+    path = read_launch(run.run_dir).get("guildfile")
+    return restart(run, (), guildfile=load(Path(path)) if path and Path(path).is_file() else guildfile(),
+                   staged=True, **options)
+
+
 def restart(run: Run, assignments: Sequence[str], *, guildfile: Guildfile, echo: bool = True,
-            detach: bool = False, **options: Any) -> Restart:
+            detach: bool = False, staged: bool = False, **options: Any) -> Restart:
     """Validate a restart of pipeline ``run``: its steps that completed are kept, the others run
-    again (``PipelineSession.start``). It runs as it was launched, unless ``options`` say otherwise."""
+    again (``PipelineSession.start``); ``staged``: the start of a staged one. It runs as it was
+    launched, unless ``options`` say otherwise."""
     if assignments:
         raise GuildliteError("a pipeline restart re-runs its unfinished steps as they were: it takes no flags",
                              exit_code=2)
@@ -183,7 +196,7 @@ def restart(run: Run, assignments: Sequence[str], *, guildfile: Guildfile, echo:
         if entry.get("run") and was != now:
             raise GuildliteError(f"pipeline {run.id}: its steps changed since it ran (step {i + 1} was {was}, now "
                                  f"{now or 'none'}): run '{run.op}' anew", exit_code=2)
-    return Restart(PipelineSession(pplan), run, None, [], pplan.options["fail_fast"], detach)
+    return Restart(PipelineSession(pplan), run, None, [], pplan.options["fail_fast"], detach, staged)
 
 
 class PipelineSession(Session):

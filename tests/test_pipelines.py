@@ -479,6 +479,10 @@ def test_stage_only_stages_the_pipeline_alone(pipe: Pipe) -> None:
     (rec,) = pipe.proj.records()
     assert rec["is_pipeline"] and rec["status"] == "staged" and rec["steps"] == []
     assert [s["op"] for s in rec["pipeline"]["steps"]] == ["prepare", "train", "evaluate"]
+    cp = pipe.run("run", "--start", rec["id"])  # and started later, as it was staged
+    assert cp.returncode == 0, cp.stderr
+    rec = pipe.record(rec["id"])
+    assert rec["status"] == "completed" and [pipe.record(s)["status"] for s in rec["steps"]] == ["completed"] * 3
 
 
 # --- validation ------------------------------------------------------------------------------------

@@ -248,6 +248,7 @@ def _start(specs: tuple[str, ...], runs_dir: Path | None, guildfile: Path | None
            **options: Any) -> None:
     """``--start RUN...``: each run as it was staged; in the foreground one after another (a run
     stopped: the rest stay staged), detached each in a supervisor of its own, all queued at once."""
+    from .. import _pipeline as pipeline
     from .._operation import open_guildfile, start
 
     if not specs:
@@ -255,7 +256,8 @@ def _start(specs: tuple[str, ...], runs_dir: Path | None, guildfile: Path | None
                              exit_code=2)
     where = runs_dir_for(runs_dir, guildfile)
     targets = list({r.id: r for r in (select_one(where, spec) for spec in specs)}.values())
-    jobs = [start(r, guildfile=lambda: open_guildfile(guildfile), detach=detach, **options)
+    jobs = [(pipeline.start if r.is_pipeline else start)(r, guildfile=lambda: open_guildfile(guildfile), detach=detach,
+                                                          **options)
             for r in targets]  # every run checked before any starts
     for job in jobs:
         if job.run.is_batch and not detach:
