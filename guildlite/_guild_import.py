@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator
 
 from ._errors import BadRecordError, GuildliteError, RunNotFoundError
 from ._files import META_DIR, RunPaths, atomic_write, now_iso, write_json
-from ._guild_events import read_scalars
+from ._guild_events import MAX_ROWS, read_scalars
 from ._guild_runs import GuildRun, NotImportable, guild_runs_dir, read_run, run_dirs, source_paths
 from ._lock import file_lock
 from ._record import run_ids
@@ -98,6 +98,10 @@ def import_runs(
     if not source.is_dir():
         raise GuildliteError(f"{home}: no Guild runs here ({source} is not a directory); "
                              "pass GUILD_HOME or set $GUILD_HOME", exit_code=2)
+    inside = os.path.relpath(os.path.realpath(runs_dir), os.path.realpath(source))
+    if inside != "." and not inside.startswith(".."):  # copying that Guild run would copy what is being written
+        raise GuildliteError(f"{runs_dir}: inside a Guild run dir of {source}; choose a runs dir outside it",
+                             exit_code=2)
     found, refused = run_dirs(source)
     outcomes = [Outcome(name, "skipped", reason=why) for name, why in refused]
     if not dry_run:
@@ -287,6 +291,9 @@ def _scalars(base: Path, notes: list[str]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for rel, entry, _why in _event_files(base):
         if entry is None:
+            continue
+        if len(rows) >= MAX_ROWS:
+            notes.append(f"{rel}: not read, the run has {MAX_ROWS} scalars already")
             continue
         try:
             f = open_file(base, rel, "Guild run")

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ._process import pid_alive
+from ._process import pid_alive, process_start
 from ._runfiles import RunFileError, read_bytes
 from ._terminal import printable
 
@@ -231,7 +231,21 @@ def _lock_pid(run_dir: Path) -> int | None:
     return pid if 0 < pid < 1 << 31 else None
 
 
-def _status(run_dir: Path, exit_status: Any, host: str) -> tuple[str, str]:
+def _started_after(pid: int, when_us: Any) -> bool:
+    """Whether process ``pid`` started well after the Guild run did: a later process that reused
+    the pid, not the run's (Linux /proc; False where it cannot tell)."""
+    start = process_start(pid)
+    if start is None or type(when_us) is not int:
+        return False
+    try:
+        with open("/proc/stat", "rb") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return False
+    return boot + start / os.sysconf("SC_CLK_TCK") > when_us / 1e6 + 10
+
+
+def _status(run_dir: Path, exit_status: Any, host: str, started_us: Any) -> tuple[str, str]:
     """(status, why it is a guess) as Guild would tell it; NotImportable for a run not over."""
     if _marker(run_dir, "LOCK.remote"):
         raise NotImportable("running on a Guild remote (LOCK.remote)")
@@ -244,7 +258,7 @@ def _status(run_dir: Path, exit_status: Any, host: str) -> tuple[str, str]:
     pid = _lock_pid(run_dir)
     if pid is not None:
         here = not host or host == socket.gethostname()
-        if here and pid_alive(pid, None):
+        if here and pid_alive(pid, None) and not _started_after(pid, started_us):
             raise NotImportable(f"still running (pid {pid}): import it when it is over")
         if not here:
             raise NotImportable(f"may still be running on {host} (pid {pid}); import it there or when it is over")
@@ -268,7 +282,7 @@ def read_run(run_dir: Path) -> GuildRun:
     if type(exit_status) is int and not -(1 << 31) <= exit_status < 1 << 31:
         exit_status = str(exit_status)
     host = _text(attrs.get("host"), 255)
-    status, undecided = _status(run_dir, exit_status, host)
+    status, undecided = _status(run_dir, exit_status, host, attrs.get("started") or attrs.get("initialized"))
     gid = attrs.get("id")
     if gid is not None and gid != run_dir.name:
         notes.append(f"attr id {str(gid)[:40]!r} differs from the run dir's name: the name is the id")

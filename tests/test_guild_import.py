@@ -18,13 +18,23 @@ import struct
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import TRACEBACK, clean_env, load_record, load_records, read_scalars, run_dirs, run_guildlite
+from conftest import (
+    TRACEBACK,
+    clean_env,
+    load_record,
+    load_records,
+    read_scalars,
+    run_dirs,
+    run_guildlite,
+    spawn_guildlite,
+)
 
 STARTED_US = 1_796_115_641_938_250  # 2026-12-01T09:00:41.938Z
 STOPPED_US = 1_796_115_643_637_890
@@ -223,8 +233,12 @@ def test_no_exit_status_is_imported_as_error_and_says_why(home: Path, tmp_path: 
 def test_runs_not_over_are_skipped_with_the_reason(home: Path, tmp_path: Path) -> None:
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        running = guild_run(home, {"exit_status": None, "stopped": None})
+        now_us = int(time.time() * 1e6)
+        running = guild_run(home, {"exit_status": None, "stopped": None, "started": now_us, "initialized": now_us})
         (running / ".guild" / "LOCK").write_text(str(sleeper.pid))
+        # The same live pid in a run that started an hour before it: a reused pid, not the run's.
+        reused = guild_run(home, {"exit_status": None, "stopped": None, "started": now_us - 3600 * 10**6})
+        (reused / ".guild" / "LOCK").write_text(str(sleeper.pid))
         elsewhere = guild_run(home, {"exit_status": None, "stopped": None, "host": "gpu-node-7"})
         (elsewhere / ".guild" / "LOCK").write_text("4242")
         for marker in ("PENDING", "STAGED", "LOCK.remote"):
@@ -232,12 +246,14 @@ def test_runs_not_over_are_skipped_with_the_reason(home: Path, tmp_path: Path) -
             (d / ".guild" / marker).write_text("")
         cp = import_guild(home, tmp_path / "runs", "--json")
         assert cp.returncode == 0, cp.stderr
-        reasons = {o["guild_id"]: o["reason"] for o in json.loads(cp.stdout)}
+        out = json.loads(cp.stdout)
+        reasons = {o["guild_id"]: o["reason"] for o in out if o["action"] == "skipped"}
         assert f"still running (pid {sleeper.pid})" in reasons[running.name]
+        assert [o["guild_id"] for o in out if o["action"] == "imported"] == [reused.name]
+        assert "no exit status" in only(tmp_path / "runs")["error"]["message"]
         assert "gpu-node-7" in reasons[elsewhere.name]
         assert sorted(r.split(":")[0].split(" (")[0] for r in reasons.values() if "Guild" in r) == [
             "pending in Guild", "running on a Guild remote", "staged in Guild"]
-        assert load_records(tmp_path / "runs") == []
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -257,6 +273,24 @@ def test_importing_again_imports_only_what_is_new(home: Path, tmp_path: Path) ->
     assert out[second.name]["action"] == "imported"
     assert sorted(r["attrs"]["guild"]["id"] for r in load_records(runs)) == sorted([first.name, second.name])
     assert "1 imported, 1 skipped" in cp.stderr
+
+
+def test_two_imports_at_once_import_each_run_once(home: Path, tmp_path: Path) -> None:
+    ids = {guild_run(home, {"flags": {"i": i}}).name for i in range(8)}
+    runs = tmp_path / "runs"
+    args = ["runs", "import", "--from-guild", str(home), "--runs-dir", str(runs)]
+    procs = [spawn_guildlite(*args, cwd=tmp_path) for _ in range(2)]
+    for p in procs:
+        _out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    assert sorted(r["attrs"]["guild"]["id"] for r in load_records(runs)) == sorted(ids)
+
+
+def test_a_runs_dir_inside_a_guild_run_is_refused(home: Path, tmp_path: Path) -> None:
+    g = guild_run(home)
+    cp = import_guild(home, g / "runs")
+    assert cp.returncode == 2 and "inside a Guild run dir" in cp.stderr
+    assert not (g / "runs").exists()
 
 
 def test_dry_run_writes_nothing(home: Path, tmp_path: Path) -> None:
