@@ -22,6 +22,7 @@ from ._errors import GuildliteError
 from ._files import TRASH_DIR, RunPaths, now_iso
 from ._guildfile import Guildfile, OpDef
 from ._launch import flag_env, launch_argv, rank_exit_code, without_rank_env
+from ._needed import check_staged
 from ._plugins import Dispatcher, HookFailed, Plugin
 from ._reach import unreached as flags_unreached
 from ._requires import Resolved
@@ -55,6 +56,7 @@ class RunConfig:
     launch: Mapping[str, Any] = field(default_factory=dict)  # what each run's launch file holds (_supervisor)
     detached: bool = False  # this Session is a detached supervisor's: nobody watches, SIGHUP is ignored
     requires: Resolved = Resolved()  # the op's requirements, resolved once (``_requires``)
+    needed: bool = False  # --needed: a run like a completed one is not published (_needed.AlreadyDone)
 
 
 class Session:
@@ -93,12 +95,15 @@ class Session:
 
     # --- staging ---------------------------------------------------------------------------------
 
-    def stage(self, flags: dict[str, Any], parent: Run | None = None) -> Run:
-        """Create a run dir, copy the source, write run.json, then call ``on_run_staged``."""
+    def stage(self, flags: dict[str, Any], parent: Run | None = None, requires: Resolved | None = None) -> Run:
+        """Create a run dir, copy the source, write run.json, then call ``on_run_staged``
+        (``requires``: this run's requirements, when not the config's: a trial's own upstream run)."""
         run = new_run(self.cfg, flags, is_trial=parent is not None, parent_id=parent.id if parent else None)
         run._parent = parent
+        cfg = self.cfg if requires is None else dataclasses.replace(self.cfg, requires=requires)
         with staging(run, self.cfg.runs_dir):
-            stage_source(self.cfg, run, RunPaths(self.cfg.runs_dir / run.id).meta / "torchrun")
+            stage_source(cfg, run, RunPaths(self.cfg.runs_dir / run.id).meta / "torchrun")
+            check_staged(cfg, run)  # --needed: a run like this one already completed?
             write_launch(run.paths.meta, dict(self.cfg.launch))
             run.claim()  # while its on_run_staged runs, `guildlite stop` sees a live owner to ask
             run.create()
@@ -407,8 +412,10 @@ class Session:
         batch_info: dict[str, Any],
         stage_only: bool = False,
         fail_fast: bool = False,
+        requires: Sequence[Resolved] | None = None,
     ) -> Run:
-        """A batch: a virtual parent run (begin/end hooks only) whose trials are ordinary runs."""
+        """A batch: a virtual parent run (begin/end hooks only) whose trials are ordinary runs
+        (``requires``: each trial's requirements, when its upstream runs are a batch dimension)."""
         with self._invocation():
             batch = new_run(self.cfg, batch_flags, is_batch=True, batch=dict(batch_info))
             with staging(batch, self.cfg.runs_dir):
@@ -422,10 +429,10 @@ class Session:
             if not stage_only and not self._begin_batch(batch):
                 return batch
             staged = []
-            for flags in trials:
+            for i, flags in enumerate(trials):
                 if self.stopping is not None:
                     break
-                trial = self.stage(flags, parent=batch)
+                trial = self.stage(flags, parent=batch, requires=requires[i] if requires else None)
                 batch.trial_ids.append(trial.id)
                 staged.append(trial)
             batch.save()

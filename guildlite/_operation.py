@@ -30,6 +30,7 @@ from ._run import Run
 from ._runs_dir import default_runs_dir, option_runs_dir
 from ._slots import Slot
 from ._supervisor import read_launch
+from ._upstream import pin, recorded_picks, split_assignments
 
 if TYPE_CHECKING:
     from .backends import Backend
@@ -50,6 +51,7 @@ class Plan:
     batch_info: dict[str, Any]
     slots: list[Slot]
     warnings: tuple[str, ...] = ()  # said once before anything is staged (``execute``)
+    trial_requires: list[Resolved] | None = None  # each trial's, when its upstream runs are a batch dimension
 
     @property
     def command(self) -> list[str]:
@@ -89,6 +91,7 @@ def plan_run(
     recorded: Mapping[str, Any] | None = None,
     confirm: Callable[[int], bool] | None = None,
     staged: bool = False,
+    needed: bool = False,
 ) -> Plan:
     """Validate everything about a run request; raises a GuildliteError, stages nothing.
 
@@ -98,14 +101,16 @@ def plan_run(
     BATCH_CONFIRM_THRESHOLD trials goes ahead only if ``confirm(n)`` says so (None: no question).
     ``recorded``: a recorded run's flags (a restart's), given first, ``assignments`` over them.
     ``staged``: the run is staged already (a detached supervisor starts it): its requirements are
-    not resolved again.
+    not resolved again. An assignment named like an upstream requirement picks its run
+    (``_upstream``). ``needed``: a run like an existing completed one is not run (``_needed``).
     """
     runs_dir = option_runs_dir(runs_dir) if runs_dir else default_runs_dir(guildfile)
     op = with_imported_flags(guildfile.op(op_name), guildfile.dir)
     check_op(op, guildfile.dir)
+    flag_args, picked = split_assignments(op, assignments)
     given = {**{k: nul_free(k, v) for k, v in (recorded or {}).items() if k in op.flags},  # a record is input
-             **parse_assignments(assignments)}
-    values = resolve(op.name, op.flags, given, given_texts(assignments))
+             **parse_assignments(flag_args)}
+    values = resolve(op.name, op.flags, given, given_texts(flag_args))
     check_nulls(op, values, given)
     check_config(op.flags_dest, {k: None for k in values}, guildfile.dir)
     if op.flags_dest == "overrides":  # every value must have a spelling in Hydra's grammar
@@ -121,15 +126,20 @@ def plan_run(
     if parallel is not None and parallel < 1:
         raise GuildliteError("--parallel must be at least 1", exit_code=2)
     plugins = build_plugins(guildfile, op, plugin_names)
-    batch = is_batch(values)
+    upstream = pin(op, runs_dir, picked) if not staged else {}
+    dims = {k: Grid(v) for k, v in upstream.items() if isinstance(v, tuple)}  # vary slowest: first
+    batch = is_batch(values) or bool(dims)
+    if needed and batch:
+        raise GuildliteError("--needed applies to single runs, not to a batch", exit_code=2)
     if batch:
-        n = count_trials(values, max_trials)
+        n = count_trials({**dims, **values}, max_trials)
         if n > MAX_TRIALS:
             raise GuildliteError(f"{n:,} trials is more than guildlite plans ({MAX_TRIALS:,}); use --max-trials",
                                  exit_code=2)
         if n > BATCH_CONFIRM_THRESHOLD and confirm is not None and not confirm(n):
             raise GuildliteError("cancelled", exit_code=1)
-    trials = plan_trials(op.flags, values, max_trials=max_trials, seed=seed) if batch else None
+    planned = plan_trials(op.flags, {**dims, **values}, max_trials=max_trials, seed=seed) if batch else None
+    trials = [{k: v for k, v in t.items() if k not in dims} for t in planned] if planned is not None else None
     for flags in (trials or [values])[:1000]:  # a flag that cannot be encoded (a positional None) fails here
         job_command(op, flags, nproc)
     name = backend if backend is not None else op.backend or guildfile.backend  # `--backend=` names none
@@ -139,8 +149,12 @@ def plan_run(
     given = {k: v for k, v in (backend_options or {}).get(name, {}).items() if v is not None}
     launch = {"guildfile": str(guildfile.path), "op": op.name, "plugin_names": list(plugin_names), "backend": name,
               "backend_options": given, "parallel": parallel, "gpus": gpus, "fail_fast": fail_fast}
-    requires = Resolved() if staged else resolve_requires(op, guildfile.dir, runs_dir.resolve(), values,
-                                                           str(guildfile.path))
+    # Resolved once per invocation (every trial gets the same), or once per upstream run of a dimension.
+    fixed = {k: v for k, v in upstream.items() if isinstance(v, str)}
+    per_trial = [{k: str(t[k]) for k in dims} for t in planned] if dims and planned is not None else None
+    trial_requires = (_resolve_each(op, guildfile, runs_dir.resolve(), {**values, **fixed}, per_trial or [{}])
+                      if not staged else [Resolved()])
+    requires = trial_requires[0]
     config = RunConfig(
         guildfile=guildfile,
         op=op,
@@ -152,11 +166,27 @@ def plan_run(
         echo=echo and (not batch or len(slots) == 1) and not detach,
         backend=engine,
         launch=launch,
+        needed=needed,
     )
-    batch_flags, dims = batch_spec(values)
+    batch_flags, flag_dims = batch_spec(values)
     info = {"trials": len(trials or []), "max_trials": max_trials, "seed": seed, "parallel": len(slots),
-            "dims": dims}
-    return Plan(config, plugins, values, trials, batch_flags, info, slots, () if staged else _warnings(config))
+            "dims": flag_dims, **({"upstream": {k: list(v.values) for k, v in dims.items()}} if dims else {})}
+    return Plan(config, plugins, values, trials, batch_flags, info, slots, () if staged else _warnings(config),
+                trial_requires if per_trial else None)
+
+
+def _resolve_each(op: OpDef, guildfile: Guildfile, runs_dir: Path, assigned: Mapping[str, Any],
+                  picks: Sequence[Mapping[str, str]]) -> list[Resolved]:
+    """``op``'s requirements resolved for each of ``picks`` (upstream run ids by requirement name,
+    over ``assigned``), each distinct one once."""
+    done: dict[tuple[tuple[str, str], ...], Resolved] = {}
+    out = []
+    for pick in picks:
+        key = tuple(sorted(pick.items()))
+        if key not in done:
+            done[key] = resolve_requires(op, guildfile.dir, runs_dir, {**assigned, **pick}, str(guildfile.path))
+        out.append(done[key])
+    return out
 
 
 def _warnings(cfg: RunConfig) -> tuple[str, ...]:
@@ -217,7 +247,7 @@ def execute(plan: Plan, stage_only: bool = False, fail_fast: bool = False, sessi
         run = session.run_single(dict(plan.flags), plan.slots[0], stage_only=stage_only or detach)
     else:
         run = session.run_batch(plan.batch_flags, plan.trials, plan.slots, plan.batch_info,
-                                stage_only=stage_only or detach, fail_fast=fail_fast)
+                                stage_only=stage_only or detach, fail_fast=fail_fast, requires=plan.trial_requires)
     if detach and not stage_only:
         session.hand_over(run)
     return run
@@ -238,6 +268,18 @@ def resume(run: Run, launch: Mapping[str, Any]) -> tuple[Session, list[Slot], bo
         slots = engine.plan_slots(plan.config.op, launch.get("parallel"), len(run.trial_ids), launch.get("gpus"))
     config = dataclasses.replace(plan.config, echo=False, detached=True, launch=launch)
     return Session(config, plan.plugins), slots, bool(launch.get("fail_fast"))
+
+
+def _recorded_picks(run: Run, op: OpDef, assignments: Sequence[str]) -> list[str]:
+    """The assignments that pick the upstream runs ``run`` was staged with again (a restart), but
+    for those ``assignments`` pick anew; a batch's: its unfinished trials', which must agree."""
+    if not run.is_batch:
+        return recorded_picks(op, run.requires, assignments)
+    picks = {tuple(recorded_picks(op, t.requires, ())) for t in run.trials if t.status != "completed"}
+    if len(picks) > 1:
+        raise GuildliteError(f"the trials of batch {run.id} used different upstream runs: restart them one by one"
+                             " (guildlite run --restart TRIAL)", exit_code=2)
+    return list(next(iter(picks), ()))
 
 
 def _flags_of(run: Run) -> dict[str, Any]:
@@ -277,7 +319,7 @@ def restart(
         backend_options = backend_options or {backend: launch.get("backend_options") or {}}
     plan = plan_run(
         run.op,
-        assignments,
+        [*_recorded_picks(run, guildfile.op(run.op), assignments), *assignments],
         guildfile=guildfile,
         runs_dir=run.run_dir.parent,
         nproc=run.nproc_per_node,

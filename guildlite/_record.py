@@ -231,6 +231,15 @@ def _attrs(v: dict[str, Any]) -> str:
     return _attrs_source(source) if source else ""
 
 
+def _requires(v: list[Any]) -> str:
+    """Objects; an upstream run's id (``run``, lineage) must be a run id: it is looked up beside the run."""
+    wrong = _objects(v)
+    for entry in v if not wrong else ():
+        if entry.get("run") is not None and not is_run_id(entry["run"]):
+            return f"has an upstream run {entry['run']!r:.40}, not a run id"
+    return wrong
+
+
 def _op_def(v: dict[str, Any]) -> str:
     patterns = v.get("output-scalars")  # as the guildfile gives it: one pattern, a list of them, or off
     if patterns is None or patterns is False or type(patterns) is str:
@@ -271,6 +280,6 @@ _FIELDS: dict[str, tuple[tuple[type, ...], Callable[[Any], str] | None]] = {
     "attempts": ((list,), _objects),
     "plugins": ((list,), _plugins),
     "batch": ((dict, _NONE), _batch),
-    "requires": ((list,), _objects),
+    "requires": ((list,), _requires),
     "guildlite_version": ((str,), None),
 }

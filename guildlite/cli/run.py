@@ -102,6 +102,8 @@ def _backend_options(extra: dict[str, Any]) -> dict[str, dict[str, Any]]:
 @click.option("--restart", "restart_spec", metavar="RUN",
               help="Run RUN again in its own dir (NAME=VALUE overrides flags); a batch re-runs unfinished trials.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's record as JSON when it ends.")
+@click.option("--needed", is_flag=True, help="Run only if no completed run of the op has the same flags, source and "
+              "requirements; else print that run's id (exit 0).")
 @click.option("-b", "--detach", "--background", "detach", is_flag=True,
               help="Return at once with the run's id; a detached supervisor runs it (guildlite watch, stop).")
 @click.option("--backend", metavar="NAME", help="Where runs run: an installed backend (default: the guildfile's, "
@@ -122,6 +124,7 @@ def run(
     fail_on_trial_error: bool,
     plugin_names: tuple[str, ...],
     as_json: bool,
+    needed: bool,
     detach: bool,
     backend: str | None,
     runs_dir: Path | None,
@@ -138,6 +141,7 @@ def run(
     The exit code is the job's exit code (a batch: 0 only if every trial completed).
     """
     from .._lifecycle import Session
+    from .._needed import AlreadyDone
     from .._operation import BATCH_CONFIRM_THRESHOLD, execute, open_guildfile, plan_run, restart
 
     for f in args:
@@ -145,6 +149,8 @@ def run(
             raise GuildliteError(f"unknown option {f!r} (see guildlite run --help)", exit_code=2)
     gf = open_guildfile(guildfile)
     if restart_spec:
+        if needed:
+            raise GuildliteError("--needed does not go with --restart (a restart runs its run again)", exit_code=2)
         target = select_one(runs_dir_for(runs_dir, guildfile), restart_spec)
         job = restart(target, args, guildfile=gf, parallel=parallel, gpus=gpus, fail_fast=fail_on_trial_error,
                       plugin_names=plugin_names, echo=not as_json, backend=backend,
@@ -179,6 +185,7 @@ def run(
         detach=detach,
         fail_fast=fail_on_trial_error,
         confirm=None if yes else _confirm_large,
+        needed=needed,
     )
     big = plan.trials is not None and len(plan.trials) > BATCH_CONFIRM_THRESHOLD
     if sys.stdin.isatty() and not yes and not big and not as_json:  # a large batch was asked already
@@ -188,7 +195,16 @@ def run(
     session = Session(plan.config, plan.plugins)
     if plan.trials is not None and not detach:
         session.progress = _BatchProgress(len(plan.trials)).event
-    result = execute(plan, stage_only=stage_only, fail_fast=fail_on_trial_error, session=session, detach=detach)
+    try:
+        result = execute(plan, stage_only=stage_only, fail_fast=fail_on_trial_error, session=session, detach=detach)
+    except AlreadyDone as e:  # --needed: nothing was published
+        if as_json:
+            click.echo(json.dumps(_record(e.run), indent=2, default=str))
+            return
+        _say(f"guildlite: run {e.run.id} of {e.run.op} completed with the same flags, source and requirements:"
+             " not run again (--needed)", err=True)
+        click.echo(e.run.id)
+        return
     _finish_run(result, as_json, stage_only, detached=detach)
 
 
@@ -234,6 +250,11 @@ def _show_plan(plan: Any) -> None:
         flags = plan.flags
     for k, v in flags.items():
         _say(f"  {k}: {_fmt(v)}")
+    from .._upstream import pick_name
+
+    picked = {pick_name(r.requirement): r.record["run"] for r in cfg.requires.items if r.requirement.kind == "operation"}
+    for k, v in {**picked, **plan.batch_info.get("upstream", {})}.items():
+        _say(f"  {k}: upstream run {', '.join(v) if isinstance(v, list) else v}")
     _say(f"  command: {display_command(plan.command)}")
     _say(f"  runs dir: {cfg.runs_dir}")
 
