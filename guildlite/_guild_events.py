@@ -166,7 +166,7 @@ def read_scalars(f: BinaryIO, size: int) -> tuple[list[dict[str, Any]], str]:
         pos += length + 4
         try:
             rows.extend(event_rows(data))
-        except (_Bad, struct.error) as e:
+        except (_Bad, struct.error, OverflowError) as e:
             return rows, f"a malformed record ({e})"
         if len(rows) > MAX_ROWS:
             return rows[:MAX_ROWS], f"more than {MAX_ROWS} scalars"

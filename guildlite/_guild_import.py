@@ -18,6 +18,7 @@ skipped), never opens anything but a regular file, and never blocks on a FIFO; f
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -251,9 +252,15 @@ def _copy_tree(base: Path, top: str, dest: Path, max_size: int) -> tuple[list[st
         if os.path.lexists(target):
             skipped.append({"path": rel, "reason": "a source file of that name was copied"})
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if _copy_file(base, f"{top}/{rel}" if top else rel, target, max_size, skipped):
-            copied.append(rel)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if _copy_file(base, f"{top}/{rel}" if top else rel, target, max_size, skipped):
+                copied.append(rel)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):  # the disk, not this file: the run is not imported
+                raise
+            # A folder where the source snapshot put a file of that name (or the like): this file only.
+            skipped.append({"path": rel, "reason": f"cannot copy: {e.strerror}"})
     return copied, skipped
 
 

@@ -10,7 +10,9 @@ output scalars as a TensorBoard event file under ``.guild/``.
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import os
 import shutil
 import socket
@@ -30,11 +32,16 @@ from conftest import (
     clean_env,
     load_record,
     load_records,
+    property_settings,
     read_scalars,
     run_dirs,
     run_guildlite,
     spawn_guildlite,
 )
+from hypothesis import given
+from hypothesis import strategies as st
+
+from guildlite._guild_events import read_scalars as read_event_scalars
 
 STARTED_US = 1_796_115_641_938_250  # 2026-12-01T09:00:41.938Z
 STOPPED_US = 1_796_115_643_637_890
@@ -327,6 +334,21 @@ def test_older_layouts_sourcecode_dir_and_attrs_blob(home: Path, tmp_path: Path)
     assert (r / "pkg" / "model.py").read_text() == "X = 1\n"
 
 
+def test_a_source_file_and_a_job_folder_of_one_name(home: Path, tmp_path: Path) -> None:
+    d = guild_run(home, source={})
+    (d / ".guild" / "sourcecode").mkdir()
+    (d / ".guild" / "sourcecode" / "out").write_text("source")
+    (d / "out").mkdir()
+    (d / "out" / "model.pt").write_bytes(b"w")
+    (d / "kept.txt").write_text("kept")
+    cp = import_guild(home, tmp_path / "runs")
+    assert cp.returncode == 0, cp.stderr
+    r = run_dirs(tmp_path / "runs")[0]
+    assert (r / "out").read_text() == "source" and (r / "kept.txt").read_text() == "kept"
+    skipped = json.loads((r / ".guildlite" / "sourcecode.json").read_text())["skipped"]
+    assert [s["path"] for s in skipped] == ["out/model.pt"]
+
+
 def test_many_runs_show_progress(home: Path, tmp_path: Path) -> None:
     for i in range(25):
         guild_run(home, {"flags": {"i": i}})
@@ -444,6 +466,21 @@ def test_corrupt_event_files_keep_what_reads(home: Path, tmp_path: Path) -> None
     assert cp.returncode == 0, cp.stderr
     d = run_dirs(tmp_path / "runs")[0]
     assert [(r["key"], r["value"]) for r in read_scalars(d)] == [("loss", 2.0)]
+
+
+@given(st.lists(st.one_of(st.binary(max_size=64), st.builds(lambda s, k, v: event(s, 1.0, **{k: v}),
+                                                            st.integers(-(2**63), 2**63 - 1),
+                                                            st.text(min_size=1, max_size=8),
+                                                            st.floats(width=32))), max_size=6),
+       st.booleans())
+@property_settings(max_examples=300)
+def test_the_event_reader_takes_any_bytes(records: list[bytes], framed: bool) -> None:
+    data = tfrecords(*records) if framed else b"".join(records)
+    rows, problem = read_event_scalars(io.BytesIO(data), len(data))
+    assert isinstance(problem, str)
+    for r in rows:
+        assert set(r) <= {"step", "key", "value", "time"} and isinstance(r["key"], str)
+        assert r["value"] is None or math.isfinite(r["value"])
 
 
 def test_big_files_are_skipped_and_listed(home: Path, tmp_path: Path) -> None:
