@@ -24,7 +24,7 @@ import os
 import shutil
 import stat
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -46,7 +46,7 @@ MAX_EVENT_BYTES = 256 << 20
 _RESERVED = frozenset({"run.json", "output.log", "scalars.jsonl", META_DIR, ".guild"})  # guildlite's names at the top
 
 
-@dataclass
+@dataclass(frozen=True)
 class Outcome:
     """What happened to one Guild run: ``action`` is imported, would-import, skipped or failed."""
 
@@ -56,10 +56,13 @@ class Outcome:
     status: str = ""
     op: str = ""
     reason: str = ""
-    notes: list[str] = field(default_factory=list)
+    notes: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v not in ("", [])}
+        out = {k: v for k, v in self.__dict__.items() if v not in ("", ())}
+        if self.notes:
+            out["notes"] = list(self.notes)
+        return out
 
 
 def default_home() -> Path:
@@ -104,16 +107,20 @@ def import_runs(
         raise GuildliteError(f"{runs_dir}: inside a Guild run dir of {source}; choose a runs dir outside it",
                              exit_code=2)
     found, refused = run_dirs(source)
+    total = len(found) + len(refused)
     outcomes = [Outcome(name, "skipped", reason=why) for name, why in refused]
+    if progress is not None:
+        for i, outcome in enumerate(outcomes, 1):
+            progress(outcome, i, total)
     if not dry_run:
         runs_dir.mkdir(parents=True, exist_ok=True)
     with _import_lock(runs_dir, dry_run):
         done = imported_ids(runs_dir)
-        for i, d in enumerate(found, 1):
+        for i, d in enumerate(found, len(refused) + 1):
             outcome = _one(d, runs_dir, done, dry_run, max_file_size)
             outcomes.append(outcome)
             if progress is not None:
-                progress(outcome, i, len(found))
+                progress(outcome, i, total)
     return outcomes
 
 
@@ -130,13 +137,13 @@ def _one(d: Path, runs_dir: Path, done: dict[str, str], dry_run: bool, max_file_
         g = read_run(d)
     except NotImportable as e:
         return Outcome(d.name, "skipped", reason=str(e))
-    outcome = Outcome(g.id, "would-import" if dry_run else "imported", status=g.status, op=g.opspec,
-                      reason=g.undecided, notes=list(g.notes))
+    action = "would-import" if dry_run else "imported"
+    notes = list(g.notes)
     if dry_run:
-        return outcome
+        return Outcome(g.id, action, status=g.status, op=g.opspec, reason=g.undecided, notes=tuple(notes))
     staging = _staging_dir(runs_dir, g)
     try:
-        run = _stage(g, staging, max_file_size, outcome.notes)
+        run = _stage(g, staging, max_file_size, notes)
         final = publish(staging, runs_dir)
     except BaseException as e:
         shutil.rmtree(staging, ignore_errors=True)
@@ -144,8 +151,7 @@ def _one(d: Path, runs_dir: Path, done: dict[str, str], dry_run: bool, max_file_
             return Outcome(g.id, "failed", op=g.opspec, reason=str(e))
         raise
     done[g.id] = final.name
-    outcome.run_id = run.id
-    return outcome
+    return Outcome(g.id, action, run_id=run.id, status=g.status, op=g.opspec, reason=g.undecided, notes=tuple(notes))
 
 
 def _staging_dir(runs_dir: Path, g: GuildRun) -> Path:
