@@ -12,21 +12,20 @@ import os
 import shutil
 import signal
 import sys
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from ._config_file import verify as verify_config
 from ._disk import describe, full_message, full_reason, is_full
 from ._errors import GuildliteError
 from ._files import TRASH_DIR, RunPaths, now_iso
-from ._guildfile import Guildfile, OpDef
 from ._launch import flag_env, launch_argv, rank_exit_code, without_rank_env
 from ._needed import check_staged
 from ._plugins import Dispatcher, HookFailed, Plugin
+from ._queue import RunQueue
 from ._reach import unreached as flags_unreached
 from ._requires import Resolved
 from ._run import Run, load_run
+from ._runconfig import RunConfig
 from ._scheduler import Scheduler
 from ._slots import Slot
 from ._staging import new_run, publish, stage_source, staging
@@ -37,26 +36,6 @@ from ._terminal import printable
 
 if TYPE_CHECKING:
     from .backends import Backend, Launched
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything validated about what to run, before anything is staged."""
-
-    guildfile: Guildfile
-    op: OpDef
-    runs_dir: Path
-    opspec: str
-    nproc: int
-    label: str = ""
-    echo: bool = True
-    grace: float = 30.0
-    extra_env: Mapping[str, str] = field(default_factory=dict)
-    backend: Backend | None = None  # where jobs run (None: the local backend)
-    launch: Mapping[str, Any] = field(default_factory=dict)  # what each run's launch file holds (_supervisor)
-    detached: bool = False  # this Session is a detached supervisor's: nobody watches, SIGHUP is ignored
-    requires: Resolved = Resolved()  # the op's requirements, resolved once (``_requires``)
-    needed: bool = False  # --needed: a run like a completed one is not published (_needed.AlreadyDone)
 
 
 class Session:
@@ -135,6 +114,7 @@ class Session:
             return None
         move(run, "pending")
         run.gpus = list(slot.gpus) if slot.gpus is not None else None
+        run.waiting = None  # its turn (``_queue``)
         try:
             run.claim()
         except GuildliteError as e:  # another live guildlite owns it (a concurrent restart): its record is not ours
@@ -195,6 +175,8 @@ class Session:
             run.save()
         except OSError as e:  # the job runs: its end is still recorded (see _reserve)
             self.log(f"guildlite: cannot record that run {run.id} started: {e.strerror or e}")
+        if run.paths.stop_request.exists():  # asked while it started: `stop` saw no job to signal (_manage)
+            job.send(signal.SIGTERM)
         self.progress("start", run)
         return job
 
@@ -216,7 +198,7 @@ class Session:
         if self._open.pop(run.id, None) is None:
             return
         move(run, status)
-        run.exit_code, run.stopped = exit_code, now_iso()
+        run.exit_code, run.stopped, run.waiting = exit_code, now_iso(), None
         if error is not None:
             run.error = error
         failed = self._save_end(run)
@@ -264,7 +246,9 @@ class Session:
             if fail_fast and run.status == "error":
                 sched.hold = True
 
-        sched: Scheduler[Run] = Scheduler(slots, self.begin, finish, grace=self.cfg.grace)
+        line = RunQueue(self.cfg.backend or _local(), self.cfg.max_concurrent, self.end, self.log, self.progress)
+        sched: Scheduler[Run] = Scheduler(slots, self.begin, finish, grace=self.cfg.grace, queue_up=line.queue_up,
+                                          waiting=line.waiting)
         self.scheduler = sched
         if self.stopping is not None:
             sched.stop(self.stopping)

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 if TYPE_CHECKING:
-    from ._lifecycle import RunConfig
     from ._run import Run
+    from ._runconfig import RunConfig
 
 
 def source_manifest(run_dir: Path, paths: Sequence[Any]) -> list[dict[str, Any]]:

@@ -20,13 +20,14 @@ from ._flags import nul_free
 from ._flags_import import with_imported_flags
 from ._guildfile import GUILDFILE, Guildfile, OpDef, find_guildfile, load
 from ._launch import job_command
-from ._lifecycle import RunConfig, Session
+from ._lifecycle import Session
 from ._plugin_loader import build_plugins
 from ._plugins import Plugin
 from ._reach import check_nulls, check_op
 from ._requires import Resolved
 from ._requires import resolve as resolve_requires
 from ._run import Run
+from ._runconfig import RunConfig
 from ._runs_dir import default_runs_dir, option_runs_dir
 from ._slots import Slot
 from ._supervisor import read_launch
@@ -90,6 +91,7 @@ def plan_run(
     fail_fast: bool = False,
     recorded: Mapping[str, Any] | None = None,
     confirm: Callable[[int], bool] | None = None,
+    max_concurrent: int | None = None,
     staged: bool = False,
     needed: bool = False,
 ) -> Plan:
@@ -100,6 +102,8 @@ def plan_run(
     the guildfile's section and the op's; another backend's is an error). ``parallel`` (trials at once) defaults to the backend's choice (``plan_slots``). A batch of more than
     BATCH_CONFIRM_THRESHOLD trials goes ahead only if ``confirm(n)`` says so (None: no question).
     ``recorded``: a recorded run's flags (a restart's), given first, ``assignments`` over them.
+    ``max_concurrent`` (else the op's, else the guildfile's ``max-concurrent``) caps this user's
+    runs at once on this machine, for a backend whose runs queue here (``Backend.machine_queue``).
     ``staged``: the run is staged already (a detached supervisor starts it): its requirements are
     not resolved again. An assignment named like an upstream requirement picks its run
     (``_upstream``). ``needed``: a run like an existing completed one is not run (``_needed``).
@@ -145,10 +149,12 @@ def plan_run(
     name = backend if backend is not None else op.backend or guildfile.backend  # `--backend=` names none
     engine = make_backend(name, guildfile, op, backend_options)
     engine.check_op(op, nproc)
+    cap = _max_concurrent(max_concurrent, guildfile, op, engine)
     slots = engine.plan_slots(op, parallel if batch else None, len(trials or []), gpus)
     given = {k: v for k, v in (backend_options or {}).get(name, {}).items() if v is not None}
     launch = {"guildfile": str(guildfile.path), "op": op.name, "plugin_names": list(plugin_names), "backend": name,
-              "backend_options": given, "parallel": parallel, "gpus": gpus, "fail_fast": fail_fast}
+              "backend_options": given, "parallel": parallel, "gpus": gpus, "fail_fast": fail_fast,
+              "max_concurrent": max_concurrent}
     # Resolved once per invocation (every trial gets the same), or once per upstream run of a dimension.
     fixed = {k: v for k, v in upstream.items() if isinstance(v, str)}
     per_trial = [{k: str(t[k]) for k in dims} for t in planned] if dims and planned is not None else None
@@ -167,6 +173,7 @@ def plan_run(
         backend=engine,
         launch=launch,
         needed=needed,
+        max_concurrent=cap,
     )
     batch_flags, flag_dims = batch_spec(values)
     info = {"trials": len(trials or []), "max_trials": max_trials, "seed": seed, "parallel": len(slots),
@@ -203,6 +210,25 @@ def _warnings(cfg: RunConfig) -> tuple[str, ...]:
             out.append(f"sourcecode include: {line}: not copied into the run dir")
         out.extend(cfg.requires.replaced(project, chosen.files))
     return (*out, *cfg.requires.warnings)
+
+
+def _max_concurrent(given: int | None, guildfile: Guildfile, op: OpDef, engine: Backend) -> int | None:
+    """The cap on this user's runs at once: ``--max-concurrent``, else the op's, else the guildfile's."""
+    from ._guildfile import MAX_CONCURRENT
+
+    if given is not None and not 1 <= given <= MAX_CONCURRENT:
+        raise GuildliteError(f"--max-concurrent must be from 1 to {MAX_CONCURRENT}, got {given}", exit_code=2)
+    cap = given if given is not None else op.max_concurrent if op.max_concurrent is not None else guildfile.max_concurrent
+    if cap is not None and not engine.machine_queue:
+        if given is None:  # the guildfile's, for runs here: another engine has a queue of its own
+            return None
+        raise GuildliteError(f"--max-concurrent caps runs that queue on this machine; backend {engine.name} queues"
+                             " its jobs itself (use --parallel to cap a batch's jobs in its queue)", exit_code=2)
+    if cap is not None:  # this machine's queue must be there to join, before anything is staged
+        from ._leases import lease_dir
+
+        lease_dir()
+    return cap
 
 
 def make_backend(name: str, guildfile: Guildfile, op: OpDef,
@@ -260,7 +286,8 @@ def resume(run: Run, launch: Mapping[str, Any]) -> tuple[Session, list[Slot], bo
     plan = plan_run(run.op, [], guildfile=guildfile, runs_dir=run.run_dir.parent, nproc=run.nproc_per_node,
                     plugin_names=launch.get("plugin_names") or (), echo=False, backend=launch.get("backend"),
                     backend_options={launch["backend"]: launch.get("backend_options") or {}},
-                    parallel=launch.get("parallel"), gpus=launch.get("gpus"), recorded=_flags_of(run), staged=True)
+                    parallel=launch.get("parallel"), gpus=launch.get("gpus"), recorded=_flags_of(run), staged=True,
+                    max_concurrent=launch.get("max_concurrent"))
     engine = plan.config.backend
     assert engine is not None
     slots = plan.slots
@@ -302,12 +329,15 @@ def restart(
     backend: str | None = None,
     backend_options: Mapping[str, Mapping[str, Any]] | None = None,
     detach: bool = False,
+    max_concurrent: int | None = None,
+    staged: bool = False,
 ) -> Restart:
     """Validate a restart of ``run`` (flags overridden by ``assignments``) and return what runs it.
 
     What a restart does is ``Session.prepare_restart`` then ``Session.start`` (``detach``: in a
     detached supervisor). It runs where and as the run was launched (its launch file: backend and
-    its command-line options, plugins, parallel, GPUs), unless told otherwise here.
+    its command-line options, plugins, parallel, GPUs, max-concurrent), unless told otherwise here.
+    ``staged``: start it as it was staged instead (``start``), nothing staged again.
     """
     if run.is_batch and assignments:
         raise GuildliteError("a batch restart re-runs its unfinished trials as they were: it takes no flags", exit_code=2)
@@ -333,6 +363,8 @@ def restart(
         detach=detach,
         fail_fast=fail_fast,
         recorded=_flags_of(run),
+        max_concurrent=max_concurrent if max_concurrent is not None else launch.get("max_concurrent"),
+        staged=staged,  # --start: its requirements were resolved when it was staged
     )
     if plan.trials is not None:
         raise GuildliteError("a restart takes plain flag values, not batch syntax", exit_code=2)
@@ -344,12 +376,32 @@ def restart(
                                   plan.config.launch.get("gpus"))
     echo = echo and not detach and (not run.is_batch or len(slots) == 1)
     session = Session(dataclasses.replace(plan.config, echo=echo), plan.plugins)
-    return Restart(session, run, None if run.is_batch else dict(plan.flags), slots, fail_fast, detach)
+    return Restart(session, run, None if run.is_batch else dict(plan.flags), slots, fail_fast, detach, staged)
+
+
+def start(run: Run, *, guildfile: Callable[[], Guildfile], **options: Any) -> Restart:
+    """Validate the start of a run staged with ``--stage`` (a batch: with its staged trials) and
+    return what starts it, as it was staged: with the guildfile, plugins and options it was staged
+    with (its launch file; ``guildfile()`` when that file is gone), unless ``options`` (those of
+    ``restart``) say otherwise. It takes its place in this machine's queue like any run.
+    GuildliteError (exit 2) for a run that is not staged, or a trial (its batch starts it)."""
+    if run.status != "staged":
+        how = "guildlite run --restart runs it again" if run.status in ("completed", "error", "terminated") else \
+            "it was started already"
+        raise GuildliteError(f"run {run.id} is {run.status}, not staged: --start starts a run staged with --stage"
+                             f" ({how})", exit_code=2)
+    if run.is_trial:
+        raise GuildliteError(f"run {run.id} is a trial of batch {run.parent_id}: start the batch"
+                             f" (guildlite run --start {run.parent_id})", exit_code=2)
+    path = read_launch(run.run_dir).get("guildfile")
+    gf = load(Path(path)) if path and Path(path).is_file() else guildfile()
+    return restart(run, (), guildfile=gf, staged=True, **options)
 
 
 @dataclass
 class Restart:
-    """A validated restart: ``execute`` runs it (see ``Session.prepare_restart``)."""
+    """A validated restart (see ``Session.prepare_restart``) or start of a staged run (``staged``):
+    ``execute`` runs it."""
 
     session: Session
     run: Run
@@ -357,8 +409,11 @@ class Restart:
     slots: list[Slot]
     fail_fast: bool
     detach: bool = False
+    staged: bool = False
 
     def execute(self) -> Run:
+        if self.staged:
+            return self._start()
         if not self.detach:
             return self.session.restart(self.run, self.flags, self.slots, self.fail_fast)
         self.session.prepare_restart(self.run, self.flags)
@@ -366,3 +421,19 @@ class Restart:
             self.run.claim()
             self.session.hand_over(self.run)
         return self.run
+
+    def _start(self) -> Run:
+        """Start the staged run once it is ours: a concurrent ``--start`` of it finds it owned,
+        or no longer staged."""
+        from ._run import raw_run
+
+        run = self.run
+        run.claim()
+        status = raw_run(run.run_dir).status
+        if status != "staged":
+            run.release()
+            raise GuildliteError(f"run {run.id} is {status} now, not staged: it was started meanwhile", exit_code=2)
+        if self.detach:
+            self.session.hand_over(run)
+            return run
+        return self.session.start(run, self.slots, self.fail_fast)

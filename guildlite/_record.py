@@ -183,6 +183,7 @@ _error = _keys(message=(str, _NONE), plugin=(str, _NONE), hook=(str, _NONE))
 _remote = _keys(backend=(str,), job_id=(str, int, _NONE), job_ids=(list,), hosts=(list,))
 _summary = _keys(summary=(dict,))
 _attrs_source = _keys(root=(str, _NONE))
+_waiting = _keys(reason=(str,), since=(str,))
 
 
 def _plugins(v: list[Any]) -> str:
@@ -214,6 +215,12 @@ def _remote_check(v: dict[str, Any]) -> str:
 
 def _remote_or_flag(v: Any) -> str:
     return _remote_check(v) if type(v) is dict else ""
+
+
+def _waiting_check(v: dict[str, Any]) -> str:
+    wrong = _waiting(v)
+    return wrong or (f"has 'since' that {_time(v['since'])}" if type(v.get("since")) is str and _time(v["since"])
+                     else "")
 
 
 def _batch(v: dict[str, Any]) -> str:
@@ -274,6 +281,7 @@ _FIELDS: dict[str, tuple[tuple[type, ...], Callable[[Any], str] | None]] = {
     "cmd": ((list,), _strings),
     "nproc_per_node": ((int,), _int_in(1, 1 << 16)),
     "gpus": ((list, _NONE), _strings),
+    "waiting": ((dict, _NONE), _waiting_check),
     "pid": ((int, _NONE), _int_in(1, _INT32)),  # never 0 or negative: kill() would signal a group
     "pid_start": ((int, _NONE), _int_in(0, 1 << 63)),
     "job_pid": ((int, _NONE), _int_in(1, _INT32)),

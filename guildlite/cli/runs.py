@@ -81,8 +81,12 @@ def runs(
         shown = filtered_runs(everything, op, status, batch, None if show_all else limit, whole=as_json, among=among)
     else:
         shown = everything[:] if show_all else everything[:limit]
+    from .._queue import places
+
+    place = places(shown)
     if as_json:
-        click.echo(json.dumps([{"index": index[r.id], **_record(r)} for r in shown], indent=2, default=str))
+        click.echo(json.dumps([{"index": index[r.id], **_record(r), **_queued(r, place)} for r in shown], indent=2,
+                              default=str))
         return
     filtered = bool(op or status or batch or among is not None)
     # The numbers count every run dir, bad records too (numbering only the good ones would mean
@@ -104,17 +108,24 @@ def runs(
             r.id,
             r.op + (f" ({len(r.trial_ids)} trials)" if r.is_batch else ""),
             _local(r.started or r.created),
-            r.status,
+            r.status + (f" #{place[r.id]}" if r.id in place else ""),
             ("↳ " + r.parent_id[-6:]) if r.parent_id else "",
             r.label,
             _flags_summary(r),
+            *([(r.waiting or {}).get("reason", "")] if status == "pending" else []),
         )
         for r in shown
     ]
-    _table(("#", "id", "op", "started", "status", "batch", "label", "flags"), rows)
+    waiting = ("waiting",) if status == "pending" else ()  # the queue: each run's place and why it waits
+    _table(("#", "id", "op", "started", "status", "batch", "label", "flags", *waiting), rows)
     hidden = len(everything) - limit
     if hidden > 0 and not show_all and not filtered:
         click.echo(f"({hidden} older runs not shown: --all)", err=True)
+
+
+def _queued(run: Run, place: dict[str, int]) -> dict[str, Any]:
+    """A waiting run's place in this machine's queue, for ``--json`` (``waiting`` says why)."""
+    return {"queue_position": place[run.id]} if run.id in place else {}
 
 
 def _sub_runs_dir(group_runs_dir: Path, runs_dir: Path | None, guildfile: Path | None) -> Path:
@@ -145,17 +156,22 @@ def runs_info(
     r = select_one(runs_dir, run_spec)
     from .._launch import display_command
     from .._lineage import lineage
+    from .._queue import places
 
     graph = lineage(runs_dir)
     related = {"upstream": graph.upstream(r.id), "downstream": graph.downstream(r.id)}
+    place = places([r])
     if as_json:
-        click.echo(json.dumps({**_record(r), "lineage": related}, indent=2, default=str))
+        click.echo(json.dumps({**_record(r), **_queued(r, place), "lineage": related}, indent=2, default=str))
         return
+    waiting = r.waiting or {}
     fields = [
         ("id", r.id),
         ("op", r.op),
         ("opspec", r.opspec),
         ("status", r.status),
+        ("queue", (f"#{place[r.id]}: " if r.id in place else "") + f"{waiting.get('reason')} (since "
+                  f"{_local(waiting.get('since'))})" if r.status == "pending" and waiting else ""),
         ("exit_code", r.exit_code),
         ("label", r.label),
         ("started", _local(r.started)),

@@ -77,7 +77,9 @@ def _watch_run(run: Run, line: _StatusLine) -> int:
     from .run import _summary
 
     def show(now: Run, log: OutputFollower) -> None:
-        line.update(f"guildlite: run {now.id} {now.status}", _elapsed(now), _details(log), ended=now.status in ENDED)
+        why = f" ({now.waiting.get('reason')})" if now.status == "pending" and now.waiting else ""  # its turn to come
+        line.update(f"guildlite: run {now.id} {now.status}{why}", _elapsed(now), _details(log),
+                    ended=now.status in ENDED)
 
     def out(data: bytes) -> None:
         line.output(data)
