@@ -16,6 +16,7 @@ import os
 import queue
 import random
 import re
+import select
 import shutil
 import struct
 import subprocess
@@ -475,8 +476,11 @@ class _Browser:
         if session:
             msg["sessionId"] = session
         os.write(self._in, json.dumps(msg).encode() + b"\0")
+        deadline = time.monotonic() + 90  # as the one-shot chromium's own timeout
         while True:
             while b"\0" not in self._buf:
+                ready, _, _ = select.select([self._out], [], [], max(0.0, deadline - time.monotonic()))
+                assert ready, f"chromium did not answer {method} in 90s"
                 chunk = os.read(self._out, 1 << 20)
                 if not chunk:
                     self.log.seek(0)
