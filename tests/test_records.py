@@ -87,7 +87,8 @@ json.dump(results, sys.stdout)
 
 
 def gl_many(argvs: list[list[str]], runs_dir: Path) -> list[subprocess.CompletedProcess[str]]:
-    """``gl`` for each argv, all in one subprocess (the commands only read: none sees another's effect)."""
+    """``gl`` for each argv, all in one subprocess, for commands that change nothing (none sees another's
+    effect). Not for checking warnings: guildlite says each one once per process."""
     argvs_json = json.dumps([[*a, "--runs-dir", str(runs_dir)] for a in argvs])
     p = subprocess.run([sys.executable, "-c", _MANY], input=argvs_json, capture_output=True, text=True,
                        cwd=runs_dir.parent, env=clean_env(runs_dir), timeout=120)
