@@ -542,3 +542,35 @@ def test_a_hostile_pipeline_record_is_a_bad_record_not_a_crash(pipe: Pipe) -> No
         assert_clean_error(pipe.run("runs", "info", rec["id"]), 2, "pipeline")
     path.write_text(json.dumps({**rec, "steps": ["../../etc"]}))
     assert_clean_error(pipe.run("runs", "info", rec["id"]), 2, "steps")
+
+
+def test_the_readme_pipeline_example_runs(make_project: Callable[..., Project]) -> None:
+    """The example under "Pipelines" in README.md, with scripts that do what it says."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = re.search(r"```yaml\n(.*?)```", readme.split("### Pipelines (`steps:`)", 1)[1], re.S)
+    assert example is not None
+    script = textwrap.dedent(
+        """\
+        import argparse, os
+        p = argparse.ArgumentParser()
+        for name in ("--size", "--lr"):
+            p.add_argument(name)
+        a = p.parse_args()
+        os.makedirs("data", exist_ok=True)
+        if a.size:
+            open("data/rows.txt", "w").write(a.size)
+        if a.lr:
+            print(f"loss: {abs(float(a.lr) - 0.06)}")
+        """
+    )
+    guildfile = example.group(1).replace("{main:", "{launcher: python, main:")  # fast: no torchrun
+    proj = make_project(guildfile=guildfile.replace("\n    main: ", "\n    launcher: python\n    main: "),
+                        files={"prepare.py": script, "train.py": script, "evaluate.py": "print('ok')\n"})
+    cp = proj.run("run", "all", "-y")
+    assert cp.returncode == 0, cp.stderr
+    (pipe,) = [r for r in proj.records() if r.get("is_pipeline")]
+    assert pipe["status"] == "completed"
+    train = proj.record(pipe["steps"][1])
+    assert train["is_batch"] and train["flags"]["lr"] == [0.05, 0.1]
+    best = pipe["pipeline"]["steps"][2]["selected"]["train"]
+    assert proj.record(best["run"])["flags"]["lr"] == 0.05
