@@ -78,6 +78,11 @@ GUILDFILE = textwrap.dedent(
           - prepare
           - fail
           - prepare size=9
+      fanout:
+        steps:
+          - prepare
+          - run: train lr=[0.1,0.9]
+          - evaluate
       hopeful:
         steps:
           - run: evaluate
@@ -331,6 +336,17 @@ def test_a_batch_step_and_select_best(pipe: Pipe) -> None:
     cp = pipe.run("runs", "delete", rec["id"], "-y")
     assert cp.returncode == 0, cp.stderr
     assert [r["op"] for r in pipe.proj.records()] == ["evaluate-best"]
+
+
+def test_a_step_after_a_batch_step_without_select_best_runs_on_each_trial(pipe: Pipe) -> None:
+    cp = pipe.run("run", "fanout", "-y")
+    assert cp.returncode == 0, cp.stderr
+    rec = pipe.pipeline()
+    _, train, evaluate = _step_runs(pipe, rec)
+    assert train["is_batch"] and evaluate["is_batch"] and evaluate["parent"] == rec["id"]
+    evals = [pipe.record(t) for t in evaluate["trials"]]
+    assert sorted(u for e in evals for u in _upstream_of(e)) == sorted(train["trials"])  # one per trained model
+    assert all(e["status"] == "completed" for e in evals)
 
 
 def test_restart_reruns_the_steps_that_did_not_complete(pipe: Pipe) -> None:
