@@ -12,10 +12,13 @@ from typing import Any, Iterable, Mapping
 
 from ._errors import GuildfileError, GuildliteError
 from ._flags import FlagDef
+from ._guild_yml import GUILD_FILE
 from ._guildfile_flags import FlagChecks
+from ._op_defaults import as_guildlite
 from ._plugins import DEFAULT_HOOK_TIMEOUT
 from ._requires_schema import Requirement, parse_requires
 from ._runs_dir import runs_dir_path
+from ._steps import StepDef, check_steps, pipeline_op
 from ._yaml_lines import _brief, _kind, _plain, _Seq, _short, parse_yaml
 
 GUILDFILE = "guildfile.yml"
@@ -36,10 +39,10 @@ _OP_KEYS = (
     "arg-encoding",
     "output-scalars",
     "backend",
+    "steps",
     "max-concurrent",
     "requires",
-    "env",
-    "flags-import-skip",
+    "env", "flags-import-skip",
 )  # and a section per backend
 LAUNCHERS = ("torchrun", "python")
 _PLUGIN_KEYS = ("class", "name", "args", "priority", "hook-timeout")
@@ -90,6 +93,7 @@ class OpDef:
     data: Mapping[str, Any] = field(default_factory=dict)
     backend: str | None = None  # None: the guildfile's (default local)
     backend_sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # backend name -> its checked keys
+    steps: tuple[StepDef, ...] = ()  # a pipeline's (``_steps``); it has no main
     max_concurrent: int | None = None  # None: the guildfile's
     requires: tuple[Requirement, ...] = ()  # what a run needs besides its source (``_requires``)
     env: Mapping[str, str] = field(default_factory=dict)  # set in the job's environment
@@ -141,11 +145,9 @@ class Guildfile:
             in_models = [n for n in self.operations if n.endswith(f":{name}")]  # a guild.yml model's op
             if len(in_models) == 1:
                 return self.operations[in_models[0]]
-            if in_models:
-                raise GuildfileError(f"{self.path}: operation '{name}' is ambiguous: {', '.join(in_models)}") from None
 
-            known = sorted(self.operations)
-            hint = difflib.get_close_matches(name, known, n=1)
+            known = sorted(in_models or self.operations)  # several models have it: which one?
+            hint = [] if in_models else difflib.get_close_matches(name, known, n=1)
             msg = f"{self.path}: no operation '{name}'"
             msg += f" (did you mean '{hint[0]}'?)" if hint else f"; operations: {', '.join(known)}"
             raise GuildfileError(msg) from None
@@ -153,12 +155,9 @@ class Guildfile:
 
 def find_guildfile(start: Path | None = None) -> Path | None:
     """The nearest guildfile.yml (in a dir without one: Guild's guild.yml) in ``start`` or above."""
-    from ._guild_yml import GUILD_FILE
-
     here = (start or Path.cwd()).resolve()
     for d in (here, *here.parents):
-        for name in (GUILDFILE, GUILD_FILE):
-            p = d / name
+        for p in (d / GUILDFILE, d / GUILD_FILE):
             if p.is_file():
                 return p
     return None
@@ -166,10 +165,8 @@ def find_guildfile(start: Path | None = None) -> Path | None:
 
 def load(path: Path) -> Guildfile:
     """Parse and validate a guildfile; every problem is a GuildfileError naming file, line, field."""
-    from ._op_defaults import as_guildlite
-
     path = Path(path).resolve()
-    if path.suffix == ".py":  # a script run without a guildfile: an op of its own
+    if path.suffix == ".py":  # a script run without a guildfile: an op of its own (no file to read)
         return _Validator(path).guildfile(as_guildlite(path, None, _OP_KEYS, _TOP_KEYS).data)
     try:
         text = path.read_text(encoding="utf-8")
@@ -180,8 +177,7 @@ def load(path: Path) -> Guildfile:
     if "\0" in text:
         raise GuildfileError(f"{path}:{text[:text.index(chr(0))].count(chr(10)) + 1}: a NUL character") from None
     read = as_guildlite(path, parse_yaml(path, text), _OP_KEYS, _TOP_KEYS)  # guild.yml: translated
-    gf = _Validator(path).guildfile(read.data)
-    return replace(gf, default_op=read.default_op, warnings=read.warnings)
+    return replace(_Validator(path).guildfile(read.data), default_op=read.default_op, warnings=read.warnings)
 
 
 # --- validation ----------------------------------------------------------------------------------
@@ -199,9 +195,11 @@ class _Validator(FlagChecks):
         ops = self.mapping(data, "operations", data["operations"], "operations")
         if not ops:
             raise self.fail(data, "operations", "'operations' declares no operation")
+        operations = {str(n): self.op(ops, self.op_name(ops, n), ops[n]) for n in ops}
+        check_steps(self, operations)
         return Guildfile(
             path=self.path,
-            operations={str(n): self.op(ops, self.op_name(ops, n), ops[n]) for n in ops},
+            operations=operations,
             plugins=self.plugins(data, "plugins", data.get("plugins"), "plugins"),
             runs_dir=self.runs_dir(data),
             backend=self.backend(data, "the guildfile") or "local",
@@ -234,6 +232,8 @@ class _Validator(FlagChecks):
     def op(self, parent: Any, name: str, raw: Any) -> OpDef:
         where = f"operation '{name}'"
         m = self.mapping(parent, name, raw, f"operations.{name}")
+        if "steps" in m:
+            return pipeline_op(self, parent, name, m, OpDef)
         self.keys(m, (*_OP_KEYS, *self.section_names(m, _OP_KEYS)), where)
         self.main(parent, m, where)
         flags_raw = self.mapping(m, "flags", m.get("flags"), f"{where} flags")

@@ -29,6 +29,7 @@ from ._requires import resolve as resolve_requires
 from ._run import Run
 from ._runconfig import RunConfig
 from ._runs_dir import default_runs_dir, option_runs_dir
+from ._script_op import is_script
 from ._slots import Slot
 from ._supervisor import read_launch
 from ._upstream import pin, recorded_picks, split_assignments
@@ -62,11 +63,8 @@ class Plan:
 
 
 def open_guildfile(path: str | Path | None = None, op_name: str | None = None) -> Guildfile:
-    """Load ``path``, or the nearest guildfile.yml (else guild.yml) from the current directory up,
-    and say its warnings; ``op_name``, a script the guildfile has no op for, is run without it."""
+    """Load ``path`` or the nearest guildfile (or guild.yml), saying its warnings; ``op_name``: a script to run alone."""
     import sys
-
-    from ._script_op import is_script
 
     found = Path(path) if path else find_guildfile()
     if found is not None and found.is_dir():
@@ -120,6 +118,8 @@ def plan_run(
     (``_upstream``). ``needed``: a run like an existing completed one is not run (``_needed``).
     """
     runs_dir = option_runs_dir(runs_dir) if runs_dir else default_runs_dir(guildfile)
+    if guildfile.op(op_name).steps:
+        raise GuildliteError(f"operation '{op_name}' is a pipeline: its plan is _pipeline.plan's", exit_code=2)
     op = with_imported_flags(guildfile.op(op_name), guildfile.dir)
     check_op(op, guildfile.dir)
     flag_args, picked = split_assignments(op, assignments)
