@@ -246,7 +246,8 @@ class _Translator:
     def op(self, name: str, raw: Mapping[Any, Any], model: Mapping[Any, Any]) -> _Map:
         where = f"operation '{name}'"
         out = _node(_line(raw))
-        _put(out, "launcher", "python", _line(raw))
+        if "steps" not in raw:  # a pipeline launches nothing itself
+            _put(out, "launcher", "python", _line(raw))
         if "sourcecode" in model and "sourcecode" not in raw:
             self.sourcecode(model, out, where)
         for key, v in raw.items():
@@ -372,9 +373,8 @@ class _Translator:
                 if rx is not None:
                     patterns.append(rx)
                     patterns.lines.append(_line(item, key) if key else line)
-        if patterns or not items:
+        if patterns or not items:  # else only (\key) patterns: guildlite's `key: value` rule (Guild's default)
             _put(out, "output-scalars", patterns, at)
-        # else: only (\key) patterns: guildlite's own `key: value` rule, Guild's default, is what is left
 
     def scalar_regex(self, key: str | None, pat: str, line: int, where: str) -> str | None:
         """Guild's pattern as guildlite's: shorthands expanded, the value's group named ``key``."""

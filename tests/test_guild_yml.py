@@ -500,3 +500,16 @@ def test_output_scalars_named_by_the_output_fall_back_to_the_key_value_rule(
     assert "guild.yml:4" in cp.stderr and "not captured" in cp.stderr
     _, run_dir = _only_run(proj)
     assert {r["key"]: r["value"] for r in read_scalars(run_dir)} == {"loss": 0.5, "acc": 0.25}
+
+
+def test_pipeline_of_guild_steps(guild_project: Callable[..., Project]) -> None:
+    guild_yml = ("prepare:\n  main: prepare\ntrain:\n  main: train\n  flags:\n    lr: 0.1\n"
+                 "pipeline:\n  steps:\n    - prepare\n    - run: train\n      flags:\n        lr: 0.2\n"
+                 "    - train lr=0.3\n")
+    proj = guild_project({"guild.yml": guild_yml, "prepare.py": "print('prep')\n",
+                          "train.py": "lr = 0.1\nprint('lr', lr)\n"})
+    cp = proj.run("run", "-y", "pipeline")
+    _ok(cp)
+    assert "prep" in cp.stdout and "lr 0.2" in cp.stdout and "lr 0.3" in cp.stdout
+    trains = sorted(r["flags"]["lr"] for r in proj.records() if r["op"] == "train")
+    assert trains == [0.2, 0.3]
