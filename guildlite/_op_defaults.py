@@ -66,7 +66,8 @@ def with_op_defaults(path: Path, data: Any, op_keys: Iterable[str], top_keys: It
     new_ops = _copy(ops)
     for name in ops:
         op = resolve(name, ())
-        new_ops[name] = _merge(_with_lines(defaults, data), op) if isinstance(op, dict) and defaults else op
+        runs_job = isinstance(op, dict) and "steps" not in op  # a pipeline's keys are its own
+        new_ops[name] = _merge(_with_lines(defaults, data), op) if runs_job and defaults else op
     out = _copy(data, skip=shared)
     out["operations"] = new_ops
     return out

@@ -513,3 +513,12 @@ def test_pipeline_of_guild_steps(guild_project: Callable[..., Project]) -> None:
     assert "prep" in cp.stdout and "lr 0.2" in cp.stdout and "lr 0.3" in cp.stdout
     trains = sorted(r["flags"]["lr"] for r in proj.records() if r["op"] == "train")
     assert trains == [0.2, 0.3]
+
+
+def test_top_level_defaults_leave_a_pipeline_alone(guild_project: Callable[..., Project]) -> None:
+    guildfile = "launcher: python\noperations:\n  a: {main: a.py}\n  both:\n    steps: [a, a x=1]\n"
+    proj = guild_project({"guildfile.yml": guildfile, "a.py": "x = 0\nprint('a ran', x)\n"})
+    cp = proj.run("run", "-y", "both")
+    _ok(cp)
+    assert "a ran 0" in cp.stdout and "a ran 1" in cp.stdout
+    assert {r["op_def"].get("launcher") for r in proj.records() if r["op"] == "a"} == {"python"}
