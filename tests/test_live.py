@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-
 from conftest import Project, assert_clean_error, read_scalars, wait_until
 
 WAIT_GO = """
