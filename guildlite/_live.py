@@ -107,9 +107,13 @@ class OutputSource:
 
     name = "output.log"
 
-    def __init__(self, run_dir: Path, parser: OutputParser, state: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, run_dir: Path, parser: OutputParser, state: Mapping[str, Any] | None = None,
+                 hosts: Callable[[], list[str]] | None = None) -> None:
         state = state or {}
         self.run_dir, self.parser = run_dir, parser
+        # A job away from its owner records its hosts once it starts: until they are known, asked
+        # before each scan (more than one: lines carry their task number).
+        self._hosts = hosts
         self.offset = int(state.get("offset") or 0)
         parser.step = int(state.get("step") or 0)
         self.note: str | None = state.get("note") or None  # why the op's patterns stopped
@@ -171,6 +175,8 @@ class OutputSource:
     def _scan(self, lines: list[str]) -> list[Row]:
         rows: list[Row] = []
         parser = self.parser
+        if lines and self._hosts is not None and (hosts := self._hosts()):
+            parser.task_labels, self._hosts = len(hosts) > 1, None
         limited = parser.regexes is not None
         if limited and self.note:
             return rows  # the patterns ran out of time earlier: the rest is not scanned
@@ -212,7 +218,22 @@ def output_source(run: Run, state: Mapping[str, Any] | None = None) -> OutputSou
         regexes = [re.compile(p) for p in patterns] if patterns else None
     except (re.error, TypeError):
         return None
-    return OutputSource(run.run_dir, OutputParser(run.nproc_per_node or 1, regexes, task_labels), state)
+    parser = OutputParser(run.nproc_per_node or 1, regexes, task_labels)
+    remote = isinstance(run.remote, dict) and run.remote.get("backend") and not hosts
+    return OutputSource(run.run_dir, parser, state, hosts=(lambda: recorded_hosts(run.run_dir)) if remote else None)
+
+
+def recorded_hosts(run_dir: Path) -> list[str]:
+    """The hosts a run's record names (``remote.hosts``: its backend records them); [] for none yet."""
+    from ._errors import GuildliteError
+    from ._store import read_record
+
+    try:
+        remote = read_record(run_dir).get("remote")
+    except GuildliteError:
+        return []
+    hosts = remote.get("hosts") if isinstance(remote, dict) else None
+    return [str(h) for h in hosts] if isinstance(hosts, list) else []
 
 
 # Makers of a run's sources beyond its output (log files the job writes: ``_logfiles``), each
@@ -255,17 +276,21 @@ def save_state(run_dir: Path, sources: list[ScalarSource]) -> None:
         pass  # the run dir is gone or full: its end says so
 
 
-def append_rows(run_dir: Path, rows: list[Row]) -> None:
+def append_rows(run_dir: Path, rows: list[Row]) -> tuple[int, int]:
     """Append ``rows`` to the run's ``scalars.jsonl`` in one ``O_APPEND`` write (a script's own
-    ``log_scalars`` lines never interleave inside one of ours)."""
+    ``log_scalars`` lines never interleave inside one of ours); where they landed, (start, end)."""
     if not rows:
-        return
+        return 0, 0
     data = "".join(json.dumps(r) + "\n" for r in rows).encode("utf-8")
     fd = os.open(RunPaths(run_dir).scalars, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        end = os.lseek(fd, 0, os.SEEK_CUR)
     finally:
         os.close(fd)
+    return end - len(data), end
 
 
 class Capture:
@@ -303,13 +328,19 @@ class Capture:
             except Exception as e:  # a source is guildlite's or a reader's code: never the run's end
                 self.sources.remove(source)
                 self.notes.append(f"{getattr(source, 'name', type(source).__name__)}: {type(e).__name__}: {e}")
+        arrived = self._read_back(final=False) if rows else False  # a script's own rows first
         if rows or final:
             try:
-                append_rows(self.run_dir, rows)
+                start, end = append_rows(self.run_dir, rows)
             except OSError as e:
+                start = end = -1
                 self.notes.append(f"cannot append to scalars.jsonl: {e.strerror or e}")
             save_state(self.run_dir, self.sources)
-        return self._read_back(final)
+            if rows and start == self._offset and not self._rest:  # nothing else came in between:
+                self._offset = end  # ours need no reading back
+                self._take(rows)
+                arrived = True
+        return self._read_back(final) or arrived
 
     def _read_back(self, final: bool) -> bool:
         if self._file is None:
@@ -323,23 +354,29 @@ class Capture:
         self._rest, self._offset = data[cut:], self._offset + cut
         if len(self._rest) > PARTIAL_MAX:
             self._offset, self._rest = self._offset + len(self._rest), b""
-        before = len(self.new)
+        rows = []
         for line in data[:cut].splitlines():
             try:
                 row = json.loads(line)
             except ValueError:
                 continue
-            if not isinstance(row, dict) or not isinstance(row.get("key"), str):
-                continue
-            self.new.append(row)
-            self.latest[row["key"]] = row.get("value")
-            if isinstance(row.get("step"), int):
-                self.step = row["step"]
-        self.count += len(self.new) - before
+            if isinstance(row, dict) and isinstance(row.get("key"), str):
+                rows.append(row)
+        self._take(rows)
         if final and self._file is not None:
             self._file.close()
             self._file = None
-        return len(self.new) > before
+        return bool(rows)
+
+    def _take(self, rows: list[Row]) -> None:
+        self.new.extend(rows)
+        self.count += len(rows)
+        for row in rows:
+            self.latest[row["key"]] = row.get("value")
+        for row in reversed(rows):
+            if isinstance(row.get("step"), int):
+                self.step = row["step"]
+                break
 
     def take(self) -> list[Row]:
         """The rows that arrived since the last call."""

@@ -297,3 +297,40 @@ def test_a_restart_captures_only_its_own_output(make_project: Callable[..., Proj
     assert rows == [{"step": 0, "key": "loss", "value": 1.5}] * 2, rows  # one per attempt, none read twice
     state = json.loads((project.runs_dir / run_id / ".guildlite" / "capture.json").read_text())
     assert state["output.log"]["offset"] == (project.runs_dir / run_id / "output.log").stat().st_size
+
+
+def test_the_readme_early_stop_example_stops_a_diverging_run(make_project: Callable[..., Project]) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text().split("## Live runs", 1)[1]
+    block = re.search(r"```python\n(.*?)```", readme, re.S)
+    assert block is not None
+    script = """
+import time
+for i in range(1, 100000):
+    print(f"step: {i}")
+    print(f"val_loss: {i * 0.5}", flush=True)
+    time.sleep(0.01)
+"""
+    project = make_project(guildfile("    plugins: [{class: early:EarlyStop}]\n"),
+                           {"train.py": script, "early.py": block.group(1)})
+    cp = project.run("run", "train", "-y")
+    rec = project.only_record()
+    assert rec["status"] == "terminated" and cp.returncode == 143, cp.stderr
+    assert re.fullmatch(r"val_loss diverged at step \d+", rec["error"]["message"]), rec["error"]
+    assert int(rec["error"]["message"].rsplit(" ", 1)[1]) >= 21  # the first row over 10: step 21
+
+
+def test_a_remote_job_s_task_labels_are_learnt_from_its_record_once_it_names_its_hosts(tmp_path: Path) -> None:
+    from guildlite._live import OutputSource
+    from guildlite._scalars import OutputParser
+
+    log = tmp_path / "output.log"
+    hosts: list[str] = []
+    source = OutputSource(tmp_path, OutputParser(1), hosts=lambda: hosts)
+    log.write_text("loss: 1\n")
+    assert [r["value"] for r in source.poll()] == [1.0]  # no hosts yet: one host's lines
+    hosts[:] = ["node1", "node2"]
+    with log.open("a") as f:
+        f.write("0: loss: 2\n1: loss: 3\n0: acc: 4\r0: acc: 5")
+    assert [r["value"] for r in source.poll()] == [2.0, 4.0]  # task 0's only; the last line is not whole yet
+    assert [r["value"] for r in source.finish()] == [5.0]
+    assert source.state()["offset"] == log.stat().st_size and source.state()["rows"] == 4
