@@ -8,7 +8,9 @@ an ``on_run_progress`` hook hears of a printed line.
    it), so the job's printing is not counted; "per line" is the difference to ``off`` over N.
    Run it against another checkout (``PYTHONPATH=/path/to/old python bench/live.py``) for a before.
 2. Hook latency: the job prints ``mark: <time.time()>`` every 0.3 s; a plugin's ``on_run_progress``
-   records, for each call, now minus the newest mark it got (printed line -> hook call).
+   records, for each call, now minus the newest mark it got (printed line -> hook call), with the
+   default ``progress-interval`` (1 s: a call waits for the interval, so its newest line may be up
+   to 0.3 s old) and with 0.05 s (each line's own call: the capture's delay alone).
 
     python bench/live.py [--lines 100000] [--repeat 3] [--marks 20]
 
@@ -71,10 +73,15 @@ CASES = {  # name -> (op keys, plain text lines)
 }
 
 
+LATENCY_OPS = {"marks": 1, "marks-fast": 0.05}  # op -> its progress-interval
+
+
 def guildfile(cases: dict[str, tuple[str, bool]]) -> str:
     ops = "".join(f"  c{i}:\n    main: flood.py\n    launcher: python\n{keys}"
                   for i, (keys, _) in enumerate(cases.values()))
-    ops += "  marks:\n    main: marks.py\n    launcher: python\n    plugins: [{class: latency:Latency}]\n"
+    for name, interval in LATENCY_OPS.items():
+        ops += (f"  {name}:\n    main: marks.py\n    launcher: python\n    progress-interval: {interval}\n"
+                "    plugins: [{class: latency:Latency}]\n")
     return "operations:\n" + ops
 
 
@@ -118,21 +125,22 @@ def main() -> None:
             over = "" if name.startswith("off") else f"{(med - base) * 1000:+.0f} ms"
             per = "" if name.startswith("off") else f"{(med - base) / a.lines * 1e6:.2f} µs"
             print(f"| {name} | {med * 1000:.0f} ms | {over} | {per} |")
-        marked = subprocess.run([*GUILDLITE, "run", "marks", "-y"], cwd=project, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        out = subprocess.run([*GUILDLITE, "runs", "info", "1", "--json"], cwd=project, env=env,
-                             capture_output=True, text=True).stdout
-        lat = sorted(json.loads(out)["attrs"].get("latency", [])) if marked.returncode == 0 else []
-        print(f"\nHook latency, printed line -> on_run_progress call ({len(lat)} calls, progress-interval 1 s, "
-              "a line every 0.3 s)\n")
-        if lat:
-            print("| min | median | p90 | max |")
-            print("|---:|---:|---:|---:|")
+        print("\nHook latency, printed line -> on_run_progress call (the newest line a call got; a line every "
+              "0.3 s)\n")
+        print("| progress-interval | calls | min | median | p90 | max |")
+        print("|---:|---:|---:|---:|---:|---:|")
+        for op, interval in LATENCY_OPS.items():
+            marked = subprocess.run([*GUILDLITE, "run", op, "-y"], cwd=project, env=env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            out = subprocess.run([*GUILDLITE, "runs", "info", "1", "--json"], cwd=project, env=env,
+                                 capture_output=True, text=True).stdout
+            lat = sorted(json.loads(out)["attrs"].get("latency", [])) if marked.returncode == 0 else []
+            if not lat:
+                print(f"| {interval} s | 0 | (no on_run_progress call: this guildlite has no live capture) ||||")
+                continue
             p90 = lat[min(len(lat) - 1, int(0.9 * len(lat)))]
-            print(f"| {lat[0] * 1000:.0f} ms | {statistics.median(lat) * 1000:.0f} ms | {p90 * 1000:.0f} ms | "
-                  f"{lat[-1] * 1000:.0f} ms |")
-        else:
-            print("(no on_run_progress call: this guildlite has no live capture)")
+            ms = [f"{x * 1000:.0f} ms" for x in (lat[0], statistics.median(lat), p90, lat[-1])]
+            print(f"| {interval} s | {len(lat)} | " + " | ".join(ms) + " |")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -16,10 +16,13 @@ thread (``_lifecycle``), where the op's own regexes are bounded by a timer (``ti
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import signal
+import stat
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -249,7 +252,11 @@ def sources_for(run: Run) -> list[ScalarSource]:
     if output is not None:
         out.append(output)
     for make in SOURCE_MAKERS:
-        out.extend(make(run, states))
+        try:
+            out.extend(make(run, states))
+        except Exception as e:  # a reader's bug never stops the run, nor the other sources
+            print(f"guildlite: run {run.id}: no live scalars from {getattr(make, '__name__', make)}: "
+                  f"{type(e).__name__}: {e}", file=sys.stderr)
     return out
 
 
@@ -282,8 +289,12 @@ def append_rows(run_dir: Path, rows: list[Row]) -> tuple[int, int]:
     if not rows:
         return 0, 0
     data = "".join(json.dumps(r) + "\n" for r in rows).encode("utf-8")
-    fd = os.open(RunPaths(run_dir).scalars, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    # The job may have put anything there: a symlink is not followed, a FIFO never blocks us.
+    fd = os.open(RunPaths(run_dir).scalars, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK,
+                 0o644)
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
@@ -348,8 +359,12 @@ class Capture:
                 self._file = open_file(self.run_dir, "scalars.jsonl")
             except RunFileError:
                 return False
-        self._file.seek(self._offset + len(self._rest))
-        data = self._rest + self._file.read(CHUNK_BYTES)
+        try:
+            self._file.seek(self._offset + len(self._rest))
+            data = self._rest + self._file.read(CHUNK_BYTES)
+        except OSError as e:  # an I/O error on the runs dir's disk: the job goes on, its rows later
+            self.notes.append(f"cannot read scalars.jsonl: {e.strerror or e}")
+            return False
         cut = data.rfind(b"\n") + 1
         self._rest, self._offset = data[cut:], self._offset + cut
         if len(self._rest) > PARTIAL_MAX:

@@ -89,7 +89,7 @@ class LiveRuns:
         if drain:
             live.capture.poll(final=True)
         self._measure(live, time.monotonic())
-        for note in live.capture.notes:
+        for note in dict.fromkeys(live.capture.notes):  # each said once
             self.log(f"guildlite: run {run.id}: live scalars: {note}")
         if live.capture.new and live.stop is None:
             self._call(live, last=True)

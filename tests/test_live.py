@@ -334,3 +334,25 @@ def test_a_remote_job_s_task_labels_are_learnt_from_its_record_once_it_names_its
     assert [r["value"] for r in source.poll()] == [2.0, 4.0]  # task 0's only; the last line is not whole yet
     assert [r["value"] for r in source.finish()] == [5.0]
     assert source.state()["offset"] == log.stat().st_size and source.state()["rows"] == 4
+
+
+@pytest.mark.parametrize("plant", ["fifo", "symlink"])
+def test_a_job_that_plants_its_scalars_file_neither_hangs_nor_redirects_the_capture(
+    make_project: Callable[..., Project], plant: str
+) -> None:
+    script = f"""
+import os
+if {plant!r} == "fifo":
+    os.mkfifo("scalars.jsonl")
+else:
+    os.symlink(os.environ["OUTSIDE"], "scalars.jsonl")
+print("loss: 1", flush=True)
+"""
+    project = make_project(guildfile(), {"train.py": script})
+    outside = project.root.parent / "outside.txt"
+    outside.write_text("untouched\n")
+    cp = project.run("run", "train", "-y", env={"OUTSIDE": str(outside)}, timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    assert project.only_record()["status"] == "completed"
+    assert outside.read_text() == "untouched\n"
+    assert "live scalars: cannot append to scalars.jsonl" in cp.stderr
