@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any, Callable
@@ -71,6 +72,7 @@ class Fails(Plugin):
 
 class Slow(Plugin):
     def on_run_progress(self, run):
+        open(run.run_dir / "in-hook", "w").close()
         time.sleep(30)
 """
 
@@ -356,3 +358,20 @@ print("loss: 1", flush=True)
     assert project.only_record()["status"] == "completed"
     assert outside.read_text() == "untouched\n"
     assert "live scalars: cannot append to scalars.jsonl" in cp.stderr
+
+
+def test_a_stop_interrupts_a_hanging_progress_hook(make_project: Callable[..., Project]) -> None:
+    script = "import time\nprint('loss: 1', flush=True)\ntime.sleep(60)\n"
+    project = make_project(guildfile("    plugins: [{class: plugs:Slow}, {class: plugs:StopWhenLow}]\n"),
+                           {"train.py": script, "plugs.py": PLUGINS})
+    proc = project.spawn("run", "train", "-y")
+    run_dir = run_dir_of(project)
+    wait_until(lambda: (run_dir / "in-hook").exists(), what="the hook hanging")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)  # not the hook's 30 s, nor the job's 60
+    assert proc.returncode == 143, err
+    rec = project.only_record()
+    assert rec["status"] == "terminated", rec
+    [trace] = [t for t in rec["plugins"] if t["hook"] == "on_run_progress" and t["plugin"] == "Slow"]
+    assert trace["error"] == "interrupted by SIGTERM", trace
+    assert rec["attrs"]["ended"] == "terminated"  # the other plugin's on_run_end ran
