@@ -277,8 +277,11 @@ def save_state(run_dir: Path, sources: list[ScalarSource]) -> None:
         state = getattr(s, "state", None)
         if state is not None:
             states[str(getattr(s, "name", type(s).__name__))] = state()
+    meta = RunPaths(run_dir).meta
+    if meta.is_symlink():  # the job replaced it: nothing is written where it leads
+        return
     try:
-        atomic_write(RunPaths(run_dir).meta / STATE_FILE, json.dumps(states), sync=False)
+        atomic_write(meta / STATE_FILE, json.dumps(states), sync=False)
     except OSError:
         pass  # the run dir is gone or full: its end says so
 

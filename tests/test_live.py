@@ -274,6 +274,9 @@ while True:
     wait_until(lambda: read_scalars(run_dir) == [{"step": 3, "key": "loss", "value": 0.5}], what="a live row")
     listing = wait_until(lambda: (out := project.run("runs").stdout) and "25%" in out and out, what="25%")
     assert re.search(r"running 25% ETA \d+:\d\d", listing), listing
+    page = project.root / "page.html"
+    assert project.run("view", "--out", str(page), "--no-browser").returncode == 0
+    assert re.search(r"25% ETA \d+:\d\d", page.read_text()), "view's table shows the progress"
     (run_dir / "go").touch()
     rec = wait_until(lambda: (r := project.record(run_id))["status"] != "running" and r, timeout=60, what="its end")
     assert rec["status"] == "terminated" and rec["error"]["plugin"] == "StopWhenLow", rec
@@ -375,3 +378,25 @@ def test_a_stop_interrupts_a_hanging_progress_hook(make_project: Callable[..., P
     [trace] = [t for t in rec["plugins"] if t["hook"] == "on_run_progress" and t["plugin"] == "Slow"]
     assert trace["error"] == "interrupted by SIGTERM", trace
     assert rec["attrs"]["ended"] == "terminated"  # the other plugin's on_run_end ran
+
+
+def test_output_scalars_at_the_end_reads_only_what_the_live_capture_left(tmp_path: Path) -> None:
+    """Where no owner drained the output (a backend's node firing on_run_end for a killed owner)."""
+    from guildlite._builtins import OutputScalars
+    from guildlite._run import Run as StoredRun
+    from guildlite._runview import view_of
+
+    run_dir = tmp_path / "20261201T000000-abc123"
+    (run_dir / ".guildlite").mkdir(parents=True)
+    taken = b"step: 1\nloss: 0.5\nstep: 2\n"
+    (run_dir / "output.log").write_bytes(taken + b"loss: 0.25\nacc: 1\n")
+    (run_dir / "scalars.jsonl").write_text(json.dumps({"step": 1, "key": "loss", "value": 0.5}) + "\n")
+    state = {"output.log": {"offset": len(taken), "step": 2, "note": None, "rows": 1}}
+    (run_dir / ".guildlite" / "capture.json").write_text(json.dumps(state))
+    run = StoredRun(id=run_dir.name, run_dir=run_dir, op="train", status="completed")
+    OutputScalars().on_run_end(view_of(run))
+    assert [(r["step"], r["key"], r["value"]) for r in read_scalars(run_dir)] == [
+        (1, "loss", 0.5), (2, "loss", 0.25), (2, "acc", 1.0)]
+    assert run.attrs["scalars"] == {"captured": 3}
+    OutputScalars().on_run_end(view_of(run))  # again (a second end): nothing is read twice
+    assert len(read_scalars(run_dir)) == 3
