@@ -181,6 +181,8 @@ while True:  # a long run: only the plugin ends it
     assert re.fullmatch(r"loss 0\.0\d+ is low enough", rec["error"]["message"]), rec["error"]
     assert rec["attrs"]["ended"] == "terminated"  # on_run_end still fired, once
     assert "StopWhenLow" in cp.stderr and "is low enough" in cp.stderr
+    info = project.run("runs", "info", rec["id"]).stdout
+    assert re.search(r"on_run_progress StopWhenLow .* ms in \d+ calls  ERROR loss 0\.0\d+ is low enough", info), info
     assert project.procs() == []
 
 
@@ -274,6 +276,7 @@ while True:
     wait_until(lambda: read_scalars(run_dir) == [{"step": 3, "key": "loss", "value": 0.5}], what="a live row")
     listing = wait_until(lambda: (out := project.run("runs").stdout) and "25%" in out and out, what="25%")
     assert re.search(r"running 25% ETA \d+:\d\d", listing), listing
+    assert re.search(r"^progress: 25% ETA \d+:\d\d$", project.run("runs", "info", run_id).stdout, re.M)
     page = project.root / "page.html"
     assert project.run("view", "--out", str(page), "--no-browser").returncode == 0
     assert re.search(r"25% ETA \d+:\d\d", page.read_text()), "view's table shows the progress"
