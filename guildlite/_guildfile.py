@@ -16,6 +16,7 @@ from ._guildfile_flags import FlagChecks
 from ._plugins import DEFAULT_HOOK_TIMEOUT
 from ._requires_schema import Requirement, parse_requires
 from ._runs_dir import runs_dir_path
+from ._steps import StepDef, check_steps, pipeline_op
 from ._yaml_lines import _brief, _kind, _plain, _Seq, _short, parse_yaml
 
 GUILDFILE = "guildfile.yml"
@@ -39,6 +40,7 @@ _OP_KEYS = (
     "backend",
     "max-steps",
     "progress-interval",
+    "steps",
     "max-concurrent",
     "requires",
 )  # and a section per backend
@@ -91,6 +93,7 @@ class OpDef:
     data: Mapping[str, Any] = field(default_factory=dict)
     backend: str | None = None  # None: the guildfile's (default local)
     backend_sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # backend name -> its checked keys
+    steps: tuple[StepDef, ...] = ()  # a pipeline's (``_steps``); it has no main
     max_concurrent: int | None = None  # None: the guildfile's
     requires: tuple[Requirement, ...] = ()  # what a run needs besides its source (``_requires``)
 
@@ -183,9 +186,11 @@ class _Validator(FlagChecks):
         ops = self.mapping(data, "operations", data["operations"], "operations")
         if not ops:
             raise self.fail(data, "operations", "'operations' declares no operation")
+        operations = {str(n): self.op(ops, self.op_name(ops, n), ops[n]) for n in ops}
+        check_steps(self, operations)
         return Guildfile(
             path=self.path,
-            operations={str(n): self.op(ops, self.op_name(ops, n), ops[n]) for n in ops},
+            operations=operations,
             plugins=self.plugins(data, "plugins", data.get("plugins"), "plugins"),
             runs_dir=self.runs_dir(data),
             backend=self.backend(data, "the guildfile") or "local",
@@ -219,6 +224,8 @@ class _Validator(FlagChecks):
     def op(self, parent: Any, name: str, raw: Any) -> OpDef:
         where = f"operation '{name}'"
         m = self.mapping(parent, name, raw, f"operations.{name}")
+        if "steps" in m:
+            return pipeline_op(self, parent, name, m, OpDef)
         self.keys(m, (*_OP_KEYS, *self.section_names(m, _OP_KEYS)), where)
         self.main(parent, m, where)
         flags_raw = self.mapping(m, "flags", m.get("flags"), f"{where} flags")

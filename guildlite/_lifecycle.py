@@ -20,6 +20,7 @@ from ._errors import GuildliteError
 from ._files import TRASH_DIR, RunPaths, now_iso
 from ._launch import flag_env, launch_argv, rank_exit_code, without_rank_env
 from ._needed import check_staged
+from ._parents import VirtualParents
 from ._plugins import Dispatcher, HookFailed, Plugin
 from ._queue import RunQueue
 from ._reach import unreached as flags_unreached
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from .backends import Backend, Launched
 
 
-class Session:
+class Session(VirtualParents):
     """Stages runs, dispatches hooks, launches jobs on slots and records every end."""
 
     def __init__(self, config: RunConfig, plugins: Sequence[Plugin], log: Callable[[str], None] | None = None):
@@ -53,6 +54,7 @@ class Session:
         self.scheduler: Scheduler[Run] | None = None
         self.stopping: int | None = None
         self.progress: Callable[[str, Run], None] = lambda event, run: None
+        self.parent: Run | None = None  # the pipeline whose step this session runs (``_pipeline``)
 
     # --- signals ---------------------------------------------------------------------------------
 
@@ -80,8 +82,9 @@ class Session:
     def stage(self, flags: dict[str, Any], parent: Run | None = None, requires: Resolved | None = None) -> Run:
         """Create a run dir, copy the source, write run.json, then call ``on_run_staged``
         (``requires``: this run's requirements, when not the config's: a trial's own upstream run)."""
-        run = new_run(self.cfg, flags, is_trial=parent is not None, parent_id=parent.id if parent else None)
-        run._parent = parent
+        owner = parent or self.parent
+        run = new_run(self.cfg, flags, is_trial=parent is not None, parent_id=owner.id if owner else None)
+        run._parent = owner
         cfg = self.cfg if requires is None else dataclasses.replace(self.cfg, requires=requires)
         with staging(run, self.cfg.runs_dir):
             stage_source(cfg, run, RunPaths(self.cfg.runs_dir / run.id).meta / "torchrun")
@@ -279,25 +282,13 @@ class Session:
             ids = ", ".join(self.unrecorded)
             raise GuildliteError(f"the end of run(s) {ids} could not be recorded: {next(iter(self.unrecorded.values()))}")
 
-    def _begin_batch(self, batch: Run) -> bool:
-        """A batch's ``on_run_begin`` (it has no job of its own); False if it ended instead."""
-        move(batch, "pending")
-        batch.claim()
-        batch.save()
-        try:
-            self.hooks.call("on_run_begin", batch)
-        except HookFailed as e:
-            self.end(batch, e.status, error=e.info)
-            return False
-        return True
-
     def _run_trials(self, batch: Run, trials: Sequence[Run], slots: Sequence[Slot], fail_fast: bool) -> None:
-        move(batch, "running")
-        batch.started = now_iso()
-        batch.save()
-        self.run(trials, slots, fail_fast=fail_fast)
-        status, error = end_of_batch(batch, stopped=self.stopping is not None)
-        self.end(batch, status, error=error)
+        def go() -> str | None:
+            self.run(trials, slots, fail_fast=fail_fast)
+            _, error = end_of_batch(batch, stopped=False)
+            return None if error is None else error["message"]
+
+        self.run_children(batch, go)
 
     def run_single(self, flags: dict[str, Any], slot: Slot, stage_only: bool = False) -> Run:
         """Stage one run and, unless ``stage_only``, run it to its end."""
@@ -321,18 +312,18 @@ class Session:
                  "flags": dict(run.flags), "error": run.error,
                  "sourcecode_digest": (run.attrs.get("sourcecode") or {}).get("digest")}
             )
-        if flags is not None and not run.is_batch:
+        if flags is not None and not run.virtual:
             run.flags = flags
         move(run, "staged")
         run.exit_code, run.error, run.started, run.stopped = None, None, None, None
         run.paths.stop_request.unlink(missing_ok=True)
         reset_end(run.run_dir)
-        if not run.is_batch:
+        if not run.virtual:
             stage_source(self.cfg, run, run.paths.meta / "torchrun")
         write_launch(run.paths.meta, dict(self.cfg.launch))
         run.save()
         self._open[run.id] = run
-        if not run.is_batch:
+        if not run.virtual:
             self._staged_hooks(run)
 
     def prepare_restart(self, run: Run, flags: dict[str, Any] | None) -> list[Run]:
@@ -370,7 +361,7 @@ class Session:
             for t in trials:
                 t._parent = run
                 self._open[t.id] = t
-            if self._begin_batch(run):
+            if self.begin_parent(run):
                 self._run_trials(run, trials, slots, fail_fast)
             else:
                 for t in trials:
@@ -408,16 +399,8 @@ class Session:
         """A batch: a virtual parent run (begin/end hooks only) whose trials are ordinary runs
         (``requires``: each trial's requirements, when its upstream runs are a batch dimension)."""
         with self._invocation():
-            batch = new_run(self.cfg, batch_flags, is_batch=True, batch=dict(batch_info))
-            with staging(batch, self.cfg.runs_dir):
-                batch.cmd = []
-                batch.paths.meta.mkdir(exist_ok=True)
-                write_launch(batch.paths.meta, dict(self.cfg.launch))
-                batch.claim()
-                batch.create()
-                publish(batch, self.cfg.runs_dir)
-            self._open[batch.id] = batch
-            if not stage_only and not self._begin_batch(batch):
+            batch = self.stage_parent(batch_flags, is_batch=True, batch=dict(batch_info))
+            if not stage_only and not self.begin_parent(batch):
                 return batch
             staged = []
             for i, flags in enumerate(trials):

@@ -282,8 +282,23 @@ class Run:
         return self._store.batch
 
     @property
+    def is_pipeline(self) -> bool:
+        return self._store.is_pipeline
+
+    @property
+    def pipeline(self) -> Mapping[str, Any] | None:
+        """A pipeline's plan: ``steps`` (each ``op``, ``given``, ``continue_on_error``, and its ``run``
+        once started), and at its end ``summary`` (steps per status). None for other runs."""
+        return self._store.pipeline
+
+    @property
+    def steps(self) -> list[Run]:
+        """A pipeline's steps' runs in step order, read fresh from disk ([] for other runs)."""
+        return [Run(t, related=True) for t in self._store.steps]
+
+    @property
     def parent(self) -> Run | None:
-        """A trial's batch (None for other runs)."""
+        """A trial's batch, a step's pipeline (None for other runs)."""
         parent = self._store.parent
         return None if parent is None else Run(parent, related=True)
 
@@ -314,7 +329,7 @@ class Run:
 
     def _target(self, name: str) -> _StoredRun:
         if self._related:
-            raise AttributeError(f"cannot set {name!r} of run.parent or run.trials: a hook changes its own run only")
+            raise AttributeError(f"cannot set {name!r} of run.parent, run.trials or run.steps: a hook changes its own run only")
         if name.startswith("_") or name in _STORE_ONLY or name in _LIVE:
             raise AttributeError(f"cannot set run.{name}")
         return self._store

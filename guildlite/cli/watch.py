@@ -47,10 +47,11 @@ def watch(run_spec: str | None, runs_dir: Path | None, guildfile: Path | None) -
     run: Run | None = None
     try:
         run = _pick(runs_dir_for(runs_dir, guildfile), run_spec)
-        code = _watch_batch(run, line) if run.is_batch else _watch_run(run, line)
+        code = _watch_pipeline(run, line) if run.is_pipeline else _watch_batch(run, line) if run.is_batch else (
+            _watch_run(run, line))
     except KeyboardInterrupt:
         line.clear()
-        what = "" if run is None else f" {'batch' if run.is_batch else 'run'} {run.id}"
+        what = "" if run is None else f" {'batch' if run.is_batch else 'pipeline' if run.is_pipeline else 'run'} {run.id}"
         _say(f"guildlite: stopped watching{what}; it was not stopped", err=True)
         sys.exit(130)
     if code:
@@ -123,6 +124,31 @@ def _watch_batch(batch: Run, line: _StatusLine) -> int:
     if code == 0 and any(t.status != "completed" for t in trials):
         return 1
     return code
+
+
+def _watch_pipeline(pipe: Run, line: _StatusLine) -> int:
+    """Each step of a pipeline in turn, as it appears (a run's output, a batch's trials), then the
+    pipeline's end."""
+    import time
+
+    from .._status import exit_status
+    from .._watch import POLL_SECONDS, reload
+    from .run import _summary
+
+    watched: set[str] = set()
+    while True:
+        going = still_going(pipe)
+        for i, step in enumerate(pipe.steps, 1):
+            if step.id not in watched:
+                watched.add(step.id)
+                _say(f"guildlite: pipeline {pipe.id} step {i}: {step.op} run {step.id}", err=True)
+                _watch_batch(step, line) if step.is_batch else _watch_run(step, line)
+        if not going:
+            break
+        time.sleep(POLL_SECONDS)
+        pipe = reload(pipe)
+    _say(_summary(pipe), err=True)
+    return exit_status(pipe.status, pipe.exit_code)
 
 
 def _details(log: OutputFollower) -> str:
