@@ -73,8 +73,8 @@ class LiveRuns:
             if live.kill_at is not None and now >= live.kill_at:
                 live.kill_at = None
                 job.kill()
-            live.capture.poll()
-            if now - live.measured >= live.interval:
+            arrived = live.capture.poll()
+            if now - live.measured >= live.interval or (arrived and live.progress is None):  # the first at once
                 self._measure(live, now)
             if live.capture.new and now - live.called >= live.interval and live.stop is None:
                 self._call(live)

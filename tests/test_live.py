@@ -102,8 +102,8 @@ def test_scalars_reach_scalars_jsonl_compare_and_runs_while_the_job_runs(make_pr
     assert all(r["step"] == 1 for r in rows), rows
     compared = project.run_json("compare", "--json")
     assert compared[0]["status"] == "running" and compared[0]["loss"] == 0.4, compared
-    listing = project.run("runs")
-    assert re.search(r"running 25% ETA \d+:\d\d", listing.stdout), listing.stdout  # step 1 of max-steps 4
+    # step 1 of max-steps 4 (measured at most every progress-interval)
+    wait_until(lambda: re.search(r"running 25% ETA \d+:\d\d", project.run("runs").stdout), what="25% in runs")
     assert proc.poll() is None  # still waiting for `go`: all of the above was seen mid-run
     code, _, err = finish(proc, run_dir)
     assert code == 0, err
