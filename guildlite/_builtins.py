@@ -8,7 +8,8 @@ Priorities (lower runs first; user plugins default to 100):
   staged main script's top-level assignments to the run's flag values.
 - ``EnvCapture`` 10, on_run_begin: python, torch, packages, git commit and dirty flag, host and
   GPUs into ``.guildlite/env.json``, with a summary in ``run.attrs["env"]``.
-- ``OutputScalars`` 10, on_run_end: ``key: value`` lines printed by rank 0 into ``scalars.jsonl``,
+- ``OutputScalars`` 10, on_run_end: ``key: value`` lines printed by rank 0, and the scalars of the
+  job's TensorBoard event files and Lightning ``metrics.csv`` (``_logfiles``), into ``scalars.jsonl``,
   so user plugins' on_run_end already sees them.
 """
 
@@ -123,7 +124,10 @@ class OutputScalars(Plugin):
     priority = BUILTIN_PRIORITY
 
     def on_run_end(self, run: Run) -> None:
-        if run.is_batch or not run.paths.output_log.exists():
+        if run.is_batch:
+            return
+        _log_file_scalars(run)
+        if not run.paths.output_log.exists():
             return
         rules = output_rules(run.op_def, run.remote.hosts if run.remote else ())
         if rules is None:
@@ -136,6 +140,19 @@ class OutputScalars(Plugin):
                 with open(run.paths.scalars, "a", encoding="utf-8") as f:
                     f.writelines(json.dumps(r) + "\n" for r in rows)
             run.attrs["scalars"] = {"captured": len(rows)}
+
+
+def _log_file_scalars(run: Run) -> None:
+    """The scalars of the TensorBoard event files and Lightning ``metrics.csv`` in the run dir."""
+    from ._logfiles import LogFiles
+
+    logs = LogFiles(run.run_dir)
+    rows = logs.drain()
+    if rows:
+        with open(run.paths.scalars, "a", encoding="utf-8") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+    if rows or logs.problems:
+        run.attrs["logfiles"] = {"captured": len(rows), "problems": logs.problems}
 
 
 # An op's own ``output-scalars`` regexes run in C, where nothing can interrupt them, and one that

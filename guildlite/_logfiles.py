@@ -1,0 +1,234 @@
+"""Scalars from the logs a job already writes in its run dir: TensorBoard event files (PyTorch's
+``SummaryWriter``, Lightning's ``TensorBoardLogger``, the HF Trainer's TensorBoard callback) and
+Lightning's ``CSVLogger`` ``metrics.csv``, read as they grow.
+
+``LogFiles(run_dir).poll()`` returns the rows (``{"step", "key", "value", "time"}``, as in
+``scalars.jsonl``) written since the last poll. Every file is read from where the last poll
+stopped, so a poll costs what is new, not what is there. The run dir is untrusted and the job
+writes while we read: files are opened through ``_runfiles`` (a symlink that leads out of the run
+dir, a FIFO or a device is never opened), directory symlinks are not followed, a partly written
+last record or line waits for the next poll, and a corrupt file is given up with its reason
+(``problems``). A poll never raises for what it finds on disk.
+
+Keys: an event's tag, a CSV column. An event file in a sub-dir of a dir that holds an event file
+of its own (``SummaryWriter.add_scalars`` writes ``<logdir>/<tag>_<name>/``) prefixes its tags with
+that sub-dir (``loss_train/loss``). Dirs named ``rank<N>`` (N > 0) are another rank's: skipped, as
+other ranks' output is. A key reported by one kind of file (events, CSV) is that kind's: the same
+metric from the other kind (Lightning with both loggers) is not recorded twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import re
+import stat
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._runfiles import RunFileError, open_file
+from ._tfevents import EventStream
+
+POLL_BYTES = 1 << 20  # read per file per poll: a large backlog is caught up over several polls
+RESCAN_SECONDS = 2.0  # how often a poll looks for new files
+MAX_DEPTH = 12
+MAX_ENTRIES = 50_000  # dir entries looked at per scan
+MAX_KEY = 256  # longer tags or columns are not scalars
+MAX_CSV_LINE = 1 << 20
+_SKIP_DIRS = frozenset({".guildlite", ".git", "__pycache__", "node_modules", ".trash"})
+_OTHER_RANK = re.compile(r"rank[_-]?0*[1-9]\d*")
+CSV_NAME = "metrics.csv"
+
+
+def _is_events(name: str) -> bool:
+    return "tfevents" in name  # TensorBoard's own rule
+
+
+@dataclass
+class _Csv:
+    """One ``metrics.csv``: Lightning appends rows, and rewrites the whole file (in place) with a
+    wider header when a new metric appears. Rows are counted, so a rewrite re-reads the file and
+    reports only the rows past those already reported."""
+
+    offset: int = 0
+    header: bytes | None = None
+    columns: list[str] = field(default_factory=list)
+    rows_read: int = 0  # data rows of the file as it is now, up to offset
+    reported: int = 0  # data rows already turned into scalars
+
+
+@dataclass
+class _File:
+    rel: str
+    kind: str  # "events" or "csv"
+    prefix: str = ""
+    events: EventStream = field(default_factory=EventStream)
+    csv: _Csv = field(default_factory=_Csv)
+    ino: int = -1
+    dead: str | None = None
+
+
+class LogFiles:
+    """The scalar source over one run dir's TensorBoard and CSV logs (see the module)."""
+
+    def __init__(self, run_dir: Path | str, rescan_seconds: float = RESCAN_SECONDS) -> None:
+        self.run_dir = Path(run_dir)
+        self.rescan_seconds = rescan_seconds
+        self._files: dict[str, _File] = {}
+        self._scanned = float("-inf")
+        self._owner: dict[str, str] = {}  # key -> the kind of file that reported it first
+
+    @property
+    def problems(self) -> dict[str, str]:
+        """Files given up, by path relative to the run dir, with the reason."""
+        return {f.rel: f.dead for f in self._files.values() if f.dead}
+
+    def poll(self, budget: int = POLL_BYTES) -> list[dict[str, Any]]:
+        """Rows written since the last poll, reading at most about ``budget`` bytes per file."""
+        now = time.monotonic()
+        if now - self._scanned >= self.rescan_seconds:
+            self._scanned = now
+            self._scan()
+        rows: list[dict[str, Any]] = []
+        for f in sorted(self._files.values(), key=lambda f: f.rel):
+            if f.dead is None:
+                rows.extend(self._read(f, budget))
+        return rows
+
+    def drain(self) -> list[dict[str, Any]]:
+        """Every row not reported yet (a scan for new files first): what is left at a run's end."""
+        self._scanned = float("-inf")
+        rows: list[dict[str, Any]] = []
+        while batch := self.poll():
+            rows.extend(batch)
+            self._scanned = time.monotonic()  # the scan is done: read on until nothing is new
+        return rows
+
+    def _scan(self) -> None:
+        found: list[tuple[str, str]] = []
+        seen = 0
+        stack = [("", 0)]
+        while stack and seen < MAX_ENTRIES:
+            rel_dir, depth = stack.pop()
+            try:
+                with os.scandir(self.run_dir / rel_dir if rel_dir else self.run_dir) as it:
+                    entries = list(it)
+            except OSError:
+                continue
+            for e in entries:
+                seen += 1
+                rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
+                try:
+                    if e.is_dir(follow_symlinks=False):
+                        if depth < MAX_DEPTH and e.name not in _SKIP_DIRS and not _OTHER_RANK.fullmatch(e.name):
+                            stack.append((rel, depth + 1))
+                    elif rel not in self._files and (_is_events(e.name) or e.name == CSV_NAME):
+                        found.append((rel, "events" if _is_events(e.name) else "csv"))
+                except OSError:
+                    continue
+        event_dirs = {os.path.dirname(r) for r, _ in self._files.items() if self._files[r].kind == "events"}
+        event_dirs |= {os.path.dirname(r) for r, k in found if k == "events"}
+        for rel, kind in found:
+            self._files[rel] = _File(rel, kind, _prefix(os.path.dirname(rel), event_dirs) if kind == "events" else "")
+
+    def _read(self, f: _File, budget: int) -> list[dict[str, Any]]:
+        try:
+            fh = open_file(self.run_dir, f.rel)
+        except RunFileError as e:
+            if not e.missing:
+                f.dead = e.reason
+            return []
+        try:
+            with fh:
+                st = os.fstat(fh.fileno())
+                if not stat.S_ISREG(st.st_mode):
+                    return []
+                if f.kind == "events":
+                    if st.st_ino != f.ino or st.st_size < f.events.offset:  # replaced: a new file
+                        f.ino, f.events = st.st_ino, EventStream()
+                    rows: list[dict[str, Any]] = [{"step": s.step, "key": f.prefix + s.tag, "value": s.value, "time": round(s.wall_time, 3)}
+                            for s in f.events.advance(fh, st.st_size, budget) if len(s.tag) <= MAX_KEY]
+                    f.dead = f.events.dead
+                else:
+                    rows = _read_csv(f.csv, fh, st.st_size, budget)
+        except (OSError, ValueError, OverflowError, MemoryError) as e:  # never the owner's problem
+            f.dead = f"unreadable: {e}"
+            return []
+        return [r for r in rows if self._owner.setdefault(r["key"], f.kind) == f.kind]
+
+
+def _prefix(rel_dir: str, event_dirs: set[str]) -> str:
+    """The key prefix of an event file in ``rel_dir``: its path below the nearest dir above it that
+    holds an event file too ('' when there is none)."""
+    parts = rel_dir.split("/") if rel_dir else []
+    for i in range(len(parts) - 1, -1, -1):
+        if "/".join(parts[:i]) in event_dirs:
+            return "/".join(parts[i:]) + "/"
+    return ""
+
+
+def _line_ends(chunk: bytes) -> list[int]:
+    """Where each whole CSV record of ``chunk`` ends: after a newline outside quotes."""
+    ends, quotes, pos = [], 0, 0
+    while (nl := chunk.find(b"\n", pos)) != -1:
+        quotes += chunk.count(b'"', pos, nl)
+        pos = nl + 1
+        if quotes % 2 == 0:
+            ends.append(pos)
+    return ends
+
+
+_NONFINITE = frozenset({"nan", "inf", "-inf", "+inf", "infinity", "-infinity"})
+
+
+def _read_csv(c: _Csv, fh: Any, size: int, budget: int) -> list[dict[str, Any]]:
+    if c.header is not None:
+        fh.seek(0)
+        if size < c.offset or fh.read(len(c.header)) != c.header:  # rewritten: read it again
+            c.offset, c.header, c.columns, c.rows_read = 0, None, [], 0
+    fh.seek(c.offset)
+    chunk = fh.read(max(0, min(size - c.offset, max(budget, MAX_CSV_LINE))))
+    ends = _line_ends(chunk)
+    if not ends:
+        if len(chunk) >= MAX_CSV_LINE:
+            raise ValueError(f"a line longer than {MAX_CSV_LINE} bytes")
+        return []
+    try:
+        records = list(csv.reader(io.StringIO(chunk[: ends[-1]].decode("utf-8", "replace"), newline="")))
+    except csv.Error as e:
+        raise ValueError(f"not CSV: {e}") from None
+    c.offset += ends[-1]
+    if c.header is None:
+        c.header, c.columns, records = chunk[: ends[0]], records[0] if records else [], records[1:]
+    rows: list[dict[str, Any]] = []
+    if "step" not in c.columns:
+        return rows  # not a metrics log (a data file that happens to be called metrics.csv)
+    step_at = c.columns.index("step")
+    for rec in records:
+        index = c.rows_read
+        c.rows_read += 1
+        if index < c.reported:
+            continue  # reported before Lightning rewrote the file
+        c.reported = index + 1
+        step = _number(rec[step_at]) if step_at < len(rec) else None
+        step_int = int(step) if step is not None and abs(step) < 2**63 else index
+        for name, cell in zip(c.columns, rec):
+            if name == "step" or not cell or len(name) > MAX_KEY:
+                continue
+            v = _number(cell)
+            if v is not None or cell.strip().lower() in _NONFINITE:
+                rows.append({"step": step_int, "key": name, "value": v})
+    return rows
+
+
+def _number(text: str) -> float | None:
+    """The finite number ``text`` holds, else None."""
+    try:
+        v = float(text)
+    except ValueError:
+        return None
+    return v if math.isfinite(v) else None
