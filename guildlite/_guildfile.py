@@ -19,7 +19,7 @@ from ._yaml_lines import _brief, _kind, _plain, _Seq, _short, parse_yaml
 
 GUILDFILE = "guildfile.yml"
 
-_TOP_KEYS = ("operations", "plugins", "runs-dir", "backend", "hook-timeout")  # and a section per backend
+_TOP_KEYS = ("operations", "plugins", "runs-dir", "backend", "hook-timeout", "progress-interval")  # and a section per backend
 _OP_KEYS = (
     "description",
     "main",
@@ -35,6 +35,8 @@ _OP_KEYS = (
     "arg-encoding",
     "output-scalars",
     "backend",
+    "max-steps",
+    "progress-interval",
 )  # and a section per backend
 LAUNCHERS = ("torchrun", "python")
 _PLUGIN_KEYS = ("class", "name", "args", "priority", "hook-timeout")
@@ -113,6 +115,7 @@ class Guildfile:
     backend: str = "local"
     backend_sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # backend name -> its checked keys
     hook_timeout: float = DEFAULT_HOOK_TIMEOUT  # seconds a hook call may take (a plugin entry may override)
+    progress_interval: float | None = None  # seconds between on_run_progress calls (an op may override)
 
     @property
     def dir(self) -> Path:
@@ -180,6 +183,7 @@ class _Validator(FlagChecks):
             backend=self.backend(data, "the guildfile") or "local",
             backend_sections=self.sections(data, _TOP_KEYS, "the guildfile"),
             hook_timeout=self.seconds(data, "hook-timeout", "the guildfile") or DEFAULT_HOOK_TIMEOUT,
+            progress_interval=self.seconds(data, "progress-interval", "the guildfile"),
         )
 
     def runs_dir(self, data: Mapping[Any, Any]) -> Path | None:
@@ -213,6 +217,9 @@ class _Validator(FlagChecks):
         if launcher not in LAUNCHERS:
             raise self.fail(m, "launcher", f"{where}: launcher {launcher!r} is not one of {', '.join(LAUNCHERS)}")
         nproc = self.count(m, "nproc-per-node", 1, 1, where)
+        if "max-steps" in m:  # read from the run's op_def by its owner (``_runlive``)
+            self.count(m, "max-steps", 1, 1, where)
+        self.seconds(m, "progress-interval", where)
         if launcher == "python" and nproc > 1:
             raise self.fail(m, "nproc-per-node", f"{where}: launcher python runs one process; nproc-per-node must be 1")
         op = OpDef(

@@ -24,20 +24,26 @@ import io
 import math
 import os
 import re
-import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ._runfiles import RunFileError, open_file
 from ._tfevents import EventStream
 
-POLL_BYTES = 1 << 20  # read per file per poll: a large backlog is caught up over several polls
+if TYPE_CHECKING:
+    from ._live import ScalarSource
+    from ._run import Run
+
+POLL_BYTES = 256 << 10  # read per poll (10 a second): a large backlog is caught up over several polls
+FINISH_BYTES = 8 << 20  # read per step of ``finish``
 RESCAN_SECONDS = 2.0  # how often a poll looks for new files
 MAX_DEPTH = 12
 MAX_ENTRIES = 50_000  # dir entries looked at per scan
 MAX_KEY = 256  # longer tags or columns are not scalars
+MAX_FILES = 1000  # log files followed in one run dir
+MAX_KEYS = 5000  # keys whose owner (events or CSV) is kept in the state
 MAX_CSV_LINE = 1 << 20
 _SKIP_DIRS = frozenset({".guildlite", ".git", "__pycache__", "node_modules", ".trash"})
 _OTHER_RANK = re.compile(r"rank[_-]?0*[1-9]\d*")
@@ -68,45 +74,103 @@ class _File:
     prefix: str = ""
     events: EventStream = field(default_factory=EventStream)
     csv: _Csv = field(default_factory=_Csv)
-    ino: int = -1
+    ino: int = -1  # the inode read: another one is another file, read from its start
     dead: str | None = None
+
+    def saved(self) -> list[Any]:
+        return [self.ino, self.events.offset if self.kind == "events" else self.csv.reported, self.prefix, self.dead]
+
+    @classmethod
+    def restore(cls, rel: str, saved: Any) -> _File | None:
+        name = rel.rsplit("/", 1)[-1]
+        kind = "events" if _is_events(name) else "csv" if name == CSV_NAME else None
+        if kind is None or not isinstance(saved, list) or len(saved) != 4:
+            return None
+        ino, pos, prefix, dead = saved
+        if not (isinstance(ino, int) and isinstance(pos, int) and pos >= 0 and isinstance(prefix, str)):
+            return None
+        f = cls(rel, kind, prefix, ino=ino, dead=dead if isinstance(dead, str) else None)
+        if kind == "events":
+            f.events.offset = pos
+        else:
+            f.csv.reported = pos
+        return f
 
 
 class LogFiles:
-    """The scalar source over one run dir's TensorBoard and CSV logs (see the module)."""
+    """The scalar source over one run dir's TensorBoard and CSV logs (see the module), going on
+    from ``state`` (what ``state()`` returned: the live capture keeps it between readers)."""
 
-    def __init__(self, run_dir: Path | str, rescan_seconds: float = RESCAN_SECONDS) -> None:
+    name = "logfiles"
+
+    def __init__(self, run_dir: Path | str, state: Any = None, rescan_seconds: float = RESCAN_SECONDS) -> None:
         self.run_dir = Path(run_dir)
         self.rescan_seconds = rescan_seconds
         self._files: dict[str, _File] = {}
         self._scanned = float("-inf")
         self._owner: dict[str, str] = {}  # key -> the kind of file that reported it first
+        self._turn = 0  # the file a poll starts with: a large backlog in one never starves the others
+        self.rows = 0  # rows reported in all
+        state = state if isinstance(state, dict) else {}
+        for rel, saved in (state.get("files") or {}).items() if isinstance(state.get("files"), dict) else ():
+            f = _File.restore(rel, saved) if isinstance(rel, str) else None
+            if f is not None:
+                self._files[rel] = f
+        owner = state.get("owner")
+        if isinstance(owner, dict):
+            self._owner = {k: v for k, v in owner.items() if isinstance(k, str) and v in ("events", "csv")}
+        self.rows = state.get("rows") if isinstance(state.get("rows"), int) else 0
+
+    def state(self) -> dict[str, Any]:
+        """Where each file is (a few bytes per file and key: it lives in ``.guildlite/capture.json``)."""
+        files = dict(sorted(self._files.items())[:MAX_FILES])
+        return {"files": {rel: f.saved() for rel, f in files.items()},
+                "owner": dict(list(self._owner.items())[:MAX_KEYS]), "rows": self.rows}
 
     @property
     def problems(self) -> dict[str, str]:
         """Files given up, by path relative to the run dir, with the reason."""
         return {f.rel: f.dead for f in self._files.values() if f.dead}
 
+    @property
+    def note(self) -> str | None:
+        """Why some files give no rows (None when all are read)."""
+        bad = self.problems
+        return "; ".join(f"{rel}: {why}" for rel, why in list(bad.items())[:5]) if bad else None
+
     def poll(self, budget: int = POLL_BYTES) -> list[dict[str, Any]]:
-        """Rows written since the last poll, reading at most about ``budget`` bytes per file."""
+        """Rows written since the last poll, reading about ``budget`` bytes in all at most."""
+        return self._poll(budget)[0]
+
+    def finish(self) -> list[dict[str, Any]]:
+        """Every row not reported yet (a scan for new files first): what is left at a run's end."""
+        self._scanned = float("-inf")
+        rows: list[dict[str, Any]] = []
+        while True:
+            batch, moved = self._poll(FINISH_BYTES)
+            rows.extend(batch)
+            if not moved:
+                return rows
+
+    def _poll(self, budget: int) -> tuple[list[dict[str, Any]], int]:
         now = time.monotonic()
         if now - self._scanned >= self.rescan_seconds:
             self._scanned = now
             self._scan()
         rows: list[dict[str, Any]] = []
-        for f in sorted(self._files.values(), key=lambda f: f.rel):
-            if f.dead is None:
-                rows.extend(self._read(f, budget))
-        return rows
-
-    def drain(self) -> list[dict[str, Any]]:
-        """Every row not reported yet (a scan for new files first): what is left at a run's end."""
-        self._scanned = float("-inf")
-        rows: list[dict[str, Any]] = []
-        while batch := self.poll():
-            rows.extend(batch)
-            self._scanned = time.monotonic()  # the scan is done: read on until nothing is new
-        return rows
+        files = sorted(self._files.values(), key=lambda f: f.rel)
+        moved = 0
+        self._turn = (self._turn + 1) % max(1, len(files))
+        for f in files[self._turn :] + files[: self._turn]:
+            if f.dead is not None:
+                continue
+            got, n = self._read(f, budget - moved)
+            rows.extend(got)
+            moved += n
+            if moved >= budget:
+                break
+        self.rows += len(rows)
+        return rows, moved
 
     def _scan(self) -> None:
         found: list[tuple[str, str]] = []
@@ -126,7 +190,8 @@ class LogFiles:
                     if e.is_dir(follow_symlinks=False):
                         if depth < MAX_DEPTH and e.name not in _SKIP_DIRS and not _OTHER_RANK.fullmatch(e.name):
                             stack.append((rel, depth + 1))
-                    elif rel not in self._files and (_is_events(e.name) or e.name == CSV_NAME):
+                    elif (rel not in self._files and (_is_events(e.name) or e.name == CSV_NAME)
+                          and len(self._files) + len(found) < MAX_FILES):
                         found.append((rel, "events" if _is_events(e.name) else "csv"))
                 except OSError:
                     continue
@@ -135,30 +200,37 @@ class LogFiles:
         for rel, kind in found:
             self._files[rel] = _File(rel, kind, _prefix(os.path.dirname(rel), event_dirs) if kind == "events" else "")
 
-    def _read(self, f: _File, budget: int) -> list[dict[str, Any]]:
+    def _read(self, f: _File, budget: int) -> tuple[list[dict[str, Any]], int]:
+        """The new rows of one file, and how many bytes it moved on."""
         try:
             fh = open_file(self.run_dir, f.rel)
         except RunFileError as e:
             if not e.missing:
                 f.dead = e.reason
-            return []
+            return [], 0
         try:
             with fh:
                 st = os.fstat(fh.fileno())
-                if not stat.S_ISREG(st.st_mode):
-                    return []
+                if st.st_ino != f.ino:  # a file made anew (or seen for the first time): from its start
+                    f.ino, f.events, f.csv = st.st_ino, EventStream(), _Csv()
                 if f.kind == "events":
-                    if st.st_ino != f.ino or st.st_size < f.events.offset:  # replaced: a new file
-                        f.ino, f.events = st.st_ino, EventStream()
+                    if st.st_size < f.events.offset:  # cut short: another file now
+                        f.events = EventStream()
+                    before = f.events.offset
                     rows: list[dict[str, Any]] = [{"step": s.step, "key": f.prefix + s.tag, "value": s.value, "time": round(s.wall_time, 3)}
                             for s in f.events.advance(fh, st.st_size, budget) if len(s.tag) <= MAX_KEY]
-                    f.dead = f.events.dead
+                    f.dead, moved = f.events.dead, f.events.offset - before
                 else:
-                    rows = _read_csv(f.csv, fh, st.st_size, budget)
+                    rows, moved = _read_csv(f.csv, fh, st.st_size, budget)
         except (OSError, ValueError, OverflowError, MemoryError) as e:  # never the owner's problem
             f.dead = f"unreadable: {e}"
-            return []
-        return [r for r in rows if self._owner.setdefault(r["key"], f.kind) == f.kind]
+            return [], 0
+        return [r for r in rows if self._owner.setdefault(r["key"], f.kind) == f.kind], moved
+
+
+def log_sources(run: Run, states: Mapping[str, Any]) -> list[ScalarSource]:
+    """The run's log files as one scalar source of its live capture (``_live.SOURCE_MAKERS``)."""
+    return [LogFiles(run.run_dir, states.get(LogFiles.name))]
 
 
 def _prefix(rel_dir: str, event_dirs: set[str]) -> str:
@@ -185,7 +257,8 @@ def _line_ends(chunk: bytes) -> list[int]:
 _NONFINITE = frozenset({"nan", "inf", "-inf", "+inf", "infinity", "-infinity"})
 
 
-def _read_csv(c: _Csv, fh: Any, size: int, budget: int) -> list[dict[str, Any]]:
+def _read_csv(c: _Csv, fh: Any, size: int, budget: int) -> tuple[list[dict[str, Any]], int]:
+    """The new rows of a ``metrics.csv``, and how many bytes were read to find them."""
     if c.header is not None:
         fh.seek(0)
         if size < c.offset or fh.read(len(c.header)) != c.header:  # rewritten: read it again
@@ -196,7 +269,7 @@ def _read_csv(c: _Csv, fh: Any, size: int, budget: int) -> list[dict[str, Any]]:
     if not ends:
         if len(chunk) >= MAX_CSV_LINE:
             raise ValueError(f"a line longer than {MAX_CSV_LINE} bytes")
-        return []
+        return [], 0
     try:
         records = list(csv.reader(io.StringIO(chunk[: ends[-1]].decode("utf-8", "replace"), newline="")))
     except csv.Error as e:
@@ -206,7 +279,7 @@ def _read_csv(c: _Csv, fh: Any, size: int, budget: int) -> list[dict[str, Any]]:
         c.header, c.columns, records = chunk[: ends[0]], records[0] if records else [], records[1:]
     rows: list[dict[str, Any]] = []
     if "step" not in c.columns:
-        return rows  # not a metrics log (a data file that happens to be called metrics.csv)
+        return rows, ends[-1]  # not a metrics log (a data file that happens to be called metrics.csv)
     step_at = c.columns.index("step")
     for rec in records:
         index = c.rows_read
@@ -222,7 +295,7 @@ def _read_csv(c: _Csv, fh: Any, size: int, budget: int) -> list[dict[str, Any]]:
             v = _number(cell)
             if v is not None or cell.strip().lower() in _NONFINITE:
                 rows.append({"step": step_int, "key": name, "value": v})
-    return rows
+    return rows, ends[-1]
 
 
 def _number(text: str) -> float | None:

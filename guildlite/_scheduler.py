@@ -21,8 +21,12 @@ class Scheduler(Generic[T]):
 
     ``start(item, slot, done)`` returns a started job (whose exit it reports through ``done``) or
     None when the item ended without launching. ``finish(item, exit_code, job)`` records the end.
-    Both are called from the calling (main) thread only, so plugins never run concurrently.
+    ``tick(running)`` (running: job -> item) is called every TICK seconds and after each exit, to
+    follow the running items (their scalars). All are called from the calling (main) thread only,
+    so plugins never run concurrently.
     """
+
+    TICK = 0.1
 
     def __init__(
         self,
@@ -30,8 +34,10 @@ class Scheduler(Generic[T]):
         start: Callable[[T, Slot, Callable[[Launched, int], None]], Launched | None],
         finish: Callable[[T, int, Launched], None],
         grace: float = 30.0,
+        tick: Callable[[dict[Launched, T]], None] | None = None,
     ) -> None:
         self.slots = list(slots)
+        self._tick = tick
         self._start = start
         self._finish = finish
         self.grace = grace
@@ -69,8 +75,10 @@ class Scheduler(Generic[T]):
                     self.running[job] = (item, slot)
             if not self.running:
                 return list(todo)
+            if self._tick is not None:
+                self._tick({job: item for job, (item, _) in self.running.items()})
             try:
-                job, code = self._events.get(timeout=0.2)
+                job, code = self._events.get(timeout=self.TICK if self._tick is not None else 0.2)
             except queue.Empty:
                 if self.stopping is not None and time.monotonic() - self._stop_time > self.grace:
                     self.kill()

@@ -231,7 +231,7 @@ def test_outside_symlinks_fifos_and_garbage_are_never_read(tmp_path: Path) -> No
     (run / "metrics.csv").symlink_to(outside / "events.out.tfevents.secret")
     write_events(run / "events.out.tfevents.ok", simple_event("ok", 1.0, 1))
     logs = LogFiles(run)
-    assert keyed(logs.drain()) == [("ok", 1, 1.0)]  # returns: the FIFO is never waited on
+    assert keyed(logs.finish()) == [("ok", 1, 1.0)]  # returns: the FIFO is never waited on
     assert {"events.out.tfevents.link", "events.out.tfevents.zero", "metrics.csv"} <= set(logs.problems)
     assert "outside" in logs.problems["events.out.tfevents.link"]
     assert "checksum" in logs.problems["events.out.tfevents.garbage"]
@@ -263,14 +263,14 @@ def test_a_csv_without_a_step_column_is_not_a_metrics_log(tmp_path: Path) -> Non
     (tmp_path / "metrics.csv").write_text("a,b\n1,2\n")
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "metrics.csv").write_bytes(b'step,x\n"unterminated,1\n' + os.urandom(200))
-    assert LogFiles(tmp_path).drain() == []
+    assert LogFiles(tmp_path).finish() == []
 
 
 def test_a_key_from_both_loggers_is_recorded_once(tmp_path: Path) -> None:
     (tmp_path / "csv").mkdir()
     (tmp_path / "csv" / "metrics.csv").write_text("epoch,step,val_loss\n0,4,0.5\n")
     write_events(tmp_path / "tb" / "events.out.tfevents.1", simple_event("val_loss", 0.5, 4), simple_event("hp", 1, 0))
-    assert sorted(keyed(LogFiles(tmp_path).drain())) == [("epoch", 4, 0.0), ("hp", 0, 1.0), ("val_loss", 4, 0.5)]
+    assert sorted(keyed(LogFiles(tmp_path).finish())) == [("epoch", 4, 0.0), ("hp", 0, 1.0), ("val_loss", 4, 0.5)]
 
 
 def test_incremental_polls_read_only_what_is_new(tmp_path: Path) -> None:
@@ -278,7 +278,7 @@ def test_incremental_polls_read_only_what_is_new(tmp_path: Path) -> None:
     logs = LogFiles(tmp_path, rescan_seconds=3600)
     first = logs.poll(budget=64 << 10)  # a backlog is caught up over several polls
     assert 0 < len(first) < 20000
-    assert len(first) + len(logs.drain()) == 20000
+    assert len(first) + len(logs.finish()) == 20000
     size = path.stat().st_size
     write_events(path, simple_event("x", -1.0, 20000))
     assert keyed(logs.poll(budget=1)) == [("x", 20000, -1.0)]
@@ -413,9 +413,90 @@ def test_the_readers_import_neither_torch_nor_tensorboard(tmp_path: Path) -> Non
     import subprocess
     import sys
 
-    code = ("import sys; from guildlite._logfiles import LogFiles; LogFiles(sys.argv[1]).drain(); "
+    code = ("import sys; from guildlite._logfiles import LogFiles; LogFiles(sys.argv[1]).finish(); "
             "bad = [m for m in ('torch', 'tensorboard', 'tensorflow', 'google.protobuf') if m in sys.modules]; "
             "assert not bad, bad")
     write_events(tmp_path / "events.out.tfevents.1", simple_event("a", 1, 1))
     cp = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert cp.returncode == 0, cp.stderr
+
+
+def test_a_new_reader_goes_on_from_the_state_of_the_last(tmp_path: Path) -> None:
+    """The live capture keeps each source's state (``.guildlite/capture.json``): the end-of-run hook,
+    or a restart, goes on from there and reports nothing twice; a file made anew is read anew."""
+    ev = write_events(tmp_path / "tb" / "events.out.tfevents.1", simple_event("loss", 1.0, 0))
+    csv_path = tmp_path / "metrics.csv"
+    csv_path.write_text("epoch,step,acc\n0,0,0.5\n")
+    first = LogFiles(tmp_path)
+    assert sorted(keyed(first.poll())) == [("acc", 0, 0.5), ("epoch", 0, 0.0), ("loss", 0, 1.0)]
+    state = json.loads(json.dumps(first.state()))  # as capture.json holds it
+    write_events(ev, simple_event("loss", 0.5, 1))
+    csv_path.write_text("epoch,step,acc\n0,0,0.5\n1,1,0.75\n")
+    second = LogFiles(tmp_path, state)
+    assert sorted(keyed(second.finish())) == [("acc", 1, 0.75), ("epoch", 1, 1.0), ("loss", 1, 0.5)]
+    assert second.rows == 6
+    csv_path.unlink()
+    csv_path.write_text("epoch,step,acc\n0,0,0.25\n")  # a new file (a restarted job's logger)
+    assert keyed(LogFiles(tmp_path, second.state()).finish()) == [("epoch", 0, 0.0), ("acc", 0, 0.25)]
+    for junk in (None, [], {"files": []}, {"files": {"x/metrics.csv": [1, -5, "", None], "a.txt": [1, 2, "", None]}},
+                 {"files": {"events.out.tfevents.z": "no"}, "owner": {"k": "bogus"}, "rows": "many"}):
+        assert LogFiles(tmp_path, junk).finish() is not None  # a bad state is no state
+
+
+# A job that writes its logs, then waits (for the test's `go` file) before it ends: the rows must be
+# in scalars.jsonl, and seen by on_run_progress, while it waits.
+LIVE_SCRIPT = textwrap.dedent(
+    """\
+    import os, time
+    from torch.utils.tensorboard import SummaryWriter
+
+    w = SummaryWriter("tb")
+    for step in range(3):
+        w.add_scalar("loss", 1.0 / (step + 1), step)
+    w.flush()
+    with open("metrics.csv", "w") as f:
+        f.write("epoch,step,acc\\n0,2,0.5\\n")
+    deadline = time.time() + 120
+    while not os.path.exists("go") and time.time() < deadline:
+        time.sleep(0.05)
+    w.add_scalar("loss", 0.125, 3)
+    w.close()
+    """
+)
+
+SEEN_PLUGIN = textwrap.dedent(
+    """\
+    from guildlite import Plugin
+
+    class Seen(Plugin):
+        def on_run_progress(self, run):
+            seen = run.attrs.setdefault("seen", [])
+            seen.extend(sorted({r["key"] for r in run.new_scalars} - set(seen)))
+    """
+)
+
+
+def test_log_scalars_arrive_while_the_job_runs(make_project: Any) -> None:
+    from conftest import wait_until
+
+    proj = make_project("plugins:\n  - class: seen:Seen\noperations:\n  live:\n    main: live.py\n    launcher: python\n",
+                        {"live.py": LIVE_SCRIPT, "seen.py": SEEN_PLUGIN})
+    p = proj.spawn("run", "-y", "live")
+    run = wait_until(lambda: next(iter(proj.run_dirs()), None), timeout=60, what="the run dir")
+
+    def arrived() -> bool:
+        keys = {r["key"] for r in read_scalars(run)}
+        return {"loss", "acc", "epoch"} <= keys
+
+    wait_until(arrived, timeout=90, what="the log scalars in scalars.jsonl while the job waits")
+    assert p.poll() is None and not (run / "go").exists()  # the job is still running
+    (run / "go").write_text("")
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, (out, err)
+    rows = read_scalars(run)
+    assert [(r["step"], r["value"]) for r in rows if r["key"] == "loss"] == [(0, 1.0), (1, 0.5), (2, pytest.approx(1 / 3)),
+                                                                          (3, 0.125)]
+    assert len([r for r in rows if r["key"] == "acc"]) == 1  # the end-of-run hook took nothing twice
+    record = json.loads((run / "run.json").read_text())
+    assert {"loss", "acc", "epoch"} <= set(record["attrs"]["seen"])
+    assert record["attrs"]["logfiles"]["captured"] == 6
