@@ -63,7 +63,8 @@ class Session:
         self.cfg = config
         self.log = log or (lambda msg: print(printable(msg, keep_newlines=True), file=sys.stderr, flush=True))
         self.hooks = Dispatcher(plugins, log=self.log, timeout=config.guildfile.hook_timeout)
-        self.live = LiveRuns(self.hooks, config.guildfile.progress_interval, self.log, config.grace)
+        self.live = LiveRuns(self.hooks, config.guildfile.progress_interval, self.log, config.grace,
+                             on_progress=lambda run: self.progress("progress", run))
         self._open: dict[str, Run] = {}  # staged/begun runs whose end is not recorded yet
         self.unrecorded: dict[str, str] = {}  # run id -> why its end could not be written
         self.scheduler: Scheduler[Run] | None = None

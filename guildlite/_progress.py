@@ -110,3 +110,12 @@ def read(run_dir: Path) -> Progress | None:
     if not all(type(x) in (int, float) and x == x and abs(x) != float("inf") for x in nums) or p.total <= 0:
         return None
     return p
+
+
+def shown(run_dir: Path, status: str) -> str:
+    """What readers print beside an active run's status (``37% ETA 0:06``); "" for other runs, or
+    when its progress is not known."""
+    if status not in ("pending", "running"):
+        return ""
+    p = read(run_dir)
+    return "" if p is None else p.describe()

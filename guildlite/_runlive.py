@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from ._errors import GuildliteError
 from ._live import Capture
 from ._plugins import HookFailed
 from ._progress import Meter, Progress
@@ -45,8 +46,9 @@ class _Running:
 class LiveRuns:
     """The owner's running runs (see the module's docstring)."""
 
-    def __init__(self, hooks: Dispatcher, interval: float | None, log: Callable[[str], None], grace: float) -> None:
-        self.hooks, self.log, self.grace = hooks, log, grace
+    def __init__(self, hooks: Dispatcher, interval: float | None, log: Callable[[str], None], grace: float,
+                 on_progress: Callable[[Run], None] = lambda run: None) -> None:
+        self.hooks, self.log, self.grace, self.on_progress = hooks, log, grace, on_progress
         self.interval = DEFAULT_INTERVAL if interval is None else interval
         self._runs: dict[str, _Running] = {}
 
@@ -97,6 +99,7 @@ class LiveRuns:
         if progress is not None and progress != live.progress:
             live.progress = progress
             write_progress(live.run.run_dir, progress)
+            self.on_progress(live.run)
 
     def _call(self, live: _Running, last: bool = False) -> None:
         run = live.run
@@ -117,5 +120,5 @@ class LiveRuns:
             run._new_scalars = []
             try:
                 run.save()  # what the hooks wrote in run.attrs, and their trace
-            except OSError as e:
-                self.log(f"guildlite: cannot record run {run.id}'s progress hooks: {e.strerror or e}")
+            except (OSError, GuildliteError) as e:  # a full disk, the run dir gone: its end says so
+                self.log(f"guildlite: cannot record run {run.id}'s progress hooks: {getattr(e, 'strerror', None) or e}")

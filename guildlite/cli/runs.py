@@ -89,13 +89,15 @@ def runs(
         if not filtered and not show_all and len(everything) > limit:
             click.echo(f"({len(everything) - limit} older runs not shown: --all)", err=True)
         return
+    from .._progress import shown as progress
+
     rows = [
         (
             f"[{index[r.id]}]",
             r.id,
             r.op + (f" ({len(r.trial_ids)} trials)" if r.is_batch else ""),
             _local(r.started or r.created),
-            r.status,
+            " ".join(x for x in (r.status, progress(r.run_dir, r.status)) if x),
             ("↳ " + r.parent_id[-6:]) if r.parent_id else "",
             r.label,
             _flags_summary(r),

@@ -72,12 +72,14 @@ def _pick(where: Path, run_spec: str | None) -> Run:
 
 
 def _watch_run(run: Run, line: _StatusLine) -> int:
+    from .._progress import shown as progress
     from .._status import ENDED, exit_status
     from .._watch import follow
     from .run import _summary
 
     def show(now: Run, log: OutputFollower) -> None:
-        line.update(f"guildlite: run {now.id} {now.status}", _elapsed(now), _details(log), ended=now.status in ENDED)
+        head = " ".join(x for x in (f"guildlite: run {now.id} {now.status}", progress(now.run_dir, now.status)) if x)
+        line.update(head, _elapsed(now), _details(log), ended=now.status in ENDED)
 
     def out(data: bytes) -> None:
         line.output(data)
