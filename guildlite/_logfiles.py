@@ -14,13 +14,17 @@ Keys: an event's tag, a CSV column. An event file in a sub-dir of a dir that hol
 of its own (``SummaryWriter.add_scalars`` writes ``<logdir>/<tag>_<name>/``) prefixes its tags with
 that sub-dir (``loss_train/loss``). Dirs named ``rank<N>`` (N > 0) are another rank's: skipped, as
 other ranks' output is. A key reported by one kind of file (events, CSV) is that kind's: the same
-metric from the other kind (Lightning with both loggers) is not recorded twice.
+metric from the other kind (Lightning with both loggers) is not recorded twice. Log files that
+staging copied in from the project (an old ``lightning_logs/`` or ``runs/``) are not the run's:
+skipped while they keep the size they were staged with.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import itertools
+import json
 import math
 import os
 import re
@@ -29,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from ._runfiles import RunFileError, open_file
+from ._runfiles import RunFileError, open_file, read_bytes
 from ._tfevents import EventStream
 
 if TYPE_CHECKING:
@@ -45,6 +49,7 @@ MAX_KEY = 256  # longer tags or columns are not scalars
 MAX_FILES = 1000  # log files followed in one run dir
 MAX_KEYS = 5000  # keys whose owner (events or CSV) is kept in the state
 MAX_CSV_LINE = 1 << 20
+MAX_MANIFEST = 64 << 20  # the source manifest read to know which log files were copied in
 _SKIP_DIRS = frozenset({".guildlite", ".git", "__pycache__", "node_modules", ".trash"})
 _OTHER_RANK = re.compile(r"rank[_-]?0*[1-9]\d*")
 CSV_NAME = "metrics.csv"
@@ -120,6 +125,23 @@ class LogFiles:
         if isinstance(owner, dict):
             self._owner = {k: v for k, v in owner.items() if isinstance(k, str) and v in ("events", "csv")}
         self.rows = state.get("rows") if isinstance(state.get("rows"), int) else 0
+        self._staged: dict[str, int] | None = None  # log files copied in as source: path -> size
+
+    def _staged_logs(self) -> dict[str, int]:
+        """The log files staging copied from the project (``.guildlite/sourcecode.json``), by size:
+        an old ``lightning_logs/`` or ``runs/`` of the project is not this run's (until changed)."""
+        if self._staged is None:
+            self._staged = {}
+            try:
+                data, size = read_bytes(self.run_dir, ".guildlite/sourcecode.json", MAX_MANIFEST)
+                files = json.loads(data).get("files") if size <= MAX_MANIFEST else None
+            except (RunFileError, OSError, ValueError, AttributeError):
+                files = None
+            for f in files if isinstance(files, list) else ():
+                rel, n = (f.get("path"), f.get("size")) if isinstance(f, dict) else (None, None)
+                if isinstance(rel, str) and isinstance(n, int) and (_is_events(rel) or rel.endswith(CSV_NAME)):
+                    self._staged[rel] = n
+        return self._staged
 
     def state(self) -> dict[str, Any]:
         """Where each file is (a few bytes per file and key: it lives in ``.guildlite/capture.json``)."""
@@ -180,7 +202,7 @@ class LogFiles:
             rel_dir, depth = stack.pop()
             try:
                 with os.scandir(self.run_dir / rel_dir if rel_dir else self.run_dir) as it:
-                    entries = list(it)
+                    entries = list(itertools.islice(it, MAX_ENTRIES - seen))
             except OSError:
                 continue
             for e in entries:
@@ -211,19 +233,23 @@ class LogFiles:
         try:
             with fh:
                 st = os.fstat(fh.fileno())
+                if f.ino == -1 and self._staged_logs().get(f.rel) == st.st_size:
+                    return [], 0  # copied in as source, unchanged since
                 if st.st_ino != f.ino:  # a file made anew (or seen for the first time): from its start
                     f.ino, f.events, f.csv = st.st_ino, EventStream(), _Csv()
                 if f.kind == "events":
                     if st.st_size < f.events.offset:  # cut short: another file now
                         f.events = EventStream()
                     before = f.events.offset
-                    rows: list[dict[str, Any]] = [{"step": s.step, "key": f.prefix + s.tag, "value": s.value, "time": round(s.wall_time, 3)}
-                            for s in f.events.advance(fh, st.st_size, budget) if len(s.tag) <= MAX_KEY]
+                    rows: list[dict[str, Any]] = [
+                        {"step": s.step, "key": f.prefix + s.tag, "value": s.value,
+                         "time": round(s.wall_time, 3) if math.isfinite(s.wall_time) else None}
+                        for s in f.events.advance(fh, st.st_size, budget) if 0 < len(s.tag) <= MAX_KEY]
                     f.dead, moved = f.events.dead, f.events.offset - before
                 else:
                     rows, moved = _read_csv(f.csv, fh, st.st_size, budget)
-        except (OSError, ValueError, OverflowError, MemoryError) as e:  # never the owner's problem
-            f.dead = f"unreadable: {e}"
+        except Exception as e:  # whatever one file holds (a reader bug included), the others are still read
+            f.dead = f"unreadable: {type(e).__name__}: {e}"[:500]
             return [], 0
         return [r for r in rows if self._owner.setdefault(r["key"], f.kind) == f.kind], moved
 
@@ -290,7 +316,7 @@ def _read_csv(c: _Csv, fh: Any, size: int, budget: int) -> tuple[list[dict[str, 
         step = _number(rec[step_at]) if step_at < len(rec) else None
         step_int = int(step) if step is not None and abs(step) < 2**63 else index
         for name, cell in zip(c.columns, rec):
-            if name == "step" or not cell or len(name) > MAX_KEY:
+            if name == "step" or not cell or not name or len(name) > MAX_KEY:
                 continue
             v = _number(cell)
             if v is not None or cell.strip().lower() in _NONFINITE:

@@ -196,6 +196,28 @@ def test_fuzz_round_trip_then_corrupt(tmp_path_factory: pytest.TempPathFactory, 
         assert len(got2) <= len(want) + 2
 
 
+@property_settings(100)
+@given(st.binary(max_size=400), st.binary(max_size=400), st.integers(1, 64))
+def test_fuzz_the_source_over_arbitrary_files(tmp_path_factory: pytest.TempPathFactory, events: bytes, text: bytes,
+                                              budget: int) -> None:
+    d = tmp_path_factory.mktemp("src")
+    (d / "events.out.tfevents.f").write_bytes(frame(simple_event("ok", 1.0, 1)) + events)
+    (d / "metrics.csv").write_bytes(b"step,a\n" + text)
+    logs = LogFiles(d, rescan_seconds=0)
+    rows = logs.poll(budget) + logs.finish()
+    assert ("ok", 1, 1.0) in keyed(rows)
+    assert all(isinstance(r["key"], str) and r["key"] and isinstance(r["step"], int) for r in rows)
+    json.loads(json.dumps(rows, allow_nan=False))  # every row is strict JSON (NaN/inf as null)
+    json.loads(json.dumps(logs.state(), allow_nan=False))
+
+
+def test_nonfinite_values_and_times_are_null(tmp_path: Path) -> None:
+    write_events(tmp_path / "events.out.tfevents.n", simple_event("a", float("nan"), 1, wall_time=float("inf")),
+                 simple_event("", 1.0, 2))  # an empty tag names nothing
+    (row,) = LogFiles(tmp_path).finish()
+    assert row == {"step": 1, "key": "a", "value": None, "time": None}
+
+
 # --- the run dir source ----------------------------------------------------------------------------
 
 
@@ -364,8 +386,11 @@ operations:
 def jobs(tmp_path_factory: pytest.TempPathFactory) -> Any:
     base = tmp_path_factory.mktemp("logjobs")
     p = Project(root=write_project(base / "project", JOBS_GUILDFILE,
-                                   {"writer.py": SUMMARYWRITER_SCRIPT, "lit.py": LIGHTNING_SCRIPT}),
+                                   {"writer.py": SUMMARYWRITER_SCRIPT, "lit.py": LIGHTNING_SCRIPT,
+                                    "lightning_logs/version_0/metrics.csv": "epoch,step,val_loss\n0,0,99.0\n"}),
                 runs_dir=base / "runs")
+    # Logs of an earlier run made outside guildlite, in the project: staged as source, not this run's.
+    write_events(p.root / "runs" / "Jan01_00-00-00_host" / "events.out.tfevents.1.host.1.0", simple_event("loss", 99.0, 0))
     yield p
     p.cleanup()
 
@@ -390,6 +415,7 @@ def test_summarywriter_scalars_reach_compare(jobs: Project) -> None:
         (0, 1.0), (1, 0.5), (2, pytest.approx(1 / 3)), (3, 0.25)]
     assert [r["value"] for r in rows if r["key"] == "train/acc"] == [0.0, 0.25, 0.5, 0.75]
     assert {r["key"] for r in rows} == {"loss", "train/acc", "lr_head/lr", "lr_body/lr"}
+    assert (run / "runs" / "Jan01_00-00-00_host").is_dir()  # the project's old logs were staged, and not read
     row = _compare(jobs, run)
     assert row["loss"] == 0.25 and row["train/acc"] == 0.75 and row["lr_head/lr"] == pytest.approx(0.1)
     assert json.loads((run / "run.json").read_text())["attrs"]["logfiles"] == {"captured": 16, "problems": {}}
@@ -403,6 +429,7 @@ def test_lightning_ddp_per_epoch_metrics_reach_compare(jobs: Project) -> None:
     rows = read_scalars(run)
     val = [(r["step"], r["value"]) for r in rows if r["key"] == "val_loss"]
     assert len(val) == 3 and len({s for s, _ in val}) == 3  # one per epoch, at the epoch's global step
+    assert 99.0 not in [r["value"] for r in rows]  # the project's old lightning_logs/, staged as source
     assert [r["value"] for r in rows if r["key"] == "epoch"][-1] == 2.0
     assert len([r for r in rows if r["key"] == "train_loss"]) == 3  # both loggers have it: recorded once
     row = _compare(jobs, run)
@@ -435,8 +462,8 @@ def test_a_new_reader_goes_on_from_the_state_of_the_last(tmp_path: Path) -> None
     second = LogFiles(tmp_path, state)
     assert sorted(keyed(second.finish())) == [("acc", 1, 0.75), ("epoch", 1, 1.0), ("loss", 1, 0.5)]
     assert second.rows == 6
-    csv_path.unlink()
-    csv_path.write_text("epoch,step,acc\n0,0,0.25\n")  # a new file (a restarted job's logger)
+    (tmp_path / "new.csv").write_text("epoch,step,acc\n0,0,0.25\n")
+    (tmp_path / "new.csv").replace(csv_path)  # a new file (another inode) where the old one was
     assert keyed(LogFiles(tmp_path, second.state()).finish()) == [("epoch", 0, 0.0), ("acc", 0, 0.25)]
     for junk in (None, [], {"files": []}, {"files": {"x/metrics.csv": [1, -5, "", None], "a.txt": [1, 2, "", None]}},
                  {"files": {"events.out.tfevents.z": "no"}, "owner": {"k": "bogus"}, "rows": "many"}):
