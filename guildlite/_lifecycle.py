@@ -199,7 +199,7 @@ class Session:
         """Record a job's exit (``_status.job_end``): completed, error, or terminated (stopped)."""
         if code != 0:  # torchrun reports any failure as 1: the failing script's own code is better
             code = rank_exit_code(run.paths.rank_exits) or code
-        stopped_by = self.live.finish(run)  # the last scalars; a hook's StopRun
+        stopped_by = self.live.finish(run, drain=not job.end_hooks_ran)  # the last scalars; a hook's StopRun
         # job.error_message: the launcher knows why it failed (or stopped it: a full disk)
         stopped = job.signalled is not None or run.paths.stop_request.exists()
         status, exit_code, error = job_end(code, stopped=stopped, failure=job.error_message)

@@ -16,10 +16,13 @@ thread (``_lifecycle``), where the op's own regexes are bounded by a timer (``ti
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import signal
+import stat
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -108,9 +111,13 @@ class OutputSource:
 
     name = "output.log"
 
-    def __init__(self, run_dir: Path, parser: OutputParser, state: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, run_dir: Path, parser: OutputParser, state: Mapping[str, Any] | None = None,
+                 hosts: Callable[[], list[str]] | None = None) -> None:
         state = state or {}
         self.run_dir, self.parser = run_dir, parser
+        # A job away from its owner records its hosts once it starts: until they are known, asked
+        # before each scan (more than one: lines carry their task number).
+        self._hosts = hosts
         self.offset = int(state.get("offset") or 0)
         parser.step = int(state.get("step") or 0)
         self.note: str | None = state.get("note") or None  # why the op's patterns stopped
@@ -172,6 +179,8 @@ class OutputSource:
     def _scan(self, lines: list[str]) -> list[Row]:
         rows: list[Row] = []
         parser = self.parser
+        if lines and self._hosts is not None and (hosts := self._hosts()):
+            parser.task_labels, self._hosts = len(hosts) > 1, None
         limited = parser.regexes is not None
         if limited and self.note:
             return rows  # the patterns ran out of time earlier: the rest is not scanned
@@ -213,7 +222,22 @@ def output_source(run: Run, state: Mapping[str, Any] | None = None) -> OutputSou
         regexes = [re.compile(p) for p in patterns] if patterns else None
     except (re.error, TypeError):
         return None
-    return OutputSource(run.run_dir, OutputParser(run.nproc_per_node or 1, regexes, task_labels), state)
+    parser = OutputParser(run.nproc_per_node or 1, regexes, task_labels)
+    remote = isinstance(run.remote, dict) and run.remote.get("backend") and not hosts
+    return OutputSource(run.run_dir, parser, state, hosts=(lambda: recorded_hosts(run.run_dir)) if remote else None)
+
+
+def recorded_hosts(run_dir: Path) -> list[str]:
+    """The hosts a run's record names (``remote.hosts``: its backend records them); [] for none yet."""
+    from ._errors import GuildliteError
+    from ._store import read_record
+
+    try:
+        remote = read_record(run_dir).get("remote")
+    except GuildliteError:
+        return []
+    hosts = remote.get("hosts") if isinstance(remote, dict) else None
+    return [str(h) for h in hosts] if isinstance(hosts, list) else []
 
 
 # Makers of a run's sources beyond its output (log files the job writes: ``_logfiles``), each
@@ -229,7 +253,11 @@ def sources_for(run: Run) -> list[ScalarSource]:
     if output is not None:
         out.append(output)
     for make in SOURCE_MAKERS:
-        out.extend(make(run, states))
+        try:
+            out.extend(make(run, states))
+        except Exception as e:  # a reader's bug never stops the run, nor the other sources
+            print(f"guildlite: run {run.id}: no live scalars from {getattr(make, '__name__', make)}: "
+                  f"{type(e).__name__}: {e}", file=sys.stderr)
     return out
 
 
@@ -250,23 +278,34 @@ def save_state(run_dir: Path, sources: list[ScalarSource]) -> None:
         state = getattr(s, "state", None)
         if state is not None:
             states[str(getattr(s, "name", type(s).__name__))] = state()
+    meta = RunPaths(run_dir).meta
+    if meta.is_symlink():  # the job replaced it: nothing is written where it leads
+        return
     try:
-        atomic_write(RunPaths(run_dir).meta / STATE_FILE, json.dumps(states), sync=False)
+        atomic_write(meta / STATE_FILE, json.dumps(states), sync=False)
     except OSError:
         pass  # the run dir is gone or full: its end says so
 
 
-def append_rows(run_dir: Path, rows: list[Row]) -> None:
+def append_rows(run_dir: Path, rows: list[Row]) -> tuple[int, int]:
     """Append ``rows`` to the run's ``scalars.jsonl`` in one ``O_APPEND`` write (a script's own
-    ``log_scalars`` lines never interleave inside one of ours)."""
+    ``log_scalars`` lines never interleave inside one of ours); where they landed, (start, end)."""
     if not rows:
-        return
+        return 0, 0
     data = "".join(json.dumps(r) + "\n" for r in rows).encode("utf-8")
-    fd = os.open(RunPaths(run_dir).scalars, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    # The job may have put anything there: a symlink is not followed, a FIFO never blocks us.
+    fd = os.open(RunPaths(run_dir).scalars, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK,
+                 0o644)
     try:
-        os.write(fd, data)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        end = os.lseek(fd, 0, os.SEEK_CUR)
     finally:
         os.close(fd)
+    return end - len(data), end
 
 
 class Capture:
@@ -304,13 +343,19 @@ class Capture:
             except Exception as e:  # a source is guildlite's or a reader's code: never the run's end
                 self.sources.remove(source)
                 self.notes.append(f"{getattr(source, 'name', type(source).__name__)}: {type(e).__name__}: {e}")
+        arrived = self._read_back(final=False) if rows else False  # a script's own rows first
         if rows or final:
             try:
-                append_rows(self.run_dir, rows)
+                start, end = append_rows(self.run_dir, rows)
             except OSError as e:
+                start = end = -1
                 self.notes.append(f"cannot append to scalars.jsonl: {e.strerror or e}")
             save_state(self.run_dir, self.sources)
-        return self._read_back(final)
+            if rows and start == self._offset and not self._rest:  # nothing else came in between:
+                self._offset = end  # ours need no reading back
+                self._take(rows)
+                arrived = True
+        return self._read_back(final) or arrived
 
     def _read_back(self, final: bool) -> bool:
         if self._file is None:
@@ -318,29 +363,39 @@ class Capture:
                 self._file = open_file(self.run_dir, "scalars.jsonl")
             except RunFileError:
                 return False
-        self._file.seek(self._offset + len(self._rest))
-        data = self._rest + self._file.read(CHUNK_BYTES)
+        try:
+            self._file.seek(self._offset + len(self._rest))
+            data = self._rest + self._file.read(CHUNK_BYTES)
+        except OSError as e:  # an I/O error on the runs dir's disk: the job goes on, its rows later
+            self.notes.append(f"cannot read scalars.jsonl: {e.strerror or e}")
+            return False
         cut = data.rfind(b"\n") + 1
         self._rest, self._offset = data[cut:], self._offset + cut
         if len(self._rest) > PARTIAL_MAX:
             self._offset, self._rest = self._offset + len(self._rest), b""
-        before = len(self.new)
+        rows = []
         for line in data[:cut].splitlines():
             try:
                 row = json.loads(line)
             except ValueError:
                 continue
-            if not isinstance(row, dict) or not isinstance(row.get("key"), str):
-                continue
-            self.new.append(row)
-            self.latest[row["key"]] = row.get("value")
-            if isinstance(row.get("step"), int):
-                self.step = row["step"]
-        self.count += len(self.new) - before
+            if isinstance(row, dict) and isinstance(row.get("key"), str):
+                rows.append(row)
+        self._take(rows)
         if final and self._file is not None:
             self._file.close()
             self._file = None
-        return len(self.new) > before
+        return bool(rows)
+
+    def _take(self, rows: list[Row]) -> None:
+        self.new.extend(rows)
+        self.count += len(rows)
+        for row in rows:
+            self.latest[row["key"]] = row.get("value")
+        for row in reversed(rows):
+            if isinstance(row.get("step"), int):
+                self.step = row["step"]
+                break
 
     def take(self) -> list[Row]:
         """The rows that arrived since the last call."""

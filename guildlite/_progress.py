@@ -92,8 +92,11 @@ class Meter:
 
 def write(run_dir: Path, progress: Progress) -> None:
     """Keep ``progress`` for readers (a cache, rewritten often: no fsync)."""
+    meta = RunPaths(run_dir).meta
+    if meta.is_symlink():  # the job replaced it: nothing is written where it leads
+        return
     try:
-        atomic_write(RunPaths(run_dir).meta / PROGRESS_FILE, json.dumps(asdict(progress)), sync=False)
+        atomic_write(meta / PROGRESS_FILE, json.dumps(asdict(progress)), sync=False)
     except OSError:
         pass  # the run dir is gone or full: its end says so
 

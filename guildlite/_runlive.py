@@ -79,15 +79,17 @@ class LiveRuns:
             if live.capture.new and now - live.called >= live.interval and live.stop is None:
                 self._call(live)
 
-    def finish(self, run: Run) -> dict[str, Any] | None:
+    def finish(self, run: Run, drain: bool = True) -> dict[str, Any] | None:
         """The job of ``run`` ended: the last of its scalars captured (and given to its hooks), its
-        progress kept. The error a hook's ``StopRun`` asked for (None: no hook stopped it)."""
+        progress kept; not ``drain``: the rest was taken where the job ran (its ``on_run_end``
+        fired there). The error a hook's ``StopRun`` asked for (None: no hook stopped it)."""
         live = self._runs.pop(run.id, None)
         if live is None:
             return None
-        live.capture.poll(final=True)
+        if drain:
+            live.capture.poll(final=True)
         self._measure(live, time.monotonic())
-        for note in live.capture.notes:
+        for note in dict.fromkeys(live.capture.notes):  # each said once
             self.log(f"guildlite: run {run.id}: live scalars: {note}")
         if live.capture.new and live.stop is None:
             self._call(live, last=True)

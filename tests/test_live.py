@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any, Callable
@@ -71,6 +72,7 @@ class Fails(Plugin):
 
 class Slow(Plugin):
     def on_run_progress(self, run):
+        open(run.run_dir / "in-hook", "w").close()
         time.sleep(30)
 """
 
@@ -179,6 +181,8 @@ while True:  # a long run: only the plugin ends it
     assert re.fullmatch(r"loss 0\.0\d+ is low enough", rec["error"]["message"]), rec["error"]
     assert rec["attrs"]["ended"] == "terminated"  # on_run_end still fired, once
     assert "StopWhenLow" in cp.stderr and "is low enough" in cp.stderr
+    info = project.run("runs", "info", rec["id"]).stdout
+    assert re.search(r"on_run_progress StopWhenLow .* ms in \d+ calls  ERROR loss 0\.0\d+ is low enough", info), info
     assert project.procs() == []
 
 
@@ -272,6 +276,10 @@ while True:
     wait_until(lambda: read_scalars(run_dir) == [{"step": 3, "key": "loss", "value": 0.5}], what="a live row")
     listing = wait_until(lambda: (out := project.run("runs").stdout) and "25%" in out and out, what="25%")
     assert re.search(r"running 25% ETA \d+:\d\d", listing), listing
+    assert re.search(r"^progress: 25% ETA \d+:\d\d$", project.run("runs", "info", run_id).stdout, re.M)
+    page = project.root / "page.html"
+    assert project.run("view", "--out", str(page), "--no-browser").returncode == 0
+    assert re.search(r"25% ETA \d+:\d\d", page.read_text()), "view's table shows the progress"
     (run_dir / "go").touch()
     rec = wait_until(lambda: (r := project.record(run_id))["status"] != "running" and r, timeout=60, what="its end")
     assert rec["status"] == "terminated" and rec["error"]["plugin"] == "StopWhenLow", rec
@@ -297,3 +305,101 @@ def test_a_restart_captures_only_its_own_output(make_project: Callable[..., Proj
     assert rows == [{"step": 0, "key": "loss", "value": 1.5}] * 2, rows  # one per attempt, none read twice
     state = json.loads((project.runs_dir / run_id / ".guildlite" / "capture.json").read_text())
     assert state["output.log"]["offset"] == (project.runs_dir / run_id / "output.log").stat().st_size
+
+
+def test_the_readme_early_stop_example_stops_a_diverging_run(make_project: Callable[..., Project]) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text().split("## Live runs", 1)[1]
+    block = re.search(r"```python\n(.*?)```", readme, re.S)
+    assert block is not None
+    script = """
+import time
+for i in range(1, 100000):
+    print(f"step: {i}")
+    print(f"val_loss: {i * 0.5}", flush=True)
+    time.sleep(0.01)
+"""
+    project = make_project(guildfile("    plugins: [{class: early:EarlyStop}]\n"),
+                           {"train.py": script, "early.py": block.group(1)})
+    cp = project.run("run", "train", "-y")
+    rec = project.only_record()
+    assert rec["status"] == "terminated" and cp.returncode == 143, cp.stderr
+    assert re.fullmatch(r"val_loss diverged at step \d+", rec["error"]["message"]), rec["error"]
+    assert int(rec["error"]["message"].rsplit(" ", 1)[1]) >= 21  # the first row over 10: step 21
+
+
+def test_a_remote_job_s_task_labels_are_learnt_from_its_record_once_it_names_its_hosts(tmp_path: Path) -> None:
+    from guildlite._live import OutputSource
+    from guildlite._scalars import OutputParser
+
+    log = tmp_path / "output.log"
+    hosts: list[str] = []
+    source = OutputSource(tmp_path, OutputParser(1), hosts=lambda: hosts)
+    log.write_text("loss: 1\n")
+    assert [r["value"] for r in source.poll()] == [1.0]  # no hosts yet: one host's lines
+    hosts[:] = ["node1", "node2"]
+    with log.open("a") as f:
+        f.write("0: loss: 2\n1: loss: 3\n0: acc: 4\r0: acc: 5")
+    assert [r["value"] for r in source.poll()] == [2.0, 4.0]  # task 0's only; the last line is not whole yet
+    assert [r["value"] for r in source.finish()] == [5.0]
+    assert source.state()["offset"] == log.stat().st_size and source.state()["rows"] == 4
+
+
+@pytest.mark.parametrize("plant", ["fifo", "symlink"])
+def test_a_job_that_plants_its_scalars_file_neither_hangs_nor_redirects_the_capture(
+    make_project: Callable[..., Project], plant: str
+) -> None:
+    script = f"""
+import os
+if {plant!r} == "fifo":
+    os.mkfifo("scalars.jsonl")
+else:
+    os.symlink(os.environ["OUTSIDE"], "scalars.jsonl")
+print("loss: 1", flush=True)
+"""
+    project = make_project(guildfile(), {"train.py": script})
+    outside = project.root.parent / "outside.txt"
+    outside.write_text("untouched\n")
+    cp = project.run("run", "train", "-y", env={"OUTSIDE": str(outside)}, timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    assert project.only_record()["status"] == "completed"
+    assert outside.read_text() == "untouched\n"
+    assert "live scalars: cannot append to scalars.jsonl" in cp.stderr
+
+
+def test_a_stop_interrupts_a_hanging_progress_hook(make_project: Callable[..., Project]) -> None:
+    script = "import time\nprint('loss: 1', flush=True)\ntime.sleep(60)\n"
+    project = make_project(guildfile("    plugins: [{class: plugs:Slow}, {class: plugs:StopWhenLow}]\n"),
+                           {"train.py": script, "plugs.py": PLUGINS})
+    proc = project.spawn("run", "train", "-y")
+    run_dir = run_dir_of(project)
+    wait_until(lambda: (run_dir / "in-hook").exists(), what="the hook hanging")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)  # not the hook's 30 s, nor the job's 60
+    assert proc.returncode == 143, err
+    rec = project.only_record()
+    assert rec["status"] == "terminated", rec
+    [trace] = [t for t in rec["plugins"] if t["hook"] == "on_run_progress" and t["plugin"] == "Slow"]
+    assert trace["error"] == "interrupted by SIGTERM", trace
+    assert rec["attrs"]["ended"] == "terminated"  # the other plugin's on_run_end ran
+
+
+def test_output_scalars_at_the_end_reads_only_what_the_live_capture_left(tmp_path: Path) -> None:
+    """Where no owner drained the output (a backend's node firing on_run_end for a killed owner)."""
+    from guildlite._builtins import OutputScalars
+    from guildlite._run import Run as StoredRun
+    from guildlite._runview import view_of
+
+    run_dir = tmp_path / "20261201T000000-abc123"
+    (run_dir / ".guildlite").mkdir(parents=True)
+    taken = b"step: 1\nloss: 0.5\nstep: 2\n"
+    (run_dir / "output.log").write_bytes(taken + b"loss: 0.25\nacc: 1\n")
+    (run_dir / "scalars.jsonl").write_text(json.dumps({"step": 1, "key": "loss", "value": 0.5}) + "\n")
+    state = {"output.log": {"offset": len(taken), "step": 2, "note": None, "rows": 1}}
+    (run_dir / ".guildlite" / "capture.json").write_text(json.dumps(state))
+    run = StoredRun(id=run_dir.name, run_dir=run_dir, op="train", status="completed")
+    OutputScalars().on_run_end(view_of(run))
+    assert [(r["step"], r["key"], r["value"]) for r in read_scalars(run_dir)] == [
+        (1, "loss", 0.5), (2, "loss", 0.25), (2, "acc", 1.0)]
+    assert run.attrs["scalars"] == {"captured": 3}
+    OutputScalars().on_run_end(view_of(run))  # again (a second end): nothing is read twice
+    assert len(read_scalars(run_dir)) == 3

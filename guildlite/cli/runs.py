@@ -141,11 +141,14 @@ def runs_info(
     if as_json:
         click.echo(json.dumps(_record(r), indent=2, default=str))
         return
+    from .._progress import shown as progress
+
     fields = [
         ("id", r.id),
         ("op", r.op),
         ("opspec", r.opspec),
         ("status", r.status),
+        ("progress", progress(r.run_dir, r.status)),
         ("exit_code", r.exit_code),
         ("label", r.label),
         ("started", _local(r.started)),
@@ -173,8 +176,9 @@ def runs_info(
         click.echo("hooks:")
         for call in r.plugins:
             err = f"  ERROR {call['error']}" if call.get("error") else ""
-            _say(f"  {call['hook']:<14} {call['plugin']:<20} prio {call['priority']:<5}"
-                       f" {call['seconds'] * 1000:8.1f} ms{err}")
+            calls = f" in {call['calls']} calls" if isinstance(call.get("calls"), int) else ""  # on_run_progress
+            _say(f"  {call['hook']:<15} {call['plugin']:<20} prio {call['priority']:<5}"
+                       f" {call['seconds'] * 1000:8.1f} ms{calls}{err}")
     if r.attrs:
         click.echo("attrs:")
         for k, v in r.attrs.items():
