@@ -29,6 +29,7 @@ from guildlite import Plugin, Run
 
 STATUS = {"completed": "FINISHED", "error": "FAILED", "terminated": "KILLED"}
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
+MAX_SCALARS = 512 << 20  # of scalars.jsonl read at the end
 MAX_PARAM = 6000  # MLflow's limit of a param value's length (older servers: 500)
 _BAD_KEY = re.compile(r"[^\w\-. :/]")  # MLflow's metric/param names: alphanumerics, _ - . space : /
 
@@ -145,10 +146,12 @@ def _size(path: Path) -> int:
 
 def _rows(path: Path, offset: int) -> list[dict[str, Any]]:
     """The rows of ``scalars.jsonl`` from byte ``offset`` (where this attempt's rows start)."""
+    if path.is_symlink() or not path.is_file():  # the job may plant anything there: a FIFO, /dev/zero
+        return []
     try:
         with open(path, "rb") as f:
             f.seek(offset)
-            lines = f.read().splitlines()
+            lines = f.read(MAX_SCALARS).splitlines()
     except OSError:
         return []
     rows = []
