@@ -503,12 +503,17 @@ SEEN_PLUGIN = textwrap.dedent(
 )
 
 
-def test_log_scalars_arrive_while_the_job_runs(make_project: Any) -> None:
+@pytest.mark.parametrize("detach", [False, True], ids=["foreground", "detached"])
+def test_log_scalars_arrive_while_the_job_runs(make_project: Any, detach: bool) -> None:
     from conftest import wait_until
 
     proj = make_project("plugins:\n  - class: seen:Seen\noperations:\n  live:\n    main: live.py\n    launcher: python\n",
                         {"live.py": LIVE_SCRIPT, "seen.py": SEEN_PLUGIN})
-    p = proj.spawn("run", "-y", "live")
+    if detach:  # the detached supervisor owns the run: it polls the logs
+        cp = proj.run("run", "-y", "-b", "live")
+        assert cp.returncode == 0, (cp.stdout, cp.stderr)
+    else:
+        p = proj.spawn("run", "-y", "live")
     run = wait_until(lambda: next(iter(proj.run_dirs()), None), timeout=60, what="the run dir")
 
     def arrived() -> bool:
@@ -516,14 +521,18 @@ def test_log_scalars_arrive_while_the_job_runs(make_project: Any) -> None:
         return {"loss", "acc", "epoch"} <= keys
 
     wait_until(arrived, timeout=90, what="the log scalars in scalars.jsonl while the job waits")
-    assert p.poll() is None and not (run / "go").exists()  # the job is still running
+    assert json.loads((run / "run.json").read_text())["status"] == "running" and not (run / "go").exists()
     (run / "go").write_text("")
-    out, err = p.communicate(timeout=120)
-    assert p.returncode == 0, (out, err)
+    if detach:
+        record = wait_until(lambda: (r := json.loads((run / "run.json").read_text()))["status"] == "completed"
+                            and "logfiles" in r["attrs"] and r, timeout=120, what="the run's end")
+    else:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, (out, err)
+        record = json.loads((run / "run.json").read_text())
     rows = read_scalars(run)
     assert [(r["step"], r["value"]) for r in rows if r["key"] == "loss"] == [(0, 1.0), (1, 0.5), (2, pytest.approx(1 / 3)),
                                                                           (3, 0.125)]
     assert len([r for r in rows if r["key"] == "acc"]) == 1  # the end-of-run hook took nothing twice
-    record = json.loads((run / "run.json").read_text())
     assert {"loss", "acc", "epoch"} <= set(record["attrs"]["seen"])
     assert record["attrs"]["logfiles"]["captured"] == 6
