@@ -10,9 +10,10 @@ dir, a FIFO or a device is never opened), directory symlinks are not followed, a
 last record or line waits for the next poll, and a corrupt file is given up with its reason
 (``problems``). A poll never raises for what it finds on disk.
 
-Keys: an event's tag, a CSV column. An event file in a sub-dir of a dir that holds an event file
-of its own (``SummaryWriter.add_scalars`` writes ``<logdir>/<tag>_<name>/``) prefixes its tags with
-that sub-dir (``loss_train/loss``). Dirs named ``rank<N>`` (N > 0) are another rank's: skipped, as
+Keys: an event's tag, a CSV column. ``SummaryWriter.add_scalars("lr", {"head": ...})`` writes
+the tag ``lr`` into a sub-dir ``lr_head/`` of the writer's own dir: an event file in a dir named
+``<tag>_<name>`` whose parent dir holds an event file too gives the key ``<tag>/<name>``
+(``lr/head``). Dirs named ``rank<N>`` (N > 0) are another rank's: skipped, as
 other ranks' output is. A key reported by one kind of file (events, CSV) is that kind's: the same
 metric from the other kind (Lightning with both loggers) is not recorded twice. Log files that
 staging copied in from the project (an old ``lightning_logs/`` or ``runs/``) are not the run's:
@@ -76,7 +77,7 @@ class _Csv:
 class _File:
     rel: str
     kind: str  # "events" or "csv"
-    prefix: str = ""
+    sub: str = ""  # the dir's name when it may be an add_scalars sub-writer's (its parent has event files)
     events: EventStream = field(default_factory=EventStream)
     csv: _Csv = field(default_factory=_Csv)
     ino: int = -1  # the inode read: another one is another file, read from its start
@@ -84,7 +85,7 @@ class _File:
     seen: tuple[int, int, int] | None = None  # (inode, size, mtime) when the last read got to the end
 
     def saved(self) -> list[Any]:
-        return [self.ino, self.events.offset if self.kind == "events" else self.csv.reported, self.prefix, self.dead]
+        return [self.ino, self.events.offset if self.kind == "events" else self.csv.reported, self.sub, self.dead]
 
     @classmethod
     def restore(cls, rel: str, saved: Any) -> _File | None:
@@ -92,10 +93,10 @@ class _File:
         kind = "events" if _is_events(name) else "csv" if name == CSV_NAME else None
         if kind is None or not isinstance(saved, list) or len(saved) != 4:
             return None
-        ino, pos, prefix, dead = saved
-        if not (isinstance(ino, int) and isinstance(pos, int) and pos >= 0 and isinstance(prefix, str)):
+        ino, pos, sub, dead = saved
+        if not (isinstance(ino, int) and isinstance(pos, int) and pos >= 0 and isinstance(sub, str)):
             return None
-        f = cls(rel, kind, prefix, ino=ino, dead=dead if isinstance(dead, str) else None)
+        f = cls(rel, kind, sub, ino=ino, dead=dead if isinstance(dead, str) else None)
         if kind == "events":
             f.events.offset = pos
         else:
@@ -221,7 +222,9 @@ class LogFiles:
         event_dirs = {os.path.dirname(r) for r, _ in self._files.items() if self._files[r].kind == "events"}
         event_dirs |= {os.path.dirname(r) for r, k in found if k == "events"}
         for rel, kind in found:
-            self._files[rel] = _File(rel, kind, _prefix(os.path.dirname(rel), event_dirs) if kind == "events" else "")
+            parent = os.path.dirname(os.path.dirname(rel)) if "/" in rel else None
+            sub = os.path.basename(os.path.dirname(rel)) if kind == "events" and parent in event_dirs else ""
+            self._files[rel] = _File(rel, kind, sub)
 
     def _read(self, f: _File, budget: int) -> tuple[list[dict[str, Any]], int]:
         """The new rows of one file, and how many bytes it moved on."""
@@ -250,7 +253,7 @@ class LogFiles:
                         f.events = EventStream()
                     before = f.events.offset
                     rows: list[dict[str, Any]] = [
-                        {"step": s.step, "key": f.prefix + s.tag, "value": s.value,
+                        {"step": s.step, "key": _key(f.sub, s.tag), "value": s.value,
                          "time": round(s.wall_time, 3) if math.isfinite(s.wall_time) else None}
                         for s in f.events.advance(fh, st.st_size, budget) if 0 < len(s.tag) <= MAX_KEY]
                     f.dead, moved = f.events.dead, f.events.offset - before
@@ -268,14 +271,10 @@ def log_sources(run: Run, states: Mapping[str, Any]) -> list[ScalarSource]:
     return [LogFiles(run.run_dir, states.get(LogFiles.name))]
 
 
-def _prefix(rel_dir: str, event_dirs: set[str]) -> str:
-    """The key prefix of an event file in ``rel_dir``: its path below the nearest dir above it that
-    holds an event file too ('' when there is none)."""
-    parts = rel_dir.split("/") if rel_dir else []
-    for i in range(len(parts) - 1, -1, -1):
-        if "/".join(parts[:i]) in event_dirs:
-            return "/".join(parts[i:]) + "/"
-    return ""
+def _key(sub: str, tag: str) -> str:
+    """The key of ``tag`` in an event file of dir ``sub`` (see the module: add_scalars' sub-dirs)."""
+    stem = tag.replace("/", "_") + "_"  # how SummaryWriter.add_scalars names its sub-writers' dirs
+    return f"{tag}/{sub[len(stem):]}" if sub.startswith(stem) and len(sub) > len(stem) else tag
 
 
 def _line_ends(chunk: bytes) -> list[int]:

@@ -233,7 +233,7 @@ def test_new_files_later_many_files_subdirs_and_other_ranks(tmp_path: Path) -> N
     write_events(tmp_path / "hf" / "runs" / "x" / "events.out.tfevents.3", *(simple_event(f"k{i}", i, 1) for i in range(50)))
     write_events(tmp_path / "tb" / "rank1" / "events.out.tfevents.4", simple_event("loss", 99.0, 1))  # another rank
     rows = logs.poll()
-    assert ("loss", 1, 0.5) in keyed(rows) and ("pair_train/pair", 1, 3.0) in keyed(rows)
+    assert ("loss", 1, 0.5) in keyed(rows) and ("pair/train", 1, 3.0) in keyed(rows)
     assert {r["key"] for r in rows} >= {f"k{i}" for i in range(50)}
     assert 99.0 not in [r["value"] for r in rows]
     assert all(isinstance(r["time"], float) for r in rows)
@@ -414,10 +414,10 @@ def test_summarywriter_scalars_reach_compare(jobs: Project) -> None:
     assert [(r["step"], r["value"]) for r in rows if r["key"] == "loss"] == [
         (0, 1.0), (1, 0.5), (2, pytest.approx(1 / 3)), (3, 0.25)]
     assert [r["value"] for r in rows if r["key"] == "train/acc"] == [0.0, 0.25, 0.5, 0.75]
-    assert {r["key"] for r in rows} == {"loss", "train/acc", "lr_head/lr", "lr_body/lr"}
+    assert {r["key"] for r in rows} == {"loss", "train/acc", "lr/head", "lr/body"}
     assert (run / "runs" / "Jan01_00-00-00_host").is_dir()  # the project's old logs were staged, and not read
     row = _compare(jobs, run)
-    assert row["loss"] == 0.25 and row["train/acc"] == 0.75 and row["lr_head/lr"] == pytest.approx(0.1)
+    assert row["loss"] == 0.25 and row["train/acc"] == 0.75 and row["lr/head"] == pytest.approx(0.1)
     assert json.loads((run / "run.json").read_text())["attrs"]["logfiles"] == {"captured": 16, "problems": {}}
 
 
@@ -536,3 +536,40 @@ def test_log_scalars_arrive_while_the_job_runs(make_project: Any, detach: bool) 
     assert len([r for r in rows if r["key"] == "acc"]) == 1  # the end-of-run hook took nothing twice
     assert {"loss", "acc", "epoch"} <= set(record["attrs"]["seen"])
     assert record["attrs"]["logfiles"]["captured"] == 6
+
+
+# A job that plants what a reader must survive, then logs one good scalar.
+HOSTILE_SCRIPT = textwrap.dedent(
+    """\
+    import os, shutil, sys
+    flags = dict(a[2:].split("=", 1) for a in sys.argv[1:])
+    os.mkfifo("metrics.csv")                                        # a FIFO: opening it for reading would block
+    os.symlink("/dev/zero", "events.out.tfevents.zero")             # endless zeros
+    os.symlink(flags["target"], "events.out.tfevents.outside")      # a real event file, outside
+    os.makedirs("deep/loop")
+    os.symlink("..", "deep/loop/up")                                # a dir symlink loop
+    shutil.copy(flags["huge"], "events.out.tfevents.huge")          # a checked length no file reaches
+    with open("events.out.tfevents.garbage", "wb") as f:
+        f.write(os.urandom(1 << 16))
+    from torch.utils.tensorboard import SummaryWriter
+    w = SummaryWriter("tb")
+    w.add_scalar("good", 1.5, 7)
+    w.close()
+    """
+)
+
+
+def test_a_hostile_run_dir_never_stops_the_owner(make_project: Any, tmp_path: Path) -> None:
+    outside = write_events(tmp_path / "elsewhere" / "events.out.tfevents.1", simple_event("secret", 42.0, 1))
+    huge = tmp_path / "huge.bin"
+    length = struct.pack("<Q", 1 << 62)
+    huge.write_bytes(length + struct.pack("<I", masked_crc32c(length)) + os.urandom(64))
+    proj = make_project("operations:\n  bad:\n    main: bad.py\n    launcher: python\n"
+                        "    flags: {target: '', huge: ''}\n", {"bad.py": HOSTILE_SCRIPT})
+    cp = proj.run("run", "-y", "bad", f"target={outside}", f"huge={huge}", timeout=120)
+    assert cp.returncode == 0, (cp.stdout, cp.stderr)
+    (run,) = proj.run_dirs()
+    assert keyed(read_scalars(run)) == [("good", 7, 1.5)]
+    problems = json.loads((run / "run.json").read_text())["attrs"]["logfiles"]["problems"]
+    assert set(problems) == {"metrics.csv", "events.out.tfevents.zero", "events.out.tfevents.outside",
+                             "events.out.tfevents.garbage"}, problems
