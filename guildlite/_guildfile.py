@@ -14,6 +14,7 @@ from ._errors import GuildfileError, GuildliteError
 from ._flags import FlagDef
 from ._guildfile_flags import FlagChecks
 from ._plugins import DEFAULT_HOOK_TIMEOUT
+from ._requires_schema import Requirement, parse_requires
 from ._runs_dir import runs_dir_path
 from ._yaml_lines import _brief, _kind, _plain, _Seq, _short, parse_yaml
 
@@ -37,6 +38,7 @@ _OP_KEYS = (
     "backend",
     "max-steps",
     "progress-interval",
+    "requires",
 )  # and a section per backend
 LAUNCHERS = ("torchrun", "python")
 _PLUGIN_KEYS = ("class", "name", "args", "priority", "hook-timeout")
@@ -86,6 +88,7 @@ class OpDef:
     data: Mapping[str, Any] = field(default_factory=dict)
     backend: str | None = None  # None: the guildfile's (default local)
     backend_sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # backend name -> its checked keys
+    requires: tuple[Requirement, ...] = ()  # what a run needs besides its source (``_requires``)
 
     @property
     def main_args(self) -> list[str]:
@@ -240,6 +243,7 @@ class _Validator(FlagChecks):
             data=_plain(m),
             backend=self.backend(m, where),
             backend_sections=self.sections(m, _OP_KEYS, where),
+            requires=parse_requires(self, m, where),
         )
         self.flag_places(m, op, where)
         return op

@@ -24,6 +24,7 @@ from ._guildfile import Guildfile, OpDef
 from ._launch import flag_env, launch_argv, rank_exit_code, without_rank_env
 from ._plugins import Dispatcher, HookFailed, Plugin
 from ._reach import unreached as flags_unreached
+from ._requires import Resolved
 from ._run import Run, load_run
 from ._runlive import LiveRuns
 from ._scheduler import Scheduler
@@ -54,6 +55,7 @@ class RunConfig:
     backend: Backend | None = None  # where jobs run (None: the local backend)
     launch: Mapping[str, Any] = field(default_factory=dict)  # what each run's launch file holds (_supervisor)
     detached: bool = False  # this Session is a detached supervisor's: nobody watches, SIGHUP is ignored
+    requires: Resolved = Resolved()  # the op's requirements, resolved once (``_requires``)
 
 
 class Session:

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator, Mapping, Protocol
 
 from ._files import RunPaths, atomic_write
-from ._logfiles import log_sources
 from ._runfiles import RunFileError, open_file
 from ._scalars import OutputParser, output_rules
 
@@ -240,9 +239,18 @@ def recorded_hosts(run_dir: Path) -> list[str]:
     return [str(h) for h in hosts] if isinstance(hosts, list) else []
 
 
-# Makers of a run's sources beyond its output (log files the job writes: ``_logfiles``), each
-# given the run and its sources' saved states; the order of this list is the order of their rows.
-SOURCE_MAKERS: list[Callable[[Run, Mapping[str, Any]], list[ScalarSource]]] = [log_sources]
+# Makers of a run's sources beyond its output (log files the job writes), as "module:function"
+# import paths, imported when a run starts (never by the CLI's start-up); each is called with the
+# run and its sources' saved states (by name) and returns its sources. Rows come in this order.
+SOURCE_MAKERS: tuple[str, ...] = ("guildlite._logfiles:log_sources",)
+
+
+def _maker(path: str) -> Callable[[Run, Mapping[str, Any]], list[ScalarSource]]:
+    import importlib
+
+    module, _, name = path.partition(":")
+    maker: Callable[[Run, Mapping[str, Any]], list[ScalarSource]] = getattr(importlib.import_module(module), name)
+    return maker
 
 
 def sources_for(run: Run) -> list[ScalarSource]:
@@ -252,12 +260,11 @@ def sources_for(run: Run) -> list[ScalarSource]:
     output = output_source(run, states.get(OutputSource.name))
     if output is not None:
         out.append(output)
-    for make in SOURCE_MAKERS:
+    for path in SOURCE_MAKERS:
         try:
-            out.extend(make(run, states))
+            out.extend(_maker(path)(run, states))
         except Exception as e:  # a reader's bug never stops the run, nor the other sources
-            print(f"guildlite: run {run.id}: no live scalars from {getattr(make, '__name__', make)}: "
-                  f"{type(e).__name__}: {e}", file=sys.stderr)
+            print(f"guildlite: run {run.id}: no live scalars from {path}: {type(e).__name__}: {e}", file=sys.stderr)
     return out
 
 

@@ -24,6 +24,8 @@ from ._lifecycle import RunConfig, Session
 from ._plugin_loader import build_plugins
 from ._plugins import Plugin
 from ._reach import check_nulls, check_op
+from ._requires import Resolved
+from ._requires import resolve as resolve_requires
 from ._run import Run
 from ._runs_dir import default_runs_dir, option_runs_dir
 from ._slots import Slot
@@ -47,6 +49,7 @@ class Plan:
     batch_flags: dict[str, Any]
     batch_info: dict[str, Any]
     slots: list[Slot]
+    warnings: tuple[str, ...] = ()  # said once before anything is staged (``execute``)
 
     @property
     def command(self) -> list[str]:
@@ -85,6 +88,7 @@ def plan_run(
     fail_fast: bool = False,
     recorded: Mapping[str, Any] | None = None,
     confirm: Callable[[int], bool] | None = None,
+    staged: bool = False,
 ) -> Plan:
     """Validate everything about a run request; raises a GuildliteError, stages nothing.
 
@@ -93,6 +97,8 @@ def plan_run(
     the guildfile's section and the op's; another backend's is an error). ``parallel`` (trials at once) defaults to the backend's choice (``plan_slots``). A batch of more than
     BATCH_CONFIRM_THRESHOLD trials goes ahead only if ``confirm(n)`` says so (None: no question).
     ``recorded``: a recorded run's flags (a restart's), given first, ``assignments`` over them.
+    ``staged``: the run is staged already (a detached supervisor starts it): its requirements are
+    not resolved again.
     """
     runs_dir = option_runs_dir(runs_dir) if runs_dir else default_runs_dir(guildfile)
     op = with_imported_flags(guildfile.op(op_name), guildfile.dir)
@@ -133,10 +139,13 @@ def plan_run(
     given = {k: v for k, v in (backend_options or {}).get(name, {}).items() if v is not None}
     launch = {"guildfile": str(guildfile.path), "op": op.name, "plugin_names": list(plugin_names), "backend": name,
               "backend_options": given, "parallel": parallel, "gpus": gpus, "fail_fast": fail_fast}
+    requires = Resolved() if staged else resolve_requires(op, guildfile.dir, runs_dir.resolve(), values,
+                                                           str(guildfile.path))
     config = RunConfig(
         guildfile=guildfile,
         op=op,
         runs_dir=runs_dir.resolve(),
+        requires=requires,
         opspec=" ".join([op_name, *assignments]),
         nproc=nproc,
         label=label,
@@ -147,7 +156,23 @@ def plan_run(
     batch_flags, dims = batch_spec(values)
     info = {"trials": len(trials or []), "max_trials": max_trials, "seed": seed, "parallel": len(slots),
             "dims": dims}
-    return Plan(config, plugins, values, trials, batch_flags, info, slots)
+    return Plan(config, plugins, values, trials, batch_flags, info, slots, () if staged else _warnings(config))
+
+
+def _warnings(cfg: RunConfig) -> tuple[str, ...]:
+    """Project files the op's ``include`` matched that are not copied, and files a required
+    directory leaves out: said before launch (``sourcecode.json`` and run.json list them too)."""
+    from ._sourcecode import include_report, select_files
+
+    out = []
+    if cfg.op.sourcecode.include or cfg.requires.items:
+        project = cfg.guildfile.dir
+        chosen = select_files(project, cfg.op.sourcecode, skip=(cfg.runs_dir,))
+        for line in include_report(project, cfg.op.sourcecode, chosen,
+                                   lambda p: p != cfg.op.script and cfg.requires.covers(p) is None):
+            out.append(f"sourcecode include: {line}: not copied into the run dir")
+        out.extend(cfg.requires.replaced(project, chosen.files))
+    return (*out, *cfg.requires.warnings)
 
 
 def make_backend(name: str, guildfile: Guildfile, op: OpDef,
@@ -186,6 +211,8 @@ def execute(plan: Plan, stage_only: bool = False, fail_fast: bool = False, sessi
     """Run a plan to its end, stage it, or (``detach``) stage it and hand it over to a detached
     supervisor (``_supervisor``); returns the run, or the batch run."""
     session = session or Session(plan.config, plan.plugins)
+    for warning in plan.warnings:
+        session.log(f"guildlite: warning: {warning}")
     if plan.trials is None:
         run = session.run_single(dict(plan.flags), plan.slots[0], stage_only=stage_only or detach)
     else:
@@ -203,7 +230,7 @@ def resume(run: Run, launch: Mapping[str, Any]) -> tuple[Session, list[Slot], bo
     plan = plan_run(run.op, [], guildfile=guildfile, runs_dir=run.run_dir.parent, nproc=run.nproc_per_node,
                     plugin_names=launch.get("plugin_names") or (), echo=False, backend=launch.get("backend"),
                     backend_options={launch["backend"]: launch.get("backend_options") or {}},
-                    parallel=launch.get("parallel"), gpus=launch.get("gpus"), recorded=_flags_of(run))
+                    parallel=launch.get("parallel"), gpus=launch.get("gpus"), recorded=_flags_of(run), staged=True)
     engine = plan.config.backend
     assert engine is not None
     slots = plan.slots

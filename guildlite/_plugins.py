@@ -180,7 +180,8 @@ class Dispatcher:
         In ``on_run_progress`` only a veto (``StopRun``: stop the run) is raised; other failures are
         traced, and reported when they differ from that plugin's last one. Each hook gets ``run``'s
         view (``guildlite.Run``); the trace goes into ``run`` itself (``on_run_progress``: one entry
-        per plugin, its ``calls`` counted and ``seconds`` summed, as it is called every second).
+        per plugin, its ``calls`` and ``failed`` calls counted, ``seconds`` summed, ``error`` the
+        last failure's, as it is called every second).
         """
         if hook_name not in HOOKS:
             raise ValueError(f"no hook {hook_name!r}: hooks are {', '.join(HOOKS)}")
@@ -200,11 +201,13 @@ class Dispatcher:
             }
             last = _progress_entry(run, plugin.name) if progress else None
             if last is None:
-                run.plugins.append({**entry, "calls": 1} if progress else entry)
-            else:
+                run.plugins.append({**entry, "calls": 1, "failed": int(out.error is not None)} if progress else entry)
+            else:  # the error stays the last failure's, once a later call goes well too
                 repeated = out.error is not None and out.error == last.get("error")
-                last.update(calls=int(last.get("calls") or 1) + 1, error=out.error,
+                last.update(calls=int(last.get("calls") or 1) + 1,
                             seconds=round(float(last.get("seconds") or 0) + seconds, 6))
+                if out.error is not None:
+                    last.update(error=out.error, failed=int(last.get("failed") or 0) + 1)
                 if repeated and not out.veto:
                     continue  # said already
             if out.error is None:

@@ -271,5 +271,6 @@ _FIELDS: dict[str, tuple[tuple[type, ...], Callable[[Any], str] | None]] = {
     "attempts": ((list,), _objects),
     "plugins": ((list,), _plugins),
     "batch": ((dict, _NONE), _batch),
+    "requires": ((list,), _objects),
     "guildlite_version": ((str,), None),
 }

@@ -64,6 +64,7 @@ class Run:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     plugins: list[dict[str, Any]] = field(default_factory=list)
     batch: dict[str, Any] | None = None
+    requires: list[dict[str, Any]] = field(default_factory=list)  # what ``_requires`` put into the run dir
     guildlite_version: str = field(default_factory=_version)
     _parent: Run | None = field(default=None, repr=False)
     _staged: list[str] | None = field(default=None, repr=False)  # the source files this process staged

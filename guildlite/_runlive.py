@@ -108,7 +108,8 @@ class LiveRuns:
         live.called = time.monotonic()
         run._new_scalars = live.capture.take()
         run._latest_scalars = dict(live.capture.latest)
-        if self.hooks.stopping(run):  # stopped already: its end is on the way
+        if not self.hooks.ordered("on_run_progress") or self.hooks.stopping(run):  # none to call; stopped already
+            run._new_scalars = []
             return
         try:
             self.hooks.call("on_run_progress", run)

@@ -29,15 +29,21 @@ _WRITABLE = ("attrs", "cmd")
 _LIVE = ("scalars", "new_scalars")  # views of what the owner captured, never record fields
 
 
-class HookTrace(TypedDict):
-    """One hook call in ``run.plugins``."""
-
+class _HookCall(TypedDict):
     plugin: str
     hook: str
     priority: int
     start: float  # epoch seconds
     seconds: float
     error: str | None
+
+
+class HookTrace(_HookCall, total=False):
+    """One hook call in ``run.plugins``; ``on_run_progress``'s calls are one entry per plugin, with
+    ``calls`` and ``failed`` calls counted, ``seconds`` summed and ``error`` the last failure's."""
+
+    calls: int
+    failed: int
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,9 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
+from ._errors import GuildfileError
 from ._guildfile import SourceSpec
 
 # Never copied, whatever the globs say: VCS data, caches, virtualenvs, run stores.
@@ -31,7 +33,8 @@ class Skipped:
 
     path: str
     # fifo, socket, char-device, block-device, special-file, broken-symlink, symlink-loop,
-    # symlink-outside-project, symlink-to-directory, unreadable, too-large, vanished
+    # symlink-outside-project, symlink-to-directory, unreadable, too-large, vanished,
+    # required (a requirement is put at its place in the run dir instead)
     reason: str
 
     def to_json(self) -> dict[str, str]:
@@ -201,3 +204,30 @@ def _copy_one(src: Path, target: Path, made: set[Path]) -> str | None:
 def _unlink_partial(target: Path, why: str) -> str:
     target.unlink(missing_ok=True)
     return why
+
+
+def include_report(project: Path, spec: SourceSpec, selection: Selection, keep: Callable[[str], bool]) -> list[str]:
+    """What to tell the user before launch about the files their ``include`` patterns matched and
+    guildlite does not copy (one line each; ``keep(path)`` False: a requirement provides it).
+
+    A file named in ``include`` literally (not by a glob) and over ``max-size`` is a GuildfileError:
+    the user asked for that very file, and a run without it would fail later, less clearly."""
+    if not spec.include:
+        return []  # the default selection leaves big files out by design (sourcecode.json lists them)
+    out = []
+    for s in selection.skipped:
+        if not keep(s.path) or not _matches(s.path, spec.include):
+            continue
+        if s.reason == "too-large" and s.path in spec.include:
+            size = (project / s.path).stat().st_size
+            raise GuildfileError(
+                f"sourcecode include {s.path!r} is {size / 1e6:.1f} MB, over sourcecode max-size"
+                f" ({spec.max_size / 1e6:.1f} MB): declare it under the op's requires (- file: {s.path})"
+                " to link it into the run dir, or raise sourcecode max-size")
+        why = {"too-large": f"over max-size {spec.max_size / 1e6:.1f} MB: use requires (- file: ...) for data"}
+        out.append(f"{s.path} ({why.get(s.reason, s.reason)})")
+    for pat in spec.include:  # `include: [data]` is a glob for a file named data, not the folder's files
+        if (project / pat).is_dir() and not any(_matches(f, (pat,)) for f in selection.files):
+            out.append(f"{pat!r} is a directory and matches no file (write '{pat.rstrip('/')}/**' for its files,"
+                       " or declare it under requires)")
+    return out

@@ -14,8 +14,9 @@ from ._errors import GuildliteError
 from ._files import META_DIR, new_run_id, now_iso, write_json
 from ._launch import job_command, write_flags_config
 from ._lock import lock_mode
+from ._requires import remove_staged
 from ._run import Run
-from ._sourcecode import copy_files, select_files
+from ._sourcecode import Skipped, copy_files, select_files
 from ._store import STAGING_PREFIX
 from ._store import publish as publish_dir
 
@@ -82,12 +83,17 @@ def stage_source(cfg: RunConfig, run: Run, log_dir: Path) -> None:
     (a restart), source files gone from the project are removed; files the job wrote
     (checkpoints) stay."""
     project = cfg.guildfile.dir
+    remove_staged(run.run_dir)  # a restart: what requirements put there earlier, before anything is written
     chosen = select_files(project, cfg.op.sourcecode, skip=(cfg.runs_dir,))
     files, skipped = chosen.files, chosen.skipped
     script = cfg.op.script
     if script and script not in files:  # the script always travels, whatever the globs say
         files = [*files, script]
         skipped = [s for s in skipped if s.path != script]
+    required = {f for f in files if cfg.requires.covers(f)}  # a requirement wins its place (``_requires``)
+    if required:
+        files = [f for f in files if f not in required]
+        skipped = sorted([*skipped, *(Skipped(f, "required") for f in required)], key=lambda s: s.path)
     earlier = _staged_source(run)
     if earlier:  # a restart: replace what was staged (a read-only copy included), never write
         _clear_way(run.run_dir, [*earlier, *files])  # through what the job left there
@@ -104,6 +110,7 @@ def stage_source(cfg: RunConfig, run: Run, log_dir: Path) -> None:
     run.op_def = dict(cfg.op.data)  # a restart runs the op as the guildfile now declares it
     run.paths.meta.mkdir(exist_ok=True)
     written = write_flags_config(cfg.op, run.flags, run.run_dir, project)
+    cfg.requires.stage(run)  # after every file guildlite writes: a place taken is an error, never a write through a link
     run._staged = sorted({*files, *([written.relative_to(run.run_dir).as_posix()] if written else [])})
     # SourceSnapshot (on_run_staged) adds sizes and hashes, unless an earlier plugin vetoed.
     write_json(run.paths.manifest, {"root": str(project), "files": [{"path": f} for f in run._staged],

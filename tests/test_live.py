@@ -211,6 +211,7 @@ print("done: 1")
     assert rec["attrs"]["end_saw"] == {"x": 9999.0, "done": 1.0}
     [trace] = [t for t in rec["plugins"] if t["hook"] == "on_run_progress"]  # one entry, calls counted
     assert trace["plugin"] == "Record" and trace["calls"] == mine["calls"] and trace["error"] is None
+    assert trace["failed"] == 0
 
 
 @pytest.mark.parametrize("plugin, needle", [("Fails", "ValueError: mirror is down"), ("Slow", "timed out after 0.5 s")])
@@ -230,7 +231,7 @@ for i in range(6):
     rec = project.only_record()
     assert rec["status"] == "completed" and rec["error"] is None
     [trace] = [t for t in rec["plugins"] if t["hook"] == "on_run_progress" and t["plugin"] == plugin]
-    assert needle in (trace["error"] or ""), trace
+    assert needle in (trace["error"] or "") and trace["failed"] == trace["calls"] >= 2, trace
     said = [line for line in cp.stderr.splitlines() if f"plugin {plugin}.on_run_progress failed" in line]
     assert needle in said[0] and len(said) == len(set(said)), cp.stderr  # each failure said once, not each call
     assert rec["attrs"]["record"]["rows"] == 6  # the other plugin still gets every row

@@ -172,6 +172,13 @@ def runs_info(
         click.echo(f"trials: {len(r.trial_ids)}")
         for t in r.trials:
             _say(f"  {t.id} {t.status} " + _flags_summary(t))
+    if r.requires:
+        click.echo("requires:")
+        for q in r.requires:
+            size = f"{q['size'] / 1e6:.1f} MB" if isinstance(q.get("size"), int) else "?"
+            upstream = f" run {q['run']}" if q.get("run") else ""
+            _say(f"  {q.get('kind')}: {q.get('source')} -> {q.get('target')}{upstream}  {size}"
+                 f"  sha256 {str(q.get('sha256') or '-')[:16]}")
     if r.plugins:
         click.echo("hooks:")
         for call in r.plugins:
