@@ -10,6 +10,8 @@ from typing import Sequence
 
 from ._errors import GuildliteError
 
+VISIBLE_ENV = "GUILDLITE_VISIBLE_GPUS"
+
 
 @dataclass(frozen=True)
 class Slot:
@@ -20,12 +22,18 @@ class Slot:
 
 
 def visible_gpus(explicit: str | None = None) -> list[str]:
-    """GPU ids from ``--gpus``, else CUDA_VISIBLE_DEVICES, else nvidia-smi; [] when there are none."""
+    """GPU ids from ``--gpus``, else CUDA_VISIBLE_DEVICES, else nvidia-smi; [] when there are none.
+
+    ``GUILDLITE_VISIBLE_GPUS`` (ids, comma-separated) stands in for nvidia-smi: the machine's
+    GPUs for tests and CPU machines."""
     if explicit is not None:
         return [g.strip() for g in explicit.split(",") if g.strip()]
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env is not None:
         return [g.strip() for g in env.split(",") if g.strip() and g.strip() != "-1"]
+    fake = os.environ.get(VISIBLE_ENV)
+    if fake is not None:
+        return [g.strip() for g in fake.split(",") if g.strip()]
     if not shutil.which("nvidia-smi"):
         return []
     try:

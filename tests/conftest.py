@@ -116,6 +116,8 @@ def clean_env(runs_dir: Path | None = None, marker: str | None = None, **extra: 
     """This process's environment less any GUILDLITE_* settings and test markers, plus the given ones."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GUILDLITE_", MARKER_ENV, "PLUGTEST_"))}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    if "GUILDLITE_GPU_LEASE_DIR" in os.environ:  # the test's own (see own_lease_dir)
+        env["GUILDLITE_GPU_LEASE_DIR"] = os.environ["GUILDLITE_GPU_LEASE_DIR"]
     if runs_dir is not None:
         env["GUILDLITE_RUNS_DIR"] = str(runs_dir)
     if marker is not None:
@@ -171,6 +173,16 @@ def assert_clean_error(cp: subprocess.CompletedProcess[str], code: int = 2, *nee
     for n in needles:
         assert n in lines[0], (n, lines[0])
     return lines[0]
+
+
+@pytest.fixture(autouse=True)
+def own_lease_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own GPU lease directory (``GUILDLITE_GPU_LEASE_DIR``), in this process
+    and in every guildlite it starts: tests of different checkouts or sessions never share the
+    machine-wide one, nor see each other's leases and queues."""
+    path = tmp_path / "gpu-leases"
+    monkeypatch.setenv("GUILDLITE_GPU_LEASE_DIR", str(path))
+    return path
 
 
 # --- polling and processes ------------------------------------------------------------------------

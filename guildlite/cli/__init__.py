@@ -11,6 +11,7 @@ import click
 
 from .. import __version__
 from ._common import CONTEXT, _Group
+from .gpus import gpus
 from .inspect import cat, compare, diff, ls
 from .manage import label, stop, tag
 from .ops import ops
@@ -36,7 +37,7 @@ def cli() -> None:
     """
 
 
-for _command in (run, runs, compare, cat, ls, diff, label, tag, stop, ops, view, tensorboard_cmd, watch):
+for _command in (run, runs, compare, cat, ls, diff, label, tag, stop, ops, view, tensorboard_cmd, watch, gpus):
     cli.add_command(_command)
 
 
