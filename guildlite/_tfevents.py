@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import BinaryIO
 
 HEADER = 12  # length + its crc
@@ -27,7 +28,9 @@ MAX_RECORD = 16 << 20  # a scalar event is ~50 bytes; longer records (images, gr
 _POLY = 0x82F63B78  # CRC-32C (Castagnoli), reflected
 
 
-def _table() -> tuple[tuple[int, ...], ...]:
+@lru_cache(maxsize=None)
+def _tables() -> tuple[tuple[int, ...], ...]:
+    """The slicing-by-4 tables, built on first use (not at import: a run's start never waits for them)."""
     t0 = []
     for i in range(256):
         c = i
@@ -41,7 +44,6 @@ def _table() -> tuple[tuple[int, ...], ...]:
     return tuple(tuple(t) for t in tables)
 
 
-_T0, _T1, _T2, _T3 = _table()
 _WORDS = struct.Struct("<I")
 _FLOAT = struct.Struct("<f")
 _DOUBLE = struct.Struct("<d")
@@ -51,7 +53,7 @@ def crc32c(data: bytes | memoryview) -> int:
     """CRC-32C of ``data`` (pure Python, slicing-by-4)."""
     c = 0xFFFFFFFF
     n = len(data) & ~3
-    t0, t1, t2, t3 = _T0, _T1, _T2, _T3
+    t0, t1, t2, t3 = _tables()
     for (w,) in _WORDS.iter_unpack(data[:n]):
         w ^= c
         c = t3[w & 0xFF] ^ t2[(w >> 8) & 0xFF] ^ t1[(w >> 16) & 0xFF] ^ t0[w >> 24]
