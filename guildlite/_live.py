@@ -371,6 +371,8 @@ class Capture:
             except RunFileError:
                 return False
         try:
+            if os.fstat(self._file.fileno()).st_size < self._offset + len(self._rest):  # cut short: from its start
+                self._offset, self._rest = 0, b""
             self._file.seek(self._offset + len(self._rest))
             data = self._rest + self._file.read(CHUNK_BYTES)
         except OSError as e:  # an I/O error on the runs dir's disk: the job goes on, its rows later

@@ -246,9 +246,11 @@ for i in range(1, 200):
     print(f"loss: {max(floor, 1 / i)}", flush=True)
     time.sleep(0.01)
 """
-    project = make_project(guildfile("    flags: {floor: 0.5}\n    plugins: [{class: plugs:StopWhenLow}, "
+    project = make_project(guildfile("    flags: {floor: 0.5}\n    max-steps: 199\n    plugins: [{class: plugs:StopWhenLow}, "
                                      "{class: plugs:Record}]\n"), {"train.py": script, "plugs.py": PLUGINS})
     cp = project.run("run", "train", "floor=[0.5,0.0]", "--parallel", "2", "-y", timeout=120)
+    # the batch's lines: each trial's own progress (the script prints no step: 0% of max-steps)
+    assert re.search(r"guildlite: trial [12]/2 \S+ 0%", cp.stderr), cp.stderr
     trials = {r["flags"]["floor"]: r for r in project.records() if r["is_trial"]}
     assert trials[0.5]["status"] == "completed", trials[0.5]
     assert trials[0.0]["status"] == "terminated" and trials[0.0]["error"]["plugin"] == "StopWhenLow", trials[0.0]
@@ -404,3 +406,27 @@ def test_output_scalars_at_the_end_reads_only_what_the_live_capture_left(tmp_pat
     assert run.attrs["scalars"] == {"captured": 3}
     OutputScalars().on_run_end(view_of(run))  # again (a second end): nothing is read twice
     assert len(read_scalars(run_dir)) == 3
+
+
+def test_watch_of_a_batch_shows_its_running_trials_progress(make_project: Callable[..., Project]) -> None:
+    script = WAIT_GO + """
+print("step: 3")
+print("loss: 1", flush=True)
+wait_go()
+"""
+    project = make_project(guildfile("    flags: {x: {default: 1, arg-skip: true}}\n    max-steps: 12\n"),
+                           {"train.py": script})
+    cp = project.run("run", "train", "x=[1,2]", "--parallel", "2", "-b")
+    assert cp.returncode == 0, cp.stderr
+    batch = project.runs_dir / cp.stdout.strip()
+    trials = wait_until(lambda: len(ts := [d for d in project.run_dirs() if d != batch]) == 2 and ts, what="trials")
+    for t in trials:
+        wait_until(lambda t=t: (t / ".guildlite" / "progress.json").exists(), what="each trial's progress")
+    watched = project.spawn("watch", batch.name)
+    assert watched.stderr is not None
+    first = next(line for line in watched.stderr if line.startswith(f"guildlite: batch {batch.name}"))  # after
+    assert re.search(r"trial 1 25% ETA \d+:\d\d \| trial 2 25% ETA \d+:\d\d", first), first  # the start lines
+    for t in trials:
+        (t / "go").touch()
+    _, rest = watched.communicate(timeout=60)
+    assert watched.returncode == 0, rest

@@ -92,20 +92,28 @@ def _watch_run(run: Run, line: _StatusLine) -> int:
 
 
 def _watch_batch(batch: Run, line: _StatusLine) -> int:
+    from .._progress import shown
     from .._status import ENDED, exit_status
     from .._watch import follow_batch
     from .run import _BatchProgress, _summary
 
     progress = _BatchProgress(len(batch.trial_ids))
+    going: dict[str, Run] = {}  # the trials started and not ended: their progress is shown
 
     def event(kind: str, trial: Run) -> None:
         line.clear()
         progress.event(kind, trial)
+        if kind == "start":
+            going[trial.id] = trial
+        else:
+            going.pop(trial.id, None)
 
     def show(now: Run) -> None:
         progress.total = max(progress.total, len(now.trial_ids))
         counts = (f"done {progress.done}/{progress.total}, running {progress.running}, failed {progress.failed}")
-        line.update(f"guildlite: batch {now.id} {now.status}", _elapsed(now), counts, ended=now.status in ENDED)
+        each = [f"trial {progress.index[t.id]} {p}" for t in going.values() if (p := shown(t.run_dir, "running"))]
+        details = " | ".join([counts, *each[:4]])
+        line.update(f"guildlite: batch {now.id} {now.status}", _elapsed(now), details, ended=now.status in ENDED)
 
     ended, trials = follow_batch(batch, event, show)
     line.clear()
