@@ -45,26 +45,16 @@ class SourceSnapshot(Plugin):
     priority = BUILTIN_PRIORITY
 
     def on_run_staged(self, run: Run) -> None:
-        from ._runfiles import RunFileError, check_rel
+        from ._needed import source_digest, source_manifest
 
         # Staging wrote the files it copied and those it skipped, with why, before any hook.
         staging = json.loads(run.paths.manifest.read_text())
         skipped = staging.get("skipped", [])
-        manifest = []
-        staged = {f.get("path") for f in staging["files"] if isinstance(f, dict)}
-        for rel in sorted(p for p in staged if isinstance(p, str) and p != "run.json"):
-            try:
-                check_rel(rel)  # inside the run dir: an earlier plugin may have edited the list
-            except RunFileError:
-                continue
-            try:
-                data = (run.run_dir / rel).read_bytes()
-            except FileNotFoundError:  # removed by an earlier plugin
-                continue
-            manifest.append({"path": rel, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+        # An earlier plugin may have edited the list: only paths inside the run dir are read.
+        manifest = source_manifest(run.run_dir, [f.get("path") for f in staging["files"] if isinstance(f, dict)])
         # One digest names the staged source as a whole: a restart (staged again from the project
-        # as it is then) records its own, and its earlier attempts keep theirs.
-        digest = hashlib.sha256("".join(f"{m['path']}\0{m['sha256']}\n" for m in manifest).encode()).hexdigest()
+        # as it is then) records its own, and its earlier attempts keep theirs; --needed compares it.
+        digest = source_digest(manifest)
         sourcecode = run.attrs.setdefault("sourcecode", {})
         sourcecode["digest"] = digest
         write_json(run.paths.manifest,

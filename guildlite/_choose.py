@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Container, Sequence
 
 from ._errors import GuildliteError, RunNotFoundError
 
@@ -64,8 +64,10 @@ def where(
     batch_id: str | None = None,
     label: str | None = None,
     batches: bool = True,
+    among: Container[str] | None = None,
 ) -> Callable[[dict[str, Any]], bool]:
-    """A filter on run records (op, status, batch and its trials, label text, batch runs or not)."""
+    """A filter on run records (op, status, batch and its trials, label text, batch runs or not,
+    ids ``among`` a set: a lineage's)."""
 
     def match(rec: dict[str, Any]) -> bool:
         return (
@@ -74,6 +76,7 @@ def where(
             and (batch_id is None or rec.get("parent") == batch_id or rec.get("id") == batch_id)
             and (label is None or label in (rec.get("label") or ""))
             and (batches or not rec.get("is_batch"))
+            and (among is None or rec.get("id") in among)
         )
 
     return match
@@ -87,15 +90,17 @@ def batch_id(runs: Sequence[Run], spec: str | None) -> str | None:
 
 
 def filtered_runs(
-    runs: RunList, op: str | None, status: str | None, batch: str | None, limit: int | None, whole: bool = False
+    runs: RunList, op: str | None, status: str | None, batch: str | None, limit: int | None, whole: bool = False,
+    among: Container[str] | None = None,
 ) -> list[Run]:
     """The newest ``limit`` runs (None: all) of ``op``, with ``status``, in ``batch`` (a selector: the
-    batch and its trials), found from the index's summaries (thousands of runs without reading
-    every run.json); ``whole``: each run's whole record, read from its dir."""
+    batch and its trials), with an id ``among`` those given, found from the index's summaries
+    (thousands of runs without reading every run.json); ``whole``: each run's whole record, read
+    from its dir."""
     from ._index import load_summaries
     from ._run import load_run
 
-    shown = [r for r, _ in load_summaries(runs, where=where(op, status, batch_id(runs, batch)))]
+    shown = [r for r, _ in load_summaries(runs, where=where(op, status, batch_id(runs, batch), among=among))]
     shown = shown if limit is None else shown[:limit]
     return [load_run(r.run_dir) for r in shown] if whole else shown
 

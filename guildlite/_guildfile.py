@@ -20,7 +20,8 @@ from ._yaml_lines import _brief, _kind, _plain, _Seq, _short, parse_yaml
 
 GUILDFILE = "guildfile.yml"
 
-_TOP_KEYS = ("operations", "plugins", "runs-dir", "backend", "hook-timeout", "progress-interval")  # and a section per backend
+_TOP_KEYS = ("operations", "plugins", "runs-dir", "backend", "hook-timeout", "max-concurrent",
+             "progress-interval")  # and a section per backend
 _OP_KEYS = (
     "description",
     "main",
@@ -38,12 +39,14 @@ _OP_KEYS = (
     "backend",
     "max-steps",
     "progress-interval",
+    "max-concurrent",
     "requires",
 )  # and a section per backend
 LAUNCHERS = ("torchrun", "python")
 _PLUGIN_KEYS = ("class", "name", "args", "priority", "hook-timeout")
 _SOURCE_KEYS = ("include", "exclude", "max-size")
 _OP_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.:-]*"
+MAX_CONCURRENT = 1024  # a user's runs at once: each is a token in the machine-wide lease dir
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,7 @@ class OpDef:
     data: Mapping[str, Any] = field(default_factory=dict)
     backend: str | None = None  # None: the guildfile's (default local)
     backend_sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # backend name -> its checked keys
+    max_concurrent: int | None = None  # None: the guildfile's
     requires: tuple[Requirement, ...] = ()  # what a run needs besides its source (``_requires``)
 
     @property
@@ -119,6 +123,7 @@ class Guildfile:
     backend_sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # backend name -> its checked keys
     hook_timeout: float = DEFAULT_HOOK_TIMEOUT  # seconds a hook call may take (a plugin entry may override)
     progress_interval: float | None = None  # seconds between on_run_progress calls (an op may override)
+    max_concurrent: int | None = None  # a user's runs at once on this machine (``_queue``); None: no cap
 
     @property
     def dir(self) -> Path:
@@ -187,6 +192,7 @@ class _Validator(FlagChecks):
             backend_sections=self.sections(data, _TOP_KEYS, "the guildfile"),
             hook_timeout=self.seconds(data, "hook-timeout", "the guildfile") or DEFAULT_HOOK_TIMEOUT,
             progress_interval=self.seconds(data, "progress-interval", "the guildfile"),
+            max_concurrent=self.max_concurrent(data, "the guildfile"),
         )
 
     def runs_dir(self, data: Mapping[Any, Any]) -> Path | None:
@@ -243,6 +249,7 @@ class _Validator(FlagChecks):
             data=_plain(m),
             backend=self.backend(m, where),
             backend_sections=self.sections(m, _OP_KEYS, where),
+            max_concurrent=self.max_concurrent(m, where),
             requires=parse_requires(self, m, where),
         )
         self.flag_places(m, op, where)
@@ -287,6 +294,14 @@ class _Validator(FlagChecks):
         if (root / top).is_dir() or installed:
             return  # an installed or namespace package: the submodule is found at run time
         raise self.fail(m, "main", f"{where}: module {first!r} not found in {root} or installed packages")
+
+    def max_concurrent(self, m: Mapping[Any, Any], where: str) -> int | None:
+        if "max-concurrent" not in m:
+            return None
+        n = self.count(m, "max-concurrent", 1, 1, where)
+        if n > MAX_CONCURRENT:
+            raise self.fail(m, "max-concurrent", f"{where}: 'max-concurrent' must be at most {MAX_CONCURRENT}, got {n}")
+        return n
 
     def backend(self, m: Mapping[Any, Any], where: str) -> str | None:
         v = m.get("backend")

@@ -189,8 +189,10 @@ class Job:
         echo: bool,
         on_exit: Callable[[Job, int], None],
         grace: float = 30.0,
+        pass_fds: Sequence[int] = (),
     ) -> None:
         self.cmd = list(cmd)
+        self.pass_fds = tuple(pass_fds)  # held by the job for as long as it runs (its GPU lease)
         self.cwd = cwd
         self.env = dict(env)
         self.log_path = log_path
@@ -212,6 +214,7 @@ class Job:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # our terminal's Ctrl-C reaches guildlite only; we forward it
             preexec_fn=_parent_death_signal(os.getpid()),
+            pass_fds=self.pass_fds,
         )
         threading.Thread(target=self._pump, name=f"job-{self.proc.pid}", daemon=True).start()
 

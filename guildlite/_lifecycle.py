@@ -12,20 +12,20 @@ import os
 import shutil
 import signal
 import sys
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from ._config_file import verify as verify_config
 from ._disk import describe, full_message, full_reason, is_full
 from ._errors import GuildliteError
 from ._files import TRASH_DIR, RunPaths, now_iso
-from ._guildfile import Guildfile, OpDef
 from ._launch import flag_env, launch_argv, rank_exit_code, without_rank_env
+from ._needed import check_staged
 from ._plugins import Dispatcher, HookFailed, Plugin
+from ._queue import RunQueue
 from ._reach import unreached as flags_unreached
 from ._requires import Resolved
 from ._run import Run, load_run
+from ._runconfig import RunConfig
 from ._runlive import LiveRuns
 from ._scheduler import Scheduler
 from ._slots import Slot
@@ -37,25 +37,6 @@ from ._terminal import printable
 
 if TYPE_CHECKING:
     from .backends import Backend, Launched
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything validated about what to run, before anything is staged."""
-
-    guildfile: Guildfile
-    op: OpDef
-    runs_dir: Path
-    opspec: str
-    nproc: int
-    label: str = ""
-    echo: bool = True
-    grace: float = 30.0
-    extra_env: Mapping[str, str] = field(default_factory=dict)
-    backend: Backend | None = None  # where jobs run (None: the local backend)
-    launch: Mapping[str, Any] = field(default_factory=dict)  # what each run's launch file holds (_supervisor)
-    detached: bool = False  # this Session is a detached supervisor's: nobody watches, SIGHUP is ignored
-    requires: Resolved = Resolved()  # the op's requirements, resolved once (``_requires``)
 
 
 class Session:
@@ -96,12 +77,15 @@ class Session:
 
     # --- staging ---------------------------------------------------------------------------------
 
-    def stage(self, flags: dict[str, Any], parent: Run | None = None) -> Run:
-        """Create a run dir, copy the source, write run.json, then call ``on_run_staged``."""
+    def stage(self, flags: dict[str, Any], parent: Run | None = None, requires: Resolved | None = None) -> Run:
+        """Create a run dir, copy the source, write run.json, then call ``on_run_staged``
+        (``requires``: this run's requirements, when not the config's: a trial's own upstream run)."""
         run = new_run(self.cfg, flags, is_trial=parent is not None, parent_id=parent.id if parent else None)
         run._parent = parent
+        cfg = self.cfg if requires is None else dataclasses.replace(self.cfg, requires=requires)
         with staging(run, self.cfg.runs_dir):
-            stage_source(self.cfg, run, RunPaths(self.cfg.runs_dir / run.id).meta / "torchrun")
+            stage_source(cfg, run, RunPaths(self.cfg.runs_dir / run.id).meta / "torchrun")
+            check_staged(cfg, run)  # --needed: a run like this one already completed?
             write_launch(run.paths.meta, dict(self.cfg.launch))
             run.claim()  # while its on_run_staged runs, `guildlite stop` sees a live owner to ask
             run.create()
@@ -133,6 +117,7 @@ class Session:
             return None
         move(run, "pending")
         run.gpus = list(slot.gpus) if slot.gpus is not None else None
+        run.waiting = None  # its turn (``_queue``)
         try:
             run.claim()
         except GuildliteError as e:  # another live guildlite owns it (a concurrent restart): its record is not ours
@@ -194,6 +179,8 @@ class Session:
             run.save()
         except OSError as e:  # the job runs: its end is still recorded (see _reserve)
             self.log(f"guildlite: cannot record that run {run.id} started: {e.strerror or e}")
+        if run.paths.stop_request.exists():  # asked while it started: `stop` saw no job to signal (_manage)
+            job.send(signal.SIGTERM)
         self.progress("start", run)
         return job
 
@@ -218,7 +205,7 @@ class Session:
         if self._open.pop(run.id, None) is None:
             return
         move(run, status)
-        run.exit_code, run.stopped = exit_code, now_iso()
+        run.exit_code, run.stopped, run.waiting = exit_code, now_iso(), None
         if error is not None:
             run.error = error
         failed = self._save_end(run)
@@ -266,7 +253,9 @@ class Session:
             if fail_fast and run.status == "error":
                 sched.hold = True
 
-        sched: Scheduler[Run] = Scheduler(slots, self.begin, finish, grace=self.cfg.grace, tick=self.live.tick)
+        line = RunQueue(self.cfg.backend or _local(), self.cfg.max_concurrent, self.end, self.log, self.progress)
+        sched: Scheduler[Run] = Scheduler(slots, self.begin, finish, grace=self.cfg.grace, queue_up=line.queue_up,
+                                          waiting=line.waiting, tick=self.live.tick)
         self.scheduler = sched
         if self.stopping is not None:
             sched.stop(self.stopping)
@@ -414,8 +403,10 @@ class Session:
         batch_info: dict[str, Any],
         stage_only: bool = False,
         fail_fast: bool = False,
+        requires: Sequence[Resolved] | None = None,
     ) -> Run:
-        """A batch: a virtual parent run (begin/end hooks only) whose trials are ordinary runs."""
+        """A batch: a virtual parent run (begin/end hooks only) whose trials are ordinary runs
+        (``requires``: each trial's requirements, when its upstream runs are a batch dimension)."""
         with self._invocation():
             batch = new_run(self.cfg, batch_flags, is_batch=True, batch=dict(batch_info))
             with staging(batch, self.cfg.runs_dir):
@@ -429,10 +420,10 @@ class Session:
             if not stage_only and not self._begin_batch(batch):
                 return batch
             staged = []
-            for flags in trials:
+            for i, flags in enumerate(trials):
                 if self.stopping is not None:
                     break
-                trial = self.stage(flags, parent=batch)
+                trial = self.stage(flags, parent=batch, requires=requires[i] if requires else None)
                 batch.trial_ids.append(trial.id)
                 staged.append(trial)
             batch.save()

@@ -224,6 +224,12 @@ def stop(
         elif _cancel(r, force=False):  # a job away from its owner: its backend stops it, the owner records it
             pass
         else:
+            if r.is_trial and r.status == "pending" and r.waiting:  # waiting its turn (_queue): its batch's
+                r.paths.stop_request.touch()  # owner ends it; read again: its job may have started meanwhile,
+                r = load_run(r.run_dir)  # and if not, its owner sees the request before it does (_lifecycle)
+                if not r.job_pid or r.status != "running":
+                    live.append(r)
+                    continue
             trial_job = r.is_trial and bool(r.job_pid)  # stop one trial, not its whole batch: its job only
             held = _confirm(r, "job" if trial_job else "owner")
             if isinstance(held, str):

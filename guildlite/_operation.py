@@ -20,16 +20,18 @@ from ._flags import nul_free
 from ._flags_import import with_imported_flags
 from ._guildfile import GUILDFILE, Guildfile, OpDef, find_guildfile, load
 from ._launch import job_command
-from ._lifecycle import RunConfig, Session
+from ._lifecycle import Session
 from ._plugin_loader import build_plugins
 from ._plugins import Plugin
 from ._reach import check_nulls, check_op
 from ._requires import Resolved
 from ._requires import resolve as resolve_requires
 from ._run import Run
+from ._runconfig import RunConfig
 from ._runs_dir import default_runs_dir, option_runs_dir
 from ._slots import Slot
 from ._supervisor import read_launch
+from ._upstream import pin, recorded_picks, split_assignments
 
 if TYPE_CHECKING:
     from .backends import Backend
@@ -50,6 +52,7 @@ class Plan:
     batch_info: dict[str, Any]
     slots: list[Slot]
     warnings: tuple[str, ...] = ()  # said once before anything is staged (``execute``)
+    trial_requires: list[Resolved] | None = None  # each trial's, when its upstream runs are a batch dimension
 
     @property
     def command(self) -> list[str]:
@@ -88,7 +91,9 @@ def plan_run(
     fail_fast: bool = False,
     recorded: Mapping[str, Any] | None = None,
     confirm: Callable[[int], bool] | None = None,
+    max_concurrent: int | None = None,
     staged: bool = False,
+    needed: bool = False,
 ) -> Plan:
     """Validate everything about a run request; raises a GuildliteError, stages nothing.
 
@@ -97,15 +102,19 @@ def plan_run(
     the guildfile's section and the op's; another backend's is an error). ``parallel`` (trials at once) defaults to the backend's choice (``plan_slots``). A batch of more than
     BATCH_CONFIRM_THRESHOLD trials goes ahead only if ``confirm(n)`` says so (None: no question).
     ``recorded``: a recorded run's flags (a restart's), given first, ``assignments`` over them.
+    ``max_concurrent`` (else the op's, else the guildfile's ``max-concurrent``) caps this user's
+    runs at once on this machine, for a backend whose runs queue here (``Backend.machine_queue``).
     ``staged``: the run is staged already (a detached supervisor starts it): its requirements are
-    not resolved again.
+    not resolved again. An assignment named like an upstream requirement picks its run
+    (``_upstream``). ``needed``: a run like an existing completed one is not run (``_needed``).
     """
     runs_dir = option_runs_dir(runs_dir) if runs_dir else default_runs_dir(guildfile)
     op = with_imported_flags(guildfile.op(op_name), guildfile.dir)
     check_op(op, guildfile.dir)
+    flag_args, picked = split_assignments(op, assignments)
     given = {**{k: nul_free(k, v) for k, v in (recorded or {}).items() if k in op.flags},  # a record is input
-             **parse_assignments(assignments)}
-    values = resolve(op.name, op.flags, given, given_texts(assignments))
+             **parse_assignments(flag_args)}
+    values = resolve(op.name, op.flags, given, given_texts(flag_args))
     check_nulls(op, values, given)
     check_config(op.flags_dest, {k: None for k in values}, guildfile.dir)
     if op.flags_dest == "overrides":  # every value must have a spelling in Hydra's grammar
@@ -121,26 +130,37 @@ def plan_run(
     if parallel is not None and parallel < 1:
         raise GuildliteError("--parallel must be at least 1", exit_code=2)
     plugins = build_plugins(guildfile, op, plugin_names)
-    batch = is_batch(values)
+    upstream = pin(op, runs_dir, picked) if not staged else {}
+    dims = {k: Grid(v) for k, v in upstream.items() if isinstance(v, tuple)}  # vary slowest: first
+    batch = is_batch(values) or bool(dims)
+    if needed and batch:
+        raise GuildliteError("--needed applies to single runs, not to a batch", exit_code=2)
     if batch:
-        n = count_trials(values, max_trials)
+        n = count_trials({**dims, **values}, max_trials)
         if n > MAX_TRIALS:
             raise GuildliteError(f"{n:,} trials is more than guildlite plans ({MAX_TRIALS:,}); use --max-trials",
                                  exit_code=2)
         if n > BATCH_CONFIRM_THRESHOLD and confirm is not None and not confirm(n):
             raise GuildliteError("cancelled", exit_code=1)
-    trials = plan_trials(op.flags, values, max_trials=max_trials, seed=seed) if batch else None
+    planned = plan_trials(op.flags, {**dims, **values}, max_trials=max_trials, seed=seed) if batch else None
+    trials = [{k: v for k, v in t.items() if k not in dims} for t in planned] if planned is not None else None
     for flags in (trials or [values])[:1000]:  # a flag that cannot be encoded (a positional None) fails here
         job_command(op, flags, nproc)
     name = backend if backend is not None else op.backend or guildfile.backend  # `--backend=` names none
     engine = make_backend(name, guildfile, op, backend_options)
     engine.check_op(op, nproc)
+    cap = _max_concurrent(max_concurrent, guildfile, op, engine)
     slots = engine.plan_slots(op, parallel if batch else None, len(trials or []), gpus)
     given = {k: v for k, v in (backend_options or {}).get(name, {}).items() if v is not None}
     launch = {"guildfile": str(guildfile.path), "op": op.name, "plugin_names": list(plugin_names), "backend": name,
-              "backend_options": given, "parallel": parallel, "gpus": gpus, "fail_fast": fail_fast}
-    requires = Resolved() if staged else resolve_requires(op, guildfile.dir, runs_dir.resolve(), values,
-                                                           str(guildfile.path))
+              "backend_options": given, "parallel": parallel, "gpus": gpus, "fail_fast": fail_fast,
+              "max_concurrent": max_concurrent}
+    # Resolved once per invocation (every trial gets the same), or once per upstream run of a dimension.
+    fixed = {k: v for k, v in upstream.items() if isinstance(v, str)}
+    per_trial = [{k: str(t[k]) for k in dims} for t in planned] if dims and planned is not None else None
+    trial_requires = (_resolve_each(op, guildfile, runs_dir.resolve(), {**values, **fixed}, per_trial or [{}])
+                      if not staged else [Resolved()])
+    requires = trial_requires[0]
     config = RunConfig(
         guildfile=guildfile,
         op=op,
@@ -152,11 +172,28 @@ def plan_run(
         echo=echo and (not batch or len(slots) == 1) and not detach,
         backend=engine,
         launch=launch,
+        needed=needed,
+        max_concurrent=cap,
     )
-    batch_flags, dims = batch_spec(values)
+    batch_flags, flag_dims = batch_spec(values)
     info = {"trials": len(trials or []), "max_trials": max_trials, "seed": seed, "parallel": len(slots),
-            "dims": dims}
-    return Plan(config, plugins, values, trials, batch_flags, info, slots, () if staged else _warnings(config))
+            "dims": flag_dims, **({"upstream": {k: list(v.values) for k, v in dims.items()}} if dims else {})}
+    return Plan(config, plugins, values, trials, batch_flags, info, slots, () if staged else _warnings(config),
+                trial_requires if per_trial else None)
+
+
+def _resolve_each(op: OpDef, guildfile: Guildfile, runs_dir: Path, assigned: Mapping[str, Any],
+                  picks: Sequence[Mapping[str, str]]) -> list[Resolved]:
+    """``op``'s requirements resolved for each of ``picks`` (upstream run ids by requirement name,
+    over ``assigned``), each distinct one once."""
+    done: dict[tuple[tuple[str, str], ...], Resolved] = {}
+    out = []
+    for pick in picks:
+        key = tuple(sorted(pick.items()))
+        if key not in done:
+            done[key] = resolve_requires(op, guildfile.dir, runs_dir, {**assigned, **pick}, str(guildfile.path))
+        out.append(done[key])
+    return out
 
 
 def _warnings(cfg: RunConfig) -> tuple[str, ...]:
@@ -173,6 +210,25 @@ def _warnings(cfg: RunConfig) -> tuple[str, ...]:
             out.append(f"sourcecode include: {line}: not copied into the run dir")
         out.extend(cfg.requires.replaced(project, chosen.files))
     return (*out, *cfg.requires.warnings)
+
+
+def _max_concurrent(given: int | None, guildfile: Guildfile, op: OpDef, engine: Backend) -> int | None:
+    """The cap on this user's runs at once: ``--max-concurrent``, else the op's, else the guildfile's."""
+    from ._guildfile import MAX_CONCURRENT
+
+    if given is not None and not 1 <= given <= MAX_CONCURRENT:
+        raise GuildliteError(f"--max-concurrent must be from 1 to {MAX_CONCURRENT}, got {given}", exit_code=2)
+    cap = given if given is not None else op.max_concurrent if op.max_concurrent is not None else guildfile.max_concurrent
+    if cap is not None and not engine.machine_queue:
+        if given is None:  # the guildfile's, for runs here: another engine has a queue of its own
+            return None
+        raise GuildliteError(f"--max-concurrent caps runs that queue on this machine; backend {engine.name} queues"
+                             " its jobs itself (use --parallel to cap a batch's jobs in its queue)", exit_code=2)
+    if cap is not None:  # this machine's queue must be there to join, before anything is staged
+        from ._leases import lease_dir
+
+        lease_dir()
+    return cap
 
 
 def make_backend(name: str, guildfile: Guildfile, op: OpDef,
@@ -217,7 +273,7 @@ def execute(plan: Plan, stage_only: bool = False, fail_fast: bool = False, sessi
         run = session.run_single(dict(plan.flags), plan.slots[0], stage_only=stage_only or detach)
     else:
         run = session.run_batch(plan.batch_flags, plan.trials, plan.slots, plan.batch_info,
-                                stage_only=stage_only or detach, fail_fast=fail_fast)
+                                stage_only=stage_only or detach, fail_fast=fail_fast, requires=plan.trial_requires)
     if detach and not stage_only:
         session.hand_over(run)
     return run
@@ -230,7 +286,8 @@ def resume(run: Run, launch: Mapping[str, Any]) -> tuple[Session, list[Slot], bo
     plan = plan_run(run.op, [], guildfile=guildfile, runs_dir=run.run_dir.parent, nproc=run.nproc_per_node,
                     plugin_names=launch.get("plugin_names") or (), echo=False, backend=launch.get("backend"),
                     backend_options={launch["backend"]: launch.get("backend_options") or {}},
-                    parallel=launch.get("parallel"), gpus=launch.get("gpus"), recorded=_flags_of(run), staged=True)
+                    parallel=launch.get("parallel"), gpus=launch.get("gpus"), recorded=_flags_of(run), staged=True,
+                    max_concurrent=launch.get("max_concurrent"))
     engine = plan.config.backend
     assert engine is not None
     slots = plan.slots
@@ -238,6 +295,18 @@ def resume(run: Run, launch: Mapping[str, Any]) -> tuple[Session, list[Slot], bo
         slots = engine.plan_slots(plan.config.op, launch.get("parallel"), len(run.trial_ids), launch.get("gpus"))
     config = dataclasses.replace(plan.config, echo=False, detached=True, launch=launch)
     return Session(config, plan.plugins), slots, bool(launch.get("fail_fast"))
+
+
+def _recorded_picks(run: Run, op: OpDef, assignments: Sequence[str]) -> list[str]:
+    """The assignments that pick the upstream runs ``run`` was staged with again (a restart), but
+    for those ``assignments`` pick anew; a batch's: its unfinished trials', which must agree."""
+    if not run.is_batch:
+        return recorded_picks(op, run.requires, assignments)
+    picks = {tuple(recorded_picks(op, t.requires, ())) for t in run.trials if t.status != "completed"}
+    if len(picks) > 1:
+        raise GuildliteError(f"the trials of batch {run.id} used different upstream runs: restart them one by one"
+                             " (guildlite run --restart TRIAL)", exit_code=2)
+    return list(next(iter(picks), ()))
 
 
 def _flags_of(run: Run) -> dict[str, Any]:
@@ -260,12 +329,15 @@ def restart(
     backend: str | None = None,
     backend_options: Mapping[str, Mapping[str, Any]] | None = None,
     detach: bool = False,
+    max_concurrent: int | None = None,
+    staged: bool = False,
 ) -> Restart:
     """Validate a restart of ``run`` (flags overridden by ``assignments``) and return what runs it.
 
     What a restart does is ``Session.prepare_restart`` then ``Session.start`` (``detach``: in a
     detached supervisor). It runs where and as the run was launched (its launch file: backend and
-    its command-line options, plugins, parallel, GPUs), unless told otherwise here.
+    its command-line options, plugins, parallel, GPUs, max-concurrent), unless told otherwise here.
+    ``staged``: start it as it was staged instead (``start``), nothing staged again.
     """
     if run.is_batch and assignments:
         raise GuildliteError("a batch restart re-runs its unfinished trials as they were: it takes no flags", exit_code=2)
@@ -277,7 +349,7 @@ def restart(
         backend_options = backend_options or {backend: launch.get("backend_options") or {}}
     plan = plan_run(
         run.op,
-        assignments,
+        [*_recorded_picks(run, guildfile.op(run.op), assignments), *assignments],
         guildfile=guildfile,
         runs_dir=run.run_dir.parent,
         nproc=run.nproc_per_node,
@@ -291,6 +363,8 @@ def restart(
         detach=detach,
         fail_fast=fail_fast,
         recorded=_flags_of(run),
+        max_concurrent=max_concurrent if max_concurrent is not None else launch.get("max_concurrent"),
+        staged=staged,  # --start: its requirements were resolved when it was staged
     )
     if plan.trials is not None:
         raise GuildliteError("a restart takes plain flag values, not batch syntax", exit_code=2)
@@ -302,12 +376,32 @@ def restart(
                                   plan.config.launch.get("gpus"))
     echo = echo and not detach and (not run.is_batch or len(slots) == 1)
     session = Session(dataclasses.replace(plan.config, echo=echo), plan.plugins)
-    return Restart(session, run, None if run.is_batch else dict(plan.flags), slots, fail_fast, detach)
+    return Restart(session, run, None if run.is_batch else dict(plan.flags), slots, fail_fast, detach, staged)
+
+
+def start(run: Run, *, guildfile: Callable[[], Guildfile], **options: Any) -> Restart:
+    """Validate the start of a run staged with ``--stage`` (a batch: with its staged trials) and
+    return what starts it, as it was staged: with the guildfile, plugins and options it was staged
+    with (its launch file; ``guildfile()`` when that file is gone), unless ``options`` (those of
+    ``restart``) say otherwise. It takes its place in this machine's queue like any run.
+    GuildliteError (exit 2) for a run that is not staged, or a trial (its batch starts it)."""
+    if run.status != "staged":
+        how = "guildlite run --restart runs it again" if run.status in ("completed", "error", "terminated") else \
+            "it was started already"
+        raise GuildliteError(f"run {run.id} is {run.status}, not staged: --start starts a run staged with --stage"
+                             f" ({how})", exit_code=2)
+    if run.is_trial:
+        raise GuildliteError(f"run {run.id} is a trial of batch {run.parent_id}: start the batch"
+                             f" (guildlite run --start {run.parent_id})", exit_code=2)
+    path = read_launch(run.run_dir).get("guildfile")
+    gf = load(Path(path)) if path and Path(path).is_file() else guildfile()
+    return restart(run, (), guildfile=gf, staged=True, **options)
 
 
 @dataclass
 class Restart:
-    """A validated restart: ``execute`` runs it (see ``Session.prepare_restart``)."""
+    """A validated restart (see ``Session.prepare_restart``) or start of a staged run (``staged``):
+    ``execute`` runs it."""
 
     session: Session
     run: Run
@@ -315,8 +409,11 @@ class Restart:
     slots: list[Slot]
     fail_fast: bool
     detach: bool = False
+    staged: bool = False
 
     def execute(self) -> Run:
+        if self.staged:
+            return self._start()
         if not self.detach:
             return self.session.restart(self.run, self.flags, self.slots, self.fail_fast)
         self.session.prepare_restart(self.run, self.flags)
@@ -324,3 +421,19 @@ class Restart:
             self.run.claim()
             self.session.hand_over(self.run)
         return self.run
+
+    def _start(self) -> Run:
+        """Start the staged run once it is ours: a concurrent ``--start`` of it finds it owned,
+        or no longer staged."""
+        from ._run import raw_run
+
+        run = self.run
+        run.claim()
+        status = raw_run(run.run_dir).status
+        if status != "staged":
+            run.release()
+            raise GuildliteError(f"run {run.id} is {status} now, not staged: it was started meanwhile", exit_code=2)
+        if self.detach:
+            self.session.hand_over(run)
+            return run
+        return self.session.start(run, self.slots, self.fail_fast)

@@ -183,6 +183,7 @@ _error = _keys(message=(str, _NONE), plugin=(str, _NONE), hook=(str, _NONE))
 _remote = _keys(backend=(str,), job_id=(str, int, _NONE), job_ids=(list,), hosts=(list,))
 _summary = _keys(summary=(dict,))
 _attrs_source = _keys(root=(str, _NONE))
+_waiting = _keys(reason=(str,), since=(str,))
 
 
 def _plugins(v: list[Any]) -> str:
@@ -216,6 +217,12 @@ def _remote_or_flag(v: Any) -> str:
     return _remote_check(v) if type(v) is dict else ""
 
 
+def _waiting_check(v: dict[str, Any]) -> str:
+    wrong = _waiting(v)
+    return wrong or (f"has 'since' that {_time(v['since'])}" if type(v.get("since")) is str and _time(v["since"])
+                     else "")
+
+
 def _batch(v: dict[str, Any]) -> str:
     wrong = _summary(v)
     summary = v.get("summary") or {}
@@ -229,6 +236,15 @@ def _attrs(v: dict[str, Any]) -> str:
     if source is not None and type(source) is not dict:
         return "has 'sourcecode' that is not an object"
     return _attrs_source(source) if source else ""
+
+
+def _requires(v: list[Any]) -> str:
+    """Objects; an upstream run's id (``run``, lineage) must be a run id: it is looked up beside the run."""
+    wrong = _objects(v)
+    for entry in v if not wrong else ():
+        if entry.get("run") is not None and not is_run_id(entry["run"]):
+            return f"has an upstream run {entry['run']!r:.40}, not a run id"
+    return wrong
 
 
 def _op_def(v: dict[str, Any]) -> str:
@@ -265,12 +281,13 @@ _FIELDS: dict[str, tuple[tuple[type, ...], Callable[[Any], str] | None]] = {
     "cmd": ((list,), _strings),
     "nproc_per_node": ((int,), _int_in(1, 1 << 16)),
     "gpus": ((list, _NONE), _strings),
+    "waiting": ((dict, _NONE), _waiting_check),
     "pid": ((int, _NONE), _int_in(1, _INT32)),  # never 0 or negative: kill() would signal a group
     "pid_start": ((int, _NONE), _int_in(0, 1 << 63)),
     "job_pid": ((int, _NONE), _int_in(1, _INT32)),
     "attempts": ((list,), _objects),
     "plugins": ((list,), _plugins),
     "batch": ((dict, _NONE), _batch),
-    "requires": ((list,), _objects),
+    "requires": ((list,), _requires),
     "guildlite_version": ((str,), None),
 }

@@ -19,7 +19,7 @@ import shutil
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ._files import META_DIR, write_json
 from ._requires_schema import Requirement
@@ -131,6 +131,7 @@ def resolve(op: OpDef, project: Path, runs_dir: Path, flags: Mapping[str, Any] |
 def _resolve_one(req: Requirement, project: Path, runs_dir: Path, flags: Mapping[str, Any], where: str) -> Resolution:
     at = f"{where}:{req.line}" if req.line else where
     rec: dict[str, Any] = {"kind": req.kind, "source": req.source}
+    only = None  # an upstream run: its outputs only
     if req.kind == "file":
         root, base = _file_source(req, project, at)
         rec["path"] = str(root)
@@ -141,9 +142,9 @@ def _resolve_one(req: Requirement, project: Path, runs_dir: Path, flags: Mapping
         base = _under(req.target_path, root.name)
         rec["path"] = str(root)
     else:
-        root, run_id = _upstream_source(req, runs_dir, flags, at)
+        root, run_id, only = _upstream_source(req, runs_dir, flags, at)
         base = _under(req.target_path, "")
-        rec.update(run=run_id, path=str(root))
+        rec.update(run=run_id, name=req.name or req.source, path=str(root))  # name: what picks it (NAME=RUN)
     if req.kind == "file" and req.sha256 is not None:  # checked whatever its size (a URL's: by ``fetch``)
         _check_sha256(req, root, at)
     if req.unpack and root.is_file():
@@ -153,7 +154,7 @@ def _resolve_one(req: Requirement, project: Path, runs_dir: Path, flags: Mapping
         digest = cached_sha256(root)
         rec["archive_sha256"] = digest
         root, base = unpacked(root, digest, at), _under(req.target_path, "")
-    found: Collected = collect(req, root, base, at)
+    found: Collected = collect(req, root, base, at, only)
     rec.update(target=base or ".", target_type=req.target_type, **found.record)
     if found.skipped:
         rec["skipped"] = list(found.skipped)
@@ -189,9 +190,14 @@ def _under(target_path: str, name: str) -> str:
     return "" if out == "." else out
 
 
-def _upstream_source(req: Requirement, runs_dir: Path, flags: Mapping[str, Any], at: str) -> tuple[Path, str]:
-    """The run dir and id an ``operation:`` requirement resolves to (``_upstream`` decides)."""
-    raise RequirementError(f"{at}: {req.label}: operation requirements are not available yet", exit_code=2)
+def _upstream_source(req: Requirement, runs_dir: Path, flags: Mapping[str, Any],
+                     at: str) -> tuple[Path, str, Callable[[str], bool]]:
+    """The run dir and id an ``operation:`` requirement resolves to, and which of its paths are
+    the run's outputs (``_upstream`` decides: ``flags`` holds the run its name picked, if one was)."""
+    from ._upstream import is_output, source_run
+
+    run = source_run(req, runs_dir, flags)
+    return run.run_dir, run.id, is_output(run)
 
 
 def _check_places(items: tuple[Resolution, ...], where: str) -> None:

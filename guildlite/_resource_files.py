@@ -18,7 +18,7 @@ import stat
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Callable
 
 from ._digests import cached_sha256, hash_limit
 from ._errors import GuildliteError
@@ -49,9 +49,10 @@ class RequirementError(GuildliteError):
     exit_code = 1
 
 
-def collect(req: Requirement, root: Path, base: str, where: str) -> Collected:
+def collect(req: Requirement, root: Path, base: str, where: str, only: Callable[[str], bool] | None = None) -> Collected:
     """The entries of ``root`` (a file or a dir) placed at ``base`` in the run dir, with
-    ``req``'s select and rename applied to the paths relative to ``root``."""
+    ``req``'s select and rename applied to the paths relative to ``root``; ``only``: the paths of
+    a dir that count (an upstream run's outputs, ``_upstream.is_output``)."""
     try:
         st = root.stat()
     except OSError as e:
@@ -66,9 +67,12 @@ def collect(req: Requirement, root: Path, base: str, where: str) -> Collected:
     if not stat.S_ISDIR(st.st_mode):
         raise RequirementError(f"{where}: {req.label}: {root} is neither a file nor a directory", exit_code=2)
     files, skipped = _walk(root)
+    if only is not None:
+        files, skipped = [f for f in files if only(f[0])], [s for s in skipped if only(s["path"])]
     rx = [re.compile(p) for p in req.select]
     chosen = [f for f in files if not rx or any(r.match(f[0]) for r in rx)]
-    whole = bool(base) and not req.select and not req.rename and not skipped and req.target_type == "link"
+    whole = bool(base) and not req.select and not req.rename and not skipped and req.target_type == "link" \
+        and only is None
     if whole:
         _check_target(req, base, where)
         entries: tuple[Entry, ...] = (Entry(base, root),)

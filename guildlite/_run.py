@@ -58,6 +58,7 @@ class Run:
     cmd: list[str] = field(default_factory=list)
     nproc_per_node: int = 1
     gpus: list[str] | None = None
+    waiting: dict[str, Any] | None = None  # pending in this machine's queue: {"reason", "since"} (``_queue``)
     pid: int | None = None
     pid_start: int | None = None
     job_pid: int | None = None

@@ -1,4 +1,5 @@
-"""Slots: where jobs run at once, each a place with (or without) its own disjoint set of GPUs."""
+"""Slots: where jobs run at once, each a place with (or without) its own disjoint set of GPUs, or
+with a pool it leases its GPUs from, machine-wide, when a job starts there (``_leases``)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,13 @@ VISIBLE_ENV = "GUILDLITE_VISIBLE_GPUS"
 
 @dataclass(frozen=True)
 class Slot:
-    """A place to run one job: an index, and the GPUs it owns (None: leave CUDA_VISIBLE_DEVICES alone)."""
+    """A place to run one job: an index, and the GPUs it owns (None: leave CUDA_VISIBLE_DEVICES alone);
+    or ``need`` GPUs to lease from ``pool`` when a job starts here (the granted slot owns them)."""
 
     index: int
     gpus: tuple[str, ...] | None = None
+    pool: tuple[str, ...] = ()
+    need: int = 0
 
 
 def visible_gpus(explicit: str | None = None) -> list[str]:
@@ -47,10 +51,30 @@ def visible_gpus(explicit: str | None = None) -> list[str]:
 
 def make_slots(parallel: int, gpus_per_trial: int, gpus: Sequence[str]) -> list[Slot]:
     """``parallel`` slots; with ``gpus_per_trial`` > 0 each owns a disjoint set of that many GPUs."""
+    gpus = list(dict.fromkeys(gpus))  # `--gpus 0,0` is one GPU
+    n = _count(parallel, gpus_per_trial, gpus)
+    if gpus_per_trial <= 0:
+        return [Slot(i) for i in range(n)]
+    return [Slot(i, tuple(gpus[i * gpus_per_trial : (i + 1) * gpus_per_trial])) for i in range(n)]
+
+
+def lease_slots(parallel: int, gpus_per_trial: int, gpus: Sequence[str]) -> list[Slot]:
+    """``parallel`` slots (at most as many as ``gpus`` holds groups of ``gpus_per_trial``), each
+    leasing ``gpus_per_trial`` of ``gpus`` when a job starts on it, so that jobs of every
+    invocation on this machine share the GPUs without overlap."""
+    gpus = list(dict.fromkeys(gpus))
+    n = _count(parallel, gpus_per_trial, gpus)
+    if gpus_per_trial <= 0:
+        return [Slot(i) for i in range(n)]
+    return [Slot(i, pool=tuple(gpus), need=gpus_per_trial) for i in range(n)]
+
+
+def _count(parallel: int, gpus_per_trial: int, gpus: Sequence[str]) -> int:
+    """How many slots: ``parallel``, less when the GPUs hold fewer groups of ``gpus_per_trial``."""
     if parallel < 1:
         raise GuildliteError("--parallel must be at least 1", exit_code=2)
     if gpus_per_trial <= 0:
-        return [Slot(i) for i in range(parallel)]
+        return parallel
     groups = len(gpus) // gpus_per_trial
     if groups == 0:
         have = f"{len(gpus)} visible ({','.join(gpus)})" if gpus else "none visible"
@@ -59,5 +83,4 @@ def make_slots(parallel: int, gpus_per_trial: int, gpus: Sequence[str]) -> list[
             "pass --gpus IDS or set gpus-per-trial: 0",
             exit_code=2,
         )
-    n = min(parallel, groups)
-    return [Slot(i, tuple(gpus[i * gpus_per_trial : (i + 1) * gpus_per_trial])) for i in range(n)]
+    return min(parallel, groups)

@@ -21,7 +21,7 @@ from ._store import STAGING_PREFIX
 from ._store import publish as publish_dir
 
 if TYPE_CHECKING:
-    from ._lifecycle import RunConfig
+    from ._runconfig import RunConfig
 
 
 def new_run(cfg: RunConfig, flags: dict[str, Any], **kw: Any) -> Run:

@@ -41,7 +41,7 @@ def write_launch(meta: Path, spec: dict[str, Any]) -> None:
 # The launch file's fields and their types: a run dir is input, so a field of another type is absent.
 _LAUNCH_TYPES: dict[str, tuple[type, ...]] = {
     "guildfile": (str,), "op": (str,), "plugin_names": (list,), "backend": (str,), "backend_options": (dict,),
-    "parallel": (int, type(None)), "gpus": (str, type(None)), "fail_fast": (bool,)}
+    "parallel": (int, type(None)), "gpus": (str, type(None)), "fail_fast": (bool,), "max_concurrent": (int, type(None))}
 
 
 def read_launch(run_dir: Path) -> dict[str, Any]:

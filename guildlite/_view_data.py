@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 
 from ._files import META_DIR, now_iso
 from ._inspect import duration
+from ._lineage import lineage_of
 from ._run import Run
 from ._runfiles import RunFileError, listed_size, open_file
 from ._scalars import MAX_LINE_BYTES, MAX_SCALARS_BYTES, summarize
@@ -55,6 +56,9 @@ def view_data(
             flag_cols.update(dict.fromkeys(run.flags))
         scalar_keys.update(dict.fromkeys(row["scalars"]))
         rows.append(row)
+    graph = lineage_of([(run.id, run.to_record()) for run in runs])  # links between the runs shown
+    for row in rows:
+        row["upstream"], row["downstream"] = graph.upstream(row["id"]), graph.downstream(row["id"])
     return {
         "format": FORMAT,
         "generated": now_iso(),

@@ -182,11 +182,12 @@ def follow_batch(
     show: Callable[[Run], None],
     poll: float = POLL_SECONDS,
 ) -> tuple[Run, list[Run]]:
-    """Follow a batch until it ends: ``event("start" | "end", trial)`` once per trial that starts
-    and ends (those already started or ended first), ``show`` the batch after each look. Returns
+    """Follow a batch until it ends: ``event("wait" | "start" | "end", trial)`` once per trial that
+    waits its turn, starts and ends (those already started or ended first), ``show`` the batch after each look. Returns
     the batch as it ended and its trials."""
     trials: dict[str, Run] = {}
     started: set[str] = set()
+    queued: set[str] = set()
     while True:
         going = still_going(batch)
         for tid in batch.trial_ids:
@@ -196,6 +197,9 @@ def follow_batch(
             if trial is None:
                 continue
             trials[tid] = trial
+            if tid not in queued and not trial.started and trial.status == "pending" and trial.waiting:
+                queued.add(tid)  # waiting its turn on this machine (``_queue``)
+                event("wait", trial)
             if tid not in started and (trial.started or trial.status in ENDED):
                 started.add(tid)
                 if trial.started:

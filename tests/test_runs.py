@@ -19,10 +19,10 @@ from conftest import GUILDLITE, TRACEBACK, write_project
 from guildlite._errors import RunNotFoundError
 from guildlite._files import atomic_write, new_run_id, write_json
 from guildlite._guildfile import load
-from guildlite._lifecycle import RunConfig
 from guildlite._process import process_start
 from guildlite._record import MAX_BYTES
 from guildlite._run import Run, load_run
+from guildlite._runconfig import RunConfig
 from guildlite._selection import RunList, list_runs, select_runs
 from guildlite._staging import new_run
 

@@ -7,8 +7,10 @@ It owns everything about its engine, and nothing outside its module or package n
 - its guildfile section (the key named like the backend, at the top level and per op), which it
   validates itself (``parse_section``) into a typed options dataclass (``make_options``);
 - the options it adds to ``guildlite run`` (``cli_options``) and its lines for ``check``;
-- the operations every run needs: plan its slots, ``submit`` a run (returning the ``Launched`` job),
-  the state of a job it runs away from the owning process (``job_state``), and ``cancel``.
+- the operations every run needs: plan its slots, what a run waits for before it may start
+  (``queue_up``: a ``Ticket``, for a machine-wide queue; an engine with a queue of its own needs
+  none), ``submit`` a run (returning the ``Launched`` job), the state of a job it runs away from
+  the owning process (``job_state``), and ``cancel``.
 
 The lifecycle, the store, the status table and the supervisor speak to backends only through this
 interface; a record names its backend (``remote.backend``) and is routed by that name.
@@ -98,6 +100,22 @@ class Launched(Protocol):
     def kill(self) -> None: ...
 
 
+class Ticket(Protocol):
+    """A run's place in a queue before its job may start (``Backend.queue_up``), polled by the
+    owning process each tick, never blocking: ``try_take`` returns the slot to start on (with the
+    GPUs granted) or None while it waits, ``reason`` why it waits ("waiting for GPU 1, held by run
+    X of user Y"), ``position`` its place (1: next), and ``cancel`` leaves the queue, or gives back
+    what was granted and never reached a job."""
+
+    def try_take(self) -> Slot | None: ...
+
+    def reason(self) -> str: ...
+
+    def position(self) -> int: ...
+
+    def cancel(self) -> None: ...
+
+
 class Backend(ABC):
     """One engine that runs jobs. Subclasses set ``name`` (their entry point's), ``options_type``
     (a frozen dataclass whose fields are the section's keys, ``-`` written ``_``) and may set
@@ -107,6 +125,9 @@ class Backend(ABC):
     name: ClassVar[str]
     options_type: ClassVar[type] = NoOptions
     cli_options: ClassVar[tuple[CliOption, ...]] = ()
+    # Whether its runs wait in this machine's queue (``queue_up``), where ``--max-concurrent``
+    # caps a user's runs at once; an engine with a queue of its own (a cluster's) caps them there.
+    machine_queue: ClassVar[bool] = False
 
     def __init__(self, options: Any) -> None:
         self.options = options
@@ -168,6 +189,12 @@ class Backend(ABC):
 
         n = 1 if parallel is None else parallel
         return make_slots(n, op.gpus_per_trial, visible_gpus(gpus) if op.gpus_per_trial else [])
+
+    def queue_up(self, run: Run, slot: Slot, max_concurrent: int | None) -> Ticket | None:
+        """What ``run`` waits for before its job may start on ``slot`` (its GPUs, a run token of the
+        user's ``max_concurrent``): a ticket its owner polls, or None to start at once (the default:
+        the engine queues the job itself)."""
+        return None
 
     @abstractmethod
     def submit(self, run: Run, argv: Sequence[str], env: Mapping[str, str],

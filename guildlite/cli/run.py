@@ -94,14 +94,21 @@ def _backend_options(extra: dict[str, Any]) -> dict[str, dict[str, Any]]:
 @click.option("--stage", "stage_only", is_flag=True, help="Stage the run (dir, source, run.json) without starting it.")
 @click.option("--parallel", type=int,
               help="Batch: trials running at once (default: the backend's; locally 1, queued: every trial).")
-@click.option("--gpus", help="Batch: GPU ids to share out as slots (default: CUDA_VISIBLE_DEVICES or all).")
+@click.option("--gpus", help="GPU ids runs lease theirs from, machine-wide (default: CUDA_VISIBLE_DEVICES or all).")
+@click.option("--max-concurrent", type=int, metavar="N",
+              help="At most N of your runs at once on this machine; the others wait their turn (pending).")
 @click.option("--max-trials", type=int, help="Batch: at most N trials (random search: exactly N, default 20).")
 @click.option("--seed", type=int, help="Batch: seed for random search (same seed, same trials).")
 @click.option("--fail-on-trial-error", is_flag=True, help="Batch: start no new trial after one fails.")
 @click.option("--plugin", "plugin_names", multiple=True, help="Enable an installed plugin by entry-point name.")
 @click.option("--restart", "restart_spec", metavar="RUN",
               help="Run RUN again in its own dir (NAME=VALUE overrides flags); a batch re-runs unfinished trials.")
+@click.option("--start", "start_staged", is_flag=True,
+              help="Start the runs given as arguments (RUN...), staged with --stage; they take their place in "
+              "the queue.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's record as JSON when it ends.")
+@click.option("--needed", is_flag=True, help="Run only if no completed run of the op has the same flags, source and "
+              "requirements; else print that run's id (exit 0).")
 @click.option("-b", "--detach", "--background", "detach", is_flag=True,
               help="Return at once with the run's id; a detached supervisor runs it (guildlite watch, stop).")
 @click.option("--backend", metavar="NAME", help="Where runs run: an installed backend (default: the guildfile's, "
@@ -111,17 +118,20 @@ def _backend_options(extra: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def run(
     args: tuple[str, ...],
     restart_spec: str | None,
+    start_staged: bool,
     yes: bool,
     label: str,
     nproc_per_node: int | None,
     stage_only: bool,
     parallel: int | None,
     gpus: str | None,
+    max_concurrent: int | None,
     max_trials: int | None,
     seed: int | None,
     fail_on_trial_error: bool,
     plugin_names: tuple[str, ...],
     as_json: bool,
+    needed: bool,
     detach: bool,
     backend: str | None,
     runs_dir: Path | None,
@@ -138,18 +148,29 @@ def run(
     The exit code is the job's exit code (a batch: 0 only if every trial completed).
     """
     from .._lifecycle import Session
+    from .._needed import AlreadyDone
     from .._operation import BATCH_CONFIRM_THRESHOLD, execute, open_guildfile, plan_run, restart
 
     for f in args:
         if f.startswith("-"):
             raise GuildliteError(f"unknown option {f!r} (see guildlite run --help)", exit_code=2)
+    if start_staged:
+        if restart_spec or stage_only:
+            raise GuildliteError(f"--start cannot be combined with {'--restart' if restart_spec else '--stage'}",
+                                 exit_code=2)
+        _start(args, runs_dir, guildfile, as_json, detach, parallel=parallel, gpus=gpus, max_concurrent=max_concurrent,
+               fail_fast=fail_on_trial_error, plugin_names=plugin_names, echo=not as_json, backend=backend,
+               backend_options=_backend_options(given) if any(v is not None for v in given.values()) else None)
+        return
     gf = open_guildfile(guildfile)
     if restart_spec:
+        if needed:
+            raise GuildliteError("--needed does not go with --restart (a restart runs its run again)", exit_code=2)
         target = select_one(runs_dir_for(runs_dir, guildfile), restart_spec)
         job = restart(target, args, guildfile=gf, parallel=parallel, gpus=gpus, fail_fast=fail_on_trial_error,
                       plugin_names=plugin_names, echo=not as_json, backend=backend,
                       backend_options=_backend_options(given) if any(v is not None for v in given.values()) else None,
-                      detach=detach)
+                      detach=detach, max_concurrent=max_concurrent)
         if sys.stdin.isatty() and not yes and not as_json:
             what = f"{len(target.trial_ids)} trials of batch" if target.is_batch else "run"
             if not click.confirm(f"Restart {what} {target.id}?", default=True):
@@ -179,6 +200,8 @@ def run(
         detach=detach,
         fail_fast=fail_on_trial_error,
         confirm=None if yes else _confirm_large,
+        needed=needed,
+        max_concurrent=max_concurrent,
     )
     big = plan.trials is not None and len(plan.trials) > BATCH_CONFIRM_THRESHOLD
     if sys.stdin.isatty() and not yes and not big and not as_json:  # a large batch was asked already
@@ -188,8 +211,48 @@ def run(
     session = Session(plan.config, plan.plugins)
     if plan.trials is not None and not detach:
         session.progress = _BatchProgress(len(plan.trials)).event
-    result = execute(plan, stage_only=stage_only, fail_fast=fail_on_trial_error, session=session, detach=detach)
+    try:
+        result = execute(plan, stage_only=stage_only, fail_fast=fail_on_trial_error, session=session, detach=detach)
+    except AlreadyDone as e:  # --needed: nothing was published
+        if as_json:
+            click.echo(json.dumps(_record(e.run), indent=2, default=str))
+            return
+        _say(f"guildlite: run {e.run.id} of {e.run.op} completed with the same flags, source and requirements:"
+             " not run again (--needed)", err=True)
+        click.echo(e.run.id)
+        return
     _finish_run(result, as_json, stage_only, detached=detach)
+
+
+def _start(specs: tuple[str, ...], runs_dir: Path | None, guildfile: Path | None, as_json: bool, detach: bool,
+           **options: Any) -> None:
+    """``--start RUN...``: each run as it was staged; in the foreground one after another (a run
+    stopped: the rest stay staged), detached each in a supervisor of its own, all queued at once."""
+    from .._operation import open_guildfile, start
+
+    if not specs:
+        raise GuildliteError("--start needs the runs to start (RUN...: ids, or indexes as in guildlite runs)",
+                             exit_code=2)
+    where = runs_dir_for(runs_dir, guildfile)
+    targets = list({r.id: r for r in (select_one(where, spec) for spec in specs)}.values())
+    jobs = [start(r, guildfile=lambda: open_guildfile(guildfile), detach=detach, **options)
+            for r in targets]  # every run checked before any starts
+    for job in jobs:
+        if job.run.is_batch and not detach:
+            job.session.progress = _BatchProgress(len(job.run.trial_ids)).event
+    code = 0
+    for job in jobs:
+        if detach or len(jobs) == 1:
+            _finish_run(job.execute(), as_json, stage_only=False, detached=detach)
+            continue
+        try:
+            _finish_run(job.execute(), as_json, stage_only=False)
+        except SystemExit as e:  # its exit status; a stopped run stops the rest
+            code = code or int(e.code or 0)
+            if job.run.status == "terminated":
+                break
+    if code:
+        sys.exit(code)
 
 
 def _finish_run(result: Run, as_json: bool, stage_only: bool, detached: bool = False) -> None:
@@ -234,6 +297,11 @@ def _show_plan(plan: Any) -> None:
         flags = plan.flags
     for k, v in flags.items():
         _say(f"  {k}: {_fmt(v)}")
+    from .._upstream import pick_name
+
+    picked = {pick_name(r.requirement): r.record["run"] for r in cfg.requires.items if r.requirement.kind == "operation"}
+    for k, v in {**picked, **plan.batch_info.get("upstream", {})}.items():
+        _say(f"  {k}: upstream run {', '.join(v) if isinstance(v, list) else v}")
     _say(f"  command: {display_command(plan.command)}")
     _say(f"  runs dir: {cfg.runs_dir}")
 
@@ -276,7 +344,9 @@ class _BatchProgress:
                 _say(f"guildlite: trial {n}/{self.total} {run.id} {text}", err=True)
             return
         flags = " ".join(f"{k}={_fmt(v)}" for k, v in run.flags.items())
-        if event == "start":
+        if event == "wait":
+            _say(f"guildlite: trial {n}/{self.total} {run.id} pending: {(run.waiting or {}).get('reason')}", err=True)
+        elif event == "start":
             self.running += 1
             gpus = f" [gpus {','.join(run.gpus)}]" if run.gpus else ""
             _say(f"guildlite: trial {n}/{self.total} {run.id} started{gpus}: {flags}", err=True)

@@ -45,6 +45,8 @@ class _RunsGroup(_Group):
 @click.option("--op", help="Only runs of this operation.")
 @click.option("--status", type=click.Choice(["staged", "pending", "running", "completed", "error", "terminated"]))
 @click.option("--batch", help="Only this batch and its trials (a selector).")
+@click.option("--upstream", metavar="RUN", help="Only the runs whose files RUN used, directly or through others.")
+@click.option("--downstream", metavar="RUN", help="Only the runs that used RUN's files, directly or through others.")
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as a JSON list.")
 @_runs_dir_option
 @_guildfile_option
@@ -56,6 +58,8 @@ def runs(
     op: str | None,
     status: str | None,
     batch: str | None,
+    upstream: str | None,
+    downstream: str | None,
     as_json: bool,
     runs_dir: Path | None,
     guildfile: Path | None,
@@ -68,14 +72,23 @@ def runs(
 
     everything = RunList(ctx.obj)
     index = {run_id: i for i, run_id in enumerate(everything.ids, 1)}
-    if op or status or batch:
-        shown = filtered_runs(everything, op, status, batch, None if show_all else limit, whole=as_json)
+    among = None
+    if upstream is not None or downstream is not None:
+        from .._lineage import related
+
+        among = related(everything, upstream, downstream)
+    if op or status or batch or among is not None:
+        shown = filtered_runs(everything, op, status, batch, None if show_all else limit, whole=as_json, among=among)
     else:
         shown = everything[:] if show_all else everything[:limit]
+    from .._queue import places
+
+    place = places(shown)
     if as_json:
-        click.echo(json.dumps([{"index": index[r.id], **_record(r)} for r in shown], indent=2, default=str))
+        click.echo(json.dumps([{"index": index[r.id], **_record(r), **_queued(r, place)} for r in shown], indent=2,
+                              default=str))
         return
-    filtered = bool(op or status or batch)
+    filtered = bool(op or status or batch or among is not None)
     # The numbers count every run dir, bad records too (numbering only the good ones would mean
     # reading every record for `runs 1`): say which numbers were skipped, and why.
     bad = [] if filtered else everything.bad_numbers(None if show_all else limit)
@@ -97,17 +110,25 @@ def runs(
             r.id,
             r.op + (f" ({len(r.trial_ids)} trials)" if r.is_batch else ""),
             _local(r.started or r.created),
-            " ".join(x for x in (r.status, progress(r.run_dir, r.status)) if x),
+            " ".join(x for x in (r.status + (f" #{place[r.id]}" if r.id in place else ""),
+                                 progress(r.run_dir, r.status)) if x),
             ("↳ " + r.parent_id[-6:]) if r.parent_id else "",
             r.label,
             _flags_summary(r),
+            *([(r.waiting or {}).get("reason", "")] if status == "pending" else []),
         )
         for r in shown
     ]
-    _table(("#", "id", "op", "started", "status", "batch", "label", "flags"), rows)
+    waiting = ("waiting",) if status == "pending" else ()  # the queue: each run's place and why it waits
+    _table(("#", "id", "op", "started", "status", "batch", "label", "flags", *waiting), rows)
     hidden = len(everything) - limit
     if hidden > 0 and not show_all and not filtered:
         click.echo(f"({hidden} older runs not shown: --all)", err=True)
+
+
+def _queued(run: Run, place: dict[str, int]) -> dict[str, Any]:
+    """A waiting run's place in this machine's queue, for ``--json`` (``waiting`` says why)."""
+    return {"queue_position": place[run.id]} if run.id in place else {}
 
 
 def _sub_runs_dir(group_runs_dir: Path, runs_dir: Path | None, guildfile: Path | None) -> Path:
@@ -137,18 +158,26 @@ def runs_info(
     runs_dir = _sub_runs_dir(group_runs_dir, runs_dir, guildfile)
     r = select_one(runs_dir, run_spec)
     from .._launch import display_command
+    from .._lineage import lineage
+    from .._queue import places
 
+    graph = lineage(runs_dir)
+    related = {"upstream": graph.upstream(r.id), "downstream": graph.downstream(r.id)}
+    place = places([r])
     if as_json:
-        click.echo(json.dumps(_record(r), indent=2, default=str))
+        click.echo(json.dumps({**_record(r), **_queued(r, place), "lineage": related}, indent=2, default=str))
         return
     from .._progress import shown as progress
 
+    waiting = r.waiting or {}
     fields = [
         ("id", r.id),
         ("op", r.op),
         ("opspec", r.opspec),
         ("status", r.status),
         ("progress", progress(r.run_dir, r.status)),
+        ("queue", (f"#{place[r.id]}: " if r.id in place else "") + f"{waiting.get('reason')} (since "
+                  f"{_local(waiting.get('since'))})" if r.status == "pending" and waiting else ""),
         ("exit_code", r.exit_code),
         ("label", r.label),
         ("started", _local(r.started)),
@@ -163,6 +192,12 @@ def runs_info(
     for k, v in fields:
         if k and v not in (None, ""):
             _say(f"{k}: {v}")
+    for what, ids in related.items():  # whose files it used, who used its files
+        if ids:
+            click.echo(f"{what}:")
+        for i in ids:
+            op, status = graph.ops.get(i, ("?", "not in the runs dir"))
+            _say(f"  {i} {op} {status}")
     if r.error:
         click.echo(f"error: {json.dumps(r.error)}")
     click.echo("flags:")
@@ -211,7 +246,14 @@ def runs_delete(
     from .._manage import delete
     runs_dir = _sub_runs_dir(group_runs_dir, runs_dir, guildfile)
     chosen = select_with_trials(runs_dir, specs)
-    _confirm(f"Delete {len(chosen)} run(s) (to the trash)?", yes)
+    from .._lineage import dependents
+
+    users = dependents(runs_dir, {r.id for r in chosen})
+    for run_id, ids in users.items():  # their lineage would name a run in the trash
+        shown = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+        _say(f"guildlite: warning: run {run_id} is upstream of run(s) that used its files: {shown}", err=True)
+    used = f" {len(users)} of them upstream of other runs (see above)." if users else ""
+    _confirm(f"Delete {len(chosen)} run(s) (to the trash)?{used}", yes)
     for r in delete(chosen, force=force):
         _say(f"deleted {r.id}")
 

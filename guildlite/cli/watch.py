@@ -78,7 +78,8 @@ def _watch_run(run: Run, line: _StatusLine) -> int:
     from .run import _summary
 
     def show(now: Run, log: OutputFollower) -> None:
-        head = " ".join(x for x in (f"guildlite: run {now.id} {now.status}", progress(now.run_dir, now.status)) if x)
+        why = f" ({now.waiting.get('reason')})" if now.status == "pending" and now.waiting else ""  # its turn to come
+        head = " ".join(x for x in (f"guildlite: run {now.id} {now.status}{why}", progress(now.run_dir, now.status)) if x)
         line.update(head, _elapsed(now), _details(log), ended=now.status in ENDED)
 
     def out(data: bytes) -> None:

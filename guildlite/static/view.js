@@ -331,6 +331,8 @@ async function openRun(id) {
     ['time', fmtDur(r.time)], ['host', r.host], ['ranks', r.nproc_per_node > 1 ? String(r.nproc_per_node) : null],
     ['gpus', r.gpus && r.gpus.length ? r.gpus.join(',') : null],
     ['batch', r.parent ? runLink(r.parent) : null],
+    ['upstream', (r.upstream || []).flatMap(id => [runLink(id), ' '])],
+    ['downstream', (r.downstream || []).flatMap(id => [runLink(id), ' '])],
     ['remote', r.remote ? JSON.stringify(r.remote) : null],
     ['command', r.cmd && r.cmd.length ? el('code', null, r.cmd.join(' ')) : null],
     ['run dir', el('code', null, r.run_dir)],
