@@ -141,6 +141,8 @@ def new_marker() -> str:
 
 def base_env(marker: str, events: Path | None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GUILDLITE_", "GLF_"))}
+    if "GUILDLITE_GPU_LEASE_DIR" in os.environ:  # the test's own (conftest), never the machine's
+        env["GUILDLITE_GPU_LEASE_DIR"] = os.environ["GUILDLITE_GPU_LEASE_DIR"]
     env.update(GLF_MARKER=marker, PYTHONDONTWRITEBYTECODE="1")
     if events is not None:
         env["GLF_EVENTS"] = str(events)

@@ -2,7 +2,8 @@
 makes guildlite read or write outside the runs dir, and one bad record never breaks a command.
 
 Crafted run dirs are written by hand (as another tool or person would); commands run as real
-``guildlite`` subprocesses, the property tests in-process through click's CliRunner.
+``guildlite`` subprocesses (``gl_many``: several commands, each through the console script's
+``main``, in one subprocess), the property tests in-process through click's CliRunner.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from conftest import TRACEBACK, property_settings, run_guildlite
+from conftest import TRACEBACK, clean_env, property_settings, run_guildlite
 
 from guildlite._errors import BadRecordError, RunNotFoundError
 from guildlite._record import MAX_DEPTH, is_run_id
@@ -63,6 +64,40 @@ def gl(*args: str, runs_dir: Path, cwd: Path | None = None) -> subprocess.Comple
     p = run_guildlite(*args, "--runs-dir", str(runs_dir), cwd=cwd or runs_dir.parent, timeout=60)
     assert TRACEBACK not in p.stderr, p.stderr
     return p
+
+
+# Each argv through the console script's entry point (``guildlite.cli:main``), its output and exit
+# status kept apart: the same code path as ``guildlite ARGS``, one Python start-up for them all.
+_MANY = """\
+import contextlib, io, json, sys
+from guildlite.cli import main
+results = []
+for argv in json.load(sys.stdin):
+    sys.argv = ["guildlite", *argv]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main()
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    results.append([code, out.getvalue(), err.getvalue()])
+json.dump(results, sys.stdout)
+"""
+
+
+def gl_many(argvs: list[list[str]], runs_dir: Path) -> list[subprocess.CompletedProcess[str]]:
+    """``gl`` for each argv, all in one subprocess, for commands that change nothing (none sees another's
+    effect). Not for checking warnings: guildlite says each one once per process."""
+    argvs_json = json.dumps([[*a, "--runs-dir", str(runs_dir)] for a in argvs])
+    p = subprocess.run([sys.executable, "-c", _MANY], input=argvs_json, capture_output=True, text=True,
+                       cwd=runs_dir.parent, env=clean_env(runs_dir), timeout=120)
+    assert p.returncode == 0 and TRACEBACK not in p.stderr, p.stderr
+    done = [subprocess.CompletedProcess(a, code, out, err) for a, (code, out, err) in zip(argvs, json.loads(p.stdout))]
+    assert len(done) == len(argvs)
+    for cp in done:
+        assert TRACEBACK not in cp.stderr, cp.stderr
+    return done
 
 
 def warnings_of(stderr: str) -> list[str]:
@@ -209,15 +244,19 @@ def test_listings_skip_bad_records_with_one_warning_each(mixed: Path, tmp_path: 
 
 
 def test_selecting_a_bad_record_is_a_clear_error(mixed: Path) -> None:
+    cases = []
     for i, (_, _, problem) in enumerate(BAD_RECORDS):
         name = f"20260102T0000{i:02d}-000fff"
         for args in (["runs", "info", name[:18]], ["ls", name], ["cat", name, "run.json"],
                      ["diff", name, GOOD[0]], ["label", name, "x"], ["runs", "delete", "-y", name]):
-            p = gl(*args, runs_dir=mixed)
-            assert p.returncode == 2, (args, p.stdout, p.stderr)
-            assert f"guildlite: error: bad run record {mixed / name}: " in p.stderr and problem in p.stderr
+            cases.append((args, name, problem))
             if len(BAD_RECORDS) - i > 3:
                 break  # every command for the last few; the record checks for all
+    # The first case as its own `guildlite` process, the rest in one (each refused: nothing changes)
+    first = gl(*cases[0][0], runs_dir=mixed)
+    for p, (args, name, problem) in zip([first, *gl_many([a for a, _, _ in cases[1:]], mixed)], cases):
+        assert p.returncode == 2, (args, p.stdout, p.stderr)
+        assert f"guildlite: error: bad run record {mixed / name}: " in p.stderr and problem in p.stderr
     p = gl("runs", "info", "bes", runs_dir=mixed)
     assert p.returncode == 2 and "rename it back to 20251231T000000-000abc" in p.stderr
     # a range is a listing: bad ones skipped with a warning

@@ -1,24 +1,29 @@
 """``guildlite view`` and ``guildlite tensorboard`` over runs made in-process (Run.save + scalars.jsonl).
 
 The page is checked in a real browser: Debian's chromium, headless, loads it from the server on
-127.0.0.1 and from the --out file; the screenshot it takes is docs/view.png. Tests needing chromium,
-plotly or tensorboard skip when they are missing, unless CI is set (then they fail).
+127.0.0.1 and from the --out file; the screenshot it takes is docs/view.png. One chromium serves the
+module (driven over its DevTools pipe), each page in a fresh browser context (no storage shared
+between pages). Tests needing chromium, plotly or tensorboard skip when they are missing, unless CI
+is set (then they fail).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
 import queue
 import random
 import re
+import select
 import shutil
 import struct
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -426,15 +431,110 @@ def test_server_stops_on_sigterm(runs_dir: Path) -> None:
 # --- a real browser ------------------------------------------------------------------------------
 
 
-def _chromium(url: str, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [
+def _chromium_cmd(tmp: Path) -> list[str]:
+    return [
         _need_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp / 'profile'}",
-        "--hide-scrollbars", "--virtual-time-budget=15000", *args, url,
+        "--hide-scrollbars",
     ]
+
+
+def _chromium(url: str, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [*_chromium_cmd(tmp), "--virtual-time-budget=15000", *args, url]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=90, env={**os.environ, "TZ": "UTC"})
     assert p.returncode == 0, p.stderr[-2000:]
     return p
+
+
+class _Browser:
+    """One headless chromium driven over ``--remote-debugging-pipe`` (DevTools protocol: JSON
+    messages ended by NUL, commands on its fd 3, answers on its fd 4): starting chromium costs
+    seconds, a page in it a fraction of one."""
+
+    def __init__(self, tmp: Path) -> None:
+        to_browser, self._in = os.pipe()
+        self._out, from_browser = os.pipe()
+        self.log = tempfile.TemporaryFile()
+
+        def fds() -> None:  # the pipe ends chromium expects, as fds 3 and 4 (moved clear of them first)
+            high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (to_browser, from_browser)]
+            for fd, want in zip(high, (3, 4)):
+                os.dup2(fd, want)
+
+        self.proc = subprocess.Popen([*_chromium_cmd(tmp), "--remote-debugging-pipe", "about:blank"],
+                                     preexec_fn=fds, pass_fds=(3, 4), stdin=subprocess.DEVNULL,
+                                     stdout=self.log, stderr=self.log, env={**os.environ, "TZ": "UTC"})
+        os.close(to_browser)
+        os.close(from_browser)
+        self._buf = b""
+        self._ids = iter(range(1, 1 << 30))
+
+    def send(self, method: str, session: str | None = None, **params: Any) -> dict[str, Any]:
+        """A command's result (events in between are skipped); fail on an error or a dead browser."""
+        msg_id = next(self._ids)
+        msg: dict[str, Any] = {"id": msg_id, "method": method, "params": params}
+        if session:
+            msg["sessionId"] = session
+        os.write(self._in, json.dumps(msg).encode() + b"\0")
+        deadline = time.monotonic() + 90  # as the one-shot chromium's own timeout
+        while True:
+            while b"\0" not in self._buf:
+                ready, _, _ = select.select([self._out], [], [], max(0.0, deadline - time.monotonic()))
+                assert ready, f"chromium did not answer {method} in 90s"
+                chunk = os.read(self._out, 1 << 20)
+                if not chunk:
+                    self.log.seek(0)
+                    raise AssertionError(f"chromium went away: {self.log.read().decode(errors='replace')[-2000:]}")
+                self._buf += chunk
+            raw, self._buf = self._buf.split(b"\0", 1)
+            answer = json.loads(raw)
+            if answer.get("id") == msg_id:
+                assert "error" not in answer, (method, answer["error"])
+                return answer["result"]
+
+    def dom(self, url: str, timeout: float = 60) -> str:
+        """The page's DOM (what ``--dump-dom`` prints) once its script has finished (body data-ready
+        set), loaded in a new browser context of its own."""
+        context = self.send("Target.createBrowserContext")["browserContextId"]
+        target = self.send("Target.createTarget", url="about:blank", browserContextId=context)["targetId"]
+        try:
+            session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+            self.send("Page.navigate", session, url=url)
+            deadline = time.monotonic() + timeout
+            ready = "document.body && document.body.dataset.ready || ''"
+            while not self.send("Runtime.evaluate", session, expression=ready, returnByValue=True)["result"]["value"]:
+                assert time.monotonic() < deadline, f"{url}: no data-ready after {timeout}s"
+                time.sleep(0.05)
+            # a frame later, as a dump after the page went idle would see it
+            settle = "new Promise(r => requestAnimationFrame(() => setTimeout(r, 50)))"
+            self.send("Runtime.evaluate", session, expression=settle, awaitPromise=True)
+            html = "document.documentElement.outerHTML"
+            return self.send("Runtime.evaluate", session, expression=html, returnByValue=True)["result"]["value"]
+        finally:
+            self.send("Target.closeTarget", targetId=target)
+            self.send("Target.disposeBrowserContext", browserContextId=context)
+
+    def close(self) -> None:
+        try:
+            self.send("Browser.close")
+        except (AssertionError, OSError):
+            pass
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self._in)
+        os.close(self._out)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Browser]:
+    _need_chromium()
+    b = _Browser(tmp_path_factory.mktemp("chromium"))
+    yield b
+    b.close()
 
 
 def _check_dom(dom: str) -> None:
@@ -453,8 +553,8 @@ def _check_dom(dom: str) -> None:
     assert dom.count('class="scatterlayer') >= 2 and "baseline" in dom
 
 
-def test_browser_renders_served_page(server: _Server, tmp_path: Path) -> None:
-    dom = _chromium(f"{server.url}#run={BATCH}", tmp_path, "--dump-dom").stdout
+def test_browser_renders_served_page(server: _Server, browser: _Browser, tmp_path: Path) -> None:
+    dom = browser.dom(f"{server.url}#run={BATCH}")
     _check_dom(dom)
     batch_plot = dom.split('class="plot batch-plot js-plotly-plot"', 1)[1]
     assert batch_plot.count('<path class="point') == 8  # scatter per flag (lr, optimizer): a point per trial each
@@ -471,18 +571,17 @@ def test_browser_renders_served_page(server: _Server, tmp_path: Path) -> None:
         shutil.copyfile(shot, SCREENSHOT)
 
 
-def test_browser_renders_static_file(runs_dir: Path, tmp_path: Path) -> None:
+def test_browser_renders_static_file(runs_dir: Path, browser: _Browser, tmp_path: Path) -> None:
     out = tmp_path / "report.html"
-    _need_chromium()
     _guildlite("view", "--out", str(out), runs_dir=runs_dir)
-    dom = _chromium(f"{out.as_uri()}#run={BATCH}&plot=parcoords&metric=acc", tmp_path, "--dump-dom").stdout
+    dom = browser.dom(f"{out.as_uri()}#run={BATCH}&plot=parcoords&metric=acc")
     _check_dom(dom)
     assert 'class="parcoords' in dom  # the batch as parallel coordinates (WebGL lines, SVG axes)
     assert f'href="{(runs_dir / BATCH / "run.json").as_uri()}"' in dom  # a static page links files on disk
 
 
-def test_browser_opens_a_run_panel(server: _Server, tmp_path: Path) -> None:
-    dom = _chromium(f"{server.url}#run={BASELINE}", tmp_path, "--dump-dom").stdout
+def test_browser_opens_a_run_panel(server: _Server, browser: _Browser) -> None:
+    dom = browser.dom(f"{server.url}#run={BASELINE}")
     assert 'data-ready="1"' in dom
     panel = dom.split('<section id="panel">', 1)[1]
     assert "baseline" in panel and "EnvCapture" in panel and "on_run_end" in panel  # the hook trace
@@ -558,9 +657,8 @@ def test_tensorboard_serves_on_localhost(runs_dir: Path) -> None:
         urllib.request.urlopen(s.url, timeout=5)  # TensorBoard stopped with guildlite
 
 
-def test_browser_page_shows_run_text_as_text(tmp_path: Path) -> None:
+def test_browser_page_shows_run_text_as_text(browser: _Browser, tmp_path: Path) -> None:
     """Labels, flags and output are text on the page, never markup, even when they look like it."""
-    _need_chromium()
     runs_dir = tmp_path / "runs"
     runs_dir.mkdir()
     evil = "</script><img src=x onerror=\"document.title='pwned'\">"
@@ -569,7 +667,7 @@ def test_browser_page_shows_run_text_as_text(tmp_path: Path) -> None:
     out = tmp_path / "report.html"
     _guildlite("view", "--out", str(out), runs_dir=runs_dir)
     assert _page_data(out.read_text())["runs"][0]["label"] == evil
-    dom = _chromium(f"{out.as_uri()}#run={BASELINE}", tmp_path, "--dump-dom").stdout
+    dom = browser.dom(f"{out.as_uri()}#run={BASELINE}")
     assert 'data-ready="1"' in dom and "pwned" not in dom.split("<title>", 1)[1].split("</title>", 1)[0]
     assert re.search(r'<div id="errors" hidden="">\s*</div>', dom)
     body = dom.split("<body", 1)[1].split('<script type="application/json"', 1)[0]
@@ -578,14 +676,13 @@ def test_browser_page_shows_run_text_as_text(tmp_path: Path) -> None:
     assert "st-terminated" in dom and "Tick runs in the table" in dom  # nothing to plot: no scalars
 
 
-def test_browser_sorts_and_filters(runs_dir: Path, tmp_path: Path) -> None:
+def test_browser_sorts_and_filters(runs_dir: Path, browser: _Browser, tmp_path: Path) -> None:
     """Sorting and filtering happen in the page (their state is in the URL, as a click leaves it)."""
     out = tmp_path / "report.html"
-    _need_chromium()
     _guildlite("view", "--out", str(out), runs_dir=runs_dir)
 
     def rows(fragment: str) -> list[str]:
-        dom = _chromium(f"{out.as_uri()}#{fragment}", tmp_path, "--dump-dom").stdout
+        dom = browser.dom(f"{out.as_uri()}#{fragment}")
         assert 'data-ready="1"' in dom
         return re.findall(r'<tr class="run [a-z ]+" data-id="([^"]+)"', dom)
 
