@@ -8,7 +8,8 @@ Priorities (lower runs first; user plugins default to 100):
   staged main script's top-level assignments to the run's flag values.
 - ``EnvCapture`` 10, on_run_begin: python, torch, packages, git commit and dirty flag, host and
   GPUs into ``.guildlite/env.json``, with a summary in ``run.attrs["env"]``.
-- ``OutputScalars`` 10, on_run_end: ``key: value`` lines printed by rank 0 into ``scalars.jsonl``
+- ``OutputScalars`` 10, on_run_end: ``key: value`` lines printed by rank 0, and the scalars of the
+  job's TensorBoard event files and Lightning ``metrics.csv`` (``_logfiles``), into ``scalars.jsonl``
   (what the live capture of the run's owner did not already take), so user plugins' on_run_end
   already sees them.
 """
@@ -121,7 +122,10 @@ class OutputScalars(Plugin):
     def on_run_end(self, run: Run) -> None:
         from ._live import OutputSource, read_state, save_state
 
-        if run.is_batch or not run.paths.output_log.exists():
+        if run.is_batch:
+            return
+        _log_file_scalars(run)
+        if not run.paths.output_log.exists():
             return
         rules = output_rules(run.op_def, run.remote.hosts if run.remote else ())
         if rules is None:
@@ -144,6 +148,19 @@ class OutputScalars(Plugin):
                 source = OutputSource(run.run_dir, OutputParser(1), {**state, "offset": size, "rows": captured})
                 save_state(run.run_dir, [source])
             run.attrs["scalars"] = {"captured": captured}
+
+
+def _log_file_scalars(run: Run) -> None:
+    """The scalars of the TensorBoard event files and Lightning ``metrics.csv`` in the run dir that
+    the live capture did not take (``_logfiles``), from where it stopped."""
+    from ._live import append_rows, read_state, save_state
+    from ._logfiles import LogFiles
+
+    logs = LogFiles(run.run_dir, read_state(run.run_dir).get(LogFiles.name))
+    append_rows(run.run_dir, logs.finish())
+    save_state(run.run_dir, [logs])
+    if logs.rows or logs.problems:
+        run.attrs["logfiles"] = {"captured": logs.rows, "problems": logs.problems}
 
 
 # An op's own ``output-scalars`` regexes run in C, where nothing can interrupt them, and one that

@@ -242,7 +242,7 @@ def recorded_hosts(run_dir: Path) -> list[str]:
 # Makers of a run's sources beyond its output (log files the job writes), as "module:function"
 # import paths, imported when a run starts (never by the CLI's start-up); each is called with the
 # run and its sources' saved states (by name) and returns its sources. Rows come in this order.
-SOURCE_MAKERS: tuple[str, ...] = ()
+SOURCE_MAKERS: tuple[str, ...] = ("guildlite._logfiles:log_sources",)
 
 
 def _maker(path: str) -> Callable[[Run, Mapping[str, Any]], list[ScalarSource]]:
