@@ -23,7 +23,8 @@ from ._yaml_lines import _brief, _kind, _plain, _Seq, _short, parse_yaml
 
 GUILDFILE = "guildfile.yml"
 
-_TOP_KEYS = ("operations", "plugins", "runs-dir", "backend", "hook-timeout", "max-concurrent")  # and a section per backend
+_TOP_KEYS = ("operations", "plugins", "runs-dir", "backend", "hook-timeout", "max-concurrent",
+             "progress-interval")  # and a section per backend
 _OP_KEYS = (
     "description",
     "main",
@@ -39,6 +40,8 @@ _OP_KEYS = (
     "arg-encoding",
     "output-scalars",
     "backend",
+    "max-steps",
+    "progress-interval",
     "steps",
     "max-concurrent",
     "requires",
@@ -127,6 +130,7 @@ class Guildfile:
     backend: str = "local"
     backend_sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # backend name -> its checked keys
     hook_timeout: float = DEFAULT_HOOK_TIMEOUT  # seconds a hook call may take (a plugin entry may override)
+    progress_interval: float | None = None  # seconds between on_run_progress calls (an op may override)
     max_concurrent: int | None = None  # a user's runs at once on this machine (``_queue``); None: no cap
     default_op: str | None = None  # what `guildlite run` with no op runs (Guild's `default: yes`)
     warnings: tuple[str, ...] = ()  # what reading the file found to say (a guild.yml's ignored keys)
@@ -205,6 +209,7 @@ class _Validator(FlagChecks):
             backend=self.backend(data, "the guildfile") or "local",
             backend_sections=self.sections(data, _TOP_KEYS, "the guildfile"),
             hook_timeout=self.seconds(data, "hook-timeout", "the guildfile") or DEFAULT_HOOK_TIMEOUT,
+            progress_interval=self.seconds(data, "progress-interval", "the guildfile"),
             max_concurrent=self.max_concurrent(data, "the guildfile"),
         )
 
@@ -241,6 +246,9 @@ class _Validator(FlagChecks):
         if launcher not in LAUNCHERS:
             raise self.fail(m, "launcher", f"{where}: launcher {launcher!r} is not one of {', '.join(LAUNCHERS)}")
         nproc = self.count(m, "nproc-per-node", 1, 1, where)
+        if "max-steps" in m:  # read from the run's op_def by its owner (``_runlive``)
+            self.count(m, "max-steps", 1, 1, where)
+        self.seconds(m, "progress-interval", where)
         if launcher == "python" and nproc > 1:
             raise self.fail(m, "nproc-per-node", f"{where}: launcher python runs one process; nproc-per-node must be 1")
         op = OpDef(

@@ -27,6 +27,7 @@ from ._reach import unreached as flags_unreached
 from ._requires import Resolved
 from ._run import Run, load_run
 from ._runconfig import RunConfig
+from ._runlive import LiveRuns
 from ._scheduler import Scheduler
 from ._slots import Slot
 from ._staging import new_run, publish, stage_source, staging
@@ -46,6 +47,8 @@ class Session(VirtualParents):
         self.cfg = config
         self.log = log or (lambda msg: print(printable(msg, keep_newlines=True), file=sys.stderr, flush=True))
         self.hooks = Dispatcher(plugins, log=self.log, timeout=config.guildfile.hook_timeout)
+        self.live = LiveRuns(self.hooks, config.guildfile.progress_interval, self.log, config.grace,
+                             on_progress=lambda run: self.progress("progress", run))
         self._open: dict[str, Run] = {}  # staged/begun runs whose end is not recorded yet
         self.unrecorded: dict[str, str] = {}  # run id -> why its end could not be written
         self.scheduler: Scheduler[Run] | None = None
@@ -174,6 +177,7 @@ class Session(VirtualParents):
             return None
         move(run, job.status_after_start)
         run.started, run.job_pid = now_iso(), job.pid
+        self.live.start(run, job)
         try:
             run.save()
         except OSError as e:  # the job runs: its end is still recorded (see _reserve)
@@ -187,9 +191,12 @@ class Session(VirtualParents):
         """Record a job's exit (``_status.job_end``): completed, error, or terminated (stopped)."""
         if code != 0:  # torchrun reports any failure as 1: the failing script's own code is better
             code = rank_exit_code(run.paths.rank_exits) or code
+        stopped_by = self.live.finish(run, drain=not job.end_hooks_ran)  # the last scalars; a hook's StopRun
         # job.error_message: the launcher knows why it failed (or stopped it: a full disk)
         stopped = job.signalled is not None or run.paths.stop_request.exists()
         status, exit_code, error = job_end(code, stopped=stopped, failure=job.error_message)
+        if stopped_by is not None and job.error_message is None:
+            status, error = "terminated", stopped_by
         self.end(run, status, exit_code, error=error, hooks=not job.end_hooks_ran)
 
     def end(
@@ -251,7 +258,7 @@ class Session(VirtualParents):
 
         line = RunQueue(self.cfg.backend or _local(), self.cfg.max_concurrent, self.end, self.log, self.progress)
         sched: Scheduler[Run] = Scheduler(slots, self.begin, finish, grace=self.cfg.grace, queue_up=line.queue_up,
-                                          waiting=line.waiting)
+                                          waiting=line.waiting, tick=self.live.tick)
         self.scheduler = sched
         if self.stopping is not None:
             sched.stop(self.stopping)

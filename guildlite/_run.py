@@ -74,6 +74,10 @@ class Run:
     _staged: list[str] | None = field(default=None, repr=False)  # the source files this process staged
     _synced_attrs: dict[str, Any] | None = field(default=None, repr=False)  # attrs as last read/written
     _owner_fd: int | None = field(default=None, repr=False)  # holds the owner lock (``claim``)
+    # While its job runs, in its owner (``_runlive``): the scalar rows since the last on_run_progress
+    # call, and the latest value of each key. Not part of the record.
+    _new_scalars: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    _latest_scalars: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def paths(self) -> RunPaths:

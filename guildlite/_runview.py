@@ -26,17 +26,24 @@ from ._status import Status
 _RECORD_FIELDS = frozenset(f.name for f in fields(_StoredRun) if not f.name.startswith("_"))
 _STORE_ONLY = frozenset(n for n in dir(_StoredRun) if not n.startswith("_")) - _RECORD_FIELDS
 _WRITABLE = ("attrs", "cmd")
+_LIVE = ("scalars", "new_scalars")  # views of what the owner captured, never record fields
 
 
-class HookTrace(TypedDict):
-    """One hook call in ``run.plugins``."""
-
+class _HookCall(TypedDict):
     plugin: str
     hook: str
     priority: int
     start: float  # epoch seconds
     seconds: float
     error: str | None
+
+
+class HookTrace(_HookCall, total=False):
+    """One hook call in ``run.plugins``; ``on_run_progress``'s calls are one entry per plugin, with
+    ``calls`` and ``failed`` calls counted, ``seconds`` summed and ``error`` the last failure's."""
+
+    calls: int
+    failed: int
 
 
 @dataclass(frozen=True)
@@ -207,6 +214,18 @@ class Run:
         return self._store.attempts
 
     @property
+    def scalars(self) -> Mapping[str, float | None]:
+        """The latest value of each scalar key captured while the job ran (None: NaN or inf); set
+        from ``on_run_progress`` on, and still there in ``on_run_end``; empty before."""
+        return MappingProxyType(dict(self._store._latest_scalars))
+
+    @property
+    def new_scalars(self) -> Sequence[Mapping[str, Any]]:
+        """In ``on_run_progress``: the scalar rows (``step``, ``key``, ``value``, ``time``) that arrived
+        since the last call, in order; empty in other hooks."""
+        return tuple(MappingProxyType(dict(r)) for r in self._store._new_scalars)
+
+    @property
     def plugins(self) -> Sequence[HookTrace]:
         """Every hook call so far, in call order."""
         return cast("list[HookTrace]", self._store.plugins)
@@ -311,7 +330,7 @@ class Run:
     def _target(self, name: str) -> _StoredRun:
         if self._related:
             raise AttributeError(f"cannot set {name!r} of run.parent, run.trials or run.steps: a hook changes its own run only")
-        if name.startswith("_") or name in _STORE_ONLY:
+        if name.startswith("_") or name in _STORE_ONLY or name in _LIVE:
             raise AttributeError(f"cannot set run.{name}")
         return self._store
 

@@ -71,10 +71,13 @@ def view_data(
 
 
 def _record(run: Run, summary: dict[str, Any]) -> dict[str, Any]:
+    from ._progress import shown
+
     return {
         "id": run.id,
         "op": run.op,
         "status": run.status,
+        "progress": shown(run.run_dir, run.status),  # an active run's percent and ETA
         "exit_code": run.exit_code,
         "label": run.label,
         "tags": run.tags,

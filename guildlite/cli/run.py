@@ -349,17 +349,30 @@ def _summary(run: Run) -> str:
 
 
 class _BatchProgress:
-    """One line per trial start and end, with done/running/failed counts and an ETA."""
+    """One line per trial start and end, with done/running/failed counts and an ETA; a running
+    trial's own progress (percent, ETA) every PROGRESS_EVERY seconds at most."""
+
+    PROGRESS_EVERY = 10.0
 
     def __init__(self, total: int) -> None:
         self.total, self.done, self.failed, self.running = total, 0, 0, 0
         self.t0 = time.monotonic()
         self.index: dict[str, int] = {}
+        self.said: dict[str, float] = {}  # trial id -> when its progress was last printed
 
     def event(self, event: str, run: Run) -> None:
         if run.is_batch:
             return
         n = self.index.setdefault(run.id, len(self.index) + 1)
+        if event == "progress":
+            from .._progress import shown
+
+            now = time.monotonic()
+            text = shown(run.run_dir, run.status)
+            if text and now - self.said.get(run.id, -self.PROGRESS_EVERY) >= self.PROGRESS_EVERY:
+                self.said[run.id] = now
+                _say(f"guildlite: trial {n}/{self.total} {run.id} {text}", err=True)
+            return
         flags = " ".join(f"{k}={_fmt(v)}" for k, v in run.flags.items())
         if event == "wait":
             _say(f"guildlite: trial {n}/{self.total} {run.id} pending: {(run.waiting or {}).get('reason')}", err=True)

@@ -102,6 +102,8 @@ def runs(
         if not filtered and not show_all and len(everything) > limit:
             click.echo(f"({len(everything) - limit} older runs not shown: --all)", err=True)
         return
+    from .._progress import shown as progress
+
     rows = [
         (
             f"[{index[r.id]}]",
@@ -109,7 +111,8 @@ def runs(
             r.op + (f" ({len(r.trial_ids)} trials)" if r.is_batch else f" ({len(r.step_ids)} steps)" if r.is_pipeline
                     else ""),
             _local(r.started or r.created),
-            r.status + (f" #{place[r.id]}" if r.id in place else ""),
+            " ".join(x for x in (r.status + (f" #{place[r.id]}" if r.id in place else ""),
+                                 progress(r.run_dir, r.status)) if x),
             ("↳ " + r.parent_id[-6:]) if r.parent_id else "",
             r.label,
             _flags_summary(r),
@@ -165,12 +168,15 @@ def runs_info(
     if as_json:
         click.echo(json.dumps({**_record(r), **_queued(r, place), "lineage": related}, indent=2, default=str))
         return
+    from .._progress import shown as progress
+
     waiting = r.waiting or {}
     fields = [
         ("id", r.id),
         ("op", r.op),
         ("opspec", r.opspec),
         ("status", r.status),
+        ("progress", progress(r.run_dir, r.status)),
         ("queue", (f"#{place[r.id]}: " if r.id in place else "") + f"{waiting.get('reason')} (since "
                   f"{_local(waiting.get('since'))})" if r.status == "pending" and waiting else ""),
         ("exit_code", r.exit_code),
@@ -222,8 +228,9 @@ def runs_info(
         click.echo("hooks:")
         for call in r.plugins:
             err = f"  ERROR {call['error']}" if call.get("error") else ""
-            _say(f"  {call['hook']:<14} {call['plugin']:<20} prio {call['priority']:<5}"
-                       f" {call['seconds'] * 1000:8.1f} ms{err}")
+            calls = f" in {call['calls']} calls" if isinstance(call.get("calls"), int) else ""  # on_run_progress
+            _say(f"  {call['hook']:<15} {call['plugin']:<20} prio {call['priority']:<5}"
+                       f" {call['seconds'] * 1000:8.1f} ms{calls}{err}")
     if r.attrs:
         click.echo("attrs:")
         for k, v in r.attrs.items():

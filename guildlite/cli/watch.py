@@ -73,14 +73,15 @@ def _pick(where: Path, run_spec: str | None) -> Run:
 
 
 def _watch_run(run: Run, line: _StatusLine) -> int:
+    from .._progress import shown as progress
     from .._status import ENDED, exit_status
     from .._watch import follow
     from .run import _summary
 
     def show(now: Run, log: OutputFollower) -> None:
         why = f" ({now.waiting.get('reason')})" if now.status == "pending" and now.waiting else ""  # its turn to come
-        line.update(f"guildlite: run {now.id} {now.status}{why}", _elapsed(now), _details(log),
-                    ended=now.status in ENDED)
+        head = " ".join(x for x in (f"guildlite: run {now.id} {now.status}{why}", progress(now.run_dir, now.status)) if x)
+        line.update(head, _elapsed(now), _details(log), ended=now.status in ENDED)
 
     def out(data: bytes) -> None:
         line.output(data)
@@ -93,20 +94,28 @@ def _watch_run(run: Run, line: _StatusLine) -> int:
 
 
 def _watch_batch(batch: Run, line: _StatusLine) -> int:
+    from .._progress import shown
     from .._status import ENDED, exit_status
     from .._watch import follow_batch
     from .run import _BatchProgress, _summary
 
     progress = _BatchProgress(len(batch.trial_ids))
+    going: dict[str, Run] = {}  # the trials started and not ended: their progress is shown
 
     def event(kind: str, trial: Run) -> None:
         line.clear()
         progress.event(kind, trial)
+        if kind == "start":
+            going[trial.id] = trial
+        else:
+            going.pop(trial.id, None)
 
     def show(now: Run) -> None:
         progress.total = max(progress.total, len(now.trial_ids))
         counts = (f"done {progress.done}/{progress.total}, running {progress.running}, failed {progress.failed}")
-        line.update(f"guildlite: batch {now.id} {now.status}", _elapsed(now), counts, ended=now.status in ENDED)
+        each = [f"trial {progress.index[t.id]} {p}" for t in going.values() if (p := shown(t.run_dir, "running"))]
+        details = " | ".join([counts, *each[:4]])
+        line.update(f"guildlite: batch {now.id} {now.status}", _elapsed(now), details, ended=now.status in ENDED)
 
     ended, trials = follow_batch(batch, event, show)
     line.clear()

@@ -105,7 +105,7 @@ function saveHash() {
 const COLUMNS = [
   { key: 'id', title: 'run', get: r => r.id, cls: 'id' },
   { key: 'op', title: 'op', get: r => r.op },
-  { key: 'status', title: 'status', get: r => r.status, show: r => statusBadge(r.status) },
+  { key: 'status', title: 'status', get: r => r.status, show: r => r.progress ? [statusBadge(r.status), ' ' + r.progress] : statusBadge(r.status) },
   { key: 'label', title: 'label', get: r => r.label || null },
   { key: 'started', title: 'started', get: r => r.started || r.created, show: r => fmtTime(r.started || r.created) },
   { key: 'time', title: 'time', get: r => r.time, show: r => fmtDur(r.time), num: true },
