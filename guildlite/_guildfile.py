@@ -19,7 +19,7 @@ from ._plugins import DEFAULT_HOOK_TIMEOUT
 from ._requires_schema import Requirement, parse_requires
 from ._runs_dir import runs_dir_path
 from ._steps import StepDef, check_steps, pipeline_op
-from ._yaml_lines import _brief, _kind, _plain, _Seq, _short, parse_yaml
+from ._yaml_lines import _brief, _kind, _plain, _Seq, _short, read_yaml
 
 GUILDFILE = "guildfile.yml"
 
@@ -149,7 +149,6 @@ class Guildfile:
             in_models = [n for n in self.operations if n.endswith(f":{name}")]  # a guild.yml model's op
             if len(in_models) == 1:
                 return self.operations[in_models[0]]
-
             known = sorted(in_models or self.operations)  # several models have it: which one?
             hint = [] if in_models else difflib.get_close_matches(name, known, n=1)
             msg = f"{self.path}: no operation '{name}'"
@@ -170,17 +169,8 @@ def find_guildfile(start: Path | None = None) -> Path | None:
 def load(path: Path) -> Guildfile:
     """Parse and validate a guildfile; every problem is a GuildfileError naming file, line, field."""
     path = Path(path).resolve()
-    if path.suffix == ".py":  # a script run without a guildfile: an op of its own (no file to read)
-        return _Validator(path).guildfile(as_guildlite(path, None, _OP_KEYS, _TOP_KEYS).data)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise GuildfileError(f"{path}: cannot read: {e.strerror}") from None
-    except UnicodeDecodeError as e:
-        raise GuildfileError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    if "\0" in text:
-        raise GuildfileError(f"{path}:{text[:text.index(chr(0))].count(chr(10)) + 1}: a NUL character") from None
-    read = as_guildlite(path, parse_yaml(path, text), _OP_KEYS, _TOP_KEYS)  # guild.yml: translated
+    data = None if path.suffix == ".py" else read_yaml(path)  # a script runs as an op of its own: nothing to read
+    read = as_guildlite(path, data, _OP_KEYS, _TOP_KEYS)  # guild.yml: translated
     return replace(_Validator(path).guildfile(read.data), default_op=read.default_op, warnings=read.warnings)
 
 
