@@ -8,8 +8,7 @@ collected, not raised one by one: a file ported from Guild gets every problem in
 Guild's forms: a mapping of operations at the top level; a list of ``- model: NAME`` items (their
 ops are named ``NAME:op``, and found by ``op`` alone when no other model has one so named), of
 ``- config: NAME`` items that others take settings from (``extends:``, ``$include:``), and of
-``- package:`` items (packaging: ignored with a warning). Guild runs every op with one Python
-process, so each op gets ``launcher: python``.
+``- package:`` items (packaging: ignored with a warning). Each op gets ``launcher: python`` (Guild's).
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ._errors import GuildfileError
+from ._guild_requires import guild_requires
 from ._yaml_lines import _brief, _Map, _Seq
 
 GUILD_FILE = "guild.yml"
@@ -59,7 +59,6 @@ _FLAG_TYPES = {"string": "str", "str": "str", "int": "int", "float": "float", "b
                "path": "path", "existing-path": "path", "number": None, "auto": None}
 _FLAG_SAME = ("default", "description", "min", "max", "required", "arg-name", "arg-switch", "arg-skip",
               "arg-encoding", "arg-split")
-_FLAG_SHOWN = ("distribution",)
 _FLAG_QUIET = ("null-label", "alias")  # how a value is shown: nothing to say
 # Guild's shorthands in output-scalars patterns, as the regexes they stand for.
 _VALUE = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?nan|[-+]?inf"
@@ -255,7 +254,8 @@ class _Translator:
             if key == "main":
                 _put(out, "main", self.main(v), at)
             elif key in _SAME:
-                _put(out, key, v, at)
+                _put(out, key, guild_requires(v, raw.get("flags-dest"), where, self.warn, self.problem)
+                     if key == "requires" else v, at)
             elif key == "default":
                 if v is True:
                     self.defaults.append(name)
@@ -336,7 +336,7 @@ class _Translator:
                 _put(out, key, values, at)
             elif key == "allow-other" or key in _FLAG_QUIET:
                 continue
-            elif key in _FLAG_SHOWN:
+            elif key == "distribution":  # how Guild's optimizers draw values
                 self.warn(at, f"{where}: '{key}' ignored")
             elif key == "env-name":
                 self.problem(at, f"{where}: 'env-name' cannot be honoured (flags-dest: env sets FLAG_<NAME>)")

@@ -522,3 +522,136 @@ def test_top_level_defaults_leave_a_pipeline_alone(guild_project: Callable[..., 
     _ok(cp)
     assert "a ran 0" in cp.stdout and "a ran 1" in cp.stdout
     assert {r["op_def"].get("launcher") for r in proj.records() if r["op"] == "a"} == {"python"}
+
+
+# --- Hydra apps and requires, in the layouts Guild's examples use -----------------------------------
+
+HYDRA_APP = """\
+import hydra
+from omegaconf import OmegaConf
+
+
+@hydra.main(version_base=None, config_path=".", config_name="config")
+def main(cfg):
+    print("CFG", OmegaConf.to_container(cfg, resolve=True))
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+HYDRA_ARGS_APP = """\
+import hydra
+from omegaconf import OmegaConf
+
+
+@hydra.main(version_base=None)
+def main(cfg):
+    print("CFG", OmegaConf.to_container(cfg, resolve=True))
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+# Guild's Hydra example: flag values as Hydra command args (`flags-dest: none`, `${flag}` in main),
+# and the app's own config.yaml as the flags interface (`flags-dest: config:`), which Guild's
+# example also names as a `config:` resource written into the source code.
+HYDRA_GUILD_YML = """\
+args-app:
+  description: Pass flag values as Hydra command args
+  main: args_app +db.driver=${driver} +db.user=${user}
+  flags-dest: none
+  flags:
+    driver: mysql
+    user: omry
+config-app:
+  description: The app's config file is the flags interface
+  main: app
+  flags-dest: config:config.yaml
+  flags-import: all
+  requires:
+    - config: config.yaml
+      target-path: .guild/sourcecode
+      replace-existing: yes
+"""
+
+
+def test_hydra_app_runs_unmodified(guild_project: Callable[..., Project]) -> None:
+    pytest.importorskip("hydra")
+    proj = guild_project({"guild.yml": HYDRA_GUILD_YML, "args_app.py": HYDRA_ARGS_APP, "app.py": HYDRA_APP,
+                          "config.yaml": "db:\n  driver: mysql\n  user: omry\n  port: 3306\n"})
+    cp = proj.run("run", "-y", "args-app", "user=test")
+    _ok(cp)
+    assert "CFG {'db': {'driver': 'mysql', 'user': 'test'}}" in cp.stdout
+    cp = proj.run("run", "-y", "config-app", "db.user=test", "db.port=5432")
+    _ok(cp)
+    assert "CFG {'db': {'driver': 'mysql', 'user': 'test', 'port': 5432}}" in cp.stdout
+    rec = next(r for r in proj.records() if r["op"] == "config-app")
+    assert rec["flags"]["db.user"] == "test" and rec["flags"]["db.port"] == 5432
+
+
+PREPARE = """\
+import os
+
+os.makedirs("prepared", exist_ok=True)
+with open("prepared/train.csv", "w") as f:
+    f.write("x,y\\n1,2\\n")
+with open("prepared/notes.txt", "w") as f:
+    f.write("not selected\\n")
+print("prepared")
+"""
+
+USE_DATA = """\
+import os
+
+print("train.csv", open("prepared/train.csv").read().splitlines())
+print("notes", os.path.exists("prepared/notes.txt"))
+print("labels", open("data/labels.txt").read().strip())
+print("vocab", open("vocab/words.txt").read().strip())
+"""
+
+# Guild's requires: an upstream op with `select:`, a project file, and the inline named form
+# (`- name: ..., sources: [...]`).
+REQUIRES_GUILD_YML = """\
+prepare:
+  main: prepare
+train:
+  main: train
+  requires:
+    - operation: prepare
+      select: prepared/train\\.csv
+    - file: data/labels.txt
+    - name: vocab
+      sources:
+        - file: words.txt
+          target-path: vocab
+"""
+
+
+def test_requires_of_files_and_an_upstream_op(guild_project: Callable[..., Project]) -> None:
+    proj = guild_project({"guild.yml": REQUIRES_GUILD_YML, "prepare.py": PREPARE, "train.py": USE_DATA,
+                          "data/labels.txt": "cat dog\n", "words.txt": "hello world\n"})
+    cp = proj.run("run", "-y", "train")
+    assert cp.returncode != 0 and TRACEBACK not in cp.stderr  # no prepare run yet: a clean refusal
+    assert "prepare" in cp.stderr
+    _ok(proj.run("run", "-y", "prepare"))
+    cp = proj.run("run", "-y", "train")
+    _ok(cp)
+    assert "train.csv ['x,y', '1,2']" in cp.stdout and "notes False" in cp.stdout
+    assert "labels cat dog" in cp.stdout and "vocab hello world" in cp.stdout
+    prep = next(r for r in proj.records() if r["op"] == "prepare")
+    train = next(r for r in proj.records() if r["op"] == "train")
+    assert {(q["kind"], q.get("run")) for q in train["requires"]} >= {("operation", prep["id"]), ("file", None)}
+
+
+def test_a_config_source_guildlite_does_not_write_is_refused_with_its_line(
+        guild_project: Callable[..., Project]) -> None:
+    guild_yml = ("train:\n  main: train\n  flags-dest: args\n  requires:\n    - file: data.txt\n"
+                 "    - config: other.yaml\n")
+    proj = guild_project({"guild.yml": guild_yml, "train.py": "print('ran')\n", "data.txt": "d\n",
+                          "other.yaml": "a: 1\n"})
+    cp = proj.run("run", "-y", "train")
+    assert cp.returncode == 2 and TRACEBACK not in cp.stderr and "ran" not in cp.stdout
+    assert "guild.yml:6" in cp.stderr and "config: other.yaml" in cp.stderr
+    assert proj.records() == []
