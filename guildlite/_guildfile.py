@@ -1,7 +1,8 @@
 """Loading and validating guildfile.yml into frozen op and plugin definitions.
 
 The YAML is read with line numbers by ``_yaml_lines`` (which also holds the checks every part
-uses); an op's flags are checked by ``_guildfile_flags``; where runs live is ``_runs_dir``.
+uses); an op's flags are checked by ``_guildfile_flags``, its ``main`` by ``_guildfile_main``; where
+runs live is ``_runs_dir``.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from ._errors import GuildfileError, GuildliteError
 from ._flags import FlagDef
 from ._guild_yml import GUILD_FILE
 from ._guildfile_flags import FlagChecks
+from ._guildfile_main import MainChecks
 from ._op_defaults import as_guildlite
 from ._plugins import DEFAULT_HOOK_TIMEOUT
 from ._requires_schema import Requirement, parse_requires
 from ._runs_dir import runs_dir_path
 from ._steps import StepDef, check_steps, pipeline_op
-from ._yaml_lines import _brief, _kind, _plain, _Seq, _short, read_yaml
+from ._yaml_lines import _plain, _Seq, _short, read_yaml
 
 GUILDFILE = "guildfile.yml"
 
@@ -177,31 +179,43 @@ def load(path: Path) -> Guildfile:
 # --- validation ----------------------------------------------------------------------------------
 
 
-class _Validator(FlagChecks):
+class _Validator(FlagChecks, MainChecks):
     """The guildfile's checks: its top level, each op, its sources and plugins (flags: ``FlagChecks``)."""
 
     def guildfile(self, data: Any) -> Guildfile:
+        """The whole file checked: each op and each top-level key on its own, so that one error
+        lists every problem (the first of each op: what follows in an op often stems from it)."""
         if not isinstance(data, dict):
             raise GuildfileError(f"{self.path}: the top level must be a mapping with 'operations'")
-        self.keys(data, (*_TOP_KEYS, *self.section_names(data, _TOP_KEYS)), "the guildfile", extensions=True)
+        where = "the guildfile"
+        self.attempt(self.keys, data, (*_TOP_KEYS, *self.section_names(data, _TOP_KEYS)), where, True)
+        operations = self.attempt(self.operations, data) or {}
+        plugins = self.attempt(self.plugins, data, "plugins", data.get("plugins"), "plugins") or ()
+        runs_dir = self.attempt(self.runs_dir, data)
+        backend = self.attempt(self.backend, data, where) or "local"
+        backend_sections = self.attempt(self.sections, data, _TOP_KEYS, where) or {}
+        hook_timeout = self.attempt(self.seconds, data, "hook-timeout", where) or DEFAULT_HOOK_TIMEOUT
+        progress_interval = self.attempt(self.seconds, data, "progress-interval", where)
+        max_concurrent = self.attempt(self.max_concurrent, data, where)
+        self.raise_problems()
+        return Guildfile(path=self.path, operations=operations, plugins=plugins, runs_dir=runs_dir, backend=backend,
+                         backend_sections=backend_sections, hook_timeout=hook_timeout,
+                         progress_interval=progress_interval, max_concurrent=max_concurrent)
+
+    def operations(self, data: Mapping[Any, Any]) -> dict[str, OpDef]:
         if "operations" not in data:
             raise self.fail(data, None, "missing required key 'operations'")
         ops = self.mapping(data, "operations", data["operations"], "operations")
         if not ops:
             raise self.fail(data, "operations", "'operations' declares no operation")
-        operations = {str(n): self.op(ops, self.op_name(ops, n), ops[n]) for n in ops}
-        check_steps(self, operations)
-        return Guildfile(
-            path=self.path,
-            operations=operations,
-            plugins=self.plugins(data, "plugins", data.get("plugins"), "plugins"),
-            runs_dir=self.runs_dir(data),
-            backend=self.backend(data, "the guildfile") or "local",
-            backend_sections=self.sections(data, _TOP_KEYS, "the guildfile"),
-            hook_timeout=self.seconds(data, "hook-timeout", "the guildfile") or DEFAULT_HOOK_TIMEOUT,
-            progress_interval=self.seconds(data, "progress-interval", "the guildfile"),
-            max_concurrent=self.max_concurrent(data, "the guildfile"),
-        )
+        operations = {}
+        for n in ops:
+            op = self.attempt(lambda n: self.op(ops, self.op_name(ops, n), ops[n]), n)
+            if op is not None:
+                operations[str(n)] = op
+        if len(operations) == len(ops):  # else a step naming an op that failed would be a second report
+            check_steps(self, operations)
+        return operations
 
     def runs_dir(self, data: Mapping[Any, Any]) -> Path | None:
         raw = data.get("runs-dir")
@@ -266,46 +280,6 @@ class _Validator(FlagChecks):
         )
         self.flag_places(m, op, where)
         return op
-
-
-    def main(self, parent: Any, m: Mapping[Any, Any], where: str) -> None:
-        import re
-        import shlex
-
-        main = m.get("main")
-        if "main" in m and main is not None and not isinstance(main, str):
-            raise self.fail(m, "main", f"{where}: 'main' must be a string (a script or module with optional fixed "
-                            f"args, e.g. 'train.py --fast'), got {_kind(main)}"
-                            + ("" if isinstance(main, (list, dict)) else f" {_brief(main)}"))
-        if not isinstance(main, str) or not main.strip():
-            raise self.fail(m if "main" in m else parent, "main", f"{where}: 'main' (the script to run) is required")
-        try:
-            first = shlex.split(main)[0]
-        except (ValueError, IndexError) as e:
-            raise self.fail(m, "main", f"{where}: cannot split 'main' {main!r}: {e}") from None
-        root = self.path.parent
-        if first.endswith(".py") or "/" in first:
-            script = (root / first).resolve()
-            if not _inside(script, root):
-                raise self.fail(m, "main", f"{where}: 'main' {main!r} is outside the project directory")
-            if not script.is_file():
-                raise self.fail(m, "main", f"{where}: 'main' script {first!r} does not exist in {root}")
-            return
-        if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", first):
-            raise self.fail(m, "main", f"{where}: 'main' {first!r} is neither a .py script nor a module name")
-        as_path = root.joinpath(*first.split("."))
-        if as_path.with_suffix(".py").is_file() or (as_path / "__main__.py").is_file():
-            return
-        import importlib.util
-
-        top = first.split(".")[0]
-        try:  # `__main__` is this process's own main module, never an op's
-            installed = top != "__main__" and importlib.util.find_spec(top) is not None
-        except (ImportError, ValueError):
-            installed = False
-        if (root / top).is_dir() or installed:
-            return  # an installed or namespace package: the submodule is found at run time
-        raise self.fail(m, "main", f"{where}: module {first!r} not found in {root} or installed packages")
 
     def max_concurrent(self, m: Mapping[Any, Any], where: str) -> int | None:
         if "max-concurrent" not in m:
@@ -438,11 +412,3 @@ class _Validator(FlagChecks):
                 )
             )
         return tuple(specs)
-
-
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.relative_to(root.resolve())
-        return True
-    except ValueError:
-        return False

@@ -9,7 +9,7 @@ laughs" is refused), merge keys (``<<``) are applied, duplicate keys and NUL cha
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from ._errors import GuildfileError
 
@@ -247,11 +247,41 @@ def _plain(v: Any) -> Any:
     return v
 
 
+_T = TypeVar("_T")
+
+
 class YamlChecks:
-    """Checks on the nodes of one parsed file; each failure is a GuildfileError naming its line."""
+    """Checks on the nodes of one parsed file; each failure is a GuildfileError naming its line.
+    Independent parts (each op, each top-level key) are checked through ``attempt`` so that a file
+    with several problems gets them all in one error (``raise_problems``)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.problems: list[GuildfileError] = []
+
+    def attempt(self, check: Callable[..., _T], *args: Any) -> _T | None:
+        """``check(*args)``, or None with its GuildfileError kept for ``raise_problems``."""
+        try:
+            return check(*args)
+        except GuildfileError as e:
+            self.problems.append(e)
+            return None
+
+    def raise_problems(self) -> None:
+        """One error for every problem kept, in line order (a single one: as it was raised)."""
+        import re
+
+        if len(self.problems) == 1:
+            raise self.problems[0]
+        if self.problems:
+            at = re.compile(re.escape(str(self.path)) + r":(\d+):")
+
+            def line(e: GuildfileError) -> int:
+                m = at.match(str(e))
+                return int(m.group(1)) if m else 0
+
+            shown = "\n".join(f"  {e}" for e in sorted(self.problems, key=line))
+            raise GuildfileError(f"{self.path}: {len(self.problems)} problems:\n{shown}")
 
     def fail(self, parent: Any, key: Any, msg: str) -> GuildfileError:
         line = getattr(parent, "lines", {}).get(key) or getattr(parent, "line", 0)

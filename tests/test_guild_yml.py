@@ -655,3 +655,56 @@ def test_a_config_source_guildlite_does_not_write_is_refused_with_its_line(
     assert cp.returncode == 2 and TRACEBACK not in cp.stderr and "ran" not in cp.stdout
     assert "guild.yml:6" in cp.stderr and "config: other.yaml" in cp.stderr
     assert proj.records() == []
+
+
+# --- every problem of a guildlite-format file at once -----------------------------------------------
+
+THREE_BAD_OPS = """\
+operations:
+  a:
+    main: a.py
+    launcher: python
+    flags:
+      lr: {default: 0.1, type: flaot}
+  b:
+    main: missing.py
+    launcher: python
+  ok:
+    main: a.py
+    launcher: python
+  c:
+    main: a.py
+    launcher: pythn
+    nproc-per-node: 0
+"""
+
+
+def test_a_guildfile_with_problems_in_three_ops_reports_all_of_them(guild_project: Callable[..., Project]) -> None:
+    proj = guild_project({"guildfile.yml": THREE_BAD_OPS, "a.py": "print('ran')\n"})
+    for args in (["run", "-y", "ok"], ["ops"]):
+        cp = proj.run(*args)
+        assert cp.returncode == 2 and TRACEBACK not in cp.stderr and "ran" not in cp.stdout
+        assert "3 problems" in cp.stderr, cp.stderr
+        lines = [line for line in cp.stderr.splitlines() if line.startswith("  ")]
+        assert [line.split("guildfile.yml:")[1].split(":")[0] for line in lines] == ["6", "8", "15"], cp.stderr
+        assert "flaot" in lines[0] and "missing.py" in lines[1] and "pythn" in lines[2]
+    assert proj.records() == []
+
+
+def test_top_level_problems_are_reported_with_the_ops_ones(guild_project: Callable[..., Project]) -> None:
+    guildfile = ("hook-timeout: -1\noperations:\n  a:\n    main: a.py\n    launcher: python\n    nproc: 2\n"
+                 "runs-dir: 7\nmax-concurent: 2\n")
+    proj = guild_project({"guildfile.yml": guildfile, "a.py": "print('ran')\n"})
+    cp = proj.run("run", "-y", "a")
+    assert cp.returncode == 2 and TRACEBACK not in cp.stderr and "ran" not in cp.stdout
+    assert "4 problems" in cp.stderr, cp.stderr
+    for at, words in (("1", "hook-timeout"), ("6", "nproc"), ("7", "runs-dir"), ("8", "max-concurrent")):
+        assert any(f"guildfile.yml:{at}:" in line and words in line for line in cp.stderr.splitlines()), cp.stderr
+
+
+def test_one_problem_is_reported_as_it_was(guild_project: Callable[..., Project]) -> None:
+    proj = guild_project({"guildfile.yml": "operations:\n  a:\n    main: a.py\n    launcher: pythn\n",
+                          "a.py": "print('ran')\n"})
+    cp = proj.run("run", "-y", "a")
+    assert cp.returncode == 2 and "problems" not in cp.stderr
+    assert "guildfile.yml:4: operation 'a': launcher 'pythn'" in cp.stderr

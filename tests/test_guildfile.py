@@ -281,8 +281,10 @@ def test_yamlish_text_gives_a_guildfile_or_a_guildfile_error(tmp_path_factory: p
         assume("unhashable type" not in str(e))
         raise
     except GuildfileError as e:
-        assert str(e).startswith(str(p.resolve()))
-        assert "\n" not in str(e)
+        # One line per problem, each naming the file (several: a count, then one indented line each).
+        first, *more = str(e).split("\n")
+        assert first.startswith(str(p.resolve())) and all(m.startswith(f"  {p.resolve()}") for m in more)
+        assert not more or first.endswith(f"{len(more)} problems:")
     else:
         assert gf.operations and all(op.main for op in gf.operations.values())
 
