@@ -154,7 +154,7 @@ def _resolve_one(req: Requirement, project: Path, runs_dir: Path, flags: Mapping
         digest = cached_sha256(root)
         rec["archive_sha256"] = digest
         root, base = unpacked(root, digest, at), _under(req.target_path, "")
-    found: Collected = collect(req, root, base, at, only)
+    found: Collected = collect(req, root, base, at, only, runs_dir)
     rec.update(target=base or ".", target_type=req.target_type, **found.record)
     if found.skipped:
         rec["skipped"] = list(found.skipped)
