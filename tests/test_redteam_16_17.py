@@ -1,0 +1,148 @@
+"""Red-team findings on requirements, digests and ``--needed`` (issues 16 and 17), each a repro.
+
+Real projects, the real CLI in subprocesses; the digest and download caches live in the test's
+tmp dir (``XDG_CACHE_HOME``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+import textwrap
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from conftest import Project, assert_clean_error
+
+
+@pytest.fixture
+def make(make_project: Callable[..., Project], tmp_path: Path) -> Callable[..., Project]:
+    cache = tmp_path / "cache"
+
+    def build(guildfile: str, files: dict[str, str], runs_inside: bool = False) -> Project:
+        proj = make_project(guildfile, files)
+        if runs_inside:  # the default layout: runs/ beside guildfile.yml
+            proj.runs_dir = proj.root / "runs"
+        orig = proj.run
+
+        def run(*args: str, **kw: Any) -> Any:
+            kw["env"] = {"XDG_CACHE_HOME": str(cache), **(kw.get("env") or {})}
+            return orig(*args, **kw)
+
+        proj.run = run  # type: ignore[method-assign]
+        return proj
+
+    return build
+
+
+def _op(requires: str, main: str = "t.py", name: str = "t") -> str:
+    body = textwrap.indent(textwrap.dedent(requires).strip(), "      ")
+    return f"  {name}:\n    main: {main}\n    launcher: python\n    requires:\n{body}\n"
+
+
+def _ok(cp: Any) -> None:
+    assert cp.returncode == 0, (cp.returncode, cp.stdout, cp.stderr)
+
+
+# --- a required directory that holds the runs dir -------------------------------------------------
+
+
+def test_a_required_project_dir_never_copies_the_runs_dir_into_a_run(make: Callable[..., Project]) -> None:
+    """``- file: .`` with ``target-type: copy`` and runs/ in the project: each run copied every
+    earlier run (and their copies) into itself, doubling the runs dir at every run."""
+    gf = "operations:\n" + _op("- {file: ., target-path: proj, target-type: copy}")
+    proj = make(gf, {"t.py": "print('ok')\n", "data/a.txt": "A\n"}, runs_inside=True)
+    for _ in range(3):
+        _ok(proj.run("run", "t", "-y"))
+    newest = max(proj.run_dirs(), key=lambda d: d.name)
+    copied = {p.relative_to(newest).as_posix() for p in newest.rglob("*") if p.is_file()}
+    assert "proj/project/data/a.txt" in copied and "proj/project/t.py" in copied
+    assert not [p for p in copied if p.startswith("proj/project/runs")], sorted(copied)[:10]
+    rec = json.loads((newest / "run.json").read_text())
+    assert rec["requires"][0]["files"] == 3, rec["requires"]  # guildfile.yml, t.py, data/a.txt
+
+
+def test_needed_hits_with_a_required_dir_that_holds_the_runs_dir(make: Callable[..., Project]) -> None:
+    """``- file: .`` (linked): its digest covered the runs dir, which every run changes, so
+    ``--needed`` never found the run it had just made."""
+    gf = "operations:\n" + _op("- {file: ., target-path: proj}")
+    proj = make(gf, {"t.py": "print('ok')\n", "data/a.txt": "A\n"}, runs_inside=True)
+    _ok(proj.run("run", "t", "-y"))
+    first = proj.records()[0]["id"]
+    cp = proj.run("run", "t", "--needed", "-y")
+    _ok(cp)
+    assert cp.stdout.strip() == first, (cp.stdout, cp.stderr)
+    assert len(proj.records()) == 1
+
+
+# --- --needed and an upstream run whose outputs changed -----------------------------------------
+
+
+def test_needed_runs_again_when_the_upstream_run_was_restarted_with_other_outputs(
+    make: Callable[..., Project],
+) -> None:
+    """The requirement digest of an operation was only the upstream run's id: after ``--restart``
+    of that run made other files, ``--needed`` still said "same requirements"."""
+    gf = ("operations:\n  prepare:\n    main: prepare.py\n    launcher: python\n"
+          + _op("- operation: prepare", main="train.py", name="train"))
+    proj = make(gf, {"prepare.py": "import os\nopen('f.csv', 'w').write(os.environ.get('V', '1'))\n",
+                     "train.py": "print('saw', open('f.csv').read())\n"})
+    _ok(proj.run("run", "prepare", "-y"))
+    _ok(proj.run("run", "train", "-y"))
+    prep = next(r["id"] for r in proj.records() if r["op"] == "prepare")
+    _ok(proj.run("run", "--restart", prep, "-y", env={"V": "2"}))
+    assert (proj.runs_dir / prep / "f.csv").read_text() == "2"
+    cp = proj.run("run", "train", "--needed", "-y")
+    _ok(cp)
+    assert "saw 2" in cp.stdout, (cp.stdout, cp.stderr)
+    assert len([r for r in proj.records() if r["op"] == "train"]) == 2
+    # and the same outputs again: a hit
+    cp = proj.run("run", "train", "--needed", "-y")
+    _ok(cp)
+    assert len([r for r in proj.records() if r["op"] == "train"]) == 2, cp.stderr
+
+
+# --- the digest cache and a file replaced by one of the same size and mtime ---------------------
+
+
+def test_a_file_replaced_with_the_same_size_and_mtime_is_hashed_again(make: Callable[..., Project]) -> None:
+    """Digests were cached by path, size and mtime: a file swapped (``mv``) for another of the same
+    size and mtime (``cp -p``, ``rsync -t``, ``tar x`` keep mtimes) kept the old sha256 in run.json,
+    and ``--needed`` took the old run for this one."""
+    gf = "operations:\n" + _op("- file: d.bin")
+    proj = make(gf, {"t.py": "import hashlib\nprint(hashlib.sha256(open('d.bin','rb').read()).hexdigest())\n"})
+    d = proj.root / "d.bin"
+    d.write_bytes(b"aaaa")
+    os.utime(d, ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))
+    _ok(proj.run("run", "t", "-y"))
+    new = proj.root / "d.new"
+    new.write_bytes(b"bbbb")
+    os.utime(new, ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))
+    os.replace(new, d)
+    cp = proj.run("run", "t", "--needed", "-y")
+    _ok(cp)
+    real = cp.stdout.split()[-1]
+    recs = sorted(proj.records(), key=lambda r: r["id"])
+    assert len(recs) == 2, cp.stderr
+    assert recs[-1]["requires"][0]["sha256"] == real
+
+
+# --- archives ------------------------------------------------------------------------------------
+
+
+def test_an_archive_member_with_a_name_too_long_is_a_clean_error(make: Callable[..., Project]) -> None:
+    """A tar member whose name the filesystem refuses failed with a bare OSError message, naming a
+    temp dir of the cache instead of the guildfile's line."""
+    gf = "operations:\n" + _op("- file: long.tar")
+    proj = make(gf, {"t.py": "print('ok')\n"})
+    with tarfile.open(proj.root / "long.tar", "w", format=tarfile.GNU_FORMAT) as t:
+        info = tarfile.TarInfo("d/" + "x" * 300)
+        info.size = 1
+        t.addfile(info, io.BytesIO(b"L"))
+    cp = proj.run("run", "t", "-y")
+    line = assert_clean_error(cp, 2, "guildfile.yml:", "long.tar")
+    assert "nothing was staged" in line
+    assert proj.run_dirs() == []
