@@ -146,3 +146,26 @@ def test_an_archive_member_with_a_name_too_long_is_a_clean_error(make: Callable[
     line = assert_clean_error(cp, 2, "guildfile.yml:", "long.tar")
     assert "nothing was staged" in line
     assert proj.run_dirs() == []
+
+
+# --- project files named like guildlite's own --------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["run.json", "output.log", "scalars.jsonl", "Output.log"])
+def test_a_project_file_named_like_guildlites_own_is_not_copied_and_is_said(
+    make: Callable[..., Project], name: str
+) -> None:
+    """A project's run.json failed the staging ("already has a run.json", naming a hidden dir); its
+    output.log and scalars.jsonl became the start of the run's log and scalars."""
+    gf = ("operations:\n  t:\n    main: t.py\n    launcher: python\n"
+          "    sourcecode:\n      include: ['*.py', '*.json', '*.log', '*.jsonl']\n")
+    proj = make(gf, {"t.py": "print('loss: 1')\n", name: '{"planted": 1}\n', "keep.json": "{}\n"})
+    cp = proj.run("run", "t", "-y")
+    _ok(cp)
+    assert name in cp.stderr and "guildlite-own" in cp.stderr, cp.stderr
+    run_dir = proj.run_dirs()[0]
+    for own in ("run.json", "output.log", "scalars.jsonl"):
+        assert "planted" not in (run_dir / own).read_text(), own
+    manifest = json.loads((run_dir / ".guildlite" / "sourcecode.json").read_text())
+    assert {"path": name, "reason": "guildlite-own"} in manifest["skipped"]
+    assert "keep.json" in [f["path"] for f in manifest["files"]]
