@@ -169,3 +169,19 @@ def test_a_project_file_named_like_guildlites_own_is_not_copied_and_is_said(
     manifest = json.loads((run_dir / ".guildlite" / "sourcecode.json").read_text())
     assert {"path": name, "reason": "guildlite-own"} in manifest["skipped"]
     assert "keep.json" in [f["path"] for f in manifest["files"]]
+
+
+# --- --start and --needed ------------------------------------------------------------------------
+
+
+def test_start_with_needed_is_refused_not_ignored(make: Callable[..., Project]) -> None:
+    """``run --start RUN --needed`` ran the staged run although a completed run had the same flags,
+    source and requirements (``--needed`` was ignored; with ``--restart`` it is an error)."""
+    gf = "operations:\n  t:\n    main: t.py\n    launcher: python\n"
+    proj = make(gf, {"t.py": "print('ran')\n"})
+    _ok(proj.run("run", "t", "-y"))
+    _ok(proj.run("run", "t", "--stage", "-y"))
+    staged = next(r["id"] for r in proj.records() if r["status"] == "staged")
+    cp = proj.run("run", "--start", staged, "--needed", "-y")
+    assert_clean_error(cp, 2, "--start", "--needed")
+    assert proj.record(staged)["status"] == "staged"
