@@ -151,6 +151,9 @@ def _renamed(req: Requirement, rel: str, where: str) -> str:
             out = re.sub(pattern, repl, out, count=1)  # once: '.*' also matches the empty end
         except (re.error, IndexError) as e:
             raise RequirementError(f"{where}: {req.label}: rename {pattern!r} -> {repl!r}: {e}", exit_code=2) from None
+    if out != rel and any(p in ("", ".") for p in out.split("/")):  # 'data//' would be the folder itself
+        raise RequirementError(f"{where}: {req.label}: rename makes {rel!r} {out!r}, which has an empty or '.'"
+                               " part; rename it to a file name", exit_code=2)
     return out
 
 

@@ -185,3 +185,16 @@ def test_start_with_needed_is_refused_not_ignored(make: Callable[..., Project]) 
     cp = proj.run("run", "--start", staged, "--needed", "-y")
     assert_clean_error(cp, 2, "--start", "--needed")
     assert proj.record(staged)["status"] == "staged"
+
+
+@pytest.mark.parametrize("rename", ["a /", "a .", "a x//y"])
+def test_a_rename_to_an_empty_or_dot_part_fails_at_plan_naming_the_line(
+    make: Callable[..., Project], rename: str
+) -> None:
+    """``rename: 'a /'`` made the target ``data//`` (the folder itself), which passed the checks
+    and failed in the middle of staging with "something is already there", naming no line."""
+    gf = "operations:\n" + _op(f"- {{file: data, rename: '{rename}'}}")
+    proj = make(gf, {"t.py": "print('ok')\n", "data/a": "A\n", "data/b": "B\n"})
+    cp = proj.run("run", "t", "-y")
+    assert_clean_error(cp, 2, "guildfile.yml:6", "rename")
+    assert proj.run_dirs() == [] and not list(proj.runs_dir.glob(".staging-*"))
