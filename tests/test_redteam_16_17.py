@@ -198,3 +198,34 @@ def test_a_rename_to_an_empty_or_dot_part_fails_at_plan_naming_the_line(
     cp = proj.run("run", "t", "-y")
     assert_clean_error(cp, 2, "guildfile.yml:6", "rename")
     assert proj.run_dirs() == [] and not list(proj.runs_dir.glob(".staging-*"))
+
+
+# --- URLs ----------------------------------------------------------------------------------------
+
+
+def test_a_redirect_loop_is_a_one_line_error(make: Callable[..., Project]) -> None:
+    """urllib's reason for a redirect loop spans three lines: the error was three lines, the last
+    one "Found" on its own."""
+    import http.server
+    import threading
+
+    class Loop(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", "/again" + self.path)
+            self.end_headers()
+
+        def log_message(self, *a: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Loop)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        gf = "operations:\n" + _op(f"- url: http://127.0.0.1:{server.server_address[1]}/loop/a.bin")
+        proj = make(gf, {"t.py": "print('ok')\n"})
+        cp = proj.run("run", "t", "-y")
+        assert_clean_error(cp, 1, "guildfile.yml:6", "HTTP 302", "infinite loop")
+        assert proj.run_dirs() == []
+    finally:
+        server.shutdown()
+        server.server_close()
