@@ -229,3 +229,18 @@ def test_a_redirect_loop_is_a_one_line_error(make: Callable[..., Project]) -> No
     finally:
         server.shutdown()
         server.server_close()
+
+
+# --- --gpus --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ids", ["-1", "0,-1", "0\n1", "../../x", "0, 1 2"])
+def test_gpu_ids_that_cuda_cannot_read_are_refused(make: Callable[..., Project], ids: str) -> None:
+    """``--gpus -1`` ran with CUDA_VISIBLE_DEVICES=-1 (no GPU at all) recorded as GPU -1; a newline
+    or a path went into the record and the environment as an id."""
+    gf = "operations:\n  t:\n    main: t.py\n    launcher: python\n    gpus-per-trial: 1\n"
+    proj = make(gf, {"t.py": "print('ok')\n"})
+    cp = proj.run("run", "t", "--gpus", ids, "-y")
+    assert_clean_error(cp, 2, "--gpus", "not a GPU id")
+    assert proj.run_dirs() == []
+    _ok(proj.run("run", "t", "--gpus", "GPU-8f2c1a3e-0000-1111-2222-333344445555", "-y"))
