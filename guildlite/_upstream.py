@@ -149,6 +149,12 @@ def _picked(req: Requirement, runs_dir: Path, spec: str) -> Run:
     try:
         run = select_one(runs_dir, spec)
     except GuildliteError as e:
+        from ._errors import RunNotFoundError
+        from ._record import is_run_id
+
+        if isinstance(e, RunNotFoundError) and is_run_id(spec):  # a restart's recorded pick, deleted since
+            raise UpstreamError(f"{name}={spec}: run {spec} is not in {runs_dir} (deleted? `guildlite runs "
+                                f"restore {spec}` brings it back), or pick another run with {name}=RUN") from None
         raise UpstreamError(f"{name}={spec}: {e}") from None
     if run.op != req.source:
         raise UpstreamError(f"{name}={spec}: run {run.id} is a run of '{run.op}', not of '{req.source}'")

@@ -244,3 +244,21 @@ def test_gpu_ids_that_cuda_cannot_read_are_refused(make: Callable[..., Project],
     assert_clean_error(cp, 2, "--gpus", "not a GPU id")
     assert proj.run_dirs() == []
     _ok(proj.run("run", "t", "--gpus", "GPU-8f2c1a3e-0000-1111-2222-333344445555", "-y"))
+
+
+# --- a restart whose upstream run was deleted ---------------------------------------------------
+
+
+def test_restart_after_its_upstream_run_was_deleted_says_what_to_do(make: Callable[..., Project]) -> None:
+    """The error was "prepare=ID: no run matches 'ID'": nothing said the run was deleted nor how
+    to go on."""
+    gf = ("operations:\n  prepare:\n    main: prepare.py\n    launcher: python\n"
+          + _op("- operation: prepare", main="train.py", name="train"))
+    proj = make(gf, {"prepare.py": "open('f.csv', 'w').write('1')\n", "train.py": "print(open('f.csv').read())\n"})
+    _ok(proj.run("run", "prepare", "-y"))
+    _ok(proj.run("run", "train", "-y"))
+    ids = {r["op"]: r["id"] for r in proj.records()}
+    _ok(proj.run("runs", "delete", ids["prepare"], "-y"))
+    cp = proj.run("run", "--restart", ids["train"], "-y")
+    assert_clean_error(cp, 2, f"run {ids['prepare']} is not in", "guildlite runs restore", "prepare=RUN")
+    assert proj.record(ids["train"])["status"] == "completed"
