@@ -125,8 +125,7 @@ class Ticket:
             # Tokens an earlier waiter in our way could use stay its: never taken from under it. A
             # token none of them can use is ours, or it would sit idle while we wait (a run on
             # --gpus 1 waiting for GPU 1 held back a run on --gpus 0,1 with GPU 0 free).
-            reserved = frozenset(k for _name, rec in self._earlier_live() for k in rec_keys(rec))
-            got = self._grab(reserved)
+            got = self._grab(self._reserved())
             if got is None:
                 return None
             taken, fds = got
@@ -187,6 +186,15 @@ class Ticket:
         for name, rec in live_tickets(self._dir, before=(self.seq, self.name), overlapping=self._all_keys):
             if in_the_way(name, rec, self._all_keys, probe):
                 yield name, rec
+
+    def _reserved(self) -> frozenset[str]:
+        """Our keys that earlier waiters in our way want (read no further once that is all of them)."""
+        reserved: set[str] = set()
+        for _name, rec in self._earlier_live():
+            reserved.update(self._all_keys.intersection(rec_keys(rec)))
+            if reserved == self._all_keys:
+                break
+        return frozenset(reserved)
 
     def _blocker(self) -> tuple[str, dict[str, Any]] | None:
         return next(iter(self._earlier_live()), None)
