@@ -262,3 +262,23 @@ def test_restart_after_its_upstream_run_was_deleted_says_what_to_do(make: Callab
     cp = proj.run("run", "--restart", ids["train"], "-y")
     assert_clean_error(cp, 2, f"run {ids['prepare']} is not in", "guildlite runs restore", "prepare=RUN")
     assert proj.record(ids["train"])["status"] == "completed"
+
+
+# --- --stage says what it staged ----------------------------------------------------------------
+
+
+def test_stage_prints_the_id_that_start_takes(make: Callable[..., Project]) -> None:
+    """``run --stage`` of one run printed nothing at all: a new user had no id to ``--start``."""
+    gf = "operations:\n  t:\n    main: t.py\n    launcher: python\n    flags: {x: 1}\n"
+    proj = make(gf, {"t.py": "import sys\nprint('ran', sys.argv[1:])\n"})
+    cp = proj.run("run", "t", "--stage", "-y")
+    _ok(cp)
+    run_id = cp.stdout.strip()
+    assert proj.record(run_id)["status"] == "staged"
+    assert f"guildlite run --start {run_id}" in cp.stderr
+    _ok(proj.run("run", "--start", run_id, "-y"))
+    assert proj.record(run_id)["status"] == "completed"
+    batch = proj.run("run", "t", "--stage", "-y", "x=[1,2]")
+    _ok(batch)
+    rec = proj.record(batch.stdout.strip())
+    assert rec["status"] == "staged" and len(rec["trials"]) == 2

@@ -270,6 +270,9 @@ def _finish_run(result: Run, as_json: bool, stage_only: bool, detached: bool = F
         click.echo(json.dumps(_record(result), indent=2, default=str))
     elif result.is_batch or result.status not in ("completed", "staged"):
         _say(_summary(result), err=True)
+    if stage_only and not as_json and result.status == "staged":  # the id it takes to start it
+        _say(f"guildlite: start it with guildlite run --start {result.id}", err=True)
+        click.echo(result.id)
     if stage_only or result.status == "completed":
         return
     from .._status import exit_status
