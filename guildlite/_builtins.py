@@ -8,8 +8,10 @@ Priorities (lower runs first; user plugins default to 100):
   staged main script's top-level assignments to the run's flag values.
 - ``EnvCapture`` 10, on_run_begin: python, torch, packages, git commit and dirty flag, host and
   GPUs into ``.guildlite/env.json``, with a summary in ``run.attrs["env"]``.
-- ``OutputScalars`` 10, on_run_end: ``key: value`` lines printed by rank 0 into ``scalars.jsonl``,
-  so user plugins' on_run_end already sees them.
+- ``OutputScalars`` 10, on_run_end: ``key: value`` lines printed by rank 0, and the scalars of the
+  job's TensorBoard event files and Lightning ``metrics.csv`` (``_logfiles``), into ``scalars.jsonl``
+  (what the live capture of the run's owner did not already take), so user plugins' on_run_end
+  already sees them.
 """
 
 from __future__ import annotations
@@ -108,24 +110,57 @@ class EnvCapture(Plugin):
 
 
 class OutputScalars(Plugin):
-    """Turn rank 0's ``key: value`` output lines into ``scalars.jsonl`` (a ``step`` key sets the step)."""
+    """Rank 0's ``key: value`` output lines (or the op's ``output-scalars``) in ``scalars.jsonl``.
+
+    The run's owner captures them while the job runs (``_live``) and drains the output at its end,
+    before this hook: here only what nobody captured yet is read, from where that capture stopped
+    (``.guildlite/capture.json``), as when a backend fires it where the job ran, its owner gone.
+    """
 
     priority = BUILTIN_PRIORITY
 
     def on_run_end(self, run: Run) -> None:
-        if run.is_batch or not run.paths.output_log.exists():
+        from ._live import OutputSource, read_state, save_state
+
+        if run.is_batch:
+            return
+        _log_file_scalars(run)
+        if not run.paths.output_log.exists():
             return
         rules = output_rules(run.op_def, run.remote.hosts if run.remote else ())
         if rules is None:
             return
+        state = read_state(run.run_dir).get(OutputSource.name) or {}
+        offset, size = int(state.get("offset") or 0), run.paths.output_log.stat().st_size
         rows: list[dict[str, Any]] = []
         try:  # rows found before a pattern hung are kept: the failure is raised after writing them
-            rows.extend(parse_scalars(run.paths.output_log, run.nproc_per_node, rules[0], task_labels=rules[1]))
+            if state.get("note"):  # the patterns ran out of time while the job ran
+                raise GuildliteError(str(state["note"]))
+            if offset < size:
+                rows.extend(parse_scalars(run.paths.output_log, run.nproc_per_node, rules[0],
+                                          task_labels=rules[1], offset=offset, step=int(state.get("step") or 0)))
         finally:
             if rows:
                 with open(run.paths.scalars, "a", encoding="utf-8") as f:
                     f.writelines(json.dumps(r) + "\n" for r in rows)
-            run.attrs["scalars"] = {"captured": len(rows)}
+            captured = int(state.get("rows") or 0) + len(rows)
+            if offset < size:
+                source = OutputSource(run.run_dir, OutputParser(1), {**state, "offset": size, "rows": captured})
+                save_state(run.run_dir, [source])
+            run.attrs["scalars"] = {"captured": captured}
+
+
+def _log_file_scalars(run: Run) -> None:
+    """The scalars of the TensorBoard event files and Lightning ``metrics.csv`` in the run dir that
+    the live capture did not take (``_logfiles``), from where it stopped."""
+    from ._live import append_rows, read_state, save_state
+    from ._logfiles import LogFiles
+
+    logs = LogFiles(run.run_dir, read_state(run.run_dir).get(LogFiles.name))
+    append_rows(run.run_dir, logs.finish())
+    save_state(run.run_dir, [logs])
+    if logs.rows or logs.problems:
+        run.attrs["logfiles"] = {"captured": logs.rows, "problems": logs.problems}
 
 
 # An op's own ``output-scalars`` regexes run in C, where nothing can interrupt them, and one that
@@ -137,7 +172,8 @@ TIMEOUT_ENV = "GUILDLITE_SCALARS_TIMEOUT"
 
 
 def parse_scalars(
-    log: Path, nproc: int, patterns: list[str] | str | None = None, task_labels: bool = False
+    log: Path, nproc: int, patterns: list[str] | str | None = None, task_labels: bool = False,
+    offset: int = 0, step: int = 0,
 ) -> Iterator[dict[str, Any]]:
     """Scalar rows ``{"step", "key", "value"}`` from an output log, rank 0 lines only.
 
@@ -145,17 +181,18 @@ def parse_scalars(
     With ``patterns`` (the op's ``output-scalars``): each regex is searched in every line; a group
     named ``step`` gives the step and every other named group that holds a number is a scalar.
     With ``task_labels`` (a run over several hosts), lines carry the launcher's task number: rank 0 is on
-    task 0.
+    task 0. From byte ``offset`` of the log (a line start), the step then being ``step``.
     """
     if isinstance(patterns, str):
         patterns = [patterns]
     if patterns:
-        yield from _parse_isolated(log, nproc, patterns, task_labels)
+        yield from _parse_isolated(log, nproc, patterns, task_labels, offset, step)
         return
-    yield from _parse(log, nproc, None, task_labels)
+    yield from _parse(log, nproc, None, task_labels, offset, step)
 
 
-def _parse_isolated(log: Path, nproc: int, patterns: list[str], task_labels: bool) -> Iterator[dict[str, Any]]:
+def _parse_isolated(log: Path, nproc: int, patterns: list[str], task_labels: bool, offset: int,
+                    step: int) -> Iterator[dict[str, Any]]:
     """``_parse`` with the op's ``patterns``, in a child process killed when it takes too long (the
     rows it found until then are kept, then GuildliteError)."""
     try:
@@ -165,7 +202,8 @@ def _parse_isolated(log: Path, nproc: int, patterns: list[str], task_labels: boo
     timeout = limit + log.stat().st_size / 1e6
     here = str(Path(__file__).resolve().parents[1])  # this guildlite, in the child too
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)}
-    request = json.dumps({"log": str(log), "nproc": nproc, "patterns": patterns, "task_labels": task_labels})
+    request = json.dumps({"log": str(log), "nproc": nproc, "patterns": patterns, "task_labels": task_labels,
+                          "offset": offset, "step": step})
     try:  # -u: each row reaches us as it is found, so a timeout keeps those found before the hang
         cp = subprocess.run([sys.executable, "-u", "-c", "from guildlite._builtins import _parse_child; _parse_child()"],
                             input=request, capture_output=True, text=True, timeout=timeout, env=env)
@@ -188,14 +226,18 @@ def _parse_isolated(log: Path, nproc: int, patterns: list[str], task_labels: boo
 def _parse_child() -> None:
     """The child of ``_parse_isolated``: a request as JSON on stdin, rows as JSON lines on stdout."""
     req = json.loads(sys.stdin.read())
-    rows = _parse(Path(req["log"]), req["nproc"], [re.compile(p) for p in req["patterns"]], req["task_labels"])
+    rows = _parse(Path(req["log"]), req["nproc"], [re.compile(p) for p in req["patterns"]], req["task_labels"],
+                  req["offset"], req["step"])
     for r in rows:
         sys.stdout.write(json.dumps(r) + "\n")
 
 
-def _parse(log: Path, nproc: int, regexes: list[re.Pattern[str]] | None, task_labels: bool) -> Iterator[dict[str, Any]]:
+def _parse(log: Path, nproc: int, regexes: list[re.Pattern[str]] | None, task_labels: bool, offset: int = 0,
+           step: int = 0) -> Iterator[dict[str, Any]]:
     parser = OutputParser(nproc, regexes, task_labels)
+    parser.step = step
     with open(log, encoding="utf-8", errors="replace") as f:
+        f.seek(offset)  # a line start (a byte offset, as the live capture left it): no decoder state
         for line in f:
             yield from parser.feed(line)
 

@@ -122,8 +122,8 @@ def still_going(run: Run) -> bool:
 
 
 def newest_going(runs_dir: Path) -> Run | None:
-    """The newest run that has yet to end (``still_going``); a trial of a batch that is itself
-    going stands for its batch."""
+    """The newest run that has yet to end (``still_going``); a trial of a batch (a step of a
+    pipeline) that is itself going stands for it."""
     from ._index import load_summaries
     from ._run import load_run
     from ._selection import RunList
@@ -137,6 +137,8 @@ def newest_going(runs_dir: Path) -> Run | None:
             continue
         if not still_going(run):
             continue
-        parent = run.parent
-        return parent if parent is not None and still_going(parent) else run
+        parent = run.parent  # a trial stands for its batch, a step for its pipeline, while they go
+        while parent is not None and still_going(parent):
+            run, parent = parent, parent.parent
+        return run
     return None

@@ -38,11 +38,12 @@ def main(argv: list[str]) -> int:
         run._owner_fd = fd
     try:
         from ._operation import resume
+        from ._pipeline import resume as resume_pipeline
 
         launch = read_launch(run_dir)
         if not launch.get("guildfile"):
             raise LookupError(f"{run.paths.meta / LAUNCH_FILE} is missing or unreadable")
-        session, slots, fail_fast = resume(run, launch)
+        session, slots, fail_fast = (resume_pipeline if run.is_pipeline else resume)(run, launch)
     except Exception as e:  # the guildfile changed or went away since the run was staged
         why = f"cannot start: {type(e).__name__}: {e}"
         print(f"guildlite: run {run.id}: {why}", file=sys.stderr)

@@ -88,8 +88,9 @@ def make_meta_dir(paths: RunPaths) -> None:
                              "remove it)") from None
 
 
-def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write ``path`` so a reader sees the old file or the new one, never half of either."""
+def atomic_write(path: Path, data: str | bytes, sync: bool = True) -> None:
+    """Write ``path`` so a reader sees the old file or the new one, never half of either (and, with
+    ``sync``, on disk before it replaces the old one; a cache written often may skip that)."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{os.urandom(3).hex()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -98,7 +99,8 @@ def atomic_write(path: Path, data: str | bytes) -> None:
             view = memoryview(raw)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)

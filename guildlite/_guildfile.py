@@ -16,11 +16,13 @@ from ._guildfile_flags import FlagChecks
 from ._plugins import DEFAULT_HOOK_TIMEOUT
 from ._requires_schema import Requirement, parse_requires
 from ._runs_dir import runs_dir_path
+from ._steps import StepDef, check_steps, pipeline_op
 from ._yaml_lines import _brief, _kind, _plain, _Seq, _short, parse_yaml
 
 GUILDFILE = "guildfile.yml"
 
-_TOP_KEYS = ("operations", "plugins", "runs-dir", "backend", "hook-timeout", "max-concurrent")  # and a section per backend
+_TOP_KEYS = ("operations", "plugins", "runs-dir", "backend", "hook-timeout", "max-concurrent",
+             "progress-interval")  # and a section per backend
 _OP_KEYS = (
     "description",
     "main",
@@ -36,6 +38,9 @@ _OP_KEYS = (
     "arg-encoding",
     "output-scalars",
     "backend",
+    "max-steps",
+    "progress-interval",
+    "steps",
     "max-concurrent",
     "requires",
 )  # and a section per backend
@@ -88,6 +93,7 @@ class OpDef:
     data: Mapping[str, Any] = field(default_factory=dict)
     backend: str | None = None  # None: the guildfile's (default local)
     backend_sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # backend name -> its checked keys
+    steps: tuple[StepDef, ...] = ()  # a pipeline's (``_steps``); it has no main
     max_concurrent: int | None = None  # None: the guildfile's
     requires: tuple[Requirement, ...] = ()  # what a run needs besides its source (``_requires``)
 
@@ -119,6 +125,7 @@ class Guildfile:
     backend: str = "local"
     backend_sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # backend name -> its checked keys
     hook_timeout: float = DEFAULT_HOOK_TIMEOUT  # seconds a hook call may take (a plugin entry may override)
+    progress_interval: float | None = None  # seconds between on_run_progress calls (an op may override)
     max_concurrent: int | None = None  # a user's runs at once on this machine (``_queue``); None: no cap
 
     @property
@@ -179,14 +186,17 @@ class _Validator(FlagChecks):
         ops = self.mapping(data, "operations", data["operations"], "operations")
         if not ops:
             raise self.fail(data, "operations", "'operations' declares no operation")
+        operations = {str(n): self.op(ops, self.op_name(ops, n), ops[n]) for n in ops}
+        check_steps(self, operations)
         return Guildfile(
             path=self.path,
-            operations={str(n): self.op(ops, self.op_name(ops, n), ops[n]) for n in ops},
+            operations=operations,
             plugins=self.plugins(data, "plugins", data.get("plugins"), "plugins"),
             runs_dir=self.runs_dir(data),
             backend=self.backend(data, "the guildfile") or "local",
             backend_sections=self.sections(data, _TOP_KEYS, "the guildfile"),
             hook_timeout=self.seconds(data, "hook-timeout", "the guildfile") or DEFAULT_HOOK_TIMEOUT,
+            progress_interval=self.seconds(data, "progress-interval", "the guildfile"),
             max_concurrent=self.max_concurrent(data, "the guildfile"),
         )
 
@@ -214,6 +224,8 @@ class _Validator(FlagChecks):
     def op(self, parent: Any, name: str, raw: Any) -> OpDef:
         where = f"operation '{name}'"
         m = self.mapping(parent, name, raw, f"operations.{name}")
+        if "steps" in m:
+            return pipeline_op(self, parent, name, m, OpDef)
         self.keys(m, (*_OP_KEYS, *self.section_names(m, _OP_KEYS)), where)
         self.main(parent, m, where)
         flags_raw = self.mapping(m, "flags", m.get("flags"), f"{where} flags")
@@ -221,6 +233,9 @@ class _Validator(FlagChecks):
         if launcher not in LAUNCHERS:
             raise self.fail(m, "launcher", f"{where}: launcher {launcher!r} is not one of {', '.join(LAUNCHERS)}")
         nproc = self.count(m, "nproc-per-node", 1, 1, where)
+        if "max-steps" in m:  # read from the run's op_def by its owner (``_runlive``)
+            self.count(m, "max-steps", 1, 1, where)
+        self.seconds(m, "progress-interval", where)
         if launcher == "python" and nproc > 1:
             raise self.fail(m, "nproc-per-node", f"{where}: launcher python runs one process; nproc-per-node must be 1")
         op = OpDef(

@@ -101,7 +101,7 @@ def exit_if_hooks_hang(code: Any) -> None:
 
 # --- what a hook leaves in the run ---------------------------------------------------------------
 
-_FIELD_ATTR = {"parent": "parent_id", "trials": "trial_ids"}  # record keys named unlike Run's fields
+_FIELD_ATTR = {"parent": "parent_id", "trials": "trial_ids", "steps": "step_ids"}  # record keys named unlike Run's fields
 _CONTAINERS = {"attrs": dict, "flags": dict, "plugins": list}  # fields guildlite itself adds to
 
 
@@ -128,6 +128,7 @@ READ_ONLY = (
     "id", "run_dir", "op", "opspec", "flags", "status", "exit_code", "created", "started", "stopped",
     "is_batch", "is_trial", "parent_id", "trial_ids", "host", "remote", "op_def", "error",
     "nproc_per_node", "gpus", "pid", "pid_start", "job_pid", "attempts", "batch", "guildlite_version",
+    "is_pipeline", "step_ids", "pipeline",
 )
 _MISSING = object()
 

@@ -20,12 +20,14 @@ from ._errors import GuildliteError
 from ._files import TRASH_DIR, RunPaths, now_iso
 from ._launch import flag_env, launch_argv, rank_exit_code, without_rank_env
 from ._needed import check_staged
+from ._parents import VirtualParents
 from ._plugins import Dispatcher, HookFailed, Plugin
 from ._queue import RunQueue
 from ._reach import unreached as flags_unreached
 from ._requires import Resolved
 from ._run import Run, load_run
 from ._runconfig import RunConfig
+from ._runlive import LiveRuns
 from ._scheduler import Scheduler
 from ._slots import Slot
 from ._staging import new_run, publish, stage_source, staging
@@ -38,18 +40,21 @@ if TYPE_CHECKING:
     from .backends import Backend, Launched
 
 
-class Session:
+class Session(VirtualParents):
     """Stages runs, dispatches hooks, launches jobs on slots and records every end."""
 
     def __init__(self, config: RunConfig, plugins: Sequence[Plugin], log: Callable[[str], None] | None = None):
         self.cfg = config
         self.log = log or (lambda msg: print(printable(msg, keep_newlines=True), file=sys.stderr, flush=True))
         self.hooks = Dispatcher(plugins, log=self.log, timeout=config.guildfile.hook_timeout)
+        self.live = LiveRuns(self.hooks, config.guildfile.progress_interval, self.log, config.grace,
+                             on_progress=lambda run: self.progress("progress", run))
         self._open: dict[str, Run] = {}  # staged/begun runs whose end is not recorded yet
         self.unrecorded: dict[str, str] = {}  # run id -> why its end could not be written
         self.scheduler: Scheduler[Run] | None = None
         self.stopping: int | None = None
         self.progress: Callable[[str, Run], None] = lambda event, run: None
+        self.parent: Run | None = None  # the pipeline whose step this session runs (``_pipeline``)
 
     # --- signals ---------------------------------------------------------------------------------
 
@@ -77,8 +82,9 @@ class Session:
     def stage(self, flags: dict[str, Any], parent: Run | None = None, requires: Resolved | None = None) -> Run:
         """Create a run dir, copy the source, write run.json, then call ``on_run_staged``
         (``requires``: this run's requirements, when not the config's: a trial's own upstream run)."""
-        run = new_run(self.cfg, flags, is_trial=parent is not None, parent_id=parent.id if parent else None)
-        run._parent = parent
+        owner = parent or self.parent
+        run = new_run(self.cfg, flags, is_trial=parent is not None, parent_id=owner.id if owner else None)
+        run._parent = owner
         cfg = self.cfg if requires is None else dataclasses.replace(self.cfg, requires=requires)
         with staging(run, self.cfg.runs_dir):
             stage_source(cfg, run, RunPaths(self.cfg.runs_dir / run.id).meta / "torchrun")
@@ -171,6 +177,7 @@ class Session:
             return None
         move(run, job.status_after_start)
         run.started, run.job_pid = now_iso(), job.pid
+        self.live.start(run, job)
         try:
             run.save()
         except OSError as e:  # the job runs: its end is still recorded (see _reserve)
@@ -184,9 +191,12 @@ class Session:
         """Record a job's exit (``_status.job_end``): completed, error, or terminated (stopped)."""
         if code != 0:  # torchrun reports any failure as 1: the failing script's own code is better
             code = rank_exit_code(run.paths.rank_exits) or code
+        stopped_by = self.live.finish(run, drain=not job.end_hooks_ran)  # the last scalars; a hook's StopRun
         # job.error_message: the launcher knows why it failed (or stopped it: a full disk)
         stopped = job.signalled is not None or run.paths.stop_request.exists()
         status, exit_code, error = job_end(code, stopped=stopped, failure=job.error_message)
+        if stopped_by is not None and job.error_message is None:
+            status, error = "terminated", stopped_by
         self.end(run, status, exit_code, error=error, hooks=not job.end_hooks_ran)
 
     def end(
@@ -248,7 +258,7 @@ class Session:
 
         line = RunQueue(self.cfg.backend or _local(), self.cfg.max_concurrent, self.end, self.log, self.progress)
         sched: Scheduler[Run] = Scheduler(slots, self.begin, finish, grace=self.cfg.grace, queue_up=line.queue_up,
-                                          waiting=line.waiting)
+                                          waiting=line.waiting, tick=self.live.tick)
         self.scheduler = sched
         if self.stopping is not None:
             sched.stop(self.stopping)
@@ -272,25 +282,13 @@ class Session:
             ids = ", ".join(self.unrecorded)
             raise GuildliteError(f"the end of run(s) {ids} could not be recorded: {next(iter(self.unrecorded.values()))}")
 
-    def _begin_batch(self, batch: Run) -> bool:
-        """A batch's ``on_run_begin`` (it has no job of its own); False if it ended instead."""
-        move(batch, "pending")
-        batch.claim()
-        batch.save()
-        try:
-            self.hooks.call("on_run_begin", batch)
-        except HookFailed as e:
-            self.end(batch, e.status, error=e.info)
-            return False
-        return True
-
     def _run_trials(self, batch: Run, trials: Sequence[Run], slots: Sequence[Slot], fail_fast: bool) -> None:
-        move(batch, "running")
-        batch.started = now_iso()
-        batch.save()
-        self.run(trials, slots, fail_fast=fail_fast)
-        status, error = end_of_batch(batch, stopped=self.stopping is not None)
-        self.end(batch, status, error=error)
+        def go() -> str | None:
+            self.run(trials, slots, fail_fast=fail_fast)
+            _, error = end_of_batch(batch, stopped=False)
+            return None if error is None else error["message"]
+
+        self.run_children(batch, go)
 
     def run_single(self, flags: dict[str, Any], slot: Slot, stage_only: bool = False) -> Run:
         """Stage one run and, unless ``stage_only``, run it to its end."""
@@ -314,18 +312,18 @@ class Session:
                  "flags": dict(run.flags), "error": run.error,
                  "sourcecode_digest": (run.attrs.get("sourcecode") or {}).get("digest")}
             )
-        if flags is not None and not run.is_batch:
+        if flags is not None and not run.virtual:
             run.flags = flags
         move(run, "staged")
         run.exit_code, run.error, run.started, run.stopped = None, None, None, None
         run.paths.stop_request.unlink(missing_ok=True)
         reset_end(run.run_dir)
-        if not run.is_batch:
+        if not run.virtual:
             stage_source(self.cfg, run, run.paths.meta / "torchrun")
         write_launch(run.paths.meta, dict(self.cfg.launch))
         run.save()
         self._open[run.id] = run
-        if not run.is_batch:
+        if not run.virtual:
             self._staged_hooks(run)
 
     def prepare_restart(self, run: Run, flags: dict[str, Any] | None) -> list[Run]:
@@ -363,7 +361,7 @@ class Session:
             for t in trials:
                 t._parent = run
                 self._open[t.id] = t
-            if self._begin_batch(run):
+            if self.begin_parent(run):
                 self._run_trials(run, trials, slots, fail_fast)
             else:
                 for t in trials:
@@ -401,16 +399,8 @@ class Session:
         """A batch: a virtual parent run (begin/end hooks only) whose trials are ordinary runs
         (``requires``: each trial's requirements, when its upstream runs are a batch dimension)."""
         with self._invocation():
-            batch = new_run(self.cfg, batch_flags, is_batch=True, batch=dict(batch_info))
-            with staging(batch, self.cfg.runs_dir):
-                batch.cmd = []
-                batch.paths.meta.mkdir(exist_ok=True)
-                write_launch(batch.paths.meta, dict(self.cfg.launch))
-                batch.claim()
-                batch.create()
-                publish(batch, self.cfg.runs_dir)
-            self._open[batch.id] = batch
-            if not stage_only and not self._begin_batch(batch):
+            batch = self.stage_parent(batch_flags, is_batch=True, batch=dict(batch_info))
+            if not stage_only and not self.begin_parent(batch):
                 return batch
             staged = []
             for i, flags in enumerate(trials):

@@ -109,6 +109,8 @@ def plan_run(
     (``_upstream``). ``needed``: a run like an existing completed one is not run (``_needed``).
     """
     runs_dir = option_runs_dir(runs_dir) if runs_dir else default_runs_dir(guildfile)
+    if guildfile.op(op_name).steps:
+        raise GuildliteError(f"operation '{op_name}' is a pipeline: its plan is _pipeline.plan's", exit_code=2)
     op = with_imported_flags(guildfile.op(op_name), guildfile.dir)
     check_op(op, guildfile.dir)
     flag_args, picked = split_assignments(op, assignments)

@@ -24,7 +24,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class StopRun(Exception):
-    """Raise from ``on_run_staged`` or ``on_run_begin`` to veto the run with a reason."""
+    """Raise from ``on_run_staged`` or ``on_run_begin`` to veto the run with a reason, or from
+    ``on_run_progress`` to stop it (gracefully, as ``guildlite stop`` does: ``terminated``)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -60,6 +61,11 @@ class Plugin:
 
     def on_run_begin(self, run: Run) -> None:
         """Just before the job starts; raise StopRun to veto."""
+
+    def on_run_progress(self, run: Run) -> None:
+        """While the job runs, when new scalars arrived (``run.new_scalars``; ``run.scalars``: the
+        latest value of each key), at most every ``progress-interval`` seconds; raise StopRun to
+        stop the run."""
 
     def on_run_end(self, run: Run) -> None:
         """After the job ends, on every exit path, with ``status`` and ``exit_code`` set."""
@@ -158,6 +164,10 @@ class Dispatcher:
         """
         self._stops.append((time.monotonic(), why))
 
+    def stopping(self, run: StoredRun) -> bool:
+        """Whether a stop (a signal, or the run's stop request) has come."""
+        return self._stop_reason(run) is not None
+
     def ordered(self, hook_name: str) -> list[Plugin]:
         chosen = [(hook_priority(p, hook_name), i, p) for i, p in enumerate(self.plugins) if implements(p, hook_name)]
         return [p for _, _, p in sorted(chosen, key=lambda t: (t[0], t[1]))]
@@ -167,28 +177,47 @@ class Dispatcher:
 
         In staged/begin the first veto, exception, timeout or stop ends the chain and raises
         HookFailed. In ``on_run_end`` every plugin runs; failures are traced and reported, never raised.
-        Each hook gets ``run``'s view (``guildlite.Run``); the trace goes into ``run`` itself.
+        In ``on_run_progress`` only a veto (``StopRun``: stop the run) is raised; other failures are
+        traced, and reported when they differ from that plugin's last one. Each hook gets ``run``'s
+        view (``guildlite.Run``); the trace goes into ``run`` itself (``on_run_progress``: one entry
+        per plugin, its ``calls`` and ``failed`` calls counted, ``seconds`` summed, ``error`` the
+        last failure's, as it is called every second).
         """
         if hook_name not in HOOKS:
             raise ValueError(f"no hook {hook_name!r}: hooks are {', '.join(HOOKS)}")
+        progress = hook_name == "on_run_progress"
         for plugin in self.ordered(hook_name):
             started = time.time()
             t0 = time.perf_counter()
             out = self._call(plugin, hook_name, run)
-            run.plugins.append(
-                {
-                    "plugin": plugin.name,
-                    "hook": hook_name,
-                    "priority": hook_priority(plugin, hook_name),
-                    "start": started,
-                    "seconds": round(time.perf_counter() - t0, 6),
-                    "error": out.error,
-                }
-            )
+            seconds = round(time.perf_counter() - t0, 6)
+            entry: dict[str, Any] = {
+                "plugin": plugin.name,
+                "hook": hook_name,
+                "priority": hook_priority(plugin, hook_name),
+                "start": started,
+                "seconds": seconds,
+                "error": out.error,
+            }
+            last = _progress_entry(run, plugin.name) if progress else None
+            if last is None:
+                run.plugins.append({**entry, "calls": 1, "failed": int(out.error is not None)} if progress else entry)
+            else:  # the error stays the last failure's, once a later call goes well too
+                repeated = out.error is not None and out.error == last.get("error")
+                last.update(calls=int(last.get("calls") or 1) + 1,
+                            seconds=round(float(last.get("seconds") or 0) + seconds, 6))
+                if out.error is not None:
+                    last.update(error=out.error, failed=int(last.get("failed") or 0) + 1)
+                if repeated and not out.veto:
+                    continue  # said already
             if out.error is None:
                 continue
             what = "vetoed the run" if out.veto else "failed"
+            if progress and out.veto:
+                what = "stopped the run"
             self._log(f"guildlite: plugin {plugin.name}.{hook_name} {what}: {out.error}")
+            if progress and not out.veto:
+                continue
             if hook_name != "on_run_end":
                 # The plugin's own words as they are; guildlite's say which plugin and hook.
                 msg = f"plugin {plugin.name} {hook_name} {out.error}" if out.ours else out.error
@@ -268,6 +297,16 @@ class Dispatcher:
             if time.monotonic() >= deadline:
                 return late
         return None
+
+
+def _progress_entry(run: StoredRun, plugin: str) -> dict[str, Any] | None:
+    """``plugin``'s trace entry of ``on_run_progress`` in the current attempt, if it has one."""
+    for entry in reversed(run.plugins):
+        if entry.get("hook") == "on_run_begin":
+            return None  # an earlier attempt's, before this one began
+        if entry.get("hook") == "on_run_progress" and entry.get("plugin") == plugin:
+            return entry
+    return None
 
 
 def _read_only_message(fields: list[str]) -> str:

@@ -231,6 +231,23 @@ def _batch(v: dict[str, Any]) -> str:
     return wrong
 
 
+_PIPELINE_STEP = _keys(op=(str,), given=(list,), continue_on_error=(bool,), needed=(bool,), run=(str,),
+                       status=(str,), reused=(str,), error=(str,), selected=(dict,))
+
+
+def _pipeline(v: dict[str, Any]) -> str:
+    """A pipeline's plan: ``steps`` objects (``_pipeline``), ``summary`` counts."""
+    wrong = _batch({"summary": v["summary"]}) if "summary" in v else ""
+    steps = v.get("steps", [])
+    if not wrong and type(steps) is not list:
+        wrong = "has 'steps' that is not a list"
+    for step in steps if not wrong else ():
+        wrong = _objects([step]) or _PIPELINE_STEP(step) or _strings(step.get("given") or [])
+        if wrong:
+            break
+    return wrong
+
+
 def _attrs(v: dict[str, Any]) -> str:
     source = v.get("sourcecode")
     if source is not None and type(source) is not dict:
@@ -288,6 +305,9 @@ _FIELDS: dict[str, tuple[tuple[type, ...], Callable[[Any], str] | None]] = {
     "attempts": ((list,), _objects),
     "plugins": ((list,), _plugins),
     "batch": ((dict, _NONE), _batch),
+    "is_pipeline": ((bool,), None),
+    "steps": ((list,), _run_ids),
+    "pipeline": ((dict, _NONE), _pipeline),
     "requires": ((list,), _requires),
     "guildlite_version": ((str,), None),
 }

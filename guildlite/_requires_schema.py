@@ -19,7 +19,8 @@ from ._errors import GuildfileError
 from ._yaml_lines import YamlChecks, _brief, _kind, _Seq, _short
 
 _KINDS = ("file", "url", "operation")
-_SOURCE_KEYS = (*_KINDS, "target-path", "path", "target-type", "select", "rename", "name", "sha256", "unpack")
+_SOURCE_KEYS = (*_KINDS, "target-path", "path", "target-type", "select", "rename", "name", "sha256", "unpack",
+                "select-best")
 _RESOURCE_KEYS = ("sources", "name", "target-path", "path", "target-type", "default-unpack", "description")
 # Guild documents these; guildlite does not do what they ask, so it says so instead of ignoring them.
 _GUILD_ONLY = ("select-min", "select-max", "warn-if-empty", "fail-if-empty", "post-process", "replace-existing",
@@ -44,6 +45,7 @@ class Requirement:
     sha256: str | None = None
     unpack: bool = False
     line: int | None = None  # guildfile line
+    select_best: tuple[str, str] | None = None  # operation: ("min"|"max", scalar): a batch's best trial
 
     @property
     def label(self) -> str:
@@ -190,7 +192,23 @@ def _source(checks: YamlChecks, m: Mapping[Any, Any], at: str, inherit: Mapping[
         sha256=sha,
         unpack=bool(unpack),
         line=getattr(m, "lines", {}).get(kind) or getattr(m, "line", None) or None,
+        select_best=_select_best(checks, m, at, kind),
     )
+
+
+def _select_best(checks: YamlChecks, m: Mapping[Any, Any], at: str, kind: str) -> tuple[str, str] | None:
+    """``select-best: min loss`` (or ``max acc``): of an upstream batch, the trial whose last value
+    of that scalar is the lowest (highest); see ``_pipeline``."""
+    v = m.get("select-best")
+    if v is None:
+        return None
+    parts = v.split() if isinstance(v, str) else []
+    if len(parts) != 2 or parts[0] not in ("min", "max"):
+        raise checks.fail(m, "select-best", f"{at}: 'select-best' must be 'min SCALAR' or 'max SCALAR'"
+                          f" (select-best: min loss), got {_brief(v)}")
+    if kind != "operation":
+        raise checks.fail(m, "select-best", f"{at}: 'select-best' applies to operation: requirements")
+    return parts[0], parts[1]
 
 
 def _select(checks: YamlChecks, m: Mapping[Any, Any], at: str) -> tuple[str, ...]:

@@ -65,20 +65,32 @@ class Run:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     plugins: list[dict[str, Any]] = field(default_factory=list)
     batch: dict[str, Any] | None = None
+    is_pipeline: bool = False
+    step_ids: list[str] = field(default_factory=list)  # a pipeline's steps' runs, in step order
+    pipeline: dict[str, Any] | None = None  # a pipeline's plan: its steps as planned, and how it ended
     requires: list[dict[str, Any]] = field(default_factory=list)  # what ``_requires`` put into the run dir
     guildlite_version: str = field(default_factory=_version)
     _parent: Run | None = field(default=None, repr=False)
     _staged: list[str] | None = field(default=None, repr=False)  # the source files this process staged
     _synced_attrs: dict[str, Any] | None = field(default=None, repr=False)  # attrs as last read/written
     _owner_fd: int | None = field(default=None, repr=False)  # holds the owner lock (``claim``)
+    # While its job runs, in its owner (``_runlive``): the scalar rows since the last on_run_progress
+    # call, and the latest value of each key. Not part of the record.
+    _new_scalars: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    _latest_scalars: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def paths(self) -> RunPaths:
         return RunPaths(self.run_dir)
 
     @property
+    def virtual(self) -> bool:
+        """A virtual parent run (a batch, a pipeline): no job of its own, only children."""
+        return self.is_batch or self.is_pipeline
+
+    @property
     def parent(self) -> Run | None:
-        """The batch run of a trial (None for other runs), looked up beside the trial only."""
+        """The virtual parent of a run (a trial's batch, a step's pipeline), looked up beside it only."""
         if self._parent is None and self.parent_id and is_run_id(self.parent_id):
             try:
                 self._parent = load_run(self.run_dir.parent / self.parent_id)
@@ -97,8 +109,17 @@ class Run:
         this batch as their parent: a batch's ``trials`` field alone never makes another run its
         trial (which ``runs delete`` or ``purge`` would take along).
         """
+        return self._children(self.trial_ids)
+
+    @property
+    def steps(self) -> list[Run]:
+        """A pipeline's steps' own runs in step order, read fresh from disk, as ``trials`` (a step
+        reused from elsewhere by ``needed`` is not the pipeline's: left out)."""
+        return self._children(self.step_ids)
+
+    def _children(self, ids: list[str]) -> list[Run]:
         out = []
-        for tid in self.trial_ids:
+        for tid in ids:
             if not is_run_id(tid):
                 continue
             try:
@@ -118,6 +139,7 @@ class Run:
         rec.pop("run_dir")
         rec["parent"] = rec.pop("parent_id")
         rec["trials"] = rec.pop("trial_ids")
+        rec["steps"] = rec.pop("step_ids")
         return rec
 
     def create(self) -> None:
@@ -178,7 +200,7 @@ class Run:
 
 # The record fields that are Run fields of the same name.
 _FIELDS = set(Run.__dataclass_fields__) - {
-    "run_dir", "_parent", "_synced_attrs", "_staged", "_owner_fd", "parent_id", "trial_ids"}
+    "run_dir", "_parent", "_synced_attrs", "_staged", "_owner_fd", "parent_id", "trial_ids", "step_ids"}
 
 
 def run_from_record(run_dir: Path, rec: dict[str, Any]) -> Run:
@@ -211,6 +233,7 @@ def _run_of(run_dir: Path, rec: dict[str, Any]) -> Run:
 
         batch = rec.get("batch")
         kwargs["flags"] = decode(rec["flags"], batch.get("dims") if isinstance(batch, dict) else None)
-    run = Run(run_dir=run_dir, parent_id=rec.get("parent"), trial_ids=list(rec.get("trials") or []), **kwargs)
+    run = Run(run_dir=run_dir, parent_id=rec.get("parent"), trial_ids=list(rec.get("trials") or []),
+              step_ids=list(rec.get("steps") or []), **kwargs)
     run._synced_attrs = snapshot_attrs(run.attrs)  # its save writes only the attrs keys its plugins change
     return run

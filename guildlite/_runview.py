@@ -26,17 +26,24 @@ from ._status import Status
 _RECORD_FIELDS = frozenset(f.name for f in fields(_StoredRun) if not f.name.startswith("_"))
 _STORE_ONLY = frozenset(n for n in dir(_StoredRun) if not n.startswith("_")) - _RECORD_FIELDS
 _WRITABLE = ("attrs", "cmd")
+_LIVE = ("scalars", "new_scalars")  # views of what the owner captured, never record fields
 
 
-class HookTrace(TypedDict):
-    """One hook call in ``run.plugins``."""
-
+class _HookCall(TypedDict):
     plugin: str
     hook: str
     priority: int
     start: float  # epoch seconds
     seconds: float
     error: str | None
+
+
+class HookTrace(_HookCall, total=False):
+    """One hook call in ``run.plugins``; ``on_run_progress``'s calls are one entry per plugin, with
+    ``calls`` and ``failed`` calls counted, ``seconds`` summed and ``error`` the last failure's."""
+
+    calls: int
+    failed: int
 
 
 @dataclass(frozen=True)
@@ -207,6 +214,18 @@ class Run:
         return self._store.attempts
 
     @property
+    def scalars(self) -> Mapping[str, float | None]:
+        """The latest value of each scalar key captured while the job ran (None: NaN or inf); set
+        from ``on_run_progress`` on, and still there in ``on_run_end``; empty before."""
+        return MappingProxyType(dict(self._store._latest_scalars))
+
+    @property
+    def new_scalars(self) -> Sequence[Mapping[str, Any]]:
+        """In ``on_run_progress``: the scalar rows (``step``, ``key``, ``value``, ``time``) that arrived
+        since the last call, in order; empty in other hooks."""
+        return tuple(MappingProxyType(dict(r)) for r in self._store._new_scalars)
+
+    @property
     def plugins(self) -> Sequence[HookTrace]:
         """Every hook call so far, in call order."""
         return cast("list[HookTrace]", self._store.plugins)
@@ -263,8 +282,23 @@ class Run:
         return self._store.batch
 
     @property
+    def is_pipeline(self) -> bool:
+        return self._store.is_pipeline
+
+    @property
+    def pipeline(self) -> Mapping[str, Any] | None:
+        """A pipeline's plan: ``steps`` (each ``op``, ``given``, ``continue_on_error``, and its ``run``
+        once started), and at its end ``summary`` (steps per status). None for other runs."""
+        return self._store.pipeline
+
+    @property
+    def steps(self) -> list[Run]:
+        """A pipeline's steps' runs in step order, read fresh from disk ([] for other runs)."""
+        return [Run(t, related=True) for t in self._store.steps]
+
+    @property
     def parent(self) -> Run | None:
-        """A trial's batch (None for other runs)."""
+        """A trial's batch, a step's pipeline (None for other runs)."""
         parent = self._store.parent
         return None if parent is None else Run(parent, related=True)
 
@@ -295,8 +329,8 @@ class Run:
 
     def _target(self, name: str) -> _StoredRun:
         if self._related:
-            raise AttributeError(f"cannot set {name!r} of run.parent or run.trials: a hook changes its own run only")
-        if name.startswith("_") or name in _STORE_ONLY:
+            raise AttributeError(f"cannot set {name!r} of run.parent, run.trials or run.steps: a hook changes its own run only")
+        if name.startswith("_") or name in _STORE_ONLY or name in _LIVE:
             raise AttributeError(f"cannot set run.{name}")
         return self._store
 

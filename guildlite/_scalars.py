@@ -122,29 +122,42 @@ class OutputParser:
 
     Without ``regexes``, ``key: number`` lines, where a ``step`` key sets the step of what follows.
     With them (the op's ``output-scalars``): each is searched in every line up to
-    PATTERN_LINE_MAX characters; a group named ``step`` gives the step and every other named group
-    that holds a number is a scalar.
+    PATTERN_LINE_MAX characters; a group named ``step`` gives the step, one named ``total`` the
+    number of steps there will be (``total``: progress), and every other named group that holds a
+    number is a scalar.
     """
 
     def __init__(self, nproc: int, regexes: list[re.Pattern[str]] | None = None, task_labels: bool = False) -> None:
         self.nproc, self.regexes, self.task_labels = nproc, regexes, task_labels
         self.step = 0
+        self.total: int | None = None  # from a pattern's ``total`` group
 
-    def feed(self, line: str) -> Iterator[dict[str, Any]]:
-        """The rows of one line (with or without its line end)."""
+    def own(self, line: str) -> str | None:
+        """Rank 0's text of one output line (its rank and task prefixes removed); None for another
+        rank's line, or torchrun's own."""
         if self.task_labels:
             label = _TASK_LABEL.match(line)
             if label is None or label.group(1) != "0":
-                return
+                return None
             line = line[label.end() :]
         m = _RANK_PREFIX.match(line)
         if m:
             if m.group(1) != "0":
-                return
+                return None
             line = line[m.end() :]
         elif self.nproc > 1:
-            return  # unprefixed lines of a multi-rank job come from torchrun itself
-        line = line.rstrip("\n")
+            return None  # unprefixed lines of a multi-rank job come from torchrun itself
+        return line.rstrip("\n")
+
+    def feed(self, line: str) -> Iterator[dict[str, Any]]:
+        """The rows of one line (with or without its line end)."""
+        own = self.own(line)
+        if own is None:
+            return
+        yield from self.feed_own(own)
+
+    def feed_own(self, line: str) -> Iterator[dict[str, Any]]:
+        """The rows of rank 0's text of one line (``own``)."""
         if self.regexes is None:
             kv = _KV.match(line)
             if not kv:
@@ -166,8 +179,13 @@ class OutputParser:
                     self.step = int(float(groups["step"]))
                 except ValueError:
                     pass
+            if groups.get("total") is not None:  # how many steps there will be: progress, not a scalar
+                try:
+                    self.total = int(float(groups["total"]))
+                except ValueError:
+                    pass
             for key, text in groups.items():
-                if key == "step" or text is None:
+                if key in ("step", "total") or text is None:
                     continue
                 try:
                     yield {"step": self.step, "key": key, "value": float(text)}

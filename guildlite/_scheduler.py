@@ -18,6 +18,7 @@ T = TypeVar("T")
 
 _TICK = 0.2  # seconds between looks at the queue and a stop's grace when nothing waits
 _WAIT_TICK = 0.05  # ... while items wait for a grant: a freed GPU is taken within a tick
+_LIVE_TICK = 0.1  # ... while jobs run and their scalars are followed (``tick``)
 
 
 class Scheduler(Generic[T]):
@@ -29,8 +30,10 @@ class Scheduler(Generic[T]):
     ``slot`` (None: it starts at once): the ticket is polled each tick, never blocking, and its
     grant (the slot with what was leased) is where the item starts; ``waiting(item, ticket)`` is
     called while it waits and returns False when the item left the queue (it ended: a stop asked
-    for it). All are called from the calling (main) thread only, so plugins never run concurrently,
-    and the main thread is always free for exits and signals.
+    for it). ``tick(running)`` (running: job -> item) is called each tick (at most _LIVE_TICK
+    apart while jobs run) to follow the running items (their scalars). All are called from the
+    calling (main) thread only, so plugins never run concurrently, and the main thread is always
+    free for exits and signals.
     """
 
     def __init__(
@@ -41,8 +44,10 @@ class Scheduler(Generic[T]):
         grace: float = 30.0,
         queue_up: Callable[[T, Slot], Ticket | None] | None = None,
         waiting: Callable[[T, Ticket], bool] | None = None,
+        tick: Callable[[dict[Launched, T]], None] | None = None,
     ) -> None:
         self.slots = list(slots)
+        self._tick = tick
         self._start = start
         self._finish = finish
         self._queue = queue_up
@@ -90,8 +95,11 @@ class Scheduler(Generic[T]):
                 if todo and free and self.stopping is None and not self.hold:
                     continue  # a waiting item left the queue: its slot is free for the next
                 return [*left, *todo]
+            if self._tick is not None and self.running:
+                self._tick({job: item for job, (item, _) in self.running.items()})
+            wait = _WAIT_TICK if self.waiters else _LIVE_TICK if self._tick is not None and self.running else _TICK
             try:
-                job, code = self._events.get(timeout=_WAIT_TICK if self.waiters else _TICK)
+                job, code = self._events.get(timeout=wait)
             except queue.Empty:
                 if self.stopping is not None and time.monotonic() - self._stop_time > self.grace:
                     self.kill()

@@ -146,15 +146,18 @@ def _stray_named(runs: Sequence[Run], spec: str) -> BadRecordError | None:
 
 
 def with_trials(runs: Sequence[Run]) -> list[Run]:
-    """``runs`` plus the trials of each batch among them (a batch goes with its trials)."""
+    """``runs`` plus the children of each virtual parent among them, theirs included (a batch goes
+    with its trials, a pipeline with its steps' runs and a batch step's trials)."""
     out = list(runs)
     seen = {r.id for r in out}
-    for r in runs:
-        if r.is_batch:
-            for t in r.trials:
-                if t.id not in seen:
-                    out.append(t)
-                    seen.add(t.id)
+    todo = list(runs)
+    while todo:
+        r = todo.pop(0)
+        for t in [*r.trials, *r.steps] if r.virtual else ():
+            if t.id not in seen:
+                out.append(t)
+                seen.add(t.id)
+                todo.append(t)
     return out
 
 

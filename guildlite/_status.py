@@ -9,7 +9,8 @@
 ``staged``: its dir and record exist, nothing launched. ``pending``: being started, or its job waits
 in a queue. ``running``: its job runs. The three ends are final until a restart stages it again.
 Who decides: the owning process records each move (``move``) and the end of a job (``job_end``);
-a batch ends by its trials (``batch_end``); a reader sees a record as it stands (``as_it_stands``):
+a virtual parent (a batch, a pipeline) ends by its children (``parent_end``); a reader sees a
+record as it stands (``as_it_stands``):
 an active record whose owner or job is gone is never reported active.
 """
 
@@ -79,15 +80,24 @@ def exit_status(status: str, exit_code: int | None) -> int:
     return 1 if status != "terminated" else 143
 
 
-def batch_end(counts: Mapping[str, int], n_trials: int, stopped: bool) -> tuple[Status, dict[str, Any] | None]:
-    """A batch's status from its trials' (``counts`` by status): terminated on a stop, error if
-    any did not complete, else completed."""
+def parent_end(stopped: bool, failure: str | None, what: str) -> tuple[Status, dict[str, Any] | None]:
+    """The one rule for a virtual parent (a batch, a pipeline: no job, only children): its status
+    follows its children. ``terminated`` when it was stopped; ``error`` when a child that had to
+    complete did not (``failure`` says which: a batch's every trial, a pipeline's every step but
+    those with ``continue-on-error``, and a step never reached); else ``completed``."""
     if stopped:
-        return "terminated", {"message": "the batch was stopped"}
-    failed = counts.get("error", 0) + counts.get("terminated", 0)
-    if failed:
-        return "error", {"message": f"{failed} of {n_trials} trials did not complete"}
+        return "terminated", {"message": f"the {what} was stopped" + (f": {failure}" if failure else "")}
+    if failure:
+        return "error", {"message": failure}
     return "completed", None
+
+
+def batch_end(counts: Mapping[str, int], n_trials: int, stopped: bool) -> tuple[Status, dict[str, Any] | None]:
+    """A batch's status from its trials' (``counts`` by status), by ``parent_end``: every trial
+    has to complete."""
+    failed = counts.get("error", 0) + counts.get("terminated", 0)
+    failure = f"{failed} of {n_trials} trials did not complete" if failed else None
+    return parent_end(stopped, None if stopped else failure, "batch")
 
 
 def end_of_batch(batch: Any, stopped: bool) -> tuple[Status, dict[str, Any] | None]:

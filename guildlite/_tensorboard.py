@@ -87,7 +87,7 @@ def write_logdir(
             continue
     out = []
     for run in runs:
-        if run.is_batch:
+        if run.virtual:  # a batch, a pipeline: no scalars of its own
             continue
         if not is_run_id(run.id):  # the sub-dir's name starts with the id: never `..` or a path
             raise GuildliteError(f"{run.id!r} is not a run id", exit_code=2)

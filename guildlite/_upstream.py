@@ -128,6 +128,10 @@ def _newest(req: Requirement, runs_dir: Path) -> Run:
     from ._index import load_summaries
     from ._selection import RunList
 
+    if req.select_best is not None:  # the best trial of the newest batch (in a pipeline: the step's batch)
+        from ._select_best import best_of_newest_batch
+
+        return best_of_newest_batch(req.source, *req.select_best, runs_dir, pick_name(req))
     mine = load_summaries(RunList(runs_dir), where=lambda rec: rec.get("op") == req.source)
     for run, _ in mine:
         if run.status == "completed" and not _virtual(run):

@@ -52,7 +52,7 @@ def view_data(
         else:
             summary = scalars.get(run.id) if scalars is not None else None
             row = _record(run, summarize(run.paths.scalars) if summary is None else summary)
-        if not run.is_batch:
+        if not run.virtual:
             flag_cols.update(dict.fromkeys(run.flags))
         scalar_keys.update(dict.fromkeys(row["scalars"]))
         rows.append(row)
@@ -71,10 +71,13 @@ def view_data(
 
 
 def _record(run: Run, summary: dict[str, Any]) -> dict[str, Any]:
+    from ._progress import shown
+
     return {
         "id": run.id,
         "op": run.op,
         "status": run.status,
+        "progress": shown(run.run_dir, run.status),  # an active run's percent and ETA
         "exit_code": run.exit_code,
         "label": run.label,
         "tags": run.tags,
@@ -83,8 +86,10 @@ def _record(run: Run, summary: dict[str, Any]) -> dict[str, Any]:
         "stopped": run.stopped,
         "time": duration(run),
         "is_batch": run.is_batch,
+        "is_pipeline": run.is_pipeline,
         "parent": run.parent_id,
         "trials": run.trial_ids,
+        "steps": run.step_ids,
         "flags": run.flags,
         "scalars": summary,
     }

@@ -11,14 +11,12 @@ import codecs
 import io
 import os
 import re
-import signal
-import threading
 import time
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Callable
 
 from ._choose import still_going
 from ._errors import BadRecordError, GuildliteError, RunNotFoundError
+from ._live import TooSlow, time_limit
 from ._runfiles import RunFileError, open_file
 from ._scalars import OutputParser, output_rules
 from ._status import ENDED
@@ -32,30 +30,6 @@ PARTIAL_MAX = 1 << 20  # a "line" longer than this with no line end yet is not s
 # The op's own output-scalars regexes may backtrack catastrophically (see ``_builtins``): here they
 # run in this process, bounded by a timer; past it, scalars are no longer shown.
 PATTERN_SECONDS = 5.0
-
-
-class _TooSlow(Exception):
-    pass
-
-
-@contextmanager
-def _time_limit(seconds: float) -> Iterator[None]:
-    """Raise _TooSlow in the block after ``seconds`` (a regex checks for signals as it runs); no
-    limit outside the main thread, where no signal handler can be set."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expire(signum: int, frame: Any) -> None:
-        raise _TooSlow
-
-    old = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 class ScalarScanner:
@@ -91,12 +65,12 @@ class ScalarScanner:
             rest, self._skip = "", True
         self._partial = rest
         try:
-            with _time_limit(self.time_limit) if self.time_limit else _no_limit():
+            with time_limit(self.time_limit):
                 for line in lines:
                     for row in self.parser.feed(line):
                         self.latest[row["key"]] = row["value"]
                         self.step = row["step"]
-        except _TooSlow:
+        except TooSlow:
             self.parser = None
             self.note = f"output-scalars patterns took over {self.time_limit:.0f} s; scalars no longer shown"
 
@@ -166,11 +140,6 @@ class OutputFollower:
         if self._file is not None:
             self._file.close()
             self._file = None
-
-
-@contextmanager
-def _no_limit() -> Iterator[None]:
-    yield
 
 
 def reload(run: Run) -> Run:

@@ -26,6 +26,7 @@ PLUGIN_EXAMPLES = {
     "validate-flags": "validate.py",
     "rewrite-source": "setconst.py",
     "aggregate-batch": "summarize.py",
+    "mlflow-bridge": "mlflow_bridge.py",
 }
 
 

@@ -159,7 +159,7 @@ BADPLUG = textwrap.dedent(
 # case -> (class, what the one error line says besides the entry)
 BAD = {
     "typo": ("Typo", "Typo.on_run_ended is not a hook (did you mean on_run_end?): the hooks are "
-             "on_run_staged, on_run_begin, on_run_end"),
+             "on_run_staged, on_run_begin, on_run_progress, on_run_end"),
     "unlike-any-hook": ("Unlike", "Unlike.on_signal is not a hook: the hooks are on_run_staged"),
     "inherited-typo": ("Child", "Base.on_run_begun is not a hook (did you mean on_run_begin?)"),
     "no-run": ("NoRun", f"NoRun.on_run_end(self) takes no run: every hook is `def on_run_end(self, run)` and {RULE}"),
@@ -279,7 +279,7 @@ def test_builtins_pass_the_same_validation() -> None:
 def test_the_hooks_are_the_base_class_methods() -> None:
     """One list: Plugin's on_* methods, in call order."""
     assert HOOKS == tuple(n for n in vars(Plugin) if n.startswith("on_"))
-    assert HOOKS == ("on_run_staged", "on_run_begin", "on_run_end")
+    assert HOOKS == ("on_run_staged", "on_run_begin", "on_run_progress", "on_run_end")
 
 
 def test_the_dispatcher_refuses_a_hook_name_that_is_not_a_hook(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ def ops(as_json: bool, guildfile: Path | None) -> None:
     from .._operation import open_guildfile
 
     gf = open_guildfile(guildfile)
-    operations = {name: with_imported_flags(op, gf.dir) for name, op in gf.operations.items()}
+    operations = {name: op if op.steps else with_imported_flags(op, gf.dir) for name, op in gf.operations.items()}
     if as_json:
         out = {
             name: {
@@ -38,6 +38,8 @@ def ops(as_json: bool, guildfile: Path | None) -> None:
                 "gpus_per_trial": op.gpus_per_trial,
                 "flags_dest": op.flags_dest,
                 "flags": {f.name: {**f.__dict__, "type": f.value_type} for f in op.flags.values()},
+                **({"steps": [{"run": " ".join([s.op, *s.assignments]), "continue_on_error": s.continue_on_error,
+                               "needed": s.needed} for s in op.steps]} if op.steps else {}),
             }
             for name, op in operations.items()
         }
@@ -45,8 +47,9 @@ def ops(as_json: bool, guildfile: Path | None) -> None:
         return
     for name, op in operations.items():
         dest = "" if op.flags_dest == "args" else f", flags-dest {op.flags_dest}"
-        _say(f"{name}  ({op.main}, {op.launcher}, nproc-per-node {op.nproc_per_node}{dest})"
-             + (f"  {op.description}" if op.description else ""))
+        what = (f"pipeline: {' -> '.join(' '.join([s.op, *s.assignments]) for s in op.steps)}" if op.steps
+                else f"{op.main}, {op.launcher}, nproc-per-node {op.nproc_per_node}{dest}")
+        _say(f"{name}  ({what})" + (f"  {op.description}" if op.description else ""))
         for f in op.flags.values():
             extra = []
             if f.choices:

@@ -147,6 +147,7 @@ def run(
       lr=loguniform[1e-4:1e-1]  random search (--max-trials, --seed); also uniform, randint, choice[a,b]
     The exit code is the job's exit code (a batch: 0 only if every trial completed).
     """
+    from .. import _pipeline as pipeline
     from .._lifecycle import Session
     from .._needed import AlreadyDone
     from .._operation import BATCH_CONFIRM_THRESHOLD, execute, open_guildfile, plan_run, restart
@@ -167,12 +168,14 @@ def run(
         if needed:
             raise GuildliteError("--needed does not go with --restart (a restart runs its run again)", exit_code=2)
         target = select_one(runs_dir_for(runs_dir, guildfile), restart_spec)
-        job = restart(target, args, guildfile=gf, parallel=parallel, gpus=gpus, fail_fast=fail_on_trial_error,
-                      plugin_names=plugin_names, echo=not as_json, backend=backend,
-                      backend_options=_backend_options(given) if any(v is not None for v in given.values()) else None,
-                      detach=detach, max_concurrent=max_concurrent)
+        job = (pipeline.restart if target.is_pipeline else restart)(
+            target, args, guildfile=gf, parallel=parallel, gpus=gpus, fail_fast=fail_on_trial_error,
+            plugin_names=plugin_names, echo=not as_json, backend=backend,
+            backend_options=_backend_options(given) if any(v is not None for v in given.values()) else None,
+            detach=detach, max_concurrent=max_concurrent)
         if sys.stdin.isatty() and not yes and not as_json:
-            what = f"{len(target.trial_ids)} trials of batch" if target.is_batch else "run"
+            what = f"{len(target.trial_ids)} trials of batch" if target.is_batch else (
+                "the unfinished steps of pipeline" if target.is_pipeline else "run")
             if not click.confirm(f"Restart {what} {target.id}?", default=True):
                 raise GuildliteError("cancelled", exit_code=1)
         if target.is_batch and not detach:
@@ -182,6 +185,23 @@ def run(
     if not args:
         raise GuildliteError("missing OPERATION (see guildlite ops)", exit_code=2)
     operation, flags = args[0], args[1:]
+    if pipeline.is_pipeline(gf, operation):
+        for option, value in (("--nproc-per-node", nproc_per_node), ("--max-trials", max_trials), ("--seed", seed)):
+            if value is not None:
+                raise GuildliteError(f"{option} is an option of one op's run; '{operation}' is a pipeline: give it"
+                                     " in its steps", exit_code=2)
+        pplan = pipeline.plan(operation, flags, guildfile=gf, runs_dir=runs_dir, label=label, echo=not as_json,
+                              detach=detach, plugin_names=plugin_names, backend=backend,
+                              backend_options=_backend_options(given), parallel=parallel, gpus=gpus,
+                              fail_fast=fail_on_trial_error, max_concurrent=max_concurrent)
+        if sys.stdin.isatty() and not yes and not as_json:
+            _say(f"You are about to run pipeline {operation}: "
+                 + " -> ".join(" ".join([s.op, *s.given(pplan.flags)]) for s in pplan.steps))
+            if not click.confirm("Continue?", default=True):
+                raise GuildliteError("cancelled", exit_code=1)
+        _finish_run(pipeline.execute_pipeline(pplan, stage_only=stage_only, detach=detach), as_json, stage_only,
+                    detached=detach)
+        return
     plan = plan_run(
         operation,
         flags,
@@ -228,6 +248,7 @@ def _start(specs: tuple[str, ...], runs_dir: Path | None, guildfile: Path | None
            **options: Any) -> None:
     """``--start RUN...``: each run as it was staged; in the foreground one after another (a run
     stopped: the rest stay staged), detached each in a supervisor of its own, all queued at once."""
+    from .. import _pipeline as pipeline
     from .._operation import open_guildfile, start
 
     if not specs:
@@ -235,7 +256,8 @@ def _start(specs: tuple[str, ...], runs_dir: Path | None, guildfile: Path | None
                              exit_code=2)
     where = runs_dir_for(runs_dir, guildfile)
     targets = list({r.id: r for r in (select_one(where, spec) for spec in specs)}.values())
-    jobs = [start(r, guildfile=lambda: open_guildfile(guildfile), detach=detach, **options)
+    jobs = [(pipeline.start if r.is_pipeline else start)(r, guildfile=lambda: open_guildfile(guildfile), detach=detach,
+                                                          **options)
             for r in targets]  # every run checked before any starts
     for job in jobs:
         if job.run.is_batch and not detach:
@@ -261,14 +283,15 @@ def _finish_run(result: Run, as_json: bool, stage_only: bool, detached: bool = F
         if as_json:
             click.echo(json.dumps(_record(result), indent=2, default=str))
             return
-        what = f"batch of {len(result.trial_ids)} trials" if result.is_batch else "run"
+        what = f"batch of {len(result.trial_ids)} trials" if result.is_batch else (
+            "pipeline" if result.is_pipeline else "run")
         click.echo(f"guildlite: {what} {result.id} runs in the background (supervisor pid {result.pid}): "
                    f"guildlite watch {result.id}, guildlite stop {result.id}", err=True)
         click.echo(result.id)
         return
     if as_json:
         click.echo(json.dumps(_record(result), indent=2, default=str))
-    elif result.is_batch or result.status not in ("completed", "staged"):
+    elif result.virtual or result.status not in ("completed", "staged"):
         _say(_summary(result), err=True)
     if stage_only and not as_json and result.status == "staged":  # the id it takes to start it
         _say(f"guildlite: start it with guildlite run --start {result.id}", err=True)
@@ -314,6 +337,11 @@ def _summary(run: Run) -> str:
         counts = (run.batch or {}).get("summary") or {"staged": len(run.trial_ids)}
         parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         return f"guildlite: batch {run.id} {run.status} ({parts})"
+    if run.is_pipeline:
+        counts = (run.pipeline or {}).get("summary") or {}
+        parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no step run"
+        why = f": {run.error.get('message')}" if run.error else ""
+        return f"guildlite: pipeline {run.id} {run.status} ({len(run.step_ids)} of {len((run.pipeline or {}).get('steps') or [])} steps: {parts}){why}"
     msg = f"guildlite: run {run.id} {run.status}"
     if run.error:
         where = f" in {run.error['plugin']}.{run.error['hook']}" if run.error.get("plugin") else ""
@@ -322,17 +350,30 @@ def _summary(run: Run) -> str:
 
 
 class _BatchProgress:
-    """One line per trial start and end, with done/running/failed counts and an ETA."""
+    """One line per trial start and end, with done/running/failed counts and an ETA; a running
+    trial's own progress (percent, ETA) every PROGRESS_EVERY seconds at most."""
+
+    PROGRESS_EVERY = 10.0
 
     def __init__(self, total: int) -> None:
         self.total, self.done, self.failed, self.running = total, 0, 0, 0
         self.t0 = time.monotonic()
         self.index: dict[str, int] = {}
+        self.said: dict[str, float] = {}  # trial id -> when its progress was last printed
 
     def event(self, event: str, run: Run) -> None:
         if run.is_batch:
             return
         n = self.index.setdefault(run.id, len(self.index) + 1)
+        if event == "progress":
+            from .._progress import shown
+
+            now = time.monotonic()
+            text = shown(run.run_dir, run.status)
+            if text and now - self.said.get(run.id, -self.PROGRESS_EVERY) >= self.PROGRESS_EVERY:
+                self.said[run.id] = now
+                _say(f"guildlite: trial {n}/{self.total} {run.id} {text}", err=True)
+            return
         flags = " ".join(f"{k}={_fmt(v)}" for k, v in run.flags.items())
         if event == "wait":
             _say(f"guildlite: trial {n}/{self.total} {run.id} pending: {(run.waiting or {}).get('reason')}", err=True)

@@ -102,13 +102,17 @@ def runs(
         if not filtered and not show_all and len(everything) > limit:
             click.echo(f"({len(everything) - limit} older runs not shown: --all)", err=True)
         return
+    from .._progress import shown as progress
+
     rows = [
         (
             f"[{index[r.id]}]",
             r.id,
-            r.op + (f" ({len(r.trial_ids)} trials)" if r.is_batch else ""),
+            r.op + (f" ({len(r.trial_ids)} trials)" if r.is_batch else f" ({len(r.step_ids)} steps)" if r.is_pipeline
+                    else ""),
             _local(r.started or r.created),
-            r.status + (f" #{place[r.id]}" if r.id in place else ""),
+            " ".join(x for x in (r.status + (f" #{place[r.id]}" if r.id in place else ""),
+                                 progress(r.run_dir, r.status)) if x),
             ("↳ " + r.parent_id[-6:]) if r.parent_id else "",
             r.label,
             _flags_summary(r),
@@ -164,12 +168,15 @@ def runs_info(
     if as_json:
         click.echo(json.dumps({**_record(r), **_queued(r, place), "lineage": related}, indent=2, default=str))
         return
+    from .._progress import shown as progress
+
     waiting = r.waiting or {}
     fields = [
         ("id", r.id),
         ("op", r.op),
         ("opspec", r.opspec),
         ("status", r.status),
+        ("progress", progress(r.run_dir, r.status)),
         ("queue", (f"#{place[r.id]}: " if r.id in place else "") + f"{waiting.get('reason')} (since "
                   f"{_local(waiting.get('since'))})" if r.status == "pending" and waiting else ""),
         ("exit_code", r.exit_code),
@@ -180,7 +187,7 @@ def runs_info(
         ("host", r.host),
         ("nproc_per_node", r.nproc_per_node),
         ("gpus", ",".join(r.gpus) if r.gpus else ""),
-        ("batch" if r.is_trial else "", r.parent_id or ""),
+        ("batch" if r.is_trial else "pipeline" if r.parent_id else "", r.parent_id or ""),
         ("command", display_command(r.cmd) if r.cmd else ""),
     ]
     for k, v in fields:
@@ -201,6 +208,15 @@ def runs_info(
         click.echo(f"trials: {len(r.trial_ids)}")
         for t in r.trials:
             _say(f"  {t.id} {t.status} " + _flags_summary(t))
+    if r.is_pipeline:
+        planned = (r.pipeline or {}).get("steps") or []
+        click.echo(f"steps: {len(r.step_ids)} of {len(planned)} run")
+        for n, step in enumerate(planned, 1):
+            step = step if isinstance(step, dict) else {}
+            how = f" ({step['reused']})" if step.get("reused") else ""
+            what = f"{step.get('run')} {step.get('status')}{how}" if step.get("run") else "not started"
+            _say(f"  {n}. {' '.join([str(step.get('op')), *map(str, step.get('given') or [])])}: {what}"
+                 + (f": {step['error']}" if step.get("error") else ""))
     if r.requires:
         click.echo("requires:")
         for q in r.requires:
@@ -212,8 +228,9 @@ def runs_info(
         click.echo("hooks:")
         for call in r.plugins:
             err = f"  ERROR {call['error']}" if call.get("error") else ""
-            _say(f"  {call['hook']:<14} {call['plugin']:<20} prio {call['priority']:<5}"
-                       f" {call['seconds'] * 1000:8.1f} ms{err}")
+            calls = f" in {call['calls']} calls" if isinstance(call.get("calls"), int) else ""  # on_run_progress
+            _say(f"  {call['hook']:<15} {call['plugin']:<20} prio {call['priority']:<5}"
+                       f" {call['seconds'] * 1000:8.1f} ms{calls}{err}")
     if r.attrs:
         click.echo("attrs:")
         for k, v in r.attrs.items():
@@ -314,3 +331,52 @@ def _from_trash(
     _confirm(question.format(n=len(chosen)), yes)
     for r in action(chosen):
         _say(f"{done} {r.id}")
+
+
+@runs.command("import", context_settings=CONTEXT)
+@click.argument("guild_home", required=False, type=click.Path(file_okay=False, path_type=Path), metavar="[GUILD_HOME]")
+@click.option("--from-guild", "from_guild", is_flag=True,
+              help="Import Guild AI runs from GUILD_HOME/runs (default: $GUILD_HOME, else ~/.guild).")
+@click.option("--dry-run", is_flag=True, help="Say what would be imported; write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary: one object per Guild run.")
+@click.option("--max-file-size", type=click.IntRange(min=0), default=1 << 30, show_default=True,
+              help="Bytes: a file of a Guild run larger than this is not copied (listed as skipped).")
+@_runs_dir_option
+@_guildfile_option
+@click.pass_obj
+def runs_import(
+    group_runs_dir: Path,
+    guild_home: Path | None,
+    from_guild: bool,
+    dry_run: bool,
+    as_json: bool,
+    max_file_size: int,
+    runs_dir: Path | None,
+    guildfile: Path | None,
+) -> None:
+    """Import another tool's run history as guildlite runs (--from-guild: Guild AI's).
+
+    A Guild run already imported (by its Guild id) is skipped, so importing again brings in only
+    what is new; runs still running or never started are skipped and say so."""
+    from .._guild_import import default_home, import_runs
+
+    if not from_guild:
+        raise click.UsageError("say where to import from: --from-guild [GUILD_HOME]")
+    runs_dir = _sub_runs_dir(group_runs_dir, runs_dir, guildfile)
+    home = guild_home or default_home()
+
+    def progress(o: Any, i: int, n: int) -> None:
+        where = f" as {o.run_id}" if o.run_id else ""
+        what = f" ({o.op}, {o.status})" if o.status else ""
+        _say(f"[{i}/{n}] {o.action} {o.guild_id}{where}{what}" + (f": {o.reason}" if o.reason else ""), err=True)
+
+    outcomes = import_runs(home, runs_dir, dry_run=dry_run, max_file_size=max_file_size, progress=progress)
+    if as_json:
+        click.echo(json.dumps([o.to_json() for o in outcomes], indent=2))
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.action] = counts.get(o.action, 0) + 1
+    summary = ", ".join(f"{n} {action}" for action, n in sorted(counts.items())) or "no Guild runs"
+    _say(f"{summary} ({home} -> {runs_dir})", err=True)
+    if counts.get("failed"):
+        sys.exit(1)

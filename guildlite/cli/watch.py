@@ -47,10 +47,11 @@ def watch(run_spec: str | None, runs_dir: Path | None, guildfile: Path | None) -
     run: Run | None = None
     try:
         run = _pick(runs_dir_for(runs_dir, guildfile), run_spec)
-        code = _watch_batch(run, line) if run.is_batch else _watch_run(run, line)
+        code = _watch_pipeline(run, line) if run.is_pipeline else _watch_batch(run, line) if run.is_batch else (
+            _watch_run(run, line))
     except KeyboardInterrupt:
         line.clear()
-        what = "" if run is None else f" {'batch' if run.is_batch else 'run'} {run.id}"
+        what = "" if run is None else f" {'batch' if run.is_batch else 'pipeline' if run.is_pipeline else 'run'} {run.id}"
         _say(f"guildlite: stopped watching{what}; it was not stopped", err=True)
         sys.exit(130)
     if code:
@@ -72,14 +73,15 @@ def _pick(where: Path, run_spec: str | None) -> Run:
 
 
 def _watch_run(run: Run, line: _StatusLine) -> int:
+    from .._progress import shown as progress
     from .._status import ENDED, exit_status
     from .._watch import follow
     from .run import _summary
 
     def show(now: Run, log: OutputFollower) -> None:
         why = f" ({now.waiting.get('reason')})" if now.status == "pending" and now.waiting else ""  # its turn to come
-        line.update(f"guildlite: run {now.id} {now.status}{why}", _elapsed(now), _details(log),
-                    ended=now.status in ENDED)
+        head = " ".join(x for x in (f"guildlite: run {now.id} {now.status}{why}", progress(now.run_dir, now.status)) if x)
+        line.update(head, _elapsed(now), _details(log), ended=now.status in ENDED)
 
     def out(data: bytes) -> None:
         line.output(data)
@@ -92,20 +94,28 @@ def _watch_run(run: Run, line: _StatusLine) -> int:
 
 
 def _watch_batch(batch: Run, line: _StatusLine) -> int:
+    from .._progress import shown
     from .._status import ENDED, exit_status
     from .._watch import follow_batch
     from .run import _BatchProgress, _summary
 
     progress = _BatchProgress(len(batch.trial_ids))
+    going: dict[str, Run] = {}  # the trials started and not ended: their progress is shown
 
     def event(kind: str, trial: Run) -> None:
         line.clear()
         progress.event(kind, trial)
+        if kind == "start":
+            going[trial.id] = trial
+        else:
+            going.pop(trial.id, None)
 
     def show(now: Run) -> None:
         progress.total = max(progress.total, len(now.trial_ids))
         counts = (f"done {progress.done}/{progress.total}, running {progress.running}, failed {progress.failed}")
-        line.update(f"guildlite: batch {now.id} {now.status}", _elapsed(now), counts, ended=now.status in ENDED)
+        each = [f"trial {progress.index[t.id]} {p}" for t in going.values() if (p := shown(t.run_dir, "running"))]
+        details = " | ".join([counts, *each[:4]])
+        line.update(f"guildlite: batch {now.id} {now.status}", _elapsed(now), details, ended=now.status in ENDED)
 
     ended, trials = follow_batch(batch, event, show)
     line.clear()
@@ -114,6 +124,31 @@ def _watch_batch(batch: Run, line: _StatusLine) -> int:
     if code == 0 and any(t.status != "completed" for t in trials):
         return 1
     return code
+
+
+def _watch_pipeline(pipe: Run, line: _StatusLine) -> int:
+    """Each step of a pipeline in turn, as it appears (a run's output, a batch's trials), then the
+    pipeline's end."""
+    import time
+
+    from .._status import exit_status
+    from .._watch import POLL_SECONDS, reload
+    from .run import _summary
+
+    watched: set[str] = set()
+    while True:
+        going = still_going(pipe)
+        for i, step in enumerate(pipe.steps, 1):
+            if step.id not in watched:
+                watched.add(step.id)
+                _say(f"guildlite: pipeline {pipe.id} step {i}: {step.op} run {step.id}", err=True)
+                _watch_batch(step, line) if step.is_batch else _watch_run(step, line)
+        if not going:
+            break
+        time.sleep(POLL_SECONDS)
+        pipe = reload(pipe)
+    _say(_summary(pipe), err=True)
+    return exit_status(pipe.status, pipe.exit_code)
 
 
 def _details(log: OutputFollower) -> str:

@@ -28,6 +28,7 @@ for (const r of RUNS) {
   }
 }
 const top = RUNS.filter(r => !(r.parent && byId.has(r.parent)));
+const isParent = r => r.is_batch || r.is_pipeline;  // a virtual parent: its children are listed under it
 const PALETTE = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf'];
 const colors = new Map();
 const PLOT_CONFIG = { displaylogo: false, responsive: true };
@@ -104,7 +105,7 @@ function saveHash() {
 const COLUMNS = [
   { key: 'id', title: 'run', get: r => r.id, cls: 'id' },
   { key: 'op', title: 'op', get: r => r.op },
-  { key: 'status', title: 'status', get: r => r.status, show: r => statusBadge(r.status) },
+  { key: 'status', title: 'status', get: r => r.status, show: r => r.progress ? [statusBadge(r.status), ' ' + r.progress] : statusBadge(r.status) },
   { key: 'label', title: 'label', get: r => r.label || null },
   { key: 'started', title: 'started', get: r => r.started || r.created, show: r => fmtTime(r.started || r.created) },
   { key: 'time', title: 'time', get: r => r.time, show: r => fmtDur(r.time), num: true },
@@ -140,14 +141,15 @@ function matches(r) {
 }
 function visibleRows() {
   const rows = [];
-  for (const t of sorted(top)) {
-    const own = matches(t);
-    const ks = kids.get(t.id) || [];
-    const hit = ks.filter(matches);
-    if (!own && !hit.length) continue;
+  const deep = r => matches(r) || (kids.get(r.id) || []).some(deep);  // it, or a child (a pipeline's: nested)
+  const add = t => {
     rows.push(t);
-    if (t.is_batch && !state.collapsed.has(t.id)) rows.push(...sorted(hit.length ? hit : ks));
-  }
+    if (!isParent(t) || state.collapsed.has(t.id)) return;
+    const ks = kids.get(t.id) || [];
+    const hit = ks.filter(deep);
+    for (const k of sorted(hit.length ? hit : ks)) add(k);
+  };
+  for (const t of sorted(top)) if (deep(t)) add(t);
   return rows;
 }
 
@@ -169,13 +171,13 @@ function renderHead() {
 }
 
 function selectionOf(r) {
-  if (!r.is_batch) return state.selected.has(r.id) ? 'all' : 'none';
+  if (!isParent(r)) return state.selected.has(r.id) ? 'all' : 'none';
   const ks = kids.get(r.id) || [];
   const n = ks.filter(t => state.selected.has(t.id)).length;
   return n === 0 ? 'none' : n === ks.length ? 'all' : 'some';
 }
 function toggleSelect(r, on) {
-  for (const x of r.is_batch ? (kids.get(r.id) || []) : [r]) {
+  for (const x of isParent(r) ? (kids.get(r.id) || []) : [r]) {
     if (on) { state.selected.add(x.id); colorOf(x.id); } else state.selected.delete(x.id);
   }
   saveHash();
@@ -199,18 +201,18 @@ function renderTable() {
     const cells = [first];
     for (const c of COLUMNS) {
       let content = c.show ? c.show(r) : fmt(c.get(r));
-      if (c.key === 'id' && r.is_batch) {
+      if (c.key === 'id' && isParent(r)) {
         const open = !state.collapsed.has(r.id);
         content = [el('span', {
-          class: 'toggle', title: open ? 'hide trials' : 'show trials',
+          class: 'toggle', title: (open ? 'hide ' : 'show ') + (r.is_batch ? 'trials' : 'steps'),
           onclick: e => { e.stopPropagation(); if (open) state.collapsed.add(r.id); else state.collapsed.delete(r.id); renderTable(); },
-        }, open ? '\u25be' : '\u25b8'), r.id, ` (${r.trials.length} trials)`];
+        }, open ? '\u25be' : '\u25b8'), r.id, r.is_batch ? ` (${r.trials.length} trials)` : ` (${r.steps.length} steps)`];
       } else if (c.key === 'id' && r.parent && byId.has(r.parent)) {
         content = ['\u21b3 ', r.id];
       }
       cells.push(el('td', { class: [c.cls, c.num && typeof c.get(r) === 'number' ? 'num' : null].filter(Boolean).join(' ') || null }, content));
     }
-    const kind = r.is_batch ? 'batch' : r.parent && byId.has(r.parent) ? 'trial' : 'single';
+    const kind = r.is_batch ? 'batch' : r.is_pipeline ? 'pipeline' : r.parent && byId.has(r.parent) ? 'trial' : 'single';
     body.push(el('tr', {
       class: ['run', kind, r.id === state.current ? 'current' : null].filter(Boolean).join(' '),
       'data-id': r.id, 'data-parent': r.parent || null, onclick: () => openRun(r.id),
@@ -229,11 +231,13 @@ function renderTable() {
 
 function renderSummary() {
   const batches = RUNS.filter(r => r.is_batch).length;
+  const pipes = RUNS.filter(r => r.is_pipeline).length;
   const counts = {};
-  for (const r of RUNS) if (!r.is_batch) counts[r.status] = (counts[r.status] || 0) + 1;
+  for (const r of RUNS) if (!isParent(r)) counts[r.status] = (counts[r.status] || 0) + 1;
   const parts = Object.entries(counts).map(([s, n]) => `${n} ${s}`).join(', ');
   document.getElementById('summary').textContent =
-    `${RUNS.length - batches} runs` + (batches ? `, ${batches} batch${batches > 1 ? 'es' : ''}` : '') + (parts ? ` (${parts})` : '');
+    `${RUNS.length - batches - pipes} runs` + (batches ? `, ${batches} batch${batches > 1 ? 'es' : ''}` : '')
+    + (pipes ? `, ${pipes} pipeline${pipes > 1 ? 's' : ''}` : '') + (parts ? ` (${parts})` : '');
   if (D.runs_dir) document.getElementById('summary').title = D.runs_dir;
 }
 
