@@ -282,3 +282,12 @@ def test_stage_prints_the_id_that_start_takes(make: Callable[..., Project]) -> N
     _ok(batch)
     rec = proj.record(batch.stdout.strip())
     assert rec["status"] == "staged" and len(rec["trials"]) == 2
+
+
+def test_a_misspelt_upstream_operation_is_pointed_out(make: Callable[..., Project]) -> None:
+    """``- operation: prepar`` said "run `guildlite run prepar` first", an op that does not exist."""
+    gf = ("operations:\n  prepare:\n    main: prepare.py\n    launcher: python\n"
+          + _op("- operation: prepar", main="train.py", name="train"))
+    proj = make(gf, {"prepare.py": "print(1)\n", "train.py": "print(2)\n"})
+    cp = proj.run("run", "train", "-y")
+    assert_clean_error(cp, 2, "no completed run", "the guildfile has no operation 'prepar'", "did you mean 'prepare'")
