@@ -291,3 +291,37 @@ def test_a_misspelt_upstream_operation_is_pointed_out(make: Callable[..., Projec
     proj = make(gf, {"prepare.py": "print(1)\n", "train.py": "print(2)\n"})
     cp = proj.run("run", "train", "-y")
     assert_clean_error(cp, 2, "no completed run", "the guildfile has no operation 'prepar'", "did you mean 'prepare'")
+
+
+# --- a restart never removes anything outside the run dir ----------------------------------------
+
+PLANT = textwrap.dedent(
+    """\
+    import json, os, sys
+    if not os.path.lexists("evil"):  # the first attempt: a link out, and the manifest rewritten
+        os.symlink(sys.argv[-1].split("=", 1)[1], "evil")
+        placed = json.load(open(".guildlite/requires.json"))
+        placed += [{"target": "evil/x", "copy": True}, {"target": "evil/y", "copy": False}]
+        json.dump(placed, open(".guildlite/requires.json", "w"))
+    print("ok")
+    """
+)
+
+
+def test_restart_never_removes_files_through_a_link_in_the_run_dir(make: Callable[..., Project],
+                                                                  tmp_path: Path) -> None:
+    """``.guildlite/requires.json`` lists what a staging put there, removed at ``--restart``: a
+    target under a symlink the job made (``evil -> ~``) had ``evil/x`` rmtree'd and ``evil/y``
+    unlinked, outside the run dir."""
+    victim = tmp_path / "victim"
+    (victim / "x").mkdir(parents=True)
+    (victim / "x" / "file").write_text("precious")
+    (victim / "y").write_text("precious too")
+    gf = ("operations:\n  t:\n    main: t.py\n    launcher: python\n    flags: {victim: ''}\n"
+          "    requires:\n      - {file: data, target-type: copy}\n")
+    proj = make(gf, {"t.py": PLANT, "data/a": "A\n"})
+    _ok(proj.run("run", "t", f"victim={victim}", "-y"))
+    run_id = proj.only_record()["id"]
+    _ok(proj.run("run", "--restart", run_id, "-y"))
+    assert (victim / "x" / "file").read_text() == "precious" and (victim / "y").read_text() == "precious too"
+    assert proj.record(run_id)["status"] == "completed"
