@@ -56,8 +56,25 @@ def parse_value(name: str, text: str) -> FlagValue:
     if s.startswith("[") or s.endswith("]"):
         if not (s.startswith("[") and s.endswith("]")):
             raise FlagError(f"flag '{name}': malformed list {text!r} (expected [a,b,...])")
+        _guild_slice(name, s)
         return Grid(_items(name, s[1:-1], text))
     return decode(text)
+
+
+def _guild_slice(name: str, s: str) -> None:
+    """Guild AI's ``[MIN:MAX]`` (a random search's range) and ``[START:STOP:STEP]`` (a grid's), which
+    guildlite spells with a function name: the guildlite spelling, as an error."""
+    import re
+
+    num = r"\s*[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\s*"
+    m = re.fullmatch(rf"\[({num}):({num})(?::({num}))?\]", s)
+    if m is None:
+        return
+    lo, hi, step = (g.strip() if g else g for g in m.groups())
+    spelled = f"range[{lo}:{hi}:{step}]" if step else f"uniform[{lo}:{hi}]"
+    raise FlagError(f"flag '{name}': {s} is Guild AI's syntax; guildlite spells it {name}={spelled}"
+                    + ("" if step else f" (or {name}=range[{lo}:{hi}] for a grid)") + f"; quote it, {name}=['{s[1:-1]}'],"
+                    " for the text")
 
 
 def _items(name: str, body: str, text: str) -> tuple[Any, ...]:

@@ -42,10 +42,17 @@ def with_imported_flags(op: OpDef, project: Path, timeout: float = IMPORT_TIMEOU
         return op
     if op.flags_dest == "overrides" or op.flags_dest.startswith("config:"):
         found = probe(op, project, timeout)  # the composed Hydra config, the config file's keys
-    elif in_source(op.flags_dest)[0] or _import_kind(op, project) == "globals":
-        found = global_flags(op, project)
     else:
-        found = probe(op, project, timeout)
+        kind = "globals" if in_source(op.flags_dest)[0] else _import_kind(op, project)
+        if kind == "globals":
+            found = global_flags(op, project)
+        elif kind == "click":
+            from ._click_flags import click_flags
+
+            src = main_source(op, project)
+            found = click_flags(src) if src is not None else {}
+        else:
+            found = probe(op, project, timeout)
     wanted = set(op.flags_import) if isinstance(op.flags_import, tuple) else None
     if wanted is not None:
         missing = wanted - set(found)
@@ -73,7 +80,7 @@ def with_imported_flags(op: OpDef, project: Path, timeout: float = IMPORT_TIMEOU
             except FlagError as e:
                 raise GuildfileError(f"operation '{op.name}' flag '{name}': bad default: {e}") from None
     for name, imported in found.items():
-        if name not in merged and (wanted is None or name in wanted):
+        if name not in merged and (wanted is None or name in wanted) and name not in op.flags_import_skip:
             merged[name] = imported
     return dataclasses.replace(op, flags=merged)
 
@@ -163,7 +170,7 @@ def cli_parsers(src: Path, project: Path) -> set[str]:
 
 def _import_kind(op: OpDef, project: Path) -> str:
     """How to import a ``flags-dest: args`` script's flags: ``argparse`` (the probe) when it uses
-    argparse, ``globals`` when it reads ``sys.argv`` itself (a ``--key=value`` configurator that
+    argparse, ``click`` (its source's options) when it uses click, ``globals`` when it reads ``sys.argv`` itself (a ``--key=value`` configurator that
     sets its globals, nanoGPT's); anything else is refused, since the probe would run it to its end."""
     src = main_source(op, project)
     if src is None:
@@ -173,6 +180,8 @@ def _import_kind(op: OpDef, project: Path) -> str:
         return "argparse"  # argparse, or a parser built on it (transformers' HfArgumentParser)
     if _hand_parsed(found):
         return "globals"
+    if "click" in found:
+        return "click"  # its options read from the source (``_click_flags``)
     uses = f"uses {', '.join(sorted(found))}" if found else "reads no command line"
     raise GuildfileError(
         f"operation '{op.name}': flags-import reads argparse parsers and module globals, but "

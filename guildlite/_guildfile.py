@@ -6,18 +6,20 @@ uses); an op's flags are checked by ``_guildfile_flags``; where runs live is ``_
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ._errors import GuildfileError, GuildliteError
 from ._flags import FlagDef
+from ._guild_yml import GUILD_FILE
 from ._guildfile_flags import FlagChecks
+from ._op_defaults import as_guildlite
 from ._plugins import DEFAULT_HOOK_TIMEOUT
 from ._requires_schema import Requirement, parse_requires
 from ._runs_dir import runs_dir_path
 from ._steps import StepDef, check_steps, pipeline_op
-from ._yaml_lines import _brief, _kind, _plain, _Seq, _short, parse_yaml
+from ._yaml_lines import _brief, _kind, _plain, _Seq, _short, read_yaml
 
 GUILDFILE = "guildfile.yml"
 
@@ -43,6 +45,7 @@ _OP_KEYS = (
     "steps",
     "max-concurrent",
     "requires",
+    "env", "flags-import-skip",
 )  # and a section per backend
 LAUNCHERS = ("torchrun", "python")
 _PLUGIN_KEYS = ("class", "name", "args", "priority", "hook-timeout")
@@ -96,6 +99,8 @@ class OpDef:
     steps: tuple[StepDef, ...] = ()  # a pipeline's (``_steps``); it has no main
     max_concurrent: int | None = None  # None: the guildfile's
     requires: tuple[Requirement, ...] = ()  # what a run needs besides its source (``_requires``)
+    env: Mapping[str, str] = field(default_factory=dict)  # set in the job's environment
+    flags_import_skip: tuple[str, ...] = ()  # imported flags left out (``flags-import: all`` less these)
 
     @property
     def main_args(self) -> list[str]:
@@ -127,6 +132,8 @@ class Guildfile:
     hook_timeout: float = DEFAULT_HOOK_TIMEOUT  # seconds a hook call may take (a plugin entry may override)
     progress_interval: float | None = None  # seconds between on_run_progress calls (an op may override)
     max_concurrent: int | None = None  # a user's runs at once on this machine (``_queue``); None: no cap
+    default_op: str | None = None  # what `guildlite run` with no op runs (Guild's `default: yes`)
+    warnings: tuple[str, ...] = ()  # what reading the file found to say (a guild.yml's ignored keys)
 
     @property
     def dir(self) -> Path:
@@ -139,36 +146,32 @@ class Guildfile:
         except KeyError:
             import difflib
 
-            known = sorted(self.operations)
-            hint = difflib.get_close_matches(name, known, n=1)
+            in_models = [n for n in self.operations if n.endswith(f":{name}")]  # a guild.yml model's op
+            if len(in_models) == 1:
+                return self.operations[in_models[0]]
+            known = sorted(in_models or self.operations)  # several models have it: which one?
+            hint = [] if in_models else difflib.get_close_matches(name, known, n=1)
             msg = f"{self.path}: no operation '{name}'"
             msg += f" (did you mean '{hint[0]}'?)" if hint else f"; operations: {', '.join(known)}"
             raise GuildfileError(msg) from None
 
 
 def find_guildfile(start: Path | None = None) -> Path | None:
-    """The nearest guildfile.yml in ``start`` (default: cwd) or its parents."""
+    """The nearest guildfile.yml (in a dir without one: Guild's guild.yml) in ``start`` or above."""
     here = (start or Path.cwd()).resolve()
     for d in (here, *here.parents):
-        p = d / GUILDFILE
-        if p.is_file():
-            return p
+        for p in (d / GUILDFILE, d / GUILD_FILE):
+            if p.is_file():
+                return p
     return None
 
 
 def load(path: Path) -> Guildfile:
     """Parse and validate a guildfile; every problem is a GuildfileError naming file, line, field."""
     path = Path(path).resolve()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise GuildfileError(f"{path}: cannot read: {e.strerror}") from None
-    except UnicodeDecodeError as e:
-        raise GuildfileError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    if "\0" in text:
-        raise GuildfileError(f"{path}:{text[:text.index(chr(0))].count(chr(10)) + 1}: a NUL character") from None
-    data = parse_yaml(path, text)
-    return _Validator(path).guildfile(data)
+    data = None if path.suffix == ".py" else read_yaml(path)  # a script runs as an op of its own: nothing to read
+    read = as_guildlite(path, data, _OP_KEYS, _TOP_KEYS)  # guild.yml: translated
+    return replace(_Validator(path).guildfile(read.data), default_op=read.default_op, warnings=read.warnings)
 
 
 # --- validation ----------------------------------------------------------------------------------
@@ -258,6 +261,8 @@ class _Validator(FlagChecks):
             backend_sections=self.sections(m, _OP_KEYS, where),
             max_concurrent=self.max_concurrent(m, where),
             requires=parse_requires(self, m, where),
+            env=self.env(m, where),
+            flags_import_skip=self.names(m, "flags-import-skip", where),
         )
         self.flag_places(m, op, where)
         return op
@@ -368,9 +373,9 @@ class _Validator(FlagChecks):
                 rx = re.compile(pat)
             except re.error as e:
                 raise self.fail(m, "output-scalars", f"{where}: output-scalars pattern '{pat}' is invalid: {e}") from None
-            if not set(rx.groupindex) - {"step"}:
+            if not rx.groupindex:  # a pattern of only a `step` group sets the step of what follows
                 raise self.fail(m, "output-scalars", f"{where}: output-scalars pattern {pat!r} has no named group"
-                                " for a value, e.g. (?P<loss>\\S+)")
+                                " for a value, e.g. (?P<loss>\\S+), or for the step, (?P<step>\\d+)")
         return tuple(v)
 
 

@@ -107,6 +107,23 @@ class FlagChecks(YamlChecks):
             raise self.fail(m, "flags-env-prefix", f"{where}: flags-env-prefix must be an environment name prefix")
         return v
 
+    def env(self, m: Mapping[Any, Any], where: str) -> dict[str, str]:
+        import re
+
+        v = self.mapping(m, "env", m.get("env"), f"{where} env")
+        for k, x in v.items():
+            if not isinstance(k, str) or not re.fullmatch(r"[A-Za-z_]\w*", k):
+                raise self.fail(v, k, f"{where}: env name {k!r} is not a variable name")
+            if isinstance(x, (dict, list)) or x is None:
+                raise self.fail(v, k, f"{where}: env {k}: the value must be text or a number, got {_kind(x)}")
+        return {k: str(x).lower() if isinstance(x, bool) else str(x) for k, x in v.items()}
+
+    def names(self, m: Mapping[Any, Any], key: str, where: str) -> tuple[str, ...]:
+        v = m.get(key) or []
+        if not isinstance(v, list) or not all(isinstance(n, str) for n in v):
+            raise self.fail(m, key, f"{where}: '{key}' must be a list of flag names")
+        return tuple(v)
+
     def flags_import(self, m: Mapping[Any, Any], where: str) -> tuple[str, ...] | bool:
         v = m.get("flags-import")
         if v is None or v is False:

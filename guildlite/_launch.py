@@ -97,14 +97,15 @@ def display_command(cmd: Sequence[str]) -> str:
 
 
 def flag_env(op: OpDef, flags: Mapping[str, Any]) -> dict[str, str]:
-    """With ``flags-dest: env``: each flag as ``<prefix><NAME>`` (upper-cased, '-' and '.' as '_')."""
+    """The op's ``env``, and with ``flags-dest: env`` each flag as ``<prefix><NAME>`` (upper-cased,
+    '-' and '.' as '_')."""
     if op.flags_dest != "env":
-        return {}
-    return {
+        return dict(op.env)
+    return {**op.env, **{
         op.flags_env_prefix + name.upper().replace("-", "_").replace(".", "_"): format_value(value)
         for name, value in flags.items()
         if value is not None
-    }
+    }}
 
 
 def write_flags_config(op: OpDef, flags: Mapping[str, Any], run_dir: Path, project: Path | None = None) -> Path | None:

@@ -29,6 +29,7 @@ from ._requires import resolve as resolve_requires
 from ._run import Run
 from ._runconfig import RunConfig
 from ._runs_dir import default_runs_dir, option_runs_dir
+from ._script_op import is_script
 from ._slots import Slot
 from ._supervisor import read_launch
 from ._upstream import pin, recorded_picks, split_assignments
@@ -61,14 +62,22 @@ class Plan:
         return job_command(self.config.op, flags, self.config.nproc)
 
 
-def open_guildfile(path: str | Path | None = None) -> Guildfile:
-    """Load ``path``, or the nearest guildfile.yml from the current directory up."""
+def open_guildfile(path: str | Path | None = None, op_name: str | None = None) -> Guildfile:
+    """Load ``path`` or the nearest guildfile (or guild.yml), saying its warnings; ``op_name``: a script to run alone."""
+    import sys
+
     found = Path(path) if path else find_guildfile()
-    if found is None:
-        raise GuildfileError(f"no {GUILDFILE} in {Path.cwd()} or its parents (create one, or cd into a project)")
-    if found.is_dir():
+    if found is not None and found.is_dir():
         found = found / GUILDFILE
-    return load(found)
+    gf = load(found) if found is not None else None
+    if op_name is not None and is_script(op_name) and (gf is None or op_name not in gf.operations):
+        return load(Path(op_name))
+    if gf is None:
+        raise GuildfileError(f"no {GUILDFILE} in {Path.cwd()} or its parents (create one, cd into a project, or"
+                             " run a script: guildlite run train.py)")
+    for w in gf.warnings:
+        print(f"guildlite: warning: {w}", file=sys.stderr)
+    return gf
 
 
 def plan_run(

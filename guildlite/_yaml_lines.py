@@ -36,6 +36,19 @@ ALIAS_TEXT = 10_000_000
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
+def read_yaml(path: Path) -> Any:
+    """The YAML file at ``path``, parsed (``parse_yaml``); unreadable, non-UTF-8 or NUL text is a GuildfileError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise GuildfileError(f"{path}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise GuildfileError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    if "\0" in text:
+        raise GuildfileError(f"{path}:{text[:text.index(chr(0))].count(chr(10)) + 1}: a NUL character") from None
+    return parse_yaml(path, text)
+
+
 def parse_yaml(path: Path, text: str) -> Any:
     import yaml
 

@@ -378,9 +378,15 @@ def test_flags_import_of_a_configurator_reads_its_globals_and_never_runs_it(
     assert _printed(out) == {"compile": False, "batch_size": 12, "learning_rate": 0.01, "dataset": "shakespeare",
                              "dropout": 0.0}
     assert "--compile=False" in rec["cmd"]
-    # A click script: flags-import refuses instead of running it.
+    # A click script: its options are read from its decorators, never by running it.
+    (proj.root / "c.py").write_text(marker.replace("executed", "click-ran") + CLICK)
     (proj.root / "guildfile.yml").write_text(gf + "  click: {main: c.py, launcher: python, flags-import: all}\n")
-    assert_clean_error(proj.run("run", "click", "-y"), 2, "flags-import", "uses click", "declare its flags")
+    ops = proj.run_json("ops", "--json")
+    assert not (proj.root / "click-ran").exists()
+    assert {n: f["type"] for n, f in ops["click"]["flags"].items()} == {
+        "compile": "bool", "shuffle": "bool", "debug": "bool", "lr": "float", "name": "str"}
+    rec, out = _run(proj, "click", "shuffle=no", "debug=yes", "lr=0.5", "name=x")
+    assert _printed(out) == {"compile": False, "shuffle": False, "debug": True, "lr": 0.5, "name": "x"}
 
 
 # --- argparse: every passed option exists ----------------------------------------------------------

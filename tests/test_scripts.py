@@ -805,7 +805,6 @@ def test_output_scalars_empty_list_captures_nothing(make_project: Callable[..., 
     [
         ("loss (?P<loss>[0-9.]+", ["loss (?P<loss>[0-9.]+", "is invalid"]),
         ("loss [0-9.]+", ["loss [0-9.]+", "no named group"]),
-        ("step (?P<step>[0-9]+)", ["step (?P<step>[0-9]+)", "no named group"]),
     ],
 )
 def test_output_scalars_bad_pattern_is_a_guildfile_error(

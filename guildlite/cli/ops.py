@@ -25,9 +25,22 @@ if TYPE_CHECKING:
 def ops(as_json: bool, guildfile: Path | None) -> None:
     """List the guildfile's operations with their flags."""
     from .._flags_import import with_imported_flags
+    from .._guildfile import find_guildfile
     from .._operation import open_guildfile
+    from .._script_op import runnable_scripts
 
+    if guildfile is None and find_guildfile() is None:  # Guild's way: the scripts are the ops
+        scripts = runnable_scripts(Path.cwd())
+        if as_json:
+            click.echo(json.dumps({"guildfile": None, "scripts": scripts}, indent=2))
+            return
+        _say("guildlite: no guildfile.yml or guild.yml here; scripts to run (guildlite run SCRIPT NAME=VALUE):",
+             err=True)
+        for name in scripts:
+            _say(f"{name}  (script, python)")
+        return
     gf = open_guildfile(guildfile)
+    _say(f"guildlite: operations from {gf.path}", err=True)
     operations = {name: op if op.steps else with_imported_flags(op, gf.dir) for name, op in gf.operations.items()}
     if as_json:
         out = {

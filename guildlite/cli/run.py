@@ -163,7 +163,9 @@ def run(
                fail_fast=fail_on_trial_error, plugin_names=plugin_names, echo=not as_json, backend=backend,
                backend_options=_backend_options(given) if any(v is not None for v in given.values()) else None)
         return
-    gf = open_guildfile(guildfile)
+    gf = open_guildfile(guildfile, args[0] if args and not restart_spec else None)
+    if gf.default_op is not None and not restart_spec and (not args or "=" in args[0]):
+        args = (gf.default_op, *args)  # Guild's `default: yes` op
     if restart_spec:
         if needed:
             raise GuildliteError("--needed does not go with --restart (a restart runs its run again)", exit_code=2)
