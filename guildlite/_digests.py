@@ -1,10 +1,11 @@
-"""SHA-256 digests of files, computed once and cached by path, size and mtime.
+"""SHA-256 digests of files, computed once and cached by path, size, mtime, inode and ctime.
 
 A required 200 MB file is read once, not at every run: the cache entry is one small JSON file
-per (real path, size, mtime_ns), written atomically, so concurrent runs never see half an entry
-and never need a lock (two writers of one entry write the same thing). A file changed in place
-gets a new mtime (or size) and so a new entry. The cache lives under guildlite's cache dir
-(``$XDG_CACHE_HOME/guildlite/digests``, or ``GUILDLITE_DIGEST_CACHE``); deleting it costs only time.
+per (real path, size, mtime_ns, inode, ctime_ns), written atomically, so concurrent runs never
+see half an entry and never need a lock (two writers of one entry write the same thing). A file
+changed in place gets a new mtime (or size) and ctime, one replaced by another a new inode, so a
+new entry. The cache lives under guildlite's cache dir (``$XDG_CACHE_HOME/guildlite/digests``, or
+``GUILDLITE_DIGEST_CACHE``); deleting it costs only time.
 """
 
 from __future__ import annotations
@@ -47,22 +48,24 @@ def file_sha256(path: Path) -> str:
 
 
 def cached_sha256(path: Path) -> str:
-    """The sha256 of the file at ``path``, from the cache when its size and mtime match."""
+    """The sha256 of the file at ``path``, from the cache when its size, mtime, inode and ctime match."""
     real = os.path.realpath(path)
     st = os.stat(real)
-    key = hashlib.sha256(f"{real}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:40]
+    # The inode and ctime too: a file swapped (``mv``) for one of the same size and mtime (``cp -p``,
+    # ``rsync -t`` and ``tar x`` keep mtimes) is another file, and no one can set a ctime back.
+    ident = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+    key = hashlib.sha256(f"{real}\0{ident}".encode()).hexdigest()[:40]
     entry = _cache_root() / key[:2] / f"{key}.json"
     try:
         data = json.loads(entry.read_text())
-        if data.get("path") == real and data.get("size") == st.st_size and data.get("mtime_ns") == st.st_mtime_ns:
+        if data.get("path") == real and data.get("ident") == ident:
             return str(data["sha256"])
     except (OSError, ValueError, KeyError, AttributeError):
         pass  # no entry yet, or a damaged one: computed again and rewritten
     digest = file_sha256(Path(real))
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(entry, json.dumps({"path": real, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                                        "sha256": digest}))
+        atomic_write(entry, json.dumps({"path": real, "ident": ident, "sha256": digest}))
     except OSError:
         pass  # a read-only or full cache dir costs time on the next run, nothing else
     return digest

@@ -123,7 +123,8 @@ def _download(url: str, tmp: Path, where: str) -> str:
                 out.flush()
                 os.fsync(out.fileno())
     except urllib.error.HTTPError as e:
-        raise RequirementError(f"{where}: url: {url}: HTTP {e.code} {e.reason}") from None
+        reason = " ".join(str(e.reason).split())  # urllib's redirect-loop reason spans three lines
+        raise RequirementError(f"{where}: url: {url}: HTTP {e.code} {reason}") from None
     except (urllib.error.URLError, OSError, ValueError) as e:
         why = getattr(e, "reason", None) or e
         raise RequirementError(f"{where}: url: {url}: download failed: {why}; nothing was staged (run again to"

@@ -31,18 +31,19 @@ from typing import Any, Callable, Iterator
 
 from ._errors import BadRecordError, GuildliteError, RunNotFoundError
 from ._files import META_DIR, RunPaths, atomic_write, now_iso, write_json
-from ._guild_events import MAX_ROWS, read_scalars
 from ._guild_runs import GuildRun, NotImportable, guild_runs_dir, read_run, run_dirs, source_paths
 from ._lock import file_lock
 from ._record import run_ids
 from ._run import Run
 from ._runfiles import RunFileError, open_file
 from ._store import STAGING_PREFIX, publish, read_record
+from ._tfevents import read_all
 
 MAX_FILE_SIZE = 1 << 30  # default: a bigger file (a sparse file of terabytes, a checkpoint) is skipped
 MAX_ENTRIES = 200_000  # dir entries looked at per Guild run
 MAX_DEPTH = 32
 MAX_EVENT_BYTES = 256 << 20
+MAX_ROWS = 1_000_000  # per event file: a scalar row is ~100 bytes in scalars.jsonl
 _RESERVED = frozenset({"run.json", "output.log", "scalars.jsonl", META_DIR, ".guild"})  # guildlite's names at the top
 
 
@@ -318,7 +319,7 @@ def _scalars(base: Path, notes: list[str]) -> list[dict[str, Any]]:
             if size > MAX_EVENT_BYTES:
                 notes.append(f"{rel}: event file over {MAX_EVENT_BYTES >> 20} MB, scalars not read")
                 continue
-            got, problem = read_scalars(f, size)
+            got, problem = read_all(f, size, MAX_ROWS)
         if problem:
             notes.append(f"{rel}: {problem}")
         prefix = os.path.dirname(rel).removeprefix(".guild").strip("/")

@@ -7,9 +7,10 @@ name a GPU differently still never share it.
 
 ``flock`` alone is not fair, so waiters queue: ``queue_up`` writes a ticket file numbered in
 arrival order and holds a flock on it while it lives (a dead waiter's ticket is seen unlocked and
-swept). A ticket takes only when no earlier live ticket whose pools overlap its own still waits:
-a big request is never starved by small ones, and requests for disjoint GPUs never wait on each
-other. One exception (``_lease_state.in_the_way``): an earlier ticket that also waits for non-GPU
+swept). A ticket never takes a token that an earlier live ticket still waiting could use: a big
+request is never starved by small ones, and requests for disjoint GPUs never wait on each other;
+a token no earlier waiter wants is taken at once (a run on GPU 0 or 1 does not wait behind one
+that waits for GPU 1 while GPU 0 is free). One exception (``_lease_state.in_the_way``): an earlier ticket that also waits for non-GPU
 tokens it cannot have now (its user's run tokens, ``--max-concurrent``), none of ours, lets us by.
 Every check-and-take runs under the directory's short take lock, so takes are atomic.
 
@@ -48,6 +49,7 @@ from ._lease_state import (
     holders,
     in_the_way,
     live_tickets,
+    rec_keys,
     seq_of,
     user_name,
     waiters,
@@ -114,15 +116,16 @@ class Ticket:
         return self._fd is not None
 
     def try_take(self) -> Lease | None:
-        """Take every want now, or nothing (None): when the tokens are free and no earlier live
-        ticket whose pools overlap this one's still waits (``_lease_state.in_the_way``). Never
-        blocks (but for the take lock, held for well under a millisecond)."""
+        """Take every want now, or nothing (None): from the tokens that are free and that no earlier
+        live ticket still waiting wants (``_lease_state.in_the_way``). Never blocks (but for the
+        take lock, held for well under a millisecond)."""
         if self._fd is None:
             raise RuntimeError(f"ticket {self.name} was already taken or cancelled")
         with self._dir.locked():
-            if self._blocker() is not None:
-                return None
-            got = self._grab()
+            # Tokens an earlier waiter in our way could use stay its: never taken from under it. A
+            # token none of them can use is ours, or it would sit idle while we wait (a run on
+            # --gpus 1 waiting for GPU 1 held back a run on --gpus 0,1 with GPU 0 free).
+            got = self._grab(self._reserved())
             if got is None:
                 return None
             taken, fds = got
@@ -184,10 +187,19 @@ class Ticket:
             if in_the_way(name, rec, self._all_keys, probe):
                 yield name, rec
 
+    def _reserved(self) -> frozenset[str]:
+        """Our keys that earlier waiters in our way want (read no further once that is all of them)."""
+        reserved: set[str] = set()
+        for _name, rec in self._earlier_live():
+            reserved.update(self._all_keys.intersection(rec_keys(rec)))
+            if reserved == self._all_keys:
+                break
+        return frozenset(reserved)
+
     def _blocker(self) -> tuple[str, dict[str, Any]] | None:
         return next(iter(self._earlier_live()), None)
 
-    def _grab(self) -> tuple[tuple[tuple[str, ...], ...], tuple[int, ...]] | None:
+    def _grab(self, reserved: frozenset[str]) -> tuple[tuple[tuple[str, ...], ...], tuple[int, ...]] | None:
         held: dict[str, int] = {}
         taken: list[tuple[str, ...]] = []
         try:
@@ -196,7 +208,7 @@ class Ticket:
                 for token_id, key in zip(want.pool, keys):
                     if len(ids) == want.count:
                         break
-                    if key in held:
+                    if key in held or key in reserved:
                         continue
                     fd = _try_lock(self._dir, key)
                     if fd is not None:

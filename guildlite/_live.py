@@ -209,20 +209,28 @@ class OutputSource:
             self.bar = (int(m.group(2)), int(m.group(3)), _clock(m.group(5)), time.time())
 
 
-def output_source(run: Run, state: Mapping[str, Any] | None = None) -> OutputSource | None:
-    """The source of ``run``'s output scalars by its op's rules; None when the op turns them off (or
-    its patterns no longer compile)."""
+def output_parser(run: Run) -> OutputParser | str:
+    """The parser of ``run``'s output by its op's output-scalars rules (the live capture's and
+    ``watch``'s alike); else why there is none ("" when the op turns them off)."""
     hosts = run.remote.get("hosts") if isinstance(run.remote, dict) else None
     rules = output_rules(run.op_def or {}, [str(h) for h in hosts] if isinstance(hosts, list) else [])
     if rules is None:
-        return None
+        return ""
     patterns, task_labels = rules
     try:
         regexes = [re.compile(p) for p in patterns] if patterns else None
-    except (re.error, TypeError):
+    except (re.error, TypeError) as e:
+        return f"bad output-scalars pattern: {e}"
+    return OutputParser(run.nproc_per_node or 1, regexes, task_labels)
+
+
+def output_source(run: Run, state: Mapping[str, Any] | None = None) -> OutputSource | None:
+    """The source of ``run``'s output scalars by its op's rules; None when the op turns them off (or
+    its patterns no longer compile)."""
+    parser = output_parser(run)
+    if isinstance(parser, str):
         return None
-    parser = OutputParser(run.nproc_per_node or 1, regexes, task_labels)
-    remote = isinstance(run.remote, dict) and run.remote.get("backend") and not hosts
+    remote = isinstance(run.remote, dict) and run.remote.get("backend") and not run.remote.get("hosts")
     return OutputSource(run.run_dir, parser, state, hosts=(lambda: recorded_hosts(run.run_dir)) if remote else None)
 
 

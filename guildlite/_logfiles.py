@@ -253,8 +253,7 @@ class LogFiles:
                         f.events = EventStream()
                     before = f.events.offset
                     rows: list[dict[str, Any]] = [
-                        {"step": s.step, "key": _key(f.sub, s.tag), "value": s.value,
-                         "time": round(s.wall_time, 3) if math.isfinite(s.wall_time) else None}
+                        s.row(_key(f.sub, s.tag))
                         for s in f.events.advance(fh, st.st_size, budget) if 0 < len(s.tag) <= MAX_KEY]
                     f.dead, moved = f.events.dead, f.events.offset - before
                 else:

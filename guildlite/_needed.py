@@ -7,8 +7,8 @@ digest and the same requirement digests. The definitions live here, once:
   sha256s (``source_digest`` of the manifest ``source_manifest`` makes; ``SourceSnapshot`` records
   both in ``.guildlite/sourcecode.json`` and the digest in ``attrs.sourcecode.digest``);
 - the **requirement digest** names what a run's ``requires`` put into its dir: per entry its kind,
-  source and target, and its content: the upstream run's id for an operation, else the sha256
-  (size and mtime where a file was too large to hash).
+  source and target, and its content: the sha256 (size and mtime where it was too large to hash),
+  with the upstream run's id for an operation (a run restarted since has other files under its id).
 
 A new run's digests are taken from its staged dir before it is published (``Session.stage``), the
 same way as for the run it is compared with, so both sides are computed by the same code.
@@ -56,9 +56,11 @@ def requirements_digest(requires: Sequence[Any]) -> str:
     for e in requires:
         if not isinstance(e, dict):
             continue
-        content: Any = e.get("run") if e.get("kind") == "operation" else e.get("sha256")
+        content: Any = e.get("sha256")
         if content is None:
             content = [e.get("size"), e.get("mtime")]
+        if e.get("kind") == "operation":  # a run restarted since makes other files under the same id
+            content = [e.get("run"), content]
         keys.append([e.get("kind"), e.get("source"), e.get("target"), content])
     return hashlib.sha256(json.dumps(keys, default=str).encode()).hexdigest()
 

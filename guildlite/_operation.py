@@ -141,7 +141,7 @@ def plan_run(
     if parallel is not None and parallel < 1:
         raise GuildliteError("--parallel must be at least 1", exit_code=2)
     plugins = build_plugins(guildfile, op, plugin_names)
-    upstream = pin(op, runs_dir, picked) if not staged else {}
+    upstream = pin(op, runs_dir, picked, known=list(guildfile.operations)) if not staged else {}
     dims = {k: Grid(v) for k, v in upstream.items() if isinstance(v, tuple)}  # vary slowest: first
     batch = is_batch(values) or bool(dims)
     if needed and batch:

@@ -110,12 +110,24 @@ def remove_staged(run_dir: Path) -> None:
         rel = item.get("target") if isinstance(item, dict) else None
         if not isinstance(rel, str) or not rel or rel.startswith("/") or ".." in PurePosixPath(rel).parts:
             continue  # a manifest is written by guildlite; anything else in it is not acted on
+        if not _inside(run_dir, rel):
+            continue  # through a link the job (or a run dir from elsewhere) put there: not ours to remove
         p = run_dir / rel
         if p.is_symlink() or p.is_file():
             p.unlink()
         elif p.is_dir() and item.get("copy"):
             shutil.rmtree(p)
     manifest.unlink(missing_ok=True)
+
+
+def _inside(run_dir: Path, rel: str) -> bool:
+    """Whether every folder on the way to ``rel`` is a real folder of ``run_dir`` (no symlink)."""
+    node = run_dir
+    for part in PurePosixPath(rel).parts[:-1]:
+        node = node / part
+        if node.is_symlink() or not node.is_dir():
+            return False
+    return True
 
 
 def resolve(op: OpDef, project: Path, runs_dir: Path, flags: Mapping[str, Any] | None = None,
@@ -154,7 +166,7 @@ def _resolve_one(req: Requirement, project: Path, runs_dir: Path, flags: Mapping
         digest = cached_sha256(root)
         rec["archive_sha256"] = digest
         root, base = unpacked(root, digest, at), _under(req.target_path, "")
-    found: Collected = collect(req, root, base, at, only)
+    found: Collected = collect(req, root, base, at, only, runs_dir)
     rec.update(target=base or ".", target_type=req.target_type, **found.record)
     if found.skipped:
         rec["skipped"] = list(found.skipped)

@@ -49,10 +49,13 @@ class RequirementError(GuildliteError):
     exit_code = 1
 
 
-def collect(req: Requirement, root: Path, base: str, where: str, only: Callable[[str], bool] | None = None) -> Collected:
+def collect(req: Requirement, root: Path, base: str, where: str, only: Callable[[str], bool] | None = None,
+            runs_dir: Path | None = None) -> Collected:
     """The entries of ``root`` (a file or a dir) placed at ``base`` in the run dir, with
     ``req``'s select and rename applied to the paths relative to ``root``; ``only``: the paths of
-    a dir that count (an upstream run's outputs, ``_upstream.is_output``)."""
+    a dir that count (an upstream run's outputs, ``_upstream.is_output``). ``runs_dir``, when it is
+    inside ``root`` (``- file: .``), is left out and reported: copied, each run would copy every
+    earlier run into itself, and hashed, every run would change the digest of the next."""
     try:
         st = root.stat()
     except OSError as e:
@@ -66,7 +69,10 @@ def collect(req: Requirement, root: Path, base: str, where: str, only: Callable[
         return Collected((Entry(target, root, req.target_type == "copy"),), one, ())
     if not stat.S_ISDIR(st.st_mode):
         raise RequirementError(f"{where}: {req.label}: {root} is neither a file nor a directory", exit_code=2)
-    files, skipped = _walk(root)
+    if runs_dir is not None and os.path.realpath(root) == os.path.realpath(runs_dir):
+        raise RequirementError(f"{where}: {req.label}: {root} is the runs dir; require a run's files with"
+                               " '- operation: OP' (or one run's dir: runs/RUN_ID)", exit_code=2)
+    files, skipped = _walk(root, runs_dir)
     if only is not None:
         files, skipped = [f for f in files if only(f[0])], [s for s in skipped if only(s["path"])]
     rx = [re.compile(p) for p in req.select]
@@ -96,10 +102,11 @@ def collect(req: Requirement, root: Path, base: str, where: str, only: Callable[
     return Collected(entries, rec, tuple(skipped))
 
 
-def _walk(root: Path) -> tuple[list[tuple[str, os.stat_result]], list[dict[str, str]]]:
+def _walk(root: Path, runs_dir: Path | None = None) -> tuple[list[tuple[str, os.stat_result]], list[dict[str, str]]]:
     """The regular files under ``root`` (relative paths, sorted, with their stat) and the entries
-    left out, each with why."""
+    left out (``runs_dir`` among them), each with why."""
     real_root = os.path.realpath(root)
+    real_runs = os.path.realpath(runs_dir) if runs_dir is not None else None
     files: list[tuple[str, os.stat_result]] = []
     skipped: list[dict[str, str]] = []
 
@@ -111,6 +118,9 @@ def _walk(root: Path) -> tuple[list[tuple[str, os.stat_result]], list[dict[str, 
             if os.path.islink(os.path.join(d, sub)):  # never followed: it could lead anywhere
                 dirs.remove(sub)
                 skipped.append({"path": os.path.relpath(os.path.join(d, sub), root), "reason": "symlink-to-directory"})
+            elif real_runs is not None and os.path.realpath(os.path.join(d, sub)) == real_runs:
+                dirs.remove(sub)
+                skipped.append({"path": os.path.relpath(os.path.join(d, sub), root), "reason": "runs-dir"})
         dirs.sort()
         for n in names:
             full = os.path.join(d, n)
@@ -141,6 +151,9 @@ def _renamed(req: Requirement, rel: str, where: str) -> str:
             out = re.sub(pattern, repl, out, count=1)  # once: '.*' also matches the empty end
         except (re.error, IndexError) as e:
             raise RequirementError(f"{where}: {req.label}: rename {pattern!r} -> {repl!r}: {e}", exit_code=2) from None
+    if out != rel and any(p in ("", ".") for p in out.split("/")):  # 'data//' would be the folder itself
+        raise RequirementError(f"{where}: {req.label}: rename makes {rel!r} {out!r}, which has an empty or '.'"
+                               " part; rename it to a file name", exit_code=2)
     return out
 
 

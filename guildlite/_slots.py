@@ -4,6 +4,7 @@ with a pool it leases its GPUs from, machine-wide, when a job starts there (``_l
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import Sequence
 from ._errors import GuildliteError
 
 VISIBLE_ENV = "GUILDLITE_VISIBLE_GPUS"
+_GPU_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]*")  # 0, GPU-<uuid>, MIG-<uuid>, MIG-GPU-<uuid>/1/0
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,12 @@ def visible_gpus(explicit: str | None = None) -> list[str]:
     ``GUILDLITE_VISIBLE_GPUS`` (ids, comma-separated) stands in for nvidia-smi: the machine's
     GPUs for tests and CPU machines."""
     if explicit is not None:
-        return [g.strip() for g in explicit.split(",") if g.strip()]
+        ids = [g.strip() for g in explicit.split(",") if g.strip()]
+        for g in ids:  # CUDA ignores an id it cannot read and every id after it: "-1" hides them all
+            if not _GPU_ID.fullmatch(g):
+                raise GuildliteError(f"--gpus: {g!r} is not a GPU id (an index such as 0, or a UUID such as "
+                                     "GPU-8f2c...: as nvidia-smi -L shows them)", exit_code=2)
+        return ids
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env is not None:
         return [g.strip() for g in env.split(",") if g.strip() and g.strip() != "-1"]

@@ -18,6 +18,7 @@ from typing import Callable
 
 from ._errors import GuildfileError
 from ._guildfile import SourceSpec
+from ._requires_schema import RESERVED
 
 # Never copied, whatever the globs say: VCS data, caches, virtualenvs, run stores.
 _SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache",
@@ -34,7 +35,8 @@ class Skipped:
     path: str
     # fifo, socket, char-device, block-device, special-file, broken-symlink, symlink-loop,
     # symlink-outside-project, symlink-to-directory, unreadable, too-large, vanished,
-    # required (a requirement is put at its place in the run dir instead)
+    # required (a requirement is put at its place in the run dir instead),
+    # guildlite-own (named like run.json, output.log, scalars.jsonl at the top: the run's own)
     reason: str
 
     def to_json(self) -> dict[str, str]:
@@ -140,7 +142,10 @@ def select_files(project: Path, spec: SourceSpec, skip: tuple[Path, ...] = ()) -
                 continue
             if spec.exclude and _matches(rel, spec.exclude):
                 continue
-            why = _check(full, project, spec.max_size)
+            # A project file named like one of guildlite's own would become the run's record, log or
+            # scalars (or fail the staging): never copied, always said.
+            why = "guildlite-own" if rootp == project and name.casefold() in RESERVED else \
+                _check(full, project, spec.max_size)
             if why is None:
                 out.append(rel)
             else:

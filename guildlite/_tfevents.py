@@ -11,6 +11,11 @@ its ``plugin_data.plugin_name``) and ``tensor`` (8, a ``TensorProto``: what TF2'
 The input is untrusted (a job writes it while we read; a run dir may come from anywhere): every
 length is bounds-checked, a record longer than MAX_RECORD is stepped over without being read, and
 malformed data is a ``BadRecord``, never an IndexError or a giant allocation.
+
+A float32 value (``simple_value``, a ``DT_FLOAT`` tensor) is given as the shortest decimal that is
+that float32 (0.9, not 0.8999999761581421): what the job logged, as it would print it. The live
+capture (``_logfiles``) and ``runs import --from-guild`` (``read_all``) both read through here, so
+a run's scalars have the same values however they were captured.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import math
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 HEADER = 12  # length + its crc
 FOOTER = 4  # the data's crc
@@ -102,6 +107,12 @@ class Scalar:
     wall_time: float
     value: float | None  # None: NaN or infinite (not JSON)
 
+    def row(self, key: str) -> dict[str, Any]:
+        """This scalar as a ``scalars.jsonl`` row under ``key``: the time to the millisecond, null
+        when it is not finite (JSON has no NaN)."""
+        return {"step": self.step, "key": key, "value": self.value,
+                "time": round(self.wall_time, 3) if math.isfinite(self.wall_time) else None}
+
 
 def _varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
     result = shift = 0
@@ -163,6 +174,29 @@ def _finite(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def _float32(v: float) -> float | None:
+    """A float32 as the shortest decimal that reads back as it (0.9, not 0.8999999761581421):
+    Python's floats are doubles, and a float32 widened to one prints all the binary noise."""
+    if not math.isfinite(v):
+        return None
+    exact = _FLOAT.pack(v)
+    # The fewest significant digits that read back, by bisection: if d digits do, d + 1 do too (v
+    # rounded to d + 1 digits is at least as close), and 9 always do.
+    lo, hi, best = 1, 9, v
+    while lo < hi:
+        digits = (lo + hi) // 2
+        short = float(f"{v:.{digits}g}")
+        try:
+            fits = _FLOAT.pack(short) == exact
+        except OverflowError:  # near the largest float32, rounding can go past it: more digits
+            fits = False
+        if fits:
+            best, hi = short, digits
+        else:
+            lo = digits + 1
+    return best if hi < 9 else float(f"{v:.9g}")
+
+
 # TensorProto dtypes that hold one number: DT_FLOAT, DT_DOUBLE, DT_INT32, DT_INT64, DT_HALF, DT_BFLOAT16.
 _CONTENT = {1: "<f", 2: "<d", 3: "<i", 9: "<q", 19: "<e"}
 
@@ -194,10 +228,11 @@ def _tensor_value(buf: bytes, pos: int, end: int) -> tuple[bool, float | None]:
         fmt = _CONTENT.get(dtype)
         if fmt is None or len(content) != struct.calcsize(fmt):
             return False, None
-        return True, _finite(float(struct.unpack(fmt, content)[0]))
+        v = float(struct.unpack(fmt, content)[0])
+        return True, _float32(v) if dtype == 1 else _finite(v)
     for num, a, b in vals:
-        if num == 5 and b - a == 4:
-            return True, _finite(struct.unpack_from("<f", buf, a)[0])
+        if num == 5 and b - a == 4:  # float_val: float32 whatever the dtype says
+            return True, _float32(_FLOAT.unpack_from(buf, a)[0])
         if num == 6 and b - a == 8:
             return True, _finite(struct.unpack_from("<d", buf, a)[0])
         if num in (7, 10) and dtype in (3, 9):
@@ -255,7 +290,7 @@ def _value(data: bytes, pos: int, end: int, step: int, wall_time: float, plugins
     if meta is not None and (name := _plugin_name(data, *meta)) is not None:
         plugins.setdefault(tag, name)
     if simple is not None:
-        return Scalar(tag, step, wall_time, _finite(simple))
+        return Scalar(tag, step, wall_time, _float32(simple))
     if tensor is not None and plugins.get(tag, "scalars") == "scalars":
         ok, v = _tensor_value(data, *tensor)
         if ok:
@@ -267,11 +302,13 @@ class EventStream:
     """One event file read as it grows: ``advance`` returns the scalars of the records complete
     since the last call. A partly written last record waits for the next call; a record whose data
     checksum fails is skipped; a header whose checksum fails ends the file (its framing is lost).
-    Tags are read from the file as written; ``dead`` says why a file is no longer read."""
+    Tags are read from the file as written; ``dead`` says why a file is no longer read, ``skipped``
+    counts the records skipped."""
 
     def __init__(self) -> None:
         self.offset = 0
         self.dead: str | None = None
+        self.skipped = 0
         self.plugins: dict[str, str] = {}
 
     def advance(self, f: BinaryIO, size: int, budget: int) -> list[Scalar]:
@@ -304,5 +341,29 @@ class EventStream:
                 check_data(data, footer)
                 out.extend(event_scalars(data, self.plugins))
             except BadRecord:
-                continue  # this record only: the framing around it checked out
+                self.skipped += 1  # this record only: the framing around it checked out
         return out
+
+
+READ_BYTES = 8 << 20  # read per step of ``read_all``: rows past max_rows are never all held at once
+
+
+def read_all(f: BinaryIO, size: int, max_rows: int) -> tuple[list[dict[str, Any]], str]:
+    """The scalar rows (``Scalar.row``, keyed by tag) of a finished event file open as ``f``,
+    ``size`` bytes long as found when opened, ``max_rows`` at most; and what kept scalars from
+    being read ("" when nothing did): a corrupt header, corrupt records, an end cut short, a cap."""
+    stream = EventStream()
+    rows: list[dict[str, Any]] = []
+    while True:
+        before = stream.offset
+        rows.extend(s.row(s.tag) for s in stream.advance(f, size, READ_BYTES) if s.tag)
+        if len(rows) > max_rows:
+            return rows[:max_rows], f"more than {max_rows} scalars, the rest not read"
+        if stream.offset == before:
+            break
+    problems = [stream.dead] if stream.dead else []
+    if stream.skipped:
+        problems.append(f"{stream.skipped} corrupt record(s) skipped")
+    if stream.dead is None and stream.offset < size:
+        problems.append(f"the last {size - stream.offset} bytes are not a whole record (cut short?)")
+    return rows, "; ".join(problems)

@@ -2,7 +2,8 @@
 
 Every member is checked before anything is written: an absolute name, a ``..`` part, a symlink
 or hardlink whose target leads out of the unpack dir, a device or FIFO member make the whole
-archive refused, naming the member (a "zip slip" would otherwise write anywhere the user can).
+archive refused, naming the member (a "zip slip" would otherwise write anywhere the user can), and
+so does a name no filesystem takes (a part over 255 bytes).
 An archive is unpacked once, keyed by its sha256, into a temp dir renamed into place when done:
 concurrent runs never see a half-unpacked tree.
 """
@@ -18,6 +19,8 @@ from pathlib import Path
 
 from ._downloads import _locked, cache_root
 from ._resource_files import RequirementError
+
+_NAME_MAX = 255  # bytes in one path component, on every common filesystem
 
 
 def unpacked(archive: Path, sha256: str, where: str) -> Path:
@@ -64,6 +67,9 @@ def _extract(archive: Path, dest: Path, where: str) -> None:
             t.extractall(dest, members=members, filter="data")
     except (tarfile.TarError, zipfile.BadZipFile, EOFError) as e:
         raise RequirementError(f"{where}: cannot unpack {archive.name}: {e}") from None
+    except OSError as e:  # a full disk, a name this filesystem refuses: the temp dir is removed
+        raise RequirementError(f"{where}: cannot unpack {archive.name}: {e.strerror or e}"
+                               f"{f' ({e.filename})' if e.filename else ''}; nothing was staged") from None
 
 
 def _check_name(archive: Path, name: str, where: str, what: str = "", member: str | None = None) -> None:
@@ -73,8 +79,11 @@ def _check_name(archive: Path, name: str, where: str, what: str = "", member: st
     norm = posixpath.normpath(name)
     if norm == ".." or norm.startswith("../"):
         _refuse(archive, member or name, what or "leaves the unpack dir ('..')", where)
+    if not what and any(len(part.encode()) > _NAME_MAX for part in norm.split("/")):
+        _refuse(archive, name, f"has a name over {_NAME_MAX} bytes (no filesystem takes it)", where, escapes=False)
 
 
-def _refuse(archive: Path, member: str, why: str, where: str) -> None:
+def _refuse(archive: Path, member: str, why: str, where: str, escapes: bool = True) -> None:
+    escape = " (it would escape the unpack dir)" if escapes else ""
     raise RequirementError(f"{where}: refusing to unpack {archive.name}: member {member!r} {why}"
-                           " (it would escape the unpack dir); nothing was staged", exit_code=2)
+                           f"{escape}; nothing was staged", exit_code=2)

@@ -93,10 +93,12 @@ def _unquote(item: str) -> str:
     return s[1:-1].strip() if len(s) >= 2 and s[0] == s[-1] and s[0] in "'\"" else s
 
 
-def pin(op: OpDef, runs_dir: Path, given: Mapping[str, Selection]) -> dict[str, Selection]:
+def pin(op: OpDef, runs_dir: Path, given: Mapping[str, Selection],
+        known: Sequence[str] | None = None) -> dict[str, Selection]:
     """Every upstream requirement of ``op`` resolved to a run id (a tuple of ids for a dimension),
     by pick name: the run ``given`` picks, else the newest completed run of the requirement's op.
-    UpstreamError (nothing is staged yet) when one is missing or is not a completed run of that op."""
+    UpstreamError (nothing is staged yet) when one is missing or is not a completed run of that op;
+    ``known``: the guildfile's operations, to point out a misspelt one."""
     out: dict[str, Selection] = {}
     for req in operation_requirements(op):
         name = pick_name(req)
@@ -110,9 +112,26 @@ def pin(op: OpDef, runs_dir: Path, given: Mapping[str, Selection]) -> dict[str, 
             if twice is not None:
                 raise UpstreamError(f"{name}=[...]: run {twice} is given twice")
             out[name] = ids
+        elif chosen:
+            out[name] = source_run(req, runs_dir, {name: chosen}).id
         else:
-            out[name] = source_run(req, runs_dir, {name: chosen} if chosen else None).id
+            try:
+                out[name] = source_run(req, runs_dir).id
+            except UpstreamError as e:
+                raise UpstreamError(f"{e}{_not_an_op(req.source, known)}") from None
     return out
+
+
+def _not_an_op(name: str, known: Sequence[str] | None) -> str:
+    """A note when ``name`` is none of the guildfile's operations ('' when it is one): a typo
+    would otherwise read as "run it first". (Not an error: runs of an op from another guildfile
+    in the same runs dir may be required too.)"""
+    if known is None or name in known:
+        return ""
+    import difflib
+
+    hint = difflib.get_close_matches(name, list(known), n=1)
+    return f" (the guildfile has no operation '{name}'{f': did you mean {hint[0]!r}?' if hint else ''})"
 
 
 def source_run(req: Requirement, runs_dir: Path, assignments: Mapping[str, Any] | None = None) -> Run:
@@ -153,6 +172,12 @@ def _picked(req: Requirement, runs_dir: Path, spec: str) -> Run:
     try:
         run = select_one(runs_dir, spec)
     except GuildliteError as e:
+        from ._errors import RunNotFoundError
+        from ._record import is_run_id
+
+        if isinstance(e, RunNotFoundError) and is_run_id(spec):  # a restart's recorded pick, deleted since
+            raise UpstreamError(f"{name}={spec}: run {spec} is not in {runs_dir} (deleted? `guildlite runs "
+                                f"restore {spec}` brings it back), or pick another run with {name}=RUN") from None
         raise UpstreamError(f"{name}={spec}: {e}") from None
     if run.op != req.source:
         raise UpstreamError(f"{name}={spec}: run {run.id} is a run of '{run.op}', not of '{req.source}'")

@@ -10,15 +10,14 @@ from __future__ import annotations
 import codecs
 import io
 import os
-import re
 import time
 from typing import TYPE_CHECKING, BinaryIO, Callable
 
 from ._choose import still_going
 from ._errors import BadRecordError, GuildliteError, RunNotFoundError
-from ._live import TooSlow, time_limit
+from ._live import TooSlow, output_parser, time_limit
 from ._runfiles import RunFileError, open_file
-from ._scalars import OutputParser, output_rules
+from ._scalars import OutputParser
 from ._status import ENDED
 
 if TYPE_CHECKING:
@@ -78,17 +77,10 @@ class ScalarScanner:
 def scanner_for(run: Run) -> ScalarScanner | str:
     """The scanner of ``run``'s output by its op's output-scalars rules; else why there is none to
     say ("" when the op turns them off)."""
-    hosts = run.remote.get("hosts") if isinstance(run.remote, dict) else None
-    rules = output_rules(run.op_def or {}, [str(h) for h in hosts] if isinstance(hosts, list) else [])
-    if rules is None:
-        return ""
-    patterns, task_labels = rules
-    try:
-        regexes = [re.compile(p) for p in patterns] if patterns else None
-    except (re.error, TypeError) as e:
-        return f"bad output-scalars pattern: {e}"
-    parser = OutputParser(run.nproc_per_node or 1, regexes, task_labels)
-    return ScalarScanner(parser, PATTERN_SECONDS if regexes else None)
+    parser = output_parser(run)
+    if isinstance(parser, str):
+        return parser
+    return ScalarScanner(parser, PATTERN_SECONDS if parser.regexes else None)
 
 
 class OutputFollower:

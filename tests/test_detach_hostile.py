@@ -81,6 +81,11 @@ def _ended(proj: Project, run_id: str) -> dict[str, Any] | None:
     return rec if rec["status"] in ("completed", "error", "terminated") else None
 
 
+def _end_hooks_ran(proj: Project, run_id: str) -> dict[str, Any] | None:
+    rec = _ended(proj, run_id)
+    return rec if rec is not None and any(c["hook"] == "on_run_end" for c in rec.get("plugins", [])) else None
+
+
 def _ends(proj: Project, run_id: str) -> list[dict[str, Any]]:
     return [h for h in _hooks(proj) if h["id"] == run_id and h["hook"] == "on_run_end"]
 
@@ -118,7 +123,8 @@ def test_a_run_whose_guildfile_went_away_before_its_supervisor_started_gets_its_
     batch = wait_until(lambda: _ended(proj, batch_id), what="the batch's end")
     assert batch["status"] == "error" and "cannot start" in batch["error"]["message"], batch
     for rid in [batch_id, *batch["trials"]]:
-        rec = wait_until(lambda rid=rid: _ended(proj, rid), what=f"{rid}'s end")
+        # The end is recorded before its hooks run (a reader sees it at once); their trace follows.
+        rec = wait_until(lambda rid=rid: _end_hooks_ran(proj, rid), what=f"{rid}'s end hooks")
         assert rec["status"] == "error", rec
         ends = [c for c in rec["plugins"] if c["hook"] == "on_run_end"]
         assert ends, (rid, rec["plugins"])

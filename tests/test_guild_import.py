@@ -41,7 +41,7 @@ from conftest import (
 from hypothesis import given
 from hypothesis import strategies as st
 
-from guildlite._guild_events import read_scalars as read_event_scalars
+from guildlite._tfevents import read_all
 
 STARTED_US = 1_796_115_641_938_250  # 2026-12-01T09:00:41.938Z
 STOPPED_US = 1_796_115_643_637_890
@@ -80,7 +80,7 @@ def _field(num: int, wire: int, payload: bytes) -> bytes:
     return key + (_varint(len(payload)) + payload if wire == 2 else payload)
 
 
-def event(step: int, wall: float, **scalars: float) -> bytes:
+def event(step: int, wall: float, /, **scalars: float) -> bytes:
     """One ``Event`` protobuf holding ``simple_value`` scalars, as TensorBoard writers encode it."""
     values = b"".join(_field(1, 2, _field(1, 2, k.encode()) + _field(2, 5, struct.pack("<f", v)))
                       for k, v in scalars.items())
@@ -466,6 +466,10 @@ def test_corrupt_event_files_keep_what_reads(home: Path, tmp_path: Path) -> None
     assert cp.returncode == 0, cp.stderr
     d = run_dirs(tmp_path / "runs")[0]
     assert [(r["key"], r["value"]) for r in read_scalars(d)] == [("loss", 2.0)]
+    notes = " ".join(json.loads((d / "run.json").read_text())["attrs"]["guild"]["notes"])
+    assert "tfevents.2.h: record header checksum mismatch" in notes  # random bytes: no framing
+    assert "tfevents.3.h: the last" in notes and "cut short" in notes
+    assert "1 corrupt record(s) skipped" in notes  # the garbage record; the huge length's header ends the file
 
 
 @given(st.lists(st.one_of(st.binary(max_size=64), st.builds(lambda s, k, v: event(s, 1.0, **{k: v}),
@@ -476,7 +480,7 @@ def test_corrupt_event_files_keep_what_reads(home: Path, tmp_path: Path) -> None
 @property_settings(max_examples=300)
 def test_the_event_reader_takes_any_bytes(records: list[bytes], framed: bool) -> None:
     data = tfrecords(*records) if framed else b"".join(records)
-    rows, problem = read_event_scalars(io.BytesIO(data), len(data))
+    rows, problem = read_all(io.BytesIO(data), len(data), 1000)
     assert isinstance(problem, str)
     for r in rows:
         assert set(r) <= {"step", "key", "value", "time"} and isinstance(r["key"], str)

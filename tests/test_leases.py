@@ -532,8 +532,12 @@ def test_garbage_records_and_names_never_crash_gpus(workers: Workers, own_lease_
     queue = json.loads(gpus_cli("--json").stdout)["queue"]
     assert [(w["run"], w["user"], w["wants"]) for w in queue] == [("forged", clean_user(), [])]  # the file's owner
     assert not (own_lease_dir / "ticket.00000000000000000003.1.z").exists()  # swept
-    with queue_up("later", [Want(("g9", "g2"), 1)]) as t:  # a forged earlier ticket wants g9 too
+    with queue_up("later", [Want(("g9",), 1)]) as t:  # a forged earlier ticket wants g9 too
         assert t.try_take() is None and "forged" in t.reason()
+    with queue_up("later", [Want(("g9", "g2"), 1)]) as t:  # g9 stays its; g2 no earlier waiter wants
+        lease = t.try_take()
+        assert lease is not None and lease.gpus == ("g2",)
+        lease.release()
     with queue_up("later", [Want(("g0", "g2"), 1)]) as t:
         assert t.position() == 1
         lease = t.try_take()
@@ -676,3 +680,23 @@ def test_indices_map_to_uuids_from_nvidia_smi(tmp_path: Path) -> None:
     assert cp.returncode == 0, cp.stderr
     assert cp.stdout.strip() == str(["GPU-11111111-aaaa", "GPU-22222222-bbbb", "GPU-22222222-bbbb", "GPU-",
                                      "MIG-x", "7"])
+
+
+def test_a_gpu_no_earlier_waiter_can_use_is_taken_at_once(workers: Workers, tmp_path: Path) -> None:
+    """Red team: a run on g1 held by another waited for g1; a later run on g0 or g1 queued behind
+    it while g0 sat free. It takes g0 now, and never g1 from under the earlier waiter."""
+    go = tmp_path / "go"
+    took(workers.start("holder", (("g1",), 1), until=str(go)))
+    waiting = workers.start("waiting", (("g1",), 1))
+    with queue_up("later", [Want(("g0", "g1"), 1)]) as t:
+        lease = t.try_take()
+        assert lease is not None and lease.gpus == ("g0",)
+    with queue_up("latest", [Want(("g1", "g2"), 1)]) as t2:  # g1 stays the earlier waiter's
+        lease2 = t2.try_take()
+        assert lease2 is not None and lease2.gpus == ("g2",)
+    with queue_up("last", [Want(("g1",), 1)]) as t3:
+        assert t3.try_take() is None and t3.reason().startswith("queued behind run waiting of user")
+    go.touch()
+    assert took(waiting)["gpus"] == ["g1"]
+    lease.release()
+    lease2.release()

@@ -11,6 +11,7 @@ what a length field claims.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
@@ -24,7 +25,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from guildlite._logfiles import LogFiles
-from guildlite._tfevents import MAX_RECORD, BadRecord, EventStream, crc32c, event_scalars, frame, masked_crc32c
+from guildlite._tfevents import (
+    MAX_RECORD,
+    BadRecord,
+    EventStream,
+    crc32c,
+    event_scalars,
+    frame,
+    masked_crc32c,
+    read_all,
+)
 
 # --- a protobuf encoder of our own (independent of the decoder's code) -----------------------------
 
@@ -64,6 +74,13 @@ def stream_all(path: Path) -> tuple[list[tuple[str, int, float | None]], EventSt
     with open(path, "rb") as f:
         out = s.advance(f, path.stat().st_size, 1 << 40)
     return [(x.tag, x.step, x.value) for x in out], s
+
+
+def shortest32(v: float) -> float | None:
+    """The float32 ``v`` as its shortest decimal, by numpy's own float32 printing (not our code)."""
+    import numpy as np
+
+    return float(str(np.float32(v))) if v == v and abs(v) != float("inf") else None
 
 
 def keyed(rows: list[dict[str, Any]]) -> list[tuple[str, int, Any]]:
@@ -185,7 +202,7 @@ def test_fuzz_round_trip_then_corrupt(tmp_path_factory: pytest.TempPathFactory, 
     path = tmp_path_factory.mktemp("fz") / "events.out.tfevents.f"
     write_events(path, *(simple_event(t, v, s) for t, v, s in items))
     got, _ = stream_all(path)
-    want = [(t, s, v if v == v and abs(v) != float("inf") else None) for t, v, s in items]
+    want = [(t, s, shortest32(v)) for t, v, s in items]
     assert got == want
     raw = bytearray(path.read_bytes())
     if raw:  # flip, cut or append garbage: never an exception, and nothing from before the damage is lost
@@ -216,6 +233,46 @@ def test_nonfinite_values_and_times_are_null(tmp_path: Path) -> None:
                  simple_event("", 1.0, 2))  # an empty tag names nothing
     (row,) = LogFiles(tmp_path).finish()
     assert row == {"step": 1, "key": "a", "value": None, "time": None}
+
+
+def test_float32_values_are_their_shortest_decimal(tmp_path: Path) -> None:
+    """0.9 logged is 0.9 read (not 0.8999999761581421): simple values and DT_FLOAT tensors, in the
+    live source and in ``read_all`` alike; doubles as they are; the largest float32 (whose rounding
+    to fewer digits overflows a float32) reads, and so does what follows it."""
+    f32 = struct.unpack("<f", struct.pack("<f", 0.9))[0]
+    assert f32 != 0.9
+    flt_max = struct.unpack("<f", struct.pack("<I", 0x7F7FFFFF))[0]
+    tensor = _field(1, 0, _varint(1)) + _field(4, 2, struct.pack("<f", 0.1))  # DT_FLOAT, tensor_content
+    double = _field(1, 0, _varint(2)) + _field(4, 2, struct.pack("<d", f32))  # DT_DOUBLE: exactly as written
+    tensors = _field(5, 2, _field(1, 2, _field(1, 2, b"t") + _field(8, 2, tensor))
+                       + _field(1, 2, _field(1, 2, b"d") + _field(8, 2, double)))
+    path = write_events(tmp_path / "events.out.tfevents.1", simple_event("a", 0.9, 1), simple_event("big", flt_max, 2),
+                        simple_event("tiny", -1e-45, 3), _field(2, 0, _varint(4)) + tensors)
+    want = [("a", 1, 0.9), ("big", 2, 3.4028235e38), ("tiny", 3, -1e-45), ("t", 4, 0.1), ("d", 4, f32)]
+    assert stream_all(path)[0] == want
+    assert sorted(keyed(LogFiles(tmp_path).finish())) == sorted((k, s, v) for k, s, v in want)
+    with open(path, "rb") as f:
+        rows, problem = read_all(f, path.stat().st_size, 100)
+    assert (keyed(rows), problem) == (want, "")
+    assert rows[0] == {"step": 1, "key": "a", "value": 0.9, "time": 1.5e9}
+
+
+def test_read_all_says_what_it_could_not_read(tmp_path: Path) -> None:
+    good = [frame(simple_event("a", float(i), i)) for i in range(5)]
+    bad = bytearray(good[1])
+    bad[20] ^= 0xFF
+    data = good[0] + bytes(bad) + good[2] + good[3][:-3]
+    rows, problem = read_all(io.BytesIO(data), len(data), 100)
+    assert [r["step"] for r in rows] == [0, 2]
+    assert "1 corrupt record(s) skipped" in problem and f"last {len(good[3]) - 3} bytes" in problem
+    data = b"".join(good)
+    rows, problem = read_all(io.BytesIO(data), len(data), 3)
+    assert [r["step"] for r in rows] == [0, 1, 2] and "more than 3 scalars" in problem
+    header = bytearray(good[4])
+    header[9] ^= 1
+    data = good[0] + bytes(header)
+    rows, problem = read_all(io.BytesIO(data), len(data), 100)
+    assert [r["step"] for r in rows] == [0] and "header checksum" in problem
 
 
 # --- the run dir source ----------------------------------------------------------------------------

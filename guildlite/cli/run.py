@@ -156,9 +156,9 @@ def run(
         if f.startswith("-"):
             raise GuildliteError(f"unknown option {f!r} (see guildlite run --help)", exit_code=2)
     if start_staged:
-        if restart_spec or stage_only:
-            raise GuildliteError(f"--start cannot be combined with {'--restart' if restart_spec else '--stage'}",
-                                 exit_code=2)
+        other = "--restart" if restart_spec else "--stage" if stage_only else "--needed" if needed else ""
+        if other:  # --needed too: a staged run is started as it was staged, never skipped
+            raise GuildliteError(f"--start cannot be combined with {other}", exit_code=2)
         _start(args, runs_dir, guildfile, as_json, detach, parallel=parallel, gpus=gpus, max_concurrent=max_concurrent,
                fail_fast=fail_on_trial_error, plugin_names=plugin_names, echo=not as_json, backend=backend,
                backend_options=_backend_options(given) if any(v is not None for v in given.values()) else None)
@@ -295,6 +295,9 @@ def _finish_run(result: Run, as_json: bool, stage_only: bool, detached: bool = F
         click.echo(json.dumps(_record(result), indent=2, default=str))
     elif result.virtual or result.status not in ("completed", "staged"):
         _say(_summary(result), err=True)
+    if stage_only and not as_json and result.status == "staged":  # the id it takes to start it
+        _say(f"guildlite: start it with guildlite run --start {result.id}", err=True)
+        click.echo(result.id)
     if stage_only or result.status == "completed":
         return
     from .._status import exit_status
