@@ -40,8 +40,8 @@ def ops(as_json: bool, guildfile: Path | None) -> None:
             _say(f"{name}  (script, python)")
         return
     gf = open_guildfile(guildfile)
-    _say(f"guildlite: operations from {gf.path}", err=True)
     operations = {name: op if op.steps else with_imported_flags(op, gf.dir) for name, op in gf.operations.items()}
+    _say(f"guildlite: operations from {gf.path}", err=True)  # after the imports: an error is all stderr says
     if as_json:
         out = {
             name: {
