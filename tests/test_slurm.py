@@ -200,6 +200,9 @@ def release_requeued(job: str) -> None:
     """Wait until a requeued ``job`` is back in the queue, then start it now (skip SLURM's 120 s hold-off)."""
     wait_for("the job back in the queue", lambda: subprocess.run(
         ["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout.strip() == "PENDING", timeout=30)
+    # slurmd refuses a launch whose credential is from the second its last attempt's was revoked in
+    # ("Killing non-startable batch job: Job credential revoked"): the hold-off we skip avoids that.
+    time.sleep(3)
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
 
 
