@@ -319,29 +319,29 @@ def _laughs(levels: int = 9) -> str:
     return _QUICK + "    flags:\n      x:\n        choices:\n" + "\n".join(rows) + "\n"
 
 
+# Forked from pytest, the child would start with pytest's own resident pages and ru_maxrss would count them (Linux
+# keeps the high-water mark across exec). A small Python parent forks the command instead and reports the
+# command's own peak RSS on stdout.
+_PEAK_RSS = """
+import os, resource, sys
+pid = os.fork()
+if pid == 0:
+    resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+    os.execvp(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+print(os.waitstatus_to_exitcode(status), usage.ru_maxrss * 1024)
+"""
+
+
 def _bounded(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str, int]:
     """Run ``args`` under a 1 GiB address-space limit and a 60 s deadline: (exit code, stderr, peak RSS bytes)."""
-    import os
-    import resource
     import subprocess
-    import tempfile
-    import threading
+    import sys
 
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
-
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(args, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=err, preexec_fn=limit)
-        killer = threading.Timer(60, proc.kill)
-        killer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)  # wait4: the child's own peak RSS
-        finally:
-            killer.cancel()
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        err.seek(0)
-        return proc.returncode, err.read().decode(), usage.ru_maxrss * 1024
+    cp = subprocess.run([sys.executable, "-c", _PEAK_RSS, *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                        capture_output=True, text=True, timeout=60)
+    code, peak = cp.stdout.split()
+    return int(code), cp.stderr, int(peak)
 
 
 @pytest.mark.parametrize("command", [["run", "t", "-y"], ["runs"], ["ops"]])
