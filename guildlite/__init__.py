@@ -15,9 +15,9 @@ from ._errors import FlagError, GuildfileError, GuildliteError, PluginError, Run
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from ._api import runs, runs_frame
     from ._batchspec import BatchDistribution, BatchValues
     from ._plugins import Plugin, StopRun, hook
-    from ._api import runs, runs_frame
     from ._runinfo import Note, RunInfo, Scalar
     from ._runview import Run
     from ._scalars import log_scalars

@@ -44,11 +44,12 @@ def runs(
     ids = [r.id for r in select_runs(everything, specs)] if specs else None
     loaded = load_records(everything, ids, scalars=True)
     if filter:
-        from ._filter import facts_of, parse
-        from ._run import run_from_record
+        from ._filter import facts_from_record, parse, warn_unknown
 
-        matches = parse(filter).matches
-        loaded = [(name, rec, s) for name, rec, s in loaded if matches(facts_of(run_from_record(where / name, rec), s))]
+        filt = parse(filter)
+        facts = [facts_from_record(rec, s) for _, rec, s in loaded]
+        warn_unknown(filt, facts)
+        loaded = [row for row, f in zip(loaded, facts) if filt.matches(f)]
     return _infos(where, [(name, s) for name, _, s in loaded])
 
 
@@ -62,8 +63,8 @@ def read_infos(runs_dir: Path, ids: Sequence[str]) -> list[RunInfo]:
 
 def _infos(runs_dir: Path, chosen: list[tuple[str, dict[str, Any]]]) -> list[RunInfo]:
     """Each chosen run's whole record (the index holds a slim one), read and validated now."""
-    from ._store import read_record, warn_bad
     from ._errors import BadRecordError
+    from ._store import read_record, warn_bad
 
     out = []
     for name, summary in chosen:

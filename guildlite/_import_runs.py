@@ -281,9 +281,10 @@ def _new_ids(records: dict[str, dict[str, Any]], runs_dir: Path, rename: bool) -
 
 
 def _fresh_id(old: str, taken: Callable[[str], bool]) -> str:
-    """A new id that sorts at ``old``'s UTC second (its first 16 characters), else a brand new one."""
+    """A new id that sorts where ``old`` does (the same UTC second and millisecond: its first 19
+    characters, then 3 random hex digits), else a brand new one."""
     for _ in range(100):
-        candidate = old[:16] + os.urandom(3).hex()[:6]
+        candidate = old[:19] + os.urandom(2).hex()[:3]
         if candidate != old and is_run_id(candidate) and not taken(candidate):
             return candidate
     while taken(candidate := new_run_id()):

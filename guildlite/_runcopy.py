@@ -77,8 +77,8 @@ def entries(run_dir: Path) -> Iterator[Entry]:
         rel, depth = stack.pop()
         try:
             found = sorted(os.scandir(run_dir / rel if rel else run_dir), key=lambda e: e.name)
-        except OSError as e:
-            raise GuildliteError(f"{run_dir / rel}: cannot list ({e.strerror})") from None
+        except OSError as err:
+            raise GuildliteError(f"{run_dir / rel}: cannot list ({err.strerror})") from None
         for e in found:
             seen += 1
             if seen > MAX_ENTRIES:

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from ._runview import RunFiles
 
+
 @dataclass(frozen=True)
 class Scalar:
     """One scalar key of a run: its ``last`` value (at the highest step logged last), ``min``,
@@ -123,9 +124,9 @@ def _scalar(s: Mapping[str, Any]) -> Scalar | None:
     values = [s.get(k) for k in ("last", "min", "max")]
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         return None
+    last, low, high = (float(v) for v in values)  # type: ignore[arg-type]
     step, count = s.get("step"), s.get("count")
-    return Scalar(*(float(v) for v in values),  # type: ignore[arg-type]
-                  step=step if isinstance(step, int) else 0, count=count if isinstance(count, int) else 0)
+    return Scalar(last, low, high, step if isinstance(step, int) else 0, count if isinstance(count, int) else 0)
 
 
 def _notes(raw: Any) -> tuple[Note, ...]:
