@@ -145,7 +145,8 @@ def _unpack(archive: Path, work: Path) -> None:
     except (tarfile.TarError, EOFError, OSError) as e:
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise
-        why = e.strerror if isinstance(e, OSError) and e.strerror else e
+        why = (e.strerror if isinstance(e, OSError) and e.strerror else "not a tar archive, compressed or not"
+               if isinstance(e, tarfile.ReadError) else (str(e).splitlines() or [type(e).__name__])[0])
         raise ImportRefused(f"{archive}: cannot import: not a readable .tar.gz export ({why}); "
                             "nothing was imported") from None
 
