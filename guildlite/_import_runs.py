@@ -82,8 +82,9 @@ def _import(src: Path, work: Path, runs_dir: Path, rename: bool, dry_run: bool) 
     records = {name: _checked(work / name) for name in sorted(os.listdir(work))}
     if not records:
         raise ImportRefused(f"{src}: no runs in it to import")
-    # Children first: a batch is listed only once its trials are there.
-    order = sorted(records, key=lambda n: bool(records[n].get("is_batch") or records[n].get("is_pipeline")))
+    # Children first (a pipeline's batch step's trials, then that batch, then the pipeline): a
+    # parent is listed only once its children are there.
+    order = sorted(records, key=lambda n: -_depth(n, records))
     with file_lock(runs_dir / ".import.lock"):
         new_ids = _new_ids(records, runs_dir, rename)
         if dry_run:
@@ -101,6 +102,16 @@ def _import(src: Path, work: Path, runs_dir: Path, rename: bool, dry_run: bool) 
                 raise
     _index(runs_dir, list(new_ids.values()))
     return [Imported(new_ids[name], name) for name in order]
+
+
+def _depth(name: str, records: dict[str, dict[str, Any]]) -> int:
+    """How many of ``name``'s ancestors are among ``records`` (a loop of parents counts once)."""
+    seen = {name}
+    parent = records[name].get("parent")
+    while parent in records and parent not in seen:
+        seen.add(parent)
+        parent = records[parent].get("parent")
+    return len(seen) - 1
 
 
 def _check_places(src: Path, runs_dir: Path) -> None:
@@ -209,7 +220,6 @@ def _member_problem(m: tarfile.TarInfo, name: str, seen: dict[str, tarfile.TarIn
 
 def _checked(run_dir: Path) -> dict[str, Any]:
     """The record of a staged run dir, refused unless it is a run guildlite could have exported."""
-    from ._requires_schema import target_problem
     from ._status import ENDED
 
     name = run_dir.name
@@ -226,7 +236,7 @@ def _checked(run_dir: Path) -> dict[str, Any]:
         problem = f"its status is {rec.get('status')!r}: only runs that have ended are imported"
     for entry in rec.get("requires") or ():
         target = entry.get("target")
-        if not problem and target is not None and (type(target) is not str or target_problem(target)):
+        if not problem and target is not None and _leads_out(target):
             problem = f"its record names a required file at {str(target)[:60]!r}, outside the run dir"
     problem = problem or _manifest_problem(run_dir)
     if not problem:
@@ -236,6 +246,13 @@ def _checked(run_dir: Path) -> dict[str, Any]:
     if problem:
         raise ImportRefused(f"run {name}: {problem}; nothing was imported")
     return rec
+
+
+def _leads_out(rel: Any) -> bool:
+    """Whether a path a record or manifest gives, relative to the run dir, may name something
+    outside it (``.`` is the run dir itself: a requirement's target folder)."""
+    return type(rel) is not str or not rel or rel.startswith("/") or "\0" in rel or "\\" in rel \
+        or ".." in rel.split("/")
 
 
 def _entry_problem(e: Entry) -> str:
@@ -258,7 +275,7 @@ def _manifest_problem(run_dir: Path) -> str:
         items = data.get(where) if where and isinstance(data, dict) else data
         for item in items if isinstance(items, list) else ():
             rel = item.get(key) if isinstance(item, dict) else None
-            if rel is not None and (type(rel) is not str or name_problem(rel)):
+            if rel is not None and _leads_out(rel):
                 return f"{META_DIR}/{manifest} names {str(rel)[:60]!r}, outside the run dir"
     return ""
 

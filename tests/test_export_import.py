@@ -358,3 +358,58 @@ def test_links_an_export_may_hold_are_imported(tmp_path: Path) -> None:
     assert cp.returncode == 0, cp.stderr
     assert (runs_dir / ID_A / "last.pt").read_bytes() == b"w" and os.readlink(runs_dir / ID_A / "last.pt") == "ckpt/1.pt"
     assert (runs_dir / ID_A / "log-copy").read_bytes() == b"ok\n"
+
+
+PIPELINE_GUILDFILE = """\
+operations:
+  prep:
+    main: prep.py
+    launcher: python
+  train:
+    main: hello.py
+    launcher: python
+    flags: {lr: 0.1}
+    requires: [{operation: prep}]
+  all:
+    steps:
+      - prep
+      - run: train lr=[0.1,0.2]
+"""
+
+
+def test_a_pipeline_goes_with_its_steps_and_renames_follow(make_project: Callable[..., Project],
+                                                           tmp_path: Path) -> None:
+    from conftest import HELLO_SCRIPT
+
+    p = make_project(PIPELINE_GUILDFILE, {"hello.py": HELLO_SCRIPT, "prep.py": "open('data.txt', 'w').write('d')\n"})
+    cp = p.run("run", "all", "-y")
+    assert cp.returncode == 0, cp.stderr
+    recs = {r["id"]: r for r in p.records()}
+    pipe = next(r for r in recs.values() if r.get("is_pipeline"))
+    assert len(recs) == 5  # the pipeline, prep, the train batch and its two trials
+    out = tmp_path / "pipe.tar.gz"
+    cp = p.run("runs", "export", pipe["id"], str(out))
+    assert cp.returncode == 0, cp.stderr
+    assert "left out" in cp.stderr and "data.txt" in cp.stderr  # the trials' link to prep's file
+    other = tmp_path / "other"
+    for _ in range(2):  # the second time, every id is taken: renamed
+        cp = _run("runs", "import", str(out), "--rename", "--json", runs_dir=other, cwd=p.root)
+        assert cp.returncode == 0, cp.stderr
+    renamed = {d["source_id"]: d["run_id"] for d in json.loads(cp.stdout)}
+    assert set(renamed) == set(recs) and not set(renamed.values()) & set(recs)
+    assert list(renamed)[-1] == pipe["id"]  # published last, after its steps and their trials
+    new = {v: json.loads((other / v / "run.json").read_text()) for v in renamed.values()}
+    new_pipe = new[renamed[pipe["id"]]]
+    assert new_pipe["steps"] == [renamed[s] for s in pipe["steps"]]
+    assert [s.get("run") for s in new_pipe["pipeline"]["steps"]] == [renamed[s["run"]] for s in pipe["pipeline"]["steps"]]
+    trial = next(r for r in new.values() if r.get("is_trial"))
+    assert {q["run"] for q in trial["requires"] if q.get("run")} <= set(renamed.values())
+    info = _run("runs", "info", new_pipe["id"], runs_dir=other, cwd=p.root)
+    assert info.returncode == 0 and all(renamed[s] in info.stdout for s in pipe["steps"])
+
+
+def test_a_selector_is_not_taken_for_dest(tmp_path: Path) -> None:
+    for arg in ("1", "2:4", "20261130T1010"):
+        cp = _in_process("runs", "export", arg, runs_dir=tmp_path / "runs")
+        assert cp.returncode == 2 and "looks like a run selector" in cp.stderr
+        assert not (Path.cwd() / arg).exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -359,6 +360,9 @@ def runs_export(
 
     *specs, dest_arg = args
     dest = Path(dest_arg)
+    if not specs and not dest.exists() and re.fullmatch(r"[0-9]*:?[0-9]*|[0-9]{8}T[0-9a-f:-]*", dest_arg):
+        raise click.UsageError(f"{dest_arg!r} looks like a run selector, not a place to export to: "
+                               "guildlite runs export [RUNS]... DEST")
     runs_dir = _sub_runs_dir(group_runs_dir, runs_dir, guildfile)
     chosen = with_trials(select_filtered(select(runs_dir, specs), filter_text))
     if not chosen:
