@@ -134,7 +134,10 @@ def _copy_dir(src: Path, work: Path) -> None:
     for name in names:
         d = base / name
         if not is_run_id(name) or d.is_symlink() or not d.is_dir():
-            raise ImportRefused(f"{d}: not a run dir (a directory named by a run id); nothing was imported")
+            guild = (src / "runs").is_dir() or (d / ".guild").is_dir()  # Guild's home, or its runs dir
+            raise ImportRefused(f"{d}: not a run dir (a directory named by a run id); nothing was imported"
+                                + ("; to import Guild AI runs: guildlite runs import --from-guild GUILD_HOME"
+                                   if guild else ""))
         (work / name).mkdir()
         try:
             copy_run(d, work / name)
