@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ._errors import GuildliteError, RunNotFoundError
-from ._runinfo import RunInfo, info_of
+from ._errors import GuildliteError
+from ._runinfo import RunInfo, infos
 
 if TYPE_CHECKING:
     import pandas
@@ -50,33 +50,7 @@ def runs(
         facts = [facts_from_record(rec, s) for _, rec, s in loaded]
         warn_unknown(filt, facts)
         loaded = [row for row, f in zip(loaded, facts) if filt.matches(f)]
-    return _infos(where, [(name, s) for name, _, s in loaded])
-
-
-def read_infos(runs_dir: Path, ids: Sequence[str]) -> list[RunInfo]:
-    """The ``RunInfo`` of each of ``ids`` in ``runs_dir`` that is there and readable, in order."""
-    from ._index import load_records
-    from ._selection import RunList
-
-    return _infos(runs_dir, [(name, s) for name, _, s in load_records(RunList(runs_dir), list(ids), scalars=True)])
-
-
-def _infos(runs_dir: Path, chosen: list[tuple[str, dict[str, Any]]]) -> list[RunInfo]:
-    """Each chosen run's whole record (the index holds a slim one), read and validated now."""
-    from ._errors import BadRecordError
-    from ._store import read_record, warn_bad
-
-    out = []
-    for name, summary in chosen:
-        try:
-            rec = read_record(runs_dir / name)
-        except BadRecordError as e:
-            warn_bad(e)
-            continue
-        except RunNotFoundError:  # deleted since it was listed
-            continue
-        out.append(info_of(runs_dir / name, rec, summary))
-    return out
+    return infos(where, [(name, s) for name, _, s in loaded])
 
 
 def runs_frame(

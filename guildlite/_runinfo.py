@@ -1,7 +1,7 @@
 """``guildlite.RunInfo``: a run as scripts and notebooks read it, a frozen snapshot of its record.
 
-Built by ``guildlite.runs()`` (``_api``) from the store's validated record and the index's scalar
-summary. Everything in it is read-only all the way down: mappings are ``MappingProxyType``, lists
+Built (``infos``, for ``guildlite.runs()`` in ``_api``) from the store's validated record and the
+index's scalar summary. Everything in it is read-only all the way down: mappings are ``MappingProxyType``, lists
 are tuples, so a notebook cannot change a record by accident (changing runs is the CLI's job:
 ``label``, ``tag``, ``note``). ``parent`` and ``trials`` read their runs from disk when asked.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ._runview import RunFiles
 
@@ -84,24 +84,20 @@ class RunInfo:
     @property
     def parent(self) -> RunInfo | None:
         """A trial's batch or a step's pipeline, read now from beside the run (None for others)."""
-        found = _read(self.run_dir.parent, [self.parent_id] if self.parent_id else [])
+        found = read_infos(self.run_dir.parent, [self.parent_id] if self.parent_id else [])
         return found[0] if found else None
 
     @property
     def trials(self) -> tuple[RunInfo, ...]:
         """A batch's trials in launch order, read now: the runs beside it that name it as their parent."""
-        return tuple(t for t in _read(self.run_dir.parent, self.trial_ids) if t.parent_id == self.id)
+        return tuple(t for t in read_infos(self.run_dir.parent, self.trial_ids) if t.parent_id == self.id)
 
     @property
     def steps(self) -> tuple[RunInfo, ...]:
         """A pipeline's steps' own runs in step order, read now (as ``trials``)."""
-        return tuple(t for t in _read(self.run_dir.parent, self.step_ids) if t.parent_id == self.id)
+        return tuple(t for t in read_infos(self.run_dir.parent, self.step_ids) if t.parent_id == self.id)
 
 
-def _read(runs_dir: Path, ids: Any) -> list[RunInfo]:
-    from ._api import read_infos
-
-    return read_infos(runs_dir, list(ids))
 
 
 def frozen(value: Any) -> Any:
@@ -171,3 +167,29 @@ def info_of(run_dir: Path, rec: dict[str, Any], summary: Mapping[str, Any]) -> R
         step_ids=tuple(run.step_ids),
         run_dir=run.run_dir,
     )
+
+
+def read_infos(runs_dir: Path, ids: Sequence[str]) -> list[RunInfo]:
+    """The ``RunInfo`` of each of ``ids`` in ``runs_dir`` that is there and readable, in order."""
+    from ._index import load_records
+    from ._selection import RunList
+
+    return infos(runs_dir, [(name, s) for name, _, s in load_records(RunList(runs_dir), list(ids), scalars=True)])
+
+
+def infos(runs_dir: Path, chosen: list[tuple[str, dict[str, Any]]]) -> list[RunInfo]:
+    """Each chosen run's whole record (the index holds a slim one), read and validated now."""
+    from ._errors import BadRecordError, RunNotFoundError
+    from ._store import read_record, warn_bad
+
+    out = []
+    for name, summary in chosen:
+        try:
+            rec = read_record(runs_dir / name)
+        except BadRecordError as e:
+            warn_bad(e)
+            continue
+        except RunNotFoundError:  # deleted since it was listed
+            continue
+        out.append(info_of(runs_dir / name, rec, summary))
+    return out

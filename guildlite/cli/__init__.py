@@ -17,6 +17,7 @@ from .manage import label, stop, tag
 from .ops import ops
 from .run import run
 from .runs import runs
+from .share import runs_export, runs_import
 from .view import tensorboard_cmd, view
 from .watch import watch
 
@@ -37,6 +38,8 @@ def cli() -> None:
     """
 
 
+runs.add_command(runs_export)
+runs.add_command(runs_import)
 for _command in (run, runs, compare, cat, ls, diff, label, tag, stop, ops, view, tensorboard_cmd, watch, gpus):
     cli.add_command(_command)
 
