@@ -66,7 +66,7 @@ def export_runs(runs: Sequence[Run], dest: Path, runs_dir: Path) -> Exported:
 
 
 def _to_dir(runs: Sequence[Run], dest: Path, left_out: list[str]) -> None:
-    if os.path.lexists(dest) and (dest.is_symlink() or not dest.is_dir()):
+    if os.path.lexists(dest) and not dest.is_dir():
         raise GuildliteError(f"{dest}: exists and is not a directory", exit_code=2)
     taken = [r.id for r in runs if os.path.lexists(dest / r.id)]
     if taken:

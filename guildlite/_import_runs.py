@@ -118,7 +118,7 @@ def _check_places(src: Path, runs_dir: Path) -> None:
     if not os.path.lexists(src):
         raise ImportRefused(f"{src}: no such file or directory")
     a, b = os.path.realpath(src), os.path.realpath(runs_dir)
-    if os.path.commonpath([a, b]) in (a, b):
+    if os.path.isdir(src) and os.path.commonpath([a, b]) in (a, b):  # it would copy what it writes
         raise ImportRefused(f"{src}: the runs dir {runs_dir} is in it, or it is in the runs dir")
 
 
@@ -181,6 +181,9 @@ def _checked_members(archive: Path, tar: tarfile.TarFile) -> list[tarfile.TarInf
         seen[name] = m
         if travels(name.partition("/")[2]):
             m.name = name
+            # Readable and removable by the importer whatever the archive says (a dir of mode 000
+            # would be a run no one reads, and a staging dir that cannot be cleaned up).
+            m.mode = (m.mode or 0) & 0o755 | (0o700 if m.isdir() else 0o600)
             if m.islnk():
                 m.linkname = m.linkname.removeprefix("./")
             out.append(m)

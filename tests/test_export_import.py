@@ -41,7 +41,8 @@ def made(module_project: Project) -> Project:
 
 
 def _run(*args: str, runs_dir: Path, cwd: Path) -> Any:
-    return run_guildlite(*args, cwd=cwd, runs_dir=runs_dir)
+    """``guildlite ARGS`` on another runs dir, in this process (``cwd``: unused, the runs dir is given)."""
+    return _in_process(*args, runs_dir=runs_dir)
 
 
 def _in_process(*args: str, runs_dir: Path) -> subprocess.CompletedProcess[str]:
@@ -57,9 +58,9 @@ def _in_process(*args: str, runs_dir: Path) -> subprocess.CompletedProcess[str]:
 
 def _views(p: Project, runs_dir: Path) -> dict[str, Any]:
     """What the CLI shows of a runs dir: the listing, compare, and each run's record."""
-    runs = _run("runs", "--all", "--json", runs_dir=runs_dir, cwd=p.root)
-    compare = _run("compare", "--json", runs_dir=runs_dir, cwd=p.root)
-    table = _run("runs", "--all", runs_dir=runs_dir, cwd=p.root)
+    runs = _in_process("runs", "--all", "--json", runs_dir=runs_dir)
+    compare = _in_process("compare", "--json", runs_dir=runs_dir)
+    table = _in_process("runs", "--all", runs_dir=runs_dir)
     assert runs.returncode == compare.returncode == table.returncode == 0, (runs.stderr, compare.stderr)
     listed = [{k: v for k, v in r.items() if k != "run_dir"} for r in json.loads(runs.stdout)]
     return {"runs": listed, "compare": json.loads(compare.stdout), "table": table.stdout}
@@ -84,7 +85,7 @@ def test_round_trip_shows_the_same_runs(made: Project, tmp_path: Path, dest: str
     assert len(cp.stdout.split()) == 2 * 5 and "5 run(s) exported" in cp.stderr  # "exported ID" each
     assert "left out" in cp.stderr and "dataset" in cp.stderr  # the link out of its run dir, said
     fresh = tmp_path / "fresh-runs"
-    cp = _run("runs", "import", str(out), runs_dir=fresh, cwd=p.root)
+    cp = run_guildlite("runs", "import", str(out), cwd=p.root, runs_dir=fresh)  # a real process, as a user runs it
     assert cp.returncode == 0, cp.stderr
     assert "5 run(s) imported" in cp.stderr
     assert _views(p, fresh) == _views(p, p.runs_dir)
