@@ -113,12 +113,12 @@ def open_regular(path: Path) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
-def copy_into(src: BinaryIO, size: int, mode: int, mtime_ns: int, target: Path) -> None:
+def copy_into(src: BinaryIO, size: int, mode: int, target: Path, mtime_ns: int | None = None) -> None:
     """Write ``size`` bytes of ``src`` into a new file ``target`` (never through a link), with the
-    permission bits of ``mode`` (no set-id bits: owner read/write always) and ``mtime_ns``."""
+    permission bits of ``mode`` (no set-id bits; owner read/write always) and ``mtime_ns`` if given."""
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "wb") as out:
-        left = size
+        left = size  # what fstat said: a file that grows while copied is cut there
         while left > 0:
             chunk = src.read(min(left, 1 << 20))
             if not chunk:
@@ -126,7 +126,8 @@ def copy_into(src: BinaryIO, size: int, mode: int, mtime_ns: int, target: Path) 
             out.write(chunk)
             left -= len(chunk)
         os.fchmod(out.fileno(), stat.S_IMODE(mode) & 0o755 | 0o600)
-    os.utime(target, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+    if mtime_ns is not None:
+        os.utime(target, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
 
 
 def copy_run(src: Path, dest: Path, on_left_out: list[str] | None = None) -> None:
@@ -151,4 +152,4 @@ def copy_run(src: Path, dest: Path, on_left_out: list[str] | None = None) -> Non
         else:
             with open_regular(src / e.rel) as f:
                 st = os.fstat(f.fileno())
-                copy_into(f, st.st_size, st.st_mode, st.st_mtime_ns, target)
+                copy_into(f, st.st_size, st.st_mode, target, st.st_mtime_ns)
