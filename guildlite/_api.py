@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 STATS = ("last", "min", "max", "step", "count")
 
 
+class MissingExtra(GuildliteError, ImportError):
+    """An optional dependency is not installed (both a GuildliteError and an ImportError)."""
+
+
 def runs(
     filter: str | None = None,
     runs_dir: str | os.PathLike[str] | None = None,
@@ -66,7 +70,7 @@ def runs_frame(
     flag and ``scalar.KEY`` (the last value) for every scalar; each other statistic asked for in
     ``scalars`` (``min``, ``max``, ``step``, ``count``) adds ``scalar.KEY.STAT``. A run without a
     flag or scalar has NaN/None there. Needs pandas (``pip install 'guildlite[frame]'``): without
-    it, a ``GuildliteError`` says so.
+    it, ``MissingExtra`` (a ``GuildliteError`` and an ``ImportError``) says so.
     """
     wrong = [s for s in scalars if s not in STATS]
     if wrong:
@@ -74,7 +78,7 @@ def runs_frame(
     try:
         import pandas as pd
     except ImportError as e:
-        raise GuildliteError("guildlite.runs_frame needs pandas, which is not installed: "
+        raise MissingExtra("guildlite.runs_frame needs pandas, which is not installed: "
                              "pip install 'guildlite[frame]' (or use guildlite.runs(), which does not)") from e
     rows = [_row(r, scalars) for r in runs(filter, runs_dir, select)]
     frame = pd.DataFrame.from_records(rows, columns=_columns(rows))

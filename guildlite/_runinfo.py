@@ -28,6 +28,9 @@ class Scalar:
     step: int
     count: int
 
+    def __float__(self) -> float:  # float(run.scalars["loss"]): the last value, as a filter means it
+        return self.last
+
 
 @dataclass(frozen=True)
 class Note:
