@@ -246,8 +246,11 @@ def _checked(run_dir: Path) -> dict[str, Any]:
             problem = f"its record names a required file at {str(target)[:60]!r}, outside the run dir"
     problem = problem or _manifest_problem(run_dir)
     if not problem:
-        bad = next((e for e in entries(run_dir) if e.kind == "other" or (e.kind == "link" and link_problem(e.target))
-                    or (e.rel == META_DIR and e.kind != "dir")), None)
+        try:
+            bad = next((e for e in entries(run_dir) if e.kind == "other" or (e.kind == "link" and link_problem(e.target))
+                        or (e.rel == META_DIR and e.kind != "dir")), None)
+        except GuildliteError as e:  # too deep, too many entries
+            raise ImportRefused(f"run {name}: {e}; nothing was imported") from None
         problem = f"{bad.rel!r} {_entry_problem(bad)}" if bad else ""
     if problem:
         raise ImportRefused(f"run {name}: {problem}; nothing was imported")

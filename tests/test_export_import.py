@@ -268,6 +268,7 @@ HOSTILE: dict[str, tuple[list[tuple[str, str, bytes | str]], str]] = {
     "manifest-path": ([*_good(), (f"{ID_A}/.guildlite", "dir", b""),
                        (f"{ID_A}/.guildlite/sourcecode.json", "file", json.dumps({"files": [{"path": "../../x"}]}))],
                       "outside the run dir"),
+    "too-deep": ([*_good(), (f"{ID_A}/" + "d/" * 70 + "f", "file", b"x")], "levels deep"),
     "meta-is-a-file": ([*_good(), (f"{ID_A}/.guildlite", "file", b"x")], ".guildlite"),
 }
 
