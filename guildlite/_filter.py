@@ -101,6 +101,8 @@ class Filter:
                 return _any_tag(facts.tags, op, value)
             if term.name in TIMES:
                 return _time_compare(getattr(facts, term.name), op, value)
+            if term.name == "note":  # a note per line or more: ^ and $ anchor at each line
+                return _compare(facts.notes, op, value, re.MULTILINE)
             return _compare(getattr(facts, term.name), op, value)
         actual = self.lookup(term, facts)
         return actual is not MISSING and _compare(actual, op, value)
@@ -156,11 +158,11 @@ def _order(a: Any, op: str, b: Any) -> bool:
     return bool(a >= b)
 
 
-def _compare(actual: Any, op: str, value: Value) -> bool:
+def _compare(actual: Any, op: str, value: Value, flags: int = 0) -> bool:
     if op in ("~", "!~"):
         if actual is None and op == "~":
             return False
-        found = re.search(value.text, _text(actual)) is not None
+        found = re.search(value.text, _text(actual), flags) is not None
         return found if op == "~" else not found
     if not value.quoted:
         word = value.text.lower()

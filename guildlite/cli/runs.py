@@ -205,6 +205,12 @@ def runs_info(
             _say(f"  {i} {op} {status}")
     if r.error:
         click.echo(f"error: {json.dumps(r.error)}")
+    if r.notes:
+        from .find import _show_note
+
+        click.echo("notes:")
+        for entry in r.notes:
+            _show_note(entry)
     click.echo("flags:")
     for k, v in r.flags.items():
         _say(f"  {k}: {_fmt(v)}")
