@@ -46,15 +46,12 @@ def runs(
     everything = RunList(where)
     specs = [select] if isinstance(select, str) else list(select)
     ids = [r.id for r in select_runs(everything, specs)] if specs else None
-    loaded = load_records(everything, ids, scalars=True)
+    chosen = ids
     if filter:
-        from ._filter import facts_from_record, parse, warn_unknown
+        from ._filter import filtered_records
 
-        filt = parse(filter)
-        facts = [facts_from_record(rec, s) for _, rec, s in loaded]
-        warn_unknown(filt, facts)
-        loaded = [row for row, f in zip(loaded, facts) if filt.matches(f)]
-    return infos(where, [(name, s) for name, _, s in loaded])
+        chosen = [name for name, _, _ in filtered_records(everything, filter, ids)]  # narrowed by the index
+    return infos(where, [(name, s) for name, _, s in load_records(everything, chosen, scalars=True)])
 
 
 def runs_frame(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ._filter_syntax import (
     AGGS,
@@ -36,10 +36,11 @@ from ._filter_syntax import (
     date_period,
     parse_tree,
 )
-from ._run_facts import RunFacts, facts_from_record, facts_of
+from ._run_facts import MISSING, RunFacts, facts_from_record, facts_of
 
 if TYPE_CHECKING:
     from ._run import Run
+    from ._selection import RunList
 
 __all__ = ["Filter", "FilterError", "RunFacts", "facts_from_record", "facts_of", "parse", "select_filtered"]
 
@@ -49,9 +50,6 @@ def parse(text: str) -> Filter:
     return Filter(text, parse_tree(text))
 
 # --- matching -------------------------------------------------------------------------------------------
-
-
-_MISSING = object()
 
 
 @dataclass(frozen=True)
@@ -103,12 +101,14 @@ class Filter:
                 return _any_tag(facts.tags, op, value)
             if term.name in TIMES:
                 return _time_compare(getattr(facts, term.name), op, value)
+            if term.name == "note":  # a note per line or more: ^ and $ anchor at each line
+                return _compare(facts.notes, op, value, re.MULTILINE)
             return _compare(getattr(facts, term.name), op, value)
         actual = self.lookup(term, facts)
-        return actual is not _MISSING and _compare(actual, op, value)
+        return actual is not MISSING and _compare(actual, op, value)
 
     def lookup(self, term: Term, facts: RunFacts) -> Any:
-        """The value ``term`` names in ``facts`` (a flag's value, a scalar's last/min/max), or _MISSING."""
+        """The value ``term`` names in ``facts`` (a flag's value, a scalar's last/min/max), or MISSING."""
         kind = term.kind
         if kind == "name":
             in_flags, in_scalars = term.name in facts.flags, term.name in facts.scalars
@@ -117,9 +117,9 @@ class Filter:
                                   f"{facts.id}: write flag.{term.name} or scalar.{term.name}")
             kind = "flag" if in_flags else "scalar"
         if kind == "flag":
-            return facts.flags.get(term.name, _MISSING)
+            return facts.flags.get(term.name, MISSING)
         s = facts.scalars.get(term.name)
-        return _MISSING if s is None else s[AGGS.index(term.agg)]
+        return MISSING if s is None else s[AGGS.index(term.agg)]
 
 
 def _text(v: Any) -> str:
@@ -158,11 +158,11 @@ def _order(a: Any, op: str, b: Any) -> bool:
     return bool(a >= b)
 
 
-def _compare(actual: Any, op: str, value: Value) -> bool:
+def _compare(actual: Any, op: str, value: Value, flags: int = 0) -> bool:
     if op in ("~", "!~"):
         if actual is None and op == "~":
             return False
-        found = re.search(value.text, _text(actual)) is not None
+        found = re.search(value.text, _text(actual), flags) is not None
         return found if op == "~" else not found
     if not value.quoted:
         word = value.text.lower()
@@ -212,38 +212,75 @@ def _time_compare(actual: float | None, op: str, value: Value) -> bool:
 def select_filtered(runs: Sequence[Run], text: str | None) -> list[Run]:
     """The runs of ``runs`` (in order) that the filter ``text`` matches (None or "": all of them).
 
-    Scalars come from the runs dir's index when it has them (``_index``), else from each run's
-    scalars file. A name that no run has as a flag or a scalar is warned about (most likely a typo).
+    Their records and scalar summaries come from their runs dir's index (``_index``: a run whose
+    files changed is read again), so filtering thousands of runs reads no run.json twice.
     """
     if not text:
         return list(runs)
     filt = parse(text)
-    summaries: dict[str, Mapping[str, Any]] = {}
-    if runs and filt.uses_scalars():
-        summaries = _summaries(runs)
-    facts = [facts_of(r, summaries.get(r.id)) for r in runs]
-    warn_unknown(filt, facts)
-    return [r for r, f in zip(runs, facts) if filt.matches(f)]
+    matched: set[tuple[Any, str]] = set()
+    for parent in dict.fromkeys(r.run_dir.parent for r in runs):
+        ids = [r.id for r in runs if r.run_dir.parent == parent]
+        matched.update((parent, name) for name, _, _ in filtered_records(_run_list(parent), filt, ids))
+    return [r for r in runs if (r.run_dir.parent, r.id) in matched]
 
 
-def _summaries(runs: Sequence[Run]) -> dict[str, Mapping[str, Any]]:
-    from ._index import load_records
+def _run_list(runs_dir: Any) -> RunList:
     from ._selection import RunList
 
-    out: dict[str, Mapping[str, Any]] = {}
-    for parent in {r.run_dir.parent for r in runs}:
-        ids = [r.id for r in runs if r.run_dir.parent == parent]
-        out.update((name, summary) for name, _, summary in load_records(RunList(parent), ids, scalars=True))
-    return out
+    return RunList(runs_dir)
 
 
-def warn_unknown(filt: Filter, facts: Sequence[RunFacts]) -> None:
+def filtered_records(
+    runs: RunList,
+    filt: Filter | str,
+    ids: Sequence[str] | None = None,
+    where: Callable[[dict[str, Any]], bool] | None = None,
+    limit: int | None = None,
+) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """``_index.load_records`` of ``runs`` (``ids``, default all; ``where`` on the record first),
+    kept where ``filt`` matches, the first ``limit`` of them (None: all): the one place every
+    command's ``--filter`` is applied.
+
+    The filter's own rows in the index (``_filter_index``) narrow the runs first; only those that
+    may match are loaded, and checked again from their records.
+
+    Scalar summaries are loaded (from the index) only when the filter names a scalar, or a plain
+    name that may be one. A flag or scalar name that no run has is warned about (a typo, likely:
+    the filter is valid, and that comparison is false for every run).
+    """
+    from ._filter_index import candidates
+    from ._index import load_records
+
+    filt = parse(filt) if isinstance(filt, str) else filt
+    seen: set[Term] = set()
+    narrowed = candidates(runs, filt, ids, seen)
+    if narrowed is not None and ids is None:
+        runs.report_strays()  # as a listing of the whole runs dir does
+    todo = list(runs.ids if ids is None else ids) if narrowed is None else narrowed
+    out: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    checked: list[RunFacts] = []
+    at, step = 0, len(todo) if limit is None else max(limit * 2, 64)
+    while at < len(todo) and (limit is None or len(out) < limit):  # the newest few: load a few
+        rows = load_records(runs, todo[at:at + step], scalars=filt.uses_scalars(), where=where)
+        facts = [facts_from_record(rec, summary) for _, rec, summary in rows]
+        checked += facts
+        out += [row for row, f in zip(rows, facts) if filt.matches(f)]
+        at, step = at + step, step * 2
+    if at >= len(todo):  # every run was looked at: a name none has is worth a warning
+        warn_unknown(filt, checked, seen if (runs.ids if ids is None else ids) else None)
+    return out[:limit]
+
+
+def warn_unknown(filt: Filter, facts: Sequence[RunFacts], seen: set[Term] | None = None) -> None:
     """Warn (stderr, the ``guildlite`` logger) about each flag or scalar name of ``filt`` that no
-    run of ``facts`` has: the filter is valid, but that comparison is false for every run."""
+    run of ``facts`` has, nor is in ``seen`` (found in other runs; None: there were no runs)."""
     import logging
 
-    for term in filt.terms():
-        if facts and not any(filt.lookup(term, f) is not _MISSING for f in facts):
+    if not facts and seen is None:
+        return
+    for term in dict.fromkeys(filt.terms()):
+        if term not in (seen or ()) and not any(filt.lookup(term, f) is not MISSING for f in facts):
             what = {"flag": "flag", "scalar": "scalar"}.get(term.kind, "flag or scalar")
             logging.getLogger("guildlite").warning(
                 "guildlite: warning: --filter: no run here has a %s named %r (its comparison is false for every run)",

@@ -386,3 +386,13 @@ def parse_tree(text: str) -> Node:
         tok = p.peek()
         raise p.fail(tok, f"expected 'and', 'or' or the end, found {tok.text!r}")
     return node
+
+
+def parse_term(text: str) -> Term:
+    """One term of the grammar alone (``loss``, ``min(loss)``, ``scalar.acc``): what ``select
+    --min`` ranks by. FilterError (with a caret) if ``text`` is not one."""
+    p = _Parser(text)
+    term = p.term()
+    if p.peek().kind != "end":
+        raise p.fail(p.peek(), f"expected the end after {str(term)!r}")
+    return term

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from ._run import Run
 
 _KEYS = ("last", "min", "max")
+MISSING: Any = object()  # what a run does not have (``_filter.Filter.lookup``)
 
 @dataclass(frozen=True)
 class RunFacts:

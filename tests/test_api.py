@@ -131,16 +131,14 @@ def test_filters_and_selectors(made: Project) -> None:
         guildlite.runs(runs_dir=rd, select="99")
 
 
-def test_notes_are_read(made: Project, tmp_path: Path) -> None:
-    from guildlite._store import update_record
-
+def test_notes_are_read_and_filtered(made: Project) -> None:
     big = next(r for r in guildlite.runs(runs_dir=made.runs_dir) if r.label == "big")
-    update_record(big.run_dir, lambda rec: rec.update(notes=[{"time": "2026-12-01T10:00:00+00:00", "text": "lr too high"}]))
-    try:
-        again = guildlite.runs(runs_dir=made.runs_dir, select=big.id)[0]
-        assert [n.text for n in again.notes] == ["lr too high"] and again.notes[0].time is not None
-    finally:
-        update_record(big.run_dir, lambda rec: rec.pop("notes"))
+    cp = made.run("note", big.id, "lr too high")
+    assert cp.returncode == 0, cp.stderr
+    again = guildlite.runs("note ~ 'too high'", runs_dir=made.runs_dir)
+    assert [r.id for r in again] == [big.id]
+    assert [n.text for n in again[0].notes] == ["lr too high"] and again[0].notes[0].time is not None
+    assert big.notes == ()  # a snapshot: the one read before the note is as it was
 
 
 def test_a_bad_record_is_skipped_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -11,6 +11,7 @@ import click
 
 from .. import __version__
 from ._common import CONTEXT, _Group
+from .find import note, select_cmd
 from .gpus import gpus
 from .inspect import cat, compare, diff, ls
 from .manage import label, stop, tag
@@ -40,7 +41,8 @@ def cli() -> None:
 
 runs.add_command(runs_export)
 runs.add_command(runs_import)
-for _command in (run, runs, compare, cat, ls, diff, label, tag, stop, ops, view, tensorboard_cmd, watch, gpus):
+for _command in (run, runs, compare, cat, ls, diff, label, tag, note, select_cmd, stop, ops, view, tensorboard_cmd, watch,
+                 gpus):
     cli.add_command(_command)
 
 

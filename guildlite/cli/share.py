@@ -12,13 +12,13 @@ from typing import Any
 import click
 
 from .._errors import GuildliteError
-from ._common import CONTEXT, _guildfile_option, _runs_dir_option, _say
+from ._common import CONTEXT, _filter_option, _guildfile_option, _runs_dir_option, _say
 from .runs import _confirm, _sub_runs_dir
 
 
 @click.command("export", context_settings=CONTEXT)
 @click.argument("args", nargs=-1, required=True, metavar="[RUNS]... DEST")
-@click.option("--filter", "filter_text", metavar="EXPR", help="Only the selected runs this filter expression matches.")
+@_filter_option
 @click.option("--move", is_flag=True, help="Remove the runs from the runs dir once exported (asks unless -y).")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask.")
 @_runs_dir_option
@@ -27,7 +27,7 @@ from .runs import _confirm, _sub_runs_dir
 def runs_export(
     group_runs_dir: Path,
     args: tuple[str, ...],
-    filter_text: str | None,
+    filter_expr: str | None,
     move: bool,
     yes: bool,
     runs_dir: Path | None,
@@ -37,7 +37,6 @@ def runs_export(
     an archive if DEST ends in .tar.gz or .tgz. Only ended runs; `runs import` reads it back."""
     from .._choose import select
     from .._export import check_exportable, export_runs
-    from .._filter import select_filtered
     from .._selection import with_trials
 
     *specs, dest_arg = args
@@ -46,9 +45,9 @@ def runs_export(
         raise click.UsageError(f"{dest_arg!r} looks like a run selector, not a place to export to: "
                                "guildlite runs export [RUNS]... DEST")
     runs_dir = _sub_runs_dir(group_runs_dir, runs_dir, guildfile)
-    chosen = with_trials(select_filtered(select(runs_dir, specs), filter_text))
+    chosen = with_trials(select(runs_dir, specs, filter=filter_expr))  # the filter chooses; children come along
     if not chosen:
-        raise GuildliteError("no runs to export" + (" (none matches the filter)" if filter_text else ""), exit_code=2)
+        raise GuildliteError("no runs to export" + (" (none matches the filter)" if filter_expr else ""), exit_code=2)
     check_exportable(chosen, runs_dir, dest)
     if move:
         from .._lineage import dependents
