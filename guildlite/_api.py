@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ._errors import GuildliteError
-from ._runinfo import RunInfo, infos
+from ._runinfo import RunInfo, read_infos
 
 if TYPE_CHECKING:
     import pandas
@@ -39,7 +39,6 @@ def runs(
     as in ``guildlite runs``.
     """
     from ._choose import runs_dir_for
-    from ._index import load_records
     from ._selection import RunList, select_runs
 
     where = runs_dir_for(Path(runs_dir) if runs_dir is not None else None)
@@ -51,7 +50,7 @@ def runs(
         from ._filter import filtered_records
 
         chosen = [name for name, _, _ in filtered_records(everything, filter, ids)]  # narrowed by the index
-    return infos(where, [(name, s) for name, _, s in load_records(everything, chosen, scalars=True)])
+    return read_infos(where, chosen)
 
 
 def runs_frame(

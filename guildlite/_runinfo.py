@@ -1,7 +1,8 @@
 """``guildlite.RunInfo``: a run as scripts and notebooks read it, a frozen snapshot of its record.
 
-Built (``infos``, for ``guildlite.runs()`` in ``_api``) from the store's validated record and the
-index's scalar summary. Everything in it is read-only all the way down: mappings are ``MappingProxyType``, lists
+Built (``info_of``, for ``guildlite.runs()`` in ``_api``) from the records and scalar summaries of
+the runs dir's index (schema-checked, status derived as it stands); ``attrs``, which the index
+leaves out, is read from run.json when first asked. Everything in it is read-only all the way down: mappings are ``MappingProxyType``, lists
 are tuples, so a notebook cannot change a record by accident (changing runs is the CLI's job:
 ``label``, ``tag``, ``note``). ``parent`` and ``trials`` read their runs from disk when asked.
 """
@@ -9,7 +10,8 @@ are tuples, so a notebook cannot change a record by accident (changing runs is t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping, Sequence
@@ -65,7 +67,6 @@ class RunInfo:
     time: float | None
     flags: Mapping[str, Any]
     scalars: Mapping[str, Scalar]
-    attrs: Mapping[str, Any] = field(repr=False)
     error: Mapping[str, Any] | None = field(repr=False)
     host: str = field(repr=False)
     is_batch: bool
@@ -78,6 +79,18 @@ class RunInfo:
 
     def __hash__(self) -> int:  # the mappings are not hashable: a run is its directory
         return hash(self.run_dir)
+
+    @cached_property
+    def attrs(self) -> Mapping[str, Any]:
+        """What plugins recorded (run.json's ``attrs``), read-only; read from run.json when first
+        asked (the listing index leaves it out), {} if the run is gone or its record went bad."""
+        from ._errors import RunNotFoundError
+        from ._store import read_record
+
+        try:
+            return frozen(read_record(self.run_dir).get("attrs") or {})
+        except RunNotFoundError:
+            return MappingProxyType({})
 
     @property
     def paths(self) -> RunFiles:
@@ -99,8 +112,6 @@ class RunInfo:
     def steps(self) -> tuple[RunInfo, ...]:
         """A pipeline's steps' own runs in step order, read now (as ``trials``)."""
         return tuple(t for t in read_infos(self.run_dir.parent, self.step_ids) if t.parent_id == self.id)
-
-
 
 
 def frozen(value: Any) -> Any:
@@ -136,63 +147,46 @@ def _notes(raw: Any) -> tuple[Note, ...]:
     return tuple(out)
 
 
-def info_of(run_dir: Path, rec: dict[str, Any], summary: Mapping[str, Any]) -> RunInfo:
-    """The ``RunInfo`` of the run in ``run_dir``: its whole record as the store read it (validated),
-    its status derived as it stands now, and its scalar summary (``_scalars.summarize``'s shape)."""
-    from ._inspect import seconds_between
-    from ._run import run_from_record
-
-    run = run_from_record(run_dir, rec)
+def info_of(run_dir: Path, rec: Mapping[str, Any], summary: Mapping[str, Any]) -> RunInfo:
+    """The ``RunInfo`` of the run in ``run_dir`` from its record as a listing has it (validated by
+    the schema, its status derived as it stands now: ``_index.load_records``) and its scalar
+    summary (``_scalars.summarize``'s shape). Its id is its directory's name."""
     scalars = {k: s for k, s in ((k, _scalar(v)) for k, v in summary.items() if isinstance(v, Mapping)) if s}
+    started, stopped = _time(rec.get("started")), _time(rec.get("stopped"))
+    end = stopped or (datetime.now(timezone.utc) if started else None)  # to now while it runs, as compare says
     return RunInfo(
-        id=run.id,
-        op=run.op,
-        opspec=run.opspec,
-        status=run.status,
-        exit_code=run.exit_code,
-        label=run.label,
-        tags=tuple(run.tags),
+        id=run_dir.name,
+        op=rec.get("op") or "",
+        opspec=rec.get("opspec") or "",
+        status=rec.get("status") or "staged",
+        exit_code=rec.get("exit_code"),
+        label=rec.get("label") or "",
+        tags=tuple(rec.get("tags") or ()),
         notes=_notes(rec.get("notes")),
-        created=_time(run.created),
-        started=_time(run.started),
-        stopped=_time(run.stopped),
-        time=seconds_between(run.started, run.stopped) if run.started else None,
+        created=_time(rec.get("created")),
+        started=started,
+        stopped=stopped,
+        time=round((end - started).total_seconds(), 3) if started and end else None,
         flags=frozen(rec.get("flags") or {}),
         scalars=MappingProxyType(scalars),
-        attrs=frozen(run.attrs),
-        error=frozen(run.error) if run.error is not None else None,
-        host=run.host,
-        is_batch=run.is_batch,
-        is_trial=run.is_trial,
-        is_pipeline=run.is_pipeline,
-        parent_id=run.parent_id,
-        trial_ids=tuple(run.trial_ids),
-        step_ids=tuple(run.step_ids),
-        run_dir=run.run_dir,
+        error=frozen(rec["error"]) if rec.get("error") is not None else None,
+        host=rec.get("host") or "",
+        is_batch=bool(rec.get("is_batch")),
+        is_trial=bool(rec.get("is_trial")),
+        is_pipeline=bool(rec.get("is_pipeline")),
+        parent_id=rec.get("parent"),
+        trial_ids=tuple(rec.get("trials") or ()),
+        step_ids=tuple(rec.get("steps") or ()),
+        run_dir=run_dir,
     )
 
 
-def read_infos(runs_dir: Path, ids: Sequence[str]) -> list[RunInfo]:
-    """The ``RunInfo`` of each of ``ids`` in ``runs_dir`` that is there and readable, in order."""
+def read_infos(runs_dir: Path, ids: Sequence[str] | None) -> list[RunInfo]:
+    """The ``RunInfo`` of each of ``ids`` (None: every run, newest first) in ``runs_dir`` that is
+    there and readable, in order: records and scalar summaries from the runs dir's index (bad
+    records skipped with a warning, as a listing does)."""
     from ._index import load_records
     from ._selection import RunList
 
-    return infos(runs_dir, [(name, s) for name, _, s in load_records(RunList(runs_dir), list(ids), scalars=True)])
-
-
-def infos(runs_dir: Path, chosen: list[tuple[str, dict[str, Any]]]) -> list[RunInfo]:
-    """Each chosen run's whole record (the index holds a slim one), read and validated now."""
-    from ._errors import BadRecordError, RunNotFoundError
-    from ._store import read_record, warn_bad
-
-    out = []
-    for name, summary in chosen:
-        try:
-            rec = read_record(runs_dir / name)
-        except BadRecordError as e:
-            warn_bad(e)
-            continue
-        except RunNotFoundError:  # deleted since it was listed
-            continue
-        out.append(info_of(runs_dir / name, rec, summary))
-    return out
+    return [info_of(runs_dir / name, rec, summary)
+            for name, rec, summary in load_records(RunList(runs_dir), ids, scalars=True)]
