@@ -102,6 +102,7 @@ def test_round_trip_shows_the_same_runs(made: Project, tmp_path: Path, dest: str
     info = _run("runs", "info", batch["id"], runs_dir=fresh, cwd=p.root)
     assert info.returncode == 0 and "trials: 2" in info.stdout and all(t in info.stdout for t in batch["trials"])
     assert not [n for n in os.listdir(fresh) if n.startswith(".staging")]
+    assert set(os.listdir(tmp_path)) <= {dest, "fresh-runs", "gpu-leases"}  # nothing written elsewhere
 
 
 def test_a_batch_goes_with_its_trials_and_the_filter_chooses(made: Project, tmp_path: Path) -> None:
@@ -415,3 +416,17 @@ def test_a_selector_is_not_taken_for_dest(tmp_path: Path) -> None:
         cp = _in_process("runs", "export", arg, runs_dir=tmp_path / "runs")
         assert cp.returncode == 2 and "looks like a run selector" in cp.stderr
         assert not (Path.cwd() / arg).exists()
+
+
+def test_this_machines_files_of_a_run_are_not_imported(tmp_path: Path) -> None:
+    """A launch file would choose a guildfile and plugins for `--restart`; locks and the owner are
+    another machine's: none of them is imported; what describes the run is."""
+    meta = f"{ID_A}/.guildlite"
+    launch = json.dumps({"guildfile": "/tmp/evil/guildfile.yml", "plugin_names": ["evil:Plugin"]})
+    archive = _tar(tmp_path / "m.tar.gz", [*_good(), (meta, "dir", b""), (f"{meta}/launch.json", "file", launch),
+                                           (f"{meta}/lock", "file", b""), (f"{meta}/owner", "file", b"123"),
+                                           (f"{meta}/env.json", "file", b"{}")])
+    runs_dir = tmp_path / "runs"
+    assert _in_process("runs", "import", str(archive), runs_dir=runs_dir).returncode == 0
+    assert sorted(os.listdir(runs_dir / meta)) in (["env.json"], ["env.json", "lock"])  # a lock the store made
+    assert (runs_dir / meta / "env.json").read_text() == "{}"
