@@ -25,7 +25,8 @@ import pytest
 from conftest import GUILDLITE, TRACEBACK, Project, clean_env, write_project
 from test_view import _Browser, _get, _need, _need_chromium, _page_data, _Server
 
-from guildlite._run import Run
+from guildlite._notes import add_note
+from guildlite._run import Run, load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,6 +57,7 @@ SCRIPT = textwrap.dedent(
             f.write(str(s))
     """
 )
+NOTES = ["lr search, seed 3\n<b>not bold</b> & <script>alert(1)</script>", "second look: epochs matter"]
 GUILDFILE = textwrap.dedent(
     """\
     operations:
@@ -118,6 +120,8 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Made]:
     random = _new_run(project, "lr=loguniform[1e-4:1e-1]", "epochs=randint[1:40]", "--max-trials", "5", "--seed", "3")
     batch = _new_run(project, "fail_at=[1,-1]", "pause=1")
     _restart(project, batch)
+    for note in NOTES:  # what `guildlite note RUN TEXT` calls
+        add_note(load_run(project.runs_dir / random), note)
     yield Made(project, short, rerun, resumed, random, batch)
     project.cleanup()
 
@@ -178,6 +182,9 @@ _QUESTIONS = {
     "batch_xs": "document.querySelector('.batch-plot').data.map(t => t.x)",
     "curves": _TRACES,
     "errors": "document.getElementById('errors').textContent",
+    "notes": """[...document.querySelectorAll('#panel table.notes tr')].map(tr =>
+                [...tr.children].map(td => [td.textContent, td.children.length]))""",
+    "notes_head": "[...document.querySelectorAll('#panel h3')].map(h => h.textContent)",
 }
 
 
@@ -267,16 +274,19 @@ def test_a_column_never_mixes_one_run_s_flag_and_another_s_scalar(tmp_path: Path
 
     runs = tmp_path / "runs"
     runs.mkdir()
-    for run_id, flags in (("20260101T100000-aaa001", {"loss": "l1"}), ("20260101T100100-aaa002", {"lr": 0.1})):
+    for run_id, flags in (("20260101T100000-aaa001", {"loss": "l1", "id": 7}), ("20260101T100100-aaa002", {"lr": 0.1})):
         (runs / run_id).mkdir()
         Run(id=run_id, run_dir=runs / run_id, op="train", status="completed", flags=flags,
             created="2026-01-01T10:00:00+00:00").save()
-    (runs / "20260101T100100-aaa002" / "scalars.jsonl").write_text('{"step": 1, "key": "loss", "value": 0.25}\n')
+    (runs / "20260101T100100-aaa002" / "scalars.jsonl").write_text(
+        '{"step": 1, "key": "loss", "value": 0.25}\n{"step": 1, "key": "time", "value": 3}\n')
     rows = {r["id"]: r for r in json.loads(gl_in(runs, "compare", "--json").stdout)}
-    assert rows["20260101T100100-aaa002"]["loss (scalar)"] == 0.25 and rows["20260101T100100-aaa002"]["loss"] is None
-    assert rows["20260101T100000-aaa001"]["loss"] == "l1"
+    b = rows["20260101T100100-aaa002"]
+    assert b["loss (scalar)"] == 0.25 and b["loss"] is None and b["time (scalar)"] == 3
+    assert rows["20260101T100000-aaa001"]["loss"] == "l1" and rows["20260101T100000-aaa001"]["id (flag)"] == 7
     data = view_data(list_runs(runs), runs)
-    assert data["flag_titles"]["loss"] == "loss" and data["scalar_titles"] == {"loss": "loss (scalar)"}
+    assert data["flag_titles"] == {"loss": "loss", "id": "id (flag)", "lr": "lr"}
+    assert data["scalar_titles"] == {"loss": "loss (scalar)", "time": "time (scalar)"}
 
 
 def test_header_counts_are_the_cli_s(made: Made, report: Path, pages: dict[str, dict[str, Any]]) -> None:
@@ -409,6 +419,27 @@ def test_compare_and_the_served_page_read_a_random_batch(made: Made, server: _Se
     rows = {r["id"]: r for r in json.loads(body)["runs"]}
     assert rows[made.random]["flags"]["lr"] == "loguniform[0.0001:0.1]"
     assert rows[made.random]["random"] == {"lr": "loguniform", "epochs": "randint"}
+
+
+# --- notes ------------------------------------------------------------------------------------------
+
+
+def test_a_run_s_notes_are_in_its_details(made: Made, pages: dict[str, dict[str, Any]]) -> None:
+    """`guildlite note` text is shown in the run's panel, oldest first, with its time, as text."""
+    recorded = made.project.record(made.random)["notes"]
+    assert [n["text"] for n in recorded] == NOTES
+    for page in pages.values():
+        assert "Notes" in page["notes_head"]
+        assert [[text for text, _ in row] for row in page["notes"]] == [
+            [_local_time(n["time"]), n["text"]] for n in recorded]
+        assert all(kids == 0 for row in page["notes"] for _, kids in row)  # no element made of the text
+
+
+def _local_time(iso: str) -> str:
+    """The time as the page shows it in test_view's chromium (TZ=UTC)."""
+    from datetime import datetime, timezone
+
+    return datetime.fromisoformat(iso).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
 # --- tensorboard --no-server ------------------------------------------------------------------------

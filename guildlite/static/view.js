@@ -103,7 +103,7 @@ function saveHash() {
 
 // --- the runs table ---
 const COLUMNS = [
-  { key: 'id', title: 'run', get: r => r.id, cls: 'id' },
+  { key: 'id', title: 'id', get: r => r.id, cls: 'id' },  // as compare names it (flag 'id' is 'id (flag)')
   { key: 'op', title: 'op', get: r => r.op },
   { key: 'status', title: 'status', get: r => r.status, show: r => r.progress ? [statusBadge(r.status), ' ' + r.progress] : statusBadge(r.status) },
   { key: 'label', title: 'label', get: r => r.label || null },
