@@ -80,7 +80,10 @@ def write_logdir(
     points written; -1 for unchanged).
     """
     Writer = _writer_class()
-    logdir.mkdir(parents=True, exist_ok=True)
+    try:
+        logdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise GuildliteError(f"cannot write event files into {logdir}: {e.strerror or e}", exit_code=2) from None
     earlier: dict[str, list[Path]] = {}  # run id -> its sub-dirs from earlier writes (its name may have changed)
     for stamp_file in logdir.glob(f"*/{STAMP}"):
         try:

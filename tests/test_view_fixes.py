@@ -464,3 +464,25 @@ def test_tensorboard_no_server_writes_under_the_runs_dir(made: Made, tmp_path: P
     assert "1 runs" in p.stderr and os.listdir(tmp) == []
     listing = gl(made, "runs", "--all")
     assert not listing.stderr and ".tensorboard" not in listing.stdout  # not taken for a run
+
+
+@pytest.mark.parametrize("planted", ["file", "link"])
+def test_tensorboard_no_server_never_writes_through_what_is_planted(tmp_path: Path, planted: str) -> None:
+    """A `.tensorboard` in the runs dir that is a file, or a link to elsewhere: a one-line error,
+    nothing written elsewhere."""
+    _need("tensorboard")
+    runs = tmp_path / "runs"
+    run_id = "20260101T100000-aaa001"
+    (runs / run_id).mkdir(parents=True)
+    Run(id=run_id, run_dir=runs / run_id, op="train", status="completed", created="2026-01-01T10:00:00+00:00").save()
+    (runs / run_id / "scalars.jsonl").write_text('{"step": 1, "key": "loss", "value": 0.25}\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    if planted == "file":
+        (runs / ".tensorboard").write_text("not a dir")
+    else:
+        (runs / ".tensorboard").symlink_to(elsewhere)
+    p = gl_in(runs, "tensorboard", "--no-server")
+    assert p.returncode == 2 and TRACEBACK not in p.stderr, p.stderr
+    assert p.stderr.startswith("guildlite: error: ") and ".tensorboard" in p.stderr and len(p.stderr.splitlines()) == 1
+    assert os.listdir(elsewhere) == []
