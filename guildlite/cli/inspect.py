@@ -83,6 +83,8 @@ def _cell(col: str, v: Any) -> str:
     if col == "started":
         return _local(v)
     kind = type(v)
+    if col == "time" and (kind is float or kind is int):
+        return f"{v:.1f}"  # seconds, one precision down the column (JSON and CSV keep the number)
     if kind is float:
         return f"{v:.6g}"
     if kind is str or kind is int:
