@@ -135,7 +135,7 @@ def _copy_dir(src: Path, work: Path) -> None:
         d = base / name
         if not is_run_id(name) or d.is_symlink() or not d.is_dir():
             guild = (src / "runs").is_dir() or (d / ".guild").is_dir()  # Guild's home, or its runs dir
-            raise ImportRefused(f"{d}: not a run dir (a directory named by a run id); nothing was imported"
+            raise ImportRefused(f"{base}: {name!r} is not a run dir (a directory named by a run id); nothing was imported"
                                 + ("; to import Guild AI runs: guildlite runs import --from-guild GUILD_HOME"
                                    if guild else ""))
         (work / name).mkdir()
