@@ -67,7 +67,7 @@ def import_runs(src: Path, runs_dir: Path, rename: bool = False, dry_run: bool =
         return _import(src, work, runs_dir, rename, dry_run)
     except OSError as e:  # the disk, permissions: not the source's fault
         raise GuildliteError(f"cannot import {src}: {e.strerror or e}{f' ({e.filename})' if e.filename else ''}; "
-                             "runs not listed above were not imported") from None
+                             "nothing was imported") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -92,14 +92,19 @@ def _import(src: Path, work: Path, runs_dir: Path, rename: bool, dry_run: bool) 
         if any(new != old for old, new in new_ids.items()):
             for name in records:
                 update_record(work / name, _renamer(new_ids))
+        done: list[str] = []
         for name in order:
             staged = runs_dir / f"{STAGING_PREFIX}{new_ids[name]}"
-            os.rename(work / name, staged)
+            os.rename(work / name, staged)  # its id was checked free, under the lock
             try:
                 publish(staged, runs_dir)
-            except BaseException:
+            except BaseException as e:
                 shutil.rmtree(staged, ignore_errors=True)
+                if done and isinstance(e, (OSError, GuildliteError)):  # the disk filled up midway, say
+                    raise GuildliteError(f"cannot import run {name}: {e}; imported before it: {', '.join(done)}") \
+                        from None
                 raise
+            done.append(new_ids[name])
     _index(runs_dir, list(new_ids.values()))
     return [Imported(new_ids[name], name) for name in order]
 
