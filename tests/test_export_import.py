@@ -430,3 +430,15 @@ def test_this_machines_files_of_a_run_are_not_imported(tmp_path: Path) -> None:
     assert _in_process("runs", "import", str(archive), runs_dir=runs_dir).returncode == 0
     assert sorted(os.listdir(runs_dir / meta)) in (["env.json"], ["env.json", "lock"])  # a lock the store made
     assert (runs_dir / meta / "env.json").read_text() == "{}"
+
+
+def test_two_imports_at_once_import_each_run_once(tmp_path: Path) -> None:
+    from conftest import clean_env, spawn_guildlite
+
+    archive = _tar(tmp_path / "two.tar.gz", [*_good(), *_good(ID_B)])
+    runs_dir = tmp_path / "runs"
+    procs = [spawn_guildlite("runs", "import", str(archive), cwd=tmp_path, env=clean_env(runs_dir)) for _ in range(2)]
+    results = [(p.wait(timeout=120), p.communicate()[1]) for p in procs]
+    assert sorted(rc for rc, _ in results) == [0, 2], results
+    assert "already in" in next(err for rc, err in results if rc == 2)
+    assert sorted(n for n in os.listdir(runs_dir) if not n.startswith(".")) == [ID_A, ID_B]
