@@ -80,6 +80,14 @@ class RunInfo:
     def __hash__(self) -> int:  # the mappings are not hashable: a run is its directory
         return hash(self.run_dir)
 
+    # Read-only mappings do not pickle (nor deepcopy): they travel as plain dicts and lists.
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: _thawed(v) for k, v in self.__dict__.items()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            object.__setattr__(self, k, frozen(v))
+
     @cached_property
     def attrs(self) -> Mapping[str, Any]:
         """What plugins recorded (run.json's ``attrs``), read-only; read from run.json when first
@@ -120,6 +128,15 @@ def frozen(value: Any) -> Any:
         return MappingProxyType({k: frozen(v) for k, v in value.items()})
     if isinstance(value, (list, tuple)):
         return tuple(frozen(v) for v in value)
+    return value
+
+
+def _thawed(value: Any) -> Any:
+    """``frozen``'s inverse (for pickling)."""
+    if isinstance(value, MappingProxyType):
+        return {k: _thawed(v) for k, v in value.items()}
+    if type(value) is tuple:
+        return [_thawed(v) for v in value]
     return value
 
 

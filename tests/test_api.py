@@ -5,8 +5,10 @@ written, read-only snapshots, filters, selectors, and ``import guildlite`` stayi
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
+import pickle
 import re
 import subprocess
 import sys
@@ -106,6 +108,10 @@ def test_runs_are_typed_read_only_snapshots(made: Project) -> None:
         big.attrs["sourcecode"]["files"] = 0  # type: ignore[index]
     assert isinstance(big.tags, tuple) and hash(big) == hash(guildlite.runs(runs_dir=made.runs_dir, select=big.id)[0])
     assert json.loads(big.paths.run_json.read_text())["label"] == "big"  # nothing written
+    for twin in (pickle.loads(pickle.dumps(big)), copy.deepcopy(big)):  # for multiprocessing, say
+        assert twin == big and twin.attrs == big.attrs and isinstance(twin.tags, tuple)
+        with pytest.raises(TypeError):
+            twin.flags["lr"] = 1  # type: ignore[index]
 
 
 def test_batches_trials_and_parents(made: Project) -> None:
