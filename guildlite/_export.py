@@ -23,7 +23,7 @@ from ._errors import GuildliteError
 from ._run import Run
 from ._runcopy import copy_run, entries, link_problem, open_regular
 
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")  # a plain .tar is not compressed
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,8 @@ def check_exportable(runs: Sequence[Run], runs_dir: Path, dest: Path) -> None:
 
 
 def export_runs(runs: Sequence[Run], dest: Path, runs_dir: Path) -> Exported:
-    """Copy ``runs`` (ended, each a run dir of ``runs_dir``) into ``dest``: a ``.tar.gz`` / ``.tgz``
-    file (which must not exist yet) or a directory (made if needed; a run id already there is an
+    """Copy ``runs`` (ended, each a run dir of ``runs_dir``) into ``dest``: a ``.tar.gz`` / ``.tgz`` /
+    ``.tar`` file (which must not exist yet) or a directory (made if needed; a run id already there is an
     error, nothing written)."""
     check_exportable(runs, runs_dir, dest)
     left_out: list[str] = []
@@ -90,7 +90,9 @@ def _to_archive(runs: Sequence[Run], dest: Path, left_out: list[str]) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}-{os.urandom(3).hex()}")
     try:
-        with tarfile.open(tmp, "x:gz", format=tarfile.PAX_FORMAT) as tar:
+        plain = dest.name.lower().endswith(".tar")
+        with (tarfile.open(tmp, "x", format=tarfile.PAX_FORMAT) if plain
+              else tarfile.open(tmp, "x:gz", format=tarfile.PAX_FORMAT)) as tar:
             for r in runs:
                 _add_run(tar, r, left_out)
         os.replace(tmp, dest)

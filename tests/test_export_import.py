@@ -76,7 +76,7 @@ def _files(run_dir: Path) -> dict[str, bytes | str]:
     return out
 
 
-@pytest.mark.parametrize("dest", ["export", "export.tar.gz"])
+@pytest.mark.parametrize("dest", ["export", "export.tar.gz", "export.tar"])
 def test_round_trip_shows_the_same_runs(made: Project, tmp_path: Path, dest: str) -> None:
     p = made
     out = tmp_path / dest

@@ -34,7 +34,7 @@ def runs_export(
     guildfile: Path | None,
 ) -> None:
     """Copy runs (default: all; a batch or pipeline with its children) into DEST: a directory, or
-    an archive if DEST ends in .tar.gz or .tgz. Only ended runs; `runs import` reads it back."""
+    an archive if DEST ends in .tar.gz, .tgz or .tar. Only ended runs; `runs import` reads it back."""
     from .._choose import select
     from .._export import check_exportable, export_runs
     from .._selection import with_trials
