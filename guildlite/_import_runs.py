@@ -26,6 +26,7 @@ import errno
 import json
 import os
 import shutil
+import stat
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +123,8 @@ def _depth(name: str, records: dict[str, dict[str, Any]]) -> int:
 def _check_places(src: Path, runs_dir: Path) -> None:
     if not os.path.lexists(src):
         raise ImportRefused(f"{src}: no such file or directory")
+    if not (os.path.isdir(src) or stat.S_ISREG(os.stat(src).st_mode)):  # a FIFO or /dev/zero would never end
+        raise ImportRefused(f"{src}: not a directory or an archive file")
     a, b = os.path.realpath(src), os.path.realpath(runs_dir)
     if os.path.isdir(src) and os.path.commonpath([a, b]) in (a, b):  # it would copy what it writes
         raise ImportRefused(f"{src}: the runs dir {runs_dir} is in it, or it is in the runs dir")

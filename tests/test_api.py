@@ -167,6 +167,8 @@ def test_runs_frame(made: Project) -> None:
     assert trials["scalar.loss.count"].tolist() == [3, 3, 3]
     assert str(frame["started"].dtype).startswith("datetime64") and pd.isna(frame.loc[frame["flag.lr"].map(
         lambda v: isinstance(v, list)), "scalar.loss"]).all()  # the batch: its dimension a list, no scalars
+    empty = guildlite.runs_frame(filter="lr > 99", runs_dir=made.runs_dir)
+    assert empty.empty and list(empty.columns[:3]) == ["op", "status", "label"]
     with pytest.raises(guildlite.GuildliteError, match="statistic"):
         guildlite.runs_frame(runs_dir=made.runs_dir, scalars=("median",))
 

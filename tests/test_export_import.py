@@ -294,6 +294,9 @@ def test_not_an_archive_and_a_missing_source(tmp_path: Path) -> None:
     assert_clean_error(cp, 2, "not a readable .tar.gz")
     cp = _in_process("runs", "import", str(tmp_path / "nope"), runs_dir=tmp_path / "runs")
     assert_clean_error(cp, 2, "no such file")
+    os.mkfifo(tmp_path / "fifo.tar.gz")
+    for special in (tmp_path / "fifo.tar.gz", Path("/dev/zero")):  # neither blocks nor reads forever
+        assert_clean_error(_in_process("runs", "import", str(special), runs_dir=tmp_path / "runs"), 2, "not a directory")
     cp = run_guildlite("runs", "import", cwd=tmp_path, runs_dir=tmp_path / "runs")
     assert cp.returncode == 2 and "--from-guild" in cp.stderr and TRACEBACK not in cp.stderr
 
