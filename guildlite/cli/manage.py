@@ -9,6 +9,7 @@ import click
 
 from .._choose import runs_dir_for, select
 from .._errors import GuildliteError
+from . import _complete
 from ._common import (
     CONTEXT,
     _guildfile_option,
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("args", nargs=-1, required=True, metavar="RUNS... TEXT")
+@click.argument("args", nargs=-1, required=True, metavar="RUNS... TEXT", shell_complete=_complete.runs)
 @click.option("--clear", is_flag=True, help="Remove the label (then give only RUNS).")
 @_runs_dir_option
 @_guildfile_option
@@ -43,7 +44,7 @@ def label(args: tuple[str, ...], clear: bool, runs_dir: Path | None, guildfile: 
 
 # No short options here: `-fast` or `-hot` is a tag to remove, not -f or -h.
 @click.command(context_settings={**CONTEXT, "ignore_unknown_options": True, "help_option_names": ["--help"]})
-@click.argument("args", nargs=-1, required=True, metavar="RUNS... +TAG|-TAG...")
+@click.argument("args", nargs=-1, required=True, metavar="RUNS... +TAG|-TAG...", shell_complete=_complete.runs)
 @_runs_dir_option
 @_guildfile_option(short=False)
 def tag(args: tuple[str, ...], runs_dir: Path | None, guildfile: Path | None) -> None:
@@ -61,7 +62,7 @@ def tag(args: tuple[str, ...], runs_dir: Path | None, guildfile: Path | None) ->
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("specs", nargs=-1, required=True, metavar="RUNS...")
+@click.argument("specs", nargs=-1, required=True, metavar="RUNS...", shell_complete=_complete.runs)
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for a graceful stop.")
 @click.option("--force", is_flag=True, help="SIGKILL what is still running after --timeout.")
 @_runs_dir_option
