@@ -13,6 +13,7 @@ import click
 
 from .. import __version__
 from ._common import CONTEXT, _Group
+from .check import check
 from .gpus import gpus
 from .inspect import cat, compare, diff, ls
 from .manage import label, stop, tag
@@ -39,7 +40,8 @@ def cli() -> None:
     """
 
 
-for _command in (run, runs, compare, cat, ls, diff, label, tag, stop, ops, view, tensorboard_cmd, watch, gpus):
+for _command in (run, runs, compare, cat, ls, diff, label, tag, stop, ops, view, tensorboard_cmd, watch, gpus,
+                 check):
     cli.add_command(_command)
 
 
