@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from ._guildfile import Guildfile
+    from ._guildfile import Guildfile, PluginSpec
 
 CUDA_TIMEOUT = 60.0  # seconds for `import torch` and its CUDA query (a cold import from NFS is slow)
 NVIDIA_SMI_TIMEOUT = 20.0
@@ -223,13 +223,19 @@ def _guildfile(path: Path | None) -> tuple[Guildfile | None, Finding]:
 
 
 def _plugins(gf: Guildfile | None) -> list[Finding]:
-    """Each plugin the guildfile declares, imported and validated as a run would (once each)."""
+    """Each plugin the guildfile declares, imported and validated as a run would (once each); then
+    each installed one (entry point) that it does not name, only imported: a run uses it only
+    with ``--plugin NAME``, so a broken one is a warning."""
+    declared = [] if gf is None else [*gf.plugins, *(s for op in gf.operations.values() for s in op.plugins)]
+    return _declared_plugins(gf, declared) + _installed_plugins({s.name for s in declared if s.name})
+
+
+def _declared_plugins(gf: Guildfile | None, declared: list[PluginSpec]) -> list[Finding]:
     from ._errors import GuildliteError
     from ._plugin_loader import load_plugins
 
     if gf is None:
         return []
-    declared = [*gf.plugins, *(s for op in gf.operations.values() for s in op.plugins)]
     specs = {(s.cls, s.name, json.dumps(s.args, sort_keys=True, default=repr)): s for s in declared}
     out = []
     for spec in specs.values():
@@ -244,5 +250,23 @@ def _plugins(gf: Guildfile | None) -> list[Finding]:
             out.append(Finding(what, "ok", f"importable ({spec.where})"))
     if not specs:
         out.append(Finding("plugins", "ok", "none declared"))
+    return out
+
+
+def _installed_plugins(named: set[str]) -> list[Finding]:
+    from ._entry_points import entry_points
+    from ._plugin_loader import ENTRY_POINT_GROUP
+
+    out = []
+    for name, ep in sorted(entry_points(ENTRY_POINT_GROUP).items()):
+        if name in named:
+            continue  # checked as declared
+        try:
+            ep.load()
+        except Exception as e:  # noqa: BLE001  # an installed plugin that breaks on import is what this looks for
+            out.append(Finding(f"plugin {name}", "warn", f"installed ({ep.value}) but fails to import: "
+                                                         f"{type(e).__name__}: {e}"))
+        else:
+            out.append(Finding(f"plugin {name}", "ok", f"installed ({ep.value}): --plugin {name}"))
     return out
 

@@ -10,12 +10,13 @@ runs a project script and never fails: a broken guildfile offers nothing, silent
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from typing import Callable
 
 import pytest
-from conftest import GUILDLITE, TRACEBACK, Project
+from conftest import GUILDLITE, ROOT, TRACEBACK, Project
 
 
 def complete(proj: Project, line: str, shell: str = "bash", env: dict[str, str] | None = None) -> list[str]:
@@ -135,11 +136,14 @@ def test_odd_command_lines_complete_to_nothing_quietly(project: Project, words: 
     assert TRACEBACK not in cp.stderr and TRACEBACK not in cp.stdout, cp.stderr
 
 
-def test_the_bash_script_of_the_readme_completes_in_a_real_bash(project: Project) -> None:
+def test_the_readme_bash_install_line_completes_in_a_real_bash(project: Project) -> None:
     bash = shutil.which("bash")
     if bash is None:
         pytest.skip("no bash")
-    script = ('eval "$(_GUILDLITE_COMPLETE=bash_source guildlite)"\n'
+    readme = (ROOT / "README.md").read_text()
+    install = re.search(r"echo '(eval \"\$\(_GUILDLITE_COMPLETE=bash_source guildlite\)\")' >> ~/\.bashrc", readme)
+    assert install, "README: the bash install line"
+    script = (install.group(1) + "\n"
               'COMP_WORDS=(guildlite run quick "") COMP_CWORD=3\n'
               '_guildlite_completion guildlite\n'
               'printf "%s\\n" "${COMPREPLY[@]}"\n')

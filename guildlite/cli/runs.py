@@ -30,17 +30,18 @@ if TYPE_CHECKING:
 
 
 class _RunsGroup(_Group):
-    """``guildlite runs``: a word that is not a subcommand is an error naming the subcommands; only
-    a word that reads as a run selector (``runs 1``) is told how to show that run. No hint points
-    to another command: a word that is not one here (``runs export``) is no command's argument."""
+    """``guildlite runs``: a word that is not a subcommand is an error naming the subcommands. Only
+    a word that reads as a run selector (``runs 1:3``) is pointed to the commands that take one;
+    any other word (``runs export``) gets no hint: it is no other command's argument either."""
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
         if args and args[0] not in self.commands and not args[0].startswith("-") and not ctx.resilient_parsing:
             from .._selection import looks_like_selector
 
-            show = f"; to show run {args[0]}: guildlite runs info {args[0]}" if looks_like_selector(args[0]) else ""
+            hint = (f". To look at selected runs: guildlite compare {args[0]}, or guildlite runs info RUN"
+                    if looks_like_selector(args[0]) else "")
             raise click.UsageError(
-                f"no subcommand '{args[0]}' of runs (subcommands: {', '.join(self.commands)}){show}", ctx)
+                f"'{args[0]}' is not a subcommand of runs ({', '.join(self.commands)}){hint}", ctx)
         return super().resolve_command(ctx, args)
 
 
