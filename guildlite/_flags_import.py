@@ -194,12 +194,15 @@ def _import_kind(op: OpDef, project: Path) -> str:
         return "argparse"  # argparse, or a parser built on it (transformers' HfArgumentParser)
     # Importing argparse without building a parser or parsing (argparse.Namespace only) is no
     # parser: the probe would run the script to its end to find that out.
+    unused = "argparse" in found
     found.discard("argparse")
     if _hand_parsed(found):
         return "globals"
     if "click" in found:
         return "click"  # its options read from the source (``_click_flags``)
     uses = f"uses {', '.join(sorted(found))}" if found else "reads no command line"
+    if unused:
+        uses += " (it imports argparse but builds no ArgumentParser and calls no parse_args)"
     raise GuildfileError(
         f"operation '{op.name}': flags-import reads argparse parsers and module globals, but "
         f"{src.relative_to(project).as_posix()} {uses}: declare its flags in the guildfile"
