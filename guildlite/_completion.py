@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from ._guildfile import Guildfile, OpDef
 
 MAX_RUNS = 100  # run ids offered at most: a shell shows them all, a longer list helps nobody
+MAX_READ = 1000  # run records read at most for one offer (their help, a `where`): a keystroke's budget
 
 Candidate = tuple[str, str]  # (value, help)
 T = TypeVar("T")
@@ -122,7 +123,7 @@ def run_selectors(incomplete: str, runs_dir: Path | None = None, guildfile: Path
         if not chosen and incomplete:  # a short id, as listings show it
             chosen = [(short_id(i), i) for i in ids if short_id(i).startswith(incomplete)]
         out: list[Candidate] = []
-        for value, run_id in chosen:
+        for value, run_id in chosen[:MAX_READ]:
             if len(out) >= MAX_RUNS:
                 break
             try:

@@ -268,3 +268,30 @@ def test_an_unknown_runs_subcommand_gets_no_hint_to_another_command(project: Pro
 def test_a_selector_typed_after_runs_is_pointed_to_the_commands_that_take_one(project: Project, word: str) -> None:
     cp = project.run("runs", word)
     assert cp.returncode == 2 and f"guildlite compare {word}" in cp.stderr and "guildlite runs info RUN" in cp.stderr
+
+
+def test_flag_order_puts_dimensions_then_varying_flags_first_keeping_each_groups_order() -> None:
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from guildlite._varying import flag_order, ordered
+
+    values = st.one_of(st.integers(-3, 3), st.sampled_from(["a", "b"]), st.lists(st.integers(0, 2), max_size=2))
+    flag_sets = st.lists(st.dictionaries(st.sampled_from(["lr", "bs", "opt", "seed", "x"]), values, max_size=5),
+                         max_size=5)
+
+    @given(flag_sets, st.lists(st.sampled_from(["seed", "zz"]), max_size=2, unique=True))
+    def check(sets: list[dict[str, object]], first: list[str]) -> None:
+        order = flag_order(sets, first=first)
+        names = list(dict.fromkeys(n for s in sets for n in s))
+        assert order[:len(first)] == first and sorted(order[len(first):]) == sorted(set(names) - set(first))
+        varying = {n for n in names if len({repr(s[n]) for s in sets if n in s}) > 1}
+        rest = order[len(first):]
+        head = [n for n in rest if n in varying]
+        assert rest == head + [n for n in rest if n not in varying]  # varying ones lead
+        assert head == [n for n in names if n in head]  # each group in first-seen order
+        for s in sets:  # a run's flags, reordered, are the same flags
+            assert dict(ordered(s, order)) == s
+
+    check()
+    assert flag_order([{"lr": 0.1, "bs": 8}, {"lr": 0.2, "bs": 8}, {"epochs": 3}]) == ["lr", "bs", "epochs"]
