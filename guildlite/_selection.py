@@ -206,17 +206,17 @@ def short_id(run_id: str) -> str:
 
 
 def _short_hits(ids: list[str], spec: str) -> list[int]:
-    """The runs whose short id is ``spec`` (six hex digits, with or without the leading ``-``).
+    """The runs whose short id is ``spec`` (six hex digits, any case, with or without the leading ``-``).
 
     Only the whole short id counts: a shorter suffix (``1``, ``42``) would collide with indexes."""
     if not _is_short(spec):
         return []
-    text = spec.lstrip("-")
+    text = spec.lstrip("-").lower()
     return [i for i, run_id in enumerate(ids) if run_id.endswith(text)]
 
 
 def _is_short(spec: str) -> bool:
-    text = spec[1:] if spec.startswith("-") else spec
+    text = (spec[1:] if spec.startswith("-") else spec).lower()
     return len(text) == SHORT_ID_LEN and all(c in "0123456789abcdef" for c in text)
 
 

@@ -72,6 +72,7 @@ def test_the_short_id_a_listing_shows_selects_that_run_everywhere(batch_project:
     single = _ids(proj)[0]
     short = single[-6:]
     assert json.loads(_ok(proj.run("runs", "info", short, "--json")).stdout)["id"] == single
+    assert json.loads(_ok(proj.run("runs", "info", short.upper(), "--json")).stdout)["id"] == single
     assert "hello rank=0" in _ok(proj.run("cat", short)).stdout
     assert [r["id"] for r in json.loads(_ok(proj.run("compare", short, "--json")).stdout)] == [single]
     assert _ok(proj.run("ls", short)).stdout.startswith(str(proj.runs_dir / single))
