@@ -184,6 +184,8 @@ def _compare(actual: Any, op: str, value: Value, flags: int = 0) -> bool:
         want = value.number
         have = _as_number(actual)
         if want is not None and have is not None:
+            if want != want or have != have:  # NaN: equal only to NaN (``loss = nan``, an op named nan), in no order
+                return ((want != want) == (have != have)) == (op == "=") if op in ("=", "!=") else False
             return _order(have, op, want)
         if want is not None and op not in ("=", "!="):
             return False  # a number's order against a text: neither is less
@@ -261,7 +263,7 @@ def filtered_records(
     from ._filter_index import candidates
     from ._index import load_records
 
-    filt = parse(filt) if isinstance(filt, str) else filt
+    filt = filt if isinstance(filt, Filter) else parse(filt)  # parse: TypeError for a non-string
     seen: set[Term] = set()
     narrowed = candidates(runs, filt, ids, seen)
     if narrowed is not None and ids is None:

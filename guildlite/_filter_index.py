@@ -29,9 +29,10 @@ if TYPE_CHECKING:
 
 # One row per run (its attributes), and one per flag and per scalar of a run, clustered by name:
 # a filter on `lr` reads the `lr` rows only, never decoding a whole record.
-_RUNS = "filter_runs_v1"
-_FLAGS = "filter_flags_v1"
-_SCALARS = "filter_scalars_v1"
+# v2: a NaN scalar is kept as the text 'NaN' (SQLite stores a NaN float as NULL: a missing value).
+_RUNS = "filter_runs_v2"
+_FLAGS = "filter_flags_v2"
+_SCALARS = "filter_scalars_v2"
 _SCHEMA = (
     f"CREATE TABLE IF NOT EXISTS {_RUNS} (id PRIMARY KEY, stamp, s_stamp, op, status, label, tags, started, stopped,"
     " time, notes)",
@@ -118,7 +119,12 @@ def _values(db: sqlite3.Connection, table: str, name: str) -> dict[str, Any]:
     if table == _FLAGS:
         return {i: json.loads(v) if j else v for i, v, j in
                 db.execute(f"SELECT id, value, is_json FROM {table} WHERE name = ?", (name,))}
-    return {i: (a, b, c) for i, a, b, c in db.execute(f"SELECT id, last, min, max FROM {table} WHERE name = ?", (name,))}
+    return {i: (_nan(a), _nan(b), _nan(c))
+            for i, a, b, c in db.execute(f"SELECT id, last, min, max FROM {table} WHERE name = ?", (name,))}
+
+
+def _nan(v: Any) -> Any:
+    return math.nan if v == "NaN" else v
 
 
 def _refresh(
@@ -137,7 +143,7 @@ def _refresh(
         run_rows.append((name, *stamps[name], f.op, f.status, f.label, json.dumps(f.tags), f.started, f.stopped,
                          f.time, f.notes))
         flag_rows += [(k, name, *_stored(v)) for k, v in f.flags.items()]
-        scalar_rows += [(k, name, *v) for k, v in f.scalars.items()]
+        scalar_rows += [(k, name, *("NaN" if x != x else x for x in v)) for k, v in f.scalars.items()]
     dropped = [(n,) for n in [*stamps, *gone]]
     try:
         db.execute("BEGIN")

@@ -218,11 +218,15 @@ def _tokens(text: str) -> Iterator[_Token]:
     yield _Token("end", "", n)
 
 
+MAX_DEPTH = 100
+
+
 class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
         self.toks = list(_tokens(text))
         self.i = 0
+        self.depth = 0
 
     def peek(self, ahead: int = 0) -> _Token:
         return self.toks[min(self.i + ahead, len(self.toks) - 1)]
@@ -255,6 +259,18 @@ class _Parser:
         return items[0] if len(items) == 1 else And(tuple(items))
 
     def neg(self) -> Node:
+        tok = self.peek()
+        self.depth += 1
+        try:
+            # Parsing, matching and printing all recurse on nesting: bound it so a hostile
+            # expression is a filter error, never a RecursionError traceback.
+            if self.depth - 1 > MAX_DEPTH:  # depth 1: a comparison inside no 'not' or '('
+                raise self.fail(tok, f"nested too deep (more than {MAX_DEPTH} levels of 'not' and parentheses)")
+            return self.nested()
+        finally:
+            self.depth -= 1
+
+    def nested(self) -> Node:
         if self.keyword("not"):
             return Not(self.neg())
         tok = self.peek()
@@ -371,11 +387,12 @@ def date_period(text: str) -> tuple[float, float] | None:
         return None
     y, mo, d, hh, mm, ss, frac, zone = m.groups()
     tz = None
-    if zone:
-        sign = 1 if zone[0] != "-" else -1
-        digits = zone.replace(":", "")[1:]
-        tz = timezone.utc if zone == "Z" else timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
     try:
+        if zone:
+            sign = 1 if zone[0] != "-" else -1
+            digits = zone.replace(":", "")[1:]
+            tz = timezone.utc if zone == "Z" else timezone(sign * timedelta(hours=int(digits[:2]),
+                                                                            minutes=int(digits[2:])))
         start = datetime(int(y), int(mo), int(d or 1), int(hh or 0), int(mm or 0), int(ss or 0),
                          int(round(float(frac) * 1e6)) if frac else 0, tzinfo=tz)
         if d is None:
