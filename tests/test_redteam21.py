@@ -110,3 +110,12 @@ def test_the_api_says_a_filter_is_a_string(proj: tuple[Project, dict[str, str]])
     p, _ = proj
     with pytest.raises(TypeError, match="a filter is a string"):
         guildlite.runs(filter=123, runs_dir=p.runs_dir)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("editor", ["false", "/nonexistent/editor"])
+def test_note_edit_with_a_failing_editor_is_one_error_line(proj: tuple[Project, dict[str, str]], editor: str) -> None:
+    p, ids = proj
+    cp = p.run("note", ids["nan"], "--edit", env={"EDITOR": editor, "VISUAL": editor})
+    assert cp.returncode == 1
+    assert cp.stderr.startswith("guildlite: error: --edit: ") and "no note written" in cp.stderr, cp.stderr
+    assert not json.loads((p.runs_dir / ids["nan"] / "run.json").read_text()).get("notes")

@@ -54,7 +54,10 @@ def note(run_spec: str, text: str | None, edit: bool, runs_dir: Path | None, gui
     Notes show in `runs info` and `view`; --filter 'note ~ REGEX' finds runs by them."""
     run = select_one(runs_dir_for(runs_dir, guildfile), run_spec)
     if edit:
-        text = click.edit(text or "", require_save=True, extension=".txt")
+        try:
+            text = click.edit(text or "", require_save=True, extension=".txt")
+        except click.ClickException as e:  # no such editor, or it failed: one line, as every error
+            raise GuildliteError(f"--edit: {e.format_message()}: no note written", exit_code=1) from None
         if text is None:
             raise GuildliteError("the editor closed without saving: no note written", exit_code=1)
     if text is None:
