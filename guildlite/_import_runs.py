@@ -246,6 +246,8 @@ def _checked(run_dir: Path) -> dict[str, Any]:
     problem = ""
     if rec.get("id", name) != name:
         problem = f"its run.json says it is run {str(rec.get('id'))[:40]!r}, but its directory is {name}"
+    elif name == rec.get("parent") or name in (rec.get("trials") or ()) or name in (rec.get("steps") or ()):
+        problem = "its record names the run itself as its own parent, trial or step"
     elif rec.get("status") not in ENDED:
         problem = f"its status is {rec.get('status')!r}: only runs that have ended are imported"
     for entry in rec.get("requires") or ():

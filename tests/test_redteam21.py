@@ -8,9 +8,12 @@ so ``op = nan`` must compare text, not two NaNs).
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from conftest import TRACEBACK, Project, write_project
@@ -119,3 +122,26 @@ def test_note_edit_with_a_failing_editor_is_one_error_line(proj: tuple[Project, 
     assert cp.returncode == 1
     assert cp.stderr.startswith("guildlite: error: --edit: ") and "no note written" in cp.stderr, cp.stderr
     assert not json.loads((p.runs_dir / ids["nan"] / "run.json").read_text()).get("notes")
+
+
+@pytest.mark.parametrize("field, value", [("parent", "SELF"), ("trials", ["SELF"]), ("steps", ["SELF"])])
+def test_import_refuses_a_run_that_is_its_own_parent_trial_or_step(
+    proj: tuple[Project, dict[str, str]], tmp_path: Path, field: str, value: object
+) -> None:
+    p, ids = proj
+    rid = "20250101T000000-abcdef"
+    rec = json.loads((p.runs_dir / ids["0.25"] / "run.json").read_text())
+    rec.update(id=rid, **{field: json.loads(json.dumps(value).replace("SELF", rid))})
+    archive = tmp_path / "self.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        top = tarfile.TarInfo(rid)
+        top.type = tarfile.DIRTYPE
+        tar.addfile(top)
+        data = json.dumps(rec).encode()
+        member = tarfile.TarInfo(f"{rid}/run.json")
+        member.size = len(data)
+        tar.addfile(member, io.BytesIO(data))
+    cp = p.run("runs", "import", str(archive))
+    assert cp.returncode == 2, cp.stderr
+    assert "its own parent, trial or step" in cp.stderr and TRACEBACK not in cp.stderr
+    assert not (p.runs_dir / rid).exists()
