@@ -24,6 +24,8 @@ from ._run import Run
 from ._runcopy import copy_run, entries, link_problem, open_regular
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")  # a plain .tar is not compressed
+# Archives it does not write: a DEST named so is a mistake, not a directory to make.
+_OTHER_ARCHIVES = (".zip", ".gz", ".bz2", ".xz", ".zst", ".7z", ".rar", ".tbz", ".tbz2", ".txz")
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,9 @@ def check_exportable(runs: Sequence[Run], runs_dir: Path, dest: Path) -> None:
     if going:
         shown = ", ".join(f"{r.id} ({r.status})" for r in going[:10]) + (" ..." if len(going) > 10 else "")
         raise GuildliteError(f"only runs that have ended can be exported; not these: {shown}", exit_code=2)
+    if not is_archive(dest) and not dest.is_dir() and dest.name.lower().endswith(_OTHER_ARCHIVES):
+        raise GuildliteError(f"{dest}: runs export writes a directory or a {', '.join(ARCHIVE_SUFFIXES)} "
+                             "archive, not this kind of file", exit_code=2)
     real_runs, real_dest = os.path.realpath(runs_dir), os.path.realpath(dest)
     if os.path.commonpath([real_runs, real_dest]) == real_runs:
         raise GuildliteError(f"{dest}: inside the runs dir {runs_dir}; export to a place outside it", exit_code=2)

@@ -145,3 +145,26 @@ def test_import_refuses_a_run_that_is_its_own_parent_trial_or_step(
     assert cp.returncode == 2, cp.stderr
     assert "its own parent, trial or step" in cp.stderr and TRACEBACK not in cp.stderr
     assert not (p.runs_dir / rid).exists()
+
+
+def test_export_to_an_empty_dest_is_refused_not_the_cwd(proj: tuple[Project, dict[str, str]]) -> None:
+    p, ids = proj
+    for args in ([ids["nan"], ""], [ids["nan"], " "], [""]):
+        cp = p.run("runs", "export", *args)
+        assert cp.returncode == 2, (args, cp.stderr)
+        assert "DEST is empty" in cp.stderr
+    assert not (p.root / ids["nan"]).exists()
+
+
+@pytest.mark.parametrize("name", ["out.zip", "out.tar.xz", "out.tar.bz2", "OUT.ZIP"])
+def test_export_to_an_archive_kind_it_does_not_write_is_refused(
+    proj: tuple[Project, dict[str, str]], tmp_path: Path, name: str
+) -> None:
+    p, ids = proj
+    cp = p.run("runs", "export", ids["nan"], str(tmp_path / name))
+    assert cp.returncode == 2, cp.stderr
+    assert "not this kind of file" in cp.stderr
+    assert not (tmp_path / name).exists()
+    cp = p.run("runs", "export", ids["nan"], str(tmp_path / "out.tgz"))
+    assert cp.returncode == 0, cp.stderr
+    assert (tmp_path / "out.tgz").is_file()

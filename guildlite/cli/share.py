@@ -40,6 +40,8 @@ def runs_export(
     from .._selection import with_trials
 
     *specs, dest_arg = args
+    if not dest_arg.strip():  # Path("") is the cwd: an unset $DEST must not fill it with run dirs
+        raise click.UsageError("DEST is empty: give the directory or archive to export to")
     dest = Path(dest_arg)
     if not specs and not dest.exists() and re.fullmatch(r"[0-9]*:?[0-9]*|[0-9]{8}T[0-9a-f:-]*", dest_arg):
         raise click.UsageError(f"{dest_arg!r} looks like a run selector, not a place to export to: "
