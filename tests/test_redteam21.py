@@ -168,3 +168,10 @@ def test_export_to_an_archive_kind_it_does_not_write_is_refused(
     cp = p.run("runs", "export", ids["nan"], str(tmp_path / "out.tgz"))
     assert cp.returncode == 0, cp.stderr
     assert (tmp_path / "out.tgz").is_file()
+
+
+def test_stop_with_a_filter_that_matches_nothing_says_so_once(proj: tuple[Project, dict[str, str]]) -> None:
+    p, _ = proj
+    cp = p.run("stop", "--filter", "status = running")
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stderr.strip() == "no runs match --filter: nothing changed"

@@ -93,7 +93,7 @@ def stop(
         raise click.UsageError("give RUNS to stop, or --filter EXPR")
     chosen = _chosen(runs_dir_for(runs_dir, guildfile), specs, filter_expr)
     done = stop_runs(chosen, timeout=timeout, force=force, log=lambda m: _say(m, err=True))
-    if not done.runs and not done.refused:
+    if chosen and not done.runs and not done.refused:  # none chosen: _chosen said so
         states = ", ".join(f"{r.id} is {r.status}" for r in chosen[:3]) + (", ..." if len(chosen) > 3 else "")
         _say(f"nothing to stop: no selected run is running ({states})", err=True)
     for r in done.runs:
