@@ -31,7 +31,7 @@ from ._runlive import LiveRuns
 from ._scheduler import Scheduler
 from ._slots import Slot
 from ._staging import new_run, publish, stage_source, staging
-from ._status import end_of_batch, job_end, move
+from ._status import DONE, end_of_batch, job_end, move
 from ._store import reset_end
 from ._supervisor import hand_over, write_launch
 from ._terminal import printable
@@ -188,7 +188,8 @@ class Session(VirtualParents):
         return job
 
     def finish(self, run: Run, code: int, job: Launched) -> None:
-        """Record a job's exit (``_status.job_end``): completed, error, or terminated (stopped)."""
+        """Record a job's exit (``_status.job_end``): completed, error, or terminated (stopped),
+        or pruned (a hook's ``StopRun(..., pruned=True)``)."""
         if code != 0:  # torchrun reports any failure as 1: the failing script's own code is better
             code = rank_exit_code(run.paths.rank_exits) or code
         stopped_by = self.live.finish(run, drain=not job.end_hooks_ran)  # the last scalars; a hook's StopRun
@@ -196,7 +197,7 @@ class Session(VirtualParents):
         stopped = job.signalled is not None or run.paths.stop_request.exists()
         status, exit_code, error = job_end(code, stopped=stopped, failure=job.error_message)
         if stopped_by is not None and job.error_message is None:
-            status, error = "terminated", stopped_by
+            status, error = stopped_by
         self.end(run, status, exit_code, error=error, hooks=not job.end_hooks_ran)
 
     def end(
@@ -329,7 +330,8 @@ class Session(VirtualParents):
     def prepare_restart(self, run: Run, flags: dict[str, Any] | None) -> list[Run]:
         """What ``--restart`` does, for a run and a batch, before anything starts again: the run
         (with ``flags``) staged again in its own dir; a batch with its trials that did not complete
-        (its completed ones stay as they are). The trials to start, [] for a run."""
+        (its completed and pruned ones stay as they are: ``_status.DONE``). The trials to start,
+        [] for a run."""
         with self._invocation():
             if run.status in ("pending", "running"):
                 raise GuildliteError(f"run {run.id} is {run.status}: stop it before restarting it", exit_code=2)
@@ -340,7 +342,7 @@ class Session(VirtualParents):
             for f in dataclasses.fields(fresh):
                 if not f.name.startswith("_") and f.name not in ("pid", "pid_start", "host"):  # now ours
                     setattr(run, f.name, getattr(fresh, f.name))
-            trials = [t for t in run.trials if t.status != "completed"] if run.is_batch else []
+            trials = [t for t in run.trials if t.status not in DONE] if run.is_batch else []
             self.reopen(run, flags)
             for t in trials:
                 t._parent = run
@@ -383,7 +385,8 @@ class Session(VirtualParents):
             self._open.clear()
 
     def restart(self, run: Run, flags: dict[str, Any] | None, slots: Sequence[Slot], fail_fast: bool = False) -> Run:
-        """Run ``run`` again in its own directory; a batch re-runs only its trials that did not complete."""
+        """Run ``run`` again in its own directory; a batch re-runs only its trials that did not
+        complete or get pruned."""
         return self.start(run, slots, fail_fast, self.prepare_restart(run, flags))
 
     def run_batch(

@@ -12,6 +12,7 @@ import click
 
 from .._choose import runs_dir_for, select_one
 from .._errors import GuildliteError
+from .._status import DONE
 from ._common import (
     CONTEXT,
     _fmt,
@@ -181,7 +182,7 @@ def run(
             if not click.confirm(f"Restart {what} {target.id}?", default=True):
                 raise GuildliteError("cancelled", exit_code=1)
         if target.is_batch and not detach:
-            job.session.progress = _BatchProgress(sum(t.status != "completed" for t in target.trials)).event
+            job.session.progress = _BatchProgress(sum(t.status not in DONE for t in target.trials)).event
         _finish_run(job.execute(), as_json, stage_only=False, detached=detach)
         return
     if not args:
@@ -387,7 +388,7 @@ class _BatchProgress:
             if run.started:
                 self.running -= 1
             self.done += 1
-            self.failed += run.status != "completed"
+            self.failed += run.status not in DONE
             elapsed = time.monotonic() - self.t0
             eta = elapsed / self.done * (self.total - self.done)
             _say(
