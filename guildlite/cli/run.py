@@ -260,14 +260,14 @@ def run(
         needed=needed,
         max_concurrent=max_concurrent,
     )
-    big = plan.trials is not None and len(plan.trials) > BATCH_CONFIRM_THRESHOLD
+    big = plan.trials is not None and plan.batch_info["trials"] > BATCH_CONFIRM_THRESHOLD
     if sys.stdin.isatty() and not yes and not big and not as_json:  # a large batch was asked already
         _show_plan(plan)
         if not click.confirm("Continue?", default=True):
             raise GuildliteError("cancelled", exit_code=1)
     session = Session(plan.config, plan.plugins)
     if plan.trials is not None and not detach:
-        session.progress = _BatchProgress(len(plan.trials)).event
+        session.progress = _BatchProgress(plan.batch_info["trials"]).event  # a search's: its budget
     try:
         result = execute(plan, stage_only=stage_only, fail_fast=fail_on_trial_error, session=session, detach=detach)
     except AlreadyDone as e:  # --needed: nothing was published
@@ -352,7 +352,7 @@ def _show_plan(plan: Any) -> None:
 
     cfg = plan.config
     if plan.trials is not None:
-        _say(f"You are about to run a batch of {len(plan.trials)} trial(s) of {cfg.op.name}"
+        _say(f"You are about to run a batch of {plan.batch_info['trials']} trial(s) of {cfg.op.name}"
                    f" ({len(plan.slots)} at a time)")
         flags = plan.batch_flags
     else:
