@@ -30,12 +30,14 @@ from ._run import Run
 from ._runconfig import RunConfig
 from ._runs_dir import default_runs_dir, option_runs_dir
 from ._script_op import is_script
+from ._search import first_values, plan_search
 from ._slots import Slot
 from ._status import DONE, ENDED
 from ._supervisor import read_launch
 from ._upstream import pin, recorded_picks, split_assignments
 
 if TYPE_CHECKING:
+    from ._study import SearchSpec
     from .backends import Backend
 
 BATCH_CONFIRM_THRESHOLD = 1000  # larger batches ask first
@@ -93,6 +95,7 @@ def plan_run(
     gpus: str | None = None,
     max_trials: int | None = None,
     seed: int | None = None,
+    search: SearchSpec | None = None,
     plugin_names: Sequence[str] = (),
     echo: bool = True,
     backend: str | None = None,
@@ -147,22 +150,32 @@ def plan_run(
     batch = is_batch(values) or bool(dims)
     if needed and batch:
         raise GuildliteError("--needed applies to single runs, not to a batch", exit_code=2)
+    if search is not None and not batch:
+        raise GuildliteError("a search (--optimizer, --minimize/--maximize, --prune) is of a batch: give a flag a"
+                             " range or a list (lr=loguniform[1e-4:1e-1], layers=[2,4])", exit_code=2)
+    proposed = search is not None and search.optimizer is not None  # trials proposed as slots free, none planned
+    if search is not None:
+        if proposed and dims:
+            raise GuildliteError("--optimizer searches flag values; upstream runs as a batch dimension are a grid"
+                                 " (pick one upstream run, or leave out --optimizer)", exit_code=2)
+        search = plan_search(search, values)
     if batch:
-        n = count_trials({**dims, **values}, max_trials)
+        n = (search.max_trials or 0) if search is not None and proposed else count_trials({**dims, **values}, max_trials)
         if n > MAX_TRIALS:
             raise GuildliteError(f"{n:,} trials is more than guildlite plans ({MAX_TRIALS:,}); use --max-trials",
                                  exit_code=2)
         if n > BATCH_CONFIRM_THRESHOLD and confirm is not None and not confirm(n):
             raise GuildliteError("cancelled", exit_code=1)
-    planned = plan_trials(op.flags, {**dims, **values}, max_trials=max_trials, seed=seed) if batch else None
+    planned = plan_trials(op.flags, {**dims, **values}, max_trials=max_trials, seed=seed) if batch and not proposed \
+        else [] if proposed else None
     trials = [{k: v for k, v in t.items() if k not in dims} for t in planned] if planned is not None else None
-    for flags in (trials or [values])[:1000]:  # a flag that cannot be encoded (a positional None) fails here
+    for flags in (trials or [first_values(values)])[:1000]:  # a flag that cannot be encoded (a positional None) fails here
         job_command(op, flags, nproc)
     name = backend if backend is not None else op.backend or guildfile.backend  # `--backend=` names none
     engine = make_backend(name, guildfile, op, backend_options)
     engine.check_op(op, nproc)
     cap = _max_concurrent(max_concurrent, guildfile, op, engine)
-    slots = engine.plan_slots(op, parallel if batch else None, len(trials or []), gpus)
+    slots = engine.plan_slots(op, parallel if batch else None, n if proposed else len(trials or []), gpus)
     given = {k: v for k, v in (backend_options or {}).get(name, {}).items() if v is not None}
     launch = {"guildfile": str(guildfile.path), "op": op.name, "plugin_names": list(plugin_names), "backend": name,
               "backend_options": given, "parallel": parallel, "gpus": gpus, "fail_fast": fail_fast,
@@ -188,8 +201,9 @@ def plan_run(
         max_concurrent=cap,
     )
     batch_flags, flag_dims = batch_spec(values)
-    info = {"trials": len(trials or []), "max_trials": max_trials, "seed": seed, "parallel": len(slots),
-            "dims": flag_dims, **({"upstream": {k: list(v.values) for k, v in dims.items()}} if dims else {})}
+    info = {"trials": n if proposed else len(trials or []), "max_trials": max_trials, "seed": seed, "parallel": len(slots),
+            "dims": flag_dims, **({"upstream": {k: list(v.values) for k, v in dims.items()}} if dims else {}),
+            **({"search": search.to_dict()} if search is not None else {})}
     return Plan(config, plugins, values, trials, batch_flags, info, slots, () if staged else _warnings(config),
                 trial_requires if per_trial else None)
 
