@@ -22,6 +22,7 @@ from ._launch import flag_env, launch_argv, rank_exit_code, without_rank_env
 from ._needed import check_staged
 from ._parents import VirtualParents
 from ._plugins import Dispatcher, HookFailed, Plugin
+from ._pruning import Pruning, prunes
 from ._queue import RunQueue
 from ._reach import unreached as flags_unreached
 from ._requires import Resolved
@@ -299,6 +300,9 @@ class Session(VirtualParents):
             raise GuildliteError(f"the end of run(s) {ids} could not be recorded: {next(iter(self.unrecorded.values()))}")
 
     def _run_trials(self, batch: Run, trials: Sequence[Run], slots: Sequence[Slot], fail_fast: bool) -> None:
+        if prunes(batch.batch) and not any(isinstance(p, Pruning) for p in self.hooks.plugins):
+            self.hooks.plugins.insert(0, Pruning())  # a built-in, first among priority ties (``_pruning``)
+
         def go() -> str | None:
             items: Iterable[Run] = trials
             if search_spec(batch) is not None:  # its study told each end; an optimizer's trials drawn as slots free
