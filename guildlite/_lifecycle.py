@@ -22,7 +22,7 @@ from ._launch import flag_env, launch_argv, rank_exit_code, without_rank_env
 from ._needed import check_staged
 from ._parents import VirtualParents
 from ._plugins import Dispatcher, HookFailed, Plugin
-from ._pruning import Pruning, prunes
+from ._pruning import join as join_pruning
 from ._queue import RunQueue
 from ._reach import unreached as flags_unreached
 from ._requires import Resolved
@@ -192,8 +192,7 @@ class Session(VirtualParents):
         return job
 
     def finish(self, run: Run, code: int, job: Launched) -> None:
-        """Record a job's exit (``_status.job_end``): completed, error, or terminated (stopped),
-        or pruned (a hook's ``StopRun(..., pruned=True)``)."""
+        """Record a job's exit (``_status.job_end``): completed, error, terminated (stopped) or pruned."""
         if code != 0:  # torchrun reports any failure as 1: the failing script's own code is better
             code = rank_exit_code(run.paths.rank_exits) or code
         stopped_by = self.live.finish(run, drain=not job.end_hooks_ran)  # the last scalars; a hook's StopRun
@@ -300,8 +299,7 @@ class Session(VirtualParents):
             raise GuildliteError(f"the end of run(s) {ids} could not be recorded: {next(iter(self.unrecorded.values()))}")
 
     def _run_trials(self, batch: Run, trials: Sequence[Run], slots: Sequence[Slot], fail_fast: bool) -> None:
-        if prunes(batch.batch) and not any(isinstance(p, Pruning) for p in self.hooks.plugins):
-            self.hooks.plugins.insert(0, Pruning())  # a built-in, first among priority ties (``_pruning``)
+        join_pruning(self.hooks, batch)  # the built-in Pruning, when the batch's search prunes
 
         def go() -> str | None:
             items: Iterable[Run] = trials
@@ -358,8 +356,7 @@ class Session(VirtualParents):
     def prepare_restart(self, run: Run, flags: dict[str, Any] | None) -> list[Run]:
         """What ``--restart`` does, for a run and a batch, before anything starts again: the run
         (with ``flags``) staged again in its own dir; a batch with its trials that did not complete
-        (its completed and pruned ones stay as they are: ``_status.DONE``). The trials to start,
-        [] for a run."""
+        (its completed and pruned ones, ``_status.DONE``, stay). The trials to start, [] for a run."""
         with self._invocation():
             if run.status in ("pending", "running"):
                 raise GuildliteError(f"run {run.id} is {run.status}: stop it before restarting it", exit_code=2)
@@ -413,8 +410,7 @@ class Session(VirtualParents):
             self._open.clear()
 
     def restart(self, run: Run, flags: dict[str, Any] | None, slots: Sequence[Slot], fail_fast: bool = False) -> Run:
-        """Run ``run`` again in its own directory; a batch re-runs only its trials that did not
-        complete or get pruned."""
+        """Run ``run`` again in its own directory; a batch re-runs only its trials not done (``_status.DONE``)."""
         return self.start(run, slots, fail_fast, self.prepare_restart(run, flags))
 
     def run_batch(

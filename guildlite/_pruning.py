@@ -25,6 +25,8 @@ from ._builtins import BUILTIN_PRIORITY
 from ._plugins import Plugin, StopRun
 
 if TYPE_CHECKING:
+    from ._plugins import Dispatcher
+    from ._run import Run as StoredRun
     from ._runview import Run
     from ._study import Study
 
@@ -33,6 +35,13 @@ def prunes(batch_record: Mapping[str, Any] | None) -> bool:
     """Whether a batch's record (its ``batch`` field) asks for pruning."""
     search = (batch_record or {}).get("search")
     return isinstance(search, Mapping) and isinstance(search.get("prune"), Mapping)
+
+
+def join(hooks: Dispatcher, batch: StoredRun) -> None:
+    """Add ``Pruning`` to ``hooks`` (once) when ``batch`` prunes: first among its priority ties,
+    as the built-ins are declared first."""
+    if prunes(batch.batch) and not any(isinstance(p, Pruning) for p in hooks.plugins):
+        hooks.plugins.insert(0, Pruning())
 
 
 class Pruning(Plugin):

@@ -100,8 +100,9 @@ def stopped_as(request: Path) -> Status:
     except OSError:
         return "terminated"
     try:
-        return "pruned" if stat.S_ISREG(os.fstat(fd).st_mode) and os.read(fd, 64).strip() == PRUNE_REQUEST \
-            else "terminated"
+        st = os.fstat(fd)
+        asked = stat.S_ISREG(st.st_mode) and st.st_size <= 64 and os.read(fd, 64).strip() == PRUNE_REQUEST
+        return "pruned" if asked else "terminated"
     except OSError:
         return "terminated"
     finally:

@@ -1,0 +1,279 @@
+"""Pruning at run time: the status ``pruned`` (the status table, listings, choices), trials of a
+batch stopped early through their backend when the batch's pruner says so, their slots given to
+the next trials at once, and batch ends and restarts that count them done.
+
+Real ``guildlite`` processes; the job is a plain argparse script with no guildlite code that prints
+``step: N`` / ``loss: X`` each step, its loss curve set by its ``lr`` flag (far from 0.1: clearly
+bad at every step).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import textwrap
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from conftest import Project, assert_clean_error, read_scalars
+
+STEPS = 40
+
+TRAIN = textwrap.dedent(
+    """\
+    import argparse, time
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--sleep", type=float, default=0.1)
+    p.add_argument("--crash", type=int, default=0)
+    a = p.parse_args()
+    if a.crash:
+        raise SystemExit(3)
+    for step in range(a.steps):
+        print(f"step: {step}", flush=True)
+        print(f"loss: {abs(a.lr - 0.1) * 100 + 1.0 / (step + 1):.6f}", flush=True)
+        time.sleep(a.sleep)
+    """
+)
+
+GUILDFILE = textwrap.dedent(
+    f"""\
+    operations:
+      train:
+        main: train.py
+        launcher: python
+        progress-interval: 0.1
+        flags:
+          lr: 0.1
+          steps: {STEPS}
+          sleep: 0.1
+          crash: 0
+    """
+)
+
+# A plugin of the user's own that prunes with the public API (StopRun(..., pruned=True)).
+USER_PRUNER = textwrap.dedent(
+    """\
+    from guildlite import Plugin, StopRun
+
+    class Diverged(Plugin):
+        def on_run_progress(self, run):
+            loss = run.scalars.get("loss")
+            if loss is not None and loss > 100:
+                raise StopRun(f"loss {loss} diverged", pruned=True)
+    """
+)
+
+
+@pytest.fixture
+def proj(make_project: Callable[..., Project]) -> Project:
+    return make_project(guildfile=GUILDFILE, files={"train.py": TRAIN})
+
+
+def _time(iso: str) -> datetime:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00"))
+
+
+def _trials(proj: Project, batch: dict[str, Any]) -> list[dict[str, Any]]:
+    return [proj.record(t) for t in batch["trials"]]
+
+
+def _batch(proj: Project) -> dict[str, Any]:
+    (batch,) = [r for r in proj.records() if r.get("is_batch")]
+    return batch
+
+
+def _steps(proj: Project, run_id: str) -> list[int]:
+    return sorted({r["step"] for r in read_scalars(proj.runs_dir / run_id) if r["key"] == "loss"})
+
+
+# --- the status table -----------------------------------------------------------------------------
+
+
+def test_pruned_is_an_end_that_a_batch_counts_done() -> None:
+    from guildlite import _record, _status
+
+    assert "pruned" in _status.STATES and "pruned" in _status.ENDED and "pruned" not in _status.ACTIVE
+    assert _record.STATUSES == _status.STATES  # what a record may say is what the table knows
+    for old in ("pending", "running"):  # pending: a cluster job its owner still reads queued
+        assert _status.moved(old, "pruned") == "pruned"
+    assert _status.moved("pruned", "staged") == "staged"  # a restart of that trial
+    for old in ("staged", "pruned", "completed"):
+        with pytest.raises(_status.BadMove):
+            _status.moved(old, "pruned" if old != "pruned" else "running")
+    assert _status.batch_end({"completed": 2, "pruned": 3}, 5, stopped=False) == ("completed", None)
+    assert _status.batch_end({"pruned": 4}, 4, stopped=False) == ("completed", None)
+    status, error = _status.batch_end({"completed": 1, "pruned": 1, "error": 1}, 3, stopped=False)
+    assert status == "error" and error == {"message": "1 of 3 trials did not complete"}
+    assert _status.batch_end({"pruned": 2}, 2, stopped=True)[0] == "terminated"
+    assert _status.exit_status("pruned", 143) == 0  # it did what was asked: 143 stays in its record
+    assert _status.exit_status("terminated", None) == 143
+
+
+def test_a_stop_request_says_pruned_only_in_its_own_words(tmp_path: Path) -> None:
+    """What a node reads (``stopped_as``) is untrusted: a FIFO is not waited on, a link not
+    followed, a huge file not read whole, anything else is a plain stop."""
+    from guildlite._status import request_prune, stopped_as
+
+    req = tmp_path / "stop"
+    assert stopped_as(req) == "terminated"  # none
+    req.touch()
+    assert stopped_as(req) == "terminated"  # `guildlite stop`, a cancel
+    request_prune(req)
+    assert stopped_as(req) == "pruned"
+    req.write_text("pruned" + " " * 100 + "x")
+    assert stopped_as(req) == "terminated"
+    req.write_bytes(b"pruned" * 10_000_000)  # 60 MB: only a few bytes are read
+    assert stopped_as(req) == "terminated"
+    target = tmp_path / "elsewhere"
+    target.write_text("pruned")
+    req.unlink()
+    req.symlink_to(target)
+    assert stopped_as(req) == "terminated"
+    req.unlink()
+    os.mkfifo(req)
+    assert stopped_as(req) == "terminated"  # returns at once: no writer is waited for
+
+
+def test_steps_of_a_script_that_prints_none_count_up() -> None:
+    """The k-th value of each trial is compared with the others' k-th, with or without steps."""
+    from guildlite._pruning import Pruning
+
+    p = Pruning()
+    assert [p._step("a", s) for s in (0, 0, 0, None, True)] == [0, 1, 2, 3, 4]
+    assert [p._step("b", s) for s in (5, 10, 10, 7, 20)] == [5, 10, 11, 12, 20]
+
+
+def test_the_built_in_passes_plugin_validation() -> None:
+    from guildlite._plugin_loader import check_plugin
+    from guildlite._pruning import Pruning, prunes
+
+    check_plugin(Pruning(), "built-in")
+    assert prunes({"search": {"scalar": "loss", "prune": {"kind": "median"}}})
+    assert not prunes({"search": {"scalar": "loss", "prune": None}}) and not prunes(None) and not prunes({})
+    assert not prunes({"search": "prune"})  # a record is input
+
+
+# --- pruning a batch ------------------------------------------------------------------------------
+
+
+def test_median_pruning_stops_bad_trials_and_gives_their_slots_to_the_next(proj: Project) -> None:
+    """A grid with --prune median over two slots: the good trials (each a little better than those
+    before it, so never worse than their median) complete; each clearly bad one is stopped before
+    its last step (SIGTERM: exit 143, recorded) and ends pruned; the trial
+    after it starts on its slot while the trial started beside it, as long as it would have run,
+    is still running; the batch completes, and guildlite exits 0."""
+    cp = proj.run("run", "train", "lr=[0.104,0.103,5.0,0.102,6.0,0.101]", "--prune", "median", "--minimize", "loss",
+                  "--parallel", "2", "-y", timeout=240)
+    assert cp.returncode == 0, (cp.stdout, cp.stderr)
+    batch = _batch(proj)
+    assert batch["status"] == "completed", batch
+    assert batch["batch"]["summary"] == {"completed": 4, "pruned": 2}
+    t1, t2, t3, t4, t5, t6 = trials = _trials(proj, batch)
+    assert [t["status"] for t in trials] == ["completed", "completed", "pruned", "completed", "pruned", "completed"]
+    for t in (t1, t2, t4, t6):
+        assert _steps(proj, t["id"]) == list(range(STEPS)) and t["exit_code"] == 0
+    for bad in (t3, t5):
+        steps = _steps(proj, bad["id"])
+        assert steps and steps[-1] < STEPS - 1, steps  # its curve ends where it was pruned
+        assert bad["exit_code"] == 143  # SIGTERM through the backend's stop, recorded
+        assert bad["error"]["plugin"] == "Pruning" and bad["error"]["hook"] == "on_run_progress"
+        assert "pruned (median) at step" in bad["error"]["message"]
+        assert bad["attrs"]["Pruning"]["step"] <= steps[-1]
+    # t3 and t4 took the slots of t1 and t2; t5 took t3's as soon as t3 was pruned, while t4 (as long
+    # as t3 would have been) still ran.
+    assert _time(t3["stopped"]) <= _time(t5["started"]) < _time(t4["stopped"])
+    assert _time(t3["stopped"]) < _time(t4["stopped"])
+    ends = [line for line in cp.stderr.splitlines() if "| done" in line]
+    assert sum(f"{bad['id']} pruned | done" in line for line in ends for bad in (t3, t5)) == 2, cp.stderr
+    assert ends and all("failed 0" in line for line in ends), ends  # a pruned trial did not fail
+
+    listed = proj.run_json("runs", "--status", "pruned", "--json")
+    assert sorted(r["id"] for r in listed) == sorted([t3["id"], t5["id"]])
+    assert all(r["status"] == "pruned" for r in listed)
+    rows = proj.run_json("compare", "--status", "pruned", "--json")
+    assert sorted(r["id"] for r in rows) == sorted([t3["id"], t5["id"]])
+
+
+def test_restart_of_a_batch_leaves_pruned_trials_alone(proj: Project) -> None:
+    """A restarted batch runs again only the trials that did not complete or get pruned (here the
+    one that crashed); its pruned and completed trials keep their end and their attempts."""
+    cp = proj.run("run", "train", "lr=[0.1,5.0]", "crash=[0,1]", "--prune", "median", "--minimize", "loss",
+                  "--parallel", "1", "-y", timeout=240)
+    batch = _batch(proj)
+    assert batch["status"] == "error", (batch, cp.stderr)
+    before = {t["id"]: t for t in _trials(proj, batch)}
+    by_flags = {(t["flags"]["lr"], t["flags"]["crash"]): t for t in before.values()}
+    assert by_flags[(0.1, 0)]["status"] == "completed"
+    assert by_flags[(5.0, 0)]["status"] == "pruned"
+    assert {by_flags[(0.1, 1)]["status"], by_flags[(5.0, 1)]["status"]} == {"error"}
+
+    cp = proj.run("run", "--restart", batch["id"], "-y", timeout=240)
+    after = {t["id"]: proj.record(t["id"]) for t in before.values()}
+    for key in ((0.1, 0), (5.0, 0)):
+        tid = by_flags[key]["id"]
+        assert after[tid]["status"] == before[tid]["status"] and after[tid]["started"] == before[tid]["started"]
+        assert after[tid]["attempts"] == []
+    for key in ((0.1, 1), (5.0, 1)):
+        tid = by_flags[key]["id"]
+        assert len(after[tid]["attempts"]) == 1 and after[tid]["status"] == "error"
+
+
+def test_a_users_plugin_prunes_with_the_public_api(make_project: Callable[..., Project]) -> None:
+    """``StopRun(reason, pruned=True)`` from any on_run_progress: the run ends pruned (not
+    terminated), its error names the plugin, guildlite exits 0; listed under --status pruned."""
+    gf = GUILDFILE.replace("    launcher: python\n", "    launcher: python\n    plugins: [myplugins:Diverged]\n")
+    proj = make_project(guildfile=gf, files={"train.py": TRAIN, "myplugins.py": USER_PRUNER})
+    cp = proj.run("run", "train", "lr=5.0", "-y", timeout=120)
+    assert cp.returncode == 0, (cp.stdout, cp.stderr)
+    rec = proj.only_record()
+    assert rec["status"] == "pruned" and rec["exit_code"] == 143, rec
+    assert rec["error"]["plugin"] == "Diverged" and "diverged" in rec["error"]["message"]
+    assert _steps(proj, rec["id"])[-1] < STEPS - 1
+    assert "pruned the run" in cp.stderr
+    assert [r["id"] for r in proj.run_json("runs", "--status", "pruned", "--json")] == [rec["id"]]
+    info = json.loads(proj.run("runs", "info", rec["id"], "--json").stdout)
+    assert info["status"] == "pruned"
+
+
+def test_the_readme_example_prunes_the_clearly_bad_trial(make_project: Callable[..., Project]) -> None:
+    """The first command of README's "Pruning" runs as written: the batch completes, the trial far
+    from lr=0.1 is pruned, the best one completes."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("### Pruning", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    argv = shlex.split(block.splitlines()[0])
+    assert argv[:3] == ["guildlite", "run", "train"] and "--prune" in argv, argv
+    proj = make_project(guildfile=GUILDFILE.replace(f"steps: {STEPS}", "steps: 20"), files={"train.py": TRAIN})
+    cp = proj.run(*argv[1:], "-y", timeout=240)
+    assert cp.returncode == 0, (cp.stdout, cp.stderr)
+    batch = _batch(proj)
+    assert batch["status"] == "completed"
+    by_lr = {t["flags"]["lr"]: t for t in _trials(proj, batch)}
+    assert by_lr[3.0]["status"] == "pruned" and by_lr[0.1]["status"] == "completed", by_lr
+
+
+def test_status_choices_name_pruned(proj: Project) -> None:
+    for cmd in (("runs",), ("compare",)):
+        cp = proj.run(*cmd, "--status", "pruned")
+        assert cp.returncode == 0, (cmd, cp.stderr)
+        cp = proj.run(*cmd, "--status", "prunned")
+        assert cp.returncode == 2 and "pruned" in cp.stderr, (cmd, cp.stderr)
+
+
+def test_the_page_colours_and_filters_pruned() -> None:
+    from importlib.resources import files
+
+    static = files("guildlite") / "static"
+    assert ".st-pruned" in (static / "view.css").read_text()
+    assert "<option>pruned</option>" in (static / "view.html").read_text()
+
+
+def test_prune_without_a_scalar_is_refused(proj: Project) -> None:
+    cp = proj.run("run", "train", "lr=[0.1,5.0]", "--prune", "median", "-y")
+    assert_clean_error(cp, 2, "--prune")
+    assert proj.run_dirs() == []
