@@ -148,8 +148,9 @@ class Run:
         self._synced_attrs = snapshot_attrs(self.attrs)
 
 
-    def save(self) -> None:
-        """Write this Run's fields as the run's owner (``_store.owner_save``).
+    def save(self, only: tuple[str, ...] | None = None) -> None:
+        """Write this Run's fields as the run's owner (``_store.owner_save``); ``only``: just
+        those and ``attrs`` (while a job runs away from its owner, its node writes the others).
 
         Everything but ``label`` and ``tags`` (the inspect commands' fields, taken from disk here
         and never written) is the owner's; ``attrs`` are merged per plugin key: only the keys this
@@ -157,7 +158,7 @@ class Run:
         process (a backend's node) is not reverted. A record that is missing or unreadable is written
         whole from this Run.
         """
-        rec = owner_save(self.run_dir, self.to_record(), self._synced_attrs or {})
+        rec = owner_save(self.run_dir, self.to_record(), self._synced_attrs or {}, only)
         self.label, self.tags = rec["label"], rec["tags"]
         self.attrs.clear()  # in place: a plugin may hold a reference to the dict
         self.attrs.update(rec["attrs"])

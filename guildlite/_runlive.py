@@ -132,7 +132,8 @@ class LiveRuns:
             live.kill_at = time.monotonic() + self.grace
         finally:
             run._new_scalars = []
-            try:
-                run.save()  # what the hooks wrote in run.attrs, and their trace
+            try:  # what the hooks wrote in run.attrs, and their trace: only those, as the job runs (on a
+                # cluster its node writes status, attempts and times meanwhile: never overwritten here)
+                run.save(only=("plugins",))
             except (OSError, GuildliteError) as e:  # a full disk, the run dir gone: its end says so
                 self.log(f"guildlite: cannot record run {run.id}'s progress hooks: {getattr(e, 'strerror', None) or e}")

@@ -66,6 +66,10 @@ USER_PRUNER = textwrap.dedent(
             loss = run.scalars.get("loss")
             if loss is not None and loss > 100:
                 raise StopRun(f"loss {loss} diverged", pruned=True)
+
+    class TooEarly(Plugin):
+        def on_run_begin(self, run):
+            raise StopRun("no budget left", pruned=True)
     """
 )
 
@@ -147,6 +151,31 @@ def test_steps_of_a_script_that_prints_none_count_up() -> None:
     p = Pruning()
     assert [p._step("a", s) for s in (0, 0, 0, None, True)] == [0, 1, 2, 3, 4]
     assert [p._step("b", s) for s in (5, 10, 10, 7, 20)] == [5, 10, 11, 12, 20]
+
+
+def test_a_progress_save_writes_only_what_hooks_write(tmp_path: Path) -> None:
+    """While a job runs on a cluster its node records status, attempts and times; the owner's save
+    after on_run_progress (the pruner's, any plugin's) writes the hooks' attrs and trace only, so
+    the node's attempt is still there to be ended ``pruned``."""
+    from guildlite._run import raw_run
+    from guildlite._store import update_record
+
+    d = tmp_path / "20260101T000000-000aaa"
+    d.mkdir()
+    (d / "run.json").write_text(json.dumps({"id": d.name, "op": "train", "status": "pending", "flags": {},
+                                            "label": "", "tags": [], "attrs": {}, "attempts": []}))
+    owner = raw_run(d)  # as the owner holds it: pending, no attempt yet
+    update_record(d, lambda rec: rec.update(status="running", attempts=[{"job_id": "7", "status": "running"}]))
+    owner.attrs["Pruning"] = {"step": 3, "value": 9.5}
+    owner.plugins.append({"plugin": "Pruning", "hook": "on_run_progress", "priority": 10, "start": 1.0,
+                          "seconds": 0.1, "error": None, "calls": 4, "failed": 0})
+    owner.save(only=("plugins",))
+    rec = json.loads((d / "run.json").read_text())
+    assert rec["status"] == "running" and rec["attempts"] == [{"job_id": "7", "status": "running"}]  # the node's
+    assert rec["attrs"] == {"Pruning": {"step": 3, "value": 9.5}} and rec["plugins"][-1]["calls"] == 4
+    (d / "run.json").write_text("{")  # unreadable: the owner, which holds the whole record, writes it whole
+    owner.save(only=("plugins",))
+    assert json.loads((d / "run.json").read_text())["status"] == "pending"
 
 
 def test_the_built_in_passes_plugin_validation() -> None:
@@ -239,6 +268,17 @@ def test_a_users_plugin_prunes_with_the_public_api(make_project: Callable[..., P
     assert [r["id"] for r in proj.run_json("runs", "--status", "pruned", "--json")] == [rec["id"]]
     info = json.loads(proj.run("runs", "info", rec["id"], "--json").stdout)
     assert info["status"] == "pruned"
+
+
+def test_pruned_before_the_start_is_a_veto(make_project: Callable[..., Project]) -> None:
+    """``pruned`` is for a run that ran: ``StopRun(..., pruned=True)`` in on_run_begin vetoes it
+    (``error``), as any StopRun there does."""
+    gf = GUILDFILE.replace("    launcher: python\n", "    launcher: python\n    plugins: [myplugins:TooEarly]\n")
+    proj = make_project(guildfile=gf, files={"train.py": TRAIN, "myplugins.py": USER_PRUNER})
+    cp = proj.run("run", "train", "-y", timeout=120)
+    rec = proj.only_record()
+    assert cp.returncode != 0 and rec["status"] == "error" and rec["started"] is None, (rec, cp.stderr)
+    assert rec["error"]["veto"] is True and rec["error"]["message"] == "no budget left"
 
 
 def test_the_readme_example_prunes_the_clearly_bad_trial(make_project: Callable[..., Project]) -> None:
