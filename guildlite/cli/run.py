@@ -179,15 +179,15 @@ def run(
     searching = {"--optimizer": optimizer, "--minimize": minimize, "--maximize": maximize, "--objective": objective,
                  "--prune": prune, "--prune-min-steps": prune_min_steps, "--prune-warmup": prune_warmup,
                  "--prune-reduction-factor": prune_reduction_factor}
-    search = spec_from_options(optimizer=optimizer, minimize=minimize, maximize=maximize, objective=objective,
-                         max_trials=max_trials, seed=seed, prune=prune, prune_min_steps=prune_min_steps,
-                         prune_warmup=prune_warmup, prune_reduction_factor=prune_reduction_factor)
     given_search = next((k for k, v in searching.items() if v is not None), None)
     if given_search is not None and (start_staged or restart_spec):
         how = "it is started as it was staged" if start_staged else "a restart continues its batch's search as it" \
             " was (--max-trials asks for more trials)"
         raise GuildliteError(f"{given_search} does not go with {'--start' if start_staged else '--restart'}: {how}",
                              exit_code=2)
+    search = spec_from_options(optimizer=optimizer, minimize=minimize, maximize=maximize, objective=objective,
+                               max_trials=max_trials, seed=seed, prune=prune, prune_min_steps=prune_min_steps,
+                               prune_warmup=prune_warmup, prune_reduction_factor=prune_reduction_factor)
     if start_staged:
         other = "--restart" if restart_spec else "--stage" if stage_only else "--needed" if needed else ""
         if other:  # --needed too: a staged run is started as it was staged, never skipped
