@@ -98,6 +98,7 @@ class Search:
         self._stage, self._defs, self.log = stage, defs, log
         self.optimizer = make(self.spec.optimizer, space_of(batch.flags), self.spec) if self.spec.optimizer else None
         self.budget = trial_budget(self.optimizer, self.spec) if self.optimizer is not None else 0
+        self.study.on_report = getattr(self.optimizer, "report", None)
         for trial in batch.trials:
             if trial.status in ENDED:
                 outcome = self.outcome(trial)

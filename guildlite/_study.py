@@ -16,7 +16,7 @@ import threading
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
 
 from ._errors import GuildliteError
 from ._search_space import Dimension, distributions, space_of
@@ -157,6 +157,7 @@ class Study:
         self.storage = study._storage
         self.space = dict(space)
         self._ids: dict[tuple[str, int], int] = {}  # (run id, attempt) -> Optuna trial id
+        self.on_report: Callable[[Run, int, float], bool] | None = None  # the optimizer's report, if it has one
 
     @classmethod
     def open(cls, batch: Run) -> Study | None:
@@ -222,19 +223,23 @@ class Study:
         return int(found._trial_id) if found.state == optuna.trial.TrialState.RUNNING else None
 
     def report(self, trial: Run, step: int, value: float) -> bool:
-        """Record ``trial``'s objective ``value`` at ``step``; True: the pruner says stop it."""
+        """Record ``trial``'s objective ``value`` at ``step``; True: stop it (the pruner says so,
+        or the search's optimizer, through its ``report``)."""
         optuna = import_optuna()
-        if self.spec.prune is None or not math.isfinite(value):
+        if not math.isfinite(value):
             return False
+        asked = self.on_report(trial, int(step), float(value)) if self.on_report is not None else False
+        if self.spec.prune is None:
+            return bool(asked)
         tid = self._running(trial)
         if tid is None:
-            return False
+            return bool(asked)
         t = optuna.trial.Trial(self.optuna, tid)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a step reported twice is ignored, not an error
             t.report(float(value), int(step))
-        if int(step) < self.spec.prune.min_steps:
-            return False
+        if asked or int(step) < self.spec.prune.min_steps:
+            return bool(asked)
         states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         if len(self.optuna.get_trials(deepcopy=False, states=states)) < self.spec.prune.warmup:
             return False
