@@ -409,10 +409,6 @@ class Session(VirtualParents):
             hand_over(run, others)
             self._open.clear()
 
-    def restart(self, run: Run, flags: dict[str, Any] | None, slots: Sequence[Slot], fail_fast: bool = False) -> Run:
-        """Run ``run`` again in its own directory; a batch re-runs only its trials not done (``_status.DONE``)."""
-        return self.start(run, slots, fail_fast, self.prepare_restart(run, flags))
-
     def run_batch(
         self,
         batch_flags: dict[str, Any],

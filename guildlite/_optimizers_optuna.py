@@ -50,11 +50,18 @@ class OptunaOptimizer(Optimizer):
             warnings.simplefilter("ignore")  # experimental-feature notices: not the user's concern
             self.study = optuna.create_study(direction=spec.direction, sampler=self.sampler(spec.seed))
         self._pending: list[Any] = []  # trials asked, not told yet
+        self._reseeded = False
 
     def sampler(self, seed: int | None) -> Any:
         raise NotImplementedError
 
     def ask(self, batch: Run) -> dict[str, Any] | None:
+        told = len(self.study.trials)
+        if not self._pending and told and self.spec.seed is not None and not self._reseeded:
+            # A search started again (its trials told anew): the seed's first draws were the first
+            # trials'; a seed of its own for what it proposes from here, the same on every rerun.
+            self.study.sampler = self.sampler(self.spec.seed + told)
+        self._reseeded = True
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             trial = self.study.ask(self.dists)

@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Ma
 from ._batch import coerce_sampled
 from ._errors import GuildliteError
 from ._status import ENDED
-from ._study import Outcome, PruneSpec, SearchSpec, Study, objective_value
+from ._study import Outcome, PruneSpec, SearchSpec, Study, objective_value, search_spec
 
 if TYPE_CHECKING:
     from ._flags import FlagDef
     from ._run import Run
 
 
-def search_spec(
+def spec_from_options(
     *,
     optimizer: str | None = None,
     minimize: str | None = None,
@@ -98,6 +98,7 @@ class Search:
         self._stage, self._defs, self.log = stage, defs, log
         self.optimizer = make(self.spec.optimizer, space_of(batch.flags), self.spec) if self.spec.optimizer else None
         self.budget = trial_budget(self.optimizer, self.spec) if self.optimizer is not None else 0
+        self.study.on_report = getattr(self.optimizer, "report", None)
         for trial in batch.trials:
             if trial.status in ENDED:
                 outcome = self.outcome(trial)
@@ -148,19 +149,51 @@ class Search:
             self.optimizer.tell(trial, outcome)
 
 
-def plan_search(spec: SearchSpec, values: Mapping[str, Any]) -> SearchSpec:
-    """``spec`` checked against the batch's resolved flag ``values`` before anything is staged
-    (Optuna there, the optimizer found and willing to search these dimensions), with its trial
-    budget settled (``max_trials``: --max-trials, else the optimizer's own); GuildliteError (exit 2)."""
+def plan_search(spec: SearchSpec, values: Mapping[str, Any], batch: bool, upstream: bool) -> SearchSpec:
+    """``spec`` checked against the resolved flag ``values`` (``batch``: some are dimensions;
+    ``upstream``: upstream runs are one) before anything is staged: Optuna there, the optimizer
+    found and willing to search these dimensions; with its trial budget settled (``max_trials``:
+    --max-trials, else the optimizer's own). GuildliteError (exit 2)."""
     from ._optimizers import make, trial_budget
     from ._search_space import space_of
     from ._study import import_optuna
 
+    if not batch:
+        raise GuildliteError("a search (--optimizer, --minimize/--maximize, --prune) is of a batch: give a flag a"
+                             " range or a list (lr=loguniform[1e-4:1e-1], layers=[2,4])", exit_code=2)
     import_optuna()
     if spec.optimizer is None:
         return spec
+    if upstream:
+        raise GuildliteError("--optimizer searches flag values; upstream runs as a batch dimension are a grid"
+                             " (pick one upstream run, or leave out --optimizer)", exit_code=2)
+    if not space_of(values):
+        raise GuildliteError("--optimizer needs a flag with a range or a list to search (lr=loguniform[1e-4:1e-1])",
+                             exit_code=2)
     optimizer = make(spec.optimizer, space_of(values), spec)
     return dataclasses.replace(spec, max_trials=trial_budget(optimizer, spec))
+
+
+def check_budget(batch: Run, max_trials: int | None) -> None:
+    """``--restart BATCH --max-trials N``: BATCH must be a search; GuildliteError (exit 2)."""
+    if max_trials is None:
+        return
+    spec = search_spec(batch) if batch.is_batch else None
+    if spec is None or spec.optimizer is None:
+        raise GuildliteError("--max-trials with --restart continues a search (a batch run with --optimizer):"
+                             f" run {batch.id} is not one", exit_code=2)
+    if max_trials < 1:
+        raise GuildliteError("--max-trials must be at least 1", exit_code=2)
+
+
+def with_budget(batch: Run, max_trials: int | None) -> None:
+    """Record a search's new trial budget in its batch (``--restart BATCH --max-trials N``)."""
+    if max_trials is None:
+        return
+    info = dict(batch.batch or {})
+    info["search"] = {**info["search"], "max_trials": max_trials}
+    batch.batch = info
+    batch.save()
 
 
 def first_values(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -172,3 +205,4 @@ def first_values(values: Mapping[str, Any]) -> dict[str, Any]:
     for name, v in values.items():
         out[name] = v.values[0] if isinstance(v, Grid) else v.args[0] if isinstance(v, Random) else v
     return out
+

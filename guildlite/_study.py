@@ -16,7 +16,7 @@ import threading
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
 
 from ._errors import GuildliteError
 from ._search_space import Dimension, distributions, space_of
@@ -154,8 +154,10 @@ class Study:
         self.batch_dir = batch_dir
         self.spec = spec
         self.optuna = study
+        self.storage = study._storage
         self.space = dict(space)
         self._ids: dict[tuple[str, int], int] = {}  # (run id, attempt) -> Optuna trial id
+        self.on_report: Callable[[Run, int, float], bool] | None = None  # the optimizer's report, if it has one
 
     @classmethod
     def open(cls, batch: Run) -> Study | None:
@@ -167,7 +169,7 @@ class Study:
         key = batch.run_dir.resolve()
         with cls._lock:
             found = cls._open.get(key)
-            if found is None:
+            if found is None or found.spec != spec:  # a restart may give a search a new budget
                 found = cls._open[key] = cls(key, spec, _load(batch, spec), space_of(batch.flags))
             return found
 
@@ -185,7 +187,7 @@ class Study:
         key = (trial.id, attempt)
         tid = self._ids.get(key)
         if tid is not None:
-            return self.optuna._storage.get_trial(tid)
+            return self.storage.get_trial(tid)
         for t in reversed(self.optuna.get_trials(deepcopy=False)):
             if t.user_attrs.get("run") == trial.id and t.user_attrs.get("attempt", 0) == attempt:
                 self._ids[key] = t._trial_id
@@ -198,16 +200,18 @@ class Study:
         found = self._attempt(trial)
         if found is not None:
             return int(found._trial_id)
+        optuna = import_optuna()
         flags = dict(params or trial.flags)
-        dists = distributions({k: d for k, d in self.space.items() if k in flags})
-        # Its flags as the trial's params (enqueued: fixed, not sampled), so that importances and
-        # the optimization history see them.
-        self.optuna.enqueue_trial({k: flags[k] for k in dists},
-                                  user_attrs={"run": trial.id, "attempt": len(trial.attempts)})
-        t = self.optuna.ask(dists)
-        t.set_user_attr("flags", _jsonable(trial.flags))
-        self._ids[(trial.id, len(trial.attempts))] = t._trial_id
-        return int(t._trial_id)
+        # Its flags as the trial's params (those its dimensions hold), so that importances and the
+        # optimization history see them; one journal record (each one is a locked, synced write).
+        dists = {k: d for k, d in distributions({k: d for k, d in self.space.items() if k in flags}).items()
+                 if _holds(d, flags[k])}
+        template = optuna.trial.create_trial(
+            state=optuna.trial.TrialState.RUNNING, params={k: flags[k] for k in dists}, distributions=dists,
+            user_attrs={"run": trial.id, "attempt": len(trial.attempts), "flags": _jsonable(trial.flags)})
+        tid = int(self.storage.create_new_trial(self.optuna._study_id, template_trial=template))
+        self._ids[(trial.id, len(trial.attempts))] = tid
+        return tid
 
     def _running(self, trial: Run) -> int | None:
         """The Optuna trial id of ``trial``'s current attempt, recorded now if it was not; None
@@ -219,19 +223,23 @@ class Study:
         return int(found._trial_id) if found.state == optuna.trial.TrialState.RUNNING else None
 
     def report(self, trial: Run, step: int, value: float) -> bool:
-        """Record ``trial``'s objective ``value`` at ``step``; True: the pruner says stop it."""
+        """Record ``trial``'s objective ``value`` at ``step``; True: stop it (the pruner says so,
+        or the search's optimizer, through its ``report``)."""
         optuna = import_optuna()
-        if self.spec.prune is None or not math.isfinite(value):
+        if not math.isfinite(value):
             return False
+        asked = self.on_report(trial, int(step), float(value)) if self.on_report is not None else False
+        if self.spec.prune is None:
+            return bool(asked)
         tid = self._running(trial)
         if tid is None:
-            return False
+            return bool(asked)
         t = optuna.trial.Trial(self.optuna, tid)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a step reported twice is ignored, not an error
             t.report(float(value), int(step))
-        if int(step) < self.spec.prune.min_steps:
-            return False
+        if asked or int(step) < self.spec.prune.min_steps:
+            return bool(asked)
         states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         if len(self.optuna.get_trials(deepcopy=False, states=states)) < self.spec.prune.warmup:
             return False
@@ -245,7 +253,7 @@ class Study:
         tid = self._running(trial)
         if tid is None:
             return
-        number = self.optuna._storage.get_trial(tid).number
+        number = self.storage.get_trial(tid).number
         state = optuna.trial.TrialState
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -283,6 +291,14 @@ class Study:
         except (ValueError, RuntimeError, ImportError):  # too few distinct values, or its extra missing
             return None
         return {str(k): float(v) for k, v in found.items()} or None
+
+
+def _holds(dist: Any, value: Any) -> bool:
+    """True when Optuna's ``dist`` holds ``value`` (a rounded sample may fall just outside)."""
+    try:
+        return bool(dist._contains(dist.to_internal_repr(value)))
+    except (ValueError, TypeError):
+        return False
 
 
 def _jsonable(flags: Mapping[str, Any]) -> dict[str, Any]:
