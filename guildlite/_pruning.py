@@ -4,9 +4,9 @@ objective scalar, step by step, the batch's pruner judges not worth finishing.
 It is a plugin on the public API (``guildlite.Plugin``, the ``Run`` view, ``StopRun``), as the
 other built-ins are, and joins a session's plugins when that session runs the trials of a batch
 whose search prunes (``batch["search"]["prune"]``: ``--prune median|asha``, with an optimizer or
-over a plain grid or random batch). Each time new scalars arrive it gives the trial's values of the
-search's scalar (``--minimize/--maximize``) to the batch's study (``_study.Study.report``), which
-answers whether to prune; then ``StopRun(..., pruned=True)`` stops the trial through its backend's
+over a plain grid or random batch) or has an optimizer (whose ``report`` may prune too). Each time
+new scalars arrive it gives the trial's values of the search's scalar (``--minimize/--maximize``)
+to the batch's study (``_study.Study.report``), which answers whether to prune; then ``StopRun(..., pruned=True)`` stops the trial through its backend's
 own stop (SIGTERM to torchrun and every rank; a cancel of the cluster job), and it ends ``pruned``:
 its slot (and GPU lease) is free for the next trial as soon as the job exits.
 
@@ -32,9 +32,11 @@ if TYPE_CHECKING:
 
 
 def prunes(batch_record: Mapping[str, Any] | None) -> bool:
-    """Whether a batch's record (its ``batch`` field) asks for pruning."""
+    """Whether a batch's record (its ``batch`` field) may prune its trials: its search asks for a
+    pruner (``--prune``), or has an optimizer (whose ``report`` may say prune)."""
     search = (batch_record or {}).get("search")
-    return isinstance(search, Mapping) and isinstance(search.get("prune"), Mapping)
+    return isinstance(search, Mapping) and (isinstance(search.get("prune"), Mapping)
+                                            or isinstance(search.get("optimizer"), str))
 
 
 def join(hooks: Dispatcher, batch: StoredRun) -> None:
@@ -59,8 +61,8 @@ class Pruning(Plugin):
         if batch is None or not batch.is_batch or not prunes(batch.batch):
             return
         study = self._study(batch)
-        if study is None or study.spec.prune is None:
-            return
+        if study is None or (study.spec.prune is None and study.on_report is None):
+            return  # nothing would ever say prune
         scalar = study.spec.scalar
         for row in run.new_scalars:
             if row.get("key") != scalar:
@@ -72,7 +74,8 @@ class Pruning(Plugin):
             if study.report(run, step, value):  # type: ignore[arg-type]  # reads the view's id and flags only
                 shown = "nan" if math.isnan(value) else f"{value:g}"
                 run.attrs[self.name] = {"step": step, "value": None if math.isnan(value) else value}
-                raise StopRun(f"pruned ({study.spec.prune.kind}) at step {step}: {scalar} {shown}", pruned=True)
+                by = study.spec.prune.kind if study.spec.prune is not None else f"optimizer {study.spec.optimizer}"
+                raise StopRun(f"pruned ({by}) at step {step}: {scalar} {shown}", pruned=True)
 
     def _study(self, batch: Run) -> Study | None:
         if batch.id not in self._studies:

@@ -184,7 +184,9 @@ def test_the_built_in_passes_plugin_validation() -> None:
 
     check_plugin(Pruning(), "built-in")
     assert prunes({"search": {"scalar": "loss", "prune": {"kind": "median"}}})
-    assert not prunes({"search": {"scalar": "loss", "prune": None}}) and not prunes(None) and not prunes({})
+    assert prunes({"search": {"scalar": "loss", "optimizer": "tpe", "prune": None}})  # its report may prune
+    assert not prunes({"search": {"scalar": "loss", "optimizer": None, "prune": None}})  # a grid's study only
+    assert not prunes(None) and not prunes({})
     assert not prunes({"search": "prune"})  # a record is input
 
 
@@ -232,8 +234,8 @@ def test_median_pruning_stops_bad_trials_and_gives_their_slots_to_the_next(proj:
 def test_restart_of_a_batch_leaves_pruned_trials_alone(proj: Project) -> None:
     """A restarted batch runs again only the trials that did not complete or get pruned (here the
     one that crashed); its pruned and completed trials keep their end and their attempts."""
-    cp = proj.run("run", "train", "lr=[0.1,5.0]", "crash=[0,1]", "--prune", "median", "--minimize", "loss",
-                  "--parallel", "1", "-y", timeout=240)
+    cp = proj.run("run", "train", "lr=[0.1,5.0]", "crash=[0,1]", "steps=15", "--prune", "median", "--minimize",
+                  "loss", "--parallel", "1", "-y", timeout=240)
     batch = _batch(proj)
     assert batch["status"] == "error", (batch, cp.stderr)
     before = {t["id"]: t for t in _trials(proj, batch)}
@@ -279,6 +281,29 @@ def test_pruned_before_the_start_is_a_veto(make_project: Callable[..., Project])
     rec = proj.only_record()
     assert cp.returncode != 0 and rec["status"] == "error" and rec["started"] is None, (rec, cp.stderr)
     assert rec["error"]["veto"] is True and rec["error"]["message"] == "no budget left"
+
+
+def test_a_search_prunes_the_trials_it_proposes(make_project: Callable[..., Project]) -> None:
+    """With an optimizer, trials are drawn as slots free; they are pruned the same way, and each
+    pruned one is told to the study as pruned (the search's own record of it)."""
+    from guildlite._run import load_run
+    from guildlite._study import Study
+
+    proj = make_project(guildfile=GUILDFILE.replace(f"steps: {STEPS}", "steps: 15"), files={"train.py": TRAIN})
+    cp = proj.run("run", "train", "lr=uniform[0.05:5.0]", "--optimizer", "random", "--seed", "3", "--max-trials", "6",
+                  "--prune", "median", "--minimize", "loss", "--parallel", "1", "-y", timeout=240)
+    assert cp.returncode == 0, (cp.stdout, cp.stderr)
+    batch = _batch(proj)
+    trials = _trials(proj, batch)
+    assert batch["status"] == "completed" and len(trials) == 6
+    pruned = {t["id"] for t in trials if t["status"] == "pruned"}
+    assert pruned and {t["status"] for t in trials} == {"completed", "pruned"}, [t["status"] for t in trials]
+    for tid in pruned:
+        assert _steps(proj, tid)[-1] < 14
+    study = Study.open(load_run(proj.runs_dir / batch["id"]))
+    assert study is not None
+    told = {row["run"]: row["state"] for row in study.summary()["trials"]}
+    assert {tid for tid, state in told.items() if state == "pruned"} == pruned, told
 
 
 def test_the_readme_example_prunes_the_clearly_bad_trial(make_project: Callable[..., Project]) -> None:
