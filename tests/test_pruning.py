@@ -53,6 +53,15 @@ GUILDFILE = textwrap.dedent(
           steps: {STEPS}
           sleep: 0.1
           crash: 0
+      gpu:
+        main: train.py
+        launcher: python
+        progress-interval: 0.1
+        gpus-per-trial: 1
+        flags:
+          lr: 0.1
+          steps: {STEPS}
+          sleep: 0.1
     """
 )
 
@@ -194,13 +203,13 @@ def test_the_built_in_passes_plugin_validation() -> None:
 
 
 def test_median_pruning_stops_bad_trials_and_gives_their_slots_to_the_next(proj: Project) -> None:
-    """A grid with --prune median over two slots: the good trials (each a little better than those
+    """A grid with --prune median over two GPU slots: the good trials (each a little better than those
     before it, so never worse than their median) complete; each clearly bad one is stopped before
     its last step (SIGTERM: exit 143, recorded) and ends pruned; the trial
     after it starts on its slot while the trial started beside it, as long as it would have run,
     is still running; the batch completes, and guildlite exits 0."""
-    cp = proj.run("run", "train", "lr=[0.104,0.103,5.0,0.102,6.0,0.101]", "--prune", "median", "--minimize", "loss",
-                  "--parallel", "2", "-y", timeout=240)
+    cp = proj.run("run", "gpu", "lr=[0.104,0.103,5.0,0.102,6.0,0.101]", "--prune", "median", "--minimize", "loss",
+                  "--gpus", "0,1", "--parallel", "2", "-y", timeout=240)
     assert cp.returncode == 0, (cp.stdout, cp.stderr)
     batch = _batch(proj)
     assert batch["status"] == "completed", batch
@@ -220,6 +229,7 @@ def test_median_pruning_stops_bad_trials_and_gives_their_slots_to_the_next(proj:
     # as t3 would have been) still ran.
     assert _time(t3["stopped"]) <= _time(t5["started"]) < _time(t4["stopped"])
     assert _time(t3["stopped"]) < _time(t4["stopped"])
+    assert t5["gpus"] == t3["gpus"] != t4["gpus"]  # the pruned trial's GPU lease, freed for the next at once
     ends = [line for line in cp.stderr.splitlines() if "| done" in line]
     assert sum(f"{bad['id']} pruned | done" in line for line in ends for bad in (t3, t5)) == 2, cp.stderr
     assert ends and all("failed 0" in line for line in ends), ends  # a pruned trial did not fail
