@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from ._plugins import Dispatcher
     from ._run import Run as StoredRun
     from ._runview import Run
-    from ._study import Study
 
 
 def prunes(batch_record: Mapping[str, Any] | None) -> bool:
@@ -53,36 +52,37 @@ class Pruning(Plugin):
     priority = BUILTIN_PRIORITY
 
     def __init__(self) -> None:
-        self._studies: dict[str, Study | None] = {}  # batch id -> its study (None: it prunes nothing)
         self._last_step: dict[str, int] = {}  # trial id -> the last step reported
 
     def on_run_progress(self, run: Run) -> None:
         batch = run.parent if run.is_trial else None
         if batch is None or not batch.is_batch or not prunes(batch.batch):
             return
-        study = self._study(batch)
+        from ._study import Study
+
+        # The process's one object of the batch's study (``Study.open``), which its search (the
+        # optimizer, whose report may prune) uses too.
+        study = Study.open(batch)  # type: ignore[arg-type]  # reads the view's fields only
         if study is None or (study.spec.prune is None and study.on_report is None):
             return  # nothing would ever say prune
         scalar = study.spec.scalar
         for row in run.new_scalars:
             if row.get("key") != scalar:
                 continue
-            step = self._step(run.id, row.get("step"))
             value = row.get("value")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                continue  # a row a script wrote itself (scalars.jsonl) is input: not a number, not a value
+            step = self._step(run.id, row.get("step"))
             # None: the script printed NaN or inf (not JSON); given as NaN, for the study to judge.
-            value = float("nan") if value is None else float(value)
+            try:
+                value = float("nan") if value is None else float(value)
+            except OverflowError:  # an integer past any float (a row a script wrote): not finite either
+                value = float("nan")
             if study.report(run, step, value):  # type: ignore[arg-type]  # reads the view's id and flags only
                 shown = "nan" if math.isnan(value) else f"{value:g}"
                 run.attrs[self.name] = {"step": step, "value": None if math.isnan(value) else value}
                 by = study.spec.prune.kind if study.spec.prune is not None else f"optimizer {study.spec.optimizer}"
                 raise StopRun(f"pruned ({by}) at step {step}: {scalar} {shown}", pruned=True)
-
-    def _study(self, batch: Run) -> Study | None:
-        if batch.id not in self._studies:
-            from ._study import Study
-
-            self._studies[batch.id] = Study.open(batch)  # type: ignore[arg-type]  # reads the view's fields only
-        return self._studies[batch.id]
 
     def _step(self, trial_id: str, step: Any) -> int:
         last = self._last_step.get(trial_id)

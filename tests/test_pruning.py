@@ -31,9 +31,16 @@ TRAIN = textwrap.dedent(
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--sleep", type=float, default=0.1)
     p.add_argument("--crash", type=int, default=0)
+    p.add_argument("--garbage", type=int, default=0)
     a = p.parse_args()
     if a.crash:
         raise SystemExit(3)
+    if a.garbage:  # rows of its own in scalars.jsonl, as log_scalars writes them, but not numbers
+        import os
+        with open(os.path.join(os.environ["GUILDLITE_RUN_DIR"], "scalars.jsonl"), "a") as f:
+            f.write('{"step": "x", "key": "loss", "value": "abc"}\\n{"step": true, "key": "loss", "value": [1]}\\n')
+            f.write('{"step": "?", "key": "loss", "value": 1' + "0" * 400 + '}\\n')
+            f.write('{"step": 1, "key": "loss", "value": true}\\n{"key": "loss"}\\n')
     for step in range(a.steps):
         print(f"step: {step}", flush=True)
         print(f"loss: {abs(a.lr - 0.1) * 100 + 1.0 / (step + 1):.6f}", flush=True)
@@ -53,6 +60,7 @@ GUILDFILE = textwrap.dedent(
           steps: {STEPS}
           sleep: 0.1
           crash: 0
+          garbage: 0
       gpu:
         main: train.py
         launcher: python
@@ -314,6 +322,21 @@ def test_a_search_prunes_the_trials_it_proposes(make_project: Callable[..., Proj
     assert study is not None
     told = {row["run"]: row["state"] for row in study.summary()["trials"]}
     assert {tid for tid, state in told.items() if state == "pruned"} == pruned, told
+
+
+def test_rows_a_script_writes_itself_are_input(proj: Project) -> None:
+    """A script's own rows in scalars.jsonl that are not numbers (a string, a list, a bool, an
+    integer past any float, no value) neither fail the pruner nor stop it pruning."""
+    cp = proj.run("run", "train", "lr=[0.1,5.0]", "garbage=1", "steps=15", "--prune", "median", "--minimize", "loss",
+                  "--parallel", "1", "-y", timeout=240)
+    assert cp.returncode == 0, (cp.stdout, cp.stderr)
+    good, bad = _trials(proj, _batch(proj))
+    assert (good["status"], bad["status"]) == ("completed", "pruned"), (good, bad)
+    for t in (good, bad):
+        (trace,) = [p for p in t["plugins"] if p["plugin"] == "Pruning"]
+        assert trace["hook"] == "on_run_progress" and trace["calls"] >= 1
+        assert trace["failed"] == (1 if t is bad else 0), trace  # the bad one's one "failure": its StopRun
+    assert "Traceback" not in cp.stderr and "Pruning.on_run_progress failed" not in cp.stderr, cp.stderr
 
 
 def test_the_readme_example_prunes_the_clearly_bad_trial(make_project: Callable[..., Project]) -> None:
