@@ -58,7 +58,7 @@ GUILDFILE = textwrap.dedent(
         flags:
           lr: 0.1
           steps: {STEPS}
-          sleep: 0.1
+          sleep: 0.06
           crash: 0
           garbage: 0
       gpu:
@@ -69,7 +69,7 @@ GUILDFILE = textwrap.dedent(
         flags:
           lr: 0.1
           steps: {STEPS}
-          sleep: 0.1
+          sleep: 0.06
     """
 )
 
