@@ -6,9 +6,10 @@ other built-ins are, and joins a session's plugins when that session runs the tr
 whose search prunes (``batch["search"]["prune"]``: ``--prune median|asha``, with an optimizer or
 over a plain grid or random batch) or has an optimizer (whose ``report`` may prune too). Each time
 new scalars arrive it gives the trial's values of the search's scalar (``--minimize/--maximize``)
-to the batch's study (``_study.Study.report``), which answers whether to prune; then ``StopRun(..., pruned=True)`` stops the trial through its backend's
-own stop (SIGTERM to torchrun and every rank; a cancel of the cluster job), and it ends ``pruned``:
-its slot (and GPU lease) is free for the next trial as soon as the job exits.
+to the batch's study (``_study.Study.report``), which answers whether to prune; then
+``StopRun(..., pruned=True)`` stops the trial through its backend's own stop (SIGTERM to torchrun
+and every rank; a cancel of the cluster job), and it ends ``pruned``: its slot (and GPU lease) is
+free for the next trial as soon as the job exits.
 
 Steps: a value is reported at the step the script gave it (``step: N``). A value at a step that is
 not after the last one reported (a script that prints no ``step:`` lines, or the objective printed
