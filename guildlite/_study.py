@@ -310,13 +310,24 @@ def journal_path(batch: Run) -> Path:
 
 
 def _load(batch: Run, spec: SearchSpec) -> optuna.Study:
-    """The batch's Optuna study from its journal (created with the batch's first trial)."""
+    """The batch's Optuna study from its journal (created when first opened)."""
+    from ._files import make_meta_dir
+
+    path = journal_path(batch)
+    make_meta_dir(batch.paths)  # a symlinked run dir or .guildlite refused
+    if path.is_symlink() or (path.exists() and not path.is_file()):  # a record is input: never write through it
+        raise GuildliteError(f"batch {batch.id}: its study {path} is not a regular file", exit_code=2)
+    try:
+        return _journal(path, spec)
+    except OSError as e:
+        raise GuildliteError(f"batch {batch.id}: cannot open its study {path}: {e.strerror or e}") from None
+
+
+def _journal(path: Path, spec: SearchSpec) -> optuna.Study:
     optuna = import_optuna()
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
-    path = journal_path(batch)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # An open(O_EXCL) lock file, not a symlink: a runs dir on NFS or a filesystem without symlinks works.
     storage = JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
     # Its trials' params are fixed (the optimizer chose them, or the batch's plan): the study's own
