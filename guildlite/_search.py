@@ -16,6 +16,8 @@ from ._errors import GuildliteError
 from ._status import ENDED
 from ._study import Outcome, PruneSpec, SearchSpec, Study, objective_value, search_spec
 
+MAX_TRIALS = 1_000_000  # as a planned batch's (``_operation``)
+
 if TYPE_CHECKING:
     from ._flags import FlagDef
     from ._run import Run
@@ -196,7 +198,11 @@ def plan_search(spec: SearchSpec, values: Mapping[str, Any], batch: bool, upstre
         raise GuildliteError("--optimizer needs a flag with a range or a list to search (lr=loguniform[1e-4:1e-1])",
                              exit_code=2)
     optimizer = make(spec.optimizer, space_of(values), spec)
-    return dataclasses.replace(spec, max_trials=trial_budget(optimizer, spec))
+    budget = trial_budget(optimizer, spec)
+    if budget > MAX_TRIALS:
+        raise GuildliteError(f"{budget:,} trials is more than a search runs ({MAX_TRIALS:,}); use --max-trials",
+                             exit_code=2)
+    return dataclasses.replace(spec, max_trials=budget)
 
 
 def check_budget(batch: Run, max_trials: int | None) -> None:
@@ -207,8 +213,8 @@ def check_budget(batch: Run, max_trials: int | None) -> None:
     if spec is None or spec.optimizer is None:
         raise GuildliteError("--max-trials with --restart continues a search (a batch run with --optimizer):"
                              f" run {batch.id} is not one", exit_code=2)
-    if max_trials < 1:
-        raise GuildliteError("--max-trials must be at least 1", exit_code=2)
+    if not 1 <= max_trials <= MAX_TRIALS:
+        raise GuildliteError(f"--max-trials must be from 1 to {MAX_TRIALS:,}", exit_code=2)
 
 
 def with_budget(batch: Run, max_trials: int | None) -> None:

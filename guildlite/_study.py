@@ -73,13 +73,13 @@ class SearchSpec:
                 scalar=_str(data.get("scalar")),
                 direction=_choice(data.get("direction"), ("minimize", "maximize")),  # type: ignore[arg-type]
                 objective=_choice(data.get("objective", "last"), ("last", "min", "max")),  # type: ignore[arg-type]
-                max_trials=_opt_int(data.get("max_trials")),
+                max_trials=_opt_int(data.get("max_trials"), 1),
                 seed=_opt_int(data.get("seed")),
                 prune=None if prune is None else PruneSpec(
                     kind=_choice(prune.get("kind"), ("median", "asha")),  # type: ignore[arg-type]
-                    min_steps=_int(prune.get("min_steps", 0)),
-                    warmup=_int(prune.get("warmup", 0)),
-                    reduction_factor=_int(prune.get("reduction_factor", 3)),
+                    min_steps=_int(prune.get("min_steps", 0), 0),
+                    warmup=_int(prune.get("warmup", 0), 0),
+                    reduction_factor=_int(prune.get("reduction_factor", 3), 2),
                 ),
             )
         except (TypeError, ValueError, AttributeError) as e:
@@ -97,14 +97,16 @@ def _opt_str(v: Any) -> str | None:
     return None if v is None else _str(v)
 
 
-def _int(v: Any) -> int:
+def _int(v: Any, least: int | None = None) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
         raise ValueError(f"{v!r} is not an integer")
+    if least is not None and v < least:
+        raise ValueError(f"{v} is below {least}")
     return v
 
 
-def _opt_int(v: Any) -> int | None:
-    return None if v is None else _int(v)
+def _opt_int(v: Any, least: int | None = None) -> int | None:
+    return None if v is None else _int(v, least)
 
 
 def _choice(v: Any, choices: tuple[str, ...]) -> str:

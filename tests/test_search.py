@@ -197,9 +197,14 @@ def test_grid_optimizer_tries_each_combination_once(bowl: Project) -> None:
                   "--minimize", "loss", "--parallel", "2", "-y")
     _ok(cp)
     batch = _batch(bowl)
+    assert batch["batch"]["search"]["optimizer"] == "grid"
     combos = [(t["flags"]["layers"], t["flags"]["act"], t["flags"]["x"]) for t in _trials(bowl, batch)]
     assert sorted(combos) == sorted((la, a, x) for la in (2, 4) for a in ("relu", "tanh") for x in (0.0, 0.5, 1.0))
     assert batch["batch"]["search"]["max_trials"] == 12
+    # Any integer seeds a sampler (NumPy's take 0 to 2**32 - 1): the same one each time.
+    for seed in ("-1", str(2**40)):
+        _ok(bowl.run("run", "bowl", "layers=[2,4]", "--optimizer", "tpe", "--minimize", "loss", "--seed", seed,
+                     "--max-trials", "1", "-y"))
 
 
 def test_failed_trials_are_told_as_failed_and_the_search_goes_on(bowl: Project) -> None:
