@@ -303,6 +303,7 @@ class Session(VirtualParents):
 
         def go() -> str | None:
             items: Iterable[Run] = trials
+            search = None
             if search_spec(batch) is not None:  # its study told each end; an optimizer's trials drawn as slots free
                 search = Search(batch, lambda flags: self.stage(flags, parent=batch), self.cfg.op.flags, self.log)
                 self.trial_ended = search.ended
@@ -313,7 +314,7 @@ class Session(VirtualParents):
             finally:
                 self.trial_ended = None
             _, error = end_of_batch(batch, stopped=False)
-            return None if error is None else error["message"]
+            return search.failure if search is not None and search.failure else None if error is None else error["message"]
 
         self.run_children(batch, go)
 

@@ -48,7 +48,7 @@ class OptunaOptimizer(Optimizer):
             self.dists[name] = dist
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # experimental-feature notices: not the user's concern
-            self.study = optuna.create_study(direction=spec.direction, sampler=self.sampler(spec.seed))
+            self.study = optuna.create_study(direction=spec.direction, sampler=self.sampler(_seed(spec.seed)))
         self._pending: list[Any] = []  # trials asked, not told yet
         self._reseeded = False
 
@@ -60,7 +60,7 @@ class OptunaOptimizer(Optimizer):
         if not self._pending and told and self.spec.seed is not None and not self._reseeded:
             # A search started again (its trials told anew): the seed's first draws were the first
             # trials'; a seed of its own for what it proposes from here, the same on every rerun.
-            self.study.sampler = self.sampler(self.spec.seed + told)
+            self.study.sampler = self.sampler(_seed(self.spec.seed + told))
         self._reseeded = True
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -86,6 +86,11 @@ class OptunaOptimizer(Optimizer):
                     params=params, distributions={k: self.dists[k] for k in params}, value=value, state=how))
             except ValueError:  # a trial whose flags are outside the space (run again with others): not ours
                 pass
+
+
+def _seed(seed: int | None) -> int | None:
+    """``--seed`` as NumPy takes a seed (0 to 2**32 - 1): any integer, the same one each time."""
+    return None if seed is None else seed % 2**32
 
 
 def _same(params: Mapping[str, Any], flags: Mapping[str, Any]) -> bool:

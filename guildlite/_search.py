@@ -16,6 +16,8 @@ from ._errors import GuildliteError
 from ._status import ENDED
 from ._study import Outcome, PruneSpec, SearchSpec, Study, objective_value, search_spec
 
+MAX_TRIALS = 1_000_000  # as a planned batch's (``_operation``)
+
 if TYPE_CHECKING:
     from ._flags import FlagDef
     from ._run import Run
@@ -84,27 +86,27 @@ class Search:
     Made when the batch starts (again): in the foreground, in a detached supervisor, on a
     restart. The optimizer is told every trial that ended before, in order, so it proposes the
     next knowing all of them; a trial that ended without its study being told (its owner was
-    killed) is told now.
+    killed) is told now. An optimizer that fails (raises, or proposes what the batch cannot run)
+    is asked nothing more: the trials running end as they will, and ``failure`` says why the
+    batch is an error.
     """
 
     def __init__(self, batch: Run, stage: Callable[[dict[str, Any]], Run], defs: Mapping[str, FlagDef],
                  log: Callable[[str], None]) -> None:
         from ._optimizers import make, trial_budget
-        from ._search_space import space_of
 
         study = Study.open(batch)
         assert study is not None
-        self.batch, self.study, self.spec = batch, study, study.spec
+        self.batch, self.study, self.spec = batch, study, search_spec(batch) or study.spec
         self._stage, self._defs, self.log = stage, defs, log
-        self.optimizer = make(self.spec.optimizer, space_of(batch.flags), self.spec) if self.spec.optimizer else None
+        self.failure: str | None = None
+        self.optimizer = make(self.spec.optimizer, study.space, self.spec) if self.spec.optimizer else None
         self.budget = trial_budget(self.optimizer, self.spec) if self.optimizer is not None else 0
-        self.study.on_report = getattr(self.optimizer, "report", None)
+        report = getattr(self.optimizer, "report", None)
+        self.study.on_report = report if callable(report) else None
         for trial in batch.trials:
             if trial.status in ENDED:
-                outcome = self.outcome(trial)
-                self.study.tell(trial, outcome)
-                if self.optimizer is not None:
-                    self.optimizer.tell(trial, outcome)
+                self._tell(trial, self.outcome(trial))
 
     def outcome(self, trial: Run) -> float | Outcome:
         """How ``trial`` ended, for the study: its objective, or pruned, or failed."""
@@ -118,23 +120,36 @@ class Search:
     def trials(self, staged: Iterable[Run], stopped: Callable[[], bool]) -> Iterator[Run]:
         """``staged`` (trials planned up front, or to run again), then, with an optimizer, a new
         trial each time one is drawn, until the trial budget is spent, the optimizer has nothing
-        more to propose, or ``stopped()``."""
+        more to propose (or failed), or ``stopped()``."""
         yield from staged
-        while self.optimizer is not None and not stopped() and len(self.batch.trial_ids) < self.budget:
-            values = self.optimizer.ask(self.batch)
-            if values is None:
+        while self.optimizer is not None and self.failure is None and not stopped() \
+                and len(self.batch.trial_ids) < self.budget:
+            try:
+                values = self.optimizer.ask(self.batch)
+                flags = None if values is None else self._flags(values)
+            except Exception as e:  # a third party's bug, or a proposal the batch cannot run
+                self._fail(f"its ask failed: {type(e).__name__}: {e}")
                 return
-            flags = {k: v for k, v in self.batch.flags.items() if k not in self.study.space}
-            for name, value in values.items():
-                if name not in self.study.space:
-                    raise GuildliteError(f"optimizer {self.spec.optimizer!r} proposed flag {name!r}, which is not one"
-                                         f" of the batch's dimensions ({', '.join(self.study.space)})")
-                flags[name] = coerce_sampled(self._defs, name, value)
+            if flags is None:
+                return
             trial = self._stage(flags)
             self.batch.trial_ids.append(trial.id)
             self.batch.save()
             self.study.add(trial, values)
             yield trial
+
+    def _flags(self, values: Any) -> dict[str, Any]:
+        """A trial's flags from an optimizer's proposal: a value of every dimension, inside it."""
+        space = self.study.space
+        if not isinstance(values, Mapping) or set(values) != set(space):
+            got = sorted(values) if isinstance(values, Mapping) else type(values).__name__
+            raise ValueError(f"it proposed {got}, not a value of each of {', '.join(space)}")
+        flags = dict(self.batch.flags)
+        for name, dim in space.items():
+            if not dim.holds(values[name]):
+                raise ValueError(f"it proposed {name}={values[name]!r}, outside {dim}")
+            flags[name] = coerce_sampled(self._defs, name, values[name])
+        return flags
 
     def ended(self, trial: Run) -> None:
         """Tell the study and the optimizer how ``trial`` ended."""
@@ -142,11 +157,21 @@ class Search:
             return
         outcome = self.outcome(trial)
         if trial.status == "completed" and outcome == "failed":
-            self.log(f"guildlite: trial {trial.id} logged no {self.spec.scalar} (--{self.spec.direction[:-1]}): told"
+            self.log(f"guildlite: trial {trial.id} logged no {self.spec.scalar} (--{self.spec.direction}): told"
                      " to the search as failed")
+        self._tell(trial, outcome)
+
+    def _tell(self, trial: Run, outcome: float | Outcome) -> None:
         self.study.tell(trial, outcome)
-        if self.optimizer is not None:
-            self.optimizer.tell(trial, outcome)
+        if self.optimizer is not None and self.failure is None:
+            try:
+                self.optimizer.tell(trial, outcome)
+            except Exception as e:  # a third party's bug: the search stops, its running trials go on
+                self._fail(f"its tell failed: {type(e).__name__}: {e}")
+
+    def _fail(self, why: str) -> None:
+        self.failure = f"optimizer {self.spec.optimizer!r} failed, no more trials proposed: {why}"
+        self.log(f"guildlite: {self.failure}")
 
 
 def plan_search(spec: SearchSpec, values: Mapping[str, Any], batch: bool, upstream: bool) -> SearchSpec:
@@ -154,10 +179,12 @@ def plan_search(spec: SearchSpec, values: Mapping[str, Any], batch: bool, upstre
     ``upstream``: upstream runs are one) before anything is staged: Optuna there, the optimizer
     found and willing to search these dimensions; with its trial budget settled (``max_trials``:
     --max-trials, else the optimizer's own). GuildliteError (exit 2)."""
-    from ._optimizers import make, trial_budget
+    from ._optimizers import load, make, trial_budget
     from ._search_space import space_of
     from ._study import import_optuna
 
+    if spec.optimizer is not None:
+        load(spec.optimizer)  # an unknown name is said before anything heavy is imported
     if not batch:
         raise GuildliteError("a search (--optimizer, --minimize/--maximize, --prune) is of a batch: give a flag a"
                              " range or a list (lr=loguniform[1e-4:1e-1], layers=[2,4])", exit_code=2)
@@ -171,7 +198,11 @@ def plan_search(spec: SearchSpec, values: Mapping[str, Any], batch: bool, upstre
         raise GuildliteError("--optimizer needs a flag with a range or a list to search (lr=loguniform[1e-4:1e-1])",
                              exit_code=2)
     optimizer = make(spec.optimizer, space_of(values), spec)
-    return dataclasses.replace(spec, max_trials=trial_budget(optimizer, spec))
+    budget = trial_budget(optimizer, spec)
+    if budget > MAX_TRIALS:
+        raise GuildliteError(f"{budget:,} trials is more than a search runs ({MAX_TRIALS:,}); use --max-trials",
+                             exit_code=2)
+    return dataclasses.replace(spec, max_trials=budget)
 
 
 def check_budget(batch: Run, max_trials: int | None) -> None:
@@ -182,8 +213,8 @@ def check_budget(batch: Run, max_trials: int | None) -> None:
     if spec is None or spec.optimizer is None:
         raise GuildliteError("--max-trials with --restart continues a search (a batch run with --optimizer):"
                              f" run {batch.id} is not one", exit_code=2)
-    if max_trials < 1:
-        raise GuildliteError("--max-trials must be at least 1", exit_code=2)
+    if not 1 <= max_trials <= MAX_TRIALS:
+        raise GuildliteError(f"--max-trials must be from 1 to {MAX_TRIALS:,}", exit_code=2)
 
 
 def with_budget(batch: Run, max_trials: int | None) -> None:

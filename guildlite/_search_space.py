@@ -8,6 +8,7 @@ integers from lo to hi, both included; ``choice[a,b]`` a set of choices.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
@@ -38,6 +39,26 @@ class Dimension:
         if self.kind == "randint":
             return tuple(range(int(self.args[0]), int(self.args[1]) + 1))
         return None
+
+
+    def holds(self, value: Any) -> bool:
+        """True when ``value`` is one this dimension takes (a range's bounds included)."""
+        if self.kind in ("grid", "choice"):
+            return any(type(value) is type(v) and value == v for v in self.args) or (
+                _number(value) and any(_number(v) and value == v for v in self.args))
+        if not _number(value) or (self.kind == "randint" and not float(value).is_integer()):
+            return False
+        lo, hi = self.args
+        slack = 0 if self.kind == "randint" else 1e-9 * max(abs(lo), abs(hi))  # exp(log(hi)) is not always hi
+        return bool(lo - slack <= value <= hi + slack)
+
+    def __str__(self) -> str:
+        sep = "," if self.kind in ("grid", "choice") else ":"
+        return f"{'' if self.kind == 'grid' else self.kind}[{sep.join(map(str, self.args))}]"
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def space_of(flags: Mapping[str, Any]) -> dict[str, Dimension]:

@@ -73,13 +73,13 @@ class SearchSpec:
                 scalar=_str(data.get("scalar")),
                 direction=_choice(data.get("direction"), ("minimize", "maximize")),  # type: ignore[arg-type]
                 objective=_choice(data.get("objective", "last"), ("last", "min", "max")),  # type: ignore[arg-type]
-                max_trials=_opt_int(data.get("max_trials")),
+                max_trials=_opt_int(data.get("max_trials"), 1),
                 seed=_opt_int(data.get("seed")),
                 prune=None if prune is None else PruneSpec(
                     kind=_choice(prune.get("kind"), ("median", "asha")),  # type: ignore[arg-type]
-                    min_steps=_int(prune.get("min_steps", 0)),
-                    warmup=_int(prune.get("warmup", 0)),
-                    reduction_factor=_int(prune.get("reduction_factor", 3)),
+                    min_steps=_int(prune.get("min_steps", 0), 0),
+                    warmup=_int(prune.get("warmup", 0), 0),
+                    reduction_factor=_int(prune.get("reduction_factor", 3), 2),
                 ),
             )
         except (TypeError, ValueError, AttributeError) as e:
@@ -97,14 +97,16 @@ def _opt_str(v: Any) -> str | None:
     return None if v is None else _str(v)
 
 
-def _int(v: Any) -> int:
+def _int(v: Any, least: int | None = None) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
         raise ValueError(f"{v!r} is not an integer")
+    if least is not None and v < least:
+        raise ValueError(f"{v} is below {least}")
     return v
 
 
-def _opt_int(v: Any) -> int | None:
-    return None if v is None else _int(v)
+def _opt_int(v: Any, least: int | None = None) -> int | None:
+    return None if v is None else _int(v, least)
 
 
 def _choice(v: Any, choices: tuple[str, ...]) -> str:
@@ -310,13 +312,24 @@ def journal_path(batch: Run) -> Path:
 
 
 def _load(batch: Run, spec: SearchSpec) -> optuna.Study:
-    """The batch's Optuna study from its journal (created with the batch's first trial)."""
+    """The batch's Optuna study from its journal (created when first opened)."""
+    from ._files import make_meta_dir
+
+    path = journal_path(batch)
+    make_meta_dir(batch.paths)  # a symlinked run dir or .guildlite refused
+    if path.is_symlink() or (path.exists() and not path.is_file()):  # a record is input: never write through it
+        raise GuildliteError(f"batch {batch.id}: its study {path} is not a regular file", exit_code=2)
+    try:
+        return _journal(path, spec)
+    except OSError as e:
+        raise GuildliteError(f"batch {batch.id}: cannot open its study {path}: {e.strerror or e}") from None
+
+
+def _journal(path: Path, spec: SearchSpec) -> optuna.Study:
     optuna = import_optuna()
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
-    path = journal_path(batch)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # An open(O_EXCL) lock file, not a symlink: a runs dir on NFS or a filesystem without symlinks works.
     storage = JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
     # Its trials' params are fixed (the optimizer chose them, or the batch's plan): the study's own

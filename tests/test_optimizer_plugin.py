@@ -132,3 +132,49 @@ def test_installed_optimizer_is_listed_and_its_refusal_is_a_clean_error(make_pro
                   env=_env(broken))
     assert_clean_error(cp, 2, "hillclimb", "not a class")
     assert run_dirs(proj.runs_dir) == []
+
+
+FAILING = """\
+class HillClimb:
+    def __init__(self, space, spec):
+        self.asked = 0
+
+    def ask(self, batch):
+        self.asked += 1
+        if self.asked > 2:
+            raise RuntimeError("lost my way")
+        return {"x": 0.1 * self.asked}
+
+    def tell(self, trial, outcome):
+        pass
+"""
+
+OUTSIDE = """\
+class HillClimb:
+    def __init__(self, space, spec):
+        pass
+
+    def ask(self, batch):
+        return {"x": 7.5}
+
+    def tell(self, trial, outcome):
+        pass
+"""
+
+
+@pytest.mark.parametrize(("module", "why", "trials"), [(FAILING, "RuntimeError: lost my way", 2),
+                                                        (OUTSIDE, "x=7.5, outside uniform[-2:2]", 0)])
+def test_a_failing_optimizer_ends_its_search_as_an_error(make_project: Any, site: Path, tmp_path: Path, module: str,
+                                                         why: str, trials: int) -> None:
+    # Its trials so far run to their end; it is asked nothing more; the batch is an error saying why.
+    broken = tmp_path / "broken-site"
+    shutil.copytree(site, broken)
+    (broken / "hillclimb.py").write_text(module)
+    proj = make_project(GUILDFILE, {"bowl.py": BOWL}, name="failing")
+    cp = proj.run("run", "bowl", "x=uniform[-2:2]", "--optimizer", "hillclimb", "--minimize", "loss",
+                  "--max-trials", "5", "-y", env=_env(broken))
+    assert cp.returncode != 0 and "Traceback" not in cp.stderr, cp.stderr
+    assert why in cp.stderr
+    batch, done = _search(proj)
+    assert batch["status"] == "error" and why in batch["error"]["message"]
+    assert len(done) == trials and all(t["status"] == "completed" for t in done)

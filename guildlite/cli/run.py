@@ -98,7 +98,8 @@ def _backend_options(extra: dict[str, Any]) -> dict[str, dict[str, Any]]:
 @click.option("--gpus", help="GPU ids runs lease theirs from, machine-wide (default: CUDA_VISIBLE_DEVICES or all).")
 @click.option("--max-concurrent", type=int, metavar="N",
               help="At most N of your runs at once on this machine; the others wait their turn (pending).")
-@click.option("--max-trials", type=int, help="Batch: at most N trials (random search: exactly N, default 20).")
+@click.option("--max-trials", type=int,
+              help="Batch: at most N trials (random search, --optimizer: exactly N, default 20).")
 @click.option("--seed", type=int, help="Batch: seed for random search (same seed, same trials).")
 @click.option("--optimizer", metavar="NAME",
               help="Batch: propose trials with an optimizer (tpe, cmaes, gp, qmc, random, grid, or an installed one)"
