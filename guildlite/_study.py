@@ -289,7 +289,9 @@ class Study:
             return None
         optuna = import_optuna()
         try:
-            found = optuna.importance.get_param_importances(self.optuna)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # its notes on too few trials: the numbers say it
+                found = optuna.importance.get_param_importances(self.optuna)
         except (ValueError, RuntimeError, ImportError):  # too few distinct values, or its extra missing
             return None
         return {str(k): float(v) for k, v in found.items()} or None

@@ -366,3 +366,37 @@ def test_stopped_search_asks_for_no_more_trials(bowl: Project) -> None:
     batch = _batch(bowl)
     assert len(batch["trials"]) == 2 and batch["status"] == "terminated"
     assert {row["state"] for row in _summary(bowl.runs_dir, batch["id"])["trials"]} == {"fail"}
+
+
+# --- the study's API (what pruning and the views use) -----------------------------------------------
+
+
+@pytest.mark.parametrize("warmup", [0, 3])
+def test_study_records_values_by_step_and_says_when_to_prune(bowl: Project, warmup: int) -> None:
+    from guildlite._run import load_run
+    from guildlite._study import Study
+
+    cp = bowl.run("run", "bowl", "layers=[1,2,3,4]", "--minimize", "loss", "--prune", "median", "--prune-min-steps",
+                  "2", "--prune-warmup", str(warmup), "--stage", "-y")
+    _ok(cp)
+    batch = load_run(bowl.runs_dir / cp.stdout.strip())
+    assert batch.batch is not None and batch.batch["search"]["prune"] == {
+        "kind": "median", "min_steps": 2, "warmup": warmup, "reduction_factor": 3}
+    study = Study.open(batch)
+    assert study is not None and Study.open(batch) is study  # one per batch in a process
+    good = batch.trials[:2]
+    for t in good:
+        assert [study.report(t, step, 1.0 / step) for step in (1, 2, 3)] == [False] * 3
+        study.tell(t, 1.0 / 3)
+        study.tell(t, "failed")  # told already: not told again
+    bad = batch.trials[2]
+    assert study.report(bad, 1, 50.0) is False  # before --prune-min-steps
+    assert study.report(bad, 2, 50.0) is (warmup == 0)  # worse than the median at step 2, once warmed up
+    study.tell(bad, "pruned")
+    study.report(batch.trials[3], 1, float("nan"))  # not a number: not recorded
+    study.tell(batch.trials[3], float("inf"))  # no objective: failed
+
+    summary = _summary(bowl.runs_dir, batch.id)
+    assert summary["best"] == {"run": good[0].id, "value": pytest.approx(1.0 / 3)}
+    assert [(r["run"], r["state"]) for r in summary["trials"]] == [
+        (good[0].id, "complete"), (good[1].id, "complete"), (bad.id, "pruned"), (batch.trials[3].id, "fail")]
