@@ -9,6 +9,7 @@ proposes it knowing how every trial before it ended.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Mapping
 
 from ._batch import coerce_sampled
@@ -132,10 +133,14 @@ class Search:
                 return
             if flags is None:
                 return
-            trial = self._stage(flags)
-            self.batch.trial_ids.append(trial.id)
-            self.batch.save()
-            self.study.add(trial, values)
+            try:
+                trial = self._stage(flags)
+                self.batch.trial_ids.append(trial.id)
+                self.batch.save()
+            except (OSError, GuildliteError) as e:  # a full disk: the trials running still end as they will
+                self._fail(f"its next trial could not be staged: {e}")
+                return
+            self._record(functools.partial(self.study.add, trial, values), trial)
             yield trial
 
     def _flags(self, values: Any) -> dict[str, Any]:
@@ -162,12 +167,21 @@ class Search:
         self._tell(trial, outcome)
 
     def _tell(self, trial: Run, outcome: float | Outcome) -> None:
-        self.study.tell(trial, outcome)
+        self._record(functools.partial(self.study.tell, trial, outcome), trial)
         if self.optimizer is not None and self.failure is None:
             try:
                 self.optimizer.tell(trial, outcome)
             except Exception as e:  # a third party's bug: the search stops, its running trials go on
                 self._fail(f"its tell failed: {type(e).__name__}: {e}")
+
+    def _record(self, write: Callable[[], object], trial: Run) -> None:
+        """Write to the study; a write that fails (a full disk, a journal someone damaged) is
+        said, and the search and its runs go on: the study is its record, not its runs'."""
+        try:
+            write()
+        except Exception as e:  # Optuna's own errors included: none of them may end a run's record
+            self.log(f"guildlite: cannot record trial {trial.id} in the study of batch {self.batch.id}:"
+                     f" {type(e).__name__}: {e}")
 
     def _fail(self, why: str) -> None:
         self.failure = f"optimizer {self.spec.optimizer!r} failed, no more trials proposed: {why}"

@@ -325,6 +325,9 @@ def _load(batch: Run, spec: SearchSpec) -> optuna.Study:
         return _journal(path, spec)
     except OSError as e:
         raise GuildliteError(f"batch {batch.id}: cannot open its study {path}: {e.strerror or e}") from None
+    except Exception as e:  # a journal that is not Optuna's (damaged, or planted): Optuna's errors are many
+        raise GuildliteError(f"batch {batch.id}: cannot read its study {path}: {type(e).__name__}: {e}",
+                             exit_code=2) from None
 
 
 def _journal(path: Path, spec: SearchSpec) -> optuna.Study:

@@ -400,3 +400,22 @@ def test_study_records_values_by_step_and_says_when_to_prune(bowl: Project, warm
     assert summary["best"] == {"run": good[0].id, "value": pytest.approx(1.0 / 3)}
     assert [(r["run"], r["state"]) for r in summary["trials"]] == [
         (good[0].id, "complete"), (good[1].id, "complete"), (bad.id, "pruned"), (batch.trials[3].id, "fail")]
+
+
+def test_a_planted_or_damaged_study_is_refused_never_written_through(bowl: Project, tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    for plant in ("link", "garbage"):
+        cp = bowl.run("run", "bowl", "x=uniform[0:1]", "--optimizer", "tpe", "--minimize", "loss", "--stage", "-y")
+        _ok(cp)
+        batch_id = cp.stdout.strip()
+        journal = bowl.runs_dir / batch_id / ".guildlite" / "study.journal"
+        if plant == "link":
+            journal.symlink_to(victim)
+        else:
+            journal.write_text("{not json\n\x00\x01\n")
+        cp = bowl.run("run", "--start", batch_id, "-y")
+        assert cp.returncode == 2 and "Traceback" not in cp.stderr, cp.stderr
+        assert "study" in cp.stderr and batch_id in cp.stderr
+        assert bowl.record(batch_id)["status"] == "error" and bowl.record(batch_id)["trials"] == []
+    assert victim.read_text() == "keep me\n"
