@@ -231,6 +231,17 @@ def check_budget(batch: Run, max_trials: int | None) -> None:
         raise GuildliteError(f"--max-trials must be from 1 to {MAX_TRIALS:,}", exit_code=2)
 
 
+def trials_to_run(batch: Run, max_trials: int | None) -> int:
+    """The trials a batch's (re)start runs: those that did not complete, and a search's new ones
+    up to its budget (``max_trials``, else its own)."""
+    again = sum(t.status != "completed" for t in batch.trials)
+    spec = search_spec(batch)
+    if spec is None or spec.optimizer is None:
+        return again
+    budget = max_trials if max_trials is not None else spec.max_trials or 0
+    return again + max(0, budget - len(batch.trial_ids))
+
+
 def with_budget(batch: Run, max_trials: int | None) -> None:
     """Record a search's new trial budget in its batch (``--restart BATCH --max-trials N``)."""
     if max_trials is None:
