@@ -117,7 +117,7 @@ def _choice(v: Any, choices: tuple[str, ...]) -> str:
 
 def search_spec(batch: Run) -> SearchSpec | None:
     """The search of a batch record, or None (no study)."""
-    info = batch.batch if isinstance(batch.batch, dict) else {}
+    info = batch.batch if isinstance(batch.batch, Mapping) else {}  # a plugin's view of a run: read-only
     data = info.get("search")
     return None if data is None else SearchSpec.from_dict(data)
 
