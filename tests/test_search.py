@@ -267,6 +267,18 @@ def test_detached_search_is_proposed_by_its_supervisor(bowl: Project) -> None:
     assert [r["state"] for r in _summary(bowl.runs_dir, batch_id)["trials"]] == ["complete"] * 4
 
 
+def test_staged_search_proposes_its_trials_when_started(bowl: Project) -> None:
+    cp = bowl.run("run", "bowl", *SPACE, "--optimizer", "random", "--minimize", "loss", "--max-trials", "3", "--stage",
+                  "-y")
+    _ok(cp)
+    batch_id = cp.stdout.strip()
+    assert bowl.record(batch_id)["status"] == "staged" and bowl.record(batch_id)["trials"] == []
+    _ok(bowl.run("run", "--start", batch_id, "-y"))
+    batch = bowl.record(batch_id)
+    assert batch["status"] == "completed" and len(batch["trials"]) == 3
+    assert [r["state"] for r in _summary(bowl.runs_dir, batch_id)["trials"]] == ["complete"] * 3
+
+
 def test_two_searches_never_share_state(bowl: Project) -> None:
     a = bowl.spawn("run", "bowl", *SPACE, "--optimizer", "tpe", "--minimize", "loss", "--max-trials", "4", "--seed",
                    "1", "-y")
