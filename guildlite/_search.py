@@ -1,9 +1,10 @@
-"""A search: the ``run`` options that ask for one (``search_spec``), and the trials it proposes one
-at a time as slots free up (``Feed``), each told to its study and optimizer when it ends.
+"""A search: the ``run`` options that ask for one (``spec_from_options``), checked when the batch
+is planned (``plan_search``), and, as the batch runs, the trials it proposes one at a time as
+slots free up, each told to its study and optimizer when it ends (``Search``).
 
 A batch with a search has a study (``_study``); with an optimizer its trials are not planned up
-front: the scheduler draws the next one from the feed when a slot is free, and the optimizer
-proposes it knowing how every trial before it ended.
+front: the scheduler draws the next one from ``Search.trials`` when a slot is free, and the
+optimizer proposes it knowing how every trial before it ended.
 """
 
 from __future__ import annotations
