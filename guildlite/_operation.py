@@ -60,8 +60,8 @@ class Plan:
 
     @property
     def command(self) -> list[str]:
-        """The command line of the (first) job, for display."""
-        flags = self.trials[0] if self.trials else self.flags
+        """The command line of the (first) job, for display (a search: a job of its first values)."""
+        flags = self.trials[0] if self.trials else first_values(self.flags)  # a search: its first values
         return job_command(self.config.op, flags, self.config.nproc)
 
 

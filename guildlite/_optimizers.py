@@ -59,13 +59,6 @@ class Optimizer:
         return False
 
 
-def names() -> list[str]:
-    """The registered optimizers' names, sorted."""
-    from ._entry_points import entry_points
-
-    return sorted(entry_points(ENTRY_POINT_GROUP))
-
-
 def load(name: str) -> type:
     """The optimizer class registered as ``name``; GuildliteError (exit 2) naming the registered
     ones, or saying why it cannot be used."""

@@ -1,19 +1,21 @@
-"""A search: the ``run`` options that ask for one (``search_spec``), and the trials it proposes one
-at a time as slots free up (``Feed``), each told to its study and optimizer when it ends.
+"""A search: the ``run`` options that ask for one (``spec_from_options``), checked when the batch
+is planned (``plan_search``), and, as the batch runs, the trials it proposes one at a time as
+slots free up, each told to its study and optimizer when it ends (``Search``).
 
 A batch with a search has a study (``_study``); with an optimizer its trials are not planned up
-front: the scheduler draws the next one from the feed when a slot is free, and the optimizer
-proposes it knowing how every trial before it ended.
+front: the scheduler draws the next one from ``Search.trials`` when a slot is free, and the
+optimizer proposes it knowing how every trial before it ended.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Mapping
 
 from ._batch import coerce_sampled
 from ._errors import GuildliteError
-from ._status import ENDED
+from ._status import DONE, ENDED
 from ._study import Outcome, PruneSpec, SearchSpec, Study, objective_value, search_spec
 
 MAX_TRIALS = 1_000_000  # as a planned batch's (``_operation``)
@@ -132,10 +134,14 @@ class Search:
                 return
             if flags is None:
                 return
-            trial = self._stage(flags)
-            self.batch.trial_ids.append(trial.id)
-            self.batch.save()
-            self.study.add(trial, values)
+            try:
+                trial = self._stage(flags)
+                self.batch.trial_ids.append(trial.id)
+                self.batch.save()
+            except (OSError, GuildliteError) as e:  # a full disk: the trials running still end as they will
+                self._fail(f"its next trial could not be staged: {e}")
+                return
+            self._record(functools.partial(self.study.add, trial, values), trial)
             yield trial
 
     def _flags(self, values: Any) -> dict[str, Any]:
@@ -162,12 +168,21 @@ class Search:
         self._tell(trial, outcome)
 
     def _tell(self, trial: Run, outcome: float | Outcome) -> None:
-        self.study.tell(trial, outcome)
+        self._record(functools.partial(self.study.tell, trial, outcome), trial)
         if self.optimizer is not None and self.failure is None:
             try:
                 self.optimizer.tell(trial, outcome)
             except Exception as e:  # a third party's bug: the search stops, its running trials go on
                 self._fail(f"its tell failed: {type(e).__name__}: {e}")
+
+    def _record(self, write: Callable[[], object], trial: Run) -> None:
+        """Write to the study; a write that fails (a full disk, a journal someone damaged) is
+        said, and the search and its runs go on: the study is its record, not its runs'."""
+        try:
+            write()
+        except Exception as e:  # Optuna's own errors included: none of them may end a run's record
+            self.log(f"guildlite: cannot record trial {trial.id} in the study of batch {self.batch.id}:"
+                     f" {type(e).__name__}: {e}")
 
     def _fail(self, why: str) -> None:
         self.failure = f"optimizer {self.spec.optimizer!r} failed, no more trials proposed: {why}"
@@ -215,6 +230,17 @@ def check_budget(batch: Run, max_trials: int | None) -> None:
                              f" run {batch.id} is not one", exit_code=2)
     if not 1 <= max_trials <= MAX_TRIALS:
         raise GuildliteError(f"--max-trials must be from 1 to {MAX_TRIALS:,}", exit_code=2)
+
+
+def trials_to_run(batch: Run, max_trials: int | None) -> int:
+    """The trials a batch's (re)start runs: those not done (``_status.DONE``: a pruned one is not
+    run again), and a search's new ones up to its budget (``max_trials``, else its own)."""
+    again = sum(t.status not in DONE for t in batch.trials)
+    spec = search_spec(batch)
+    if spec is None or spec.optimizer is None:
+        return again
+    budget = max_trials if max_trials is not None else spec.max_trials or 0
+    return again + max(0, budget - len(batch.trial_ids))
 
 
 def with_budget(batch: Run, max_trials: int | None) -> None:

@@ -27,11 +27,6 @@ class Dimension:
     args: tuple[Any, ...]
 
     @property
-    def continuous(self) -> bool:
-        """True for a range of real numbers (a grid cannot enumerate it)."""
-        return self.kind in ("uniform", "loguniform")
-
-    @property
     def values(self) -> tuple[Any, ...] | None:
         """Every value it takes, or None for a continuous range."""
         if self.kind in ("grid", "choice"):

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from ._run import Run
 
 Outcome = Literal["failed", "pruned"]
-OPTIMIZERS_GROUP = "guildlite.optimizers"
 STUDY_NAME = "guildlite"
 INSTALL_HINT = "pip install guildlite[search]"
 
@@ -117,7 +116,7 @@ def _choice(v: Any, choices: tuple[str, ...]) -> str:
 
 def search_spec(batch: Run) -> SearchSpec | None:
     """The search of a batch record, or None (no study)."""
-    info = batch.batch if isinstance(batch.batch, dict) else {}
+    info = batch.batch if isinstance(batch.batch, Mapping) else {}  # a plugin's view of a run: read-only
     data = info.get("search")
     return None if data is None else SearchSpec.from_dict(data)
 
@@ -155,7 +154,7 @@ class Study:
     def __init__(self, batch_dir: Path, spec: SearchSpec, study: optuna.Study, space: Mapping[str, Dimension]) -> None:
         self.batch_dir = batch_dir
         self.spec = spec
-        self.optuna = study
+        self.optuna_study = study  # the Optuna study (its journal), for what summary() does not say
         self.storage = study._storage
         self.space = dict(space)
         self._ids: dict[tuple[str, int], int] = {}  # (run id, attempt) -> Optuna trial id
@@ -190,7 +189,7 @@ class Study:
         tid = self._ids.get(key)
         if tid is not None:
             return self.storage.get_trial(tid)
-        for t in reversed(self.optuna.get_trials(deepcopy=False)):
+        for t in reversed(self.optuna_study.get_trials(deepcopy=False)):
             if t.user_attrs.get("run") == trial.id and t.user_attrs.get("attempt", 0) == attempt:
                 self._ids[key] = t._trial_id
                 return t
@@ -211,7 +210,7 @@ class Study:
         template = optuna.trial.create_trial(
             state=optuna.trial.TrialState.RUNNING, params={k: flags[k] for k in dists}, distributions=dists,
             user_attrs={"run": trial.id, "attempt": len(trial.attempts), "flags": _jsonable(trial.flags)})
-        tid = int(self.storage.create_new_trial(self.optuna._study_id, template_trial=template))
+        tid = int(self.storage.create_new_trial(self.optuna_study._study_id, template_trial=template))
         self._ids[(trial.id, len(trial.attempts))] = tid
         return tid
 
@@ -236,14 +235,14 @@ class Study:
         tid = self._running(trial)
         if tid is None:
             return bool(asked)
-        t = optuna.trial.Trial(self.optuna, tid)
+        t = optuna.trial.Trial(self.optuna_study, tid)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a step reported twice is ignored, not an error
             t.report(float(value), int(step))
         if asked or int(step) < self.spec.prune.min_steps:
             return bool(asked)
         states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-        if len(self.optuna.get_trials(deepcopy=False, states=states)) < self.spec.prune.warmup:
+        if len(self.optuna_study.get_trials(deepcopy=False, states=states)) < self.spec.prune.warmup:
             return False
         return bool(t.should_prune())
 
@@ -260,11 +259,11 @@ class Study:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if outcome == "pruned":
-                self.optuna.tell(number, state=state.PRUNED)
+                self.optuna_study.tell(number, state=state.PRUNED)
             elif isinstance(outcome, (int, float)) and not isinstance(outcome, bool) and math.isfinite(outcome):
-                self.optuna.tell(number, float(outcome))
+                self.optuna_study.tell(number, float(outcome))
             else:
-                self.optuna.tell(number, state=state.FAIL)
+                self.optuna_study.tell(number, state=state.FAIL)
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -272,7 +271,7 @@ class Study:
         """``{"direction", "scalar", "best": {"run", "value"} | None, "trials": [{"run", "number",
         "value", "state"}], "importances": {flag: float} | None}`` (trials in the order asked)."""
         optuna = import_optuna()
-        trials = self.optuna.get_trials(deepcopy=False)
+        trials = self.optuna_study.get_trials(deepcopy=False)
         rows = [{"run": t.user_attrs.get("run"), "number": t.number, "value": t.value, "state": t.state.name.lower()}
                 for t in trials]
         done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
@@ -289,7 +288,9 @@ class Study:
             return None
         optuna = import_optuna()
         try:
-            found = optuna.importance.get_param_importances(self.optuna)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # its notes on too few trials: the numbers say it
+                found = optuna.importance.get_param_importances(self.optuna_study)
         except (ValueError, RuntimeError, ImportError):  # too few distinct values, or its extra missing
             return None
         return {str(k): float(v) for k, v in found.items()} or None
@@ -323,6 +324,9 @@ def _load(batch: Run, spec: SearchSpec) -> optuna.Study:
         return _journal(path, spec)
     except OSError as e:
         raise GuildliteError(f"batch {batch.id}: cannot open its study {path}: {e.strerror or e}") from None
+    except Exception as e:  # a journal that is not Optuna's (damaged, or planted): Optuna's errors are many
+        raise GuildliteError(f"batch {batch.id}: cannot read its study {path}: {type(e).__name__}: {e}",
+                             exit_code=2) from None
 
 
 def _journal(path: Path, spec: SearchSpec) -> optuna.Study:

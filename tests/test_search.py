@@ -267,6 +267,18 @@ def test_detached_search_is_proposed_by_its_supervisor(bowl: Project) -> None:
     assert [r["state"] for r in _summary(bowl.runs_dir, batch_id)["trials"]] == ["complete"] * 4
 
 
+def test_staged_search_proposes_its_trials_when_started(bowl: Project) -> None:
+    cp = bowl.run("run", "bowl", *SPACE, "--optimizer", "random", "--minimize", "loss", "--max-trials", "3", "--stage",
+                  "-y")
+    _ok(cp)
+    batch_id = cp.stdout.strip()
+    assert bowl.record(batch_id)["status"] == "staged" and bowl.record(batch_id)["trials"] == []
+    _ok(bowl.run("run", "--start", batch_id, "-y"))
+    batch = bowl.record(batch_id)
+    assert batch["status"] == "completed" and len(batch["trials"]) == 3
+    assert [r["state"] for r in _summary(bowl.runs_dir, batch_id)["trials"]] == ["complete"] * 3
+
+
 def test_two_searches_never_share_state(bowl: Project) -> None:
     a = bowl.spawn("run", "bowl", *SPACE, "--optimizer", "tpe", "--minimize", "loss", "--max-trials", "4", "--seed",
                    "1", "-y")
@@ -366,3 +378,56 @@ def test_stopped_search_asks_for_no_more_trials(bowl: Project) -> None:
     batch = _batch(bowl)
     assert len(batch["trials"]) == 2 and batch["status"] == "terminated"
     assert {row["state"] for row in _summary(bowl.runs_dir, batch["id"])["trials"]} == {"fail"}
+
+
+# --- the study's API (what pruning and the views use) -----------------------------------------------
+
+
+@pytest.mark.parametrize("warmup", [0, 3])
+def test_study_records_values_by_step_and_says_when_to_prune(bowl: Project, warmup: int) -> None:
+    from guildlite._run import load_run
+    from guildlite._study import Study
+
+    cp = bowl.run("run", "bowl", "layers=[1,2,3,4]", "--minimize", "loss", "--prune", "median", "--prune-min-steps",
+                  "2", "--prune-warmup", str(warmup), "--stage", "-y")
+    _ok(cp)
+    batch = load_run(bowl.runs_dir / cp.stdout.strip())
+    assert batch.batch is not None and batch.batch["search"]["prune"] == {
+        "kind": "median", "min_steps": 2, "warmup": warmup, "reduction_factor": 3}
+    study = Study.open(batch)
+    assert study is not None and Study.open(batch) is study  # one per batch in a process
+    good = batch.trials[:2]
+    for t in good:
+        assert [study.report(t, step, 1.0 / step) for step in (1, 2, 3)] == [False] * 3
+        study.tell(t, 1.0 / 3)
+        study.tell(t, "failed")  # told already: not told again
+    bad = batch.trials[2]
+    assert study.report(bad, 1, 50.0) is False  # before --prune-min-steps
+    assert study.report(bad, 2, 50.0) is (warmup == 0)  # worse than the median at step 2, once warmed up
+    study.tell(bad, "pruned")
+    study.report(batch.trials[3], 1, float("nan"))  # not a number: not recorded
+    study.tell(batch.trials[3], float("inf"))  # no objective: failed
+
+    summary = _summary(bowl.runs_dir, batch.id)
+    assert summary["best"] == {"run": good[0].id, "value": pytest.approx(1.0 / 3)}
+    assert [(r["run"], r["state"]) for r in summary["trials"]] == [
+        (good[0].id, "complete"), (good[1].id, "complete"), (bad.id, "pruned"), (batch.trials[3].id, "fail")]
+
+
+def test_a_planted_or_damaged_study_is_refused_never_written_through(bowl: Project, tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    for plant in ("link", "garbage"):
+        cp = bowl.run("run", "bowl", "x=uniform[0:1]", "--optimizer", "tpe", "--minimize", "loss", "--stage", "-y")
+        _ok(cp)
+        batch_id = cp.stdout.strip()
+        journal = bowl.runs_dir / batch_id / ".guildlite" / "study.journal"
+        if plant == "link":
+            journal.symlink_to(victim)
+        else:
+            journal.write_text("{not json\n\x00\x01\n")
+        cp = bowl.run("run", "--start", batch_id, "-y")
+        assert cp.returncode == 2 and "Traceback" not in cp.stderr, cp.stderr
+        assert "study" in cp.stderr and batch_id in cp.stderr
+        assert bowl.record(batch_id)["status"] == "error" and bowl.record(batch_id)["trials"] == []
+    assert victim.read_text() == "keep me\n"

@@ -216,7 +216,7 @@ def run(
             if not click.confirm(f"Restart {what} {target.id}?", default=True):
                 raise GuildliteError("cancelled", exit_code=1)
         if target.is_batch and not detach:
-            job.session.progress = _BatchProgress(_restart_total(target, max_trials)).event
+            job.session.progress = _BatchProgress(_to_run(target, max_trials)).event
         _finish_run(job.execute(), as_json, stage_only=False, detached=detach)
         return
     if not args:
@@ -300,7 +300,7 @@ def _start(specs: tuple[str, ...], runs_dir: Path | None, guildfile: Path | None
             for r in targets]  # every run checked before any starts
     for job in jobs:
         if job.run.is_batch and not detach:
-            job.session.progress = _BatchProgress(_restart_total(job.run, None)).event
+            job.session.progress = _BatchProgress(_to_run(job.run, None)).event
     code = 0
     for job in jobs:
         if detach or len(jobs) == 1:
@@ -316,17 +316,10 @@ def _start(specs: tuple[str, ...], runs_dir: Path | None, guildfile: Path | None
         sys.exit(code)
 
 
-def _restart_total(batch: Run, max_trials: int | None) -> int:
-    """The trials a batch (re)start runs: those not done (``_status.DONE``), and a search's new ones up
-    to its budget (``max_trials``, else its own)."""
-    from .._study import search_spec
+def _to_run(batch: Run, max_trials: int | None) -> int:
+    from .._search import trials_to_run
 
-    again = sum(t.status not in DONE for t in batch.trials)
-    spec = search_spec(batch)
-    if spec is None or spec.optimizer is None:
-        return again
-    budget = max_trials if max_trials is not None else spec.max_trials or 0
-    return again + max(0, budget - len(batch.trial_ids))
+    return trials_to_run(batch, max_trials)
 
 
 def _finish_run(result: Run, as_json: bool, stage_only: bool, detached: bool = False) -> None:
@@ -335,7 +328,7 @@ def _finish_run(result: Run, as_json: bool, stage_only: bool, detached: bool = F
         if as_json:
             click.echo(json.dumps(_record(result), indent=2, default=str))
             return
-        what = f"batch of {_restart_total(result, None)} trials" if result.is_batch else (
+        what = f"batch of {_to_run(result, None)} trials" if result.is_batch else (
             "pipeline" if result.is_pipeline else "run")
         click.echo(f"guildlite: {what} {result.id} runs in the background (supervisor pid {result.pid}): "
                    f"guildlite watch {result.id}, guildlite stop {result.id}", err=True)
@@ -369,6 +362,11 @@ def _show_plan(plan: Any) -> None:
     if plan.trials is not None:
         _say(f"You are about to run a batch of {plan.batch_info['trials']} trial(s) of {cfg.op.name}"
                    f" ({len(plan.slots)} at a time)")
+        search = plan.batch_info.get("search")
+        if search is not None:
+            how = f"proposed by {search['optimizer']}" if search["optimizer"] else "as planned"
+            _say(f"  search: {how}, to {search['direction']} {search['scalar']} ({search['objective']} value)"
+                 + (f", {search['prune']['kind']} pruning" if search["prune"] else ""))
         flags = plan.batch_flags
     else:
         _say(f"You are about to run {cfg.op.name}")
