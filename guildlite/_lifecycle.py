@@ -234,7 +234,7 @@ class Session(VirtualParents):
         if failed:
             self.unrecorded[run.id] = failed
         if run.is_trial and self.trial_ended is not None:
-            self._tell(run)
+            self.trial_ended(run)  # it says, never raises, what it cannot record: the run's end is
         self.progress("end", run)
 
     def _save_end(self, run: Run) -> str | None:
@@ -256,15 +256,6 @@ class Session(VirtualParents):
             self.log(f"guildlite: cannot record the end of run {run.id} in {run.run_dir}: {e}")
             return str(e)
         return None
-
-    def _tell(self, run: Run) -> None:
-        """Tell the batch's search how a trial ended; a search that cannot record it is said, and
-        the trial's end stays recorded."""
-        assert self.trial_ended is not None
-        try:
-            self.trial_ended(run)
-        except (OSError, GuildliteError) as e:
-            self.log(f"guildlite: cannot tell the search of batch {run.parent_id} how trial {run.id} ended: {e}")
 
     def close_open(self, why: str) -> None:
         """End every run still open (after a stop, or an exception in guildlite)."""

@@ -37,12 +37,21 @@ def spec_from_options(
     prune_min_steps: int | None = None,
     prune_warmup: int | None = None,
     prune_reduction_factor: int | None = None,
+    of_run: str | None = None,
 ) -> SearchSpec | None:
     """The search the ``run`` options ask for, or None (none of them given); GuildliteError (exit 2)
-    for options that do not go together. Nothing is imported or looked up here: the optimizer's
-    name is checked where the search is planned (``_optimizers.load``)."""
+    for options that do not go together (``of_run``: ``--start`` or ``--restart``, which take none
+    of them). Nothing is imported or looked up here: the optimizer's name is checked where the
+    search is planned (``_optimizers.load``)."""
     prune_opts = {"--prune-min-steps": prune_min_steps, "--prune-warmup": prune_warmup,
                   "--prune-reduction-factor": prune_reduction_factor}
+    given = {"--optimizer": optimizer, "--minimize": minimize, "--maximize": maximize, "--objective": objective,
+             "--prune": prune, **prune_opts}
+    first = next((k for k, v in given.items() if v is not None), None)
+    if first is not None and of_run is not None:
+        how = "it is started as it was staged" if of_run == "--start" else "a restart continues its batch's" \
+            " search as it was (--max-trials asks for more trials)"
+        raise GuildliteError(f"{first} does not go with {of_run}: {how}", exit_code=2)
     if prune is None:
         stray = [k for k, v in prune_opts.items() if v is not None]
         if stray:
@@ -69,9 +78,9 @@ def spec_from_options(
         if prune not in ("median", "asha"):
             raise GuildliteError(f"--prune must be median or asha, got {prune!r}", exit_code=2)
         for option, least in (("--prune-min-steps", 0), ("--prune-warmup", 0), ("--prune-reduction-factor", 2)):
-            given = prune_opts[option]
-            if given is not None and given < least:
-                raise GuildliteError(f"{option} must be at least {least}, got {given}", exit_code=2)
+            number = prune_opts[option]
+            if number is not None and number < least:
+                raise GuildliteError(f"{option} must be at least {least}, got {number}", exit_code=2)
         if prune_reduction_factor is not None and prune != "asha":
             raise GuildliteError("--prune-reduction-factor is ASHA's: it goes with --prune asha", exit_code=2)
         spec_prune = PruneSpec(kind=prune, min_steps=prune_min_steps or 0,  # type: ignore[arg-type]

@@ -175,23 +175,15 @@ def run(
     from .._lifecycle import Session
     from .._needed import AlreadyDone
     from .._operation import BATCH_CONFIRM_THRESHOLD, execute, open_guildfile, plan_run, restart
-    from .._search import spec_from_options
+    from .._search import spec_from_options, trials_to_run
 
     for f in args:
         if f.startswith("-"):
             raise GuildliteError(f"unknown option {f!r} (see guildlite run --help)", exit_code=2)
-    searching = {"--optimizer": optimizer, "--minimize": minimize, "--maximize": maximize, "--objective": objective,
-                 "--prune": prune, "--prune-min-steps": prune_min_steps, "--prune-warmup": prune_warmup,
-                 "--prune-reduction-factor": prune_reduction_factor}
-    given_search = next((k for k, v in searching.items() if v is not None), None)
-    if given_search is not None and (start_staged or restart_spec):
-        how = "it is started as it was staged" if start_staged else "a restart continues its batch's search as it" \
-            " was (--max-trials asks for more trials)"
-        raise GuildliteError(f"{given_search} does not go with {'--start' if start_staged else '--restart'}: {how}",
-                             exit_code=2)
     search = spec_from_options(optimizer=optimizer, minimize=minimize, maximize=maximize, objective=objective,
                                max_trials=max_trials, seed=seed, prune=prune, prune_min_steps=prune_min_steps,
-                               prune_warmup=prune_warmup, prune_reduction_factor=prune_reduction_factor)
+                               prune_warmup=prune_warmup, prune_reduction_factor=prune_reduction_factor,
+                               of_run="--start" if start_staged else "--restart" if restart_spec else None)
     if start_staged:
         other = "--restart" if restart_spec else "--stage" if stage_only else "--needed" if needed else ""
         if other:  # --needed too: a staged run is started as it was staged, never skipped
@@ -218,7 +210,7 @@ def run(
             if not click.confirm(f"Restart {what} {target.id}?", default=True):
                 raise GuildliteError("cancelled", exit_code=1)
         if target.is_batch and not detach:
-            job.session.progress = _BatchProgress(_to_run(target, max_trials)).event
+            job.session.progress = _BatchProgress(trials_to_run(target, max_trials)).event
         _finish_run(job.execute(), as_json, stage_only=False, detached=detach)
         return
     if not args:
@@ -226,7 +218,7 @@ def run(
     operation, flags = args[0], args[1:]
     if pipeline.is_pipeline(gf, operation):
         for option, value in (("--nproc-per-node", nproc_per_node), ("--max-trials", max_trials), ("--seed", seed),
-                              (given_search, given_search)):
+                              ("--optimizer/--minimize/--maximize", search)):
             if value is not None:
                 raise GuildliteError(f"{option} is an option of one op's run; '{operation}' is a pipeline: give it"
                                      " in its steps", exit_code=2)
@@ -291,6 +283,7 @@ def _start(specs: tuple[str, ...], runs_dir: Path | None, guildfile: Path | None
     stopped: the rest stay staged), detached each in a supervisor of its own, all queued at once."""
     from .. import _pipeline as pipeline
     from .._operation import open_guildfile, start
+    from .._search import trials_to_run
 
     if not specs:
         raise GuildliteError("--start needs the runs to start (RUN...: ids, or indexes as in guildlite runs)",
@@ -302,7 +295,7 @@ def _start(specs: tuple[str, ...], runs_dir: Path | None, guildfile: Path | None
             for r in targets]  # every run checked before any starts
     for job in jobs:
         if job.run.is_batch and not detach:
-            job.session.progress = _BatchProgress(_to_run(job.run, None)).event
+            job.session.progress = _BatchProgress(trials_to_run(job.run, None)).event
     code = 0
     for job in jobs:
         if detach or len(jobs) == 1:
@@ -318,19 +311,15 @@ def _start(specs: tuple[str, ...], runs_dir: Path | None, guildfile: Path | None
         sys.exit(code)
 
 
-def _to_run(batch: Run, max_trials: int | None) -> int:
-    from .._search import trials_to_run
-
-    return trials_to_run(batch, max_trials)
-
-
 def _finish_run(result: Run, as_json: bool, stage_only: bool, detached: bool = False) -> None:
     """Report a finished run and exit with its exit code; a detached one: its id on stdout."""
     if detached and result.status in ("pending", "running"):
         if as_json:
             click.echo(json.dumps(_record(result), indent=2, default=str))
             return
-        what = f"batch of {_to_run(result, None)} trials" if result.is_batch else (
+        from .._search import trials_to_run
+
+        what = f"batch of {trials_to_run(result, None)} trials" if result.is_batch else (
             "pipeline" if result.is_pipeline else "run")
         click.echo(f"guildlite: {what} {result.id} runs in the background (supervisor pid {result.pid}): "
                    f"guildlite watch {result.id}, guildlite stop {result.id}", err=True)
