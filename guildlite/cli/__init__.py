@@ -14,12 +14,14 @@ import click
 from .. import __version__
 from ._common import CONTEXT, _Group
 from .check import check
+from .find import note, select_cmd
 from .gpus import gpus
 from .inspect import cat, compare, diff, ls
 from .manage import label, stop, tag
 from .ops import ops
 from .run import run
 from .runs import runs
+from .share import runs_export, runs_import
 from .view import tensorboard_cmd, view
 from .watch import watch
 
@@ -40,8 +42,10 @@ def cli() -> None:
     """
 
 
-for _command in (run, runs, compare, cat, ls, diff, label, tag, stop, ops, view, tensorboard_cmd, watch, gpus,
-                 check):
+runs.add_command(runs_export)
+runs.add_command(runs_import)
+for _command in (run, runs, compare, cat, ls, diff, label, tag, note, select_cmd, stop, ops, view, tensorboard_cmd, watch,
+                 gpus, check):
     cli.add_command(_command)
 
 

@@ -37,7 +37,7 @@ def label(
     if clear:
         specs, text = args, ""
     elif len(args) < (1 if filter_expr else 2):
-        raise GuildliteError("give RUNS (or --filter EXPR) and a TEXT (or --clear)", exit_code=2)
+        raise GuildliteError("give RUNS and a TEXT (or --clear; or --filter EXPR and a TEXT)", exit_code=2)
     else:
         specs, text = args[:-1], args[-1]
     if not specs and not filter_expr:
@@ -61,7 +61,7 @@ def tag(args: tuple[str, ...], filter_expr: str | None, runs_dir: Path | None, g
     changes = [a for a in args if a[:1] in "+-"]
     specs = [a for a in args if a[:1] not in "+-"]
     if not changes or not (specs or filter_expr):
-        raise GuildliteError("give RUNS (or --filter EXPR) and at least one +TAG or -TAG", exit_code=2)
+        raise GuildliteError("give RUNS and at least one +TAG or -TAG (or --filter EXPR for RUNS)", exit_code=2)
     chosen = _chosen(runs_dir_for(runs_dir, guildfile), specs, filter_expr)
     set_tags(chosen, changes)
     for r in select(runs_dir_for(runs_dir, guildfile), [r.id for r in chosen]):
