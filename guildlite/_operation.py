@@ -35,6 +35,7 @@ from ._supervisor import read_launch
 from ._upstream import pin, recorded_picks, split_assignments
 
 if TYPE_CHECKING:
+    from ._study import SearchSpec
     from .backends import Backend
 
 BATCH_CONFIRM_THRESHOLD = 1000  # larger batches ask first
@@ -92,6 +93,7 @@ def plan_run(
     gpus: str | None = None,
     max_trials: int | None = None,
     seed: int | None = None,
+    search: SearchSpec | None = None,
     plugin_names: Sequence[str] = (),
     echo: bool = True,
     backend: str | None = None,
@@ -146,6 +148,9 @@ def plan_run(
     batch = is_batch(values) or bool(dims)
     if needed and batch:
         raise GuildliteError("--needed applies to single runs, not to a batch", exit_code=2)
+    if search is not None and not batch:
+        raise GuildliteError("a search (--optimizer, --minimize/--maximize, --prune) is of a batch: give a flag a"
+                             " range or a list (lr=loguniform[1e-4:1e-1], layers=[2,4])", exit_code=2)
     if batch:
         n = count_trials({**dims, **values}, max_trials)
         if n > MAX_TRIALS:
@@ -188,7 +193,8 @@ def plan_run(
     )
     batch_flags, flag_dims = batch_spec(values)
     info = {"trials": len(trials or []), "max_trials": max_trials, "seed": seed, "parallel": len(slots),
-            "dims": flag_dims, **({"upstream": {k: list(v.values) for k, v in dims.items()}} if dims else {})}
+            "dims": flag_dims, **({"upstream": {k: list(v.values) for k, v in dims.items()}} if dims else {}),
+            **({"search": search.to_dict()} if search is not None else {})}
     return Plan(config, plugins, values, trials, batch_flags, info, slots, () if staged else _warnings(config),
                 trial_requires if per_trial else None)
 

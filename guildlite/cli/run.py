@@ -99,6 +99,18 @@ def _backend_options(extra: dict[str, Any]) -> dict[str, dict[str, Any]]:
               help="At most N of your runs at once on this machine; the others wait their turn (pending).")
 @click.option("--max-trials", type=int, help="Batch: at most N trials (random search: exactly N, default 20).")
 @click.option("--seed", type=int, help="Batch: seed for random search (same seed, same trials).")
+@click.option("--optimizer", metavar="NAME",
+              help="Batch: propose trials with an optimizer (tpe, cmaes, gp, qmc, random, grid, or an installed one)"
+              " as slots free up; needs --minimize or --maximize.")
+@click.option("--minimize", metavar="SCALAR", help="Batch: the scalar a search (--optimizer) or pruning minimizes.")
+@click.option("--maximize", metavar="SCALAR", help="Batch: the scalar a search (--optimizer) or pruning maximizes.")
+@click.option("--objective", type=click.Choice(["last", "min", "max"]),
+              help="Batch: a trial's objective is its scalar's last (default), min or max value.")
+@click.option("--prune", type=click.Choice(["median", "asha"]),
+              help="Batch: stop trials whose scalar is worse than others' at the same step (median, or ASHA).")
+@click.option("--prune-min-steps", type=int, metavar="N", help="--prune: prune no trial before step N (default 0).")
+@click.option("--prune-warmup", type=int, metavar="N", help="--prune: prune nothing before N trials ended (default 0).")
+@click.option("--prune-reduction-factor", type=int, metavar="N", help="--prune asha: the reduction factor (default 3).")
 @click.option("--fail-on-trial-error", is_flag=True, help="Batch: start no new trial after one fails.")
 @click.option("--plugin", "plugin_names", multiple=True, help="Enable an installed plugin by entry-point name.")
 @click.option("--restart", "restart_spec", metavar="RUN",
@@ -128,6 +140,14 @@ def run(
     max_concurrent: int | None,
     max_trials: int | None,
     seed: int | None,
+    optimizer: str | None,
+    minimize: str | None,
+    maximize: str | None,
+    objective: str | None,
+    prune: str | None,
+    prune_min_steps: int | None,
+    prune_warmup: int | None,
+    prune_reduction_factor: int | None,
     fail_on_trial_error: bool,
     plugin_names: tuple[str, ...],
     as_json: bool,
@@ -151,10 +171,23 @@ def run(
     from .._lifecycle import Session
     from .._needed import AlreadyDone
     from .._operation import BATCH_CONFIRM_THRESHOLD, execute, open_guildfile, plan_run, restart
+    from .._search import search_spec
 
     for f in args:
         if f.startswith("-"):
             raise GuildliteError(f"unknown option {f!r} (see guildlite run --help)", exit_code=2)
+    searching = {"--optimizer": optimizer, "--minimize": minimize, "--maximize": maximize, "--objective": objective,
+                 "--prune": prune, "--prune-min-steps": prune_min_steps, "--prune-warmup": prune_warmup,
+                 "--prune-reduction-factor": prune_reduction_factor}
+    search = search_spec(optimizer=optimizer, minimize=minimize, maximize=maximize, objective=objective,
+                         max_trials=max_trials, seed=seed, prune=prune, prune_min_steps=prune_min_steps,
+                         prune_warmup=prune_warmup, prune_reduction_factor=prune_reduction_factor)
+    given_search = next((k for k, v in searching.items() if v is not None), None)
+    if given_search is not None and (start_staged or restart_spec):
+        how = "it is started as it was staged" if start_staged else "a restart continues its batch's search as it" \
+            " was (--max-trials asks for more trials)"
+        raise GuildliteError(f"{given_search} does not go with {'--start' if start_staged else '--restart'}: {how}",
+                             exit_code=2)
     if start_staged:
         other = "--restart" if restart_spec else "--stage" if stage_only else "--needed" if needed else ""
         if other:  # --needed too: a staged run is started as it was staged, never skipped
@@ -188,7 +221,8 @@ def run(
         raise GuildliteError("missing OPERATION (see guildlite ops)", exit_code=2)
     operation, flags = args[0], args[1:]
     if pipeline.is_pipeline(gf, operation):
-        for option, value in (("--nproc-per-node", nproc_per_node), ("--max-trials", max_trials), ("--seed", seed)):
+        for option, value in (("--nproc-per-node", nproc_per_node), ("--max-trials", max_trials), ("--seed", seed),
+                              (given_search, given_search)):
             if value is not None:
                 raise GuildliteError(f"{option} is an option of one op's run; '{operation}' is a pipeline: give it"
                                      " in its steps", exit_code=2)
@@ -215,6 +249,7 @@ def run(
         gpus=gpus,
         max_trials=max_trials,
         seed=seed,
+        search=search,
         plugin_names=plugin_names,
         echo=not as_json,
         backend=backend,
