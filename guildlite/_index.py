@@ -175,7 +175,7 @@ def load_records(
                 summary = summarize(Path(base, "scalars.jsonl"))
                 summary_text, s_stamp, changed = json.dumps(summary), s_now, True
         if changed and stamp is not None:
-            index.updates.append((run_id, stamp, json.dumps(rec), s_stamp, summary_text))
+            index.updates.append((run_id, stamp, json.dumps(rec, default=str), s_stamp, summary_text))
         if shown:
             out.append((run_id, now, summary or {}))
     index.flush(keep=set(runs.ids))

@@ -41,18 +41,18 @@ def study_view(batch: Run) -> dict[str, Any] | None:
     objective told, None if none), "last" and "step" (the scalar's last reported value and its
     step: where a pruned trial stood), "best_so_far", "flags", "started", "stopped"}] in trial
     order, "varying" (flags whose values differ), "importances" {flag: float} | None,
-    "importances_note"}``.
+    "importances_from" (the completed trials they come from), "importances_note"}``.
     """
     spec = search_spec(batch)
     if spec is None:
         return None
     scalar = spec["scalar"]
     maximize = spec.get("direction") == "maximize"
-    objective = spec.get("objective") if spec.get("objective") in _OBJECTIVES else "last"
+    objective = str(spec.get("objective")) if spec.get("objective") in _OBJECTIVES else "last"
     summary, note = _summary(batch)
     runs = batch.trials
     told = {t["run"]: t for t in (summary or {}).get("trials") or [] if isinstance(t, dict) and "run" in t}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for i, run in enumerate(runs):
         s = summarize(run.paths.scalars).get(scalar) or {}
         t = told.get(run.id, {})
@@ -87,24 +87,65 @@ def study_view(batch: Run) -> dict[str, Any] | None:
         "direction": "maximize" if maximize else "minimize", "objective": objective, "prune": spec.get("prune"),
         "source": "runs" if summary is None else "study", "note": note, "counts": counts, "best": best,
         "trials": rows, "varying": _varying(rows),
-        "importances": importances or None,
+        "importances": importances or None, "importances_from": sum(1 for r in rows if r["value"] is not None),
         "importances_note": None if importances else _why_no_importances(summary, rows),
     }
 
 
+MAX_JOURNAL_BYTES = 256 << 20  # a study's journal read at most this far (a trial's record is ~1 KB)
+
+
 def _summary(batch: Run) -> tuple[dict[str, Any] | None, str | None]:
     """The study's ``summary()``, or None and why it could not be had."""
+    from ._errors import GuildliteError
+
+    fallback = "objectives from the runs' scalars"
     try:
-        from ._study import Study
-    except ImportError as e:  # optuna (guildlite[search]) missing here
-        return None, f"the study was not read ({e}; pip install 'guildlite[search]'): objectives from the runs' scalars"
+        study = _read_study(batch)
+        return (study.summary(), None) if study is not None else (None, f"the study has no journal yet: {fallback}")
+    except GuildliteError as e:  # Optuna missing here, or a malformed search record
+        return None, f"the study was not read ({e}): {fallback}"
+    except Exception as e:  # noqa: BLE001 - a damaged journal must not hide the runs: say so, show them
+        return None, f"the study could not be read ({type(e).__name__}: {e}): {fallback}"
+
+
+def _read_study(batch: Run) -> Any:
+    """The batch's study, read only: ``Study.open`` is the owner's (it may create the study and
+    appends to the journal), a reader (``compare``, ``view``) must leave the run dir as it is and
+    works on a read-only runs dir. The journal is opened as any run file is (``_runfiles``: a
+    regular file inside the run dir); None when there is none yet."""
+    from ._runfiles import RunFileError, open_file
+    from ._search_space import space_of
+    from ._study import STUDY_NAME, Study, import_optuna, journal_path, search_spec
+
+    spec = search_spec(batch)
+    rel = journal_path(batch).relative_to(batch.run_dir).as_posix()
     try:
-        study = Study.open(batch)
-        return (study.summary(), None) if study is not None else (None, "the batch has no study file")
-    except ImportError as e:
-        return None, f"the study was not read ({e}; pip install 'guildlite[search]'): objectives from the runs' scalars"
-    except Exception as e:  # noqa: BLE001 - a damaged journal must not hide the runs: say it, show them
-        return None, f"the study could not be read ({type(e).__name__}: {e}): objectives from the runs' scalars"
+        with open_file(batch.run_dir, rel) as f:
+            data = f.read(MAX_JOURNAL_BYTES)
+    except RunFileError as e:
+        if e.missing:
+            return None
+        raise
+    optuna = import_optuna()
+    from optuna.storages.journal import BaseJournalBackend, JournalStorage
+
+    class Journal(BaseJournalBackend):  # type: ignore[misc]
+        """The journal's records as read above; nothing is ever written."""
+
+        def read_logs(self, log_number_from: int) -> list[dict[str, Any]]:
+            import json
+
+            # A torn last line (its writer mid-append) waits for the next read, as Optuna does.
+            lines = [x for x in data.split(b"\n")[:-1] if x.strip()]
+            return [json.loads(x) for x in lines[log_number_from:]]
+
+        def append_logs(self, logs: list[dict[str, Any]]) -> None:
+            raise RuntimeError("a study read for display is never written")
+
+    study = optuna.load_study(study_name=STUDY_NAME, storage=JournalStorage(Journal()),
+                              sampler=optuna.samplers.RandomSampler())
+    return Study(batch.run_dir, spec, study, space_of(batch.flags)) if spec is not None else None
 
 
 def _number(v: Any) -> float | None:
@@ -163,7 +204,7 @@ def _flag_text(flags: dict[str, Any], names: Sequence[str]) -> str:
 
 def header_lines(view: dict[str, Any]) -> list[str]:
     """The study in a few lines: what it optimizes, its trials by status, the best, the importances."""
-    how = view["optimizer"] or "the batch's own trials"
+    how = f"optimizer {view['optimizer']}" if view["optimizer"] else "no optimizer (trials as the batch planned them)"
     prune = view.get("prune")
     pruning = ""
     if isinstance(prune, dict) and prune.get("kind"):
@@ -181,7 +222,8 @@ def header_lines(view: dict[str, Any]) -> list[str]:
         flags = _flag_text(best["flags"] or {}, view["varying"] or list(best["flags"] or {}))
         lines.append(f"  best: {number}run {best['run']}  {view['scalar']} {_g(best['value'])}" + (f"  {flags}" if flags else ""))
     if view["importances"]:
-        lines.append("  flag importances: " + "  ".join(f"{k} {v:.3f}" for k, v in view["importances"].items()))
+        lines.append(f"  flag importances (Optuna, from {view['importances_from']} completed trials): "
+                     + "  ".join(f"{k} {v:.3f}" for k, v in view["importances"].items()))
     else:
         lines.append(f"  {view['importances_note']}")
     if view["note"]:
@@ -213,7 +255,7 @@ def importance_lines(view: dict[str, Any], width: int = 30) -> list[str]:
         return [view["importances_note"]]
     pad = max(len(k) for k in imp)
     top = max(imp.values()) or 1.0
-    return ["flag importances (Optuna):"] + [
+    return [f"flag importances (Optuna, from {view['importances_from']} completed trials):"] + [
         f"  {k:<{pad}}  {v:6.3f}  {'#' * round(width * v / top)}" for k, v in imp.items()]
 
 

@@ -381,7 +381,7 @@ async function openRun(id) {
 
 // --- a batch's study (a search, or a pruned batch): best trial, optimization history, importances ---
 function studySection(panel, st) {
-  const how = st.optimizer || "the batch's own trials";
+  const how = st.optimizer ? 'optimizer ' + st.optimizer : 'no optimizer (trials as the batch planned them)';
   const prune = st.prune && st.prune.kind ? ', pruned by ' + st.prune.kind : '';
   const counts = Object.entries(st.counts).map(([s, n]) => [statusBadge(s), ' ' + n + ' ']);
   panel.append(el('h3', null, 'Study'), el('div', { class: 'study-head' },
@@ -404,7 +404,7 @@ function studySection(panel, st) {
   const done = [redraw()];
   if (st.importances) {
     const imp = el('div', { class: 'plot study-importances' });
-    panel.append(el('div', { class: 'controls' }, 'flag importances (Optuna)'), imp);
+    panel.append(el('div', { class: 'controls' }, `flag importances (Optuna, from ${st.importances_from} completed trials)`), imp);
     const names = Object.keys(st.importances).reverse();  // the largest on top
     done.push(Plotly.newPlot(imp, [{
       type: 'bar', orientation: 'h', y: names.map(plotText), x: names.map(k => st.importances[k]),
