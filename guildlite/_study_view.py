@@ -57,9 +57,10 @@ def study_view(batch: Run) -> dict[str, Any] | None:
         s = summarize(run.paths.scalars).get(scalar) or {}
         t = told.get(run.id, {})
         status = run.status
-        if run.status == "completed" and _STATES.get(str(t.get("state", "")).lower()) == "pruned":
-            status = "pruned"  # told pruned, though its job ended cleanly on the stop
-        value = _number(t.get("value")) if summary is not None else None
+        if run.status in ("completed", "terminated") and _STATES.get(str(t.get("state", "")).lower()) == "pruned":
+            status = "pruned"  # told pruned: stopped by its pruner (its job may have ended cleanly on the stop)
+        # Only a completed trial has an objective: Optuna keeps a pruned one's last reported value as its value.
+        value = _number(t.get("value")) if _STATES.get(str(t.get("state", "")).lower()) == "completed" else None
         if summary is None and status == "completed":
             value = _number(s.get(objective))
         rows.append({
