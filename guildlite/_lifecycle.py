@@ -12,7 +12,7 @@ import os
 import shutil
 import signal
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from ._config_file import verify as verify_config
 from ._disk import describe, full_message, full_reason, is_full
@@ -29,10 +29,12 @@ from ._run import Run, load_run
 from ._runconfig import RunConfig
 from ._runlive import LiveRuns
 from ._scheduler import Scheduler
+from ._search import Search
 from ._slots import Slot
 from ._staging import new_run, publish, stage_source, staging
 from ._status import end_of_batch, job_end, move
 from ._store import reset_end
+from ._study import search_spec
 from ._supervisor import hand_over, write_launch
 from ._terminal import printable
 
@@ -55,6 +57,7 @@ class Session(VirtualParents):
         self.stopping: int | None = None
         self.progress: Callable[[str, Run], None] = lambda event, run: None
         self.parent: Run | None = None  # the pipeline whose step this session runs (``_pipeline``)
+        self.trial_ended: Callable[[Run], None] | None = None  # a batch's search, told each trial's end
 
     # --- signals ---------------------------------------------------------------------------------
 
@@ -218,6 +221,8 @@ class Session(VirtualParents):
         run.release()  # after the end is written: until then a reader must see its owner alive
         if failed:
             self.unrecorded[run.id] = failed
+        if run.is_trial and self.trial_ended is not None:
+            self._tell(run)
         self.progress("end", run)
 
     def _save_end(self, run: Run) -> str | None:
@@ -240,6 +245,15 @@ class Session(VirtualParents):
             return str(e)
         return None
 
+    def _tell(self, run: Run) -> None:
+        """Tell the batch's search how a trial ended; a search that cannot record it is said, and
+        the trial's end stays recorded."""
+        assert self.trial_ended is not None
+        try:
+            self.trial_ended(run)
+        except (OSError, GuildliteError) as e:
+            self.log(f"guildlite: cannot tell the search of batch {run.parent_id} how trial {run.id} ended: {e}")
+
     def close_open(self, why: str) -> None:
         """End every run still open (after a stop, or an exception in guildlite)."""
         status = "terminated" if self.stopping is not None else "error"
@@ -248,8 +262,9 @@ class Session(VirtualParents):
 
     # --- whole invocations -----------------------------------------------------------------------
 
-    def run(self, runs: Sequence[Run], slots: Sequence[Slot], fail_fast: bool = False) -> None:
-        """Launch staged runs on ``slots``, in order, as slots free up; wait for all to end."""
+    def run(self, runs: Iterable[Run], slots: Sequence[Slot], fail_fast: bool = False) -> None:
+        """Launch staged runs on ``slots``, in order, as slots free up (each drawn from ``runs``
+        when a slot is free: a search stages its next trial then); wait for all to end."""
 
         def finish(run: Run, code: int, job: Launched) -> None:
             self.finish(run, code, job)
@@ -284,7 +299,16 @@ class Session(VirtualParents):
 
     def _run_trials(self, batch: Run, trials: Sequence[Run], slots: Sequence[Slot], fail_fast: bool) -> None:
         def go() -> str | None:
-            self.run(trials, slots, fail_fast=fail_fast)
+            items: Iterable[Run] = trials
+            if search_spec(batch) is not None:  # its study told each end; an optimizer's trials drawn as slots free
+                search = Search(batch, lambda flags: self.stage(flags, parent=batch), self.cfg.op.flags, self.log)
+                self.trial_ended = search.ended
+                held = lambda: self.stopping is not None or bool(self.scheduler and self.scheduler.hold)  # noqa: E731
+                items = search.trials(trials, held)
+            try:
+                self.run(items, slots, fail_fast=fail_fast)
+            finally:
+                self.trial_ended = None
             _, error = end_of_batch(batch, stopped=False)
             return None if error is None else error["message"]
 
@@ -381,10 +405,6 @@ class Session(VirtualParents):
             others = [r for r in self._open.values() if r is not run]
             hand_over(run, others)
             self._open.clear()
-
-    def restart(self, run: Run, flags: dict[str, Any] | None, slots: Sequence[Slot], fail_fast: bool = False) -> Run:
-        """Run ``run`` again in its own directory; a batch re-runs only its trials that did not complete."""
-        return self.start(run, slots, fail_fast, self.prepare_restart(run, flags))
 
     def run_batch(
         self,

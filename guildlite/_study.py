@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import threading
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Mapping
@@ -153,8 +154,9 @@ class Study:
         self.batch_dir = batch_dir
         self.spec = spec
         self.optuna = study
+        self.storage = study._storage
         self.space = dict(space)
-        self._numbers: dict[str, int] = {}  # run id -> trial id (its latest attempt's)
+        self._ids: dict[tuple[str, int], int] = {}  # (run id, attempt) -> Optuna trial id
 
     @classmethod
     def open(cls, batch: Run) -> Study | None:
@@ -166,7 +168,7 @@ class Study:
         key = batch.run_dir.resolve()
         with cls._lock:
             found = cls._open.get(key)
-            if found is None:
+            if found is None or found.spec != spec:  # a restart may give a search a new budget
                 found = cls._open[key] = cls(key, spec, _load(batch, spec), space_of(batch.flags))
             return found
 
@@ -178,43 +180,59 @@ class Study:
 
     # --- trials --------------------------------------------------------------------------------
 
-    def _trial_id(self, trial: Run) -> int:
-        """The Optuna trial of ``trial``'s current attempt: the one recorded for it that has not
-        ended, else a new one with its flags (a grid/random batch's trial, or a trial run again)."""
-        optuna = import_optuna()
-        tid = self._numbers.get(trial.id)
-        running = optuna.trial.TrialState.RUNNING
-        if tid is not None and self.optuna._storage.get_trial(tid).state == running:
-            return tid
+    def _attempt(self, trial: Run) -> Any:
+        """The Optuna trial (frozen) of ``trial``'s current attempt, or None: not recorded yet."""
+        attempt = len(trial.attempts)
+        key = (trial.id, attempt)
+        tid = self._ids.get(key)
+        if tid is not None:
+            return self.storage.get_trial(tid)
         for t in reversed(self.optuna.get_trials(deepcopy=False)):
-            if t.user_attrs.get("run") == trial.id and t.state == running:
-                self._numbers[trial.id] = t._trial_id
-                return int(t._trial_id)
-        return self.add(trial)
+            if t.user_attrs.get("run") == trial.id and t.user_attrs.get("attempt", 0) == attempt:
+                self._ids[key] = t._trial_id
+                return t
+        return None
 
     def add(self, trial: Run, params: Mapping[str, Any] | None = None) -> int:
-        """Record a new attempt of ``trial`` (its flags; ``params``: those the optimizer chose) as
-        a running Optuna trial; its trial id."""
-        dists = distributions({k: d for k, d in self.space.items() if k in trial.flags})
-        # Its flags as the trial's params (enqueued: fixed, not sampled), so that importances and
-        # a pruner's comparisons see them.
-        self.optuna.enqueue_trial({k: (params or trial.flags)[k] for k in dists if k in (params or trial.flags)},
-                                  user_attrs={"run": trial.id})
-        t = self.optuna.ask(dists)
-        t.set_user_attr("flags", _jsonable(trial.flags))
-        self._numbers[trial.id] = t._trial_id
-        return int(t._trial_id)
+        """Record ``trial``'s current attempt (its flags; ``params``: those its optimizer chose)
+        as a running Optuna trial (if it is not yet); its Optuna trial id."""
+        found = self._attempt(trial)
+        if found is not None:
+            return int(found._trial_id)
+        optuna = import_optuna()
+        flags = dict(params or trial.flags)
+        # Its flags as the trial's params (those its dimensions hold), so that importances and the
+        # optimization history see them; one journal record (each one is a locked, synced write).
+        dists = {k: d for k, d in distributions({k: d for k, d in self.space.items() if k in flags}).items()
+                 if _holds(d, flags[k])}
+        template = optuna.trial.create_trial(
+            state=optuna.trial.TrialState.RUNNING, params={k: flags[k] for k in dists}, distributions=dists,
+            user_attrs={"run": trial.id, "attempt": len(trial.attempts), "flags": _jsonable(trial.flags)})
+        tid = int(self.storage.create_new_trial(self.optuna._study_id, template_trial=template))
+        self._ids[(trial.id, len(trial.attempts))] = tid
+        return tid
+
+    def _running(self, trial: Run) -> int | None:
+        """The Optuna trial id of ``trial``'s current attempt, recorded now if it was not; None
+        when that attempt was told already."""
+        optuna = import_optuna()
+        found = self._attempt(trial)
+        if found is None:
+            return self.add(trial)
+        return int(found._trial_id) if found.state == optuna.trial.TrialState.RUNNING else None
 
     def report(self, trial: Run, step: int, value: float) -> bool:
         """Record ``trial``'s objective ``value`` at ``step``; True: the pruner says stop it."""
         optuna = import_optuna()
-        if self.spec.prune is None:
+        if self.spec.prune is None or not math.isfinite(value):
             return False
-        tid = self._trial_id(trial)
+        tid = self._running(trial)
+        if tid is None:
+            return False
         t = optuna.trial.Trial(self.optuna, tid)
-        if not math.isfinite(value):
-            return False
-        t.report(float(value), int(step))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a step reported twice is ignored, not an error
+            t.report(float(value), int(step))
         if int(step) < self.spec.prune.min_steps:
             return False
         states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -223,21 +241,23 @@ class Study:
         return bool(t.should_prune())
 
     def tell(self, trial: Run, outcome: float | Outcome) -> None:
-        """Record how ``trial`` ended: its objective value, or failed, or pruned. A trial told
-        already (its attempt ended) is not told again."""
+        """Record how ``trial``'s current attempt ended: its objective value, or failed, or
+        pruned (a value that is not a finite number: failed). An attempt told already is not told
+        again."""
         optuna = import_optuna()
-        tid = self._trial_id(trial)
-        number = self.optuna._storage.get_trial(tid).number
+        tid = self._running(trial)
+        if tid is None:
+            return
+        number = self.storage.get_trial(tid).number
         state = optuna.trial.TrialState
-        if outcome == "failed":
-            self.optuna.tell(number, state=state.FAIL)
-        elif outcome == "pruned":
-            self.optuna.tell(number, state=state.PRUNED)
-        elif isinstance(outcome, (int, float)) and math.isfinite(outcome):
-            self.optuna.tell(number, float(outcome))
-        else:
-            self.optuna.tell(number, state=state.FAIL)
-        self._numbers.pop(trial.id, None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if outcome == "pruned":
+                self.optuna.tell(number, state=state.PRUNED)
+            elif isinstance(outcome, (int, float)) and not isinstance(outcome, bool) and math.isfinite(outcome):
+                self.optuna.tell(number, float(outcome))
+            else:
+                self.optuna.tell(number, state=state.FAIL)
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -266,6 +286,14 @@ class Study:
         except (ValueError, RuntimeError, ImportError):  # too few distinct values, or its extra missing
             return None
         return {str(k): float(v) for k, v in found.items()} or None
+
+
+def _holds(dist: Any, value: Any) -> bool:
+    """True when Optuna's ``dist`` holds ``value`` (a rounded sample may fall just outside)."""
+    try:
+        return bool(dist._contains(dist.to_internal_repr(value)))
+    except (ValueError, TypeError):
+        return False
 
 
 def _jsonable(flags: Mapping[str, Any]) -> dict[str, Any]:

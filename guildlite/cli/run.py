@@ -171,7 +171,7 @@ def run(
     from .._lifecycle import Session
     from .._needed import AlreadyDone
     from .._operation import BATCH_CONFIRM_THRESHOLD, execute, open_guildfile, plan_run, restart
-    from .._search import search_spec
+    from .._search import spec_from_options
 
     for f in args:
         if f.startswith("-"):
@@ -179,7 +179,7 @@ def run(
     searching = {"--optimizer": optimizer, "--minimize": minimize, "--maximize": maximize, "--objective": objective,
                  "--prune": prune, "--prune-min-steps": prune_min_steps, "--prune-warmup": prune_warmup,
                  "--prune-reduction-factor": prune_reduction_factor}
-    search = search_spec(optimizer=optimizer, minimize=minimize, maximize=maximize, objective=objective,
+    search = spec_from_options(optimizer=optimizer, minimize=minimize, maximize=maximize, objective=objective,
                          max_trials=max_trials, seed=seed, prune=prune, prune_min_steps=prune_min_steps,
                          prune_warmup=prune_warmup, prune_reduction_factor=prune_reduction_factor)
     given_search = next((k for k, v in searching.items() if v is not None), None)
@@ -207,14 +207,14 @@ def run(
             target, args, guildfile=gf, parallel=parallel, gpus=gpus, fail_fast=fail_on_trial_error,
             plugin_names=plugin_names, echo=not as_json, backend=backend,
             backend_options=_backend_options(given) if any(v is not None for v in given.values()) else None,
-            detach=detach, max_concurrent=max_concurrent)
+            detach=detach, max_concurrent=max_concurrent, max_trials=max_trials)
         if sys.stdin.isatty() and not yes and not as_json:
             what = f"{len(target.trial_ids)} trials of batch" if target.is_batch else (
                 "the unfinished steps of pipeline" if target.is_pipeline else "run")
             if not click.confirm(f"Restart {what} {target.id}?", default=True):
                 raise GuildliteError("cancelled", exit_code=1)
         if target.is_batch and not detach:
-            job.session.progress = _BatchProgress(sum(t.status != "completed" for t in target.trials)).event
+            job.session.progress = _BatchProgress(_restart_total(target, max_trials)).event
         _finish_run(job.execute(), as_json, stage_only=False, detached=detach)
         return
     if not args:
@@ -260,14 +260,14 @@ def run(
         needed=needed,
         max_concurrent=max_concurrent,
     )
-    big = plan.trials is not None and len(plan.trials) > BATCH_CONFIRM_THRESHOLD
+    big = plan.trials is not None and plan.batch_info["trials"] > BATCH_CONFIRM_THRESHOLD
     if sys.stdin.isatty() and not yes and not big and not as_json:  # a large batch was asked already
         _show_plan(plan)
         if not click.confirm("Continue?", default=True):
             raise GuildliteError("cancelled", exit_code=1)
     session = Session(plan.config, plan.plugins)
     if plan.trials is not None and not detach:
-        session.progress = _BatchProgress(len(plan.trials)).event
+        session.progress = _BatchProgress(plan.batch_info["trials"]).event  # a search's: its budget
     try:
         result = execute(plan, stage_only=stage_only, fail_fast=fail_on_trial_error, session=session, detach=detach)
     except AlreadyDone as e:  # --needed: nothing was published
@@ -298,7 +298,7 @@ def _start(specs: tuple[str, ...], runs_dir: Path | None, guildfile: Path | None
             for r in targets]  # every run checked before any starts
     for job in jobs:
         if job.run.is_batch and not detach:
-            job.session.progress = _BatchProgress(len(job.run.trial_ids)).event
+            job.session.progress = _BatchProgress(_restart_total(job.run, None)).event
     code = 0
     for job in jobs:
         if detach or len(jobs) == 1:
@@ -314,13 +314,26 @@ def _start(specs: tuple[str, ...], runs_dir: Path | None, guildfile: Path | None
         sys.exit(code)
 
 
+def _restart_total(batch: Run, max_trials: int | None) -> int:
+    """The trials a batch (re)start runs: those that did not complete, and a search's new ones up
+    to its budget (``max_trials``, else its own)."""
+    from .._study import search_spec
+
+    again = sum(t.status != "completed" for t in batch.trials)
+    spec = search_spec(batch)
+    if spec is None or spec.optimizer is None:
+        return again
+    budget = max_trials if max_trials is not None else spec.max_trials or 0
+    return again + max(0, budget - len(batch.trial_ids))
+
+
 def _finish_run(result: Run, as_json: bool, stage_only: bool, detached: bool = False) -> None:
     """Report a finished run and exit with its exit code; a detached one: its id on stdout."""
     if detached and result.status in ("pending", "running"):
         if as_json:
             click.echo(json.dumps(_record(result), indent=2, default=str))
             return
-        what = f"batch of {len(result.trial_ids)} trials" if result.is_batch else (
+        what = f"batch of {_restart_total(result, None)} trials" if result.is_batch else (
             "pipeline" if result.is_pipeline else "run")
         click.echo(f"guildlite: {what} {result.id} runs in the background (supervisor pid {result.pid}): "
                    f"guildlite watch {result.id}, guildlite stop {result.id}", err=True)
@@ -352,7 +365,7 @@ def _show_plan(plan: Any) -> None:
 
     cfg = plan.config
     if plan.trials is not None:
-        _say(f"You are about to run a batch of {len(plan.trials)} trial(s) of {cfg.op.name}"
+        _say(f"You are about to run a batch of {plan.batch_info['trials']} trial(s) of {cfg.op.name}"
                    f" ({len(plan.slots)} at a time)")
         flags = plan.batch_flags
     else:
