@@ -22,6 +22,7 @@ from ._launch import flag_env, launch_argv, rank_exit_code, without_rank_env
 from ._needed import check_staged
 from ._parents import VirtualParents
 from ._plugins import Dispatcher, HookFailed, Plugin
+from ._pruning import Pruning, prunes
 from ._queue import RunQueue
 from ._reach import unreached as flags_unreached
 from ._requires import Resolved
@@ -32,7 +33,7 @@ from ._scheduler import Scheduler
 from ._search import Search
 from ._slots import Slot
 from ._staging import new_run, publish, stage_source, staging
-from ._status import end_of_batch, job_end, move
+from ._status import DONE, end_of_batch, job_end, move
 from ._store import reset_end
 from ._study import search_spec
 from ._supervisor import hand_over, write_launch
@@ -191,7 +192,8 @@ class Session(VirtualParents):
         return job
 
     def finish(self, run: Run, code: int, job: Launched) -> None:
-        """Record a job's exit (``_status.job_end``): completed, error, or terminated (stopped)."""
+        """Record a job's exit (``_status.job_end``): completed, error, or terminated (stopped),
+        or pruned (a hook's ``StopRun(..., pruned=True)``)."""
         if code != 0:  # torchrun reports any failure as 1: the failing script's own code is better
             code = rank_exit_code(run.paths.rank_exits) or code
         stopped_by = self.live.finish(run, drain=not job.end_hooks_ran)  # the last scalars; a hook's StopRun
@@ -199,7 +201,7 @@ class Session(VirtualParents):
         stopped = job.signalled is not None or run.paths.stop_request.exists()
         status, exit_code, error = job_end(code, stopped=stopped, failure=job.error_message)
         if stopped_by is not None and job.error_message is None:
-            status, error = "terminated", stopped_by
+            status, error = stopped_by
         self.end(run, status, exit_code, error=error, hooks=not job.end_hooks_ran)
 
     def end(
@@ -298,6 +300,9 @@ class Session(VirtualParents):
             raise GuildliteError(f"the end of run(s) {ids} could not be recorded: {next(iter(self.unrecorded.values()))}")
 
     def _run_trials(self, batch: Run, trials: Sequence[Run], slots: Sequence[Slot], fail_fast: bool) -> None:
+        if prunes(batch.batch) and not any(isinstance(p, Pruning) for p in self.hooks.plugins):
+            self.hooks.plugins.insert(0, Pruning())  # a built-in, first among priority ties (``_pruning``)
+
         def go() -> str | None:
             items: Iterable[Run] = trials
             if search_spec(batch) is not None:  # its study told each end; an optimizer's trials drawn as slots free
@@ -353,7 +358,8 @@ class Session(VirtualParents):
     def prepare_restart(self, run: Run, flags: dict[str, Any] | None) -> list[Run]:
         """What ``--restart`` does, for a run and a batch, before anything starts again: the run
         (with ``flags``) staged again in its own dir; a batch with its trials that did not complete
-        (its completed ones stay as they are). The trials to start, [] for a run."""
+        (its completed and pruned ones stay as they are: ``_status.DONE``). The trials to start,
+        [] for a run."""
         with self._invocation():
             if run.status in ("pending", "running"):
                 raise GuildliteError(f"run {run.id} is {run.status}: stop it before restarting it", exit_code=2)
@@ -364,7 +370,7 @@ class Session(VirtualParents):
             for f in dataclasses.fields(fresh):
                 if not f.name.startswith("_") and f.name not in ("pid", "pid_start", "host"):  # now ours
                     setattr(run, f.name, getattr(fresh, f.name))
-            trials = [t for t in run.trials if t.status != "completed"] if run.is_batch else []
+            trials = [t for t in run.trials if t.status not in DONE] if run.is_batch else []
             self.reopen(run, flags)
             for t in trials:
                 t._parent = run

@@ -32,6 +32,7 @@ from ._runs_dir import default_runs_dir, option_runs_dir
 from ._script_op import is_script
 from ._search import check_budget, first_values, plan_search, with_budget
 from ._slots import Slot
+from ._status import DONE, ENDED
 from ._supervisor import read_launch
 from ._upstream import pin, recorded_picks, split_assignments
 
@@ -291,7 +292,7 @@ def _recorded_picks(run: Run, op: OpDef, assignments: Sequence[str]) -> list[str
     for those ``assignments`` pick anew; a batch's: its unfinished trials', which must agree."""
     if not run.is_batch:
         return recorded_picks(op, run.requires, assignments)
-    picks = {tuple(recorded_picks(op, t.requires, ())) for t in run.trials if t.status != "completed"}
+    picks = {tuple(recorded_picks(op, t.requires, ())) for t in run.trials if t.status not in DONE}
     if len(picks) > 1:
         raise GuildliteError(f"the trials of batch {run.id} used different upstream runs: restart them one by one"
                              " (guildlite run --restart TRIAL)", exit_code=2)
@@ -379,8 +380,7 @@ def start(run: Run, *, guildfile: Callable[[], Guildfile], **options: Any) -> Re
     ``restart``) say otherwise. It takes its place in this machine's queue like any run.
     GuildliteError (exit 2) for a run that is not staged, or a trial (its batch starts it)."""
     if run.status != "staged":
-        how = "guildlite run --restart runs it again" if run.status in ("completed", "error", "terminated") else \
-            "it was started already"
+        how = "guildlite run --restart runs it again" if run.status in ENDED else "it was started already"
         raise GuildliteError(f"run {run.id} is {run.status}, not staged: --start starts a run staged with --stage"
                              f" ({how})", exit_code=2)
     if run.is_trial:

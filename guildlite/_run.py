@@ -27,7 +27,7 @@ def _version() -> str:
 class Run:
     """A run, as plugins, scripts and inspect commands see it; ``run.json`` is its record.
 
-    ``status`` is one of staged, pending, running, completed, error, terminated. A run whose
+    ``status`` is one of staged, pending, running, completed, error, terminated, pruned. A run whose
     owning guildlite process is gone while the record still says pending/running is reported
     ``terminated`` on read, with ``error`` saying so: the record is never trusted blindly.
     Plugins may keep small JSON-serialisable data in ``attrs[<plugin name>]``; it is saved with

@@ -12,6 +12,7 @@ import click
 
 from .._choose import runs_dir_for, select_one
 from .._errors import GuildliteError
+from .._status import DONE
 from ._common import (
     CONTEXT,
     _fmt,
@@ -315,11 +316,11 @@ def _start(specs: tuple[str, ...], runs_dir: Path | None, guildfile: Path | None
 
 
 def _restart_total(batch: Run, max_trials: int | None) -> int:
-    """The trials a batch (re)start runs: those that did not complete, and a search's new ones up
+    """The trials a batch (re)start runs: those that did not complete (or get pruned), and a search's new ones up
     to its budget (``max_trials``, else its own)."""
     from .._study import search_spec
 
-    again = sum(t.status != "completed" for t in batch.trials)
+    again = sum(t.status not in DONE for t in batch.trials)
     spec = search_spec(batch)
     if spec is None or spec.optimizer is None:
         return again
@@ -435,7 +436,7 @@ class _BatchProgress:
             if run.started:
                 self.running -= 1
             self.done += 1
-            self.failed += run.status != "completed"
+            self.failed += run.status not in DONE
             elapsed = time.monotonic() - self.t0
             eta = elapsed / self.done * (self.total - self.done)
             _say(

@@ -11,6 +11,7 @@ import click
 
 from .._choose import filtered_runs, runs_dir_for, select_one, select_with_trials
 from .._errors import GuildliteError
+from .._status import STATES
 from ._common import (
     CONTEXT,
     _flags_summary,
@@ -43,7 +44,7 @@ class _RunsGroup(_Group):
 @click.option("-a", "--all", "show_all", is_flag=True, help="Show every run (default: the newest 20).")
 @click.option("-n", "--limit", type=click.IntRange(min=0), default=20, show_default=True, help="How many runs to show.")
 @click.option("--op", help="Only runs of this operation.")
-@click.option("--status", type=click.Choice(["staged", "pending", "running", "completed", "error", "terminated"]))
+@click.option("--status", type=click.Choice(STATES))
 @click.option("--batch", help="Only this batch and its trials (a selector).")
 @click.option("--upstream", metavar="RUN", help="Only the runs whose files RUN used, directly or through others.")
 @click.option("--downstream", metavar="RUN", help="Only the runs that used RUN's files, directly or through others.")
