@@ -67,6 +67,11 @@ METHODS: dict[str, list[str]] = {
 }
 
 
+def _env(project: Path) -> dict[str, str]:
+    # A lease dir of its own: no other guildlite on the machine queues with the bench's runs.
+    return {**os.environ, "GUILDLITE_GPU_LEASE_DIR": str(project.parent / "leases")}
+
+
 def _t(iso: str | None) -> float:
     return datetime.fromisoformat(iso).timestamp() if iso else math.nan
 
@@ -92,7 +97,7 @@ def _last_loss(run_dir: Path) -> float | None:
 
 def guildlite_search(project: Path, method: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """One batch of ``method``: time from its start to the end of the first trial at the target."""
-    runs = project / f"runs-{method}-{seed}"
+    runs = project.parent / f"runs-{method}-{seed}"  # outside the project: not part of its source
     flags = [f"steps={args.steps}", f"sleep={args.sleep}", f"seed={seed}"]
     opts = ["--parallel", "2", "-y", "--runs-dir", str(runs)]
     if method != "grid":
@@ -100,7 +105,7 @@ def guildlite_search(project: Path, method: str, seed: int, args: argparse.Names
     cmd = [*GUILDLITE, "run", "bowl", *METHODS[method], *flags, *opts]
     start = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, env=_env(project))
     hit: tuple[float, str] | None = None
     checked: set[str] = set()
     while hit is None:
@@ -234,12 +239,12 @@ def _print_overhead(project: Path, args: argparse.Namespace) -> None:
     n = args.overhead_trials
     gl, op = [], []
     for seed in range(args.seeds):
-        runs = project / f"runs-overhead-{seed}"
+        runs = project.parent / f"runs-overhead-{seed}"
         cmd = [*GUILDLITE, "run", "bowl", *METHODS["tpe"], f"steps={args.steps}", f"sleep={args.sleep}",
                f"seed={seed}", "--seed", str(seed), "--max-trials", str(n), "--parallel", "2", "-y",
                "--runs-dir", str(runs)]
         start = time.monotonic()
-        cp = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=3600)
+        cp = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=3600, env=_env(project))
         outer = time.monotonic() - start
         if cp.returncode:
             raise SystemExit(f"overhead run failed: {cp.stderr[-2000:]}")

@@ -263,20 +263,28 @@ def importance_lines(view: dict[str, Any], width: int = 30) -> list[str]:
 # --- which studies ---------------------------------------------------------------------------------
 
 
-def studies(runs_dir: Path, batch_ids: Iterable[str | None]) -> list[dict[str, Any]]:
-    """``study_view`` of each of ``batch_ids`` (in order, once each) that is a batch with a study;
-    ids that are not run ids, not batches, gone or unreadable are passed over."""
+def studies(runs_dir: Path, batch_ids: Iterable[str | None], limit: int | None = None) -> tuple[list[dict[str, Any]], int]:
+    """``study_view`` of each of ``batch_ids`` (in order, once each) that is a batch with a study,
+    at most ``limit`` of them, and how many more there are (counted from their records only; a
+    study is read only to be shown). Ids that are not run ids, not batches, gone or unreadable are
+    passed over."""
     from ._errors import RunNotFoundError
     from ._record import is_run_id
     from ._run import load_run
 
-    out = []
+    out: list[dict[str, Any]] = []
+    more = 0
     for bid in dict.fromkeys(b for b in batch_ids if isinstance(b, str) and is_run_id(b)):
         try:
             run = load_run(runs_dir / bid)
         except RunNotFoundError:  # gone meanwhile, or a bad record (listed as such elsewhere)
             continue
-        view = study_view(run) if run.is_batch else None
+        if not run.is_batch or search_spec(run) is None:
+            continue
+        if limit is not None and len(out) >= limit:
+            more += 1
+            continue
+        view = study_view(run)
         if view is not None:
             out.append(view)
-    return out
+    return out, more

@@ -332,3 +332,52 @@ def test_browser_history_by_time_and_a_study_without_importances(browser: _Brows
     panel = dom.split('<section id="panel">', 1)[1]
     assert "seconds since the first trial started" in panel
     assert "no flag importances yet: Optuna needs at least 2 completed trials (1 so far)" in panel
+
+
+# --- end to end: a pruned batch run for real ----------------------------------------------------
+
+E2E_GUILDFILE = """\
+operations:
+  bowl:
+    main: bowl.py
+    launcher: python
+    flags-import: all
+    progress-interval: 0.1
+"""
+
+
+def test_a_pruned_grid_shows_its_study_and_curves_that_end_where_pruned(make_project: Any) -> None:
+    """A grid (no optimizer) with --prune median, one trial at a time: three good trials complete,
+    the clearly bad last one is pruned well before its last step. compare and view show it so."""
+    _need("optuna")
+    script = (Path(__file__).parent / "scripts" / "bowl.py").read_text()
+    proj = make_project(guildfile=E2E_GUILDFILE, files={"bowl.py": script})
+    steps = 40
+    p = proj.run("run", "bowl", "x=[0.7,0.6,0.8,4.5]", "y=-1.3", f"steps={steps}", "sleep=0.03", "--minimize", "loss",
+                 "--prune", "median", "--prune-warmup", "3", "--prune-min-steps", "2", "-y", timeout=240)
+    assert p.returncode == 0, p.stderr
+    batch = next(r for r in proj.records() if r.get("is_batch"))
+    (view,) = proj.run_json("compare", "--study", "--json")
+    assert view["batch"] == batch["id"] and view["source"] == "study" and view["optimizer"] is None
+    assert [t["flags"]["x"] for t in view["trials"]] == [0.7, 0.6, 0.8, 4.5]
+    assert [t["status"] for t in view["trials"]] == ["completed"] * 3 + ["pruned"]
+    assert [t["number"] for t in view["trials"]] == [0, 1, 2, 3]
+    pruned = view["trials"][3]
+    rows = [json.loads(x) for x in (proj.runs_dir / pruned["run"] / "scalars.jsonl").read_text().splitlines()]
+    assert pruned["value"] is None and pruned["step"] == rows[-1]["step"] < steps - 1  # stopped before its end
+    assert pruned["last"] == rows[-1]["value"]
+    done = view["trials"][:3]
+    for t in done:
+        last = [json.loads(x) for x in (proj.runs_dir / t["run"] / "scalars.jsonl").read_text().splitlines()][-1]
+        assert t["value"] == last["value"] and last["step"] == steps - 1
+    assert view["best"]["run"] == min(done, key=lambda t: t["value"])["run"]
+    assert view["counts"] == {"completed": 3, "pruned": 1}
+    text = proj.run("compare")
+    assert text.returncode == 0 and f"study of batch {batch['id']}: no optimizer" in text.stdout
+    assert "4 trials: 3 completed, 1 pruned" in text.stdout
+
+    from guildlite._selection import list_runs
+    from guildlite._view_data import view_data
+
+    series = {r["id"]: r["series"] for r in view_data(list_runs(proj.runs_dir), proj.runs_dir)["runs"]}
+    assert series[pruned["run"]]["loss"]["step"][-1] == pruned["step"]  # the page's curve ends there too

@@ -71,7 +71,7 @@ def compare(
     cols, rows = compare_runs(rd, specs, op=op, status=status, label=label, batch=batch,
                               min_max=min_max, sort_key=sort_key, columns=columns)
     if study:
-        _print_studies(_studies(rd, specs, batch, rows, everything=True), as_json, as_csv)
+        _print_studies(_studies(rd, specs, batch, rows, everything=True)[0], as_json, as_csv)
         return
     if as_json:
         click.echo(json.dumps([{c: r.get(c) for c in cols} for r in rows], indent=2, default=str))
@@ -86,17 +86,17 @@ def compare(
         click.echo("no runs to compare", err=True)
     else:
         _table(cols, [[_cell(c, r.get(c)) for c in cols] for r in rows])
-        for view in _studies(rd, specs, batch, rows, everything=False):
-            from .._study_view import header_lines
+        _study_footer(*_studies(rd, specs, batch, rows, everything=False))
 
-            click.echo("\n" + "\n".join(header_lines(view)))
-            click.echo(f"  (every trial with its objective: guildlite compare --study --batch {view['batch']})")
+
+FOOTER_STUDIES = 3  # under compare's table: the studies of this many batches at most (the newest)
 
 
 def _studies(rd: Path, specs: tuple[str, ...], batch: str | None, rows: list[dict[str, Any]],
-             everything: bool) -> list[dict[str, Any]]:
-    """The studies of the batches compared: --batch's, those the selectors name, the rows' batches.
-    Without ``everything`` (a footer under the table), only the rows' batches."""
+             everything: bool) -> tuple[list[dict[str, Any]], int]:
+    """The studies of the batches compared (--batch's, those the selectors name, the rows'
+    batches), and how many more were left out. Without ``everything`` (a footer under the table):
+    only the rows' batches, FOOTER_STUDIES of them at most."""
     from .._study_view import studies
 
     ids: list[str | None] = [r.get("batch") for r in rows]
@@ -107,7 +107,20 @@ def _studies(rd: Path, specs: tuple[str, ...], batch: str | None, rows: list[dic
         runs = RunList(rd)
         named = [r.id for r in select_runs(runs, specs) if r.is_batch] if specs else []
         ids = [batch_id(runs, batch), *named, *ids]
-    return studies(rd, ids)
+    else:
+        ids.sort(key=lambda b: b or "", reverse=True)  # ids begin with their time: the newest batches first
+    return studies(rd, ids, None if everything else FOOTER_STUDIES)
+
+
+def _study_footer(views: list[dict[str, Any]], more: int) -> None:
+    from .._study_view import header_lines
+
+    for view in views:
+        click.echo("\n" + "\n".join(header_lines(view)))
+        click.echo(f"  (every trial with its objective: guildlite compare --study --batch {view['batch']})")
+    if more:
+        click.echo(f"\n({more} more batch{'es' if more > 1 else ''} with a study among these runs: "
+                   "guildlite compare --study)")
 
 
 def _print_studies(views: list[dict[str, Any]], as_json: bool, as_csv: bool) -> None:
