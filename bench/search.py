@@ -1,12 +1,14 @@
 """Search: how soon each way of searching reaches a target objective, on 2 CPU slots; and what a
 trial costs under guildlite against the same search written directly with Optuna, in-process.
 
-    python bench/search.py [--seeds 5] [--target 0.25] [--steps 12] [--sleep 0.04] [--max-trials 150]
-                           [--overhead-trials 40] [--methods grid,random,tpe,tpe+asha]
+    python bench/search.py [--seeds 5] [--target 0.25] [--steps 20] [--sleep 0.05] [--max-trials 150]
+                           [--progress-interval 0.1] [--overhead-trials 40] [--methods grid,random,tpe,tpe+asha]
 
 The trials run ``tests/scripts/bowl.py`` (no guildlite code; a noisy quadratic bowl lowest at
 x=0.7, y=-1.3, where its final loss is 0.1) as a ``launcher: python`` op with ``--parallel 2``,
-``--steps`` steps each, ``--sleep`` seconds per step. The objective is the last ``loss``
+``--steps`` steps each, ``--sleep`` seconds per step (a trial of about a second: the pruner sees
+its values every ``--progress-interval`` s, the op's ``progress-interval``, so that it can stop
+one mid-way; the default 1 s would see a trial this short only at its end). The objective is the last ``loss``
 (``--minimize loss``). Per method and seed, the clock starts when the batch starts (its run.json
 ``started``) and stops when the first trial whose last loss is at most ``--target`` ends (its
 ``stopped``); the batch is then stopped. A method that does not reach it within ``--max-trials``
@@ -56,6 +58,7 @@ operations:
     main: bowl.py
     launcher: python
     flags-import: all
+    progress-interval: {interval}
 """
 SPACE = ["x=uniform[-5:5]", "y=uniform[-5:5]"]
 METHODS: dict[str, list[str]] = {
@@ -193,8 +196,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--target", type=float, default=0.25)
-    p.add_argument("--steps", type=int, default=12)
-    p.add_argument("--sleep", type=float, default=0.04)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--sleep", type=float, default=0.05)
+    p.add_argument("--progress-interval", type=float, default=0.1,
+                   help="the op's progress-interval: how often the pruner sees a trial's new values")
     p.add_argument("--max-trials", type=int, default=150)
     p.add_argument("--overhead-trials", type=int, default=40)
     p.add_argument("--methods", default=",".join(METHODS))
@@ -204,7 +209,7 @@ def main() -> None:
     try:
         project = tmp / "project"
         project.mkdir()
-        (project / "guildfile.yml").write_text(GUILDFILE)
+        (project / "guildfile.yml").write_text(GUILDFILE.format(interval=args.progress_interval))
         shutil.copy(BOWL, project / "bowl.py")
         results: dict[str, list[dict[str, Any]]] = {}
         for seed in range(args.seeds):  # methods interleaved per seed: machine noise spreads evenly
@@ -224,8 +229,8 @@ def main() -> None:
 
 def _print_target_table(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> None:
     grid = _median(results["grid"], "seconds") if "grid" in results else math.nan
-    print(f"\nTime to a trial with final loss <= {args.target} (2 slots, {args.steps} steps x {args.sleep} s; "
-          f"median of {args.seeds} seeds)\n")
+    print(f"\nTime to a trial with final loss <= {args.target} (2 slots, {args.steps} steps x {args.sleep} s, "
+          f"progress-interval {args.progress_interval} s; median of {args.seeds} seeds)\n")
     print("| search | median s | per seed s | trials to reach it (median) | pruned (median) | vs grid |")
     print("|---|---:|---|---:|---:|---:|")
     for name, rows in results.items():
