@@ -16,6 +16,7 @@ from .._terminal import printable
 from ._common import (
     CONTEXT,
     _csv_cell,
+    _filter_option,
     _fmt,
     _guildfile_option,
     _local,
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 @click.option("--study", is_flag=True,
               help="Show the study of each batch compared (a search or a pruned batch): every trial in order with "
                    "its objective and the best so far, the best trial, flag importances (--json, --csv too).")
+@_filter_option
 @_runs_dir_option
 @_guildfile_option
 def compare(
@@ -56,6 +58,7 @@ def compare(
     label: str | None,
     batch: str | None,
     study: bool,
+    filter_expr: str | None,
     runs_dir: Path | None,
     guildfile: Path | None,
 ) -> None:
@@ -69,7 +72,7 @@ def compare(
 
     rd = runs_dir_for(runs_dir, guildfile)
     cols, rows = compare_runs(rd, specs, op=op, status=status, label=label, batch=batch,
-                              min_max=min_max, sort_key=sort_key, columns=columns)
+                              min_max=min_max, sort_key=sort_key, columns=columns, filter=filter_expr)
     if study:
         _print_studies(_studies(rd, specs, batch, rows, everything=True)[0], as_json, as_csv)
         return
@@ -156,6 +159,8 @@ def _cell(col: str, v: Any) -> str:
     if col == "started":
         return _local(v)
     kind = type(v)
+    if col == "time" and (kind is float or kind is int):
+        return f"{v:.1f}"  # seconds, one precision down the column (JSON and CSV keep the number)
     if kind is float:
         return f"{v:.6g}"
     if kind is str or kind is int:
