@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +12,8 @@ import click
 from .._choose import runs_dir_for, select_one
 from .._errors import GuildliteError
 from .._status import DONE
+from . import _complete
+from ._batch_progress import _BatchProgress, _summary
 from ._common import (
     CONTEXT,
     _fmt,
@@ -88,7 +89,8 @@ def _backend_options(extra: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 @click.command(cls=_RunCommand, context_settings={**CONTEXT, "ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="OPERATION [NAME=VALUE]...")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="OPERATION [NAME=VALUE]...",
+                shell_complete=_complete.run_args)
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("-l", "--label", default="", help="A label for the run.")
 @click.option("--nproc-per-node", type=int, help="Processes (ranks) per run; default: the op's nproc-per-node.")
@@ -114,7 +116,7 @@ def _backend_options(extra: dict[str, Any]) -> dict[str, dict[str, Any]]:
 @click.option("--prune-reduction-factor", type=int, metavar="N", help="--prune asha: the reduction factor (default 3).")
 @click.option("--fail-on-trial-error", is_flag=True, help="Batch: start no new trial after one fails.")
 @click.option("--plugin", "plugin_names", multiple=True, help="Enable an installed plugin by entry-point name.")
-@click.option("--restart", "restart_spec", metavar="RUN",
+@click.option("--restart", "restart_spec", metavar="RUN", shell_complete=_complete.runs,
               help="Run RUN again in its own dir (NAME=VALUE overrides flags); a batch re-runs unfinished trials.")
 @click.option("--start", "start_staged", is_flag=True,
               help="Start the runs given as arguments (RUN...), staged with --stage; they take their place in "
@@ -349,9 +351,10 @@ def _finish_run(result: Run, as_json: bool, stage_only: bool, detached: bool = F
         click.echo(result.id)
     if stage_only or result.status == "completed":
         return
+    from .._lifecycle import stop_signal
     from .._status import exit_status
 
-    sys.exit(exit_status(result.status, result.exit_code))
+    sys.exit(exit_status(result.status, result.exit_code, stop_signal()))
 
 
 def _confirm_large(n: int) -> bool:
@@ -381,66 +384,3 @@ def _show_plan(plan: Any) -> None:
         _say(f"  {k}: upstream run {', '.join(v) if isinstance(v, list) else v}")
     _say(f"  command: {display_command(plan.command)}")
     _say(f"  runs dir: {cfg.runs_dir}")
-
-
-def _summary(run: Run) -> str:
-    if run.is_batch:
-        counts = (run.batch or {}).get("summary") or {"staged": len(run.trial_ids)}
-        parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-        return f"guildlite: batch {run.id} {run.status} ({parts})"
-    if run.is_pipeline:
-        counts = (run.pipeline or {}).get("summary") or {}
-        parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no step run"
-        why = f": {run.error.get('message')}" if run.error else ""
-        return f"guildlite: pipeline {run.id} {run.status} ({len(run.step_ids)} of {len((run.pipeline or {}).get('steps') or [])} steps: {parts}){why}"
-    msg = f"guildlite: run {run.id} {run.status}"
-    if run.error:
-        where = f" in {run.error['plugin']}.{run.error['hook']}" if run.error.get("plugin") else ""
-        msg += f"{where}: {run.error.get('message')}"
-    return msg
-
-
-class _BatchProgress:
-    """One line per trial start and end, with done/running/failed counts and an ETA; a running
-    trial's own progress (percent, ETA) every PROGRESS_EVERY seconds at most."""
-
-    PROGRESS_EVERY = 10.0
-
-    def __init__(self, total: int) -> None:
-        self.total, self.done, self.failed, self.running = total, 0, 0, 0
-        self.t0 = time.monotonic()
-        self.index: dict[str, int] = {}
-        self.said: dict[str, float] = {}  # trial id -> when its progress was last printed
-
-    def event(self, event: str, run: Run) -> None:
-        if run.is_batch:
-            return
-        n = self.index.setdefault(run.id, len(self.index) + 1)
-        if event == "progress":
-            from .._progress import shown
-
-            now = time.monotonic()
-            text = shown(run.run_dir, run.status)
-            if text and now - self.said.get(run.id, -self.PROGRESS_EVERY) >= self.PROGRESS_EVERY:
-                self.said[run.id] = now
-                _say(f"guildlite: trial {n}/{self.total} {run.id} {text}", err=True)
-            return
-        flags = " ".join(f"{k}={_fmt(v)}" for k, v in run.flags.items())
-        if event == "wait":
-            _say(f"guildlite: trial {n}/{self.total} {run.id} pending: {(run.waiting or {}).get('reason')}", err=True)
-        elif event == "start":
-            self.running += 1
-            gpus = f" [gpus {','.join(run.gpus)}]" if run.gpus else ""
-            _say(f"guildlite: trial {n}/{self.total} {run.id} started{gpus}: {flags}", err=True)
-        elif event == "end":
-            if run.started:
-                self.running -= 1
-            self.done += 1
-            self.failed += run.status not in DONE
-            elapsed = time.monotonic() - self.t0
-            eta = elapsed / self.done * (self.total - self.done)
-            _say(
-                f"guildlite: trial {n}/{self.total} {run.id} {run.status} | done {self.done}/{self.total}, "
-                f"running {self.running}, failed {self.failed} | {elapsed:.0f}s elapsed, ETA {eta:.0f}s",
-                err=True,
-            )
