@@ -23,6 +23,7 @@ from ._run import Run
 from ._runfiles import RunFileError, listed_size, open_file
 from ._scalars import MAX_LINE_BYTES, MAX_SCALARS_BYTES, summarize
 from ._selection import RunList, select_runs, with_trials
+from ._study_view import study_view
 
 FORMAT = 1
 MAX_POINTS = 2000  # per scalar series: longer ones are thinned (evenly, keeping the last point)
@@ -42,7 +43,8 @@ def view_data(
     Each run carries its record (flags, status...) and a scalar summary (as ``compare`` computes
     it). With ``details`` (a static page) also its hook trace, command, scalar series (``{key:
     {"step": [...], "value": [...]}}``, at most MAX_POINTS points each), the tail of
-    ``output.log`` and its files (without ``.guildlite/``); without (the server, which answers
+    ``output.log``, its files (without ``.guildlite/``) and a batch's study (``_study_view``);
+    without (the server, which answers
     ``/run/ID.json`` with ``run_data`` when the page asks), only the table's fields. ``scalars``
     maps run ids to summaries already at hand (the index's).
     """
@@ -126,6 +128,7 @@ def run_data(run: Run) -> dict[str, Any]:
         "output_size": out_size,
         "files": files,
         "files_total": n_files,
+        "study": study_view(run) if run.is_batch else None,  # a search's (or a pruned batch's) study
     }
 
 

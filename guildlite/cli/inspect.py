@@ -11,6 +11,7 @@ import click
 
 from .._choose import runs_dir_for, select_one
 from .._errors import GuildliteError
+from .._status import STATES
 from .._terminal import printable
 from . import _complete
 from ._common import (
@@ -37,9 +38,12 @@ if TYPE_CHECKING:
 @click.option("--sort", "sort_key", help="Sort by a column; -COLUMN for descending (e.g. --sort loss).")
 @click.option("--min-max", is_flag=True, help="Add the min and max of each scalar.")
 @click.option("--op", help="Only runs of this operation.")
-@click.option("--status", help="Only runs with this status.")
+@click.option("--status", type=click.Choice(STATES), help="Only runs with this status.")
 @click.option("--label", help="Only runs whose label contains this text.")
 @click.option("--batch", help="Only the trials of this batch (a selector).", shell_complete=_complete.runs)
+@click.option("--study", is_flag=True,
+              help="Show the study of each batch compared (a search or a pruned batch): every trial in order with "
+                   "its objective and the best so far, the best trial, flag importances (--json, --csv too).")
 @_filter_option
 @_runs_dir_option
 @_guildfile_option
@@ -54,15 +58,25 @@ def compare(
     status: str | None,
     label: str | None,
     batch: str | None,
+    study: bool,
     filter_expr: str | None,
     runs_dir: Path | None,
     guildfile: Path | None,
 ) -> None:
-    """One row per run: id, op, status, started, time, every flag, the last value of each scalar."""
+    """One row per run: id, op, status, started, time, every flag, the last value of each scalar.
+
+    Trials of a batch with a study (--optimizer, --prune) are followed by that study in a few
+    lines: what it optimizes, its trials by status, the best trial, flag importances. --study
+    shows the studies instead of the table: each trial in order with its objective.
+    """
     from .._inspect import compare_runs
 
-    cols, rows = compare_runs(runs_dir_for(runs_dir, guildfile), specs, op=op, status=status, label=label, batch=batch,
+    rd = runs_dir_for(runs_dir, guildfile)
+    cols, rows = compare_runs(rd, specs, op=op, status=status, label=label, batch=batch,
                               min_max=min_max, sort_key=sort_key, columns=columns, filter=filter_expr)
+    if study:
+        _print_studies(_studies(rd, specs, batch, rows, everything=True)[0], as_json, as_csv)
+        return
     if as_json:
         click.echo(json.dumps([{c: r.get(c) for c in cols} for r in rows], indent=2, default=str))
     elif as_csv:
@@ -76,6 +90,68 @@ def compare(
         click.echo("no runs to compare", err=True)
     else:
         _table(cols, [[_cell(c, r.get(c)) for c in cols] for r in rows])
+        _study_footer(*_studies(rd, specs, batch, rows, everything=False))
+
+
+FOOTER_STUDIES = 3  # under compare's table: the studies of this many batches at most (the newest)
+
+
+def _studies(rd: Path, specs: tuple[str, ...], batch: str | None, rows: list[dict[str, Any]],
+             everything: bool) -> tuple[list[dict[str, Any]], int]:
+    """The studies of the batches compared (--batch's, those the selectors name, the rows'
+    batches), and how many more were left out. Without ``everything`` (a footer under the table):
+    only the rows' batches, FOOTER_STUDIES of them at most."""
+    from .._study_view import studies
+
+    ids: list[str | None] = [r.get("batch") for r in rows]
+    if everything:
+        from .._choose import batch_id
+        from .._selection import RunList, select_runs
+
+        runs = RunList(rd)
+        named = [r.id for r in select_runs(runs, specs) if r.is_batch] if specs else []
+        ids = [batch_id(runs, batch), *named, *ids]
+    else:
+        ids.sort(key=lambda b: b or "", reverse=True)  # ids begin with their time: the newest batches first
+    return studies(rd, ids, None if everything else FOOTER_STUDIES)
+
+
+def _study_footer(views: list[dict[str, Any]], more: int) -> None:
+    from .._study_view import header_lines
+
+    for view in views:
+        click.echo("\n" + "\n".join(header_lines(view)))
+        click.echo(f"  (every trial with its objective: guildlite compare --study --batch {view['batch']})")
+    if more:
+        click.echo(f"\n({more} more batch{'es' if more > 1 else ''} with a study among these runs: "
+                   "guildlite compare --study)")
+
+
+def _print_studies(views: list[dict[str, Any]], as_json: bool, as_csv: bool) -> None:
+    from .._study_view import header_lines, importance_lines, trial_rows
+
+    if as_json:
+        click.echo(json.dumps(views, indent=2, default=str))
+        return
+    if not views:
+        raise GuildliteError("--study: no batch with a study among the runs compared (a batch run with "
+                             "--optimizer or --prune has one)", exit_code=2)
+    if as_csv:
+        import csv
+
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        for i, view in enumerate(views):
+            cols, rows = trial_rows(view, mark=False)
+            if i == 0 or cols != trial_rows(views[i - 1], mark=False)[0]:
+                w.writerow(["batch", *(printable(c) for c in cols)])
+            for row in rows:
+                w.writerow([view["batch"], *("" if v is None else _csv_cell(v) for v in row)])
+        return
+    for i, view in enumerate(views):
+        cols, rows = trial_rows(view)
+        click.echo(("\n" if i else "") + "\n".join(header_lines(view)) + "\n")
+        _table(cols, [[_cell(c, v) for c, v in zip(cols, row)] for row in rows])
+        click.echo("\n" + "\n".join(importance_lines(view)))
 
 
 def _cell(col: str, v: Any) -> str:

@@ -12,6 +12,7 @@ import click
 
 from .._choose import filtered_runs, runs_dir_for, select_one, select_with_trials
 from .._errors import GuildliteError
+from .._status import STATES
 from . import _complete
 from ._common import (
     CONTEXT,
@@ -51,7 +52,7 @@ class _RunsGroup(_Group):
 @click.option("-a", "--all", "show_all", is_flag=True, help="Show every run (default: the newest 20).")
 @click.option("-n", "--limit", type=click.IntRange(min=0), default=20, show_default=True, help="How many runs to show.")
 @click.option("--op", help="Only runs of this operation.")
-@click.option("--status", type=click.Choice(["staged", "pending", "running", "completed", "error", "terminated"]))
+@click.option("--status", type=click.Choice(STATES))
 @click.option("--batch", help="Only this batch and its trials (a selector).", shell_complete=_complete.runs)
 @click.option("--upstream", metavar="RUN", shell_complete=_complete.runs, help="Only the runs whose files RUN used, directly or through others.")
 @click.option("--downstream", metavar="RUN", shell_complete=_complete.runs, help="Only the runs that used RUN's files, directly or through others.")

@@ -304,15 +304,20 @@ async function drawCurves() {
 // never runs back to the step the run resumed from. One legend entry per run.
 function attemptTraces(r, s) {
   const cuts = [0, ...(s.restarts || []), s.step.length];
-  const name = plotText(runName(r));
+  const pruned = r.status === 'pruned';
+  const name = plotText(runName(r)) + (pruned ? ' (pruned)' : '');
   const traces = [];
   for (let i = 0; i + 1 < cuts.length; i++) {
     const last = i + 2 === cuts.length;
     const x = s.step.slice(cuts[i], cuts[i + 1]);
+    // A pruned trial's curve ends where it was stopped: its last point marked with an x.
+    const marker = pruned && last
+      ? { size: x.map((_, j) => (j === x.length - 1 ? 10 : 4)), symbol: x.map((_, j) => (j === x.length - 1 ? 'x' : 'circle')) }
+      : { size: 4 };
     traces.push({
-      type: 'scatter', mode: s.step.length <= 40 ? 'lines+markers' : 'lines', name, legendgroup: r.id, showlegend: last,
-      x, y: s.value.slice(cuts[i], cuts[i + 1]), customdata: x.map(() => r.id), opacity: last ? 1 : 0.6,
-      line: { color: colorOf(r.id), width: last ? 1.6 : 1.2, dash: last ? 'solid' : 'dot' }, marker: { size: 4 },
+      type: 'scatter', mode: s.step.length <= 40 || (pruned && last) ? 'lines+markers' : 'lines', name, legendgroup: r.id,
+      showlegend: last, x, y: s.value.slice(cuts[i], cuts[i + 1]), customdata: x.map(() => r.id), opacity: last ? 1 : 0.6,
+      line: { color: colorOf(r.id), width: last ? 1.6 : 1.2, dash: last ? 'solid' : 'dot' }, marker,
       hovertemplate: 'step %{x}: %{y:.5g}<extra>%{fullData.name}' + (last ? '' : ' (earlier attempt)') + '</extra>',
     });
   }
@@ -374,6 +379,7 @@ async function openRun(id) {
   purge(panel);
   const done = [];
   panel.append(el('div', { class: 'section-head' }, el('h2', null, r.is_batch ? 'Batch ' : 'Run ', el('code', null, r.id)), statusBadge(r.status)));
+  if (r.is_batch && r.study) done.push(...studySection(panel, r.study));
   if (r.is_batch) done.push(...batchSection(panel, r));
   panel.append(kv([
     ['op', r.op], ['label', r.label], ['tags', (r.tags || []).join(' ')],
@@ -423,6 +429,78 @@ async function openRun(id) {
     el('table', { class: 'files' }, r.files.map(([p, n]) => el('tr', null,
       el('td', null, el('a', { href: fileUrl(r, p), target: '_blank' }, p)), el('td', { class: 'num' }, fmtSize(n))))));
   await Promise.all(done);
+}
+
+// --- a batch's study (a search, or a pruned batch): best trial, optimization history, importances ---
+function studySection(panel, st) {
+  const how = st.optimizer ? 'optimizer ' + st.optimizer : 'no optimizer (trials as the batch planned them)';
+  const prune = st.prune && st.prune.kind ? ', pruned by ' + st.prune.kind : '';
+  const counts = Object.entries(st.counts).map(([s, n]) => [statusBadge(s), ' ' + n + ' ']);
+  panel.append(el('h3', null, 'Study'), el('div', { class: 'study-head' },
+    el('div', null, `${how}, ${st.direction} ${st.scalar} (${st.objective} value)${prune}`),
+    el('div', null, `${st.trials.length} trials: `, counts)));
+  const best = st.best;
+  panel.append(el('div', { class: 'study-best' }, best
+    ? ['best: ', best.number != null ? `trial ${best.number}, ` : '', runLink(best.run), ` ${st.scalar} ${fmt(best.value)} `,
+       el('span', { class: 'note' }, (st.varying.length ? st.varying : Object.keys(best.flags || {}))
+         .filter(k => best.flags && k in best.flags).map(k => k + '=' + fmt(best.flags[k])).join(' '))]
+    : 'best: none yet (no trial has an objective)'));
+  if (st.note) panel.append(el('div', { class: 'study-note' }, st.note));
+  const xmode = el('select', { 'aria-label': 'history x' },
+    el('option', { value: 'trial' }, 'by trial'), el('option', { value: 'time' }, 'by time'));
+  if (hash.get('history') === 'time') xmode.value = 'time';
+  const hist = el('div', { class: 'plot study-history' });
+  panel.append(el('div', { class: 'controls' }, 'optimization history', xmode), hist);
+  const redraw = () => { Plotly.purge(hist); return drawHistory(hist, st, xmode.value); };
+  xmode.addEventListener('change', redraw);
+  const done = [redraw()];
+  if (st.importances) {
+    const imp = el('div', { class: 'plot study-importances' });
+    panel.append(el('div', { class: 'controls' }, `flag importances (Optuna, from ${st.importances_from} completed trials)`), imp);
+    const names = Object.keys(st.importances).reverse();  // the largest on top
+    done.push(Plotly.newPlot(imp, [{
+      type: 'bar', orientation: 'h', y: names.map(plotText), x: names.map(k => st.importances[k]),
+      marker: { color: '#2f6fde' }, hovertemplate: '%{y}: %{x:.3f}<extra></extra>',
+    }], { height: 50 + 26 * names.length, margin: { l: 90, r: 10, t: 10, b: 30 }, xaxis: { range: [0, 1] } }, PLOT_CONFIG));
+  } else {
+    panel.append(el('div', { class: 'empty study-no-importances' }, st.importances_note));
+  }
+  return done;
+}
+
+function drawHistory(div, st, xmode) {
+  // x: the trial number (the order the study asked them), or the time a trial ended after the
+  // first one started. Completed trials at their objective; pruned ones at the last value they
+  // reported (they have no objective); the best so far as a step line.
+  const t0 = Math.min(...st.trials.map(t => Date.parse(t.started)).filter(x => !isNaN(x)));
+  const xOf = (t, i) => xmode === 'time' ? (Date.parse(t.stopped) - t0) / 1000 : (t.number != null ? t.number : i);
+  const pts = st.trials.map((t, i) => ({ t, x: xOf(t, i) })).filter(p => p.x != null && !isNaN(p.x));
+  const told = pts.filter(p => p.t.value != null);
+  const pruned = pts.filter(p => p.t.value == null && p.t.status === 'pruned' && p.t.last != null);
+  if (!told.length && !pruned.length) { div.append(el('div', { class: 'empty' }, 'No trial has an objective yet.')); return Promise.resolve(); }
+  const hover = (p, what) => `${p.t.number != null ? 'trial ' + p.t.number + ' ' : ''}${p.t.run}<br>${plotText(what)}`;
+  const bestLine = (xmode === 'time' ? told.slice().sort((a, b) => a.x - b.x) : told).reduce((acc, p) => {
+    const prev = acc.length ? acc[acc.length - 1].y : null;
+    const better = prev == null || (st.direction === 'maximize' ? p.t.value > prev : p.t.value < prev);
+    acc.push({ x: p.x, y: better ? p.t.value : prev });
+    return acc;
+  }, []);
+  const traces = [
+    { type: 'scatter', mode: 'markers', name: 'objective', x: told.map(p => p.x), y: told.map(p => p.t.value),
+      customdata: told.map(p => p.t.run), text: told.map(p => hover(p, st.scalar + ' ' + fmt(p.t.value))),
+      hovertemplate: '%{text}<extra></extra>', marker: { size: 8, color: '#1f77b4' } },
+    { type: 'scatter', mode: 'markers', name: 'pruned (last reported)', x: pruned.map(p => p.x), y: pruned.map(p => p.t.last),
+      customdata: pruned.map(p => p.t.run), text: pruned.map(p => hover(p, `pruned at step ${p.t.step}: ${fmt(p.t.last)}`)),
+      hovertemplate: '%{text}<extra></extra>', marker: { size: 8, symbol: 'x', color: '#7f7f7f' } },
+    { type: 'scatter', mode: 'lines', name: 'best so far', x: bestLine.map(p => p.x), y: bestLine.map(p => p.y),
+      line: { shape: 'hv', color: '#d62728', width: 2 }, hoverinfo: 'skip' },
+  ];
+  const logy = told.concat(pruned).every(p => (p.t.value != null ? p.t.value : p.t.last) > 0);
+  return Plotly.newPlot(div, traces, {
+    height: 260, margin: { l: 55, r: 10, t: 10, b: 40 }, hovermode: 'closest', legend: { font: { size: 10 } },
+    xaxis: { title: { text: xmode === 'time' ? 'seconds since the first trial started' : 'trial' }, zeroline: false },
+    yaxis: { title: { text: plotText(st.scalar) }, type: logy ? 'log' : 'linear' },
+  }, PLOT_CONFIG).then(gd => { gd.on('plotly_click', ev => { if (ev.points[0].customdata) openRun(ev.points[0].customdata); }); });
 }
 
 // --- a batch: final metric against each flag that varies across trials ---
