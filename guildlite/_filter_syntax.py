@@ -363,6 +363,8 @@ def _checked(p: _Parser, cmp: Compare) -> Compare:
         except re.error as e:
             raise FilterError(p.text, value.pos + (0 if e.pos is None else e.pos + value.quoted),
                               f"bad regular expression: {e.msg}") from None
+        except (OverflowError, RecursionError) as e:  # a{4294967296}, groups nested thousands deep
+            raise FilterError(p.text, value.pos, f"bad regular expression: {e}") from None
         return cmp
     if term.kind == "attr" and term.name in TIMES and date_period(value.text) is None:
         raise FilterError(p.text, value.pos, f"{term.name} is compared with a date (2026-11-01, "

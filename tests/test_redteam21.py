@@ -175,3 +175,9 @@ def test_stop_with_a_filter_that_matches_nothing_says_so_once(proj: tuple[Projec
     cp = p.run("stop", "--filter", "status = running")
     assert cp.returncode == 0, cp.stderr
     assert cp.stderr.strip() == "no runs match --filter: nothing changed"
+
+
+@pytest.mark.parametrize("regex", ["a{4294967296}", "(?:" * 5000 + "a" + ")" * 5000])
+def test_a_regex_too_big_to_compile_is_a_filter_error(regex: str) -> None:
+    with pytest.raises(FilterError, match="bad regular expression"):
+        parse(f"label ~ '{regex}'")
