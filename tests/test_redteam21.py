@@ -181,3 +181,13 @@ def test_stop_with_a_filter_that_matches_nothing_says_so_once(proj: tuple[Projec
 def test_a_regex_too_big_to_compile_is_a_filter_error(regex: str) -> None:
     with pytest.raises(FilterError, match="bad regular expression"):
         parse(f"label ~ '{regex}'")
+
+
+@pytest.mark.parametrize("words", ["guildlite note ", "guildlite select ", "guildlite runs export "])
+def test_the_new_run_commands_complete_run_ids(proj: tuple[Project, dict[str, str]], words: str) -> None:
+    p, ids = proj
+    env = {"_GUILDLITE_COMPLETE": "bash_complete", "COMP_WORDS": words + ids["nan"][-6:-3],
+           "COMP_CWORD": str(len(words.split()))}
+    cp = p.run(env=env)
+    assert cp.returncode == 0, cp.stderr
+    assert f"plain,{ids['nan'][-6:]}" in cp.stdout.splitlines(), cp.stdout

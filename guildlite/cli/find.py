@@ -8,11 +8,12 @@ import click
 
 from .._choose import runs_dir_for, select_one
 from .._errors import GuildliteError
+from . import _complete
 from ._common import CONTEXT, _filter_option, _guildfile_option, _local, _runs_dir_option, _say
 
 
 @click.command("select", context_settings=CONTEXT)
-@click.argument("specs", nargs=-1, metavar="[RUNS]...")
+@click.argument("specs", nargs=-1, metavar="[RUNS]...", shell_complete=_complete.runs)
 @click.option("--min", "min_key", metavar="SCALAR", help="The run whose SCALAR is lowest (loss: its last value; "
               "min(loss): its lowest).")
 @click.option("--max", "max_key", metavar="SCALAR", help="The run whose SCALAR is highest.")
@@ -43,7 +44,7 @@ def select_cmd(
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("run_spec", metavar="RUN")
+@click.argument("run_spec", metavar="RUN", shell_complete=_complete.runs)
 @click.argument("text", required=False)
 @click.option("--edit", is_flag=True, help="Write the note in $EDITOR (TEXT, if given, to start from).")
 @_runs_dir_option

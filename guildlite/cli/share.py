@@ -12,12 +12,13 @@ from typing import Any
 import click
 
 from .._errors import GuildliteError
+from . import _complete
 from ._common import CONTEXT, _filter_option, _guildfile_option, _runs_dir_option, _say
 from .runs import _confirm, _sub_runs_dir
 
 
 @click.command("export", context_settings=CONTEXT)
-@click.argument("args", nargs=-1, required=True, metavar="[RUNS]... DEST")
+@click.argument("args", nargs=-1, required=True, metavar="[RUNS]... DEST", shell_complete=_complete.runs)
 @_filter_option
 @click.option("--move", is_flag=True, help="Remove the runs from the runs dir once exported (asks unless -y).")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask.")
