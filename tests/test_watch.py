@@ -398,7 +398,7 @@ class _Recording(OutputParser):
         super().__init__(*args)
         self.rows: list[dict[str, Any]] = []
 
-    def feed(self, line: str) -> Iterator[dict[str, Any]]:
-        for row in super().feed(line):
+    def feed_own(self, line: str) -> Iterator[dict[str, Any]]:
+        for row in super().feed_own(line):
             self.rows.append(row)
             yield row
