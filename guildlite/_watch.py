@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING, BinaryIO, Callable
 
 from ._choose import still_going
-from ._errors import BadRecordError, GuildliteError, RunNotFoundError
+from ._errors import GuildliteError
 from ._live import output_parser
 from ._output_scan import OutputScanner, Row
 from ._runfiles import RunFileError, open_file
@@ -163,7 +163,7 @@ def follow_batch(
         for tid in batch.trial_ids:
             if tid in trials and trials[tid].status in ENDED:
                 continue  # an ended trial's record is final
-            trial = _trial(batch, tid)
+            trial = batch.child(tid)
             if trial is None:
                 continue
             trials[tid] = trial
@@ -185,21 +185,3 @@ def follow_batch(
         if trial.status not in ENDED:
             event("end", trial)  # never started: its batch ended first
     return batch, list(trials.values())
-
-
-def _trial(batch: Run, trial_id: str) -> Run | None:
-    """A trial of ``batch`` read now; None if it is gone or is not the batch's (see ``Run.trials``)."""
-    from ._record import is_run_id
-    from ._run import load_run
-    from ._store import warn_bad
-
-    if not is_run_id(trial_id):
-        return None
-    try:
-        trial = load_run(batch.run_dir.parent / trial_id)
-    except BadRecordError as e:
-        warn_bad(e)
-        return None
-    except RunNotFoundError:
-        return None
-    return trial if trial.parent_id == batch.id else None
