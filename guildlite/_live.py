@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Mapping, Protocol
 
-from ._files import RunPaths, atomic_write
+from ._files import RunPaths, write_meta_cache
 from ._output_scan import PARTIAL_MAX, OutputScanner, Row
 from ._runfiles import RunFileError, open_file
 from ._scalars import OutputParser, output_rules
@@ -194,13 +194,7 @@ def save_state(run_dir: Path, sources: list[ScalarSource]) -> None:
         state = getattr(s, "state", None)
         if state is not None:
             states[str(getattr(s, "name", type(s).__name__))] = state()
-    meta = RunPaths(run_dir).meta
-    if meta.is_symlink():  # the job replaced it: nothing is written where it leads
-        return
-    try:
-        atomic_write(meta / STATE_FILE, json.dumps(states), sync=False)
-    except OSError:
-        pass  # the run dir is gone or full: its end says so
+    write_meta_cache(run_dir, STATE_FILE, states)
 
 
 def append_rows(run_dir: Path, rows: list[Row]) -> tuple[int, int]:
