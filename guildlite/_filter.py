@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from ._run import Run
     from ._selection import RunList
 
-__all__ = ["Filter", "FilterError", "RunFacts", "facts_from_record", "facts_of", "parse", "select_filtered"]
+__all__ = ["Filter", "FilterError", "RunFacts", "facts_from_record", "facts_of", "filtered_records", "parse", "select_filtered"]
 
 
 def parse(text: str) -> Filter:
@@ -66,19 +66,28 @@ class Filter:
         """Whether the run passes; FilterError if a plain name is both a flag and a scalar of it."""
         return self._eval(self.root, facts)
 
-    def terms(self) -> list[Term]:
-        """Every flag or scalar term, in order (what a run must have for its comparison to hold)."""
-        out: list[Term] = []
+    def leaves(self) -> list[Compare | HasTag]:
+        """Every comparison and tag test, in order."""
+        out: list[Compare | HasTag] = []
         todo: list[Node] = [self.root]
         while todo:
             node = todo.pop(0)
-            if isinstance(node, Compare) and node.term.kind != "attr":
-                out.append(node.term)
+            if isinstance(node, (Compare, HasTag)):
+                out.append(node)
             elif isinstance(node, Not):
                 todo.append(node.item)
-            elif isinstance(node, (And, Or)):
+            else:
                 todo[:0] = node.items
         return out
+
+    def terms(self) -> list[Term]:
+        """Every flag or scalar term, in order (what a run must have for its comparison to hold)."""
+        return [n.term for n in self.leaves() if isinstance(n, Compare) and n.term.kind != "attr"]
+
+    def attributes(self) -> set[str]:
+        """The attributes (``ATTRS``) the filter asks about."""
+        return {n.term.name if isinstance(n, Compare) else "tag" for n in self.leaves()
+                if isinstance(n, HasTag) or n.term.kind == "attr"}
 
     def uses_scalars(self) -> bool:
         return any(t.kind != "flag" for t in self.terms())
@@ -101,6 +110,8 @@ class Filter:
                 return _any_tag(facts.tags, op, value)
             if term.name in TIMES:
                 return _time_compare(getattr(facts, term.name), op, value)
+            if term.name == "note":  # a note per line or more: ^ and $ anchor at each line
+                return _compare(facts.notes, op, value, re.MULTILINE)
             return _compare(getattr(facts, term.name), op, value)
         actual = self.lookup(term, facts)
         return actual is not MISSING and _compare(actual, op, value)
@@ -156,11 +167,11 @@ def _order(a: Any, op: str, b: Any) -> bool:
     return bool(a >= b)
 
 
-def _compare(actual: Any, op: str, value: Value) -> bool:
+def _compare(actual: Any, op: str, value: Value, flags: int = 0) -> bool:
     if op in ("~", "!~"):
         if actual is None and op == "~":
             return False
-        found = re.search(value.text, _text(actual)) is not None
+        found = re.search(value.text, _text(actual), flags) is not None
         return found if op == "~" else not found
     if not value.quoted:
         word = value.text.lower()

@@ -5,10 +5,10 @@ things a filter asks about each run (op, status, label, tags, times, flags, scal
 notes), each row small and keyed, like ``_index``'s, by the ``stat`` of its files. The answer
 only narrows: the commands then load the candidates through ``_index.load_records`` (validated,
 status derived now) and apply the filter again, so a row can make a command slower, never wrong.
-Hence a run counts as a candidate whatever its row says when the row cannot be trusted to stand:
-its record changed (the stamp), its status may change without its record changing (staged,
-pending, running: liveness is derived on read), or the index is another user's (then no rows are
-used at all).
+A run whose files changed since its row was written (the stamps) is read now, through
+``load_records``, and its row written again; a run whose status may change without its record
+changing (staged, pending, running: liveness is derived on read) is a candidate whatever its row
+says; the rows of an index another user owns are not used at all.
 """
 
 from __future__ import annotations
@@ -41,6 +41,11 @@ _SCHEMA = (
     f"CREATE INDEX IF NOT EXISTS {_SCALARS}_id ON {_SCALARS} (id)",
 )
 _VOLATILE = ("staged", "pending", "running")
+# A row's columns after id, stamp and s_stamp (``status`` always read: a volatile one is a candidate).
+_COLUMN_OF = {"tag": "tags", "note": "notes"}  # an attribute's column, where they differ
+# Each with what stands for it when the filter does not ask about it (no need to read it).
+_ATTR_COLUMNS = {"op": "''", "status": "status", "label": "''", "tags": "'[]'", "started": "NULL", "stopped": "NULL",
+                 "time": "NULL", "notes": "''"}
 
 
 def _connect(runs: RunList) -> sqlite3.Connection | None:
@@ -72,13 +77,16 @@ def candidates(
     terms = set(filt.terms())
     scalars = filt.uses_scalars()
     try:
-        rows = {r[0]: r for r in db.execute(f"SELECT * FROM {_RUNS}")}
+        asked = {_COLUMN_OF.get(a, a) for a in filt.attributes()}  # only the columns it asks about
+        cols = ", ".join(c if c in asked or c == "status" else d for c, d in _ATTR_COLUMNS.items())
+        rows = {r[0]: r for r in db.execute(f"SELECT id, stamp, s_stamp, {cols} FROM {_RUNS}")}
         flags = {n: _values(db, _FLAGS, n) for n in {t.name for t in terms if t.kind != "scalar"}}
         by_name = {n: _values(db, _SCALARS, n) for n in {t.name for t in terms if t.kind != "flag"}}
-        out: list[str] = []
+        wanted = runs.ids if ids is None else ids
+        keep: dict[str, bool] = {}
         stale: list[tuple[str, int, int]] = []
         root = str(runs.dir)
-        for name in runs.ids if ids is None else ids:
+        for name in wanted:
             row = rows.get(name)
             stamp = _stamp(f"{root}/{name}/run.json")
             if stamp is None:
@@ -86,20 +94,20 @@ def candidates(
             s_stamp = _stamp(f"{root}/{name}/scalars.jsonl") or 0 if scalars or row is None or row[1] != stamp else None
             if row is None or row[1] != stamp or (s_stamp is not None and row[2] != s_stamp):
                 stale.append((name, stamp, s_stamp or 0))
-                out.append(name)
                 continue
             facts = RunFacts(
-                id=name, op=row[3], status=row[4], label=row[5], tags=() if row[6] == "[]" else tuple(json.loads(row[6])),
-                started=row[7],
-                stopped=row[8], time=row[9], notes=row[10],
+                id=name, op=row[3], status=row[4], label=row[5], started=row[7], stopped=row[8], time=row[9],
+                tags=() if row[6] == "[]" else tuple(json.loads(row[6])), notes=row[10],
                 flags={n: v[name] for n, v in flags.items() if name in v},
                 scalars={n: v[name] for n, v in by_name.items() if name in v})
-            if row[4] in _VOLATILE or filt.matches(facts):
-                out.append(name)
+            keep[name] = row[4] in _VOLATILE or filt.matches(facts)
             if seen is not None and len(seen) < len(terms):
                 seen.update(t for t in terms if filt.lookup(t, facts) is not MISSING)
-        _refresh(db, runs, stale, gone=rows.keys() - set(runs.ids) if ids is None else set())
-        return out
+        for facts in _refresh(db, runs, stale, gone=rows.keys() - set(runs.ids) if ids is None else set()):
+            keep[facts.id] = facts.status in _VOLATILE or filt.matches(facts)  # read just now: as good as a row
+            if seen is not None:
+                seen.update(t for t in terms if filt.lookup(t, facts) is not MISSING)
+        return [name for name in wanted if keep.get(name)]
     except (sqlite3.Error, ValueError, TypeError, IndexError):
         return None  # a damaged table: the slow way, this once
     finally:
@@ -113,15 +121,19 @@ def _values(db: sqlite3.Connection, table: str, name: str) -> dict[str, Any]:
     return {i: (a, b, c) for i, a, b, c in db.execute(f"SELECT id, last, min, max FROM {table} WHERE name = ?", (name,))}
 
 
-def _refresh(db: sqlite3.Connection, runs: RunList, stale: list[tuple[str, int, int]], gone: set[str]) -> None:
+def _refresh(
+    db: sqlite3.Connection, runs: RunList, stale: list[tuple[str, int, int]], gone: set[str]
+) -> list[RunFacts]:
     """Rows for the ``stale`` runs (name, the stamps seen *before* reading, so a change made while
-    reading is seen next time); drop the rows of the runs ``gone``."""
+    reading is seen next time), whose facts are returned; drop the rows of the runs ``gone``."""
     if not stale and not gone:
-        return
+        return []
+    made = []
     stamps = {name: (stamp, s_stamp) for name, stamp, s_stamp in stale}
     run_rows, flag_rows, scalar_rows = [], [], []
     for name, rec, summary in load_records(runs, list(stamps), scalars=True):
         f = facts_from_record({**rec, "id": name}, summary)
+        made.append(f)
         run_rows.append((name, *stamps[name], f.op, f.status, f.label, json.dumps(f.tags), f.started, f.stopped,
                          f.time, f.notes))
         flag_rows += [(k, name, *_stored(v)) for k, v in f.flags.items()]
@@ -138,6 +150,7 @@ def _refresh(db: sqlite3.Connection, runs: RunList, stale: list[tuple[str, int, 
     except sqlite3.Error:  # a busy or read-only index: next time, then
         if db.in_transaction:
             db.execute("ROLLBACK")
+    return made
 
 
 def _stored(v: Any) -> tuple[Any, int]:

@@ -33,7 +33,7 @@ _ALIASES = {"tags": "tag", "notes": "note"}
 TIMES = ("started", "stopped")
 AGGS = ("last", "min", "max")
 _KEYWORDS = ("and", "or", "not")
-_STOP = set("()<>=!~\"'") | {" ", "\t", "\n", "\r", "\f", "\v"}
+_STOP = set("()<>=!~\"'")  # and whitespace (str.isspace)
 NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:inf|nan)", re.IGNORECASE)
 _DATE = re.compile(r"(\d{4})-(\d{2})(?:-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d{1,6})?)?)?)?"
                    r"(Z|[+-]\d{2}:?\d{2})?", re.ASCII)
@@ -79,7 +79,7 @@ class Term:
         if self.kind == "name" or (self.agg != "last" and not _reserved(self.name)):
             text = _quote(self.name) if _reserved(self.name) else _word(self.name)
         else:
-            text = f"{self.kind}.{_word(self.name)}"
+            text = f"{self.kind}.{_quote(self.name) if _needs_quotes(self.name) else self.name}"
         return f"{self.agg}({text})" if self.agg != "last" else text
 
 
@@ -101,7 +101,8 @@ class Value:
         return float(self.text) if not self.quoted and NUMBER.fullmatch(self.text) else None
 
     def __str__(self) -> str:
-        return _quote(self.text) if self.quoted or _needs_quotes(self.text) else self.text
+        # A keyword reads back as a value in a value's place: only what would split the word is quoted.
+        return _quote(self.text) if self.quoted or _splits(self.text) else self.text
 
 
 @dataclass(frozen=True)
@@ -154,8 +155,13 @@ def _group(node: Node) -> str:
     return f"({node})" if isinstance(node, (And, Or)) else str(node)
 
 
+def _splits(text: str) -> bool:
+    """Whether ``text`` would not read back as one word (empty, a space, a quote, an operator)."""
+    return not text or any(c in _STOP or c.isspace() for c in text)
+
+
 def _needs_quotes(text: str) -> bool:
-    return not text or any(c in _STOP or not c.isprintable() for c in text) or text.lower() in _KEYWORDS
+    return _splits(text) or text.lower() in _KEYWORDS
 
 
 def _quote(text: str) -> str:
@@ -298,15 +304,24 @@ class _Parser:
             if inner.kind not in ("word", "str"):
                 raise self.fail(inner, f"expected a scalar name in {tok.text}(...)")
             self.take()
+            kind, name = self.name(inner)
             if self.peek().kind != ")":
                 raise self.fail(self.peek(), f"expected ')' after {tok.text}({inner.text}")
             self.take()
-            kind, name = _split(inner)
             if kind not in ("name", "scalar"):
                 raise FilterError(self.text, inner.pos, f"{tok.text}(...) takes a scalar name, not {inner.text!r}")
             return Term("scalar", name, tok.text.lower(), tok.pos)
-        kind, name = _split(tok)
+        kind, name = self.name(tok)
         return Term(kind, name, "last", tok.pos)
+
+    def name(self, tok: _Token) -> tuple[str, str]:
+        """The kind and name of the (taken) token ``tok``: ``flag."a b"`` is one name, quoted."""
+        nxt = self.peek()
+        if tok.text in ("flag.", "scalar.") and tok.kind == "word" and nxt.kind == "str" \
+                and nxt.pos == tok.pos + len(tok.text):
+            self.take()
+            return tok.text[:-1], nxt.text
+        return _split(tok)
 
 
 def _split(tok: _Token) -> tuple[str, str]:
@@ -386,3 +401,13 @@ def parse_tree(text: str) -> Node:
         tok = p.peek()
         raise p.fail(tok, f"expected 'and', 'or' or the end, found {tok.text!r}")
     return node
+
+
+def parse_term(text: str) -> Term:
+    """One term of the grammar alone (``loss``, ``min(loss)``, ``scalar.acc``): what ``select
+    --min`` ranks by. FilterError (with a caret) if ``text`` is not one."""
+    p = _Parser(text)
+    term = p.term()
+    if p.peek().kind != "end":
+        raise p.fail(p.peek(), f"expected the end after {str(term)!r}")
+    return term

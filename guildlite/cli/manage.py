@@ -9,6 +9,7 @@ import click
 
 from .._choose import runs_dir_for, select
 from .._errors import GuildliteError
+from . import _complete
 from ._common import (
     CONTEXT,
     _filter_option,
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("args", nargs=-1, metavar="[RUNS]... TEXT")
+@click.argument("args", nargs=-1, metavar="[RUNS]... TEXT", shell_complete=_complete.runs)
 @click.option("--clear", is_flag=True, help="Remove the label (then give only RUNS).")
 @_filter_option
 @_runs_dir_option
@@ -36,7 +37,7 @@ def label(
     if clear:
         specs, text = args, ""
     elif len(args) < (1 if filter_expr else 2):
-        raise GuildliteError("give RUNS (or --filter EXPR) and a TEXT (or --clear)", exit_code=2)
+        raise GuildliteError("give RUNS and a TEXT (or --clear; or --filter EXPR and a TEXT)", exit_code=2)
     else:
         specs, text = args[:-1], args[-1]
     if not specs and not filter_expr:
@@ -49,7 +50,7 @@ def label(
 
 # No short options here: `-fast` or `-hot` is a tag to remove, not -f or -h.
 @click.command(context_settings={**CONTEXT, "ignore_unknown_options": True, "help_option_names": ["--help"]})
-@click.argument("args", nargs=-1, required=True, metavar="[RUNS]... +TAG|-TAG...")
+@click.argument("args", nargs=-1, required=True, metavar="[RUNS]... +TAG|-TAG...", shell_complete=_complete.runs)
 @_filter_option
 @_runs_dir_option
 @_guildfile_option(short=False)
@@ -60,7 +61,7 @@ def tag(args: tuple[str, ...], filter_expr: str | None, runs_dir: Path | None, g
     changes = [a for a in args if a[:1] in "+-"]
     specs = [a for a in args if a[:1] not in "+-"]
     if not changes or not (specs or filter_expr):
-        raise GuildliteError("give RUNS (or --filter EXPR) and at least one +TAG or -TAG", exit_code=2)
+        raise GuildliteError("give RUNS and at least one +TAG or -TAG (or --filter EXPR for RUNS)", exit_code=2)
     chosen = _chosen(runs_dir_for(runs_dir, guildfile), specs, filter_expr)
     set_tags(chosen, changes)
     for r in select(runs_dir_for(runs_dir, guildfile), [r.id for r in chosen]):
@@ -68,7 +69,7 @@ def tag(args: tuple[str, ...], filter_expr: str | None, runs_dir: Path | None, g
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("specs", nargs=-1, metavar="[RUNS]...")
+@click.argument("specs", nargs=-1, metavar="[RUNS]...", shell_complete=_complete.runs)
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for a graceful stop.")
 @click.option("--force", is_flag=True, help="SIGKILL what is still running after --timeout.")
 @_filter_option
