@@ -14,13 +14,13 @@ from .._errors import GuildliteError
 from .._terminal import printable
 from ._common import (
     CONTEXT,
+    _columns,
     _csv_cell,
     _fmt,
     _guildfile_option,
     _local,
     _runs_dir_option,
     _say,
-    _table,
 )
 
 if TYPE_CHECKING:
@@ -71,20 +71,17 @@ def compare(
     elif not rows:
         click.echo("no runs to compare", err=True)
     else:
-        _table(cols, [[_cell(c, r.get(c)) for c in cols] for r in rows])
+        _columns(cols, [_cells(c, [r.get(c) for r in rows]) for c in cols])
 
 
-def _cell(col: str, v: Any) -> str:
-    if v is None or v == "":
-        return ""
+def _cells(col: str, values: list[Any]) -> list[str]:
+    """A compare column's cells: local start times, floats to 6 significant digits, "" for none."""
     if col == "started":
-        return _local(v)
-    kind = type(v)
-    if kind is float:
-        return f"{v:.6g}"
-    if kind is str or kind is int:
-        return str(v)
-    return _fmt(v)
+        local = {v: _local(v) for v in set(values) if v}
+        return [local.get(v, "") for v in values]
+    # One expression, no call per cell: a column of 100k runs.
+    return ["" if v is None or v == "" else f"{v:.6g}" if type(v) is float else v if type(v) is str
+            else str(v) if type(v) is int else _fmt(v) for v in values]
 
 
 CAT_MAX_BYTES = 1 << 30  # `cat` prints at most this much by default: a sparse file of terabytes must not stream for hours
