@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 from itertools import repeat
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import click
@@ -41,6 +40,8 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 def _runs_dir_option(f: Any) -> Any:
+    from pathlib import Path  # here: `guildlite --help` needs no pathlib
+
     return click.option(
         "--runs-dir",
         type=click.Path(file_okay=False, path_type=Path),
@@ -50,6 +51,8 @@ def _runs_dir_option(f: Any) -> Any:
 
 
 def _guildfile_option(f: Any = None, *, short: bool = True) -> Any:
+    from pathlib import Path
+
     option = click.option(
         *(["-f"] if short else []),
         "--guildfile",
