@@ -22,21 +22,21 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "cat": (".inspect", "cat", "Print a file of a run (default: output.log): a regular file inside the run dir only."),
     "compare": (".inspect", "compare",
                 "One row per run: id, op, status, started, time, every flag, the last value of each scalar."),
-    "diff": (".inspect", "diff", "Compare two runs (flags side by side, then a diff of the source files)."),
-    "gpus": (".gpus", "gpus", "Show each GPU, the run holding its lease (user, since when), and the runs waiting "
-             "for one, from this machine's leases."),
+    "diff": (".inspect", "diff", "Compare two runs (flags side by side, then a diff of the staged source)."),
+    "gpus": (".gpus", "gpus",
+             "Show each GPU, the run holding its lease (user, since when), and the queue of runs waiting."),
     "label": (".manage", "label", "Set (or --clear) the label of runs."),
     "ls": (".inspect", "ls", "List a run's files with their sizes."),
     "ops": (".ops", "ops", "List the guildfile's operations with their flags."),
     "run": (".run", "run", "Run OPERATION with flags given as NAME=VALUE."),
     "runs": (".runs", "runs", "List runs, newest first."),
-    "stop": (".manage", "stop", "Stop running runs: SIGTERM through guildlite to torchrun and the job, a graceful "
-             "end (the run is terminated)."),
+    "stop": (".manage", "stop",
+             "Stop running runs: SIGTERM through guildlite to torchrun and every rank; status terminated."),
     "tag": (".manage", "tag", "Add (+TAG) or remove (-TAG) tags on runs."),
     "tensorboard": (".view", "tensorboard_cmd", "View runs' scalars in TensorBoard."),
     "view": (".view", "view", "Browse runs in a web page (table, curves, batch plots)."),
-    "watch": (".watch", "watch", "Follow RUN's output and status until it ends (default: the newest run that has "
-              "yet to end)."),
+    "watch": (".watch", "watch",
+              "Follow RUN's output and status until it ends (default: the newest run not yet ended)."),
 }
 
 
