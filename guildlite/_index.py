@@ -320,8 +320,9 @@ def load_records(
             if entry.as_indexed() and where is not None and not where(entry):
                 continue  # an ended run that the indexed columns rule out: nothing decoded
             now = entry.record()
-            if not (entry.as_indexed() and entry.from_index):  # not known ended: as it stands now
-                now = as_it_stands(now, Path(root, run_id), read_record)
+            if not (entry.as_indexed() and entry.from_index):  # read from its file, or not known ended
+                if now["status"] not in ENDED:  # (an ended record is as it stands)
+                    now = as_it_stands(now, Path(root, run_id), read_record)
                 if where is not None and not where(now):
                     continue
         except _Gone:
