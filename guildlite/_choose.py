@@ -33,21 +33,39 @@ def runs_dir_for(runs_dir: Path | None = None, guildfile: Path | None = None) ->
     return default_runs_dir(load(found))
 
 
-def select(runs_dir: Path, specs: Sequence[str], trash: bool = False) -> list[Run]:
+def select(runs_dir: Path, specs: Sequence[str], trash: bool = False, filter: str | None = None) -> list[Run]:
     """The runs that ``specs`` select (``1`` newest, ``2:4``, an id prefix; none: every run), in the
-    runs dir or, with ``trash``, in its trash (where the numbers count the trashed runs)."""
+    runs dir or, with ``trash``, in its trash (where the numbers count the trashed runs), and that
+    the expression ``filter`` matches (``_filter``; the selection every command's ``--filter`` goes
+    through)."""
     from ._files import TRASH_DIR
     from ._selection import RunList, select_runs
 
     pool = RunList(runs_dir / TRASH_DIR if trash else runs_dir)
-    return select_runs(pool, specs) if specs else pool[:]
+    if not filter:
+        return select_runs(pool, specs) if specs else pool[:]
+    from ._filter import filtered_records, select_filtered
+
+    if specs:
+        return select_filtered(select_runs(pool, specs), filter)
+    from ._run import load_run
+
+    out = []
+    for name, _, _ in filtered_records(pool, filter):  # from the index: only the matches are read whole
+        try:
+            out.append(load_run(pool.dir / name))
+        except RunNotFoundError:  # gone since listed, or a bad record (warned about)
+            continue
+    return out
 
 
-def select_with_trials(runs_dir: Path, specs: Sequence[str], trash: bool = False) -> list[Run]:
+def select_with_trials(
+    runs_dir: Path, specs: Sequence[str], trash: bool = False, filter: str | None = None
+) -> list[Run]:
     """As ``select``, with the trials of every selected batch (a batch goes with its trials)."""
     from ._selection import with_trials
 
-    return with_trials(select(runs_dir, specs, trash))
+    return with_trials(select(runs_dir, specs, trash, filter))
 
 
 def select_one(runs_dir: Path, spec: str) -> Run:
@@ -91,16 +109,23 @@ def batch_id(runs: Sequence[Run], spec: str | None) -> str | None:
 
 def filtered_runs(
     runs: RunList, op: str | None, status: str | None, batch: str | None, limit: int | None, whole: bool = False,
-    among: Container[str] | None = None,
+    among: Container[str] | None = None, filter: str | None = None,
 ) -> list[Run]:
     """The newest ``limit`` runs (None: all) of ``op``, with ``status``, in ``batch`` (a selector: the
-    batch and its trials), with an id ``among`` those given, found from the index's summaries
-    (thousands of runs without reading every run.json); ``whole``: each run's whole record, read
-    from its dir."""
+    batch and its trials), with an id ``among`` those given, matching the expression ``filter``,
+    found from the index's summaries (thousands of runs without reading every run.json); ``whole``:
+    each run's whole record, read from its dir."""
     from ._index import load_summaries
-    from ._run import load_run
+    from ._run import load_run, run_from_record
 
-    shown = [r for r, _ in load_summaries(runs, where=where(op, status, batch_id(runs, batch), among=among))]
+    match = where(op, status, batch_id(runs, batch), among=among)
+    if filter:
+        from ._filter import filtered_records
+
+        shown = [run_from_record(runs.dir / name, rec)
+                 for name, rec, _ in filtered_records(runs, filter, where=match, limit=limit)]
+    else:
+        shown = [r for r, _ in load_summaries(runs, where=match)]
     shown = shown if limit is None else shown[:limit]
     return [load_run(r.run_dir) for r in shown] if whole else shown
 

@@ -44,7 +44,7 @@ _SLIM = (
     "id", "op", "opspec", "flags", "status", "exit_code", "label", "tags", "created", "started", "stopped",
     "is_batch", "is_trial", "parent", "trials", "host", "remote", "pid", "pid_start", "job_pid",
     "nproc_per_node", "gpus", "waiting", "error", "batch", "guildlite_version", "requires",
-    "is_pipeline", "steps", "pipeline",
+    "is_pipeline", "steps", "pipeline", "notes",
 )
 # The fields most filters read, each a column: a filter on these (and the id) reads no record.
 COLUMNS = ("status", "op", "parent", "label", "is_batch")

@@ -46,9 +46,11 @@ def compare_runs(
     min_max: bool = False,
     sort_key: str | None = None,
     columns: str | None = None,
+    filter: str | None = None,
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """``compare_table`` of the runs ``specs`` select (default: all but batch runs, which have no
-    scalars of their own), filtered (op, status, label text, the trials of ``batch``: a selector),
+    scalars of their own), filtered (op, status, label text, the trials of ``batch``: a selector,
+    the expression ``filter``),
     sorted by ``sort_key`` (``-col`` descending) and cut to ``columns`` (comma-separated)."""
     from ._choose import batch_id, where
     from ._index import load_records
@@ -57,8 +59,16 @@ def compare_runs(
     everything = RunList(runs_dir)
     ids = [r.id for r in select_runs(everything, specs)] if specs else None
     batch_run = batch_id(everything, batch)
-    loaded = load_records(everything, ids, scalars=True,
-                          where=where(op, status, batch_run, label, batches=bool(specs)))
+    match = where(op, status, batch_run, label, batches=bool(specs))
+    if filter:
+        from ._filter import filtered_records, parse
+
+        filt = parse(filter)
+        loaded = filtered_records(everything, filt, ids, where=match)
+        if not filt.uses_scalars():  # the table shows scalars: load them for the matches only
+            loaded = load_records(everything, [name for name, _, _ in loaded], scalars=True)
+    else:
+        loaded = load_records(everything, ids, scalars=True, where=match)
     chosen = [rec for _, rec, _ in loaded if rec["id"] != batch_run]
     cols, rows = compare_table(chosen, {rec["id"]: sc for _, rec, sc in loaded}, min_max=min_max)
     if sort_key:

@@ -165,6 +165,16 @@ def _objects(v: list[Any]) -> str:
     return ""
 
 
+def _notes(v: list[Any]) -> str:
+    for x in v:
+        if type(x) is not dict or type(x.get("text")) is not str or type(x.get("time")) is not str:
+            return "holds a note that is not {\"time\": ISO time, \"text\": string}"
+        wrong = _time(x["time"])
+        if wrong:
+            return f"holds a note whose time {wrong}"
+    return ""
+
+
 def _keys(**spec: tuple[type, ...]) -> Callable[[dict[str, Any]], str]:
     """A check of an object's known keys (others are left alone)."""
 
@@ -309,5 +319,6 @@ _FIELDS: dict[str, tuple[tuple[type, ...], Callable[[Any], str] | None]] = {
     "steps": ((list,), _run_ids),
     "pipeline": ((dict, _NONE), _pipeline),
     "requires": ((list,), _requires),
+    "notes": ((list,), _notes),
     "guildlite_version": ((str,), None),
 }

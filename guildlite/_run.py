@@ -69,6 +69,7 @@ class Run:
     step_ids: list[str] = field(default_factory=list)  # a pipeline's steps' runs, in step order
     pipeline: dict[str, Any] | None = None  # a pipeline's plan: its steps as planned, and how it ended
     requires: list[dict[str, Any]] = field(default_factory=list)  # what ``_requires`` put into the run dir
+    notes: list[dict[str, Any]] = field(default_factory=list)  # ``guildlite note``: [{"time": ISO, "text"}]
     guildlite_version: str = field(default_factory=_version)
     _parent: Run | None = field(default=None, repr=False)
     _staged: list[str] | None = field(default=None, repr=False)  # the source files this process staged
@@ -151,20 +152,20 @@ class Run:
     def save(self) -> None:
         """Write this Run's fields as the run's owner (``_store.owner_save``).
 
-        Everything but ``label`` and ``tags`` (the inspect commands' fields, taken from disk here
+        Everything but ``label``, ``tags`` and ``notes`` (the inspect commands' fields, taken from disk here
         and never written) is the owner's; ``attrs`` are merged per plugin key: only the keys this
         Run changed since it was read or saved are written, so a plugin's data recorded by another
         process (a backend's node) is not reverted. A record that is missing or unreadable is written
         whole from this Run.
         """
         rec = owner_save(self.run_dir, self.to_record(), self._synced_attrs or {})
-        self.label, self.tags = rec["label"], rec["tags"]
+        self.label, self.tags, self.notes = rec["label"], rec["tags"], rec.get("notes", [])
         self.attrs.clear()  # in place: a plugin may hold a reference to the dict
         self.attrs.update(rec["attrs"])
         self._synced_attrs = snapshot_attrs(self.attrs)
 
     def update(self, **changes: Any) -> None:
-        """Set and write ``label`` and/or ``tags`` (only those: the owner's fields are not written)."""
+        """Set and write ``label``, ``tags`` and/or ``notes`` (only those: the owner's fields are not written)."""
         wrong = sorted(set(changes) - set(INSPECT_FIELDS))
         if wrong:
             raise ValueError(f"Run.update sets only {', '.join(INSPECT_FIELDS)}, not {', '.join(wrong)}: "

@@ -31,7 +31,7 @@ STAGING_PREFIX = ".staging-"  # a run dir being staged: hidden, never listed, pu
 #   started, attempts, host, remote, error): status, exit_code, started, stopped, pid, pid_start,
 #   job_pid, attempts, error, cmd, gpus, remote, flags, trials, batch, plugins...;
 # - ``attrs`` is the plugins', merged per plugin key (``merge_attrs``).
-INSPECT_FIELDS = ("label", "tags")
+INSPECT_FIELDS = ("label", "tags", "notes")
 
 
 # --- creating and publishing ---------------------------------------------------------------------------

@@ -251,14 +251,22 @@ def list_files(root: str, limit: int = MAX_FILES) -> tuple[list[list[Any]], int]
     return out, total
 
 
-def load_view(runs_dir: Path, specs: Sequence[str] = (), details: bool = True) -> dict[str, Any]:
-    """``view_data`` for the runs ``specs`` selects in ``runs_dir`` (default: all), batches with trials.
+def load_view(
+    runs_dir: Path, specs: Sequence[str] = (), details: bool = True, filter: str | None = None
+) -> dict[str, Any]:
+    """``view_data`` for the runs ``specs`` selects in ``runs_dir`` (default: all) that the expression
+    ``filter`` matches, batches with trials.
 
     Without ``details`` the records and scalar summaries come from the runs index (as for
     ``guildlite runs`` and ``compare``), which keeps a page over thousands of runs quick.
     """
     everything = RunList(runs_dir)
-    chosen = with_trials(select_runs(everything, specs)) if specs else None
+    if filter:
+        from ._choose import select_with_trials
+
+        chosen: list[Run] | None = select_with_trials(runs_dir, specs, filter=filter)
+    else:
+        chosen = with_trials(select_runs(everything, specs)) if specs else None
     if details:
         return view_data(everything[:] if chosen is None else chosen, runs_dir)
     from ._index import load_summaries

@@ -27,9 +27,12 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
              "Show each GPU, the run holding its lease (user, since when), and the queue of runs waiting."),
     "label": (".manage", "label", "Set (or --clear) the label of runs."),
     "ls": (".inspect", "ls", "List a run's files with their sizes."),
+    "note": (".find", "note", "Add a note to a run (kept with the time it was written); without TEXT, show its notes."),
     "ops": (".ops", "ops", "List the guildfile's operations with their flags."),
     "run": (".run", "run", "Run OPERATION with flags given as NAME=VALUE."),
     "runs": (".runs", "runs", "List runs, newest first."),
+    "select": (".find", "select_cmd", "Print the id of the best run: the lowest --min SCALAR or highest --max SCALAR "
+               "among RUNS (default: all) that --filter matches."),
     "stop": (".manage", "stop",
              "Stop running runs: SIGTERM through guildlite to torchrun and every rank; status terminated."),
     "tag": (".manage", "tag", "Add (+TAG) or remove (-TAG) tags on runs."),

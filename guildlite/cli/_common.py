@@ -50,6 +50,17 @@ def _runs_dir_option(f: Any) -> Any:
     )(f)
 
 
+def _filter_option(f: Any) -> Any:
+    """``--filter EXPR``: the same option, and the same selection (``_choose.select``), everywhere."""
+    return click.option(
+        "--filter",
+        "filter_expr",
+        metavar="EXPR",
+        help="Only runs that EXPR matches, e.g. 'lr >= 0.01 and loss < 0.3', 'tag:best', "
+        "'label ~ base' (see README: Finding and sharing runs).",
+    )(f)
+
+
 def _guildfile_option(f: Any = None, *, short: bool = True) -> Any:
     from pathlib import Path
 

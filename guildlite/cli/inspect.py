@@ -16,6 +16,7 @@ from ._common import (
     CONTEXT,
     _columns,
     _csv_cell,
+    _filter_option,
     _fmt,
     _guildfile_option,
     _local,
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 @click.option("--status", help="Only runs with this status.")
 @click.option("--label", help="Only runs whose label contains this text.")
 @click.option("--batch", help="Only the trials of this batch (a selector).")
+@_filter_option
 @_runs_dir_option
 @_guildfile_option
 def compare(
@@ -51,6 +53,7 @@ def compare(
     status: str | None,
     label: str | None,
     batch: str | None,
+    filter_expr: str | None,
     runs_dir: Path | None,
     guildfile: Path | None,
 ) -> None:
@@ -58,7 +61,7 @@ def compare(
     from .._inspect import compare_runs
 
     cols, rows = compare_runs(runs_dir_for(runs_dir, guildfile), specs, op=op, status=status, label=label, batch=batch,
-                              min_max=min_max, sort_key=sort_key, columns=columns)
+                              min_max=min_max, sort_key=sort_key, columns=columns, filter=filter_expr)
     if as_json:
         click.echo(json.dumps([{c: r.get(c) for c in cols} for r in rows], indent=2, default=str))
     elif as_csv:

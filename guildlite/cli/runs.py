@@ -13,6 +13,7 @@ from .._choose import filtered_runs, runs_dir_for, select_one, select_with_trial
 from .._errors import GuildliteError
 from ._common import (
     CONTEXT,
+    _filter_option,
     _flags_summary,
     _fmt,
     _Group,
@@ -47,6 +48,7 @@ class _RunsGroup(_Group):
 @click.option("--batch", help="Only this batch and its trials (a selector).")
 @click.option("--upstream", metavar="RUN", help="Only the runs whose files RUN used, directly or through others.")
 @click.option("--downstream", metavar="RUN", help="Only the runs that used RUN's files, directly or through others.")
+@_filter_option
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as a JSON list.")
 @_runs_dir_option
 @_guildfile_option
@@ -60,6 +62,7 @@ def runs(
     batch: str | None,
     upstream: str | None,
     downstream: str | None,
+    filter_expr: str | None,
     as_json: bool,
     runs_dir: Path | None,
     guildfile: Path | None,
@@ -77,8 +80,10 @@ def runs(
         from .._lineage import related
 
         among = related(everything, upstream, downstream)
-    if op or status or batch or among is not None:
-        shown = filtered_runs(everything, op, status, batch, None if show_all else limit, whole=as_json, among=among)
+    filtered = bool(op or status or batch or among is not None or filter_expr)
+    if filtered:
+        shown = filtered_runs(everything, op, status, batch, None if show_all else limit, whole=as_json, among=among,
+                              filter=filter_expr)
     else:
         shown = everything[:] if show_all else everything[:limit]
     from .._queue import places
@@ -88,7 +93,6 @@ def runs(
         click.echo(json.dumps([{"index": index[r.id], **_record(r), **_queued(r, place)} for r in shown], indent=2,
                               default=str))
         return
-    filtered = bool(op or status or batch or among is not None)
     # The numbers count every run dir, bad records too (numbering only the good ones would mean
     # reading every record for `runs 1`): say which numbers were skipped, and why.
     bad = [] if filtered else everything.bad_numbers(None if show_all else limit)
@@ -201,6 +205,12 @@ def runs_info(
             _say(f"  {i} {op} {status}")
     if r.error:
         click.echo(f"error: {json.dumps(r.error)}")
+    if r.notes:
+        from .find import _show_note
+
+        click.echo("notes:")
+        for entry in r.notes:
+            _show_note(entry)
     click.echo("flags:")
     for k, v in r.flags.items():
         _say(f"  {k}: {_fmt(v)}")
@@ -238,9 +248,10 @@ def runs_info(
 
 
 @runs.command("delete", context_settings=CONTEXT)
-@click.argument("specs", nargs=-1, required=True, metavar="RUNS...")
+@click.argument("specs", nargs=-1, metavar="[RUNS]...")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask.")
 @click.option("--force", is_flag=True, help="Also delete runs that are running.")
+@_filter_option
 @_runs_dir_option
 @_guildfile_option
 @click.pass_obj
@@ -249,13 +260,21 @@ def runs_delete(
     specs: tuple[str, ...],
     yes: bool,
     force: bool,
+    filter_expr: str | None,
     runs_dir: Path | None,
     guildfile: Path | None,
 ) -> None:
-    """Move runs (a batch with its trials) to the trash (runs/.trash); see restore and purge."""
+    """Move runs (a batch with its trials) to the trash (runs/.trash); see restore and purge.
+
+    RUNS, or --filter EXPR, or both (the runs RUNS selects that EXPR matches)."""
     from .._manage import delete
+    if not specs and not filter_expr:
+        raise click.UsageError("give RUNS to delete, or --filter EXPR")
     runs_dir = _sub_runs_dir(group_runs_dir, runs_dir, guildfile)
-    chosen = select_with_trials(runs_dir, specs)
+    chosen = select_with_trials(runs_dir, specs, filter=filter_expr)
+    if not chosen:
+        _say("no runs match: nothing deleted", err=True)
+        return
     from .._lineage import dependents
 
     users = dependents(runs_dir, {r.id for r in chosen})

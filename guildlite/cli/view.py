@@ -11,6 +11,7 @@ import click
 from .._choose import runs_dir_for, select, select_with_trials
 from ._common import (
     CONTEXT,
+    _filter_option,
     _guildfile_option,
     _runs_dir_option,
 )
@@ -26,10 +27,17 @@ if TYPE_CHECKING:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write one self-contained HTML file and exit (no server).")
 @click.option("--no-browser", is_flag=True, help="Do not open a web browser.")
+@_filter_option
 @_runs_dir_option
 @_guildfile_option
 def view(
-    specs: tuple[str, ...], port: int, out: Path | None, no_browser: bool, runs_dir: Path | None, guildfile: Path | None
+    specs: tuple[str, ...],
+    port: int,
+    out: Path | None,
+    no_browser: bool,
+    filter_expr: str | None,
+    runs_dir: Path | None,
+    guildfile: Path | None,
 ) -> None:
     """Browse runs in a web page (table, curves, batch plots).
 
@@ -46,13 +54,13 @@ def view(
     plotly_js()  # fails early, with the pip command, when plotly is missing
     rd = runs_dir_for(runs_dir, guildfile)
     if out is not None:
-        data = load_view(rd, specs)
+        data = load_view(rd, specs, filter=filter_expr)
         size = write_report(out, data)
         click.echo(f"guildlite: wrote {out} ({len(data['runs'])} runs, {size / 1e6:.1f} MB)", err=True)
         return
-    if specs:
-        select(rd, specs)  # a bad selector is an error now, not on the first page load
-    serve(lambda details: load_view(rd, specs, details), rd, port=port, open_browser=not no_browser, echo=click.echo)
+    if specs or filter_expr:
+        select(rd, specs, filter=filter_expr)  # a bad selector or filter is an error now, not on the first page load
+    serve(lambda details: load_view(rd, specs, details, filter_expr), rd, port=port, open_browser=not no_browser, echo=click.echo)
 
 
 @click.command("tensorboard", context_settings=CONTEXT)
@@ -62,6 +70,7 @@ def view(
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="TensorBoard's port on 127.0.0.1 (0: a free one).")
 @click.option("--no-server", is_flag=True, help="Only write the event files and print the logdir.")
+@_filter_option
 @_runs_dir_option
 @_guildfile_option
 def tensorboard_cmd(
@@ -69,6 +78,7 @@ def tensorboard_cmd(
     logdir: Path | None,
     port: int,
     no_server: bool,
+    filter_expr: str | None,
     runs_dir: Path | None,
     guildfile: Path | None,
 ) -> None:
@@ -85,7 +95,7 @@ def tensorboard_cmd(
     from .._tensorboard import require, serve, write_logdir
 
     require()
-    chosen = select_with_trials(runs_dir_for(runs_dir, guildfile), specs)
+    chosen = select_with_trials(runs_dir_for(runs_dir, guildfile), specs, filter=filter_expr)
     temp = logdir is None
     target = Path(tempfile.mkdtemp(prefix="guildlite-tb-")) if logdir is None else logdir.resolve()
     written = write_logdir(chosen, target)
