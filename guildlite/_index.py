@@ -44,13 +44,14 @@ _SLIM = (
     "id", "op", "opspec", "flags", "status", "exit_code", "label", "tags", "created", "started", "stopped",
     "is_batch", "is_trial", "parent", "trials", "host", "remote", "pid", "pid_start", "job_pid",
     "nproc_per_node", "gpus", "waiting", "error", "batch", "guildlite_version", "requires",
-    "is_pipeline", "steps", "pipeline", "notes",
+    "is_pipeline", "steps", "pipeline", "notes", "attempts",
 )
 # The fields most filters read, each a column: a filter on these (and the id) reads no record.
 COLUMNS = ("status", "op", "parent", "label", "is_batch")
 
-_TABLE = "runs_v3"  # v3: COLUMNS, slim records; the scalar summary keyed by its own file's stamp
-_OLD_TABLES = ("runs", "runs_v2")  # v1: stamps that an archive could match; v2: no columns
+_TABLE = "runs_v4"  # v4: COLUMNS, slim records; the scalar summary keyed by its own file's stamp
+# v1: stamps that an archive could match; v2: no attempts (a restarted run's time counts them); v3: no columns
+_OLD_TABLES = ("runs", "runs_v2", "runs_v3")
 _NARROW = "id, stamp, " + ", ".join(COLUMNS)  # read for every run, up front
 _SCHEMA = f"{_NARROW}, rec, s_stamp, scalars"
 _PUT_RECORD = (f"INSERT INTO {_TABLE} ({_NARROW}, rec) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "

@@ -26,6 +26,7 @@ from ._scalars import read_rows
 
 _MISSING = "guildlite tensorboard needs TensorBoard (an optional extra): pip install 'guildlite[tensorboard]'"
 STAMP = ".guildlite-tb.json"  # in each run's sub-dir: what was written, to skip unchanged runs next time
+TB_DIR = ".tensorboard"  # in the runs dir: where `tensorboard --no-server` writes without --logdir
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+-]+")
 
 
@@ -69,22 +70,32 @@ def _epoch(iso: str | None) -> float | None:
 
 
 def write_logdir(
-    runs: Sequence[Run], logdir: Path, log: Callable[[str], None] | None = None
+    runs: Sequence[Run], logdir: Path, log: Callable[[str], None] | None = None, prune: bool = False
 ) -> list[tuple[Run, Path, int]]:
     """Write one sub-dir of event files per run (batches hold no scalars: skipped).
 
     A run whose ``scalars.jsonl`` is unchanged since the last write into this logdir is left as
-    it is; a changed one is written again from scratch. Returns (run, sub-dir, points written;
-    -1 for unchanged).
+    it is; a changed one is written again from scratch. With ``prune``, the sub-dirs that earlier
+    writes made for other runs go (the logdir then holds ``runs`` only). Returns (run, sub-dir,
+    points written; -1 for unchanged).
     """
     Writer = _writer_class()
-    logdir.mkdir(parents=True, exist_ok=True)
+    try:
+        logdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise GuildliteError(f"cannot write event files into {logdir}: {e.strerror or e}", exit_code=2) from None
     earlier: dict[str, list[Path]] = {}  # run id -> its sub-dirs from earlier writes (its name may have changed)
     for stamp_file in logdir.glob(f"*/{STAMP}"):
         try:
             earlier.setdefault(str(json.loads(stamp_file.read_text())[0]), []).append(stamp_file.parent)
         except (OSError, ValueError, IndexError, KeyError, TypeError):
             continue
+    if prune:
+        wanted = {run.id for run in runs}
+        for run_id, subs in earlier.items():
+            if run_id not in wanted:
+                for old in subs:
+                    shutil.rmtree(old, ignore_errors=True)  # a link is not followed (rmtree refuses it)
     out = []
     for run in runs:
         if run.virtual:  # a batch, a pipeline: no scalars of its own

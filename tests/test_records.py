@@ -27,6 +27,7 @@ import pytest
 from conftest import TRACEBACK, clean_env, property_settings, run_guildlite
 
 from guildlite._errors import BadRecordError, RunNotFoundError
+from guildlite._index import _TABLE
 from guildlite._record import MAX_DEPTH, is_run_id
 from guildlite._run import Run, load_run
 from guildlite._selection import RunList, select_runs
@@ -286,7 +287,7 @@ def _plant(runs: Path, **match: Any) -> None:
     set to ``match``."""
     db = sqlite3.connect(runs / ".index.sqlite")
     sets = ", ".join(f"{k} = {v}" for k, v in match.items())
-    db.execute(f"UPDATE runs_v3 SET rec = ?, scalars = ?, status = 'error', op = '..', label = ?"
+    db.execute(f"UPDATE {_TABLE} SET rec = ?, scalars = ?, status = 'error', op = '..', label = ?"
                f" {', ' + sets if sets else ''}", (json.dumps(PLANTED), json.dumps({"loss": [1]}), "\x1b[2J"))
     db.commit()
     db.close()

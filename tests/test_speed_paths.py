@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import TRACEBACK, clean_env, run_guildlite
 
-from guildlite._index import INDEX_NAME, load_records
+from guildlite._index import _TABLE, INDEX_NAME, load_records
 from guildlite._selection import RunList
 from guildlite.cli import _COMMANDS, cli
 
@@ -193,14 +193,14 @@ def test_an_index_of_an_older_shape_is_replaced(runs: Path) -> None:
 
     (runs / INDEX_NAME).unlink()
     db = sqlite3.connect(runs / INDEX_NAME)
-    db.execute("CREATE TABLE runs_v2 (id, stamp, rec, s_stamp, scalars, PRIMARY KEY (id))")
-    db.execute("CREATE TABLE runs_v3 (id, junk)")  # the current name, another shape
-    db.execute("INSERT INTO runs_v3 VALUES (?, ?)", (run_id(1), "x"))
+    db.execute("CREATE TABLE runs_v3 (id, stamp, rec, s_stamp, scalars, PRIMARY KEY (id))")
+    db.execute(f"CREATE TABLE {_TABLE} (id, junk)")  # the current name, another shape
+    db.execute(f"INSERT INTO {_TABLE} VALUES (?, ?)", (run_id(1), "x"))
     db.commit()
     db.close()
     assert answers(runs) == answers(runs) == fresh_answers(runs)
     db = sqlite3.connect(runs / INDEX_NAME)
-    assert {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")} == {"runs_v3"}
+    assert {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")} == {_TABLE}
 
 
 def test_control_characters_in_a_table_are_escaped(runs: Path) -> None:

@@ -113,10 +113,10 @@ def _csv_cell(v: Any) -> Any:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    _columns(header, list(zip(*rows)) if rows else [() for _ in header])
+    _column_table(header, list(zip(*rows)) if rows else [() for _ in header])
 
 
-def _columns(header: Sequence[str], columns: Sequence[Sequence[Any]]) -> None:
+def _column_table(header: Sequence[str], columns: Sequence[Sequence[Any]]) -> None:
     """Print a table given column by column, aligned, every cell made ``printable``: the work per
     cell stays in C (a ``compare`` of 100k runs has a million cells)."""
     padded = []

@@ -14,7 +14,7 @@ from .._errors import GuildliteError
 from .._terminal import printable
 from ._common import (
     CONTEXT,
-    _columns,
+    _column_table,
     _csv_cell,
     _filter_option,
     _fmt,
@@ -74,14 +74,17 @@ def compare(
     elif not rows:
         click.echo("no runs to compare", err=True)
     else:
-        _columns(cols, [_cells(c, [r.get(c) for r in rows]) for c in cols])
+        _column_table(cols, [_cells(c, [r.get(c) for r in rows]) for c in cols])
 
 
 def _cells(col: str, values: list[Any]) -> list[str]:
-    """A compare column's cells: local start times, floats to 6 significant digits, "" for none."""
+    """A compare column's cells: local start times, time in seconds to 0.1, other floats to 6
+    significant digits, "" for none."""
     if col == "started":
         local = {v: _local(v) for v in set(values) if v}
         return [local.get(v, "") for v in values]
+    if col == "time":  # seconds, one precision down the column (JSON and CSV keep the number)
+        values = [f"{v:.1f}" if type(v) is float or type(v) is int else v for v in values]
     # One expression, no call per cell: a column of 100k runs.
     return ["" if v is None or v == "" else f"{v:.6g}" if type(v) is float else v if type(v) is str
             else str(v) if type(v) is int else _fmt(v) for v in values]
