@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from ._run import Run
     from ._selection import RunList
 
-__all__ = ["Filter", "FilterError", "RunFacts", "facts_from_record", "facts_of", "parse", "select_filtered"]
+__all__ = ["Filter", "FilterError", "RunFacts", "facts_from_record", "facts_of", "filtered_records", "parse", "select_filtered"]
 
 
 def parse(text: str) -> Filter:
@@ -66,19 +66,28 @@ class Filter:
         """Whether the run passes; FilterError if a plain name is both a flag and a scalar of it."""
         return self._eval(self.root, facts)
 
-    def terms(self) -> list[Term]:
-        """Every flag or scalar term, in order (what a run must have for its comparison to hold)."""
-        out: list[Term] = []
+    def leaves(self) -> list[Compare | HasTag]:
+        """Every comparison and tag test, in order."""
+        out: list[Compare | HasTag] = []
         todo: list[Node] = [self.root]
         while todo:
             node = todo.pop(0)
-            if isinstance(node, Compare) and node.term.kind != "attr":
-                out.append(node.term)
+            if isinstance(node, (Compare, HasTag)):
+                out.append(node)
             elif isinstance(node, Not):
                 todo.append(node.item)
-            elif isinstance(node, (And, Or)):
+            else:
                 todo[:0] = node.items
         return out
+
+    def terms(self) -> list[Term]:
+        """Every flag or scalar term, in order (what a run must have for its comparison to hold)."""
+        return [n.term for n in self.leaves() if isinstance(n, Compare) and n.term.kind != "attr"]
+
+    def attributes(self) -> set[str]:
+        """The attributes (``ATTRS``) the filter asks about."""
+        return {n.term.name if isinstance(n, Compare) else "tag" for n in self.leaves()
+                if isinstance(n, HasTag) or n.term.kind == "attr"}
 
     def uses_scalars(self) -> bool:
         return any(t.kind != "flag" for t in self.terms())

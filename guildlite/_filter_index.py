@@ -41,6 +41,11 @@ _SCHEMA = (
     f"CREATE INDEX IF NOT EXISTS {_SCALARS}_id ON {_SCALARS} (id)",
 )
 _VOLATILE = ("staged", "pending", "running")
+# A row's columns after id, stamp and s_stamp (``status`` always read: a volatile one is a candidate).
+_COLUMN_OF = {"tag": "tags", "note": "notes"}  # an attribute's column, where they differ
+# Each with what stands for it when the filter does not ask about it (no need to read it).
+_ATTR_COLUMNS = {"op": "''", "status": "status", "label": "''", "tags": "'[]'", "started": "NULL", "stopped": "NULL",
+                 "time": "NULL", "notes": "''"}
 
 
 def _connect(runs: RunList) -> sqlite3.Connection | None:
@@ -72,7 +77,9 @@ def candidates(
     terms = set(filt.terms())
     scalars = filt.uses_scalars()
     try:
-        rows = {r[0]: r for r in db.execute(f"SELECT * FROM {_RUNS}")}
+        asked = {_COLUMN_OF.get(a, a) for a in filt.attributes()}  # only the columns it asks about
+        cols = ", ".join(c if c in asked or c == "status" else d for c, d in _ATTR_COLUMNS.items())
+        rows = {r[0]: r for r in db.execute(f"SELECT id, stamp, s_stamp, {cols} FROM {_RUNS}")}
         flags = {n: _values(db, _FLAGS, n) for n in {t.name for t in terms if t.kind != "scalar"}}
         by_name = {n: _values(db, _SCALARS, n) for n in {t.name for t in terms if t.kind != "flag"}}
         wanted = runs.ids if ids is None else ids

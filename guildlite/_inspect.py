@@ -89,14 +89,16 @@ def compare_runs(
         loaded = load_records(everything, ids, scalars=True, where=match)
     chosen = [rec for _, rec, _ in loaded if rec["id"] != batch_run]
     cols, rows = compare_table(chosen, {rec["id"]: sc for _, rec, sc in loaded}, min_max=min_max)
-    if sort_key:
+    # With no run selected, the flags and scalars any run would add are unknown: a column named
+    # by --sort or --columns may well be one of them, so it is not called unknown.
+    if sort_key and rows:
         if sort_key.lstrip("-") not in cols:
             raise GuildliteError(f"--sort: no column {sort_key.lstrip('-')!r}; columns: {', '.join(cols)}", exit_code=2)
         rows = sort_rows(rows, sort_key)
     if columns:
         wanted = [c.strip() for c in columns.split(",") if c.strip()]
         unknown = [c for c in wanted if c not in cols]
-        if unknown:
+        if unknown and rows:
             raise GuildliteError(f"--columns: no column {unknown[0]!r}; columns: {', '.join(cols)}", exit_code=2)
         cols = wanted
     return cols, rows

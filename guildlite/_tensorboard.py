@@ -23,6 +23,7 @@ from ._errors import GuildliteError
 from ._record import is_run_id
 from ._run import Run
 from ._scalars import read_rows
+from ._varying import flag_order, ordered
 
 _MISSING = "guildlite tensorboard needs TensorBoard (an optional extra): pip install 'guildlite[tensorboard]'"
 STAMP = ".guildlite-tb.json"  # in each run's sub-dir: what was written, to skip unchanged runs next time
@@ -43,8 +44,9 @@ def require() -> None:
     _writer_class()
 
 
-def run_dir_name(run: Run, max_len: int = 120) -> str:
-    """The sub-dir name of a run: ``<id>[-<label>][-<flag>=<value>,...]``, safe as a file name.
+def run_dir_name(run: Run, max_len: int = 120, order: Sequence[str] = ()) -> str:
+    """The sub-dir name of a run: ``<id>[-<label>][-<flag>=<value>,...]``, safe as a file name,
+    the flags in ``order`` first (those that vary among the runs written: ``_varying``).
 
     Anything but letters, digits and ``. _ = , + -`` becomes ``_``; long names are cut (the id,
     which comes first, keeps them unique).
@@ -55,7 +57,7 @@ def run_dir_name(run: Run, max_len: int = 120) -> str:
     if run.label:
         parts.append(run.label)
     if run.flags:
-        parts.append(",".join(f"{k}={format_value(v)}" for k, v in run.flags.items()))
+        parts.append(",".join(f"{k}={format_value(v)}" for k, v in ordered(run.flags, order)))
     name = "-".join(x for x in (_UNSAFE.sub("_", p).strip("_") for p in parts) if x)
     return name[:max_len].rstrip("_.-") or run.id
 
@@ -97,12 +99,13 @@ def write_logdir(
                 for old in subs:
                     shutil.rmtree(old, ignore_errors=True)  # a link is not followed (rmtree refuses it)
     out = []
+    order = flag_order(r.flags for r in runs if not r.virtual)  # a name cut short keeps what differs
     for run in runs:
         if run.virtual:  # a batch, a pipeline: no scalars of its own
             continue
         if not is_run_id(run.id):  # the sub-dir's name starts with the id: never `..` or a path
             raise GuildliteError(f"{run.id!r} is not a run id", exit_code=2)
-        sub = logdir / run_dir_name(run)
+        sub = logdir / run_dir_name(run, order=order)
         if sub.is_symlink():  # written into, emptied: never through a link to elsewhere
             sub.unlink()
         for old in earlier.get(run.id, []):

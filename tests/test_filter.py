@@ -486,7 +486,10 @@ def test_filters_over_synthetic_runs_agree_with_a_direct_evaluation(tmp_path: Pa
         return out
 
     for expr in ("lr >= 0.05", "loss < 0.15 and epochs = 2", "status = error or min(loss) > 0.16",
-                 "not (lr < 0.02 or epochs > 3)", "batch-size = 64 and max(loss) <= 0.2"):
+                 "not (lr < 0.02 or epochs > 3)", "batch-size = 64 and max(loss) <= 0.2",
+                 "op = train and status != error and time > 4 and lr > 0.05",
+                 "started = 2026-01-01Z and label = '' and not tag:x and note !~ y and epochs = 1",
+                 "id ~ '-0[0-9a-f]{2}000$' and stopped < 2026-01-02"):
         for _ in range(2):  # cold (the index built), then warm (served from it)
             cp = proj.run("runs", "--all", "--json", "--filter", expr)
             assert cp.returncode == 0, cp.stderr

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import gc
 import importlib
+import os
+import sys
 
 import click
 
@@ -19,6 +21,8 @@ __all__ = ["cli", "main"]
 # name: (module, attribute, the summary `guildlite --help` shows: the first sentence of the command's
 # docstring, as click would take it). A test checks each summary against its command.
 _COMMANDS: dict[str, tuple[str, str, str]] = {
+    "check": (".check", "check", "Check this machine and project: versions (guildlite, python, torch, CUDA), GPUs, each "
+              "backend's needs, the runs dir (writable, lock mode), the guildfile, its plugins."),
     "cat": (".inspect", "cat", "Print a file of a run (default: output.log): a regular file inside the run dir only."),
     "compare": (".inspect", "compare",
                 "One row per run: id, op, status, started, time, every flag, the last value of each scalar."),
@@ -43,6 +47,9 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
               "Follow RUN's output and status until it ends (default: the newest run not yet ended)."),
 }
 
+# Subcommands kept in another module than their group's, added to the group when it is imported.
+_ATTACHED: dict[str, tuple[tuple[str, str], ...]] = {"runs": ((".share", "runs_export"), (".share", "runs_import"))}
+
 
 class _LazyGroup(_Group):
     """A group whose commands (``_COMMANDS``) are imported when one of them is asked for: the
@@ -54,7 +61,10 @@ class _LazyGroup(_Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.commands and cmd_name in _COMMANDS:
             module, attr, _ = _COMMANDS[cmd_name]
-            self.add_command(getattr(importlib.import_module(module, __name__), attr), cmd_name)
+            command = getattr(importlib.import_module(module, __name__), attr)
+            for module, attr in _ATTACHED.get(cmd_name, ()):
+                command.add_command(getattr(importlib.import_module(module, __name__), attr))
+            self.add_command(command, cmd_name)
         return self.commands.get(cmd_name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -91,6 +101,8 @@ def main() -> None:
     # the default thresholds, the cyclic GC re-walks them all again and again (a third of
     # `compare` over 100k runs). Collect rarely instead; reference counting frees the rest.
     gc.set_threshold(100_000, 20, 100)
+    if _COMPLETE_VAR in os.environ:  # the shell asks what to complete (see README "Shell completion")
+        _complete_quietly()
     try:
         cli(prog_name="guildlite")
     except SystemExit as e:
@@ -98,3 +110,17 @@ def main() -> None:
 
         exit_if_hooks_hang(e.code)  # a hook given up on, or a thread it started, must not hold the exit
         raise
+
+
+_COMPLETE_VAR = "_GUILDLITE_COMPLETE"  # click's name for prog_name "guildlite"
+
+
+def _complete_quietly() -> None:
+    """Answer the shell's completion request; whatever goes wrong (a broken guildfile, an odd
+    command line) offers nothing rather than a traceback at the user's prompt."""
+    try:
+        cli(prog_name="guildlite", complete_var=_COMPLETE_VAR)
+    except SystemExit:
+        raise
+    except Exception:  # noqa: BLE001  # completion must never crash the prompt
+        sys.exit(1)

@@ -1,4 +1,5 @@
-"""``guildlite runs``: list runs, show one, delete, restore from the trash, purge."""
+"""``guildlite runs``: list runs, show one, delete, restore from the trash, purge (export and import:
+``share``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import click
 
 from .._choose import filtered_runs, runs_dir_for, select_one, select_with_trials
 from .._errors import GuildliteError
+from . import _complete
 from ._common import (
     CONTEXT,
     _filter_option,
@@ -30,13 +32,18 @@ if TYPE_CHECKING:
 
 
 class _RunsGroup(_Group):
-    """``guildlite runs``: a word that is not a subcommand is most likely a run selector."""
+    """``guildlite runs``: a word that is not a subcommand is an error naming the subcommands. Only
+    a word that reads as a run selector (``runs 1:3``) is pointed to the commands that take one;
+    any other word (``runs export``) gets no hint: it is no other command's argument either."""
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
-        if args and args[0] not in self.commands and not args[0].startswith("-"):
+        if args and args[0] not in self.commands and not args[0].startswith("-") and not ctx.resilient_parsing:
+            from .._selection import looks_like_selector
+
+            hint = (f". To look at selected runs: guildlite compare {args[0]}, or guildlite runs info RUN"
+                    if looks_like_selector(args[0]) else "")
             raise click.UsageError(
-                f"'{args[0]}' is not a subcommand of runs ({', '.join(self.commands)}). To look at selected "
-                f"runs: guildlite compare {args[0]}, or guildlite runs info RUN", ctx)
+                f"'{args[0]}' is not a subcommand of runs ({', '.join(self.commands)}){hint}", ctx)
         return super().resolve_command(ctx, args)
 
 
@@ -45,9 +52,9 @@ class _RunsGroup(_Group):
 @click.option("-n", "--limit", type=click.IntRange(min=0), default=20, show_default=True, help="How many runs to show.")
 @click.option("--op", help="Only runs of this operation.")
 @click.option("--status", type=click.Choice(["staged", "pending", "running", "completed", "error", "terminated"]))
-@click.option("--batch", help="Only this batch and its trials (a selector).")
-@click.option("--upstream", metavar="RUN", help="Only the runs whose files RUN used, directly or through others.")
-@click.option("--downstream", metavar="RUN", help="Only the runs that used RUN's files, directly or through others.")
+@click.option("--batch", help="Only this batch and its trials (a selector).", shell_complete=_complete.runs)
+@click.option("--upstream", metavar="RUN", shell_complete=_complete.runs, help="Only the runs whose files RUN used, directly or through others.")
+@click.option("--downstream", metavar="RUN", shell_complete=_complete.runs, help="Only the runs that used RUN's files, directly or through others.")
 @_filter_option
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as a JSON list.")
 @_runs_dir_option
@@ -107,7 +114,9 @@ def runs(
             click.echo(f"({len(everything) - limit} older runs not shown: --all)", err=True)
         return
     from .._progress import shown as progress
+    from .._varying import flag_order
 
+    order = flag_order(r.flags for r in shown)  # what tells the listed runs apart comes first
     rows = [
         (
             f"[{index[r.id]}]",
@@ -119,7 +128,7 @@ def runs(
                                  progress(r.run_dir, r.status)) if x),
             ("↳ " + r.parent_id[-6:]) if r.parent_id else "",
             r.label,
-            _flags_summary(r),
+            _flags_summary(r, order=order),
             *([(r.waiting or {}).get("reason", "")] if status == "pending" else []),
         )
         for r in shown
@@ -151,7 +160,7 @@ def _confirm(question: str, yes: bool) -> None:
 
 
 @runs.command("info", context_settings=CONTEXT)
-@click.argument("run_spec", metavar="RUN")
+@click.argument("run_spec", metavar="RUN", shell_complete=_complete.runs)
 @click.option("--json", "as_json", is_flag=True, help="Print the whole record as JSON.")
 @_runs_dir_option
 @_guildfile_option
@@ -248,7 +257,7 @@ def runs_info(
 
 
 @runs.command("delete", context_settings=CONTEXT)
-@click.argument("specs", nargs=-1, metavar="[RUNS]...")
+@click.argument("specs", nargs=-1, metavar="[RUNS]...", shell_complete=_complete.runs)
 @click.option("-y", "--yes", is_flag=True, help="Do not ask.")
 @click.option("--force", is_flag=True, help="Also delete runs that are running.")
 @_filter_option
@@ -350,52 +359,3 @@ def _from_trash(
     _confirm(question.format(n=len(chosen)), yes)
     for r in action(chosen):
         _say(f"{done} {r.id}")
-
-
-@runs.command("import", context_settings=CONTEXT)
-@click.argument("guild_home", required=False, type=click.Path(file_okay=False, path_type=Path), metavar="[GUILD_HOME]")
-@click.option("--from-guild", "from_guild", is_flag=True,
-              help="Import Guild AI runs from GUILD_HOME/runs (default: $GUILD_HOME, else ~/.guild).")
-@click.option("--dry-run", is_flag=True, help="Say what would be imported; write nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary: one object per Guild run.")
-@click.option("--max-file-size", type=click.IntRange(min=0), default=1 << 30, show_default=True,
-              help="Bytes: a file of a Guild run larger than this is not copied (listed as skipped).")
-@_runs_dir_option
-@_guildfile_option
-@click.pass_obj
-def runs_import(
-    group_runs_dir: Path,
-    guild_home: Path | None,
-    from_guild: bool,
-    dry_run: bool,
-    as_json: bool,
-    max_file_size: int,
-    runs_dir: Path | None,
-    guildfile: Path | None,
-) -> None:
-    """Import another tool's run history as guildlite runs (--from-guild: Guild AI's).
-
-    A Guild run already imported (by its Guild id) is skipped, so importing again brings in only
-    what is new; runs still running or never started are skipped and say so."""
-    from .._guild_import import default_home, import_runs
-
-    if not from_guild:
-        raise click.UsageError("say where to import from: --from-guild [GUILD_HOME]")
-    runs_dir = _sub_runs_dir(group_runs_dir, runs_dir, guildfile)
-    home = guild_home or default_home()
-
-    def progress(o: Any, i: int, n: int) -> None:
-        where = f" as {o.run_id}" if o.run_id else ""
-        what = f" ({o.op}, {o.status})" if o.status else ""
-        _say(f"[{i}/{n}] {o.action} {o.guild_id}{where}{what}" + (f": {o.reason}" if o.reason else ""), err=True)
-
-    outcomes = import_runs(home, runs_dir, dry_run=dry_run, max_file_size=max_file_size, progress=progress)
-    if as_json:
-        click.echo(json.dumps([o.to_json() for o in outcomes], indent=2))
-    counts: dict[str, int] = {}
-    for o in outcomes:
-        counts[o.action] = counts.get(o.action, 0) + 1
-    summary = ", ".join(f"{n} {action}" for action, n in sorted(counts.items())) or "no Guild runs"
-    _say(f"{summary} ({home} -> {runs_dir})", err=True)
-    if counts.get("failed"):
-        sys.exit(1)

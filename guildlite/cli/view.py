@@ -10,6 +10,7 @@ import click
 
 from .._choose import runs_dir_for, select, select_with_trials
 from .._errors import GuildliteError
+from . import _complete
 from ._common import (
     CONTEXT,
     _filter_option,
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("specs", nargs=-1, metavar="[RUNS]...")
+@click.argument("specs", nargs=-1, metavar="[RUNS]...", shell_complete=_complete.runs)
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="Port on 127.0.0.1 (0: a free one).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
@@ -65,7 +66,7 @@ def view(
 
 
 @click.command("tensorboard", context_settings=CONTEXT)
-@click.argument("specs", nargs=-1, metavar="[RUNS]...")
+@click.argument("specs", nargs=-1, metavar="[RUNS]...", shell_complete=_complete.runs)
 @click.option("--logdir", type=click.Path(file_okay=False, path_type=Path),
               help="Where to write the event files (default: a new temp dir, removed when TensorBoard stops; "
                    "with --no-server, .tensorboard in the runs dir).")
