@@ -4,7 +4,8 @@
 
 Synthetic runs are written with guildlite's own Run API (records like real ones, with a
 scalars.jsonl each) into a temp dir. "cold" is the first call (it builds the index), "warm" the
-best of --repeat later calls. Prints a markdown table.
+best of --repeat later calls, each as wall time and as CPU time (user + system, which a busy
+machine inflates far less than wall time). Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -22,14 +23,15 @@ from pathlib import Path
 from _common import GUILDLITE, make_runs
 
 
-def timed(args: list[str], runs_dir: Path) -> tuple[float, int]:
-    """Wall seconds and max RSS (KB) of one CLI call."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+def timed(args: list[str], runs_dir: Path) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system: what a busy machine inflates least) of one CLI call."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     subprocess.run([*GUILDLITE, *args, "--runs-dir", str(runs_dir)], stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL, check=True)
     dt = time.perf_counter() - t
-    return dt, max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return dt, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 def main() -> None:
@@ -38,8 +40,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
     cases = [["runs"], ["runs", "--status", "error"], ["compare", "--status", "error"], ["compare"]]
-    print("| runs | command | cold ms | warm ms (best) |")
-    print("|---:|---|---:|---:|")
+    print("| runs | command | cold ms | cold cpu ms | warm ms (best) | warm cpu ms (best) |")
+    print("|---:|---|---:|---:|---:|---:|")
     for n in [int(x) for x in a.sizes.split(",")]:
         tmp = Path(tempfile.mkdtemp(prefix="guildlite-bench-"))
         try:
@@ -47,12 +49,13 @@ def main() -> None:
             make_runs(tmp / "runs", n)
             print(f"<!-- made {n} runs in {time.perf_counter() - t:.1f} s -->", file=sys.stderr)
             for args in cases:
-                cold, _ = timed(args, tmp / "runs")
-                warm = min(timed(args, tmp / "runs")[0] for _ in range(a.repeat))
-                print(f"| {n} | `guildlite {' '.join(args)}` | {cold * 1000:.0f} | {warm * 1000:.0f} |", flush=True)
+                cold, cold_cpu = timed(args, tmp / "runs")
+                warm = [timed(args, tmp / "runs") for _ in range(a.repeat)]
+                print(f"| {n} | `guildlite {' '.join(args)}` | {cold * 1000:.0f} | {cold_cpu * 1000:.0f} "
+                      f"| {min(w for w, _ in warm) * 1000:.0f} | {min(c for _, c in warm) * 1000:.0f} |", flush=True)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    print(f"\n{os.cpu_count()} CPUs; python {sys.version.split()[0]}")
+    print(f"\n{os.cpu_count()} CPUs; python {sys.version.split()[0]}; load average {os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":

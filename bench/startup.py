@@ -14,13 +14,15 @@ PYTHONDONTWRITEBYTECODE unset), so the warm-up writes .pyc files there and the t
 
 Every case is run once as a warm-up, then --repeat rounds, one call of each case per round
 (interleaved, so drift hits every case alike). Prints a markdown table of min / median / max
-wall milliseconds per case. Everything lives in a temp dir that is removed at the end.
+wall milliseconds per case, and the median CPU milliseconds (user + system: what a busy machine
+inflates far less than wall time). Everything lives in a temp dir that is removed at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -44,14 +46,16 @@ def make_project(root: Path) -> Path:
     return proj
 
 
-def call(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
-    """Wall seconds of one call; exits the benchmark if the command fails."""
+def call(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system) of one call; exits the benchmark if the command fails."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     p = subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, check=False)
     dt = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if p.returncode != 0:
         sys.exit(f"bench: {' '.join(argv)} exited {p.returncode}:\n{p.stderr.decode(errors='replace')}")
-    return dt
+    return dt, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 def main() -> None:
@@ -85,20 +89,22 @@ def main() -> None:
             (f"`guildlite runs` ({a.runs} runs)", [*GUILDLITE, "runs"], {**base, "GUILDLITE_RUNS_DIR": str(many)}),
             ("`guildlite ops` (example project)", [*GUILDLITE, "ops"], base),
         ]
-        times: dict[str, list[float]] = {name: [] for name, _, _ in cases}
+        times: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in cases}
         for _, argv, env in cases:  # warm-up: page cache, .pyc files
             call(argv, proj, env)
         for _ in range(a.repeat):
             for name, argv, env in cases:
                 times[name].append(call(argv, proj, env))
 
-        print("| command | min ms | median ms | max ms |")
-        print("|---|---:|---:|---:|")
+        print("| command | min ms | median ms | max ms | median cpu ms |")
+        print("|---|---:|---:|---:|---:|")
         for name, _, _ in cases:
-            ts = [x * 1000 for x in times[name]]
-            print(f"| {name} | {min(ts):.0f} | {statistics.median(ts):.0f} | {max(ts):.0f} |")
+            ts = [w * 1000 for w, _ in times[name]]
+            cpu = statistics.median(c * 1000 for _, c in times[name])
+            print(f"| {name} | {min(ts):.0f} | {statistics.median(ts):.0f} | {max(ts):.0f} | {cpu:.0f} |")
         print(f"\n{a.repeat} calls per case (after 1 warm-up), interleaved; {os.cpu_count()} CPUs; "
-              f"python {sys.version.split()[0]}; `guildlite` = `{' '.join(GUILDLITE)}`")
+              f"python {sys.version.split()[0]}; load average {os.getloadavg()[0]:.1f} at the end; "
+              f"`guildlite` = `{' '.join(GUILDLITE)}`")
         if a.pyc:
             print("bytecode cached in a temp PYTHONPYCACHEPREFIX (--pyc)")
         elif base.get("PYTHONDONTWRITEBYTECODE") or base.get("PYTHONPYCACHEPREFIX"):

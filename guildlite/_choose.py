@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Container, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Container, Mapping, Sequence
 
 from ._errors import GuildliteError, RunNotFoundError
 
@@ -83,11 +83,11 @@ def where(
     label: str | None = None,
     batches: bool = True,
     among: Container[str] | None = None,
-) -> Callable[[dict[str, Any]], bool]:
+) -> Callable[[Mapping[str, Any]], bool]:
     """A filter on run records (op, status, batch and its trials, label text, batch runs or not,
     ids ``among`` a set: a lineage's)."""
 
-    def match(rec: dict[str, Any]) -> bool:
+    def match(rec: Mapping[str, Any]) -> bool:
         return (
             (op is None or rec.get("op") == op)
             and (status is None or rec.get("status") == status)

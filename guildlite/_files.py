@@ -114,6 +114,19 @@ def write_json(path: Path, data: Any) -> None:
     atomic_write(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def write_meta_cache(run_dir: Path, name: str, data: Any) -> None:
+    """Rewrite ``.guildlite/<name>`` with ``data`` as JSON: a cache, rewritten often, that a crash
+    may lose (no fsync). Nothing is written where a ``.guildlite`` that the job replaced with a
+    symlink leads, and a run dir gone or full is not reported here (the run's end says so)."""
+    meta = RunPaths(run_dir).meta
+    if meta.is_symlink():
+        return
+    try:
+        atomic_write(meta / name, json.dumps(data), sync=False)
+    except OSError:
+        pass
+
+
 def cache_dir(name: str) -> Path:
     """guildlite's cache folder ``name`` under ``$XDG_CACHE_HOME`` (default ``~/.cache``)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ._filter_syntax import (
     AGGS,
@@ -246,7 +246,7 @@ def filtered_records(
     runs: RunList,
     filt: Filter | str,
     ids: Sequence[str] | None = None,
-    where: Callable[[dict[str, Any]], bool] | None = None,
+    where: Callable[[Mapping[str, Any]], bool] | None = None,
     limit: int | None = None,
 ) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     """``_index.load_records`` of ``runs`` (``ids``, default all; ``where`` on the record first),

@@ -43,6 +43,15 @@ class LeaseError(GuildliteError):
 
 
 @dataclass(frozen=True)
+class Seen:
+    """A lease or ticket file at one look (``LeaseDir.look``)."""
+
+    locked: bool  # someone holds a flock on it: a live lease or ticket
+    uid: int  # who made it
+    record: dict[str, Any] | None = None  # what it says, when read and locked (None: not a record)
+
+
+@dataclass(frozen=True)
 class LeaseDir:
     """The lease directory, pinned by an fd opened without following symlinks."""
 
@@ -98,6 +107,20 @@ class LeaseDir:
                 what = "not a regular file" if not stat.S_ISREG(st.st_mode) else "a hard link to another file"
                 raise LeaseError(f"{self.path / name} is {what} (guildlite never makes one; remove it)")
             return fd
+
+    def look(self, name: str, *, read: bool = False) -> Seen | None:
+        """The file ``name`` as it stands: whether someone holds a flock on it, its owner and (if
+        ``read`` and held) its record; None when it is missing or unusable (planted: never a
+        live lease or ticket). Its fd is closed before this returns."""
+        try:
+            fd = self.open(name, create=False)
+        except (FileNotFoundError, LeaseError):
+            return None
+        try:
+            locked = is_locked(fd)
+            return Seen(locked, os.fstat(fd).st_uid, read_record(fd) if read and locked else None)
+        finally:
+            os.close(fd)
 
     def _refusal(self, name: str, e: OSError) -> LeaseError:
         try:

@@ -17,7 +17,7 @@ from typing import Any, Iterator, Sequence
 
 from ._errors import GuildliteError
 from ._gpu_uuids import gpu_key
-from ._lease_dir import LeaseDir, LeaseError, is_locked, lease_dir, read_record
+from ._lease_dir import LeaseDir, LeaseError, is_locked, lease_dir
 
 LEASE_PREFIX = "lease."
 TICKET_PREFIX = "ticket."
@@ -144,22 +144,17 @@ def live_tickets(directory: LeaseDir, before: tuple[int, str] | None = None,
         known = _tickets.get(name)
         if known is not None and overlapping is not None and not known[1] & overlapping:
             continue  # not in the way: no need to open it
-        try:
-            fd = directory.open(name, create=False)
-        except (FileNotFoundError, LeaseError):
+        seen = directory.look(name, read=known is None)
+        if seen is None:
             continue
-        try:
-            if not is_locked(fd):
-                directory.unlink(name)
-                _tickets.pop(name, None)
-                continue
-            if known is None:
-                rec = read_record(fd)
-                # Who waits is who made the file (a record could claim anyone), as its owner says.
-                rec = {**rec, "user": _name_of(os.fstat(fd).st_uid)} if rec is not None else {}
-                known = _tickets[name] = (rec, rec_keys(rec), _rec_wants(rec))
-        finally:
-            os.close(fd)
+        if not seen.locked:
+            directory.unlink(name)
+            _tickets.pop(name, None)
+            continue
+        if known is None:
+            # Who waits is who made the file (a record could claim anyone), as its owner says.
+            rec = {**seen.record, "user": _name_of(seen.uid)} if seen.record is not None else {}
+            known = _tickets[name] = (rec, rec_keys(rec), _rec_wants(rec))
         if known[0] and (overlapping is None or known[1] & overlapping):
             yield name, known[0]
     if len(_tickets) > 4096:  # forget tickets long gone
@@ -254,16 +249,10 @@ def _holders(directory: LeaseDir) -> list[Holder]:
     for name in sorted(directory.names()):
         if not name.startswith(LEASE_PREFIX):
             continue
-        try:
-            fd = directory.open(name, create=False)
-        except (FileNotFoundError, LeaseError):
+        seen = directory.look(name, read=True)
+        if seen is None or not seen.locked:
             continue
-        try:
-            if not is_locked(fd):
-                continue
-            rec = read_record(fd) or {}
-        finally:
-            os.close(fd)
+        rec = seen.record or {}
         key = rec.get("key") if isinstance(rec.get("key"), str) and file_name(rec["key"]) == name else None
         if key is None:  # the record does not match its file: trust the name only
             key, rec = _unescape(name[len(LEASE_PREFIX):]), {}

@@ -36,7 +36,7 @@ from typing import Any, Iterator, Sequence
 
 from ._errors import GuildliteError
 from ._files import now_iso
-from ._lease_dir import LeaseDir, LeaseError, is_locked, lease_dir, write_record
+from ._lease_dir import LeaseDir, LeaseError, lease_dir, write_record
 from ._lease_state import (
     SEQ_DIGITS,
     TICKET_PREFIX,
@@ -310,16 +310,10 @@ def _top_seq(directory: LeaseDir, names: list[str]) -> int:
     for seq, name in sorted(((s, n) for n in names if (s := seq_of(n)) is not None), reverse=True):
         if seq + 1 < 10**SEQ_DIGITS:
             return seq
-        try:
-            fd = directory.open(name, create=False)
-        except (FileNotFoundError, LeaseError):
-            continue
-        try:
-            if is_locked(fd):
-                raise LeaseError(f"{directory.path / name} holds the last ticket number there is (not made by "
-                                 "guildlite; remove it)")
-        finally:
-            os.close(fd)
+        seen = directory.look(name)
+        if seen is not None and seen.locked:
+            raise LeaseError(f"{directory.path / name} holds the last ticket number there is (not made by "
+                             "guildlite; remove it)")
     return 0
 
 
@@ -327,12 +321,6 @@ def _sweep_tmp(directory: LeaseDir, names: list[str]) -> None:
     """Remove tickets that were never published: their process died while making one (under the
     take lock, which we hold, so none is being made now)."""
     for name in names:
-        try:
-            fd = directory.open(name, create=False)
-        except (FileNotFoundError, LeaseError):
-            continue
-        try:
-            if not is_locked(fd):
-                directory.unlink(name)
-        finally:
-            os.close(fd)
+        seen = directory.look(name)
+        if seen is not None and not seen.locked:
+            directory.unlink(name)

@@ -11,7 +11,7 @@ finding rows). The output of the job is one (``OutputSource``: the ``key: value`
 ``O_APPEND`` write), and reads that file back from where it started, so rows a script writes itself
 (``log_scalars``) arrive the same way: ``new`` (the rows since the last ``take``) and ``latest``
 (the last value of each key) are what ``on_run_progress`` hooks see. It runs in the owner's main
-thread (``_lifecycle``), where the op's own regexes are bounded by a timer (``time_limit``).
+thread (``_lifecycle``), where the op's own regexes are bounded by a timer (``_output_scan``).
 """
 
 from __future__ import annotations
@@ -20,16 +20,13 @@ import errno
 import json
 import os
 import re
-import signal
 import stat
 import sys
-import threading
-import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Mapping, Protocol
 
-from ._files import RunPaths, atomic_write
+from ._files import RunPaths, write_meta_cache
+from ._output_scan import PARTIAL_MAX, OutputScanner, Row
 from ._runfiles import RunFileError, open_file
 from ._scalars import OutputParser, output_rules
 
@@ -38,42 +35,16 @@ if TYPE_CHECKING:
 
 STATE_FILE = "capture.json"  # in .guildlite/: each source's state (``state()``), by name
 CHUNK_BYTES = 8 << 20  # read of one source at a time: the loop keeps moving through a large log
-PARTIAL_MAX = 1 << 20  # a "line" longer than this with no line end yet is not scanned
 # The op's own output-scalars regexes may backtrack catastrophically: here they run in the owner's
 # main thread, bounded in all by PATTERN_SECONDS (``GUILDLITE_SCALARS_TIMEOUT``) plus 1 s per MB read.
 PATTERN_SECONDS = 60.0
 TIMEOUT_ENV = "GUILDLITE_SCALARS_TIMEOUT"
-Row = dict[str, Any]
 
 
 class ScalarSource(Protocol):
     """Where a run's scalars come from while it runs (see the module's docstring)."""
 
     def poll(self) -> list[Row]: ...
-
-
-class TooSlow(Exception):
-    """``time_limit``'s time is up."""
-
-
-@contextmanager
-def time_limit(seconds: float | None) -> Iterator[None]:
-    """Raise TooSlow in the block after ``seconds`` (a regex checks for signals as it runs); no
-    limit for None, nor outside the main thread, where no signal handler can be set."""
-    if seconds is None or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expire(signum: int, frame: Any) -> None:
-        raise TooSlow
-
-    old = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-3))
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def pattern_seconds() -> float:
@@ -84,28 +55,10 @@ def pattern_seconds() -> float:
         return PATTERN_SECONDS
 
 
-# tqdm's bar: `37%|███▋      | 37/100 [00:03<00:06, 10.2it/s]` (its `\r`-separated updates are lines here).
-_TQDM = re.compile(r"(\d+)%\|[^|]*\|\s*(\d+)/(\d+)\s*\[([\d:]+)<([\d:]+|\?)")
-
-
-def _clock(text: str) -> float | None:
-    """tqdm's ``[HH:]MM:SS`` as seconds (None for ``?``)."""
-    try:
-        secs = 0.0
-        for part in text.split(":"):
-            secs = secs * 60 + int(part)
-        return secs
-    except ValueError:
-        return None
-
-
-class OutputSource:
-    """Rows from the run's ``output.log`` as it grows, by its op's rules (rank 0's lines only), and
-    tqdm's progress bar (``bar``: done, total, seconds left, when it was seen).
-
-    Lines end at ``\\n``, ``\\r\\n`` or ``\\r`` (as the log read as text; tqdm redraws with ``\\r``).
-    ``offset`` is just past the last line end scanned: a later reader (``OutputScalars`` at the end,
-    a restart) goes on from there.
+class OutputSource(OutputScanner):
+    """Rows from the run's ``output.log`` as it grows (``OutputScanner``), read from where an
+    earlier reader stopped: ``offset`` is just past the last line end scanned, so a later reader
+    (``OutputScalars`` at the end, a restart) goes on from there.
     """
 
     name = "output.log"
@@ -113,19 +66,15 @@ class OutputSource:
     def __init__(self, run_dir: Path, parser: OutputParser, state: Mapping[str, Any] | None = None,
                  hosts: Callable[[], list[str]] | None = None) -> None:
         state = state or {}
-        self.run_dir, self.parser = run_dir, parser
-        # A job away from its owner records its hosts once it starts: until they are known, asked
-        # before each scan (more than one: lines carry their task number).
-        self._hosts = hosts
-        self.offset = int(state.get("offset") or 0)
+        slow = (f"output-scalars: the op's patterns took more than {pattern_seconds():.0f} s (plus 1 s per MB of "
+                "output) while the job ran (a pattern that backtracks catastrophically?); rows after that point "
+                "are not captured")
+        super().__init__(parser, pattern_seconds(), slow, per_mb=1.0, hosts=hosts,
+                         offset=int(state.get("offset") or 0), note=state.get("note") or None)
+        self.run_dir = run_dir
         parser.step = int(state.get("step") or 0)
-        self.note: str | None = state.get("note") or None  # why the op's patterns stopped
         self.rows = int(state.get("rows") or 0)  # rows found in all
-        self.budget = pattern_seconds()  # what is left of the regexes' time (+1 s per MB read)
-        self.bar: tuple[int, int, float | None, float] | None = None
         self._file: BinaryIO | None = None
-        self._rest = b""  # read after the last line end
-        self._skip = False  # inside a line too long to scan, until its end
 
     def state(self) -> dict[str, Any]:
         return {"offset": self.offset, "step": self.parser.step, "note": self.note, "rows": self.rows}
@@ -136,9 +85,9 @@ class OutputSource:
     def finish(self) -> list[Row]:
         rows = []
         while True:  # to the end of the log, a chunk at a time
-            before = self.offset + len(self._rest)
+            before = self.offset + len(self.pending)
             rows += self._read(final=False)
-            if self.offset + len(self._rest) == before:
+            if self.offset + len(self.pending) == before:
                 break
         rows += self._read(final=True)
         if self._file is not None:
@@ -152,61 +101,13 @@ class OutputSource:
                 self._file = open_file(self.run_dir, "output.log")
             except RunFileError:
                 return []
-        pos = self.offset + len(self._rest)
+        pos = self.offset + len(self.pending)
         if os.fstat(self._file.fileno()).st_size < pos:  # cut short by hand: from its start again
-            self.offset, self._rest, pos = 0, b"", 0
+            self.offset, self.pending, pos = 0, b"", 0
         self._file.seek(pos)
-        data = self._rest + self._file.read(CHUNK_BYTES)
-        cut = len(data) if final else max(data.rfind(b"\n"), data.rfind(b"\r")) + 1
-        if cut <= 0:
-            if len(data) > PARTIAL_MAX:
-                self.offset, self._rest, self._skip = self.offset + len(data), b"", True
-            else:
-                self._rest = data
-            return []
-        block, self._rest = data[:cut], data[cut:]
-        self.offset += cut
-        lines = block.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n").split("\n")
-        if block.endswith((b"\n", b"\r")):
-            lines.pop()  # the empty text after the last line end
-        if self._skip and lines:
-            lines, self._skip = lines[1:], False
-        if self.parser.regexes is not None:
-            self.budget += cut / 1e6
-        return self._scan(lines)
-
-    def _scan(self, lines: list[str]) -> list[Row]:
-        rows: list[Row] = []
-        parser = self.parser
-        if lines and self._hosts is not None and (hosts := self._hosts()):
-            parser.task_labels, self._hosts = len(hosts) > 1, None
-        limited = parser.regexes is not None
-        if limited and self.note:
-            return rows  # the patterns ran out of time earlier: the rest is not scanned
-        t0 = time.monotonic()
-        try:
-            with time_limit(self.budget if limited else None):
-                for line in lines:
-                    own = parser.own(line)
-                    if own is None:
-                        continue
-                    if "%|" in own:
-                        self._tqdm(own)
-                    rows.extend(parser.feed_own(own))
-        except TooSlow:
-            self.note = (f"output-scalars: the op's patterns took more than {pattern_seconds():.0f} s (plus 1 s per "
-                         "MB of output) while the job ran (a pattern that backtracks catastrophically?); rows "
-                         "after that point are not captured")
-        if limited:
-            self.budget -= time.monotonic() - t0
+        rows = self.feed(self._file.read(CHUNK_BYTES), final)
         self.rows += len(rows)
         return rows
-
-    def _tqdm(self, line: str) -> None:
-        found = list(_TQDM.finditer(line))  # a line may hold several redraws: the last counts
-        m = found[-1] if found else None
-        if m is not None and int(m.group(3)) > 0:
-            self.bar = (int(m.group(2)), int(m.group(3)), _clock(m.group(5)), time.time())
 
 
 def output_parser(run: Run) -> OutputParser | str:
@@ -293,13 +194,7 @@ def save_state(run_dir: Path, sources: list[ScalarSource]) -> None:
         state = getattr(s, "state", None)
         if state is not None:
             states[str(getattr(s, "name", type(s).__name__))] = state()
-    meta = RunPaths(run_dir).meta
-    if meta.is_symlink():  # the job replaced it: nothing is written where it leads
-        return
-    try:
-        atomic_write(meta / STATE_FILE, json.dumps(states), sync=False)
-    except OSError:
-        pass  # the run dir is gone or full: its end says so
+    write_meta_cache(run_dir, STATE_FILE, states)
 
 
 def append_rows(run_dir: Path, rows: list[Row]) -> tuple[int, int]:

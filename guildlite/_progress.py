@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._files import RunPaths, atomic_write
+from ._files import write_meta_cache
 from ._runfiles import RunFileError, open_file
 
 if TYPE_CHECKING:
@@ -92,13 +92,7 @@ class Meter:
 
 def write(run_dir: Path, progress: Progress) -> None:
     """Keep ``progress`` for readers (a cache, rewritten often: no fsync)."""
-    meta = RunPaths(run_dir).meta
-    if meta.is_symlink():  # the job replaced it: nothing is written where it leads
-        return
-    try:
-        atomic_write(meta / PROGRESS_FILE, json.dumps(asdict(progress)), sync=False)
-    except OSError:
-        pass  # the run dir is gone or full: its end says so
+    write_meta_cache(run_dir, PROGRESS_FILE, asdict(progress))
 
 
 def read(run_dir: Path) -> Progress | None:

@@ -23,6 +23,7 @@ from typing import Any, Callable
 from ._digests import cached_sha256, hash_limit
 from ._errors import GuildliteError
 from ._requires_schema import Requirement, target_problem
+from ._tree import walk
 
 
 @dataclass(frozen=True)
@@ -110,37 +111,26 @@ def _walk(root: Path, runs_dir: Path | None = None) -> tuple[list[tuple[str, os.
     files: list[tuple[str, os.stat_result]] = []
     skipped: list[dict[str, str]] = []
 
-    def unreadable(e: OSError) -> None:
-        skipped.append({"path": os.path.relpath(e.filename or root, root), "reason": "unreadable"})
+    def runs_dir_in(full: Path) -> str | None:
+        return "runs-dir" if real_runs is not None and os.path.realpath(full) == real_runs else None
 
-    for d, dirs, names in os.walk(root, onerror=unreadable):
-        for sub in list(dirs):
-            if os.path.islink(os.path.join(d, sub)):  # never followed: it could lead anywhere
-                dirs.remove(sub)
-                skipped.append({"path": os.path.relpath(os.path.join(d, sub), root), "reason": "symlink-to-directory"})
-            elif real_runs is not None and os.path.realpath(os.path.join(d, sub)) == real_runs:
-                dirs.remove(sub)
-                skipped.append({"path": os.path.relpath(os.path.join(d, sub), root), "reason": "runs-dir"})
-        dirs.sort()
-        for n in names:
-            full = os.path.join(d, n)
-            rel = os.path.relpath(full, root).replace(os.sep, "/")
-            why = None
-            try:
-                st = os.stat(full)
-            except OSError:
-                why = "broken-symlink"
-            else:
-                if not stat.S_ISREG(st.st_mode):
-                    why = "not-a-regular-file"
-                elif os.path.islink(full) and not Path(os.path.realpath(full)).is_relative_to(real_root):
-                    why = "symlink-outside-source"
-                elif not os.access(full, os.R_OK):
-                    why = "unreadable"
-            if why:
-                skipped.append({"path": rel, "reason": why})
-            else:
-                files.append((rel, st))
+    for full, rel in walk(root, lambda rel, why: skipped.append({"path": rel, "reason": why}), leave_out=runs_dir_in):
+        why = None
+        try:
+            st = os.stat(full)
+        except OSError:
+            why = "broken-symlink"
+        else:
+            if not stat.S_ISREG(st.st_mode):
+                why = "not-a-regular-file"
+            elif os.path.islink(full) and not Path(os.path.realpath(full)).is_relative_to(real_root):
+                why = "symlink-outside-source"
+            elif not os.access(full, os.R_OK):
+                why = "unreadable"
+        if why:
+            skipped.append({"path": rel, "reason": why})
+        else:
+            files.append((rel, st))
     return sorted(files, key=lambda f: f[0]), sorted(skipped, key=lambda s: s["path"])
 
 

@@ -92,14 +92,8 @@ class Run:
     @property
     def parent(self) -> Run | None:
         """The virtual parent of a run (a trial's batch, a step's pipeline), looked up beside it only."""
-        if self._parent is None and self.parent_id and is_run_id(self.parent_id):
-            try:
-                self._parent = load_run(self.run_dir.parent / self.parent_id)
-            except BadRecordError as e:
-                warn_bad(e)
-                return None
-            except RunNotFoundError:
-                return None
+        if self._parent is None and self.parent_id:
+            self._parent = self._beside(self.parent_id)
         return self._parent
 
     @property
@@ -118,21 +112,27 @@ class Run:
         reused from elsewhere by ``needed`` is not the pipeline's: left out)."""
         return self._children(self.step_ids)
 
+    def child(self, run_id: str) -> Run | None:
+        """The trial or step ``run_id`` of this run, read now; None if it is gone or is not this
+        run's (see ``trials``)."""
+        run = self._beside(run_id)
+        return run if run is not None and run.parent_id == self.id else None
+
     def _children(self, ids: list[str]) -> list[Run]:
-        out = []
-        for tid in ids:
-            if not is_run_id(tid):
-                continue
-            try:
-                trial = load_run(self.run_dir.parent / tid)
-            except BadRecordError as e:
-                warn_bad(e)
-                continue
-            except RunNotFoundError:
-                continue
-            if trial.parent_id == self.id:
-                out.append(trial)
-        return out
+        return [run for run in map(self.child, ids) if run is not None]
+
+    def _beside(self, run_id: str) -> Run | None:
+        """The run ``run_id`` beside this one; None if the id is not a run's, or the run is gone or
+        its record is bad (then warned of, ``warn_bad``)."""
+        if not is_run_id(run_id):
+            return None
+        try:
+            return load_run(self.run_dir.parent / run_id)
+        except BadRecordError as e:
+            warn_bad(e)
+            return None
+        except RunNotFoundError:
+            return None
 
     def to_record(self) -> dict[str, Any]:
         """The JSON object stored in ``run.json``."""

@@ -19,6 +19,7 @@ from typing import Callable
 from ._errors import GuildfileError
 from ._guildfile import SourceSpec
 from ._requires_schema import RESERVED
+from ._tree import walk
 
 # Never copied, whatever the globs say: VCS data, caches, virtualenvs, run stores.
 _SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache",
@@ -112,44 +113,31 @@ def select_files(project: Path, spec: SourceSpec, skip: tuple[Path, ...] = ()) -
     out: list[str] = []
     skipped: list[Skipped] = []
 
-    def unreadable_dir(e: OSError) -> None:
-        if e.filename:
-            skipped.append(Skipped(Path(e.filename).relative_to(project).as_posix(), "unreadable"))
+    def ignored(name: str, rel: str) -> bool:
+        return name in _SKIP_DIRS or bool(spec.exclude and _matches(rel, spec.exclude))
 
-    for root, dirs, files in os.walk(project, onerror=unreadable_dir, followlinks=False):
-        rootp = Path(root)
-        keep = []
-        for d in dirs:
-            full = rootp / d
-            if d in _SKIP_DIRS:
-                continue
-            rel = full.relative_to(project).as_posix()
-            if spec.exclude and _matches(rel, spec.exclude):
-                continue
-            if full.is_symlink():  # never followed: it could lead anywhere, or back up here
-                skipped.append(Skipped(rel, "symlink-to-directory"))
-                continue
-            if full.resolve() in skip_real or os.path.exists(full / "pyvenv.cfg") or d.endswith(".egg-info"):
-                continue
-            keep.append(d)
-        dirs[:] = sorted(keep)
-        for name in files:
-            full = rootp / name
-            rel = full.relative_to(project).as_posix()
-            if any(fnmatch.fnmatchcase(name, p) for p in _SKIP_FILES):
-                continue
-            if spec.include and not _matches(rel, spec.include):
-                continue
-            if spec.exclude and _matches(rel, spec.exclude):
-                continue
-            # A project file named like one of guildlite's own would become the run's record, log or
-            # scalars (or fail the staging): never copied, always said.
-            why = "guildlite-own" if rootp == project and name.casefold() in RESERVED else \
-                _check(full, project, spec.max_size)
-            if why is None:
-                out.append(rel)
-            else:
-                skipped.append(Skipped(rel, why))
+    def left_out(full: Path) -> str | None:
+        keep = full.resolve() not in skip_real and not os.path.exists(full / "pyvenv.cfg") \
+            and not full.name.endswith(".egg-info")
+        return None if keep else ""
+
+    for full, rel in walk(project, lambda rel, why: skipped.append(Skipped(rel, why)), ignore=ignored,
+                          leave_out=left_out):
+        name = full.name
+        if any(fnmatch.fnmatchcase(name, p) for p in _SKIP_FILES):
+            continue
+        if spec.include and not _matches(rel, spec.include):
+            continue
+        if spec.exclude and _matches(rel, spec.exclude):
+            continue
+        # A project file named like one of guildlite's own would become the run's record, log or
+        # scalars (or fail the staging): never copied, always said.
+        why = "guildlite-own" if "/" not in rel and name.casefold() in RESERVED else \
+            _check(full, project, spec.max_size)
+        if why is None:
+            out.append(rel)
+        else:
+            skipped.append(Skipped(rel, why))
     return Selection(sorted(out), sorted(skipped, key=lambda s: s.path))
 
 

@@ -7,15 +7,14 @@ the output from the run's ``output.log``: a run is followed the same way whateve
 
 from __future__ import annotations
 
-import codecs
-import io
 import os
 import time
 from typing import TYPE_CHECKING, BinaryIO, Callable
 
 from ._choose import still_going
-from ._errors import BadRecordError, GuildliteError, RunNotFoundError
-from ._live import TooSlow, output_parser, time_limit
+from ._errors import GuildliteError
+from ._live import output_parser
+from ._output_scan import OutputScanner, Row
 from ._runfiles import RunFileError, open_file
 from ._scalars import OutputParser
 from ._status import ENDED
@@ -25,53 +24,32 @@ if TYPE_CHECKING:
 
 POLL_SECONDS = 0.2
 CHUNK_BYTES = 1 << 20  # read at a time, so that the status keeps moving through a large log
-PARTIAL_MAX = 1 << 20  # a "line" longer than this with no line end yet is not scanned for scalars
 # The op's own output-scalars regexes may backtrack catastrophically (see ``_builtins``): here they
 # run in this process, bounded by a timer; past it, scalars are no longer shown.
 PATTERN_SECONDS = 5.0
 
 
-class ScalarScanner:
-    """The scalars of a run's output fed in pieces as it is written, found as ``parse_scalars`` finds
-    them in the whole log: lines end at \\n, \\r\\n or \\r (as a log read as text); ``latest``
-    holds the last value of each key, ``step`` the step of the last row."""
+class ScalarScanner(OutputScanner):
+    """The scalars of a run's output fed in pieces as it is written (``OutputScanner``), found as
+    ``parse_scalars`` finds them in the whole log: ``latest`` holds the last value of each key,
+    ``step`` the step of the last row. The op's own regexes get ``time_limit`` seconds per piece."""
 
     def __init__(self, parser: OutputParser, time_limit: float | None = None) -> None:
-        self.parser: OutputParser | None = parser
+        slow = f"output-scalars patterns took over {time_limit:.0f} s; scalars no longer shown" \
+            if time_limit is not None else ""
+        super().__init__(parser, time_limit, slow)
         self.time_limit = time_limit  # for the op's own regexes (see PATTERN_SECONDS)
         self.latest: dict[str, float] = {}
         self.step: int | None = None
-        self.note = ""  # why scalars are no longer found, when they are not
-        self._decode = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._newlines = io.IncrementalNewlineDecoder(None, translate=True)
-        self._partial = ""
-        self._skip = False  # inside a line too long to scan, until its end
 
-    def feed(self, data: bytes, final: bool = False) -> None:
+    def feed(self, data: bytes, final: bool = False) -> list[Row]:
         """Scan ``data``, the next bytes of the output; ``final``: the output ended after them."""
-        if self.parser is None:
-            return
-        text = self._partial + self._newlines.decode(self._decode.decode(data, final), final)
-        *lines, rest = text.split("\n")
-        if self._skip:
-            if lines:
-                lines, self._skip = lines[1:], False
-            else:
-                rest = ""
-        if final:
-            lines, rest = [*lines, rest], ""
-        elif len(rest) > PARTIAL_MAX:
-            rest, self._skip = "", True
-        self._partial = rest
-        try:
-            with time_limit(self.time_limit):
-                for line in lines:
-                    for row in self.parser.feed(line):
-                        self.latest[row["key"]] = row["value"]
-                        self.step = row["step"]
-        except TooSlow:
-            self.parser = None
-            self.note = f"output-scalars patterns took over {self.time_limit:.0f} s; scalars no longer shown"
+        self.budget = self.time_limit  # afresh for each piece, as long as no piece ran out of time
+        rows = super().feed(data, final)
+        for row in rows:
+            self.latest[row["key"]] = row["value"]
+            self.step = row["step"]
+        return rows
 
 
 def scanner_for(run: Run) -> ScalarScanner | str:
@@ -105,7 +83,7 @@ class OutputFollower:
     @property
     def note(self) -> str:
         """Why scalars are not shown, when they are not."""
-        return self.scanner.note if self.scanner else self._why
+        return (self.scanner.note or "") if self.scanner else self._why
 
     def read(self) -> bytes:
         """What was written since the last call (b"" when nothing, or no log yet)."""
@@ -185,7 +163,7 @@ def follow_batch(
         for tid in batch.trial_ids:
             if tid in trials and trials[tid].status in ENDED:
                 continue  # an ended trial's record is final
-            trial = _trial(batch, tid)
+            trial = batch.child(tid)
             if trial is None:
                 continue
             trials[tid] = trial
@@ -207,21 +185,3 @@ def follow_batch(
         if trial.status not in ENDED:
             event("end", trial)  # never started: its batch ended first
     return batch, list(trials.values())
-
-
-def _trial(batch: Run, trial_id: str) -> Run | None:
-    """A trial of ``batch`` read now; None if it is gone or is not the batch's (see ``Run.trials``)."""
-    from ._record import is_run_id
-    from ._run import load_run
-    from ._store import warn_bad
-
-    if not is_run_id(trial_id):
-        return None
-    try:
-        trial = load_run(batch.run_dir.parent / trial_id)
-    except BadRecordError as e:
-        warn_bad(e)
-        return None
-    except RunNotFoundError:
-        return None
-    return trial if trial.parent_id == batch.id else None

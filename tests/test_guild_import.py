@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 import yaml
+from _protobuf import field, varint
 from conftest import (
     TRACEBACK,
     clean_env,
@@ -64,33 +65,17 @@ def _masked(data: bytes) -> int:
     return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    n &= (1 << 64) - 1
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _field(num: int, wire: int, payload: bytes) -> bytes:
-    key = _varint(num << 3 | wire)
-    return key + (_varint(len(payload)) + payload if wire == 2 else payload)
-
-
 def event(step: int, wall: float, /, **scalars: float) -> bytes:
     """One ``Event`` protobuf holding ``simple_value`` scalars, as TensorBoard writers encode it."""
-    values = b"".join(_field(1, 2, _field(1, 2, k.encode()) + _field(2, 5, struct.pack("<f", v)))
+    values = b"".join(field(1, 2, field(1, 2, k.encode()) + field(2, 5, struct.pack("<f", v)))
                       for k, v in scalars.items())
-    return _field(1, 1, struct.pack("<d", wall)) + _field(2, 0, _varint(step)) + _field(5, 2, values)
+    return field(1, 1, struct.pack("<d", wall)) + field(2, 0, varint(step)) + field(5, 2, values)
 
 
 def tensor_event(step: int, key: str, value: float) -> bytes:
     """A TF2 ``tf.summary.scalar`` event: the value in a DT_FLOAT scalar tensor."""
-    tensor = _field(1, 0, _varint(1)) + _field(4, 2, struct.pack("<f", value))
-    return _field(2, 0, _varint(step)) + _field(5, 2, _field(1, 2, _field(1, 2, key.encode()) + _field(8, 2, tensor)))
+    tensor = field(1, 0, varint(1)) + field(4, 2, struct.pack("<f", value))
+    return field(2, 0, varint(step)) + field(5, 2, field(1, 2, field(1, 2, key.encode()) + field(8, 2, tensor)))
 
 
 def tfrecords(*records: bytes) -> bytes:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _protobuf import field, varint
 from conftest import Project, property_settings, read_scalars, write_project
 from hypothesis import given
 from hypothesis import strategies as st
@@ -36,29 +37,14 @@ from guildlite._tfevents import (
     read_all,
 )
 
-# --- a protobuf encoder of our own (independent of the decoder's code) -----------------------------
-
-
-def _varint(n: int) -> bytes:
-    n &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _field(num: int, wire: int, payload: bytes) -> bytes:
-    key = _varint(num << 3 | wire)
-    return key + (_varint(len(payload)) + payload if wire == 2 else payload)
+# --- events written by hand (``_protobuf``: an encoder independent of the decoder's code) ----------
 
 
 def simple_event(tag: str, value: float, step: int, wall_time: float = 1.5e9) -> bytes:
     """An Event as PyTorch's SummaryWriter writes it: one Summary.Value with simple_value."""
-    value_msg = _field(1, 2, tag.encode()) + _field(2, 5, struct.pack("<f", value))
-    return (_field(1, 1, struct.pack("<d", wall_time)) + _field(2, 0, _varint(step))
-            + _field(5, 2, _field(1, 2, value_msg)))
+    value_msg = field(1, 2, tag.encode()) + field(2, 5, struct.pack("<f", value))
+    return (field(1, 1, struct.pack("<d", wall_time)) + field(2, 0, varint(step))
+            + field(5, 2, field(1, 2, value_msg)))
 
 
 def write_events(path: Path, *records: bytes) -> Path:
@@ -242,12 +228,12 @@ def test_float32_values_are_their_shortest_decimal(tmp_path: Path) -> None:
     f32 = struct.unpack("<f", struct.pack("<f", 0.9))[0]
     assert f32 != 0.9
     flt_max = struct.unpack("<f", struct.pack("<I", 0x7F7FFFFF))[0]
-    tensor = _field(1, 0, _varint(1)) + _field(4, 2, struct.pack("<f", 0.1))  # DT_FLOAT, tensor_content
-    double = _field(1, 0, _varint(2)) + _field(4, 2, struct.pack("<d", f32))  # DT_DOUBLE: exactly as written
-    tensors = _field(5, 2, _field(1, 2, _field(1, 2, b"t") + _field(8, 2, tensor))
-                       + _field(1, 2, _field(1, 2, b"d") + _field(8, 2, double)))
+    tensor = field(1, 0, varint(1)) + field(4, 2, struct.pack("<f", 0.1))  # DT_FLOAT, tensor_content
+    double = field(1, 0, varint(2)) + field(4, 2, struct.pack("<d", f32))  # DT_DOUBLE: exactly as written
+    tensors = field(5, 2, field(1, 2, field(1, 2, b"t") + field(8, 2, tensor))
+                       + field(1, 2, field(1, 2, b"d") + field(8, 2, double)))
     path = write_events(tmp_path / "events.out.tfevents.1", simple_event("a", 0.9, 1), simple_event("big", flt_max, 2),
-                        simple_event("tiny", -1e-45, 3), _field(2, 0, _varint(4)) + tensors)
+                        simple_event("tiny", -1e-45, 3), field(2, 0, varint(4)) + tensors)
     want = [("a", 1, 0.9), ("big", 2, 3.4028235e38), ("tiny", 3, -1e-45), ("t", 4, 0.1), ("d", 4, f32)]
     assert stream_all(path)[0] == want
     assert sorted(keyed(LogFiles(tmp_path).finish())) == sorted((k, s, v) for k, s, v in want)

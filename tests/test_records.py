@@ -283,11 +283,12 @@ PLANTED = {"id": "..", "op": "train", "flags": [1], "started": 5, "trials": ["/e
 
 
 def _plant(runs: Path, **match: Any) -> None:
-    """Every entry of the runs dir's index made a hostile record, its stamp columns set to ``match``."""
+    """Every entry of the runs dir's index made a hostile record (its columns too), its stamp columns
+    set to ``match``."""
     db = sqlite3.connect(runs / ".index.sqlite")
     sets = ", ".join(f"{k} = {v}" for k, v in match.items())
-    db.execute(f"UPDATE {_TABLE} SET rec = ?, scalars = ? {', ' + sets if sets else ''}",
-               (json.dumps(PLANTED), json.dumps({"loss": [1]})))
+    db.execute(f"UPDATE {_TABLE} SET rec = ?, scalars = ?, status = 'error', op = '..', label = ?"
+               f" {', ' + sets if sets else ''}", (json.dumps(PLANTED), json.dumps({"loss": [1]}), "\x1b[2J"))
     db.commit()
     db.close()
 

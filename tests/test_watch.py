@@ -147,6 +147,15 @@ def _trial_ids(proj: Project, batch_id: str) -> list[str]:
     return list(load_record(proj.runs_dir, batch_id).get("trials") or [])
 
 
+def _let_trials_through(proj: Project, batch_id: str) -> None:
+    """Open each trial's gate as it runs (one at a time: --parallel 1)."""
+    trials = wait_until(lambda: _trial_ids(proj, batch_id), timeout=60, what="the batch's trials")
+    for tid in trials:
+        wait_until(lambda tid=tid: load_record(proj.runs_dir, tid)["status"] == "running", timeout=60,
+                   what=f"trial {tid} running")
+        _open_gate(proj, tid)
+
+
 def test_watch_follows_a_running_run_and_exits_0_when_it_completes(proj: Project) -> None:
     run = _spawn(proj, "run", "-y", "gated", "tag=alpha")
     run_id = _running(proj)
@@ -232,11 +241,7 @@ def test_watch_a_batch_with_a_failed_trial_exits_nonzero(proj: Project) -> None:
     run = _spawn(proj, "run", "-y", "gated", "code=[0,4]")
     batch_id = _running(proj, batch=True)
     watch = _spawn(proj, "watch", batch_id)
-    trials = wait_until(lambda: _trial_ids(proj, batch_id), timeout=60, what="the batch's trials")
-    for tid in trials:
-        wait_until(lambda tid=tid: load_record(proj.runs_dir, tid)["status"] == "running", timeout=60,
-                   what=f"trial {tid} running")
-        _open_gate(proj, tid)
+    _let_trials_through(proj, batch_id)
     run_rc = run.wait()
     assert run_rc != 0
     assert watch.wait() == run_rc, (run_rc, watch.both())
@@ -315,11 +320,7 @@ def test_watch_a_detached_batch(proj: Project) -> None:
     assert cp.returncode == 0, cp.stderr
     batch_id = cp.stdout.strip()
     watch = _spawn(proj, "watch", batch_id)
-    trials = wait_until(lambda: _trial_ids(proj, batch_id), timeout=60, what="the batch's trials")
-    for tid in trials:
-        wait_until(lambda tid=tid: load_record(proj.runs_dir, tid)["status"] == "running", timeout=60,
-                   what=f"trial {tid} running")
-        _open_gate(proj, tid)
+    _let_trials_through(proj, batch_id)
     assert watch.wait() == 0, watch.both()
     assert "done 2/2, running 0, failed 0" in watch.err.text
 
@@ -398,7 +399,7 @@ class _Recording(OutputParser):
         super().__init__(*args)
         self.rows: list[dict[str, Any]] = []
 
-    def feed(self, line: str) -> Iterator[dict[str, Any]]:
-        for row in super().feed(line):
+    def feed_own(self, line: str) -> Iterator[dict[str, Any]]:
+        for row in super().feed_own(line):
             self.rows.append(row)
             yield row

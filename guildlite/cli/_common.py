@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
+from itertools import repeat
 from typing import TYPE_CHECKING, Any, Sequence
 
 import click
@@ -40,6 +40,8 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 def _runs_dir_option(f: Any) -> Any:
+    from pathlib import Path  # here: `guildlite --help` needs no pathlib
+
     return click.option(
         "--runs-dir",
         type=click.Path(file_okay=False, path_type=Path),
@@ -60,6 +62,8 @@ def _filter_option(f: Any) -> Any:
 
 
 def _guildfile_option(f: Any = None, *, short: bool = True) -> Any:
+    from pathlib import Path
+
     option = click.option(
         *(["-f"] if short else []),
         "--guildfile",
@@ -112,6 +116,16 @@ def _csv_cell(v: Any) -> Any:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    lines = [[printable(str(c)) for c in r] for r in [header, *rows]]
-    line = "  ".join(f"{{:<{max(map(len, col))}}}" for col in zip(*lines)).format
-    click.echo("\n".join(line(*r).rstrip() for r in lines))
+    _column_table(header, list(zip(*rows)) if rows else [() for _ in header])
+
+
+def _column_table(header: Sequence[str], columns: Sequence[Sequence[Any]]) -> None:
+    """Print a table given column by column, aligned, every cell made ``printable``: the work per
+    cell stays in C (a ``compare`` of 100k runs has a million cells)."""
+    padded = []
+    for name, column in zip(header, columns):
+        cells = [name, *map(str, column)]
+        if not "".join(cells).isprintable():  # (the common case: no cell needs escaping)
+            cells = [printable(c) for c in cells]
+        padded.append(map(str.ljust, cells, repeat(max(map(len, cells)))))
+    click.echo("\n".join("  ".join(line).rstrip() for line in zip(*padded)))

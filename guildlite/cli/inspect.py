@@ -16,6 +16,7 @@ from .._terminal import printable
 from . import _complete
 from ._common import (
     CONTEXT,
+    _column_table,
     _csv_cell,
     _filter_option,
     _fmt,
@@ -23,7 +24,6 @@ from ._common import (
     _local,
     _runs_dir_option,
     _say,
-    _table,
 )
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ def compare(
     elif not rows:
         click.echo("no runs to compare", err=True)
     else:
-        _table(cols, [[_cell(c, r.get(c)) for c in cols] for r in rows])
+        _column_table(cols, [_cells(c, [r.get(c) for r in rows]) for c in cols])
         _study_footer(*_studies(rd, specs, batch, rows, everything=False))
 
 
@@ -150,23 +150,21 @@ def _print_studies(views: list[dict[str, Any]], as_json: bool, as_csv: bool) -> 
     for i, view in enumerate(views):
         cols, rows = trial_rows(view)
         click.echo(("\n" if i else "") + "\n".join(header_lines(view)) + "\n")
-        _table(cols, [[_cell(c, v) for c, v in zip(cols, row)] for row in rows])
+        _column_table(cols, [_cells(c, [row[i] for row in rows]) for i, c in enumerate(cols)])
         click.echo("\n" + "\n".join(importance_lines(view)))
 
 
-def _cell(col: str, v: Any) -> str:
-    if v is None or v == "":
-        return ""
+def _cells(col: str, values: list[Any]) -> list[str]:
+    """A compare column's cells: local start times, time in seconds to 0.1, other floats to 6
+    significant digits, "" for none."""
     if col == "started":
-        return _local(v)
-    kind = type(v)
-    if col == "time" and (kind is float or kind is int):
-        return f"{v:.1f}"  # seconds, one precision down the column (JSON and CSV keep the number)
-    if kind is float:
-        return f"{v:.6g}"
-    if kind is str or kind is int:
-        return str(v)
-    return _fmt(v)
+        local = {v: _local(v) for v in set(values) if v}
+        return [local.get(v, "") for v in values]
+    if col == "time":  # seconds, one precision down the column (JSON and CSV keep the number)
+        values = [f"{v:.1f}" if type(v) is float or type(v) is int else v for v in values]
+    # One expression, no call per cell: a column of 100k runs.
+    return ["" if v is None or v == "" else f"{v:.6g}" if type(v) is float else v if type(v) is str
+            else str(v) if type(v) is int else _fmt(v) for v in values]
 
 
 CAT_MAX_BYTES = 1 << 30  # `cat` prints at most this much by default: a sparse file of terabytes must not stream for hours
