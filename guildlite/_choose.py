@@ -101,10 +101,22 @@ def where(
 
 
 def batch_id(runs: Sequence[Run], spec: str | None) -> str | None:
-    """The id of the run that a ``--batch`` selector names (the first, for a range)."""
-    from ._selection import select_runs
+    """The id of the run that a ``--batch`` selector names (the first, for a range): a batch or a
+    pipeline; any other run is an error (exit 2) saying what it is, never an empty selection."""
+    from ._selection import select_runs, short_id
 
-    return select_runs(runs, [spec])[0].id if spec else None
+    if not spec:
+        return None
+    run = select_runs(runs, [spec])[0]
+    if run.virtual:
+        return run.id
+    if run.parent_id:
+        parent = "pipeline" if run.parent is not None and run.parent.is_pipeline else "batch"
+        raise GuildliteError(f"--batch {spec}: run {run.id} ({run.op}) is a {'trial' if run.is_trial else 'step'} "
+                             f"of {parent} {run.parent_id}, not a batch (--batch {short_id(run.parent_id)})",
+                             exit_code=2)
+    raise GuildliteError(f"--batch {spec}: run {run.id} ({run.op}) is a single run, not a batch or a pipeline",
+                         exit_code=2)
 
 
 def filtered_runs(

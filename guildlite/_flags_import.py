@@ -23,9 +23,9 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from ._errors import FlagError, GuildfileError
+from ._errors import FlagError, GuildfileError, GuildliteError
 from ._files import cache_dir, write_json
 from ._flags import FlagDef, coerce, name_problem
 from ._flags_dest import global_names, in_source
@@ -35,13 +35,15 @@ from ._launch import without_rank_env
 IMPORT_TIMEOUT = 30.0
 
 
-def with_imported_flags(op: OpDef, project: Path, timeout: float = IMPORT_TIMEOUT) -> OpDef:
-    """``op`` with its script's flags merged in (guildfile declarations win)."""
+def with_imported_flags(op: OpDef, project: Path, timeout: float = IMPORT_TIMEOUT, cheap: bool = False) -> OpDef:
+    """``op`` with its script's flags merged in (guildfile declarations win); ``cheap``: only
+    what is found without running anything (the source, a config file, the probe's cache), for
+    shell completion."""
     op = with_click_switches(with_default_dest(op, project), project)
     if not op.flags_import:
         return op
     if op.flags_dest == "overrides" or op.flags_dest.startswith("config:"):
-        found = probe(op, project, timeout)  # the composed Hydra config, the config file's keys
+        found = probe(op, project, timeout, cheap)  # the composed Hydra config, the config file's keys
     else:
         kind = "globals" if in_source(op.flags_dest)[0] else _import_kind(op, project)
         if kind == "globals":
@@ -52,9 +54,9 @@ def with_imported_flags(op: OpDef, project: Path, timeout: float = IMPORT_TIMEOU
             src = main_source(op, project)
             found = click_flags(src) if src is not None else {}
         else:
-            found = probe(op, project, timeout)
+            found = probe(op, project, timeout, cheap)
     wanted = set(op.flags_import) if isinstance(op.flags_import, tuple) else None
-    if wanted is not None:
+    if wanted is not None and not cheap:
         missing = wanted - set(found)
         if missing:
             raise GuildfileError(
@@ -83,6 +85,18 @@ def with_imported_flags(op: OpDef, project: Path, timeout: float = IMPORT_TIMEOU
         if name not in merged and (wanted is None or name in wanted) and name not in op.flags_import_skip:
             merged[name] = imported
     return dataclasses.replace(op, flags=merged)
+
+
+def ops_with_flags(operations: Mapping[str, OpDef], project: Path) -> dict[str, tuple[OpDef, GuildliteError | None]]:
+    """Each op with its script's flags imported (``with_imported_flags``), or as declared with the
+    error that importing them gave: one op's script never hides the others (``guildlite ops``)."""
+    out: dict[str, tuple[OpDef, GuildliteError | None]] = {}
+    for name, op in operations.items():
+        try:
+            out[name] = (op if op.steps else with_imported_flags(op, project), None)
+        except GuildliteError as e:
+            out[name] = (op, e)
+    return out
 
 
 def with_click_switches(op: OpDef, project: Path) -> OpDef:
@@ -176,13 +190,19 @@ def _import_kind(op: OpDef, project: Path) -> str:
     if src is None:
         return "argparse"  # an installed module: the probe's timeout is the only guard
     found = cli_parsers(src, project)
-    if any(n == "argparse" or n.endswith("ArgumentParser") or n.startswith("parse_") for n in found):
+    if any(n.endswith("ArgumentParser") or n.startswith("parse_") for n in found):
         return "argparse"  # argparse, or a parser built on it (transformers' HfArgumentParser)
+    # Importing argparse without building a parser or parsing (argparse.Namespace only) is no
+    # parser: the probe would run the script to its end to find that out.
+    unused = "argparse" in found
+    found.discard("argparse")
     if _hand_parsed(found):
         return "globals"
     if "click" in found:
         return "click"  # its options read from the source (``_click_flags``)
     uses = f"uses {', '.join(sorted(found))}" if found else "reads no command line"
+    if unused:
+        uses += " (it imports argparse but builds no ArgumentParser and calls no parse_args)"
     raise GuildfileError(
         f"operation '{op.name}': flags-import reads argparse parsers and module globals, but "
         f"{src.relative_to(project).as_posix()} {uses}: declare its flags in the guildfile"
@@ -249,10 +269,12 @@ def _merge(imported: FlagDef, declared: FlagDef) -> FlagDef:
     return dataclasses.replace(imported, source=f"guildfile+{imported.source}", **changes)
 
 
-def probe(op: OpDef, project: Path, timeout: float = IMPORT_TIMEOUT) -> dict[str, FlagDef]:
+def probe(op: OpDef, project: Path, timeout: float = IMPORT_TIMEOUT, cheap: bool = False) -> dict[str, FlagDef]:
     """The flags ``op``'s script takes: a Hydra app's composed config (``flags-dest: overrides``),
     the keys of its config file (``config:FILE``), else its argparse options (from the cache or a
-    probe subprocess)."""
+    probe subprocess). ``cheap``: never a subprocess (a Hydra app: none; argparse: the cache's)."""
+    if op.flags_dest == "overrides" and cheap:
+        return {}
     if op.flags_dest == "overrides":
         from ._hydra import composed_config, import_entries
 
@@ -266,6 +288,8 @@ def probe(op: OpDef, project: Path, timeout: float = IMPORT_TIMEOUT) -> dict[str
         rel = config_path(op.flags_dest) or ""
         return _defs(config_entries(project / rel, op.name), rel)
     data = _cached(op, project)
+    if data is None and cheap:
+        return {}
     if data is None:
         data = _run_probe(op, project, timeout)
         try:

@@ -38,11 +38,13 @@ _SLIM = (
     "id", "op", "opspec", "flags", "status", "exit_code", "label", "tags", "created", "started", "stopped",
     "is_batch", "is_trial", "parent", "trials", "host", "remote", "pid", "pid_start", "job_pid",
     "nproc_per_node", "gpus", "waiting", "error", "batch", "guildlite_version", "requires",
-    "is_pipeline", "steps", "pipeline", "notes",
+    "is_pipeline", "steps", "pipeline", "notes", "attempts",
 )
 
 
-_TABLE = "runs_v2"  # v2: stamps with change time and inode; rows of schema-checked records only
+# v2: stamps with change time and inode; rows of schema-checked records only. v3: with attempts
+# (a restarted run's time counts them): a v2 row lacks them, so the v2 table goes.
+_TABLE = "runs_v3"
 
 
 def _stamp(path: str) -> int | None:
@@ -107,6 +109,7 @@ class _Index:
             self.db.execute("PRAGMA synchronous=OFF")  # a cache: losing it on power loss is harmless
             self.db.execute(f"CREATE TABLE IF NOT EXISTS {_TABLE} ({cols}, PRIMARY KEY (id))")
             self.db.execute("DROP TABLE IF EXISTS runs")  # v1: stamps that an archive could match
+            self.db.execute("DROP TABLE IF EXISTS runs_v2")
             self.trusted = os.stat(path).st_uid == os.geteuid()
             try:
                 self.rows = {r[0]: r[1:] for r in self.db.execute(f"SELECT {cols} FROM {_TABLE}")}
@@ -175,7 +178,7 @@ def load_records(
                 summary = summarize(Path(base, "scalars.jsonl"))
                 summary_text, s_stamp, changed = json.dumps(summary), s_now, True
         if changed and stamp is not None:
-            index.updates.append((run_id, stamp, json.dumps(rec), s_stamp, summary_text))
+            index.updates.append((run_id, stamp, json.dumps(rec, default=str), s_stamp, summary_text))
         if shown:
             out.append((run_id, now, summary or {}))
     index.flush(keep=set(runs.ids))

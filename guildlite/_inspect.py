@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Mapping, Sequence
 
+from ._columns import BASE, flag_column, scalar_column
 from ._errors import GuildliteError
 from ._files import META_DIR
 from ._run import Run
@@ -19,7 +20,6 @@ from ._terminal import printable
 _RUN_FILES = {"run.json", "output.log", "scalars.jsonl"}
 MAX_MANIFEST_BYTES = 64 << 20
 MAX_DIFF_BYTES = 4 << 20  # a larger file is compared by its sha256, not diffed line by line
-_BASE_COLS = ("id", "op", "status", "started", "time", "label", "batch")
 
 
 def seconds_between(started: str | None, stopped: str | None) -> float | None:
@@ -30,9 +30,27 @@ def seconds_between(started: str | None, stopped: str | None) -> float | None:
     return round((end - datetime.fromisoformat(started)).total_seconds(), 3)
 
 
+def run_seconds(started: Any, stopped: Any, attempts: Any = None) -> float | None:
+    """A run's time: seconds from start to stop (to now while running), plus those of its earlier
+    attempts (a restarted run or batch: its time is all of them, not the last one alone)."""
+    parts = [_seconds(started, stopped)]
+    for attempt in attempts if isinstance(attempts, list) else ():
+        if isinstance(attempt, dict) and attempt.get("stopped"):  # one that never ended recorded no time
+            parts.append(_seconds(attempt.get("started"), attempt["stopped"]))
+    known = [p for p in parts if p is not None]
+    return round(sum(known), 3) if known else None
+
+
+def _seconds(started: Any, stopped: Any) -> float | None:
+    try:
+        return seconds_between(started, stopped) if isinstance(started, str) else None
+    except (TypeError, ValueError):  # an attempt's times are not checked as the record's own are
+        return None
+
+
 def duration(run: Run) -> float | None:
-    """Seconds from start to stop (to now while running)."""
-    return seconds_between(run.started, run.stopped)
+    """The run's time (``run_seconds``)."""
+    return run_seconds(run.started, run.stopped, run.attempts)
 
 
 def compare_runs(
@@ -71,14 +89,16 @@ def compare_runs(
         loaded = load_records(everything, ids, scalars=True, where=match)
     chosen = [rec for _, rec, _ in loaded if rec["id"] != batch_run]
     cols, rows = compare_table(chosen, {rec["id"]: sc for _, rec, sc in loaded}, min_max=min_max)
-    if sort_key:
+    # With no run selected, the flags and scalars any run would add are unknown: a column named
+    # by --sort or --columns may well be one of them, so it is not called unknown.
+    if sort_key and rows:
         if sort_key.lstrip("-") not in cols:
             raise GuildliteError(f"--sort: no column {sort_key.lstrip('-')!r}; columns: {', '.join(cols)}", exit_code=2)
         rows = sort_rows(rows, sort_key)
     if columns:
         wanted = [c.strip() for c in columns.split(",") if c.strip()]
         unknown = [c for c in wanted if c not in cols]
-        if unknown:
+        if unknown and rows:
             raise GuildliteError(f"--columns: no column {unknown[0]!r}; columns: {', '.join(cols)}", exit_code=2)
         cols = wanted
     return cols, rows
@@ -93,6 +113,7 @@ def compare_table(
     """
     flag_cols: dict[str, None] = {}
     scalar_cols: dict[str, None] = {}
+    flag_names = {k for rec in records for k in (rec.get("flags") or {})}  # the table's, for its scalars' names
     rows = []
     for rec in records:
         flags = rec.get("flags") or {}
@@ -101,17 +122,16 @@ def compare_table(
             "op": rec.get("op"),
             "status": rec.get("status"),
             "started": rec.get("started"),
-            "time": seconds_between(rec.get("started"), rec.get("stopped")),
+            "time": run_seconds(rec.get("started"), rec.get("stopped"), rec.get("attempts")),
             "label": rec.get("label"),
             "batch": rec.get("parent"),
         }
-        if any(k in _BASE_COLS for k in flags):  # a flag named like a base column keeps its own
-            flags = {f"{k} (flag)" if k in _BASE_COLS else k: v for k, v in flags.items()}
+        if any(k in BASE for k in flags):  # a flag named like a base column keeps its own
+            flags = {flag_column(k): v for k, v in flags.items()}
         flag_cols.update(dict.fromkeys(flags))
         row.update(flags)
         for key, s in scalars.get(row["id"], {}).items():
-            if key in flags or key in _BASE_COLS:
-                key = f"{key} (scalar)"  # a scalar named like a flag keeps its own column
+            key = scalar_column(key, flag_names)
             if min_max:
                 cells = {key: s["last"], f"{key}.min": s["min"], f"{key}.max": s["max"]}
             else:
@@ -119,7 +139,7 @@ def compare_table(
             scalar_cols.update(dict.fromkeys(cells))
             row.update(cells)
         rows.append(row)
-    return [*_BASE_COLS, *flag_cols, *scalar_cols], rows
+    return [*BASE, *flag_cols, *scalar_cols], rows
 
 
 def sort_rows(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:

@@ -40,6 +40,15 @@ if TYPE_CHECKING:
     from .backends import Backend, Launched
 
 
+_STOP_SIGNALS: list[int] = []  # signals are the process's: the first stop signal any session of it got
+
+
+def stop_signal() -> int | None:
+    """The first stop signal (SIGINT, SIGTERM, SIGHUP) a session of this process handled, if any:
+    the command's exit status says it (``_status.exit_status``)."""
+    return _STOP_SIGNALS[0] if _STOP_SIGNALS else None
+
+
 class Session(VirtualParents):
     """Stages runs, dispatches hooks, launches jobs on slots and records every end."""
 
@@ -61,6 +70,8 @@ class Session(VirtualParents):
     def _on_signal(self, sig: int, _frame: Any) -> None:
         if self.stopping is None:
             self.log(f"guildlite: {signal.Signals(sig).name}: stopping (Ctrl-C again to kill)")
+        if not _STOP_SIGNALS:
+            _STOP_SIGNALS.append(sig)
         self.stopping = self.stopping or sig
         self.hooks.interrupt(signal.Signals(sig).name)  # a hook running now is given up on
         if self.scheduler is not None:

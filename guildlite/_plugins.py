@@ -219,6 +219,8 @@ class Dispatcher:
             if progress and not out.veto:
                 continue
             if hook_name != "on_run_end":
+                # The run ends here, before any job could write its output.log: say why in it.
+                _append_log(run, f"guildlite: plugin {plugin.name}.{hook_name} {what}: {out.error}")
                 # The plugin's own words as they are; guildlite's say which plugin and hook.
                 msg = f"plugin {plugin.name} {hook_name} {out.error}" if out.ours else out.error
                 raise HookFailed(plugin.name, hook_name, msg, out.veto, "terminated" if out.stopped else "error")

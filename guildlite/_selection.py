@@ -164,11 +164,20 @@ def with_trials(runs: Sequence[Run]) -> list[Run]:
 def _select_one(ids: list[str], spec: str) -> list[int]:
     if not spec or "/" in spec or spec.startswith("."):
         raise RunNotFoundError(f"invalid run selector {spec!r}")
+    short = _short_hits(ids, spec)
     if spec.isascii() and spec.isdigit() and len(spec) < 8:
         i = int(spec)
+        if short and 1 <= i <= len(ids):  # `000002`, `401223`: a short id made of digits only
+            raise RunNotFoundError(
+                f"{spec!r} is both index {i} (run {ids[i - 1]}) and the short id of run "
+                f"{', '.join(ids[j] for j in short)}: give the whole id")
+        if short:
+            return _one_short(ids, spec, short)
         if not 1 <= i <= len(ids):
             raise RunNotFoundError(f"no run at index {i} ({len(ids)} runs)")
         return [i - 1]
+    if short:
+        return _one_short(ids, spec, short)
     if ":" in spec:
         lo, _, hi = spec.partition(":")
         if not spec.isascii() or (lo and not lo.isdigit()) or (hi and not hi.isdigit()):
@@ -186,3 +195,43 @@ def _select_one(ids: list[str], spec: str) -> list[int]:
         shown = ", ".join(ids[i] for i in hits[:10]) + (" ..." if len(hits) > 10 else "")
         raise RunNotFoundError(f"{spec!r} matches {len(hits)} runs: {shown}; give more of the id")
     return hits
+
+
+SHORT_ID_LEN = 6  # the random part of a run id (``_files.new_run_id``), as listings show it (``↳ 14ea6d``)
+
+
+def short_id(run_id: str) -> str:
+    """The short id listings show for ``run_id``: the random part after its time."""
+    return run_id[-SHORT_ID_LEN:]
+
+
+def _short_hits(ids: list[str], spec: str) -> list[int]:
+    """The runs whose short id is ``spec`` (six hex digits, any case, with or without the leading ``-``).
+
+    Only the whole short id counts: a shorter suffix (``1``, ``42``) would collide with indexes."""
+    if not _is_short(spec):
+        return []
+    text = spec.lstrip("-").lower()
+    return [i for i, run_id in enumerate(ids) if run_id.endswith(text)]
+
+
+def _is_short(spec: str) -> bool:
+    text = (spec[1:] if spec.startswith("-") else spec).lower()
+    return len(text) == SHORT_ID_LEN and all(c in "0123456789abcdef" for c in text)
+
+
+def _one_short(ids: list[str], spec: str, hits: list[int]) -> list[int]:
+    if len(hits) > 1:  # two runs drew the same random part: only the time tells them apart
+        raise RunNotFoundError(f"short id {spec!r} matches {len(hits)} runs: "
+                               f"{', '.join(ids[i] for i in hits[:10])}; give the whole id")
+    return hits
+
+
+def looks_like_selector(word: str) -> bool:
+    """Whether ``word`` reads as a run selector: an index (``1``), a range (``2:4``), an id or its
+    prefix (``20261123T1015``), a short id (``14ea6d``)."""
+    if not word.isascii() or not word:
+        return False
+    if word.replace(":", "").isdigit() or _is_short(word):
+        return True
+    return word[0].isdigit() and all(c.isdigit() or c in "T-0123456789abcdef" for c in word)

@@ -69,12 +69,18 @@ def job_end(code: int, *, stopped: bool, failure: str | None = None) -> tuple[St
     return "error", exit_code, {"message": f"the job exited with code {exit_code}"}
 
 
-def exit_status(status: str, exit_code: int | None) -> int:
+def exit_status(status: str, exit_code: int | None, stop_signal: int | None = None) -> int:
     """guildlite's own exit status for a run that ended: 0 when it completed, else its job's exit
     code, else 1 (error, or never started) or 143 (terminated). ``run``, ``watch`` and the detached
-    supervisor exit with it."""
+    supervisor exit with it.
+
+    A run terminated because this process got ``stop_signal`` (Ctrl-C: SIGINT) gives 128 + that
+    signal, the shell's convention, whatever its job made of it: torchrun exits 1 on SIGINT,
+    python 130, a script that catches it anything."""
     if status == "completed":
         return 0
+    if status == "terminated" and stop_signal is not None:
+        return 128 + stop_signal
     if exit_code:
         return exit_code
     return 1 if status != "terminated" else 143

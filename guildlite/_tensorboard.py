@@ -23,9 +23,11 @@ from ._errors import GuildliteError
 from ._record import is_run_id
 from ._run import Run
 from ._scalars import read_rows
+from ._varying import flag_order, ordered
 
 _MISSING = "guildlite tensorboard needs TensorBoard (an optional extra): pip install 'guildlite[tensorboard]'"
 STAMP = ".guildlite-tb.json"  # in each run's sub-dir: what was written, to skip unchanged runs next time
+TB_DIR = ".tensorboard"  # in the runs dir: where `tensorboard --no-server` writes without --logdir
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+-]+")
 
 
@@ -42,8 +44,9 @@ def require() -> None:
     _writer_class()
 
 
-def run_dir_name(run: Run, max_len: int = 120) -> str:
-    """The sub-dir name of a run: ``<id>[-<label>][-<flag>=<value>,...]``, safe as a file name.
+def run_dir_name(run: Run, max_len: int = 120, order: Sequence[str] = ()) -> str:
+    """The sub-dir name of a run: ``<id>[-<label>][-<flag>=<value>,...]``, safe as a file name,
+    the flags in ``order`` first (those that vary among the runs written: ``_varying``).
 
     Anything but letters, digits and ``. _ = , + -`` becomes ``_``; long names are cut (the id,
     which comes first, keeps them unique).
@@ -54,7 +57,7 @@ def run_dir_name(run: Run, max_len: int = 120) -> str:
     if run.label:
         parts.append(run.label)
     if run.flags:
-        parts.append(",".join(f"{k}={format_value(v)}" for k, v in run.flags.items()))
+        parts.append(",".join(f"{k}={format_value(v)}" for k, v in ordered(run.flags, order)))
     name = "-".join(x for x in (_UNSAFE.sub("_", p).strip("_") for p in parts) if x)
     return name[:max_len].rstrip("_.-") or run.id
 
@@ -69,29 +72,40 @@ def _epoch(iso: str | None) -> float | None:
 
 
 def write_logdir(
-    runs: Sequence[Run], logdir: Path, log: Callable[[str], None] | None = None
+    runs: Sequence[Run], logdir: Path, log: Callable[[str], None] | None = None, prune: bool = False
 ) -> list[tuple[Run, Path, int]]:
     """Write one sub-dir of event files per run (batches hold no scalars: skipped).
 
     A run whose ``scalars.jsonl`` is unchanged since the last write into this logdir is left as
-    it is; a changed one is written again from scratch. Returns (run, sub-dir, points written;
-    -1 for unchanged).
+    it is; a changed one is written again from scratch. With ``prune``, the sub-dirs that earlier
+    writes made for other runs go (the logdir then holds ``runs`` only). Returns (run, sub-dir,
+    points written; -1 for unchanged).
     """
     Writer = _writer_class()
-    logdir.mkdir(parents=True, exist_ok=True)
+    try:
+        logdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise GuildliteError(f"cannot write event files into {logdir}: {e.strerror or e}", exit_code=2) from None
     earlier: dict[str, list[Path]] = {}  # run id -> its sub-dirs from earlier writes (its name may have changed)
     for stamp_file in logdir.glob(f"*/{STAMP}"):
         try:
             earlier.setdefault(str(json.loads(stamp_file.read_text())[0]), []).append(stamp_file.parent)
         except (OSError, ValueError, IndexError, KeyError, TypeError):
             continue
+    if prune:
+        wanted = {run.id for run in runs}
+        for run_id, subs in earlier.items():
+            if run_id not in wanted:
+                for old in subs:
+                    shutil.rmtree(old, ignore_errors=True)  # a link is not followed (rmtree refuses it)
     out = []
+    order = flag_order(r.flags for r in runs if not r.virtual)  # a name cut short keeps what differs
     for run in runs:
         if run.virtual:  # a batch, a pipeline: no scalars of its own
             continue
         if not is_run_id(run.id):  # the sub-dir's name starts with the id: never `..` or a path
             raise GuildliteError(f"{run.id!r} is not a run id", exit_code=2)
-        sub = logdir / run_dir_name(run)
+        sub = logdir / run_dir_name(run, order=order)
         if sub.is_symlink():  # written into, emptied: never through a link to elsewhere
             sub.unlink()
         for old in earlier.get(run.id, []):

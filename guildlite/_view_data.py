@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import math
 import os
+from bisect import bisect_left
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ._batchspec import BatchDistribution
+from ._columns import column_titles
 from ._files import META_DIR, now_iso
 from ._inspect import duration
 from ._lineage import lineage_of
@@ -59,6 +62,7 @@ def view_data(
     graph = lineage_of([(run.id, run.to_record()) for run in runs])  # links between the runs shown
     for row in rows:
         row["upstream"], row["downstream"] = graph.upstream(row["id"]), graph.downstream(row["id"])
+    flag_titles, scalar_titles = column_titles(flag_cols, scalar_keys)  # compare's header names
     return {
         "format": FORMAT,
         "generated": now_iso(),
@@ -67,6 +71,8 @@ def view_data(
         "runs": rows,
         "flag_cols": list(flag_cols),
         "scalar_keys": list(scalar_keys),
+        "flag_titles": flag_titles,
+        "scalar_titles": scalar_titles,
     }
 
 
@@ -92,12 +98,14 @@ def _record(run: Run, summary: dict[str, Any]) -> dict[str, Any]:
         "steps": run.step_ids,
         "flags": run.flags,
         "scalars": summary,
+        # A batch's flags drawn at random (kind by name): the page plots them on a numeric axis.
+        "random": {k: v.kind for k, v in run.flags.items() if isinstance(v, BatchDistribution)} if run.is_batch else {},
     }
 
 
 def run_data(run: Run) -> dict[str, Any]:
     """One run with every detail the page shows (see ``view_data``)."""
-    series, summary = read_series(run.paths.scalars)
+    series, summary = read_series(run.paths.scalars, len(run.attempts))
     tail, out_size = output_tail(run.paths.output_log)
     files, n_files = list_files(str(run.run_dir))
     return {
@@ -111,6 +119,7 @@ def run_data(run: Run) -> dict[str, Any]:
         "remote": run.remote,
         "plugins": run.plugins,
         "attrs": run.attrs,
+        "notes": run.notes,  # `guildlite note`: [{"time", "text"}], oldest first
         "run_dir": str(run.run_dir),
         "series": series,
         "output": tail,
@@ -155,14 +164,23 @@ def _parse(lines: list[bytes]) -> list[Any]:
         return rows
 
 
-def read_series(path: Path) -> tuple[dict[str, dict[str, list[Any]]], dict[str, dict[str, Any]]]:
+def read_series(
+    path: Path, attempts: int = 0
+) -> tuple[dict[str, dict[str, list[Any]]], dict[str, dict[str, Any]]]:
     """Per key, the (step, value) series of a scalars file, and its summary as ``summarize`` gives it.
 
     One read for both. A null value (NaN/inf when logged) stays in the series as a gap; rows
-    without a step take their position in the key's series.
+    without a step take their position in the key's series. For a run restarted ``attempts``
+    times, a series whose step goes back (a restart that resumed from an earlier step, or from
+    the start) at most that many times gets ``restarts``: the indices where each later attempt's
+    part begins, so the page draws the attempts as segments instead of a line back to the resume
+    step. A step as high as the one before counts when that alone accounts for the restarts (a
+    resumed checkpoint's step logged again); more steps back than restarts are the script's own
+    doing (a step counted per epoch), left as they are.
     """
     series: dict[str, dict[str, list[Any]]] = {}
     summary: dict[str, dict[str, Any]] = {}
+    back: dict[str, tuple[list[int], list[int]]] = {}  # per key: where the step is lower; not higher
     for row in _rows(path):
         if not isinstance(row, dict) or "key" not in row:
             continue
@@ -174,8 +192,16 @@ def read_series(path: Path) -> tuple[dict[str, dict[str, list[Any]]], dict[str, 
         s = series.get(key)
         if s is None:
             s = series[key] = {"step": [], "value": []}
+            back[key] = ([], [])
         step = row.get("step")
-        s["step"].append(step if isinstance(step, (int, float)) else len(s["step"]))
+        step = step if isinstance(step, (int, float)) else len(s["step"])
+        if attempts and s["step"]:
+            lower, not_higher = back[key]
+            if step < s["step"][-1] and len(lower) <= attempts:  # one more than that is as good as any
+                lower.append(len(s["step"]))
+            if step <= s["step"][-1] and len(not_higher) <= attempts:
+                not_higher.append(len(s["step"]))
+        s["step"].append(step)
         s["value"].append(v)
         if not number:
             continue
@@ -188,14 +214,26 @@ def read_series(path: Path) -> tuple[dict[str, dict[str, list[Any]]], dict[str, 
                 m["min"] = v
             elif v > m["max"]:
                 m["max"] = v
-    for s in series.values():
-        n = len(s["step"])
-        if n > MAX_POINTS:
-            stride = math.ceil(n / MAX_POINTS)
-            keep = list(range(0, n - 1, stride)) + [n - 1]
-            s["step"] = [s["step"][i] for i in keep]
-            s["value"] = [s["value"][i] for i in keep]
+    for key, s in series.items():
+        lower, not_higher = back[key]
+        restarts = not_higher if len(not_higher) <= attempts else lower if len(lower) <= attempts else []
+        _thin(s, restarts)
     return series, summary
+
+
+def _thin(s: dict[str, list[Any]], restarts: list[int]) -> None:
+    """Cut a series to MAX_POINTS or so (evenly, keeping the last point and both ends of each
+    attempt); set its ``restarts`` (see ``read_series``), as indices into what is kept."""
+    n = len(s["step"])
+    if n > MAX_POINTS:
+        stride = math.ceil(n / MAX_POINTS)
+        ends = {i for r in restarts for i in (r - 1, r)}
+        keep = sorted({*range(0, n - 1, stride), n - 1, *ends})
+        s["step"] = [s["step"][i] for i in keep]
+        s["value"] = [s["value"][i] for i in keep]
+        restarts = [bisect_left(keep, r) for r in restarts]
+    if restarts:
+        s["restarts"] = restarts
 
 
 def output_tail(path: Path) -> tuple[str, int]:

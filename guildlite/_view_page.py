@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from functools import lru_cache
 from importlib.resources import files
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import GuildliteError
+from ._files import atomic_write
 
 _MISSING = "guildlite view needs plotly (an optional extra): pip install 'guildlite[view]'"
 _js_cache: list[str] = []
@@ -80,10 +80,12 @@ def render_html(data: dict[str, Any], js: str | None = None) -> str:
 
 
 def write_report(path: Path, data: dict[str, Any]) -> int:
-    """Write the page to ``path`` (one static file); returns its size in bytes."""
+    """Write the page to ``path`` (one static file, written whole or not at all: ``atomic_write``);
+    returns its size in bytes. GuildliteError if it cannot be written."""
     raw = render_html(data).encode("utf-8")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(raw)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, raw)
+    except OSError as e:
+        raise GuildliteError(f"cannot write {path}: {e.strerror or e}") from None
     return len(raw)

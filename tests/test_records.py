@@ -27,6 +27,7 @@ import pytest
 from conftest import TRACEBACK, clean_env, property_settings, run_guildlite
 
 from guildlite._errors import BadRecordError, RunNotFoundError
+from guildlite._index import _TABLE
 from guildlite._record import MAX_DEPTH, is_run_id
 from guildlite._run import Run, load_run
 from guildlite._selection import RunList, select_runs
@@ -285,7 +286,7 @@ def _plant(runs: Path, **match: Any) -> None:
     """Every entry of the runs dir's index made a hostile record, its stamp columns set to ``match``."""
     db = sqlite3.connect(runs / ".index.sqlite")
     sets = ", ".join(f"{k} = {v}" for k, v in match.items())
-    db.execute(f"UPDATE runs_v2 SET rec = ?, scalars = ? {', ' + sets if sets else ''}",
+    db.execute(f"UPDATE {_TABLE} SET rec = ?, scalars = ? {', ' + sets if sets else ''}",
                (json.dumps(PLANTED), json.dumps({"loss": [1]})))
     db.commit()
     db.close()

@@ -495,6 +495,11 @@ class _Browser:
     def dom(self, url: str, timeout: float = 60) -> str:
         """The page's DOM (what ``--dump-dom`` prints) once its script has finished (body data-ready
         set), loaded in a new browser context of its own."""
+        return str(self.evaluate(url, "document.documentElement.outerHTML", timeout=timeout)[0])
+
+    def evaluate(self, url: str, *expressions: str, timeout: float = 60) -> list[Any]:
+        """The values of ``expressions`` (JavaScript, evaluated in turn; a promise is awaited) in
+        the page at ``url`` once its script has finished, loaded as ``dom`` loads it."""
         context = self.send("Target.createBrowserContext")["browserContextId"]
         target = self.send("Target.createTarget", url="about:blank", browserContextId=context)["targetId"]
         try:
@@ -508,8 +513,13 @@ class _Browser:
             # a frame later, as a dump after the page went idle would see it
             settle = "new Promise(r => requestAnimationFrame(() => setTimeout(r, 50)))"
             self.send("Runtime.evaluate", session, expression=settle, awaitPromise=True)
-            html = "document.documentElement.outerHTML"
-            return self.send("Runtime.evaluate", session, expression=html, returnByValue=True)["result"]["value"]
+            values = []
+            for expression in expressions:
+                answer = self.send("Runtime.evaluate", session, expression=expression, returnByValue=True,
+                                   awaitPromise=True)
+                assert "exceptionDetails" not in answer, (expression, answer["exceptionDetails"])
+                values.append(answer["result"].get("value"))
+            return values
         finally:
             self.send("Target.closeTarget", targetId=target)
             self.send("Target.disposeBrowserContext", browserContextId=context)

@@ -60,6 +60,15 @@ class CliOption:
 
 
 @dataclass(frozen=True)
+class CheckLine:
+    """One line of ``guildlite check`` from a backend; ``ok`` False: something its runs need is
+    missing (``guildlite check`` fails when the project's runs use this backend)."""
+
+    text: str
+    ok: bool = True
+
+
+@dataclass(frozen=True)
 class NoOptions:
     """The options of a backend that has none."""
 
@@ -176,8 +185,9 @@ class Backend(ABC):
     def check_op(self, op: OpDef, nproc: int) -> None:  # noqa: B027 (most backends can run any op)
         """Refuse (GuildliteError, exit 2) an op these options cannot run; called while planning."""
 
-    def check(self) -> list[str]:
-        """Lines for ``guildlite check``: what this backend needs here and whether it is there."""
+    def check(self) -> Sequence[str | CheckLine]:
+        """Lines for ``guildlite check``: what this backend needs here and whether it is there (a
+        ``CheckLine`` with ``ok=False``: missing; a plain string is information)."""
         return []
 
     # --- running ------------------------------------------------------------------------------------

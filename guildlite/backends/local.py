@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
-from . import Backend
+from . import Backend, CheckLine
 
 if TYPE_CHECKING:
     from .._guildfile import OpDef
@@ -38,6 +38,18 @@ class LocalBackend(Backend):
     def __init__(self, options: object) -> None:
         super().__init__(options)
         self._granted: dict[str, Lease] = {}  # run id -> its lease, until its job holds it
+
+    def check(self) -> Sequence[str | CheckLine]:
+        """The GPU lease directory every local run with GPUs (or a --max-concurrent) goes through."""
+        from .._errors import GuildliteError
+        from .._leases import lease_dir
+
+        try:
+            found = lease_dir()
+        except (GuildliteError, OSError) as e:
+            return [CheckLine(f"local: GPU lease dir: {e}", ok=False)]
+        caveat = found.caveat()
+        return [CheckLine(f"local: GPU lease dir {found.path}" + (f" ({caveat})" if caveat else ""))]
 
     def plan_slots(self, op: OpDef, parallel: int | None, n_trials: int, gpus: str | None) -> list[Slot]:
         """``parallel`` (default 1) slots, each leasing ``gpus-per-trial`` GPUs from the pool; the

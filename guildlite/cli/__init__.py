@@ -6,11 +6,14 @@ Nothing heavy is imported at start-up: each command imports what it needs when i
 from __future__ import annotations
 
 import gc
+import os
+import sys
 
 import click
 
 from .. import __version__
 from ._common import CONTEXT, _Group
+from .check import check
 from .find import note, select_cmd
 from .gpus import gpus
 from .inspect import cat, compare, diff, ls
@@ -39,7 +42,7 @@ def cli() -> None:
 
 
 for _command in (run, runs, compare, cat, ls, diff, label, tag, note, select_cmd, stop, ops, view, tensorboard_cmd, watch,
-                 gpus):
+                 gpus, check):
     cli.add_command(_command)
 
 
@@ -49,6 +52,8 @@ def main() -> None:
     # the default thresholds, the cyclic GC re-walks them all again and again (a third of
     # `compare` over 100k runs). Collect rarely instead; reference counting frees the rest.
     gc.set_threshold(100_000, 20, 100)
+    if _COMPLETE_VAR in os.environ:  # the shell asks what to complete (see README "Shell completion")
+        _complete_quietly()
     try:
         cli(prog_name="guildlite")
     except SystemExit as e:
@@ -56,3 +61,17 @@ def main() -> None:
 
         exit_if_hooks_hang(e.code)  # a hook given up on, or a thread it started, must not hold the exit
         raise
+
+
+_COMPLETE_VAR = "_GUILDLITE_COMPLETE"  # click's name for prog_name "guildlite"
+
+
+def _complete_quietly() -> None:
+    """Answer the shell's completion request; whatever goes wrong (a broken guildfile, an odd
+    command line) offers nothing rather than a traceback at the user's prompt."""
+    try:
+        cli(prog_name="guildlite", complete_var=_COMPLETE_VAR)
+    except SystemExit:
+        raise
+    except Exception:  # noqa: BLE001  # completion must never crash the prompt
+        sys.exit(1)

@@ -83,8 +83,11 @@ def _fmt(v: Any) -> str:
     return printable(format_value(v))
 
 
-def _flags_summary(run: Run, width: int = 60) -> str:
-    text = " ".join(f"{k}={_fmt(v)}" for k, v in run.flags.items())
+def _flags_summary(run: Run, width: int = 60, order: Sequence[str] = ()) -> str:
+    """``run``'s flags as NAME=VALUE, those in ``order`` first (``_varying.flag_order``), cut to ``width``."""
+    from .._varying import ordered
+
+    text = " ".join(f"{k}={_fmt(v)}" for k, v in ordered(run.flags, order))
     return text if len(text) <= width else text[: width - 1] + "…"
 
 

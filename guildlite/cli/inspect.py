@@ -12,6 +12,7 @@ import click
 from .._choose import runs_dir_for, select_one
 from .._errors import GuildliteError
 from .._terminal import printable
+from . import _complete
 from ._common import (
     CONTEXT,
     _csv_cell,
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("specs", nargs=-1, metavar="[RUNS]...")
+@click.argument("specs", nargs=-1, metavar="[RUNS]...", shell_complete=_complete.runs)
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON rows.")
 @click.option("--columns", help="Comma-separated columns to show (default: all).")
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 @click.option("--op", help="Only runs of this operation.")
 @click.option("--status", help="Only runs with this status.")
 @click.option("--label", help="Only runs whose label contains this text.")
-@click.option("--batch", help="Only the trials of this batch (a selector).")
+@click.option("--batch", help="Only the trials of this batch (a selector).", shell_complete=_complete.runs)
 @_filter_option
 @_runs_dir_option
 @_guildfile_option
@@ -83,6 +84,8 @@ def _cell(col: str, v: Any) -> str:
     if col == "started":
         return _local(v)
     kind = type(v)
+    if col == "time" and (kind is float or kind is int):
+        return f"{v:.1f}"  # seconds, one precision down the column (JSON and CSV keep the number)
     if kind is float:
         return f"{v:.6g}"
     if kind is str or kind is int:
@@ -94,7 +97,7 @@ CAT_MAX_BYTES = 1 << 30  # `cat` prints at most this much by default: a sparse f
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("run_spec", metavar="RUN")
+@click.argument("run_spec", metavar="RUN", shell_complete=_complete.runs)
 @click.argument("path", default="output.log")
 @click.option("--max-bytes", type=click.IntRange(min=0), default=CAT_MAX_BYTES, show_default=True,
               help="Print at most this many bytes (0: no bound); a longer file is cut, with exit status 1.")
@@ -111,7 +114,7 @@ def cat(run_spec: str, path: str, max_bytes: int, runs_dir: Path | None, guildfi
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("run_spec", metavar="RUN")
+@click.argument("run_spec", metavar="RUN", shell_complete=_complete.runs)
 @click.option("-a", "--all", "show_all", is_flag=True, help="Include guildlite's own files (.guildlite/).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_runs_dir_option
@@ -139,7 +142,7 @@ def _size(n: int) -> str:
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("specs", nargs=-1, required=True, metavar="RUN [RUN2]")
+@click.argument("specs", nargs=-1, required=True, metavar="RUN [RUN2]", shell_complete=_complete.runs)
 @click.option("--source-only", is_flag=True, help="Only the source diff.")
 @click.option("--flags-only", is_flag=True, help="Only the flags.")
 @_runs_dir_option

@@ -9,6 +9,7 @@ import click
 
 from .._choose import runs_dir_for, select
 from .._errors import GuildliteError
+from . import _complete
 from ._common import (
     CONTEXT,
     _filter_option,
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("args", nargs=-1, metavar="[RUNS]... TEXT")
+@click.argument("args", nargs=-1, metavar="[RUNS]... TEXT", shell_complete=_complete.runs)
 @click.option("--clear", is_flag=True, help="Remove the label (then give only RUNS).")
 @_filter_option
 @_runs_dir_option
@@ -49,7 +50,7 @@ def label(
 
 # No short options here: `-fast` or `-hot` is a tag to remove, not -f or -h.
 @click.command(context_settings={**CONTEXT, "ignore_unknown_options": True, "help_option_names": ["--help"]})
-@click.argument("args", nargs=-1, required=True, metavar="[RUNS]... +TAG|-TAG...")
+@click.argument("args", nargs=-1, required=True, metavar="[RUNS]... +TAG|-TAG...", shell_complete=_complete.runs)
 @_filter_option
 @_runs_dir_option
 @_guildfile_option(short=False)
@@ -68,7 +69,7 @@ def tag(args: tuple[str, ...], filter_expr: str | None, runs_dir: Path | None, g
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("specs", nargs=-1, metavar="[RUNS]...")
+@click.argument("specs", nargs=-1, metavar="[RUNS]...", shell_complete=_complete.runs)
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for a graceful stop.")
 @click.option("--force", is_flag=True, help="SIGKILL what is still running after --timeout.")
 @_filter_option

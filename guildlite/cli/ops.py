@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 @_guildfile_option
 def ops(as_json: bool, guildfile: Path | None) -> None:
     """List the guildfile's operations with their flags."""
-    from .._flags_import import with_imported_flags
+    from .._flags_import import ops_with_flags
     from .._guildfile import find_guildfile
     from .._operation import open_guildfile
     from .._script_op import runnable_scripts
@@ -40,8 +40,10 @@ def ops(as_json: bool, guildfile: Path | None) -> None:
             _say(f"{name}  (script, python)")
         return
     gf = open_guildfile(guildfile)
-    operations = {name: op if op.steps else with_imported_flags(op, gf.dir) for name, op in gf.operations.items()}
-    _say(f"guildlite: operations from {gf.path}", err=True)  # after the imports: an error is all stderr says
+    found = ops_with_flags(gf.operations, gf.dir)
+    operations = {name: op for name, (op, _) in found.items()}
+    errors = {name: str(e) for name, (_, e) in found.items() if e is not None}
+    _say(f"guildlite: operations from {gf.path}", err=True)
     if as_json:
         out = {
             name: {
@@ -51,6 +53,7 @@ def ops(as_json: bool, guildfile: Path | None) -> None:
                 "gpus_per_trial": op.gpus_per_trial,
                 "flags_dest": op.flags_dest,
                 "flags": {f.name: {**f.__dict__, "type": f.value_type} for f in op.flags.values()},
+                **({"error": errors[name]} if name in errors else {}),
                 **({"steps": [{"run": " ".join([s.op, *s.assignments]), "continue_on_error": s.continue_on_error,
                                "needed": s.needed} for s in op.steps]} if op.steps else {}),
             }
@@ -63,6 +66,11 @@ def ops(as_json: bool, guildfile: Path | None) -> None:
         what = (f"pipeline: {' -> '.join(' '.join([s.op, *s.assignments]) for s in op.steps)}" if op.steps
                 else f"{op.main}, {op.launcher}, nproc-per-node {op.nproc_per_node}{dest}")
         _say(f"{name}  ({what})" + (f"  {op.description}" if op.description else ""))
+        if name in errors:  # listed with what it declares; running it says the same
+            first, *rest = errors[name].splitlines() or [""]
+            _say(f"  error: {first}")
+            for line in rest:
+                _say(f"    {line.strip()}")
         for f in op.flags.values():
             extra = []
             if f.choices:

@@ -12,6 +12,7 @@ import click
 
 from .._choose import runs_dir_for, select_one
 from .._errors import GuildliteError
+from . import _complete
 from ._common import (
     CONTEXT,
     _fmt,
@@ -87,7 +88,8 @@ def _backend_options(extra: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 @click.command(cls=_RunCommand, context_settings={**CONTEXT, "ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="OPERATION [NAME=VALUE]...")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="OPERATION [NAME=VALUE]...",
+                shell_complete=_complete.run_args)
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("-l", "--label", default="", help="A label for the run.")
 @click.option("--nproc-per-node", type=int, help="Processes (ranks) per run; default: the op's nproc-per-node.")
@@ -101,7 +103,7 @@ def _backend_options(extra: dict[str, Any]) -> dict[str, dict[str, Any]]:
 @click.option("--seed", type=int, help="Batch: seed for random search (same seed, same trials).")
 @click.option("--fail-on-trial-error", is_flag=True, help="Batch: start no new trial after one fails.")
 @click.option("--plugin", "plugin_names", multiple=True, help="Enable an installed plugin by entry-point name.")
-@click.option("--restart", "restart_spec", metavar="RUN",
+@click.option("--restart", "restart_spec", metavar="RUN", shell_complete=_complete.runs,
               help="Run RUN again in its own dir (NAME=VALUE overrides flags); a batch re-runs unfinished trials.")
 @click.option("--start", "start_staged", is_flag=True,
               help="Start the runs given as arguments (RUN...), staged with --stage; they take their place in "
@@ -300,9 +302,10 @@ def _finish_run(result: Run, as_json: bool, stage_only: bool, detached: bool = F
         click.echo(result.id)
     if stage_only or result.status == "completed":
         return
+    from .._lifecycle import stop_signal
     from .._status import exit_status
 
-    sys.exit(exit_status(result.status, result.exit_code))
+    sys.exit(exit_status(result.status, result.exit_code, stop_signal()))
 
 
 def _confirm_large(n: int) -> bool:
@@ -345,9 +348,10 @@ def _summary(run: Run) -> str:
         why = f": {run.error.get('message')}" if run.error else ""
         return f"guildlite: pipeline {run.id} {run.status} ({len(run.step_ids)} of {len((run.pipeline or {}).get('steps') or [])} steps: {parts}){why}"
     msg = f"guildlite: run {run.id} {run.status}"
-    if run.error:
-        where = f" in {run.error['plugin']}.{run.error['hook']}" if run.error.get("plugin") else ""
-        msg += f"{where}: {run.error.get('message')}"
+    if run.error and run.error.get("plugin"):  # the hook's failure or veto was said as it happened: once
+        msg += f" in {run.error['plugin']}.{run.error['hook']} (see above)"
+    elif run.error:
+        msg += f": {run.error.get('message')}"
     return msg
 
 
@@ -362,6 +366,18 @@ class _BatchProgress:
         self.t0 = time.monotonic()
         self.index: dict[str, int] = {}
         self.said: dict[str, float] = {}  # trial id -> when its progress was last printed
+        self.flag_sets: dict[str, Any] = {}  # trial id -> its flags, for the ones that vary
+
+    def _flags(self, run: Run) -> str:
+        """The trial's flags, the batch's dimensions and the flags that varied so far first."""
+        from .._varying import flag_order, ordered
+
+        self.flag_sets.setdefault(run.id, run.flags)
+        parent = run.parent
+        dims = (parent.batch or {}).get("dims") if parent is not None else None
+        first = [d for d in dims if isinstance(d, str)] if isinstance(dims, list) else []
+        order = flag_order(self.flag_sets.values(), first=first)
+        return " ".join(f"{k}={_fmt(v)}" for k, v in ordered(run.flags, order))
 
     def event(self, event: str, run: Run) -> None:
         if run.is_batch:
@@ -376,7 +392,7 @@ class _BatchProgress:
                 self.said[run.id] = now
                 _say(f"guildlite: trial {n}/{self.total} {run.id} {text}", err=True)
             return
-        flags = " ".join(f"{k}={_fmt(v)}" for k, v in run.flags.items())
+        flags = self._flags(run)
         if event == "wait":
             _say(f"guildlite: trial {n}/{self.total} {run.id} pending: {(run.waiting or {}).get('reason')}", err=True)
         elif event == "start":

@@ -11,6 +11,7 @@ import click
 
 from .._choose import filtered_runs, runs_dir_for, select_one, select_with_trials
 from .._errors import GuildliteError
+from . import _complete
 from ._common import (
     CONTEXT,
     _filter_option,
@@ -30,13 +31,18 @@ if TYPE_CHECKING:
 
 
 class _RunsGroup(_Group):
-    """``guildlite runs``: a word that is not a subcommand is most likely a run selector."""
+    """``guildlite runs``: a word that is not a subcommand is an error naming the subcommands. Only
+    a word that reads as a run selector (``runs 1:3``) is pointed to the commands that take one;
+    any other word (``runs export``) gets no hint: it is no other command's argument either."""
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
-        if args and args[0] not in self.commands and not args[0].startswith("-"):
+        if args and args[0] not in self.commands and not args[0].startswith("-") and not ctx.resilient_parsing:
+            from .._selection import looks_like_selector
+
+            hint = (f". To look at selected runs: guildlite compare {args[0]}, or guildlite runs info RUN"
+                    if looks_like_selector(args[0]) else "")
             raise click.UsageError(
-                f"'{args[0]}' is not a subcommand of runs ({', '.join(self.commands)}). To look at selected "
-                f"runs: guildlite compare {args[0]}, or guildlite runs info RUN", ctx)
+                f"'{args[0]}' is not a subcommand of runs ({', '.join(self.commands)}){hint}", ctx)
         return super().resolve_command(ctx, args)
 
 
@@ -45,9 +51,9 @@ class _RunsGroup(_Group):
 @click.option("-n", "--limit", type=click.IntRange(min=0), default=20, show_default=True, help="How many runs to show.")
 @click.option("--op", help="Only runs of this operation.")
 @click.option("--status", type=click.Choice(["staged", "pending", "running", "completed", "error", "terminated"]))
-@click.option("--batch", help="Only this batch and its trials (a selector).")
-@click.option("--upstream", metavar="RUN", help="Only the runs whose files RUN used, directly or through others.")
-@click.option("--downstream", metavar="RUN", help="Only the runs that used RUN's files, directly or through others.")
+@click.option("--batch", help="Only this batch and its trials (a selector).", shell_complete=_complete.runs)
+@click.option("--upstream", metavar="RUN", shell_complete=_complete.runs, help="Only the runs whose files RUN used, directly or through others.")
+@click.option("--downstream", metavar="RUN", shell_complete=_complete.runs, help="Only the runs that used RUN's files, directly or through others.")
 @_filter_option
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as a JSON list.")
 @_runs_dir_option
@@ -107,7 +113,9 @@ def runs(
             click.echo(f"({len(everything) - limit} older runs not shown: --all)", err=True)
         return
     from .._progress import shown as progress
+    from .._varying import flag_order
 
+    order = flag_order(r.flags for r in shown)  # what tells the listed runs apart comes first
     rows = [
         (
             f"[{index[r.id]}]",
@@ -119,7 +127,7 @@ def runs(
                                  progress(r.run_dir, r.status)) if x),
             ("↳ " + r.parent_id[-6:]) if r.parent_id else "",
             r.label,
-            _flags_summary(r),
+            _flags_summary(r, order=order),
             *([(r.waiting or {}).get("reason", "")] if status == "pending" else []),
         )
         for r in shown
@@ -151,7 +159,7 @@ def _confirm(question: str, yes: bool) -> None:
 
 
 @runs.command("info", context_settings=CONTEXT)
-@click.argument("run_spec", metavar="RUN")
+@click.argument("run_spec", metavar="RUN", shell_complete=_complete.runs)
 @click.option("--json", "as_json", is_flag=True, help="Print the whole record as JSON.")
 @_runs_dir_option
 @_guildfile_option
@@ -248,7 +256,7 @@ def runs_info(
 
 
 @runs.command("delete", context_settings=CONTEXT)
-@click.argument("specs", nargs=-1, metavar="[RUNS]...")
+@click.argument("specs", nargs=-1, metavar="[RUNS]...", shell_complete=_complete.runs)
 @click.option("-y", "--yes", is_flag=True, help="Do not ask.")
 @click.option("--force", is_flag=True, help="Also delete runs that are running.")
 @_filter_option

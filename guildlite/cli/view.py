@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 import click
 
 from .._choose import runs_dir_for, select, select_with_trials
+from .._errors import GuildliteError
+from . import _complete
 from ._common import (
     CONTEXT,
     _filter_option,
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("specs", nargs=-1, metavar="[RUNS]...")
+@click.argument("specs", nargs=-1, metavar="[RUNS]...", shell_complete=_complete.runs)
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="Port on 127.0.0.1 (0: a free one).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
@@ -64,9 +66,10 @@ def view(
 
 
 @click.command("tensorboard", context_settings=CONTEXT)
-@click.argument("specs", nargs=-1, metavar="[RUNS]...")
+@click.argument("specs", nargs=-1, metavar="[RUNS]...", shell_complete=_complete.runs)
 @click.option("--logdir", type=click.Path(file_okay=False, path_type=Path),
-              help="Where to write the event files (default: a new temp dir, removed when TensorBoard stops).")
+              help="Where to write the event files (default: a new temp dir, removed when TensorBoard stops; "
+                   "with --no-server, .tensorboard in the runs dir).")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="TensorBoard's port on 127.0.0.1 (0: a free one).")
 @click.option("--no-server", is_flag=True, help="Only write the event files and print the logdir.")
@@ -87,18 +90,27 @@ def tensorboard_cmd(
     RUNS selects runs (default: all; a batch comes with its trials). Their scalars are written as
     event files, one sub-dir per run named by its id, label and flags (a run whose scalars did not
     change since the last write into --logdir is left as it is); then TensorBoard runs on
-    127.0.0.1 until Ctrl-C. --no-server only writes the files and prints the logdir.
+    127.0.0.1 until Ctrl-C. --no-server only writes the files and prints the logdir: without
+    --logdir, RUNS_DIR/.tensorboard, which then holds the runs selected this time only.
     Needs TensorBoard: pip install 'guildlite[tensorboard]'.
     """
     import tempfile
 
-    from .._tensorboard import require, serve, write_logdir
+    from .._tensorboard import TB_DIR, require, serve, write_logdir
 
     require()
-    chosen = select_with_trials(runs_dir_for(runs_dir, guildfile), specs, filter=filter_expr)
-    temp = logdir is None
-    target = Path(tempfile.mkdtemp(prefix="guildlite-tb-")) if logdir is None else logdir.resolve()
-    written = write_logdir(chosen, target)
+    rd = runs_dir_for(runs_dir, guildfile)
+    chosen = select_with_trials(rd, specs, filter=filter_expr)
+    temp = logdir is None and not no_server
+    if logdir is not None:
+        target = logdir.resolve()
+    elif no_server:  # kept for TensorBoard to be pointed at: in the runs dir, holding these runs only
+        target = rd.resolve() / TB_DIR
+        if target.is_symlink():
+            raise GuildliteError(f"{target} is a link, not guildlite's dir: give --logdir", exit_code=2)
+    else:
+        target = Path(tempfile.mkdtemp(prefix="guildlite-tb-"))
+    written = write_logdir(chosen, target, prune=logdir is None)
     fresh = sum(1 for _, _, n in written if n >= 0)
     click.echo(f"guildlite: {len(written)} runs in {target} ({fresh} written, {len(written) - fresh} unchanged)",
                err=True)

@@ -13,6 +13,7 @@ import click
 from .._choose import newest_going, runs_dir_for, select_one, still_going
 from .._errors import GuildliteError
 from .._terminal import printable
+from . import _complete
 from ._common import CONTEXT, _guildfile_option, _runs_dir_option, _say
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ SCALARS_SHOWN = 8
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("run_spec", metavar="[RUN]", required=False)
+@click.argument("run_spec", metavar="[RUN]", required=False, shell_complete=_complete.runs)
 @_runs_dir_option
 @_guildfile_option
 def watch(run_spec: str | None, runs_dir: Path | None, guildfile: Path | None) -> None:

@@ -103,14 +103,15 @@ function saveHash() {
 
 // --- the runs table ---
 const COLUMNS = [
-  { key: 'id', title: 'run', get: r => r.id, cls: 'id' },
+  { key: 'id', title: 'id', get: r => r.id, cls: 'id' },  // as compare names it (flag 'id' is 'id (flag)')
   { key: 'op', title: 'op', get: r => r.op },
   { key: 'status', title: 'status', get: r => r.status, show: r => r.progress ? [statusBadge(r.status), ' ' + r.progress] : statusBadge(r.status) },
   { key: 'label', title: 'label', get: r => r.label || null },
   { key: 'started', title: 'started', get: r => r.started || r.created, show: r => fmtTime(r.started || r.created) },
   { key: 'time', title: 'time', get: r => r.time, show: r => fmtDur(r.time), num: true },
-  ...D.flag_cols.map(k => ({ key: 'flag:' + k, title: k, kind: 'flag', get: r => (r.is_batch ? null : r.flags[k]), num: true })),
-  ...D.scalar_keys.map(k => ({ key: 'scalar:' + k, title: k, kind: 'scalar', get: r => (r.scalars[k] ? r.scalars[k].last : null), num: true })),
+  // Titles as compare's header names them (a scalar named like a flag: `loss (scalar)`).
+  ...D.flag_cols.map(k => ({ key: 'flag:' + k, title: (D.flag_titles || {})[k] || k, kind: 'flag', get: r => (r.is_batch ? null : r.flags[k]), num: true })),
+  ...D.scalar_keys.map(k => ({ key: 'scalar:' + k, title: (D.scalar_titles || {})[k] || k, kind: 'scalar', get: r => (r.scalars[k] ? r.scalars[k].last : null), num: true })),
 ];
 
 function compare(a, b) {
@@ -229,15 +230,17 @@ function renderTable() {
   }
 }
 
+// Counted as `guildlite runs` lists them: every run, a batch or a pipeline too, is one.
 function renderSummary() {
+  const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
   const batches = RUNS.filter(r => r.is_batch).length;
   const pipes = RUNS.filter(r => r.is_pipeline).length;
   const counts = {};
-  for (const r of RUNS) if (!isParent(r)) counts[r.status] = (counts[r.status] || 0) + 1;
+  for (const r of RUNS) counts[r.status] = (counts[r.status] || 0) + 1;
+  const kinds = [batches ? plural(batches, 'batch', 'batches') : null, pipes ? plural(pipes, 'pipeline', 'pipelines') : null];
   const parts = Object.entries(counts).map(([s, n]) => `${n} ${s}`).join(', ');
-  document.getElementById('summary').textContent =
-    `${RUNS.length - batches - pipes} runs` + (batches ? `, ${batches} batch${batches > 1 ? 'es' : ''}` : '')
-    + (pipes ? `, ${pipes} pipeline${pipes > 1 ? 's' : ''}` : '') + (parts ? ` (${parts})` : '');
+  document.getElementById('summary').textContent = plural(RUNS.length, 'run', 'runs')
+    + (batches || pipes ? ` (${kinds.filter(Boolean).join(', ')})` : '') + (parts ? `: ${parts}` : '');
   if (D.runs_dir) document.getElementById('summary').title = D.runs_dir;
 }
 
@@ -280,22 +283,66 @@ async function drawCurves() {
   for (const key of keys) {
     const div = el('div', { class: 'plot curve', 'data-key': key });
     box.append(div);
-    const traces = runs.filter(r => r.series[key]).map(r => {
-      const s = r.series[key];
-      return {
-        type: 'scatter', mode: s.step.length <= 40 ? 'lines+markers' : 'lines', name: plotText(runName(r)),
-        x: s.step, y: s.value, line: { color: colorOf(r.id), width: 1.6 }, marker: { size: 4 },
-        customdata: s.step.map(() => r.id), hovertemplate: 'step %{x}: %{y:.5g}<extra>%{fullData.name}</extra>',
-      };
-    });
+    const traces = runs.filter(r => r.series[key]).flatMap(r => attemptTraces(r, r.series[key]));
+    const steps = traces.flatMap(t => t.x);
     done.push(Plotly.newPlot(div, traces, {
       title: { text: plotText(key), font: { size: 13 }, x: 0.01, xanchor: 'left' },
       height: 250, margin: { l: 55, r: 10, t: 30, b: 36 },
-      xaxis: { title: { text: 'step' }, zeroline: false }, yaxis: { type: logy ? 'log' : 'linear', zeroline: false },
+      xaxis: { title: { text: 'step' }, zeroline: false, ...wholeTicks(steps) },
+      yaxis: { type: logy ? 'log' : 'linear', zeroline: false },
       showlegend: true, legend: { font: { size: 10 } }, hovermode: 'closest',
-    }, PLOT_CONFIG).then(gd => { gd.on('plotly_click', ev => openRun(ev.points[0].customdata)); }));
+    }, PLOT_CONFIG).then(gd => {
+      gd.on('plotly_click', ev => openRun(ev.points[0].customdata));
+      keepWholeTicks(gd, isWhole(steps) ? ['xaxis'] : []);
+    }));
   }
   await Promise.all(done);
+}
+
+// A restarted run's series comes in parts (``restarts``: where each later attempt's begins, see
+// _view_data.read_series): each part is a line of its own, earlier attempts dotted, so the curve
+// never runs back to the step the run resumed from. One legend entry per run.
+function attemptTraces(r, s) {
+  const cuts = [0, ...(s.restarts || []), s.step.length];
+  const name = plotText(runName(r));
+  const traces = [];
+  for (let i = 0; i + 1 < cuts.length; i++) {
+    const last = i + 2 === cuts.length;
+    const x = s.step.slice(cuts[i], cuts[i + 1]);
+    traces.push({
+      type: 'scatter', mode: s.step.length <= 40 ? 'lines+markers' : 'lines', name, legendgroup: r.id, showlegend: last,
+      x, y: s.value.slice(cuts[i], cuts[i + 1]), customdata: x.map(() => r.id), opacity: last ? 1 : 0.6,
+      line: { color: colorOf(r.id), width: last ? 1.6 : 1.2, dash: last ? 'solid' : 'dot' }, marker: { size: 4 },
+      hovertemplate: 'step %{x}: %{y:.5g}<extra>%{fullData.name}' + (last ? '' : ' (earlier attempt)') + '</extra>',
+    });
+  }
+  return traces;
+}
+
+// Whole-number values (steps, an integer flag) get whole-number ticks. Plotly puts ticks between
+// them (0, 0.5, 1...) when the axis spans a few units only: such a span is ticked by 1; over a
+// wider one plotly's own spacing is 2 or more (it makes at most 10 ticks), so it is left to it.
+function isWhole(values) { return values.length > 0 && values.every(v => v == null || Number.isInteger(v)); }
+function wholeTicks(values, range) {
+  if (!range && !isWhole(values)) return {};
+  let [lo, hi] = range || [Infinity, -Infinity];
+  if (!range) for (const v of values) if (v != null) { lo = Math.min(lo, v); hi = Math.max(hi, v); }  // no spread: 100k points
+  return hi - lo <= 10 ? { tickmode: 'linear', tick0: 0, dtick: 1 } : { tickmode: 'auto', tick0: null, dtick: null };
+}
+// ...and keep them so as the user zooms (AXES: the layout names of the whole-number axes).
+function keepWholeTicks(gd, axes) {
+  if (!axes.length) return;
+  gd.on('plotly_relayout', () => {
+    const update = {};
+    for (const ax of axes) {
+      if (!gd.layout[ax] || !Array.isArray(gd.layout[ax].range)) continue;
+      const want = wholeTicks([], gd.layout[ax].range);
+      if ((gd.layout[ax].tickmode || 'auto') !== want.tickmode) {
+        for (const [k, v] of Object.entries(want)) update[ax + '.' + k] = v;
+      }
+    }
+    if (Object.keys(update).length) Plotly.relayout(gd, update);
+  });
 }
 
 // --- the run panel ---
@@ -346,6 +393,11 @@ async function openRun(id) {
     panel.append(el('h3', null, 'Error'),
       el('pre', { class: 'err' }, r.error.message ? where + r.error.message : JSON.stringify(r.error, null, 2)));
   }
+  const notes = (r.notes || []).filter(n => n && typeof n.text === 'string');
+  if (notes.length) {  // `guildlite note RUN "text"`, oldest first
+    panel.append(el('h3', null, 'Notes'), el('table', { class: 'notes' }, notes.map(n =>
+      el('tr', null, el('td', { class: 'k' }, fmtTime(n.time)), el('td', { class: 'note-text' }, n.text)))));
+  }
   const flags = Object.entries(r.flags || {});
   if (flags.length) panel.append(el('h3', null, 'Flags'), kv(flags.map(([k, v]) => [k, fmt(v)])));
   const sc = Object.entries(r.scalars || {});
@@ -388,6 +440,7 @@ function batchSection(panel, b) {
   panel.append(el('h3', null, `Trials (${trials.length})`),
     el('div', { class: 'controls' }, Object.entries(counts).map(([s, n]) => [statusBadge(s), ' ' + n]),
       trials.length ? el('button', { type: 'button', onclick: () => plotOnly(trials) }, 'plot their curves') : null));
+  const random = b.random || {};
   const keys = D.scalar_keys.filter(k => trials.some(t => t.scalars[k]));
   if (!keys.length) { panel.append(el('div', { class: 'empty' }, 'No trial has scalars yet.')); return []; }
   const metric = el('select', { 'aria-label': 'metric' }, keys.map(k => el('option', { value: k }, k)));
@@ -398,13 +451,13 @@ function batchSection(panel, b) {
   if (hash.get('plot') === 'parcoords') mode.value = 'parcoords';
   const div = el('div', { class: 'plot batch-plot' });
   panel.append(el('div', { class: 'controls' }, 'final', metric, 'by flag:', mode), div);
-  const redraw = () => { Plotly.purge(div); return drawBatch(div, trials, metric.value, mode.value); };
+  const redraw = () => { Plotly.purge(div); return drawBatch(div, trials, metric.value, mode.value, random); };
   metric.addEventListener('change', redraw);
   mode.addEventListener('change', redraw);
   return [redraw()];
 }
 
-function drawBatch(div, trials, metric, mode) {
+function drawBatch(div, trials, metric, mode, random) {
   const ts = trials.filter(t => t.scalars[metric] && t.scalars[metric].last != null);
   const names = [...new Set(ts.flatMap(t => Object.keys(t.flags)))];
   let varying = names.filter(n => new Set(ts.map(t => JSON.stringify(t.flags[n]))).size > 1);
@@ -429,30 +482,37 @@ function drawBatch(div, trials, metric, mode) {
       { height: 300, margin: { l: 50, r: 70, t: 40, b: 20 } }, PLOT_CONFIG);
   }
   const cols = Math.min(varying.length, 2), rows = Math.ceil(varying.length / cols);
+  const whole = [];  // the numeric axes of whole-number flags
   const traces = [], layout = {
     height: 70 + rows * 190, margin: { l: 55, r: 10, t: 20, b: 40 }, showlegend: false, hovermode: 'closest',
     grid: { rows, columns: cols, pattern: 'independent', ygap: 0.35, xgap: 0.15 },
   };
   varying.forEach((n, i) => {
     const ax = i ? String(i + 1) : '';
-    // A numeric flag with many values gets a numeric axis (log when it spans decades), with few
-    // values (a grid) a category axis in numeric order; other flags a category axis.
+    // A numeric flag drawn at random (uniform, loguniform, randint), or with many values, gets a
+    // numeric axis (log for loguniform, or when it spans decades); with few values (a grid, a
+    // choice) a category axis in numeric order; other flags a category axis.
     const values = [...new Set(ts.map(t => t.flags[n]))];
-    const num = numeric(n) && values.length > 8;
+    const drawn = random[n] && random[n] !== 'choice';
+    const num = numeric(n) && (drawn || values.length > 8);
     const order = numeric(n) ? values.sort((a, b) => a - b).map(fmt) : values.map(fmt).sort();
     const xs = ts.map(t => (num ? t.flags[n] : fmt(t.flags[n])));
-    const logx = num && xs.every(v => v > 0) && Math.max(...xs) / Math.min(...xs) >= 100;
+    const logx = num && xs.every(v => v > 0) && (random[n] === 'loguniform' || Math.max(...xs) / Math.min(...xs) >= 100);
+    if (num && !logx && isWhole(xs)) whole.push('xaxis' + ax);
     traces.push({
       type: 'scatter', mode: 'markers', x: xs, y, xaxis: 'x' + ax, yaxis: 'y' + ax, customdata: ids,
       marker: { size: 9, color: y, colorscale: 'Viridis', line: { width: 0.5, color: '#333' } },
       hovertemplate: plotText(n) + ' %{x}<br>' + plotText(metric) + ' %{y:.5g}<extra>%{customdata}</extra>',
     });
-    layout['xaxis' + ax] = num ? { title: { text: plotText(n) }, type: logx ? 'log' : 'linear' }
+    layout['xaxis' + ax] = num ? { title: { text: plotText(n) }, type: logx ? 'log' : 'linear', ...(logx ? {} : wholeTicks(xs)) }
       : { title: { text: plotText(n) }, type: 'category', categoryorder: 'array', categoryarray: order.map(plotText),
           range: [-0.5, order.length - 0.5] };
     layout['yaxis' + ax] = { title: { text: i % cols === 0 ? plotText(metric) : '' } };
   });
-  return Plotly.newPlot(div, traces, layout, PLOT_CONFIG).then(gd => { gd.on('plotly_click', ev => openRun(ev.points[0].customdata)); });
+  return Plotly.newPlot(div, traces, layout, PLOT_CONFIG).then(gd => {
+    gd.on('plotly_click', ev => openRun(ev.points[0].customdata));
+    keepWholeTicks(gd, whole);
+  });
 }
 
 // --- wiring ---

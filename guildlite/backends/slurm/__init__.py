@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ..._errors import GuildliteError
-from .. import Backend, CliOption, JobState
+from .. import Backend, CheckLine, CliOption, JobState
 from .options import SlurmOptions, check_value
 
 if TYPE_CHECKING:
@@ -50,9 +50,9 @@ class SlurmBackend(Backend):
             raise GuildliteError(f"operation '{op.name}' uses launcher python (one process): nodes must be 1",
                                  exit_code=2)
 
-    def check(self) -> list[str]:
+    def check(self) -> Sequence[str | CheckLine]:
         found = {c: shutil.which(c) for c in ("sbatch", "squeue", "scancel", "sacct")}
-        return [f"slurm: {c}: {where or 'not found on PATH'}" for c, where in found.items()]
+        return [CheckLine(f"slurm: {c}: {where or 'not found on PATH'}", ok=where is not None) for c, where in found.items()]
 
     def plan_slots(self, op: OpDef, parallel: int | None, n_trials: int, gpus: str | None) -> list[Slot]:
         """Jobs in SLURM's queue at once: ``parallel``, default every trial (SLURM schedules them)."""
