@@ -1,6 +1,7 @@
 """guildlite: tracked, file-based ML runs launched with torchrun, with batches and plugins.
 
-The names here are the public API for plugin authors and training scripts; everything in the
+The names here are the public API for plugin authors, training scripts and notebooks (``runs``,
+``runs_frame``: read runs as ``RunInfo`` snapshots); everything in the
 underscored modules may change. They are imported on first use, so ``import guildlite`` (and the
 CLI's start-up) stays cheap.
 """
@@ -14,8 +15,10 @@ from ._errors import FlagError, GuildfileError, GuildliteError, PluginError, Run
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from ._api import runs, runs_frame
     from ._batchspec import BatchDistribution, BatchValues
     from ._plugins import Plugin, StopRun, hook
+    from ._runinfo import Note, RunInfo, Scalar
     from ._runview import Run
     from ._scalars import log_scalars
 
@@ -27,6 +30,11 @@ _LAZY = {
     "hook": "._plugins",
     "Run": "._runview",
     "log_scalars": "._scalars",
+    "runs": "._api",
+    "runs_frame": "._api",
+    "RunInfo": "._runinfo",
+    "Scalar": "._runinfo",
+    "Note": "._runinfo",
 }
 
 
@@ -46,12 +54,17 @@ __all__ = [
     "FlagError",
     "GuildfileError",
     "GuildliteError",
+    "Note",
     "Plugin",
     "PluginError",
     "Run",
+    "RunInfo",
     "RunNotFoundError",
+    "Scalar",
     "StopRun",
     "__version__",
     "hook",
     "log_scalars",
+    "runs",
+    "runs_frame",
 ]

@@ -43,7 +43,7 @@ def plan_trials(
             for name in names:
                 v = values[name]
                 if isinstance(v, Random):
-                    trial[name] = _coerce(defs, name, v.sample(rng))
+                    trial[name] = coerce_sampled(defs, name, v.sample(rng))
                 elif isinstance(v, Grid):
                     trial[name] = rng.choice(v.values)
                 else:
@@ -68,7 +68,8 @@ def count_trials(values: Mapping[str, FlagValue], max_trials: int | None = None)
     return n if max_trials is None else min(n, max_trials)
 
 
-def _coerce(defs: Mapping[str, FlagDef], name: str, value: Any) -> Any:
+def coerce_sampled(defs: Mapping[str, FlagDef], name: str, value: Any) -> Any:
+    """A sampled value as a trial's flag: the flag's type, a float to 6 significant digits."""
     # Six significant digits keep trial flags readable (lr=0.000316228, not 0.00031622776601683794),
     # unless rounding would step outside the flag's range.
     flag = defs.get(name)

@@ -12,6 +12,8 @@ Priorities (lower runs first; user plugins default to 100):
   job's TensorBoard event files and Lightning ``metrics.csv`` (``_logfiles``), into ``scalars.jsonl``
   (what the live capture of the run's owner did not already take), so user plugins' on_run_end
   already sees them.
+- ``Pruning`` 10 (``_pruning``), on_run_progress: joins a session that runs the trials of a batch
+  whose search prunes; stops a trial as ``pruned`` when the batch's study says so.
 """
 
 from __future__ import annotations

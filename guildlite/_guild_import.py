@@ -22,7 +22,6 @@ import errno
 import json
 import os
 import shutil
-import stat
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +34,7 @@ from ._guild_runs import GuildRun, NotImportable, guild_runs_dir, read_run, run_
 from ._lock import file_lock
 from ._record import run_ids
 from ._run import Run
+from ._runcopy import copy_into
 from ._runfiles import RunFileError, open_file
 from ._store import STAGING_PREFIX, publish, read_record
 from ._tfevents import read_all
@@ -285,17 +285,7 @@ def _copy_file(base: Path, rel: str, target: Path, max_size: int, skipped: list[
         if size > max_size:
             skipped.append({"path": rel, "reason": f"{size} bytes, over the limit of {max_size} (--max-file-size)"})
             return False
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        with os.fdopen(fd, "wb") as out:
-            left = size  # what fstat said: a file that grows while copied is cut there
-            while left > 0:
-                chunk = f.read(min(left, 1 << 20))
-                if not chunk:
-                    break
-                out.write(chunk)
-                left -= len(chunk)
-        mode = os.fstat(f.fileno()).st_mode
-    os.chmod(target, stat.S_IMODE(mode) & 0o755 | 0o600)
+        copy_into(f, size, os.fstat(f.fileno()).st_mode, target)
     return True
 
 

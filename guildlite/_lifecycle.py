@@ -12,7 +12,7 @@ import os
 import shutil
 import signal
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from ._config_file import verify as verify_config
 from ._disk import describe, full_message, full_reason, is_full
@@ -22,6 +22,7 @@ from ._launch import flag_env, launch_argv, rank_exit_code, without_rank_env
 from ._needed import check_staged
 from ._parents import VirtualParents
 from ._plugins import Dispatcher, HookFailed, Plugin
+from ._pruning import join as join_pruning
 from ._queue import RunQueue
 from ._reach import unreached as flags_unreached
 from ._requires import Resolved
@@ -29,10 +30,12 @@ from ._run import Run, load_run
 from ._runconfig import RunConfig
 from ._runlive import LiveRuns
 from ._scheduler import Scheduler
+from ._search import Search
 from ._slots import Slot
 from ._staging import new_run, publish, stage_source, staging
-from ._status import end_of_batch, job_end, move
+from ._status import DONE, end_of_batch, job_end, move
 from ._store import reset_end
+from ._study import search_spec
 from ._supervisor import hand_over, write_launch
 from ._terminal import printable
 
@@ -64,6 +67,7 @@ class Session(VirtualParents):
         self.stopping: int | None = None
         self.progress: Callable[[str, Run], None] = lambda event, run: None
         self.parent: Run | None = None  # the pipeline whose step this session runs (``_pipeline``)
+        self.trial_ended: Callable[[Run], None] | None = None  # a batch's search, told each trial's end
 
     # --- signals ---------------------------------------------------------------------------------
 
@@ -199,7 +203,7 @@ class Session(VirtualParents):
         return job
 
     def finish(self, run: Run, code: int, job: Launched) -> None:
-        """Record a job's exit (``_status.job_end``): completed, error, or terminated (stopped)."""
+        """Record a job's exit (``_status.job_end``): completed, error, terminated (stopped) or pruned."""
         if code != 0:  # torchrun reports any failure as 1: the failing script's own code is better
             code = rank_exit_code(run.paths.rank_exits) or code
         stopped_by = self.live.finish(run, drain=not job.end_hooks_ran)  # the last scalars; a hook's StopRun
@@ -207,7 +211,7 @@ class Session(VirtualParents):
         stopped = job.signalled is not None or run.paths.stop_request.exists()
         status, exit_code, error = job_end(code, stopped=stopped, failure=job.error_message)
         if stopped_by is not None and job.error_message is None:
-            status, error = "terminated", stopped_by
+            status, error = stopped_by
         self.end(run, status, exit_code, error=error, hooks=not job.end_hooks_ran)
 
     def end(
@@ -229,6 +233,8 @@ class Session(VirtualParents):
         run.release()  # after the end is written: until then a reader must see its owner alive
         if failed:
             self.unrecorded[run.id] = failed
+        if run.is_trial and self.trial_ended is not None:
+            self.trial_ended(run)  # it says, never raises, what it cannot record: the run's end is
         self.progress("end", run)
 
     def _save_end(self, run: Run) -> str | None:
@@ -259,8 +265,9 @@ class Session(VirtualParents):
 
     # --- whole invocations -----------------------------------------------------------------------
 
-    def run(self, runs: Sequence[Run], slots: Sequence[Slot], fail_fast: bool = False) -> None:
-        """Launch staged runs on ``slots``, in order, as slots free up; wait for all to end."""
+    def run(self, runs: Iterable[Run], slots: Sequence[Slot], fail_fast: bool = False) -> None:
+        """Launch staged runs on ``slots``, in order, as slots free up (each drawn from ``runs``
+        when a slot is free: a search stages its next trial then); wait for all to end."""
 
         def finish(run: Run, code: int, job: Launched) -> None:
             self.finish(run, code, job)
@@ -294,10 +301,21 @@ class Session(VirtualParents):
             raise GuildliteError(f"the end of run(s) {ids} could not be recorded: {next(iter(self.unrecorded.values()))}")
 
     def _run_trials(self, batch: Run, trials: Sequence[Run], slots: Sequence[Slot], fail_fast: bool) -> None:
+        join_pruning(self.hooks, batch)  # the built-in Pruning, when the batch's search prunes
         def go() -> str | None:
-            self.run(trials, slots, fail_fast=fail_fast)
+            items: Iterable[Run] = trials
+            search = None
+            if search_spec(batch) is not None:  # its study told each end; an optimizer's trials drawn as slots free
+                search = Search(batch, lambda flags: self.stage(flags, parent=batch), self.cfg.op.flags, self.log)
+                self.trial_ended = search.ended
+                held = lambda: self.stopping is not None or bool(self.scheduler and self.scheduler.hold)  # noqa: E731
+                items = search.trials(trials, held)
+            try:
+                self.run(items, slots, fail_fast=fail_fast)
+            finally:
+                self.trial_ended = None
             _, error = end_of_batch(batch, stopped=False)
-            return None if error is None else error["message"]
+            return search.failure if search is not None and search.failure else None if error is None else error["message"]
 
         self.run_children(batch, go)
 
@@ -340,7 +358,7 @@ class Session(VirtualParents):
     def prepare_restart(self, run: Run, flags: dict[str, Any] | None) -> list[Run]:
         """What ``--restart`` does, for a run and a batch, before anything starts again: the run
         (with ``flags``) staged again in its own dir; a batch with its trials that did not complete
-        (its completed ones stay as they are). The trials to start, [] for a run."""
+        (its completed and pruned ones, ``_status.DONE``, stay). The trials to start, [] for a run."""
         with self._invocation():
             if run.status in ("pending", "running"):
                 raise GuildliteError(f"run {run.id} is {run.status}: stop it before restarting it", exit_code=2)
@@ -351,7 +369,7 @@ class Session(VirtualParents):
             for f in dataclasses.fields(fresh):
                 if not f.name.startswith("_") and f.name not in ("pid", "pid_start", "host"):  # now ours
                     setattr(run, f.name, getattr(fresh, f.name))
-            trials = [t for t in run.trials if t.status != "completed"] if run.is_batch else []
+            trials = [t for t in run.trials if t.status not in DONE] if run.is_batch else []
             self.reopen(run, flags)
             for t in trials:
                 t._parent = run
@@ -392,10 +410,6 @@ class Session(VirtualParents):
             others = [r for r in self._open.values() if r is not run]
             hand_over(run, others)
             self._open.clear()
-
-    def restart(self, run: Run, flags: dict[str, Any] | None, slots: Sequence[Slot], fail_fast: bool = False) -> Run:
-        """Run ``run`` again in its own directory; a batch re-runs only its trials that did not complete."""
-        return self.start(run, slots, fail_fast, self.prepare_restart(run, flags))
 
     def run_batch(
         self,

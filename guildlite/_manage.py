@@ -1,4 +1,4 @@
-"""Changing runs: delete to the trash, restore, purge, label, tag, stop."""
+"""Changing runs: delete to the trash, restore, purge, remove, label, tag, stop."""
 
 from __future__ import annotations
 
@@ -57,6 +57,16 @@ def purge(runs: Sequence[Run]) -> list[Run]:
     """Delete trashed runs for good."""
     for r in runs:
         _run_dir_name(r, in_trash=True)
+        shutil.rmtree(r.run_dir)
+    return list(runs)
+
+
+def remove(runs: Sequence[Run]) -> list[Run]:
+    """Delete runs from the runs dir for good, not to the trash (``runs export --move``, once the
+    export holds them)."""
+    for r in runs:
+        _run_dir_name(r, in_trash=False)
+    for r in runs:
         shutil.rmtree(r.run_dir)
     return list(runs)
 

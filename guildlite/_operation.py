@@ -30,11 +30,14 @@ from ._run import Run
 from ._runconfig import RunConfig
 from ._runs_dir import default_runs_dir, option_runs_dir
 from ._script_op import is_script
+from ._search import check_budget, first_values, plan_search, with_budget
 from ._slots import Slot
+from ._status import DONE, ENDED
 from ._supervisor import read_launch
 from ._upstream import pin, recorded_picks, split_assignments
 
 if TYPE_CHECKING:
+    from ._study import SearchSpec
     from .backends import Backend
 
 BATCH_CONFIRM_THRESHOLD = 1000  # larger batches ask first
@@ -57,8 +60,8 @@ class Plan:
 
     @property
     def command(self) -> list[str]:
-        """The command line of the (first) job, for display."""
-        flags = self.trials[0] if self.trials else self.flags
+        """The command line of the (first) job, for display (a search: a job of its first values)."""
+        flags = self.trials[0] if self.trials else first_values(self.flags)  # a search: its first values
         return job_command(self.config.op, flags, self.config.nproc)
 
 
@@ -92,6 +95,7 @@ def plan_run(
     gpus: str | None = None,
     max_trials: int | None = None,
     seed: int | None = None,
+    search: SearchSpec | None = None,
     plugin_names: Sequence[str] = (),
     echo: bool = True,
     backend: str | None = None,
@@ -146,22 +150,27 @@ def plan_run(
     batch = is_batch(values) or bool(dims)
     if needed and batch:
         raise GuildliteError("--needed applies to single runs, not to a batch", exit_code=2)
+    search = plan_search(search, values, batch, bool(dims)) if search is not None else None
+    proposed = search is not None and search.optimizer is not None  # trials proposed as slots free, none planned
     if batch:
-        n = count_trials({**dims, **values}, max_trials)
+        n = (search.max_trials or 0) if search is not None and proposed else count_trials({**dims, **values}, max_trials)
         if n > MAX_TRIALS:
             raise GuildliteError(f"{n:,} trials is more than guildlite plans ({MAX_TRIALS:,}); use --max-trials",
                                  exit_code=2)
         if n > BATCH_CONFIRM_THRESHOLD and confirm is not None and not confirm(n):
             raise GuildliteError("cancelled", exit_code=1)
-    planned = plan_trials(op.flags, {**dims, **values}, max_trials=max_trials, seed=seed) if batch else None
+    planned = plan_trials(op.flags, {**dims, **values}, max_trials=max_trials, seed=seed) if batch and not proposed \
+        else [] if proposed else None
     trials = [{k: v for k, v in t.items() if k not in dims} for t in planned] if planned is not None else None
-    for flags in (trials or [values])[:1000]:  # a flag that cannot be encoded (a positional None) fails here
+    for flags in (trials or [first_values(values)])[:1000]:  # a flag that cannot be encoded (a positional None) fails here
         job_command(op, flags, nproc)
     name = backend if backend is not None else op.backend or guildfile.backend  # `--backend=` names none
+    from .backends import make as make_backend
+
     engine = make_backend(name, guildfile, op, backend_options)
     engine.check_op(op, nproc)
     cap = _max_concurrent(max_concurrent, guildfile, op, engine)
-    slots = engine.plan_slots(op, parallel if batch else None, len(trials or []), gpus)
+    slots = engine.plan_slots(op, parallel if batch else None, n if proposed else len(trials or []), gpus)
     given = {k: v for k, v in (backend_options or {}).get(name, {}).items() if v is not None}
     launch = {"guildfile": str(guildfile.path), "op": op.name, "plugin_names": list(plugin_names), "backend": name,
               "backend_options": given, "parallel": parallel, "gpus": gpus, "fail_fast": fail_fast,
@@ -187,8 +196,9 @@ def plan_run(
         max_concurrent=cap,
     )
     batch_flags, flag_dims = batch_spec(values)
-    info = {"trials": len(trials or []), "max_trials": max_trials, "seed": seed, "parallel": len(slots),
-            "dims": flag_dims, **({"upstream": {k: list(v.values) for k, v in dims.items()}} if dims else {})}
+    info = {"trials": n if proposed else len(trials or []), "max_trials": max_trials, "seed": seed, "parallel": len(slots),
+            "dims": flag_dims, **({"upstream": {k: list(v.values) for k, v in dims.items()}} if dims else {}),
+            **({"search": search.to_dict()} if search is not None else {})}
     return Plan(config, plugins, values, trials, batch_flags, info, slots, () if staged else _warnings(config),
                 trial_requires if per_trial else None)
 
@@ -242,37 +252,6 @@ def _max_concurrent(given: int | None, guildfile: Guildfile, op: OpDef, engine: 
     return cap
 
 
-def make_backend(name: str, guildfile: Guildfile, op: OpDef,
-                 given: Mapping[str, Mapping[str, Any]] | None = None) -> Backend:
-    """Backend ``name`` with its options: its guildfile section, the op's, then the command line's
-    (``given``: options by backend name; one given for another backend is an error)."""
-    from .backends import OptionError, get
-
-    cls = get(name)
-    own = {o.flag for o in cls.cli_options}  # a flag several backends declare is given to each
-    foreign: dict[str, list[str]] = {}  # flags given that only other backends have -> those backends
-    for other, opts in (given or {}).items():
-        if other != name:
-            flags = {o.key: o.flag for o in get(other).cli_options}
-            for flag in (flags.get(k, k) for k, v in opts.items() if v is not None):
-                if flag not in own:
-                    foreign.setdefault(flag, []).append(other)
-    if foreign:
-        flag, others = next(iter(foreign.items()))
-        raise GuildliteError(f"--{flag} is an option of backend {', '.join(others)}; this run's backend is {name}"
-                             f" (--backend {others[0]}, or a 'backend:' in the guildfile)", exit_code=2)
-    mine = {k: v for k, v in (given or {}).get(name, {}).items() if v is not None}
-    try:
-        cli = cls.parse_section(mine, "the command line")
-    except OptionError as e:
-        raise GuildliteError(f"--{e.key}: {e}", exit_code=2) from None
-    try:
-        options = cls.make_options(guildfile.backend_sections.get(name), op.backend_sections.get(name), cli)
-    except (TypeError, ValueError) as e:
-        raise GuildliteError(f"backend {name}: {e}", exit_code=2) from None
-    return cls(options)
-
-
 def execute(plan: Plan, stage_only: bool = False, fail_fast: bool = False, session: Session | None = None,
             detach: bool = False) -> Run:
     """Run a plan to its end, stage it, or (``detach``) stage it and hand it over to a detached
@@ -313,7 +292,7 @@ def _recorded_picks(run: Run, op: OpDef, assignments: Sequence[str]) -> list[str
     for those ``assignments`` pick anew; a batch's: its unfinished trials', which must agree."""
     if not run.is_batch:
         return recorded_picks(op, run.requires, assignments)
-    picks = {tuple(recorded_picks(op, t.requires, ())) for t in run.trials if t.status != "completed"}
+    picks = {tuple(recorded_picks(op, t.requires, ())) for t in run.trials if t.status not in DONE}
     if len(picks) > 1:
         raise GuildliteError(f"the trials of batch {run.id} used different upstream runs: restart them one by one"
                              " (guildlite run --restart TRIAL)", exit_code=2)
@@ -342,6 +321,7 @@ def restart(
     detach: bool = False,
     max_concurrent: int | None = None,
     staged: bool = False,
+    max_trials: int | None = None,
 ) -> Restart:
     """Validate a restart of ``run`` (flags overridden by ``assignments``) and return what runs it.
 
@@ -349,7 +329,9 @@ def restart(
     detached supervisor). It runs where and as the run was launched (its launch file: backend and
     its command-line options, plugins, parallel, GPUs, max-concurrent), unless told otherwise here.
     ``staged``: start it as it was staged instead (``start``), nothing staged again.
+    ``max_trials``: a search's trial budget, all trials counted (more: the search goes on).
     """
+    check_budget(run, max_trials)
     if run.is_batch and assignments:
         raise GuildliteError("a batch restart re-runs its unfinished trials as they were: it takes no flags", exit_code=2)
     if run.is_trial and run.parent is not None and run.parent.status in ("pending", "running"):
@@ -387,7 +369,8 @@ def restart(
                                   plan.config.launch.get("gpus"))
     echo = echo and not detach and (not run.is_batch or len(slots) == 1)
     session = Session(dataclasses.replace(plan.config, echo=echo), plan.plugins)
-    return Restart(session, run, None if run.is_batch else dict(plan.flags), slots, fail_fast, detach, staged)
+    return Restart(session, run, None if run.is_batch else dict(plan.flags), slots, fail_fast, detach, staged,
+                   max_trials)
 
 
 def start(run: Run, *, guildfile: Callable[[], Guildfile], **options: Any) -> Restart:
@@ -397,8 +380,7 @@ def start(run: Run, *, guildfile: Callable[[], Guildfile], **options: Any) -> Re
     ``restart``) say otherwise. It takes its place in this machine's queue like any run.
     GuildliteError (exit 2) for a run that is not staged, or a trial (its batch starts it)."""
     if run.status != "staged":
-        how = "guildlite run --restart runs it again" if run.status in ("completed", "error", "terminated") else \
-            "it was started already"
+        how = "guildlite run --restart runs it again" if run.status in ENDED else "it was started already"
         raise GuildliteError(f"run {run.id} is {run.status}, not staged: --start starts a run staged with --stage"
                              f" ({how})", exit_code=2)
     if run.is_trial:
@@ -421,13 +403,15 @@ class Restart:
     fail_fast: bool
     detach: bool = False
     staged: bool = False
+    max_trials: int | None = None  # a search's new trial budget
 
     def execute(self) -> Run:
         if self.staged:
             return self._start()
+        trials = self.session.prepare_restart(self.run, self.flags)
+        with_budget(self.run, self.max_trials)
         if not self.detach:
-            return self.session.restart(self.run, self.flags, self.slots, self.fail_fast)
-        self.session.prepare_restart(self.run, self.flags)
+            return self.session.start(self.run, self.slots, self.fail_fast, trials)
         if self.run.status == "staged":
             self.run.claim()
             self.session.hand_over(self.run)

@@ -25,11 +25,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 class StopRun(Exception):
     """Raise from ``on_run_staged`` or ``on_run_begin`` to veto the run with a reason, or from
-    ``on_run_progress`` to stop it (gracefully, as ``guildlite stop`` does: ``terminated``)."""
+    ``on_run_progress`` to stop it (gracefully, as ``guildlite stop`` does: ``terminated``; with
+    ``pruned=True``: ``pruned``, judged not worth finishing, which a batch counts as done).
+    ``pruned`` applies to ``on_run_progress`` only: a veto before the start is a veto."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, pruned: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.pruned = pruned
 
 
 def hook(priority: int) -> Callable[[F], F]:
@@ -104,9 +107,11 @@ STOP_GRACE = 3.0
 
 
 class HookFailed(Exception):
-    """A staged/begin hook vetoed, raised, timed out or was interrupted: the run must not launch.
+    """A staged/begin hook vetoed, raised, timed out or was interrupted: the run must not launch;
+    or an ``on_run_progress`` hook stopped the run.
 
-    ``status`` is the run's: ``error``, or ``terminated`` when a stop interrupted the hook.
+    ``status`` is the run's: ``error``, or ``terminated`` when a stop interrupted the hook, or
+    ``pruned`` when an ``on_run_progress`` hook's ``StopRun`` said so.
     """
 
     def __init__(self, plugin: str, hook_name: str, message: str, veto: bool, status: str = "error") -> None:
@@ -124,6 +129,7 @@ class _Outcome:
     veto: bool = False
     stopped: bool = False
     ours: bool = False
+    pruned: bool = False
 
 
 def hook_timeout(plugin: Plugin, default: float) -> float:
@@ -214,7 +220,7 @@ class Dispatcher:
                 continue
             what = "vetoed the run" if out.veto else "failed"
             if progress and out.veto:
-                what = "stopped the run"
+                what = "pruned the run" if out.pruned else "stopped the run"
             self._log(f"guildlite: plugin {plugin.name}.{hook_name} {what}: {out.error}")
             if progress and not out.veto:
                 continue
@@ -223,7 +229,8 @@ class Dispatcher:
                 _append_log(run, f"guildlite: plugin {plugin.name}.{hook_name} {what}: {out.error}")
                 # The plugin's own words as they are; guildlite's say which plugin and hook.
                 msg = f"plugin {plugin.name} {hook_name} {out.error}" if out.ours else out.error
-                raise HookFailed(plugin.name, hook_name, msg, out.veto, "terminated" if out.stopped else "error")
+                status = "terminated" if out.stopped else "pruned" if progress and out.pruned else "error"
+                raise HookFailed(plugin.name, hook_name, msg, out.veto, status)
 
     def _call(self, plugin: Plugin, hook_name: str, run: StoredRun) -> _Outcome:
         hung = self._hung.get(id(plugin))
@@ -252,7 +259,7 @@ class Dispatcher:
         if changed:  # said in output.log too: a veto or an exception below is what run.plugins shows
             _append_log(run, f"guildlite: plugin {plugin.name}.{hook_name} {_read_only_message(changed)}")
         if isinstance(call.error, StopRun):
-            return _Outcome(text(call.error.reason), veto=True)
+            return _Outcome(text(call.error.reason), veto=True, pruned=getattr(call.error, "pruned", False) is True)
         if call.error is not None:  # a plugin's sys.exit() is its failure, not guildlite's exit
             _append_log(run, f"guildlite: plugin {plugin.name}.{hook_name} raised:\n{call.traceback}")
             return _Outcome(f"{type(call.error).__name__}: {text(call.error)}")

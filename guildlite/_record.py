@@ -14,7 +14,8 @@ import re
 from datetime import datetime
 from typing import Any, Callable
 
-STATUSES = ("staged", "pending", "running", "completed", "error", "terminated")
+# ``_status.STATES`` (the store sits below the status table and cannot import it; a test holds them equal)
+STATUSES = ("staged", "pending", "running", "completed", "error", "terminated", "pruned")
 MAX_BYTES = 64 << 20  # a record is a few KB; a batch of 100k trials ~3 MB
 MAX_DEPTH = 64  # nesting of objects and lists: guildlite writes < 8; keeps every reader off the recursion limit
 _ID = re.compile(r"[0-9]{8}T[0-9]{6}-[0-9a-f]{6}", re.ASCII)  # ``_files.new_run_id``

@@ -27,7 +27,7 @@ def _version() -> str:
 class Run:
     """A run, as plugins, scripts and inspect commands see it; ``run.json`` is its record.
 
-    ``status`` is one of staged, pending, running, completed, error, terminated. A run whose
+    ``status`` is one of staged, pending, running, completed, error, terminated, pruned. A run whose
     owning guildlite process is gone while the record still says pending/running is reported
     ``terminated`` on read, with ``error`` saying so: the record is never trusted blindly.
     Plugins may keep small JSON-serialisable data in ``attrs[<plugin name>]``; it is saved with
@@ -149,8 +149,9 @@ class Run:
         self._synced_attrs = snapshot_attrs(self.attrs)
 
 
-    def save(self) -> None:
-        """Write this Run's fields as the run's owner (``_store.owner_save``).
+    def save(self, only: tuple[str, ...] | None = None) -> None:
+        """Write this Run's fields as the run's owner (``_store.owner_save``); ``only``: just
+        those and ``attrs`` (while a job runs away from its owner, its node writes the others).
 
         Everything but ``label``, ``tags`` and ``notes`` (the inspect commands' fields, taken from disk here
         and never written) is the owner's; ``attrs`` are merged per plugin key: only the keys this
@@ -158,7 +159,7 @@ class Run:
         process (a backend's node) is not reverted. A record that is missing or unreadable is written
         whole from this Run.
         """
-        rec = owner_save(self.run_dir, self.to_record(), self._synced_attrs or {})
+        rec = owner_save(self.run_dir, self.to_record(), self._synced_attrs or {}, only)
         self.label, self.tags, self.notes = rec["label"], rec["tags"], rec.get("notes", [])
         self.attrs.clear()  # in place: a plugin may hold a reference to the dict
         self.attrs.update(rec["attrs"])

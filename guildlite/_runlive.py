@@ -1,6 +1,7 @@
 """What the process that owns runs does while their jobs run: capture their scalars as they arrive
 (``_live``), call ``on_run_progress`` (coalesced), turn a hook's ``StopRun`` into the job's graceful
-stop, and keep each run's progress (``_progress``) for readers.
+stop (``terminated``, or ``pruned`` when the hook's ``StopRun`` says so), and keep each run's
+progress (``_progress``) for readers.
 
 Everything here runs in the owner's main thread, between the scheduler's looks at its jobs
 (``Scheduler.tick``), so hooks never run concurrently. The hook is called when new scalars arrived,
@@ -20,6 +21,7 @@ from ._live import Capture
 from ._plugins import HookFailed
 from ._progress import Meter, Progress
 from ._progress import write as write_progress
+from ._status import Status, request_prune
 
 if TYPE_CHECKING:
     from ._plugins import Dispatcher
@@ -39,7 +41,7 @@ class _Running:
     called: float = float("-inf")  # monotonic time of the last on_run_progress call
     measured: float = float("-inf")  # ... and of the last progress measure
     progress: Progress | None = None
-    stop: dict[str, Any] | None = None  # the error of a hook's StopRun
+    stop: tuple[Status, dict[str, Any]] | None = None  # the status and error a hook's StopRun asked for
     kill_at: float | None = None  # when a job stopped by a hook is killed if still there
 
 
@@ -79,10 +81,11 @@ class LiveRuns:
             if live.capture.new and now - live.called >= live.interval and live.stop is None:
                 self._call(live)
 
-    def finish(self, run: Run, drain: bool = True) -> dict[str, Any] | None:
+    def finish(self, run: Run, drain: bool = True) -> tuple[Status, dict[str, Any]] | None:
         """The job of ``run`` ended: the last of its scalars captured (and given to its hooks), its
         progress kept; not ``drain``: the rest was taken where the job ran (its ``on_run_end``
-        fired there). The error a hook's ``StopRun`` asked for (None: no hook stopped it)."""
+        fired there). The status (``terminated`` or ``pruned``) and error a hook's ``StopRun``
+        asked for (None: no hook stopped it)."""
         live = self._runs.pop(run.id, None)
         if live is None:
             return None
@@ -116,12 +119,21 @@ class LiveRuns:
         except HookFailed as e:  # a StopRun: stop the job as `guildlite stop` would
             if last:
                 return  # it ended already
-            live.stop = e.info  # (the dispatcher said so)
+            pruned = e.status == "pruned"
+            live.stop = ("pruned" if pruned else "terminated", e.info)  # (the dispatcher said so)
+            if pruned:  # said before the stop, for a backend's node that records the end where the job runs
+                try:
+                    request_prune(run.paths.stop_request)
+                except OSError as err:  # the owner still records it pruned
+                    self.log(f"guildlite: run {run.id}: cannot write its prune request: {err.strerror or err}")
+            # The backend's own stop: SIGTERM to torchrun and every rank here, a cancel on a
+            # cluster; the job's exit frees its slot (and GPU lease) for the next run at once.
             live.job.send(signal.SIGTERM)
             live.kill_at = time.monotonic() + self.grace
         finally:
             run._new_scalars = []
-            try:
-                run.save()  # what the hooks wrote in run.attrs, and their trace
+            try:  # what the hooks wrote in run.attrs, and their trace: only those, as the job runs (on a
+                # cluster its node writes status, attempts and times meanwhile: never overwritten here)
+                run.save(only=("plugins",))
             except (OSError, GuildliteError) as e:  # a full disk, the run dir gone: its end says so
                 self.log(f"guildlite: cannot record run {run.id}'s progress hooks: {getattr(e, 'strerror', None) or e}")

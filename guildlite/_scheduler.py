@@ -7,7 +7,7 @@ import queue
 import signal
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Callable, Generic, Sequence, TypeVar
+from typing import TYPE_CHECKING, Callable, Generic, Iterable, Sequence, TypeVar
 
 from ._slots import Slot
 
@@ -74,15 +74,26 @@ class Scheduler(Generic[T]):
         for job in list(self.running):
             job.kill()
 
-    def run(self, items: Sequence[T]) -> list[T]:
+    def run(self, items: Iterable[T]) -> list[T]:
         """Run ``items``; return those never started (after a stop or hold), in order: the ones
-        that were waiting for a grant first (their tickets cancelled)."""
-        todo = deque(items)
+        that were waiting for a grant first (their tickets cancelled), then the rest of ``items``.
+
+        ``items`` is drawn from one at a time, only when a slot is free and after the exits seen
+        so far were handed to ``finish``: an item may be made as it is drawn (a search's next
+        trial, proposed knowing how the ones before it ended). The rest of it is drawn after a
+        stop or hold (to be returned): a source that makes items makes none then."""
+        todo = iter(items)
+        drained = False
         free = deque(self.slots)
         left: list[T] = []
         while True:
-            while todo and free and self.stopping is None and not self.hold:
-                slot, item = free.popleft(), todo.popleft()
+            while not drained and free and self.stopping is None and not self.hold:
+                try:
+                    item = next(todo)
+                except StopIteration:
+                    drained = True
+                    break
+                slot = free.popleft()
                 ticket = self._queue(item, slot) if self._queue is not None else None
                 if ticket is None:
                     self._launch(item, slot, slot, None, free)
@@ -92,7 +103,7 @@ class Scheduler(Generic[T]):
                 left.extend(self._give_up(free))
             self._grant(free)
             if not self.running and not self.waiters:
-                if todo and free and self.stopping is None and not self.hold:
+                if not drained and free and self.stopping is None and not self.hold:
                     continue  # a waiting item left the queue: its slot is free for the next
                 return [*left, *todo]
             if self._tick is not None and self.running:

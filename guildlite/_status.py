@@ -2,12 +2,15 @@
 
 ::
 
-    staged ──> pending ──> running ──> completed | error | terminated
-       │          │  ^──────┘ (requeued)                   │
-       └──────────┴──> error | terminated                   └──> staged (restart)
+    staged ──> pending ──> running ──> completed | error | terminated | pruned
+       │          │  ^──────┘ (requeued)                            │
+       └──────────┴──> error | terminated                            └──> staged (restart)
 
 ``staged``: its dir and record exist, nothing launched. ``pending``: being started, or its job waits
-in a queue. ``running``: its job runs. The three ends are final until a restart stages it again.
+in a queue. ``running``: its job runs. ``pruned``: stopped on purpose mid-run because its scalars
+said it would not do well (a search's pruner, or any ``on_run_progress`` hook's
+``StopRun(..., pruned=True)``): a decision, not a failure. The four ends are final until a restart
+stages it again.
 Who decides: the owning process records each move (``move``) and the end of a job (``job_end``);
 a virtual parent (a batch, a pipeline) ends by its children (``parent_end``); a reader sees a
 record as it stands (``as_it_stands``):
@@ -16,20 +19,26 @@ an active record whose owner or job is gone is never reported active.
 
 from __future__ import annotations
 
-import socket
+import os
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
 
 if TYPE_CHECKING:
     from .backends import JobState
 
-Status = Literal["staged", "pending", "running", "completed", "error", "terminated"]
-STATES: tuple[Status, ...] = ("staged", "pending", "running", "completed", "error", "terminated")
+Status = Literal["staged", "pending", "running", "completed", "error", "terminated", "pruned"]
+STATES: tuple[Status, ...] = ("staged", "pending", "running", "completed", "error", "terminated", "pruned")
 ACTIVE: tuple[Status, ...] = ("pending", "running")
-ENDED: tuple[Status, ...] = ("completed", "error", "terminated")
+ENDED: tuple[Status, ...] = ("completed", "error", "terminated", "pruned")
+# The ends a batch counts as done: it completes when every trial did one of them, and a restart of
+# it leaves them alone (a pruned trial was judged, not cut short by accident: ``--restart TRIAL``
+# runs one again on purpose).
+DONE: tuple[Status, ...] = ("completed", "pruned")
 
 MOVES: Mapping[str, tuple[str, ...]] = {
     "staged": ("staged", "pending", "error", "terminated"),  # staged again: a restart before it started
+    # pruned from pending too: a job on a cluster may run while its owner still reads it queued
     "pending": ("pending", "running", *ENDED),
     "running": ("pending", "running", *ENDED),  # pending again: requeued in its own dir
     **{s: ("staged",) for s in ENDED},  # a restart
@@ -69,15 +78,47 @@ def job_end(code: int, *, stopped: bool, failure: str | None = None) -> tuple[St
     return "error", exit_code, {"message": f"the job exited with code {exit_code}"}
 
 
+# A stop request (``RunPaths.stop_request``, the file a stop leaves for whoever records the run's
+# end: its owner, or a backend's node) is empty for a plain stop; a pruner's holds this word, so
+# that a node records ``pruned`` as the owner does.
+PRUNE_REQUEST = b"pruned"
+
+
+def request_prune(request: Path) -> None:
+    """Leave the stop request of a pruned run (before its job is sent its stop)."""
+    from ._files import atomic_write
+
+    atomic_write(request, PRUNE_REQUEST)
+
+
+def stopped_as(request: Path) -> Status:
+    """How a run stopped on request ends: ``pruned`` when its stop request says so, else
+    ``terminated``. The file is read as untrusted (no link followed, no FIFO waited on, a few
+    bytes at most)."""
+    try:
+        fd = os.open(request, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return "terminated"
+    try:
+        st = os.fstat(fd)
+        asked = stat.S_ISREG(st.st_mode) and st.st_size <= 64 and os.read(fd, 64).strip() == PRUNE_REQUEST
+        return "pruned" if asked else "terminated"
+    except OSError:
+        return "terminated"
+    finally:
+        os.close(fd)
+
+
 def exit_status(status: str, exit_code: int | None, stop_signal: int | None = None) -> int:
-    """guildlite's own exit status for a run that ended: 0 when it completed, else its job's exit
-    code, else 1 (error, or never started) or 143 (terminated). ``run``, ``watch`` and the detached
-    supervisor exit with it.
+    """guildlite's own exit status for a run that ended: 0 when it completed or was pruned (what
+    was asked for happened: the job's own exit code, 143 from the SIGTERM that pruned it, stays in
+    its record), else its job's exit code, else 1 (error, or never started) or 143 (terminated).
+    ``run``, ``watch`` and the detached supervisor exit with it.
 
     A run terminated because this process got ``stop_signal`` (Ctrl-C: SIGINT) gives 128 + that
     signal, the shell's convention, whatever its job made of it: torchrun exits 1 on SIGINT,
     python 130, a script that catches it anything."""
-    if status == "completed":
+    if status in DONE:
         return 0
     if status == "terminated" and stop_signal is not None:
         return 128 + stop_signal
@@ -100,8 +141,8 @@ def parent_end(stopped: bool, failure: str | None, what: str) -> tuple[Status, d
 
 def batch_end(counts: Mapping[str, int], n_trials: int, stopped: bool) -> tuple[Status, dict[str, Any] | None]:
     """A batch's status from its trials' (``counts`` by status), by ``parent_end``: every trial
-    has to complete."""
-    failed = counts.get("error", 0) + counts.get("terminated", 0)
+    has to complete or be pruned (``DONE``)."""
+    failed = sum(n for s, n in counts.items() if s in ENDED and s not in DONE)
     failure = f"{failed} of {n_trials} trials did not complete" if failed else None
     return parent_end(stopped, None if stopped else failure, "batch")
 
@@ -127,6 +168,8 @@ def as_it_stands(rec: dict[str, Any], run_dir: Path | None,
         return _unstarted(rec, run_dir, reread)
     if rec.get("status") not in ACTIVE:
         return rec
+    import socket
+
     from . import backends
     from ._owner import owner_alive
 

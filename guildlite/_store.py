@@ -207,14 +207,17 @@ def _write(paths: RunPaths, rec: dict[str, Any]) -> None:
     atomic_write(paths.run_json, text)
 
 
-def owner_save(run_dir: Path, mine: dict[str, Any], base_attrs: dict[str, Any]) -> dict[str, Any]:
+def owner_save(run_dir: Path, mine: dict[str, Any], base_attrs: dict[str, Any],
+               only: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Write the record ``mine`` as the run's owner (see ``update_record``, ``missing_ok``):
     every field but INSPECT_FIELDS (kept from disk where there), ``attrs`` merged per plugin key
-    against ``base_attrs`` (``merge_attrs``); returns the record written."""
+    against ``base_attrs`` (``merge_attrs``); returns the record written. ``only``: just those
+    fields (and ``attrs``), unless the record on disk is missing or unreadable (then all)."""
 
     def change(rec: dict[str, Any]) -> None:
         attrs = merge_attrs(rec.get("attrs"), mine["attrs"], base_attrs)
-        rec.update({k: v for k, v in mine.items() if k not in INSPECT_FIELDS or k not in rec})
+        fields = mine if only is None or not rec else {k: mine[k] for k in only}
+        rec.update({k: v for k, v in fields.items() if k not in INSPECT_FIELDS or k not in rec})
         rec["attrs"] = attrs
 
     return update_record(run_dir, change, missing_ok=True)

@@ -251,7 +251,7 @@ def test_runs_with_a_selector_points_to_compare_and_info(happy: Any) -> None:
     project, _, _ = happy
     cp = project.run("runs", "1:3")
     assert cp.returncode == 2 and TRACEBACK not in cp.stderr
-    assert "'1:3' is not a subcommand of runs (info, delete, restore, purge, import)" in cp.stderr
+    assert "'1:3' is not a subcommand of runs (info, delete, restore, purge, export, import)" in cp.stderr
     assert "guildlite compare 1:3" in cp.stderr
 
 

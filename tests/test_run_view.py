@@ -195,7 +195,7 @@ TYPED = textwrap.dedent(
             run.cmd = [*run.cmd, "--fast"]
 
         def on_run_end(self, run: Run) -> None:
-            status: Literal["staged", "pending", "running", "completed", "error", "terminated"] = run.status
+            status: Literal["staged", "pending", "running", "completed", "error", "terminated", "pruned"] = run.status
             hosts: tuple[str, ...] = run.remote.hosts if run.remote else ()
             log: Path = run.paths.output_log
             parent: Run | None = run.parent

@@ -6,7 +6,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 
@@ -128,3 +128,23 @@ def test_scheduler_stop_forwards_the_signal_and_returns_the_rest(tmp_path: Path)
     assert left == ["c", "d"]
     ends = {e[1]: e[2] for e in log if e[0] == "end"}
     assert ends == {"a": -signal.SIGTERM, "b": -signal.SIGTERM}
+
+
+def test_scheduler_draws_each_item_only_when_a_slot_is_free(tmp_path: Path) -> None:
+    # A source that makes its items as they are drawn (a search's next trial): each is drawn once
+    # a slot is free and after every exit seen so far was finished, so it can know how they ended.
+    log: list[tuple[str, str, int]] = []
+    start = _job_starter(tmp_path, 0.1, log)
+    drawn: list[tuple[str, int, int]] = []  # (item, running, ended) when drawn
+
+    def source() -> Iterator[str]:
+        for i in range(5):
+            drawn.append((f"t{i}", len(sched.running), sum(e[0] == "end" for e in log)))
+            yield f"t{i}"
+
+    sched: Scheduler[str] = Scheduler([Slot(0), Slot(1)], start, start.finish)  # type: ignore[attr-defined]
+    assert sched.run(source()) == []
+    assert [d[0] for d in drawn] == [f"t{i}" for i in range(5)]
+    assert all(running < 2 for _, running, _ in drawn)  # never drawn while both slots were busy
+    assert [ended for _, _, ended in drawn][2:] == [1, 2, 3]  # the third after the first end, and so on
+    assert sorted(e[1] for e in log if e[0] == "end") == [f"t{i}" for i in range(5)]

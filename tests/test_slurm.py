@@ -93,6 +93,17 @@ print("sleepy started pid", os.getpid(), flush=True)
 time.sleep(300)
 """
 
+# A curve set by --lr (far from 0.1: clearly bad at every step), for pruning.
+CURVE = """\
+import argparse, time
+p = argparse.ArgumentParser(); p.add_argument("--lr", type=float, default=0.1); p.add_argument("--steps", type=int, default=30)
+a = p.parse_args()
+for step in range(a.steps):
+    print(f"step: {step}", flush=True)
+    print(f"loss: {abs(a.lr - 0.1) * 100 + 1.0 / (step + 1):.6f}", flush=True)
+    time.sleep(0.2)
+"""
+
 PLUGIN = """\
 from guildlite import Plugin
 
@@ -133,6 +144,11 @@ operations:
     launcher: python
     flags: {steps: 400, step-seconds: 0.25}
     slurm: {time: "1", signal-grace: 45, max-requeues: 1}
+  curve:
+    main: curve.py
+    launcher: python
+    progress-interval: 0.2
+    flags: {lr: 0.1, steps: 30}
   hello-2hosts:
     main: hello.py
     nproc-per-node: 2
@@ -145,6 +161,7 @@ def project(tmp_path: Path) -> Path:
     (tmp_path / "hello.py").write_text(HELLO)
     (tmp_path / "sleepy.py").write_text(SLEEPY)
     (tmp_path / "plug.py").write_text(PLUGIN)
+    (tmp_path / "curve.py").write_text(CURVE)
     shutil.copy(EXAMPLE / "train.py", tmp_path / "train.py")
     (tmp_path / "guildfile.yml").write_text(GUILDFILE)
     return tmp_path
@@ -342,6 +359,26 @@ def test_stop_cancels_the_job(single: None, project: Path) -> None:
     assert len(ends(run_dir)) == 1 and ends(run_dir)[0].startswith("terminated")
     wait_for("the job to leave the queue", lambda: job not in squeue_ids(), timeout=30)
     wait_for("no process of the run", lambda: not procs_mentioning(run_dir.name), timeout=20)
+
+
+def test_a_pruned_trial_is_cancelled_and_recorded_pruned(single: None, project: Path) -> None:
+    """--prune: the owner's pruner stops the bad trial through the backend (scancel, with a stop
+    request that says pruned): the node records it pruned (its attempt too), never requeued; the
+    batch completes."""
+    p = gl(project, "run", "curve", "lr=[0.1,5.0]", "--prune", "median", "--minimize", "loss", "--parallel", "1",
+           "-y", timeout=300)
+    assert p.returncode == 0, p.stderr + p.stdout + logs(project)
+    rs = runs(project)
+    batch = next(r for r in rs if r["is_batch"])
+    good, bad = sorted((r for r in rs if r["is_trial"]), key=lambda r: r["flags"]["lr"])
+    assert batch["status"] == "completed", batch
+    assert good["status"] == "completed" and [a["status"] for a in good["attempts"]] == ["completed"]
+    assert bad["status"] == "pruned" and [a["status"] for a in bad["attempts"]] == ["pruned"], bad
+    assert bad["error"]["plugin"] == "Pruning", bad["error"]
+    rows = [json.loads(line) for line in (Path(bad["run_dir"]) / "scalars.jsonl").read_text().splitlines()]
+    assert max(r["step"] for r in rows if r["key"] == "loss") < 29  # its curve ends where it was pruned
+    assert len(ends(bad["run_dir"])) == 1 and ends(bad["run_dir"])[0].startswith("pruned")
+    wait_for("the job to leave the queue", lambda: bad["remote"]["job_id"] not in squeue_ids(), timeout=30)
 
 
 def test_killed_submitter_leaves_on_run_end_to_the_node(single: None, project: Path) -> None:

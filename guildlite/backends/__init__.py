@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Mapping, Pro
 from .._errors import GuildliteError
 
 if TYPE_CHECKING:
-    from .._guildfile import OpDef
+    from .._guildfile import Guildfile, OpDef
     from .._run import Run
     from .._slots import Slot
 
@@ -280,3 +280,31 @@ def of_record(rec: Mapping[str, Any]) -> type[Backend] | None:
         return get(name)
     except GuildliteError:
         return None
+
+
+def make(name: str, guildfile: Guildfile, op: OpDef, given: Mapping[str, Mapping[str, Any]] | None = None) -> Backend:
+    """Backend ``name`` with its options: its guildfile section, the op's, then the command line's
+    (``given``: options by backend name; one given for another backend is an error)."""
+    cls = get(name)
+    own = {o.flag for o in cls.cli_options}  # a flag several backends declare is given to each
+    foreign: dict[str, list[str]] = {}  # flags given that only other backends have -> those backends
+    for other, opts in (given or {}).items():
+        if other != name:
+            flags = {o.key: o.flag for o in get(other).cli_options}
+            for flag in (flags.get(k, k) for k, v in opts.items() if v is not None):
+                if flag not in own:
+                    foreign.setdefault(flag, []).append(other)
+    if foreign:
+        flag, others = next(iter(foreign.items()))
+        raise GuildliteError(f"--{flag} is an option of backend {', '.join(others)}; this run's backend is {name}"
+                             f" (--backend {others[0]}, or a 'backend:' in the guildfile)", exit_code=2)
+    mine = {k: v for k, v in (given or {}).get(name, {}).items() if v is not None}
+    try:
+        cli = cls.parse_section(mine, "the command line")
+    except OptionError as e:
+        raise GuildliteError(f"--{e.key}: {e}", exit_code=2) from None
+    try:
+        options = cls.make_options(guildfile.backend_sections.get(name), op.backend_sections.get(name), cli)
+    except (TypeError, ValueError) as e:
+        raise GuildliteError(f"backend {name}: {e}", exit_code=2) from None
+    return cls(options)

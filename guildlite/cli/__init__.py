@@ -21,6 +21,7 @@ from .manage import label, stop, tag
 from .ops import ops
 from .run import run
 from .runs import runs
+from .share import runs_export, runs_import
 from .view import tensorboard_cmd, view
 from .watch import watch
 
@@ -41,6 +42,8 @@ def cli() -> None:
     """
 
 
+runs.add_command(runs_export)
+runs.add_command(runs_import)
 for _command in (run, runs, compare, cat, ls, diff, label, tag, note, select_cmd, stop, ops, view, tensorboard_cmd, watch,
                  gpus, check):
     cli.add_command(_command)

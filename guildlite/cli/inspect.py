@@ -11,6 +11,7 @@ import click
 
 from .._choose import runs_dir_for, select_one
 from .._errors import GuildliteError
+from .._status import STATES
 from .._terminal import printable
 from . import _complete
 from ._common import (
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 @click.option("--sort", "sort_key", help="Sort by a column; -COLUMN for descending (e.g. --sort loss).")
 @click.option("--min-max", is_flag=True, help="Add the min and max of each scalar.")
 @click.option("--op", help="Only runs of this operation.")
-@click.option("--status", help="Only runs with this status.")
+@click.option("--status", type=click.Choice(STATES), help="Only runs with this status.")
 @click.option("--label", help="Only runs whose label contains this text.")
 @click.option("--batch", help="Only the trials of this batch (a selector).", shell_complete=_complete.runs)
 @_filter_option

@@ -12,6 +12,7 @@ import click
 
 from .._choose import runs_dir_for, select_one
 from .._errors import GuildliteError
+from .._status import DONE
 from . import _complete
 from ._common import (
     CONTEXT,
@@ -99,8 +100,21 @@ def _backend_options(extra: dict[str, Any]) -> dict[str, dict[str, Any]]:
 @click.option("--gpus", help="GPU ids runs lease theirs from, machine-wide (default: CUDA_VISIBLE_DEVICES or all).")
 @click.option("--max-concurrent", type=int, metavar="N",
               help="At most N of your runs at once on this machine; the others wait their turn (pending).")
-@click.option("--max-trials", type=int, help="Batch: at most N trials (random search: exactly N, default 20).")
+@click.option("--max-trials", type=int,
+              help="Batch: at most N trials (random search, --optimizer: exactly N, default 20).")
 @click.option("--seed", type=int, help="Batch: seed for random search (same seed, same trials).")
+@click.option("--optimizer", metavar="NAME",
+              help="Batch: propose trials with an optimizer (tpe, cmaes, gp, qmc, random, grid, or an installed one)"
+              " as slots free up; needs --minimize or --maximize.")
+@click.option("--minimize", metavar="SCALAR", help="Batch: the scalar a search (--optimizer) or pruning minimizes.")
+@click.option("--maximize", metavar="SCALAR", help="Batch: the scalar a search (--optimizer) or pruning maximizes.")
+@click.option("--objective", type=click.Choice(["last", "min", "max"]),
+              help="Batch: a trial's objective is its scalar's last (default), min or max value.")
+@click.option("--prune", type=click.Choice(["median", "asha"]),
+              help="Batch: stop trials whose scalar is worse than others' at the same step (median, or ASHA).")
+@click.option("--prune-min-steps", type=int, metavar="N", help="--prune: prune no trial before step N (default 0).")
+@click.option("--prune-warmup", type=int, metavar="N", help="--prune: prune nothing before N trials ended (default 0).")
+@click.option("--prune-reduction-factor", type=int, metavar="N", help="--prune asha: the reduction factor (default 3).")
 @click.option("--fail-on-trial-error", is_flag=True, help="Batch: start no new trial after one fails.")
 @click.option("--plugin", "plugin_names", multiple=True, help="Enable an installed plugin by entry-point name.")
 @click.option("--restart", "restart_spec", metavar="RUN", shell_complete=_complete.runs,
@@ -130,6 +144,14 @@ def run(
     max_concurrent: int | None,
     max_trials: int | None,
     seed: int | None,
+    optimizer: str | None,
+    minimize: str | None,
+    maximize: str | None,
+    objective: str | None,
+    prune: str | None,
+    prune_min_steps: int | None,
+    prune_warmup: int | None,
+    prune_reduction_factor: int | None,
     fail_on_trial_error: bool,
     plugin_names: tuple[str, ...],
     as_json: bool,
@@ -153,10 +175,15 @@ def run(
     from .._lifecycle import Session
     from .._needed import AlreadyDone
     from .._operation import BATCH_CONFIRM_THRESHOLD, execute, open_guildfile, plan_run, restart
+    from .._search import spec_from_options, trials_to_run
 
     for f in args:
         if f.startswith("-"):
             raise GuildliteError(f"unknown option {f!r} (see guildlite run --help)", exit_code=2)
+    search = spec_from_options(optimizer=optimizer, minimize=minimize, maximize=maximize, objective=objective,
+                               max_trials=max_trials, seed=seed, prune=prune, prune_min_steps=prune_min_steps,
+                               prune_warmup=prune_warmup, prune_reduction_factor=prune_reduction_factor,
+                               of_run="--start" if start_staged else "--restart" if restart_spec else None)
     if start_staged:
         other = "--restart" if restart_spec else "--stage" if stage_only else "--needed" if needed else ""
         if other:  # --needed too: a staged run is started as it was staged, never skipped
@@ -176,21 +203,22 @@ def run(
             target, args, guildfile=gf, parallel=parallel, gpus=gpus, fail_fast=fail_on_trial_error,
             plugin_names=plugin_names, echo=not as_json, backend=backend,
             backend_options=_backend_options(given) if any(v is not None for v in given.values()) else None,
-            detach=detach, max_concurrent=max_concurrent)
+            detach=detach, max_concurrent=max_concurrent, max_trials=max_trials)
         if sys.stdin.isatty() and not yes and not as_json:
             what = f"{len(target.trial_ids)} trials of batch" if target.is_batch else (
                 "the unfinished steps of pipeline" if target.is_pipeline else "run")
             if not click.confirm(f"Restart {what} {target.id}?", default=True):
                 raise GuildliteError("cancelled", exit_code=1)
         if target.is_batch and not detach:
-            job.session.progress = _BatchProgress(sum(t.status != "completed" for t in target.trials)).event
+            job.session.progress = _BatchProgress(trials_to_run(target, max_trials)).event
         _finish_run(job.execute(), as_json, stage_only=False, detached=detach)
         return
     if not args:
         raise GuildliteError("missing OPERATION (see guildlite ops)", exit_code=2)
     operation, flags = args[0], args[1:]
     if pipeline.is_pipeline(gf, operation):
-        for option, value in (("--nproc-per-node", nproc_per_node), ("--max-trials", max_trials), ("--seed", seed)):
+        for option, value in (("--nproc-per-node", nproc_per_node), ("--max-trials", max_trials), ("--seed", seed),
+                              ("--optimizer/--minimize/--maximize", search)):
             if value is not None:
                 raise GuildliteError(f"{option} is an option of one op's run; '{operation}' is a pipeline: give it"
                                      " in its steps", exit_code=2)
@@ -217,6 +245,7 @@ def run(
         gpus=gpus,
         max_trials=max_trials,
         seed=seed,
+        search=search,
         plugin_names=plugin_names,
         echo=not as_json,
         backend=backend,
@@ -227,14 +256,14 @@ def run(
         needed=needed,
         max_concurrent=max_concurrent,
     )
-    big = plan.trials is not None and len(plan.trials) > BATCH_CONFIRM_THRESHOLD
+    big = plan.trials is not None and plan.batch_info["trials"] > BATCH_CONFIRM_THRESHOLD
     if sys.stdin.isatty() and not yes and not big and not as_json:  # a large batch was asked already
         _show_plan(plan)
         if not click.confirm("Continue?", default=True):
             raise GuildliteError("cancelled", exit_code=1)
     session = Session(plan.config, plan.plugins)
     if plan.trials is not None and not detach:
-        session.progress = _BatchProgress(len(plan.trials)).event
+        session.progress = _BatchProgress(plan.batch_info["trials"]).event  # a search's: its budget
     try:
         result = execute(plan, stage_only=stage_only, fail_fast=fail_on_trial_error, session=session, detach=detach)
     except AlreadyDone as e:  # --needed: nothing was published
@@ -254,6 +283,7 @@ def _start(specs: tuple[str, ...], runs_dir: Path | None, guildfile: Path | None
     stopped: the rest stay staged), detached each in a supervisor of its own, all queued at once."""
     from .. import _pipeline as pipeline
     from .._operation import open_guildfile, start
+    from .._search import trials_to_run
 
     if not specs:
         raise GuildliteError("--start needs the runs to start (RUN...: ids, or indexes as in guildlite runs)",
@@ -265,7 +295,7 @@ def _start(specs: tuple[str, ...], runs_dir: Path | None, guildfile: Path | None
             for r in targets]  # every run checked before any starts
     for job in jobs:
         if job.run.is_batch and not detach:
-            job.session.progress = _BatchProgress(len(job.run.trial_ids)).event
+            job.session.progress = _BatchProgress(trials_to_run(job.run, None)).event
     code = 0
     for job in jobs:
         if detach or len(jobs) == 1:
@@ -287,7 +317,9 @@ def _finish_run(result: Run, as_json: bool, stage_only: bool, detached: bool = F
         if as_json:
             click.echo(json.dumps(_record(result), indent=2, default=str))
             return
-        what = f"batch of {len(result.trial_ids)} trials" if result.is_batch else (
+        from .._search import trials_to_run
+
+        what = f"batch of {trials_to_run(result, None)} trials" if result.is_batch else (
             "pipeline" if result.is_pipeline else "run")
         click.echo(f"guildlite: {what} {result.id} runs in the background (supervisor pid {result.pid}): "
                    f"guildlite watch {result.id}, guildlite stop {result.id}", err=True)
@@ -320,8 +352,13 @@ def _show_plan(plan: Any) -> None:
 
     cfg = plan.config
     if plan.trials is not None:
-        _say(f"You are about to run a batch of {len(plan.trials)} trial(s) of {cfg.op.name}"
+        _say(f"You are about to run a batch of {plan.batch_info['trials']} trial(s) of {cfg.op.name}"
                    f" ({len(plan.slots)} at a time)")
+        search = plan.batch_info.get("search")
+        if search is not None:
+            how = f"proposed by {search['optimizer']}" if search["optimizer"] else "as planned"
+            _say(f"  search: {how}, to {search['direction']} {search['scalar']} ({search['objective']} value)"
+                 + (f", {search['prune']['kind']} pruning" if search["prune"] else ""))
         flags = plan.batch_flags
     else:
         _say(f"You are about to run {cfg.op.name}")
@@ -403,7 +440,7 @@ class _BatchProgress:
             if run.started:
                 self.running -= 1
             self.done += 1
-            self.failed += run.status != "completed"
+            self.failed += run.status not in DONE
             elapsed = time.monotonic() - self.t0
             eta = elapsed / self.done * (self.total - self.done)
             _say(

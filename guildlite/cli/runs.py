@@ -1,4 +1,5 @@
-"""``guildlite runs``: list runs, show one, delete, restore from the trash, purge."""
+"""``guildlite runs``: list runs, show one, delete, restore from the trash, purge (export and import:
+``share``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import click
 
 from .._choose import filtered_runs, runs_dir_for, select_one, select_with_trials
 from .._errors import GuildliteError
+from .._status import STATES
 from . import _complete
 from ._common import (
     CONTEXT,
@@ -50,7 +52,7 @@ class _RunsGroup(_Group):
 @click.option("-a", "--all", "show_all", is_flag=True, help="Show every run (default: the newest 20).")
 @click.option("-n", "--limit", type=click.IntRange(min=0), default=20, show_default=True, help="How many runs to show.")
 @click.option("--op", help="Only runs of this operation.")
-@click.option("--status", type=click.Choice(["staged", "pending", "running", "completed", "error", "terminated"]))
+@click.option("--status", type=click.Choice(STATES))
 @click.option("--batch", help="Only this batch and its trials (a selector).", shell_complete=_complete.runs)
 @click.option("--upstream", metavar="RUN", shell_complete=_complete.runs, help="Only the runs whose files RUN used, directly or through others.")
 @click.option("--downstream", metavar="RUN", shell_complete=_complete.runs, help="Only the runs that used RUN's files, directly or through others.")
@@ -358,52 +360,3 @@ def _from_trash(
     _confirm(question.format(n=len(chosen)), yes)
     for r in action(chosen):
         _say(f"{done} {r.id}")
-
-
-@runs.command("import", context_settings=CONTEXT)
-@click.argument("guild_home", required=False, type=click.Path(file_okay=False, path_type=Path), metavar="[GUILD_HOME]")
-@click.option("--from-guild", "from_guild", is_flag=True,
-              help="Import Guild AI runs from GUILD_HOME/runs (default: $GUILD_HOME, else ~/.guild).")
-@click.option("--dry-run", is_flag=True, help="Say what would be imported; write nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary: one object per Guild run.")
-@click.option("--max-file-size", type=click.IntRange(min=0), default=1 << 30, show_default=True,
-              help="Bytes: a file of a Guild run larger than this is not copied (listed as skipped).")
-@_runs_dir_option
-@_guildfile_option
-@click.pass_obj
-def runs_import(
-    group_runs_dir: Path,
-    guild_home: Path | None,
-    from_guild: bool,
-    dry_run: bool,
-    as_json: bool,
-    max_file_size: int,
-    runs_dir: Path | None,
-    guildfile: Path | None,
-) -> None:
-    """Import another tool's run history as guildlite runs (--from-guild: Guild AI's).
-
-    A Guild run already imported (by its Guild id) is skipped, so importing again brings in only
-    what is new; runs still running or never started are skipped and say so."""
-    from .._guild_import import default_home, import_runs
-
-    if not from_guild:
-        raise click.UsageError("say where to import from: --from-guild [GUILD_HOME]")
-    runs_dir = _sub_runs_dir(group_runs_dir, runs_dir, guildfile)
-    home = guild_home or default_home()
-
-    def progress(o: Any, i: int, n: int) -> None:
-        where = f" as {o.run_id}" if o.run_id else ""
-        what = f" ({o.op}, {o.status})" if o.status else ""
-        _say(f"[{i}/{n}] {o.action} {o.guild_id}{where}{what}" + (f": {o.reason}" if o.reason else ""), err=True)
-
-    outcomes = import_runs(home, runs_dir, dry_run=dry_run, max_file_size=max_file_size, progress=progress)
-    if as_json:
-        click.echo(json.dumps([o.to_json() for o in outcomes], indent=2))
-    counts: dict[str, int] = {}
-    for o in outcomes:
-        counts[o.action] = counts.get(o.action, 0) + 1
-    summary = ", ".join(f"{n} {action}" for action, n in sorted(counts.items())) or "no Guild runs"
-    _say(f"{summary} ({home} -> {runs_dir})", err=True)
-    if counts.get("failed"):
-        sys.exit(1)

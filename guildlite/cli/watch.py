@@ -96,7 +96,7 @@ def _watch_run(run: Run, line: _StatusLine) -> int:
 
 def _watch_batch(batch: Run, line: _StatusLine) -> int:
     from .._progress import shown
-    from .._status import ENDED, exit_status
+    from .._status import DONE, ENDED, exit_status
     from .._watch import follow_batch
     from .run import _BatchProgress, _summary
 
@@ -122,7 +122,7 @@ def _watch_batch(batch: Run, line: _StatusLine) -> int:
     line.clear()
     _say(_summary(ended), err=True)
     code = exit_status(ended.status, ended.exit_code)
-    if code == 0 and any(t.status != "completed" for t in trials):
+    if code == 0 and any(t.status not in DONE for t in trials):
         return 1
     return code
 

@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ..._errors import GuildliteError, RunNotFoundError
 from ..._files import atomic_write, write_json
-from ..._status import gone
+from ..._status import ENDED, gone
 from ..._store import claim_end, read_record
 from .options import SCRIPT_FILE, sbatch_script
 from .queue import END_STATES, job_ended, job_state, scancel
@@ -139,7 +139,7 @@ class SlurmJob:
                 rec = read_record(self.cwd)
             except RunNotFoundError:  # unreadable for now, or its dir deleted: the job still decides
                 pass
-            if rec.get("status") in ("completed", "error", "terminated"):
+            if rec.get("status") in ENDED:
                 break
             st = job_state(self.job_id)
             if st is None:
@@ -192,7 +192,7 @@ class SlurmJob:
                 setattr(self.run, k, rec[k])
         status = rec.get("status")
         code = rec.get("exit_code")
-        if status == "terminated" or self.run.paths.stop_request.exists():
+        if status in ("terminated", "pruned") or self.run.paths.stop_request.exists():
             self.signalled = self.signalled or signal.SIGTERM
             code = code if code is not None else 143
         elif status == "completed":

@@ -14,7 +14,8 @@ interpreter, and:
    (``scancel --signal=TERM``) so the script can checkpoint, records the attempt ``preempted`` and
    requeues the job itself; on SIGTERM it asks slurmctld why: a requeue (preemption, ``scontrol
    requeue``) is recorded ``preempted`` and the job comes back in the same run dir, a cancel
-   (``scancel``, ``guildlite stop``) is ``terminated``;
+   (``scancel``, ``guildlite stop``) is ``terminated``, or ``pruned`` when the owner's pruner
+   stopped it (its stop request says so);
 5. records the end (status, exit code, stop time). The guildlite that submitted the job (in the
    foreground, or the detached supervisor) fires ``on_run_end``; one that does not claim the end
    within ``HANDOFF_SECONDS`` (killed), or a job submitted by hand (``hooks: supervisor``), leaves
@@ -37,7 +38,7 @@ from typing import Any
 from ..._files import RunPaths, now_iso
 from ..._launch import torchrun_options
 from ..._record import is_run_id
-from ..._status import Status, job_end, moved
+from ..._status import Status, job_end, moved, stopped_as
 from ..._store import end_claimed, read_record, reset_end, update_record
 from ..._supervisor import end_batch, fire_end
 from .job import SPEC_FILE
@@ -232,8 +233,10 @@ class Supervisor:
         return self.decide(code, restart)
 
     def decide(self, code: int, restart: int) -> int:
-        if self.paths.stop_request.exists():
-            return self.end("terminated", code or 143, "stopped (guildlite stop or Ctrl-C)")
+        if self.paths.stop_request.exists():  # pruned when the owner's pruner asked (``_status.stopped_as``)
+            status = stopped_as(self.paths.stop_request)
+            why = "pruned" if status == "pruned" else "stopped (guildlite stop or Ctrl-C)"
+            return self.end(status, code or 143, why)
         info = _scontrol_job(self.job_id) if (self.why or code != 0) else {}
         restarts_now = int(info.get("Restarts", self.slurm_restarts) or 0)
         max_requeues = int(self.opts.get("max-requeues", 3))
