@@ -26,11 +26,11 @@ from _common import GUILDLITE, make_runs
 
 CASES = [
     ["runs", "--filter", "lr >= 0.05"],  # a flag: 20% of the runs
-    ["runs", "--filter", "epochs = 3 and lr < 0.011"],  # flags: 2%
+    ["runs", "--filter", "epochs = 5 and lr < 0.011"],  # flags: 10%
     ["runs", "--filter", "loss < 0.11"],  # a scalar's last value: 2 in 7
     ["runs", "--filter", "min(loss) < 0.1 and lr > 0.05"],  # a scalar's min and a flag
-    ["runs", "--all", "--filter", "epochs = 3 and lr < 0.011"],  # every match listed
-    ["compare", "--filter", "epochs = 3 and lr < 0.011"],
+    ["runs", "--all", "--filter", "epochs = 5 and lr < 0.011"],  # every match listed (10k)
+    ["compare", "--filter", "epochs = 5 and lr < 0.011"],
     ["select", "--min", "loss", "--filter", "epochs = 3"],
     ["runs", "--status", "error"],  # for scale: the listing bench's case
 ]

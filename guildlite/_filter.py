@@ -16,6 +16,7 @@ its midnight), ``=``/``!=`` within the period it names (that day, that minute).
 
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
@@ -58,13 +59,18 @@ class Filter:
 
     text: str = field(compare=False)
     root: Node
+    _test: Callable[[RunFacts], bool] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # The tree as nested closures, built once: a filter over 100k runs calls it 100k times.
+        object.__setattr__(self, "_test", self._compiled(self.root))
 
     def __str__(self) -> str:
         return str(self.root)
 
     def matches(self, facts: RunFacts) -> bool:
         """Whether the run passes; FilterError if a plain name is both a flag and a scalar of it."""
-        return self._eval(self.root, facts)
+        return self._test(facts)
 
     def leaves(self) -> list[Compare | HasTag]:
         """Every comparison and tag test, in order."""
@@ -92,29 +98,39 @@ class Filter:
     def uses_scalars(self) -> bool:
         return any(t.kind != "flag" for t in self.terms())
 
-    def _eval(self, node: Node, facts: RunFacts) -> bool:
-        if isinstance(node, And):
-            return all(self._eval(i, facts) for i in node.items)
-        if isinstance(node, Or):
-            return any(self._eval(i, facts) for i in node.items)
+    def _compiled(self, node: Node) -> Callable[[RunFacts], bool]:
+        if isinstance(node, (And, Or)):
+            parts = [self._compiled(i) for i in node.items]
+            if isinstance(node, And):
+                return lambda f: all(p(f) for p in parts)
+            return lambda f: any(p(f) for p in parts)
         if isinstance(node, Not):
-            return not self._eval(node.item, facts)
+            inner = self._compiled(node.item)
+            return lambda f: not inner(f)
         if isinstance(node, HasTag):
-            return node.tag in facts.tags
-        return self._compare(node, facts)
-
-    def _compare(self, cmp: Compare, facts: RunFacts) -> bool:
-        term, op, value = cmp.term, cmp.op, cmp.value
+            tag = node.tag
+            return lambda f: tag in f.tags
+        term, op, value = node.term, node.op, node.value
         if term.kind == "attr":
-            if term.name == "tag":
-                return _any_tag(facts.tags, op, value)
-            if term.name in TIMES:
-                return _time_compare(getattr(facts, term.name), op, value)
-            if term.name == "note":  # a note per line or more: ^ and $ anchor at each line
-                return _compare(facts.notes, op, value, re.MULTILINE)
-            return _compare(getattr(facts, term.name), op, value)
-        actual = self.lookup(term, facts)
-        return actual is not MISSING and _compare(actual, op, value)
+            name = term.name
+            if name == "tag":
+                return lambda f: _any_tag(f.tags, op, value)
+            if name in TIMES:
+                return lambda f: _time_compare(getattr(f, name), op, value)
+            if name == "note":  # a note per line or more: ^ and $ anchor at each line
+                return lambda f: _compare(f.notes, op, value, re.MULTILINE)
+            return lambda f: _compare(getattr(f, name), op, value)
+        want, fast = value.number, _FAST.get(op)
+
+        def compare(f: RunFacts) -> bool:
+            actual = self.lookup(term, f)
+            if actual is MISSING:
+                return False
+            if fast is not None and want is not None and type(actual) in (float, int):  # the usual case, quickly
+                return fast(actual, want)
+            return _compare(actual, op, value)
+
+        return compare
 
     def lookup(self, term: Term, facts: RunFacts) -> Any:
         """The value ``term`` names in ``facts`` (a flag's value, a scalar's last/min/max), or MISSING."""
@@ -129,6 +145,10 @@ class Filter:
             return facts.flags.get(term.name, MISSING)
         s = facts.scalars.get(term.name)
         return MISSING if s is None else s[AGGS.index(term.agg)]
+
+
+_FAST: dict[str, Callable[[Any, Any], bool]] = {
+    "=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 
 
 def _text(v: Any) -> str:
