@@ -120,7 +120,8 @@ class Filter:
             if name == "note":  # a note per line or more: ^ and $ anchor at each line
                 return lambda f: _compare(f.notes, op, value, re.MULTILINE)
             return lambda f: _compare(getattr(f, name), op, value)
-        want, fast = value.number, _FAST.get(op)
+        want = value.number
+        fast = _FAST.get(op) if want == want else None  # NaN: equal only to NaN, which _compare knows
 
         def compare(f: RunFacts) -> bool:
             actual = self.lookup(term, f)
