@@ -158,6 +158,10 @@ class Study:
         self.storage = study._storage
         self.space = dict(space)
         self._ids: dict[tuple[str, int], int] = {}  # (run id, attempt) -> Optuna trial id
+        # run id -> the Optuna trial of the attempt running now: a backend may record the running
+        # attempt in the run's attempts while it runs (SLURM's node does), so their count alone
+        # would name another attempt at its end than at its start.
+        self._active: dict[str, int] = {}
         self.on_report: Callable[[Run, int, float], bool] | None = None  # the optimizer's report, if it has one
 
     @classmethod
@@ -184,6 +188,12 @@ class Study:
 
     def _attempt(self, trial: Run) -> Any:
         """The Optuna trial (frozen) of ``trial``'s current attempt, or None: not recorded yet."""
+        active = self._active.get(trial.id)
+        if active is not None:
+            found = self.storage.get_trial(active)
+            if not found.state.is_finished():
+                return found
+            del self._active[trial.id]
         attempt = len(trial.attempts)
         key = (trial.id, attempt)
         tid = self._ids.get(key)
@@ -211,7 +221,7 @@ class Study:
             state=optuna.trial.TrialState.RUNNING, params={k: flags[k] for k in dists}, distributions=dists,
             user_attrs={"run": trial.id, "attempt": len(trial.attempts), "flags": _jsonable(trial.flags)})
         tid = int(self.storage.create_new_trial(self.optuna_study._study_id, template_trial=template))
-        self._ids[(trial.id, len(trial.attempts))] = tid
+        self._ids[(trial.id, len(trial.attempts))] = self._active[trial.id] = tid
         return tid
 
     def _running(self, trial: Run) -> int | None:

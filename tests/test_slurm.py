@@ -361,8 +361,6 @@ def test_stop_cancels_the_job(single: None, project: Path) -> None:
     wait_for("no process of the run", lambda: not procs_mentioning(run_dir.name), timeout=20)
 
 
-@pytest.mark.xfail(reason="a known bug: the pruner gets a SLURM trial's live values (29 calls) but does not "
-                   "prune it; README Pruning says SLURM trials are not pruned yet", strict=False)
 def test_a_pruned_trial_is_cancelled_and_recorded_pruned(single: None, project: Path) -> None:
     """--prune: the owner's pruner stops the bad trial through the backend (scancel, with a stop
     request that says pruned): the node records it pruned (its attempt too), never requeued; the
