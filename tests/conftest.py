@@ -31,6 +31,31 @@ from typing import Any, Callable, ClassVar, TypeVar
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def install_readme_example(root: Path, section: str, group: str, module: Path, entry_points: dict[str, str]) -> Path:
+    """``module`` installed in the new dir ``root`` as pip would install it from the ``setup.cfg``
+    block under README's ``section``: the module and its dist-info, whose entry points (in
+    ``group``) must be ``entry_points`` exactly. ``root`` is the dir to put on PYTHONPATH."""
+    import configparser
+    import re
+    import shutil
+
+    block = re.search(r"```ini\n(.*?)```", (ROOT / "README.md").read_text().split(section, 1)[1], re.S)
+    assert block, f"no setup.cfg block in the README's {section!r}"
+    cfg = configparser.ConfigParser()
+    cfg.read_string(block.group(1))
+    lines = cfg["options.entry_points"][group].strip().splitlines()
+    eps = dict((part.strip() for part in line.split("=", 1)) for line in lines)
+    assert eps == entry_points and cfg["options"]["py_modules"] == module.stem, eps
+    name, version = cfg["metadata"]["name"], cfg["metadata"]["version"]
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(module, root / module.name)
+    info = root / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()))
+    return root
 _SCRIPT = Path(sys.executable).with_name("guildlite")
 GUILDLITE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "guildlite"]
 TRACEBACK = "Traceback (most recent call last)"

@@ -11,11 +11,8 @@ would); the jobs are real ``python`` processes.
 
 from __future__ import annotations
 
-import configparser
 import json
 import os
-import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,10 +22,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from conftest import HELLO_FLAGS, HELLO_SCRIPT, ROOT, Project, assert_clean_error, wait_until
+from conftest import HELLO_FLAGS, HELLO_SCRIPT, ROOT, Project, assert_clean_error, install_readme_example, wait_until
 
 EXAMPLE = ROOT / "examples" / "backend" / "toyqueue.py"
-README = ROOT / "README.md"
 
 # Records on_run_end in the run dir: how many times, where, and with which status.
 ENDS_PLUGIN = """\
@@ -71,21 +67,8 @@ def guildfile(spool: Path, section: str | None = None, top: str = "", quick_extr
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A dir with toyqueue installed in it, as pip would: the module and its dist-info, the entry
     point being the one the README tells a backend's authors to declare."""
-    block = re.search(r"```ini\n(.*?)```", README.read_text().split("## Writing a backend", 1)[1], re.S)
-    assert block, "no setup.cfg block in the README's 'Writing a backend'"
-    cfg = configparser.ConfigParser()
-    cfg.read_string(block.group(1))
-    lines = cfg["options.entry_points"]["guildlite.backends"].strip().splitlines()
-    eps = dict((part.strip() for part in line.split("=", 1)) for line in lines)
-    assert eps == {"toyqueue": "toyqueue:ToyQueue"} and cfg["options"]["py_modules"] == "toyqueue", eps
-    name, version = cfg["metadata"]["name"], cfg["metadata"]["version"]
-    root = tmp_path_factory.mktemp("site")
-    shutil.copy(EXAMPLE, root / "toyqueue.py")
-    info = root / f"{name}-{version}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-    (info / "entry_points.txt").write_text("[guildlite.backends]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()))
-    return root
+    return install_readme_example(tmp_path_factory.mktemp("site"), "## Writing a backend", "guildlite.backends",
+                                  EXAMPLE, {"toyqueue": "toyqueue:ToyQueue"})
 
 
 @dataclass

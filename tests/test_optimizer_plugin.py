@@ -9,18 +9,15 @@ built-ins'. Nothing in guildlite names it.
 
 from __future__ import annotations
 
-import configparser
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, Project, assert_clean_error, run_dirs
+from conftest import ROOT, Project, assert_clean_error, install_readme_example, run_dirs
 
 EXAMPLE = ROOT / "examples" / "optimizer" / "hillclimb.py"
-README = ROOT / "README.md"
 
 BOWL = """\
 import argparse
@@ -48,21 +45,8 @@ operations:
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A dir with hillclimb installed in it, as pip would: the module and its dist-info, the entry
     point being the one the README tells an optimizer's authors to declare."""
-    block = re.search(r"```ini\n(.*?)```", README.read_text().split("### Writing an optimizer", 1)[1], re.S)
-    assert block, "no setup.cfg block in the README's 'Writing an optimizer'"
-    cfg = configparser.ConfigParser()
-    cfg.read_string(block.group(1))
-    lines = cfg["options.entry_points"]["guildlite.optimizers"].strip().splitlines()
-    eps = dict((part.strip() for part in line.split("=", 1)) for line in lines)
-    assert eps == {"hillclimb": "hillclimb:HillClimb"} and cfg["options"]["py_modules"] == "hillclimb", eps
-    name, version = cfg["metadata"]["name"], cfg["metadata"]["version"]
-    root = tmp_path_factory.mktemp("site")
-    shutil.copy(EXAMPLE, root / "hillclimb.py")
-    info = root / f"{name.replace('-', '_')}-{version}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-    (info / "entry_points.txt").write_text("[guildlite.optimizers]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()))
-    return root
+    return install_readme_example(tmp_path_factory.mktemp("site"), "### Writing an optimizer", "guildlite.optimizers",
+                                  EXAMPLE, {"hillclimb": "hillclimb:HillClimb"})
 
 
 def _env(site: Path) -> dict[str, str]:
