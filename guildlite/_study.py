@@ -348,8 +348,11 @@ def _journal(path: Path, spec: SearchSpec) -> optuna.Study:
     storage = JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
     # Its trials' params are fixed (the optimizer chose them, or the batch's plan): the study's own
     # sampler is never asked, the cheapest one will do.
+    sampler = optuna.samplers.RandomSampler()
+    if path.stat().st_size:  # loaded: create_study(load_if_exists=True) would append a record on every open
+        return optuna.load_study(study_name=STUDY_NAME, storage=storage, sampler=sampler, pruner=_pruner(spec))
     return optuna.create_study(study_name=STUDY_NAME, storage=storage, direction=spec.direction,
-                               sampler=optuna.samplers.RandomSampler(), pruner=_pruner(spec), load_if_exists=True)
+                               sampler=sampler, pruner=_pruner(spec))
 
 
 def _pruner(spec: SearchSpec) -> Any:
