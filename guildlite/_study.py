@@ -159,7 +159,7 @@ class Study:
         self.space = dict(space)
         self._ids: dict[tuple[str, int], int] = {}  # (run id, attempt) -> Optuna trial id
         # run id -> the Optuna trial of the attempt running now: a backend may record the running
-        # attempt in the run's attempts while it runs (SLURM's node does), so their count alone
+        # attempt in the run's attempts while it runs (a batch-system node does), so their count alone
         # would name another attempt at its end than at its start.
         self._active: dict[str, int] = {}
         self.on_report: Callable[[Run, int, float], bool] | None = None  # the optimizer's report, if it has one
