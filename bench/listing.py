@@ -1,9 +1,10 @@
 """Listing speed over many runs: `guildlite runs`, a filtered `runs`, and `compare`.
 
-    python bench/listing.py [--sizes 10000,100000] [--repeat 3]
+    python bench/listing.py [--sizes 10000,100000] [--repeat 3] [--runs-dir DIR]
 
 Synthetic runs are written with guildlite's own Run API (records like real ones, with a
-scalars.jsonl each) into a temp dir. "cold" is the first call (it builds the index), "warm" the
+scalars.jsonl each) into a temp dir, or taken from --runs-dir (made there if it is empty; one
+size only). The index is deleted before each size's table: "cold" is the first call (it builds the index), "warm" the
 best of --repeat later calls, each as wall time and as CPU time (user + system, which a busy
 machine inflates far less than wall time). Prints a markdown table.
 """
@@ -38,19 +39,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="10000,100000")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--runs-dir", type=Path, help="Use (or make) the runs here instead of a temp dir.")
     a = ap.parse_args()
     cases = [["runs"], ["runs", "--status", "error"], ["compare", "--status", "error"], ["compare"]]
     print("| runs | command | cold ms | cold cpu ms | warm ms (best) | warm cpu ms (best) |")
     print("|---:|---|---:|---:|---:|---:|")
     for n in [int(x) for x in a.sizes.split(",")]:
         tmp = Path(tempfile.mkdtemp(prefix="guildlite-bench-"))
+        runs_dir = a.runs_dir or tmp / "runs"
         try:
-            t = time.perf_counter()
-            make_runs(tmp / "runs", n)
-            print(f"<!-- made {n} runs in {time.perf_counter() - t:.1f} s -->", file=sys.stderr)
+            if not runs_dir.exists() or not any(runs_dir.iterdir()):
+                runs_dir.mkdir(parents=True, exist_ok=True)
+                runs_dir.rmdir()
+                t = time.perf_counter()
+                make_runs(runs_dir, n)
+                print(f"<!-- made {n} runs in {time.perf_counter() - t:.1f} s -->", file=sys.stderr)
+            (runs_dir / ".index.sqlite").unlink(missing_ok=True)
             for args in cases:
-                cold, cold_cpu = timed(args, tmp / "runs")
-                warm = [timed(args, tmp / "runs") for _ in range(a.repeat)]
+                cold, cold_cpu = timed(args, runs_dir)
+                warm = [timed(args, runs_dir) for _ in range(a.repeat)]
                 print(f"| {n} | `guildlite {' '.join(args)}` | {cold * 1000:.0f} | {cold_cpu * 1000:.0f} "
                       f"| {min(w for w, _ in warm) * 1000:.0f} | {min(c for _, c in warm) * 1000:.0f} |", flush=True)
         finally:

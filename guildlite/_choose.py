@@ -137,7 +137,7 @@ def filtered_runs(
         shown = [run_from_record(runs.dir / name, rec)
                  for name, rec, _ in filtered_records(runs, filter, where=match, limit=limit)]
     else:
-        shown = [r for r, _ in load_summaries(runs, where=match)]
+        shown = [r for r, _ in load_summaries(runs, where=match, limit=limit)]
     shown = shown if limit is None else shown[:limit]
     return [load_run(r.run_dir) for r in shown] if whole else shown
 

@@ -286,21 +286,22 @@ def filtered_records(
 
     filt = filt if isinstance(filt, Filter) else parse(filt)  # parse: TypeError for a non-string
     seen: set[Term] = set()
-    narrowed = candidates(runs, filt, ids, seen)
-    if narrowed is not None and ids is None:
+    wanted = runs.ids if ids is None else list(ids)
+    if ids is None:
         runs.report_strays()  # as a listing of the whole runs dir does
-    todo = list(runs.ids if ids is None else ids) if narrowed is None else narrowed
     out: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
     checked: list[RunFacts] = []
-    at, step = 0, len(todo) if limit is None else max(limit * 2, 64)
-    while at < len(todo) and (limit is None or len(out) < limit):  # the newest few: load a few
-        rows = load_records(runs, todo[at:at + step], scalars=filt.uses_scalars(), where=where)
+    at, step = 0, len(wanted) if limit is None else max(limit * 2, 64)
+    while at < len(wanted) and (limit is None or len(out) < limit):  # the newest few: look at a few
+        names = wanted[at:at + step]
+        narrowed = candidates(runs, filt, None if ids is None and len(names) == len(wanted) else names, seen)
+        rows = load_records(runs, names if narrowed is None else narrowed, scalars=filt.uses_scalars(), where=where)
         facts = [facts_from_record(rec, summary) for _, rec, summary in rows]
         checked += facts
         out += [row for row, f in zip(rows, facts) if filt.matches(f)]
         at, step = at + step, step * 2
-    if at >= len(todo):  # every run was looked at: a name none has is worth a warning
-        warn_unknown(filt, checked, seen if (runs.ids if ids is None else ids) else None)
+    if at >= len(wanted):  # every run was looked at: a name none has is worth a warning
+        warn_unknown(filt, checked, seen if wanted else None)
     return out[:limit]
 
 

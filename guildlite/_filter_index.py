@@ -42,6 +42,7 @@ _SCHEMA = (
     f"CREATE INDEX IF NOT EXISTS {_SCALARS}_id ON {_SCALARS} (id)",
 )
 _VOLATILE = ("staged", "pending", "running")
+_BY_ID = 900  # at most this many ids a query names (SQLite's bound on parameters is 999 in old builds)
 # A row's columns after id, stamp and s_stamp (``status`` always read: a volatile one is a candidate).
 _COLUMN_OF = {"tag": "tags", "note": "notes"}  # an attribute's column, where they differ
 # Each with what stands for it when the filter does not ask about it (no need to read it).
@@ -71,7 +72,8 @@ def candidates(
 ) -> list[str] | None:
     """The names among ``ids`` (default: every run of ``runs``), in order, that may match ``filt``:
     all but those whose up-to-date rows say they do not. None when the index cannot be used.
-    ``seen`` gets the filter's flag and scalar terms that some row has (``_filter.warn_unknown``)."""
+    ``seen`` gets the filter's flag and scalar terms that some row has (``_filter.warn_unknown``).
+    Only the rows of ``ids`` are read (the newest few of 100k runs: a few rows)."""
     db = _connect(runs)
     if db is None:
         return None
@@ -80,9 +82,10 @@ def candidates(
     try:
         asked = {_COLUMN_OF.get(a, a) for a in filt.attributes()}  # only the columns it asks about
         cols = ", ".join(c if c in asked or c == "status" else d for c, d in _ATTR_COLUMNS.items())
-        rows = {r[0]: r for r in db.execute(f"SELECT id, stamp, s_stamp, {cols} FROM {_RUNS}")}
-        flags = {n: _values(db, _FLAGS, n) for n in {t.name for t in terms if t.kind != "scalar"}}
-        by_name = {n: _values(db, _SCALARS, n) for n in {t.name for t in terms if t.kind != "flag"}}
+        among, params = _among(ids)
+        rows = {r[0]: r for r in db.execute(f"SELECT id, stamp, s_stamp, {cols} FROM {_RUNS}{among}", params)}
+        flags = {n: _values(db, _FLAGS, n, ids) for n in {t.name for t in terms if t.kind != "scalar"}}
+        by_name = {n: _values(db, _SCALARS, n, ids) for n in {t.name for t in terms if t.kind != "flag"}}
         wanted = runs.ids if ids is None else ids
         keep: dict[str, bool] = {}
         stale: list[tuple[str, int, int]] = []
@@ -115,12 +118,24 @@ def candidates(
         db.close()
 
 
-def _values(db: sqlite3.Connection, table: str, name: str) -> dict[str, Any]:
+def _among(ids: Sequence[str] | None, name: bool = False) -> tuple[str, list[Any]]:
+    """A query's condition that keeps the rows of ``ids`` (None: all; a few: by id; more: their
+    range, as ids sort), and its parameters; ``name``: after a ``name = ?``."""
+    if ids is None:
+        return (" WHERE name = ?" if name else ""), []
+    start = " WHERE name = ? AND" if name else " WHERE"
+    if len(ids) <= _BY_ID:
+        return f"{start} id IN ({','.join('?' * len(ids))})", list(ids)
+    return f"{start} id BETWEEN ? AND ?", [min(ids), max(ids)]
+
+
+def _values(db: sqlite3.Connection, table: str, name: str, ids: Sequence[str] | None) -> dict[str, Any]:
+    among, params = _among(ids, name=True)
     if table == _FLAGS:
         return {i: json.loads(v) if j else v for i, v, j in
-                db.execute(f"SELECT id, value, is_json FROM {table} WHERE name = ?", (name,))}
+                db.execute(f"SELECT id, value, is_json FROM {table}{among}", [name, *params])}
     return {i: (_nan(a), _nan(b), _nan(c))
-            for i, a, b, c in db.execute(f"SELECT id, last, min, max FROM {table} WHERE name = ?", (name,))}
+            for i, a, b, c in db.execute(f"SELECT id, last, min, max FROM {table}{among}", [name, *params])}
 
 
 def _nan(v: Any) -> Any:

@@ -23,10 +23,12 @@ planted there.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sqlite3
 import stat
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -52,13 +54,16 @@ COLUMNS = ("status", "op", "parent", "label", "is_batch")
 _TABLE = "runs_v4"  # v4: COLUMNS, slim records; the scalar summary keyed by its own file's stamp
 # v1: stamps that an archive could match; v2: no attempts (a restarted run's time counts them); v3: no columns
 _OLD_TABLES = ("runs", "runs_v2", "runs_v3")
-_NARROW = "id, stamp, " + ", ".join(COLUMNS)  # read for every run, up front
+_NARROW = "id, stamp, " + ", ".join(COLUMNS)
 _SCHEMA = f"{_NARROW}, rec, s_stamp, scalars"
+# An entry as read: (id, stamp, *COLUMNS, rec, s_stamp, scalars).
+_STATUS, _REC, _S_STAMP, _SCALARS = 2, 2 + len(COLUMNS), 3 + len(COLUMNS), 4 + len(COLUMNS)
+_AT = {name: i for i, name in enumerate(COLUMNS, 2)}  # a column's place in an entry
 _PUT_RECORD = (f"INSERT INTO {_TABLE} ({_NARROW}, rec) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
                + ", ".join(f"{c} = excluded.{c}" for c in ("stamp", *COLUMNS, "rec")))
 _PUT_SUMMARY = f"UPDATE {_TABLE} SET s_stamp = ?, scalars = ? WHERE id = ?"
-_NOTHING = (None, None, None, None)
-_raw_decode = json.JSONDecoder().raw_decode  # json.loads less its wrapper: ~100k calls a listing
+_BY_ID = 900  # at most this many ids a query names (SQLite's bound on parameters is 999 in old builds)
+_raw_decode = json.JSONDecoder().raw_decode  # json.loads less its wrapper
 
 
 def _decoded(text: Any) -> Any:
@@ -67,6 +72,40 @@ def _decoded(text: Any) -> Any:
     if end != len(text):
         raise ValueError("extra data")
     return value
+
+
+def _all_decoded(texts: list[Any], at_once: bool) -> list[Any]:
+    """Each text's JSON value (None for one that is not JSON), ``at_once`` in one decode when all
+    are: the per-call cost of the decoder, paid once instead of 100k times. Only for texts this
+    user wrote: a text holding part of a value (``"x``) and one holding two (``1,2``) would pass
+    the count and shift the values in between onto other runs."""
+    try:
+        values = _decoded("[" + ",".join(texts) + "]") if at_once else None
+        if values is not None and len(values) == len(texts):
+            return values  # type: ignore[no-any-return]
+    except (ValueError, TypeError, RecursionError):  # (TypeError: a text that is not a str)
+        pass
+    out = []
+    for text in texts:
+        try:
+            out.append(_decoded(text))
+        except (ValueError, TypeError, RecursionError):
+            out.append(None)
+    return out
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cycle collector paused (as it was after): reading 100k records makes millions of
+    objects, none in a cycle, and each pass of the collector walks all of them (a third of the
+    time of a listing of 100k runs went there)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _stamp(path: str) -> int | None:
@@ -115,29 +154,24 @@ def _stored(rec: dict[str, Any]) -> str:
                       separators=(",", ":"))
 
 
-def _cached_record(text: Any, run_id: str, trusted: bool) -> dict[str, Any] | None:
-    """A record from the index (checked unless ``trusted``); None if it is not one: read the file."""
-    try:
-        rec = _decoded(text)
-        if not trusted:
-            check(rec, text)
-    except (Problem, ValueError, TypeError, RecursionError):
-        return None
-    if type(rec) is not dict:
+def _cached_record(rec: Any, text: Any, run_id: str, trusted: bool) -> dict[str, Any] | None:
+    """A record from the index (``rec``, decoded from ``text``; checked unless ``trusted``); None
+    if it is not one: read the file."""
+    if type(rec) is not dict or type(rec.get("op")) is not str:  # (written by _stored: always an op)
         return None
     if not trusted:
+        try:
+            check(rec, text)
+        except (Problem, RecursionError):
+            return None
         return _slim(rec, run_id)
     rec = {**_default_fields(), **rec}  # written by _stored: slim already
     rec["id"] = run_id
     return rec
 
 
-def _cached_summary(text: Any, trusted: bool) -> dict[str, Any] | None:
+def _cached_summary(summary: Any, trusted: bool) -> dict[str, Any] | None:
     """A scalar summary from the index (checked for ``summarize``'s shape unless ``trusted``)."""
-    try:
-        summary = _decoded(text)
-    except (ValueError, TypeError, RecursionError):
-        return None
     if type(summary) is not dict:
         return None
     for s in () if trusted else summary.values():
@@ -147,8 +181,8 @@ def _cached_summary(text: Any, trusted: bool) -> dict[str, Any] | None:
 
 
 class _Index:
-    """The index of one runs dir for one listing: the narrow columns of every entry read up front,
-    an entry's record and summary when its run is shown (``texts``), the changes written at the end."""
+    """The index of one runs dir for one listing: the entries of the runs looked at (``read``),
+    the changes written at the end (``flush``)."""
 
     def __init__(self, runs_dir: Path) -> None:
         self.db: sqlite3.Connection | None = None
@@ -156,8 +190,7 @@ class _Index:
         self.records: list[tuple[Any, ...]] = []  # entries to write: read from run.json this time
         self.summaries: list[tuple[Any, ...]] = []  # and scalar summaries computed this time
         self.trusted = False
-        self._texts: dict[str, tuple[Any, ...]] | None = None
-        self._asked = 0
+        self.whole = False  # whether every entry was read (then those of runs gone are dropped)
         path = str(runs_dir / INDEX_NAME)
         if not all(_plain_or_absent(path + end) for end in ("", "-journal", "-wal", "-shm")):
             return  # SQLite would follow a link: no index here, then
@@ -170,35 +203,36 @@ class _Index:
                 self.db.execute(f"DROP TABLE IF EXISTS {old}")
             self.trusted = os.stat(path).st_uid == os.geteuid()
             try:
-                self.rows = {r[0]: r[1:] for r in self.db.execute(f"SELECT {_NARROW} FROM {_TABLE}")}
+                self.db.execute(f"SELECT {_SCHEMA} FROM {_TABLE} LIMIT 0")
             except sqlite3.OperationalError:  # a table of another shape: a cache, so start again
                 self.db.execute(f"DROP TABLE {_TABLE}")
                 self.db.execute(create)
         except (sqlite3.Error, OSError):
-            self.db, self.rows = None, {}
+            self.db = None
 
-    def texts(self, run_id: str) -> tuple[Any, ...]:
-        """``(stamp, record, s_stamp, summary)`` of an entry as the index holds it now (another
-        process may have written it since the narrow columns were read: callers check the stamps)."""
-        if self.db is None:
-            return _NOTHING
+    def read(self, ids: Sequence[str], everything: bool) -> None:
+        """Read the entries of ``ids`` (``everything``: they are all the runs, so read the whole
+        table in one query; a few: by id; more: by their range of ids, which sort)."""
+        if self.db is None or not ids:
+            return
+        query = f"SELECT {_SCHEMA} FROM {_TABLE}"
         try:
-            if self._texts is None and self._asked < max(100, len(self.rows) // 8):  # a few shown: a query each
-                self._asked += 1
-                got = self.db.execute(f"SELECT stamp, rec, s_stamp, scalars FROM {_TABLE} WHERE id = ?",
-                                      (run_id,)).fetchone()
-                return got or _NOTHING
-            if self._texts is None:  # most runs shown: one query for all
-                query = f"SELECT id, stamp, rec, s_stamp, scalars FROM {_TABLE}"
-                self._texts = {r[0]: r[1:] for r in self.db.execute(query)}
+            if everything:
+                self.rows.update((r[0], r) for r in self.db.execute(query))
+                self.whole = True
+            elif len(ids) <= _BY_ID:
+                got = self.db.execute(f"{query} WHERE id IN ({','.join('?' * len(ids))})", list(ids))
+                self.rows.update((r[0], r) for r in got)
+            else:
+                got = self.db.execute(f"{query} WHERE id BETWEEN ? AND ?", (min(ids), max(ids)))
+                self.rows.update((r[0], r) for r in got)
         except sqlite3.Error:
-            return _NOTHING
-        return self._texts.get(run_id, _NOTHING)
+            pass  # a busy or damaged index: the files are read
 
     def flush(self, keep: set[str]) -> None:
         if self.db is None:
             return
-        gone = [(k,) for k in self.rows if k not in keep]
+        gone = [(k,) for k in self.rows if k not in keep] if self.whole else []
         try:
             if self.records or self.summaries or gone:
                 self.db.execute("BEGIN")
@@ -212,81 +246,38 @@ class _Index:
             self.db.close()
 
 
-class _Gone(Exception):
-    """The run's record could not be read: gone since listed, or bad (warned about)."""
+class _Undecodable(Exception):
+    """An entry's record is not JSON: the file is read instead."""
 
 
-class _Entry(Mapping[str, Any]):
-    """One run of a listing: its record as the index holds it while the stamp of its run.json
-    matches, else as read from the file (then queued to be written to the index).
+class _Columns(Mapping[str, Any]):
+    """The record a filter sees of an ended run whose entry is up to date and trusted: its
+    ``COLUMNS`` (and the id) without decoding anything, any other field from the whole record."""
 
-    As a mapping it is the record a filter sees: the ``COLUMNS`` (and the id) of a matching entry
-    without decoding anything, any other field from the whole record (``record``).
-    """
+    __slots__ = ("_row", "_rec")
 
-    __slots__ = ("_index", "_id", "_dir", "_stamp", "_row", "_listed", "_rec", "_texts", "from_index")
-    _AT = {name: i for i, name in enumerate(COLUMNS, 1)}  # a column's place in an index row
-
-    def __init__(self, index: _Index, run_id: str, run_dir: str, listed: bool) -> None:
-        self._index, self._id, self._dir, self._listed = index, run_id, run_dir, listed
-        self._stamp = _stamp(f"{run_dir}/run.json")
-        row = index.rows.get(run_id)
-        self._row = row if row is not None and self._stamp is not None and row[0] == self._stamp else None
+    def __init__(self, row: tuple[Any, ...]) -> None:
+        self._row = row
         self._rec: dict[str, Any] | None = None
-        self._texts: tuple[Any, ...] | None = None
-        self.from_index = False  # whether ``record`` came from the index (else from run.json)
-
-    def as_indexed(self) -> bool:
-        """Whether the columns tell this run as it stands: its entry matches, is trusted, and
-        says it ended (an ended run's status needs no liveness derived)."""
-        return self._row is not None and self._index.trusted and self._row[1] in ENDED
-
-    def _indexed(self) -> tuple[Any, ...]:
-        if self._texts is None:
-            self._texts = self._index.texts(self._id)
-        return self._texts
 
     def record(self) -> dict[str, Any]:
-        """The slim record (as written: no liveness derived); _Gone if it cannot be read."""
-        if self._rec is not None:
-            return self._rec
-        if self._row is not None and self._indexed()[0] == self._stamp:
-            self._rec = _cached_record(self._indexed()[1], self._id, self._index.trusted)
-        self.from_index = self._rec is not None
         if self._rec is None:
             try:
-                self._rec = _slim(read_record(Path(self._dir), self._listed), self._id)
-            except BadRecordError as e:
-                warn_bad(e)
-                raise _Gone from None
-            except RunNotFoundError:
-                raise _Gone from None
-            if self._stamp is not None:
-                rec = self._rec
-                self._index.records.append((self._id, self._stamp, *(rec[c] for c in COLUMNS), _stored(rec)))
+                self._rec = _cached_record(_decoded(self._row[_REC]), None, self._row[0], True)
+            except (ValueError, TypeError, RecursionError):
+                pass
+            if self._rec is None:
+                raise _Undecodable
         return self._rec
 
-    def summary(self) -> dict[str, Any]:
-        """The run's scalar summary (``_scalars.summarize``), from the index while the stamp of
-        its scalars.jsonl matches."""
-        s_stamp = _stamp(f"{self._dir}/scalars.jsonl") or 0
-        indexed = self._indexed() if self._index.rows.get(self._id) is not None else _NOTHING
-        summary = _cached_summary(indexed[3], self._index.trusted) if indexed[2] == s_stamp else None
-        if summary is None:
-            summary = summarize(Path(self._dir, "scalars.jsonl"))
-            self._index.summaries.append((s_stamp, json.dumps(summary), self._id))
-        return summary
-
     def get(self, key: str, default: Any = None) -> Any:
-        at = self._AT.get(key)
-        if at is not None and self.as_indexed():
-            return bool(self._row[at]) if key == "is_batch" else self._row[at]  # type: ignore[index]
-        if key == "id":
-            return self._id
-        return self.record().get(key, default)
+        at = _AT.get(key)
+        if at is not None:
+            return bool(self._row[at]) if key == "is_batch" else self._row[at]
+        return self._row[0] if key == "id" else self.record().get(key, default)
 
     def __getitem__(self, key: str) -> Any:
-        if key in self._AT or key == "id":
+        if key in _AT or key == "id":
             return self.get(key)
         return self.record()[key]
 
@@ -297,13 +288,77 @@ class _Entry(Mapping[str, Any]):
         return len(self.record())
 
 
+def _records(
+    index: _Index, root: str, names: Sequence[str], listed: bool,
+    where: Callable[[Mapping[str, Any]], bool] | None,
+) -> list[tuple[str, dict[str, Any]]]:
+    """``(name, record)`` of each of ``names`` that ``where`` keeps: from the index while the stamp
+    of its run.json matches, else read from the file (and queued to be written to the index)."""
+    rows, trusted = index.rows, index.trusted
+    looked: list[tuple[str, int | None, tuple[Any, ...] | None]] = []  # (name, stamp, its entry if up to date)
+    for name in names:
+        stamp = _stamp(f"{root}/{name}/run.json")
+        row = rows.get(name)
+        if row is None or stamp is None or row[1] != stamp:
+            looked.append((name, stamp, None))
+            continue
+        try:
+            if trusted and row[_STATUS] in ENDED and where is not None and not where(_Columns(row)):
+                continue  # an ended run that the columns rule out: nothing decoded
+        except _Undecodable:
+            row = None
+        looked.append((name, stamp, row))
+    texts = [row[_REC] for _, _, row in looked if row is not None]
+    decoded = iter(_all_decoded(texts, at_once=trusted))
+    out = []
+    for name, stamp, row in looked:
+        rec = None if row is None else _cached_record(next(decoded), row[_REC], name, trusted)
+        if rec is None:
+            try:
+                rec = _slim(read_record(Path(root, name), listed), name)
+            except BadRecordError as e:
+                warn_bad(e)
+                continue
+            except RunNotFoundError:  # gone since listed
+                continue
+            if stamp is not None:
+                index.records.append((name, stamp, *(rec[c] for c in COLUMNS), _stored(rec)))
+        elif trusted and row[_STATUS] in ENDED:  # type: ignore[index]
+            out.append((name, rec))  # as it stands (ended), and the columns said it matches
+            continue
+        if rec["status"] not in ENDED:  # (an ended record is as it stands)
+            rec = as_it_stands(rec, Path(root, name), read_record)
+        if where is None or where(rec):
+            out.append((name, rec))
+    return out
+
+
+def _summaries(index: _Index, root: str, names: Sequence[str]) -> list[dict[str, Any]]:
+    """The scalar summary (``_scalars.summarize``) of each of ``names``: from the index while the
+    stamp of its scalars.jsonl matches."""
+    s_stamps = [_stamp(f"{root}/{name}/scalars.jsonl") or 0 for name in names]
+    rows = [index.rows.get(name) for name in names]
+    fresh = [row is not None and row[_S_STAMP] == s for row, s in zip(rows, s_stamps)]
+    decoded = iter(_all_decoded([row[_SCALARS] for row, ok in zip(rows, fresh) if ok], index.trusted))  # type: ignore[index]
+    out = []
+    for name, s_stamp, ok in zip(names, s_stamps, fresh):
+        summary = _cached_summary(next(decoded), index.trusted) if ok else None
+        if summary is None:
+            summary = summarize(Path(root, name, "scalars.jsonl"))
+            index.summaries.append((s_stamp, json.dumps(summary), name))
+        out.append(summary)
+    return out
+
+
 def load_records(
     runs: RunList,
     ids: Sequence[str] | None = None,
     scalars: bool = False,
     where: Callable[[Mapping[str, Any]], bool] | None = None,
+    limit: int | None = None,
 ) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """``(run dir name, summary record, scalar summary)`` for ``ids`` (default: all of ``runs``), in order.
+    """``(run dir name, summary record, scalar summary)`` for ``ids`` (default: all of ``runs``), in
+    order, the first ``limit`` of them (None: all; the newest few of 100k runs look at a few).
 
     The records hold the summary fields of ``run.json`` only (no op_def, hook trace or attrs),
     validated, with liveness-derived status; ``where`` filters on them (given a read-only
@@ -314,23 +369,20 @@ def load_records(
     index = _Index(runs.dir)
     if ids is None:
         runs.report_strays()
-    out = []
-    for run_id in runs.ids if ids is None else filter(is_run_id, ids):
-        entry = _Entry(index, run_id, f"{root}/{run_id}", listed=ids is None)
-        try:
-            if entry.as_indexed() and where is not None and not where(entry):
-                continue  # an ended run that the indexed columns rule out: nothing decoded
-            now = entry.record()
-            if not (entry.as_indexed() and entry.from_index):  # read from its file, or not known ended
-                if now["status"] not in ENDED:  # (an ended record is as it stands)
-                    now = as_it_stands(now, Path(root, run_id), read_record)
-                if where is not None and not where(now):
-                    continue
-        except _Gone:
-            continue
-        out.append((run_id, now, entry.summary() if scalars else {}))
+    todo = runs.ids if ids is None else list(filter(is_run_id, ids))
+    out: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    at, step = 0, len(todo) if limit is None else max(limit * 2, 64)
+    with collector_paused():
+        while at < len(todo) and (limit is None or len(out) < limit):  # the newest few: look at a few
+            names = todo[at:at + step]
+            index.read(names, everything=ids is None and len(names) == len(todo))
+            found = _records(index, root, names, ids is None, where)
+            shown = [name for name, _ in found]
+            summaries = _summaries(index, root, shown) if scalars else [{} for _ in shown]
+            out += [(name, rec, summary) for (name, rec), summary in zip(found, summaries)]
+            at, step = at + step, step * 2
     index.flush(keep=set(runs.ids))
-    return out
+    return out[:limit]
 
 
 def load_summaries(
@@ -338,8 +390,9 @@ def load_summaries(
     ids: Sequence[str] | None = None,
     scalars: bool = False,
     where: Callable[[Mapping[str, Any]], bool] | None = None,
+    limit: int | None = None,
 ) -> list[tuple[Run, dict[str, Any]]]:
     """As ``load_records``, with each record as a Run (summary fields only: use ``load_run`` for a
     whole record)."""
     return [(run_from_record(runs.dir / name, rec), summary)
-            for name, rec, summary in load_records(runs, ids, scalars, where)]
+            for name, rec, summary in load_records(runs, ids, scalars, where, limit)]

@@ -18,6 +18,7 @@ from ._runfiles import RunFileError, check_rel, listed_size, open_file, read_byt
 from ._terminal import printable
 
 _RUN_FILES = {"run.json", "output.log", "scalars.jsonl"}
+_BASE = frozenset(BASE)
 MAX_MANIFEST_BYTES = 64 << 20
 MAX_DIFF_BYTES = 4 << 20  # a larger file is compared by its sha256, not diffed line by line
 
@@ -33,7 +34,10 @@ def seconds_between(started: str | None, stopped: str | None) -> float | None:
 def run_seconds(started: Any, stopped: Any, attempts: Any = None) -> float | None:
     """A run's time: seconds from start to stop (to now while running), plus those of its earlier
     attempts (a restarted run or batch: its time is all of them, not the last one alone)."""
-    parts = [_seconds(started, stopped)]
+    own = _seconds(started, stopped)
+    if not attempts:  # (most runs: a table of 100k runs asks 100k times)
+        return own
+    parts = [own]
     for attempt in attempts if isinstance(attempts, list) else ():
         if isinstance(attempt, dict) and attempt.get("stopped"):  # one that never ended recorded no time
             parts.append(_seconds(attempt.get("started"), attempt["stopped"]))
@@ -71,7 +75,7 @@ def compare_runs(
     the expression ``filter``),
     sorted by ``sort_key`` (``-col`` descending) and cut to ``columns`` (comma-separated)."""
     from ._choose import batch_id, where
-    from ._index import load_records
+    from ._index import collector_paused, load_records
     from ._selection import RunList, select_runs
 
     everything = RunList(runs_dir)
@@ -88,7 +92,8 @@ def compare_runs(
     else:
         loaded = load_records(everything, ids, scalars=True, where=match)
     chosen = [rec for _, rec, _ in loaded if rec["id"] != batch_run]
-    cols, rows = compare_table(chosen, {rec["id"]: sc for _, rec, sc in loaded}, min_max=min_max)
+    with collector_paused():  # a row of many objects per run, none in a cycle
+        cols, rows = compare_table(chosen, {rec["id"]: sc for _, rec, sc in loaded}, min_max=min_max)
     # With no run selected, the flags and scalars any run would add are unknown: a column named
     # by --sort or --columns may well be one of them, so it is not called unknown.
     if sort_key and rows:
@@ -113,7 +118,10 @@ def compare_table(
     """
     flag_cols: dict[str, None] = {}
     scalar_cols: dict[str, None] = {}
-    flag_names = {k for rec in records for k in (rec.get("flags") or {})}  # the table's, for its scalars' names
+    # The table's flag names (for its scalars' names), from each distinct set of them: runs share a few.
+    flag_names = {k for names in {tuple(rec.get("flags") or ()) for rec in records} for k in names}
+    renamed = not flag_names.isdisjoint(BASE)  # a flag named like a base column keeps its own
+    columns: dict[str, str] = {}  # a scalar's column, by its name
     rows = []
     for rec in records:
         flags = rec.get("flags") or {}
@@ -126,18 +134,19 @@ def compare_table(
             "label": rec.get("label"),
             "batch": rec.get("parent"),
         }
-        if any(k in BASE for k in flags):  # a flag named like a base column keeps its own
+        if renamed and not _BASE.isdisjoint(flags):
             flags = {flag_column(k): v for k, v in flags.items()}
         flag_cols.update(dict.fromkeys(flags))
         row.update(flags)
         for key, s in scalars.get(row["id"], {}).items():
-            key = scalar_column(key, flag_names)
+            col = columns.get(key) or columns.setdefault(key, scalar_column(key, flag_names))
             if min_max:
-                cells = {key: s["last"], f"{key}.min": s["min"], f"{key}.max": s["max"]}
+                cells = {col: s["last"], f"{col}.min": s["min"], f"{col}.max": s["max"]}
+                scalar_cols.update(dict.fromkeys(cells))
+                row.update(cells)
             else:
-                cells = {key: s["last"]}
-            scalar_cols.update(dict.fromkeys(cells))
-            row.update(cells)
+                scalar_cols[col] = None
+                row[col] = s["last"]
         rows.append(row)
     return [*BASE, *flag_cols, *scalar_cols], rows
 

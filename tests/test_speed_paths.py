@@ -212,6 +212,84 @@ def test_control_characters_in_a_table_are_escaped(runs: Path) -> None:
         assert "\x1b" not in out and "\u202e" not in out and "base\\x1b[2J\\u202e" in out
 
 
+SHORT = [  # the newest few: listings that stop looking once they have them
+    ("runs", "--status", "error", "-n", "3"),
+    ("runs", "--status", "completed", "-n", "5"),
+    ("runs", "--filter", "lr >= 0.05", "-n", "4"),
+    ("runs", "--filter", "loss < 0.2 and epochs = 2", "-n", "2"),
+    ("runs", "--status", "completed", "--filter", "min(loss) < 0.3 or label ~ 'b'", "-n", "5"),
+    ("select", "--min", "loss", "--filter", "epochs = 3"),
+]
+
+
+def short_answers(runs: Path) -> list[str]:
+    return [gl(runs, *args) for args in SHORT]
+
+
+def test_a_short_listing_looks_at_the_newest_runs_only_and_answers_as_a_fresh_read(runs: Path) -> None:
+    import sqlite3
+
+    # changed behind the index, among the newest runs (where a short listing looks): in place,
+    # the same size, the modification time put back; and a new run
+    a, b = record_of(runs, N - 1), record_of(runs, N - 6)
+    assert (a["status"], b["status"]) == ("completed", "error")
+    a["status"], a["exit_code"], a["label"] = "error", 1, "b"
+    b["status"], b["exit_code"] = "completed", 0
+    write_in_place(runs / run_id(N - 1) / "run.json", a)
+    write_in_place(runs / run_id(N - 6) / "run.json", b)
+    shutil.copytree(runs / run_id(N - 13), runs / run_id(N + 1))
+    warm = short_answers(runs)
+    assert run_id(N - 1) in warm[0] and run_id(N + 1) in warm[0] and run_id(N - 6) not in warm[0]
+    assert run_id(N - 6) in warm[1] and run_id(N - 1) not in warm[1]
+    (runs / INDEX_NAME).unlink()
+    listings = [gl(runs, *args) for args in SHORT if args[0] == "runs"]  # the index built by them...
+    db = sqlite3.connect(runs / INDEX_NAME)
+    looked = [db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in (_TABLE, "filter_runs_v2")]
+    db.close()
+    assert 0 < looked[0] < N / 2 and 0 < looked[1] < N / 2  # ...of the newest runs only
+    assert [*listings, gl(runs, *SHORT[-1])] == warm  # a fresh read
+    assert short_answers(runs) == warm  # and once more, from the index
+
+
+def test_index_texts_that_are_not_one_record_each_are_never_shown(runs: Path) -> None:
+    """The records of an index this user owns are decoded all at once; a text that is not one
+    JSON object (a torn write, a damaged file) is read from its run dir instead, and never shifts
+    another run's record."""
+    import sqlite3
+
+    db = sqlite3.connect(runs / INDEX_NAME)
+    texts = ['{"op":"torn"', '1,2', '[1]', None, '"x', '{"op":"a"},{"op":"b"}', "", "{}"]
+    for i, text in enumerate(texts):  # ({} is a summary: of no scalars, as a fresh index of a run without any says)
+        db.execute(f"UPDATE {_TABLE} SET rec = ?, scalars = ? WHERE id = ?",
+                   (text, "[]" if text == "{}" else text, run_id(N - 1 - 2 * i)))
+    db.commit()
+    db.close()
+    warm = answers(runs) + short_answers(runs)
+    assert "torn" not in warm[0] and '"a"' not in warm[0]
+    assert warm == answers(runs) + short_answers(runs)  # the index mended
+    assert warm == fresh_answers(runs) + short_answers(runs)
+
+
+def test_the_cycle_collector_is_left_as_it_was(runs: Path) -> None:
+    import gc
+
+    from guildlite._index import collector_paused
+
+    assert gc.isenabled()
+    load_records(RunList(runs), scalars=True)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        load_records(RunList(runs), scalars=True)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    with pytest.raises(KeyError), collector_paused():
+        assert not gc.isenabled()
+        raise KeyError
+    assert gc.isenabled()
+
+
 # --- the CLI's start-up -------------------------------------------------------------------------------
 
 
