@@ -282,7 +282,7 @@ def filtered_records(
     the filter is valid, and that comparison is false for every run).
     """
     from ._filter_index import candidates
-    from ._index import load_records
+    from ._index import collector_paused, load_records
 
     filt = filt if isinstance(filt, Filter) else parse(filt)  # parse: TypeError for a non-string
     seen: set[Term] = set()
@@ -292,14 +292,16 @@ def filtered_records(
     out: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
     checked: list[RunFacts] = []
     at, step = 0, len(wanted) if limit is None else max(limit * 2, 64)
-    while at < len(wanted) and (limit is None or len(out) < limit):  # the newest few: look at a few
-        names = wanted[at:at + step]
-        narrowed = candidates(runs, filt, None if ids is None and len(names) == len(wanted) else names, seen)
-        rows = load_records(runs, names if narrowed is None else narrowed, scalars=filt.uses_scalars(), where=where)
-        facts = [facts_from_record(rec, summary) for _, rec, summary in rows]
-        checked += facts
-        out += [row for row, f in zip(rows, facts) if filt.matches(f)]
-        at, step = at + step, step * 2
+    with collector_paused():  # facts and records of many runs, none in a cycle
+        while at < len(wanted) and (limit is None or len(out) < limit):  # the newest few: look at a few
+            names = wanted[at:at + step]
+            narrowed = candidates(runs, filt, None if ids is None and len(names) == len(wanted) else names, seen)
+            rows = load_records(runs, names if narrowed is None else narrowed, scalars=filt.uses_scalars(),
+                                where=where)
+            facts = [facts_from_record(rec, summary) for _, rec, summary in rows]
+            checked += facts
+            out += [row for row, f in zip(rows, facts) if filt.matches(f)]
+            at, step = at + step, step * 2
     if at >= len(wanted):  # every run was looked at: a name none has is worth a warning
         warn_unknown(filt, checked, seen if wanted else None)
     return out[:limit]

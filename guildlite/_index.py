@@ -210,9 +210,9 @@ class _Index:
         except (sqlite3.Error, OSError):
             self.db = None
 
-    def read(self, ids: Sequence[str], everything: bool) -> None:
-        """Read the entries of ``ids`` (``everything``: they are all the runs, so read the whole
-        table in one query; a few: by id; more: by their range of ids, which sort)."""
+    def read(self, ids: Sequence[str], everything: bool, dense: bool) -> None:
+        """Read the entries of ``ids``: ``everything`` (they are all the runs), the whole table in
+        one query; ``dense`` (a slice of all the runs), by their range of ids, which sort; else by id."""
         if self.db is None or not ids:
             return
         query = f"SELECT {_SCHEMA} FROM {_TABLE}"
@@ -220,12 +220,14 @@ class _Index:
             if everything:
                 self.rows.update((r[0], r) for r in self.db.execute(query))
                 self.whole = True
-            elif len(ids) <= _BY_ID:
-                got = self.db.execute(f"{query} WHERE id IN ({','.join('?' * len(ids))})", list(ids))
-                self.rows.update((r[0], r) for r in got)
-            else:
+            elif dense and len(ids) > _BY_ID:
                 got = self.db.execute(f"{query} WHERE id BETWEEN ? AND ?", (min(ids), max(ids)))
                 self.rows.update((r[0], r) for r in got)
+            else:
+                for at in range(0, len(ids), _BY_ID):
+                    few = ids[at:at + _BY_ID]
+                    got = self.db.execute(f"{query} WHERE id IN ({','.join('?' * len(few))})", list(few))
+                    self.rows.update((r[0], r) for r in got)
         except sqlite3.Error:
             pass  # a busy or damaged index: the files are read
 
@@ -375,7 +377,7 @@ def load_records(
     with collector_paused():
         while at < len(todo) and (limit is None or len(out) < limit):  # the newest few: look at a few
             names = todo[at:at + step]
-            index.read(names, everything=ids is None and len(names) == len(todo))
+            index.read(names, everything=ids is None and len(names) == len(todo), dense=ids is None)
             found = _records(index, root, names, ids is None, where)
             shown = [name for name, _ in found]
             summaries = _summaries(index, root, shown) if scalars else [{} for _ in shown]
