@@ -6,10 +6,12 @@ entry whose run is gone is dropped, and a missing, corrupt or unwritable index o
 (delete ``runs/.index.sqlite`` any time). Liveness-derived status is applied after reading, as
 for any record, so the index never holds a stale "running".
 
-Once the index is warm, a listing pays one ``lstat`` per run (its run.json's stamp) and little
-more: the fields most filters read (``COLUMNS``) are columns of their own, so ``runs --status
-error`` decodes no record it does not show; a record is stored slim (the fields listings need,
-those at their default left out) and decoded only when its run is shown.
+Once the index is warm, a listing pays one ``lstat`` per run it looks at (its run.json's stamp)
+and little more: the fields most filters read (``COLUMNS``) are columns of their own, so ``runs
+--status error`` decodes no record it does not show; a record is stored slim (the fields listings
+need, those at their default left out) and decoded only when its run is shown, the records of a
+listing in one call of the decoder. A listing of the newest few (``limit``) looks at the newest
+runs, a growing chunk at a time, until it has them: not at 100k.
 
 The index lives in the runs dir, so it is as untrusted as the run dirs. It only ever stores
 records read through the schema (``_record``), and an entry counts only while the stamp of its
