@@ -96,7 +96,7 @@ def _run_until(path: str, line: int, out_path: str) -> None:
         os._exit(0)
 
     module = types.ModuleType("__main__")
-    module.__dict__.update(__file__=path, __cached__=None, __loader__=None, __package__=None, __spec__=None,
+    module.__dict__.update(__file__=path, __cached__=None, __loader__=None, __package__="", __spec__=None,
                            __builtins__=builtins, __guildlite_probe_stop__=stop_probe)
     sys.modules["__main__"] = module
     exec(code, module.__dict__)
