@@ -78,9 +78,10 @@ def _decoded(text: Any) -> Any:
 
 def _all_decoded(texts: list[Any], at_once: bool) -> list[Any]:
     """Each text's JSON value (None for one that is not JSON), ``at_once`` in one decode when all
-    are: the per-call cost of the decoder, paid once instead of 100k times. Only for texts this
-    user wrote: a text holding part of a value (``"x``) and one holding two (``1,2``) would pass
-    the count and shift the values in between onto other runs."""
+    are: the per-call cost of the decoder, paid once instead of 100k times. Only for an index this
+    user owns (trusted: its records are not checked either): there a damaged text fails the decode
+    or the count, but another user could write a text holding part of a value (``"x``) and one
+    holding two (``1,2``), which pass the count and shift the values in between onto other runs."""
     try:
         values = _decoded("[" + ",".join(texts) + "]") if at_once else None
         if values is not None and len(values) == len(texts):
