@@ -32,6 +32,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# A suite started in the background by a shell without job control inherits SIGINT ignored, and so
+# would every process it starts (an ignored signal stays ignored across exec): the tests that press
+# Ctrl-C on a command need the default a user's terminal gives. A handled signal is reset by exec.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """guildlite's bytecode, compiled once for the session. The guildlite processes the tests start
