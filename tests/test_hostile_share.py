@@ -193,3 +193,28 @@ def test_files_bigger_than_the_free_disk_are_refused_at_the_header(tmp_path: Pat
     cp = _import(archive, runs_dir)
     assert_clean_error(cp, 2, "more than the disk", "free", "nothing was imported")
     assert os.listdir(runs_dir) in ([], [".import.lock"])
+
+
+# --- a study journal that someone wrote escape sequences into --------------------------------------------
+
+
+def test_flag_names_from_a_study_journal_reach_the_terminal_escaped(proj: Project) -> None:
+    cp = proj.run("run", "quick", "lr=uniform[0.1:0.5]", "--optimizer", "tpe", "--max-trials", "2", "--minimize",
+                  "loss", "-y")
+    assert cp.returncode == 0, cp.stderr
+    batch = next(r for r in proj.records() if r.get("is_batch"))
+    journal = proj.runs_dir / batch["id"] / ".guildlite" / "study.journal"
+    evil = "\x1b]0;owned\x07lr\x1b[2J"
+    lines = []
+    for line in journal.read_text().splitlines():  # the flag renamed in every trial (an import could bring it)
+        entry = json.loads(line)
+        for key in ("distributions", "params"):
+            if isinstance(entry.get(key), dict) and "lr" in entry[key]:
+                entry[key] = {evil: entry[key]["lr"]}
+        lines.append(json.dumps(entry))
+    journal.write_text("\n".join(lines) + "\n")
+    for args in (["--study"], []):
+        cp = proj.run("compare", *args, "--batch", batch["id"])
+        assert cp.returncode == 0, cp.stderr
+        assert "\x1b" not in cp.stdout and "\x07" not in cp.stdout
+        assert "\\x1b]0;owned\\x07lr\\x1b[2J" in cp.stdout  # shown, as an escape anyone can read
