@@ -218,3 +218,30 @@ def test_flag_names_from_a_study_journal_reach_the_terminal_escaped(proj: Projec
         assert cp.returncode == 0, cp.stderr
         assert "\x1b" not in cp.stdout and "\x07" not in cp.stdout
         assert "\\x1b]0;owned\\x07lr\\x1b[2J" in cp.stdout  # shown, as an escape anyone can read
+
+
+def test_a_huge_label_from_an_import_is_cut_in_tables_not_padded_into_every_row(tmp_path: Path) -> None:
+    huge = "L" * 1_000_000
+    archive = tmp_path / "huge.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, data in ((ID_A, None), (f"{ID_A}/run.json", _record(ID_A))):
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                rec = {**json.loads(data), "label": huge}
+                raw = json.dumps(rec).encode()
+                info.size = len(raw)
+                tar.addfile(info, io.BytesIO(raw))
+    p = Project(root=write_project(tmp_path / "project"), runs_dir=tmp_path / "runs")
+    for args in (["quick", "lr=0.5"], ["quick", "lr=0.25"]):
+        assert p.run("run", *args, "-y").returncode == 0
+    assert p.run("runs", "import", str(archive)).returncode == 0
+    for cmd in (["runs"], ["compare"]):
+        cp = p.run(*cmd)
+        assert cp.returncode == 0, cp.stderr
+        assert len(cp.stdout) < 5000, len(cp.stdout)  # 3 rows, not 3 MB of padding
+        assert "L" * 199 + "…" in cp.stdout
+    listed = p.run_json("runs", "--json")
+    assert huge in [r["label"] for r in listed]  # the record keeps it whole
