@@ -245,3 +245,15 @@ def test_a_huge_label_from_an_import_is_cut_in_tables_not_padded_into_every_row(
         assert "L" * 199 + "…" in cp.stdout
     listed = p.run_json("runs", "--json")
     assert huge in [r["label"] for r in listed]  # the record keeps it whole
+
+
+@pytest.mark.parametrize("step_run", ["../../../outside", "/etc", "20261130T101010-0a0b0c/../x"])
+def test_a_pipeline_plan_naming_a_step_run_outside_the_runs_dir_is_refused(tmp_path: Path, step_run: str) -> None:
+    # A restart of the pipeline loads each step's earlier run by that name, beside the pipeline.
+    rec = {**json.loads(_record(ID_A)), "is_pipeline": True, "steps": [],
+           "pipeline": {"steps": [{"op": "quick", "given": [], "run": step_run, "status": "completed"}]}}
+    archive = _tar(tmp_path / "plan.tar.gz", [(ID_A, None), (f"{ID_A}/run.json", json.dumps(rec).encode())])
+    runs_dir = tmp_path / "runs"
+    cp = _import(archive, runs_dir)
+    assert_clean_error(cp, 2, "pipeline", "not a run id", "nothing was imported")
+    assert os.listdir(runs_dir) in ([], [".import.lock"])
