@@ -37,6 +37,7 @@ from ._files import META_DIR, TRASH_DIR, new_run_id
 from ._record import is_run_id
 from ._runcopy import MAX_ENTRIES, Entry, copy_run, entries, link_problem, name_problem, open_regular, travels
 from ._store import STAGING_PREFIX, publish, read_record, update_record
+from ._tarsafe import HeaderTooBig, open_tar
 
 _DISK_MARGIN = 64 << 20  # left free after unpacking: a full disk breaks every run's record writes
 _MANIFEST_BYTES = 64 << 20
@@ -166,14 +167,14 @@ def _copy_dir(src: Path, work: Path, check_ids: Callable[[list[str]], None]) -> 
 
 def _unpack(archive: Path, work: Path, check_ids: Callable[[list[str]], None]) -> None:
     try:
-        with tarfile.open(archive, "r:*") as tar:
+        with open_tar(archive) as tar:
             members = _checked_members(archive, tar, shutil.disk_usage(work).free - _DISK_MARGIN, check_ids)
             tar.extractall(work, members=members, filter="data")
     except (tarfile.TarError, EOFError, OSError) as e:
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise
-        why = (e.strerror if isinstance(e, OSError) and e.strerror else "not a tar archive, compressed or not"
-               if isinstance(e, tarfile.ReadError) else (str(e).splitlines() or [type(e).__name__])[0])
+        why = (e.strerror if isinstance(e, OSError) and e.strerror else str(e) if isinstance(e, HeaderTooBig)
+               else "not a tar archive, compressed or not" if isinstance(e, tarfile.ReadError) else (str(e).splitlines() or [type(e).__name__])[0])
         raise ImportRefused(f"{archive}: cannot import: not a readable .tar.gz export ({why}); "
                             "nothing was imported") from None
 

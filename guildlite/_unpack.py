@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ._downloads import _locked, cache_root, check_room
 from ._resource_files import RequirementError
+from ._tarsafe import open_tar
 
 _NAME_MAX = 255  # bytes in one path component, on every common filesystem
 
@@ -55,7 +56,7 @@ def _extract(archive: Path, dest: Path, where: str) -> None:
                 check_room(dest, sum(i.file_size for i in z.infolist()), f"{where}: unpacking {archive.name}")
                 z.extractall(dest)
             return
-        with tarfile.open(archive) as t:
+        with open_tar(archive) as t:
             members = t.getmembers()
             for m in members:
                 _check_name(archive, m.name, where)

@@ -257,3 +257,54 @@ def test_a_pipeline_plan_naming_a_step_run_outside_the_runs_dir_is_refused(tmp_p
     cp = _import(archive, runs_dir)
     assert_clean_error(cp, 2, "pipeline", "not a run id", "nothing was imported")
     assert os.listdir(runs_dir) in ([], [".import.lock"])
+
+
+def _pax_bomb(path: Path, size: int, first: bool) -> Path:
+    """A .tar.gz holding a pax extended header that claims ``size`` bytes of zeros (a few hundred KB
+    compressed per 100 MB): ``tarfile`` reads such a header whole into memory before parsing it."""
+    import gzip
+
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        if not first:
+            for name, data in ((ID_A, None), (f"{ID_A}/run.json", _record(ID_A))):
+                info = tarfile.TarInfo(name)
+                if data is None:
+                    info.type = tarfile.DIRTYPE
+                else:
+                    info.size = len(data)
+                f.write(info.tobuf(tarfile.USTAR_FORMAT) + (data or b"") + b"\0" * (-len(data or b"") % 512))
+        info = tarfile.TarInfo(f"{ID_A}/PaxHeader")
+        info.type, info.size = tarfile.XHDTYPE, size
+        f.write(info.tobuf(tarfile.USTAR_FORMAT))
+        zeros = b"\0" * (1 << 20)
+        for _ in range(size >> 20):
+            f.write(zeros)
+        f.write(b"\0" * 1024)
+    return path
+
+
+MEASURED = textwrap.dedent(
+    """\
+    import resource, subprocess, sys
+    cp = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+    print(cp.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss >> 10)
+    print(cp.stderr, end="")
+    """
+)
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_a_pax_header_bomb_is_refused_without_reading_it_into_memory(tmp_path: Path, first: bool) -> None:
+    from conftest import GUILDLITE
+
+    archive = _pax_bomb(tmp_path / "bomb.tar.gz", 300 << 20, first)
+    runs_dir = tmp_path / "runs"
+    cp = subprocess.run([sys.executable, "-c", MEASURED, *GUILDLITE, "runs", "import", str(archive), "--runs-dir",
+                         str(runs_dir)], capture_output=True, text=True, timeout=300, env=clean_env(), check=False)
+    head, *stderr = cp.stdout.splitlines()
+    code, rss_mb = map(int, head.split())
+    assert code == 2 and len(stderr) == 1 and "nothing was imported" in stderr[0], cp.stdout
+    assert rss_mb < 150, rss_mb  # the CLI's own size, not the header's 300 MB
+    if not first:
+        assert "header extension of 314572800 bytes" in stderr[0], stderr
+    assert not [n for n in os.listdir(runs_dir) if n != ".import.lock"]
