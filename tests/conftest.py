@@ -32,6 +32,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# A suite started in the background by a shell without job control inherits SIGINT ignored, and so
+# would every process it starts (an ignored signal stays ignored across exec): the tests that press
+# Ctrl-C on a command need the default a user's terminal gives. A handled signal is reset by exec.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 def install_readme_example(root: Path, section: str, group: str, module: Path, entry_points: dict[str, str]) -> Path:
     """``module`` installed in the new dir ``root`` as pip would install it from the ``setup.cfg``

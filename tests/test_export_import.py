@@ -449,3 +449,16 @@ def test_two_imports_at_once_import_each_run_once(tmp_path: Path) -> None:
     assert sorted(rc for rc, _ in results) == [0, 2], results
     assert "already in" in next(err for rc, err in results if rc == 2)
     assert sorted(n for n in os.listdir(runs_dir) if not n.startswith(".")) == [ID_A, ID_B]
+
+
+def test_export_json_names_each_run_and_what_was_done(made: Project, tmp_path: Path) -> None:
+    """`runs export` had no --json, while `runs import` has one (a new user scripting both)."""
+    p = made
+    batch = next(r for r in p.records() if r.get("is_batch"))
+    cp = _run("runs", "export", "--json", batch["id"], str(tmp_path / "b.tar.gz"), runs_dir=p.runs_dir, cwd=p.root)
+    assert cp.returncode == 0, cp.stderr
+    out = json.loads(cp.stdout)  # nothing else on stdout
+    assert sorted(o["run_id"] for o in out) == sorted([batch["id"], *batch["trials"]]), out
+    assert {o["action"] for o in out} == {"exported"}
+    imported = _run("runs", "import", "--json", str(tmp_path / "b.tar.gz"), runs_dir=tmp_path / "copy", cwd=p.root)
+    assert sorted(o["run_id"] for o in json.loads(imported.stdout)) == sorted(o["run_id"] for o in out)
