@@ -19,26 +19,19 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from _protobuf import field, varint  # noqa: E402  (the tests' own encoder)
 
 from guildlite._logfiles import LogFiles  # noqa: E402
 from guildlite._tfevents import frame  # noqa: E402
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def event(step: int) -> bytes:
-    value = b"\x0a\x04loss\x15" + struct.pack("<f", 1.0 / (step + 1))
-    summary = b"\x0a" + _varint(len(value)) + value
-    return (b"\x09" + struct.pack("<d", 1.7e9 + step) + b"\x10" + _varint(step)
-            + b"\x2a" + _varint(len(summary)) + summary)
+    value = field(1, 2, b"loss") + field(2, 5, struct.pack("<f", 1.0 / (step + 1)))
+    return (field(1, 1, struct.pack("<d", 1.7e9 + step)) + field(2, 0, varint(step))
+            + field(5, 2, field(1, 2, value)))
 
 
 def main() -> None:

@@ -1,18 +1,25 @@
-"""Probe a script's argparse options: ``python .../_argparse_probe.py OUT.json MAIN [ARGS...]``.
+"""Probe a script's argparse options:
+``python .../_argparse_probe.py [--stop-at LINE] OUT.json MAIN [ARGS...]``.
 
 The script runs as ``__main__`` until it calls ``ArgumentParser.parse_args`` (or
 ``parse_known_args``); that call writes the parser's flags and every option string it accepts
 (``{"flags": [...], "options": [...]}``) to OUT.json and exits, so the training code after it
-never runs.
+never runs. With ``--stop-at LINE`` (a script file's first top-level statement after which none
+can reach a parser: ``_parser_scan.parse_end_line``), reaching that statement writes
+``{"passed": LINE}`` and exits: a script that trains at import time without ever parsing is
+stopped there instead of run to its end.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import builtins
 import json
 import os
 import runpy
 import sys
+import types
 from typing import Any
 
 _BASIC = (str, int, float, bool, type(None))
@@ -71,7 +78,35 @@ def _describe(parser: argparse.ArgumentParser) -> list[dict[str, Any]]:
     return out
 
 
+def _run_until(path: str, line: int, out_path: str) -> None:
+    """Run the script at ``path`` as ``__main__`` (as ``runpy.run_path`` does) with a call that
+    ends the probe inserted before its first top-level statement at or after ``line``."""
+    with open(path, "rb") as f:
+        tree = ast.parse(f.read(), filename=path)
+    at = next((i for i, stmt in enumerate(tree.body) if stmt.lineno >= line), len(tree.body))
+    futures = [i for i, stmt in enumerate(tree.body) if isinstance(stmt, ast.ImportFrom) and stmt.module == "__future__"]
+    at = max(at, futures[-1] + 1) if futures else at  # nothing but a docstring may come before those
+    stop = ast.Expr(ast.Call(ast.Name("__guildlite_probe_stop__", ast.Load()), [], []))
+    tree.body.insert(at, ast.copy_location(stop, tree.body[at]) if at < len(tree.body) else stop)
+    code = compile(ast.fix_missing_locations(tree), path, "exec")
+
+    def stop_probe() -> None:
+        with open(out_path, "w", encoding="utf-8") as f:
+            json.dump({"passed": line}, f)
+        os._exit(0)
+
+    module = types.ModuleType("__main__")
+    module.__dict__.update(__file__=path, __cached__=None, __loader__=None, __package__="", __spec__=None,
+                           __builtins__=builtins, __guildlite_probe_stop__=stop_probe)
+    sys.modules["__main__"] = module
+    exec(code, module.__dict__)
+
+
 def main() -> None:
+    stop_at = None
+    if sys.argv[1] == "--stop-at":
+        stop_at = int(sys.argv[2])
+        del sys.argv[1:3]
     out_path, target = sys.argv[1], sys.argv[2:]
 
     def report(self: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> Any:
@@ -88,7 +123,10 @@ def main() -> None:
     else:
         sys.argv = list(target)
         sys.path[0] = os.path.dirname(os.path.abspath(target[0]))
-        runpy.run_path(target[0], run_name="__main__")
+        if stop_at is not None:
+            _run_until(target[0], stop_at, out_path)
+        else:
+            runpy.run_path(target[0], run_name="__main__")
     sys.exit(f"{' '.join(target)} finished without calling ArgumentParser.parse_args")
 
 

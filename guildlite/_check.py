@@ -12,6 +12,7 @@ second or more, bounded by ``CUDA_TIMEOUT``; skipped for a ``+cpu`` wheel).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
@@ -187,6 +188,11 @@ def _runs_dir(runs_dir: Path | None, guildfile: Path | None, gf: Guildfile | Non
         return Finding("runs dir", "fail", str(e))
     probe = where
     while not probe.exists() and probe != probe.parent:
+        try:
+            os.stat(probe)
+        except OSError as e:
+            if e.errno == errno.ELOOP:  # a link to itself (or a circle of them): no run gets through
+                return Finding("runs dir", "fail", f"{where}: {probe}: {e.strerror}")
         probe = probe.parent  # made at the first run
     if not probe.is_dir():
         return Finding("runs dir", "fail", f"{where}: {probe} is not a directory")

@@ -65,7 +65,7 @@ def import_entries(path: Path, op_name: str) -> list[dict[str, Any]]:
         raise GuildfileError(f"operation '{op_name}': flags-import: {path} must hold a mapping of settings")
     out = []
     for name, value in leaves(data):
-        entry: dict[str, Any] = {"name": name, "default": value, "help": f"from {path.name}"}
+        entry: dict[str, Any] = {"name": name, "default": value}  # its source says the file; no help repeats it
         kind = scalar_type(value)
         if kind:
             entry["type"] = kind

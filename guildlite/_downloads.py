@@ -25,6 +25,8 @@ from ._resource_files import RequirementError
 
 _CHUNK = 1 << 16
 PROGRESS_AFTER = 1.0  # seconds: a quicker download prints nothing
+DISK_MARGIN = 256 << 20  # left free by a download or an unpack: a full disk breaks every run's record writes
+_FREE_CHECK = 64 << 20  # bytes written between two looks at the free space
 
 
 def cache_root() -> Path:
@@ -114,14 +116,21 @@ def _download(url: str, tmp: Path, where: str) -> str:
         with urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310 - the guildfile's URL
             total = resp.headers.get("Content-Length") if hasattr(resp, "headers") else None
             expected = int(total) if total and total.isdigit() else None
-            done = 0
+            check_room(tmp.parent, expected or 0, f"{where}: url: {url}: its {_mb(expected or 0)}")
+            done, look_at = 0, _FREE_CHECK
             with open(tmp, "xb") as out:
                 for chunk in _progress(_chunks(resp), url, expected):
                     out.write(chunk)
                     h.update(chunk)
                     done += len(chunk)
+                    if done >= look_at:  # a body with no length announced, or others filling the disk
+                        check_room(tmp.parent, max((expected or 0) - done, 0),
+                                   f"{where}: url: {url}: after {_mb(done)}, the rest of it")
+                        look_at = done + _FREE_CHECK
                 out.flush()
                 os.fsync(out.fileno())
+    except RequirementError:
+        raise
     except urllib.error.HTTPError as e:
         reason = " ".join(str(e.reason).split())  # urllib's redirect-loop reason spans three lines
         raise RequirementError(f"{where}: url: {url}: HTTP {e.code} {reason}") from None
@@ -136,6 +145,18 @@ def _download(url: str, tmp: Path, where: str) -> str:
         raise RequirementError(f"{where}: url: {url}: download interrupted: got {done} of {expected} bytes;"
                                " nothing was staged (run again to retry)")
     return h.hexdigest()
+
+
+def check_room(folder: Path, need: int, what: str) -> None:
+    """RequirementError (exit 2) naming ``what`` unless ``need`` more bytes fit into ``folder``
+    with ``DISK_MARGIN`` left free."""
+    import shutil
+
+    room = shutil.disk_usage(folder).free - DISK_MARGIN
+    if need > room:
+        raise RequirementError(f"{what} would not fit: {_mb(max(room, 0))} free (less {_mb(DISK_MARGIN)} kept) on the"
+                               f" disk of {folder}; nothing was staged (free some space, or set"
+                               " GUILDLITE_RESOURCE_CACHE to a bigger disk)", exit_code=2)
 
 
 def _chunks(resp: IO[bytes]) -> Iterator[bytes]:

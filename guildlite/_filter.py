@@ -37,6 +37,7 @@ from ._filter_syntax import (
     date_period,
     parse_tree,
 )
+from ._regex_guard import LIMIT_S, RegexTooSlow, search, time_limit
 from ._run_facts import MISSING, RunFacts, facts_from_record, facts_of
 
 if TYPE_CHECKING:
@@ -192,7 +193,7 @@ def _compare(actual: Any, op: str, value: Value, flags: int = 0) -> bool:
     if op in ("~", "!~"):
         if actual is None and op == "~":
             return False
-        found = re.search(value.text, _text(actual), flags) is not None
+        found = search(value.text, _text(actual), flags)
         return found if op == "~" else not found
     if not value.quoted:
         word = value.text.lower()
@@ -218,9 +219,9 @@ def _compare(actual: Any, op: str, value: Value, flags: int = 0) -> bool:
 
 def _any_tag(tags: Sequence[str], op: str, value: Value) -> bool:
     if op == "~":
-        return any(re.search(value.text, t) for t in tags)
+        return any(search(value.text, t) for t in tags)
     if op == "!~":
-        return not any(re.search(value.text, t) for t in tags)
+        return not any(search(value.text, t) for t in tags)
     return (value.text in tags) == (op == "=")
 
 
@@ -279,12 +280,27 @@ def filtered_records(
 
     Scalar summaries are loaded (from the index) only when the filter names a scalar, or a plain
     name that may be one. A flag or scalar name that no run has is warned about (a typo, likely:
-    the filter is valid, and that comparison is false for every run).
+    the filter is valid, and that comparison is false for every run). A ``~`` regex that runs past
+    ``_regex_guard.LIMIT_S`` on one value is a FilterError.
     """
+    filt = filt if isinstance(filt, Filter) else parse(filt)  # parse: TypeError for a non-string
+    try:
+        with time_limit():  # a ``~`` regex that backtracks without end stops, named, past the limit
+            return _filtered(runs, filt, ids, where, limit)
+    except RegexTooSlow as e:
+        at = next((n.value.pos for n in filt.leaves() if isinstance(n, Compare) and n.value.text == e.pattern), 0)
+        raise FilterError(filt.text, at, f"the regular expression ran over {LIMIT_S:g} s on one value "
+                          "(catastrophic backtracking: nested or adjacent repeats such as (a+)+ or .*.*); "
+                          "write it without them") from None
+
+
+def _filtered(
+    runs: RunList, filt: Filter, ids: Sequence[str] | None, where: Callable[[Mapping[str, Any]], bool] | None,
+    limit: int | None,
+) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     from ._filter_index import candidates
     from ._index import load_records
 
-    filt = filt if isinstance(filt, Filter) else parse(filt)  # parse: TypeError for a non-string
     seen: set[Term] = set()
     narrowed = candidates(runs, filt, ids, seen)
     if narrowed is not None and ids is None:

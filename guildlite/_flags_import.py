@@ -330,7 +330,8 @@ def _run_probe(op: OpDef, project: Path, timeout: float) -> dict[str, Any]:
         env = without_rank_env(os.environ)
         env["GUILDLITE_FLAGS_IMPORT"] = "1"
         # By file, not -m: `-m` puts the project first on sys.path before the probe imports json.
-        cmd = [sys.executable, str(Path(__file__).with_name("_argparse_probe.py")), str(out), *_probe_args(op)]
+        cmd = [sys.executable, str(Path(__file__).with_name("_argparse_probe.py")), *_stop_at(op, project), str(out),
+               *_probe_args(op)]
         try:
             proc = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -345,7 +346,24 @@ def _run_probe(op: OpDef, project: Path, timeout: float) -> dict[str, Any]:
                 f"operation '{op.name}': flags-import: {op.main} failed before ArgumentParser.parse_args:\n  {why}"
             )
         data: dict[str, Any] = json.loads(out.read_text())
+        if "passed" in data:
+            raise GuildfileError(
+                f"operation '{op.name}': flags-import: {op.main} reached line {data['passed']} without calling "
+                "ArgumentParser.parse_args, and nothing from there on can (its parser is never used): declare "
+                "its flags in the guildfile"
+            )
         return data
+
+
+def _stop_at(op: OpDef, project: Path) -> list[str]:
+    """``--stop-at LINE`` for the probe of a script file (see ``_parser_scan.parse_end_line``)."""
+    src = main_source(op, project)
+    if src is None or op.main_args[0] == "-m" or src != project / op.main_args[0]:
+        return []  # a module, a directory's __main__.py, a `${flag}` path: run as before
+    from ._parser_scan import parse_end_line
+
+    line = parse_end_line(src, project)
+    return [] if line is None else ["--stop-at", str(line)]
 
 
 def _probe_args(op: OpDef) -> list[str]:

@@ -343,6 +343,11 @@ class _Validator(FlagChecks, MainChecks):
         if not isinstance(v, list) or not all(isinstance(p, str) for p in v):
             raise self.fail(m, "output-scalars", f"{where}: output-scalars must be a list of regexes or 'off'")
         for pat in v:
+            short = re.search(r"(?<!\\)\\(key|value|step)\b", pat)
+            if short:  # `\value` compiles (a vertical tab, then "alue") and would capture nothing
+                raise self.fail(m, "output-scalars", f"{where}: output-scalars pattern {pat!r}: {short.group()} is "
+                                "Guild's shorthand, read in a guild.yml only; here name the groups, e.g. "
+                                "'epoch=(?P<step>\\d+) loss=(?P<loss>\\S+)'")
             try:
                 rx = re.compile(pat)
             except re.error as e:

@@ -37,6 +37,7 @@ from ._files import META_DIR, TRASH_DIR, new_run_id
 from ._record import is_run_id
 from ._runcopy import MAX_ENTRIES, Entry, copy_run, entries, link_problem, name_problem, open_regular, travels
 from ._store import STAGING_PREFIX, publish, read_record, update_record
+from ._tarsafe import HeaderTooBig, open_tar
 
 _DISK_MARGIN = 64 << 20  # left free after unpacking: a full disk breaks every run's record writes
 _MANIFEST_BYTES = 64 << 20
@@ -76,10 +77,17 @@ def import_runs(src: Path, runs_dir: Path, rename: bool = False, dry_run: bool =
 def _import(src: Path, work: Path, runs_dir: Path, rename: bool, dry_run: bool) -> list[Imported]:
     from ._lock import file_lock
 
+    # A run whose id is taken is refused before any file is copied (a directory's run ids are all
+    # known at once) or at its first member (an archive of 200k members would otherwise be unpacked
+    # first); the check that counts is the one under the lock below.
+    def early(names: list[str]) -> None:
+        if not rename:
+            _refuse_clashes([n for n in names if _taken(runs_dir, n)], runs_dir)
+
     if src.is_dir():
-        _copy_dir(src, work)
+        _copy_dir(src, work, early)
     else:
-        _unpack(src, work)
+        _unpack(src, work, early)
     records = {name: _checked(work / name) for name in sorted(os.listdir(work))}
     if not records:
         raise ImportRefused(f"{src}: no runs in it to import")
@@ -133,12 +141,14 @@ def _check_places(src: Path, runs_dir: Path) -> None:
 # --- bringing the source into the staging dir ----------------------------------------------------------
 
 
-def _copy_dir(src: Path, work: Path) -> None:
-    """The run dirs of an export dir (hidden entries skipped), or ``src`` itself if it is one."""
+def _copy_dir(src: Path, work: Path, check_ids: Callable[[list[str]], None]) -> None:
+    """The run dirs of an export dir (hidden entries skipped), or ``src`` itself if it is one;
+    ``check_ids`` sees their ids before any is copied."""
     if os.path.lexists(src / "run.json"):
         names, base = [src.name], src.parent
     else:
         names, base = sorted(n for n in os.listdir(src) if not n.startswith(".")), src
+    check_ids([n for n in names if is_run_id(n)])
     for name in names:
         d = base / name
         if not is_run_id(name) or d.is_symlink() or not d.is_dir():
@@ -155,28 +165,30 @@ def _copy_dir(src: Path, work: Path) -> None:
             raise ImportRefused(f"{src}: refusing to import: {e}; nothing was imported") from None
 
 
-def _unpack(archive: Path, work: Path) -> None:
+def _unpack(archive: Path, work: Path, check_ids: Callable[[list[str]], None]) -> None:
     try:
-        with tarfile.open(archive, "r:*") as tar:
-            members = _checked_members(archive, tar)
-            need = sum(m.size for m in members if m.isfile())
-            if need > shutil.disk_usage(work).free - _DISK_MARGIN:
-                raise ImportRefused(f"{archive.name}: its files need {need >> 20} MB, more than the disk "
-                                    f"holding the runs dir has free; nothing was imported")
+        with open_tar(archive) as tar:
+            members = _checked_members(archive, tar, shutil.disk_usage(work).free - _DISK_MARGIN, check_ids)
             tar.extractall(work, members=members, filter="data")
     except (tarfile.TarError, EOFError, OSError) as e:
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise
-        why = (e.strerror if isinstance(e, OSError) and e.strerror else "not a tar archive, compressed or not"
-               if isinstance(e, tarfile.ReadError) else (str(e).splitlines() or [type(e).__name__])[0])
+        why = (e.strerror if isinstance(e, OSError) and e.strerror else str(e) if isinstance(e, HeaderTooBig)
+               else "not a tar archive, compressed or not" if isinstance(e, tarfile.ReadError) else (str(e).splitlines() or [type(e).__name__])[0])
         raise ImportRefused(f"{archive}: cannot import: not a readable .tar.gz export ({why}); "
                             "nothing was imported") from None
 
 
-def _checked_members(archive: Path, tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
-    """The members to extract (what travels), each checked; ImportRefused at the first bad one."""
+def _checked_members(archive: Path, tar: tarfile.TarFile, free: int,
+                     check_ids: Callable[[list[str]], None]) -> list[tarfile.TarInfo]:
+    """The members to extract (what travels), each checked; ImportRefused at the first bad one, as
+    soon as the files need more than ``free`` bytes (a gzip bomb is refused at its first huge
+    member's header, not once it has been read through), and at the first member of a run whose
+    id ``check_ids`` refuses."""
     out: list[tarfile.TarInfo] = []
     seen: dict[str, tarfile.TarInfo] = {}
+    runs: set[str] = set()
+    need = 0
     for count, m in enumerate(tar, 1):
         if count > MAX_ENTRIES:
             raise ImportRefused(f"{archive.name}: more than {MAX_ENTRIES} members; nothing was imported")
@@ -187,6 +199,10 @@ def _checked_members(archive: Path, tar: tarfile.TarFile) -> list[tarfile.TarInf
         if why:
             raise ImportRefused(f"{archive.name}: refusing to import: member {m.name!r} {why}; nothing was imported")
         seen[name] = m
+        top = name.partition("/")[0]
+        if top not in runs:
+            check_ids([top])
+        runs.add(top)
         if travels(name.partition("/")[2]):
             m.name = name
             # Readable and removable by the importer whatever the archive says (a dir of mode 000
@@ -194,6 +210,10 @@ def _checked_members(archive: Path, tar: tarfile.TarFile) -> list[tarfile.TarInf
             m.mode = (m.mode or 0) & 0o755 | (0o700 if m.isdir() else 0o600)
             if m.islnk():
                 m.linkname = m.linkname.removeprefix("./")
+            need += m.size if m.isfile() else 0
+            if need > free:
+                raise ImportRefused(f"{archive.name}: its files need over {need >> 20} MB, more than the disk "
+                                    "holding the runs dir has free; nothing was imported")
             out.append(m)
     return out
 
@@ -302,19 +322,28 @@ def _manifest_problem(run_dir: Path) -> str:
 def _new_ids(records: dict[str, dict[str, Any]], runs_dir: Path, rename: bool) -> dict[str, str]:
     """Each imported run's id in the runs dir: its own, or a new one (``rename``) where that is taken."""
     def taken(run_id: str) -> bool:
-        return any(os.path.lexists(p) for p in (runs_dir / run_id, runs_dir / TRASH_DIR / run_id,
-                                                runs_dir / f"{STAGING_PREFIX}{run_id}"))
+        return _taken(runs_dir, run_id)
 
     clashes = [name for name in records if taken(name)]
-    if clashes and not rename:
-        shown = ", ".join(clashes[:10]) + (f" and {len(clashes) - 10} more" if len(clashes) > 10 else "")
-        raise ImportRefused(f"run id(s) already in {runs_dir} (or its trash): {shown}; nothing was imported. "
-                            "Import them under new ids with --rename, or delete and purge the runs here first")
+    if not rename:
+        _refuse_clashes(clashes, runs_dir)
     out = {name: name for name in records}
     for name in clashes:
         new = _fresh_id(name, lambda i: taken(i) or i in records or i in out.values())
         out[name] = new
     return out
+
+
+def _taken(runs_dir: Path, run_id: str) -> bool:
+    return any(os.path.lexists(p) for p in (runs_dir / run_id, runs_dir / TRASH_DIR / run_id,
+                                            runs_dir / f"{STAGING_PREFIX}{run_id}"))
+
+
+def _refuse_clashes(clashes: list[str], runs_dir: Path) -> None:
+    if clashes:
+        shown = ", ".join(clashes[:10]) + (f" and {len(clashes) - 10} more" if len(clashes) > 10 else "")
+        raise ImportRefused(f"run id(s) already in {runs_dir} (or its trash): {shown}; nothing was imported. "
+                            "Import them under new ids with --rename, or delete and purge the runs here first")
 
 
 def _fresh_id(old: str, taken: Callable[[str], bool]) -> str:

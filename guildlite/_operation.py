@@ -170,6 +170,10 @@ def plan_run(
     engine = make_backend(name, guildfile, op, backend_options)
     engine.check_op(op, nproc)
     cap = _max_concurrent(max_concurrent, guildfile, op, engine)
+    if gpus is not None and not op.gpus_per_trial:
+        # Otherwise every run would see all the GPUs, leasing none: the sharing --gpus promises.
+        raise GuildliteError(f"--gpus {gpus}: operation '{op.name}' leases no GPUs (gpus-per-trial: 0); "
+                             "set gpus-per-trial: 1 (GPUs per run) on it in the guildfile", exit_code=2)
     slots = engine.plan_slots(op, parallel if batch else None, n if proposed else len(trials or []), gpus)
     given = {k: v for k, v in (backend_options or {}).get(name, {}).items() if v is not None}
     launch = {"guildfile": str(guildfile.path), "op": op.name, "plugin_names": list(plugin_names), "backend": name,

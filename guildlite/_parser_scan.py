@@ -174,3 +174,91 @@ def click_switch_pairs(script: Path) -> dict[str, tuple[str, bool]]:
                 out[on] = (off, True)
                 out[off] = (on, False)
     return out
+
+
+# Calls that run code guildlite cannot see (which may build a parser).
+_OPAQUE_CALLS = ("exec", "eval", "execfile", "run_path", "run_module", "import_module", "__import__")
+
+
+def parse_end_line(script: Path, project: Path) -> int | None:
+    """The line of the first top-level statement of ``script`` after which no statement can reach
+    an argument parser, or None when the last one may (or ``script`` cannot be read). The argparse
+    probe stops a script there: one that trains (or sleeps) at import time, with its parser in a
+    function it never calls or in a project module it does not use, never reaches ``parse_args``,
+    and running it to find that out takes as long as its training.
+
+    A statement may reach a parser when it names ``*ArgumentParser`` or a ``parse_*`` call, runs
+    code guildlite cannot see (``exec``, ``import_module``, ...), imports a project module that
+    may (or a package that is neither standard nor a known quiet library), or names something
+    bound by such a statement (a function whose body may parse, ``args = get_args()``): followed
+    to a fixed point, so order of definition does not matter."""
+    try:
+        body = ast.parse(script.read_bytes(), filename=str(script)).body
+    except (OSError, SyntaxError, ValueError):
+        return None
+    tainted: set[str] = set()
+    may = [False] * len(body)
+    changed = True
+    while changed:
+        changed = False
+        for i, stmt in enumerate(body):
+            if may[i]:
+                continue
+            verdict = _may_parse(stmt, tainted, script, project)
+            if verdict is None:
+                return None  # `from m import *` of a module that may parse: its names are unknown
+            if verdict:
+                may[i] = changed = True
+                tainted |= _bound(stmt)
+    last = max((i for i, m in enumerate(may) if m), default=-1)
+    return body[last + 1].lineno if last + 1 < len(body) else None
+
+
+def _may_parse(stmt: ast.stmt, tainted: set[str], script: Path, project: Path) -> bool | None:
+    for node in ast.walk(stmt):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            verdict = _import_may_parse(node, script, project)
+            if verdict is None or verdict:
+                return verdict
+        name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else ""
+        if name.endswith("ArgumentParser") or name in _PARSE_CALLS or name in _OTHER_READERS:
+            return True
+        if isinstance(node, ast.Call) and _call_name(node) in _OPAQUE_CALLS:
+            return True
+        if isinstance(node, ast.Name) and node.id in tainted:
+            return True
+    return False
+
+
+def _import_may_parse(node: ast.Import | ast.ImportFrom, script: Path, project: Path) -> bool | None:
+    """Whether an import may reach a parser (None: a star import of a project module that may)."""
+    root = script.parent
+    if isinstance(node, ast.ImportFrom):
+        for _ in range(max(node.level - 1, 0)):
+            root = root.parent
+        items = [(node.module or "", [a.name for a in node.names])]
+    else:
+        items = [(alias.name, []) for alias in node.names]
+    for module, names in items:
+        files = _project_module(root, module, names, project)
+        if files:
+            if any(_scan(f, project) - {"env:environ", "env:package", "sys.argv"} for f in files):
+                return None if "*" in names else True
+        elif not (isinstance(node, ast.ImportFrom) and node.level):
+            top = module.split(".")[0]
+            if top not in sys.stdlib_module_names and top not in _QUIET_PACKAGES:
+                return True  # a package guildlite does not know: it may parse, when imported or used
+    return False
+
+
+def _bound(stmt: ast.stmt) -> set[str]:
+    """Every name ``stmt`` may bind (a superset: nested scopes too)."""
+    out: set[str] = set()
+    for node in ast.walk(stmt):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            out.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            out.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return out

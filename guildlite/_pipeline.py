@@ -69,9 +69,10 @@ class PipelinePlan:
         opts, guildfile = self.options, self.config.guildfile
         if check_only:
             guildfile, given = _without_upstream(guildfile, step.op, given)
+        gpus = opts["gpus"] if guildfile.op(step.op).gpus_per_trial else None  # --gpus: for the steps that lease
         return plan_run(step.op, given, guildfile=guildfile, runs_dir=self.config.runs_dir,
                         plugin_names=opts["plugin_names"], echo=echo, backend=opts["backend"],
-                        backend_options=opts["backend_options"], parallel=opts["parallel"], gpus=opts["gpus"],
+                        backend_options=opts["backend_options"], parallel=opts["parallel"], gpus=gpus,
                         fail_fast=opts["fail_fast"], max_concurrent=opts["max_concurrent"])
 
 
@@ -114,6 +115,10 @@ def plan(
     given = {**{k: nul_free(k, v) for k, v in (recorded or {}).items() if k in op.flags},
              **parse_assignments(assignments)}
     values = resolve(op.name, op.flags, given, given_texts(assignments))
+    if opts["gpus"] is not None and not any(guildfile.op(step.op).gpus_per_trial for step in op.steps):
+        raise GuildliteError(f"--gpus {opts['gpus']}: no step of pipeline '{op.name}' leases GPUs "
+                             "(gpus-per-trial: 0); set gpus-per-trial: 1 (GPUs per run) on a step's operation",
+                             exit_code=2)
     if is_batch(values):
         raise GuildliteError(f"pipeline '{op.name}' takes single flag values; write a batch in a step"
                              " (- run: train lr=[0.1,0.01])", exit_code=2)

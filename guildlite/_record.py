@@ -254,6 +254,8 @@ def _pipeline(v: dict[str, Any]) -> str:
         wrong = "has 'steps' that is not a list"
     for step in steps if not wrong else ():
         wrong = _objects([step]) or _PIPELINE_STEP(step) or _strings(step.get("given") or [])
+        if not wrong and step.get("run") is not None and not is_run_id(step["run"]):
+            wrong = f"has a step run {step['run']!r:.40}, not a run id"  # a restart loads it beside the pipeline
         if wrong:
             break
     return wrong

@@ -2,7 +2,8 @@
 one walk wherever guildlite copies or links the files of one.
 
 A symlink to a directory is never followed: it could lead anywhere, or back up into the tree. A
-directory that cannot be listed is passed over. Both are reported (``symlink-to-directory``,
+directory that cannot be listed, or listed but not entered (read without search permission), is
+passed over. Both are reported (``symlink-to-directory``,
 ``unreadable``), so that what was left out for what it is can be said; what each file is, the
 caller judges (``_sourcecode``, ``_resource_files``).
 """
@@ -28,6 +29,10 @@ def walk(root: Path, report: Callable[[str, str], None], *, ignore: Callable[[st
 
     for d, dirs, names in os.walk(root, onerror=unreadable):
         here = Path(d)
+        if (dirs or names) and not _enterable(here, (dirs or names)[0]):
+            report(here.relative_to(root).as_posix(), "unreadable")
+            dirs[:] = []
+            continue
         keep = []
         for name in dirs:
             full = here / name
@@ -46,3 +51,15 @@ def walk(root: Path, report: Callable[[str, str], None], *, ignore: Callable[[st
         for name in names:
             full = here / name
             yield full, full.relative_to(root).as_posix()
+
+
+def _enterable(d: Path, name: str) -> bool:
+    """Whether the entries of ``d`` (which could be listed) can be looked at: a directory with read
+    but no search permission lists its names, and every lstat of one fails."""
+    try:
+        os.lstat(d / name)
+    except PermissionError:
+        return False
+    except OSError:
+        pass  # vanished since it was listed: the caller's own checks say so
+    return True

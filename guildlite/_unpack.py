@@ -17,8 +17,9 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-from ._downloads import _locked, cache_root
+from ._downloads import _locked, cache_root, check_room
 from ._resource_files import RequirementError
+from ._tarsafe import open_tar
 
 _NAME_MAX = 255  # bytes in one path component, on every common filesystem
 
@@ -52,9 +53,10 @@ def _extract(archive: Path, dest: Path, where: str) -> None:
                     if (mode & 0o170000) == 0o120000:
                         _refuse(archive, info.filename, "is a symlink", where)
                     _check_name(archive, info.filename, where)
+                check_room(dest, sum(i.file_size for i in z.infolist()), f"{where}: unpacking {archive.name}")
                 z.extractall(dest)
             return
-        with tarfile.open(archive) as t:
+        with open_tar(archive) as t:
             members = t.getmembers()
             for m in members:
                 _check_name(archive, m.name, where)
@@ -64,6 +66,7 @@ def _extract(archive: Path, dest: Path, where: str) -> None:
                                 member=m.name)
                 elif not (m.isfile() or m.isdir()):
                     _refuse(archive, m.name, "is a device, FIFO or other special file", where)
+            check_room(dest, sum(m.size for m in members if m.isfile()), f"{where}: unpacking {archive.name}")
             t.extractall(dest, members=members, filter="data")
     except (tarfile.TarError, zipfile.BadZipFile, EOFError) as e:
         raise RequirementError(f"{where}: cannot unpack {archive.name}: {e}") from None

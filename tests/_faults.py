@@ -285,36 +285,67 @@ def _list_cli(runs_dir: Path, cwd: Path, in_process: bool) -> tuple[int, str, st
     return res.exit_code, getattr(res, "stdout", res.output), err + getattr(res, "stderr", "")
 
 
-def check_store(runs_dir: Path, cli: str | None = "subprocess", cwd: Path | None = None) -> StoreReport:
+# What check_store found in a run.json that records an end: (its inode, mtime and size, its status,
+# whether it is a batch's). Such a record reads as written (nothing derives its status from
+# liveness), so while the file is the same file, checking it again would find the same.
+Ended = dict[Path, tuple[tuple[int, int, int], str, bool]]
+
+
+def _stat_key(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def check_store(runs_dir: Path, cli: str | None = "subprocess", cwd: Path | None = None,
+                ended: Ended | None = None) -> StoreReport:
     """The invariants that must hold whenever no guildlite process runs in ``runs_dir``.
 
-    - every ``run.json`` under the runs dir (staging dirs included) parses as a run record;
+    - every ``run.json`` in the runs dir's dirs (staging dirs included) parses as a run record;
     - every listed run dir holds a readable run.json (staging is invisible until published);
     - no run reads ``pending``/``running`` (its owner is gone), through the library's ``load_run``
       and through ``guildlite runs --all --json`` (``cli``: "subprocess", "in-process" or None),
       which must exit 0 and print a JSON list of the same ids.
+
+    ``ended``: kept by a caller that checks one runs dir again and again (see ``Ended``): a run.json
+    that recorded an end at an earlier check and is still the same file is not read again.
     """
     rep = StoreReport()
     problems = []
     if not runs_dir.exists():
         return rep
-    for root, dirs, files in os.walk(runs_dir):
-        dirs[:] = [d for d in dirs if d != ".trash"]
-        rel = Path(root).relative_to(runs_dir)
-        if len(rel.parts) == 1 and rel.parts[0].startswith(".staging-"):
-            rep.staging.add(rel.parts[0])
+    known = ended if ended is not None else {}
+    # A run.json is at the top of a run (or staging) dir; the dirs below are the run's own files
+    # (the "slow" project's source copy: 800 files), so the walk stops at the run dirs.
+    for entry in os.scandir(runs_dir):
+        if not entry.is_dir(follow_symlinks=False) or entry.name == ".trash":
+            continue
+        if entry.name.startswith(".staging-"):
+            rep.staging.add(entry.name)
+        files = os.listdir(entry.path)
         rep.tmp_files += sum(1 for f in files if f.startswith(".run.json.tmp-"))
-        if "run.json" in files:
+        path = Path(entry.path, "run.json")
+        if "run.json" in files and (path not in known or known[path][0] != _stat_key(path)):
             try:
-                rec = json.loads(Path(root, "run.json").read_bytes())
+                rec = json.loads(path.read_bytes())
                 if not isinstance(rec, dict) or "id" not in rec or "status" not in rec:
-                    problems.append(f"{root}/run.json is not a run record: {str(rec)[:80]}")
+                    problems.append(f"{path} is not a run record: {str(rec)[:80]}")
             except ValueError as e:
-                problems.append(f"{root}/run.json does not parse: {e}")
+                problems.append(f"{path} does not parse: {e}")
     listed = RunList(runs_dir)
     for run_id in listed.ids:
+        path = runs_dir / run_id / "run.json"
+        key = _stat_key(path)
+        if path in known and known[path][0] == key:
+            _, status, is_batch = known[path]
+            rep.statuses[run_id] = status
+            if is_batch:
+                rep.batches.add(run_id)
+            continue
         try:
-            raw = json.loads((runs_dir / run_id / "run.json").read_bytes())
+            raw = json.loads(path.read_bytes())
             run = load_run(runs_dir / run_id)
         except (OSError, ValueError, RunNotFoundError) as e:
             problems.append(f"listed run {run_id} has no readable run.json: {e}")
@@ -324,6 +355,8 @@ def check_store(runs_dir: Path, cli: str | None = "subprocess", cwd: Path | None
             rep.batches.add(run_id)
         if run.status in ACTIVE:
             problems.append(f"run {run_id} reads {run.status} but no guildlite process runs it")
+        elif key is not None and raw["status"] == run.status != "staged" and _stat_key(path) == key:
+            known[path] = (key, run.status, run.is_batch)
     if cli:
         code, out, err = _list_cli(runs_dir, cwd or runs_dir.parent, in_process=cli == "in-process")
         if code != 0 or TRACEBACK in err:
@@ -395,6 +428,7 @@ class Injector:
         self.seed = seed
         self.cli_every = cli_every
         self.outcomes: list[Outcome] = []
+        self.ended: Ended = {}  # for check_store after each injection
         events.mkdir(parents=True, exist_ok=True)
 
     def args(self, inj: Injection) -> list[str]:
@@ -494,7 +528,7 @@ class Injector:
             wait_gone(self.marker, timeout=5)
         n = len(self.outcomes) + 1
         cli = "subprocess" if n % self.cli_every == 0 else "in-process"
-        rep = check_store(self.runs_dir, cli=cli, cwd=self.project(inj))
+        rep = check_store(self.runs_dir, cli=cli, cwd=self.project(inj), ended=self.ended)
         new = self._new_names(before)
         ids = [i for i in new if not i.startswith(".")]
         if left:

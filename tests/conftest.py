@@ -32,6 +32,22 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# A suite started in the background by a shell without job control inherits SIGINT ignored, and so
+# would every process it starts (an ignored signal stays ignored across exec): the tests that press
+# Ctrl-C on a command need the default a user's terminal gives. A handled signal is reset by exec.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """guildlite's bytecode, compiled once for the session. The guildlite processes the tests start
+    run with PYTHONDONTWRITEBYTECODE (no job writes a ``__pycache__`` into a run dir or a test's
+    project), so they never write it themselves; without it each of them compiled the package
+    from source again: half the CPU of a ``guildlite run``, a third of a ``guildlite runs``."""
+    import compileall
+
+    compileall.compile_dir(ROOT / "guildlite", quiet=1)
+
 
 def install_readme_example(root: Path, section: str, group: str, module: Path, entry_points: dict[str, str]) -> Path:
     """``module`` installed in the new dir ``root`` as pip would install it from the ``setup.cfg``
@@ -413,3 +429,15 @@ def module_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project
     proj = Project(root=write_project(base / "project"), runs_dir=base / "runs")
     yield proj
     proj.cleanup()
+
+
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One headless chromium for every view test of the session (``_browser._Browser``: each page in
+    a browser context of its own); starting it costs seconds."""
+    from _browser import _Browser, _need_chromium
+
+    _need_chromium()
+    b = _Browser(tmp_path_factory.mktemp("chromium"))
+    yield b
+    b.close()

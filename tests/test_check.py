@@ -184,3 +184,22 @@ def test_a_backend_the_project_uses_fails_when_its_commands_are_missing(make_pro
     (status, text), = findings(cp)["gpus"]
     assert status == "ok" and "no nvidia-smi" in text
 
+
+
+@pytest.mark.parametrize("loop", ["to itself", "a circle of two"])
+def test_a_runs_dir_that_is_a_symlink_loop_fails(project: Project, loop: str) -> None:
+    runs = project.root / "runs"  # the default place, beside the guildfile
+    if loop == "to itself":
+        os.symlink("runs", runs)
+    else:
+        os.symlink("other", runs)
+        os.symlink("runs", project.root / "other")
+    env = {k: v for k, v in project.env.items() if k != "GUILDLITE_RUNS_DIR"}
+    cp = subprocess.run([*_guildlite(), "check"], cwd=project.root, env=env, capture_output=True, text=True,
+                        timeout=120)
+    assert cp.returncode == 1, cp.stdout
+    (status, text), = findings(cp)["runs dir"]
+    assert status == "fail" and "symbolic links" in text
+    cp = subprocess.run([*_guildlite(), "runs"], cwd=project.root, env=env, capture_output=True, text=True,
+                        timeout=120)
+    assert cp.returncode != 0  # what check foretells

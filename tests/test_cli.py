@@ -2,7 +2,8 @@
 
 The job script (conftest.HELLO_SCRIPT) imports nothing heavy; torchrun itself still imports
 torch, so every torchrun job costs a couple of seconds: runs that several tests read are made
-once per module.
+once per module, and tests of batches and concurrent runs (where torchrun is not the point) run
+the ``quick`` op (launcher python).
 """
 
 from __future__ import annotations
@@ -342,7 +343,7 @@ def test_kill_9_of_guildlite_is_not_reported_running_and_ranks_die(project: Proj
 
 
 def test_concurrent_runs_into_one_runs_dir(project: Project) -> None:
-    ps = [project.spawn("run", "hello", f"lr={lr}", "-y") for lr in (0.1, 0.2)]
+    ps = [project.spawn("run", "quick", f"lr={lr}", "-y") for lr in (0.1, 0.2)]
     for p in ps:
         _, err = p.communicate(timeout=180)
         assert p.returncode == 0, err
@@ -358,7 +359,7 @@ def test_concurrent_runs_into_one_runs_dir(project: Project) -> None:
 
 
 def test_batch_links_trials_both_ways(project: Project) -> None:
-    cp = project.run("run", "hello", "lr=[0.1,0.01]", "-y")
+    cp = project.run("run", "quick", "lr=[0.1,0.01]", "-y")
     assert cp.returncode == 0, cp.stderr
     batch, trials = _batch_and_trials(project)
     assert batch["status"] == "completed" and batch["is_batch"] and not batch["is_trial"]
@@ -375,11 +376,11 @@ def test_batch_links_trials_both_ways(project: Project) -> None:
     assert "trial 1/2" in cp.stderr and "trial 2/2" in cp.stderr
     assert f"guildlite: batch {batch['id']} completed (2 completed)" in cp.stderr
     table = project.run("runs").stdout
-    assert "hello (2 trials)" in table and table.count(f"↳ {batch['id'][-6:]}") == 2
+    assert "quick (2 trials)" in table and table.count(f"↳ {batch['id'][-6:]}") == 2
 
 
 def test_parallel_batch_runs_trials_at_once(project: Project) -> None:
-    cp = project.run("run", "hello", "lr=[0.1,0.01]", "sleep=1", "--parallel", "2", "-y")
+    cp = project.run("run", "quick", "lr=[0.1,0.01]", "sleep=1", "--parallel", "2", "-y")
     assert cp.returncode == 0, cp.stderr
     batch, trials = _batch_and_trials(project)
     assert batch["status"] == "completed" and batch["batch"]["parallel"] == 2
@@ -393,7 +394,7 @@ def test_parallel_batch_runs_trials_at_once(project: Project) -> None:
 
 
 def test_fail_on_trial_error_starts_no_new_trial(project: Project) -> None:
-    cp = project.run("run", "hello", "code=[3,0]", "--fail-on-trial-error", "-y")
+    cp = project.run("run", "quick", "code=[3,0]", "--fail-on-trial-error", "-y")
     assert cp.returncode != 0
     batch, (first, second) = _batch_and_trials(project)
     assert first["status"] == "error" and first["flags"]["code"] == 3

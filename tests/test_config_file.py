@@ -62,6 +62,9 @@ def test_nested_keys_are_flags_and_each_run_writes_its_values(make_project: Call
     assert flags["model.lr"]["default"] == 0.1 and flags["model.lr"]["type"] == "float"
     assert flags["db.port"]["type"] == "int" and flags["amp"]["type"] == "bool"
     assert flags["model.layers"]["default"] == [64, 64]
+    assert flags["amp"]["description"] == ""  # `ops` said "from FILE  (from FILE)": the source says it once
+    listing = proj.run("ops").stdout
+    assert listing.count(f"from {rel}") == len(flags), listing
     original = (proj.root / rel).read_text()
     cp = proj.run("run", "train", "model.lr=0.5", "db.user=bob", "amp=true", "-y")
     assert cp.returncode == 0, cp.stderr

@@ -151,7 +151,11 @@ def test_collisions_are_refused_or_renamed(made: Project, tmp_path: Path) -> Non
     assert p.run("runs", "export", str(out)).returncode == 0
     cp = p.run("runs", "import", str(out))  # into the runs dir they came from
     line = assert_clean_error(cp, 2, "already in", "--rename")
-    assert all(d.name in line for d in p.run_dirs()[:5])
+    assert any(d.name in line for d in p.run_dirs()[:5])  # refused at the first run the archive holds
+    as_dir = tmp_path / "all"
+    assert p.run("runs", "export", str(as_dir)).returncode == 0
+    line = assert_clean_error(p.run("runs", "import", str(as_dir)), 2, "already in", "--rename")
+    assert all(d.name in line for d in p.run_dirs()[:5])  # a directory's ids are all known at once
     assert len(p.run_dirs()) == 5
     other = tmp_path / "other"
     assert _run("runs", "import", str(out), runs_dir=other, cwd=p.root).returncode == 0
@@ -445,3 +449,16 @@ def test_two_imports_at_once_import_each_run_once(tmp_path: Path) -> None:
     assert sorted(rc for rc, _ in results) == [0, 2], results
     assert "already in" in next(err for rc, err in results if rc == 2)
     assert sorted(n for n in os.listdir(runs_dir) if not n.startswith(".")) == [ID_A, ID_B]
+
+
+def test_export_json_names_each_run_and_what_was_done(made: Project, tmp_path: Path) -> None:
+    """`runs export` had no --json, while `runs import` has one (a new user scripting both)."""
+    p = made
+    batch = next(r for r in p.records() if r.get("is_batch"))
+    cp = _run("runs", "export", "--json", batch["id"], str(tmp_path / "b.tar.gz"), runs_dir=p.runs_dir, cwd=p.root)
+    assert cp.returncode == 0, cp.stderr
+    out = json.loads(cp.stdout)  # nothing else on stdout
+    assert sorted(o["run_id"] for o in out) == sorted([batch["id"], *batch["trials"]]), out
+    assert {o["action"] for o in out} == {"exported"}
+    imported = _run("runs", "import", "--json", str(tmp_path / "b.tar.gz"), runs_dir=tmp_path / "copy", cwd=p.root)
+    assert sorted(o["run_id"] for o in json.loads(imported.stdout)) == sorted(o["run_id"] for o in out)

@@ -166,7 +166,17 @@ ERRORS = [
     ("runs-dir-int", "runs-dir: 3\n" + _OK_OP, 1, ["'runs-dir' must be a path string"]),
     ("sourcecode-escapes", _OK_OP + "    sourcecode:\n      include: ['../*']\n", 5, ["escapes the project"]),
     ("description-int", _OK_OP + "    description: 3\n", 4, ["'description' must be a string"]),
+    # Guild's shorthands in a guildlite file: `\value` compiled (a vertical tab) and captured nothing.
+    ("scalars-value-shorthand", _OK_OP + "    output-scalars: 'loss=(?P<loss>\\value)'\n", 4,
+     ["\\value is Guild's shorthand", "(?P<loss>\\S+)"]),
+    ("scalars-step-shorthand", _OK_OP + "    output-scalars: ['epoch (?P<step>\\step)']\n", 4, ["\\step is Guild's"]),
+    ("scalars-key-shorthand", _OK_OP + "    output-scalars: ['(\\key)=(\\value)']\n", 4, ["\\key is Guild's"]),
 ]
+
+
+def test_an_escaped_backslash_before_value_is_no_shorthand(tmp_path: Path) -> None:
+    op = load(_write(tmp_path, _OK_OP + "    output-scalars: ['x\\\\value=(?P<v>\\S+)']\n")).op("train")
+    assert op.output_scalars == ("x\\\\value=(?P<v>\\S+)",)
 
 
 @pytest.mark.parametrize("text, line, needles", [e[1:] for e in ERRORS], ids=[e[0] for e in ERRORS])

@@ -483,3 +483,21 @@ def test_a_stop_gives_up_the_waiting_items_and_their_places(tmp_path: Path) -> N
     assert log[0] == "start a" and log[1].startswith("end a") and len(log) == 2, log
     assert not tickets["b"].ticket.open and "c" not in tickets
     assert not waiters()
+
+
+def test_gpus_for_an_op_that_leases_none_is_refused(make_project: Callable[..., Project]) -> None:
+    """README's `guildlite run train ... --gpus 0,1 --parallel 2 -b`, tried by a new user on an op
+    without gpus-per-trial: --gpus was ignored without a word, so every run saw every GPU (the
+    sharing the section promises did not happen). Now an error, before anything is staged; a
+    pipeline passes --gpus to the steps that lease and is refused when none does."""
+    steps = "  pipe:\n    steps:\n      - run: capped\n      - run: gpu\n  cpu-only:\n    steps:\n      - run: capped\n"
+    proj = make_project(GUILDFILE + steps, {"job.py": JOB})
+    for args in (("capped",), ("capped", "i=[1,2]", "--parallel", "2"), ("capped", "-b"), ("cpu-only",)):
+        cp = proj.run("run", *args, "--gpus", "0,1", "-y")
+        assert_clean_error(cp, 2, "--gpus 0,1", "gpus-per-trial")
+    assert proj.run_dirs() == []
+    cp = proj.run("run", "pipe", "--gpus", "1", "-y")
+    assert cp.returncode == 0, cp.stderr
+    by_op = {r["op"]: r for r in proj.records()}
+    assert by_op["gpu"]["gpus"] == ["1"] and not by_op["capped"].get("gpus"), by_op
+    assert _json(proj.runs_dir / by_op["gpu"]["id"] / "started.json")["cvd"] == "1"

@@ -658,7 +658,7 @@ def test_flags_import_list_naming_an_unknown_option(make_project: Callable[..., 
         ("import argparse\nraise SystemExit('no data dir, giving up')\nargparse.ArgumentParser().parse_args()\n",
          ["no data dir, giving up"]),
         ("import argparse\nparser = argparse.ArgumentParser()\nprint('builds a parser, never parses')\n",
-         ["finished without calling ArgumentParser.parse_args"]),
+         ["without calling ArgumentParser.parse_args"]),  # stopped after its last statement that could
         # No parser in its source: refused without running it (it would run to its end).
         ("import argparse\nprint('imports argparse, never parses')\n",
          ["builds no ArgumentParser and calls no parse_args"]),

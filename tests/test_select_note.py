@@ -224,3 +224,19 @@ def test_a_hand_broken_note_makes_a_bad_record(runs: Runs) -> None:
     finally:
         (d / "run.json").write_text(json.dumps(saved))
     assert os.path.exists(d / "run.json")
+
+
+def test_select_and_note_have_json(runs: Runs) -> None:
+    """A new user scripting these found `--json` on `runs`, `runs info`, `check`, `gpus`, but not here."""
+    assert json.loads(runs.select("--min", "loss", "--json")) == {
+        "id": runs.ids["C"], "scalar": "loss", "how": "min", "value": 0.1}
+    best = json.loads(runs.select("--max", "max(loss)", "--json"))
+    assert best["id"] == runs.select("--max", "max(loss)").strip() and best["how"] == "max", best
+    assert runs.gl("select", "--min", "val_loss", "--json", code=1).stdout == ""  # none: an error, no JSON
+    e = runs.ids["E"]
+    before = runs.proj.record(e).get("notes", [])
+    shown = json.loads(runs.gl("note", e, "--json").stdout)
+    assert shown == {"id": e, "notes": [{"time": n["time"], "text": n["text"]} for n in before]}
+    added = json.loads(runs.gl("note", e, "a note \x1b[31mred", "--json").stdout)
+    assert added["id"] == e and added["notes"][-1]["text"] == "a note \x1b[31mred"  # JSON escapes it
+    assert added["notes"] == [{"time": n["time"], "text": n["text"]} for n in runs.proj.record(e)["notes"]]

@@ -19,10 +19,11 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-from test_view import _Browser, _guildlite, _need, _need_chromium, _page_data
+from _browser import _Browser, _need
+from test_view import _guildlite, _page_data
 
 from guildlite._run import Run, load_run
 
@@ -278,13 +279,6 @@ def test_view_data_has_the_study(runs_dir: Path) -> None:
         assert rows[run_id]["series"]["loss"]["step"][-1] == PRUNED_AT
     assert "study" not in load_view(runs_dir, details=False)["runs"][0]  # the server sends it with the details
 
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Browser]:
-    _need_chromium()
-    b = _Browser(tmp_path_factory.mktemp("chromium"))
-    yield b
-    b.close()
 
 
 def test_browser_shows_the_study(runs_dir: Path, browser: _Browser, tmp_path: Path) -> None:

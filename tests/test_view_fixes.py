@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from _browser import _Browser, _need
 from conftest import GUILDLITE, TRACEBACK, Project, clean_env, write_project
-from test_view import _Browser, _get, _need, _need_chromium, _page_data, _Server
+from test_view import _get, _page_data, _Server
 
 from guildlite._notes import add_note
 from guildlite._run import Run, load_run
@@ -146,13 +147,6 @@ def report(made: Made) -> Path:
     gl(made, "view", "--out", str(out))
     return out
 
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Browser]:
-    _need_chromium()
-    b = _Browser(tmp_path_factory.mktemp("chromium"))
-    yield b
-    b.close()
 
 
 @pytest.fixture(scope="module")

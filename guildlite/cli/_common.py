@@ -119,13 +119,19 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     _column_table(header, list(zip(*rows)) if rows else [() for _ in header])
 
 
+MAX_CELL = 200  # characters of a table cell shown; --json and --csv give the whole value
+
+
 def _column_table(header: Sequence[str], columns: Sequence[Sequence[Any]]) -> None:
-    """Print a table given column by column, aligned, every cell made ``printable``: the work per
-    cell stays in C (a ``compare`` of 100k runs has a million cells)."""
+    """Print a table given column by column, aligned, every cell made ``printable`` and cut to
+    ``MAX_CELL``: the work per cell stays in C (a ``compare`` of 100k runs has a million cells)."""
     padded = []
     for name, column in zip(header, columns):
         cells = [name, *map(str, column)]
         if not "".join(cells).isprintable():  # (the common case: no cell needs escaping)
             cells = [printable(c) for c in cells]
-        padded.append(map(str.ljust, cells, repeat(max(map(len, cells)))))
+        width = max(map(len, cells))
+        if width > MAX_CELL:  # a label of megabytes (from an import, say) would pad every row to it
+            cells, width = [c if len(c) <= MAX_CELL else c[:MAX_CELL - 1] + "…" for c in cells], MAX_CELL
+        padded.append(map(str.ljust, cells, repeat(width)))
     click.echo("\n".join("  ".join(line).rstrip() for line in zip(*padded)))

@@ -18,6 +18,7 @@ from ._common import CONTEXT, _filter_option, _guildfile_option, _local, _runs_d
               "min(loss): its lowest).")
 @click.option("--max", "max_key", metavar="SCALAR", help="The run whose SCALAR is highest.")
 @_filter_option
+@click.option("--json", "as_json", is_flag=True, help='Print {"id", "scalar", "how", "value"} instead of the id.')
 @_runs_dir_option
 @_guildfile_option
 def select_cmd(
@@ -25,6 +26,7 @@ def select_cmd(
     min_key: str | None,
     max_key: str | None,
     filter_expr: str | None,
+    as_json: bool,
     runs_dir: Path | None,
     guildfile: Path | None,
 ) -> None:
@@ -39,7 +41,12 @@ def select_cmd(
         raise click.UsageError("give one of --min SCALAR or --max SCALAR")
     how, key = ("min", min_key) if min_key is not None else ("max", max_key)
     assert key is not None
-    run_id, _ = best_in(runs_dir_for(runs_dir, guildfile), specs, how, key, filter_expr)
+    run_id, value = best_in(runs_dir_for(runs_dir, guildfile), specs, how, key, filter_expr)
+    if as_json:
+        import json
+
+        click.echo(json.dumps({"id": run_id, "scalar": key, "how": how, "value": value}))
+        return
     click.echo(run_id)
 
 
@@ -47,9 +54,12 @@ def select_cmd(
 @click.argument("run_spec", metavar="RUN", shell_complete=_complete.runs)
 @click.argument("text", required=False)
 @click.option("--edit", is_flag=True, help="Write the note in $EDITOR (TEXT, if given, to start from).")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print the run\'s notes as JSON, oldest first: {"id", "notes": [{"time", "text"}, ...]}.')
 @_runs_dir_option
 @_guildfile_option
-def note(run_spec: str, text: str | None, edit: bool, runs_dir: Path | None, guildfile: Path | None) -> None:
+def note(run_spec: str, text: str | None, edit: bool, as_json: bool, runs_dir: Path | None,
+         guildfile: Path | None) -> None:
     """Add a note to a run (kept with the time it was written); without TEXT, show its notes.
 
     Notes show in `runs info` and `view`; --filter 'note ~ REGEX' finds runs by them."""
@@ -62,6 +72,9 @@ def note(run_spec: str, text: str | None, edit: bool, runs_dir: Path | None, gui
         if text is None:
             raise GuildliteError("the editor closed without saving: no note written", exit_code=1)
     if text is None:
+        if as_json:
+            _notes_json(run.id, run.notes)
+            return
         if not run.notes:
             _say(f"{run.id} has no notes", err=True)
         for n in run.notes:
@@ -71,7 +84,18 @@ def note(run_spec: str, text: str | None, edit: bool, runs_dir: Path | None, gui
 
     written = add_note(run, text)
     _say(f"{run.id}: note added ({len(run.notes)} in all)", err=True)
+    if as_json:
+        _notes_json(run.id, run.notes)
+        return
     _show_note(written)
+
+
+def _notes_json(run_id: str, notes: list[dict[str, object]]) -> None:
+    import json
+
+    click.echo(json.dumps({"id": run_id, "notes": [{"time": n.get("time"), "text": n.get("text")} for n in notes
+                                                        if isinstance(n, dict)]},
+                          indent=2))
 
 
 def _show_note(n: dict[str, object]) -> None:

@@ -120,7 +120,7 @@ def _study_footer(views: list[dict[str, Any]], more: int) -> None:
     from .._study_view import header_lines
 
     for view in views:
-        click.echo("\n" + "\n".join(header_lines(view)))
+        click.echo("\n" + "\n".join(map(printable, header_lines(view))))  # flag names from the journal
         click.echo(f"  (every trial with its objective: guildlite compare --study --batch {view['batch']})")
     if more:
         click.echo(f"\n({more} more batch{'es' if more > 1 else ''} with a study among these runs: "
@@ -149,9 +149,9 @@ def _print_studies(views: list[dict[str, Any]], as_json: bool, as_csv: bool) -> 
         return
     for i, view in enumerate(views):
         cols, rows = trial_rows(view)
-        click.echo(("\n" if i else "") + "\n".join(header_lines(view)) + "\n")
+        click.echo(("\n" if i else "") + "\n".join(map(printable, header_lines(view))) + "\n")
         _column_table(cols, [_cells(c, [row[i] for row in rows]) for i, c in enumerate(cols)])
-        click.echo("\n" + "\n".join(importance_lines(view)))
+        click.echo("\n" + "\n".join(map(printable, importance_lines(view))))
 
 
 def _cells(col: str, values: list[Any]) -> list[str]:

@@ -22,6 +22,7 @@ from .runs import _confirm, _sub_runs_dir
 @_filter_option
 @click.option("--move", is_flag=True, help="Remove the runs from the runs dir once exported (asks unless -y).")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"run_id", "action"} per run (action: exported or moved).')
 @_runs_dir_option
 @_guildfile_option
 @click.pass_obj
@@ -31,6 +32,7 @@ def runs_export(
     filter_expr: str | None,
     move: bool,
     yes: bool,
+    as_json: bool,
     runs_dir: Path | None,
     guildfile: Path | None,
 ) -> None:
@@ -65,12 +67,15 @@ def runs_export(
     done = export_runs(chosen, dest, runs_dir)
     for line in done.left_out:
         _say(f"guildlite: warning: left out {line}", err=True)
-    for run_id in done.ids:
-        _say(f"exported {run_id}")
+    if not as_json:
+        for run_id in done.ids:
+            _say(f"exported {run_id}")
     if move:
         from .._manage import remove
 
         remove(chosen)
+    if as_json:
+        click.echo(json.dumps([{"run_id": i, "action": "moved" if move else "exported"} for i in done.ids], indent=2))
     _say(f"{len(done.ids)} run(s) {'moved' if move else 'exported'} to {dest}", err=True)
 
 
