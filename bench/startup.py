@@ -4,7 +4,8 @@
 
 Cases: `--help`, `--version`, `runs` on an empty runs dir and on --runs synthetic runs (written
 in-process with guildlite's own ``Run(...).save()``, so the records are exactly what guildlite
-writes), `ops` in a copy of the example project, and two baselines: `python -c pass` (the
+writes), `compare` of 20 runs, `runs` of 20 runs in a copy of the example project (its guildfile
+read to find them), `ops` there, and two baselines: `python -c pass` (the
 interpreter alone) and `python -c "import guildlite.cli"` (the CLI module's imports, no command).
 
 With PYTHONDONTWRITEBYTECODE set and an editable install, guildlite's own modules are compiled
@@ -70,6 +71,9 @@ def main() -> None:
         proj = make_project(tmp)
         empty = tmp / "runs-empty"
         empty.mkdir()
+        few = tmp / "runs-20"
+        make_runs(few, 20)
+        make_runs(proj / "runs", 20)  # where the project's guildfile puts them (read to find them)
         many = tmp / f"runs-{a.runs}"
         t = time.perf_counter()
         make_runs(many, a.runs)
@@ -87,6 +91,8 @@ def main() -> None:
             ("`guildlite --version`", [*GUILDLITE, "--version"], base),
             ("`guildlite runs` (empty runs dir)", [*GUILDLITE, "runs"], {**base, "GUILDLITE_RUNS_DIR": str(empty)}),
             (f"`guildlite runs` ({a.runs} runs)", [*GUILDLITE, "runs"], {**base, "GUILDLITE_RUNS_DIR": str(many)}),
+            ("`guildlite compare` (20 runs)", [*GUILDLITE, "compare"], {**base, "GUILDLITE_RUNS_DIR": str(few)}),
+            ("`guildlite runs` (20 runs, in the project)", [*GUILDLITE, "runs"], base),
             ("`guildlite ops` (example project)", [*GUILDLITE, "ops"], base),
         ]
         times: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in cases}

@@ -22,15 +22,18 @@ if TYPE_CHECKING:
 def runs_dir_for(runs_dir: Path | None = None, guildfile: Path | None = None) -> Path:
     """The runs dir: ``runs_dir`` when given, else ``GUILDLITE_RUNS_DIR``, else the one the guildfile
     (``guildfile``, or the one found here or above) names, else ``runs/`` beside it."""
-    from ._guildfile import find_guildfile, load
     from ._runs_dir import default_runs_dir, option_runs_dir
 
     if runs_dir:
         return option_runs_dir(runs_dir)
-    found = guildfile or find_guildfile()
-    if found is None or os.environ.get("GUILDLITE_RUNS_DIR"):
+    if os.environ.get("GUILDLITE_RUNS_DIR"):
         return default_runs_dir(None)
-    return default_runs_dir(load(found))
+    # Only now: the guildfile's modules are most of a listing's imports, and need not be loaded
+    # where the runs dir is given.
+    from ._guildfile import find_guildfile, load
+
+    found = guildfile or find_guildfile()
+    return default_runs_dir(load(found) if found is not None else None)
 
 
 def select(runs_dir: Path, specs: Sequence[str], trash: bool = False, filter: str | None = None) -> list[Run]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -271,6 +270,8 @@ def format_value(value: Any) -> str:
 def unknown_flag(name: str, known: Sequence[str], op: str) -> FlagError:
     """The error for a flag the op does not declare, suggesting the closest name."""
     msg = f"operation '{op}' has no flag '{name}'"
+    import difflib  # here: only this error needs it, and listings import this module
+
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
     if close:
         msg += f" (did you mean '{close[0]}'?)"

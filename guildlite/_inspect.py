@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 from dataclasses import dataclass
@@ -264,6 +263,8 @@ def diff_flags(a: Run, b: Run) -> list[tuple[str, Any, Any]]:
 def diff_trees(a: Tree, b: Tree) -> str:
     """A unified diff of two sets of files; a file that is binary, too large to diff, or may not
     be read (``_runfiles``'s rule: never its content then) gets a line of its own."""
+    import difflib  # here: `compare` and `runs info` import this module too, and only `diff` needs it
+
     out: list[str] = []
     for rel in sorted(a.files | b.files):
         sa, sb = a.side(rel), b.side(rel)

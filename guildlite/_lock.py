@@ -25,8 +25,6 @@ import errno
 import fcntl
 import json
 import os
-import random
-import socket
 import stat
 import threading
 import time
@@ -207,7 +205,7 @@ def _identity() -> dict[str, Any]:
     """This process as a lock file names its owner: host, boot, pid and the pid's start time."""
     pid = os.getpid()
     if pid not in _me:
-        _me[pid] = {"host": socket.gethostname(), "boot": _boot_id(), "pid": pid, "start": process_start(pid)}
+        _me[pid] = {"host": os.uname().nodename, "boot": _boot_id(), "pid": pid, "start": process_start(pid)}
     return _me[pid]
 
 
@@ -241,6 +239,8 @@ class SoftLock:
             except FileExistsError:
                 _check_regular(self.path)  # a planted directory, FIFO or symlink: refused, not waited on
                 if not self._break_if_stale():
+                    import random  # here: only a contended lock needs it, and every listing imports this module
+
                     time.sleep(delay * random.uniform(0.5, 1.5))  # jitter: waiters do not retry in step
                     delay = min(delay * 2, 0.05)
                 continue

@@ -12,7 +12,6 @@ import errno
 import fcntl
 import json
 import os
-import socket
 import stat
 import time
 from pathlib import Path
@@ -107,7 +106,7 @@ def owner_alive(rec: dict[str, Any], run_dir: Path | None) -> bool:
     if not pid_alive(pid, rec.get("pid_start")):
         return False
     host = rec.get("host")
-    if run_dir is None or (isinstance(host, str) and host != socket.gethostname()):
+    if run_dir is None or (isinstance(host, str) and host != os.uname().nodename):
         return True
     held = owner_holds(run_dir, pid)
     return held is None or held  # None: no flock on this filesystem, the pid and start time decide

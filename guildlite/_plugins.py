@@ -11,10 +11,8 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
-from ._hookcall import HookCall, read_only_fields, record_fields, restore_read_only, restore_unsaveable, text
-from ._runview import view_of
-
 if TYPE_CHECKING:
+    from ._hookcall import HookCall
     from ._run import Run as StoredRun
     from ._runview import Run
 
@@ -239,6 +237,11 @@ class Dispatcher:
         self._hung.pop(id(plugin), None)
         if hook_name != "on_run_end" and (why := self._stop_reason(run)):
             return _Outcome(f"not called: stopped by {why}", stopped=True, ours=True)
+        # Here, not at the top: a process that calls no hook (a listing, `--help`) imports neither,
+        # and cli.main() waits for hung hooks only where _hookcall was imported.
+        from ._hookcall import HookCall, read_only_fields, record_fields, restore_read_only, restore_unsaveable, text
+        from ._runview import view_of
+
         before, fixed = record_fields(run), read_only_fields(run)
         call = HookCall(plugin, hook_name, view_of(run))
         call.start()

@@ -4,7 +4,6 @@ saved back through the store (``_store``), its status as it stands when read (``
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +49,8 @@ class Run:
     is_trial: bool = False
     parent_id: str | None = None
     trial_ids: list[str] = field(default_factory=list)
-    host: str = field(default_factory=socket.gethostname)
+    # os.uname().nodename is what socket.gethostname() returns, without importing socket (every command reads runs)
+    host: str = field(default_factory=lambda: os.uname().nodename)
     remote: bool | dict[str, Any] = False  # where the job runs when not here: {"backend": NAME, "job_id", ...}
     op_def: dict[str, Any] = field(default_factory=dict)
     error: dict[str, Any] | None = None
@@ -189,7 +189,7 @@ class Run:
         """
         self.pid = os.getpid()
         self.pid_start = process_start(self.pid)
-        self.host = socket.gethostname()
+        self.host = os.uname().nodename
         if self._owner_fd is None:
             self._owner_fd = take_owner_lock(self.paths, self.id, self.pid, self.pid_start, wait)
 

@@ -19,7 +19,6 @@ Every reader of such a file goes through here, with one rule:
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import stat
 from pathlib import Path
@@ -109,6 +108,8 @@ def read_bytes(base: Path | str, rel: str, limit: int, where: str = "run directo
 
 def sha256(base: Path | str, rel: str, where: str = "run directory") -> str:
     """The sha256 of a regular file inside ``base``, read in chunks (any size, bounded memory)."""
+    import hashlib  # here: listings import this module, and only a requirement's digest needs it
+
     h = hashlib.sha256()
     with open_file(base, rel, where) as f:
         while chunk := f.read(1 << 20):

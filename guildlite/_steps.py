@@ -169,8 +169,6 @@ def check_steps(v: YamlChecks, operations: Mapping[str, OpDef]) -> None:
     """Every step names an op of the guildfile that is not itself a pipeline, and no requirement
     names a pipeline (it has no files of its own); checked once all ops are read: a step may name
     an op declared after its pipeline."""
-    import difflib
-
     for name, op in operations.items():
         for req in op.requires:
             target = operations.get(req.source) if req.kind == "operation" else None
@@ -181,6 +179,8 @@ def check_steps(v: YamlChecks, operations: Mapping[str, OpDef]) -> None:
             at = f"operation '{name}' steps[{i}]"
             target = operations.get(step.op)
             if target is None:
+                import difflib  # here: loading any guildfile runs this check, and only this error needs it
+
                 hint = difflib.get_close_matches(step.op, list(operations), n=1)
                 tip = f"did you mean '{hint[0]}'?" if hint else f"operations: {', '.join(sorted(operations))}"
                 raise v.fail(_at(step.line), None, f"{at}: no operation '{step.op}' ({tip})")

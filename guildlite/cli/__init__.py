@@ -106,9 +106,10 @@ def main() -> None:
     try:
         cli(prog_name="guildlite")
     except SystemExit as e:
-        from .._hookcall import exit_if_hooks_hang
-
-        exit_if_hooks_hang(e.code)  # a hook given up on, or a thread it started, must not hold the exit
+        # Only a process that called a hook has imported _hookcall: the others (--help, listings)
+        # have no hook thread to wait for, and need not import it to find that out.
+        if (hookcall := sys.modules.get("guildlite._hookcall")) is not None:
+            hookcall.exit_if_hooks_hang(e.code)  # a hook given up on, or a thread it started, must not hold the exit
         raise
 
 
