@@ -11,7 +11,10 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
+from ._errors import GuildliteError
+
 FULL = (errno.ENOSPC, errno.EDQUOT)
+DISK_MARGIN = 256 << 20  # left free by what guildlite writes in bulk: a full disk breaks every run's record writes
 
 
 def is_full(e: OSError) -> bool:
@@ -33,7 +36,7 @@ def describe(path: Path) -> str:
         parts.append(f"filesystem {source} ({fstype}) mounted at {point}")
     try:
         st = os.statvfs(where)
-        parts.append(f"{_size(st.f_bavail * st.f_frsize)} free of {_size(st.f_blocks * st.f_frsize)}")
+        parts.append(f"{size_text(st.f_bavail * st.f_frsize)} free of {size_text(st.f_blocks * st.f_frsize)}")
     except OSError:
         pass
     return ", ".join(parts) or f"the filesystem of {where}"
@@ -42,6 +45,18 @@ def describe(path: Path) -> str:
 def full_message(e: OSError, what: str, path: Path) -> str:
     """``no space left on device: <what> (<the filesystem of path>)``."""
     return f"{full_reason(e)}: {what} ({describe(path)})"
+
+
+def check_room(folder: Path, need: int, what: str, advice: str,
+               error: type[GuildliteError] = GuildliteError) -> None:
+    """``error`` (exit 2) naming ``what`` unless ``need`` more bytes fit on the disk of ``folder``
+    (made or not yet) with ``DISK_MARGIN`` left free; ``advice`` ends the message."""
+    import shutil
+
+    room = shutil.disk_usage(_existing(Path(os.path.abspath(folder)))).free - DISK_MARGIN
+    if need > room:
+        raise error(f"{what} would not fit: {size_text(max(room, 0))} free (less {size_text(DISK_MARGIN)} kept) "
+                    f"on the disk of {folder}; {advice}", exit_code=2)
 
 
 def _existing(p: Path) -> Path:
@@ -91,7 +106,7 @@ def _unescape(field: str) -> str:
     return field
 
 
-def _size(n: int) -> str:
+def size_text(n: int) -> str:
     value = float(n)
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if value < 1000 or unit == "TB":

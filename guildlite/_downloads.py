@@ -25,7 +25,6 @@ from ._resource_files import RequirementError
 
 _CHUNK = 1 << 16
 PROGRESS_AFTER = 1.0  # seconds: a quicker download prints nothing
-DISK_MARGIN = 256 << 20  # left free by a download or an unpack: a full disk breaks every run's record writes
 _FREE_CHECK = 64 << 20  # bytes written between two looks at the free space
 
 
@@ -149,14 +148,11 @@ def _download(url: str, tmp: Path, where: str) -> str:
 
 def check_room(folder: Path, need: int, what: str) -> None:
     """RequirementError (exit 2) naming ``what`` unless ``need`` more bytes fit into ``folder``
-    with ``DISK_MARGIN`` left free."""
-    import shutil
+    with ``_disk.DISK_MARGIN`` left free."""
+    from ._disk import check_room as fits
 
-    room = shutil.disk_usage(folder).free - DISK_MARGIN
-    if need > room:
-        raise RequirementError(f"{what} would not fit: {_mb(max(room, 0))} free (less {_mb(DISK_MARGIN)} kept) on the"
-                               f" disk of {folder}; nothing was staged (free some space, or set"
-                               " GUILDLITE_RESOURCE_CACHE to a bigger disk)", exit_code=2)
+    fits(folder, need, what, "nothing was staged (free some space, or set GUILDLITE_RESOURCE_CACHE to a bigger disk)",
+         RequirementError)
 
 
 def _chunks(resp: IO[bytes]) -> Iterator[bytes]:

@@ -7,7 +7,10 @@ goes with its children (the command adds them); the runs it used files of (upstr
 
 A run appears in a directory export whole (copied into a hidden dir, then renamed), and an
 archive appears whole (written to a hidden temp file beside it, then renamed): an export that
-fails midway leaves nothing that looks like a finished one.
+fails midway leaves nothing that looks like a finished one. Before anything is written, what it
+will take is checked against the free space of DEST's disk (``_disk.check_room``): a directory
+export keeps a sparse file's holes, so it takes what the files hold on disk; a ``.tar`` holds every
+byte of each file's size; a ``.tar.gz`` compresses a hole ~1000:1 (deflate's best), data not at all.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Sequence
 
 from ._errors import GuildliteError
 from ._run import Run
-from ._runcopy import copy_run, entries, link_problem, open_regular
+from ._runcopy import allocated, copy_run, entries, link_problem, open_regular
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")  # a plain .tar is not compressed
 # Archives it does not write: a DEST named so is a mistake, not a directory to make.
@@ -62,12 +65,32 @@ def export_runs(runs: Sequence[Run], dest: Path, runs_dir: Path) -> Exported:
     ``.tar`` file (which must not exist yet) or a directory (made if needed; a run id already there is an
     error, nothing written)."""
     check_exportable(runs, runs_dir, dest)
+    _check_room(runs, dest)
     left_out: list[str] = []
     if is_archive(dest):
         _to_archive(runs, dest, left_out)
     else:
         _to_dir(runs, dest, left_out)
     return Exported(tuple(r.id for r in runs), dest, tuple(left_out))
+
+
+def _check_room(runs: Sequence[Run], dest: Path) -> None:
+    """GuildliteError (exit 2), before anything is written, unless the export fits on DEST's disk."""
+    from ._disk import check_room
+
+    name = dest.name.lower()
+    kind = "dir" if not is_archive(dest) else "tar" if name.endswith(".tar") else "gz"
+    need = 0
+    for r in runs:
+        for e in entries(r.run_dir):
+            need += 1024  # a directory entry, an inode, a tar header (and its PAX record)
+            if e.kind != "file":
+                continue
+            st = os.lstat(r.run_dir / e.rel)
+            held = allocated(st)
+            need += {"dir": held, "tar": st.st_size + 511, "gz": held + (st.st_size - held) // 1000}[kind]
+    check_room(dest if kind == "dir" else dest.parent, need, f"the export of {len(runs)} run(s)",
+               "nothing was exported (free some space, or export elsewhere)")
 
 
 def _to_dir(runs: Sequence[Run], dest: Path, left_out: list[str]) -> None:

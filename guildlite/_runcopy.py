@@ -15,6 +15,8 @@ Copying never follows a link, never opens anything but a regular file (``O_NOFOL
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import stat
 from dataclasses import dataclass
@@ -118,16 +120,60 @@ def copy_into(src: BinaryIO, size: int, mode: int, target: Path, mtime_ns: int |
     permission bits of ``mode`` (no set-id bits; owner read/write always) and ``mtime_ns`` if given."""
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "wb") as out:
-        left = size  # what fstat said: a file that grows while copied is cut there
-        while left > 0:
-            chunk = src.read(min(left, 1 << 20))
-            if not chunk:
-                break
-            out.write(chunk)
-            left -= len(chunk)
+        # A sparse file (fewer blocks than its size) keeps its holes: a 1 TB one that holds 1 MB
+        # must not become 1 TB on the disk it is copied to.
+        spans = _data_spans(src, size)
+        if spans is None:
+            left = size  # what fstat said: a file that grows while copied is cut there
+            while left > 0:
+                chunk = src.read(min(left, 1 << 20))
+                if not chunk:
+                    break
+                out.write(chunk)
+                left -= len(chunk)
+        else:
+            for start, end in spans:  # read with pread: the extents are found by moving the fd's offset
+                out.seek(start)
+                while start < end and (chunk := os.pread(src.fileno(), min(end - start, 1 << 20), start)):
+                    out.write(chunk)
+                    start += len(chunk)
+            out.truncate(size)  # a hole at the end is a length, not data
         os.fchmod(out.fileno(), stat.S_IMODE(mode) & 0o755 | 0o600)
     if mtime_ns is not None:
         os.utime(target, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+
+
+def allocated(st: os.stat_result) -> int:
+    """The bytes a file holds on disk, at most its size (a sparse file's holes take none)."""
+    return min(st.st_size, st.st_blocks * 512)
+
+
+def _data_spans(src: BinaryIO, size: int) -> Iterator[tuple[int, int]] | None:
+    """The ``(start, end)`` spans up to ``size`` that hold data, of ``src`` a sparse regular file
+    (its data extents: ``SEEK_DATA``); None for any other (read it through from where it is)."""
+    try:
+        st = os.fstat(src.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):  # a stream, not a file
+        return None
+    if not stat.S_ISREG(st.st_mode) or allocated(st) >= size or not hasattr(os, "SEEK_DATA"):
+        return None
+    return _extents(src.fileno(), size)
+
+
+def _extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
+    pos = 0
+    while pos < size:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as e:
+            if e.errno == errno.ENXIO:
+                return  # a hole to the end
+            raise
+        if start >= size:
+            return
+        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        yield start, end
+        pos = end
 
 
 def copy_run(src: Path, dest: Path, on_left_out: list[str] | None = None) -> None:

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 POLL_SECONDS = 0.2
 CHUNK_BYTES = 1 << 20  # read at a time, so that the status keeps moving through a large log
+# Of a log already longer than this when first read, only its last part is shown (from a line start
+# within it): an imported run's log may be many GB, or a sparse file of GB of NULs.
+TAIL_BYTES = 1 << 20
 # The op's own output-scalars regexes may backtrack catastrophically (see ``_builtins``): here they
 # run in this process, bounded by a timer; past it, scalars are no longer shown.
 PATTERN_SECONDS = 5.0
@@ -63,10 +66,16 @@ def scanner_for(run: Run) -> ScalarScanner | str:
 
 class OutputFollower:
     """A run's ``output.log`` as it grows: the bytes written since the last ``read``, and the
-    latest value of each scalar found in its lines (``ScalarScanner``)."""
+    latest value of each scalar found in its lines (``ScalarScanner``).
 
-    def __init__(self, run: Run) -> None:
+    A log longer than ``tail`` when opened (or when cut short and written again) is read from a
+    line start within its last ``tail`` bytes (from that point exactly when none is there);
+    ``skipped`` counts the bytes passed over, which are not scanned for scalars either."""
+
+    def __init__(self, run: Run, tail: int = TAIL_BYTES) -> None:
         self.run = run
+        self.tail = tail
+        self.skipped = 0
         self._file: BinaryIO | None = None
         found = scanner_for(run)
         self.scanner: ScalarScanner | None = found if isinstance(found, ScalarScanner) else None
@@ -94,12 +103,32 @@ class OutputFollower:
                 if e.missing:
                     return b""
                 raise GuildliteError(f"run {self.run.id}: cannot follow output.log: {e.reason}", exit_code=2) from None
-        if os.fstat(self._file.fileno()).st_size < self._file.tell():
+            self._skip_to_tail(self._file)
+        elif os.fstat(self._file.fileno()).st_size < self._file.tell():
             self._file.seek(0)  # cut short by hand: follow it from its start again
+            self._skip_to_tail(self._file)
         data = self._file.read(CHUNK_BYTES)
         if data and self.scanner is not None:
             self.scanner.feed(data)
         return data
+
+    def _skip_to_tail(self, f: BinaryIO) -> None:
+        size = os.fstat(f.fileno()).st_size
+        if size - f.tell() <= self.tail:
+            return
+        start = size - self.tail
+        f.seek(start - 1)  # the byte before: a line that starts exactly there is kept
+        window = f.read(self.tail + 1)
+        cut = window.find(b"\n")
+        if 0 <= cut < len(window) - 1:
+            start += cut
+        f.seek(start)
+        self.skipped += start
+
+    @property
+    def size(self) -> int:
+        """The log's size now (0 before it is opened)."""
+        return os.fstat(self._file.fileno()).st_size if self._file is not None else 0
 
     def finish(self) -> None:
         """Scan what is left after the log's last line end (the run has ended)."""
@@ -124,15 +153,21 @@ def follow(
     out: Callable[[bytes], None],
     show: Callable[[Run, OutputFollower], None],
     poll: float = POLL_SECONDS,
+    skipped: Callable[[int, int], None] | None = None,
 ) -> Run:
     """Follow ``run`` until it ends: ``out`` gets its output as it is written, ``show`` the run as it
-    stands (with the follower's latest scalars) after each look. Returns the run as it ended."""
+    stands (with the follower's latest scalars) after each look, ``skipped(bytes, log size)`` how
+    much of a long log was passed over, before ``out`` gets what follows. Returns the run as it ended."""
     log = OutputFollower(run)
+    told = 0
     try:
         while True:
             # The status before the log: all that a run wrote before its end was recorded is read.
             going = still_going(run)
             while data := log.read():
+                if log.skipped > told and skipped is not None:
+                    skipped(log.skipped - told, log.size)
+                told = log.skipped
                 out(data)
             if not going:
                 log.finish()

@@ -35,7 +35,8 @@ def watch(run_spec: str | None, runs_dir: Path | None, guildfile: Path | None) -
     """Follow RUN's output and status until it ends (default: the newest run not yet ended).
 
     \b
-    Prints the run's output.log from its start, then as it grows, with a status line on stderr:
+    Prints the run's output.log from its start (of a log over 1 MB, only its last 1 MB, from a
+    line start, saying on stderr how much was skipped), then as it grows, with a status line on stderr:
     status, elapsed time, the latest value of each scalar found in the output (the op's
     output-scalars rules). On a terminal the line is redrawn in place; otherwise it is printed
     when the status changes, then every 10 s while the scalars change (else every minute).
@@ -87,7 +88,14 @@ def _watch_run(run: Run, line: _StatusLine) -> int:
     def out(data: bytes) -> None:
         line.output(data)
 
-    ended = follow(run, out, show)
+    def skipped(n: int, size: int) -> None:
+        from .._disk import size_text
+
+        line.clear()
+        _say(f"guildlite: output.log of run {run.id} is {size_text(size)}: skipped its first {size_text(n)}, "
+             f"showing the rest (all of it: guildlite cat {run.id} output.log)", err=True)
+
+    ended = follow(run, out, show, skipped=skipped)
     line.clear()
     log_note = line.last_details
     _say(f"{_summary(ended)}{' | ' + log_note if log_note else ''}", err=True)
