@@ -3,6 +3,7 @@ a sparse file under ``runs export``, a label of megabytes under ``runs info``.""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -134,3 +135,24 @@ def test_runs_export_of_a_sparse_file_into_a_directory_not_made_yet(
     cp = proj.run("runs", "export", run_id, str(out))
     assert cp.returncode == 0, cp.stderr
     assert (out / run_id / "sparse.bin").stat().st_size == SPARSE_SIZE
+
+
+def test_runs_info_cuts_a_label_flag_and_note_of_megabytes_and_json_keeps_them_whole(
+        ended: tuple[Project, str]) -> None:
+    proj, run_id = ended
+    path = proj.runs_dir / run_id / "run.json"
+    rec = json.loads(path.read_text())
+    label, value, note = "L" * 10_000_000, "v" * 3_000_000, "first line\n" + "n" * 2_000_000 + "\nlast line"
+    rec["label"], rec["flags"]["lr"] = label, value
+    rec["notes"] = [{"time": "2026-01-01T00:00:00+00:00", "text": note}]
+    path.write_text(json.dumps(rec))  # as an imported run may hold it (argv could not carry 10 MB)
+    cp = proj.run("runs", "info", run_id)
+    assert cp.returncode == 0, cp.stderr[-2000:]
+    assert len(cp.stdout) < 20_000
+    lines = cp.stdout.splitlines()
+    (shown,) = [x for x in lines if x.startswith("label: ")]
+    assert shown.startswith("label: LLLL") and "9999" in shown and "--json shows all" in shown
+    assert any(x.strip().startswith("lr: vvvv") and "--json shows all" in x for x in lines)
+    assert any("first line" in x for x in lines) and any(x.strip() == "last line" for x in lines)
+    whole = proj.run_json("runs", "info", run_id, "--json")
+    assert whole["label"] == label and whole["flags"]["lr"] == value and whole["notes"][0]["text"] == note

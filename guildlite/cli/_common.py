@@ -111,6 +111,17 @@ def _say(text: str, err: bool = False) -> None:
     click.echo(printable(text), err=err)
 
 
+MAX_FIELD = 1000  # characters of one line of `runs info` shown; --json gives the whole value
+
+
+def _cut(text: str, limit: int = MAX_FIELD) -> str:
+    """``text`` cut to ``limit`` characters, saying how much more there is (a label of megabytes,
+    from an import, say, would fill a terminal's scrollback)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 1]}… ({len(text) - limit + 1} more characters; --json shows all)"
+
+
 def _csv_cell(v: Any) -> Any:
     return printable(v) if isinstance(v, str) else v
 

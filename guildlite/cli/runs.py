@@ -16,6 +16,7 @@ from .._status import STATES
 from . import _complete
 from ._common import (
     CONTEXT,
+    _cut,
     _filter_option,
     _flags_summary,
     _fmt,
@@ -169,7 +170,10 @@ def _confirm(question: str, yes: bool) -> None:
 def runs_info(
     group_runs_dir: Path, run_spec: str, as_json: bool, runs_dir: Path | None, guildfile: Path | None
 ) -> None:
-    """Show one run's record: flags, status, command, hook trace, environment."""
+    """Show one run's record: flags, status, command, hook trace, environment.
+
+    A line over 1000 characters (a label or flag value of megabytes) is cut, saying how much more
+    there is; --json shows every value whole."""
     runs_dir = _sub_runs_dir(group_runs_dir, runs_dir, guildfile)
     r = select_one(runs_dir, run_spec)
     from .._launch import display_command
@@ -206,28 +210,29 @@ def runs_info(
     ]
     for k, v in fields:
         if k and v not in (None, ""):
-            _say(f"{k}: {v}")
+            _line(f"{k}: {v}")
     for what, ids in related.items():  # whose files it used, who used its files
         if ids:
             click.echo(f"{what}:")
         for i in ids:
             op, status = graph.ops.get(i, ("?", "not in the runs dir"))
-            _say(f"  {i} {op} {status}")
+            _line(f"  {i} {op} {status}")
     if r.error:
-        click.echo(f"error: {json.dumps(r.error)}")
+        _line(f"error: {json.dumps(r.error)}")
     if r.notes:
         from .find import _show_note
 
         click.echo("notes:")
         for entry in r.notes:
-            _show_note(entry)
+            lines = str(entry.get("text") or "").splitlines()
+            _show_note({**entry, "text": "\n".join(map(_cut, lines))})
     click.echo("flags:")
     for k, v in r.flags.items():
-        _say(f"  {k}: {_fmt(v)}")
+        _line(f"  {k}: {_fmt(v)}")
     if r.is_batch:
         click.echo(f"trials: {len(r.trial_ids)}")
         for t in r.trials:
-            _say(f"  {t.id} {t.status} " + _flags_summary(t))
+            _line(f"  {t.id} {t.status} " + _flags_summary(t))
     if r.is_pipeline:
         planned = (r.pipeline or {}).get("steps") or []
         click.echo(f"steps: {len(r.step_ids)} of {len(planned)} run")
@@ -235,26 +240,30 @@ def runs_info(
             step = step if isinstance(step, dict) else {}
             how = f" ({step['reused']})" if step.get("reused") else ""
             what = f"{step.get('run')} {step.get('status')}{how}" if step.get("run") else "not started"
-            _say(f"  {n}. {' '.join([str(step.get('op')), *map(str, step.get('given') or [])])}: {what}"
-                 + (f": {step['error']}" if step.get("error") else ""))
+            _line(f"  {n}. {' '.join([str(step.get('op')), *map(str, step.get('given') or [])])}: {what}"
+                  + (f": {step['error']}" if step.get("error") else ""))
     if r.requires:
         click.echo("requires:")
         for q in r.requires:
             size = f"{q['size'] / 1e6:.1f} MB" if isinstance(q.get("size"), int) else "?"
             upstream = f" run {q['run']}" if q.get("run") else ""
-            _say(f"  {q.get('kind')}: {q.get('source')} -> {q.get('target')}{upstream}  {size}"
-                 f"  sha256 {str(q.get('sha256') or '-')[:16]}")
+            _line(f"  {q.get('kind')}: {q.get('source')} -> {q.get('target')}{upstream}  {size}"
+                  f"  sha256 {str(q.get('sha256') or '-')[:16]}")
     if r.plugins:
         click.echo("hooks:")
         for call in r.plugins:
             err = f"  ERROR {call['error']}" if call.get("error") else ""
             calls = f" in {call['calls']} calls" if isinstance(call.get("calls"), int) else ""  # on_run_progress
-            _say(f"  {call['hook']:<15} {call['plugin']:<20} prio {call['priority']:<5}"
-                       f" {call['seconds'] * 1000:8.1f} ms{calls}{err}")
+            _line(f"  {call['hook']:<15} {call['plugin']:<20} prio {call['priority']:<5}"
+                  f" {call['seconds'] * 1000:8.1f} ms{calls}{err}")
     if r.attrs:
         click.echo("attrs:")
         for k, v in r.attrs.items():
-            _say(f"  {k}: {json.dumps(v, default=str)}")
+            _line(f"  {k}: {json.dumps(v, default=str)}")
+
+
+def _line(text: str) -> None:
+    _say(_cut(text))
 
 
 @runs.command("delete", context_settings=CONTEXT)
