@@ -1,11 +1,19 @@
 """``guildlite view``'s server: the page and the runs' details and files, on 127.0.0.1 only.
 
 A stdlib http.server; the page is ``_view_page``'s over ``_view_data``'s dict.
+
+Requests are answered in server threads, but ``serve`` has the page's data loaded in the main
+thread (``MainThread``), one load at a time: the load applies ``--filter``, whose ``~`` regexes
+run over labels and notes anyone may have set since the server started, and only the main thread
+can bound a regex (``_regex_guard``: a SIGALRM stops it). A regex that backtracks without end then
+fails that page load, named, instead of holding a thread and a CPU for years. Running the filter
+once at start-up and serving its result would not do: the page shows runs as they are now.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import sys
 import threading
 from pathlib import Path
@@ -112,6 +120,41 @@ def _is_text(head: bytes) -> bool:
     return True
 
 
+class MainThread:
+    """Calls made in any thread, run one at a time in the main thread while it is in ``run``."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue[tuple[Callable[[], Any], threading.Event, list[Any]]] = queue.Queue()
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """``fn()``, run in the main thread (now, if this is it); what it raised is raised here."""
+        if threading.current_thread() is threading.main_thread():
+            return fn()
+        done, box = threading.Event(), list[Any]()  # [error] or [None, result]
+        self._jobs.put((fn, done, box))
+        done.wait()
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        return box[1]
+
+    def run(self) -> None:
+        """Run the calls as they come, until interrupted (KeyboardInterrupt)."""
+        while True:
+            try:
+                fn, done, box = self._jobs.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            try:
+                box[:] = [None, fn()]
+            except KeyboardInterrupt:
+                box[:] = [GuildliteError("the server is stopping")]
+                raise
+            except BaseException as e:  # the caller's error: raised in its thread, not here
+                box[:] = [e]
+            finally:
+                done.set()
+
+
 def serve(
     load: Callable[[bool], dict[str, Any]],
     runs_dir: Path,
@@ -122,8 +165,9 @@ def serve(
     """Serve the page until Ctrl-C (or SIGTERM)."""
     import signal
 
+    main = MainThread()
     try:
-        server = make_server(load, runs_dir, port)
+        server = make_server(lambda details: main.call(lambda: load(details)), runs_dir, port)
     except OSError as e:
         raise GuildliteError(f"cannot serve on 127.0.0.1:{port}: {e.strerror or e}", exit_code=2) from None
     url = f"http://127.0.0.1:{server.server_address[1]}/"
@@ -139,10 +183,12 @@ def serve(
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, _stop)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        server.serve_forever()
+        main.run()
     except KeyboardInterrupt:
         print("guildlite: view stopped", file=sys.stderr)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        server.shutdown()
         server.server_close()
