@@ -4,46 +4,20 @@
 The output arrives as bytes in whatever pieces it is read; lines end at ``\\n``, ``\\r\\n`` or
 ``\\r`` (as the log read as text; tqdm redraws with ``\\r``). Each line goes to the op's rules
 (``_scalars.OutputParser``: rank 0's lines only), whose own regexes run bounded by a timer
-(``time_limit``): they may backtrack catastrophically, and here they run in a guildlite process.
+(``_regex_guard.budget``): they may backtrack catastrophically, and here they run in a guildlite process.
 """
 
 from __future__ import annotations
 
 import re
-import signal
-import threading
 import time
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
+from ._regex_guard import RegexTooSlow, budget
 from ._scalars import OutputParser
 
 PARTIAL_MAX = 1 << 20  # a "line" longer than this with no line end yet is not scanned
 Row = dict[str, Any]  # as in ``scalars.jsonl``: {"step", "key", "value"}
-
-
-class TooSlow(Exception):
-    """``time_limit``'s time is up."""
-
-
-@contextmanager
-def time_limit(seconds: float | None) -> Iterator[None]:
-    """Raise TooSlow in the block after ``seconds`` (a regex checks for signals as it runs); no
-    limit for None, nor outside the main thread, where no signal handler can be set."""
-    if seconds is None or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expire(signum: int, frame: Any) -> None:
-        raise TooSlow
-
-    old = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-3))
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 # tqdm's bar: `37%|███▋      | 37/100 [00:03<00:06, 10.2it/s]` (its `\r`-separated updates are lines here).
@@ -111,12 +85,12 @@ class OutputScanner:
         parser = self.parser
         if lines and self._hosts is not None and (hosts := self._hosts()):
             parser.task_labels, self._hosts = len(hosts) > 1, None
-        budget = self.budget if parser.regexes is not None else None  # None: no bound
-        if budget is not None and self.note:
+        limit = self.budget if parser.regexes is not None else None  # None: no bound
+        if limit is not None and self.note:
             return rows  # the patterns ran out of time earlier: the rest is not scanned
         t0 = time.monotonic()
         try:
-            with time_limit(budget):
+            with budget(limit):
                 for line in lines:
                     own = parser.own(line)
                     if own is None:
@@ -124,10 +98,10 @@ class OutputScanner:
                     if "%|" in own:
                         self._tqdm(own)
                     rows.extend(parser.feed_own(own))
-        except TooSlow:
+        except RegexTooSlow:
             self.note = self.slow_note
-        if budget is not None:
-            self.budget = budget - (time.monotonic() - t0)
+        if limit is not None:
+            self.budget = limit - (time.monotonic() - t0)
         return rows
 
     def _tqdm(self, line: str) -> None:
