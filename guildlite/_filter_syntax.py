@@ -18,6 +18,7 @@ message shows the expression with a caret under the column where it went wrong. 
 
 from __future__ import annotations
 
+import calendar
 import math
 import re
 import unicodedata
@@ -397,15 +398,31 @@ def date_period(text: str) -> tuple[float, float] | None:
                                                                             minutes=int(digits[2:])))
         start = datetime(int(y), int(mo), int(d or 1), int(hh or 0), int(mm or 0), int(ss or 0),
                          int(round(float(frac) * 1e6)) if frac else 0, tzinfo=tz)
-        if d is None:
-            end = start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
-        else:
-            step = (timedelta(days=1) if hh is None else timedelta(minutes=1) if ss is None
-                    else timedelta(seconds=1) if frac is None else timedelta(seconds=10.0 ** -(len(frac) - 1)))
-            end = start + step
-        return start.timestamp(), end.timestamp()
     except (ValueError, OverflowError):
         return None
+    step = (timedelta(days=calendar.monthrange(start.year, start.month)[1]) if d is None
+            else timedelta(days=1) if hh is None else timedelta(minutes=1) if ss is None
+            else timedelta(seconds=1) if frac is None else timedelta(seconds=10.0 ** -(len(frac) - 1)))
+    try:
+        end = _epoch(start + step)  # local time: a day may be 23 or 25 hours long
+    except OverflowError:  # the period of 9999-12-31 ends past the calendar's end
+        end = _epoch(start) + step.total_seconds()
+    return _epoch(start), end
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _epoch(t: datetime) -> float:
+    """``t`` in epoch seconds, local time when it has no zone, for any year: at the calendar's
+    edges (0001-01-01, 9999-12-31), where local time cannot be converted, taken as UTC (off by
+    hours in a span of millennia)."""
+    if t.tzinfo is None:
+        try:
+            return t.timestamp()
+        except (ValueError, OverflowError, OSError):
+            t = t.replace(tzinfo=timezone.utc)
+    return (t - _EPOCH).total_seconds()
 
 
 def parse_tree(text: str) -> Node:
