@@ -65,10 +65,10 @@ def note(run_spec: str, text: str | None, edit: bool, as_json: bool, runs_dir: P
     Notes show in `runs info` and `view`; --filter 'note ~ REGEX' finds runs by them."""
     run = select_one(runs_dir_for(runs_dir, guildfile), run_spec)
     if edit:
-        try:
-            text = click.edit(text or "", require_save=True, extension=".txt")
-        except click.ClickException as e:  # no such editor, or it failed: one line, as every error
-            raise GuildliteError(f"--edit: {e.format_message()}: no note written", exit_code=1) from None
+        from .._editor import edit_text
+        from .._notes import MAX_NOTE_CHARS
+
+        text = edit_text(text or "", 4 * MAX_NOTE_CHARS, "note")  # UTF-8: at most 4 bytes a character
         if text is None:
             raise GuildliteError("the editor closed without saving: no note written", exit_code=1)
     if text is None:
