@@ -203,8 +203,19 @@ def plan_run(
     info = {"trials": n if proposed else len(trials or []), "max_trials": max_trials, "seed": seed, "parallel": len(slots),
             "dims": flag_dims, **({"upstream": {k: list(v.values) for k, v in dims.items()}} if dims else {}),
             **({"search": search.to_dict()} if search is not None else {})}
-    return Plan(config, plugins, values, trials, batch_flags, info, slots, () if staged else _warnings(config),
-                trial_requires if per_trial else None)
+    said = () if staged else (*_warnings(config), *_search_warnings(n if proposed else 0, len(slots), parallel))
+    return Plan(config, plugins, values, trials, batch_flags, info, slots, said, trial_requires if per_trial else None)
+
+
+def _search_warnings(n: int, slots: int, parallel: int | None) -> tuple[str, ...]:
+    """A search of ``n`` proposed trials whose backend runs them all at once by default (a queue
+    backend queues every trial): each is proposed before any has ended, so the optimizer learns
+    nothing from the others; the user likely meant the search to learn."""
+    if parallel is None and n > 1 and slots >= n:
+        return (f"all {n} trials of the search are proposed at once (the backend runs every trial together "
+                f"unless --parallel K caps them), before any has ended: its optimizer learns nothing from "
+                f"earlier trials; give --parallel K (fewer than {n}) for it to",)
+    return ()
 
 
 def _resolve_each(op: OpDef, guildfile: Guildfile, runs_dir: Path, assigned: Mapping[str, Any],
