@@ -711,3 +711,74 @@ def test_globals_under_torchrun_every_rank_sees_the_values(make_project: Callabl
     _, out = _run(proj, "train", "lr=0.5", "name=b c")
     got = sorted(json.loads(line.split("GOT ", 1)[1]) for line in out.splitlines() if "GOT " in line)
     assert got == [["0", 0.5, "b c"], ["1", 0.5, "b c"]]
+
+
+# --- absl flags (flags.DEFINE_*, app.run) ----------------------------------------------------------
+
+ABSL = """\
+import json
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_float("learning_rate", 0.01, "Learning rate.", lower_bound=0.0)
+flags.DEFINE_integer(name="num_epochs", default=3, help="Epochs.")
+flags.DEFINE_boolean("use_bias", True, "Use a bias term.")
+flags.DEFINE_string("note", "plain", "Free text.")
+flags.DEFINE_enum("activation", "relu", ["relu", "tanh"], "Activation.")
+flags.DEFINE_list("layers", "32,16", "Hidden sizes.")
+flags.DEFINE_multi_string("tag", ["a"], "Repeated.")
+
+
+def main(argv):
+    print("GOT " + json.dumps(dict(
+        learning_rate=FLAGS.learning_rate, num_epochs=FLAGS.num_epochs, use_bias=FLAGS.use_bias,
+        note=FLAGS.note, activation=FLAGS.activation, layers=FLAGS.layers, tag=FLAGS.tag,
+        leftover=argv[1:])))
+
+
+if __name__ == "__main__":
+    app.run(main)
+"""
+
+
+def test_absl_flags_are_imported_from_the_source_and_arrive(make_project: Callable[..., Project]) -> None:
+    """``guildlite run train.py`` of an absl script (no guildfile op): its DEFINE_* calls are its
+    flags (types, enum choices, bounds, list defaults given as absl's text), and every value,
+    lists included, reaches FLAGS with nothing left in the positional argv."""
+    proj = make_project("", {"train.py": ABSL})
+    (proj.root / "guildfile.yml").unlink()
+    cp = proj.run("ops")
+    assert cp.returncode == 0, cp.stderr
+    rec, out = _run(proj, "train.py", "learning_rate=0.25", "num_epochs=2", "use_bias=false",
+                    "note=a b, c", "activation=tanh", "layers=8,4,2", "tag=x,y")
+    got = _printed(out)
+    assert got == {"learning_rate": 0.25, "num_epochs": 2, "use_bias": False, "note": "a b, c",
+                   "activation": "tanh", "layers": ["8", "4", "2"], "tag": ["x", "y"], "leftover": []}
+    assert rec["flags"]["layers"] == ["8", "4", "2"] and rec["flags"]["tag"] == ["x", "y"]
+    _, out = _run(proj, "train.py")  # the defaults, as absl itself has them
+    assert _printed(out)["layers"] == ["32", "16"] and _printed(out)["tag"] == ["a"]
+    for bad in ("activation=sigmoid", "learning_rate=-1", "num_epochs=2.5"):
+        cp = proj.run("run", "train.py", bad, "-y")
+        assert_clean_error(cp, 2)
+    assert len(proj.records()) == 2
+
+
+def test_absl_list_flag_declared_in_the_guildfile_arrives_whole(make_project: Callable[..., Project]) -> None:
+    """A list flag declared by hand for an absl DEFINE_list option was passed as ``--layers 8 4``:
+    absl kept ``["8"]`` and ``4`` fell into argv, unread, while run.json said ``[8, 4]``."""
+    gf = _gf("""
+        operations:
+          train:
+            main: train.py
+            launcher: python
+            flags:
+              layers: {default: ["32", "16"]}
+              tag: {default: [a]}
+        """)
+    proj = make_project(gf, {"train.py": ABSL})
+    rec, out = _run(proj, "train", "layers=8,4", "tag=p,q")
+    got = _printed(out)
+    assert got["layers"] == rec["flags"]["layers"] == ["8", "4"]
+    assert got["tag"] == rec["flags"]["tag"] == ["p", "q"]
+    assert got["leftover"] == []
