@@ -240,6 +240,7 @@ def _import_kind(op: OpDef, project: Path) -> str:
 
 def global_flags(op: OpDef, project: Path) -> dict[str, FlagDef]:
     """The main script's top-level literal assignments as flags (never running it)."""
+    from ._parser_scan import configurator_line
     from ._pysource import read_source
 
     src = main_source(op, project)
@@ -253,11 +254,14 @@ def global_flags(op: OpDef, project: Path) -> dict[str, FlagDef]:
     if container is not None and container not in source.dicts:
         raise GuildfileError(f"operation '{op.name}': {src.name} has no top-level dict '{container} = {{...}}'")
     found = source.globals if container is None else source.dicts[container]
+    applied = None if in_source(op.flags_dest)[0] else configurator_line(src)
     return {
         name: FlagDef(name=name, default=g.value, type=_global_type(g.value), source="script")
         for name, g in found.items()
         if re.fullmatch(r"[A-Za-z][\w.-]*", name)  # not _private; a dict key usable as NAME=VALUE
+        and (applied is None or g.line < applied)
     }
+
 
 
 def _global_type(value: Any) -> str | None:

@@ -262,3 +262,25 @@ def _bound(stmt: ast.stmt) -> set[str]:
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             out.update((a.asname or a.name).split(".")[0] for a in node.names)
     return out
+
+
+def configurator_line(src: Path) -> int | None:
+    """The line of a hand configurator's first top-level statement that may set globals from the
+    command line (an exec of a file, such as nanoGPT's ``exec(open('configurator.py').read())``, or
+    ``globals()``, as an inline ``globals()[key] = value`` loop does), or None.
+
+    Only globals assigned before it are flags: nanoGPT's ``iter_num = 0`` (after its exec) is not
+    in ``globals()`` when the configurator runs, so passing ``--iter_num=0`` stops the script with
+    "Unknown config key" (and the line would reset it anyway). Merely reading ``sys.argv``
+    (``debug = "--debug" in sys.argv``) sets nothing; a ``def`` sets nothing until called."""
+    try:
+        tree = ast.parse(src.read_bytes(), filename=str(src))
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for stmt in tree.body:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        for node in ast.walk(stmt):
+            if isinstance(node, ast.Call) and _call_name(node) in ("exec", "execfile", "run_path", "globals"):
+                return stmt.lineno
+    return None

@@ -782,3 +782,59 @@ def test_absl_list_flag_declared_in_the_guildfile_arrives_whole(make_project: Ca
     assert got["layers"] == rec["flags"]["layers"] == ["8", "4"]
     assert got["tag"] == rec["flags"]["tag"] == ["p", "q"]
     assert got["leftover"] == []
+
+
+# --- nanoGPT's layout: globals, then exec(open('configurator.py').read()), then more globals ------
+
+NANOGPT_CONFIGURATOR = """\
+import sys
+from ast import literal_eval
+for arg in sys.argv[1:]:
+    if '=' not in arg:
+        assert not arg.startswith('--')
+        exec(open(arg).read())
+    else:
+        assert arg.startswith('--')
+        key, val = arg.split('=')
+        key = key[2:]
+        if key in globals():
+            try:
+                attempt = literal_eval(val)
+            except (SyntaxError, ValueError):
+                attempt = val
+            assert type(attempt) == type(globals()[key])
+            globals()[key] = attempt
+        else:
+            raise ValueError(f"Unknown config key: {key}")
+"""
+
+NANOGPT_TRAIN = """\
+import json
+# -----------------------------------------------------------------------------
+out_dir = 'out'
+max_iters = 6
+learning_rate = 6e-4 # max learning rate
+decay_lr = True
+dataset = 'openwebtext'
+config_keys = [k for k,v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str))]
+exec(open('configurator.py').read()) # overrides from command line or config file
+config = {k: globals()[k] for k in config_keys}
+# -----------------------------------------------------------------------------
+iter_num = 0
+best_val_loss = 1e9
+print("GOT " + json.dumps(config))
+"""
+
+
+def test_nanogpt_globals_after_the_configurator_are_not_flags(make_project: Callable[..., Project]) -> None:
+    """nanoGPT's ``iter_num = 0`` / ``best_val_loss = 1e9`` come after its configurator runs: as
+    flags they were passed (``--iter_num=0``) and the configurator stopped the script with
+    "Unknown config key: iter_num", so ``guildlite run train.py`` of nanoGPT always failed."""
+    proj = make_project("", {"train.py": NANOGPT_TRAIN, "configurator.py": NANOGPT_CONFIGURATOR})
+    (proj.root / "guildfile.yml").unlink()
+    rec, out = _run(proj, "train.py", "learning_rate=0.001", "decay_lr=false", "dataset=shakespeare_char")
+    assert _printed(out) == {"out_dir": "out", "max_iters": 6, "learning_rate": 0.001, "decay_lr": False,
+                             "dataset": "shakespeare_char"}
+    assert rec["status"] == "completed" and set(rec["flags"]) == set(_printed(out))
+    cp = proj.run("run", "train.py", "iter_num=5", "-y")
+    assert_clean_error(cp, 2, "iter_num")
