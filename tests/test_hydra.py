@@ -333,3 +333,17 @@ def test_plus_key_overrides_in_a_batch_and_the_refusals(docs_proj: Project) -> N
     assert_clean_error(docs_proj.run("run", "train", "+seed=1", "-y"), 2, "seed=1")
     assert_clean_error(docs_proj.run("run", "train", "+++x=1", "-y"), 2, "+++x")
     assert len(docs_proj.records()) == before
+
+
+def test_a_hydra_app_run_by_its_file_name_takes_overrides(docs_proj: Project) -> None:
+    """``guildlite run train.py model=vit`` with no guildfile, as ``python train.py model=vit``: it
+    was refused ("flags-import reads argparse parsers and module globals, but train.py uses
+    hydra, omegaconf: declare its flags in the guildfile")."""
+    (docs_proj.root / "guildfile.yml").unlink()
+    cp = docs_proj.run("run", "train.py", "model=vit", "optimizer.lr=0.25", "+extra=on", "-y")
+    assert cp.returncode == 0, cp.stderr
+    rec = docs_proj.only_record()
+    seen = _seen(docs_proj, rec["id"])
+    assert seen["model"] == {"name": "vit", "depth": 12, "patch": 16} and seen["optimizer"] == {"lr": 0.25}
+    assert seen["extra"] == "on" and rec["flags"]["model"] == "vit" and rec["flags"]["optimizer.lr"] == 0.25
+    assert_clean_error(docs_proj.run("run", "train.py", "model=nosuch", "-y"), 2, "nosuch")
