@@ -343,7 +343,7 @@ def _cache_path(op: OpDef, project: Path) -> Path:
         stamp = f"{src.resolve()}:{st.st_size}:{st.st_mtime_ns}"
     except OSError:
         stamp = f"{project}:{op.main}"
-    key = hashlib.sha256(f"v3|{stamp}|{op.main}|{sys.executable}".encode()).hexdigest()[:24]
+    key = hashlib.sha256(f"v4|{stamp}|{op.main}|{sys.executable}".encode()).hexdigest()[:24]
     return cache_dir("flags-import") / f"{key}.json"
 
 

@@ -838,3 +838,42 @@ def test_nanogpt_globals_after_the_configurator_are_not_flags(make_project: Call
     assert rec["status"] == "completed" and set(rec["flags"]) == set(_printed(out))
     cp = proj.run("run", "train.py", "iter_num=5", "-y")
     assert_clean_error(cp, 2, "iter_num")
+
+
+# --- argparse sub-commands (`main: main.py train`) -------------------------------------------------
+
+SUBCOMMANDS = """\
+import argparse, json
+
+parser = argparse.ArgumentParser(description="one entry point, several commands")
+parser.add_argument("--verbose", action="store_true")
+commands = parser.add_subparsers(dest="command", required=True)
+train = commands.add_parser("train")
+train.add_argument("--learning-rate", "-lr", type=float, default=0.1, dest="lr")
+train.add_argument("--no-augment", action="store_false", dest="augment")
+train.add_argument("--layers", type=int, nargs="+", default=[64, 64])
+evaluate = commands.add_parser("eval")
+evaluate.add_argument("--ckpt", default="last.pt")
+args = parser.parse_args()
+print("GOT " + json.dumps(vars(args)))
+"""
+
+
+def test_argparse_subcommand_flags_are_the_subcommands_own(make_project: Callable[..., Project]) -> None:
+    """``main: main.py train`` imports the ``train`` sub-command's options: it imported the top
+    parser's (``verbose`` only), so ``learning-rate=0.01`` was "no flag 'learning-rate'"; and
+    ``verbose``, passed after ``train``, is an option the sub-command refuses."""
+    gf = _gf("""
+        operations:
+          train: {main: main.py train, launcher: python, flags-import: all}
+          eval: {main: main.py eval, launcher: python, flags-import: all}
+        """)
+    proj = make_project(gf, {"main.py": SUBCOMMANDS})
+    ops = proj.run_json("ops", "--json")
+    assert set(ops["train"]["flags"]) == {"learning-rate", "no-augment", "layers"}
+    assert set(ops["eval"]["flags"]) == {"ckpt"}
+    rec, out = _run(proj, "train", "learning-rate=0.01", "no-augment=true", "layers=8,4")
+    assert _printed(out) == {"verbose": False, "command": "train", "lr": 0.01, "augment": False, "layers": [8, 4]}
+    assert rec["flags"] == {"learning-rate": 0.01, "no-augment": True, "layers": [8, 4]}
+    _, out = _run(proj, "eval", "ckpt=best.pt")
+    assert _printed(out)["ckpt"] == "best.pt"
