@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ._flags import FlagDef, name_problem
-from ._parser_scan import _call_name
+from ._parser_scan import _call_name, project_files
 
 # DEFINE_<kind> -> (flag type, arg-split for a list)
 _KINDS: dict[str, tuple[str | None, str | None]] = {
@@ -33,25 +33,27 @@ _POSITIONAL = {"DEFINE_enum": ("name", "default", "enum_values", "help"),
 _NO_VALUE = object()
 
 
-def absl_flags(script: Path) -> dict[str, FlagDef]:
-    """Each ``DEFINE_*`` call of ``script`` whose name is a literal (the first one of a name wins,
-    as absl refuses a second)."""
-    try:
-        tree = ast.parse(script.read_bytes(), filename=str(script))
-    except (OSError, SyntaxError, ValueError):
-        return {}
+def absl_flags(script: Path, project: Path) -> dict[str, FlagDef]:
+    """Each ``DEFINE_*`` call whose name is a literal, in ``script`` and the project modules it
+    imports (absl projects often define their flags in a module of their own); the first one of a
+    name wins, as absl refuses a second."""
     out: dict[str, FlagDef] = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and _call_name(node) in _KINDS:
-            flag = _define(node)
-            if flag is not None and flag.name not in out:
-                out[flag.name] = flag
+    for path in project_files(script, project):
+        try:
+            tree = ast.parse(path.read_bytes(), filename=str(path))
+        except (OSError, SyntaxError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and _call_name(node) in _KINDS:
+                flag = _define(node)
+                if flag is not None and flag.name not in out:
+                    out[flag.name] = flag
     return out
 
 
-def absl_list_splits(script: Path) -> dict[str, str]:
+def absl_list_splits(script: Path, project: Path) -> dict[str, str]:
     """The ``--option`` of each absl list flag of ``script`` and the ``arg-split`` absl reads."""
-    return {f"--{f.name}": str(f.arg_split) for f in absl_flags(script).values() if f.arg_split}
+    return {f"--{f.name}": str(f.arg_split) for f in absl_flags(script, project).values() if f.arg_split}
 
 
 def _define(node: ast.Call) -> FlagDef | None:

@@ -57,7 +57,7 @@ def with_imported_flags(op: OpDef, project: Path, timeout: float = IMPORT_TIMEOU
             from ._absl_flags import absl_flags
 
             src = main_source(op, project)
-            found = absl_flags(src) if src is not None else {}
+            found = absl_flags(src, project) if src is not None else {}
         else:
             found = probe(op, project, timeout, cheap)
     wanted = set(op.flags_import) if isinstance(op.flags_import, tuple) else None
@@ -142,7 +142,7 @@ def with_absl_lists(op: OpDef, project: Path) -> OpDef:
     from ._absl_flags import absl_list_splits
     from ._flag_args import option_name
 
-    splits = absl_list_splits(src)
+    splits = absl_list_splits(src, project)
     flags = dict(op.flags)
     for name, fd in op.flags.items():
         split = splits.get(option_name(name, fd))

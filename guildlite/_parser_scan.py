@@ -45,15 +45,24 @@ def reads_environ(script: Path, project: Path) -> bool:
     return bool(found & {"env:environ", "env:package", "exec"})
 
 
+def project_files(script: Path, project: Path) -> list[Path]:
+    """``script`` and the project modules (and exec'd project files) it imports, as scanned."""
+    return _walk(script, project)[1]
+
+
 def _scan(script: Path, project: Path) -> set[str]:
+    return _walk(script, project)[0]
+
+
+def _walk(script: Path, project: Path) -> tuple[set[str], list[Path]]:
     found: set[str] = set()
-    seen: set[Path] = set()
+    seen: dict[Path, None] = {}
     todo = [script]
     while todo and len(seen) < _MAX_SCANNED:
         path = todo.pop()
         if path in seen:
             continue
-        seen.add(path)
+        seen[path] = None
         try:
             tree = ast.parse(path.read_bytes(), filename=str(path))
         except (OSError, SyntaxError, ValueError):
@@ -96,7 +105,7 @@ def _scan(script: Path, project: Path) -> set[str]:
             name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else ""
             if name.endswith("ArgumentParser") or name in _PARSE_CALLS or name in _OTHER_READERS:  # another package's
                 found.add(name)
-    return found
+    return found, list(seen)
 
 
 def _call_name(node: ast.Call) -> str:

@@ -877,3 +877,15 @@ def test_argparse_subcommand_flags_are_the_subcommands_own(make_project: Callabl
     assert rec["flags"] == {"learning-rate": 0.01, "no-augment": True, "layers": [8, 4]}
     _, out = _run(proj, "eval", "ckpt=best.pt")
     assert _printed(out)["ckpt"] == "best.pt"
+
+
+def test_absl_flags_defined_in_a_project_module(make_project: Callable[..., Project]) -> None:
+    """Flags DEFINE'd in a module the main imports (``import flagdefs``), as many absl projects do."""
+    main = ("import json\nfrom absl import app, flags\nimport flagdefs  # noqa: F401\nFLAGS = flags.FLAGS\n\n"
+            "def main(argv):\n    print('GOT ' + json.dumps(dict(lr=FLAGS.lr, sizes=FLAGS.sizes, left=argv[1:])))\n\n"
+            "if __name__ == '__main__':\n    app.run(main)\n")
+    defs = "from absl import flags\nflags.DEFINE_float('lr', 0.1, 'lr')\nflags.DEFINE_list('sizes', ['1'], 'sizes')\n"
+    proj = make_project("", {"main.py": main, "flagdefs.py": defs})
+    (proj.root / "guildfile.yml").unlink()
+    rec, out = _run(proj, "main.py", "lr=0.5", "sizes=3,4")
+    assert _printed(out) == {"lr": 0.5, "sizes": ["3", "4"], "left": []} and rec["flags"]["sizes"] == ["3", "4"]
