@@ -263,7 +263,6 @@ def global_flags(op: OpDef, project: Path) -> dict[str, FlagDef]:
     }
 
 
-
 def _global_type(value: Any) -> str | None:
     if value is None:
         return None

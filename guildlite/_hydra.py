@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from ._config_file import leaves
 from ._errors import FlagError, GuildfileError
-from ._flags import FlagDef, scalar_type
+from ._flags import FlagDef, name_problem, scalar_type
 
 if TYPE_CHECKING:
     from ._guildfile import OpDef
@@ -221,6 +221,6 @@ def with_added_overrides(op: OpDef, assignments: list[str],
         flags[key] = FlagDef(name=key, arg_name=f"{plus}{key}", source="override")
         out.append(f"{key}={text}")
     for key in recorded or {}:
-        if key not in flags:
+        if key not in flags and name_problem(key) is None:  # a record may be hand-edited or imported
             flags[key] = FlagDef(name=key, arg_name=f"++{key}", source="override")
     return (dataclasses.replace(op, flags=flags) if flags != op.flags else op), out
