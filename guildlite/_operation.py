@@ -125,9 +125,9 @@ def plan_run(
     runs_dir = option_runs_dir(runs_dir) if runs_dir else default_runs_dir(guildfile)
     if guildfile.op(op_name).steps:
         raise GuildliteError(f"operation '{op_name}' is a pipeline: its plan is _pipeline.plan's", exit_code=2)
-    op, assignments = with_added_overrides(with_imported_flags(guildfile.op(op_name), guildfile.dir), [*assignments], recorded)
+    op, args = with_added_overrides(with_imported_flags(guildfile.op(op_name), guildfile.dir), [*assignments], recorded)
     check_op(op, guildfile.dir)
-    flag_args, picked = split_assignments(op, assignments)
+    flag_args, picked = split_assignments(op, args)
     given = {**{k: nul_free(k, v) for k, v in (recorded or {}).items() if k in op.flags},  # a record is input
              **parse_assignments(flag_args)}
     values = resolve(op.name, op.flags, given, given_texts(flag_args))

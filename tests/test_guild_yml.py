@@ -288,6 +288,18 @@ def test_script_runs_without_a_guildfile(guild_project: Callable[..., Project], 
     assert rec["flags"] == {**rec["flags"], **{a.split("=")[0]: json.loads(a.split("=")[1]) for a in args}}
 
 
+def test_a_script_run_restarts_without_a_guildfile(guild_project: Callable[..., Project]) -> None:
+    """``guildlite run --restart RUN`` of a ``guildlite run train.py`` run, where there is still no
+    guildfile: it was "no guildfile.yml in ... or its parents"."""
+    proj = guild_project({"train.py": ARGPARSE_TRAIN})
+    _ok(proj.run("run", "-y", "train.py", "lr=0.2"))
+    rec, run_dir = _only_run(proj)
+    cp = proj.run("run", "-y", "--restart", rec["id"], "epochs=3")
+    _ok(cp)
+    assert "args 0.2 3 adam" in (run_dir / "output.log").read_text()
+    assert proj.record(rec["id"])["flags"]["epochs"] == 3
+
+
 def test_script_batch_and_unknown_flag(guild_project: Callable[..., Project]) -> None:
     proj = guild_project({"train.py": GLOBALS_TRAIN})
     cp = proj.run("run", "-y", "train.py", "lr=[0.1,0.2]")

@@ -315,7 +315,7 @@ def test_plus_key_overrides_add_keys_and_a_restart_keeps_them(docs_proj: Project
     assert seen["extra"] == {"name": "a b"} and seen["model"]["name"] == "vit"
     assert rec["flags"]["trainer.grad_clip"] == 0.5 and rec["flags"]["extra.name"] == "a b"
     assert rec["flags"]["trainer.precision"] == "16"
-    assert "+trainer.grad_clip=0.5" in rec["cmd"]
+    assert "+trainer.grad_clip=0.5" in rec["cmd"] and "+trainer.grad_clip=0.5" in rec["opspec"]  # as typed
     (docs_proj.runs_dir / rec["id"] / "seen.json").unlink()
     cp = docs_proj.run("run", "--restart", rec["id"], "-y")
     assert cp.returncode == 0, cp.stderr
