@@ -30,6 +30,8 @@ _KINDS: dict[str, tuple[str | None, str | None]] = {
 # The positional order of each DEFINE's leading parameters in absl's signatures.
 _POSITIONAL = {"DEFINE_enum": ("name", "default", "enum_values", "help"),
                "DEFINE_multi_enum": ("name", "default", "enum_values", "help")}
+# List flags whose items absl keeps as text (a DEFINE_list default of ints still parses to texts).
+_TEXT_ITEMS = ("DEFINE_list", "DEFINE_spaceseplist", "DEFINE_multi_string", "DEFINE_multi_enum")
 _NO_VALUE = object()
 
 
@@ -73,6 +75,8 @@ def _define(node: ast.Call) -> FlagDef | None:
         default = default.split() if split == " " else [p.strip() for p in default.split(",") if p.strip()]
     elif ftype == "list" and default is not None and not isinstance(default, (list, tuple)):
         default = [default]  # a DEFINE_multi_* default may be one value
+    if isinstance(default, (list, tuple)) and kind in _TEXT_ITEMS:
+        default = [str(x) for x in default]  # absl parses `--layers=8,4` to texts: so are the values
     choices = _literal(args["enum_values"]) if "enum_values" in args and kind == "DEFINE_enum" else None
     help_text = _literal(args["help"]) if "help" in args else ""
     bounds = {k: _literal(args[f"{k}_bound"]) for k in ("lower", "upper") if f"{k}_bound" in args}
@@ -81,13 +85,17 @@ def _define(node: ast.Call) -> FlagDef | None:
         default=list(default) if isinstance(default, tuple) else default,
         type=ftype,
         choices=tuple(choices) if isinstance(choices, (list, tuple)) and choices else None,
-        min=bounds["lower"] if isinstance(bounds.get("lower"), (int, float)) else None,
-        max=bounds["upper"] if isinstance(bounds.get("upper"), (int, float)) else None,
+        min=_number(bounds.get("lower")),
+        max=_number(bounds.get("upper")),
         description=help_text if isinstance(help_text, str) else "",
         arg_name=f"--{name}",
         arg_split=split,
         source="script",
     )
+
+
+def _number(value: Any) -> float | None:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _literal(node: Any) -> Any:

@@ -884,8 +884,9 @@ def test_absl_flags_defined_in_a_project_module(make_project: Callable[..., Proj
     main = ("import json\nfrom absl import app, flags\nimport flagdefs  # noqa: F401\nFLAGS = flags.FLAGS\n\n"
             "def main(argv):\n    print('GOT ' + json.dumps(dict(lr=FLAGS.lr, sizes=FLAGS.sizes, left=argv[1:])))\n\n"
             "if __name__ == '__main__':\n    app.run(main)\n")
-    defs = "from absl import flags\nflags.DEFINE_float('lr', 0.1, 'lr')\nflags.DEFINE_list('sizes', ['1'], 'sizes')\n"
+    defs = "from absl import flags\nflags.DEFINE_float('lr', 0.1, 'lr')\nflags.DEFINE_list('sizes', [1], 'sizes')\n"  # absl parses items to text
     proj = make_project("", {"main.py": main, "flagdefs.py": defs})
     (proj.root / "guildfile.yml").unlink()
     rec, out = _run(proj, "main.py", "lr=0.5", "sizes=3,4")
     assert _printed(out) == {"lr": 0.5, "sizes": ["3", "4"], "left": []} and rec["flags"]["sizes"] == ["3", "4"]
+    assert proj.run_json("ops", "--json")["main.py"]["flags"]["sizes"]["default"] == ["1"]
