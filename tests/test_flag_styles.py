@@ -889,4 +889,4 @@ def test_absl_flags_defined_in_a_project_module(make_project: Callable[..., Proj
     (proj.root / "guildfile.yml").unlink()
     rec, out = _run(proj, "main.py", "lr=0.5", "sizes=3,4")
     assert _printed(out) == {"lr": 0.5, "sizes": ["3", "4"], "left": []} and rec["flags"]["sizes"] == ["3", "4"]
-    assert proj.run_json("ops", "--json")["main.py"]["flags"]["sizes"]["default"] == ["1"]
+    assert proj.run_json("ops", "-f", "main.py", "--json")["main.py"]["flags"]["sizes"]["default"] == ["1"]
