@@ -19,6 +19,7 @@ from ._flag_values import Grid, Random, given_texts, parse_assignments, resolve
 from ._flags import nul_free
 from ._flags_import import with_imported_flags
 from ._guildfile import GUILDFILE, Guildfile, OpDef, find_guildfile, load
+from ._hydra import with_added_overrides
 from ._launch import job_command
 from ._lifecycle import Session
 from ._plugin_loader import build_plugins
@@ -124,9 +125,9 @@ def plan_run(
     runs_dir = option_runs_dir(runs_dir) if runs_dir else default_runs_dir(guildfile)
     if guildfile.op(op_name).steps:
         raise GuildliteError(f"operation '{op_name}' is a pipeline: its plan is _pipeline.plan's", exit_code=2)
-    op = with_imported_flags(guildfile.op(op_name), guildfile.dir)
+    op, args = with_added_overrides(with_imported_flags(guildfile.op(op_name), guildfile.dir), [*assignments], recorded)
     check_op(op, guildfile.dir)
-    flag_args, picked = split_assignments(op, assignments)
+    flag_args, picked = split_assignments(op, args)
     given = {**{k: nul_free(k, v) for k, v in (recorded or {}).items() if k in op.flags},  # a record is input
              **parse_assignments(flag_args)}
     values = resolve(op.name, op.flags, given, given_texts(flag_args))
