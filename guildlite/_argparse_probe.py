@@ -36,6 +36,18 @@ def _options(parser: argparse.ArgumentParser) -> list[str]:
     return out
 
 
+def _chosen(parser: argparse.ArgumentParser, args: list[str]) -> argparse.ArgumentParser:
+    """The parser that reads the flags: with ``main: main.py train``, the ``train`` sub-command's
+    (argparse hands it every option after that word, so the top parser's options would not be
+    accepted there); else ``parser`` itself."""
+    for a in parser._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            for i, word in enumerate(args):
+                if word in a.choices:
+                    return _chosen(a.choices[word], args[i + 1:])
+    return parser
+
+
 def _describe(parser: argparse.ArgumentParser) -> list[dict[str, Any]]:
     out = []
     for a in parser._actions:
@@ -110,8 +122,9 @@ def main() -> None:
     out_path, target = sys.argv[1], sys.argv[2:]
 
     def report(self: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> Any:
+        chosen = _chosen(self, sys.argv[1:])  # main's fixed args (parse_args(args) is probed as called)
         with open(out_path, "w", encoding="utf-8") as f:
-            json.dump({"flags": _describe(self), "options": _options(self)}, f)
+            json.dump({"flags": _describe(chosen), "options": _options(chosen)}, f)
         os._exit(0)  # skip atexit hooks and the rest of the script
 
     argparse.ArgumentParser.parse_args = report  # type: ignore[method-assign, assignment]

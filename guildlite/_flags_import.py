@@ -39,7 +39,7 @@ def with_imported_flags(op: OpDef, project: Path, timeout: float = IMPORT_TIMEOU
     """``op`` with its script's flags merged in (guildfile declarations win); ``cheap``: only
     what is found without running anything (the source, a config file, the probe's cache), for
     shell completion."""
-    op = with_click_switches(with_default_dest(op, project), project)
+    op = with_absl_lists(with_click_switches(with_default_dest(op, project), project), project)
     if not op.flags_import:
         return op
     if op.flags_dest == "overrides" or op.flags_dest.startswith("config:"):
@@ -53,6 +53,11 @@ def with_imported_flags(op: OpDef, project: Path, timeout: float = IMPORT_TIMEOU
 
             src = main_source(op, project)
             found = click_flags(src) if src is not None else {}
+        elif kind == "absl":
+            from ._absl_flags import absl_flags
+
+            src = main_source(op, project)
+            found = absl_flags(src, project) if src is not None else {}
         else:
             found = probe(op, project, timeout, cheap)
     wanted = set(op.flags_import) if isinstance(op.flags_import, tuple) else None
@@ -125,6 +130,27 @@ def with_click_switches(op: OpDef, project: Path) -> OpDef:
     return dataclasses.replace(op, flags=flags)
 
 
+def with_absl_lists(op: OpDef, project: Path) -> OpDef:
+    """List flags passed as an absl list option get the ``arg-split`` absl reads (unless they set
+    one): absl takes ``--layers=8,4``, and from ``--layers 8 4`` keeps ``["8"]`` while ``4`` drops
+    into the positional argv, unread, with the record saying ``[8, 4]``."""
+    if op.flags_dest != "args" or not op.flags:
+        return op
+    src = main_source(op, project)
+    if src is None or src.suffix != ".py" or not {"absl", "FLAGS"} & cli_parsers(src, project):
+        return op
+    from ._absl_flags import absl_list_splits
+    from ._flag_args import option_name
+
+    splits = absl_list_splits(src, project)
+    flags = dict(op.flags)
+    for name, fd in op.flags.items():
+        split = splits.get(option_name(name, fd))
+        if split is not None and fd.arg_split is None:
+            flags[name] = dataclasses.replace(fd, arg_split=split)
+    return dataclasses.replace(op, flags=flags)
+
+
 def with_default_dest(op: OpDef, project: Path) -> OpDef:
     """An op without ``flags-dest`` whose script reads no command line gets ``flags-dest: globals``
     (and ``flags-import: all`` if it declares no flags) -- when it declares flags, if any of them
@@ -184,7 +210,8 @@ def cli_parsers(src: Path, project: Path) -> set[str]:
 
 def _import_kind(op: OpDef, project: Path) -> str:
     """How to import a ``flags-dest: args`` script's flags: ``argparse`` (the probe) when it uses
-    argparse, ``click`` (its source's options) when it uses click, ``globals`` when it reads ``sys.argv`` itself (a ``--key=value`` configurator that
+    argparse, ``click`` (its source's options) when it uses click, ``absl`` (its ``DEFINE_*`` calls) when it
+    uses absl, ``globals`` when it reads ``sys.argv`` itself (a ``--key=value`` configurator that
     sets its globals, nanoGPT's); anything else is refused, since the probe would run it to its end."""
     src = main_source(op, project)
     if src is None:
@@ -200,6 +227,8 @@ def _import_kind(op: OpDef, project: Path) -> str:
         return "globals"
     if "click" in found:
         return "click"  # its options read from the source (``_click_flags``)
+    if {"absl", "FLAGS"} & found:  # absl's flags, or TensorFlow's (tf.compat.v1.flags is absl)
+        return "absl"  # its DEFINE_* calls read from the source (``_absl_flags``)
     uses = f"uses {', '.join(sorted(found))}" if found else "reads no command line"
     if unused:
         uses += " (it imports argparse but builds no ArgumentParser and calls no parse_args)"
@@ -211,6 +240,7 @@ def _import_kind(op: OpDef, project: Path) -> str:
 
 def global_flags(op: OpDef, project: Path) -> dict[str, FlagDef]:
     """The main script's top-level literal assignments as flags (never running it)."""
+    from ._parser_scan import configurator_line
     from ._pysource import read_source
 
     src = main_source(op, project)
@@ -224,10 +254,12 @@ def global_flags(op: OpDef, project: Path) -> dict[str, FlagDef]:
     if container is not None and container not in source.dicts:
         raise GuildfileError(f"operation '{op.name}': {src.name} has no top-level dict '{container} = {{...}}'")
     found = source.globals if container is None else source.dicts[container]
+    applied = None if in_source(op.flags_dest)[0] else configurator_line(src)
     return {
         name: FlagDef(name=name, default=g.value, type=_global_type(g.value), source="script")
         for name, g in found.items()
         if re.fullmatch(r"[A-Za-z][\w.-]*", name)  # not _private; a dict key usable as NAME=VALUE
+        and (applied is None or g.line < applied)
     }
 
 
@@ -310,7 +342,7 @@ def _cache_path(op: OpDef, project: Path) -> Path:
         stamp = f"{src.resolve()}:{st.st_size}:{st.st_mtime_ns}"
     except OSError:
         stamp = f"{project}:{op.main}"
-    key = hashlib.sha256(f"v3|{stamp}|{op.main}|{sys.executable}".encode()).hexdigest()[:24]
+    key = hashlib.sha256(f"v4|{stamp}|{op.main}|{sys.executable}".encode()).hexdigest()[:24]
     return cache_dir("flags-import") / f"{key}.json"
 
 

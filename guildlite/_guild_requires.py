@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ._yaml_lines import _Seq
+from ._yaml_lines import _Map, _Seq
 
 Say = Callable[[int, str], None]
 
@@ -36,3 +36,43 @@ def guild_requires(v: Any, flags_dest: Any, where: str, warn: Say, problem: Say)
         out.append(item)
         out.lines.append(line)
     return out
+
+
+def model_refs(key: str, v: Any, op_name: str) -> Any:
+    """``steps`` or ``requires`` of a model's op with the ops they name made the model's own:
+    Guild reads ``- prepare`` and ``operation: prepare`` inside ``- model: mnist`` as
+    ``mnist:prepare``, the name guildlite gives that op (and records on its runs). A name with a
+    ``:`` already names its model; an op of the anonymous model (no ``:``) is left as written.
+    An operation requirement keeps ``prepare`` as its pick name (``prepare=RUN``)."""
+    model = op_name.rpartition(":")[0]
+    if not model or not isinstance(v, list) or key not in ("steps", "requires"):
+        return v
+    out = _Seq(_model_ref(key, item, model) for item in v)
+    out.lines = list(getattr(v, "lines", [0] * len(v)))
+    return out
+
+
+def _model_ref(key: str, item: Any, model: str) -> Any:
+    if key == "steps" and isinstance(item, str):
+        return _qualified_step(item, model)
+    if not isinstance(item, dict):
+        return item
+    field = "run" if key == "steps" else "operation"
+    ref = item.get(field)
+    if not isinstance(ref, str) or (key == "requires" and (":" in ref or not ref.strip())):
+        return item
+    copy = _Map(item)  # the item may be shared (a config's op that several models extend)
+    copy.line, copy.lines = getattr(item, "line", 0), dict(getattr(item, "lines", {}))
+    if key == "steps":
+        copy[field] = _qualified_step(ref, model)
+    else:
+        copy[field] = f"{model}:{ref.strip()}"
+        if "name" not in item:
+            copy["name"] = ref.strip()
+    return copy
+
+
+def _qualified_step(text: str, model: str) -> str:
+    """``train epochs=2`` -> ``mnist:train epochs=2`` (the op is the first word)."""
+    head, sep, rest = text.strip().partition(" ")
+    return text if not head or ":" in head else f"{model}:{head}{sep}{rest}"

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ._errors import GuildfileError
-from ._guild_requires import guild_requires
+from ._guild_requires import guild_requires, model_refs
 from ._yaml_lines import _brief, _Map, _Seq
 
 GUILD_FILE = "guild.yml"
@@ -247,15 +247,15 @@ class _Translator:
         out = _node(_line(raw))
         if "steps" not in raw:  # a pipeline launches nothing itself
             _put(out, "launcher", "python", _line(raw))
-        if "sourcecode" in model and "sourcecode" not in raw:
+        if "sourcecode" in model and "sourcecode" not in raw and "steps" not in raw:  # a pipeline copies none
             self.sourcecode(model, out, where)
         for key, v in raw.items():
             at = _line(raw, key)
             if key == "main":
                 _put(out, "main", self.main(v), at)
             elif key in _SAME:
-                _put(out, key, guild_requires(v, raw.get("flags-dest"), where, self.warn, self.problem)
-                     if key == "requires" else v, at)
+                _put(out, key, model_refs(key, guild_requires(v, raw.get("flags-dest"), where, self.warn,
+                                                              self.problem) if key == "requires" else v, name), at)
             elif key == "default":
                 if v is True:
                     self.defaults.append(name)

@@ -21,11 +21,14 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ._config_file import leaves
 from ._errors import FlagError, GuildfileError
-from ._flags import FlagDef, scalar_type
+from ._flags import FlagDef, name_problem, scalar_type
+
+if TYPE_CHECKING:
+    from ._guildfile import OpDef
 
 # Unquoted, these parse back as the same string (checked against Hydra's own parser in the
 # tests); anything else is quoted.
@@ -182,3 +185,42 @@ def _group_options(sources: list[Path], group: str) -> list[str]:
             continue
         found.update(n.rsplit(".", 1)[0] for n in names if n.endswith((".yaml", ".yml")))
     return sorted(found)
+
+
+# --- `+key=value` on the command line -------------------------------------------------------------
+
+
+def with_added_overrides(op: OpDef, assignments: list[str],
+                         recorded: Mapping[str, Any] | None) -> tuple[OpDef, list[str]]:
+    """An overrides op with a flag for each Hydra ``+key=VALUE`` / ``++key=VALUE`` assignment
+    (a key the composed config lacks, added as Hydra adds it), and the assignments as
+    ``key=VALUE``: the record holds ``key`` and the app gets ``+key=...``, as typed. A key of a
+    recorded run (a restart's) that the op lacks was added that way: it is passed as ``++key``
+    (add or override), so a restart gives the app what the record says instead of dropping it.
+    Any other op is returned as it is (a ``+`` name is refused as a flag name later)."""
+    import dataclasses
+
+    if op.flags_dest != "overrides":
+        return op, assignments
+    flags = dict(op.flags)
+    out: list[str] = []
+    for arg in assignments:
+        name, sep, text = arg.partition("=")
+        key = name.strip().lstrip("+")
+        plus = name.strip()[: len(name.strip()) - len(key)]
+        if not plus or not sep:
+            out.append(arg)
+            continue
+        if len(plus) > 2:
+            raise FlagError(f"{name.strip()!r}: a Hydra override adds a key with + or ++, in {arg!r}")
+        if key in op.flags:
+            if plus == "+":  # Hydra itself refuses to append a key the config has
+                raise FlagError(f"'{key}' is a flag of operation '{op.name}' already: give {key}={text}")
+            out.append(f"{key}={text}")  # `++key` over an existing key is a plain override
+            continue
+        flags[key] = FlagDef(name=key, arg_name=f"{plus}{key}", source="override")
+        out.append(f"{key}={text}")
+    for key in recorded or {}:
+        if key not in flags and name_problem(key) is None:  # a record may be hand-edited or imported
+            flags[key] = FlagDef(name=key, arg_name=f"++{key}", source="override")
+    return (dataclasses.replace(op, flags=flags) if flags != op.flags else op), out

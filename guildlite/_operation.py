@@ -19,6 +19,7 @@ from ._flag_values import Grid, Random, given_texts, parse_assignments, resolve
 from ._flags import nul_free
 from ._flags_import import with_imported_flags
 from ._guildfile import GUILDFILE, Guildfile, OpDef, find_guildfile, load
+from ._hydra import with_added_overrides
 from ._launch import job_command
 from ._lifecycle import Session
 from ._plugin_loader import build_plugins
@@ -124,9 +125,9 @@ def plan_run(
     runs_dir = option_runs_dir(runs_dir) if runs_dir else default_runs_dir(guildfile)
     if guildfile.op(op_name).steps:
         raise GuildliteError(f"operation '{op_name}' is a pipeline: its plan is _pipeline.plan's", exit_code=2)
-    op = with_imported_flags(guildfile.op(op_name), guildfile.dir)
+    op, args = with_added_overrides(with_imported_flags(guildfile.op(op_name), guildfile.dir), [*assignments], recorded)
     check_op(op, guildfile.dir)
-    flag_args, picked = split_assignments(op, assignments)
+    flag_args, picked = split_assignments(op, args)
     given = {**{k: nul_free(k, v) for k, v in (recorded or {}).items() if k in op.flags},  # a record is input
              **parse_assignments(flag_args)}
     values = resolve(op.name, op.flags, given, given_texts(flag_args))
@@ -203,8 +204,19 @@ def plan_run(
     info = {"trials": n if proposed else len(trials or []), "max_trials": max_trials, "seed": seed, "parallel": len(slots),
             "dims": flag_dims, **({"upstream": {k: list(v.values) for k, v in dims.items()}} if dims else {}),
             **({"search": search.to_dict()} if search is not None else {})}
-    return Plan(config, plugins, values, trials, batch_flags, info, slots, () if staged else _warnings(config),
-                trial_requires if per_trial else None)
+    said = () if staged else (*_warnings(config), *_search_warnings(n if proposed else 0, len(slots), parallel))
+    return Plan(config, plugins, values, trials, batch_flags, info, slots, said, trial_requires if per_trial else None)
+
+
+def _search_warnings(n: int, slots: int, parallel: int | None) -> tuple[str, ...]:
+    """A search of ``n`` proposed trials whose backend runs them all at once by default (a queue
+    backend queues every trial): each is proposed before any has ended, so the optimizer learns
+    nothing from the others; the user likely meant the search to learn."""
+    if parallel is None and n > 1 and slots >= n:
+        return (f"all {n} trials of the search are proposed at once (the backend runs every trial together "
+                f"unless --parallel K caps them), before any has ended: its optimizer learns nothing from "
+                f"earlier trials; give --parallel K (fewer than {n}) for it to",)
+    return ()
 
 
 def _resolve_each(op: OpDef, guildfile: Guildfile, runs_dir: Path, assigned: Mapping[str, Any],

@@ -45,15 +45,24 @@ def reads_environ(script: Path, project: Path) -> bool:
     return bool(found & {"env:environ", "env:package", "exec"})
 
 
+def project_files(script: Path, project: Path) -> list[Path]:
+    """``script`` and the project modules (and exec'd project files) it imports, as scanned."""
+    return _walk(script, project)[1]
+
+
 def _scan(script: Path, project: Path) -> set[str]:
+    return _walk(script, project)[0]
+
+
+def _walk(script: Path, project: Path) -> tuple[set[str], list[Path]]:
     found: set[str] = set()
-    seen: set[Path] = set()
+    seen: dict[Path, None] = {}
     todo = [script]
     while todo and len(seen) < _MAX_SCANNED:
         path = todo.pop()
         if path in seen:
             continue
-        seen.add(path)
+        seen[path] = None
         try:
             tree = ast.parse(path.read_bytes(), filename=str(path))
         except (OSError, SyntaxError, ValueError):
@@ -96,7 +105,7 @@ def _scan(script: Path, project: Path) -> set[str]:
             name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else ""
             if name.endswith("ArgumentParser") or name in _PARSE_CALLS or name in _OTHER_READERS:  # another package's
                 found.add(name)
-    return found
+    return found, list(seen)
 
 
 def _call_name(node: ast.Call) -> str:
@@ -262,3 +271,25 @@ def _bound(stmt: ast.stmt) -> set[str]:
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             out.update((a.asname or a.name).split(".")[0] for a in node.names)
     return out
+
+
+def configurator_line(src: Path) -> int | None:
+    """The line of a hand configurator's first top-level statement that may set globals from the
+    command line (an exec of a file, such as nanoGPT's ``exec(open('configurator.py').read())``, or
+    ``globals()``, as an inline ``globals()[key] = value`` loop does), or None.
+
+    Only globals assigned before it are flags: nanoGPT's ``iter_num = 0`` (after its exec) is not
+    in ``globals()`` when the configurator runs, so passing ``--iter_num=0`` stops the script with
+    "Unknown config key" (and the line would reset it anyway). Merely reading ``sys.argv``
+    (``debug = "--debug" in sys.argv``) sets nothing; a ``def`` sets nothing until called."""
+    try:
+        tree = ast.parse(src.read_bytes(), filename=str(src))
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for stmt in tree.body:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        for node in ast.walk(stmt):
+            if isinstance(node, ast.Call) and _call_name(node) in ("exec", "execfile", "run_path", "globals"):
+                return stmt.lineno
+    return None

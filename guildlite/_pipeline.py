@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ._batch import is_batch
-from ._errors import GuildliteError, RunNotFoundError
+from ._errors import GuildfileError, GuildliteError, RunNotFoundError
 from ._flag_values import given_texts, parse_assignments, resolve
 from ._flags import nul_free
 from ._lifecycle import RunConfig, Session
@@ -88,8 +88,10 @@ def _without_upstream(guildfile: Guildfile, op_name: str, given: Sequence[str]) 
 
 
 def is_pipeline(guildfile: Guildfile, op_name: str) -> bool:
-    op = guildfile.operations.get(op_name)
-    return op is not None and bool(op.steps)
+    try:  # by the name `run` finds it by: `pipeline` for a guild.yml model's `mnist:pipeline`
+        return bool(guildfile.op(op_name).steps)
+    except GuildfileError:
+        return False
 
 
 def plan(

@@ -1,5 +1,6 @@
 """Scripts run without a guildfile (Guild AI's ``guild run train.py x=0.2``): a guildfile made of one
-op named after the script, its flags imported (argparse, click or globals), run with plain python.
+op named after the script, its flags imported (argparse, click or globals; a ``@hydra.main`` app's
+composed config, passed as Hydra overrides), run with plain python.
 
 The op's guildfile path is the script itself, so whatever loads a run's guildfile again (a restart,
 a detached supervisor) makes the same op from it.
@@ -27,11 +28,32 @@ def script_ops(path: Path) -> _Map:
     """A guildfile's data with one op that runs ``path`` (a .py file), its flags imported."""
     op = _Map({"main": path.name, "launcher": "python", "flags-import": "all",
                "description": f"the script {path.name} (no guildfile)"})
+    if _is_hydra_app(path):  # its flags are its composed config, passed as Hydra overrides
+        op["flags-dest"] = "overrides"
     ops, top = _Map({path.name: op}), _Map()
     top["operations"] = ops
     for m in (op, ops, top):
         m.line, m.lines = 0, {}
     return top
+
+
+def _is_hydra_app(path: Path) -> bool:
+    """``path`` is decorated with ``@hydra.main`` (``guildlite run app.py db=pg`` as a Hydra user
+    types it); read from the source, never run."""
+    import ast
+
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except (OSError, SyntaxError, ValueError):
+        return False
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for dec in node.decorator_list:
+                fn = dec.func if isinstance(dec, ast.Call) else dec
+                if isinstance(fn, ast.Attribute) and fn.attr == "main" and isinstance(fn.value, ast.Name) \
+                        and fn.value.id == "hydra":
+                    return True
+    return False
 
 
 def runnable_scripts(where: Path) -> list[str]:

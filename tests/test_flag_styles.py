@@ -711,3 +711,182 @@ def test_globals_under_torchrun_every_rank_sees_the_values(make_project: Callabl
     _, out = _run(proj, "train", "lr=0.5", "name=b c")
     got = sorted(json.loads(line.split("GOT ", 1)[1]) for line in out.splitlines() if "GOT " in line)
     assert got == [["0", 0.5, "b c"], ["1", 0.5, "b c"]]
+
+
+# --- absl flags (flags.DEFINE_*, app.run) ----------------------------------------------------------
+
+ABSL = """\
+import json
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_float("learning_rate", 0.01, "Learning rate.", lower_bound=0.0)
+flags.DEFINE_integer(name="num_epochs", default=3, help="Epochs.")
+flags.DEFINE_boolean("use_bias", True, "Use a bias term.")
+flags.DEFINE_string("note", "plain", "Free text.")
+flags.DEFINE_enum("activation", "relu", ["relu", "tanh"], "Activation.")
+flags.DEFINE_list("layers", "32,16", "Hidden sizes.")
+flags.DEFINE_multi_string("tag", ["a"], "Repeated.")
+
+
+def main(argv):
+    print("GOT " + json.dumps(dict(
+        learning_rate=FLAGS.learning_rate, num_epochs=FLAGS.num_epochs, use_bias=FLAGS.use_bias,
+        note=FLAGS.note, activation=FLAGS.activation, layers=FLAGS.layers, tag=FLAGS.tag,
+        leftover=argv[1:])))
+
+
+if __name__ == "__main__":
+    app.run(main)
+"""
+
+
+def test_absl_flags_are_imported_from_the_source_and_arrive(make_project: Callable[..., Project]) -> None:
+    """``guildlite run train.py`` of an absl script (no guildfile op): its DEFINE_* calls are its
+    flags (types, enum choices, bounds, list defaults given as absl's text), and every value,
+    lists included, reaches FLAGS with nothing left in the positional argv."""
+    proj = make_project("", {"train.py": ABSL})
+    (proj.root / "guildfile.yml").unlink()
+    cp = proj.run("ops")
+    assert cp.returncode == 0, cp.stderr
+    rec, out = _run(proj, "train.py", "learning_rate=0.25", "num_epochs=2", "use_bias=false",
+                    "note=a b, c", "activation=tanh", "layers=8,4,2", "tag=x,y")
+    got = _printed(out)
+    assert got == {"learning_rate": 0.25, "num_epochs": 2, "use_bias": False, "note": "a b, c",
+                   "activation": "tanh", "layers": ["8", "4", "2"], "tag": ["x", "y"], "leftover": []}
+    assert rec["flags"]["layers"] == ["8", "4", "2"] and rec["flags"]["tag"] == ["x", "y"]
+    _, out = _run(proj, "train.py")  # the defaults, as absl itself has them
+    assert _printed(out)["layers"] == ["32", "16"] and _printed(out)["tag"] == ["a"]
+    for bad in ("activation=sigmoid", "learning_rate=-1", "num_epochs=2.5"):
+        cp = proj.run("run", "train.py", bad, "-y")
+        assert_clean_error(cp, 2)
+    assert len(proj.records()) == 2
+
+
+def test_absl_list_flag_declared_in_the_guildfile_arrives_whole(make_project: Callable[..., Project]) -> None:
+    """A list flag declared by hand for an absl DEFINE_list option was passed as ``--layers 8 4``:
+    absl kept ``["8"]`` and ``4`` fell into argv, unread, while run.json said ``[8, 4]``."""
+    gf = _gf("""
+        operations:
+          train:
+            main: train.py
+            launcher: python
+            flags:
+              layers: {default: ["32", "16"]}
+              tag: {default: [a]}
+        """)
+    proj = make_project(gf, {"train.py": ABSL})
+    rec, out = _run(proj, "train", "layers=8,4", "tag=p,q")
+    got = _printed(out)
+    assert got["layers"] == rec["flags"]["layers"] == ["8", "4"]
+    assert got["tag"] == rec["flags"]["tag"] == ["p", "q"]
+    assert got["leftover"] == []
+
+
+# --- nanoGPT's layout: globals, then exec(open('configurator.py').read()), then more globals ------
+
+NANOGPT_CONFIGURATOR = """\
+import sys
+from ast import literal_eval
+for arg in sys.argv[1:]:
+    if '=' not in arg:
+        assert not arg.startswith('--')
+        exec(open(arg).read())
+    else:
+        assert arg.startswith('--')
+        key, val = arg.split('=')
+        key = key[2:]
+        if key in globals():
+            try:
+                attempt = literal_eval(val)
+            except (SyntaxError, ValueError):
+                attempt = val
+            assert type(attempt) == type(globals()[key])
+            globals()[key] = attempt
+        else:
+            raise ValueError(f"Unknown config key: {key}")
+"""
+
+NANOGPT_TRAIN = """\
+import json
+# -----------------------------------------------------------------------------
+out_dir = 'out'
+max_iters = 6
+learning_rate = 6e-4 # max learning rate
+decay_lr = True
+dataset = 'openwebtext'
+config_keys = [k for k,v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str))]
+exec(open('configurator.py').read()) # overrides from command line or config file
+config = {k: globals()[k] for k in config_keys}
+# -----------------------------------------------------------------------------
+iter_num = 0
+best_val_loss = 1e9
+print("GOT " + json.dumps(config))
+"""
+
+
+def test_nanogpt_globals_after_the_configurator_are_not_flags(make_project: Callable[..., Project]) -> None:
+    """nanoGPT's ``iter_num = 0`` / ``best_val_loss = 1e9`` come after its configurator runs: as
+    flags they were passed (``--iter_num=0``) and the configurator stopped the script with
+    "Unknown config key: iter_num", so ``guildlite run train.py`` of nanoGPT always failed."""
+    proj = make_project("", {"train.py": NANOGPT_TRAIN, "configurator.py": NANOGPT_CONFIGURATOR})
+    (proj.root / "guildfile.yml").unlink()
+    rec, out = _run(proj, "train.py", "learning_rate=0.001", "decay_lr=false", "dataset=shakespeare_char")
+    assert _printed(out) == {"out_dir": "out", "max_iters": 6, "learning_rate": 0.001, "decay_lr": False,
+                             "dataset": "shakespeare_char"}
+    assert rec["status"] == "completed" and set(rec["flags"]) == set(_printed(out))
+    cp = proj.run("run", "train.py", "iter_num=5", "-y")
+    assert_clean_error(cp, 2, "iter_num")
+
+
+# --- argparse sub-commands (`main: main.py train`) -------------------------------------------------
+
+SUBCOMMANDS = """\
+import argparse, json
+
+parser = argparse.ArgumentParser(description="one entry point, several commands")
+parser.add_argument("--verbose", action="store_true")
+commands = parser.add_subparsers(dest="command", required=True)
+train = commands.add_parser("train")
+train.add_argument("--learning-rate", "-lr", type=float, default=0.1, dest="lr")
+train.add_argument("--no-augment", action="store_false", dest="augment")
+train.add_argument("--layers", type=int, nargs="+", default=[64, 64])
+evaluate = commands.add_parser("eval")
+evaluate.add_argument("--ckpt", default="last.pt")
+args = parser.parse_args()
+print("GOT " + json.dumps(vars(args)))
+"""
+
+
+def test_argparse_subcommand_flags_are_the_subcommands_own(make_project: Callable[..., Project]) -> None:
+    """``main: main.py train`` imports the ``train`` sub-command's options: it imported the top
+    parser's (``verbose`` only), so ``learning-rate=0.01`` was "no flag 'learning-rate'"; and
+    ``verbose``, passed after ``train``, is an option the sub-command refuses."""
+    gf = _gf("""
+        operations:
+          train: {main: main.py train, launcher: python, flags-import: all}
+          eval: {main: main.py eval, launcher: python, flags-import: all}
+        """)
+    proj = make_project(gf, {"main.py": SUBCOMMANDS})
+    ops = proj.run_json("ops", "--json")
+    assert set(ops["train"]["flags"]) == {"learning-rate", "no-augment", "layers"}
+    assert set(ops["eval"]["flags"]) == {"ckpt"}
+    rec, out = _run(proj, "train", "learning-rate=0.01", "no-augment=true", "layers=8,4")
+    assert _printed(out) == {"verbose": False, "command": "train", "lr": 0.01, "augment": False, "layers": [8, 4]}
+    assert rec["flags"] == {"learning-rate": 0.01, "no-augment": True, "layers": [8, 4]}
+    _, out = _run(proj, "eval", "ckpt=best.pt")
+    assert _printed(out)["ckpt"] == "best.pt"
+
+
+def test_absl_flags_defined_in_a_project_module(make_project: Callable[..., Project]) -> None:
+    """Flags DEFINE'd in a module the main imports (``import flagdefs``), as many absl projects do."""
+    main = ("import json\nfrom absl import app, flags\nimport flagdefs  # noqa: F401\nFLAGS = flags.FLAGS\n\n"
+            "def main(argv):\n    print('GOT ' + json.dumps(dict(lr=FLAGS.lr, sizes=FLAGS.sizes, left=argv[1:])))\n\n"
+            "if __name__ == '__main__':\n    app.run(main)\n")
+    defs = "from absl import flags\nflags.DEFINE_float('lr', 0.1, 'lr')\nflags.DEFINE_list('sizes', [1], 'sizes')\n"  # absl parses items to text
+    proj = make_project("", {"main.py": main, "flagdefs.py": defs})
+    (proj.root / "guildfile.yml").unlink()
+    rec, out = _run(proj, "main.py", "lr=0.5", "sizes=3,4")
+    assert _printed(out) == {"lr": 0.5, "sizes": ["3", "4"], "left": []} and rec["flags"]["sizes"] == ["3", "4"]
+    assert proj.run_json("ops", "-f", "main.py", "--json")["main.py"]["flags"]["sizes"]["default"] == ["1"]

@@ -288,6 +288,18 @@ def test_script_runs_without_a_guildfile(guild_project: Callable[..., Project], 
     assert rec["flags"] == {**rec["flags"], **{a.split("=")[0]: json.loads(a.split("=")[1]) for a in args}}
 
 
+def test_a_script_run_restarts_without_a_guildfile(guild_project: Callable[..., Project]) -> None:
+    """``guildlite run --restart RUN`` of a ``guildlite run train.py`` run, where there is still no
+    guildfile: it was "no guildfile.yml in ... or its parents"."""
+    proj = guild_project({"train.py": ARGPARSE_TRAIN})
+    _ok(proj.run("run", "-y", "train.py", "lr=0.2"))
+    rec, run_dir = _only_run(proj)
+    cp = proj.run("run", "-y", "--restart", rec["id"], "epochs=3")
+    _ok(cp)
+    assert "args 0.2 3 adam" in (run_dir / "output.log").read_text()
+    assert proj.record(rec["id"])["flags"]["epochs"] == 3
+
+
 def test_script_batch_and_unknown_flag(guild_project: Callable[..., Project]) -> None:
     proj = guild_project({"train.py": GLOBALS_TRAIN})
     cp = proj.run("run", "-y", "train.py", "lr=[0.1,0.2]")
@@ -708,3 +720,91 @@ def test_one_problem_is_reported_as_it_was(guild_project: Callable[..., Project]
     cp = proj.run("run", "-y", "a")
     assert cp.returncode == 2 and "problems" not in cp.stderr
     assert "guildfile.yml:4: operation 'a': launcher 'pythn'" in cp.stderr
+
+
+# A Guild project whose ops live in a model, as Guild's getting-started examples write them: the
+# model's sourcecode rules, a pipeline and an upstream requirement naming sibling ops bare.
+MODEL_PIPELINE_GUILD_YML = """\
+- model: mnist
+  description: A toy mnist
+  sourcecode:
+    - '*.py'
+    - exclude: 'scratch_*'
+  operations:
+    prepare:
+      main: prepare
+      flags-import: all
+      requires:
+        - file: data/raw.csv
+    train:
+      main: train
+      flags-import: [lr, epochs]
+      requires:
+        - operation: prepare
+          select: prepared.txt
+      output-scalars:
+        - step: 'Epoch (\\step)'
+        - loss: 'loss=(\\value)'
+    pipeline:
+      steps:
+        - prepare
+        - run: train
+          flags:
+            lr: 0.5
+        - train epochs=2
+"""
+
+MODEL_PREPARE = """\
+import argparse
+
+p = argparse.ArgumentParser()
+p.add_argument("--scale", type=float, default=1.0)
+a = p.parse_args()
+rows = open("data/raw.csv").read().splitlines()
+open("prepared.txt", "w").write(f"{len(rows)} {a.scale}\\n")
+"""
+
+MODEL_TRAIN = """\
+import argparse
+
+p = argparse.ArgumentParser()
+p.add_argument("--lr", type=float, default=0.01)
+p.add_argument("--epochs", type=int, default=3)
+p.add_argument("--secret", default="x")
+a = p.parse_args()
+print("prepared", open("prepared.txt").read().strip(), "lr", a.lr, "epochs", a.epochs)
+loss = 1.0
+for e in range(a.epochs):
+    loss *= 1 - a.lr
+    print(f"Epoch {e}")
+    print(f"loss={loss:.4f}")
+"""
+
+
+def test_a_models_pipeline_and_requirement_name_sibling_ops_bare(guild_project: Callable[..., Project]) -> None:
+    """``- prepare`` in a model's steps and ``operation: prepare`` in its requires are the model's
+    own ``mnist:prepare`` (they were "no operation 'prepare'"), the model's sourcecode rules do not
+    make its pipeline invalid (they did: "unknown key 'sourcecode' in pipeline operation"), and
+    ``guildlite run pipeline`` finds ``mnist:pipeline`` as ``run train`` finds ``mnist:train``."""
+    proj = guild_project({"guild.yml": MODEL_PIPELINE_GUILD_YML, "prepare.py": MODEL_PREPARE,
+                          "train.py": MODEL_TRAIN, "data/raw.csv": "a,b\n1,2\n3,4\n",
+                          "scratch_notes.py": "raise SystemExit('never copied')\n"})
+    _ok(proj.run("ops"))
+    cp = proj.run("run", "-y", "pipeline")
+    _ok(cp)
+    assert "prepared 3 1.0 lr 0.5 epochs 3" in cp.stdout and "prepared 3 1.0 lr 0.01 epochs 2" in cp.stdout
+    recs = proj.records()
+    assert sorted(r["op"] for r in recs) == ["mnist:pipeline", "mnist:prepare", "mnist:train", "mnist:train"]
+    prep = next(r for r in recs if r["op"] == "mnist:prepare")
+    trains = [r for r in recs if r["op"] == "mnist:train"]
+    assert sorted(r["flags"]["lr"] for r in trains) == [0.01, 0.5]
+    for t in trains:
+        assert {q.get("run") for q in t["requires"] if q["kind"] == "operation"} == {prep["id"]}
+        assert not (proj.runs_dir / t["id"] / "scratch_notes.py").exists()
+        assert read_scalars(proj.runs_dir / t["id"])  # Guild's \\step / \\value patterns found rows
+    # The upstream run is picked by the bare name too, as Guild users write it.
+    cp = proj.run("run", "-y", "train", f"prepare={prep['id']}", "lr=0.25")
+    _ok(cp)
+    assert "prepared 3 1.0 lr 0.25" in cp.stdout
+    cp = proj.run("run", "-y", "train", "prepare=nonesuch")
+    assert cp.returncode == 2 and TRACEBACK not in cp.stderr

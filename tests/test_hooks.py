@@ -230,7 +230,7 @@ def test_a_hung_hook_times_out_and_guildlite_exits(hproj: Callable[[str], HookPr
     cp = proj.run("run", "quick", "-y", timeout=60)
     assert_no_traceback(cp.stdout, cp.stderr)
     r = proj.only_record()
-    assert proj.trace(r, "Hang", hook_name) == ["timed out after 1 s"]
+    assert proj.trace(r, "Hang", hook_name) == ["timed out after 1 s"], (r, cp.stderr)
     assert "plugin Hang." + hook_name + " failed: timed out after 1 s" in cp.stderr
     log = (proj.runs_dir / r["id"] / "output.log").read_text()
     assert f"[guildlite] guildlite: plugin Hang.{hook_name} timed out after 1 s; it was at:" in log

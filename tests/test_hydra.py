@@ -255,3 +255,95 @@ def test_a_mapping_no_override_can_spell_is_left_to_the_config(make_project: Cal
     assert "odd" not in flags and "model.lr" in flags
     assert proj.run("run", "app", "-y").returncode == 0
     assert _cfg(proj, proj.only_record())["odd"] == [{"a b": 1}]
+
+
+# --- `+key=value` overrides, in a project laid out like the Hydra docs' ----------------------------
+
+DOCS_APP = textwrap.dedent(
+    """\
+    import json
+    import logging
+
+    import hydra
+    from omegaconf import DictConfig, OmegaConf
+
+    log = logging.getLogger(__name__)
+
+
+    @hydra.main(version_base=None, config_path="conf", config_name="config")
+    def train(cfg: DictConfig) -> None:
+        with open("seen.json", "w") as f:
+            json.dump(OmegaConf.to_container(cfg, resolve=False), f)
+        log.info("model %s", cfg.model.name)
+        print(f"val_loss: {cfg.optimizer.lr * 2}")
+
+
+    if __name__ == "__main__":
+        train()
+    """
+)
+
+
+@pytest.fixture
+def docs_proj(make_project: Callable[..., Project]) -> Project:
+    gf = "operations:\n  train:\n    main: train.py\n    launcher: python\n    flags-dest: overrides\n    flags-import: all\n"
+    return make_project(gf, {
+        "train.py": DOCS_APP,
+        "conf/config.yaml": "defaults:\n  - model: resnet\n  - optimizer: adam\n  - _self_\n\nseed: 42\n"
+                            "trainer:\n  max_epochs: 3\n  precision: \"32\"\n",
+        "conf/model/resnet.yaml": "name: resnet\ndepth: 18\n",
+        "conf/model/vit.yaml": "name: vit\ndepth: 12\npatch: 16\n",
+        "conf/optimizer/adam.yaml": "lr: 0.001\n",
+        "conf/optimizer/sgd.yaml": "lr: 0.1\nmomentum: 0.9\n",
+    })
+
+
+def _seen(proj: Project, run_id: str) -> dict[str, Any]:
+    seen: dict[str, Any] = json.loads((proj.runs_dir / run_id / "seen.json").read_text())
+    return seen
+
+
+def test_plus_key_overrides_add_keys_and_a_restart_keeps_them(docs_proj: Project) -> None:
+    """``+key=VALUE`` (add a key the config lacks) and ``++key=VALUE`` (add or override), as a
+    Hydra user types them: they were refused as flag names."""
+    cp = docs_proj.run("run", "train", "model=vit", "+trainer.grad_clip=0.5", "++trainer.precision=16",
+                       "+extra.name=a b", "-y")
+    assert cp.returncode == 0, cp.stderr
+    rec = docs_proj.only_record()
+    seen = _seen(docs_proj, rec["id"])
+    assert seen["trainer"] == {"max_epochs": 3, "precision": "16", "grad_clip": 0.5}
+    assert seen["extra"] == {"name": "a b"} and seen["model"]["name"] == "vit"
+    assert rec["flags"]["trainer.grad_clip"] == 0.5 and rec["flags"]["extra.name"] == "a b"
+    assert rec["flags"]["trainer.precision"] == "16"
+    assert "+trainer.grad_clip=0.5" in rec["cmd"] and "+trainer.grad_clip=0.5" in rec["opspec"]  # as typed
+    (docs_proj.runs_dir / rec["id"] / "seen.json").unlink()
+    cp = docs_proj.run("run", "--restart", rec["id"], "-y")
+    assert cp.returncode == 0, cp.stderr
+    assert _seen(docs_proj, rec["id"]) == seen  # the added keys again, not dropped
+
+
+def test_plus_key_overrides_in_a_batch_and_the_refusals(docs_proj: Project) -> None:
+    cp = docs_proj.run("run", "train", "+extra.k=[1,2]", "optimizer=sgd", "-y")
+    assert cp.returncode == 0, cp.stderr
+    trials = [r for r in docs_proj.records() if r.get("is_trial")]
+    assert sorted(_seen(docs_proj, t["id"])["extra"]["k"] for t in trials) == [1, 2]
+    assert sorted(t["flags"]["extra.k"] for t in trials) == [1, 2]
+    before = len(docs_proj.records())
+    # Hydra refuses to append a key the config has, and `+++` is no override syntax.
+    assert_clean_error(docs_proj.run("run", "train", "+seed=1", "-y"), 2, "seed=1")
+    assert_clean_error(docs_proj.run("run", "train", "+++x=1", "-y"), 2, "+++x")
+    assert len(docs_proj.records()) == before
+
+
+def test_a_hydra_app_run_by_its_file_name_takes_overrides(docs_proj: Project) -> None:
+    """``guildlite run train.py model=vit`` with no guildfile, as ``python train.py model=vit``: it
+    was refused ("flags-import reads argparse parsers and module globals, but train.py uses
+    hydra, omegaconf: declare its flags in the guildfile")."""
+    (docs_proj.root / "guildfile.yml").unlink()
+    cp = docs_proj.run("run", "train.py", "model=vit", "optimizer.lr=0.25", "+extra=on", "-y")
+    assert cp.returncode == 0, cp.stderr
+    rec = docs_proj.only_record()
+    seen = _seen(docs_proj, rec["id"])
+    assert seen["model"] == {"name": "vit", "depth": 12, "patch": 16} and seen["optimizer"] == {"lr": 0.25}
+    assert seen["extra"] == "on" and rec["flags"]["model"] == "vit" and rec["flags"]["optimizer.lr"] == 0.25
+    assert_clean_error(docs_proj.run("run", "train.py", "model=nosuch", "-y"), 2, "nosuch")

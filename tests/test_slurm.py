@@ -381,6 +381,19 @@ def test_a_pruned_trial_is_cancelled_and_recorded_pruned(single: None, project: 
     wait_for("the job to leave the queue", lambda: bad["remote"]["job_id"] not in squeue_ids(), timeout=30)
 
 
+def test_a_search_queued_whole_is_said_to_learn_nothing(single: None, project: Path) -> None:
+    """A queue backend runs every trial of a search at once by default: the user is told that the
+    optimizer learns nothing then, and how to let it (not with --parallel K)."""
+    args = ("run", "curve", "lr=uniform[0.01:1.0]", "steps=2", "--optimizer", "random", "--minimize", "loss",
+            "--max-trials", "2", "--seed", "1", "-y")
+    p = gl(project, *args, timeout=300)
+    assert p.returncode == 0, p.stderr + p.stdout + logs(project)
+    assert "all 2 trials of the search are proposed at once" in p.stderr and "--parallel K" in p.stderr, p.stderr
+    p = gl(project, *args, "--parallel", "1", timeout=300)
+    assert p.returncode == 0, p.stderr + p.stdout + logs(project)
+    assert "proposed at once" not in p.stderr, p.stderr
+
+
 def test_killed_submitter_leaves_on_run_end_to_the_node(single: None, project: Path) -> None:
     proc = gl_bg(project, "run", "train", "steps=16", "step-seconds=0.5", "-y")
     run_dir = the_run_dir(project)

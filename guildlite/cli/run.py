@@ -191,13 +191,15 @@ def run(
                fail_fast=fail_on_trial_error, plugin_names=plugin_names, echo=not as_json, backend=backend,
                backend_options=_backend_options(given) if any(v is not None for v in given.values()) else None)
         return
-    gf = open_guildfile(guildfile, args[0] if args and not restart_spec else None)
+    target = select_one(runs_dir_for(runs_dir, guildfile), restart_spec) if restart_spec else None
+    from_script = _launched_script(target.run_dir) if target is not None and guildfile is None else None
+    gf = open_guildfile(guildfile or from_script, args[0] if args and not restart_spec else None)
     if gf.default_op is not None and not restart_spec and (not args or "=" in args[0]):
         args = (gf.default_op, *args)  # Guild's `default: yes` op
     if restart_spec:
         if needed:
             raise GuildliteError("--needed does not go with --restart (a restart runs its run again)", exit_code=2)
-        target = select_one(runs_dir_for(runs_dir, guildfile), restart_spec)
+        assert target is not None
         job = (pipeline.restart if target.is_pipeline else restart)(
             target, args, guildfile=gf, parallel=parallel, gpus=gpus, fail_fast=fail_on_trial_error,
             plugin_names=plugin_names, echo=not as_json, backend=backend,
@@ -371,3 +373,15 @@ def _show_plan(plan: Any) -> None:
         _say(f"  {k}: upstream run {', '.join(v) if isinstance(v, list) else v}")
     _say(f"  command: {display_command(plan.command)}")
     _say(f"  runs dir: {cfg.runs_dir}")
+
+
+def _launched_script(run_dir: Path) -> Path | None:
+    """The script a run made with no guildfile (``guildlite run train.py``) came from, for its
+    restart where no guildfile is found: its launch file names the script as its guildfile."""
+    from .._guildfile import find_guildfile
+    from .._supervisor import read_launch
+
+    if find_guildfile() is not None:
+        return None  # a guildfile here says what its ops are, as for any restart
+    path = read_launch(run_dir).get("guildfile")
+    return Path(path) if isinstance(path, str) and path.endswith(".py") and Path(path).is_file() else None
