@@ -120,7 +120,8 @@ def test_note_edit_with_a_failing_editor_is_one_error_line(proj: tuple[Project, 
     p, ids = proj
     cp = p.run("note", ids["nan"], "--edit", env={"EDITOR": editor, "VISUAL": editor})
     assert cp.returncode == 1
-    assert cp.stderr.startswith("guildlite: error: --edit: ") and "no note written" in cp.stderr, cp.stderr
+    assert cp.stderr.startswith(f"guildlite: error: the editor {editor!r} ") and cp.stderr.count("\n") == 1, cp.stderr
+    assert "no note written" in cp.stderr, cp.stderr
     assert not json.loads((p.runs_dir / ids["nan"] / "run.json").read_text()).get("notes")
 
 
