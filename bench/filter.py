@@ -13,17 +13,7 @@ timed beside them for scale. Prints a markdown table.
 
 from __future__ import annotations
 
-import argparse
-import os
-import resource
-import shutil
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
-
-from _common import GUILDLITE, make_runs
+from _common import cold_warm_table
 
 CASES = [
     ["runs", "--filter", "lr >= 0.05"],  # a flag: 20% of the runs
@@ -37,46 +27,5 @@ CASES = [
 ]
 
 
-def timed(args: list[str], runs_dir: Path) -> tuple[float, float]:
-    """Wall seconds and CPU seconds (user + system: what a busy machine inflates least) of one CLI call."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t = time.perf_counter()
-    subprocess.run([*GUILDLITE, *args, "--runs-dir", str(runs_dir)], stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, check=True)
-    dt = time.perf_counter() - t
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return dt, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", default="100000")
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--runs-dir", type=Path, help="Use (or make) the runs here instead of a temp dir.")
-    a = ap.parse_args()
-    print("| runs | command | cold ms | cold cpu ms | warm ms (best) | warm cpu ms (best) |")
-    print("|---:|---|---:|---:|---:|---:|")
-    for n in [int(x) for x in a.sizes.split(",")]:
-        tmp = Path(tempfile.mkdtemp(prefix="guildlite-bench-"))
-        runs_dir = a.runs_dir or tmp / "runs"
-        try:
-            if not runs_dir.exists() or not any(runs_dir.iterdir()):
-                runs_dir.mkdir(parents=True, exist_ok=True)
-                runs_dir.rmdir()
-                t = time.perf_counter()
-                make_runs(runs_dir, n)
-                print(f"<!-- made {n} runs in {time.perf_counter() - t:.1f} s -->", file=sys.stderr)
-            (runs_dir / ".index.sqlite").unlink(missing_ok=True)
-            for args in CASES:
-                cold, cold_cpu = timed(args, runs_dir)
-                warm = [timed(args, runs_dir) for _ in range(a.repeat)]
-                shown = " ".join(f"'{x}'" if " " in x else x for x in args)
-                print(f"| {n} | `guildlite {shown}` | {cold * 1000:.0f} | {cold_cpu * 1000:.0f} "
-                      f"| {min(w for w, _ in warm) * 1000:.0f} | {min(c for _, c in warm) * 1000:.0f} |", flush=True)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    print(f"\n{os.cpu_count()} CPUs; python {sys.version.split()[0]}")
-
-
 if __name__ == "__main__":
-    main()
+    cold_warm_table(__doc__, CASES, sizes="100000")
