@@ -229,6 +229,41 @@ def own_lease_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 # --- polling and processes ------------------------------------------------------------------------
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for a server the test starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_get(url: str, timeout: float = 60) -> tuple[int, bytes]:
+    """``url``'s status and body, an HTTP error's too."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def wait_serving(url: str, proc: subprocess.Popen[Any], timeout: float = 60) -> None:
+    """Wait until the server ``proc`` answers at ``url`` (its favicon); it must not exit meanwhile."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url + "favicon.ico", timeout=5).close()
+            return
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+
+
 def wait_until(pred: Callable[[], T], timeout: float = 30.0, interval: float = 0.05, what: str = "") -> T:
     """Poll ``pred`` until it returns something truthy (returned); fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

@@ -12,19 +12,15 @@ import json
 import os
 import re
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from conftest import TRACEBACK, clean_env, property_settings, run_guildlite
+from conftest import TRACEBACK, clean_env, free_port, http_get, property_settings, run_guildlite, wait_serving
 
 from guildlite._errors import BadRecordError, RunNotFoundError
 from guildlite._index import _TABLE
@@ -396,29 +392,16 @@ def test_tensorboard_with_a_dotdot_id_writes_only_in_the_logdir(tmp_path: Path) 
 # --- view's server with bad records --------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def view_server(mixed: Path) -> Iterator[str]:
     pytest.importorskip("plotly")
-    port = _free_port()
+    port = free_port()
     err = tempfile.TemporaryFile()
     proc = subprocess.Popen([sys.executable, "-m", "guildlite", "view", "--no-browser", "--port", str(port),
                              "--runs-dir", str(mixed)], stdout=subprocess.DEVNULL, stderr=err)
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(url + "favicon.ico", timeout=5).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.1)
+        wait_serving(url, proc)
         yield url
     finally:
         proc.terminate()
@@ -428,27 +411,19 @@ def view_server(mixed: Path) -> Iterator[str]:
         err.close()
 
 
-def _get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
 def test_view_server_answers_over_bad_records(view_server: str) -> None:
     for _ in range(2):
-        code, body = _get(view_server + "data.json")
+        code, body = http_get(view_server + "data.json", timeout=30)
         assert code == 200
         assert sorted(r["id"] for r in json.loads(body)["runs"]) == GOOD
-    code, body = _get(view_server)
+    code, body = http_get(view_server, timeout=30)
     assert code == 200 and all(g.encode() in body for g in GOOD)
-    code, body = _get(view_server + f"run/{GOOD[0]}.json")
+    code, body = http_get(view_server + f"run/{GOOD[0]}.json", timeout=30)
     assert code == 200 and json.loads(body)["id"] == GOOD[0]
     for i, (_, _, problem) in enumerate(BAD_RECORDS):
-        code, body = _get(view_server + f"run/20260102T0000{i:02d}-000fff.json")
+        code, body = http_get(view_server + f"run/20260102T0000{i:02d}-000fff.json", timeout=30)
         assert code == 404 and b"bad run record" in body and problem.encode() in body
-    code, body = _get(view_server + "run/best.json")
+    code, body = http_get(view_server + "run/best.json", timeout=30)
     assert code == 404 and b"rename it back" in body
 
 

@@ -5,31 +5,13 @@ named, within the regex time limit, not hold the server's thread (and a CPU) for
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from typing import Iterator
 
 import pytest
-from conftest import GUILDLITE, TRACEBACK, Project
+from conftest import GUILDLITE, TRACEBACK, Project, free_port, http_get, wait_serving
 
 EVIL_LABEL = "a" * 40 + "!"  # (a+)+$ takes 2^40 steps to give up on it
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _get(url: str, timeout: float = 60) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
 
 
 @pytest.fixture
@@ -41,20 +23,13 @@ def served(project: Project) -> Iterator[tuple[Project, str, str]]:
         assert project.run("run", "-y", "quick").returncode == 0
     first = str(project.records()[0]["id"])
     assert project.run("label", first, "aaa").returncode == 0
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([*GUILDLITE, "view", "--no-browser", "--port", str(port), "--filter",
                              'label ~ "(a+)+$"'], cwd=project.root, env=project.env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(url + "favicon.ico", timeout=5).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.1)
+        wait_serving(url, proc)
         yield project, url, first
     finally:
         proc.terminate()
@@ -70,16 +45,16 @@ def served(project: Project) -> Iterator[tuple[Project, str, str]]:
 def test_a_label_set_after_the_server_started_cannot_hang_a_filtered_page_load(
         served: tuple[Project, str, str]) -> None:
     project, url, first = served
-    code, body = _get(url + "data.json")
+    code, body = http_get(url + "data.json")
     assert code == 200 and [r["id"] for r in json.loads(body)["runs"]] == [first]
     assert project.run("label", first, EVIL_LABEL).returncode == 0
     for page in ("data.json", ""):
-        code, body = _get(url + page, timeout=60)  # the old server never answered
+        code, body = http_get(url + page, timeout=60)  # the old server never answered
         assert code != 200 and b"regular expression" in body, (code, body[:500])
     # The server is still whole: other requests are answered, and the page again once the label is sane.
-    assert _get(url + "favicon.ico")[0] == 204
+    assert http_get(url + "favicon.ico")[0] == 204
     assert project.run("label", first, "aaaa").returncode == 0
-    code, body = _get(url + "data.json")
+    code, body = http_get(url + "data.json")
     assert code == 200 and [r["id"] for r in json.loads(body)["runs"]] == [first]
 
 
@@ -88,5 +63,5 @@ def test_page_loads_made_at_once_are_all_answered(served: tuple[Project, str, st
 
     project, url, first = served
     with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(lambda _: _get(url + "data.json"), range(16)))
+        answers = list(pool.map(lambda _: http_get(url + "data.json"), range(16)))
     assert all(code == 200 and [r["id"] for r in json.loads(body)["runs"]] == [first] for code, body in answers)
