@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ._flags import FlagDef, name_problem
-from ._parser_scan import _call_name, project_files
+from ._parser_scan import call_name, project_files
+from ._pysource import NO_VALUE, literal_or_missing
 
 # DEFINE_<kind> -> (flag type, arg-split for a list)
 _KINDS: dict[str, tuple[str | None, str | None]] = {
@@ -32,7 +33,6 @@ _POSITIONAL = {"DEFINE_enum": ("name", "default", "enum_values", "help"),
                "DEFINE_multi_enum": ("name", "default", "enum_values", "help")}
 # List flags whose items absl keeps as text (a DEFINE_list default of ints still parses to texts).
 _TEXT_ITEMS = ("DEFINE_list", "DEFINE_spaceseplist", "DEFINE_multi_string", "DEFINE_multi_enum")
-_NO_VALUE = object()
 
 
 def absl_flags(script: Path, project: Path) -> dict[str, FlagDef]:
@@ -46,7 +46,7 @@ def absl_flags(script: Path, project: Path) -> dict[str, FlagDef]:
         except (OSError, SyntaxError, ValueError):
             continue
         for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and _call_name(node) in _KINDS:
+            if isinstance(node, ast.Call) and call_name(node) in _KINDS:
                 flag = _define(node)
                 if flag is not None and flag.name not in out:
                     out[flag.name] = flag
@@ -59,16 +59,16 @@ def absl_list_splits(script: Path, project: Path) -> dict[str, str]:
 
 
 def _define(node: ast.Call) -> FlagDef | None:
-    kind = _call_name(node)
+    kind = call_name(node)
     order = _POSITIONAL.get(kind, ("name", "default", "help"))
     args: dict[str, Any] = dict(zip(order, node.args))
     args.update({k.arg: k.value for k in node.keywords if k.arg})
-    name = _literal(args["name"]) if "name" in args else _NO_VALUE
+    name = literal_or_missing(args["name"]) if "name" in args else NO_VALUE
     if not isinstance(name, str) or name_problem(name):
         return None
     ftype, split = _KINDS[kind]
-    default = _literal(args["default"]) if "default" in args else None
-    if default is _NO_VALUE:
+    default = literal_or_missing(args["default"]) if "default" in args else None
+    if default is NO_VALUE:
         default = None
     if ftype == "list" and isinstance(default, str):
         # absl takes a list default as the text it would parse (`"32,16"`, `"a b"`).
@@ -77,9 +77,9 @@ def _define(node: ast.Call) -> FlagDef | None:
         default = [default]  # a DEFINE_multi_* default may be one value
     if isinstance(default, (list, tuple)) and kind in _TEXT_ITEMS:
         default = [str(x) for x in default]  # absl parses `--layers=8,4` to texts: so are the values
-    choices = _literal(args["enum_values"]) if "enum_values" in args and kind == "DEFINE_enum" else None
-    help_text = _literal(args["help"]) if "help" in args else ""
-    bounds = {k: _literal(args[f"{k}_bound"]) for k in ("lower", "upper") if f"{k}_bound" in args}
+    choices = literal_or_missing(args["enum_values"]) if "enum_values" in args and kind == "DEFINE_enum" else None
+    help_text = literal_or_missing(args["help"]) if "help" in args else ""
+    bounds = {k: literal_or_missing(args[f"{k}_bound"]) for k in ("lower", "upper") if f"{k}_bound" in args}
     return FlagDef(
         name=name,
         default=list(default) if isinstance(default, tuple) else default,
@@ -96,10 +96,3 @@ def _define(node: ast.Call) -> FlagDef | None:
 
 def _number(value: Any) -> float | None:
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _literal(node: Any) -> Any:
-    try:
-        return ast.literal_eval(node)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        return _NO_VALUE

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from ._flags import FlagDef, name_problem
-from ._parser_scan import _call_name
+from ._parser_scan import call_name
+from ._pysource import NO_VALUE, literal_or_missing
 
 _TYPES = {"int": "int", "float": "float", "str": "str", "bool": "bool", "INT": "int", "FLOAT": "float",
           "STRING": "str", "BOOL": "bool", "Path": "path"}
-_NO_VALUE = object()
 
 
 def click_flags(script: Path) -> dict[str, FlagDef]:
@@ -24,7 +24,7 @@ def click_flags(script: Path) -> dict[str, FlagDef]:
         return {}
     out: dict[str, FlagDef] = {}
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and _call_name(node) == "option":
+        if isinstance(node, ast.Call) and call_name(node) == "option":
             flag = _option(node)
             if flag is not None and flag.name not in out:
                 out[flag.name] = flag
@@ -43,22 +43,22 @@ def _option(node: ast.Call) -> FlagDef | None:
     if name_problem(name):
         return None
     kw = {k.arg: k.value for k in node.keywords if k.arg}
-    default = _literal(kw["default"]) if "default" in kw else None
-    if default is _NO_VALUE:
+    default = literal_or_missing(kw["default"]) if "default" in kw else None
+    if default is NO_VALUE:
         default = None
-    is_flag = _literal(kw["is_flag"]) is True if "is_flag" in kw else False
+    is_flag = literal_or_missing(kw["is_flag"]) is True if "is_flag" in kw else False
     ftype, choices = _type(kw.get("type"))
     if switch or is_flag:
         ftype = "bool"
     elif ftype is None and default is not None and not isinstance(default, (list, tuple)):
         ftype = {bool: "bool", int: "int", float: "float", str: "str"}.get(type(default))
-    help_text = _literal(kw["help"]) if "help" in kw else ""
+    help_text = literal_or_missing(kw["help"]) if "help" in kw else ""
     return FlagDef(
         name=name,
         default=default,
         type=ftype,
         choices=choices,
-        required=_literal(kw["required"]) is True if "required" in kw else False,
+        required=literal_or_missing(kw["required"]) is True if "required" in kw else False,
         description=help_text if isinstance(help_text, str) else "",
         arg_name=option,
         arg_switch=True if (is_flag or switch) else None,  # passed when true; a --x/--no-x's other half when false
@@ -72,15 +72,8 @@ def _type(node: Any) -> tuple[str | None, tuple[Any, ...] | None]:
         return _TYPES.get(node.id), None
     if isinstance(node, ast.Attribute):
         return _TYPES.get(node.attr), None
-    if isinstance(node, ast.Call) and _call_name(node) == "Choice" and node.args:
-        values = _literal(node.args[0])
+    if isinstance(node, ast.Call) and call_name(node) == "Choice" and node.args:
+        values = literal_or_missing(node.args[0])
         if isinstance(values, (list, tuple)) and values and all(isinstance(v, (str, int, float)) for v in values):
             return None, tuple(values)
     return None, None
-
-
-def _literal(node: Any) -> Any:
-    try:
-        return ast.literal_eval(node)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        return _NO_VALUE

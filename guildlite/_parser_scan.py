@@ -95,7 +95,7 @@ def _walk(script: Path, project: Path) -> tuple[set[str], list[Path]]:
             elif (isinstance(node, ast.Attribute) and node.attr == "argv" and isinstance(node.value, ast.Name)
                   and node.value.id == "sys"):
                 found.add("sys.argv")
-            elif isinstance(node, ast.Call) and _call_name(node) in ("exec", "execfile", "run_path"):
+            elif isinstance(node, ast.Call) and call_name(node) in ("exec", "execfile", "run_path"):
                 # nanoGPT's `exec(open('configurator.py').read())`: that file's code is this script's.
                 ran = _executed_file(node, path.parent, project)
                 if ran is None:
@@ -108,7 +108,7 @@ def _walk(script: Path, project: Path) -> tuple[set[str], list[Path]]:
     return found, list(seen)
 
 
-def _call_name(node: ast.Call) -> str:
+def call_name(node: ast.Call) -> str:
     fn = node.func
     return fn.id if isinstance(fn, ast.Name) else fn.attr if isinstance(fn, ast.Attribute) else ""
 
@@ -118,7 +118,7 @@ def _executed_file(node: ast.Call, base: Path, project: Path) -> Path | None:
     ``runpy.run_path('f.py')`` (relative to the working directory, the project, or the script's dir)."""
     arg = node.args[0] if node.args else None
     if (isinstance(arg, ast.Call) and isinstance(arg.func, ast.Attribute) and arg.func.attr == "read"
-            and isinstance(arg.func.value, ast.Call) and _call_name(arg.func.value) == "open"):
+            and isinstance(arg.func.value, ast.Call) and call_name(arg.func.value) == "open"):
         arg = arg.func.value.args[0] if arg.func.value.args else None
     if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
         return None
@@ -173,7 +173,7 @@ def click_switch_pairs(script: Path) -> dict[str, tuple[str, bool]]:
         return {}
     out: dict[str, tuple[str, bool]] = {}
     for node in ast.walk(tree):
-        if not (isinstance(node, ast.Call) and _call_name(node) == "option"):
+        if not (isinstance(node, ast.Call) and call_name(node) == "option"):
             continue
         for arg in node.args:
             if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)) or "/" not in arg.value:
@@ -232,7 +232,7 @@ def _may_parse(stmt: ast.stmt, tainted: set[str], script: Path, project: Path) -
         name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else ""
         if name.endswith("ArgumentParser") or name in _PARSE_CALLS or name in _OTHER_READERS:
             return True
-        if isinstance(node, ast.Call) and _call_name(node) in _OPAQUE_CALLS:
+        if isinstance(node, ast.Call) and call_name(node) in _OPAQUE_CALLS:
             return True
         if isinstance(node, ast.Name) and node.id in tainted:
             return True
@@ -290,6 +290,6 @@ def configurator_line(src: Path) -> int | None:
         if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             continue
         for node in ast.walk(stmt):
-            if isinstance(node, ast.Call) and _call_name(node) in ("exec", "execfile", "run_path", "globals"):
+            if isinstance(node, ast.Call) and call_name(node) in ("exec", "execfile", "run_path", "globals"):
                 return stmt.lineno
     return None

@@ -199,6 +199,17 @@ def _bound_names(node: ast.AST) -> Iterable[str]:
         yield from _bound_names(child)
 
 
+NO_VALUE = object()  # ``literal_or_missing``: the node is not a literal
+
+
+def literal_or_missing(node: Any) -> Any:
+    """``ast.literal_eval`` of ``node``, or NO_VALUE when it is not a literal (a name, a call, ...)."""
+    try:
+        return ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return NO_VALUE
+
+
 def literal_value(node: ast.expr) -> Any:
     """``ast.literal_eval`` of ``node``, plus ``float("inf")``/``float("nan")`` (how guildlite writes them)."""
     if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "float"
